@@ -1,0 +1,323 @@
+//! The [`Datastore`] trait: where the bytes of media live, addressed by their content.
+//!
+//! A datastore holds blobs under keys derived from their SHA-256 ([`BlobKey`]), so writing
+//! the same bytes twice is idempotent. Implementations stream in and out and never assume a
+//! local path, so an object store can implement the trait as well as a folder can.
+
+use std::fmt;
+use std::ops::Range;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::ids::Sha256Hex;
+
+/// The key of a blob inside a datastore: `ab/cd/abcdef…`, the first two byte pairs of the
+/// lowercase hex SHA-256 as two folder levels, then the full digest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobKey(String);
+
+impl BlobKey {
+    /// The key a blob with this digest is stored under.
+    pub fn for_hash(sha256: &Sha256Hex) -> Self {
+        let hex = sha256.as_str();
+        Self(format!("{}/{}/{}", &hex[0..2], &hex[2..4], hex))
+    }
+
+    /// Parses a key read back from a store or a database; only the exact layout
+    /// produced by [`BlobKey::for_hash`] is accepted.
+    pub fn parse(key: &str) -> Option<Self> {
+        let mut parts = key.split('/');
+        let (a, b, hex) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let sha256 = Sha256Hex::try_from(hex).ok()?;
+        (a == &hex[0..2] && b == &hex[2..4]).then(|| Self::for_hash(&sha256))
+    }
+
+    /// The digest this key was derived from.
+    pub fn sha256(&self) -> Sha256Hex {
+        Sha256Hex::try_from(&self.0[6..]).expect("a BlobKey always ends in a valid digest")
+    }
+
+    /// The key as a `/`-separated string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BlobKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A blob as a datastore holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// SHA-256 of the bytes.
+    pub sha256: Sha256Hex,
+    /// Length of the bytes.
+    pub size: u64,
+    /// Where the bytes are, derived from `sha256`.
+    pub key: BlobKey,
+}
+
+/// What a [`Datastore::put`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutStatus {
+    /// The bytes were new and have been written.
+    Written,
+    /// A blob with the same digest was already stored; nothing was written.
+    AlreadyPresent,
+}
+
+/// The result of a successful [`Datastore::put`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    /// The blob now stored.
+    pub blob: StoredBlob,
+    /// Whether this put wrote it.
+    pub status: PutStatus,
+}
+
+/// What the caller already knows about the bytes it puts. When the bytes turn out
+/// different, the put fails with [`StoreError::Mismatch`] and stores nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// The digest the bytes must have.
+    pub sha256: Option<Sha256Hex>,
+    /// The length the bytes must have.
+    pub size: Option<u64>,
+}
+
+/// How to put a blob.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Checks to run on the bytes before they become visible.
+    pub expected: Expected,
+}
+
+impl PutOptions {
+    /// Options that check the bytes against a known digest and length.
+    pub fn expecting(sha256: Option<Sha256Hex>, size: Option<u64>) -> Self {
+        Self {
+            expected: Expected { sha256, size },
+        }
+    }
+
+    /// Fails with [`StoreError::Mismatch`] when `sha256`/`size` differ from the expectation.
+    pub fn check(&self, sha256: &Sha256Hex, size: u64) -> Result<(), StoreError> {
+        if let Some(want) = self.expected.size
+            && want != size
+        {
+            return Err(StoreError::Mismatch {
+                what: "size",
+                expected: want.to_string(),
+                actual: size.to_string(),
+            });
+        }
+        if let Some(want) = &self.expected.sha256
+            && want != sha256
+        {
+            return Err(StoreError::Mismatch {
+                what: "sha256",
+                expected: want.to_string(),
+                actual: sha256.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What a [`Datastore::delete`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteStatus {
+    /// The blob existed and is gone now.
+    Deleted,
+    /// There was no such blob (deleting is idempotent).
+    NotFound,
+}
+
+/// A half-open byte range `start..end` of a blob; `end` past the blob's length is clamped.
+pub type ByteRange = Range<u64>;
+
+/// A stream of a blob's bytes.
+pub type BlobReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// Errors of a datastore.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No blob under that key.
+    #[error("blob {key} is not in the datastore")]
+    NotFound {
+        /// The missing key.
+        key: BlobKey,
+    },
+    /// The bytes differ from what the caller said they are; nothing was stored.
+    #[error("{what} mismatch: expected {expected}, the bytes have {actual}; nothing was stored")]
+    Mismatch {
+        /// `sha256` or `size`.
+        what: &'static str,
+        /// The expected value.
+        expected: String,
+        /// The value of the bytes read.
+        actual: String,
+    },
+    /// A range that starts past the end of the blob.
+    #[error("range {start}..{end} is outside blob {key} of {size} bytes")]
+    InvalidRange {
+        /// The blob.
+        key: BlobKey,
+        /// Requested start.
+        start: u64,
+        /// Requested end.
+        end: u64,
+        /// The blob's length.
+        size: u64,
+    },
+    /// Reading the bytes to store failed; nothing was stored.
+    #[error(
+        "reading the bytes to store failed after {bytes_read} bytes; nothing was stored: {source}"
+    )]
+    Source {
+        /// Bytes read before the failure.
+        bytes_read: u64,
+        /// The reader's error.
+        source: std::io::Error,
+    },
+    /// The datastore itself failed.
+    #[error("{operation} {target} failed: {source}")]
+    Io {
+        /// What was being done (`create folder`, `write`, `rename`, …).
+        operation: &'static str,
+        /// The file, folder or object concerned.
+        target: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A datastore URI or setting that cannot be used.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A content-addressed blob store. Implementations must make writes atomic (a key either
+/// holds the complete bytes or nothing), make `put` of existing bytes a no-op, and make
+/// `delete` idempotent. Conveniences live in [`DatastoreExt`].
+#[async_trait]
+pub trait Datastore: Send + Sync + fmt::Debug {
+    /// A URI that identifies this datastore (used in reports and to register it in a
+    /// repository), e.g. `file:///srv/media`.
+    fn uri(&self) -> String;
+
+    /// Streams `data` into the store, hashing it on the way, and returns where it went.
+    /// On any error (reading `data`, a failed [`PutOptions`] check, a full disk) nothing
+    /// becomes visible under a key.
+    async fn put(
+        &self,
+        data: &mut (dyn AsyncRead + Send + Unpin),
+        options: &PutOptions,
+    ) -> Result<Put, StoreError>;
+
+    /// Streams a blob, or the part of it in `range`.
+    async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError>;
+
+    /// The length of a blob, or `None` when there is no such blob.
+    async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError>;
+
+    /// Deletes a blob; deleting a missing blob is not an error.
+    async fn delete(&self, key: &BlobKey) -> Result<DeleteStatus, StoreError>;
+
+    /// Every blob key in the store (in no particular order); never a temporary object.
+    fn list(&self) -> BoxStream<'_, Result<BlobKey, StoreError>>;
+}
+
+/// Conveniences over any [`Datastore`].
+#[async_trait]
+pub trait DatastoreExt: Datastore {
+    /// Whether a blob exists.
+    async fn exists(&self, key: &BlobKey) -> Result<bool, StoreError> {
+        Ok(self.size(key).await?.is_some())
+    }
+
+    /// Puts an in-memory byte slice.
+    async fn put_bytes(&self, bytes: &[u8]) -> Result<Put, StoreError> {
+        let mut reader = bytes;
+        self.put(&mut reader, &PutOptions::default()).await
+    }
+
+    /// Reads a whole blob into memory. Only for blobs known to be small.
+    async fn get_bytes(&self, key: &BlobKey) -> Result<Vec<u8>, StoreError> {
+        let mut reader = self.get(key, None).await?;
+        let mut out = Vec::new();
+        reader
+            .read_to_end(&mut out)
+            .await
+            .map_err(|source| StoreError::Io {
+                operation: "read",
+                target: key.to_string(),
+                source,
+            })?;
+        Ok(out)
+    }
+}
+
+impl<T: Datastore + ?Sized> DatastoreExt for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hashing::sha256_of;
+
+    #[test]
+    fn key_layout_is_two_levels_of_the_digest() {
+        let hash = sha256_of(b"abc");
+        let key = BlobKey::for_hash(&hash);
+        assert_eq!(
+            key.as_str(),
+            "ba/78/ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(key.sha256(), hash);
+        assert_eq!(BlobKey::parse(key.as_str()), Some(key));
+    }
+
+    #[test]
+    fn parse_refuses_anything_but_the_exact_layout() {
+        let hex = sha256_of(b"abc").to_string();
+        for bad in [
+            hex.clone(),
+            format!("ba/78/{hex}/x"),
+            format!("ba/79/{hex}"),
+            format!("../78/{hex}"),
+            format!("ba/78/{}", hex.to_uppercase()),
+            format!(".tmp/ba/{hex}"),
+            String::new(),
+        ] {
+            assert_eq!(BlobKey::parse(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn expectations_are_checked() {
+        let hash = sha256_of(b"abc");
+        let other = sha256_of(b"abd");
+        assert!(PutOptions::default().check(&hash, 3).is_ok());
+        assert!(
+            PutOptions::expecting(Some(hash.clone()), Some(3))
+                .check(&hash, 3)
+                .is_ok()
+        );
+        assert!(matches!(
+            PutOptions::expecting(Some(other), None).check(&hash, 3),
+            Err(StoreError::Mismatch { what: "sha256", .. })
+        ));
+        assert!(matches!(
+            PutOptions::expecting(None, Some(4)).check(&hash, 3),
+            Err(StoreError::Mismatch { what: "size", .. })
+        ));
+    }
+}

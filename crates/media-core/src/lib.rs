@@ -1,0 +1,30 @@
+//! Domain types shared by every tool of the Matrix media toolkit.
+//!
+//! * [`ids`]: validated Matrix identifiers (server names, media IDs, MXC URIs, user IDs) and
+//!   SHA-256 digests. Every identifier that may end up in a path is validated here first.
+//! * [`records`]: media and thumbnail records as our repository stores them.
+//! * [`datastore`]: the [`Datastore`] trait every byte store implements, with its key scheme
+//!   and the [`HashingReader`] that hashes bytes while they stream.
+#![deny(missing_docs)]
+
+pub mod datastore;
+pub mod hashing;
+pub mod ids;
+pub mod records;
+
+pub use datastore::{
+    BlobKey, BlobReader, ByteRange, Datastore, DatastoreExt, DeleteStatus, Expected, Put,
+    PutOptions, PutStatus, StoreError, StoredBlob,
+};
+pub use hashing::HashingReader;
+pub use ids::{IdError, MediaId, MxcUri, ServerName, Sha256Hex, UserId};
+pub use records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, ThumbnailRecord};
+
+/// Milliseconds since the Unix epoch, the time unit of every timestamp in the toolkit
+/// (Synapse, Dendrite and matrix-media-repo all use it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

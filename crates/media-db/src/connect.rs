@@ -1,0 +1,203 @@
+//! Opening databases by URL: pools for SQLite and PostgreSQL, with passwords kept out of
+//! every message.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::error::DbError;
+
+/// The SQL dialect of a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite 3.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// A connection pool of either dialect.
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of `$pool_enum`. The body is
+/// compiled once per dialect, so each gets its own driver's types with no duplicated code.
+macro_rules! on_pool {
+    ($pool_enum:expr, |$pool:ident| $body:expr) => {
+        match $pool_enum {
+            $crate::connect::Pool::Sqlite($pool) => $body,
+            $crate::connect::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// The URL schemes accepted for databases, for messages.
+pub const ACCEPTED_DATABASE_URLS: &str = "sqlite://path/to/file.db, sqlite:///absolute/file.db, \
+     postgres://user:password@host:port/database";
+
+/// `url` with any password replaced by `***`, safe to print.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Which dialect a URL names.
+pub fn dialect_of(url: &str) -> Result<Dialect, DbError> {
+    let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
+    match scheme {
+        "sqlite" => Ok(Dialect::Sqlite),
+        "postgres" | "postgresql" => Ok(Dialect::Postgres),
+        _ => Err(DbError::InvalidUrl {
+            url: redact_url(url),
+            reason: format!("expected one of {ACCEPTED_DATABASE_URLS}"),
+        }),
+    }
+}
+
+/// How a pool is opened.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenOptions {
+    /// Create a missing SQLite file (our repository) or refuse (a foreign database).
+    pub create: bool,
+    /// Open read-only (foreign databases).
+    pub read_only: bool,
+    /// Maximum connections in the pool.
+    pub max_connections: u32,
+}
+
+/// Opens a pool for `url`.
+pub(crate) async fn open_pool(url: &str, options: OpenOptions) -> Result<Pool, DbError> {
+    let shown = redact_url(url);
+    let invalid = |e: sqlx::Error| DbError::InvalidUrl {
+        url: shown.clone(),
+        reason: format!("{e}; expected one of {ACCEPTED_DATABASE_URLS}"),
+    };
+    match dialect_of(url)? {
+        Dialect::Sqlite => {
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let connect = SqliteConnectOptions::from_str(url)
+                .map_err(invalid)?
+                .create_if_missing(options.create)
+                .read_only(options.read_only)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(60));
+            let connect = if options.read_only {
+                connect
+            } else {
+                connect
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+            };
+            let pool = SqlitePoolOptions::new()
+                // An in-memory database exists once per connection: keep exactly one.
+                .max_connections(if in_memory {
+                    1
+                } else {
+                    options.max_connections
+                })
+                .min_connections(if in_memory { 1 } else { 0 })
+                .idle_timeout(if in_memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(600))
+                })
+                .connect_with(connect)
+                .await
+                .map_err(|source| DbError::Connect {
+                    url: shown.clone(),
+                    hint: if options.create {
+                        "Check that the folder exists and is writable."
+                    } else {
+                        "Check that the file exists and is readable."
+                    },
+                    source,
+                })?;
+            Ok(Pool::Sqlite(pool))
+        }
+        Dialect::Postgres => {
+            let connect = PgConnectOptions::from_str(url).map_err(invalid)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(Duration::from_secs(15))
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if options.read_only {
+                            sqlx::query("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                                .execute(conn)
+                                .await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .connect_with(connect)
+                .await
+                .map_err(|source| DbError::Connect {
+                    url: shown.clone(),
+                    hint: "Check that PostgreSQL runs there and that the user, password and \
+                           database in the URL are right.",
+                    source,
+                })?;
+            Ok(Pool::Postgres(pool))
+        }
+    }
+}
+
+/// Applies `migrator` to the pool, refusing a database that a newer build migrated.
+pub(crate) async fn migrate(pool: &Pool, migrator: &Migrator, url: &str) -> Result<(), DbError> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let result = on_pool!(pool, |p| migrator.run(p).await);
+    match result {
+        Ok(()) => Ok(()),
+        Err(MigrateError::VersionMissing(version)) if version > known => {
+            Err(DbError::NewerSchema {
+                url: redact_url(url),
+                version,
+                known,
+            })
+        }
+        Err(source) => Err(DbError::Migrate {
+            url: redact_url(url),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact_url("postgres://synapse:hunter2@db:5432/synapse"),
+            "postgres://synapse:***@db:5432/synapse"
+        );
+        assert_eq!(redact_url("sqlite://media.db"), "sqlite://media.db");
+    }
+
+    #[test]
+    fn dialects_come_from_the_scheme() {
+        assert_eq!(dialect_of("sqlite://x.db").unwrap(), Dialect::Sqlite);
+        assert_eq!(dialect_of("sqlite::memory:").unwrap(), Dialect::Sqlite);
+        assert_eq!(dialect_of("postgresql://h/db").unwrap(), Dialect::Postgres);
+        let err = dialect_of("mysql://h/db").unwrap_err().to_string();
+        assert!(
+            err.contains("sqlite://") && err.contains("postgres://"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Errors of the database layer.
+
+use media_core::datastore::StoreError;
+
+/// Errors of our repository and of the adapters over foreign databases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// A database URL that cannot be used.
+    #[error("invalid database URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL, with any password hidden.
+        url: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+    /// The database could not be reached or opened.
+    #[error("cannot open database {url}: {source}. {hint}")]
+    Connect {
+        /// The URL, with any password hidden.
+        url: String,
+        /// What to check.
+        hint: &'static str,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// The database was migrated by a newer version of this toolkit.
+    #[error(
+        "database {url} has schema version {version}, newer than this build knows \
+         (up to {known}): upgrade this tool, or point it at another database"
+    )]
+    NewerSchema {
+        /// The URL, with any password hidden.
+        url: String,
+        /// The newest migration applied to the database.
+        version: i64,
+        /// The newest migration this build carries.
+        known: i64,
+    },
+    /// Running the schema migrations failed.
+    #[error("migrating database {url} failed: {source}")]
+    Migrate {
+        /// The URL, with any password hidden.
+        url: String,
+        /// The migrator's error.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A statement failed.
+    #[error("database error while trying to {operation}: {source}")]
+    Query {
+        /// What was being done.
+        operation: &'static str,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// A row holds a value we refuse to use (an invalid identifier, say).
+    #[error("invalid row in {table} ({key}): {reason}")]
+    InvalidRow {
+        /// The table read.
+        table: &'static str,
+        /// The row's key, as read.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A record the operation needs does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// A new blob row was about to be committed but its object is not in the datastore
+    /// (a concurrent purge removed it after it was written): put the bytes again.
+    #[error(
+        "blob {sha256} is not in datastore {datastore} (removed concurrently?): \
+         nothing was committed; put the bytes again and retry"
+    )]
+    BlobMissing {
+        /// The blob's digest.
+        sha256: String,
+        /// The datastore checked.
+        datastore: String,
+    },
+    /// A datastore operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Attaches what was being done to a driver error.
+pub(crate) trait QueryContext<T> {
+    /// Maps a driver error into [`DbError::Query`].
+    fn during(self, operation: &'static str) -> Result<T, DbError>;
+}
+
+impl<T> QueryContext<T> for Result<T, sqlx::Error> {
+    fn during(self, operation: &'static str) -> Result<T, DbError> {
+        self.map_err(|source| DbError::Query { operation, source })
+    }
+}

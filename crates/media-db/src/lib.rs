@@ -1,0 +1,22 @@
+//! The database layer of the media toolkit.
+//!
+//! * [`repo`]: our media repository on SQLite or PostgreSQL ([`connect`] opens it by URL and
+//!   brings its schema up to date).
+//! * [`synapse`]: a read-only adapter over Synapse's media tables and avatars.
+//! * [`connect`](mod@connect): URLs, dialects and connection pools shared by every adapter.
+#![deny(missing_docs)]
+
+pub mod connect;
+pub mod error;
+mod paging;
+pub mod repo;
+mod rows;
+pub mod synapse;
+
+pub use connect::{Dialect, redact_url};
+pub use error::DbError;
+pub use repo::{
+    Blob, BlobOutcome, DatastoreId, DeletedMedia, DrainReport, InsertOutcome, NewBlob, NewMedia,
+    PendingDeletion, QuarantineChange, QuarantineChangesPage, QuarantineReport, Repository,
+    connect,
+};

@@ -1,0 +1,181 @@
+//! Raw rows of our repository and their validated conversions into domain types.
+
+use media_core::datastore::BlobKey;
+use media_core::ids::{MediaId, ServerName, Sha256Hex, UserId};
+use media_core::records::{MediaKey, MediaRecord};
+
+use crate::error::DbError;
+use crate::repo::{Blob, DatastoreId, PendingDeletion};
+
+/// `SELECT <every media column> FROM media <tail>`, as a literal.
+macro_rules! select_media {
+    ($tail:literal) => {
+        concat!(
+            "SELECT origin, media_id, sha256, upload_name, content_type, user_id, size_bytes, \
+             created_ts, last_access_ts, quarantined, quarantined_by, purpose, imported_from \
+             FROM media ",
+            $tail
+        )
+    };
+}
+pub(crate) use select_media;
+
+/// Inserts a blob row in the open transaction `$conn` (insert-or-get) and evaluates to
+/// `Result<BlobOutcome, DbError>`. A new row cancels any queued deletion of the same
+/// digest (waiting for a drain in progress) and is only kept when `$store` holds the
+/// object. A macro so that one body serves both dialects' transaction types.
+macro_rules! insert_blob_in {
+    ($conn:expr, $blob:expr, $store:expr) => {
+        async {
+            let blob: &$crate::repo::NewBlob = $blob;
+            let store: &dyn media_core::datastore::Datastore = $store;
+            let key = media_core::datastore::BlobKey::for_hash(&blob.sha256);
+            let inserted = sqlx::query(
+                "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(blob.sha256.as_str())
+            .bind(blob.size_bytes as i64)
+            .bind(blob.datastore_id.0)
+            .bind(key.as_str())
+            .bind(media_core::now_ms())
+            .execute($conn)
+            .await
+            .during("insert a blob")?
+            .rows_affected();
+            if inserted == 1 {
+                sqlx::query("DELETE FROM pending_deletions WHERE sha256 = $1")
+                    .bind(blob.sha256.as_str())
+                    .execute($conn)
+                    .await
+                    .during("cancel a queued deletion")?;
+                match store.size(&key).await? {
+                    Some(size) if size == blob.size_bytes => {
+                        Ok::<_, $crate::error::DbError>($crate::repo::BlobOutcome::Inserted)
+                    }
+                    _ => Err($crate::error::DbError::BlobMissing {
+                        sha256: blob.sha256.to_string(),
+                        datastore: store.uri(),
+                    }),
+                }
+            } else {
+                let row: $crate::rows::BlobRow = sqlx::query_as(
+                    "SELECT sha256, size_bytes, datastore_id, location, created_ts \
+                     FROM blobs WHERE sha256 = $1",
+                )
+                .bind(blob.sha256.as_str())
+                .fetch_one($conn)
+                .await
+                .during("read an existing blob")?;
+                Ok($crate::repo::BlobOutcome::Existing(row.into_blob()?))
+            }
+        }
+        .await
+    };
+}
+pub(crate) use insert_blob_in;
+
+fn invalid(table: &'static str, key: String) -> impl Fn(String) -> DbError {
+    move |reason| DbError::InvalidRow {
+        table,
+        key: key.clone(),
+        reason,
+    }
+}
+
+/// A validated media key from raw columns.
+pub(crate) fn media_key(
+    table: &'static str,
+    origin: &str,
+    media_id: &str,
+) -> Result<MediaKey, DbError> {
+    let bad = invalid(table, format!("{origin}/{media_id}"));
+    Ok(MediaKey::new(
+        ServerName::try_from(origin).map_err(|e| bad(e.to_string()))?,
+        MediaId::try_from(media_id).map_err(|e| bad(e.to_string()))?,
+    ))
+}
+
+/// A validated queue entry from raw columns.
+pub(crate) fn pending_deletion(
+    datastore_id: i64,
+    location: &str,
+    sha256: &str,
+) -> Result<PendingDeletion, DbError> {
+    let bad = invalid("pending_deletions", location.to_owned());
+    Ok(PendingDeletion {
+        datastore_id: DatastoreId(datastore_id),
+        location: BlobKey::parse(location).ok_or_else(|| bad("not a blob key".to_owned()))?,
+        sha256: Sha256Hex::try_from(sha256).map_err(|e| bad(e.to_string()))?,
+    })
+}
+
+/// A row of `media`, as stored.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct MediaRow {
+    pub origin: String,
+    pub media_id: String,
+    pub sha256: String,
+    pub upload_name: Option<String>,
+    pub content_type: Option<String>,
+    pub user_id: Option<String>,
+    pub size_bytes: i64,
+    pub created_ts: i64,
+    pub last_access_ts: Option<i64>,
+    pub quarantined: bool,
+    pub quarantined_by: Option<String>,
+    pub purpose: String,
+    pub imported_from: Option<String>,
+}
+
+impl MediaRow {
+    /// Validates every identifier of the row.
+    pub fn into_record(self) -> Result<MediaRecord, DbError> {
+        let key = media_key("media", &self.origin, &self.media_id)?;
+        let bad = invalid("media", key.to_string());
+        Ok(MediaRecord {
+            sha256: Sha256Hex::try_from(self.sha256.as_str()).map_err(|e| bad(e.to_string()))?,
+            size_bytes: u64::try_from(self.size_bytes)
+                .map_err(|_| bad(format!("negative size {}", self.size_bytes)))?,
+            upload_name: self.upload_name,
+            content_type: self.content_type,
+            uploader: self
+                .user_id
+                .map(|u| UserId::try_from(u.as_str()).map_err(|e| bad(e.to_string())))
+                .transpose()?,
+            created_ts: self.created_ts,
+            last_access_ts: self.last_access_ts,
+            quarantined: self.quarantined,
+            quarantined_by: self.quarantined_by,
+            purpose: self.purpose.parse().map_err(&bad)?,
+            imported_from: self.imported_from,
+            key,
+        })
+    }
+}
+
+/// A row of `blobs`, as stored.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct BlobRow {
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub datastore_id: i64,
+    pub location: String,
+    pub created_ts: i64,
+}
+
+impl BlobRow {
+    /// Validates the row.
+    pub fn into_blob(self) -> Result<Blob, DbError> {
+        let bad = invalid("blobs", self.sha256.clone());
+        Ok(Blob {
+            sha256: Sha256Hex::try_from(self.sha256.as_str()).map_err(|e| bad(e.to_string()))?,
+            size_bytes: u64::try_from(self.size_bytes)
+                .map_err(|_| bad(format!("negative size {}", self.size_bytes)))?,
+            datastore_id: DatastoreId(self.datastore_id),
+            location: BlobKey::parse(&self.location)
+                .ok_or_else(|| bad(format!("location {:?} is not a blob key", self.location)))?,
+            created_ts: self.created_ts,
+        })
+    }
+}

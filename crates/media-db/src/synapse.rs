@@ -1,0 +1,468 @@
+//! A read-only adapter over a Synapse database: its media tables and the avatars in use.
+//!
+//! SQLite files are opened read-only; PostgreSQL sessions are set to read-only
+//! transactions. Every table is read with keyset pagination, one page at a time. Rows come
+//! back as Synapse stored them (strings, not validated identifiers): validating them is the
+//! importer's job, so that one bad row is reported and skipped instead of ending the stream.
+
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+
+use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
+use crate::error::{DbError, QueryContext};
+use crate::paging::{full_page, keyset_pages};
+
+/// Rows per page.
+const PAGE_SIZE: i64 = 1_000;
+
+/// A Synapse database, opened read-only.
+#[derive(Debug, Clone)]
+pub struct SynapseDb {
+    pool: Pool,
+    dialect: Dialect,
+    shown_url: String,
+    local_has_sha256: bool,
+    remote_has_sha256: bool,
+}
+
+/// A row of `local_media_repository` (media uploaded to this server, and URL previews).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LocalMediaRow {
+    /// The media ID (24 letters for uploads, `YYYY-MM-DD_…` for URL previews).
+    pub media_id: String,
+    /// MIME type; `None`/empty when created but never uploaded.
+    pub media_type: Option<String>,
+    /// Length in bytes; `None` when never uploaded.
+    pub media_length: Option<i64>,
+    /// Creation time, ms.
+    pub created_ts: i64,
+    /// Upload file name.
+    pub upload_name: Option<String>,
+    /// Uploader's user ID.
+    pub user_id: Option<String>,
+    /// The admin who quarantined it.
+    pub quarantined_by: Option<String>,
+    /// Set for URL-preview media.
+    pub url_cache: Option<String>,
+    /// Last download, ms.
+    pub last_access_ts: Option<i64>,
+    /// "Protected" media: cannot be quarantined.
+    pub safe_from_quarantine: bool,
+    /// SHA-256 as Synapse recorded it (absent before Synapse 1.128).
+    pub sha256: Option<String>,
+}
+
+/// A row of `remote_media_cache` (cached copies of other servers' media).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RemoteMediaRow {
+    /// The origin server.
+    pub media_origin: String,
+    /// The media ID at the origin.
+    pub media_id: String,
+    /// MIME type.
+    pub media_type: Option<String>,
+    /// Length in bytes.
+    pub media_length: Option<i64>,
+    /// When it was cached, ms.
+    pub created_ts: i64,
+    /// Upload file name.
+    pub upload_name: Option<String>,
+    /// The local file name (decides the path; not the media ID).
+    pub filesystem_id: Option<String>,
+    /// Last download, ms.
+    pub last_access_ts: Option<i64>,
+    /// The admin who quarantined it.
+    pub quarantined_by: Option<String>,
+    /// SHA-256 as Synapse recorded it (absent before Synapse 1.128).
+    pub sha256: Option<String>,
+}
+
+/// A row of `local_media_repository_thumbnails` or `remote_media_cache_thumbnails`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ThumbnailRow {
+    /// The media's origin; `None` for local thumbnails.
+    pub media_origin: Option<String>,
+    /// The media ID.
+    pub media_id: String,
+    /// Width (the requested one for dynamic thumbnails).
+    pub thumbnail_width: i64,
+    /// Height (the requested one for dynamic thumbnails).
+    pub thumbnail_height: i64,
+    /// MIME type.
+    pub thumbnail_type: String,
+    /// `crop` or `scale`.
+    pub thumbnail_method: String,
+    /// Length in bytes.
+    pub thumbnail_length: Option<i64>,
+    /// The remote media's file name; `None` for local thumbnails.
+    pub filesystem_id: Option<String>,
+}
+
+/// Where an avatar MXC was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AvatarSource {
+    /// `profiles.avatar_url`.
+    Profile,
+    /// The current `m.room.avatar` of a room.
+    Room,
+    /// A current `m.room.member` event's `avatar_url`.
+    Member,
+}
+
+/// Opens a Synapse database read-only: a `postgres://` URL, a `sqlite://` URL or a bare
+/// path to `homeserver.db`.
+pub async fn open_synapse(location: &str) -> Result<SynapseDb, DbError> {
+    let url = if location.contains("://") || location.starts_with("sqlite:") {
+        location.to_owned()
+    } else {
+        if !std::path::Path::new(location).is_file() {
+            return Err(DbError::InvalidUrl {
+                url: location.to_owned(),
+                reason: "no such file: give the path of Synapse's homeserver.db, or a \
+                         postgres:// URL"
+                    .into(),
+            });
+        }
+        format!("sqlite://{location}")
+    };
+    let pool = connect::open_pool(
+        &url,
+        OpenOptions {
+            create: false,
+            read_only: true,
+            max_connections: 4,
+        },
+    )
+    .await?;
+    let dialect = match pool {
+        Pool::Sqlite(_) => Dialect::Sqlite,
+        Pool::Postgres(_) => Dialect::Postgres,
+    };
+    let mut db = SynapseDb {
+        pool,
+        dialect,
+        shown_url: redact_url(&url),
+        local_has_sha256: false,
+        remote_has_sha256: false,
+    };
+    if !db.has_table("local_media_repository").await? {
+        return Err(DbError::InvalidUrl {
+            url: db.shown_url.clone(),
+            reason: "this database has no local_media_repository table: is it Synapse's?".into(),
+        });
+    }
+    db.local_has_sha256 = db.has_column("local_media_repository", "sha256").await?;
+    db.remote_has_sha256 = db.has_column("remote_media_cache", "sha256").await?;
+    Ok(db)
+}
+
+impl SynapseDb {
+    /// The database's URL, password hidden.
+    pub fn url(&self) -> &str {
+        &self.shown_url
+    }
+
+    /// Closes the connections.
+    pub async fn close(&self) {
+        on_pool!(&self.pool, |p| p.close().await)
+    }
+
+    async fn has_table(&self, table: &str) -> Result<bool, DbError> {
+        let found: Option<i64> = on_pool!(&self.pool, |p| {
+            let sql = match self.dialect {
+                Dialect::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
+                Dialect::Postgres => {
+                    "SELECT 1::BIGINT FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_name = $1"
+                }
+            };
+            sqlx::query_scalar(sql)
+                .bind(table)
+                .fetch_optional(p)
+                .await
+                .during("inspect the Synapse schema")?
+        });
+        Ok(found.is_some())
+    }
+
+    async fn has_column(&self, table: &str, column: &str) -> Result<bool, DbError> {
+        let found: Option<i64> = on_pool!(&self.pool, |p| {
+            let sql = match self.dialect {
+                Dialect::Sqlite => "SELECT 1 FROM pragma_table_info($1) WHERE name = $2",
+                Dialect::Postgres => {
+                    "SELECT 1::BIGINT FROM information_schema.columns \
+                     WHERE table_schema = current_schema() AND table_name = $1 \
+                     AND column_name = $2"
+                }
+            };
+            sqlx::query_scalar(sql)
+                .bind(table)
+                .bind(column)
+                .fetch_optional(p)
+                .await
+                .during("inspect the Synapse schema")?
+        });
+        Ok(found.is_some())
+    }
+
+    /// Counts of the media tables: (local media, remote media, local thumbnails, remote
+    /// thumbnails), for progress totals.
+    pub async fn counts(&self) -> Result<[u64; 4], DbError> {
+        let mut out = [0u64; 4];
+        for (slot, table) in out.iter_mut().zip([
+            "local_media_repository",
+            "remote_media_cache",
+            "local_media_repository_thumbnails",
+            "remote_media_cache_thumbnails",
+        ]) {
+            let sql = match table {
+                "local_media_repository" => "SELECT COUNT(*) FROM local_media_repository",
+                "remote_media_cache" => "SELECT COUNT(*) FROM remote_media_cache",
+                "local_media_repository_thumbnails" => {
+                    "SELECT COUNT(*) FROM local_media_repository_thumbnails"
+                }
+                _ => "SELECT COUNT(*) FROM remote_media_cache_thumbnails",
+            };
+            let n: i64 = on_pool!(&self.pool, |p| {
+                sqlx::query_scalar(sql)
+                    .fetch_one(p)
+                    .await
+                    .during("count Synapse media")?
+            });
+            *slot = n as u64;
+        }
+        Ok(out)
+    }
+
+    /// Pages of `local_media_repository`, ordered by media_id.
+    pub fn local_media_pages(&self) -> BoxStream<'static, Result<Vec<LocalMediaRow>, DbError>> {
+        let db = self.clone();
+        keyset_pages(String::new(), move |after: String| {
+            let db = db.clone();
+            async move {
+                let rows: Vec<LocalMediaRow> = on_pool!(&db.pool, |p| {
+                    sqlx::query_as(if db.local_has_sha256 {
+                        LOCAL_MEDIA_SQL
+                    } else {
+                        LOCAL_MEDIA_SQL_WITHOUT_SHA256
+                    })
+                    .bind(&after)
+                    .bind(PAGE_SIZE)
+                    .fetch_all(p)
+                    .await
+                    .during("read Synapse local media")?
+                });
+                let next = full_page(&rows, PAGE_SIZE).map(|r| r.media_id.clone());
+                Ok((rows, next))
+            }
+        })
+    }
+
+    /// Pages of `remote_media_cache`, ordered by (media_origin, media_id).
+    pub fn remote_media_pages(&self) -> BoxStream<'static, Result<Vec<RemoteMediaRow>, DbError>> {
+        let db = self.clone();
+        keyset_pages((String::new(), String::new()), move |(origin, id)| {
+            let db = db.clone();
+            async move {
+                let rows: Vec<RemoteMediaRow> = on_pool!(&db.pool, |p| {
+                    sqlx::query_as(if db.remote_has_sha256 {
+                        REMOTE_MEDIA_SQL
+                    } else {
+                        REMOTE_MEDIA_SQL_WITHOUT_SHA256
+                    })
+                    .bind(&origin)
+                    .bind(&id)
+                    .bind(PAGE_SIZE)
+                    .fetch_all(p)
+                    .await
+                    .during("read Synapse remote media")?
+                });
+                let next = full_page(&rows, PAGE_SIZE)
+                    .map(|r| (r.media_origin.clone(), r.media_id.clone()));
+                Ok((rows, next))
+            }
+        })
+    }
+
+    /// The thumbnails of local media with `first <= media_id <= last` (one page's range).
+    pub async fn local_thumbnails_between(
+        &self,
+        first: &str,
+        last: &str,
+    ) -> Result<Vec<ThumbnailRow>, DbError> {
+        Ok(on_pool!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT NULL AS media_origin, media_id, thumbnail_width, thumbnail_height, \
+                 thumbnail_type, thumbnail_method, thumbnail_length, NULL AS filesystem_id \
+                 FROM local_media_repository_thumbnails \
+                 WHERE media_id >= $1 AND media_id <= $2 ORDER BY media_id",
+            )
+            .bind(first)
+            .bind(last)
+            .fetch_all(p)
+            .await
+            .during("read Synapse local thumbnails")?
+        }))
+    }
+
+    /// The thumbnails of remote media between two (origin, media_id) keys, inclusive.
+    pub async fn remote_thumbnails_between(
+        &self,
+        first: (&str, &str),
+        last: (&str, &str),
+    ) -> Result<Vec<ThumbnailRow>, DbError> {
+        Ok(on_pool!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT media_origin, media_id, thumbnail_width, thumbnail_height, \
+                 thumbnail_type, thumbnail_method, thumbnail_length, filesystem_id \
+                 FROM remote_media_cache_thumbnails \
+                 WHERE (media_origin > $1 OR (media_origin = $1 AND media_id >= $2)) \
+                 AND (media_origin < $3 OR (media_origin = $3 AND media_id <= $4)) \
+                 ORDER BY media_origin, media_id",
+            )
+            .bind(first.0)
+            .bind(first.1)
+            .bind(last.0)
+            .bind(last.1)
+            .fetch_all(p)
+            .await
+            .during("read Synapse remote thumbnails")?
+        }))
+    }
+
+    /// Every MXC URI in use as a profile, room or member avatar (raw strings; one MXC may
+    /// come several times). Read page by page.
+    pub fn avatars(&self) -> BoxStream<'static, Result<(AvatarSource, String), DbError>> {
+        let profiles = self.simple_avatars(AvatarSource::Profile);
+        let rooms = self.simple_avatars(AvatarSource::Room);
+        let members = self.member_avatars();
+        profiles.chain(rooms).chain(members).boxed()
+    }
+
+    fn simple_avatars(
+        &self,
+        source: AvatarSource,
+    ) -> BoxStream<'static, Result<(AvatarSource, String), DbError>> {
+        let db = self.clone();
+        let sql = match source {
+            AvatarSource::Profile => {
+                "SELECT user_id AS k, avatar_url AS v FROM profiles \
+                 WHERE user_id > $1 AND avatar_url LIKE 'mxc://%' ORDER BY user_id LIMIT $2"
+            }
+            _ => {
+                "SELECT room_id AS k, avatar AS v FROM room_stats_state \
+                 WHERE room_id > $1 AND avatar LIKE 'mxc://%' ORDER BY room_id LIMIT $2"
+            }
+        };
+        keyset_pages(String::new(), move |after: String| {
+            let db = db.clone();
+            async move {
+                let rows: Vec<(String, String)> = on_pool!(&db.pool, |p| {
+                    sqlx::query_as(sql)
+                        .bind(&after)
+                        .bind(PAGE_SIZE)
+                        .fetch_all(p)
+                        .await
+                        .during("read Synapse avatars")?
+                });
+                let next = full_page(&rows, PAGE_SIZE).map(|r| r.0.clone());
+                Ok((rows.into_iter().map(|(_, v)| (source, v)).collect(), next))
+            }
+        })
+        .map_ok(|page: Vec<_>| stream::iter(page.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+    }
+
+    fn member_avatars(&self) -> BoxStream<'static, Result<(AvatarSource, String), DbError>> {
+        let db = self.clone();
+        keyset_pages(String::new(), move |after: String| {
+            let db = db.clone();
+            async move {
+                let rows: Vec<(String, String)> = on_pool!(&db.pool, |p| {
+                    sqlx::query_as(
+                        "SELECT c.event_id, j.json FROM current_state_events AS c \
+                         JOIN event_json AS j ON j.event_id = c.event_id \
+                         WHERE c.type = 'm.room.member' AND c.event_id > $1 \
+                         ORDER BY c.event_id LIMIT $2",
+                    )
+                    .bind(&after)
+                    .bind(PAGE_SIZE)
+                    .fetch_all(p)
+                    .await
+                    .during("read Synapse member events")?
+                });
+                let next = full_page(&rows, PAGE_SIZE).map(|r| r.0.clone());
+                let avatars = rows
+                    .iter()
+                    .filter_map(|(_, json)| member_avatar_url(json))
+                    .map(|url| (AvatarSource::Member, url))
+                    .collect();
+                Ok((avatars, next))
+            }
+        })
+        .map_ok(|page: Vec<_>| stream::iter(page.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+    }
+}
+
+/// The `content.avatar_url` of a member event's JSON, when it is an MXC URI.
+fn member_avatar_url(event_json: &str) -> Option<String> {
+    let event: serde_json::Value = serde_json::from_str(event_json).ok()?;
+    let url = event.get("content")?.get("avatar_url")?.as_str()?;
+    url.starts_with("mxc://").then(|| url.to_owned())
+}
+
+macro_rules! local_media_sql {
+    ($sha256:literal) => {
+        concat!(
+            "SELECT media_id, media_type, media_length, created_ts, upload_name, user_id, \
+             quarantined_by, url_cache, last_access_ts, \
+             COALESCE(safe_from_quarantine, FALSE) AS safe_from_quarantine, ",
+            $sha256,
+            " AS sha256 FROM local_media_repository WHERE media_id > $1 \
+             ORDER BY media_id LIMIT $2"
+        )
+    };
+}
+
+macro_rules! remote_media_sql {
+    ($sha256:literal) => {
+        concat!(
+            "SELECT media_origin, media_id, media_type, media_length, created_ts, upload_name, \
+             filesystem_id, last_access_ts, quarantined_by, ",
+            $sha256,
+            " AS sha256 FROM remote_media_cache \
+             WHERE media_origin > $1 OR (media_origin = $1 AND media_id > $2) \
+             ORDER BY media_origin, media_id LIMIT $3"
+        )
+    };
+}
+
+const LOCAL_MEDIA_SQL: &str = local_media_sql!("sha256");
+const LOCAL_MEDIA_SQL_WITHOUT_SHA256: &str = local_media_sql!("CAST(NULL AS TEXT)");
+const REMOTE_MEDIA_SQL: &str = remote_media_sql!("sha256");
+const REMOTE_MEDIA_SQL_WITHOUT_SHA256: &str = remote_media_sql!("CAST(NULL AS TEXT)");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_avatars_are_read_from_event_content() {
+        let event = r#"{"type":"m.room.member","content":{"membership":"join","avatar_url":"mxc://a.example/xyz"}}"#;
+        assert_eq!(
+            member_avatar_url(event).as_deref(),
+            Some("mxc://a.example/xyz")
+        );
+        assert_eq!(
+            member_avatar_url(r#"{"content":{"avatar_url":null}}"#),
+            None
+        );
+        assert_eq!(
+            member_avatar_url(r#"{"content":{"avatar_url":"https://x/y"}}"#),
+            None
+        );
+        assert_eq!(member_avatar_url("not json"), None);
+    }
+}

@@ -1,0 +1,696 @@
+//! Every repository operation, each test body run on SQLite AND PostgreSQL.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use media_core::datastore::{Datastore, DatastoreExt};
+use media_core::ids::{Sha256Hex, UserId};
+use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, ThumbnailRecord};
+use media_db::{
+    BlobOutcome, DatastoreId, DbError, InsertOutcome, NewBlob, NewMedia, Repository, connect,
+};
+use media_store::MemoryDatastore;
+use media_tests::TestDatabase;
+
+/// A repository, a datastore registered in it, and the test's label (`sqlite`/`postgres`).
+struct Fixture {
+    repo: Repository,
+    store: Arc<MemoryDatastore>,
+    datastore_id: DatastoreId,
+    label: &'static str,
+}
+
+impl Fixture {
+    /// Puts `bytes` into the datastore and returns a local media record for them.
+    async fn media(&self, media_id: &str, uploader: &str, bytes: &[u8]) -> NewMedia {
+        let put = self.store.put_bytes(bytes).await.unwrap();
+        let uploader: UserId = uploader.parse().unwrap();
+        NewMedia {
+            record: MediaRecord {
+                key: key(uploader.server_name().as_str(), media_id),
+                sha256: put.blob.sha256,
+                size_bytes: put.blob.size,
+                upload_name: Some(format!("{media_id}.bin")),
+                content_type: Some("application/octet-stream".into()),
+                uploader: Some(uploader),
+                created_ts: 1_700_000_000_000,
+                last_access_ts: None,
+                quarantined: false,
+                quarantined_by: None,
+                purpose: Purpose::None,
+                imported_from: Some("test".into()),
+            },
+            datastore_id: self.datastore_id,
+        }
+    }
+
+    async fn insert(&self, media: &NewMedia) -> InsertOutcome {
+        self.repo.insert_media(media, &*self.store).await.unwrap()
+    }
+}
+
+fn key(origin: &str, media_id: &str) -> MediaKey {
+    MediaKey::new(origin.parse().unwrap(), media_id.parse().unwrap())
+}
+
+/// Runs `test` on a fresh SQLite repository, then on a fresh PostgreSQL one.
+async fn on_both<F, Fut>(test: F)
+where
+    F: Fn(Fixture) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for db in TestDatabase::both().await {
+        let repo = connect(&db.url).await.unwrap();
+        let store = Arc::new(MemoryDatastore::new());
+        let datastore_id = repo.register_datastore("memory://test").await.unwrap();
+        test(Fixture {
+            repo: repo.clone(),
+            store,
+            datastore_id,
+            label: db.label,
+        })
+        .await;
+        repo.close().await;
+        db.drop_database().await;
+    }
+}
+
+#[tokio::test]
+async fn connecting_twice_migrates_once_and_keeps_data() {
+    for db in TestDatabase::both().await {
+        let repo = connect(&db.url).await.unwrap();
+        let first = repo.register_datastore("file:///srv/a").await.unwrap();
+        repo.close().await;
+        let repo = connect(&db.url).await.unwrap();
+        assert_eq!(
+            repo.register_datastore("file:///srv/a").await.unwrap(),
+            first
+        );
+        assert_ne!(
+            repo.register_datastore("file:///srv/b").await.unwrap(),
+            first
+        );
+        repo.close().await;
+        db.drop_database().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_concurrent_inserts_of_one_blob_create_one_row() {
+    on_both(|f| async move {
+        let put = f.store.put_bytes(b"shared bytes").await.unwrap();
+        let blob = NewBlob {
+            sha256: put.blob.sha256.clone(),
+            size_bytes: put.blob.size,
+            datastore_id: f.datastore_id,
+        };
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (repo, store, blob) = (f.repo.clone(), f.store.clone(), blob.clone());
+                tokio::spawn(async move { repo.insert_blob(&blob, &*store).await.unwrap() })
+            })
+            .collect();
+        let mut inserted = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                BlobOutcome::Inserted => inserted += 1,
+                BlobOutcome::Existing(row) => assert_eq!(row.sha256, put.blob.sha256),
+            }
+        }
+        assert_eq!(inserted, 1, "{}", f.label);
+        let row = f.repo.get_blob(&put.blob.sha256).await.unwrap().unwrap();
+        assert_eq!(row.location, put.blob.key);
+        assert_eq!(row.size_bytes, 12);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_concurrent_media_batches_share_one_blob() {
+    on_both(|f| async move {
+        let mut batches = Vec::new();
+        for worker in 0..16 {
+            let mut batch = Vec::new();
+            for i in 0..5 {
+                batch.push(
+                    f.media(&format!("w{worker}m{i}"), "@alice:example.org", b"same")
+                        .await,
+                );
+            }
+            batches.push(batch);
+        }
+        let tasks: Vec<_> = batches
+            .into_iter()
+            .map(|batch| {
+                let (repo, store) = (f.repo.clone(), f.store.clone());
+                tokio::spawn(async move { repo.insert_media_batch(&batch, &*store).await.unwrap() })
+            })
+            .collect();
+        for task in tasks {
+            assert!(
+                task.await
+                    .unwrap()
+                    .iter()
+                    .all(|o| *o == InsertOutcome::Inserted)
+            );
+        }
+        let sha = media_core::hashing::sha256_of(b"same");
+        assert_eq!(
+            f.repo.blob_reference_count(&sha).await.unwrap(),
+            80,
+            "{}",
+            f.label
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_blob_whose_object_is_missing_is_never_recorded() {
+    on_both(|f| async move {
+        let missing = NewBlob {
+            sha256: media_core::hashing::sha256_of(b"never stored"),
+            size_bytes: 12,
+            datastore_id: f.datastore_id,
+        };
+        let err = f.repo.insert_blob(&missing, &*f.store).await.unwrap_err();
+        assert!(matches!(err, DbError::BlobMissing { .. }), "{err}");
+        assert_eq!(f.repo.get_blob(&missing.sha256).await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn media_inserts_are_idempotent_and_never_overwrite() {
+    on_both(|f| async move {
+        let media = f.media("abc", "@alice:example.org", b"original").await;
+        assert_eq!(f.insert(&media).await, InsertOutcome::Inserted);
+        assert_eq!(f.insert(&media).await, InsertOutcome::AlreadyPresent);
+
+        let mut other = f.media("abc", "@alice:example.org", b"different").await;
+        other.record.upload_name = Some("evil.bin".into());
+        assert_eq!(
+            f.insert(&other).await,
+            InsertOutcome::Conflict {
+                existing_sha256: media.record.sha256.clone()
+            }
+        );
+        let stored = f.repo.get_media(&media.record.key).await.unwrap().unwrap();
+        assert_eq!(stored, media.record, "{}", f.label);
+        // The conflicting bytes got a blob row (they are in the store) but no reference.
+        assert_eq!(
+            f.repo
+                .blob_reference_count(&other.record.sha256)
+                .await
+                .unwrap(),
+            0
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_media_field_round_trips() {
+    on_both(|f| async move {
+        let mut media = f.media("full", "@bob:example.org:8448", b"x").await;
+        media.record.last_access_ts = Some(1_700_000_123_456);
+        media.record.quarantined = true;
+        media.record.quarantined_by = Some("@admin:example.org".into());
+        media.record.purpose = Purpose::Pinned;
+        f.insert(&media).await;
+        let mut remote = f.media("remote1", "@x:remote.example", b"y").await;
+        remote.record.uploader = None;
+        remote.record.upload_name = None;
+        remote.record.content_type = None;
+        remote.record.imported_from = None;
+        f.insert(&remote).await;
+        for m in [&media, &remote] {
+            let got = f.repo.get_media(&m.record.key).await.unwrap();
+            assert_eq!(got.as_ref(), Some(&m.record), "{}", f.label);
+        }
+        assert!(
+            f.repo
+                .get_media(&key("remote.example", "nope"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn thumbnails_need_their_media_and_are_idempotent() {
+    on_both(|f| async move {
+        let media = f.media("img", "@alice:example.org", b"image").await;
+        f.insert(&media).await;
+        let put = f.store.put_bytes(b"thumb").await.unwrap();
+        let thumb = ThumbnailRecord {
+            media: media.record.key.clone(),
+            width: 32,
+            height: 32,
+            method: ThumbnailMethod::Crop,
+            content_type: "image/png".into(),
+            animated: false,
+            sha256: put.blob.sha256.clone(),
+            size_bytes: put.blob.size,
+            created_ts: 1,
+        };
+        let insert = |t: ThumbnailRecord| {
+            let f = &f;
+            async move {
+                f.repo
+                    .insert_thumbnail(&t, f.datastore_id, &*f.store)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(insert(thumb.clone()).await, InsertOutcome::Inserted);
+        assert_eq!(insert(thumb.clone()).await, InsertOutcome::AlreadyPresent);
+        let scaled = ThumbnailRecord {
+            method: ThumbnailMethod::Scale,
+            ..thumb.clone()
+        };
+        assert_eq!(insert(scaled).await, InsertOutcome::Inserted);
+        let orphan = ThumbnailRecord {
+            media: key("example.org", "missing"),
+            ..thumb.clone()
+        };
+        assert_eq!(
+            insert(orphan).await,
+            InsertOutcome::MediaMissing,
+            "{}",
+            f.label
+        );
+        assert_eq!(
+            f.repo.blob_reference_count(&put.blob.sha256).await.unwrap(),
+            2
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn media_stream_by_uploader_and_origin_page_through_everything() {
+    on_both(|f| async move {
+        // More than two pages of alice's media across two origins' worth of IDs, plus
+        // other users and origins that must not appear.
+        let mut batch = Vec::new();
+        for i in 0..1_203 {
+            batch.push(
+                f.media(&format!("a{i:05}"), "@alice:example.org", b"a")
+                    .await,
+            );
+        }
+        for i in 0..7 {
+            batch.push(f.media(&format!("b{i}"), "@bob:example.org", b"b").await);
+            batch.push(
+                f.media(&format!("c{i}"), "@carol:other.example", b"c")
+                    .await,
+            );
+        }
+        f.repo.insert_media_batch(&batch, &*f.store).await.unwrap();
+
+        let alice: UserId = "@alice:example.org".parse().unwrap();
+        let got: Vec<MediaRecord> = f
+            .repo
+            .media_by_uploader(&alice)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1_203, "{}", f.label);
+        assert!(got.windows(2).all(|w| w[0].key < w[1].key));
+        assert!(got.iter().all(|m| m.uploader.as_ref() == Some(&alice)));
+
+        let origin = "example.org".parse().unwrap();
+        let got: Vec<MediaRecord> = f.repo.media_by_origin(&origin).try_collect().await.unwrap();
+        assert_eq!(got.len(), 1_210);
+        assert!(got.iter().all(|m| m.key.origin == origin));
+        let other = "other.example".parse().unwrap();
+        assert_eq!(
+            f.repo
+                .media_by_origin(&other)
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+                .len(),
+            7
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn quarantine_propagates_to_same_bytes_except_pinned() {
+    on_both(|f| async move {
+        let a = f.media("a", "@alice:example.org", b"bad").await;
+        let b = f.media("b", "@bob:example.org", b"bad").await;
+        let mut pinned = f.media("p", "@carol:example.org", b"bad").await;
+        pinned.record.purpose = Purpose::Pinned;
+        let other = f.media("o", "@alice:example.org", b"fine").await;
+        for m in [&a, &b, &pinned, &other] {
+            f.insert(m).await;
+        }
+        let report = f
+            .repo
+            .set_quarantined(&a.record.key, true, Some("@admin:example.org"))
+            .await
+            .unwrap();
+        assert_eq!(
+            report.changed,
+            vec![a.record.key.clone(), b.record.key.clone()]
+        );
+        assert_eq!(report.skipped_pinned, 1);
+        let get = |k: &MediaKey| {
+            let (repo, k) = (f.repo.clone(), k.clone());
+            async move { repo.get_media(&k).await.unwrap().unwrap() }
+        };
+        let b_now = get(&b.record.key).await;
+        assert!(b_now.quarantined);
+        assert_eq!(b_now.quarantined_by.as_deref(), Some("@admin:example.org"));
+        assert!(!get(&pinned.record.key).await.quarantined);
+        assert!(!get(&other.record.key).await.quarantined);
+
+        // Again: nothing changes, nothing is appended.
+        let again = f
+            .repo
+            .set_quarantined(&b.record.key, true, None)
+            .await
+            .unwrap();
+        assert!(again.changed.is_empty());
+
+        let lifted = f
+            .repo
+            .set_quarantined(&b.record.key, false, None)
+            .await
+            .unwrap();
+        assert_eq!(lifted.changed.len(), 2);
+        assert_eq!(get(&a.record.key).await.quarantined_by, None);
+
+        let page = f.repo.quarantine_changes(0, 100).await.unwrap();
+        let summary: Vec<(String, bool)> = page
+            .changes
+            .iter()
+            .map(|c| (c.media.media_id.to_string(), c.quarantined))
+            .collect();
+        assert_eq!(
+            summary,
+            [("a", true), ("b", true), ("a", false), ("b", false)]
+                .map(|(m, q)| (m.to_string(), q))
+                .to_vec(),
+            "{}",
+            f.label
+        );
+        assert_eq!(page.next_batch, page.changes.last().unwrap().stream_id);
+        let rest = f
+            .repo
+            .quarantine_changes(page.next_batch, 100)
+            .await
+            .unwrap();
+        assert!(rest.changes.is_empty());
+        assert_eq!(rest.next_batch, page.next_batch);
+
+        let err = f
+            .repo
+            .set_quarantined(&key("example.org", "ghost"), true, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DbError::NotFound { .. }));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn quarantine_changes_page_at_most_one_hundred() {
+    on_both(|f| async move {
+        let mut batch = Vec::new();
+        for i in 0..130 {
+            batch.push(
+                f.media(&format!("m{i:03}"), "@alice:example.org", b"dup")
+                    .await,
+            );
+        }
+        f.repo.insert_media_batch(&batch, &*f.store).await.unwrap();
+        let report = f
+            .repo
+            .set_quarantined(&batch[0].record.key, true, None)
+            .await
+            .unwrap();
+        assert_eq!(report.changed.len(), 130);
+        let first = f.repo.quarantine_changes(0, 1_000).await.unwrap();
+        assert_eq!(first.changes.len(), 100, "{}", f.label);
+        let second = f
+            .repo
+            .quarantine_changes(first.next_batch, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(second.changes.len(), 30);
+        let mut seen: Vec<_> = first
+            .changes
+            .iter()
+            .chain(&second.changes)
+            .map(|c| c.media.clone())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 130);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_media_frees_exactly_the_unreferenced_blobs() {
+    on_both(|f| async move {
+        let shared1 = f.media("s1", "@alice:example.org", b"shared").await;
+        let shared2 = f.media("s2", "@bob:example.org", b"shared").await;
+        let alone = f.media("alone", "@alice:example.org", b"alone").await;
+        let keep = f.media("keep", "@alice:example.org", b"keep").await;
+        for m in [&shared1, &shared2, &alone, &keep] {
+            f.insert(m).await;
+        }
+        // A thumbnail of `alone` whose bytes are also the content of `keep`.
+        let thumb = ThumbnailRecord {
+            media: alone.record.key.clone(),
+            width: 1,
+            height: 1,
+            method: ThumbnailMethod::Scale,
+            content_type: "image/png".into(),
+            animated: false,
+            sha256: keep.record.sha256.clone(),
+            size_bytes: keep.record.size_bytes,
+            created_ts: 0,
+        };
+        f.repo
+            .insert_thumbnail(&thumb, f.datastore_id, &*f.store)
+            .await
+            .unwrap();
+
+        let deleted = f
+            .repo
+            .delete_media(&[
+                shared1.record.key.clone(),
+                alone.record.key.clone(),
+                key("example.org", "ghost"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            deleted.media,
+            vec![shared1.record.key.clone(), alone.record.key.clone()]
+        );
+        assert_eq!(deleted.not_found, vec![key("example.org", "ghost")]);
+        assert_eq!(deleted.thumbnails, 1);
+        let enqueued: Vec<&Sha256Hex> = deleted.enqueued.iter().map(|p| &p.sha256).collect();
+        assert_eq!(enqueued, vec![&alone.record.sha256], "{}", f.label);
+
+        // Nothing was removed from the datastore yet: rows first, objects after commit.
+        assert!(f.store.exists(&deleted.enqueued[0].location).await.unwrap());
+        let report = f
+            .repo
+            .drain_pending_deletions(f.datastore_id, &*f.store)
+            .await
+            .unwrap();
+        assert_eq!(report.deleted, 1);
+        assert!(!f.store.exists(&deleted.enqueued[0].location).await.unwrap());
+        for survivor in [&shared2, &keep] {
+            let blob = f
+                .repo
+                .get_blob(&survivor.record.sha256)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(f.store.exists(&blob.location).await.unwrap());
+            assert!(
+                f.repo
+                    .get_media(&survivor.record.key)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        // Draining again does nothing.
+        let again = f
+            .repo
+            .drain_pending_deletions(f.datastore_id, &*f.store)
+            .await
+            .unwrap();
+        assert_eq!(again, Default::default());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_crash_between_commit_and_drain_is_finished_by_the_next_run() {
+    for db in TestDatabase::both().await {
+        let store = Arc::new(MemoryDatastore::new());
+        let repo = connect(&db.url).await.unwrap();
+        let ds = repo.register_datastore("memory://crash").await.unwrap();
+        let f = Fixture {
+            repo: repo.clone(),
+            store: store.clone(),
+            datastore_id: ds,
+            label: db.label,
+        };
+        let media = f.media("gone", "@alice:example.org", b"to be purged").await;
+        f.insert(&media).await;
+        let deleted = repo
+            .delete_media(std::slice::from_ref(&media.record.key))
+            .await
+            .unwrap();
+        // "Crash": the process ends before draining.
+        repo.close().await;
+
+        let repo = connect(&db.url).await.unwrap();
+        assert!(repo.get_media(&media.record.key).await.unwrap().is_none());
+        assert!(store.exists(&deleted.enqueued[0].location).await.unwrap());
+        let queued = repo.pending_deletions(ds, 10).await.unwrap();
+        assert_eq!(queued.len(), 1, "{}", f.label);
+        let report = repo.drain_pending_deletions(ds, &*store).await.unwrap();
+        assert_eq!(report.deleted, 1);
+        let left: Vec<_> = store.list().try_collect().await.unwrap();
+        assert!(left.is_empty());
+        repo.close().await;
+        db.drop_database().await;
+    }
+}
+
+#[tokio::test]
+async fn reimporting_bytes_before_the_drain_cancels_their_deletion() {
+    on_both(|f| async move {
+        let media = f.media("first", "@alice:example.org", b"comes back").await;
+        f.insert(&media).await;
+        let deleted = f
+            .repo
+            .delete_media(std::slice::from_ref(&media.record.key))
+            .await
+            .unwrap();
+        assert_eq!(deleted.enqueued.len(), 1);
+        // The same bytes arrive again under another media before the drain ran.
+        let again = f.media("second", "@bob:example.org", b"comes back").await;
+        assert_eq!(f.insert(&again).await, InsertOutcome::Inserted);
+        let report = f
+            .repo
+            .drain_pending_deletions(f.datastore_id, &*f.store)
+            .await
+            .unwrap();
+        assert_eq!(report.deleted, 0, "{}", f.label);
+        assert!(f.store.exists(&deleted.enqueued[0].location).await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tasks_record_runs() {
+    on_both(|f| async move {
+        let id = f
+            .repo
+            .start_task("import_synapse", r#"{"workers":4}"#)
+            .await
+            .unwrap();
+        f.repo
+            .finish_task(id, r#"{"media":3}"#, None)
+            .await
+            .unwrap();
+        let second = f.repo.start_task("gdpr_export", "{}").await.unwrap();
+        assert!(second > id, "{}", f.label);
+    })
+    .await;
+}
+
+// Bad input: clear errors, never a panic.
+
+#[tokio::test]
+async fn malformed_and_unreachable_databases_are_clear_errors() {
+    let err = connect("mysql://localhost/db")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sqlite://") && err.contains("postgres://"),
+        "{err}"
+    );
+
+    let err = connect("sqlite:///nonexistent-folder/sub/repo.db")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nonexistent-folder") && err.contains("folder"),
+        "{err}"
+    );
+
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://user:secret@127.0.0.1:{port}/db");
+    let err = connect(&url).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("secret"), "password leaked: {err}");
+    assert!(err.contains("PostgreSQL runs there"), "{err}");
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_version_is_refused() {
+    for db in TestDatabase::both().await {
+        let repo = connect(&db.url).await.unwrap();
+        repo.close().await;
+        // A newer build applied a migration this build does not know.
+        add_future_migration(&db.url).await;
+        let err = connect(&db.url).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DbError::NewerSchema {
+                    version: 99_999,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("upgrade this tool"));
+        db.drop_database().await;
+    }
+}
+
+async fn add_future_migration(url: &str) {
+    use sqlx::Connection;
+    let insert = "INSERT INTO _sqlx_migrations (version, description, installed_on, success, \
+                  checksum, execution_time) VALUES (99999, 'future', CURRENT_TIMESTAMP, TRUE, \
+                  x'00', 0)";
+    if url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(insert).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(
+            insert.replace("x'00'", "'\\x00'::bytea"),
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+}

@@ -1,0 +1,412 @@
+//! A content-addressed datastore in a local folder.
+//!
+//! Layout: `<root>/ab/cd/abcdef…` for each blob, `<root>/.tmp/` for writes in progress.
+//! A put streams into a temporary file beside the final location (same filesystem),
+//! hashing on the way, optionally syncs it, then renames it into place: a crash never
+//! leaves a partial file under a blob key, only a stale temporary file that [`FileDatastore::cleanup`]
+//! removes and [`Datastore::list`] never reports.
+
+use std::io::{ErrorKind, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use media_core::datastore::{
+    BlobKey, BlobReader, ByteRange, Datastore, DeleteStatus, Put, PutOptions, PutStatus,
+    StoreError, StoredBlob,
+};
+use media_core::ids::Sha256Hex;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
+
+/// Name of the folder, inside the root, that holds writes in progress.
+pub const TEMP_DIR: &str = ".tmp";
+
+/// Bytes read from the source per write; two such buffers are in flight per put.
+const CHUNK: usize = 1 << 20;
+
+/// A datastore in a local folder. See the [module documentation](self).
+#[derive(Debug, Clone)]
+pub struct FileDatastore {
+    root: PathBuf,
+    fsync: bool,
+}
+
+/// What [`FileDatastore::cleanup`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Stale temporary files removed.
+    pub removed_files: u64,
+    /// Their total size.
+    pub removed_bytes: u64,
+}
+
+impl FileDatastore {
+    /// Opens (creating it if needed) a datastore rooted at `root`. Fails with a clear
+    /// error when the folder cannot be created or written to.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root: PathBuf = root.into();
+        let temp = root.join(TEMP_DIR);
+        tokio::fs::create_dir_all(&temp)
+            .await
+            .map_err(|source| io_error("create datastore folder", &temp, source))?;
+        // Prove we may write here now rather than on the first media of a long run.
+        let probe = tempfile::Builder::new()
+            .prefix("probe-")
+            .tempfile_in(&temp)
+            .map_err(|source| {
+                StoreError::Config(format!(
+                    "datastore folder {} is not writable ({source}): make it writable by this \
+                     user or choose another --datastore",
+                    root.display()
+                ))
+            })?;
+        drop(probe);
+        Ok(Self { root, fsync: true })
+    }
+
+    /// Turns syncing of each new blob to disk on (the default) or off. Off is faster and
+    /// still atomic, but a power loss may lose recently written blobs.
+    pub fn with_fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// The folder this datastore lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &BlobKey) -> PathBuf {
+        // A BlobKey only ever holds `hex2/hex2/hex64`, so this cannot leave the root.
+        self.root.join(key.as_str())
+    }
+
+    /// Removes temporary files older than `older_than` (writes that a crash interrupted).
+    pub async fn cleanup(&self, older_than: Duration) -> Result<CleanupReport, StoreError> {
+        let temp = self.root.join(TEMP_DIR);
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut report = CleanupReport::default();
+        let mut entries = tokio::fs::read_dir(&temp)
+            .await
+            .map_err(|source| io_error("list", &temp, source))?;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|source| io_error("list", &temp, source))?
+        {
+            let Ok(meta) = entry.metadata().await else {
+                continue;
+            };
+            let stale = meta.modified().map(|m| m <= cutoff).unwrap_or(true);
+            if meta.is_file() && stale {
+                match tokio::fs::remove_file(entry.path()).await {
+                    Ok(()) => {
+                        report.removed_files += 1;
+                        report.removed_bytes += meta.len();
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(source) => return Err(io_error("remove", &entry.path(), source)),
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn io_error(operation: &'static str, path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        operation,
+        target: path.display().to_string(),
+        source,
+    }
+}
+
+/// A temporary file being filled by a put, on a blocking thread.
+struct Staging {
+    file: std::fs::File,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl Staging {
+    fn absorb(mut self, chunk: Vec<u8>) -> std::io::Result<(Self, Vec<u8>)> {
+        self.hasher.update(&chunk);
+        self.file.write_all(&chunk)?;
+        self.len += chunk.len() as u64;
+        Ok((self, chunk))
+    }
+}
+
+/// A chunk being hashed and written on a blocking thread; hands back the staging file
+/// and the emptied buffer.
+type PendingWrite = tokio::task::JoinHandle<std::io::Result<(Staging, Vec<u8>)>>;
+
+/// Reads until `buf` is full or the source ends; returns the bytes read.
+async fn fill(
+    source: &mut (dyn AsyncRead + Send + Unpin),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    buf.clear();
+    if buf.capacity() < CHUNK {
+        buf.reserve(CHUNK - buf.len());
+    }
+    let mut limited = source.take(CHUNK as u64);
+    limited.read_to_end(buf).await
+}
+
+fn join_error(e: tokio::task::JoinError) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+impl FileDatastore {
+    /// Streams `data` into a new temporary file, hashing it, and returns the file path
+    /// with the digest and length. The file is removed on any error.
+    async fn stage(
+        &self,
+        data: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<(tempfile::TempPath, Sha256Hex, u64), StoreError> {
+        let temp_dir = self.root.join(TEMP_DIR);
+        let named = tempfile::Builder::new()
+            .prefix("put-")
+            .tempfile_in(&temp_dir)
+            .map_err(|source| io_error("create temporary file in", &temp_dir, source))?;
+        let (file, path) = named.into_parts();
+        let staging = Staging {
+            file,
+            hasher: Sha256::new(),
+            len: 0,
+        };
+        // Double buffering: read the next chunk from the source while the previous one
+        // is hashed and written on a blocking thread.
+        let mut writing: Option<PendingWrite> = None;
+        let mut idle = Some(staging);
+        let mut buf = Vec::with_capacity(CHUNK);
+        let mut spare = Vec::with_capacity(CHUNK);
+        let mut read_total = 0u64;
+        loop {
+            let n = fill(data, &mut buf)
+                .await
+                .map_err(|source| StoreError::Source {
+                    bytes_read: read_total,
+                    source,
+                })?;
+            read_total += n as u64;
+            if let Some(handle) = writing.take() {
+                let (back, returned) = handle
+                    .await
+                    .map_err(join_error)
+                    .and_then(|r| r)
+                    .map_err(|source| io_error("write", &path, source))?;
+                idle = Some(back);
+                spare = returned;
+            }
+            if n == 0 {
+                break;
+            }
+            let chunk = std::mem::replace(&mut buf, std::mem::take(&mut spare));
+            let staging = idle.take().expect("no write is in flight here");
+            writing = Some(tokio::task::spawn_blocking(move || staging.absorb(chunk)));
+        }
+        let staging = idle.expect("every write has been awaited");
+        let Staging {
+            file, hasher, len, ..
+        } = staging;
+        let fsync = self.fsync;
+        tokio::task::spawn_blocking(move || if fsync { file.sync_all() } else { Ok(()) })
+            .await
+            .map_err(join_error)
+            .and_then(|r| r)
+            .map_err(|source| io_error("sync", &path, source))?;
+        let sha256 = Sha256Hex::from_digest(&hasher.finalize().into());
+        Ok((path, sha256, len))
+    }
+}
+
+#[async_trait]
+impl Datastore for FileDatastore {
+    fn uri(&self) -> String {
+        let absolute = std::path::absolute(&self.root).unwrap_or_else(|_| self.root.clone());
+        format!("file://{}", absolute.display())
+    }
+
+    async fn put(
+        &self,
+        data: &mut (dyn AsyncRead + Send + Unpin),
+        options: &PutOptions,
+    ) -> Result<Put, StoreError> {
+        let (temp_path, sha256, size) = self.stage(data).await?;
+        options.check(&sha256, size)?;
+        let key = BlobKey::for_hash(&sha256);
+        let blob = StoredBlob { sha256, size, key };
+        let target = self.path_of(&blob.key);
+        if tokio::fs::metadata(&target).await.is_ok() {
+            // Same digest, same bytes: keep the stored copy. TempPath removes ours on drop.
+            return Ok(Put {
+                blob,
+                status: PutStatus::AlreadyPresent,
+            });
+        }
+        let parent = target
+            .parent()
+            .expect("a blob path has a parent")
+            .to_owned();
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .map_err(|source| io_error("create folder", &parent, source))?;
+        let fsync = self.fsync;
+        let persisted = target.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            temp_path.persist(&persisted).map_err(|e| e.error)?;
+            if fsync {
+                std::fs::File::open(&parent)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(join_error)
+        .and_then(|r| r)
+        .map_err(|source| io_error("move into place", &target, source))?;
+        Ok(Put {
+            blob,
+            status: PutStatus::Written,
+        })
+    }
+
+    async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError> {
+        let path = self.path_of(key);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(StoreError::NotFound { key: key.clone() });
+            }
+            Err(source) => return Err(io_error("open", &path, source)),
+        };
+        let Some(range) = range else {
+            return Ok(Box::pin(file));
+        };
+        let size = file
+            .metadata()
+            .await
+            .map_err(|source| io_error("stat", &path, source))?
+            .len();
+        if range.start > size || range.start > range.end {
+            return Err(StoreError::InvalidRange {
+                key: key.clone(),
+                start: range.start,
+                end: range.end,
+                size,
+            });
+        }
+        file.seek(SeekFrom::Start(range.start))
+            .await
+            .map_err(|source| io_error("seek", &path, source))?;
+        Ok(Box::pin(file.take(range.end.min(size) - range.start)))
+    }
+
+    async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError> {
+        let path = self.path_of(key);
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(io_error("stat", &path, source)),
+        }
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<DeleteStatus, StoreError> {
+        let path = self.path_of(key);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(DeleteStatus::Deleted),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(DeleteStatus::NotFound),
+            Err(source) => Err(io_error("delete", &path, source)),
+        }
+    }
+
+    fn list(&self) -> BoxStream<'_, Result<BlobKey, StoreError>> {
+        // Walk the two fan-out levels lazily, one folder listing at a time.
+        let root = self.root.clone();
+        let top = stream::once(async move { read_fanout_dir(&root).await }).flat_map(stream_of);
+        top.flat_map(|first| match first {
+            Err(e) => stream::iter(vec![Err(e)]).boxed(),
+            Ok(first) => stream::once(async move { read_fanout_dir(&first).await })
+                .flat_map(stream_of)
+                .flat_map(|second| match second {
+                    Err(e) => stream::iter(vec![Err(e)]).boxed(),
+                    Ok(second) => stream::once(async move { read_blob_dir(&second).await })
+                        .flat_map(stream_of)
+                        .boxed(),
+                })
+                .boxed(),
+        })
+        .boxed()
+    }
+}
+
+fn stream_of<T: Send + 'static>(
+    items: Result<Vec<T>, StoreError>,
+) -> BoxStream<'static, Result<T, StoreError>> {
+    match items {
+        Ok(items) => stream::iter(items.into_iter().map(Ok)).boxed(),
+        Err(e) => stream::iter(vec![Err(e)]).boxed(),
+    }
+}
+
+fn is_hex_pair(name: &str) -> bool {
+    name.len() == 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The two-hex-digit subfolders of `dir` (temporary and foreign entries are skipped).
+async fn read_fanout_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut out = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir)
+        .await
+        .map_err(|source| io_error("list", dir, source))?;
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(|source| io_error("list", dir, source))?
+    {
+        let name = entry.file_name();
+        if name.to_str().is_some_and(is_hex_pair)
+            && entry.file_type().await.is_ok_and(|t| t.is_dir())
+        {
+            out.push(entry.path());
+        }
+    }
+    Ok(out)
+}
+
+/// The blob keys of files in a second-level folder, checked against the layout.
+async fn read_blob_dir(dir: &Path) -> Result<Vec<BlobKey>, StoreError> {
+    let mut out = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir)
+        .await
+        .map_err(|source| io_error("list", dir, source))?;
+    let second = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let first = dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(|source| io_error("list", dir, source))?
+    {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let candidate = format!("{first}/{second}/{name}");
+        if let Some(key) = BlobKey::parse(&candidate)
+            && entry.file_type().await.is_ok_and(|t| t.is_file())
+        {
+            out.push(key);
+        }
+    }
+    Ok(out)
+}

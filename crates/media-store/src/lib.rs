@@ -1,0 +1,89 @@
+//! Implementations of the [`Datastore`] trait: a content-addressed folder on a local
+//! filesystem ([`FileDatastore`]) and an in-memory store ([`MemoryDatastore`]), and
+//! [`open`], which picks one from a URI.
+#![deny(missing_docs)]
+
+pub mod fs;
+pub mod memory;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use fs::{CleanupReport, FileDatastore};
+use media_core::datastore::{Datastore, StoreError};
+pub use memory::MemoryDatastore;
+
+/// The datastore URIs [`open`] accepts, for error messages and `--help`.
+pub const ACCEPTED_URIS: &str =
+    "file:///absolute/path, file://relative/path, a bare path, or memory://";
+
+/// Where a datastore URI points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatastoreLocation {
+    /// A local folder.
+    Folder(PathBuf),
+    /// A fresh in-memory store.
+    Memory,
+}
+
+/// Parses a datastore URI without opening anything.
+pub fn parse_uri(uri: &str) -> Result<DatastoreLocation, StoreError> {
+    let unsupported = |why: &str| {
+        StoreError::Config(format!(
+            "unsupported datastore {uri:?}: {why}; use {ACCEPTED_URIS}"
+        ))
+    };
+    if uri.trim().is_empty() {
+        return Err(unsupported("it is empty"));
+    }
+    if uri == "memory://" || uri == "memory:" {
+        return Ok(DatastoreLocation::Memory);
+    }
+    if let Some(path) = uri.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(unsupported("the file:// URI names no folder"));
+        }
+        return Ok(DatastoreLocation::Folder(PathBuf::from(path)));
+    }
+    match uri.split_once("://") {
+        Some((scheme, _)) => Err(unsupported(&format!("unknown scheme {scheme:?}"))),
+        None if uri.contains(':') && !uri.starts_with(['/', '.']) => {
+            Err(unsupported("it looks like a URI without //"))
+        }
+        None => Ok(DatastoreLocation::Folder(PathBuf::from(uri))),
+    }
+}
+
+/// Opens the datastore a URI names: see [`ACCEPTED_URIS`]. Folders are created when
+/// missing and checked for write access.
+pub async fn open(uri: &str) -> Result<Arc<dyn Datastore>, StoreError> {
+    Ok(match parse_uri(uri)? {
+        DatastoreLocation::Folder(path) => Arc::new(FileDatastore::open(path).await?),
+        DatastoreLocation::Memory => Arc::new(MemoryDatastore::new()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_map_to_locations() {
+        let folder = |p: &str| DatastoreLocation::Folder(PathBuf::from(p));
+        let parse = |uri: &str| parse_uri(uri).unwrap();
+        assert_eq!(parse("file:///srv/media"), folder("/srv/media"));
+        assert_eq!(parse("file://media-store"), folder("media-store"));
+        assert_eq!(parse("file://./a/b"), folder("./a/b"));
+        assert_eq!(parse("media-store"), folder("media-store"));
+        assert_eq!(parse("/abs/store"), folder("/abs/store"));
+        assert_eq!(parse("memory://"), DatastoreLocation::Memory);
+    }
+
+    #[test]
+    fn unknown_schemes_name_the_accepted_ones() {
+        for bad in ["s3://bucket/x", "http://x", "", "file://", "c:media"] {
+            let err = parse_uri(bad).unwrap_err().to_string();
+            assert!(err.contains("file:///absolute/path"), "{bad}: {err}");
+        }
+    }
+}
