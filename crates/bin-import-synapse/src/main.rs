@@ -1,22 +1,199 @@
-//! `import_synapse`: Move a Synapse media store into the deduplicating media repository.
+//! `import_synapse`: move a Synapse media store into the deduplicating media repository.
 //!
 //! Thin binary: parse the command line, wire the library crates, print a report, exit
 //! with the toolkit's exit codes (see `media_cli::Exit`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use clap::Parser;
+use media_cli::Exit;
+use media_core::ids::ServerName;
+use media_db::DbError;
+use media_import::{ImportError, ImportOptions, Include, Progress};
 
-/// Move a Synapse media store into the deduplicating media repository.
+/// matrix-media-repo's `import_synapse` flags, accepted as aliases.
+const MMR_FLAGS: &[(&str, &str)] = &[
+    ("dbHost", "db-host"),
+    ("dbPort", "db-port"),
+    ("dbUsername", "db-username"),
+    ("dbPassword", "db-password"),
+    ("dbName", "db-name"),
+    ("serverName", "server-name"),
+    ("workers", "workers"),
+    ("mediaStore", "media-store"),
+];
+
+/// Move a Synapse media store (its database and media_store folder) into the
+/// deduplicating media repository: local and remote media, thumbnails, URL previews,
+/// quarantine state, avatars pinned. Resumable: a re-run imports only what is missing.
 #[derive(Debug, Parser)]
 #[command(name = "import_synapse", version)]
 struct Cli {
+    /// Synapse's database: the path of homeserver.db, or a postgres:// URL.
+    #[arg(long, env = "SYNAPSE_DB", required_unless_present = "db_host")]
+    synapse_db: Option<String>,
+
+    /// Synapse's PostgreSQL host (instead of --synapse-db; MMR's -dbHost).
+    #[arg(long, env = "SYNAPSE_DB_HOST")]
+    db_host: Option<String>,
+    /// Synapse's PostgreSQL port (MMR's -dbPort).
+    #[arg(long, env = "SYNAPSE_DB_PORT", default_value_t = 5432)]
+    db_port: u16,
+    /// Synapse's PostgreSQL user (MMR's -dbUsername).
+    #[arg(long, env = "SYNAPSE_DB_USERNAME", default_value = "synapse")]
+    db_username: String,
+    /// Synapse's PostgreSQL password (MMR's -dbPassword).
+    #[arg(long, env = "SYNAPSE_DB_PASSWORD", hide_env_values = true)]
+    db_password: Option<String>,
+    /// Synapse's PostgreSQL database (MMR's -dbName).
+    #[arg(long, env = "SYNAPSE_DB_NAME", default_value = "synapse")]
+    db_name: String,
+
+    /// Synapse's media_store_path.
+    #[arg(long, env = "SYNAPSE_MEDIA_STORE")]
+    media_store: PathBuf,
+
+    /// The Synapse server's name; derived from its users (and checked) when omitted.
+    #[arg(long, env = "SYNAPSE_SERVER_NAME")]
+    server_name: Option<ServerName>,
+
+    /// Our repository database (sqlite:// or postgres:// URL).
+    #[arg(long, env = "MEDIA_REPO_DB", default_value = "sqlite://media-repo.db")]
+    db: String,
+
+    /// Our datastore: file:///abs/path, file://relative/path or a bare path.
+    #[arg(
+        long,
+        env = "MEDIA_REPO_DATASTORE",
+        default_value = "file://media-store"
+    )]
+    datastore: String,
+
+    /// Files copied concurrently.
+    #[arg(long, env = "IMPORT_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: u16,
+
+    /// What to import: a comma-separated list of local, remote, thumbnails, url-previews.
+    #[arg(
+        long,
+        env = "IMPORT_INCLUDE",
+        default_value = "local,remote,thumbnails,url-previews"
+    )]
+    include: Include,
+
+    /// Read and check everything, write nothing; report what a real run would do.
+    #[arg(long, env = "IMPORT_DRY_RUN")]
+    dry_run: bool,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+
     #[command(flatten)]
     verbosity: media_cli::Verbosity,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+impl Cli {
+    /// The Synapse database location, from --synapse-db or MMR's -db* flags.
+    fn synapse_location(&self) -> String {
+        match &self.synapse_db {
+            Some(location) => location.clone(),
+            None => {
+                let host = self.db_host.as_deref().unwrap_or("localhost");
+                let auth = match &self.db_password {
+                    Some(password) => format!("{}:{password}", self.db_username),
+                    None => self.db_username.clone(),
+                };
+                format!("postgres://{auth}@{host}:{}/{}", self.db_port, self.db_name)
+            }
+        }
+    }
+}
+
+fn exit_for(error: &ImportError) -> Exit {
+    match error {
+        ImportError::Config(_)
+        | ImportError::Db(DbError::InvalidUrl { .. } | DbError::NewerSchema { .. }) => Exit::Usage,
+        _ => Exit::Fatal,
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = media_cli::translate_go_flags(std::env::args(), MMR_FLAGS);
+    let cli = Cli::parse_from(args);
     cli.verbosity.init_logging();
-    media_cli::not_available_yet("import_synapse", 4)
+    match run(&cli).await {
+        Ok(exit) => exit.into(),
+        Err((exit, error)) => {
+            eprintln!("import_synapse: {error}");
+            exit.into()
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
+    let fail = |e: ImportError| (exit_for(&e), e.to_string());
+    if !cli.media_store.is_dir() {
+        return Err((
+            Exit::Usage,
+            format!(
+                "--media-store {} is not a folder: give Synapse's media_store_path",
+                cli.media_store.display()
+            ),
+        ));
+    }
+    let location = cli.synapse_location();
+    let synapse = media_db::synapse::open_synapse(&location)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let repo = media_db::connect(&cli.db)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let store = media_store::open(&cli.datastore)
+        .await
+        .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
+    let server_name = media_import::resolve_server_name(&synapse, cli.server_name.clone())
+        .await
+        .map_err(fail)?;
+
+    let progress = Arc::new(Progress::default());
+    let shown = progress.clone();
+    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, move || {
+        (
+            shown.items_done.load(Ordering::Relaxed),
+            shown.items_total.load(Ordering::Relaxed),
+            shown.bytes_read.load(Ordering::Relaxed),
+        )
+    });
+    let options = ImportOptions {
+        media_store: cli.media_store.clone(),
+        server_name,
+        include: cli.include,
+        workers: usize::from(cli.workers),
+        dry_run: cli.dry_run,
+        source_label: media_import::source_label(&location),
+    };
+    let result = media_import::import_synapse(&synapse, &repo, store, options, progress).await;
+    bar.finish();
+    let report = result.map_err(fail)?;
+    synapse.close().await;
+    repo.close().await;
+
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serializes")
+        );
+    } else if !cli.verbosity.quiet || report.has_failures() {
+        print!("{report}");
+    }
+    Ok(if report.has_failures() {
+        Exit::ItemsFailed
+    } else {
+        Exit::Done
+    })
 }

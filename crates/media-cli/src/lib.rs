@@ -2,7 +2,9 @@
 //! parse → wire → report → exit-code layer.
 #![deny(missing_docs)]
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -68,4 +70,111 @@ pub fn not_available_yet(tool: &str, issue: u32) -> ExitCode {
          nothing was read or written."
     );
     Exit::Usage.into()
+}
+
+/// Rewrites Go-style flags (`-dbHost value`, `-dbHost=value`, as matrix-media-repo's tools
+/// take them) into this tool's `--db-host value` form, so existing command lines keep
+/// working. `aliases` maps Go names to our long flag names; other arguments pass through.
+pub fn translate_go_flags(
+    args: impl IntoIterator<Item = String>,
+    aliases: &[(&str, &str)],
+) -> Vec<String> {
+    args.into_iter()
+        .map(|arg| {
+            let Some(flag) = arg.strip_prefix('-').filter(|f| !f.starts_with('-')) else {
+                return arg;
+            };
+            let (name, value) = match flag.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (flag, None),
+            };
+            match aliases.iter().find(|(go, _)| *go == name) {
+                Some((_, ours)) => match value {
+                    Some(value) => format!("--{ours}={value}"),
+                    None => format!("--{ours}"),
+                },
+                None => arg,
+            }
+        })
+        .collect()
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal. `read` returns
+/// (items done, items total, bytes done) and is polled a few times a second.
+pub struct ProgressBar {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl ProgressBar {
+    /// Starts a bar (or nothing, when stderr is not a terminal or `quiet` is set).
+    pub fn start(quiet: bool, read: impl Fn() -> (u64, u64, u64) + Send + 'static) -> Self {
+        if quiet || !std::io::stderr().is_terminal() {
+            return Self { bar: None };
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{wide_bar} {pos}/{len} media, {msg} [{elapsed_precise}, ETA {eta}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let ticker = bar.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while !ticker.is_finished() {
+                let (done, total, bytes) = read();
+                ticker.set_length(total);
+                ticker.set_position(done);
+                let rate = bytes as f64 / started.elapsed().as_secs_f64().max(0.001);
+                ticker.set_message(format!(
+                    "{} ({}/s)",
+                    indicatif::HumanBytes(bytes),
+                    indicatif::HumanBytes(rate as u64)
+                ));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Self { bar: Some(bar) }
+    }
+
+    /// Removes the bar.
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_style_flags_become_long_flags() {
+        let args = [
+            "tool",
+            "-dbHost",
+            "db",
+            "-dbPort=5433",
+            "--workers",
+            "4",
+            "-v",
+            "-x",
+        ]
+        .map(String::from);
+        let out = translate_go_flags(args, &[("dbHost", "db-host"), ("dbPort", "db-port")]);
+        assert_eq!(
+            out,
+            [
+                "tool",
+                "--db-host",
+                "db",
+                "--db-port=5433",
+                "--workers",
+                "4",
+                "-v",
+                "-x"
+            ]
+        );
+    }
 }

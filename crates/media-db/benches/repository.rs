@@ -52,6 +52,7 @@ async fn bench(db: TestDatabase, count: usize, batch_size: usize) {
                 purpose: Purpose::None,
                 imported_from: Some("bench".into()),
             },
+            thumbnails: Vec::new(),
             datastore_id,
         });
     }

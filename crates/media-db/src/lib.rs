@@ -16,7 +16,7 @@ pub mod synapse;
 pub use connect::{Dialect, redact_url};
 pub use error::DbError;
 pub use repo::{
-    Blob, BlobOutcome, DatastoreId, DeletedMedia, DrainReport, InsertOutcome, NewBlob, NewMedia,
-    PendingDeletion, QuarantineChange, QuarantineChangesPage, QuarantineReport, Repository,
-    connect,
+    Blob, BlobOutcome, DatastoreId, DeletedMedia, DrainReport, InsertOutcome, MediaOutcome,
+    NewBlob, NewMedia, PendingDeletion, PinReport, QuarantineChange, QuarantineChangesPage,
+    QuarantineReport, Repository, connect,
 };

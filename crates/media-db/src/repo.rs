@@ -17,7 +17,10 @@ use sqlx::migrate::Migrator;
 use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool};
 use crate::error::{DbError, QueryContext};
 use crate::paging::{full_page, keyset_pages};
-use crate::rows::{BlobRow, MediaRow, insert_blob_in, select_media};
+use crate::rows::{
+    BlobRow, MediaRow, append_quarantine_change_in, insert_blob_in, insert_media_in,
+    insert_thumbnail_in, select_media,
+};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -96,8 +99,20 @@ pub enum InsertOutcome {
 pub struct NewMedia {
     /// The record.
     pub record: MediaRecord,
-    /// The datastore its bytes were put into.
+    /// Its thumbnails, recorded with it in the same transaction.
+    pub thumbnails: Vec<ThumbnailRecord>,
+    /// The datastore its bytes (and its thumbnails' bytes) were put into.
     pub datastore_id: DatastoreId,
+}
+
+/// What recording a media and its thumbnails did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaOutcome {
+    /// The media row.
+    pub media: InsertOutcome,
+    /// One outcome per thumbnail, in order; empty when the media was a conflict (its
+    /// thumbnails are then not recorded).
+    pub thumbnails: Vec<InsertOutcome>,
 }
 
 /// The result of (un)quarantining a media.
@@ -154,6 +169,17 @@ pub struct DeletedMedia {
     /// Blobs that lost their last reference: their rows are gone and their objects are
     /// queued for deletion.
     pub enqueued: Vec<PendingDeletion>,
+}
+
+/// What [`Repository::pin_media`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PinReport {
+    /// Media pinned now.
+    pub pinned: u64,
+    /// Media that were pinned already.
+    pub already_pinned: u64,
+    /// Keys with no media in the repository.
+    pub missing: u64,
 }
 
 /// What [`Repository::drain_pending_deletions`] did.
@@ -246,14 +272,16 @@ impl Repository {
         })
     }
 
-    /// Records media and their blobs, all in one transaction (one batch of an import).
-    /// Each media must have been put into the datastore named by its `datastore_id`,
-    /// which must be `store`. Returns one outcome per media, in order.
+    /// Records media with their thumbnails and blobs, all in one transaction (one batch of
+    /// an import): a media is never visible without the thumbnails that came with it. Its
+    /// bytes must have been put into `store`, registered as its `datastore_id`. A media
+    /// inserted already quarantined appends a quarantine change. Returns one outcome per
+    /// media, in order.
     pub async fn insert_media_batch(
         &self,
         batch: &[NewMedia],
         store: &dyn Datastore,
-    ) -> Result<Vec<InsertOutcome>, DbError> {
+    ) -> Result<Vec<MediaOutcome>, DbError> {
         on_pool!(&self.pool, |p| {
             let mut tx = p
                 .begin_with(self.begin_write())
@@ -268,43 +296,32 @@ impl Repository {
                     datastore_id: item.datastore_id,
                 };
                 insert_blob_in!(&mut *tx, &blob, store)?;
-                let inserted = sqlx::query(
-                    "INSERT INTO media (origin, media_id, sha256, upload_name, content_type, \
-                     user_id, size_bytes, created_ts, last_access_ts, quarantined, \
-                     quarantined_by, purpose, imported_from) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                     ON CONFLICT (origin, media_id) DO NOTHING",
-                )
-                .bind(r.key.origin.as_str())
-                .bind(r.key.media_id.as_str())
-                .bind(r.sha256.as_str())
-                .bind(r.upload_name.as_deref())
-                .bind(r.content_type.as_deref())
-                .bind(r.uploader.as_ref().map(|u| u.as_str()))
-                .bind(r.size_bytes as i64)
-                .bind(r.created_ts)
-                .bind(r.last_access_ts)
-                .bind(r.quarantined)
-                .bind(r.quarantined_by.as_deref())
-                .bind(r.purpose.as_str())
-                .bind(r.imported_from.as_deref())
-                .execute(&mut *tx)
-                .await
-                .during("insert a media")?
-                .rows_affected();
-                let outcome = if inserted == 1 {
-                    InsertOutcome::Inserted
-                } else {
-                    let existing: String = sqlx::query_scalar(
-                        "SELECT sha256 FROM media WHERE origin = $1 AND media_id = $2",
-                    )
-                    .bind(r.key.origin.as_str())
-                    .bind(r.key.media_id.as_str())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .during("read an existing media")?;
-                    compare_existing("media", &r.key.to_string(), &existing, &r.sha256)?
-                };
+                let media = insert_media_in!(&mut *tx, r)?;
+                if media == InsertOutcome::Inserted && r.quarantined {
+                    append_quarantine_change_in!(
+                        &mut *tx,
+                        &r.key.origin,
+                        &r.key.media_id,
+                        true,
+                        now_ms()
+                    )?;
+                }
+                let mut thumbnails = Vec::with_capacity(item.thumbnails.len());
+                if matches!(
+                    media,
+                    InsertOutcome::Inserted | InsertOutcome::AlreadyPresent
+                ) {
+                    for t in &item.thumbnails {
+                        let blob = NewBlob {
+                            sha256: t.sha256.clone(),
+                            size_bytes: t.size_bytes,
+                            datastore_id: item.datastore_id,
+                        };
+                        insert_blob_in!(&mut *tx, &blob, store)?;
+                        thumbnails.push(insert_thumbnail_in!(&mut *tx, t)?);
+                    }
+                }
+                let outcome = MediaOutcome { media, thumbnails };
                 outcomes.push(outcome);
             }
             tx.commit().await.during("commit media")?;
@@ -312,12 +329,12 @@ impl Repository {
         })
     }
 
-    /// Records one media and its blob (see [`Repository::insert_media_batch`]).
+    /// Records one media, its thumbnails and their blobs (see [`Repository::insert_media_batch`]).
     pub async fn insert_media(
         &self,
         media: &NewMedia,
         store: &dyn Datastore,
-    ) -> Result<InsertOutcome, DbError> {
+    ) -> Result<MediaOutcome, DbError> {
         let mut outcomes = self
             .insert_media_batch(std::slice::from_ref(media), store)
             .await?;
@@ -343,55 +360,7 @@ impl Repository {
                 datastore_id,
             };
             insert_blob_in!(&mut *tx, &blob, store)?;
-            // Guarded by the media's existence, so a missing media is an outcome, not a
-            // foreign-key error.
-            let inserted = sqlx::query(
-                "INSERT INTO thumbnails (origin, media_id, width, height, method, \
-                 content_type, animated, sha256, size_bytes, created_ts) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
-                 WHERE EXISTS (SELECT 1 FROM media WHERE origin = $1 AND media_id = $2) \
-                 ON CONFLICT (origin, media_id, width, height, method, content_type, animated) \
-                 DO NOTHING",
-            )
-            .bind(t.media.origin.as_str())
-            .bind(t.media.media_id.as_str())
-            .bind(i64::from(t.width))
-            .bind(i64::from(t.height))
-            .bind(t.method.as_str())
-            .bind(t.content_type.as_str())
-            .bind(t.animated)
-            .bind(t.sha256.as_str())
-            .bind(t.size_bytes as i64)
-            .bind(t.created_ts)
-            .execute(&mut *tx)
-            .await
-            .during("insert a thumbnail")?
-            .rows_affected();
-            let outcome = if inserted == 1 {
-                InsertOutcome::Inserted
-            } else {
-                let existing: Option<String> = sqlx::query_scalar(
-                    "SELECT sha256 FROM thumbnails WHERE origin = $1 AND media_id = $2 \
-                     AND width = $3 AND height = $4 AND method = $5 AND content_type = $6 \
-                     AND animated = $7",
-                )
-                .bind(t.media.origin.as_str())
-                .bind(t.media.media_id.as_str())
-                .bind(i64::from(t.width))
-                .bind(i64::from(t.height))
-                .bind(t.method.as_str())
-                .bind(t.content_type.as_str())
-                .bind(t.animated)
-                .fetch_optional(&mut *tx)
-                .await
-                .during("read an existing thumbnail")?;
-                match existing {
-                    None => InsertOutcome::MediaMissing,
-                    Some(existing) => {
-                        compare_existing("thumbnails", &t.media.to_string(), &existing, &t.sha256)?
-                    }
-                }
-            };
+            let outcome = insert_thumbnail_in!(&mut *tx, t)?;
             tx.commit().await.during("commit a thumbnail")?;
             Ok(outcome)
         })
@@ -557,17 +526,7 @@ impl Repository {
                 skipped_pinned: skipped_pinned as u64,
             };
             for (origin, media_id) in changed {
-                sqlx::query(
-                    "INSERT INTO quarantine_changes (origin, media_id, quarantined, ts) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&origin)
-                .bind(&media_id)
-                .bind(quarantined)
-                .bind(ts)
-                .execute(&mut *tx)
-                .await
-                .during("append a quarantine change")?;
+                append_quarantine_change_in!(&mut *tx, origin, media_id, quarantined, ts)?;
                 report
                     .changed
                     .push(crate::rows::media_key("media", &origin, &media_id)?);
@@ -749,7 +708,7 @@ impl Repository {
                         continue; // another drain took it
                     }
                     let recorded: Option<i64> =
-                        sqlx::query_scalar("SELECT 1 FROM blobs WHERE sha256 = $1")
+                        sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM blobs WHERE sha256 = $1")
                             .bind(pending.sha256.as_str())
                             .fetch_optional(&mut *tx)
                             .await
@@ -766,6 +725,59 @@ impl Repository {
                 })
             }
         }
+    }
+
+    /// Pins media (for instance because they are in use as avatars), in one transaction.
+    pub async fn pin_media(&self, keys: &[MediaKey]) -> Result<PinReport, DbError> {
+        on_pool!(&self.pool, |p| {
+            let mut tx = p
+                .begin_with(self.begin_write())
+                .await
+                .during("begin a transaction")?;
+            let mut report = PinReport::default();
+            for key in keys {
+                let changed = sqlx::query(
+                    "UPDATE media SET purpose = 'pinned' \
+                     WHERE origin = $1 AND media_id = $2 AND purpose <> 'pinned'",
+                )
+                .bind(key.origin.as_str())
+                .bind(key.media_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .during("pin a media")?
+                .rows_affected();
+                if changed == 1 {
+                    report.pinned += 1;
+                    continue;
+                }
+                let exists: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(1 AS BIGINT) FROM media WHERE origin = $1 AND media_id = $2",
+                )
+                .bind(key.origin.as_str())
+                .bind(key.media_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .during("look up a media")?;
+                match exists {
+                    Some(_) => report.already_pinned += 1,
+                    None => report.missing += 1,
+                }
+            }
+            tx.commit().await.during("commit pins")?;
+            Ok(report)
+        })
+    }
+
+    /// The ID of an already registered datastore (read-only, for dry runs).
+    pub async fn find_datastore(&self, uri: &str) -> Result<Option<DatastoreId>, DbError> {
+        let id: Option<i64> = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar("SELECT id FROM datastores WHERE uri = $1")
+                .bind(uri)
+                .fetch_optional(p)
+                .await
+                .during("look up a datastore")?
+        });
+        Ok(id.map(DatastoreId))
     }
 
     /// Records the start of a run of a tool; returns its task ID.
@@ -810,21 +822,4 @@ impl Repository {
 enum MediaFilter {
     Uploader(String),
     Origin(String),
-}
-
-fn compare_existing(
-    table: &'static str,
-    key: &str,
-    existing: &str,
-    wanted: &Sha256Hex,
-) -> Result<InsertOutcome, DbError> {
-    if existing == wanted.as_str() {
-        return Ok(InsertOutcome::AlreadyPresent);
-    }
-    let existing_sha256 = Sha256Hex::try_from(existing).map_err(|e| DbError::InvalidRow {
-        table,
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })?;
-    Ok(InsertOutcome::Conflict { existing_sha256 })
 }

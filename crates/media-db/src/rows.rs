@@ -75,6 +75,163 @@ macro_rules! insert_blob_in {
 }
 pub(crate) use insert_blob_in;
 
+/// Inserts a media row (never overwriting) in the open transaction `$conn`; evaluates to
+/// `Result<InsertOutcome, DbError>`. Its blob row must exist.
+macro_rules! insert_media_in {
+    ($conn:expr, $record:expr) => {
+        async {
+            let r: &media_core::records::MediaRecord = $record;
+            let outcome = {
+                let inserted = sqlx::query(
+                    "INSERT INTO media (origin, media_id, sha256, upload_name, content_type, \
+                     user_id, size_bytes, created_ts, last_access_ts, quarantined, \
+                     quarantined_by, purpose, imported_from) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                     ON CONFLICT (origin, media_id) DO NOTHING",
+                )
+                .bind(r.key.origin.as_str())
+                .bind(r.key.media_id.as_str())
+                .bind(r.sha256.as_str())
+                .bind(r.upload_name.as_deref())
+                .bind(r.content_type.as_deref())
+                .bind(r.uploader.as_ref().map(|u| u.as_str()))
+                .bind(r.size_bytes as i64)
+                .bind(r.created_ts)
+                .bind(r.last_access_ts)
+                .bind(r.quarantined)
+                .bind(r.quarantined_by.as_deref())
+                .bind(r.purpose.as_str())
+                .bind(r.imported_from.as_deref())
+                .execute($conn)
+                .await
+                .during("insert a media")?
+                .rows_affected();
+                if inserted == 1 {
+                    $crate::repo::InsertOutcome::Inserted
+                } else {
+                    let existing: String = sqlx::query_scalar(
+                        "SELECT sha256 FROM media WHERE origin = $1 AND media_id = $2",
+                    )
+                    .bind(r.key.origin.as_str())
+                    .bind(r.key.media_id.as_str())
+                    .fetch_one($conn)
+                    .await
+                    .during("read an existing media")?;
+                    $crate::rows::compare_existing(
+                        "media",
+                        &r.key.to_string(),
+                        &existing,
+                        &r.sha256,
+                    )?
+                }
+            };
+            Ok::<_, $crate::error::DbError>(outcome)
+        }
+        .await
+    };
+}
+pub(crate) use insert_media_in;
+
+/// Inserts a thumbnail row (never overwriting) in the open transaction `$conn`; evaluates
+/// to `Result<InsertOutcome, DbError>`. Its blob row must exist.
+macro_rules! insert_thumbnail_in {
+    ($conn:expr, $thumbnail:expr) => {
+        async {
+            let t: &media_core::records::ThumbnailRecord = $thumbnail;
+            let outcome = {
+                // Guarded by the media's existence, so a missing media is an outcome, not a
+                // foreign-key error.
+                let inserted = sqlx::query(
+                    "INSERT INTO thumbnails (origin, media_id, width, height, method, \
+                     content_type, animated, sha256, size_bytes, created_ts) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+                     WHERE EXISTS (SELECT 1 FROM media WHERE origin = $1 AND media_id = $2) \
+                     ON CONFLICT (origin, media_id, width, height, method, content_type, animated) \
+                     DO NOTHING",
+                )
+                .bind(t.media.origin.as_str())
+                .bind(t.media.media_id.as_str())
+                .bind(i64::from(t.width))
+                .bind(i64::from(t.height))
+                .bind(t.method.as_str())
+                .bind(t.content_type.as_str())
+                .bind(t.animated)
+                .bind(t.sha256.as_str())
+                .bind(t.size_bytes as i64)
+                .bind(t.created_ts)
+                .execute($conn)
+                .await
+                .during("insert a thumbnail")?
+                .rows_affected();
+                if inserted == 1 {
+                    $crate::repo::InsertOutcome::Inserted
+                } else {
+                    let existing: Option<String> = sqlx::query_scalar(
+                        "SELECT sha256 FROM thumbnails WHERE origin = $1 AND media_id = $2 \
+                         AND width = $3 AND height = $4 AND method = $5 AND content_type = $6 \
+                         AND animated = $7",
+                    )
+                    .bind(t.media.origin.as_str())
+                    .bind(t.media.media_id.as_str())
+                    .bind(i64::from(t.width))
+                    .bind(i64::from(t.height))
+                    .bind(t.method.as_str())
+                    .bind(t.content_type.as_str())
+                    .bind(t.animated)
+                    .fetch_optional($conn)
+                    .await
+                    .during("read an existing thumbnail")?;
+                    match existing {
+                        None => $crate::repo::InsertOutcome::MediaMissing,
+                        Some(existing) => {
+                            $crate::rows::compare_existing("thumbnails", &t.media.to_string(), &existing, &t.sha256)?
+                        }
+                    }
+                }
+            };
+            Ok::<_, $crate::error::DbError>(outcome)
+        }
+        .await
+    };
+}
+pub(crate) use insert_thumbnail_in;
+
+/// Appends one entry to the quarantine-changes stream in the open transaction `$conn`.
+macro_rules! append_quarantine_change_in {
+    ($conn:expr, $origin:expr, $media_id:expr, $quarantined:expr, $ts:expr) => {
+        sqlx::query(
+            "INSERT INTO quarantine_changes (origin, media_id, quarantined, ts) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind($origin.as_str())
+        .bind($media_id.as_str())
+        .bind($quarantined)
+        .bind($ts)
+        .execute($conn)
+        .await
+        .during("append a quarantine change")
+    };
+}
+pub(crate) use append_quarantine_change_in;
+
+/// Compares the digest of an existing row with the one being inserted.
+pub(crate) fn compare_existing(
+    table: &'static str,
+    key: &str,
+    existing: &str,
+    wanted: &Sha256Hex,
+) -> Result<crate::repo::InsertOutcome, DbError> {
+    if existing == wanted.as_str() {
+        return Ok(crate::repo::InsertOutcome::AlreadyPresent);
+    }
+    let existing_sha256 = Sha256Hex::try_from(existing).map_err(|e| DbError::InvalidRow {
+        table,
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(crate::repo::InsertOutcome::Conflict { existing_sha256 })
+}
+
 fn invalid(table: &'static str, key: String) -> impl Fn(String) -> DbError {
     move |reason| DbError::InvalidRow {
         table,

@@ -204,6 +204,26 @@ impl SynapseDb {
         Ok(found.is_some())
     }
 
+    /// The distinct server parts of the local users' IDs (at most 10), to derive and
+    /// check the server name.
+    pub async fn user_server_names(&self) -> Result<Vec<String>, DbError> {
+        Ok(on_pool!(&self.pool, |p| {
+            let sql = match self.dialect {
+                Dialect::Sqlite => {
+                    "SELECT DISTINCT substr(name, instr(name, ':') + 1) FROM users LIMIT 10"
+                }
+                Dialect::Postgres => {
+                    "SELECT DISTINCT substring(name from position(':' in name) + 1) \
+                     FROM users LIMIT 10"
+                }
+            };
+            sqlx::query_scalar(sql)
+                .fetch_all(p)
+                .await
+                .during("read Synapse users")?
+        }))
+    }
+
     /// Counts of the media tables: (local media, remote media, local thumbnails, remote
     /// thumbnails), for progress totals.
     pub async fn counts(&self) -> Result<[u64; 4], DbError> {

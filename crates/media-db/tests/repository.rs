@@ -41,12 +41,17 @@ impl Fixture {
                 purpose: Purpose::None,
                 imported_from: Some("test".into()),
             },
+            thumbnails: Vec::new(),
             datastore_id: self.datastore_id,
         }
     }
 
     async fn insert(&self, media: &NewMedia) -> InsertOutcome {
-        self.repo.insert_media(media, &*self.store).await.unwrap()
+        self.repo
+            .insert_media(media, &*self.store)
+            .await
+            .unwrap()
+            .media
     }
 }
 
@@ -152,7 +157,7 @@ async fn sixteen_concurrent_media_batches_share_one_blob() {
                 task.await
                     .unwrap()
                     .iter()
-                    .all(|o| *o == InsertOutcome::Inserted)
+                    .all(|o| o.media == InsertOutcome::Inserted)
             );
         }
         let sha = media_core::hashing::sha256_of(b"same");
@@ -598,6 +603,136 @@ async fn reimporting_bytes_before_the_drain_cancels_their_deletion() {
         assert!(f.store.exists(&deleted.enqueued[0].location).await.unwrap());
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_media_and_its_thumbnails_are_recorded_together() {
+    on_both(|f| async move {
+        let mut media = f
+            .media("withthumbs", "@alice:example.org", b"picture")
+            .await;
+        media.record.quarantined = true;
+        media.record.quarantined_by = Some("@admin:example.org".into());
+        for (i, bytes) in [&b"small"[..], b"large"].into_iter().enumerate() {
+            let put = f.store.put_bytes(bytes).await.unwrap();
+            media.thumbnails.push(ThumbnailRecord {
+                media: media.record.key.clone(),
+                width: 32 << i,
+                height: 32 << i,
+                method: ThumbnailMethod::Crop,
+                content_type: "image/jpeg".into(),
+                animated: false,
+                sha256: put.blob.sha256,
+                size_bytes: put.blob.size,
+                created_ts: 5,
+            });
+        }
+        let outcome = f.repo.insert_media(&media, &*f.store).await.unwrap();
+        assert_eq!(outcome.media, InsertOutcome::Inserted);
+        assert_eq!(
+            outcome.thumbnails,
+            vec![InsertOutcome::Inserted; 2],
+            "{}",
+            f.label
+        );
+        let again = f.repo.insert_media(&media, &*f.store).await.unwrap();
+        assert_eq!(again.media, InsertOutcome::AlreadyPresent);
+        assert_eq!(again.thumbnails, vec![InsertOutcome::AlreadyPresent; 2]);
+        // Imported already quarantined: the change stream says so, once.
+        let changes = f.repo.quarantine_changes(0, 100).await.unwrap().changes;
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].media, media.record.key);
+        assert!(changes[0].quarantined);
+        // A conflicting media brings none of its thumbnails in.
+        let mut conflicting = f.media("withthumbs", "@alice:example.org", b"other").await;
+        conflicting.thumbnails = media.thumbnails.clone();
+        conflicting.thumbnails[0].width = 999;
+        let outcome = f.repo.insert_media(&conflicting, &*f.store).await.unwrap();
+        assert!(matches!(outcome.media, InsertOutcome::Conflict { .. }));
+        assert!(outcome.thumbnails.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pinning_reports_new_existing_and_missing_media() {
+    on_both(|f| async move {
+        let a = f.media("a", "@alice:example.org", b"a").await;
+        f.insert(&a).await;
+        let keys = [a.record.key.clone(), key("example.org", "missing")];
+        let first = f.repo.pin_media(&keys).await.unwrap();
+        assert_eq!(
+            (first.pinned, first.already_pinned, first.missing),
+            (1, 0, 1),
+            "{}",
+            f.label
+        );
+        let second = f.repo.pin_media(&keys).await.unwrap();
+        assert_eq!(
+            (second.pinned, second.already_pinned, second.missing),
+            (0, 1, 1)
+        );
+        let stored = f.repo.get_media(&a.record.key).await.unwrap().unwrap();
+        assert_eq!(stored.purpose, Purpose::Pinned);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_drain_keeps_an_object_whose_blob_was_recorded_again() {
+    for db in TestDatabase::both().await {
+        let repo = connect(&db.url).await.unwrap();
+        let store = Arc::new(MemoryDatastore::new());
+        let ds = repo.register_datastore("memory://race").await.unwrap();
+        let f = Fixture {
+            repo: repo.clone(),
+            store: store.clone(),
+            datastore_id: ds,
+            label: db.label,
+        };
+        let media = f.media("raced", "@alice:example.org", b"raced bytes").await;
+        f.insert(&media).await;
+        let deleted = repo
+            .delete_media(std::slice::from_ref(&media.record.key))
+            .await
+            .unwrap();
+        // What a concurrent writer that recorded the blob again (without cancelling the
+        // queued deletion) would leave behind.
+        let insert = "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
+                      VALUES ($1, 11, $2, $3, 0)";
+        let (sha, location) = (
+            media.record.sha256.as_str(),
+            deleted.enqueued[0].location.as_str(),
+        );
+        if db.label == "sqlite" {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query(insert)
+                .bind(sha)
+                .bind(ds.0)
+                .bind(location)
+                .execute(&mut c)
+                .await
+                .unwrap();
+        } else {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(insert)
+                .bind(sha)
+                .bind(ds.0)
+                .bind(location)
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        let report = repo.drain_pending_deletions(ds, &*store).await.unwrap();
+        assert_eq!(report.kept, 1, "{}", db.label);
+        assert_eq!(report.deleted, 0);
+        assert!(store.exists(&deleted.enqueued[0].location).await.unwrap());
+        assert!(repo.pending_deletions(ds, 10).await.unwrap().is_empty());
+        repo.close().await;
+        db.drop_database().await;
+    }
 }
 
 #[tokio::test]

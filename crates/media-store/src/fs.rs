@@ -163,18 +163,14 @@ fn join_error(e: tokio::task::JoinError) -> std::io::Error {
 }
 
 impl FileDatastore {
-    /// Streams `data` into a new temporary file, hashing it, and returns the file path
-    /// with the digest and length. The file is removed on any error.
+    /// Streams `first` and then the rest of `data` into a new temporary file, hashing on
+    /// the way. The file is removed on any error (and when the result is dropped).
     async fn stage(
         &self,
+        first: Vec<u8>,
         data: &mut (dyn AsyncRead + Send + Unpin),
-    ) -> Result<(tempfile::TempPath, Sha256Hex, u64), StoreError> {
-        let temp_dir = self.root.join(TEMP_DIR);
-        let named = tempfile::Builder::new()
-            .prefix("put-")
-            .tempfile_in(&temp_dir)
-            .map_err(|source| io_error("create temporary file in", &temp_dir, source))?;
-        let (file, path) = named.into_parts();
+    ) -> Result<(Staging, tempfile::TempPath), StoreError> {
+        let (file, path) = self.new_temp_file()?.into_parts();
         let staging = Staging {
             file,
             hasher: Sha256::new(),
@@ -182,11 +178,12 @@ impl FileDatastore {
         };
         // Double buffering: read the next chunk from the source while the previous one
         // is hashed and written on a blocking thread.
-        let mut writing: Option<PendingWrite> = None;
-        let mut idle = Some(staging);
+        let mut read_total = first.len() as u64;
+        let mut writing: Option<PendingWrite> =
+            Some(tokio::task::spawn_blocking(move || staging.absorb(first)));
+        let mut idle = None;
         let mut buf = Vec::with_capacity(CHUNK);
-        let mut spare = Vec::with_capacity(CHUNK);
-        let mut read_total = 0u64;
+        let mut spare = Vec::new();
         loop {
             let n = fill(data, &mut buf)
                 .await
@@ -211,19 +208,103 @@ impl FileDatastore {
             let staging = idle.take().expect("no write is in flight here");
             writing = Some(tokio::task::spawn_blocking(move || staging.absorb(chunk)));
         }
-        let staging = idle.expect("every write has been awaited");
-        let Staging {
-            file, hasher, len, ..
-        } = staging;
-        let fsync = self.fsync;
-        tokio::task::spawn_blocking(move || if fsync { file.sync_all() } else { Ok(()) })
-            .await
-            .map_err(join_error)
-            .and_then(|r| r)
-            .map_err(|source| io_error("sync", &path, source))?;
-        let sha256 = Sha256Hex::from_digest(&hasher.finalize().into());
-        Ok((path, sha256, len))
+        Ok((idle.expect("every write has been awaited"), path))
     }
+
+    fn new_temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+        let temp_dir = self.root.join(TEMP_DIR);
+        tempfile::Builder::new()
+            .prefix("put-")
+            .tempfile_in(&temp_dir)
+            .map_err(|source| io_error("create temporary file in", &temp_dir, source))
+    }
+
+    /// Blocking: stores a blob that fitted in one chunk.
+    fn put_small(&self, bytes: &[u8], options: &PutOptions) -> Result<Put, StoreError> {
+        let sha256 = Sha256Hex::from_digest(&Sha256::digest(bytes).into());
+        let blob = self.checked_blob(sha256, bytes.len() as u64, options)?;
+        if self.path_of(&blob.key).exists() {
+            return Ok(Put {
+                blob,
+                status: PutStatus::AlreadyPresent,
+            });
+        }
+        let mut temp = self.new_temp_file()?;
+        temp.write_all(bytes)
+            .and_then(|()| {
+                if self.fsync {
+                    temp.as_file().sync_all()
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|source| io_error("write", temp.path(), source))?;
+        self.commit(temp.into_temp_path(), blob)
+    }
+
+    /// Blocking: checks and commits a blob staged by [`FileDatastore::stage`].
+    fn finish_put(
+        &self,
+        staging: Staging,
+        temp: tempfile::TempPath,
+        options: &PutOptions,
+    ) -> Result<Put, StoreError> {
+        let Staging { file, hasher, len } = staging;
+        let sha256 = Sha256Hex::from_digest(&hasher.finalize().into());
+        let blob = self.checked_blob(sha256, len, options)?;
+        if self.path_of(&blob.key).exists() {
+            // Same digest, same bytes: keep the stored copy; dropping `temp` removes ours.
+            return Ok(Put {
+                blob,
+                status: PutStatus::AlreadyPresent,
+            });
+        }
+        if self.fsync {
+            file.sync_all()
+                .map_err(|source| io_error("sync", &temp, source))?;
+        }
+        drop(file);
+        self.commit(temp, blob)
+    }
+
+    fn checked_blob(
+        &self,
+        sha256: Sha256Hex,
+        size: u64,
+        options: &PutOptions,
+    ) -> Result<StoredBlob, StoreError> {
+        options.check(&sha256, size)?;
+        let key = BlobKey::for_hash(&sha256);
+        Ok(StoredBlob { sha256, size, key })
+    }
+
+    /// Blocking: moves a complete temporary file to its blob key.
+    fn commit(&self, temp: tempfile::TempPath, blob: StoredBlob) -> Result<Put, StoreError> {
+        let target = self.path_of(&blob.key);
+        let parent = target.parent().expect("a blob path has a parent");
+        std::fs::create_dir_all(parent)
+            .map_err(|source| io_error("create folder", parent, source))?;
+        temp.persist(&target)
+            .map_err(|e| io_error("move into place", &target, e.error))?;
+        if self.fsync {
+            std::fs::File::open(parent)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|source| io_error("sync folder", parent, source))?;
+        }
+        Ok(Put {
+            blob,
+            status: PutStatus::Written,
+        })
+    }
+}
+
+/// Runs a blocking datastore operation off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Config(format!("datastore worker failed: {e}"))))
 }
 
 #[async_trait]
@@ -238,42 +319,21 @@ impl Datastore for FileDatastore {
         data: &mut (dyn AsyncRead + Send + Unpin),
         options: &PutOptions,
     ) -> Result<Put, StoreError> {
-        let (temp_path, sha256, size) = self.stage(data).await?;
-        options.check(&sha256, size)?;
-        let key = BlobKey::for_hash(&sha256);
-        let blob = StoredBlob { sha256, size, key };
-        let target = self.path_of(&blob.key);
-        if tokio::fs::metadata(&target).await.is_ok() {
-            // Same digest, same bytes: keep the stored copy. TempPath removes ours on drop.
-            return Ok(Put {
-                blob,
-                status: PutStatus::AlreadyPresent,
-            });
-        }
-        let parent = target
-            .parent()
-            .expect("a blob path has a parent")
-            .to_owned();
-        tokio::fs::create_dir_all(&parent)
+        let mut first = Vec::with_capacity(CHUNK);
+        let n = fill(data, &mut first)
             .await
-            .map_err(|source| io_error("create folder", &parent, source))?;
-        let fsync = self.fsync;
-        let persisted = target.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            temp_path.persist(&persisted).map_err(|e| e.error)?;
-            if fsync {
-                std::fs::File::open(&parent)?.sync_all()?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(join_error)
-        .and_then(|r| r)
-        .map_err(|source| io_error("move into place", &target, source))?;
-        Ok(Put {
-            blob,
-            status: PutStatus::Written,
-        })
+            .map_err(|source| StoreError::Source {
+                bytes_read: 0,
+                source,
+            })?;
+        let (store, options) = (self.clone(), options.clone());
+        if n < CHUNK {
+            // The whole blob fitted in one chunk: one blocking call hashes, checks and
+            // writes it (most media are small; this saves several thread hand-offs).
+            return blocking(move || store.put_small(&first, &options)).await;
+        }
+        let (staging, temp) = self.stage(first, data).await?;
+        blocking(move || store.finish_put(staging, temp, &options)).await
     }
 
     async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError> {

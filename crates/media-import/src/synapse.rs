@@ -1,0 +1,1148 @@
+//! Import a Synapse media store into our repository: local media, remote media, their
+//! thumbnails, URL previews, quarantine state, and avatars pinned.
+//!
+//! A producer reads the Synapse tables page by page and turns each row into a work item
+//! (or a listed failure: invalid identifiers never become paths); `workers` tasks pull
+//! items from a bounded queue, stream each file once through the hasher into the
+//! datastore, and record media together with their thumbnails in batched transactions.
+//! The repository's unique keys decide deduplication, so any number of workers gives the
+//! same result, and a re-run skips every media already recorded.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::TryStreamExt;
+use media_core::datastore::{Datastore, Put, PutOptions, PutStatus, StoreError};
+use media_core::hashing::HashingReader;
+use media_core::ids::{MediaId, MxcUri, ServerName, Sha256Hex, UserId};
+use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, ThumbnailRecord};
+use media_db::DbError;
+use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
+use media_db::synapse::{LocalMediaRow, RemoteMediaRow, SynapseDb, ThumbnailRow};
+use serde::Serialize;
+use tokio::sync::{Mutex, mpsc};
+
+use crate::synapse_paths::{self, ThumbnailName};
+
+/// Media recorded per transaction by each worker.
+const BATCH_SIZE: usize = 64;
+/// Failures listed in a report; more are only counted.
+const MAX_LISTED_FAILURES: usize = 10_000;
+
+/// Which kinds of Synapse media to import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Include {
+    /// Media uploaded by local users.
+    pub local: bool,
+    /// Cached copies of other servers' media.
+    pub remote: bool,
+    /// Thumbnails of the imported media.
+    pub thumbnails: bool,
+    /// Media fetched for URL previews.
+    pub url_previews: bool,
+}
+
+impl Default for Include {
+    fn default() -> Self {
+        Self {
+            local: true,
+            remote: true,
+            thumbnails: true,
+            url_previews: true,
+        }
+    }
+}
+
+impl FromStr for Include {
+    type Err = String;
+
+    /// A comma-separated list of `local`, `remote`, `thumbnails`, `url-previews`.
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        let mut include = Include {
+            local: false,
+            remote: false,
+            thumbnails: false,
+            url_previews: false,
+        };
+        for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "local" => include.local = true,
+                "remote" => include.remote = true,
+                "thumbnails" => include.thumbnails = true,
+                "url-previews" | "url_previews" => include.url_previews = true,
+                other => {
+                    return Err(format!(
+                        "unknown kind {other:?}: use a comma-separated list of local, remote, \
+                         thumbnails, url-previews"
+                    ));
+                }
+            }
+        }
+        if !(include.local || include.remote || include.url_previews) {
+            return Err("nothing to import: include local, remote or url-previews".into());
+        }
+        Ok(include)
+    }
+}
+
+/// How to run an import.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Synapse's `media_store_path`.
+    pub media_store: PathBuf,
+    /// The Synapse server's name (the origin of its local media).
+    pub server_name: ServerName,
+    /// What to import.
+    pub include: Include,
+    /// Files copied concurrently.
+    pub workers: usize,
+    /// Read and check everything, write nothing.
+    pub dry_run: bool,
+    /// Recorded as `imported_from` on every media (e.g. `synapse:/srv/homeserver.db`).
+    pub source_label: String,
+}
+
+/// Live counters of a running import, for progress displays.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Media to go through (known once the tables were counted).
+    pub items_total: AtomicU64,
+    /// Media handled so far (imported, present, or failed).
+    pub items_done: AtomicU64,
+    /// Bytes read so far.
+    pub bytes_read: AtomicU64,
+}
+
+/// Why an item was not imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// A media created with `/create` and never uploaded: there are no bytes.
+    NeverUploaded,
+    /// The file is not in the media store.
+    FileMissing,
+    /// The bytes do not match the length or SHA-256 Synapse recorded (bit rot).
+    Corrupt,
+    /// An identifier in the row is not valid; no path was built from it.
+    InvalidIdentifier,
+    /// The file could not be read.
+    Unreadable,
+    /// The repository already has this media (or thumbnail) with other bytes; kept as is.
+    Conflict,
+    /// The bytes vanished from the datastore while recording (a concurrent purge); run
+    /// the import again.
+    RetryLater,
+}
+
+/// One item that was not imported, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ItemFailure {
+    /// The media (`mxc://…`) or thumbnail (`mxc://… thumbnail WxH method type`).
+    pub item: String,
+    /// The reason, as a code.
+    pub reason: FailureReason,
+    /// The details: path, expected and actual values, the error.
+    pub detail: String,
+}
+
+/// What an import did (or, for a dry run, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportReport {
+    /// True when nothing was written.
+    pub dry_run: bool,
+    /// Media rows considered.
+    pub media_total: u64,
+    /// Media recorded by this run.
+    pub media_imported: u64,
+    /// Media that were already in the repository.
+    pub media_already_present: u64,
+    /// Media not imported (listed in `failures`).
+    pub media_failed: u64,
+    /// Thumbnails recorded by this run.
+    pub thumbnails_imported: u64,
+    /// Thumbnails already in the repository.
+    pub thumbnails_already_present: u64,
+    /// Thumbnails not imported (listed in `failures`).
+    pub thumbnails_failed: u64,
+    /// New blobs written to the datastore.
+    pub blobs_written: u64,
+    /// Bytes read from the media store.
+    pub bytes_read: u64,
+    /// Bytes written to the datastore.
+    pub bytes_written: u64,
+    /// Bytes not written because the same content was already stored.
+    pub bytes_deduplicated: u64,
+    /// Media pinned because they are in use as avatars.
+    pub avatars_pinned: u64,
+    /// Avatar references to media that are not in the repository.
+    pub avatars_not_in_repository: u64,
+    /// Items that were not imported (at most 10,000 are listed).
+    pub failures: Vec<ItemFailure>,
+    /// Failures beyond those listed.
+    pub failures_not_listed: u64,
+}
+
+impl ImportReport {
+    /// Whether any item failed (the tools then exit with code 1).
+    pub fn has_failures(&self) -> bool {
+        self.media_failed + self.thumbnails_failed > 0
+    }
+
+    fn fail(&mut self, failure: ItemFailure, thumbnail: bool) {
+        if thumbnail {
+            self.thumbnails_failed += 1;
+        } else {
+            self.media_failed += 1;
+        }
+        if self.failures.len() < MAX_LISTED_FAILURES {
+            self.failures.push(failure);
+        } else {
+            self.failures_not_listed += 1;
+        }
+    }
+
+    fn merge(&mut self, other: ImportReport) {
+        self.media_total += other.media_total;
+        self.media_imported += other.media_imported;
+        self.media_already_present += other.media_already_present;
+        self.media_failed += other.media_failed;
+        self.thumbnails_imported += other.thumbnails_imported;
+        self.thumbnails_already_present += other.thumbnails_already_present;
+        self.thumbnails_failed += other.thumbnails_failed;
+        self.blobs_written += other.blobs_written;
+        self.bytes_read += other.bytes_read;
+        self.bytes_written += other.bytes_written;
+        self.bytes_deduplicated += other.bytes_deduplicated;
+        self.avatars_pinned += other.avatars_pinned;
+        self.avatars_not_in_repository += other.avatars_not_in_repository;
+        for failure in other.failures {
+            if self.failures.len() < MAX_LISTED_FAILURES {
+                self.failures.push(failure);
+            } else {
+                self.failures_not_listed += 1;
+            }
+        }
+        self.failures_not_listed += other.failures_not_listed;
+    }
+
+    /// The counters as JSON, without the failure list (for the task log).
+    pub fn counters_json(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.remove("failures");
+        }
+        value.to_string()
+    }
+}
+
+/// Errors that stop an import (per-item problems are failures in the report instead).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// Our repository or the Synapse database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The datastore failed (full disk, permissions): not a problem of one item.
+    #[error("the datastore failed: {0}")]
+    Store(#[from] StoreError),
+    /// A setting that cannot work.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The server name to import under: `given` when it matches the Synapse users, else the
+/// one server all local users belong to.
+pub async fn resolve_server_name(
+    synapse: &SynapseDb,
+    given: Option<ServerName>,
+) -> Result<ServerName, ImportError> {
+    let found = synapse.user_server_names().await?;
+    match (given, found.as_slice()) {
+        (Some(given), []) => Ok(given),
+        (Some(given), servers) if servers.iter().any(|s| s == given.as_str()) => Ok(given),
+        (Some(given), servers) => Err(ImportError::Config(format!(
+            "--server-name {given} does not match the users of this Synapse database \
+             (they are on {}): check that this is the right database",
+            servers.join(", ")
+        ))),
+        (None, [one]) => ServerName::try_from(one.as_str()).map_err(|e| {
+            ImportError::Config(format!(
+                "the users of this Synapse database are on {one:?}, which is not a valid \
+                 server name ({e}): pass --server-name"
+            ))
+        }),
+        (None, []) => Err(ImportError::Config(
+            "this Synapse database has no users to derive the server name from: pass \
+             --server-name"
+                .into(),
+        )),
+        (None, servers) => Err(ImportError::Config(format!(
+            "the users of this Synapse database are on several servers ({}): pass \
+             --server-name",
+            servers.join(", ")
+        ))),
+    }
+}
+
+/// Where to read a file, and what its bytes must be.
+#[derive(Debug, Clone)]
+struct SourceFile {
+    path: PathBuf,
+    expected: PutOptions,
+}
+
+/// The metadata of a media, waiting for its bytes' digest.
+#[derive(Debug, Clone)]
+struct MediaDraft {
+    key: MediaKey,
+    upload_name: Option<String>,
+    content_type: Option<String>,
+    uploader: Option<UserId>,
+    created_ts: i64,
+    last_access_ts: Option<i64>,
+    quarantined_by: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct ThumbnailDraft {
+    width: u32,
+    height: u32,
+    method: ThumbnailMethod,
+    content_type: String,
+    file: SourceFile,
+}
+
+/// One media to import, with its thumbnails.
+#[derive(Debug)]
+struct WorkItem {
+    media: MediaDraft,
+    content: SourceFile,
+    thumbnails: Vec<ThumbnailDraft>,
+}
+
+/// What the workers share.
+struct Context {
+    repo: Repository,
+    store: Arc<dyn Datastore>,
+    datastore_id: Option<DatastoreId>,
+    options: ImportOptions,
+    progress: Arc<Progress>,
+    /// Digests seen by a dry run (a real run lets the repository decide).
+    dry_run_seen: std::sync::Mutex<HashSet<Sha256Hex>>,
+}
+
+/// Imports a Synapse media store. See the [module documentation](self).
+pub async fn import_synapse(
+    synapse: &SynapseDb,
+    repo: &Repository,
+    store: Arc<dyn Datastore>,
+    options: ImportOptions,
+    progress: Arc<Progress>,
+) -> Result<ImportReport, ImportError> {
+    let workers = options.workers.max(1);
+    let datastore_id = if options.dry_run {
+        repo.find_datastore(&store.uri()).await?
+    } else {
+        Some(repo.register_datastore(&store.uri()).await?)
+    };
+    let [local, remote, _, _] = synapse.counts().await?;
+    let total = u64::from(options.include.local || options.include.url_previews) * local
+        + u64::from(options.include.remote) * remote;
+    progress.items_total.store(total, Ordering::Relaxed);
+
+    let task = if options.dry_run {
+        None
+    } else {
+        let params = serde_json::json!({
+            "source": options.source_label,
+            "media_store": options.media_store,
+            "server_name": options.server_name.as_str(),
+            "include": options.include,
+            "workers": workers,
+            "datastore": store.uri(),
+        });
+        Some(
+            repo.start_task("import_synapse", &params.to_string())
+                .await?,
+        )
+    };
+
+    let context = Arc::new(Context {
+        repo: repo.clone(),
+        store,
+        datastore_id,
+        options,
+        progress,
+        dry_run_seen: Default::default(),
+    });
+    let result = run(synapse, context.clone(), workers).await;
+    if let Some(task) = task {
+        let (counters, error) = match &result {
+            Ok(report) => (report.counters_json(), None),
+            Err(e) => ("{}".to_owned(), Some(e.to_string())),
+        };
+        repo.finish_task(task, &counters, error.as_deref()).await?;
+    }
+    result
+}
+
+async fn run(
+    synapse: &SynapseDb,
+    context: Arc<Context>,
+    workers: usize,
+) -> Result<ImportReport, ImportError> {
+    let (sender, receiver) = mpsc::channel::<WorkItem>(workers * 4);
+    let receiver = Arc::new(Mutex::new(receiver));
+    let handles: Vec<_> = (0..workers)
+        .map(|_| tokio::spawn(work(receiver.clone(), context.clone())))
+        .collect();
+    let produced = produce(synapse, &context, sender).await;
+    let mut report = ImportReport {
+        dry_run: context.options.dry_run,
+        ..Default::default()
+    };
+    let mut first_error = produced.as_ref().err().map(|e| e.to_string());
+    if let Ok(part) = produced {
+        report.merge(part);
+    }
+    for handle in handles {
+        match handle.await {
+            Ok(Ok(part)) => report.merge(part),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e.to_string());
+            }
+            Err(e) => {
+                first_error.get_or_insert(format!("an import worker failed: {e}"));
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(ImportError::Config(error));
+    }
+    if !context.options.dry_run {
+        pin_avatars(synapse, &context, &mut report).await?;
+    }
+    report
+        .failures
+        .sort_by(|a, b| a.item.cmp(&b.item).then(a.detail.cmp(&b.detail)));
+    Ok(report)
+}
+
+/// Reads the Synapse tables and queues a work item per importable media.
+async fn produce(
+    synapse: &SynapseDb,
+    context: &Context,
+    sender: mpsc::Sender<WorkItem>,
+) -> Result<ImportReport, ImportError> {
+    let mut report = ImportReport::default();
+    let options = &context.options;
+    let include = options.include;
+    let emit = async |planned: Result<WorkItem, ItemFailure>, report: &mut ImportReport| {
+        report.media_total += 1;
+        match planned {
+            Ok(item) => sender.send(item).await.is_ok(),
+            Err(failure) => {
+                report.fail(failure, false);
+                context.progress.items_done.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+        }
+    };
+
+    if include.local || include.url_previews {
+        let mut pages = synapse.local_media_pages();
+        while let Some(page) = pages.try_next().await? {
+            let thumbnails = match (include.thumbnails, page.first(), page.last()) {
+                (true, Some(first), Some(last)) => {
+                    synapse
+                        .local_thumbnails_between(&first.media_id, &last.media_id)
+                        .await?
+                }
+                _ => Vec::new(),
+            };
+            let mut thumbnails = thumbnails.into_iter().peekable();
+            for row in page {
+                let own = take_thumbnails(&mut thumbnails, |t| t.media_id.cmp(&row.media_id));
+                let wanted = if row.url_cache.is_some() {
+                    include.url_previews
+                } else {
+                    include.local
+                };
+                if wanted && !emit(plan_local(row, own, options), &mut report).await {
+                    return Ok(report);
+                }
+            }
+        }
+    }
+    if include.remote {
+        let mut pages = synapse.remote_media_pages();
+        while let Some(page) = pages.try_next().await? {
+            let thumbnails = match (include.thumbnails, page.first(), page.last()) {
+                (true, Some(first), Some(last)) => {
+                    synapse
+                        .remote_thumbnails_between(
+                            (&first.media_origin, &first.media_id),
+                            (&last.media_origin, &last.media_id),
+                        )
+                        .await?
+                }
+                _ => Vec::new(),
+            };
+            let mut thumbnails = thumbnails.into_iter().peekable();
+            for row in page {
+                let own = take_thumbnails(&mut thumbnails, |t| {
+                    (t.media_origin.as_deref().unwrap_or(""), t.media_id.as_str())
+                        .cmp(&(row.media_origin.as_str(), row.media_id.as_str()))
+                });
+                if !emit(plan_remote(row, own, options), &mut report).await {
+                    return Ok(report);
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Takes the thumbnails of one media from a sorted stream of thumbnails: `order` says how
+/// a thumbnail's media compares with the current media.
+fn take_thumbnails(
+    thumbnails: &mut std::iter::Peekable<std::vec::IntoIter<ThumbnailRow>>,
+    order: impl Fn(&ThumbnailRow) -> std::cmp::Ordering,
+) -> Vec<ThumbnailRow> {
+    use std::cmp::Ordering::{Equal, Less};
+    while thumbnails.next_if(|t| order(t) == Less).is_some() {}
+    let mut own = Vec::new();
+    while let Some(t) = thumbnails.next_if(|t| order(t) == Equal) {
+        own.push(t);
+    }
+    own
+}
+
+fn invalid(item: &str, what: impl std::fmt::Display) -> ItemFailure {
+    ItemFailure {
+        item: item.to_owned(),
+        reason: FailureReason::InvalidIdentifier,
+        detail: what.to_string(),
+    }
+}
+
+/// The expectations for a file from what Synapse recorded.
+fn expected(sha256: Option<&str>, length: Option<i64>) -> PutOptions {
+    PutOptions::expecting(
+        sha256.and_then(|s| Sha256Hex::parse_any_case(s).ok()),
+        length.and_then(|l| u64::try_from(l).ok()),
+    )
+}
+
+fn plan_local(
+    row: LocalMediaRow,
+    thumbnails: Vec<ThumbnailRow>,
+    options: &ImportOptions,
+) -> Result<WorkItem, ItemFailure> {
+    let shown = format!("mxc://{}/{}", options.server_name, row.media_id);
+    let media_id = MediaId::try_from(row.media_id.as_str()).map_err(|e| invalid(&shown, e))?;
+    let key = MediaKey::new(options.server_name.clone(), media_id);
+    let shown = key.to_string();
+    let uploader = row
+        .user_id
+        .as_deref()
+        .map(UserId::try_from)
+        .transpose()
+        .map_err(|e| invalid(&shown, e))?;
+    if row.media_length.is_none() {
+        return Err(ItemFailure {
+            item: shown,
+            reason: FailureReason::NeverUploaded,
+            detail: "created but never uploaded: Synapse has no bytes for it".into(),
+        });
+    }
+    let preview = row.url_cache.is_some();
+    let path = synapse_paths::local_content(&key.media_id, preview)
+        .ok_or_else(|| invalid(&shown, "the media ID does not map to a Synapse path"))?;
+    let thumbnails = thumbnails
+        .into_iter()
+        .filter_map(|t| {
+            let name = thumbnail_name(&t)?;
+            let path = synapse_paths::local_thumbnail(&key.media_id, preview, &name)?;
+            thumbnail_draft(t, name, options.media_store.join(path))
+        })
+        .collect();
+    Ok(WorkItem {
+        content: SourceFile {
+            path: options.media_store.join(path),
+            expected: expected(row.sha256.as_deref(), row.media_length),
+        },
+        media: MediaDraft {
+            key,
+            upload_name: row.upload_name,
+            content_type: row.media_type.filter(|t| !t.is_empty()),
+            uploader,
+            created_ts: row.created_ts,
+            last_access_ts: row.last_access_ts,
+            quarantined_by: row.quarantined_by,
+        },
+        thumbnails,
+    })
+}
+
+fn plan_remote(
+    row: RemoteMediaRow,
+    thumbnails: Vec<ThumbnailRow>,
+    options: &ImportOptions,
+) -> Result<WorkItem, ItemFailure> {
+    let shown = format!("mxc://{}/{}", row.media_origin, row.media_id);
+    let origin = ServerName::try_from(row.media_origin.as_str()).map_err(|e| invalid(&shown, e))?;
+    let media_id = MediaId::try_from(row.media_id.as_str()).map_err(|e| invalid(&shown, e))?;
+    let key = MediaKey::new(origin, media_id);
+    let filesystem_id = row
+        .filesystem_id
+        .as_deref()
+        .map(MediaId::try_from)
+        .transpose()
+        .map_err(|e| invalid(&shown, format!("filesystem_id: {e}")))?
+        .ok_or_else(|| invalid(&shown, "filesystem_id is NULL"))?;
+    if row.media_length.is_none() {
+        return Err(ItemFailure {
+            item: shown,
+            reason: FailureReason::NeverUploaded,
+            detail: "no length recorded: Synapse never finished caching it".into(),
+        });
+    }
+    let path = synapse_paths::remote_content(&key.origin, &filesystem_id)
+        .ok_or_else(|| invalid(&shown, "the filesystem ID does not map to a Synapse path"))?;
+    let thumbnails = thumbnails
+        .into_iter()
+        .filter_map(|t| {
+            let name = thumbnail_name(&t)?;
+            let fid = MediaId::try_from(t.filesystem_id.as_deref()?).ok()?;
+            let path = synapse_paths::remote_thumbnail(&key.origin, &fid, &name)?;
+            thumbnail_draft(t, name, options.media_store.join(path))
+        })
+        .collect();
+    Ok(WorkItem {
+        content: SourceFile {
+            path: options.media_store.join(path),
+            expected: expected(row.sha256.as_deref(), row.media_length),
+        },
+        media: MediaDraft {
+            key,
+            upload_name: row.upload_name,
+            content_type: row.media_type.filter(|t| !t.is_empty()),
+            uploader: None,
+            created_ts: row.created_ts,
+            last_access_ts: row.last_access_ts,
+            quarantined_by: row.quarantined_by,
+        },
+        thumbnails,
+    })
+}
+
+fn thumbnail_name(row: &ThumbnailRow) -> Option<ThumbnailName> {
+    Some(ThumbnailName {
+        width: u32::try_from(row.thumbnail_width).ok()?,
+        height: u32::try_from(row.thumbnail_height).ok()?,
+        content_type: row.thumbnail_type.clone(),
+        method: row.thumbnail_method.clone(),
+    })
+}
+
+fn thumbnail_draft(
+    row: ThumbnailRow,
+    name: ThumbnailName,
+    path: PathBuf,
+) -> Option<ThumbnailDraft> {
+    Some(ThumbnailDraft {
+        width: name.width,
+        height: name.height,
+        method: name.method.parse().ok()?,
+        content_type: name.content_type,
+        file: SourceFile {
+            path,
+            expected: expected(None, row.thumbnail_length),
+        },
+    })
+}
+
+/// A worker: imports items until the queue is closed and empty.
+async fn work(
+    queue: Arc<Mutex<mpsc::Receiver<WorkItem>>>,
+    context: Arc<Context>,
+) -> Result<ImportReport, ImportError> {
+    let mut report = ImportReport::default();
+    let mut pending: Vec<NewMedia> = Vec::with_capacity(BATCH_SIZE);
+    loop {
+        let next = {
+            let mut guard = queue.lock().await;
+            match guard.try_recv() {
+                Ok(item) => Some(item),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Nothing queued right now: record what we have before waiting.
+                    drop(guard);
+                    flush(&context, &mut pending, &mut report).await?;
+                    queue_recv(&queue).await
+                }
+            }
+        };
+        let Some(item) = next else { break };
+        if let Some(media) = prepare(&context, item, &mut report).await? {
+            pending.push(media);
+            if pending.len() >= BATCH_SIZE {
+                flush(&context, &mut pending, &mut report).await?;
+            }
+        }
+    }
+    flush(&context, &mut pending, &mut report).await?;
+    Ok(report)
+}
+
+async fn queue_recv(queue: &Mutex<mpsc::Receiver<WorkItem>>) -> Option<WorkItem> {
+    queue.lock().await.recv().await
+}
+
+/// Stores the bytes of one item and its thumbnails; `None` when it needs no recording
+/// (already present, or failed: counted in `report`).
+async fn prepare(
+    context: &Context,
+    item: WorkItem,
+    report: &mut ImportReport,
+) -> Result<Option<NewMedia>, ImportError> {
+    let shown = item.media.key.to_string();
+    let done = || context.progress.items_done.fetch_add(1, Ordering::Relaxed);
+    if context.repo.get_media(&item.media.key).await?.is_some() {
+        report.media_already_present += 1;
+        done();
+        return Ok(None);
+    }
+    let content = match store_file(context, &item.content, report).await? {
+        Ok(put) => put,
+        Err((reason, detail)) => {
+            report.fail(
+                ItemFailure {
+                    item: shown,
+                    reason,
+                    detail,
+                },
+                false,
+            );
+            done();
+            return Ok(None);
+        }
+    };
+    let mut thumbnails = Vec::with_capacity(item.thumbnails.len());
+    for t in item.thumbnails {
+        match store_file(context, &t.file, report).await? {
+            Ok(put) => thumbnails.push(ThumbnailRecord {
+                media: item.media.key.clone(),
+                width: t.width,
+                height: t.height,
+                method: t.method,
+                content_type: t.content_type,
+                animated: false,
+                sha256: put.blob.sha256,
+                size_bytes: put.blob.size,
+                created_ts: item.media.created_ts,
+            }),
+            Err((reason, detail)) => report.fail(
+                ItemFailure {
+                    item: format!(
+                        "{shown} thumbnail {}x{} {} {}",
+                        t.width,
+                        t.height,
+                        t.method.as_str(),
+                        t.content_type
+                    ),
+                    reason,
+                    detail,
+                },
+                true,
+            ),
+        }
+    }
+    let m = item.media;
+    Ok(Some(NewMedia {
+        record: MediaRecord {
+            key: m.key,
+            sha256: content.blob.sha256,
+            size_bytes: content.blob.size,
+            upload_name: m.upload_name,
+            content_type: m.content_type,
+            uploader: m.uploader,
+            created_ts: m.created_ts,
+            last_access_ts: m.last_access_ts,
+            quarantined: m.quarantined_by.is_some(),
+            quarantined_by: m.quarantined_by,
+            purpose: Purpose::None,
+            imported_from: Some(context.options.source_label.clone()),
+        },
+        thumbnails,
+        datastore_id: context.datastore_id.unwrap_or(DatastoreId(0)),
+    }))
+}
+
+/// Streams one file into the datastore (or, in a dry run, only through the hasher). The
+/// inner error is a per-item failure; the outer one stops the run.
+async fn store_file(
+    context: &Context,
+    file: &SourceFile,
+    report: &mut ImportReport,
+) -> Result<Result<Put, (FailureReason, String)>, ImportError> {
+    let shown = file.path.display();
+    let mut source = match tokio::fs::File::open(&file.path).await {
+        Ok(source) => source,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Err((
+                FailureReason::FileMissing,
+                format!("{shown} does not exist"),
+            )));
+        }
+        Err(e) => return Ok(Err((FailureReason::Unreadable, format!("{shown}: {e}")))),
+    };
+    let put = if context.options.dry_run {
+        hash_only(context, &mut source, &file.expected).await
+    } else {
+        context.store.put(&mut source, &file.expected).await
+    };
+    let put = match put {
+        Ok(put) => put,
+        Err(StoreError::Mismatch {
+            what,
+            expected,
+            actual,
+        }) => {
+            return Ok(Err((
+                FailureReason::Corrupt,
+                format!("{shown}: Synapse recorded {what} {expected}, the file has {actual}"),
+            )));
+        }
+        Err(StoreError::Source { source, .. }) => {
+            return Ok(Err((
+                FailureReason::Unreadable,
+                format!("{shown}: {source}"),
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    report.bytes_read += put.blob.size;
+    context
+        .progress
+        .bytes_read
+        .fetch_add(put.blob.size, Ordering::Relaxed);
+    match put.status {
+        PutStatus::Written => {
+            report.blobs_written += 1;
+            report.bytes_written += put.blob.size;
+        }
+        PutStatus::AlreadyPresent => report.bytes_deduplicated += put.blob.size,
+    }
+    Ok(Ok(put))
+}
+
+/// A dry run's "put": hashes and checks the bytes, and says whether a real run would
+/// write them (new to the repository and to this run) without writing anything.
+async fn hash_only(
+    context: &Context,
+    source: &mut tokio::fs::File,
+    expected: &PutOptions,
+) -> Result<Put, StoreError> {
+    let mut reader = HashingReader::new(source);
+    if let Err(source) = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await {
+        return Err(StoreError::Source {
+            bytes_read: reader.bytes_read(),
+            source,
+        });
+    }
+    let (sha256, size) = reader.finish();
+    expected.check(&sha256, size)?;
+    let known = context
+        .repo
+        .get_blob(&sha256)
+        .await
+        .map_err(|e| StoreError::Config(e.to_string()))?
+        .is_some();
+    let first_time = context
+        .dry_run_seen
+        .lock()
+        .expect("poisoned")
+        .insert(sha256.clone());
+    let key = media_core::datastore::BlobKey::for_hash(&sha256);
+    Ok(Put {
+        blob: media_core::datastore::StoredBlob { sha256, size, key },
+        status: if first_time && !known {
+            PutStatus::Written
+        } else {
+            PutStatus::AlreadyPresent
+        },
+    })
+}
+
+/// Records the prepared media (a dry run only counts them).
+async fn flush(
+    context: &Context,
+    pending: &mut Vec<NewMedia>,
+    report: &mut ImportReport,
+) -> Result<(), ImportError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let batch = std::mem::take(pending);
+    let count = batch.len() as u64;
+    if context.options.dry_run {
+        report.media_imported += count;
+        report.thumbnails_imported += batch.iter().map(|m| m.thumbnails.len() as u64).sum::<u64>();
+        context
+            .progress
+            .items_done
+            .fetch_add(count, Ordering::Relaxed);
+        return Ok(());
+    }
+    let outcomes = match context
+        .repo
+        .insert_media_batch(&batch, &*context.store)
+        .await
+    {
+        Ok(outcomes) => outcomes,
+        Err(DbError::BlobMissing { sha256, datastore }) => {
+            for media in &batch {
+                report.fail(
+                    ItemFailure {
+                        item: media.record.key.to_string(),
+                        reason: FailureReason::RetryLater,
+                        detail: format!(
+                            "blob {sha256} of this batch vanished from {datastore} while \
+                             recording: run the import again"
+                        ),
+                    },
+                    false,
+                );
+            }
+            context
+                .progress
+                .items_done
+                .fetch_add(count, Ordering::Relaxed);
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for (media, outcome) in batch.iter().zip(outcomes) {
+        let shown = media.record.key.to_string();
+        match outcome.media {
+            InsertOutcome::Inserted => report.media_imported += 1,
+            InsertOutcome::AlreadyPresent => report.media_already_present += 1,
+            InsertOutcome::Conflict { existing_sha256 } => report.fail(
+                ItemFailure {
+                    item: shown.clone(),
+                    reason: FailureReason::Conflict,
+                    detail: format!(
+                        "the repository has this media with other bytes ({existing_sha256}); \
+                         it was kept, Synapse's copy has {}",
+                        media.record.sha256
+                    ),
+                },
+                false,
+            ),
+            InsertOutcome::MediaMissing => {}
+        }
+        for (thumbnail, outcome) in media.thumbnails.iter().zip(outcome.thumbnails) {
+            match outcome {
+                InsertOutcome::Inserted => report.thumbnails_imported += 1,
+                InsertOutcome::AlreadyPresent => report.thumbnails_already_present += 1,
+                InsertOutcome::Conflict { existing_sha256 } => report.fail(
+                    ItemFailure {
+                        item: format!(
+                            "{shown} thumbnail {}x{} {} {}",
+                            thumbnail.width,
+                            thumbnail.height,
+                            thumbnail.method.as_str(),
+                            thumbnail.content_type
+                        ),
+                        reason: FailureReason::Conflict,
+                        detail: format!(
+                            "the repository has it with other bytes ({existing_sha256})"
+                        ),
+                    },
+                    true,
+                ),
+                InsertOutcome::MediaMissing => {}
+            }
+        }
+    }
+    context
+        .progress
+        .items_done
+        .fetch_add(count, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Pins every imported media that Synapse uses as a profile, room or member avatar.
+async fn pin_avatars(
+    synapse: &SynapseDb,
+    context: &Context,
+    report: &mut ImportReport,
+) -> Result<(), ImportError> {
+    let mut avatars = synapse.avatars();
+    let mut batch = Vec::with_capacity(500);
+    loop {
+        let next = avatars.try_next().await?;
+        if let Some((_, url)) = &next
+            && let Ok(mxc) = MxcUri::from_str(url)
+        {
+            batch.push(MediaKey::from(mxc));
+        }
+        if batch.len() >= 500 || (next.is_none() && !batch.is_empty()) {
+            batch.sort();
+            batch.dedup();
+            let pins = context.repo.pin_media(&batch).await?;
+            report.avatars_pinned += pins.pinned;
+            report.avatars_not_in_repository += pins.missing;
+            batch.clear();
+        }
+        if next.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+/// `imported_from` label for a Synapse database location.
+pub fn source_label(synapse_db: &str) -> String {
+    let shown = media_db::redact_url(synapse_db);
+    if shown.contains("://") {
+        format!("synapse:{shown}")
+    } else {
+        let path = Path::new(synapse_db);
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        format!("synapse:{}", absolute.display())
+    }
+}
+
+/// `1536` → `1.5 KiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+impl std::fmt::Display for ImportReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (verb, written) = if self.dry_run {
+            ("would be imported", "would be written")
+        } else {
+            ("imported", "written")
+        };
+        writeln!(
+            f,
+            "{}media: {} considered, {} {verb}, {} already present, {} failed",
+            if self.dry_run {
+                "DRY RUN, nothing written. "
+            } else {
+                ""
+            },
+            self.media_total,
+            self.media_imported,
+            self.media_already_present,
+            self.media_failed
+        )?;
+        writeln!(
+            f,
+            "thumbnails: {} {verb}, {} already present, {} failed",
+            self.thumbnails_imported, self.thumbnails_already_present, self.thumbnails_failed
+        )?;
+        writeln!(
+            f,
+            "bytes: {} read, {} {written} in {} new blobs, {} saved by deduplication",
+            human_bytes(self.bytes_read),
+            human_bytes(self.bytes_written),
+            self.blobs_written,
+            human_bytes(self.bytes_deduplicated)
+        )?;
+        if !self.dry_run {
+            writeln!(
+                f,
+                "avatars: {} media pinned, {} avatar references to media not in the repository",
+                self.avatars_pinned, self.avatars_not_in_repository
+            )?;
+        }
+        if !self.failures.is_empty() {
+            writeln!(f, "not imported:")?;
+            for failure in &self.failures {
+                let reason = serde_json::to_value(failure.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                writeln!(f, "  {} [{reason}] {}", failure.item, failure.detail)?;
+            }
+            if self.failures_not_listed > 0 {
+                writeln!(f, "  … and {} more", self.failures_not_listed)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_lists_parse_and_refuse_unknown_kinds() {
+        assert_eq!(
+            "local,remote,thumbnails,url-previews".parse::<Include>(),
+            Ok(Include::default())
+        );
+        let only_local: Include = "local".parse().unwrap();
+        assert!(only_local.local && !only_local.remote && !only_local.thumbnails);
+        assert!(
+            "local,avatars"
+                .parse::<Include>()
+                .unwrap_err()
+                .contains("avatars")
+        );
+        assert!("thumbnails".parse::<Include>().is_err());
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn thumbnails_are_matched_to_their_media_in_sorted_order() {
+        let row = |id: &str| ThumbnailRow {
+            media_origin: None,
+            media_id: id.into(),
+            thumbnail_width: 1,
+            thumbnail_height: 1,
+            thumbnail_type: "image/png".into(),
+            thumbnail_method: "crop".into(),
+            thumbnail_length: None,
+            filesystem_id: None,
+        };
+        let mut all = vec![row("a"), row("b"), row("b"), row("d")]
+            .into_iter()
+            .peekable();
+        let ids = |v: Vec<ThumbnailRow>| v.into_iter().map(|t| t.media_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(take_thumbnails(&mut all, |t| t.media_id.as_str().cmp("b"))),
+            ["b", "b"]
+        );
+        assert!(take_thumbnails(&mut all, |t| t.media_id.as_str().cmp("c")).is_empty());
+        assert_eq!(
+            ids(take_thumbnails(&mut all, |t| t.media_id.as_str().cmp("d"))),
+            ["d"]
+        );
+    }
+}
