@@ -23,7 +23,6 @@ const MMR_FLAGS: &[(&str, &str)] = &[
     ("dbName", "db-name"),
     ("serverName", "server-name"),
     ("workers", "workers"),
-    ("mediaStore", "media-store"),
 ];
 
 /// Move a Synapse media store (its database and media_store folder) into the
@@ -150,12 +149,19 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     let synapse = media_db::synapse::open_synapse(&location)
         .await
         .map_err(|e| fail(e.into()))?;
-    let repo = media_db::connect(&cli.db)
-        .await
-        .map_err(|e| fail(e.into()))?;
-    let store = media_store::open(&cli.datastore)
-        .await
-        .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
+    // A dry run creates neither the repository nor the datastore folder.
+    let repo = if cli.dry_run {
+        media_db::connect_for_dry_run(&cli.db).await
+    } else {
+        media_db::connect(&cli.db).await
+    }
+    .map_err(|e| fail(e.into()))?;
+    let store = if cli.dry_run {
+        media_store::open_for_dry_run(&cli.datastore).await
+    } else {
+        media_store::open(&cli.datastore).await
+    }
+    .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
     let server_name = media_import::resolve_server_name(&synapse, cli.server_name.clone())
         .await
         .map_err(fail)?;

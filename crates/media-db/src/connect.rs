@@ -68,6 +68,18 @@ pub fn dialect_of(url: &str) -> Result<Dialect, DbError> {
     }
 }
 
+/// Whether the SQLite file a `sqlite:` URL names exists (in-memory databases count as
+/// existing).
+pub(crate) fn sqlite_file_exists(url: &str) -> bool {
+    match SqliteConnectOptions::from_str(url) {
+        Ok(options) => {
+            let file = options.get_filename();
+            file.as_os_str() == ":memory:" || file.exists()
+        }
+        Err(_) => true,
+    }
+}
+
 /// How a pool is opened.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OpenOptions {

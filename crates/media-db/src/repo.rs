@@ -18,7 +18,7 @@ use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool};
 use crate::error::{DbError, QueryContext};
 use crate::paging::{full_page, keyset_pages};
 use crate::rows::{
-    BlobRow, MediaRow, append_quarantine_change_in, insert_blob_in, insert_media_in,
+    BlobRow, MediaRow, ThumbnailRow, append_quarantine_change_in, insert_blob_in, insert_media_in,
     insert_thumbnail_in, select_media,
 };
 
@@ -191,6 +191,15 @@ pub struct DrainReport {
     pub already_gone: u64,
     /// Queued objects kept because their blob was recorded again meanwhile.
     pub kept: u64,
+}
+
+/// For a dry run: opens the repository at `url` like [`connect`] when it exists, but
+/// instead of creating a missing SQLite file, opens an empty in-memory repository.
+pub async fn connect_for_dry_run(url: &str) -> Result<Repository, DbError> {
+    if connect::dialect_of(url)? == Dialect::Sqlite && !connect::sqlite_file_exists(url) {
+        return connect("sqlite::memory:").await;
+    }
+    connect(url).await
 }
 
 /// Opens (creating a missing SQLite file) our repository at `url` and brings its schema
@@ -377,6 +386,23 @@ impl Repository {
                 .during("read a media")?
         });
         row.map(MediaRow::into_record).transpose()
+    }
+
+    /// The thumbnails of a media, ordered by size, method and type.
+    pub async fn thumbnails_of(&self, key: &MediaKey) -> Result<Vec<ThumbnailRecord>, DbError> {
+        let rows: Vec<ThumbnailRow> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT origin, media_id, width, height, method, content_type, animated, sha256, \
+                 size_bytes, created_ts FROM thumbnails WHERE origin = $1 AND media_id = $2 \
+                 ORDER BY width, height, method, content_type, animated",
+            )
+            .bind(key.origin.as_str())
+            .bind(key.media_id.as_str())
+            .fetch_all(p)
+            .await
+            .during("read thumbnails")?
+        });
+        rows.into_iter().map(ThumbnailRow::into_record).collect()
     }
 
     /// The blob row for a digest, if any.

@@ -2,7 +2,7 @@
 
 use media_core::datastore::BlobKey;
 use media_core::ids::{MediaId, ServerName, Sha256Hex, UserId};
-use media_core::records::{MediaKey, MediaRecord};
+use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
 
 use crate::error::DbError;
 use crate::repo::{Blob, DatastoreId, PendingDeletion};
@@ -307,6 +307,42 @@ impl MediaRow {
             purpose: self.purpose.parse().map_err(&bad)?,
             imported_from: self.imported_from,
             key,
+        })
+    }
+}
+
+/// A row of `thumbnails`, as stored.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ThumbnailRow {
+    pub origin: String,
+    pub media_id: String,
+    pub width: i32,
+    pub height: i32,
+    pub method: String,
+    pub content_type: String,
+    pub animated: bool,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub created_ts: i64,
+}
+
+impl ThumbnailRow {
+    /// Validates the row.
+    pub fn into_record(self) -> Result<ThumbnailRecord, DbError> {
+        let media = media_key("thumbnails", &self.origin, &self.media_id)?;
+        let bad = invalid("thumbnails", media.to_string());
+        let dimension = |v: i32| u32::try_from(v).map_err(|_| bad(format!("dimension {v}")));
+        Ok(ThumbnailRecord {
+            width: dimension(self.width)?,
+            height: dimension(self.height)?,
+            method: self.method.parse().map_err(&bad)?,
+            content_type: self.content_type,
+            animated: self.animated,
+            sha256: Sha256Hex::try_from(self.sha256.as_str()).map_err(|e| bad(e.to_string()))?,
+            size_bytes: u64::try_from(self.size_bytes)
+                .map_err(|_| bad(format!("negative size {}", self.size_bytes)))?,
+            created_ts: self.created_ts,
+            media,
         })
     }
 }

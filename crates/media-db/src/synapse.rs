@@ -311,8 +311,12 @@ impl SynapseDb {
     ) -> Result<Vec<ThumbnailRow>, DbError> {
         Ok(on_pool!(&self.pool, |p| {
             sqlx::query_as(
-                "SELECT NULL AS media_origin, media_id, thumbnail_width, thumbnail_height, \
-                 thumbnail_type, thumbnail_method, thumbnail_length, NULL AS filesystem_id \
+                "SELECT CAST(NULL AS TEXT) AS media_origin, media_id, \
+                 CAST(thumbnail_width AS BIGINT) AS thumbnail_width, \
+                 CAST(thumbnail_height AS BIGINT) AS thumbnail_height, \
+                 thumbnail_type, thumbnail_method, \
+                 CAST(thumbnail_length AS BIGINT) AS thumbnail_length, \
+                 CAST(NULL AS TEXT) AS filesystem_id \
                  FROM local_media_repository_thumbnails \
                  WHERE media_id >= $1 AND media_id <= $2 ORDER BY media_id",
             )
@@ -332,8 +336,11 @@ impl SynapseDb {
     ) -> Result<Vec<ThumbnailRow>, DbError> {
         Ok(on_pool!(&self.pool, |p| {
             sqlx::query_as(
-                "SELECT media_origin, media_id, thumbnail_width, thumbnail_height, \
-                 thumbnail_type, thumbnail_method, thumbnail_length, filesystem_id \
+                "SELECT media_origin, media_id, \
+                 CAST(thumbnail_width AS BIGINT) AS thumbnail_width, \
+                 CAST(thumbnail_height AS BIGINT) AS thumbnail_height, \
+                 thumbnail_type, thumbnail_method, \
+                 CAST(thumbnail_length AS BIGINT) AS thumbnail_length, filesystem_id \
                  FROM remote_media_cache_thumbnails \
                  WHERE (media_origin > $1 OR (media_origin = $1 AND media_id >= $2)) \
                  AND (media_origin < $3 OR (media_origin = $3 AND media_id <= $4)) \
@@ -436,7 +443,8 @@ fn member_avatar_url(event_json: &str) -> Option<String> {
 macro_rules! local_media_sql {
     ($sha256:literal) => {
         concat!(
-            "SELECT media_id, media_type, media_length, created_ts, upload_name, user_id, \
+            "SELECT media_id, media_type, CAST(media_length AS BIGINT) AS media_length, \
+             COALESCE(created_ts, 0) AS created_ts, upload_name, user_id, \
              quarantined_by, url_cache, last_access_ts, \
              COALESCE(safe_from_quarantine, FALSE) AS safe_from_quarantine, ",
             $sha256,
@@ -449,7 +457,9 @@ macro_rules! local_media_sql {
 macro_rules! remote_media_sql {
     ($sha256:literal) => {
         concat!(
-            "SELECT media_origin, media_id, media_type, media_length, created_ts, upload_name, \
+            "SELECT media_origin, media_id, media_type, \
+             CAST(media_length AS BIGINT) AS media_length, \
+             COALESCE(created_ts, 0) AS created_ts, upload_name, \
              filesystem_id, last_access_ts, quarantined_by, ",
             $sha256,
             " AS sha256 FROM remote_media_cache \

@@ -315,12 +315,12 @@ struct ThumbnailDraft {
     file: SourceFile,
 }
 
-/// One media to import, with its thumbnails.
+/// One media to import, with its thumbnails (or why a thumbnail cannot be read).
 #[derive(Debug)]
 struct WorkItem {
     media: MediaDraft,
     content: SourceFile,
-    thumbnails: Vec<ThumbnailDraft>,
+    thumbnails: Vec<Result<ThumbnailDraft, ItemFailure>>,
 }
 
 /// What the workers share.
@@ -564,10 +564,13 @@ fn plan_local(
         .ok_or_else(|| invalid(&shown, "the media ID does not map to a Synapse path"))?;
     let thumbnails = thumbnails
         .into_iter()
-        .filter_map(|t| {
-            let name = thumbnail_name(&t)?;
-            let path = synapse_paths::local_thumbnail(&key.media_id, preview, &name)?;
-            thumbnail_draft(t, name, options.media_store.join(path))
+        .map(|t| {
+            plan_thumbnail(
+                &shown,
+                t,
+                |name| synapse_paths::local_thumbnail(&key.media_id, preview, name),
+                options,
+            )
         })
         .collect();
     Ok(WorkItem {
@@ -615,11 +618,17 @@ fn plan_remote(
         .ok_or_else(|| invalid(&shown, "the filesystem ID does not map to a Synapse path"))?;
     let thumbnails = thumbnails
         .into_iter()
-        .filter_map(|t| {
-            let name = thumbnail_name(&t)?;
-            let fid = MediaId::try_from(t.filesystem_id.as_deref()?).ok()?;
-            let path = synapse_paths::remote_thumbnail(&key.origin, &fid, &name)?;
-            thumbnail_draft(t, name, options.media_store.join(path))
+        .map(|t| {
+            let fid = t
+                .filesystem_id
+                .as_deref()
+                .and_then(|f| MediaId::try_from(f).ok());
+            plan_thumbnail(
+                &shown,
+                t,
+                |name| synapse_paths::remote_thumbnail(&key.origin, fid.as_ref()?, name),
+                options,
+            )
         })
         .collect();
     Ok(WorkItem {
@@ -640,27 +649,51 @@ fn plan_remote(
     })
 }
 
-fn thumbnail_name(row: &ThumbnailRow) -> Option<ThumbnailName> {
-    Some(ThumbnailName {
-        width: u32::try_from(row.thumbnail_width).ok()?,
-        height: u32::try_from(row.thumbnail_height).ok()?,
-        content_type: row.thumbnail_type.clone(),
-        method: row.thumbnail_method.clone(),
-    })
+/// How a thumbnail is named in reports.
+fn thumbnail_label(
+    media: &str,
+    width: i64,
+    height: i64,
+    method: &str,
+    content_type: &str,
+) -> String {
+    format!("{media} thumbnail {width}x{height} {method} {content_type}")
 }
 
-fn thumbnail_draft(
+/// A thumbnail's source file, or why none can be built from its row.
+fn plan_thumbnail(
+    media: &str,
     row: ThumbnailRow,
-    name: ThumbnailName,
-    path: PathBuf,
-) -> Option<ThumbnailDraft> {
-    Some(ThumbnailDraft {
+    path_of: impl FnOnce(&ThumbnailName) -> Option<PathBuf>,
+    options: &ImportOptions,
+) -> Result<ThumbnailDraft, ItemFailure> {
+    let label = thumbnail_label(
+        media,
+        row.thumbnail_width,
+        row.thumbnail_height,
+        &row.thumbnail_method,
+        &row.thumbnail_type,
+    );
+    let refused = || {
+        invalid(
+            &label,
+            "its size, type, method or filesystem ID cannot be part of a Synapse path",
+        )
+    };
+    let name = ThumbnailName {
+        width: u32::try_from(row.thumbnail_width).map_err(|_| refused())?,
+        height: u32::try_from(row.thumbnail_height).map_err(|_| refused())?,
+        content_type: row.thumbnail_type,
+        method: row.thumbnail_method,
+    };
+    let path = path_of(&name).ok_or_else(refused)?;
+    Ok(ThumbnailDraft {
         width: name.width,
         height: name.height,
-        method: name.method.parse().ok()?,
+        method: name.method.parse().map_err(|_| refused())?,
         content_type: name.content_type,
         file: SourceFile {
-            path,
+            path: options.media_store.join(path),
             expected: expected(None, row.thumbnail_length),
         },
     })
@@ -734,6 +767,13 @@ async fn prepare(
     };
     let mut thumbnails = Vec::with_capacity(item.thumbnails.len());
     for t in item.thumbnails {
+        let t = match t {
+            Ok(t) => t,
+            Err(failure) => {
+                report.fail(failure, true);
+                continue;
+            }
+        };
         match store_file(context, &t.file, report).await? {
             Ok(put) => thumbnails.push(ThumbnailRecord {
                 media: item.media.key.clone(),
@@ -748,12 +788,12 @@ async fn prepare(
             }),
             Err((reason, detail)) => report.fail(
                 ItemFailure {
-                    item: format!(
-                        "{shown} thumbnail {}x{} {} {}",
-                        t.width,
-                        t.height,
+                    item: thumbnail_label(
+                        &shown,
+                        t.width.into(),
+                        t.height.into(),
                         t.method.as_str(),
-                        t.content_type
+                        &t.content_type,
                     ),
                     reason,
                     detail,
@@ -952,12 +992,12 @@ async fn flush(
                 InsertOutcome::AlreadyPresent => report.thumbnails_already_present += 1,
                 InsertOutcome::Conflict { existing_sha256 } => report.fail(
                     ItemFailure {
-                        item: format!(
-                            "{shown} thumbnail {}x{} {} {}",
-                            thumbnail.width,
-                            thumbnail.height,
+                        item: thumbnail_label(
+                            &shown,
+                            thumbnail.width.into(),
+                            thumbnail.height.into(),
                             thumbnail.method.as_str(),
-                            thumbnail.content_type
+                            &thumbnail.content_type,
                         ),
                         reason: FailureReason::Conflict,
                         detail: format!(

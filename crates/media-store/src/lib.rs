@@ -63,6 +63,15 @@ pub async fn open(uri: &str) -> Result<Arc<dyn Datastore>, StoreError> {
     })
 }
 
+/// For a dry run: opens the datastore like [`open`] when its folder exists, but never
+/// creates one; a missing folder is an empty (in-memory) datastore.
+pub async fn open_for_dry_run(uri: &str) -> Result<Arc<dyn Datastore>, StoreError> {
+    match parse_uri(uri)? {
+        DatastoreLocation::Folder(path) if !path.is_dir() => Ok(Arc::new(MemoryDatastore::new())),
+        _ => open(uri).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

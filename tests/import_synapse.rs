@@ -1,0 +1,625 @@
+//! End-to-end tests of `import_synapse` on media stores made by a real Synapse
+//! (tests/fixtures/synapse) and on generated Synapse-shaped stores.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use media_core::hashing::sha256_of;
+use media_core::records::{MediaKey, Purpose};
+use media_tests::{TestDatabase, run};
+use serde_json::Value;
+
+fn fixture(engine: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/synapse")
+        .join(engine)
+}
+
+fn expected(engine: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(engine).join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every media of an expected.json, local then remote.
+fn expected_media(expected: &Value) -> Vec<&Value> {
+    let list = |k: &str| expected[k].as_array().unwrap().iter();
+    list("local_media").chain(list("remote_media")).collect()
+}
+
+fn report(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stdout: {} stderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A copy of a fixture's SQLite database and media store that a test may modify.
+struct FixtureCopy {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    media_store: PathBuf,
+}
+
+fn copy_sqlite_fixture() -> FixtureCopy {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("homeserver.db");
+    std::fs::copy(fixture("sqlite").join("homeserver.db"), &db).unwrap();
+    let media_store = dir.path().join("media_store");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(fixture("sqlite").join("media_store"))
+        .arg(&media_store)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    FixtureCopy {
+        _dir: dir,
+        db,
+        media_store,
+    }
+}
+
+/// Checks a repository against an expected.json: every media with its exact bytes and
+/// metadata, every thumbnail, avatars pinned, quarantine carried, dedup exact.
+async fn assert_repository_matches(repo_url: &str, datastore: &Path, expected: &Value) {
+    let repo = media_db::connect(repo_url).await.unwrap();
+    let mut distinct = BTreeSet::new();
+    for media in expected_media(expected) {
+        let label = media["label"].as_str().unwrap();
+        let key = MediaKey::new(
+            media["origin"].as_str().unwrap().parse().unwrap(),
+            media["media_id"].as_str().unwrap().parse().unwrap(),
+        );
+        let stored = repo.get_media(&key).await.unwrap();
+        if media["never_uploaded"].as_bool().unwrap() {
+            assert!(
+                stored.is_none(),
+                "{label} has no bytes and must not be imported"
+            );
+            continue;
+        }
+        let stored = stored.unwrap_or_else(|| panic!("{label} was not imported"));
+        let sha = media["file_sha256"].as_str().unwrap();
+        assert_eq!(stored.sha256.as_str(), sha, "{label}");
+        assert_eq!(
+            stored.size_bytes,
+            media["file_size"].as_u64().unwrap(),
+            "{label}"
+        );
+        let bytes = std::fs::read(datastore.join(&sha[0..2]).join(&sha[2..4]).join(sha)).unwrap();
+        assert_eq!(sha256_of(&bytes).as_str(), sha, "{label}: stored bytes");
+        distinct.insert(sha.to_owned());
+        assert_eq!(
+            stored.upload_name.as_deref(),
+            media["upload_name"].as_str(),
+            "{label}"
+        );
+        assert_eq!(
+            stored.content_type.as_deref(),
+            media["content_type"].as_str(),
+            "{label}"
+        );
+        assert_eq!(
+            stored.uploader.as_ref().map(|u| u.as_str()),
+            media["uploader"].as_str(),
+            "{label}"
+        );
+        assert_eq!(
+            stored.created_ts,
+            media["created_ts"].as_i64().unwrap(),
+            "{label}"
+        );
+        assert_eq!(
+            stored.last_access_ts,
+            media["last_access_ts"].as_i64(),
+            "{label}"
+        );
+        assert_eq!(
+            stored.quarantined,
+            media["quarantined"].as_bool().unwrap(),
+            "{label}"
+        );
+        assert_eq!(
+            stored.quarantined_by.as_deref(),
+            media["quarantined_by"].as_str(),
+            "{label}"
+        );
+        let pinned = media["is_avatar"].as_bool().unwrap();
+        assert_eq!(stored.purpose == Purpose::Pinned, pinned, "{label}: pinned");
+
+        let thumbnails = repo.thumbnails_of(&key).await.unwrap();
+        let want: BTreeMap<(u64, u64, String, String), String> = media["thumbnails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    (
+                        t["width"].as_u64().unwrap(),
+                        t["height"].as_u64().unwrap(),
+                        t["method"].as_str().unwrap().to_owned(),
+                        t["type"].as_str().unwrap().to_owned(),
+                    ),
+                    t["file_sha256"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let got: BTreeMap<(u64, u64, String, String), String> = thumbnails
+            .iter()
+            .map(|t| {
+                (
+                    (
+                        u64::from(t.width),
+                        u64::from(t.height),
+                        t.method.as_str().to_owned(),
+                        t.content_type.clone(),
+                    ),
+                    t.sha256.to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "{label}: thumbnails");
+        distinct.extend(want.into_values());
+    }
+    // Dedup: exactly one blob per distinct content.
+    let stored_blobs = walk_blobs(datastore);
+    assert_eq!(stored_blobs, distinct);
+    repo.close().await;
+}
+
+/// The blob files of a datastore folder (skipping its temporary folder).
+fn walk_blobs(root: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for a in std::fs::read_dir(root).unwrap().flatten() {
+        if a.file_name() == ".tmp" {
+            continue;
+        }
+        for b in std::fs::read_dir(a.path()).unwrap().flatten() {
+            for f in std::fs::read_dir(b.path()).unwrap().flatten() {
+                out.insert(f.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+fn never_uploaded(expected: &Value) -> Vec<String> {
+    expected_media(expected)
+        .into_iter()
+        .filter(|m| m["never_uploaded"].as_bool().unwrap())
+        .map(|m| m["mxc"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_readme_command_imports_the_sqlite_fixture_exactly() {
+    let cwd = tempfile::tempdir().unwrap();
+    let db = fixture("sqlite").join("homeserver.db");
+    let store = fixture("sqlite").join("media_store");
+    // The README's command, on the embedded defaults (repository and datastore in cwd).
+    let args = [
+        "--synapse-db",
+        db.to_str().unwrap(),
+        "--media-store",
+        store.to_str().unwrap(),
+    ];
+    let out = run(
+        "import_synapse",
+        &[&args[..], &["--json"]].concat(),
+        cwd.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the never-uploaded media is a listed failure"
+    );
+    let first = report(&out);
+    let expected = expected("sqlite");
+    assert_eq!(first["media_imported"], 18);
+    assert_eq!(first["media_failed"], 1);
+    assert_eq!(first["thumbnails_imported"], 37);
+    assert_eq!(first["thumbnails_failed"], 0);
+    let failures = first["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0]["reason"], "never_uploaded");
+    assert_eq!(
+        vec![failures[0]["item"].as_str().unwrap().to_owned()],
+        never_uploaded(&expected)
+    );
+    assert_eq!(first["avatars_pinned"], 5);
+
+    let repo_url = format!("sqlite://{}", cwd.path().join("media-repo.db").display());
+    let datastore = cwd.path().join("media-store");
+    assert_repository_matches(&repo_url, &datastore, &expected).await;
+    assert_eq!(
+        first["blobs_written"].as_u64().unwrap(),
+        walk_blobs(&datastore).len() as u64
+    );
+
+    // A second run over a finished import writes nothing.
+    let out = run(
+        "import_synapse",
+        &[&args[..], &["--json"]].concat(),
+        cwd.path(),
+    );
+    let second = report(&out);
+    assert_eq!(second["media_imported"], 0);
+    assert_eq!(second["media_already_present"], 18);
+    assert_eq!(second["blobs_written"], 0);
+    assert_eq!(second["bytes_written"], 0);
+    assert_eq!(second["avatars_pinned"], 0);
+
+    // The human summary names what happened.
+    let out = run("import_synapse", &args, cwd.path());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("18 already present"), "{text}");
+    assert!(text.contains("[never_uploaded]"), "{text}");
+}
+
+#[tokio::test]
+async fn imports_the_postgres_fixture_into_postgres() {
+    let synapse = TestDatabase::postgres().await;
+    let status = std::process::Command::new("psql")
+        .args([
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-o",
+            "/dev/null",
+            "-d",
+            &synapse.url,
+            "-f",
+        ])
+        .arg(fixture("postgres").join("synapse.sql"))
+        .status()
+        .expect("psql (PostgreSQL's client) must be installed to restore the fixture");
+    assert!(status.success(), "restoring the Synapse dump failed");
+    let repo = TestDatabase::postgres().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let store = cwd.path().join("store");
+    let media_store = fixture("postgres").join("media_store");
+    let out = run(
+        "import_synapse",
+        &[
+            "--synapse-db",
+            &synapse.url,
+            "--media-store",
+            media_store.to_str().unwrap(),
+            "--db",
+            &repo.url,
+            "--datastore",
+            store.to_str().unwrap(),
+            "--workers",
+            "3",
+            "--json",
+        ],
+        cwd.path(),
+    );
+    let first = report(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(first["media_imported"], 18);
+    assert_eq!(first["thumbnails_imported"], 37);
+    assert_eq!(first["avatars_pinned"], 5);
+    assert_repository_matches(&repo.url, &store, &expected("postgres")).await;
+    repo.drop_database().await;
+    synapse.drop_database().await;
+}
+
+/// Every row of our repository that an import decides, in a stable order.
+async fn repository_contents(url: &str) -> Vec<String> {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT origin || '/' || media_id || ' ' || sha256 || ' ' || IFNULL(upload_name, '-') \
+         || ' ' || IFNULL(user_id, '-') || ' ' || quarantined || ' ' || purpose || ' ' \
+         || created_ts FROM media ORDER BY origin, media_id",
+        "SELECT origin || '/' || media_id || ' ' || width || 'x' || height || method || ' ' \
+         || sha256 FROM thumbnails ORDER BY 1",
+        "SELECT sha256 || ' ' || size_bytes || ' ' || location FROM blobs ORDER BY sha256",
+        "SELECT origin || '/' || media_id || ' ' || quarantined FROM quarantine_changes \
+         ORDER BY 1",
+    ] {
+        for row in sqlx::query(sql).fetch_all(&mut conn).await.unwrap() {
+            out.push(row.get::<String, _>(0));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn one_worker_and_sixteen_workers_give_identical_repositories() {
+    let db = fixture("sqlite").join("homeserver.db");
+    let store = fixture("sqlite").join("media_store");
+    let mut contents = Vec::new();
+    for workers in ["1", "16"] {
+        let cwd = tempfile::tempdir().unwrap();
+        let out = run(
+            "import_synapse",
+            &[
+                "--synapse-db",
+                db.to_str().unwrap(),
+                "--media-store",
+                store.to_str().unwrap(),
+                "--workers",
+                workers,
+                "-q",
+            ],
+            cwd.path(),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let url = format!("sqlite://{}", cwd.path().join("media-repo.db").display());
+        contents.push((
+            repository_contents(&url).await,
+            walk_blobs(&cwd.path().join("media-store")),
+        ));
+    }
+    assert!(contents[0].0.len() > 60);
+    assert_eq!(contents[0], contents[1]);
+}
+
+#[tokio::test]
+async fn a_dry_run_writes_nothing_and_predicts_the_real_run() {
+    let cwd = tempfile::tempdir().unwrap();
+    let db = fixture("sqlite").join("homeserver.db");
+    let store = fixture("sqlite").join("media_store");
+    let args = [
+        "--synapse-db",
+        db.to_str().unwrap(),
+        "--media-store",
+        store.to_str().unwrap(),
+        "--json",
+    ];
+    let dry = report(&run(
+        "import_synapse",
+        &[&args[..], &["--dry-run"]].concat(),
+        cwd.path(),
+    ));
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "nothing may be created"
+    );
+    assert_eq!(dry["dry_run"], true);
+    let real = report(&run("import_synapse", &args, cwd.path()));
+    for field in [
+        "media_total",
+        "media_imported",
+        "media_failed",
+        "thumbnails_imported",
+        "blobs_written",
+        "bytes_read",
+        "bytes_written",
+        "bytes_deduplicated",
+    ] {
+        assert_eq!(dry[field], real[field], "{field}");
+    }
+    // Over a finished import, a dry run predicts that nothing is left to do.
+    let again = report(&run(
+        "import_synapse",
+        &[&args[..], &["--dry-run"]].concat(),
+        cwd.path(),
+    ));
+    assert_eq!(again["media_imported"], 0);
+    assert_eq!(again["media_already_present"], 18);
+}
+
+#[tokio::test]
+async fn a_corrupted_file_is_reported_and_not_imported() {
+    let copy = copy_sqlite_fixture();
+    let expected = expected("sqlite");
+    let victim = expected["local_media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["label"] == "bob_notes")
+        .unwrap();
+    let path = copy.media_store.join(victim["path"].as_str().unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 0x20; // one flipped bit: bit rot
+    std::fs::write(&path, &bytes).unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let out = run(
+        "import_synapse",
+        &[
+            "--synapse-db",
+            copy.db.to_str().unwrap(),
+            "--media-store",
+            copy.media_store.to_str().unwrap(),
+            "--json",
+        ],
+        cwd.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report = report(&out);
+    let corrupt: Vec<&Value> = report["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["reason"] == "corrupt")
+        .collect();
+    assert_eq!(corrupt.len(), 1, "{report}");
+    assert_eq!(corrupt[0]["item"], victim["mxc"]);
+    assert!(
+        corrupt[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(victim["sha256"].as_str().unwrap())
+    );
+    assert_eq!(report["media_imported"], 17);
+    let repo = media_db::connect(&format!(
+        "sqlite://{}",
+        cwd.path().join("media-repo.db").display()
+    ))
+    .await
+    .unwrap();
+    let key = MediaKey::new(
+        "fixture.test".parse().unwrap(),
+        victim["media_id"].as_str().unwrap().parse().unwrap(),
+    );
+    assert!(repo.get_media(&key).await.unwrap().is_none());
+    let corrupted = sha256_of(&bytes).to_string();
+    assert!(!walk_blobs(&cwd.path().join("media-store")).contains(&corrupted));
+    repo.close().await;
+}
+
+#[tokio::test]
+async fn malicious_rows_are_refused_without_touching_anything_outside_the_store() {
+    use sqlx::Connection;
+    let copy = copy_sqlite_fixture();
+    // Bait outside the media store, where the traversals below would lead.
+    let outside = copy.media_store.parent().unwrap().join("secret");
+    std::fs::write(&outside, b"do not import me").unwrap();
+    let url = format!("sqlite://{}", copy.db.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let a_local = expected("sqlite")["local_media"][0]["media_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for sql in [
+        "INSERT INTO local_media_repository (media_id, media_type, media_length, created_ts, \
+         user_id) VALUES ('../../secret', 'text/plain', 16, 1, '@alice:fixture.test')",
+        "INSERT INTO local_media_repository (media_id, media_type, media_length, created_ts, \
+         user_id) VALUES ('lo/../../../secret', 'text/plain', 16, 1, '@alice:fixture.test')",
+        "INSERT INTO remote_media_cache (media_origin, media_id, media_type, media_length, \
+         created_ts, filesystem_id) VALUES ('../..', 'abcdefgh', 'text/plain', 16, 1, 'abcdefgh')",
+        "INSERT INTO remote_media_cache (media_origin, media_id, media_type, media_length, \
+         created_ts, filesystem_id) VALUES ('evil.example', 'abcdefgh', 'text/plain', 16, 1, \
+         '../../../secret')",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO local_media_repository_thumbnails (media_id, thumbnail_width, \
+         thumbnail_height, thumbnail_type, thumbnail_method, thumbnail_length) \
+         VALUES ($1, 1, 1, '../../../../secret', 'crop', 16)",
+    )
+    .bind(&a_local)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let cwd = tempfile::tempdir().unwrap();
+    let out = run(
+        "import_synapse",
+        &[
+            "--synapse-db",
+            copy.db.to_str().unwrap(),
+            "--media-store",
+            copy.media_store.to_str().unwrap(),
+            "--json",
+        ],
+        cwd.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report = report(&out);
+    let refused: Vec<&str> = report["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["reason"] == "invalid_identifier")
+        .map(|f| f["item"].as_str().unwrap())
+        .collect();
+    assert_eq!(refused.len(), 5, "{report}");
+    assert!(
+        refused
+            .iter()
+            .any(|i| i.contains("thumbnail") && i.contains(&a_local))
+    );
+    assert_eq!(report["media_imported"], 18, "the good media still come in");
+    let secret = sha256_of(b"do not import me").to_string();
+    assert!(!walk_blobs(&cwd.path().join("media-store")).contains(&secret));
+    assert_eq!(std::fs::read(&outside).unwrap(), b"do not import me");
+}
+
+#[test]
+fn configuration_errors_say_what_to_fix_and_exit_2() {
+    let cwd = tempfile::tempdir().unwrap();
+    let db = fixture("sqlite").join("homeserver.db");
+    let store = fixture("sqlite").join("media_store");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "--synapse-db",
+                "/nonexistent/homeserver.db",
+                "--media-store",
+                store.to_str().unwrap(),
+            ],
+            "no such file",
+        ),
+        (
+            &[
+                "--synapse-db",
+                db.to_str().unwrap(),
+                "--media-store",
+                "/nonexistent",
+            ],
+            "is not a folder",
+        ),
+        (
+            &[
+                "--synapse-db",
+                db.to_str().unwrap(),
+                "--media-store",
+                store.to_str().unwrap(),
+                "--server-name",
+                "other.example",
+            ],
+            "does not match the users",
+        ),
+        (
+            &[
+                "--synapse-db",
+                db.to_str().unwrap(),
+                "--media-store",
+                store.to_str().unwrap(),
+                "--db",
+                "mysql://x",
+            ],
+            "sqlite://",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = run("import_synapse", args, cwd.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    assert!(
+        !cwd.path().join("media-store").exists()
+            || walk_blobs(&cwd.path().join("media-store")).is_empty()
+    );
+}
+
+#[test]
+fn matrix_media_repo_flags_are_accepted() {
+    let cwd = tempfile::tempdir().unwrap();
+    let db = fixture("sqlite").join("homeserver.db");
+    let store = fixture("sqlite").join("media_store");
+    let out = run(
+        "import_synapse",
+        &[
+            "--synapse-db",
+            db.to_str().unwrap(),
+            "--media-store",
+            store.to_str().unwrap(),
+            "-serverName=fixture.test",
+            "-workers",
+            "2",
+            "--json",
+        ],
+        cwd.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report(&out)["media_imported"], 18);
+}
