@@ -5,7 +5,7 @@
 //! inside a transaction), a row is only committed once its object exists, and deletions
 //! go through `pending_deletions` in the same transaction that removes the last reference.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use media_core::datastore::{BlobKey, Datastore, DeleteStatus};
@@ -18,12 +18,17 @@ use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool};
 use crate::error::{DbError, QueryContext};
 use crate::paging::{full_page, keyset_pages};
 use crate::rows::{
-    BlobRow, MediaRow, ThumbnailRow, append_quarantine_change_in, insert_blob_in, insert_media_in,
-    insert_thumbnail_in, select_media,
+    BlobRow, MediaRow, ThumbnailIdentity, ThumbnailRow, append_quarantine_change_in,
+    compare_existing, insert_blob_in, insert_thumbnail_in, placeholder_list, select_media,
+    thumbnail_identity, values_list,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// Rows per multi-row statement: far below the bound-parameter limits of SQLite (32766)
+/// and PostgreSQL (65535) at 13 columns.
+const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// Rows fetched per page by the keyset-paginated streams.
 const PAGE_SIZE: i64 = 500;
@@ -291,47 +296,186 @@ impl Repository {
         batch: &[NewMedia],
         store: &dyn Datastore,
     ) -> Result<Vec<MediaOutcome>, DbError> {
+        // Multi-row statements: a handful of round trips per batch, not several per media.
+        let now = now_ms();
+        let mut sizes: HashMap<&str, u64> = HashMap::new();
+        let mut blobs: Vec<(&Sha256Hex, u64, DatastoreId)> = Vec::new();
+        for item in batch {
+            let media = std::iter::once((&item.record.sha256, item.record.size_bytes));
+            let thumbnails = item.thumbnails.iter().map(|t| (&t.sha256, t.size_bytes));
+            for (sha256, size) in media.chain(thumbnails) {
+                if sizes.insert(sha256.as_str(), size).is_none() {
+                    blobs.push((sha256, size, item.datastore_id));
+                }
+            }
+        }
         on_pool!(&self.pool, |p| {
             let mut tx = p
                 .begin_with(self.begin_write())
                 .await
                 .during("begin a transaction")?;
+
+            // 1. Blobs: insert-or-get; new rows cancel queued deletions and are only kept
+            //    when the datastore holds their object.
+            let mut new_blobs: Vec<String> = Vec::new();
+            for chunk in blobs.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
+                     VALUES {} ON CONFLICT (sha256) DO NOTHING RETURNING sha256",
+                    values_list(self.dialect, chunk.len(), 5)
+                );
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                for (sha256, size, datastore_id) in chunk {
+                    query = query
+                        .bind(sha256.as_str())
+                        .bind(*size as i64)
+                        .bind(datastore_id.0)
+                        .bind(BlobKey::for_hash(sha256).as_str().to_owned())
+                        .bind(now);
+                }
+                new_blobs.extend(query.fetch_all(&mut *tx).await.during("insert blobs")?);
+            }
+            for chunk in new_blobs.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "DELETE FROM pending_deletions WHERE sha256 IN ({})",
+                    placeholder_list(self.dialect, chunk.len(), 1)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for sha256 in chunk {
+                    query = query.bind(sha256.as_str());
+                }
+                query
+                    .execute(&mut *tx)
+                    .await
+                    .during("cancel queued deletions")?;
+            }
+            for sha256 in &new_blobs {
+                let key = BlobKey::parse(&format!("{}/{}/{sha256}", &sha256[0..2], &sha256[2..4]));
+                let held = match &key {
+                    Some(key) => store.size(key).await?,
+                    None => None,
+                };
+                if held != sizes.get(sha256.as_str()).copied() {
+                    return Err(DbError::BlobMissing {
+                        sha256: sha256.clone(),
+                        datastore: store.uri(),
+                    });
+                }
+            }
+
+            // 2. Media: never overwritten; an existing one is the same bytes or a conflict.
+            let mut inserted: HashSet<(String, String)> = HashSet::new();
+            for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO media (origin, media_id, sha256, upload_name, content_type, \
+                     user_id, size_bytes, created_ts, last_access_ts, quarantined, \
+                     quarantined_by, purpose, imported_from) VALUES {} \
+                     ON CONFLICT (origin, media_id) DO NOTHING RETURNING origin, media_id",
+                    values_list(self.dialect, chunk.len(), 13)
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for item in chunk {
+                    let r = &item.record;
+                    query = query
+                        .bind(r.key.origin.as_str())
+                        .bind(r.key.media_id.as_str())
+                        .bind(r.sha256.as_str())
+                        .bind(r.upload_name.as_deref())
+                        .bind(r.content_type.as_deref())
+                        .bind(r.uploader.as_ref().map(|u| u.as_str()))
+                        .bind(r.size_bytes as i64)
+                        .bind(r.created_ts)
+                        .bind(r.last_access_ts)
+                        .bind(r.quarantined)
+                        .bind(r.quarantined_by.as_deref())
+                        .bind(r.purpose.as_str())
+                        .bind(r.imported_from.as_deref());
+                }
+                let rows: Vec<(String, String)> =
+                    query.fetch_all(&mut *tx).await.during("insert media")?;
+                inserted.extend(rows);
+            }
             let mut outcomes = Vec::with_capacity(batch.len());
             for item in batch {
                 let r = &item.record;
-                let blob = NewBlob {
-                    sha256: r.sha256.clone(),
-                    size_bytes: r.size_bytes,
-                    datastore_id: item.datastore_id,
-                };
-                insert_blob_in!(&mut *tx, &blob, store)?;
-                let media = insert_media_in!(&mut *tx, r)?;
-                if media == InsertOutcome::Inserted && r.quarantined {
-                    append_quarantine_change_in!(
-                        &mut *tx,
-                        &r.key.origin,
-                        &r.key.media_id,
-                        true,
-                        now_ms()
-                    )?;
-                }
-                let mut thumbnails = Vec::with_capacity(item.thumbnails.len());
-                if matches!(
-                    media,
-                    InsertOutcome::Inserted | InsertOutcome::AlreadyPresent
-                ) {
-                    for t in &item.thumbnails {
-                        let blob = NewBlob {
-                            sha256: t.sha256.clone(),
-                            size_bytes: t.size_bytes,
-                            datastore_id: item.datastore_id,
-                        };
-                        insert_blob_in!(&mut *tx, &blob, store)?;
-                        thumbnails.push(insert_thumbnail_in!(&mut *tx, t)?);
+                let id = (r.key.origin.to_string(), r.key.media_id.to_string());
+                let media = if inserted.contains(&id) {
+                    if r.quarantined {
+                        append_quarantine_change_in!(
+                            &mut *tx,
+                            &r.key.origin,
+                            &r.key.media_id,
+                            true,
+                            now
+                        )?;
                     }
+                    InsertOutcome::Inserted
+                } else {
+                    let existing: String = sqlx::query_scalar(
+                        "SELECT sha256 FROM media WHERE origin = $1 AND media_id = $2",
+                    )
+                    .bind(&id.0)
+                    .bind(&id.1)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .during("read an existing media")?;
+                    compare_existing("media", &r.key.to_string(), &existing, &r.sha256)?
+                };
+                outcomes.push(MediaOutcome {
+                    media,
+                    thumbnails: Vec::new(),
+                });
+            }
+
+            // 3. Thumbnails of the media that are now recorded with these bytes.
+            let thumbnails: Vec<(usize, &ThumbnailRecord)> = batch
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| {
+                    matches!(
+                        outcomes[*i].media,
+                        InsertOutcome::Inserted | InsertOutcome::AlreadyPresent
+                    )
+                })
+                .flat_map(|(i, item)| item.thumbnails.iter().map(move |t| (i, t)))
+                .collect();
+            let mut inserted: HashSet<ThumbnailIdentity> = HashSet::new();
+            for chunk in thumbnails.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO thumbnails (origin, media_id, width, height, method, \
+                     content_type, animated, sha256, size_bytes, created_ts) VALUES {} \
+                     ON CONFLICT (origin, media_id, width, height, method, content_type, \
+                     animated) DO NOTHING RETURNING origin, media_id, width, height, method, \
+                     content_type, animated",
+                    values_list(self.dialect, chunk.len(), 10)
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for (_, t) in chunk {
+                    query = query
+                        .bind(t.media.origin.as_str())
+                        .bind(t.media.media_id.as_str())
+                        .bind(i64::from(t.width))
+                        .bind(i64::from(t.height))
+                        .bind(t.method.as_str())
+                        .bind(t.content_type.as_str())
+                        .bind(t.animated)
+                        .bind(t.sha256.as_str())
+                        .bind(t.size_bytes as i64)
+                        .bind(t.created_ts);
                 }
-                let outcome = MediaOutcome { media, thumbnails };
-                outcomes.push(outcome);
+                let rows: Vec<ThumbnailIdentity> = query
+                    .fetch_all(&mut *tx)
+                    .await
+                    .during("insert thumbnails")?;
+                inserted.extend(rows);
+            }
+            for (i, t) in thumbnails {
+                let outcome = if inserted.contains(&thumbnail_identity(t)) {
+                    InsertOutcome::Inserted
+                } else {
+                    insert_thumbnail_in!(&mut *tx, t)?
+                };
+                outcomes[i].thumbnails.push(outcome);
             }
             tx.commit().await.during("commit media")?;
             Ok(outcomes)

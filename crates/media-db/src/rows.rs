@@ -4,6 +4,7 @@ use media_core::datastore::BlobKey;
 use media_core::ids::{MediaId, ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
 
+use crate::connect::Dialect;
 use crate::error::DbError;
 use crate::repo::{Blob, DatastoreId, PendingDeletion};
 
@@ -74,63 +75,6 @@ macro_rules! insert_blob_in {
     };
 }
 pub(crate) use insert_blob_in;
-
-/// Inserts a media row (never overwriting) in the open transaction `$conn`; evaluates to
-/// `Result<InsertOutcome, DbError>`. Its blob row must exist.
-macro_rules! insert_media_in {
-    ($conn:expr, $record:expr) => {
-        async {
-            let r: &media_core::records::MediaRecord = $record;
-            let outcome = {
-                let inserted = sqlx::query(
-                    "INSERT INTO media (origin, media_id, sha256, upload_name, content_type, \
-                     user_id, size_bytes, created_ts, last_access_ts, quarantined, \
-                     quarantined_by, purpose, imported_from) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-                     ON CONFLICT (origin, media_id) DO NOTHING",
-                )
-                .bind(r.key.origin.as_str())
-                .bind(r.key.media_id.as_str())
-                .bind(r.sha256.as_str())
-                .bind(r.upload_name.as_deref())
-                .bind(r.content_type.as_deref())
-                .bind(r.uploader.as_ref().map(|u| u.as_str()))
-                .bind(r.size_bytes as i64)
-                .bind(r.created_ts)
-                .bind(r.last_access_ts)
-                .bind(r.quarantined)
-                .bind(r.quarantined_by.as_deref())
-                .bind(r.purpose.as_str())
-                .bind(r.imported_from.as_deref())
-                .execute($conn)
-                .await
-                .during("insert a media")?
-                .rows_affected();
-                if inserted == 1 {
-                    $crate::repo::InsertOutcome::Inserted
-                } else {
-                    let existing: String = sqlx::query_scalar(
-                        "SELECT sha256 FROM media WHERE origin = $1 AND media_id = $2",
-                    )
-                    .bind(r.key.origin.as_str())
-                    .bind(r.key.media_id.as_str())
-                    .fetch_one($conn)
-                    .await
-                    .during("read an existing media")?;
-                    $crate::rows::compare_existing(
-                        "media",
-                        &r.key.to_string(),
-                        &existing,
-                        &r.sha256,
-                    )?
-                }
-            };
-            Ok::<_, $crate::error::DbError>(outcome)
-        }
-        .await
-    };
-}
-pub(crate) use insert_media_in;
 
 /// Inserts a thumbnail row (never overwriting) in the open transaction `$conn`; evaluates
 /// to `Result<InsertOutcome, DbError>`. Its blob row must exist.
@@ -213,6 +157,48 @@ macro_rules! append_quarantine_change_in {
     };
 }
 pub(crate) use append_quarantine_change_in;
+
+/// `($1, $2, $3), ($4, $5, $6)`: placeholders for `rows` rows of `columns` values.
+pub(crate) fn values_list(dialect: Dialect, rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            format!(
+                "({})",
+                placeholder_list(dialect, columns, row * columns + 1)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `$first, $first+1, …`: `count` placeholders. SQLite gets anonymous `?`s: looking up
+/// numbered ones costs SQLite time linear in their count, per bound value.
+pub(crate) fn placeholder_list(dialect: Dialect, count: usize, first: usize) -> String {
+    match dialect {
+        Dialect::Sqlite => vec!["?"; count].join(", "),
+        Dialect::Postgres => (first..first + count)
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// The unique key of a thumbnail row: origin, media_id, width, height, method, type,
+/// animated.
+pub(crate) type ThumbnailIdentity = (String, String, i32, i32, String, String, bool);
+
+/// The unique key of a thumbnail record, as the database returns it.
+pub(crate) fn thumbnail_identity(t: &ThumbnailRecord) -> ThumbnailIdentity {
+    (
+        t.media.origin.to_string(),
+        t.media.media_id.to_string(),
+        t.width as i32,
+        t.height as i32,
+        t.method.as_str().to_owned(),
+        t.content_type.clone(),
+        t.animated,
+    )
+}
 
 /// Compares the digest of an existing row with the one being inserted.
 pub(crate) fn compare_existing(
@@ -370,5 +356,20 @@ impl BlobRow {
                 .ok_or_else(|| bad(format!("location {:?} is not a blob key", self.location)))?,
             created_ts: self.created_ts,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_across_rows() {
+        assert_eq!(placeholder_list(Dialect::Postgres, 3, 4), "$4, $5, $6");
+        assert_eq!(
+            values_list(Dialect::Postgres, 2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(values_list(Dialect::Sqlite, 2, 2), "(?, ?), (?, ?)");
     }
 }

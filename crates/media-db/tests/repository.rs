@@ -187,6 +187,30 @@ async fn a_blob_whose_object_is_missing_is_never_recorded() {
 }
 
 #[tokio::test]
+async fn a_batch_whose_bytes_are_missing_records_nothing() {
+    on_both(|f| async move {
+        let good = f.media("good", "@alice:example.org", b"stored").await;
+        let mut ghost = f.media("ghost", "@alice:example.org", b"x").await;
+        ghost.record.sha256 = media_core::hashing::sha256_of(b"never put");
+        let err = f
+            .repo
+            .insert_media_batch(&[good.clone(), ghost.clone()], &*f.store)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DbError::BlobMissing { .. }), "{err}");
+        for m in [&good, &ghost] {
+            assert!(
+                f.repo.get_media(&m.record.key).await.unwrap().is_none(),
+                "{}",
+                f.label
+            );
+            assert!(f.repo.get_blob(&m.record.sha256).await.unwrap().is_none());
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn media_inserts_are_idempotent_and_never_overwrite() {
     on_both(|f| async move {
         let media = f.media("abc", "@alice:example.org", b"original").await;
