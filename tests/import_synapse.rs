@@ -623,3 +623,91 @@ fn matrix_media_repo_flags_are_accepted() {
     );
     assert_eq!(report(&out)["media_imported"], 18);
 }
+
+/// Media rows in a repository (0 when it does not exist yet).
+async fn media_count(url: &str) -> i64 {
+    use sqlx::Connection;
+    let Ok(mut conn) = sqlx::SqliteConnection::connect(&format!("{url}?mode=ro")).await else {
+        return 0;
+    };
+    sqlx::query_scalar("SELECT COUNT(*) FROM media")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_killed_import_resumes_to_the_state_of_an_uninterrupted_run() {
+    use media_tests::synthetic_synapse::{SyntheticSpec, write_synapse_sqlite};
+    let source = tempfile::tempdir().unwrap();
+    let store = write_synapse_sqlite(source.path(), &SyntheticSpec::small_media(3_000)).await;
+    let args = [
+        "--synapse-db",
+        store.sqlite_path.to_str().unwrap(),
+        "--media-store",
+        store.media_store.to_str().unwrap(),
+        "--workers",
+        "4",
+        "-q",
+    ];
+
+    let reference = tempfile::tempdir().unwrap();
+    let out = run("import_synapse", &args, reference.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let reference_url = format!(
+        "sqlite://{}",
+        reference.path().join("media-repo.db").display()
+    );
+
+    let resumed = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}",
+        resumed.path().join("media-repo.db").display()
+    );
+    let mut interrupted_at = Vec::new();
+    for _ in 0..2 {
+        let mut child = std::process::Command::new(media_tests::binary("import_synapse"))
+            .args(args)
+            .current_dir(resumed.path())
+            .spawn()
+            .unwrap();
+        let before = media_count(&url).await;
+        // Kill -9 as soon as this run has recorded something.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while media_count(&url).await <= before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        interrupted_at.push(media_count(&url).await);
+    }
+    assert!(
+        interrupted_at[0] > 0 && interrupted_at[1] < store.media as i64,
+        "the runs were not interrupted mid-way: {interrupted_at:?}"
+    );
+    let out = run(
+        "import_synapse",
+        &[&args[..], &["--json"]].concat(),
+        resumed.path(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let last = report(&out);
+    assert_eq!(
+        last["media_already_present"].as_i64().unwrap() + last["media_imported"].as_i64().unwrap(),
+        store.media as i64
+    );
+    assert_eq!(
+        repository_contents(&url).await,
+        repository_contents(&reference_url).await,
+        "killed at {interrupted_at:?}"
+    );
+    assert_eq!(
+        walk_blobs(&resumed.path().join("media-store")),
+        walk_blobs(&reference.path().join("media-store"))
+    );
+}

@@ -6,6 +6,8 @@
 //! [`TestDatabase::postgres`] creates a fresh database on that server and drops it after.
 #![deny(missing_docs)]
 
+pub mod synthetic_synapse;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

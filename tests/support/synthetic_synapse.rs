@@ -41,7 +41,7 @@ const BASE_TS: i64 = 1_600_000_000_000;
 const DAY_MS: u64 = 86_400_000;
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
-const DEFAULT_SEED: u64 = 0x5eed_0f_5ca1_ab1e;
+const DEFAULT_SEED: u64 = 0x5eed_0f5c_a1ab_1e55;
 
 /// What [`write_synapse_sqlite`] generates.
 #[derive(Debug, Clone, PartialEq)]
@@ -317,9 +317,13 @@ impl Rng {
     }
 }
 
-/// Fills `buf` with `len` incompressible bytes from an xorshift64 stream seeded by `seed`.
-fn fill(buf: &mut Vec<u8>, len: usize, seed: u64) {
-    buf.resize(len, 0);
+/// Fills `buf[..len]` with incompressible bytes from an xorshift64 stream seeded by `seed`
+/// (the buffer only grows, so it is never zeroed again) and returns that part.
+fn fill(buf: &mut Vec<u8>, len: usize, seed: u64) -> &[u8] {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let out = &mut buf[..len];
     let mut s = seed | 1;
     let mut next = || {
         s ^= s << 13;
@@ -327,13 +331,14 @@ fn fill(buf: &mut Vec<u8>, len: usize, seed: u64) {
         s ^= s << 17;
         s.to_le_bytes()
     };
-    let mut chunks = buf.chunks_exact_mut(8);
+    let mut chunks = out.chunks_exact_mut(8);
     for chunk in &mut chunks {
         chunk.copy_from_slice(&next());
     }
     let rest = chunks.into_remainder();
     let n = rest.len();
     rest.copy_from_slice(&next()[..n]);
+    &buf[..len]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -546,9 +551,14 @@ impl Plan {
 // ---------------------------------------------------------------------------------------
 // Files
 
+/// Threads for file generation and hashing.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
 /// Runs `work` over `items` on a few threads, each with its own reusable buffer.
 fn for_each_parallel<T: Sync>(items: &[T], work: impl Fn(&T, &mut Vec<u8>) + Sync) {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let workers = workers();
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..workers.min(items.len()) {
@@ -584,13 +594,14 @@ fn write_files(root: &Path, plan: &Plan) -> Vec<Option<String>> {
     // Originals first, then duplicates as copies of them.
     for_each_parallel(&plan.contents, |c, buf| {
         let m = &plan.media[c.first];
-        fill(buf, c.size as usize, c.seed);
-        write_file(&plan.media_path(root, m), buf);
+        write_file(
+            &plan.media_path(root, m),
+            fill(buf, c.size as usize, c.seed),
+        );
         let dir = plan.thumbnail_dir(root, m);
         for k in 0..plan.thumbnails {
             let (seed, len) = thumbnail_bytes(c.seed, k);
-            fill(buf, len as usize, seed);
-            write_file(&dir.join(thumbnail_name(k)), buf);
+            write_file(&dir.join(thumbnail_name(k)), fill(buf, len as usize, seed));
         }
     });
     let duplicates: Vec<&PlannedMedia> = (plan.media.iter().enumerate())
@@ -615,7 +626,9 @@ fn write_files(root: &Path, plan: &Plan) -> Vec<Option<String>> {
         .collect();
     let hashes = Mutex::new(vec![None; plan.contents.len()]);
     let use_command = sha256sum_available();
-    let batches: Vec<&[(usize, PathBuf)]> = wanted.chunks(256).collect();
+    // Small enough batches that every core gets some, large enough to spawn few processes.
+    let per_batch = (wanted.len() / (4 * workers())).clamp(1, 256);
+    let batches: Vec<&[(usize, PathBuf)]> = wanted.chunks(per_batch).collect();
     for_each_parallel(&batches, |batch, _| {
         let paths: Vec<&Path> = batch.iter().map(|(_, p)| p.as_path()).collect();
         let digests = if use_command {
@@ -623,8 +636,8 @@ fn write_files(root: &Path, plan: &Plan) -> Vec<Option<String>> {
         } else {
             (paths.iter())
                 .map(|p| {
-                    let bytes = std::fs::read(p)
-                        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+                    let bytes =
+                        std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
                     sha256_hex(&bytes)
                 })
                 .collect()
@@ -760,10 +773,7 @@ fn text(s: impl Into<String>) -> Value {
 }
 
 fn table(name: &str) -> &'static Table {
-    TABLES
-        .iter()
-        .find(|t| t.name == name)
-        .expect("known table")
+    TABLES.iter().find(|t| t.name == name).expect("known table")
 }
 
 fn column_list(table: &Table) -> String {
@@ -789,6 +799,10 @@ fn sqlite_insert_sql(table: &Table, rows: usize) -> SqlStr {
     AssertSqlSafe(sql).into_sql_str()
 }
 
+/// Bound parameters per multi-row INSERT. SQLite looks `$N` names up linearly, so very wide
+/// statements cost more than they save.
+const SQLITE_PARAMS_PER_STATEMENT: usize = 400;
+
 /// Inserts `rows` (values in the table's column order) with multi-row prepared statements.
 async fn sqlite_insert(
     conn: &mut SqliteConnection,
@@ -796,7 +810,7 @@ async fn sqlite_insert(
     rows: impl IntoIterator<Item = Vec<Value>>,
 ) {
     let table = table(name);
-    let per_statement = (4000 / table.columns.len()).max(1);
+    let per_statement = (SQLITE_PARAMS_PER_STATEMENT / table.columns.len()).max(1);
     let full = sqlite_insert_sql(table, per_statement);
     let mut rows = rows.into_iter();
     loop {
@@ -841,7 +855,8 @@ async fn write_sqlite(path: &Path, plan: &Plan, hashes: &[Option<String>]) {
         .expect("create the Synapse tables");
     let mut tx = conn.begin().await.expect("begin");
 
-    let sha256 = |m: &PlannedMedia| Value::Text(m.newer.then(|| hashes[m.content].clone()).flatten());
+    let sha256 =
+        |m: &PlannedMedia| Value::Text(m.newer.then(|| hashes[m.content].clone()).flatten());
     let length = |m: &PlannedMedia| Value::Int(Some(plan.contents[m.content].size as i64));
     let local = (plan.media.iter().enumerate()).filter(|(_, m)| m.origin.is_none());
     let remote = (plan.media.iter().enumerate()).filter(|(_, m)| m.origin.is_some());
@@ -1146,7 +1161,8 @@ pub async fn copy_into_postgres(store: &SyntheticStore, database_url: &str) {
                 .unwrap_or_else(|e| panic!("read {}: {e}", table.name));
             let Some(last) = rows.last() else { break };
             after = last.get(0);
-            let mut data: Vec<Column> = table.columns.iter().map(|(_, k)| Column::new(*k)).collect();
+            let mut data: Vec<Column> =
+                table.columns.iter().map(|(_, k)| Column::new(*k)).collect();
             for row in &rows {
                 for (i, column) in data.iter_mut().enumerate() {
                     let at = i + 1;
@@ -1160,13 +1176,17 @@ pub async fn copy_into_postgres(store: &SyntheticStore, database_url: &str) {
                             row.try_get(at)
                                 .unwrap_or_else(|e| panic!("{}.{name}: {e}", table.name)),
                         ),
-                        Column::Int(v) => v.push(int().map(|x| {
-                            i32::try_from(x).expect("value fits a PostgreSQL integer")
-                        })),
+                        Column::Int(v) => {
+                            v.push(int().map(|x| {
+                                i32::try_from(x).expect("value fits a PostgreSQL integer")
+                            }))
+                        }
                         Column::BigInt(v) => v.push(int()),
-                        Column::SmallInt(v) => v.push(int().map(|x| {
-                            i16::try_from(x).expect("value fits a PostgreSQL smallint")
-                        })),
+                        Column::SmallInt(v) => {
+                            v.push(int().map(|x| {
+                                i16::try_from(x).expect("value fits a PostgreSQL smallint")
+                            }))
+                        }
                         Column::Bool(v) => v.push(
                             row.try_get(at)
                                 .unwrap_or_else(|e| panic!("{}.{name}: {e}", table.name)),
@@ -1310,7 +1330,10 @@ mod tests {
         .await
         .expect("local thumbnails");
         for (id, w, h, ty, method, len) in &thumbs {
-            assert_eq!((*w, *h, ty.as_str(), method.as_str()), (32, 32, "image/jpeg", "crop"));
+            assert_eq!(
+                (*w, *h, ty.as_str(), method.as_str()),
+                (32, 32, "image/jpeg", "crop")
+            );
             let path = root
                 .join("local_thumbnails")
                 .join(&id[..2])
@@ -1346,7 +1369,10 @@ mod tests {
         assert_eq!(on_disk.len(), store.files);
         assert_eq!(on_disk.iter().collect::<HashSet<_>>().len(), store.files);
         assert!(on_disk.iter().all(|p| expected_files.contains(p)));
-        assert_eq!(on_disk.iter().map(|p| size(p)).sum::<u64>(), store.total_bytes);
+        assert_eq!(
+            on_disk.iter().map(|p| size(p)).sum::<u64>(),
+            store.total_bytes
+        );
 
         // Distinct contents: random bytes, so (length, first 32 bytes) identifies a content.
         let mut distinct = HashSet::new();
@@ -1442,7 +1468,7 @@ mod tests {
         let mut lite = open(&store).await;
         let mut pg = PgConnection::connect(&db.url).await.expect("connect");
         for table in TABLES {
-            let sql = AssertSqlSafe(format!("SELECT count(*) FROM {}", table.name));
+            let sql = AssertSqlSafe(format!("SELECT count(*) FROM {}", table.name)).into_sql_str();
             let (a,): (i64,) = sqlx::query_as(sql.clone())
                 .fetch_one(&mut lite)
                 .await

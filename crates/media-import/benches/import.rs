@@ -1,0 +1,189 @@
+//! `import_synapse` throughput on generated Synapse-shaped stores, against `cp -r`.
+//!
+//! `DATABASE_URL=postgres://… cargo bench -p media-import --bench import`
+//! (PostgreSQL is optional: without `DATABASE_URL` only SQLite runs). Sizes:
+//! `BENCH_LARGE_MIB` (default 1024: 1–16 MiB media) and `BENCH_SMALL_MEDIA` (default
+//! 50000: 4–64 KiB media, one thumbnail each); `BENCH_WORKERS` (default 4);
+//! `BENCH_FSYNC=0` turns the datastore's fsync off (default on, as the tool). About 20% of
+//! the media repeat the bytes of another, as on real servers.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use media_import::{ImportOptions, Include, Progress, import_synapse};
+use media_store::FileDatastore;
+use media_tests::TestDatabase;
+use media_tests::synthetic_synapse::{
+    SyntheticSpec, SyntheticStore, copy_into_postgres, write_synapse_sqlite,
+};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Reads every file once so that every contender reads from the page cache.
+fn warm(dir: &Path) {
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("find . -type f -exec cat {} + > /dev/null")
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn time_cp(src: &Path, dst: &Path) -> Duration {
+    let start = Instant::now();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    start.elapsed()
+}
+
+/// Imports `store` (from `synapse_location`) into the repository at `repo_url`.
+async fn time_import(
+    store: &SyntheticStore,
+    synapse_location: &str,
+    repo_url: &str,
+    datastore: &Path,
+) -> (Duration, media_import::ImportReport) {
+    let workers = env_or("BENCH_WORKERS", 4) as usize;
+    let fsync = env_or("BENCH_FSYNC", 1) == 1;
+    let synapse = media_db::synapse::open_synapse(synapse_location)
+        .await
+        .unwrap();
+    let repo = media_db::connect(repo_url).await.unwrap();
+    let datastore = FileDatastore::open(datastore)
+        .await
+        .unwrap()
+        .with_fsync(fsync);
+    let options = ImportOptions {
+        media_store: store.media_store.clone(),
+        server_name: store.server_name.parse().unwrap(),
+        include: Include::default(),
+        workers,
+        dry_run: false,
+        source_label: "bench".into(),
+    };
+    let start = Instant::now();
+    let report = import_synapse(
+        &synapse,
+        &repo,
+        Arc::new(datastore),
+        options,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(report.media_failed, 0, "{report}");
+    repo.close().await;
+    synapse.close().await;
+    (elapsed, report)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+#[tokio::main]
+async fn main() {
+    let work = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let workers = env_or("BENCH_WORKERS", 4);
+    let fsync = env_or("BENCH_FSYNC", 1) == 1;
+
+    let large_mib = env_or("BENCH_LARGE_MIB", 1024);
+    if large_mib > 0 {
+        let store = write_synapse_sqlite(
+            &work.path().join("large"),
+            &SyntheticSpec::large_media(large_mib << 20),
+        )
+        .await;
+        warm(&store.media_store);
+        let cp = time_cp(&store.media_store, &work.path().join("large-cp"));
+        let repo = TestDatabase::sqlite();
+        let (import, report) = time_import(
+            &store,
+            store.sqlite_path.to_str().unwrap(),
+            &repo.url,
+            &work.path().join("large-store"),
+        )
+        .await;
+        println!(
+            "large: {} media, {:.0} MiB ({:.0} MiB unique) | cp -r {:.2} s | import_synapse \
+             ({workers} workers, fsync {}) into SQLite {:.2} s = {:.2}x cp time \
+             ({:.0} MiB/s read, {:.0} MiB written)",
+            store.media,
+            mib(store.total_bytes),
+            mib(store.unique_bytes),
+            cp.as_secs_f64(),
+            if fsync { "on" } else { "off" },
+            import.as_secs_f64(),
+            import.as_secs_f64() / cp.as_secs_f64(),
+            mib(report.bytes_read) / import.as_secs_f64(),
+            mib(report.bytes_written),
+        );
+        std::fs::remove_dir_all(work.path().join("large-cp")).ok();
+        std::fs::remove_dir_all(work.path().join("large-store")).ok();
+    }
+
+    let small = env_or("BENCH_SMALL_MEDIA", 50_000) as usize;
+    if small > 0 {
+        let store = write_synapse_sqlite(
+            &work.path().join("small"),
+            &SyntheticSpec::small_media(small),
+        )
+        .await;
+        warm(&store.media_store);
+        let cp = time_cp(&store.media_store, &work.path().join("small-cp"));
+        let repo = TestDatabase::sqlite();
+        let (import, report) = time_import(
+            &store,
+            store.sqlite_path.to_str().unwrap(),
+            &repo.url,
+            &work.path().join("small-store-sqlite"),
+        )
+        .await;
+        println!(
+            "small: {} media + {} thumbnails, {:.0} MiB | cp -r {:.2} s | import_synapse \
+             ({workers} workers, fsync {}) into SQLite {:.2} s = {:.0} media/s",
+            store.media,
+            report.thumbnails_imported,
+            mib(store.total_bytes),
+            cp.as_secs_f64(),
+            if fsync { "on" } else { "off" },
+            import.as_secs_f64(),
+            report.media_imported as f64 / import.as_secs_f64(),
+        );
+        if std::env::var_os("DATABASE_URL").is_some() {
+            let synapse = TestDatabase::postgres().await;
+            copy_into_postgres(&store, &synapse.url).await;
+            let repo = TestDatabase::postgres().await;
+            let (import, report) = time_import(
+                &store,
+                &synapse.url,
+                &repo.url,
+                &work.path().join("small-store-postgres"),
+            )
+            .await;
+            println!(
+                "small: Synapse on PostgreSQL into PostgreSQL {:.2} s = {:.0} media/s",
+                import.as_secs_f64(),
+                report.media_imported as f64 / import.as_secs_f64(),
+            );
+            repo.drop_database().await;
+            synapse.drop_database().await;
+        } else {
+            println!("small: PostgreSQL skipped (set DATABASE_URL to include it)");
+        }
+    }
+}
