@@ -549,6 +549,31 @@ impl Repository {
         rows.into_iter().map(ThumbnailRow::into_record).collect()
     }
 
+    /// Which of `media_ids` of `origin` are recorded (one query per 1,000 IDs).
+    pub async fn existing_media_ids(
+        &self,
+        origin: &ServerName,
+        media_ids: &[&str],
+    ) -> Result<HashSet<String>, DbError> {
+        let mut found = HashSet::new();
+        for chunk in media_ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT media_id FROM media WHERE origin = {} AND media_id IN ({})",
+                placeholder_list(self.dialect, 1, 1),
+                placeholder_list(self.dialect, chunk.len(), 2)
+            );
+            let rows: Vec<String> = on_pool!(&self.pool, |p| {
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(origin.as_str());
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(p).await.during("look up media")?
+            });
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
     /// The blob row for a digest, if any.
     pub async fn get_blob(&self, sha256: &Sha256Hex) -> Result<Option<Blob>, DbError> {
         let row: Option<BlobRow> = on_pool!(&self.pool, |p| {

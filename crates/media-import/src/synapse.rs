@@ -8,7 +8,7 @@
 //! The repository's unique keys decide deduplication, so any number of workers gives the
 //! same result, and a re-run skips every media already recorded.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -440,18 +440,6 @@ async fn produce(
     let mut report = ImportReport::default();
     let options = &context.options;
     let include = options.include;
-    let emit = async |planned: Result<WorkItem, ItemFailure>, report: &mut ImportReport| {
-        report.media_total += 1;
-        match planned {
-            Ok(item) => sender.send(item).await.is_ok(),
-            Err(failure) => {
-                report.fail(failure, false);
-                context.progress.items_done.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-        }
-    };
-
     if include.local || include.url_previews {
         let mut pages = synapse.local_media_pages();
         while let Some(page) = pages.try_next().await? {
@@ -464,6 +452,7 @@ async fn produce(
                 _ => Vec::new(),
             };
             let mut thumbnails = thumbnails.into_iter().peekable();
+            let mut planned = Vec::with_capacity(page.len());
             for row in page {
                 let own = take_thumbnails(&mut thumbnails, |t| t.media_id.cmp(&row.media_id));
                 let wanted = if row.url_cache.is_some() {
@@ -471,9 +460,12 @@ async fn produce(
                 } else {
                     include.local
                 };
-                if wanted && !emit(plan_local(row, own, options), &mut report).await {
-                    return Ok(report);
+                if wanted {
+                    planned.push(plan_local(row, own, options));
                 }
+            }
+            if !dispatch(context, planned, &sender, &mut report).await? {
+                return Ok(report);
             }
         }
     }
@@ -492,18 +484,66 @@ async fn produce(
                 _ => Vec::new(),
             };
             let mut thumbnails = thumbnails.into_iter().peekable();
+            let mut planned = Vec::with_capacity(page.len());
             for row in page {
                 let own = take_thumbnails(&mut thumbnails, |t| {
                     (t.media_origin.as_deref().unwrap_or(""), t.media_id.as_str())
                         .cmp(&(row.media_origin.as_str(), row.media_id.as_str()))
                 });
-                if !emit(plan_remote(row, own, options), &mut report).await {
-                    return Ok(report);
-                }
+                planned.push(plan_remote(row, own, options));
+            }
+            if !dispatch(context, planned, &sender, &mut report).await? {
+                return Ok(report);
             }
         }
     }
     Ok(report)
+}
+
+/// Counts the failures of a page, skips the media already recorded (one query per
+/// origin, so a resumed import does not touch them again), and queues the rest. Returns
+/// false when the workers are gone.
+async fn dispatch(
+    context: &Context,
+    planned: Vec<Result<WorkItem, ItemFailure>>,
+    sender: &mpsc::Sender<WorkItem>,
+    report: &mut ImportReport,
+) -> Result<bool, ImportError> {
+    let mut items = Vec::with_capacity(planned.len());
+    for plan in planned {
+        report.media_total += 1;
+        match plan {
+            Ok(item) => items.push(item),
+            Err(failure) => {
+                report.fail(failure, false);
+                context.progress.items_done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let mut by_origin: BTreeMap<&ServerName, Vec<&str>> = BTreeMap::new();
+    for item in &items {
+        let key = &item.media.key;
+        by_origin
+            .entry(&key.origin)
+            .or_default()
+            .push(key.media_id.as_str());
+    }
+    let mut present = HashSet::new();
+    for (origin, ids) in by_origin {
+        for id in context.repo.existing_media_ids(origin, &ids).await? {
+            present.insert((origin.clone(), id));
+        }
+    }
+    for item in items {
+        let key = &item.media.key;
+        if present.contains(&(key.origin.clone(), key.media_id.to_string())) {
+            report.media_already_present += 1;
+            context.progress.items_done.fetch_add(1, Ordering::Relaxed);
+        } else if sender.send(item).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Takes the thumbnails of one media from a sorted stream of thumbnails: `order` says how
@@ -745,11 +785,6 @@ async fn prepare(
 ) -> Result<Option<NewMedia>, ImportError> {
     let shown = item.media.key.to_string();
     let done = || context.progress.items_done.fetch_add(1, Ordering::Relaxed);
-    if context.repo.get_media(&item.media.key).await?.is_some() {
-        report.media_already_present += 1;
-        done();
-        return Ok(None);
-    }
     let content = match store_file(context, &item.content, report).await? {
         Ok(put) => put,
         Err((reason, detail)) => {
@@ -831,20 +866,28 @@ async fn store_file(
     report: &mut ImportReport,
 ) -> Result<Result<Put, (FailureReason, String)>, ImportError> {
     let shown = file.path.display();
-    let mut source = match tokio::fs::File::open(&file.path).await {
-        Ok(source) => source,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Err((
-                FailureReason::FileMissing,
-                format!("{shown} does not exist"),
-            )));
+    let put = match read_small_file(file).await {
+        // Most media are small: read the file in one blocking call, then put the bytes.
+        Ok(Some(bytes)) => {
+            let mut reader = &bytes[..];
+            if context.options.dry_run {
+                hash_only(context, &mut reader, &file.expected).await
+            } else {
+                context.store.put(&mut reader, &file.expected).await
+            }
         }
-        Err(e) => return Ok(Err((FailureReason::Unreadable, format!("{shown}: {e}")))),
-    };
-    let put = if context.options.dry_run {
-        hash_only(context, &mut source, &file.expected).await
-    } else {
-        context.store.put(&mut source, &file.expected).await
+        Ok(None) => {
+            let mut source = match tokio::fs::File::open(&file.path).await {
+                Ok(source) => source,
+                Err(e) => return Ok(Err(open_failure(&file.path, e))),
+            };
+            if context.options.dry_run {
+                hash_only(context, &mut source, &file.expected).await
+            } else {
+                context.store.put(&mut source, &file.expected).await
+            }
+        }
+        Err(e) => return Ok(Err(open_failure(&file.path, e))),
     };
     let put = match put {
         Ok(put) => put,
@@ -881,11 +924,53 @@ async fn store_file(
     Ok(Ok(put))
 }
 
+/// Files up to this size are read in one go.
+const SMALL_FILE: u64 = 1 << 20;
+
+/// Reads a file whose recorded length is at most [`SMALL_FILE`] in one blocking call;
+/// `None` when it is bigger (or its length is unknown), to be streamed instead.
+async fn read_small_file(file: &SourceFile) -> std::io::Result<Option<Vec<u8>>> {
+    if !file
+        .expected
+        .expected
+        .size
+        .is_some_and(|size| size <= SMALL_FILE)
+    {
+        return Ok(None);
+    }
+    let path = file.path.clone();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)?
+            .take(SMALL_FILE + 1)
+            .read_to_end(&mut bytes)?;
+        // Longer than Synapse says: stream it, so the size check reports it.
+        Ok((bytes.len() as u64 <= SMALL_FILE).then_some(bytes))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+fn open_failure(path: &Path, error: std::io::Error) -> (FailureReason, String) {
+    if error.kind() == std::io::ErrorKind::NotFound {
+        (
+            FailureReason::FileMissing,
+            format!("{} does not exist", path.display()),
+        )
+    } else {
+        (
+            FailureReason::Unreadable,
+            format!("{}: {error}", path.display()),
+        )
+    }
+}
+
 /// A dry run's "put": hashes and checks the bytes, and says whether a real run would
 /// write them (new to the repository and to this run) without writing anything.
 async fn hash_only(
     context: &Context,
-    source: &mut tokio::fs::File,
+    source: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
     expected: &PutOptions,
 ) -> Result<Put, StoreError> {
     let mut reader = HashingReader::new(source);
