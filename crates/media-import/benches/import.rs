@@ -4,8 +4,9 @@
 //! (PostgreSQL is optional: without `DATABASE_URL` only SQLite runs). Sizes:
 //! `BENCH_LARGE_MIB` (default 1024: 1–16 MiB media) and `BENCH_SMALL_MEDIA` (default
 //! 50000: 4–64 KiB media, one thumbnail each); `BENCH_WORKERS` (default 4);
-//! `BENCH_FSYNC=0` turns the datastore's fsync off (default on, as the tool). About 20% of
-//! the media repeat the bytes of another, as on real servers.
+//! `BENCH_FSYNC=0` turns the datastore's fsync off for the small media (default on, as
+//! the tool; large media run both ways). About 20% of the media repeat the bytes of
+//! another, as on real servers. `TMPDIR` chooses the filesystem.
 
 use std::path::Path;
 use std::process::Command;
@@ -37,7 +38,15 @@ fn warm(dir: &Path) {
     assert!(status.success());
 }
 
-fn time_cp(src: &Path, dst: &Path) -> Duration {
+/// Flushes every dirty page, so that no contender pays for an earlier one's writes.
+fn sync() {
+    assert!(Command::new("sync").status().unwrap().success());
+}
+
+/// `cp -r` alone, and `cp -r` followed by `sync` (the durable equivalent of an import
+/// with fsync on).
+fn time_cp(src: &Path, dst: &Path) -> (Duration, Duration) {
+    sync();
     let start = Instant::now();
     let status = Command::new("cp")
         .arg("-r")
@@ -46,7 +55,9 @@ fn time_cp(src: &Path, dst: &Path) -> Duration {
         .status()
         .unwrap();
     assert!(status.success());
-    start.elapsed()
+    let copied = start.elapsed();
+    sync();
+    (copied, start.elapsed())
 }
 
 /// Imports `store` (from `synapse_location`) into the repository at `repo_url`.
@@ -55,9 +66,10 @@ async fn time_import(
     synapse_location: &str,
     repo_url: &str,
     datastore: &Path,
+    fsync: bool,
 ) -> (Duration, media_import::ImportReport) {
     let workers = env_or("BENCH_WORKERS", 4) as usize;
-    let fsync = env_or("BENCH_FSYNC", 1) == 1;
+    sync();
     let synapse = media_db::synapse::open_synapse(synapse_location)
         .await
         .unwrap();
@@ -109,31 +121,40 @@ async fn main() {
         )
         .await;
         warm(&store.media_store);
-        let cp = time_cp(&store.media_store, &work.path().join("large-cp"));
-        let repo = TestDatabase::sqlite();
-        let (import, report) = time_import(
-            &store,
-            store.sqlite_path.to_str().unwrap(),
-            &repo.url,
-            &work.path().join("large-store"),
-        )
-        .await;
+        let (cp, cp_sync) = time_cp(&store.media_store, &work.path().join("large-cp"));
         println!(
-            "large: {} media, {:.0} MiB ({:.0} MiB unique) | cp -r {:.2} s | import_synapse \
-             ({workers} workers, fsync {}) into SQLite {:.2} s = {:.2}x cp time \
-             ({:.0} MiB/s read, {:.0} MiB written)",
+            "large: {} media, {:.0} MiB ({:.0} MiB unique) | cp -r {:.2} s | cp -r + sync {:.2} s",
             store.media,
             mib(store.total_bytes),
             mib(store.unique_bytes),
             cp.as_secs_f64(),
-            if fsync { "on" } else { "off" },
-            import.as_secs_f64(),
-            import.as_secs_f64() / cp.as_secs_f64(),
-            mib(report.bytes_read) / import.as_secs_f64(),
-            mib(report.bytes_written),
+            cp_sync.as_secs_f64(),
         );
+        for fsync in [false, true] {
+            let repo = TestDatabase::sqlite();
+            let target = work.path().join(format!("large-store-{fsync}"));
+            let (import, report) = time_import(
+                &store,
+                store.sqlite_path.to_str().unwrap(),
+                &repo.url,
+                &target,
+                fsync,
+            )
+            .await;
+            let against = if fsync { cp_sync } else { cp };
+            println!(
+                "large: import_synapse ({workers} workers, fsync {}) into SQLite {:.2} s = \
+                 {:.2}x {} ({:.0} MiB/s read, {:.0} MiB written)",
+                if fsync { "on" } else { "off" },
+                import.as_secs_f64(),
+                import.as_secs_f64() / against.as_secs_f64(),
+                if fsync { "cp -r + sync" } else { "cp -r" },
+                mib(report.bytes_read) / import.as_secs_f64(),
+                mib(report.bytes_written),
+            );
+            std::fs::remove_dir_all(target).ok();
+        }
         std::fs::remove_dir_all(work.path().join("large-cp")).ok();
-        std::fs::remove_dir_all(work.path().join("large-store")).ok();
     }
 
     let small = env_or("BENCH_SMALL_MEDIA", 50_000) as usize;
@@ -144,22 +165,26 @@ async fn main() {
         )
         .await;
         warm(&store.media_store);
-        let cp = time_cp(&store.media_store, &work.path().join("small-cp"));
+        let (cp, cp_sync) = time_cp(&store.media_store, &work.path().join("small-cp"));
         let repo = TestDatabase::sqlite();
         let (import, report) = time_import(
             &store,
             store.sqlite_path.to_str().unwrap(),
             &repo.url,
             &work.path().join("small-store-sqlite"),
+            fsync,
         )
         .await;
         println!(
-            "small: {} media + {} thumbnails, {:.0} MiB | cp -r {:.2} s | import_synapse \
-             ({workers} workers, fsync {}) into SQLite {:.2} s = {:.0} media/s",
+            "small: {} media + {} thumbnails, {:.0} MiB | cp -r {:.2} s ({:.0} media/s) | \
+             cp -r + sync {:.2} s | import_synapse ({workers} workers, fsync {}) into SQLite \
+             {:.2} s = {:.0} media/s",
             store.media,
             report.thumbnails_imported,
             mib(store.total_bytes),
             cp.as_secs_f64(),
+            store.media as f64 / cp.as_secs_f64(),
+            cp_sync.as_secs_f64(),
             if fsync { "on" } else { "off" },
             import.as_secs_f64(),
             report.media_imported as f64 / import.as_secs_f64(),
@@ -173,6 +198,7 @@ async fn main() {
                 &synapse.url,
                 &repo.url,
                 &work.path().join("small-store-postgres"),
+                fsync,
             )
             .await;
             println!(

@@ -251,6 +251,9 @@ pub enum ImportError {
     /// A setting that cannot work.
     #[error("{0}")]
     Config(String),
+    /// An import worker stopped unexpectedly.
+    #[error("an import worker failed: {0}")]
+    Worker(String),
 }
 
 /// The server name to import under: `given` when it matches the Synapse users, else the
@@ -321,6 +324,28 @@ struct WorkItem {
     media: MediaDraft,
     content: SourceFile,
     thumbnails: Vec<Result<ThumbnailDraft, ItemFailure>>,
+}
+
+impl WorkItem {
+    /// A media whose content is at `path` under the media store, with what Synapse
+    /// recorded about its bytes.
+    fn new(
+        media: MediaDraft,
+        path: PathBuf,
+        sha256: Option<String>,
+        length: Option<i64>,
+        thumbnails: Vec<Result<ThumbnailDraft, ItemFailure>>,
+        options: &ImportOptions,
+    ) -> Self {
+        Self {
+            media,
+            content: SourceFile {
+                path: options.media_store.join(path),
+                expected: expected(sha256.as_deref(), length),
+            },
+            thumbnails,
+        }
+    }
 }
 
 /// What the workers share.
@@ -404,23 +429,24 @@ async fn run(
         dry_run: context.options.dry_run,
         ..Default::default()
     };
-    let mut first_error = produced.as_ref().err().map(|e| e.to_string());
-    if let Ok(part) = produced {
-        report.merge(part);
+    let mut first_error = None;
+    match produced {
+        Ok(part) => report.merge(part),
+        Err(e) => first_error = Some(e),
     }
     for handle in handles {
         match handle.await {
             Ok(Ok(part)) => report.merge(part),
             Ok(Err(e)) => {
-                first_error.get_or_insert(e.to_string());
+                first_error.get_or_insert(e);
             }
             Err(e) => {
-                first_error.get_or_insert(format!("an import worker failed: {e}"));
+                first_error.get_or_insert(ImportError::Worker(e.to_string()));
             }
         }
     }
     if let Some(error) = first_error {
-        return Err(ImportError::Config(error));
+        return Err(error);
     }
     if !context.options.dry_run {
         pin_avatars(synapse, &context, &mut report).await?;
@@ -613,22 +639,23 @@ fn plan_local(
             )
         })
         .collect();
-    Ok(WorkItem {
-        content: SourceFile {
-            path: options.media_store.join(path),
-            expected: expected(row.sha256.as_deref(), row.media_length),
-        },
-        media: MediaDraft {
-            key,
-            upload_name: row.upload_name,
-            content_type: row.media_type.filter(|t| !t.is_empty()),
-            uploader,
-            created_ts: row.created_ts,
-            last_access_ts: row.last_access_ts,
-            quarantined_by: row.quarantined_by,
-        },
+    let media = MediaDraft {
+        key,
+        upload_name: row.upload_name,
+        content_type: row.media_type.filter(|t| !t.is_empty()),
+        uploader,
+        created_ts: row.created_ts,
+        last_access_ts: row.last_access_ts,
+        quarantined_by: row.quarantined_by,
+    };
+    Ok(WorkItem::new(
+        media,
+        path,
+        row.sha256,
+        row.media_length,
         thumbnails,
-    })
+        options,
+    ))
 }
 
 fn plan_remote(
@@ -671,22 +698,23 @@ fn plan_remote(
             )
         })
         .collect();
-    Ok(WorkItem {
-        content: SourceFile {
-            path: options.media_store.join(path),
-            expected: expected(row.sha256.as_deref(), row.media_length),
-        },
-        media: MediaDraft {
-            key,
-            upload_name: row.upload_name,
-            content_type: row.media_type.filter(|t| !t.is_empty()),
-            uploader: None,
-            created_ts: row.created_ts,
-            last_access_ts: row.last_access_ts,
-            quarantined_by: row.quarantined_by,
-        },
+    let media = MediaDraft {
+        key,
+        upload_name: row.upload_name,
+        content_type: row.media_type.filter(|t| !t.is_empty()),
+        uploader: None,
+        created_ts: row.created_ts,
+        last_access_ts: row.last_access_ts,
+        quarantined_by: row.quarantined_by,
+    };
+    Ok(WorkItem::new(
+        media,
+        path,
+        row.sha256,
+        row.media_length,
         thumbnails,
-    })
+        options,
+    ))
 }
 
 /// How a thumbnail is named in reports.
@@ -930,11 +958,11 @@ const SMALL_FILE: u64 = 1 << 20;
 /// Reads a file whose recorded length is at most [`SMALL_FILE`] in one blocking call;
 /// `None` when it is bigger (or its length is unknown), to be streamed instead.
 async fn read_small_file(file: &SourceFile) -> std::io::Result<Option<Vec<u8>>> {
-    if !file
+    if file
         .expected
         .expected
         .size
-        .is_some_and(|size| size <= SMALL_FILE)
+        .is_none_or(|size| size > SMALL_FILE)
     {
         return Ok(None);
     }
