@@ -19,8 +19,8 @@ use crate::error::{DbError, QueryContext};
 use crate::paging::{full_page, keyset_pages};
 use crate::rows::{
     BlobRow, MediaRow, ThumbnailIdentity, ThumbnailRow, append_quarantine_change_in,
-    compare_existing, insert_blob_in, insert_thumbnail_in, placeholder_list, select_media,
-    thumbnail_identity, values_list,
+    bind_thumbnail, compare_existing, insert_blob_in, insert_thumbnail_in, placeholder_list,
+    select_media, thumbnail_identity, values_list,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -451,17 +451,7 @@ impl Repository {
                 );
                 let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                 for (_, t) in chunk {
-                    query = query
-                        .bind(t.media.origin.as_str())
-                        .bind(t.media.media_id.as_str())
-                        .bind(i64::from(t.width))
-                        .bind(i64::from(t.height))
-                        .bind(t.method.as_str())
-                        .bind(t.content_type.as_str())
-                        .bind(t.animated)
-                        .bind(t.sha256.as_str())
-                        .bind(t.size_bytes as i64)
-                        .bind(t.created_ts);
+                    query = bind_thumbnail!(query, t, all);
                 }
                 let rows: Vec<ThumbnailIdentity> = query
                     .fetch_all(&mut *tx)

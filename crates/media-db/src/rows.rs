@@ -76,6 +76,28 @@ macro_rules! insert_blob_in {
 }
 pub(crate) use insert_blob_in;
 
+/// Binds a thumbnail's identity columns (origin, media_id, width, height, method,
+/// content_type, animated) to `$query`, and with `all` also sha256, size_bytes, created_ts.
+macro_rules! bind_thumbnail {
+    ($query:expr, $t:expr, identity) => {
+        $query
+            .bind($t.media.origin.as_str())
+            .bind($t.media.media_id.as_str())
+            .bind(i64::from($t.width))
+            .bind(i64::from($t.height))
+            .bind($t.method.as_str())
+            .bind($t.content_type.as_str())
+            .bind($t.animated)
+    };
+    ($query:expr, $t:expr, all) => {
+        bind_thumbnail!($query, $t, identity)
+            .bind($t.sha256.as_str())
+            .bind($t.size_bytes as i64)
+            .bind($t.created_ts)
+    };
+}
+pub(crate) use bind_thumbnail;
+
 /// Inserts a thumbnail row (never overwriting) in the open transaction `$conn`; evaluates
 /// to `Result<InsertOutcome, DbError>`. Its blob row must exist.
 macro_rules! insert_thumbnail_in {
@@ -85,24 +107,14 @@ macro_rules! insert_thumbnail_in {
             let outcome = {
                 // Guarded by the media's existence, so a missing media is an outcome, not a
                 // foreign-key error.
-                let inserted = sqlx::query(
+                let inserted = bind_thumbnail!(sqlx::query(
                     "INSERT INTO thumbnails (origin, media_id, width, height, method, \
                      content_type, animated, sha256, size_bytes, created_ts) \
                      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
                      WHERE EXISTS (SELECT 1 FROM media WHERE origin = $1 AND media_id = $2) \
                      ON CONFLICT (origin, media_id, width, height, method, content_type, animated) \
                      DO NOTHING",
-                )
-                .bind(t.media.origin.as_str())
-                .bind(t.media.media_id.as_str())
-                .bind(i64::from(t.width))
-                .bind(i64::from(t.height))
-                .bind(t.method.as_str())
-                .bind(t.content_type.as_str())
-                .bind(t.animated)
-                .bind(t.sha256.as_str())
-                .bind(t.size_bytes as i64)
-                .bind(t.created_ts)
+                ), t, all)
                 .execute($conn)
                 .await
                 .during("insert a thumbnail")?
@@ -110,18 +122,11 @@ macro_rules! insert_thumbnail_in {
                 if inserted == 1 {
                     $crate::repo::InsertOutcome::Inserted
                 } else {
-                    let existing: Option<String> = sqlx::query_scalar(
+                    let existing: Option<String> = bind_thumbnail!(sqlx::query_scalar(
                         "SELECT sha256 FROM thumbnails WHERE origin = $1 AND media_id = $2 \
                          AND width = $3 AND height = $4 AND method = $5 AND content_type = $6 \
                          AND animated = $7",
-                    )
-                    .bind(t.media.origin.as_str())
-                    .bind(t.media.media_id.as_str())
-                    .bind(i64::from(t.width))
-                    .bind(i64::from(t.height))
-                    .bind(t.method.as_str())
-                    .bind(t.content_type.as_str())
-                    .bind(t.animated)
+                    ), t, identity)
                     .fetch_optional($conn)
                     .await
                     .during("read an existing thumbnail")?;
