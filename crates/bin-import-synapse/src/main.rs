@@ -12,7 +12,7 @@ use clap::Parser;
 use media_cli::Exit;
 use media_core::ids::ServerName;
 use media_db::DbError;
-use media_import::{ImportError, ImportOptions, Include, Progress};
+use media_import::{HomeserverClient, ImportError, ImportOptions, Include, Progress};
 
 /// matrix-media-repo's `import_synapse` flags, accepted as aliases.
 const MMR_FLAGS: &[(&str, &str)] = &[
@@ -22,6 +22,7 @@ const MMR_FLAGS: &[(&str, &str)] = &[
     ("dbPassword", "db-password"),
     ("dbName", "db-name"),
     ("serverName", "server-name"),
+    ("baseUrl", "homeserver-url"),
     ("workers", "workers"),
 ];
 
@@ -51,9 +52,28 @@ struct Cli {
     #[arg(long, env = "SYNAPSE_DB_NAME", default_value = "synapse")]
     db_name: String,
 
-    /// Synapse's media_store_path.
-    #[arg(long, env = "SYNAPSE_MEDIA_STORE")]
-    media_store: PathBuf,
+    /// Synapse's media_store_path (not needed with --source http).
+    #[arg(
+        long,
+        env = "SYNAPSE_MEDIA_STORE",
+        required_unless_present = "homeserver_url"
+    )]
+    media_store: Option<PathBuf>,
+
+    /// The homeserver's client API base URL, to download media whose file is not in the
+    /// media store (MMR's -baseUrl).
+    #[arg(long, env = "SYNAPSE_HOMESERVER_URL", requires = "access_token")]
+    homeserver_url: Option<String>,
+
+    /// An access token of a homeserver admin, for --homeserver-url (an admin can also
+    /// download quarantined media).
+    #[arg(long, env = "SYNAPSE_ACCESS_TOKEN", hide_env_values = true)]
+    access_token: Option<String>,
+
+    /// Where media bytes come from: the media store (with the homeserver as fallback
+    /// when --homeserver-url is given), or only the homeserver.
+    #[arg(long, env = "IMPORT_SOURCE", value_enum, default_value_t = Source::Files)]
+    source: Source,
 
     /// The Synapse server's name; derived from its users (and checked) when omitted.
     #[arg(long, env = "SYNAPSE_SERVER_NAME")]
@@ -93,6 +113,15 @@ struct Cli {
 
     #[command(flatten)]
     verbosity: media_cli::Verbosity,
+}
+
+/// Where media bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Source {
+    /// The media store folder, falling back to the homeserver when one is given.
+    Files,
+    /// The homeserver only.
+    Http,
 }
 
 impl Cli {
@@ -136,15 +165,42 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     let fail = |e: ImportError| (exit_for(&e), e.to_string());
-    if !cli.media_store.is_dir() {
-        return Err((
-            Exit::Usage,
-            format!(
-                "--media-store {} is not a folder: give Synapse's media_store_path",
-                cli.media_store.display()
-            ),
-        ));
-    }
+    let media_store = match (cli.source, &cli.media_store) {
+        (Source::Http, _) => None,
+        (Source::Files, Some(dir)) if dir.is_dir() => Some(dir.clone()),
+        (Source::Files, Some(dir)) => {
+            return Err((
+                Exit::Usage,
+                format!(
+                    "--media-store {} is not a folder: give Synapse's media_store_path",
+                    dir.display()
+                ),
+            ));
+        }
+        (Source::Files, None) => {
+            return Err((
+                Exit::Usage,
+                "give --media-store, or --source http to download everything from \
+                 --homeserver-url"
+                    .to_owned(),
+            ));
+        }
+    };
+    let homeserver = match (&cli.homeserver_url, &cli.access_token) {
+        (Some(url), Some(token)) => {
+            let client = HomeserverClient::new(url, token).map_err(fail)?;
+            let user = client.whoami().await.map_err(fail)?;
+            tracing::info!("downloading missing media from {url} as {user}");
+            Some(client)
+        }
+        _ if cli.source == Source::Http => {
+            return Err((
+                Exit::Usage,
+                "--source http needs --homeserver-url and --access-token".to_owned(),
+            ));
+        }
+        _ => None,
+    };
     let location = cli.synapse_location();
     let synapse = media_db::synapse::open_synapse(&location)
         .await
@@ -176,7 +232,8 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         )
     });
     let options = ImportOptions {
-        media_store: cli.media_store.clone(),
+        media_store,
+        homeserver,
         server_name,
         include: cli.include,
         workers: usize::from(cli.workers),

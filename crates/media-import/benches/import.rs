@@ -79,7 +79,8 @@ async fn time_import(
         .unwrap()
         .with_fsync(fsync);
     let options = ImportOptions {
-        media_store: store.media_store.clone(),
+        media_store: Some(store.media_store.clone()),
+        homeserver: None,
         server_name: store.server_name.parse().unwrap(),
         include: Include::default(),
         workers,

@@ -1,12 +1,15 @@
 //! Import pipelines into our media repository.
 //!
 //! * [`synapse`]: a whole Synapse media store (database + `media_store` folder).
+//! * [`homeserver`]: downloading media from a running homeserver (the HTTP fallback).
 //! * [`synapse_paths`]: where Synapse keeps each file, built only from validated parts.
 #![deny(missing_docs)]
 
+pub mod homeserver;
 pub mod synapse;
 pub mod synapse_paths;
 
+pub use homeserver::HomeserverClient;
 pub use synapse::{
     FailureReason, ImportError, ImportOptions, ImportReport, Include, ItemFailure, Progress,
     import_synapse, resolve_server_name, source_label,

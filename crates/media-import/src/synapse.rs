@@ -25,6 +25,7 @@ use media_db::synapse::{LocalMediaRow, RemoteMediaRow, SynapseDb, ThumbnailRow};
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
 
+use crate::homeserver::{DownloadFailure, HomeserverClient, RemoteContent};
 use crate::synapse_paths::{self, ThumbnailName};
 
 /// Media recorded per transaction by each worker.
@@ -91,8 +92,11 @@ impl FromStr for Include {
 /// How to run an import.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
-    /// Synapse's `media_store_path`.
-    pub media_store: PathBuf,
+    /// Synapse's `media_store_path` (`None`: everything comes from the homeserver).
+    pub media_store: Option<PathBuf>,
+    /// Where to download media whose file is missing (or all media, when there is no
+    /// media store).
+    pub homeserver: Option<HomeserverClient>,
     /// The Synapse server's name (the origin of its local media).
     pub server_name: ServerName,
     /// What to import.
@@ -290,10 +294,14 @@ pub async fn resolve_server_name(
     }
 }
 
-/// Where to read a file, and what its bytes must be.
+/// Where to read a file (under the media store, or from the homeserver), and what its
+/// bytes must be.
 #[derive(Debug, Clone)]
 struct SourceFile {
+    /// Relative to the media store.
     path: PathBuf,
+    /// The same bytes over HTTP.
+    remote: RemoteContent,
     expected: PutOptions,
 }
 
@@ -335,12 +343,16 @@ impl WorkItem {
         sha256: Option<String>,
         length: Option<i64>,
         thumbnails: Vec<Result<ThumbnailDraft, ItemFailure>>,
-        options: &ImportOptions,
     ) -> Self {
+        let remote = RemoteContent::Media {
+            key: media.key.clone(),
+            quarantined: media.quarantined_by.is_some(),
+        };
         Self {
             media,
             content: SourceFile {
-                path: options.media_store.join(path),
+                path,
+                remote,
                 expected: expected(sha256.as_deref(), length),
             },
             thumbnails,
@@ -384,6 +396,7 @@ pub async fn import_synapse(
         let params = serde_json::json!({
             "source": options.source_label,
             "media_store": options.media_store,
+            "homeserver": options.homeserver.as_ref().map(|h| h.base_url().to_string()),
             "server_name": options.server_name.as_str(),
             "include": options.include,
             "workers": workers,
@@ -516,7 +529,7 @@ async fn produce(
                     (t.media_origin.as_deref().unwrap_or(""), t.media_id.as_str())
                         .cmp(&(row.media_origin.as_str(), row.media_id.as_str()))
                 });
-                planned.push(plan_remote(row, own, options));
+                planned.push(plan_remote(row, own));
             }
             if !dispatch(context, planned, &sender, &mut report).await? {
                 return Ok(report);
@@ -626,17 +639,15 @@ fn plan_local(
         });
     }
     let preview = row.url_cache.is_some();
+    let quarantined = row.quarantined_by.is_some();
     let path = synapse_paths::local_content(&key.media_id, preview)
         .ok_or_else(|| invalid(&shown, "the media ID does not map to a Synapse path"))?;
     let thumbnails = thumbnails
         .into_iter()
         .map(|t| {
-            plan_thumbnail(
-                &shown,
-                t,
-                |name| synapse_paths::local_thumbnail(&key.media_id, preview, name),
-                options,
-            )
+            plan_thumbnail(&key, quarantined, t, |name| {
+                synapse_paths::local_thumbnail(&key.media_id, preview, name)
+            })
         })
         .collect();
     let media = MediaDraft {
@@ -654,14 +665,12 @@ fn plan_local(
         row.sha256,
         row.media_length,
         thumbnails,
-        options,
     ))
 }
 
 fn plan_remote(
     row: RemoteMediaRow,
     thumbnails: Vec<ThumbnailRow>,
-    options: &ImportOptions,
 ) -> Result<WorkItem, ItemFailure> {
     let shown = format!("mxc://{}/{}", row.media_origin, row.media_id);
     let origin = ServerName::try_from(row.media_origin.as_str()).map_err(|e| invalid(&shown, e))?;
@@ -681,6 +690,7 @@ fn plan_remote(
             detail: "no length recorded: Synapse never finished caching it".into(),
         });
     }
+    let quarantined = row.quarantined_by.is_some();
     let path = synapse_paths::remote_content(&key.origin, &filesystem_id)
         .ok_or_else(|| invalid(&shown, "the filesystem ID does not map to a Synapse path"))?;
     let thumbnails = thumbnails
@@ -690,12 +700,9 @@ fn plan_remote(
                 .filesystem_id
                 .as_deref()
                 .and_then(|f| MediaId::try_from(f).ok());
-            plan_thumbnail(
-                &shown,
-                t,
-                |name| synapse_paths::remote_thumbnail(&key.origin, fid.as_ref()?, name),
-                options,
-            )
+            plan_thumbnail(&key, quarantined, t, |name| {
+                synapse_paths::remote_thumbnail(&key.origin, fid.as_ref()?, name)
+            })
         })
         .collect();
     let media = MediaDraft {
@@ -713,7 +720,6 @@ fn plan_remote(
         row.sha256,
         row.media_length,
         thumbnails,
-        options,
     ))
 }
 
@@ -730,13 +736,13 @@ fn thumbnail_label(
 
 /// A thumbnail's source file, or why none can be built from its row.
 fn plan_thumbnail(
-    media: &str,
+    key: &MediaKey,
+    quarantined: bool,
     row: ThumbnailRow,
     path_of: impl FnOnce(&ThumbnailName) -> Option<PathBuf>,
-    options: &ImportOptions,
 ) -> Result<ThumbnailDraft, ItemFailure> {
     let label = thumbnail_label(
-        media,
+        &key.to_string(),
         row.thumbnail_width,
         row.thumbnail_height,
         &row.thumbnail_method,
@@ -755,13 +761,21 @@ fn plan_thumbnail(
         method: row.thumbnail_method,
     };
     let path = path_of(&name).ok_or_else(refused)?;
+    let method: ThumbnailMethod = name.method.parse().map_err(|_| refused())?;
     Ok(ThumbnailDraft {
         width: name.width,
         height: name.height,
-        method: name.method.parse().map_err(|_| refused())?,
+        method,
         content_type: name.content_type,
         file: SourceFile {
-            path: options.media_store.join(path),
+            path,
+            remote: RemoteContent::Thumbnail {
+                key: key.clone(),
+                width: name.width,
+                height: name.height,
+                method,
+                quarantined,
+            },
             expected: expected(None, row.thumbnail_length),
         },
     })
@@ -893,29 +907,46 @@ async fn store_file(
     file: &SourceFile,
     report: &mut ImportReport,
 ) -> Result<Result<Put, (FailureReason, String)>, ImportError> {
-    let shown = file.path.display();
-    let put = match read_small_file(file).await {
-        // Most media are small: read the file in one blocking call, then put the bytes.
-        Ok(Some(bytes)) => {
-            let mut reader = &bytes[..];
-            if context.options.dry_run {
-                hash_only(context, &mut reader, &file.expected).await
-            } else {
-                context.store.put(&mut reader, &file.expected).await
+    let options = &context.options;
+    let on_disk = options
+        .media_store
+        .as_ref()
+        .map(|root| root.join(&file.path));
+    let mut shown = on_disk
+        .as_ref()
+        .map(|path| path.display().to_string())
+        .unwrap_or_default();
+    let from_disk = match &on_disk {
+        Some(path) => match put_from_disk(context, path, &file.expected).await {
+            Ok(put) => Some(put),
+            // Not on disk: the homeserver may still have it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && options.homeserver.is_some() => {
+                None
             }
-        }
-        Ok(None) => {
-            let mut source = match tokio::fs::File::open(&file.path).await {
-                Ok(source) => source,
-                Err(e) => return Ok(Err(open_failure(&file.path, e))),
+            Err(e) => return Ok(Err(open_failure(path, e))),
+        },
+        None => None,
+    };
+    let put = match (from_disk, &options.homeserver) {
+        (Some(put), _) => put,
+        (None, Some(homeserver)) => {
+            shown = homeserver.url_of(&file.remote).to_string();
+            let mut reader = match homeserver.download(&file.remote).await {
+                Ok(reader) => reader,
+                Err(DownloadFailure::NotFound(detail)) => {
+                    return Ok(Err((FailureReason::FileMissing, detail)));
+                }
+                Err(DownloadFailure::Failed(detail)) => {
+                    return Ok(Err((FailureReason::Unreadable, detail)));
+                }
             };
-            if context.options.dry_run {
-                hash_only(context, &mut source, &file.expected).await
-            } else {
-                context.store.put(&mut source, &file.expected).await
-            }
+            sink_put(context, &mut reader, &file.expected).await
         }
-        Err(e) => return Ok(Err(open_failure(&file.path, e))),
+        (None, None) => {
+            return Err(ImportError::Config(
+                "neither a media store nor a homeserver to read media from".into(),
+            ));
+        }
     };
     let put = match put {
         Ok(put) => put,
@@ -926,7 +957,7 @@ async fn store_file(
         }) => {
             return Ok(Err((
                 FailureReason::Corrupt,
-                format!("{shown}: Synapse recorded {what} {expected}, the file has {actual}"),
+                format!("{shown}: Synapse recorded {what} {expected}, the bytes have {actual}"),
             )));
         }
         Err(StoreError::Source { source, .. }) => {
@@ -955,18 +986,40 @@ async fn store_file(
 /// Files up to this size are read in one go.
 const SMALL_FILE: u64 = 1 << 20;
 
+/// Puts (or, in a dry run, hashes) the bytes of `reader`.
+async fn sink_put(
+    context: &Context,
+    reader: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+    expected: &PutOptions,
+) -> Result<Put, StoreError> {
+    if context.options.dry_run {
+        hash_only(context, reader, expected).await
+    } else {
+        context.store.put(reader, expected).await
+    }
+}
+
+/// Puts the file at `path`; the outer error is opening or reading it.
+async fn put_from_disk(
+    context: &Context,
+    path: &Path,
+    expected: &PutOptions,
+) -> std::io::Result<Result<Put, StoreError>> {
+    // Most media are small: read the file in one blocking call, then put the bytes.
+    if let Some(bytes) = read_small_file(path, expected.expected.size).await? {
+        return Ok(sink_put(context, &mut &bytes[..], expected).await);
+    }
+    let mut source = tokio::fs::File::open(path).await?;
+    Ok(sink_put(context, &mut source, expected).await)
+}
+
 /// Reads a file whose recorded length is at most [`SMALL_FILE`] in one blocking call;
 /// `None` when it is bigger (or its length is unknown), to be streamed instead.
-async fn read_small_file(file: &SourceFile) -> std::io::Result<Option<Vec<u8>>> {
-    if file
-        .expected
-        .expected
-        .size
-        .is_none_or(|size| size > SMALL_FILE)
-    {
+async fn read_small_file(path: &Path, size: Option<u64>) -> std::io::Result<Option<Vec<u8>>> {
+    if size.is_none_or(|size| size > SMALL_FILE) {
         return Ok(None);
     }
-    let path = file.path.clone();
+    let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut bytes = Vec::new();
