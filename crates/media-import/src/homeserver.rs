@@ -240,7 +240,7 @@ mod tests {
         };
         assert_eq!(
             client.url_of(&thumbnail).as_str(),
-            "https://hs.example/_matrix/client/v1/media/thumbnail/%5B::1%5D:8448/x_y-z\
+            "https://hs.example/_matrix/client/v1/media/thumbnail/[::1]:8448/x_y-z\
              ?width=32&height=24&method=crop&admin_unsafely_bypass_quarantine=true\
              &allow_remote=false"
         );
