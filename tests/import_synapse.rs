@@ -711,3 +711,171 @@ async fn a_killed_import_resumes_to_the_state_of_an_uninterrupted_run() {
         walk_blobs(&reference.path().join("media-store"))
     );
 }
+
+/// A real Synapse serving a copy of the SQLite fixture (tests/fixtures/synapse/serve.py),
+/// stopped when dropped. Needs `SYNAPSE_PYTHON` (scripts/test provides it).
+struct LiveSynapse {
+    child: std::process::Child,
+    url: String,
+    admin_token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LiveSynapse {
+    fn start() -> Self {
+        use std::io::BufRead;
+        let python = std::env::var("SYNAPSE_PYTHON").unwrap_or_else(|_| {
+            panic!(
+                "SYNAPSE_PYTHON is not set: run the tests with ./scripts/test, which provides a \
+                 Python with matrix-synapse, or point SYNAPSE_PYTHON at one"
+            )
+        });
+        let copy = copy_sqlite_fixture();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::rename(&copy.db, dir.path().join("homeserver.db")).unwrap();
+        std::fs::rename(&copy.media_store, dir.path().join("media_store")).unwrap();
+        let mut child = std::process::Command::new(python)
+            .arg(fixture("").join("serve.py"))
+            .arg(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start serve.py");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let info: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("serve.py did not start Synapse ({e}): {line:?}"));
+        Self {
+            child,
+            url: info["url"].as_str().unwrap().to_owned(),
+            admin_token: info["admin_token"].as_str().unwrap().to_owned(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for LiveSynapse {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // serve.py stops Synapse when its stdin closes
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn media_missing_on_disk_are_downloaded_from_a_live_synapse() {
+    let synapse = LiveSynapse::start();
+    let expected = expected("sqlite");
+    // The importer's media store lost some files: a local media, the quarantined one
+    // (needs the admin bypass), a remote media and a thumbnail.
+    let copy = copy_sqlite_fixture();
+    let by_label = |label: &str| {
+        expected_media(&expected)
+            .into_iter()
+            .find(|m| m["label"] == label)
+            .unwrap()
+            .clone()
+    };
+    for label in ["bob_notes", "alice_quarantined", "remote_image"] {
+        let media = by_label(label);
+        std::fs::remove_file(copy.media_store.join(media["path"].as_str().unwrap())).unwrap();
+    }
+    let avatar = by_label("alice_avatar");
+    std::fs::remove_file(
+        copy.media_store
+            .join(avatar["thumbnails"][0]["path"].as_str().unwrap()),
+    )
+    .unwrap();
+
+    let cwd = tempfile::tempdir().unwrap();
+    let out = run(
+        "import_synapse",
+        &[
+            "--synapse-db",
+            copy.db.to_str().unwrap(),
+            "--media-store",
+            copy.media_store.to_str().unwrap(),
+            "--homeserver-url",
+            &synapse.url,
+            "--access-token",
+            &synapse.admin_token,
+            "--json",
+        ],
+        cwd.path(),
+    );
+    let report = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let reasons: Vec<&str> = report["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["never_uploaded"], "{report}");
+    let repo_url = format!("sqlite://{}", cwd.path().join("media-repo.db").display());
+    assert_repository_matches(&repo_url, &cwd.path().join("media-store"), &expected).await;
+}
+
+#[tokio::test]
+async fn source_http_imports_everything_from_the_homeserver() {
+    let synapse = LiveSynapse::start();
+    let cwd = tempfile::tempdir().unwrap();
+    let db = fixture("sqlite").join("homeserver.db");
+    let out = run(
+        "import_synapse",
+        &[
+            "--synapse-db",
+            db.to_str().unwrap(),
+            "--source",
+            "http",
+            "--homeserver-url",
+            &synapse.url,
+            "--access-token",
+            &synapse.admin_token,
+            "--json",
+        ],
+        cwd.path(),
+    );
+    let report = report(&out);
+    assert_eq!(report["media_imported"], 18, "{report}");
+    assert_eq!(
+        report["media_failed"], 1,
+        "only the never-uploaded media: {report}"
+    );
+    let repo_url = format!("sqlite://{}", cwd.path().join("media-repo.db").display());
+    let repo = media_db::connect(&repo_url).await.unwrap();
+    for media in expected_media(&expected("sqlite")) {
+        if media["never_uploaded"].as_bool().unwrap() {
+            continue;
+        }
+        let key = MediaKey::new(
+            media["origin"].as_str().unwrap().parse().unwrap(),
+            media["media_id"].as_str().unwrap().parse().unwrap(),
+        );
+        let stored = repo.get_media(&key).await.unwrap().unwrap();
+        assert_eq!(
+            stored.sha256.as_str(),
+            media["file_sha256"].as_str().unwrap()
+        );
+    }
+    repo.close().await;
+
+    // A token the homeserver rejects stops the run before anything is read.
+    let out = run(
+        "import_synapse",
+        &[
+            "--synapse-db",
+            db.to_str().unwrap(),
+            "--source",
+            "http",
+            "--homeserver-url",
+            &synapse.url,
+            "--access-token",
+            "not-a-token",
+        ],
+        cwd.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rejected the access token"));
+}
