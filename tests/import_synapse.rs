@@ -879,3 +879,76 @@ async fn source_http_imports_everything_from_the_homeserver() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rejected the access token"));
 }
+
+#[tokio::test]
+async fn a_large_file_whose_bytes_are_already_stored_is_not_read_again() {
+    use sqlx::Connection;
+    let copy = copy_sqlite_fixture();
+    // Two media with the same 2 MiB of bytes and their sha256 recorded (Synapse ≥ 1.128):
+    // the second one's file is gone.
+    let bytes: Vec<u8> = (0..2u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let sha = sha256_of(&bytes).to_string();
+    let present = "aaaaLargeOriginalMedia01";
+    let vanished = "bbbbLargeDuplicateMedia2";
+    let path = copy
+        .media_store
+        .join("local_content/aa/aa/LargeOriginalMedia01");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", copy.db.display()))
+        .await
+        .unwrap();
+    for id in [present, vanished] {
+        sqlx::query(
+            "INSERT INTO local_media_repository (media_id, media_type, media_length, \
+             created_ts, user_id, sha256) VALUES ($1, 'video/mp4', $2, 1, '@bob:fixture.test', $3)",
+        )
+        .bind(id)
+        .bind(bytes.len() as i64)
+        .bind(&sha)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let args = [
+        "--synapse-db",
+        copy.db.to_str().unwrap(),
+        "--media-store",
+        copy.media_store.to_str().unwrap(),
+        "--json",
+    ];
+    let first = report(&run("import_synapse", &args, cwd.path()));
+    let missing: Vec<&Value> = first["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["reason"] == "file_missing")
+        .collect();
+    assert!(
+        missing.len() <= 1,
+        "at most the duplicate is missing in a first run (workers may race): {first}"
+    );
+    // The next run references the stored copy without needing the lost file.
+    let second = report(&run("import_synapse", &args, cwd.path()));
+    let repo = media_db::connect(&format!(
+        "sqlite://{}",
+        cwd.path().join("media-repo.db").display()
+    ))
+    .await
+    .unwrap();
+    for id in [present, vanished] {
+        let key = MediaKey::new("fixture.test".parse().unwrap(), id.parse().unwrap());
+        let stored = repo
+            .get_media(&key)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id}: {second}"));
+        assert_eq!(stored.sha256.as_str(), sha);
+    }
+    assert_eq!(second["bytes_written"], 0);
+    repo.close().await;
+}

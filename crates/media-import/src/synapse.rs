@@ -908,6 +908,10 @@ async fn store_file(
     report: &mut ImportReport,
 ) -> Result<Result<Put, (FailureReason, String)>, ImportError> {
     let options = &context.options;
+    if let Some(put) = already_stored(context, &file.expected).await? {
+        report.bytes_deduplicated += put.blob.size;
+        return Ok(Ok(put));
+    }
     let on_disk = options
         .media_store
         .as_ref()
@@ -985,6 +989,33 @@ async fn store_file(
 
 /// Files up to this size are read in one go.
 const SMALL_FILE: u64 = 1 << 20;
+
+/// A large file whose digest Synapse recorded and whose bytes the repository already
+/// holds is not read at all: the import references the stored copy.
+async fn already_stored(
+    context: &Context,
+    expected: &PutOptions,
+) -> Result<Option<Put>, ImportError> {
+    let (Some(sha256), Some(size)) = (&expected.expected.sha256, expected.expected.size) else {
+        return Ok(None);
+    };
+    if size <= SMALL_FILE {
+        return Ok(None); // reading it costs less than asking first
+    }
+    Ok(context
+        .repo
+        .get_blob(sha256)
+        .await?
+        .filter(|blob| blob.size_bytes == size)
+        .map(|blob| Put {
+            blob: media_core::datastore::StoredBlob {
+                sha256: blob.sha256,
+                size,
+                key: blob.location,
+            },
+            status: PutStatus::AlreadyPresent,
+        }))
+}
 
 /// Puts (or, in a dry run, hashes) the bytes of `reader`.
 async fn sink_put(
