@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::path::Path;
 use std::pin::Pin;
 
 use async_trait::async_trait;
@@ -222,6 +223,19 @@ pub trait Datastore: Send + Sync + fmt::Debug {
         data: &mut (dyn AsyncRead + Send + Unpin),
         options: &PutOptions,
     ) -> Result<Put, StoreError>;
+
+    /// Puts the contents of a local file (the source is local; the store need not be).
+    /// The default streams it through [`Datastore::put`]; a store that can do better
+    /// overrides it. Opening or reading the file fails with [`StoreError::Source`].
+    async fn put_file(&self, path: &Path, options: &PutOptions) -> Result<Put, StoreError> {
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| StoreError::Source {
+                bytes_read: 0,
+                source,
+            })?;
+        self.put(&mut file, options).await
+    }
 
     /// Streams a blob, or the part of it in `range`.
     async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError>;

@@ -1040,8 +1040,17 @@ async fn put_from_disk(
     if let Some(bytes) = read_small_file(path, expected.expected.size).await? {
         return Ok(sink_put(context, &mut &bytes[..], expected).await);
     }
-    let mut source = tokio::fs::File::open(path).await?;
-    Ok(sink_put(context, &mut source, expected).await)
+    if context.options.dry_run {
+        let mut source = tokio::fs::File::open(path).await?;
+        return Ok(hash_only(context, &mut source, expected).await);
+    }
+    match context.store.put_file(path, expected).await {
+        Err(StoreError::Source {
+            bytes_read: 0,
+            source,
+        }) if source.kind() == std::io::ErrorKind::NotFound => Err(source),
+        put => Ok(put),
+    }
 }
 
 /// Reads a file whose recorded length is at most [`SMALL_FILE`] in one blocking call;

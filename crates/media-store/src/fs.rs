@@ -242,6 +242,36 @@ impl FileDatastore {
         self.commit(temp.into_temp_path(), blob)
     }
 
+    /// Blocking: reads, hashes and writes a local file in one loop on one thread, with no
+    /// copy beyond the read and the write.
+    fn put_file_blocking(&self, path: &Path, options: &PutOptions) -> Result<Put, StoreError> {
+        use std::io::Read;
+        let source_error = |bytes_read, source| StoreError::Source { bytes_read, source };
+        let mut source = std::fs::File::open(path).map_err(|e| source_error(0, e))?;
+        let (file, temp) = self.new_temp_file()?.into_parts();
+        let mut staging = Staging {
+            file,
+            hasher: Sha256::new(),
+            len: 0,
+        };
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match source.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(source_error(staging.len, e)),
+            };
+            staging.hasher.update(&buf[..n]);
+            staging
+                .file
+                .write_all(&buf[..n])
+                .map_err(|e| io_error("write", &temp, e))?;
+            staging.len += n as u64;
+        }
+        self.finish_put(staging, temp, options)
+    }
+
     /// Blocking: checks and commits a blob staged by [`FileDatastore::stage`].
     fn finish_put(
         &self,
@@ -334,6 +364,11 @@ impl Datastore for FileDatastore {
         }
         let (staging, temp) = self.stage(first, data).await?;
         blocking(move || store.finish_put(staging, temp, &options)).await
+    }
+
+    async fn put_file(&self, path: &Path, options: &PutOptions) -> Result<Put, StoreError> {
+        let (store, path, options) = (self.clone(), path.to_owned(), options.clone());
+        blocking(move || store.put_file_blocking(&path, &options)).await
     }
 
     async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError> {

@@ -199,6 +199,38 @@ async fn mismatched_expectation_stores_nothing(store: &dyn Datastore) {
     );
 }
 
+async fn put_file_streams_a_local_file(store: &dyn Datastore) {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, len) in [10usize, (1 << 20) + 3, (5 << 20) - 1]
+        .into_iter()
+        .enumerate()
+    {
+        let data = pseudo_random(len, 40 + i as u64);
+        let path = dir.path().join(format!("f{i}"));
+        std::fs::write(&path, &data).unwrap();
+        let put = store.put_file(&path, &PutOptions::default()).await.unwrap();
+        assert_eq!(put.blob.sha256, sha256_of(&data));
+        assert_eq!(put.status, PutStatus::Written);
+        assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
+        let again = store.put_file(&path, &PutOptions::default()).await.unwrap();
+        assert_eq!(again.status, PutStatus::AlreadyPresent);
+        let wrong = PutOptions::expecting(None, Some(len as u64 + 1));
+        assert!(matches!(
+            store.put_file(&path, &wrong).await,
+            Err(StoreError::Mismatch { what: "size", .. })
+        ));
+    }
+    let err = store
+        .put_file(&dir.path().join("missing"), &PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Source { bytes_read: 0, source } if source.kind() == io::ErrorKind::NotFound),
+        "{err}"
+    );
+    assert_eq!(listed(store).await.len(), 3);
+}
+
 macro_rules! backend_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -238,6 +270,11 @@ macro_rules! backend_suite {
             async fn failed_put_stores_nothing() {
                 let (store, _guard) = $make.await;
                 super::failed_put_stores_nothing(&*store).await;
+            }
+            #[tokio::test]
+            async fn put_file_streams_a_local_file() {
+                let (store, _guard) = $make.await;
+                super::put_file_streams_a_local_file(&*store).await;
             }
             #[tokio::test]
             async fn mismatched_expectation_stores_nothing() {
