@@ -843,6 +843,30 @@ async fn source_http_imports_everything_from_the_homeserver() {
         report["media_failed"], 1,
         "only the never-uploaded media: {report}"
     );
+    // Synapse's thumbnail endpoint ignores the admin bypass: the thumbnails of the
+    // quarantined media cannot come over HTTP, and are listed (not silently dropped).
+    let quarantined = expected("sqlite")["local_media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["label"] == "alice_quarantined")
+        .unwrap()["mxc"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let thumbnail_failures: Vec<&Value> = report["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["item"].as_str().unwrap().contains(" thumbnail "))
+        .collect();
+    assert_eq!(thumbnail_failures.len(), 3, "{report}");
+    for failure in thumbnail_failures {
+        assert!(failure["item"].as_str().unwrap().starts_with(&quarantined));
+        assert_eq!(failure["reason"], "file_missing");
+        assert!(failure["detail"].as_str().unwrap().contains("404"));
+    }
+    assert_eq!(report["thumbnails_imported"], 34, "{report}");
     let repo_url = format!("sqlite://{}", cwd.path().join("media-repo.db").display());
     let repo = media_db::connect(&repo_url).await.unwrap();
     for media in expected_media(&expected("sqlite")) {
