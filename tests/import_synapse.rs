@@ -44,6 +44,30 @@ struct FixtureCopy {
     media_store: PathBuf,
 }
 
+impl FixtureCopy {
+    /// Runs `import_synapse` on this copy (with `--json`), in `cwd`, plus `extra` flags.
+    fn import(&self, cwd: &Path, extra: &[&str]) -> Output {
+        let args = [
+            "--synapse-db",
+            self.db.to_str().unwrap(),
+            "--media-store",
+            self.media_store.to_str().unwrap(),
+            "--json",
+        ];
+        run("import_synapse", &[&args[..], extra].concat(), cwd)
+    }
+}
+
+/// The failures of a report with this reason.
+fn failures_with<'a>(report: &'a Value, reason: &str) -> Vec<&'a Value> {
+    report["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["reason"] == reason)
+        .collect()
+}
+
 fn copy_sqlite_fixture() -> FixtureCopy {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("homeserver.db");
@@ -423,25 +447,10 @@ async fn a_corrupted_file_is_reported_and_not_imported() {
     bytes[0] ^= 0x20; // one flipped bit: bit rot
     std::fs::write(&path, &bytes).unwrap();
     let cwd = tempfile::tempdir().unwrap();
-    let out = run(
-        "import_synapse",
-        &[
-            "--synapse-db",
-            copy.db.to_str().unwrap(),
-            "--media-store",
-            copy.media_store.to_str().unwrap(),
-            "--json",
-        ],
-        cwd.path(),
-    );
+    let out = copy.import(cwd.path(), &[]);
     assert_eq!(out.status.code(), Some(1));
     let report = report(&out);
-    let corrupt: Vec<&Value> = report["failures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["reason"] == "corrupt")
-        .collect();
+    let corrupt = failures_with(&report, "corrupt");
     assert_eq!(corrupt.len(), 1, "{report}");
     assert_eq!(corrupt[0]["item"], victim["mxc"]);
     assert!(
@@ -505,24 +514,11 @@ async fn malicious_rows_are_refused_without_touching_anything_outside_the_store(
     conn.close().await.unwrap();
 
     let cwd = tempfile::tempdir().unwrap();
-    let out = run(
-        "import_synapse",
-        &[
-            "--synapse-db",
-            copy.db.to_str().unwrap(),
-            "--media-store",
-            copy.media_store.to_str().unwrap(),
-            "--json",
-        ],
-        cwd.path(),
-    );
+    let out = copy.import(cwd.path(), &[]);
     assert_eq!(out.status.code(), Some(1));
     let report = report(&out);
-    let refused: Vec<&str> = report["failures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["reason"] == "invalid_identifier")
+    let refused: Vec<&str> = failures_with(&report, "invalid_identifier")
+        .into_iter()
         .map(|f| f["item"].as_str().unwrap())
         .collect();
     assert_eq!(refused.len(), 5, "{report}");
@@ -789,20 +785,14 @@ async fn media_missing_on_disk_are_downloaded_from_a_live_synapse() {
     .unwrap();
 
     let cwd = tempfile::tempdir().unwrap();
-    let out = run(
-        "import_synapse",
+    let out = copy.import(
+        cwd.path(),
         &[
-            "--synapse-db",
-            copy.db.to_str().unwrap(),
-            "--media-store",
-            copy.media_store.to_str().unwrap(),
             "--homeserver-url",
             &synapse.url,
             "--access-token",
             &synapse.admin_token,
-            "--json",
         ],
-        cwd.path(),
     );
     let report = report(&out);
     assert_eq!(out.status.code(), Some(1), "{report}");
@@ -938,26 +928,14 @@ async fn a_large_file_whose_bytes_are_already_stored_is_not_read_again() {
     }
     conn.close().await.unwrap();
     let cwd = tempfile::tempdir().unwrap();
-    let args = [
-        "--synapse-db",
-        copy.db.to_str().unwrap(),
-        "--media-store",
-        copy.media_store.to_str().unwrap(),
-        "--json",
-    ];
-    let first = report(&run("import_synapse", &args, cwd.path()));
-    let missing: Vec<&Value> = first["failures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["reason"] == "file_missing")
-        .collect();
+    let first = report(&copy.import(cwd.path(), &[]));
+    let missing = failures_with(&first, "file_missing");
     assert!(
         missing.len() <= 1,
         "at most the duplicate is missing in a first run (workers may race): {first}"
     );
     // The next run references the stored copy without needing the lost file.
-    let second = report(&run("import_synapse", &args, cwd.path()));
+    let second = report(&copy.import(cwd.path(), &[]));
     let repo = media_db::connect(&format!(
         "sqlite://{}",
         cwd.path().join("media-repo.db").display()
