@@ -1036,11 +1036,11 @@ async fn put_from_disk(
     path: &Path,
     expected: &PutOptions,
 ) -> std::io::Result<Result<Put, StoreError>> {
-    // Most media are small: read the file in one blocking call, then put the bytes.
-    if let Some(bytes) = read_small_file(path, expected.expected.size).await? {
-        return Ok(sink_put(context, &mut &bytes[..], expected).await);
-    }
     if context.options.dry_run {
+        // Small files in one blocking call, then hashed from memory.
+        if let Some(bytes) = read_small_file(path, expected.expected.size).await? {
+            return Ok(hash_only(context, &mut &bytes[..], expected).await);
+        }
         let mut source = tokio::fs::File::open(path).await?;
         return Ok(hash_only(context, &mut source, expected).await);
     }

@@ -243,31 +243,30 @@ impl FileDatastore {
     }
 
     /// Blocking: reads, hashes and writes a local file in one loop on one thread, with no
-    /// copy beyond the read and the write.
+    /// copy beyond the read and the write. A file that fits one chunk is stored as
+    /// [`FileDatastore::put_small`] does (no temporary file when the blob exists).
     fn put_file_blocking(&self, path: &Path, options: &PutOptions) -> Result<Put, StoreError> {
-        use std::io::Read;
         let source_error = |bytes_read, source| StoreError::Source { bytes_read, source };
         let mut source = std::fs::File::open(path).map_err(|e| source_error(0, e))?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut n = read_chunk(&mut source, &mut buf).map_err(|e| source_error(0, e))?;
+        if n < CHUNK {
+            return self.put_small(&buf[..n], options);
+        }
         let (file, temp) = self.new_temp_file()?.into_parts();
         let mut staging = Staging {
             file,
             hasher: Sha256::new(),
             len: 0,
         };
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = match source.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(source_error(staging.len, e)),
-            };
+        while n > 0 {
             staging.hasher.update(&buf[..n]);
             staging
                 .file
                 .write_all(&buf[..n])
                 .map_err(|e| io_error("write", &temp, e))?;
             staging.len += n as u64;
+            n = read_chunk(&mut source, &mut buf).map_err(|e| source_error(staging.len, e))?;
         }
         self.finish_put(staging, temp, options)
     }
@@ -308,14 +307,28 @@ impl FileDatastore {
         Ok(StoredBlob { sha256, size, key })
     }
 
-    /// Blocking: moves a complete temporary file to its blob key.
+    /// Blocking: moves a complete temporary file to its blob key. The move never replaces
+    /// an existing blob (a hard link fails when the key exists), so when several writers
+    /// race with the same bytes exactly one of them reports [`PutStatus::Written`].
     fn commit(&self, temp: tempfile::TempPath, blob: StoredBlob) -> Result<Put, StoreError> {
         let target = self.path_of(&blob.key);
         let parent = target.parent().expect("a blob path has a parent");
         std::fs::create_dir_all(parent)
             .map_err(|source| io_error("create folder", parent, source))?;
-        temp.persist(&target)
-            .map_err(|e| io_error("move into place", &target, e.error))?;
+        match std::fs::hard_link(&temp, &target) {
+            // Dropping `temp` removes the temporary name.
+            Ok(()) => drop(temp),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Ok(Put {
+                    blob,
+                    status: PutStatus::AlreadyPresent,
+                });
+            }
+            // A filesystem without hard links: an atomic rename (same bytes if it races).
+            Err(_) => temp
+                .persist(&target)
+                .map_err(|e| io_error("move into place", &target, e.error))?,
+        }
         if self.fsync {
             std::fs::File::open(parent)
                 .and_then(|dir| dir.sync_all())
@@ -326,6 +339,20 @@ impl FileDatastore {
             status: PutStatus::Written,
         })
     }
+}
+
+/// Blocking: reads until `buf` is full or the source ends; returns the bytes read.
+fn read_chunk(source: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match source.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Runs a blocking datastore operation off the async threads.
