@@ -95,11 +95,24 @@ pub struct Expected {
     pub size: Option<u64>,
 }
 
+/// When a put blob must survive a crash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Before `put` returns (the default).
+    #[default]
+    OnReturn,
+    /// After the next [`Datastore::sync`]: the caller syncs before it records anything
+    /// that references the blob, so one sync can cover a whole batch of puts.
+    AfterSync,
+}
+
 /// How to put a blob.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutOptions {
     /// Checks to run on the bytes before they become visible.
     pub expected: Expected,
+    /// When the blob must be durable.
+    pub durability: Durability,
 }
 
 impl PutOptions {
@@ -107,7 +120,14 @@ impl PutOptions {
     pub fn expecting(sha256: Option<Sha256Hex>, size: Option<u64>) -> Self {
         Self {
             expected: Expected { sha256, size },
+            durability: Durability::OnReturn,
         }
+    }
+
+    /// These options with another durability.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
     }
 
     /// Fails with [`StoreError::Mismatch`] when `sha256`/`size` differ from the expectation.
@@ -242,6 +262,12 @@ pub trait Datastore: Send + Sync + fmt::Debug {
 
     /// The length of a blob, or `None` when there is no such blob.
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError>;
+
+    /// Makes every blob put so far with [`Durability::AfterSync`] durable. Stores whose
+    /// writes are always durable do nothing.
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Deletes a blob; deleting a missing blob is not an error.
     async fn delete(&self, key: &BlobKey) -> Result<DeleteStatus, StoreError>;

@@ -13,8 +13,8 @@ pub mod ids;
 pub mod records;
 
 pub use datastore::{
-    BlobKey, BlobReader, ByteRange, Datastore, DatastoreExt, DeleteStatus, Expected, Put,
-    PutOptions, PutStatus, StoreError, StoredBlob,
+    BlobKey, BlobReader, ByteRange, Datastore, DatastoreExt, DeleteStatus, Durability, Expected,
+    Put, PutOptions, PutStatus, StoreError, StoredBlob,
 };
 pub use hashing::HashingReader;
 pub use ids::{IdError, MediaId, MxcUri, ServerName, Sha256Hex, UserId};

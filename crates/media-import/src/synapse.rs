@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::TryStreamExt;
-use media_core::datastore::{Datastore, Put, PutOptions, PutStatus, StoreError};
+use media_core::datastore::{Datastore, Durability, Put, PutOptions, PutStatus, StoreError};
 use media_core::hashing::HashingReader;
 use media_core::ids::{MediaId, MxcUri, ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, ThumbnailRecord};
@@ -608,12 +608,14 @@ fn invalid(item: &str, what: impl std::fmt::Display) -> ItemFailure {
     }
 }
 
-/// The expectations for a file from what Synapse recorded.
+/// The expectations for a file from what Synapse recorded. Its folder is synced once per
+/// batch, right before the batch is recorded ([`flush`]).
 fn expected(sha256: Option<&str>, length: Option<i64>) -> PutOptions {
     PutOptions::expecting(
         sha256.and_then(|s| Sha256Hex::parse_any_case(s).ok()),
         length.and_then(|l| u64::try_from(l).ok()),
     )
+    .with_durability(Durability::AfterSync)
 }
 
 fn plan_local(
@@ -1145,6 +1147,8 @@ async fn flush(
             .fetch_add(count, Ordering::Relaxed);
         return Ok(());
     }
+    // Blob before row: every blob of the batch is durable before any row refers to it.
+    context.store.sync().await?;
     let outcomes = match context
         .repo
         .insert_media_batch(&batch, &*context.store)

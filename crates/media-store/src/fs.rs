@@ -2,19 +2,23 @@
 //!
 //! Layout: `<root>/ab/cd/abcdef…` for each blob, `<root>/.tmp/` for writes in progress.
 //! A put streams into a temporary file beside the final location (same filesystem),
-//! hashing on the way, optionally syncs it, then renames it into place: a crash never
-//! leaves a partial file under a blob key, only a stale temporary file that [`FileDatastore::cleanup`]
-//! removes and [`Datastore::list`] never reports.
+//! hashing on the way, syncs it (unless fsync is off), then links it into place without
+//! ever replacing an existing blob, and syncs the folder — at once, or at the next
+//! [`Datastore::sync`] for puts with [`Durability::AfterSync`]. A crash never leaves a
+//! partial file under a blob key, only a stale temporary file that
+//! [`FileDatastore::cleanup`] removes and [`Datastore::list`] never reports.
 
+use std::collections::BTreeSet;
 use std::io::{ErrorKind, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use media_core::datastore::{
-    BlobKey, BlobReader, ByteRange, Datastore, DeleteStatus, Put, PutOptions, PutStatus,
-    StoreError, StoredBlob,
+    BlobKey, BlobReader, ByteRange, Datastore, DeleteStatus, Durability, Put, PutOptions,
+    PutStatus, StoreError, StoredBlob,
 };
 use media_core::ids::Sha256Hex;
 use sha2::{Digest, Sha256};
@@ -31,6 +35,9 @@ const CHUNK: usize = 1 << 20;
 pub struct FileDatastore {
     root: PathBuf,
     fsync: bool,
+    /// Folders that received blobs put with [`Durability::AfterSync`] and still need a
+    /// sync; shared by clones.
+    unsynced_folders: Arc<Mutex<BTreeSet<PathBuf>>>,
 }
 
 /// What [`FileDatastore::cleanup`] removed.
@@ -63,7 +70,11 @@ impl FileDatastore {
                 ))
             })?;
         drop(probe);
-        Ok(Self { root, fsync: true })
+        Ok(Self {
+            root,
+            fsync: true,
+            unsynced_folders: Arc::default(),
+        })
     }
 
     /// Turns syncing of each new blob to disk on (the default) or off. Off is faster and
@@ -239,7 +250,7 @@ impl FileDatastore {
                 }
             })
             .map_err(|source| io_error("write", temp.path(), source))?;
-        self.commit(temp.into_temp_path(), blob)
+        self.commit(temp.into_temp_path(), blob, options.durability)
     }
 
     /// Blocking: reads, hashes and writes a local file in one loop on one thread, with no
@@ -293,7 +304,7 @@ impl FileDatastore {
                 .map_err(|source| io_error("sync", &temp, source))?;
         }
         drop(file);
-        self.commit(temp, blob)
+        self.commit(temp, blob, options.durability)
     }
 
     fn checked_blob(
@@ -310,7 +321,12 @@ impl FileDatastore {
     /// Blocking: moves a complete temporary file to its blob key. The move never replaces
     /// an existing blob (a hard link fails when the key exists), so when several writers
     /// race with the same bytes exactly one of them reports [`PutStatus::Written`].
-    fn commit(&self, temp: tempfile::TempPath, blob: StoredBlob) -> Result<Put, StoreError> {
+    fn commit(
+        &self,
+        temp: tempfile::TempPath,
+        blob: StoredBlob,
+        durability: Durability,
+    ) -> Result<Put, StoreError> {
         let target = self.path_of(&blob.key);
         let parent = target.parent().expect("a blob path has a parent");
         std::fs::create_dir_all(parent)
@@ -329,16 +345,28 @@ impl FileDatastore {
                 .persist(&target)
                 .map_err(|e| io_error("move into place", &target, e.error))?,
         }
-        if self.fsync {
-            std::fs::File::open(parent)
-                .and_then(|dir| dir.sync_all())
-                .map_err(|source| io_error("sync folder", parent, source))?;
+        match (self.fsync, durability) {
+            (false, _) => {}
+            (true, Durability::OnReturn) => sync_folder(parent)?,
+            (true, Durability::AfterSync) => {
+                self.unsynced_folders
+                    .lock()
+                    .expect("poisoned")
+                    .insert(parent.to_owned());
+            }
         }
         Ok(Put {
             blob,
             status: PutStatus::Written,
         })
     }
+}
+
+/// Blocking: makes a folder's entries durable.
+fn sync_folder(folder: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(folder)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|source| io_error("sync folder", folder, source))
 }
 
 /// Blocking: reads until `buf` is full or the source ends; returns the bytes read.
@@ -396,6 +424,28 @@ impl Datastore for FileDatastore {
     async fn put_file(&self, path: &Path, options: &PutOptions) -> Result<Put, StoreError> {
         let (store, path, options) = (self.clone(), path.to_owned(), options.clone());
         blocking(move || store.put_file_blocking(&path, &options)).await
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        let folders = std::mem::take(&mut *self.unsynced_folders.lock().expect("poisoned"));
+        if folders.is_empty() {
+            return Ok(());
+        }
+        let unsynced = self.unsynced_folders.clone();
+        blocking(move || {
+            for (i, folder) in folders.iter().enumerate() {
+                if let Err(e) = sync_folder(folder) {
+                    // Keep what is still unsynced for the next attempt.
+                    unsynced
+                        .lock()
+                        .expect("poisoned")
+                        .extend(folders.iter().skip(i).cloned());
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError> {
@@ -531,4 +581,40 @@ async fn read_blob_dir(dir: &Path) -> Result<Vec<BlobKey>, StoreError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unsynced(store: &FileDatastore) -> usize {
+        store.unsynced_folders.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn deferred_folder_syncs_wait_for_sync_and_immediate_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileDatastore::open(dir.path()).await.unwrap();
+        let deferred = PutOptions::default().with_durability(Durability::AfterSync);
+        store.put(&mut &b"one"[..], &deferred).await.unwrap();
+        store.put(&mut &b"two"[..], &deferred).await.unwrap();
+        assert_eq!(unsynced(&store), 2);
+        store.sync().await.unwrap();
+        assert_eq!(unsynced(&store), 0);
+        store
+            .put(&mut &b"three"[..], &PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            unsynced(&store),
+            0,
+            "an immediate put synced its own folder"
+        );
+        let unsynced_store = store.clone().with_fsync(false);
+        unsynced_store
+            .put(&mut &b"four"[..], &deferred)
+            .await
+            .unwrap();
+        assert_eq!(unsynced(&store), 0, "without fsync nothing is tracked");
+    }
 }

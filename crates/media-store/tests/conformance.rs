@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use futures::TryStreamExt;
 use media_core::datastore::{
-    BlobKey, Datastore, DatastoreExt, DeleteStatus, PutOptions, PutStatus, StoreError,
+    BlobKey, Datastore, DatastoreExt, DeleteStatus, Durability, PutOptions, PutStatus, StoreError,
 };
 use media_core::hashing::sha256_of;
 use media_store::{FileDatastore, MemoryDatastore};
@@ -231,6 +231,17 @@ async fn put_file_streams_a_local_file(store: &dyn Datastore) {
     assert_eq!(listed(store).await.len(), 3);
 }
 
+async fn deferred_durability_is_completed_by_sync(store: &dyn Datastore) {
+    let data = pseudo_random(2_000, 77);
+    let options = PutOptions::default().with_durability(Durability::AfterSync);
+    let put = store.put(&mut &data[..], &options).await.unwrap();
+    assert_eq!(put.status, PutStatus::Written);
+    assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
+    store.sync().await.unwrap();
+    store.sync().await.unwrap();
+    assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
+}
+
 macro_rules! backend_suite {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -275,6 +286,11 @@ macro_rules! backend_suite {
             async fn put_file_streams_a_local_file() {
                 let (store, _guard) = $make.await;
                 super::put_file_streams_a_local_file(&*store).await;
+            }
+            #[tokio::test]
+            async fn deferred_durability_is_completed_by_sync() {
+                let (store, _guard) = $make.await;
+                super::deferred_durability_is_completed_by_sync(&*store).await;
             }
             #[tokio::test]
             async fn mismatched_expectation_stores_nothing() {
