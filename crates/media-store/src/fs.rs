@@ -38,6 +38,9 @@ pub struct FileDatastore {
     /// Folders that received blobs put with [`Durability::AfterSync`] and still need a
     /// sync; shared by clones.
     unsynced_folders: Arc<Mutex<BTreeSet<PathBuf>>>,
+    /// Held for a whole [`Datastore::sync`], so that a sync never returns while another
+    /// one is still syncing folders it took over.
+    sync_in_progress: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What [`FileDatastore::cleanup`] removed.
@@ -74,6 +77,7 @@ impl FileDatastore {
             root,
             fsync: true,
             unsynced_folders: Arc::default(),
+            sync_in_progress: Arc::default(),
         })
     }
 
@@ -427,6 +431,7 @@ impl Datastore for FileDatastore {
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.sync_in_progress.lock().await;
         let folders = std::mem::take(&mut *self.unsynced_folders.lock().expect("poisoned"));
         if folders.is_empty() {
             return Ok(());
