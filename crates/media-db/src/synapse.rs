@@ -224,24 +224,13 @@ impl SynapseDb {
         }))
     }
 
-    /// Counts of the media tables: (local media, remote media, local thumbnails, remote
-    /// thumbnails), for progress totals.
-    pub async fn counts(&self) -> Result<[u64; 4], DbError> {
-        let mut out = [0u64; 4];
-        for (slot, table) in out.iter_mut().zip([
-            "local_media_repository",
-            "remote_media_cache",
-            "local_media_repository_thumbnails",
-            "remote_media_cache_thumbnails",
+    /// How many local and remote media rows there are, for progress totals.
+    pub async fn media_counts(&self) -> Result<(u64, u64), DbError> {
+        let mut counts = [0u64; 2];
+        for (slot, sql) in counts.iter_mut().zip([
+            "SELECT COUNT(*) FROM local_media_repository",
+            "SELECT COUNT(*) FROM remote_media_cache",
         ]) {
-            let sql = match table {
-                "local_media_repository" => "SELECT COUNT(*) FROM local_media_repository",
-                "remote_media_cache" => "SELECT COUNT(*) FROM remote_media_cache",
-                "local_media_repository_thumbnails" => {
-                    "SELECT COUNT(*) FROM local_media_repository_thumbnails"
-                }
-                _ => "SELECT COUNT(*) FROM remote_media_cache_thumbnails",
-            };
             let n: i64 = on_pool!(&self.pool, |p| {
                 sqlx::query_scalar(sql)
                     .fetch_one(p)
@@ -250,7 +239,7 @@ impl SynapseDb {
             });
             *slot = n as u64;
         }
-        Ok(out)
+        Ok((counts[0], counts[1]))
     }
 
     /// Pages of `local_media_repository`, ordered by media_id.

@@ -201,6 +201,11 @@ impl ImportReport {
         } else {
             self.media_failed += 1;
         }
+        self.list(failure);
+    }
+
+    /// Lists a failure, or only counts it once the list is full.
+    fn list(&mut self, failure: ItemFailure) {
         if self.failures.len() < MAX_LISTED_FAILURES {
             self.failures.push(failure);
         } else {
@@ -223,11 +228,7 @@ impl ImportReport {
         self.avatars_pinned += other.avatars_pinned;
         self.avatars_not_in_repository += other.avatars_not_in_repository;
         for failure in other.failures {
-            if self.failures.len() < MAX_LISTED_FAILURES {
-                self.failures.push(failure);
-            } else {
-                self.failures_not_listed += 1;
-            }
+            self.list(failure);
         }
         self.failures_not_listed += other.failures_not_listed;
     }
@@ -385,7 +386,7 @@ pub async fn import_synapse(
     } else {
         Some(repo.register_datastore(&store.uri()).await?)
     };
-    let [local, remote, _, _] = synapse.counts().await?;
+    let (local, remote) = synapse.media_counts().await?;
     let total = u64::from(options.include.local || options.include.url_previews) * local
         + u64::from(options.include.remote) * remote;
     progress.items_total.store(total, Ordering::Relaxed);
