@@ -5,8 +5,11 @@
 //! * [`records`]: media and thumbnail records as our repository stores them.
 //! * [`datastore`]: the [`Datastore`] trait every byte store implements, with its key scheme
 //!   and the [`HashingReader`] that hashes bytes while they stream.
+//! * [`archive`]: matrix-media-repo's GDPR archive format: manifest, streaming part
+//!   writer and reader.
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod datastore;
 pub mod hashing;
 pub mod ids;

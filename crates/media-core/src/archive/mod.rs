@@ -1,0 +1,107 @@
+//! The GDPR archive format of matrix-media-repo (version 2, reading version 1 too): a
+//! folder of gzip-compressed, flat tar files ("parts") and a manifest naming, for every
+//! media, the entry holding its bytes.
+//!
+//! * [`manifest`]: `manifest.json`, parsed and checked.
+//! * [`writer`]: [`ArchiveWriter`] streams entries into parts of a bounded size and writes
+//!   `export-manifest.tgz` last; bytes shared by several records are stored once.
+//! * [`reader`]: [`ArchiveFolder`] finds the manifest in whichever part holds it and
+//!   streams the media entries of each part, refusing links, paths and other tricks.
+//!
+//! Both sides hold one entry's chunk at a time: memory does not grow with the archive.
+
+use std::path::{Path, PathBuf};
+
+pub mod manifest;
+pub mod reader;
+pub mod writer;
+
+pub use manifest::{CheckedRecord, Manifest, ManifestRecord};
+pub use reader::{ArchiveFolder, MediaEntry};
+pub use writer::{ArchiveSummary, ArchiveWriter, Compression, NewEntry, WrittenEntry};
+
+/// The file name of the manifest part of a version-2 archive.
+pub const MANIFEST_PART: &str = "export-manifest.tgz";
+
+/// The file name of part `number` (counted from 1).
+pub fn part_file_name(number: u32) -> String {
+    format!("export-part-{number}.tgz")
+}
+
+/// What can go wrong reading or writing an archive.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchiveError {
+    /// The folder holds no gzip file at all.
+    #[error("{} holds no archive: no .tgz part was found in it", dir.display())]
+    NoArchive {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// No part holds a `manifest.json`.
+    #[error(
+        "no part in {} holds a manifest.json: the archive is incomplete (was the export \
+         interrupted?)",
+        dir.display()
+    )]
+    NoManifest {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// Two `manifest.json` entries: the archive cannot be trusted.
+    #[error(
+        "the archive has two manifests, in {} and in {}: refusing to guess which one is right",
+        first.display(),
+        second.display()
+    )]
+    TwoManifests {
+        /// Where the first one is.
+        first: PathBuf,
+        /// Where the second one is.
+        second: PathBuf,
+    },
+    /// The manifest is not a manifest we can use.
+    #[error("the manifest is unusable: {0}")]
+    BadManifest(String),
+    /// The manifest was written by a newer or unknown format version.
+    #[error("manifest version {0} is not supported: this tool reads versions 1 and 2")]
+    UnsupportedVersion(u32),
+    /// A part is not a valid gzip-compressed tar (truncated, corrupted).
+    #[error("{} is damaged: {detail}", part.display())]
+    CorruptPart {
+        /// The part.
+        part: PathBuf,
+        /// What the decoder said.
+        detail: String,
+    },
+    /// The destination already holds an export.
+    #[error(
+        "{} already holds an export ({}): choose another destination, or pass --force to \
+         replace it",
+        dir.display(),
+        existing.display()
+    )]
+    DestinationHasExport {
+        /// The destination folder.
+        dir: PathBuf,
+        /// One of the export files found there.
+        existing: PathBuf,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl ArchiveError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! [`ArchiveFolder`]: finds an archive's manifest and streams the media entries of its
+//! parts, in any order, without ever turning an entry name into a path.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+
+use super::manifest::{INDEX_ENTRY, MANIFEST_ENTRY, Manifest};
+use super::{ArchiveError, MANIFEST_PART};
+
+/// The two bytes every gzip file starts with.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Read buffer of a part.
+const READ_BUFFER: usize = 1 << 20;
+
+/// An archive folder whose manifest was found and parsed.
+#[derive(Debug)]
+pub struct ArchiveFolder {
+    /// The folder.
+    pub dir: PathBuf,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The part the manifest was read from.
+    pub manifest_part: PathBuf,
+    /// Every gzip file of the folder that may hold media, in part order (the manifest
+    /// part of an old archive, which also holds media, included).
+    pub parts: Vec<PathBuf>,
+    /// Files of the folder that are not gzip files (ignored, worth a warning).
+    pub strays: Vec<PathBuf>,
+}
+
+/// One entry of a part, as the visitor of [`ArchiveFolder::read_media`] sees it.
+pub enum MediaEntry<'a> {
+    /// A regular file. `body` yields at most `size` bytes (the tar header's size).
+    File {
+        /// The entry name.
+        name: &'a str,
+        /// The size the tar header declares.
+        size: u64,
+        /// The entry's bytes.
+        body: &'a mut dyn Read,
+    },
+    /// An entry this reader refuses (a link, a folder, a path instead of a flat name).
+    Refused {
+        /// The entry name, as far as it could be read.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+}
+
+impl ArchiveFolder {
+    /// Finds the archive in `dir`: `export-manifest.tgz` when present (version 2),
+    /// otherwise the first part holding a `manifest.json` (the older layout). Files
+    /// that are not gzip are listed as strays, not read.
+    pub fn open(dir: &Path) -> Result<Self, ArchiveError> {
+        let (mut gzip_files, strays) = classify_folder(dir)?;
+        if gzip_files.is_empty() {
+            return Err(ArchiveError::NoArchive {
+                dir: dir.to_owned(),
+            });
+        }
+        let v2_manifest = dir.join(MANIFEST_PART);
+        let (manifest, manifest_part) = if gzip_files.contains(&v2_manifest) {
+            gzip_files.retain(|p| p != &v2_manifest);
+            let manifest =
+                read_manifest_part(&v2_manifest)?.ok_or_else(|| ArchiveError::NoManifest {
+                    dir: dir.to_owned(),
+                })?;
+            (manifest, v2_manifest)
+        } else {
+            find_manifest_in_parts(dir, &gzip_files)?
+        };
+        Ok(Self {
+            dir: dir.to_owned(),
+            manifest,
+            manifest_part,
+            parts: gzip_files,
+            strays,
+        })
+    }
+
+    /// Streams the media entries of `part` to `visit`, skipping the manifest and index
+    /// of the part that holds them. A `manifest.json` anywhere else is a second
+    /// manifest: the read stops with [`ArchiveError::TwoManifests`].
+    pub fn read_media<E: From<ArchiveError>>(
+        &self,
+        part: &Path,
+        mut visit: impl FnMut(MediaEntry<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut manifests_seen = 0;
+        let corrupt = |e: std::io::Error| ArchiveError::CorruptPart {
+            part: part.to_owned(),
+            detail: e.to_string(),
+        };
+        let file = File::open(part).map_err(ArchiveError::io(part))?;
+        let mut archive = tar::Archive::new(MultiGzDecoder::new(BufReader::with_capacity(
+            READ_BUFFER,
+            file,
+        )));
+        for entry in archive.entries().map_err(corrupt)? {
+            let mut entry = entry.map_err(corrupt)?;
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let kind = entry.header().entry_type();
+            if kind.is_pax_global_extensions() {
+                continue;
+            }
+            if let Some(reason) = refusal(&name, kind) {
+                visit(MediaEntry::Refused { name, reason })?;
+                continue;
+            }
+            let in_manifest_part = part == self.manifest_part;
+            match name.as_str() {
+                MANIFEST_ENTRY => {
+                    manifests_seen += 1;
+                    if !in_manifest_part || manifests_seen > 1 {
+                        return Err(ArchiveError::TwoManifests {
+                            first: self.manifest_part.clone(),
+                            second: part.to_owned(),
+                        }
+                        .into());
+                    }
+                }
+                INDEX_ENTRY if in_manifest_part => {}
+                _ => {
+                    let size = entry.size();
+                    visit(MediaEntry::File {
+                        name: &name,
+                        size,
+                        body: &mut entry,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why an entry is refused, if it is.
+fn refusal(name: &str, kind: tar::EntryType) -> Option<&'static str> {
+    if kind.is_symlink() || kind.is_hard_link() {
+        return Some("links are not allowed in an archive");
+    }
+    if !kind.is_file() {
+        return Some("only regular files are allowed in an archive (this is a folder or device)");
+    }
+    if name.is_empty() {
+        return Some("the entry has no name");
+    }
+    if name.starts_with('/') || name.starts_with('\\') {
+        return Some("absolute paths are not allowed in an archive");
+    }
+    if name.split(['/', '\\']).any(|part| part == "..") {
+        return Some("`..` is not allowed in an entry name");
+    }
+    if name.contains(['/', '\\', '\0']) {
+        return Some("archives are flat: an entry name may not contain a path");
+    }
+    None
+}
+
+/// Splits a folder's files into gzip files (in part order) and the rest.
+fn classify_folder(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), ArchiveError> {
+    let listing = std::fs::read_dir(dir).map_err(ArchiveError::io(dir))?;
+    let (mut gzip, mut strays) = (Vec::new(), Vec::new());
+    for item in listing {
+        let path = item.map_err(ArchiveError::io(dir))?.path();
+        let mut magic = [0u8; 2];
+        let is_gzip = path.is_file()
+            && File::open(&path)
+                .and_then(|mut f| f.read_exact(&mut magic))
+                .is_ok()
+            && magic == GZIP_MAGIC;
+        if is_gzip {
+            gzip.push(path);
+        } else {
+            strays.push(path);
+        }
+    }
+    gzip.sort_by_key(|p| natural_key(p));
+    strays.sort();
+    Ok((gzip, strays))
+}
+
+/// Orders `export-part-2.tgz` before `export-part-10.tgz`.
+fn natural_key(path: &Path) -> Vec<(String, u64)> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut key = Vec::new();
+    let mut text = String::new();
+    let mut digits = String::new();
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            if !digits.is_empty() {
+                key.push((
+                    std::mem::take(&mut text),
+                    digits.parse().unwrap_or(u64::MAX),
+                ));
+                digits.clear();
+            }
+            text.push(c);
+        }
+    }
+    key.push((text, digits.parse().unwrap_or(0)));
+    key
+}
+
+/// Reads the manifest of a part, if it has one; two manifests in it are an error.
+fn read_manifest_part(part: &Path) -> Result<Option<Manifest>, ArchiveError> {
+    let corrupt = |e: std::io::Error| ArchiveError::CorruptPart {
+        part: part.to_owned(),
+        detail: e.to_string(),
+    };
+    let file = File::open(part).map_err(ArchiveError::io(part))?;
+    let mut archive = tar::Archive::new(MultiGzDecoder::new(BufReader::new(file)));
+    let mut found = None;
+    for entry in archive.entries().map_err(corrupt)? {
+        let entry = entry.map_err(corrupt)?;
+        if entry.path_bytes().as_ref() != MANIFEST_ENTRY.as_bytes() {
+            continue;
+        }
+        if found.is_some() {
+            return Err(ArchiveError::TwoManifests {
+                first: part.to_owned(),
+                second: part.to_owned(),
+            });
+        }
+        found = Some(Manifest::parse(entry)?);
+    }
+    Ok(found)
+}
+
+/// The older layout: the manifest sits in one of the parts (part 1, before the media).
+fn find_manifest_in_parts(
+    dir: &Path,
+    parts: &[PathBuf],
+) -> Result<(Manifest, PathBuf), ArchiveError> {
+    for part in parts {
+        let file = File::open(part).map_err(ArchiveError::io(part))?;
+        let mut archive = tar::Archive::new(MultiGzDecoder::new(BufReader::new(file)));
+        let entries = archive.entries().map_err(|e| ArchiveError::CorruptPart {
+            part: part.clone(),
+            detail: e.to_string(),
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|e| ArchiveError::CorruptPart {
+                part: part.clone(),
+                detail: e.to_string(),
+            })?;
+            if entry.path_bytes().as_ref() == MANIFEST_ENTRY.as_bytes() {
+                return Ok((Manifest::parse(entry)?, part.clone()));
+            }
+        }
+    }
+    Err(ArchiveError::NoManifest {
+        dir: dir.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_sort_by_number_not_by_text() {
+        let mut parts: Vec<PathBuf> = [
+            "export-part-10.tgz",
+            "export-part-2.tgz",
+            "export-part-1.tgz",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        parts.sort_by_key(|p| natural_key(p));
+        let names: Vec<_> = parts
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "export-part-1.tgz",
+                "export-part-2.tgz",
+                "export-part-10.tgz"
+            ]
+        );
+    }
+
+    #[test]
+    fn names_that_could_escape_are_refused() {
+        use tar::EntryType::{Directory, Link, Regular, Symlink};
+        assert_eq!(refusal("example.org__abc.png", Regular), None);
+        for (name, kind) in [
+            ("../etc/passwd", Regular),
+            ("/etc/passwd", Regular),
+            ("a/b", Regular),
+            ("a\\..\\b", Regular),
+            ("", Regular),
+            ("link", Symlink),
+            ("hard", Link),
+            ("dir", Directory),
+        ] {
+            assert!(refusal(name, kind).is_some(), "{name:?} {kind:?}");
+        }
+    }
+}

@@ -1,0 +1,708 @@
+//! [`ArchiveWriter`]: streams media into `export-part-N.tgz` files of a bounded size, then
+//! writes `export-manifest.tgz` with `manifest.json` and `index.html`.
+//!
+//! Each part is a flat tar inside gzip. Entries whose content is already compressed
+//! (images, video, audio, archives) are stored, text is deflated: a part is a sequence
+//! of gzip members, one per run of entries with the same compression, which every gzip
+//! reader (gzip, Go, Python, flate2's `MultiGzDecoder`) reads as one stream. Manifest
+//! records and index rows are spooled to temporary files, so memory stays flat however
+//! many records an archive has.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+
+use super::manifest::{INDEX_ENTRY, MANIFEST_ENTRY, MANIFEST_VERSION, ManifestRecord};
+use super::{ArchiveError, MANIFEST_PART, part_file_name};
+
+/// Suffix of a part being written; renamed away once the part is complete.
+const PARTIAL_SUFFIX: &str = ".partial";
+/// Tar header and padding granularity.
+const TAR_BLOCK: u64 = 512;
+
+/// How entries are compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// Deflate what compresses (text, JSON, SVG…), store what is already compressed.
+    #[default]
+    Auto,
+    /// Store everything.
+    None,
+    /// Deflate everything at the fastest level.
+    Fast,
+    /// Deflate everything at the best level.
+    Best,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "none" => Ok(Self::None),
+            "fast" => Ok(Self::Fast),
+            "best" => Ok(Self::Best),
+            other => Err(format!(
+                "unknown compression {other:?}: use auto, none, fast or best"
+            )),
+        }
+    }
+}
+
+impl Compression {
+    /// The deflate level for content of this MIME type (0 = stored).
+    fn level_for(self, content_type: &str) -> u32 {
+        match self {
+            Self::Auto if compresses_well(content_type) => 6,
+            Self::Auto | Self::None => 0,
+            Self::Fast => 1,
+            Self::Best => 9,
+        }
+    }
+}
+
+/// Whether content of this MIME type is worth deflating: text and text-like formats are;
+/// images, video, audio, archives and unknown binary data are usually compressed already
+/// (deflating them costs time and can even grow them).
+pub fn compresses_well(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence.starts_with("text/")
+        || essence.ends_with("+json")
+        || essence.ends_with("+xml")
+        || matches!(
+            essence.as_str(),
+            "application/json"
+                | "application/xml"
+                | "application/javascript"
+                | "application/x-javascript"
+                | "application/ecmascript"
+                | "application/x-sh"
+                | "application/x-tar"
+                | "application/rtf"
+                | "application/sql"
+                | "image/svg+xml"
+                | "image/bmp"
+                | "image/x-ms-bmp"
+                | "image/tiff"
+        )
+}
+
+/// The extension an entry gets for content of this MIME type (readers never rely on it;
+/// it helps a person who unpacks the archive).
+pub fn extension_for(content_type: &str) -> &'static str {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    match essence.to_ascii_lowercase().as_str() {
+        "image/png" => ".png",
+        "image/jpeg" | "image/jpg" => ".jpg",
+        "image/gif" => ".gif",
+        "image/webp" => ".webp",
+        "image/svg+xml" => ".svg",
+        "image/bmp" | "image/x-ms-bmp" => ".bmp",
+        "image/tiff" => ".tiff",
+        "image/avif" => ".avif",
+        "image/heic" => ".heic",
+        "video/mp4" => ".mp4",
+        "video/webm" => ".webm",
+        "video/quicktime" => ".mov",
+        "audio/ogg" => ".ogg",
+        "audio/mpeg" => ".mp3",
+        "audio/mp4" => ".m4a",
+        "audio/webm" => ".weba",
+        "application/pdf" => ".pdf",
+        "application/zip" => ".zip",
+        "application/gzip" => ".gz",
+        "application/json" => ".json",
+        "text/plain" => ".txt",
+        "text/html" => ".html",
+        "text/markdown" => ".md",
+        "text/csv" => ".csv",
+        _ => "",
+    }
+}
+
+/// An entry to write.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEntry<'a> {
+    /// The entry name (`<origin>__<media_id><ext>`).
+    pub name: &'a str,
+    /// How many bytes the body must yield.
+    pub size: u64,
+    /// The entry's modification time: the media's creation time, ms since the epoch.
+    pub mtime_ms: i64,
+    /// The content's MIME type, which decides its compression.
+    pub content_type: &'a str,
+}
+
+/// How writing an entry's body went.
+#[derive(Debug)]
+pub enum WrittenEntry {
+    /// The body yielded exactly the announced size.
+    Complete,
+    /// The body failed or ended early; the entry was padded to keep the part valid and
+    /// must not be referenced by any record.
+    SourceFailed(io::Error),
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    /// The media parts, in order.
+    pub parts: Vec<PathBuf>,
+    /// The manifest part.
+    pub manifest: PathBuf,
+    /// Records in the manifest.
+    pub records: u64,
+    /// Media entries written.
+    pub entries: u64,
+    /// Bytes of media written into entries.
+    pub entry_bytes: u64,
+    /// Size of every file of the archive together.
+    pub archive_bytes: u64,
+}
+
+/// Writes an archive into a folder, part by part. Call [`ArchiveWriter::finish`] at the
+/// end: without a manifest part, readers treat the folder as an interrupted export.
+pub struct ArchiveWriter {
+    dir: PathBuf,
+    part_size: u64,
+    compression: Compression,
+    part: Option<OpenPart>,
+    summary: ArchiveSummary,
+    manifest_records: Spool,
+    index_rows: Spool,
+}
+
+struct OpenPart {
+    partial: PathBuf,
+    path: PathBuf,
+    tar: tar::Builder<GzipMembers<BufWriter<File>>>,
+    uncompressed: u64,
+}
+
+/// Records or index rows waiting in a temporary file for the manifest part.
+struct Spool {
+    file: BufWriter<File>,
+    len: u64,
+}
+
+impl Spool {
+    fn new(dir: &Path) -> Result<Self, ArchiveError> {
+        let file = tempfile::tempfile_in(dir).map_err(ArchiveError::io(dir))?;
+        Ok(Self {
+            file: BufWriter::new(file),
+            len: 0,
+        })
+    }
+
+    fn push(&mut self, text: &str) -> io::Result<()> {
+        self.file.write_all(text.as_bytes())?;
+        self.len += text.len() as u64;
+        Ok(())
+    }
+
+    /// The spooled text, from its start.
+    fn rewind(self) -> io::Result<(File, u64)> {
+        let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        Ok((file, self.len))
+    }
+}
+
+impl ArchiveWriter {
+    /// Starts an archive in `dir` (created, readable by its owner only, when missing).
+    /// Refuses a folder that already holds an export unless `replace` is set, in which
+    /// case the old export files (and only those) are removed first.
+    pub fn create(
+        dir: &Path,
+        part_size: u64,
+        compression: Compression,
+        replace: bool,
+    ) -> Result<Self, ArchiveError> {
+        create_private_dir(dir)?;
+        for existing in existing_export_files(dir)? {
+            if !replace {
+                return Err(ArchiveError::DestinationHasExport {
+                    dir: dir.to_owned(),
+                    existing,
+                });
+            }
+            std::fs::remove_file(&existing).map_err(ArchiveError::io(&existing))?;
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            part_size: part_size.max(1),
+            compression,
+            part: None,
+            summary: ArchiveSummary::default(),
+            manifest_records: Spool::new(dir)?,
+            index_rows: Spool::new(dir)?,
+        })
+    }
+
+    /// Writes one media entry. The body must yield `entry.size` bytes; when it fails or
+    /// ends early the entry is padded (the part stays valid) and
+    /// [`WrittenEntry::SourceFailed`] says so. Errors are failures to write the archive.
+    pub fn add_entry(
+        &mut self,
+        entry: NewEntry<'_>,
+        body: &mut dyn Read,
+    ) -> Result<WrittenEntry, ArchiveError> {
+        let level = self.compression.level_for(entry.content_type);
+        let part = self.open_part()?;
+        let path = part.partial.clone();
+        let mut header = regular_header(entry.size, entry.mtime_ms);
+        let mut padded = PaddedBody::new(body, entry.size);
+        part.tar
+            .get_mut()
+            .use_level(level)
+            .and_then(|()| part.tar.append_data(&mut header, entry.name, &mut padded))
+            .map_err(ArchiveError::io(&path))?;
+        part.uncompressed += tar_size(entry.name, entry.size);
+        let part_full = part.uncompressed >= self.part_size;
+        self.summary.entries += 1;
+        self.summary.entry_bytes += entry.size;
+        if part_full {
+            self.close_part()?;
+        }
+        Ok(match padded.problem {
+            Some(problem) => WrittenEntry::SourceFailed(problem),
+            None => WrittenEntry::Complete,
+        })
+    }
+
+    /// Adds a record to the manifest (and a row to the index) under its MXC URI.
+    pub fn add_record(&mut self, mxc: &str, record: &ManifestRecord) -> Result<(), ArchiveError> {
+        let separator = if self.summary.records == 0 { "" } else { "," };
+        let key = serde_json::to_string(mxc).map_err(io::Error::other);
+        let value = serde_json::to_string(record).map_err(io::Error::other);
+        let path = self.dir.clone();
+        key.and_then(|key| {
+            let value = value?;
+            self.manifest_records
+                .push(&format!("{separator}\n    {key}: {value}"))
+        })
+        .and_then(|()| self.index_rows.push(&index_row(mxc, record)))
+        .map_err(ArchiveError::io(&path))?;
+        self.summary.records += 1;
+        Ok(())
+    }
+
+    /// Closes the last part and writes `export-manifest.tgz` (manifest and index).
+    pub fn finish(
+        mut self,
+        entity_id: &str,
+        created_ts: i64,
+    ) -> Result<ArchiveSummary, ArchiveError> {
+        self.close_part()?;
+        let entity = serde_json::to_string(entity_id).expect("a string serializes");
+        let head = format!(
+            "{{\n  \"version\": {MANIFEST_VERSION},\n  \"entity_id\": {entity},\n  \"created_ts\": \
+             {created_ts},\n  \"media\": {{"
+        );
+        let tail = "\n  }\n}\n";
+        let title = html_escape(entity_id);
+        let index_head = format!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Media of {title}</title>\
+             </head>\n<body><h1>Media of {title}</h1>\n<p>Each file is in one of the \
+             export-part-N.tgz files of this folder.</p>\n<table>\n<tr><th>File</th><th>MXC \
+             URI</th><th>Size</th><th>Uploaded</th></tr>\n"
+        );
+        let index_tail = "</table>\n</body></html>\n";
+
+        let path = self.dir.join(MANIFEST_PART);
+        let partial = partial_path(&path);
+        let write = || -> io::Result<()> {
+            let file = create_private_file(&partial)?;
+            let mut tar = tar::Builder::new(GzipMembers::new(BufWriter::new(file)));
+            let (records, records_len) = self.manifest_records.rewind()?;
+            let (rows, rows_len) = self.index_rows.rewind()?;
+            tar.get_mut().use_level(6)?;
+            let manifest = head.as_bytes().chain(records).chain(tail.as_bytes());
+            let manifest_len = head.len() as u64 + records_len + tail.len() as u64;
+            append_text(&mut tar, MANIFEST_ENTRY, created_ts, manifest_len, manifest)?;
+            let index = index_head
+                .as_bytes()
+                .chain(rows)
+                .chain(index_tail.as_bytes());
+            let index_len = index_head.len() as u64 + rows_len + index_tail.len() as u64;
+            append_text(&mut tar, INDEX_ENTRY, created_ts, index_len, index)?;
+            finish_tar(tar)
+        };
+        write().map_err(ArchiveError::io(&partial))?;
+        std::fs::rename(&partial, &path).map_err(ArchiveError::io(&path))?;
+        self.summary.manifest = path;
+        self.summary.archive_bytes = self
+            .summary
+            .parts
+            .iter()
+            .chain([&self.summary.manifest])
+            .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        Ok(self.summary)
+    }
+
+    fn open_part(&mut self) -> Result<&mut OpenPart, ArchiveError> {
+        if self.part.is_none() {
+            let number = self.summary.parts.len() as u32 + 1;
+            let path = self.dir.join(part_file_name(number));
+            let partial = partial_path(&path);
+            let file = create_private_file(&partial).map_err(ArchiveError::io(&partial))?;
+            let mut tar =
+                tar::Builder::new(GzipMembers::new(BufWriter::with_capacity(1 << 20, file)));
+            tar.mode(tar::HeaderMode::Complete);
+            self.part = Some(OpenPart {
+                partial,
+                path,
+                tar,
+                uncompressed: 0,
+            });
+        }
+        Ok(self.part.as_mut().expect("a part was just opened"))
+    }
+
+    fn close_part(&mut self) -> Result<(), ArchiveError> {
+        let Some(part) = self.part.take() else {
+            return Ok(());
+        };
+        finish_tar(part.tar).map_err(ArchiveError::io(&part.partial))?;
+        std::fs::rename(&part.partial, &part.path).map_err(ArchiveError::io(&part.path))?;
+        self.summary.parts.push(part.path);
+        Ok(())
+    }
+}
+
+/// Appends a generated entry of `size` bytes read from `body`.
+fn append_text(
+    tar: &mut tar::Builder<GzipMembers<BufWriter<File>>>,
+    name: &str,
+    mtime_ms: i64,
+    size: u64,
+    body: impl Read,
+) -> io::Result<()> {
+    tar.append_data(&mut regular_header(size, mtime_ms), name, body)
+}
+
+/// The header of a flat archive's file: mode 0644, the given size and time.
+fn regular_header(size: u64, mtime_ms: i64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(u64::try_from(mtime_ms.div_euclid(1000)).unwrap_or(0));
+    header.set_entry_type(tar::EntryType::Regular);
+    header
+}
+
+/// Ends a tar (its two zero blocks), the last gzip member, and syncs the file.
+fn finish_tar(tar: tar::Builder<GzipMembers<BufWriter<File>>>) -> io::Result<()> {
+    let file = tar
+        .into_inner()?
+        .finish()?
+        .into_inner()
+        .map_err(|e| e.into_error())?;
+    file.sync_all()
+}
+
+/// Bytes an entry takes in an uncompressed tar: header(s), then data padded to a block.
+fn tar_size(name: &str, size: u64) -> u64 {
+    // Names longer than a header's 100-byte field take a GNU long-name entry before it.
+    let long_name = if name.len() > 100 {
+        TAR_BLOCK + (name.len() as u64 + 1).div_ceil(TAR_BLOCK) * TAR_BLOCK
+    } else {
+        0
+    };
+    long_name + TAR_BLOCK + size.div_ceil(TAR_BLOCK) * TAR_BLOCK
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(PARTIAL_SUFFIX);
+    path.with_file_name(name)
+}
+
+/// The export files (finished or partial) already in `dir`.
+fn existing_export_files(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
+    let mut found = Vec::new();
+    for item in std::fs::read_dir(dir).map_err(ArchiveError::io(dir))? {
+        let item = item.map_err(ArchiveError::io(dir))?;
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.starts_with("export-part-") || name.starts_with("export-manifest");
+        if ours && (name.ends_with(".tgz") || name.ends_with(PARTIAL_SUFFIX)) {
+            found.push(item.path());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), ArchiveError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(ArchiveError::io(dir))
+}
+
+/// Archive files hold personal data: readable and writable by their owner only.
+fn create_private_file(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// A body reader that yields exactly `size` bytes: the source's, then zeros if the
+/// source failed or ended early (the problem is kept for the caller).
+struct PaddedBody<'a> {
+    source: &'a mut dyn Read,
+    remaining: u64,
+    problem: Option<io::Error>,
+}
+
+impl<'a> PaddedBody<'a> {
+    fn new(source: &'a mut dyn Read, size: u64) -> Self {
+        Self {
+            source,
+            remaining: size,
+            problem: None,
+        }
+    }
+}
+
+impl Read for PaddedBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let buf = &mut buf[..want];
+        let got = if self.problem.is_some() {
+            0
+        } else {
+            match self.source.read(buf) {
+                Ok(0) => {
+                    self.problem = Some(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the content ended {} bytes early", self.remaining),
+                    ));
+                    0
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
+                Err(e) => {
+                    self.problem = Some(e);
+                    0
+                }
+            }
+        };
+        let n = if got == 0 {
+            buf.fill(0);
+            want
+        } else {
+            got
+        };
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A gzip stream made of members, each with its own deflate level: switching level
+/// ends the current member and starts the next one.
+struct GzipMembers<W: Write> {
+    state: Option<MemberState<W>>,
+}
+
+enum MemberState<W: Write> {
+    Between(W),
+    Member(u32, Box<GzEncoder<W>>),
+}
+
+impl<W: Write> GzipMembers<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            state: Some(MemberState::Between(inner)),
+        }
+    }
+
+    /// Makes the following bytes go into a member deflated at `level` (0 = stored).
+    fn use_level(&mut self, level: u32) -> io::Result<()> {
+        match self.state.take().expect("no write failed half-way") {
+            MemberState::Member(current, encoder) if current == level => {
+                self.state = Some(MemberState::Member(current, encoder));
+            }
+            MemberState::Member(_, encoder) => {
+                let inner = encoder.finish()?;
+                self.state = Some(start_member(inner, level));
+            }
+            MemberState::Between(inner) => self.state = Some(start_member(inner, level)),
+        }
+        Ok(())
+    }
+
+    /// Ends the last member and returns the inner writer.
+    fn finish(mut self) -> io::Result<W> {
+        match self.state.take().expect("no write failed half-way") {
+            MemberState::Between(inner) => Ok(inner),
+            MemberState::Member(_, encoder) => encoder.finish(),
+        }
+    }
+}
+
+fn start_member<W: Write>(inner: W, level: u32) -> MemberState<W> {
+    MemberState::Member(
+        level,
+        Box::new(GzEncoder::new(inner, flate2::Compression::new(level))),
+    )
+}
+
+impl<W: Write> Write for GzipMembers<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if matches!(self.state, Some(MemberState::Between(_))) {
+            self.use_level(6)?;
+        }
+        match self.state.as_mut().expect("no write failed half-way") {
+            MemberState::Member(_, encoder) => encoder.write(buf),
+            MemberState::Between(_) => unreachable!("a member was started above"),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.state.as_mut().expect("no write failed half-way") {
+            MemberState::Member(_, encoder) => encoder.flush(),
+            MemberState::Between(inner) => inner.flush(),
+        }
+    }
+}
+
+fn index_row(mxc: &str, record: &ManifestRecord) -> String {
+    let file = html_escape(&record.file_name);
+    let link = if record.file_name.is_empty() {
+        "(not included)".to_owned()
+    } else {
+        format!("<a href=\"{file}\">{file}</a>")
+    };
+    format!(
+        "<tr><td>{link}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+        html_escape(mxc),
+        human_size(record.size_bytes),
+        utc_date(record.created_ts),
+    )
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `1.5 MiB`-style sizes for people.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `YYYY-MM-DD HH:MM UTC` for a time in ms since the epoch.
+fn utc_date(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000);
+    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Proleptic Gregorian calendar from a day count (eras of 400 years).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_calendar_dates() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_date(951_782_400_000), "2000-02-29 00:00 UTC");
+        assert_eq!(utc_date(1_764_000_000_000), "2025-11-24 16:00 UTC");
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn text_is_deflated_and_media_stored() {
+        assert!(compresses_well("text/plain; charset=utf-8"));
+        assert!(compresses_well("application/ld+json"));
+        assert!(compresses_well("image/svg+xml"));
+        assert!(!compresses_well("image/jpeg"));
+        assert!(!compresses_well("video/mp4"));
+        assert!(!compresses_well("application/octet-stream"));
+        assert_eq!(Compression::Auto.level_for("image/png"), 0);
+        assert_eq!(Compression::Best.level_for("image/png"), 9);
+        assert_eq!(Compression::None.level_for("text/plain"), 0);
+    }
+
+    #[test]
+    fn a_short_body_is_padded_and_reported() {
+        let mut source: &[u8] = b"abc";
+        let mut body = PaddedBody::new(&mut source, 6);
+        let mut out = Vec::new();
+        body.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"abc\0\0\0");
+        assert!(body.problem.is_some());
+    }
+
+    #[test]
+    fn tar_sizes_count_headers_padding_and_long_names() {
+        assert_eq!(tar_size("a", 0), 512);
+        assert_eq!(tar_size("a", 1), 1024);
+        assert_eq!(tar_size("a", 512), 1024);
+        assert_eq!(tar_size(&"n".repeat(150), 1), 512 + 512 + 1024);
+    }
+}

@@ -1,0 +1,245 @@
+//! The archive writer and reader against each other, on real files.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use media_core::archive::{
+    ArchiveError, ArchiveFolder, ArchiveWriter, Compression, ManifestRecord, MediaEntry, NewEntry,
+    WrittenEntry,
+};
+
+fn record(media_id: &str, file_name: &str, bytes: &[u8]) -> ManifestRecord {
+    ManifestRecord {
+        name: format!("{media_id}.bin"),
+        file_name: file_name.to_owned(),
+        size_bytes: bytes.len() as u64,
+        sha256: media_core::hashing::sha256_of(bytes).to_string(),
+        content_type: "application/octet-stream".into(),
+        origin: "example.org".into(),
+        media_id: media_id.into(),
+        created_ts: 1_700_000_000_000,
+        s3_url: String::new(),
+        uploader: "@alice:example.org".into(),
+    }
+}
+
+/// Every media entry of every part, as name → bytes.
+fn read_all(folder: &ArchiveFolder) -> BTreeMap<String, Vec<u8>> {
+    let mut entries = BTreeMap::new();
+    for part in &folder.parts {
+        folder
+            .read_media(part, |entry| {
+                match entry {
+                    MediaEntry::File { name, body, .. } => {
+                        let mut bytes = Vec::new();
+                        body.read_to_end(&mut bytes).unwrap();
+                        assert!(entries.insert(name.to_owned(), bytes).is_none());
+                    }
+                    MediaEntry::Refused { name, reason } => panic!("{name}: {reason}"),
+                }
+                Ok::<_, ArchiveError>(())
+            })
+            .unwrap();
+    }
+    entries
+}
+
+fn write_entry(writer: &mut ArchiveWriter, name: &str, content_type: &str, bytes: &[u8]) {
+    let entry = NewEntry {
+        name,
+        size: bytes.len() as u64,
+        mtime_ms: 1_700_000_000_000,
+        content_type,
+    };
+    let written = writer.add_entry(entry, &mut &bytes[..]).unwrap();
+    assert!(matches!(written, WrittenEntry::Complete));
+}
+
+#[test]
+fn entries_and_records_round_trip_across_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("export");
+    let mut writer = ArchiveWriter::create(&out, 10_000, Compression::Auto, false).unwrap();
+    let text = "hello, world\n".repeat(1000).into_bytes();
+    let random: Vec<u8> = (0..20_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let long_name = format!("example.org__{}.txt", "x".repeat(200));
+    write_entry(&mut writer, "example.org__a.txt", "text/plain", &text);
+    write_entry(&mut writer, "example.org__b", "image/jpeg", &random);
+    write_entry(&mut writer, &long_name, "text/plain", b"tiny");
+    writer
+        .add_record(
+            "mxc://example.org/a",
+            &record("a", "example.org__a.txt", &text),
+        )
+        .unwrap();
+    writer
+        .add_record(
+            "mxc://example.org/b",
+            &record("b", "example.org__b", &random),
+        )
+        .unwrap();
+    // A second record with the same bytes shares the entry.
+    writer
+        .add_record(
+            "mxc://example.org/b2",
+            &record("b2", "example.org__b", &random),
+        )
+        .unwrap();
+    writer
+        .add_record(
+            "mxc://example.org/long",
+            &record("long", &long_name, b"tiny"),
+        )
+        .unwrap();
+    let summary = writer
+        .finish("@alice:example.org", 1_700_000_000_000)
+        .unwrap();
+
+    assert_eq!(
+        summary.parts.len(),
+        3,
+        "every entry above 10 kB closes its part: {summary:?}"
+    );
+    assert_eq!((summary.records, summary.entries), (4, 3));
+    let folder = ArchiveFolder::open(&out).unwrap();
+    assert_eq!(folder.manifest.entity_id, "@alice:example.org");
+    assert_eq!(folder.manifest.media.len(), 4);
+    assert_eq!(
+        folder.manifest.media["mxc://example.org/b2"].file_name,
+        "example.org__b"
+    );
+    assert!(folder.strays.is_empty(), "{:?}", folder.strays);
+    let entries = read_all(&folder);
+    assert_eq!(entries["example.org__a.txt"], text);
+    assert_eq!(entries["example.org__b"], random);
+    assert_eq!(entries[&long_name], b"tiny");
+    let text_part = std::fs::metadata(&summary.parts[0]).unwrap().len();
+    assert!(
+        text_part < 2_000,
+        "text is deflated: part 1 is {text_part} bytes"
+    );
+
+    // Private files, and a refusal to overwrite.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&summary.manifest)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "archive files are private: {mode:o}");
+    }
+    let again = ArchiveWriter::create(&out, 10_000, Compression::Auto, false);
+    assert!(matches!(
+        again,
+        Err(ArchiveError::DestinationHasExport { .. })
+    ));
+}
+
+#[test]
+fn the_archive_reads_with_system_tar() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("export");
+    let mut writer = ArchiveWriter::create(&out, 1 << 20, Compression::Auto, false).unwrap();
+    write_entry(
+        &mut writer,
+        "example.org__a.txt",
+        "text/plain",
+        b"text text text",
+    );
+    write_entry(
+        &mut writer,
+        "example.org__b.jpg",
+        "image/jpeg",
+        b"\xff\xd8 not really",
+    );
+    write_entry(
+        &mut writer,
+        "example.org__c.txt",
+        "text/plain",
+        b"more text",
+    );
+    let summary = writer.finish("example.org", 0).unwrap();
+    assert_eq!(summary.parts.len(), 1);
+    let unpacked = dir.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    for part in summary.parts.iter().chain([&summary.manifest]) {
+        let status = std::process::Command::new("tar")
+            .arg("-xzf")
+            .arg(part)
+            .arg("-C")
+            .arg(&unpacked)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar -xzf {}", part.display());
+    }
+    let read = |name: &str| std::fs::read(unpacked.join(name)).unwrap();
+    assert_eq!(read("example.org__b.jpg"), b"\xff\xd8 not really");
+    assert_eq!(read("example.org__c.txt"), b"more text");
+    let manifest: serde_json::Value = serde_json::from_slice(&read("manifest.json")).unwrap();
+    assert_eq!(manifest["version"], 2);
+    assert!(
+        String::from_utf8(read("index.html"))
+            .unwrap()
+            .contains("</table>")
+    );
+}
+
+#[test]
+fn an_empty_export_has_a_manifest_and_no_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = ArchiveWriter::create(dir.path(), 100, Compression::Auto, false).unwrap();
+    let summary = writer.finish("@nobody:example.org", 0).unwrap();
+    assert!(summary.parts.is_empty());
+    let folder = ArchiveFolder::open(dir.path()).unwrap();
+    assert!(folder.manifest.media.is_empty());
+    assert!(folder.parts.is_empty());
+}
+
+#[test]
+fn a_failing_body_is_padded_and_reported_and_the_part_stays_readable() {
+    struct Failing(usize);
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            let n = buf.len().min(self.0);
+            buf[..n].fill(b'x');
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = ArchiveWriter::create(dir.path(), 1 << 20, Compression::Auto, false).unwrap();
+    let entry = NewEntry {
+        name: "bad",
+        size: 1000,
+        mtime_ms: 0,
+        content_type: "",
+    };
+    let written = writer.add_entry(entry, &mut Failing(10)).unwrap();
+    assert!(matches!(written, WrittenEntry::SourceFailed(e) if e.to_string().contains("fire")));
+    write_entry(&mut writer, "good", "", b"fine");
+    writer.finish("example.org", 0).unwrap();
+    let entries = read_all(&ArchiveFolder::open(dir.path()).unwrap());
+    assert_eq!(entries["good"], b"fine");
+    assert_eq!(entries["bad"].len(), 1000);
+}
+
+fn folder_error(dir: &Path) -> String {
+    ArchiveFolder::open(dir).unwrap_err().to_string()
+}
+
+#[test]
+fn folders_without_an_archive_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(folder_error(dir.path()).contains("holds no archive"));
+    std::fs::write(dir.path().join("notes.txt"), "not an archive").unwrap();
+    assert!(folder_error(dir.path()).contains("holds no archive"));
+    let missing = dir.path().join("missing");
+    assert!(folder_error(&missing).contains("missing"));
+}
