@@ -3,20 +3,127 @@
 //! Thin binary: parse the command line, wire the library crates, print a report, exit
 //! with the toolkit's exit codes (see `media_cli::Exit`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use clap::Parser;
+use media_cli::Exit;
+use media_core::archive::Compression;
+use media_gdpr::{Entity, ExportOptions, GdprError, Progress};
 
-/// Write one user's or one server's media as a matrix-media-repo v2 archive.
+/// matrix-media-repo's `gdpr_export` flags, accepted as aliases.
+const MMR_FLAGS: &[(&str, &str)] = &[
+    ("entity", "entity"),
+    ("destination", "destination"),
+    ("partSize", "part-size"),
+    ("includeData", "include-data"),
+];
+
+/// Write one user's uploads, or every media of one server, as a matrix-media-repo v2
+/// archive: export-part-N.tgz files and export-manifest.tgz (manifest.json and a readable
+/// index.html). Bytes shared by several media are written once; quarantined media are
+/// left out. The files are readable by their owner only.
 #[derive(Debug, Parser)]
 #[command(name = "gdpr_export", version)]
 struct Cli {
+    /// Whose media: a user ID (@alice:example.org: that user's uploads) or a server name
+    /// (example.org: every media of that origin).
+    #[arg(long, env = "GDPR_ENTITY")]
+    entity: Entity,
+
+    /// The folder to write the archive into (created when missing).
+    #[arg(long, env = "GDPR_DESTINATION", default_value = "./gdpr-data")]
+    destination: PathBuf,
+
+    /// Replace an export already in the destination.
+    #[arg(long, env = "GDPR_FORCE")]
+    force: bool,
+
+    /// Close a part once it holds this much (uncompressed): e.g. 200MiB, 1G, 104857600.
+    #[arg(long, env = "GDPR_PART_SIZE", default_value = "200MiB", value_parser = media_cli::parse_byte_size)]
+    part_size: u64,
+
+    /// Write the media bytes; --include-data=false writes a metadata-only archive.
+    #[arg(long, env = "GDPR_INCLUDE_DATA", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    include_data: bool,
+
+    /// auto: deflate text, store media that is compressed already; none, fast or best
+    /// apply to every entry.
+    #[arg(long, env = "GDPR_COMPRESSION", default_value = "auto")]
+    compression: Compression,
+
+    /// Our repository database (sqlite:// or postgres:// URL).
+    #[arg(long, env = "MEDIA_REPO_DB", default_value = "sqlite://media-repo.db")]
+    db: String,
+
+    /// Our datastore: file:///abs/path, file://relative/path or a bare path.
+    #[arg(
+        long,
+        env = "MEDIA_REPO_DATASTORE",
+        default_value = "file://media-store"
+    )]
+    datastore: String,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+
     #[command(flatten)]
     verbosity: media_cli::Verbosity,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = media_cli::translate_go_flags(std::env::args(), MMR_FLAGS);
+    let cli = Cli::parse_from(args);
     cli.verbosity.init_logging();
-    media_cli::not_available_yet("gdpr_export", 5)
+    match run(&cli).await {
+        Ok(exit) => exit.into(),
+        Err((exit, error)) => {
+            eprintln!("gdpr_export: {error}");
+            exit.into()
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
+    let fail = |e: GdprError| {
+        let exit = if e.is_usage() { Exit::Usage } else { Exit::Fatal };
+        (exit, e.to_string())
+    };
+    let repo = media_db::connect_existing(&cli.db)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let store = media_store::open_for_dry_run(&cli.datastore)
+        .await
+        .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
+    let progress = Arc::new(Progress::default());
+    let shown = progress.clone();
+    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, move || {
+        (
+            shown.items_done.load(Ordering::Relaxed),
+            shown.items_total.load(Ordering::Relaxed),
+            shown.bytes.load(Ordering::Relaxed),
+        )
+    });
+    let options = ExportOptions {
+        entity: cli.entity.clone(),
+        destination: cli.destination.clone(),
+        part_size: cli.part_size,
+        compression: cli.compression,
+        include_data: cli.include_data,
+        replace: cli.force,
+    };
+    let result = media_gdpr::export_from_repository(&repo, store, options, progress).await;
+    bar.finish();
+    repo.close().await;
+    let report = result.map_err(fail)?;
+    Ok(media_cli::print_report(
+        &report,
+        cli.json,
+        cli.verbosity.quiet,
+        report.has_failures(),
+    ))
 }

@@ -1,22 +1,136 @@
-//! `gdpr_import`: Read a matrix-media-repo archive back into the repository, verifying every byte.
+//! `gdpr_import`: Read a matrix-media-repo archive back into the repository, verifying
+//! every byte; `--verify` checks an import without writing.
 //!
 //! Thin binary: parse the command line, wire the library crates, print a report, exit
 //! with the toolkit's exit codes (see `media_cli::Exit`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use clap::Parser;
+use media_cli::Exit;
+use media_gdpr::import::Mode;
+use media_gdpr::{Entity, GdprError, ImportOptions, Progress};
 
-/// Read a matrix-media-repo archive back into the repository, verifying every byte.
+/// matrix-media-repo's `gdpr_import` flags, accepted as aliases.
+const MMR_FLAGS: &[(&str, &str)] = &[
+    ("directory", "directory"),
+    ("verify", "verify"),
+    ("onlyEntity", "only-entity"),
+];
+
+/// Import a matrix-media-repo archive (version 2, or the older layout) into the
+/// repository. Every record's bytes are checked against the manifest's SHA-256 and size
+/// before anything is written; records already present are skipped, so a re-run
+/// resumes. Exit code 1 when some records were not imported (they are listed).
 #[derive(Debug, Parser)]
 #[command(name = "gdpr_import", version)]
 struct Cli {
+    /// The folder holding the archive's .tgz files.
+    #[arg(long, env = "GDPR_DIRECTORY", default_value = "./gdpr-data")]
+    directory: PathBuf,
+
+    /// Write nothing: check that every record is in the repository with the same bytes
+    /// and that every archive entry matches its manifest; exit code 1 if anything is
+    /// missing or different.
+    #[arg(long, env = "GDPR_VERIFY")]
+    verify: bool,
+
+    /// Only import this user's uploads (@alice:example.org) or this server's media.
+    #[arg(long, env = "GDPR_ONLY_ENTITY")]
+    only_entity: Option<Entity>,
+
+    /// Also import records whose origin is not the archive's server, or whose uploader
+    /// is on another server than their origin.
+    #[arg(long, env = "GDPR_ALLOW_FOREIGN_ORIGINS")]
+    allow_foreign_origins: bool,
+
+    /// Our repository database (sqlite:// or postgres:// URL).
+    #[arg(long, env = "MEDIA_REPO_DB", default_value = "sqlite://media-repo.db")]
+    db: String,
+
+    /// Our datastore: file:///abs/path, file://relative/path or a bare path.
+    #[arg(
+        long,
+        env = "MEDIA_REPO_DATASTORE",
+        default_value = "file://media-store"
+    )]
+    datastore: String,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+
     #[command(flatten)]
     verbosity: media_cli::Verbosity,
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = media_cli::translate_go_flags(std::env::args(), MMR_FLAGS);
+    let cli = Cli::parse_from(args);
     cli.verbosity.init_logging();
-    media_cli::not_available_yet("gdpr_import", 5)
+    match run(&cli).await {
+        Ok(exit) => exit.into(),
+        Err((exit, error)) => {
+            eprintln!("gdpr_import: {error}");
+            exit.into()
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
+    let fail = |e: GdprError| {
+        let exit = if e.is_usage() { Exit::Usage } else { Exit::Fatal };
+        (exit, e.to_string())
+    };
+    if !cli.directory.is_dir() {
+        return Err((
+            Exit::Usage,
+            format!(
+                "--directory {} is not a folder: give the folder holding the archive's .tgz files",
+                cli.directory.display()
+            ),
+        ));
+    }
+    // Verifying writes nothing: it needs an existing repository and creates no folder.
+    let repo = if cli.verify {
+        media_db::connect_existing(&cli.db).await
+    } else {
+        media_db::connect(&cli.db).await
+    }
+    .map_err(|e| fail(e.into()))?;
+    let store = if cli.verify {
+        media_store::open_for_dry_run(&cli.datastore).await
+    } else {
+        media_store::open(&cli.datastore).await
+    }
+    .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
+    let progress = Arc::new(Progress::default());
+    let shown = progress.clone();
+    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, move || {
+        (
+            shown.items_done.load(Ordering::Relaxed),
+            shown.items_total.load(Ordering::Relaxed),
+            shown.bytes.load(Ordering::Relaxed),
+        )
+    });
+    let options = ImportOptions {
+        directory: cli.directory.clone(),
+        only_entity: cli.only_entity.clone(),
+        allow_foreign_origins: cli.allow_foreign_origins,
+        mode: if cli.verify { Mode::Verify } else { Mode::Import },
+    };
+    let result = media_gdpr::import_archive(&repo, store, options, progress).await;
+    bar.finish();
+    repo.close().await;
+    let report = result.map_err(fail)?;
+    Ok(media_cli::print_report(
+        &report,
+        cli.json,
+        cli.verbosity.quiet,
+        report.has_failures(),
+    ))
 }

@@ -246,17 +246,10 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     synapse.close().await;
     repo.close().await;
 
-    if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serializes")
-        );
-    } else if !cli.verbosity.quiet || report.has_failures() {
-        print!("{report}");
-    }
-    Ok(if report.has_failures() {
-        Exit::ItemsFailed
-    } else {
-        Exit::Done
-    })
+    Ok(media_cli::print_report(
+        &report,
+        cli.json,
+        cli.verbosity.quiet,
+        report.has_failures(),
+    ))
 }

@@ -99,6 +99,51 @@ pub fn translate_go_flags(
         .collect()
 }
 
+/// Prints a tool's final report: as JSON on stdout with `--json`, otherwise for people
+/// (unless `quiet` and nothing failed). Returns the exit code the report calls for.
+pub fn print_report<R: serde::Serialize + std::fmt::Display>(
+    report: &R,
+    json: bool,
+    quiet: bool,
+    failed: bool,
+) -> Exit {
+    if json {
+        match serde_json::to_string_pretty(report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("the report could not be written as JSON: {e}"),
+        }
+    } else if !quiet || failed {
+        print!("{report}");
+    }
+    if failed { Exit::ItemsFailed } else { Exit::Done }
+}
+
+/// Parses a byte size as people write it: `1048576`, `200MiB`, `100M`, `1.5GiB`, `64k`
+/// (K, M, G, T are powers of 1024 with or without `iB`; `B` alone is bytes).
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size: write e.g. 200MiB, 1G or 1048576"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => return Err(format!("unknown size unit {other:?}: use K, M, G or T")),
+    };
+    let bytes = number * (1u64 << shift) as f64;
+    if !(1.0..=u64::MAX as f64).contains(&bytes) {
+        return Err(format!("{text:?} is not a usable size"));
+    }
+    Ok(bytes as u64)
+}
+
 /// A progress bar on stderr, drawn only when stderr is a terminal. `read` returns
 /// (items done, items total, bytes done) and is polled a few times a second.
 pub struct ProgressBar {
@@ -148,6 +193,18 @@ impl ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_as_people_write_them() {
+        assert_eq!(parse_byte_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_byte_size("200MiB"), Ok(200 << 20));
+        assert_eq!(parse_byte_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_byte_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_byte_size("64k"), Ok(64 << 10));
+        for bad in ["", "MiB", "12 parsecs", "0", "-5"] {
+            assert!(parse_byte_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn go_style_flags_become_long_flags() {

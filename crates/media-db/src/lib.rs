@@ -18,5 +18,5 @@ pub use error::DbError;
 pub use repo::{
     Blob, BlobOutcome, DatastoreId, DeletedMedia, DrainReport, InsertOutcome, MediaOutcome,
     NewBlob, NewMedia, PendingDeletion, PinReport, QuarantineChange, QuarantineChangesPage,
-    QuarantineReport, Repository, connect, connect_for_dry_run,
+    QuarantineReport, Repository, connect, connect_existing, connect_for_dry_run,
 };

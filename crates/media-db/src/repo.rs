@@ -207,6 +207,18 @@ pub async fn connect_for_dry_run(url: &str) -> Result<Repository, DbError> {
     connect(url).await
 }
 
+/// For tools that only read (exports, verification): opens the repository at `url` like
+/// [`connect`], but a missing SQLite file is [`DbError::NotFound`] instead of a new,
+/// empty repository.
+pub async fn connect_existing(url: &str) -> Result<Repository, DbError> {
+    if connect::dialect_of(url)? == Dialect::Sqlite && !connect::sqlite_file_exists(url) {
+        return Err(DbError::NotFound {
+            what: format!("repository {}", connect::redact_url(url)),
+        });
+    }
+    connect(url).await
+}
+
 /// Opens (creating a missing SQLite file) our repository at `url` and brings its schema
 /// up to date. Accepts `sqlite://…` and `postgres://…` URLs.
 pub async fn connect(url: &str) -> Result<Repository, DbError> {
@@ -579,6 +591,21 @@ impl Repository {
         row.map(BlobRow::into_blob).transpose()
     }
 
+    /// Whether any media with these bytes is quarantined: such bytes are refused by
+    /// every import.
+    pub async fn is_hash_quarantined(&self, sha256: &Sha256Hex) -> Result<bool, DbError> {
+        let quarantined: Option<i64> = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM media WHERE sha256 = $1 AND quarantined LIMIT 1",
+            )
+            .bind(sha256.as_str())
+            .fetch_optional(p)
+            .await
+            .during("look up the quarantine of a hash")?
+        });
+        Ok(quarantined.is_some())
+    }
+
     /// How many media and thumbnail rows reference a blob.
     pub async fn blob_reference_count(&self, sha256: &Sha256Hex) -> Result<u64, DbError> {
         let count: i64 = on_pool!(&self.pool, |p| {
@@ -608,6 +635,29 @@ impl Repository {
         origin: &ServerName,
     ) -> BoxStream<'static, Result<MediaRecord, DbError>> {
         self.media_pages(MediaFilter::Origin(origin.as_str().to_owned()))
+    }
+
+    /// How many media `user` uploaded.
+    pub async fn count_media_by_uploader(&self, user: &UserId) -> Result<u64, DbError> {
+        self.count_media("SELECT COUNT(*) FROM media WHERE user_id = $1", user.as_str())
+            .await
+    }
+
+    /// How many media `origin` has.
+    pub async fn count_media_by_origin(&self, origin: &ServerName) -> Result<u64, DbError> {
+        self.count_media("SELECT COUNT(*) FROM media WHERE origin = $1", origin.as_str())
+            .await
+    }
+
+    async fn count_media(&self, sql: &'static str, value: &str) -> Result<u64, DbError> {
+        let count: i64 = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(sql)
+                .bind(value)
+                .fetch_one(p)
+                .await
+                .during("count media")?
+        });
+        Ok(count as u64)
     }
 
     fn media_pages(&self, filter: MediaFilter) -> BoxStream<'static, Result<MediaRecord, DbError>> {

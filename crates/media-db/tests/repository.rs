@@ -349,12 +349,14 @@ async fn media_stream_by_uploader_and_origin_page_through_everything() {
             .await
             .unwrap();
         assert_eq!(got.len(), 1_203, "{}", f.label);
+        assert_eq!(f.repo.count_media_by_uploader(&alice).await.unwrap(), 1_203);
         assert!(got.windows(2).all(|w| w[0].key < w[1].key));
         assert!(got.iter().all(|m| m.uploader.as_ref() == Some(&alice)));
 
         let origin = "example.org".parse().unwrap();
         let got: Vec<MediaRecord> = f.repo.media_by_origin(&origin).try_collect().await.unwrap();
         assert_eq!(got.len(), 1_210);
+        assert_eq!(f.repo.count_media_by_origin(&origin).await.unwrap(), 1_210);
         assert!(got.iter().all(|m| m.key.origin == origin));
         let other = "other.example".parse().unwrap();
         assert_eq!(
@@ -400,6 +402,8 @@ async fn quarantine_propagates_to_same_bytes_except_pinned() {
         assert_eq!(b_now.quarantined_by.as_deref(), Some("@admin:example.org"));
         assert!(!get(&pinned.record.key).await.quarantined);
         assert!(!get(&other.record.key).await.quarantined);
+        assert!(f.repo.is_hash_quarantined(&a.record.sha256).await.unwrap());
+        assert!(!f.repo.is_hash_quarantined(&other.record.sha256).await.unwrap());
 
         // Again: nothing changes, nothing is appended.
         let again = f
@@ -415,6 +419,7 @@ async fn quarantine_propagates_to_same_bytes_except_pinned() {
             .await
             .unwrap();
         assert_eq!(lifted.changed.len(), 2);
+        assert!(!f.repo.is_hash_quarantined(&a.record.sha256).await.unwrap());
         assert_eq!(get(&a.record.key).await.quarantined_by, None);
 
         let page = f.repo.quarantine_changes(0, 100).await.unwrap();

@@ -1,0 +1,193 @@
+//! GDPR exports and imports between our repository and matrix-media-repo v2 archives.
+//!
+//! * [`export`]: one user's uploads, or all media of one server, into an archive folder:
+//!   bytes streamed from the datastore (hashed on the way, so bit rot is caught), each
+//!   distinct blob written once, quarantined media left out.
+//! * [`import`]: an archive folder back into a repository, every record's bytes checked
+//!   against the manifest before anything is written; `verify` checks without writing.
+#![deny(missing_docs)]
+
+use std::str::FromStr;
+use std::sync::atomic::AtomicU64;
+
+use media_core::archive::ArchiveError;
+use media_core::datastore::StoreError;
+use media_core::ids::{ServerName, UserId};
+use media_db::DbError;
+
+pub mod export;
+pub mod import;
+
+pub use export::{ExportOptions, ExportReport, export_from_repository};
+pub use import::{ImportOptions, ImportReport, import_archive};
+
+/// Whose media: one user's uploads, or every media of one server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entity {
+    /// A user (`@alice:example.org`).
+    User(UserId),
+    /// A server (`example.org`).
+    Server(ServerName),
+}
+
+impl Entity {
+    /// The server the entity's media belong to.
+    pub fn server(&self) -> &ServerName {
+        match self {
+            Self::User(user) => user.server_name(),
+            Self::Server(server) => server,
+        }
+    }
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User(user) => user.fmt(f),
+            Self::Server(server) => server.fmt(f),
+        }
+    }
+}
+
+impl FromStr for Entity {
+    type Err = String;
+
+    /// `@user:server` is a user, anything else must be a server name.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with('@') {
+            UserId::try_from(s)
+                .map(Self::User)
+                .map_err(|e| e.to_string())
+        } else {
+            ServerName::try_from(s)
+                .map(Self::Server)
+                .map_err(|e| format!("{e} (a user ID starts with @)"))
+        }
+    }
+}
+
+/// Live counters of a running export or import, for progress displays.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Records to go through, once known.
+    pub items_total: AtomicU64,
+    /// Records handled so far.
+    pub items_done: AtomicU64,
+    /// Media bytes moved so far.
+    pub bytes: AtomicU64,
+}
+
+/// What stops an export or import as a whole (problems of single items are listed in
+/// the reports instead).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GdprError {
+    /// Our repository failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The datastore failed (full disk, permissions): not a problem of one item.
+    #[error("the datastore failed: {0}")]
+    Store(#[from] StoreError),
+    /// The archive cannot be read or written.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// A setting that cannot work.
+    #[error("{0}")]
+    Config(String),
+    /// A worker thread stopped unexpectedly.
+    #[error("a worker failed: {0}")]
+    Worker(String),
+}
+
+impl GdprError {
+    /// Whether the user can fix this by changing what they asked for (exit code 2)
+    /// rather than a failure during the run.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Self::Config(_)
+                | Self::Db(
+                    DbError::InvalidUrl { .. }
+                        | DbError::NewerSchema { .. }
+                        | DbError::NotFound { .. }
+                )
+                | Self::Archive(
+                    ArchiveError::NoArchive { .. }
+                        | ArchiveError::NoManifest { .. }
+                        | ArchiveError::TwoManifests { .. }
+                        | ArchiveError::BadManifest(_)
+                        | ArchiveError::UnsupportedVersion(_)
+                        | ArchiveError::DestinationHasExport { .. }
+                )
+        )
+    }
+}
+
+/// Failures listed in a report; more are only counted.
+const MAX_LISTED_FAILURES: usize = 10_000;
+
+/// One media that was not exported or imported, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ItemFailure {
+    /// The media (`mxc://…`), or the archive entry when no media is known.
+    pub item: String,
+    /// A machine-readable reason.
+    pub reason: &'static str,
+    /// What happened, for people.
+    pub detail: String,
+}
+
+/// A capped list of failures with a total count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Failures {
+    /// How many items failed.
+    pub count: u64,
+    /// The first [`MAX_LISTED_FAILURES`] of them.
+    pub listed: Vec<ItemFailure>,
+}
+
+impl Failures {
+    /// Records a failure.
+    pub fn push(&mut self, item: impl Into<String>, reason: &'static str, detail: impl Into<String>) {
+        self.count += 1;
+        if self.listed.len() < MAX_LISTED_FAILURES {
+            self.listed.push(ItemFailure {
+                item: item.into(),
+                reason,
+                detail: detail.into(),
+            });
+        }
+    }
+
+    /// Whether anything failed.
+    pub fn any(&self) -> bool {
+        self.count > 0
+    }
+
+    /// Prints the failures, one per line, for people.
+    fn write_lines(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for failure in &self.listed {
+            writeln!(f, "  {} [{}]: {}", failure.item, failure.reason, failure.detail)?;
+        }
+        if self.count > self.listed.len() as u64 {
+            writeln!(f, "  … and {} more", self.count - self.listed.len() as u64)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entities_are_users_or_servers() {
+        let user: Entity = "@alice:example.org".parse().unwrap();
+        assert!(matches!(user, Entity::User(_)));
+        assert_eq!(user.server().as_str(), "example.org");
+        let server: Entity = "example.org:8448".parse().unwrap();
+        assert!(matches!(server, Entity::Server(_)));
+        assert!("@".parse::<Entity>().is_err());
+        assert!("../etc".parse::<Entity>().is_err());
+    }
+}
