@@ -7,7 +7,7 @@ use std::process::Output;
 
 use media_core::hashing::sha256_of;
 use media_core::records::{MediaKey, Purpose};
-use media_tests::{TestDatabase, run};
+use media_tests::{TestDatabase, media_count, report, repository_contents, run, walk_blobs};
 use serde_json::Value;
 
 fn fixture(engine: &str) -> PathBuf {
@@ -25,16 +25,6 @@ fn expected(engine: &str) -> Value {
 fn expected_media(expected: &Value) -> Vec<&Value> {
     let list = |k: &str| expected[k].as_array().unwrap().iter();
     list("local_media").chain(list("remote_media")).collect()
-}
-
-fn report(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON report ({e}); stdout: {} stderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 /// A copy of a fixture's SQLite database and media store that a test may modify.
@@ -195,22 +185,6 @@ async fn assert_repository_matches(repo_url: &str, datastore: &Path, expected: &
     repo.close().await;
 }
 
-/// The blob files of a datastore folder (skipping its temporary folder).
-fn walk_blobs(root: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for a in std::fs::read_dir(root).unwrap().flatten() {
-        if a.file_name() == ".tmp" {
-            continue;
-        }
-        for b in std::fs::read_dir(a.path()).unwrap().flatten() {
-            for f in std::fs::read_dir(b.path()).unwrap().flatten() {
-                out.insert(f.file_name().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out
-}
-
 fn never_uploaded(expected: &Value) -> Vec<String> {
     expected_media(expected)
         .into_iter()
@@ -331,28 +305,6 @@ async fn imports_the_postgres_fixture_into_postgres() {
     assert_repository_matches(&repo.url, &store, &expected("postgres")).await;
     repo.drop_database().await;
     synapse.drop_database().await;
-}
-
-/// Every row of our repository that an import decides, in a stable order.
-async fn repository_contents(url: &str) -> Vec<String> {
-    use sqlx::{Connection, Row};
-    let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-    let mut out = Vec::new();
-    for sql in [
-        "SELECT origin || '/' || media_id || ' ' || sha256 || ' ' || IFNULL(upload_name, '-') \
-         || ' ' || IFNULL(user_id, '-') || ' ' || quarantined || ' ' || purpose || ' ' \
-         || created_ts FROM media ORDER BY origin, media_id",
-        "SELECT origin || '/' || media_id || ' ' || width || 'x' || height || method || ' ' \
-         || sha256 FROM thumbnails ORDER BY 1",
-        "SELECT sha256 || ' ' || size_bytes || ' ' || location FROM blobs ORDER BY sha256",
-        "SELECT origin || '/' || media_id || ' ' || quarantined FROM quarantine_changes \
-         ORDER BY 1",
-    ] {
-        for row in sqlx::query(sql).fetch_all(&mut conn).await.unwrap() {
-            out.push(row.get::<String, _>(0));
-        }
-    }
-    out
 }
 
 #[tokio::test]
@@ -618,18 +570,6 @@ fn matrix_media_repo_flags_are_accepted() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(report(&out)["media_imported"], 18);
-}
-
-/// Media rows in a repository (0 when it does not exist yet).
-async fn media_count(url: &str) -> i64 {
-    use sqlx::Connection;
-    let Ok(mut conn) = sqlx::SqliteConnection::connect(&format!("{url}?mode=ro")).await else {
-        return 0;
-    };
-    sqlx::query_scalar("SELECT COUNT(*) FROM media")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap_or(0)
 }
 
 #[tokio::test]

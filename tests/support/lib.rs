@@ -8,8 +8,11 @@
 
 pub mod synthetic_synapse;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use serde_json::Value;
 
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -141,6 +144,68 @@ pub fn run(name: &str, args: &[&str], cwd: &Path) -> Output {
         .env_remove("RUST_LOG")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
+}
+
+/// The JSON report a tool printed on stdout (with `--json`); panics with its output
+/// when there is none.
+pub fn report(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stdout: {} stderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The blob files of a datastore folder (skipping its temporary folder).
+pub fn walk_blobs(root: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for a in std::fs::read_dir(root).unwrap().flatten() {
+        if a.file_name() == ".tmp" {
+            continue;
+        }
+        for b in std::fs::read_dir(a.path()).unwrap().flatten() {
+            for f in std::fs::read_dir(b.path()).unwrap().flatten() {
+                out.insert(f.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Every row of our repository that an import decides, in a stable order.
+pub async fn repository_contents(url: &str) -> Vec<String> {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT origin || '/' || media_id || ' ' || sha256 || ' ' || IFNULL(upload_name, '-') \
+         || ' ' || IFNULL(user_id, '-') || ' ' || quarantined || ' ' || purpose || ' ' \
+         || created_ts FROM media ORDER BY origin, media_id",
+        "SELECT origin || '/' || media_id || ' ' || width || 'x' || height || method || ' ' \
+         || sha256 FROM thumbnails ORDER BY 1",
+        "SELECT sha256 || ' ' || size_bytes || ' ' || location FROM blobs ORDER BY sha256",
+        "SELECT origin || '/' || media_id || ' ' || quarantined FROM quarantine_changes \
+         ORDER BY 1",
+    ] {
+        for row in sqlx::query(sql).fetch_all(&mut conn).await.unwrap() {
+            out.push(row.get::<String, _>(0));
+        }
+    }
+    out
+}
+
+/// Media rows in a repository (0 when it does not exist yet).
+pub async fn media_count(url: &str) -> i64 {
+    use sqlx::Connection;
+    let Ok(mut conn) = sqlx::SqliteConnection::connect(&format!("{url}?mode=ro")).await else {
+        return 0;
+    };
+    sqlx::query_scalar("SELECT COUNT(*) FROM media")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -90,7 +90,11 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     let fail = |e: GdprError| {
-        let exit = if e.is_usage() { Exit::Usage } else { Exit::Fatal };
+        let exit = if e.is_usage() {
+            Exit::Usage
+        } else {
+            Exit::Fatal
+        };
         (exit, e.to_string())
     };
     let repo = media_db::connect_existing(&cli.db)

@@ -83,7 +83,11 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     let fail = |e: GdprError| {
-        let exit = if e.is_usage() { Exit::Usage } else { Exit::Fatal };
+        let exit = if e.is_usage() {
+            Exit::Usage
+        } else {
+            Exit::Fatal
+        };
         (exit, e.to_string())
     };
     if !cli.directory.is_dir() {
@@ -121,7 +125,11 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         directory: cli.directory.clone(),
         only_entity: cli.only_entity.clone(),
         allow_foreign_origins: cli.allow_foreign_origins,
-        mode: if cli.verify { Mode::Verify } else { Mode::Import },
+        mode: if cli.verify {
+            Mode::Verify
+        } else {
+            Mode::Import
+        },
     };
     let result = media_gdpr::import_archive(&repo, store, options, progress).await;
     bar.finish();

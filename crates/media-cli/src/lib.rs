@@ -115,7 +115,11 @@ pub fn print_report<R: serde::Serialize + std::fmt::Display>(
     } else if !quiet || failed {
         print!("{report}");
     }
-    if failed { Exit::ItemsFailed } else { Exit::Done }
+    if failed {
+        Exit::ItemsFailed
+    } else {
+        Exit::Done
+    }
 }
 
 /// Parses a byte size as people write it: `1048576`, `200MiB`, `100M`, `1.5GiB`, `64k`

@@ -639,14 +639,20 @@ impl Repository {
 
     /// How many media `user` uploaded.
     pub async fn count_media_by_uploader(&self, user: &UserId) -> Result<u64, DbError> {
-        self.count_media("SELECT COUNT(*) FROM media WHERE user_id = $1", user.as_str())
-            .await
+        self.count_media(
+            "SELECT COUNT(*) FROM media WHERE user_id = $1",
+            user.as_str(),
+        )
+        .await
     }
 
     /// How many media `origin` has.
     pub async fn count_media_by_origin(&self, origin: &ServerName) -> Result<u64, DbError> {
-        self.count_media("SELECT COUNT(*) FROM media WHERE origin = $1", origin.as_str())
-            .await
+        self.count_media(
+            "SELECT COUNT(*) FROM media WHERE origin = $1",
+            origin.as_str(),
+        )
+        .await
     }
 
     async fn count_media(&self, sql: &'static str, value: &str) -> Result<u64, DbError> {

@@ -403,7 +403,12 @@ async fn quarantine_propagates_to_same_bytes_except_pinned() {
         assert!(!get(&pinned.record.key).await.quarantined);
         assert!(!get(&other.record.key).await.quarantined);
         assert!(f.repo.is_hash_quarantined(&a.record.sha256).await.unwrap());
-        assert!(!f.repo.is_hash_quarantined(&other.record.sha256).await.unwrap());
+        assert!(
+            !f.repo
+                .is_hash_quarantined(&other.record.sha256)
+                .await
+                .unwrap()
+        );
 
         // Again: nothing changes, nothing is appended.
         let again = f

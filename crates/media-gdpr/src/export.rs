@@ -109,9 +109,17 @@ impl std::fmt::Display for ExportReport {
             self.shared_records,
             human_size(self.bytes_saved)
         )?;
-        writeln!(f, "  {} quarantined media left out", self.quarantined_skipped)?;
+        writeln!(
+            f,
+            "  {} quarantined media left out",
+            self.quarantined_skipped
+        )?;
         if self.failures.any() {
-            writeln!(f, "  {} media FAILED and are not in the archive:", self.failures.count)?;
+            writeln!(
+                f,
+                "  {} media FAILED and are not in the archive:",
+                self.failures.count
+            )?;
             self.failures.write_lines(f)?;
         }
         Ok(())
@@ -251,7 +259,10 @@ async fn produce(
             }
         }
         steps
-            .send(Step::Record { mxc, record: manifest })
+            .send(Step::Record {
+                mxc,
+                record: manifest,
+            })
             .await
             .map_err(|_| writer_gone())?;
     }
@@ -280,7 +291,9 @@ async fn send_checked_chunks(
         };
         hasher.update(&chunk);
         length += chunk.len() as u64;
-        progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        progress
+            .bytes
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if let Some(previous) = held.replace(chunk)
             && body.send(Ok(previous)).await.is_err()
         {

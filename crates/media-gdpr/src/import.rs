@@ -9,7 +9,7 @@
 //! stopped. With [`Mode::Verify`] nothing is written: every entry is hashed and every
 //! record looked up in the repository.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +34,8 @@ const CHUNK: usize = 1 << 20;
 const CHUNKS_IN_FLIGHT: usize = 8;
 /// Media recorded per transaction.
 const BATCH_SIZE: usize = 64;
+/// Puts of small entries (each at most one chunk) running at once.
+const PUTS_IN_FLIGHT: usize = 16;
 
 /// Import the archive, or only check it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -213,6 +215,7 @@ pub async fn import_archive(
         wanted: HashMap::new(),
         consumed: HashSet::new(),
         batch: Vec::new(),
+        in_flight: VecDeque::new(),
     };
     let result = tokio::task::spawn_blocking(move || importer.run(folder))
         .await
@@ -261,6 +264,15 @@ struct Importer {
     consumed: HashSet<String>,
     /// Media whose bytes are stored, waiting to be recorded.
     batch: Vec<NewMedia>,
+    /// Puts of small entries still running, oldest first.
+    in_flight: VecDeque<PendingPut>,
+}
+
+/// A put running concurrently, and the records waiting for it.
+struct PendingPut {
+    name: String,
+    records: Vec<Wanted>,
+    put: tokio::task::JoinHandle<Result<media_core::datastore::Put, StoreError>>,
 }
 
 impl Importer {
@@ -276,7 +288,9 @@ impl Importer {
         for part in &folder.parts {
             match folder.read_media(part, |entry| self.on_entry(entry)) {
                 Ok(()) => {}
-                Err(GdprError::Archive(damaged @ media_core::archive::ArchiveError::CorruptPart { .. })) => {
+                Err(GdprError::Archive(
+                    damaged @ media_core::archive::ArchiveError::CorruptPart { .. },
+                )) => {
                     tracing::warn!("{damaged}");
                     self.report.failures.push(
                         part.display().to_string(),
@@ -341,7 +355,11 @@ impl Importer {
                     ),
                 );
             }
-            if let Some(uploader) = checked.uploader.as_ref().filter(|u| u.server_name() != origin) {
+            if let Some(uploader) = checked
+                .uploader
+                .as_ref()
+                .filter(|u| u.server_name() != origin)
+            {
                 return self.fail(
                     &mxc,
                     "foreign_origin",
@@ -394,7 +412,6 @@ impl Importer {
                     return Ok(());
                 };
                 self.consumed.insert(name.to_owned());
-                self.report.entries_read += 1;
                 match self.options.mode {
                     Mode::Verify => self.verify_entry(name, size, body, records),
                     Mode::Import => self.import_entry(name, body, records),
@@ -412,6 +429,7 @@ impl Importer {
     ) -> Result<(), GdprError> {
         let declared = records.iter().map(|w| w.checked.size).max().unwrap_or(0);
         let hashed = hash_at_most(body, declared.max(size).min(declared + 1));
+        self.report.entries_read += 1;
         for wanted in records {
             let (sha256, length) = match &hashed {
                 Ok(hashed) => hashed,
@@ -421,10 +439,17 @@ impl Importer {
                 }
             };
             if let Some(problem) = mismatch(&wanted.checked, sha256, *length) {
-                self.fail(&wanted.mxc, "archive_mismatch", format!("entry {name:?}: {problem}"));
+                self.fail(
+                    &wanted.mxc,
+                    "archive_mismatch",
+                    format!("entry {name:?}: {problem}"),
+                );
                 continue;
             }
-            match self.handle.block_on(self.repo.get_media(&wanted.checked.key))? {
+            match self
+                .handle
+                .block_on(self.repo.get_media(&wanted.checked.key))?
+            {
                 None => self.fail(
                     &wanted.mxc,
                     "not_in_repository",
@@ -462,7 +487,11 @@ impl Importer {
             return Ok(());
         };
         let (sha256, size) = (first.checked.sha256.clone(), first.checked.size);
-        if self.handle.block_on(self.repo.is_hash_quarantined(&sha256))? {
+        self.report.entries_read += 1;
+        if self
+            .handle
+            .block_on(self.repo.is_hash_quarantined(&sha256))?
+        {
             for wanted in records {
                 self.fail(
                     &wanted.mxc,
@@ -472,11 +501,68 @@ impl Importer {
             }
             return Ok(());
         }
-        let options = PutOptions::expecting(Some(sha256), Some(size))
-            .with_durability(Durability::AfterSync);
+        let options =
+            PutOptions::expecting(Some(sha256), Some(size)).with_durability(Durability::AfterSync);
         // Never read more than one byte past the declared size: an oversized entry is
         // a mismatch, not a disk filler.
-        let put = self.put_streamed(&mut body.take(size + 1), options);
+        let mut limited = body.take(size + 1);
+        if size >= CHUNK as u64 {
+            let put = self.put_streamed(&mut limited, options);
+            self.settle(name, records, put)?;
+        } else {
+            // Small entries are read whole and put concurrently: their cost is mostly
+            // waiting for the disk, so several are in flight while the next is read.
+            let mut bytes = Vec::with_capacity(size as usize + 1);
+            if let Err(e) = limited.read_to_end(&mut bytes) {
+                let result = Err(StoreError::Source {
+                    bytes_read: bytes.len() as u64,
+                    source: e,
+                });
+                return self.settle(name, records, result);
+            }
+            let store = self.store.clone();
+            let put = self
+                .handle
+                .spawn(async move { store.put(&mut &bytes[..], &options).await });
+            self.in_flight.push_back(PendingPut {
+                name: name.to_owned(),
+                records,
+                put,
+            });
+            if self.in_flight.len() >= PUTS_IN_FLIGHT {
+                self.settle_oldest()?;
+            }
+        }
+        if self.batch.len() >= BATCH_SIZE {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest concurrent put and files its records.
+    fn settle_oldest(&mut self) -> Result<(), GdprError> {
+        let Some(pending) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let put = self
+            .handle
+            .block_on(pending.put)
+            .map_err(|e| StoreError::Io {
+                operation: "put",
+                target: format!("archive entry {:?}", pending.name),
+                source: std::io::Error::other(e),
+            });
+        self.settle(&pending.name, pending.records, put.and_then(|r| r))
+    }
+
+    /// Files the records of an entry whose put finished: into the batch when the bytes
+    /// match them, as failures otherwise.
+    fn settle(
+        &mut self,
+        name: &str,
+        records: Vec<Wanted>,
+        put: Result<media_core::datastore::Put, StoreError>,
+    ) -> Result<(), GdprError> {
         match put {
             Ok(put) => {
                 self.report.bytes_read += put.blob.size;
@@ -498,22 +584,26 @@ impl Importer {
                         }),
                     }
                 }
-                if self.batch.len() >= BATCH_SIZE {
-                    self.flush()?;
-                }
             }
             Err(StoreError::Mismatch {
                 what,
                 expected,
                 actual,
             }) => {
+                let oversized =
+                    what == "size" && actual.parse::<u64>().ok() > expected.parse::<u64>().ok();
+                let found = if oversized {
+                    format!("it holds more than the {expected} bytes the manifest says")
+                } else {
+                    format!("its {what} is {actual}, the manifest says {expected}")
+                };
                 for wanted in records {
                     self.fail(
                         &wanted.mxc,
                         "mismatch",
                         format!(
-                            "entry {name:?} does not match the manifest: its {what} is \
-                             {actual}, the manifest says {expected}; nothing was written"
+                            "entry {name:?} does not match the manifest: {found}; nothing \
+                             was written"
                         ),
                     );
                 }
@@ -549,7 +639,10 @@ impl Importer {
             present.extend(found.into_iter().map(|id| (origin.clone(), id)));
         }
         let (kept, skipped): (Vec<_>, Vec<_>) = records.into_iter().partition(|w| {
-            !present.contains(&(w.checked.key.origin.clone(), w.checked.key.media_id.to_string()))
+            !present.contains(&(
+                w.checked.key.origin.clone(),
+                w.checked.key.media_id.to_string(),
+            ))
         });
         self.report.already_present += skipped.len() as u64;
         self.progress
@@ -590,13 +683,11 @@ impl Importer {
             }
         }
         drop(chunks);
-        self.handle
-            .block_on(put)
-            .map_err(|e| StoreError::Io {
-                operation: "put",
-                target: "an archive entry".into(),
-                source: std::io::Error::other(e),
-            })?
+        self.handle.block_on(put).map_err(|e| StoreError::Io {
+            operation: "put",
+            target: "an archive entry".into(),
+            source: std::io::Error::other(e),
+        })?
     }
 
     fn media_record(&self, wanted: Wanted) -> MediaRecord {
@@ -617,8 +708,12 @@ impl Importer {
         }
     }
 
-    /// Makes the batch's blobs durable, then records its media.
+    /// Waits for the puts in flight, makes the batch's blobs durable, then records its
+    /// media.
     fn flush(&mut self) -> Result<(), GdprError> {
+        while !self.in_flight.is_empty() {
+            self.settle_oldest()?;
+        }
         if self.batch.is_empty() {
             return Ok(());
         }

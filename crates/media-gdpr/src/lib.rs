@@ -148,7 +148,12 @@ pub struct Failures {
 
 impl Failures {
     /// Records a failure.
-    pub fn push(&mut self, item: impl Into<String>, reason: &'static str, detail: impl Into<String>) {
+    pub fn push(
+        &mut self,
+        item: impl Into<String>,
+        reason: &'static str,
+        detail: impl Into<String>,
+    ) {
         self.count += 1;
         if self.listed.len() < MAX_LISTED_FAILURES {
             self.listed.push(ItemFailure {
@@ -167,7 +172,11 @@ impl Failures {
     /// Prints the failures, one per line, for people.
     fn write_lines(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for failure in &self.listed {
-            writeln!(f, "  {} [{}]: {}", failure.item, failure.reason, failure.detail)?;
+            writeln!(
+                f,
+                "  {} [{}]: {}",
+                failure.item, failure.reason, failure.detail
+            )?;
         }
         if self.count > self.listed.len() as u64 {
             writeln!(f, "  … and {} more", self.count - self.listed.len() as u64)?;

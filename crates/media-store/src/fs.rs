@@ -29,6 +29,8 @@ pub const TEMP_DIR: &str = ".tmp";
 
 /// Bytes read from the source per write; two such buffers are in flight per put.
 const CHUNK: usize = 1 << 20;
+/// Threads syncing folders at once in [`Datastore::sync`].
+const SYNC_THREADS: usize = 8;
 
 /// A datastore in a local folder. See the [module documentation](self).
 #[derive(Debug, Clone)]
@@ -367,6 +369,34 @@ impl FileDatastore {
 }
 
 /// Blocking: makes a folder's entries durable.
+/// Syncs folders on several threads at once (the filesystem merges concurrent syncs
+/// into fewer journal commits); returns the folders that failed, with their errors.
+fn sync_folders(folders: &BTreeSet<PathBuf>) -> Vec<(PathBuf, StoreError)> {
+    let folders: Vec<&PathBuf> = folders.iter().collect();
+    let threads = SYNC_THREADS.min(folders.len()).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|first| {
+                let folders = &folders;
+                scope.spawn(move || {
+                    folders
+                        .iter()
+                        .skip(first)
+                        .step_by(threads)
+                        .filter_map(|folder| {
+                            sync_folder(folder).err().map(|e| ((*folder).clone(), e))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("a folder sync thread panicked"))
+            .collect()
+    })
+}
+
 fn sync_folder(folder: &Path) -> Result<(), StoreError> {
     std::fs::File::open(folder)
         .and_then(|dir| dir.sync_all())
@@ -438,17 +468,15 @@ impl Datastore for FileDatastore {
         }
         let unsynced = self.unsynced_folders.clone();
         blocking(move || {
-            for (i, folder) in folders.iter().enumerate() {
-                if let Err(e) = sync_folder(folder) {
-                    // Keep what is still unsynced for the next attempt.
-                    unsynced
-                        .lock()
-                        .expect("poisoned")
-                        .extend(folders.iter().skip(i).cloned());
-                    return Err(e);
-                }
-            }
-            Ok(())
+            let mut failed = sync_folders(&folders).into_iter();
+            let Some((folder, error)) = failed.next() else {
+                return Ok(());
+            };
+            // Keep what is still unsynced for the next attempt.
+            let mut unsynced = unsynced.lock().expect("poisoned");
+            unsynced.insert(folder);
+            unsynced.extend(failed.map(|(folder, _)| folder));
+            Err(error)
         })
         .await
     }

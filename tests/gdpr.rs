@@ -1,0 +1,689 @@
+//! End-to-end tests of `gdpr_export` and `gdpr_import`: round trips through our own
+//! archives, archives written by an independent writer (tests/fixtures/archives), every
+//! kind of bad archive, `--verify`, and a killed import.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use futures::TryStreamExt;
+use media_core::datastore::DatastoreExt;
+use media_core::hashing::sha256_of;
+use media_core::ids::ServerName;
+use media_core::records::{MediaKey, MediaRecord, Purpose};
+use media_db::repo::NewMedia;
+use media_tests::{TestDatabase, media_count, report, repository_contents, run, walk_blobs};
+use serde_json::Value;
+
+const SYNAPSE_SERVER: &str = "fixture.test";
+
+/// Everything a tool printed, for looking for a message.
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The reasons of a gdpr report's failures, by item.
+fn failures(report: &Value) -> BTreeMap<String, String> {
+    report["failures"]["listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["item"].as_str().unwrap().to_owned(),
+                f["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// An archive written by the independent Python writer in `dir/<layout>`.
+fn python_archive(dir: &Path, layout: &str) -> PathBuf {
+    let out = dir.join(layout);
+    let writer = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/archives/mmr_writer.py");
+    let status = std::process::Command::new("python3")
+        .arg(writer)
+        .arg(&out)
+        .arg(layout)
+        .status()
+        .expect("python3 runs the independent archive writer");
+    assert!(status.success(), "mmr_writer.py {layout}");
+    out
+}
+
+/// A repository and datastore for one test.
+struct Repo {
+    db: TestDatabase,
+    store: PathBuf,
+}
+
+impl Repo {
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--db".into(),
+            self.db.url.clone(),
+            "--datastore".into(),
+            self.store.display().to_string(),
+        ]
+    }
+
+    fn gdpr_import(&self, directory: &Path, extra: &[&str], cwd: &Path) -> Output {
+        let mut args = self.args();
+        args.extend(["--directory".into(), directory.display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run(
+            "gdpr_import",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            cwd,
+        )
+    }
+
+    fn gdpr_export(&self, entity: &str, destination: &Path, extra: &[&str], cwd: &Path) -> Output {
+        let mut args = self.args();
+        args.extend([
+            "--entity".into(),
+            entity.into(),
+            "--destination".into(),
+            destination.display().to_string(),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run(
+            "gdpr_export",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            cwd,
+        )
+    }
+
+    /// Imports the Synapse SQLite fixture with `import_synapse`.
+    fn import_synapse_fixture(&self, cwd: &Path) {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
+        let mut args = self.args();
+        args.extend([
+            "--synapse-db".into(),
+            fixture.join("homeserver.db").display().to_string(),
+            "--media-store".into(),
+            fixture.join("media_store").display().to_string(),
+            "-q".into(),
+        ]);
+        let out = run(
+            "import_synapse",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            cwd,
+        );
+        // The fixture's never-uploaded media is reported: exit code 1.
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    }
+
+    /// Every media of `origin`, with the fields an archive carries.
+    async fn media_of(&self, origin: &str) -> Vec<MediaRecord> {
+        let repo = media_db::connect(&self.db.url).await.unwrap();
+        let origin: ServerName = origin.parse().unwrap();
+        let media = repo.media_by_origin(&origin).try_collect().await.unwrap();
+        repo.close().await;
+        media
+    }
+
+    /// Checks that every blob of the datastore hashes to its name.
+    fn assert_blobs_intact(&self) {
+        for name in walk_blobs(&self.store) {
+            let path = self.store.join(&name[0..2]).join(&name[2..4]).join(&name);
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(sha256_of(&bytes).as_str(), name, "{}", path.display());
+        }
+    }
+}
+
+async fn repo_on(db: TestDatabase, dir: &Path, name: &str) -> Repo {
+    Repo {
+        db,
+        store: dir.join(name),
+    }
+}
+
+/// The fields of a record an archive must carry over, for comparisons.
+fn archived_fields(record: &MediaRecord) -> String {
+    format!(
+        "{} {} {} {:?} {:?} {:?} {}",
+        record.key,
+        record.sha256,
+        record.size_bytes,
+        record.upload_name,
+        record.content_type,
+        record.uploader.as_ref().map(ToString::to_string),
+        record.created_ts
+    )
+}
+
+#[tokio::test]
+async fn a_repository_round_trips_through_an_archive_on_both_databases() {
+    for (source_db, target_db) in [
+        (TestDatabase::sqlite(), TestDatabase::sqlite()),
+        (
+            TestDatabase::postgres().await,
+            TestDatabase::postgres().await,
+        ),
+    ] {
+        let label = source_db.label;
+        let dir = tempfile::tempdir().unwrap();
+        let source = repo_on(source_db, dir.path(), "source-store").await;
+        source.import_synapse_fixture(dir.path());
+
+        let archive = dir.path().join("server-archive");
+        let out = source.gdpr_export(
+            SYNAPSE_SERVER,
+            &archive,
+            &["--json", "--part-size", "8K"],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
+        let exported = report(&out);
+        let all = source.media_of(SYNAPSE_SERVER).await;
+        let quarantined = all.iter().filter(|m| m.quarantined).count();
+        assert_eq!(quarantined, 1, "the fixture has one quarantined media");
+        assert_eq!(exported["quarantined_skipped"], 1);
+        assert_eq!(
+            exported["records"].as_u64().unwrap(),
+            (all.len() - 1) as u64
+        );
+        let distinct: std::collections::BTreeSet<_> = all
+            .iter()
+            .filter(|m| !m.quarantined)
+            .map(|m| &m.sha256)
+            .collect();
+        assert_eq!(
+            exported["entries"].as_u64().unwrap(),
+            distinct.len() as u64,
+            "{label}: each distinct blob is written once"
+        );
+        assert!(
+            exported["parts"].as_array().unwrap().len() > 1,
+            "{label}: parts of 8K"
+        );
+
+        let target = repo_on(target_db, dir.path(), "target-store").await;
+        let out = target.gdpr_import(&archive, &["--json"], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
+        assert_eq!(report(&out)["imported"], exported["records"]);
+        let expected: Vec<String> = all
+            .iter()
+            .filter(|m| !m.quarantined)
+            .map(archived_fields)
+            .collect();
+        let got: Vec<String> = target
+            .media_of(SYNAPSE_SERVER)
+            .await
+            .iter()
+            .map(archived_fields)
+            .collect();
+        assert_eq!(got, expected, "{label}");
+        assert_eq!(walk_blobs(&target.store).len(), distinct.len());
+        target.assert_blobs_intact();
+
+        // Both repositories verify against the archive.
+        for repo in [&source, &target] {
+            let out = repo.gdpr_import(&archive, &["--verify", "--json"], dir.path());
+            assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
+            assert_eq!(report(&out)["verified"], exported["records"]);
+        }
+        // A user's export holds exactly that user's media.
+        let alice = dir.path().join("alice-archive");
+        let out = source.gdpr_export("@alice:fixture.test", &alice, &["--json"], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let alices = all
+            .iter()
+            .filter(|m| !m.quarantined)
+            .filter(|m| {
+                m.uploader
+                    .as_ref()
+                    .is_some_and(|u| u.as_str() == "@alice:fixture.test")
+            })
+            .count();
+        assert_eq!(report(&out)["records"].as_u64().unwrap(), alices as u64);
+
+        source.db.drop_database().await;
+        target.db.drop_database().await;
+    }
+}
+
+#[tokio::test]
+async fn archives_of_an_independent_writer_import_in_both_layouts() {
+    let dir = tempfile::tempdir().unwrap();
+    for layout in ["v2", "old"] {
+        let archive = python_archive(dir.path(), layout);
+        let repo = repo_on(
+            TestDatabase::sqlite(),
+            dir.path(),
+            &format!("{layout}-store"),
+        )
+        .await;
+        let out = repo.gdpr_import(&archive, &["--json"], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{layout}: {}", text(&out));
+        let imported = report(&out);
+        assert_eq!(imported["imported"], 4, "{layout}");
+        assert_eq!(
+            imported["entries_read"], 3,
+            "{layout}: two records share one entry"
+        );
+
+        let manifest = read_manifest(&archive, layout);
+        let media = repo.media_of("example.org").await;
+        assert_eq!(media.len(), 4);
+        for record in &media {
+            let entry = &manifest["media"][record.key.to_string()];
+            assert_eq!(record.sha256.as_str(), entry["sha256"], "{layout}");
+            assert_eq!(record.size_bytes, entry["size_bytes"].as_u64().unwrap());
+            assert_eq!(record.upload_name.as_deref(), entry["name"].as_str());
+            assert_eq!(
+                record.content_type.as_deref(),
+                entry["content_type"].as_str()
+            );
+            assert_eq!(record.created_ts, entry["created_ts"].as_i64().unwrap());
+            let uploader = record.uploader.as_ref().map(ToString::to_string);
+            let expected = match layout {
+                "v2" => Some("@alice:example.org".to_owned()),
+                _ => None, // version 1 has no uploader field
+            };
+            assert_eq!(uploader, expected);
+        }
+        repo.assert_blobs_intact();
+        assert_eq!(walk_blobs(&repo.store).len(), 3);
+    }
+}
+
+/// The manifest of an archive written by the Python writer, read with `tar`.
+fn read_manifest(archive: &Path, layout: &str) -> Value {
+    let part = match layout {
+        "old" => "export-part-1.tgz",
+        _ => "export-manifest.tgz",
+    };
+    let out = std::process::Command::new("tar")
+        .arg("-xzOf")
+        .arg(archive.join(part))
+        .arg("manifest.json")
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn every_bad_archive_is_refused_clearly_and_changes_nothing_already_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    // (layout, exit code, message, media of the archive imported)
+    let cases = [
+        ("dotdot", 1, "`..` is not allowed in an entry name", 2),
+        ("absolute", 1, "absolute paths are not allowed", 2),
+        ("symlink", 1, "links are not allowed", 2),
+        ("hardlink", 1, "links are not allowed", 2),
+        (
+            "missing-entry",
+            1,
+            "no part of the archive holds its entry \"ghost.bin\"",
+            4,
+        ),
+        (
+            "oversized",
+            1,
+            "holds more than the 5000 bytes the manifest says",
+            2,
+        ),
+        ("truncated", 1, "export-part-2.tgz is damaged", 3),
+        ("two-manifests", 2, "the archive has two manifests", -1),
+        ("version3", 2, "manifest version 3 is not supported", 0),
+        ("empty", 2, "holds no archive", 0),
+    ];
+    let bob = python_archive(dir.path(), "bob");
+    for (layout, code, message, imported) in cases {
+        let archive = if layout == "empty" {
+            let empty = dir.path().join("empty");
+            std::fs::create_dir(&empty).unwrap();
+            empty
+        } else {
+            python_archive(dir.path(), layout)
+        };
+        let repo = repo_on(
+            TestDatabase::sqlite(),
+            dir.path(),
+            &format!("{layout}-store"),
+        )
+        .await;
+        let out = repo.gdpr_import(&bob, &["-q"], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let before = repository_contents(&repo.db.url).await;
+        let blobs_before = walk_blobs(&repo.store);
+
+        let out = repo.gdpr_import(&archive, &[], dir.path());
+        assert_eq!(out.status.code(), Some(code), "{layout}: {}", text(&out));
+        assert!(text(&out).contains(message), "{layout}: {}", text(&out));
+
+        let after = repository_contents(&repo.db.url).await;
+        for row in &before {
+            assert!(after.contains(row), "{layout} changed {row}");
+        }
+        assert!(
+            walk_blobs(&repo.store).is_superset(&blobs_before),
+            "{layout}"
+        );
+        let new_media = media_count(&repo.db.url).await - 4;
+        if imported >= 0 {
+            assert_eq!(new_media, imported, "{layout}");
+        }
+        repo.assert_blobs_intact();
+        assert!(!Path::new("/gdpr-test-evil.png").exists());
+        assert!(!dir.path().join("evil.png").exists());
+    }
+    // The oversized entry's bytes never reached the datastore: 2 of alice's + 3 of bob's.
+    assert_eq!(walk_blobs(&dir.path().join("oversized-store")).len(), 5);
+}
+
+#[tokio::test]
+async fn verify_writes_nothing_and_exits_1_when_anything_is_missing_or_different() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = python_archive(dir.path(), "v2");
+    let repo = repo_on(TestDatabase::sqlite(), dir.path(), "store").await;
+
+    // Nothing imported yet: a missing repository is an error, and none is created.
+    let out = repo.gdpr_import(&archive, &["--verify"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("not found"), "{}", text(&out));
+    assert!(!repo.store.exists());
+
+    let out = repo.gdpr_import(&archive, &["-q"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = repo.gdpr_import(&archive, &["--verify", "--json"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(report(&out)["verified"], 4);
+
+    // A record gone from the repository.
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&repo.db.url).await.unwrap();
+        sqlx::query("DELETE FROM media WHERE media_id = 'videomedia'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let before = repository_contents(&repo.db.url).await;
+    let out = repo.gdpr_import(&archive, &["--verify", "--json"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let verified = report(&out);
+    assert_eq!(verified["verified"], 3);
+    assert_eq!(
+        failures(&verified),
+        BTreeMap::from([(
+            "mxc://example.org/videomedia".into(),
+            "not_in_repository".into()
+        )])
+    );
+    assert_eq!(
+        repository_contents(&repo.db.url).await,
+        before,
+        "verify wrote something"
+    );
+
+    // An archive whose entry does not match its manifest.
+    let oversized = python_archive(dir.path(), "oversized");
+    let out = repo.gdpr_import(&oversized, &["--verify", "--json"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let reasons = failures(&report(&out));
+    assert_eq!(reasons["mxc://example.org/imagemedia"], "archive_mismatch");
+    assert_eq!(reasons["mxc://example.org/imagecopy"], "archive_mismatch");
+}
+
+#[tokio::test]
+async fn foreign_origins_are_refused_unless_allowed_and_only_entity_selects() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = python_archive(dir.path(), "mixed");
+
+    let strict = repo_on(TestDatabase::sqlite(), dir.path(), "strict").await;
+    let out = strict.gdpr_import(&archive, &["--json"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let imported = report(&out);
+    assert_eq!(imported["imported"], 4);
+    assert_eq!(
+        failures(&imported),
+        BTreeMap::from([
+            ("mxc://other.org/foreign".into(), "foreign_origin".into()),
+            ("mxc://example.org/smuggled".into(), "foreign_origin".into()),
+        ])
+    );
+
+    let allowed = repo_on(TestDatabase::sqlite(), dir.path(), "allowed").await;
+    let out = allowed.gdpr_import(&archive, &["--json", "--allow-foreign-origins"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(report(&out)["imported"], 6);
+
+    // MMR's camelCase flag; only carol's media of the other origin.
+    let only = repo_on(TestDatabase::sqlite(), dir.path(), "only").await;
+    let out = only.gdpr_import(
+        &archive,
+        &[
+            "--json",
+            "-onlyEntity",
+            "@carol:other.org",
+            "--allow-foreign-origins",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let selected = report(&out);
+    assert_eq!(
+        (
+            selected["imported"].as_u64(),
+            selected["not_selected"].as_u64()
+        ),
+        (Some(1), Some(5))
+    );
+    assert_eq!(only.media_of("other.org").await.len(), 1);
+}
+
+#[tokio::test]
+async fn bytes_quarantined_in_the_repository_are_not_imported_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = python_archive(dir.path(), "v2");
+    // Learn the image's bytes from a scratch import.
+    let scratch = repo_on(TestDatabase::sqlite(), dir.path(), "scratch").await;
+    assert_eq!(
+        scratch
+            .gdpr_import(&archive, &["-q"], dir.path())
+            .status
+            .code(),
+        Some(0)
+    );
+    let image = scratch
+        .media_of("example.org")
+        .await
+        .into_iter()
+        .find(|m| m.key.media_id.as_str() == "imagemedia")
+        .unwrap();
+    let bytes = std::fs::read(
+        scratch
+            .store
+            .join(&image.sha256.as_str()[0..2])
+            .join(&image.sha256.as_str()[2..4])
+            .join(image.sha256.as_str()),
+    )
+    .unwrap();
+
+    // Another repository where the same bytes are quarantined under another media.
+    let repo = repo_on(TestDatabase::sqlite(), dir.path(), "store").await;
+    {
+        let db = media_db::connect(&repo.db.url).await.unwrap();
+        let store = media_store::open(&repo.store.display().to_string())
+            .await
+            .unwrap();
+        store.put_bytes(&bytes).await.unwrap();
+        let datastore_id = db.register_datastore(&store.uri()).await.unwrap();
+        let record = MediaRecord {
+            key: MediaKey::new("example.org".parse().unwrap(), "banned".parse().unwrap()),
+            quarantined: true,
+            quarantined_by: Some("@admin:example.org".into()),
+            purpose: Purpose::None,
+            imported_from: None,
+            ..image.clone()
+        };
+        let batch = [NewMedia {
+            record,
+            thumbnails: Vec::new(),
+            datastore_id,
+        }];
+        db.insert_media_batch(&batch, &*store).await.unwrap();
+        db.close().await;
+    }
+    let out = repo.gdpr_import(&archive, &["--json"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let imported = report(&out);
+    assert_eq!(imported["imported"], 2);
+    assert_eq!(
+        failures(&imported),
+        BTreeMap::from([
+            ("mxc://example.org/imagecopy".into(), "quarantined".into()),
+            ("mxc://example.org/imagemedia".into(), "quarantined".into()),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn exports_refuse_to_overwrite_and_report_damaged_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_on(TestDatabase::sqlite(), dir.path(), "store").await;
+    repo.import_synapse_fixture(dir.path());
+    let archive = dir.path().join("archive");
+    let out = repo.gdpr_export("@alice:fixture.test", &archive, &["-q"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = repo.gdpr_export("@alice:fixture.test", &archive, &[], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("already holds an export"),
+        "{}",
+        text(&out)
+    );
+
+    // Bit rot in one of alice's blobs.
+    let alices: Vec<MediaRecord> = repo
+        .media_of(SYNAPSE_SERVER)
+        .await
+        .into_iter()
+        .filter(|m| !m.quarantined)
+        .filter(|m| {
+            m.uploader
+                .as_ref()
+                .is_some_and(|u| u.as_str() == "@alice:fixture.test")
+        })
+        .collect();
+    let victim = &alices[0];
+    let path = repo
+        .store
+        .join(&victim.sha256.as_str()[0..2])
+        .join(&victim.sha256.as_str()[2..4])
+        .join(victim.sha256.as_str());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = repo.gdpr_export(
+        "@alice:fixture.test",
+        &archive,
+        &["--force", "--json"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let exported = report(&out);
+    let sharing = alices.iter().filter(|m| m.sha256 == victim.sha256).count();
+    assert_eq!(
+        exported["failures"]["count"].as_u64().unwrap(),
+        sharing as u64
+    );
+    assert_eq!(failures(&exported)[&victim.key.to_string()], "unreadable");
+    assert_eq!(
+        exported["records"].as_u64().unwrap(),
+        (alices.len() - sharing) as u64
+    );
+    // The archive still imports cleanly: the damaged entry is referenced by no record.
+    let target = repo_on(TestDatabase::sqlite(), dir.path(), "target").await;
+    let out = target.gdpr_import(&archive, &["--json"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(report(&out)["imported"], exported["records"]);
+}
+
+#[tokio::test]
+async fn a_killed_import_resumes_to_the_state_of_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = python_archive(dir.path(), "many");
+    let reference = repo_on(TestDatabase::sqlite(), dir.path(), "reference").await;
+    let out = reference.gdpr_import(&archive, &["-q"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let resumed = repo_on(TestDatabase::sqlite(), dir.path(), "resumed").await;
+    let mut args = resumed.args();
+    args.extend([
+        "--directory".into(),
+        archive.display().to_string(),
+        "-q".into(),
+    ]);
+    let mut interrupted_at = Vec::new();
+    for _ in 0..2 {
+        let mut child = std::process::Command::new(media_tests::binary("gdpr_import"))
+            .args(&args)
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap();
+        let before = media_count(&resumed.db.url).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while media_count(&resumed.db.url).await <= before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        interrupted_at.push(media_count(&resumed.db.url).await);
+    }
+    assert!(
+        interrupted_at[0] > 0 && interrupted_at[1] < 2000,
+        "the runs were not interrupted mid-way: {interrupted_at:?}"
+    );
+    let out = resumed.gdpr_import(&archive, &["--json"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let last = report(&out);
+    assert_eq!(
+        last["imported"].as_u64().unwrap() + last["already_present"].as_u64().unwrap(),
+        2000
+    );
+    assert_eq!(
+        repository_contents(&resumed.db.url).await,
+        repository_contents(&reference.db.url).await,
+        "killed at {interrupted_at:?}"
+    );
+    assert_eq!(walk_blobs(&resumed.store), walk_blobs(&reference.store));
+    let out = resumed.gdpr_import(&archive, &["--verify"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn stray_files_are_warned_about_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = python_archive(dir.path(), "v2");
+    std::fs::write(archive.join("README.txt"), "notes of the operator").unwrap();
+    let db = format!("sqlite://{}", dir.path().join("repo.db").display());
+    let out = run(
+        "gdpr_import",
+        &[
+            "--directory",
+            archive.to_str().unwrap(),
+            "--db",
+            &db,
+            "--datastore",
+            "store",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("README.txt is not an archive part"),
+        "{}",
+        text(&out)
+    );
+}
