@@ -162,6 +162,9 @@ fn the_archive_reads_with_system_tar() {
         "text/plain",
         b"more text",
     );
+    // Stored content larger than one stored deflate block (64 KiB).
+    let video: Vec<u8> = (0..300_001u32).map(|i| (i % 251) as u8).collect();
+    write_entry(&mut writer, "example.org__d.mp4", "video/mp4", &video);
     let summary = writer.finish("example.org", 0).unwrap();
     assert_eq!(summary.parts.len(), 1);
     let unpacked = dir.path().join("unpacked");
@@ -179,6 +182,7 @@ fn the_archive_reads_with_system_tar() {
     let read = |name: &str| std::fs::read(unpacked.join(name)).unwrap();
     assert_eq!(read("example.org__b.jpg"), b"\xff\xd8 not really");
     assert_eq!(read("example.org__c.txt"), b"more text");
+    assert_eq!(read("example.org__d.mp4"), video);
     let manifest: serde_json::Value = serde_json::from_slice(&read("manifest.json")).unwrap();
     assert_eq!(manifest["version"], 2);
     assert!(

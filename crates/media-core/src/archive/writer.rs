@@ -21,6 +21,12 @@ use super::{ArchiveError, MANIFEST_PART, part_file_name};
 const PARTIAL_SUFFIX: &str = ".partial";
 /// Tar header and padding granularity.
 const TAR_BLOCK: u64 = 512;
+/// Entry data moves in chunks of this size.
+const COPY_BUFFER: usize = 256 << 10;
+/// The most a stored deflate block holds.
+const STORED_BLOCK: usize = 65_535;
+/// A gzip member header: deflate, no flags, no time, unknown OS.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 /// How entries are compressed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -175,6 +181,8 @@ pub struct ArchiveWriter {
     part_size: u64,
     compression: Compression,
     part: Option<OpenPart>,
+    /// Moves entry data from the body to the part.
+    buffer: Vec<u8>,
     summary: ArchiveSummary,
     manifest_records: Spool,
     index_rows: Spool,
@@ -241,6 +249,7 @@ impl ArchiveWriter {
             part_size: part_size.max(1),
             compression,
             part: None,
+            buffer: vec![0; COPY_BUFFER],
             summary: ArchiveSummary::default(),
             manifest_records: Spool::new(dir)?,
             index_rows: Spool::new(dir)?,
@@ -256,17 +265,26 @@ impl ArchiveWriter {
         body: &mut dyn Read,
     ) -> Result<WrittenEntry, ArchiveError> {
         let level = self.compression.level_for(entry.content_type);
+        let mut buffer = std::mem::take(&mut self.buffer);
         let part = self.open_part()?;
         let path = part.partial.clone();
         let mut header = regular_header(entry.size, entry.mtime_ms);
         let mut padded = PaddedBody::new(body, entry.size);
-        part.tar
+        let written = part
+            .tar
             .get_mut()
             .use_level(level)
-            .and_then(|()| part.tar.append_data(&mut header, entry.name, &mut padded))
-            .map_err(ArchiveError::io(&path))?;
+            .and_then(|()| {
+                // The builder writes the header (and a long-name entry when needed) but
+                // would copy the data 8 KiB at a time: the data and its padding follow
+                // here, in large chunks.
+                part.tar.append_data(&mut header, entry.name, io::empty())?;
+                copy_padded(&mut padded, part.tar.get_mut(), &mut buffer)
+            });
         part.uncompressed += tar_size(entry.name, entry.size);
         let part_full = part.uncompressed >= self.part_size;
+        self.buffer = buffer;
+        written.map_err(ArchiveError::io(&path))?;
         self.summary.entries += 1;
         self.summary.entry_bytes += entry.size;
         if part_full {
@@ -302,6 +320,11 @@ impl ArchiveWriter {
         created_ts: i64,
     ) -> Result<ArchiveSummary, ArchiveError> {
         self.close_part()?;
+        for part in &self.summary.parts {
+            File::open(part)
+                .and_then(|file| file.sync_all())
+                .map_err(ArchiveError::io(part))?;
+        }
         let entity = serde_json::to_string(entity_id).expect("a string serializes");
         let head = format!(
             "{{\n  \"version\": {MANIFEST_VERSION},\n  \"entity_id\": {entity},\n  \"created_ts\": \
@@ -334,10 +357,13 @@ impl ArchiveWriter {
                 .chain(index_tail.as_bytes());
             let index_len = index_head.len() as u64 + rows_len + index_tail.len() as u64;
             append_text(&mut tar, INDEX_ENTRY, created_ts, index_len, index)?;
-            finish_tar(tar)
+            finish_tar(tar)?.sync_all()
         };
         write().map_err(ArchiveError::io(&partial))?;
         std::fs::rename(&partial, &path).map_err(ArchiveError::io(&path))?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(ArchiveError::io(&self.dir))?;
         self.summary.manifest = path;
         self.summary.archive_bytes = self
             .summary
@@ -372,6 +398,8 @@ impl ArchiveWriter {
         let Some(part) = self.part.take() else {
             return Ok(());
         };
+        // Not synced yet: the kernel writes it back while the next part fills, and
+        // `finish` syncs every part before the manifest makes the archive complete.
         finish_tar(part.tar).map_err(ArchiveError::io(&part.partial))?;
         std::fs::rename(&part.partial, &part.path).map_err(ArchiveError::io(&part.path))?;
         self.summary.parts.push(part.path);
@@ -400,14 +428,32 @@ fn regular_header(size: u64, mtime_ms: i64) -> tar::Header {
     header
 }
 
-/// Ends a tar (its two zero blocks), the last gzip member, and syncs the file.
-fn finish_tar(tar: tar::Builder<GzipMembers<BufWriter<File>>>) -> io::Result<()> {
-    let file = tar
-        .into_inner()?
+/// Ends a tar (its two zero blocks) and the last gzip member.
+fn finish_tar(tar: tar::Builder<GzipMembers<BufWriter<File>>>) -> io::Result<File> {
+    tar.into_inner()?
         .finish()?
         .into_inner()
-        .map_err(|e| e.into_error())?;
-    file.sync_all()
+        .map_err(|e| e.into_error())
+}
+
+/// Copies all of `body` to `out` through `buffer`, then zeros up to the next tar block.
+fn copy_padded(body: &mut dyn Read, out: &mut dyn Write, buffer: &mut [u8]) -> io::Result<()> {
+    let mut copied = 0u64;
+    loop {
+        let n = match body.read(buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.write_all(&buffer[..n])?;
+        copied += n as u64;
+    }
+    let remainder = copied % TAR_BLOCK;
+    if remainder != 0 {
+        out.write_all(&[0; TAR_BLOCK as usize][..(TAR_BLOCK - remainder) as usize])?;
+    }
+    Ok(())
 }
 
 /// Bytes an entry takes in an uncompressed tar: header(s), then data padded to a block.
@@ -525,7 +571,48 @@ struct GzipMembers<W: Write> {
 
 enum MemberState<W: Write> {
     Between(W),
-    Member(u32, Box<GzEncoder<W>>),
+    Deflated(u32, Box<GzEncoder<W>>),
+    Stored(StoredMember<W>),
+}
+
+/// A gzip member of stored (uncompressed) deflate blocks, written directly: already
+/// compressed media pass through with nothing but framing and a CRC.
+struct StoredMember<W: Write> {
+    inner: W,
+    crc: flate2::Crc,
+}
+
+impl<W: Write> StoredMember<W> {
+    fn start(mut inner: W) -> io::Result<Self> {
+        inner.write_all(&GZIP_HEADER)?;
+        Ok(Self {
+            inner,
+            crc: flate2::Crc::new(),
+        })
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let block = &buf[..buf.len().min(STORED_BLOCK)];
+        if block.is_empty() {
+            return Ok(0);
+        }
+        let len = block.len() as u16;
+        let [l0, l1] = len.to_le_bytes();
+        let [n0, n1] = (!len).to_le_bytes();
+        // A non-final stored block: BFINAL 0, BTYPE 00, then LEN and its complement.
+        self.inner.write_all(&[0, l0, l1, n0, n1])?;
+        self.inner.write_all(block)?;
+        self.crc.update(block);
+        Ok(block.len())
+    }
+
+    /// Ends the deflate stream with an empty final block, then the gzip trailer.
+    fn finish(mut self) -> io::Result<W> {
+        self.inner.write_all(&[1, 0, 0, 0xff, 0xff])?;
+        self.inner.write_all(&self.crc.sum().to_le_bytes())?;
+        self.inner.write_all(&self.crc.amount().to_le_bytes())?;
+        Ok(self.inner)
+    }
 }
 
 impl<W: Write> GzipMembers<W> {
@@ -537,16 +624,16 @@ impl<W: Write> GzipMembers<W> {
 
     /// Makes the following bytes go into a member deflated at `level` (0 = stored).
     fn use_level(&mut self, level: u32) -> io::Result<()> {
-        match self.state.take().expect("no write failed half-way") {
-            MemberState::Member(current, encoder) if current == level => {
-                self.state = Some(MemberState::Member(current, encoder));
+        let state = match self.state.take().expect("no write failed half-way") {
+            MemberState::Deflated(current, encoder) if current == level => {
+                MemberState::Deflated(current, encoder)
             }
-            MemberState::Member(_, encoder) => {
-                let inner = encoder.finish()?;
-                self.state = Some(start_member(inner, level));
-            }
-            MemberState::Between(inner) => self.state = Some(start_member(inner, level)),
-        }
+            stored @ MemberState::Stored(_) if level == 0 => stored,
+            MemberState::Deflated(_, encoder) => start_member(encoder.finish()?, level)?,
+            MemberState::Stored(member) => start_member(member.finish()?, level)?,
+            MemberState::Between(inner) => start_member(inner, level)?,
+        };
+        self.state = Some(state);
         Ok(())
     }
 
@@ -554,16 +641,20 @@ impl<W: Write> GzipMembers<W> {
     fn finish(mut self) -> io::Result<W> {
         match self.state.take().expect("no write failed half-way") {
             MemberState::Between(inner) => Ok(inner),
-            MemberState::Member(_, encoder) => encoder.finish(),
+            MemberState::Deflated(_, encoder) => encoder.finish(),
+            MemberState::Stored(member) => member.finish(),
         }
     }
 }
 
-fn start_member<W: Write>(inner: W, level: u32) -> MemberState<W> {
-    MemberState::Member(
-        level,
-        Box::new(GzEncoder::new(inner, flate2::Compression::new(level))),
-    )
+fn start_member<W: Write>(inner: W, level: u32) -> io::Result<MemberState<W>> {
+    Ok(match level {
+        0 => MemberState::Stored(StoredMember::start(inner)?),
+        level => MemberState::Deflated(
+            level,
+            Box::new(GzEncoder::new(inner, flate2::Compression::new(level))),
+        ),
+    })
 }
 
 impl<W: Write> Write for GzipMembers<W> {
@@ -572,14 +663,16 @@ impl<W: Write> Write for GzipMembers<W> {
             self.use_level(6)?;
         }
         match self.state.as_mut().expect("no write failed half-way") {
-            MemberState::Member(_, encoder) => encoder.write(buf),
+            MemberState::Deflated(_, encoder) => encoder.write(buf),
+            MemberState::Stored(member) => member.write(buf),
             MemberState::Between(_) => unreachable!("a member was started above"),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self.state.as_mut().expect("no write failed half-way") {
-            MemberState::Member(_, encoder) => encoder.flush(),
+            MemberState::Deflated(_, encoder) => encoder.flush(),
+            MemberState::Stored(member) => member.inner.flush(),
             MemberState::Between(inner) => inner.flush(),
         }
     }
