@@ -250,6 +250,86 @@ async fn a_repository_round_trips_through_an_archive_on_both_databases() {
 }
 
 #[tokio::test]
+async fn an_export_straight_from_synapse_imports_to_what_import_synapse_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap())
+            .unwrap();
+    let reference = repo_on(TestDatabase::sqlite(), dir.path(), "reference").await;
+    reference.import_synapse_fixture(dir.path());
+    let remote_origin = expected["remote_origin"].as_str().unwrap();
+
+    for entity in ["@alice:fixture.test", remote_origin] {
+        let archive = dir
+            .path()
+            .join(format!("synapse-{}", entity.replace([':', '@'], "_")));
+        let out = run(
+            "gdpr_export",
+            &[
+                "--synapse-db",
+                fixture.join("homeserver.db").to_str().unwrap(),
+                "--media-store",
+                fixture.join("media_store").to_str().unwrap(),
+                "--entity",
+                entity,
+                "--destination",
+                archive.to_str().unwrap(),
+                "--json",
+            ],
+            dir.path(),
+        );
+        let exported = report(&out);
+        // Alice created one media she never uploaded: listed, not fatal.
+        let unexportable: Vec<_> = failures(&exported).into_values().collect();
+        let code = if unexportable.is_empty() { 0 } else { 1 };
+        assert_eq!(out.status.code(), Some(code), "{entity}: {}", text(&out));
+        assert!(
+            unexportable.iter().all(|r| r == "never_uploaded"),
+            "{exported}"
+        );
+        assert_eq!(
+            exported["quarantined_skipped"], 1,
+            "{entity}: the fixture quarantines one of each"
+        );
+
+        let target = repo_on(
+            TestDatabase::sqlite(),
+            dir.path(),
+            &format!("{}-store", archive.display()),
+        )
+        .await;
+        let out = target.gdpr_import(&archive, &["--json"], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{entity}: {}", text(&out));
+        let origin = if entity.starts_with('@') {
+            SYNAPSE_SERVER
+        } else {
+            entity
+        };
+        let wanted: Vec<String> = reference
+            .media_of(origin)
+            .await
+            .iter()
+            .filter(|m| !m.quarantined)
+            .filter(|m| {
+                !entity.starts_with('@')
+                    || m.uploader.as_ref().is_some_and(|u| u.as_str() == entity)
+            })
+            .map(archived_fields)
+            .collect();
+        assert!(!wanted.is_empty());
+        let got: Vec<String> = target
+            .media_of(origin)
+            .await
+            .iter()
+            .map(archived_fields)
+            .collect();
+        assert_eq!(got, wanted, "{entity}");
+        target.assert_blobs_intact();
+    }
+}
+
+#[tokio::test]
 async fn archives_of_an_independent_writer_import_in_both_layouts() {
     let dir = tempfile::tempdir().unwrap();
     for layout in ["v2", "old"] {
@@ -562,6 +642,26 @@ async fn exports_refuse_to_overwrite_and_report_damaged_blobs() {
         "{}",
         text(&out)
     );
+
+    // A metadata-only archive: records and no part (MMR's camelCase flag).
+    let metadata = dir.path().join("metadata");
+    let out = repo.gdpr_export(
+        "@alice:fixture.test",
+        &metadata,
+        &["--json", "-includeData=false"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let exported = report(&out);
+    assert_eq!(exported["entries"], 0);
+    assert!(exported["records"].as_u64().unwrap() > 0);
+    assert!(exported["parts"].as_array().unwrap().is_empty());
+    let target = repo_on(TestDatabase::sqlite(), dir.path(), "metadata-target").await;
+    let out = target.gdpr_import(&metadata, &["--json"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let reasons = failures(&report(&out));
+    assert_eq!(reasons.len() as u64, exported["records"].as_u64().unwrap());
+    assert!(reasons.values().all(|r| r == "no_data"), "{reasons:?}");
 
     // Bit rot in one of alice's blobs.
     let alices: Vec<MediaRecord> = repo

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use clap::Parser;
 use media_cli::Exit;
 use media_core::archive::Compression;
+use media_core::ids::ServerName;
 use media_gdpr::{Entity, ExportOptions, GdprError, Progress};
 
 /// matrix-media-repo's `gdpr_export` flags, accepted as aliases.
@@ -53,6 +54,20 @@ struct Cli {
     /// apply to every entry.
     #[arg(long, env = "GDPR_COMPRESSION", default_value = "auto")]
     compression: Compression,
+
+    /// Export straight from a Synapse database (homeserver.db path or postgres:// URL)
+    /// instead of our repository; needs --media-store.
+    #[arg(long, env = "SYNAPSE_DB", requires = "media_store")]
+    synapse_db: Option<String>,
+
+    /// Synapse's media_store_path, with --synapse-db.
+    #[arg(long, env = "SYNAPSE_MEDIA_STORE", requires = "synapse_db")]
+    media_store: Option<PathBuf>,
+
+    /// The Synapse server's name, with --synapse-db; derived from its users (and
+    /// checked) when omitted.
+    #[arg(long, env = "SYNAPSE_SERVER_NAME", requires = "synapse_db")]
+    server_name: Option<ServerName>,
 
     /// Our repository database (sqlite:// or postgres:// URL).
     #[arg(long, env = "MEDIA_REPO_DB", default_value = "sqlite://media-repo.db")]
@@ -97,12 +112,6 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         };
         (exit, e.to_string())
     };
-    let repo = media_db::connect_existing(&cli.db)
-        .await
-        .map_err(|e| fail(e.into()))?;
-    let store = media_store::open_for_dry_run(&cli.datastore)
-        .await
-        .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
     let progress = Arc::new(Progress::default());
     let shown = progress.clone();
     let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, move || {
@@ -120,9 +129,38 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         include_data: cli.include_data,
         replace: cli.force,
     };
-    let result = media_gdpr::export_from_repository(&repo, store, options, progress).await;
+    let result = match (&cli.synapse_db, &cli.media_store) {
+        (Some(synapse_db), Some(media_store)) => {
+            let synapse = media_db::synapse::open_synapse(synapse_db)
+                .await
+                .map_err(|e| fail(e.into()))?;
+            let server_name = media_import::resolve_server_name(&synapse, cli.server_name.clone())
+                .await
+                .map_err(|e| (Exit::Usage, e.to_string()))?;
+            let result = media_gdpr::export_from_synapse(
+                &synapse,
+                &server_name,
+                media_store,
+                options,
+                progress,
+            )
+            .await;
+            synapse.close().await;
+            result
+        }
+        _ => {
+            let repo = media_db::connect_existing(&cli.db)
+                .await
+                .map_err(|e| fail(e.into()))?;
+            let store = media_store::open_for_dry_run(&cli.datastore)
+                .await
+                .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
+            let result = media_gdpr::export_from_repository(&repo, store, options, progress).await;
+            repo.close().await;
+            result
+        }
+    };
     bar.finish();
-    repo.close().await;
     let report = result.map_err(fail)?;
     Ok(media_cli::print_report(
         &report,

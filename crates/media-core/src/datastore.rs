@@ -260,6 +260,13 @@ pub trait Datastore: Send + Sync + fmt::Debug {
     /// Streams a blob, or the part of it in `range`.
     async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError>;
 
+    /// Where a blob's bytes sit as a local file, for stores that keep files (readers may
+    /// then read it with blocking I/O, which moves bytes with fewer copies). `None` for
+    /// other stores.
+    fn local_path(&self, _key: &BlobKey) -> Option<std::path::PathBuf> {
+        None
+    }
+
     /// The length of a blob, or `None` when there is no such blob.
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError>;
 

@@ -6,6 +6,7 @@
 //! filesystem. Export is compared with `tar -cf` of the datastore folder; import with
 //! `tar -xzf` of the exported parts, both from the page cache, each followed by `sync` (an
 //! export syncs its parts; an import with fsync on syncs every blob).
+//! `BENCH_GDPR_KEEP=1` only generates the data and keeps it, for profiling one phase.
 
 use std::path::Path;
 use std::process::Command;
@@ -55,12 +56,7 @@ fn time_shell(command: &str, dir: &Path) -> (Duration, Duration) {
     (done, start.elapsed())
 }
 
-/// Starts a new peak-memory measurement of this process (Linux: clears VmHWM).
-fn reset_peak_memory() {
-    std::fs::write("/proc/self/clear_refs", "5").ok();
-}
-
-/// The peak resident memory since the last reset, in MiB.
+/// The peak resident memory of this process, in MiB.
 fn peak_memory_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -74,7 +70,10 @@ fn peak_memory_mib() -> f64 {
 /// Fills a repository with media of random bytes; returns (media, bytes).
 async fn populate(repo_url: &str, store_dir: &Path, total: u64) -> (u64, u64) {
     let repo = media_db::connect(repo_url).await.unwrap();
-    let store = FileDatastore::open(store_dir).await.unwrap().with_fsync(false);
+    let store = FileDatastore::open(store_dir)
+        .await
+        .unwrap()
+        .with_fsync(false);
     let datastore_id = repo.register_datastore(&store.uri()).await.unwrap();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(42);
     let (mut media, mut bytes) = (0u64, 0u64);
@@ -113,13 +112,134 @@ async fn populate(repo_url: &str, store_dir: &Path, total: u64) -> (u64, u64) {
     (media, bytes)
 }
 
+/// One measured phase, run in its own process so that its peak memory is its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Export,
+    Import { fsync: bool },
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Export => "export",
+            Self::Import { fsync: false } => "import-nofsync",
+            Self::Import { fsync: true } => "import-fsync",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::Export,
+            Self::Import { fsync: false },
+            Self::Import { fsync: true },
+        ]
+        .into_iter()
+        .find(|phase| phase.name() == name)
+    }
+
+    /// Runs the phase in a child process; returns (wall time, peak memory in MiB).
+    fn measure(self, dir: &Path) -> (Duration, f64) {
+        sync();
+        let out = Command::new(std::env::current_exe().unwrap())
+            .env(PHASE_VAR, self.name())
+            .env(DIR_VAR, dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().unwrap());
+        let (seconds, peak) = (fields.next().unwrap(), fields.next().unwrap());
+        (Duration::from_secs_f64(seconds), peak)
+    }
+
+    /// In the child: runs the phase and prints "seconds peak-MiB".
+    async fn run(self, dir: &Path) {
+        let source_url = format!("sqlite://{}", dir.join("source.db").display());
+        let start = Instant::now();
+        match self {
+            Self::Export => {
+                let repo = media_db::connect(&source_url).await.unwrap();
+                let store: Arc<dyn Datastore> =
+                    Arc::new(FileDatastore::open(dir.join("store")).await.unwrap());
+                let options = ExportOptions {
+                    entity: Entity::User(USER.parse().unwrap()),
+                    destination: dir.join("export"),
+                    part_size: 200 << 20,
+                    compression: Compression::Auto,
+                    include_data: true,
+                    replace: true,
+                };
+                let report = media_gdpr::export_from_repository(
+                    &repo,
+                    store,
+                    options,
+                    Arc::new(Progress::default()),
+                )
+                .await
+                .unwrap();
+                assert!(!report.has_failures(), "{report}");
+            }
+            Self::Import { fsync } => {
+                let name = self.name();
+                let repo_url = format!("sqlite://{}", dir.join(format!("{name}.db")).display());
+                let repo = media_db::connect(&repo_url).await.unwrap();
+                let store: Arc<dyn Datastore> = Arc::new(
+                    FileDatastore::open(dir.join(format!("{name}-store")))
+                        .await
+                        .unwrap()
+                        .with_fsync(fsync),
+                );
+                let options = ImportOptions {
+                    directory: dir.join("export"),
+                    only_entity: None,
+                    allow_foreign_origins: false,
+                    mode: Mode::Import,
+                };
+                let report = media_gdpr::import_archive(
+                    &repo,
+                    store,
+                    options,
+                    Arc::new(Progress::default()),
+                )
+                .await
+                .unwrap();
+                assert!(!report.has_failures() && report.imported > 0, "{report}");
+            }
+        }
+        println!("{} {}", start.elapsed().as_secs_f64(), peak_memory_mib());
+    }
+}
+
+const PHASE_VAR: &str = "GDPR_BENCH_PHASE";
+const DIR_VAR: &str = "GDPR_BENCH_DIR";
+
 #[tokio::main]
 async fn main() {
+    if let Some(phase) = std::env::var(PHASE_VAR)
+        .ok()
+        .and_then(|p| Phase::from_name(&p))
+    {
+        let dir = std::env::var_os(DIR_VAR).expect("the bench sets the folder");
+        return phase.run(Path::new(&dir)).await;
+    }
     let work = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
     let dir = work.path();
     let total = env_or("BENCH_GDPR_MIB", 2048) << 20;
     let source_url = format!("sqlite://{}", dir.join("source.db").display());
     let (media, bytes) = populate(&source_url, &dir.join("store"), total).await;
+    if std::env::var_os("BENCH_GDPR_KEEP").is_some() {
+        let kept = work.keep();
+        println!(
+            "keeping {} (run one phase: {PHASE_VAR}=export {DIR_VAR}=<it>)",
+            kept.display()
+        );
+        return;
+    }
     // Warm the page cache for every contender.
     time_shell("cat store/*/*/* > /dev/null", dir);
     println!(
@@ -129,41 +249,17 @@ async fn main() {
 
     let (tar_c, tar_c_sync) = time_shell("tar -cf store.tar store", dir);
     std::fs::remove_file(dir.join("store.tar")).unwrap();
-
-    let repo = media_db::connect(&source_url).await.unwrap();
-    let store: Arc<dyn Datastore> = Arc::new(FileDatastore::open(dir.join("store")).await.unwrap());
-    sync();
-    reset_peak_memory();
-    let start = Instant::now();
-    let report = media_gdpr::export_from_repository(
-        &repo,
-        store,
-        ExportOptions {
-            entity: Entity::User(USER.parse().unwrap()),
-            destination: dir.join("export"),
-            part_size: 200 << 20,
-            compression: Compression::Auto,
-            include_data: true,
-            replace: false,
-        },
-        Arc::new(Progress::default()),
-    )
-    .await
-    .unwrap();
-    let export = start.elapsed();
-    let export_peak = peak_memory_mib();
-    assert!(!report.has_failures(), "{report}");
-    repo.close().await;
+    let (export, export_peak) = Phase::Export.measure(dir);
+    let parts = std::fs::read_dir(dir.join("export")).unwrap().count() - 1;
     println!(
         "export: tar -cf {:.2} s ({:.0} MiB/s) | tar -cf + sync {:.2} s | gdpr_export {:.2} s \
-         ({:.0} MiB/s, {} parts) = {:.2}x tar -cf throughput, {:.2}x tar -cf + sync | peak \
+         ({:.0} MiB/s, {parts} parts) = {:.2}x tar -cf throughput, {:.2}x tar -cf + sync | peak \
          memory {:.1} MiB",
         tar_c.as_secs_f64(),
         mib(bytes) / tar_c.as_secs_f64(),
         tar_c_sync.as_secs_f64(),
         export.as_secs_f64(),
         mib(bytes) / export.as_secs_f64(),
-        report.parts.len(),
         tar_c.as_secs_f64() / export.as_secs_f64(),
         tar_c_sync.as_secs_f64() / export.as_secs_f64(),
         export_peak,
@@ -176,32 +272,8 @@ async fn main() {
     );
     std::fs::remove_dir_all(dir.join("untar")).unwrap();
     for fsync in [false, true] {
-        let target_url = format!("sqlite://{}", dir.join(format!("target-{fsync}.db")).display());
-        let target_dir = dir.join(format!("target-store-{fsync}"));
-        let repo = media_db::connect(&target_url).await.unwrap();
-        let store: Arc<dyn Datastore> =
-            Arc::new(FileDatastore::open(&target_dir).await.unwrap().with_fsync(fsync));
-        sync();
-        reset_peak_memory();
-        let start = Instant::now();
-        let report = media_gdpr::import_archive(
-            &repo,
-            store,
-            ImportOptions {
-                directory: dir.join("export"),
-                only_entity: None,
-                allow_foreign_origins: false,
-                mode: Mode::Import,
-            },
-            Arc::new(Progress::default()),
-        )
-        .await
-        .unwrap();
-        let import = start.elapsed();
-        let import_peak = peak_memory_mib();
-        assert!(!report.has_failures(), "{report}");
-        assert_eq!(report.imported, media);
-        repo.close().await;
+        let phase = Phase::Import { fsync };
+        let (import, import_peak) = phase.measure(dir);
         let against = if fsync { tar_x_sync } else { tar_x };
         println!(
             "import (fsync {}): tar -xzf {:.2} s ({:.0} MiB/s) | tar -xzf + sync {:.2} s | \
@@ -216,6 +288,6 @@ async fn main() {
             if fsync { "tar -xzf + sync" } else { "tar -xzf" },
             import_peak,
         );
-        std::fs::remove_dir_all(target_dir).ok();
+        std::fs::remove_dir_all(dir.join(format!("{}-store", phase.name()))).ok();
     }
 }

@@ -8,18 +8,21 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use media_core::archive::writer::extension_for;
 use media_core::archive::{ArchiveWriter, Compression, ManifestRecord, NewEntry, WrittenEntry};
 use media_core::datastore::{BlobKey, Datastore};
-use media_core::ids::Sha256Hex;
-use media_core::records::MediaRecord;
+use media_core::ids::{ServerName, Sha256Hex, UserId};
+use media_core::records::{MediaKey, MediaRecord};
 use media_db::repo::Repository;
+use media_db::synapse::SynapseDb;
+use media_import::SynapseMedia;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -139,22 +142,178 @@ enum Step {
     /// Add a record (its entry, if any, was sent before).
     Record { mxc: String, record: ManifestRecord },
     /// A media the producer could not export.
-    Failed { mxc: String, detail: String },
+    Failed {
+        mxc: String,
+        reason: &'static str,
+        detail: String,
+    },
 }
 
-/// Exports `options.entity`'s media from `repo` and `store`. See the
-/// [module documentation](self).
+/// A media to export, from whichever source.
+#[derive(Debug, Clone)]
+pub struct ExportItem {
+    /// Origin and media ID.
+    pub key: MediaKey,
+    /// The digest of its bytes, when the source knows it (otherwise computed while the
+    /// bytes are written).
+    pub sha256: Option<Sha256Hex>,
+    /// The length of its bytes.
+    pub size_bytes: u64,
+    /// The upload file name.
+    pub upload_name: Option<String>,
+    /// The MIME type.
+    pub content_type: Option<String>,
+    /// The uploader (local media).
+    pub uploader: Option<UserId>,
+    /// Creation time, ms.
+    pub created_ts: i64,
+    /// Quarantined media are left out of exports.
+    pub quarantined: bool,
+    /// Where its bytes are.
+    pub content: Content,
+}
+
+/// Where the bytes of an [`ExportItem`] are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// In the datastore, under the key of its digest.
+    Datastore,
+    /// In a file (a Synapse media store).
+    File(PathBuf),
+}
+
+impl From<MediaRecord> for ExportItem {
+    fn from(record: MediaRecord) -> Self {
+        Self {
+            key: record.key,
+            sha256: Some(record.sha256),
+            size_bytes: record.size_bytes,
+            upload_name: record.upload_name,
+            content_type: record.content_type,
+            uploader: record.uploader,
+            created_ts: record.created_ts,
+            quarantined: record.quarantined,
+            content: Content::Datastore,
+        }
+    }
+}
+
+/// A media the source could not turn into an item: its MXC URI, a reason code and the
+/// details.
+pub type NotExportable = (String, &'static str, String);
+
+/// Items to export, or media the source could not turn into items.
+pub type ExportItems = BoxStream<'static, Result<Result<ExportItem, NotExportable>, GdprError>>;
+
+/// Exports `options.entity`'s media from our repository and its datastore.
 pub async fn export_from_repository(
     repo: &Repository,
     store: Arc<dyn Datastore>,
     options: ExportOptions,
     progress: Arc<Progress>,
 ) -> Result<ExportReport, GdprError> {
-    let total = match &options.entity {
-        Entity::User(user) => repo.count_media_by_uploader(user).await?,
-        Entity::Server(server) => repo.count_media_by_origin(server).await?,
+    let (total, records) = match &options.entity {
+        Entity::User(user) => (
+            repo.count_media_by_uploader(user).await?,
+            repo.media_by_uploader(user),
+        ),
+        Entity::Server(server) => (
+            repo.count_media_by_origin(server).await?,
+            repo.media_by_origin(server),
+        ),
     };
     progress.items_total.store(total, Ordering::Relaxed);
+    let items = records
+        .map_ok(|record| Ok(ExportItem::from(record)))
+        .map_err(GdprError::from)
+        .boxed();
+    export_items(items, Some(store), options, progress).await
+}
+
+/// Exports `options.entity`'s media straight from a Synapse database and media store,
+/// without importing them first: a user's uploads, every local media of the Synapse
+/// server, or the cached media of another origin.
+pub async fn export_from_synapse(
+    synapse: &SynapseDb,
+    server_name: &ServerName,
+    media_store: &Path,
+    options: ExportOptions,
+    progress: Arc<Progress>,
+) -> Result<ExportReport, GdprError> {
+    let file = {
+        let media_store = media_store.to_owned();
+        move |media: SynapseMedia| ExportItem {
+            key: media.key,
+            sha256: media
+                .sha256
+                .as_deref()
+                .and_then(|s| Sha256Hex::parse_any_case(s).ok()),
+            size_bytes: u64::try_from(media.length).unwrap_or(0),
+            upload_name: media.upload_name,
+            content_type: media.content_type,
+            uploader: media.uploader,
+            created_ts: media.created_ts,
+            quarantined: media.quarantined_by.is_some(),
+            content: Content::File(media_store.join(media.path)),
+        }
+    };
+    let not_exported = |failure: media_import::ItemFailure| {
+        (failure.item, failure.reason.as_str(), failure.detail)
+    };
+    let items: ExportItems = match options.entity.clone() {
+        Entity::Server(origin) if &origin != server_name => synapse
+            .remote_media_pages()
+            .map_ok(move |rows| {
+                let origin = origin.clone();
+                let rows = rows
+                    .into_iter()
+                    .filter(move |r| r.media_origin == origin.as_str());
+                futures::stream::iter(rows.map(Ok::<_, media_db::DbError>))
+            })
+            .try_flatten()
+            .map_ok(move |row| {
+                media_import::remote_media(row)
+                    .map(&file)
+                    .map_err(not_exported)
+            })
+            .map_err(GdprError::from)
+            .boxed(),
+        entity => {
+            let server = server_name.clone();
+            let user = match entity {
+                Entity::User(user) => Some(user.to_string()),
+                Entity::Server(_) => None,
+            };
+            synapse
+                .local_media_pages()
+                .map_ok(move |rows| {
+                    let user = user.clone();
+                    let rows = rows
+                        .into_iter()
+                        .filter(move |r| user.is_none() || r.user_id == user);
+                    futures::stream::iter(rows.map(Ok::<_, media_db::DbError>))
+                })
+                .try_flatten()
+                .map_ok(move |row| {
+                    media_import::local_media(row, &server)
+                        .map(&file)
+                        .map_err(not_exported)
+                })
+                .map_err(GdprError::from)
+                .boxed()
+        }
+    };
+    export_items(items, None, options, progress).await
+}
+
+/// Writes `items` into an archive: the producer (this task) reads and hashes the bytes,
+/// a blocking thread writes the archive.
+async fn export_items(
+    items: ExportItems,
+    store: Option<Arc<dyn Datastore>>,
+    options: ExportOptions,
+    progress: Arc<Progress>,
+) -> Result<ExportReport, GdprError> {
     let writer = ArchiveWriter::create(
         &options.destination,
         options.part_size,
@@ -167,7 +326,7 @@ pub async fn export_from_repository(
     let writer_task = tokio::task::spawn_blocking(move || {
         write_archive(writer, step_receiver, &entity_id, &writer_progress)
     });
-    let produced = produce(repo, &*store, &options, steps, &progress).await;
+    let produced = produce(items, store, &options, steps, &progress).await;
     let written = writer_task
         .await
         .map_err(|e| GdprError::Worker(e.to_string()))?;
@@ -199,64 +358,109 @@ struct Produced {
 }
 
 async fn produce(
-    repo: &Repository,
-    store: &dyn Datastore,
+    mut items: ExportItems,
+    store: Option<Arc<dyn Datastore>>,
     options: &ExportOptions,
     steps: mpsc::Sender<Step>,
-    progress: &Progress,
+    progress: &Arc<Progress>,
 ) -> Result<Produced, GdprError> {
-    let mut records = match &options.entity {
-        Entity::User(user) => repo.media_by_uploader(user),
-        Entity::Server(server) => repo.media_by_origin(server),
-    };
     let mut produced = Produced::default();
     // The entry already holding each blob's bytes.
     let mut entries: HashMap<Sha256Hex, String> = HashMap::new();
     let writer_gone = || GdprError::Worker("the archive writer stopped".into());
-    while let Some(record) = records.try_next().await? {
-        if record.quarantined {
+    while let Some(item) = items.try_next().await? {
+        let item = match item {
+            Ok(item) => item,
+            Err((mxc, reason, detail)) => {
+                steps
+                    .send(Step::Failed {
+                        mxc,
+                        reason,
+                        detail,
+                    })
+                    .await
+                    .map_err(|_| writer_gone())?;
+                continue;
+            }
+        };
+        if item.quarantined {
             produced.quarantined += 1;
             progress.items_done.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let mxc = record.key.to_string();
-        let mut manifest = manifest_record(&record);
-        if options.include_data {
-            if let Some(name) = entries.get(&record.sha256) {
-                manifest.file_name = name.clone();
-                produced.shared_records += 1;
-                produced.bytes_saved += record.size_bytes;
-            } else {
-                let name = format!(
-                    "{}__{}{}",
-                    record.key.origin,
-                    record.key.media_id,
-                    extension_for(record.content_type.as_deref().unwrap_or_default())
-                );
-                let blob = match store.get(&BlobKey::for_hash(&record.sha256), None).await {
-                    Ok(blob) => blob,
-                    Err(e) => {
-                        let detail = format!("its bytes cannot be read from the datastore: {e}");
-                        steps
-                            .send(Step::Failed { mxc, detail })
-                            .await
-                            .map_err(|_| writer_gone())?;
-                        continue;
-                    }
-                };
-                let (body, body_receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
-                let step = Step::Entry {
-                    name: name.clone(),
-                    size: record.size_bytes,
-                    mtime_ms: record.created_ts,
-                    content_type: record.content_type.clone().unwrap_or_default(),
-                    body: body_receiver,
-                };
-                steps.send(step).await.map_err(|_| writer_gone())?;
-                send_checked_chunks(blob, &record, body, progress).await;
-                entries.insert(record.sha256.clone(), name.clone());
-                manifest.file_name = name;
+        let mxc = item.key.to_string();
+        let mut manifest = manifest_record(&item);
+        let shared = item.sha256.as_ref().and_then(|sha| entries.get(sha));
+        if !options.include_data {
+        } else if let Some(name) = shared {
+            manifest.file_name = name.clone();
+            produced.shared_records += 1;
+            produced.bytes_saved += item.size_bytes;
+        } else {
+            let key = item.sha256.as_ref().map(BlobKey::for_hash);
+            let path = match (&item.content, &store, &key) {
+                (Content::File(path), _, _) => Some(path.clone()),
+                (Content::Datastore, Some(store), Some(key)) => store.local_path(key),
+                (Content::Datastore, _, _) => None,
+            };
+            let opened = match (&path, &store, &key) {
+                (Some(path), _, _) => tokio::fs::metadata(path).await.map(|_| None),
+                (None, Some(store), Some(key)) => store
+                    .get(key, None)
+                    .await
+                    .map(Some)
+                    .map_err(std::io::Error::other),
+                (None, _, _) => Err(std::io::Error::other("it has no datastore key")),
+            };
+            let blob = match opened {
+                Ok(blob) => blob,
+                Err(e) => {
+                    let detail = format!("its bytes cannot be read: {e}");
+                    let reason = "unreadable";
+                    steps
+                        .send(Step::Failed {
+                            mxc,
+                            reason,
+                            detail,
+                        })
+                        .await
+                        .map_err(|_| writer_gone())?;
+                    continue;
+                }
+            };
+            let name = format!(
+                "{}__{}{}",
+                item.key.origin,
+                item.key.media_id,
+                extension_for(item.content_type.as_deref().unwrap_or_default())
+            );
+            let (body, body_receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+            let step = Step::Entry {
+                name: name.clone(),
+                size: item.size_bytes,
+                mtime_ms: item.created_ts,
+                content_type: item.content_type.clone().unwrap_or_default(),
+                body: body_receiver,
+            };
+            steps.send(step).await.map_err(|_| writer_gone())?;
+            let expected = (item.sha256.clone(), item.size_bytes);
+            let digest = match (blob, path) {
+                (Some(blob), _) => send_stream_chunks(blob, expected, body, progress).await,
+                (None, Some(path)) => {
+                    let progress = progress.clone();
+                    tokio::task::spawn_blocking(move || {
+                        send_file_chunks(&path, expected, body, &progress)
+                    })
+                    .await
+                    .map_err(|e| GdprError::Worker(e.to_string()))?
+                }
+                (None, None) => unreachable!("an item without a path was opened from the store"),
+            };
+            if let Some(sha256) = digest {
+                manifest.sha256 = sha256.to_string();
+                entries.insert(sha256, name.clone());
             }
+            manifest.file_name = name;
         }
         steps
             .send(Step::Record {
@@ -269,62 +473,130 @@ async fn produce(
     Ok(produced)
 }
 
-/// Streams a blob's chunks to the writer, hashing them; the last chunk goes out only
-/// when the digest and length match the record, otherwise an error replaces it.
-async fn send_checked_chunks(
+/// Hashes a blob's chunks as they pass, holding back the last one: it goes out only
+/// once the digest and length are known to match, otherwise an error replaces it (the
+/// writer then pads the entry and no record references it).
+#[derive(Default)]
+struct HeldBackChunks {
+    hasher: Sha256,
+    length: u64,
+    held: Option<Bytes>,
+}
+
+impl HeldBackChunks {
+    /// Takes a chunk; returns the one now safe to send.
+    fn push(&mut self, chunk: Bytes) -> Option<Bytes> {
+        self.hasher.update(&chunk);
+        self.length += chunk.len() as u64;
+        self.held.replace(chunk)
+    }
+
+    /// The last chunk (or why the bytes are wrong), and the digest when they are right.
+    fn finish(
+        self,
+        (sha256, size): (Option<Sha256Hex>, u64),
+    ) -> (std::io::Result<Bytes>, Option<Sha256Hex>) {
+        let actual = Sha256Hex::from_digest(&self.hasher.finalize().into());
+        if sha256.as_ref().is_none_or(|s| s == &actual) && self.length == size {
+            (Ok(self.held.unwrap_or_default()), Some(actual))
+        } else {
+            let wanted = sha256.map_or_else(|| "the recorded length".to_owned(), |s| s.to_string());
+            let problem = std::io::Error::other(format!(
+                "the stored bytes are damaged: they hash to {actual} ({} bytes) instead of \
+                 {wanted} ({size} bytes)",
+                self.length
+            ));
+            (Err(problem), None)
+        }
+    }
+}
+
+/// Streams a blob from an async reader to the writer; returns its digest when its
+/// bytes are right.
+async fn send_stream_chunks(
     blob: media_core::datastore::BlobReader,
-    record: &MediaRecord,
+    expected: (Option<Sha256Hex>, u64),
     body: mpsc::Sender<std::io::Result<Bytes>>,
     progress: &Progress,
-) {
+) -> Option<Sha256Hex> {
     let mut chunks = ReaderStream::with_capacity(blob, CHUNK);
-    let mut hasher = Sha256::new();
-    let mut length = 0u64;
-    let mut held: Option<Bytes> = None;
+    let mut checker = HeldBackChunks::default();
     while let Some(chunk) = chunks.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
             Err(e) => {
                 let _ = body.send(Err(e)).await;
-                return;
+                return None;
             }
         };
-        hasher.update(&chunk);
-        length += chunk.len() as u64;
         progress
             .bytes
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        if let Some(previous) = held.replace(chunk)
-            && body.send(Ok(previous)).await.is_err()
+        if let Some(ready) = checker.push(chunk)
+            && body.send(Ok(ready)).await.is_err()
         {
-            return;
+            return None;
         }
     }
-    let actual = Sha256Hex::from_digest(&hasher.finalize().into());
-    let last = if actual == record.sha256 && length == record.size_bytes {
-        Ok(held.unwrap_or_default())
-    } else {
-        Err(std::io::Error::other(format!(
-            "the stored bytes are damaged: they hash to {actual} ({length} bytes) instead \
-             of {} ({} bytes)",
-            record.sha256, record.size_bytes
-        )))
-    };
+    let (last, digest) = checker.finish(expected);
     let _ = body.send(last).await;
+    digest
 }
 
-fn manifest_record(record: &MediaRecord) -> ManifestRecord {
+/// Blocking: streams a file to the writer; returns its digest when its bytes are right.
+fn send_file_chunks(
+    path: &Path,
+    expected: (Option<Sha256Hex>, u64),
+    body: mpsc::Sender<std::io::Result<Bytes>>,
+    progress: &Progress,
+) -> Option<Sha256Hex> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) => {
+            let _ = body.blocking_send(Err(e));
+            return None;
+        }
+    };
+    let mut checker = HeldBackChunks::default();
+    loop {
+        let mut chunk = vec![0; CHUNK];
+        let n = match crate::read_full(&mut file, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let _ = body.blocking_send(Err(e));
+                return None;
+            }
+        };
+        chunk.truncate(n);
+        progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(ready) = checker.push(Bytes::from(chunk))
+            && body.blocking_send(Ok(ready)).is_err()
+        {
+            return None;
+        }
+    }
+    let (last, digest) = checker.finish(expected);
+    let _ = body.blocking_send(last);
+    digest
+}
+
+fn manifest_record(item: &ExportItem) -> ManifestRecord {
     ManifestRecord {
-        name: record.upload_name.clone().unwrap_or_default(),
+        name: item.upload_name.clone().unwrap_or_default(),
         file_name: String::new(),
-        size_bytes: record.size_bytes,
-        sha256: record.sha256.to_string(),
-        content_type: record.content_type.clone().unwrap_or_default(),
-        origin: record.key.origin.to_string(),
-        media_id: record.key.media_id.to_string(),
-        created_ts: record.created_ts,
+        size_bytes: item.size_bytes,
+        sha256: item
+            .sha256
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        content_type: item.content_type.clone().unwrap_or_default(),
+        origin: item.key.origin.to_string(),
+        media_id: item.key.media_id.to_string(),
+        created_ts: item.created_ts,
         s3_url: String::new(),
-        uploader: record
+        uploader: item
             .uploader
             .as_ref()
             .map(ToString::to_string)
@@ -370,9 +642,13 @@ fn write_archive(
                     None => writer.add_record(&mxc, &record)?,
                 }
             }
-            Step::Failed { mxc, detail } => {
+            Step::Failed {
+                mxc,
+                reason,
+                detail,
+            } => {
                 progress.items_done.fetch_add(1, Ordering::Relaxed);
-                failures.push(mxc, "unreadable", detail);
+                failures.push(mxc, reason, detail);
             }
         }
     }

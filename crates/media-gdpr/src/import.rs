@@ -329,6 +329,13 @@ impl Importer {
         record: ManifestRecord,
         entity_server: Option<&media_core::ids::ServerName>,
     ) {
+        if record.file_name.is_empty() {
+            return self.fail(
+                &mxc,
+                "no_data",
+                "the archive holds no bytes for it (a metadata-only export)",
+            );
+        }
         let checked = match record.check(&mxc) {
             Ok(checked) => checked,
             Err(problem) => return self.fail(&mxc, "invalid_record", problem),
@@ -369,13 +376,6 @@ impl Importer {
                     ),
                 );
             }
-        }
-        if record.file_name.is_empty() {
-            return self.fail(
-                &mxc,
-                "no_data",
-                "the archive holds no bytes for it (a metadata-only export)",
-            );
         }
         self.wanted
             .entry(record.file_name.clone())
@@ -667,7 +667,7 @@ impl Importer {
         });
         loop {
             let mut chunk = vec![0; CHUNK];
-            match read_full(body, &mut chunk) {
+            match crate::read_full(body, &mut chunk) {
                 Ok(0) => break,
                 Ok(n) => {
                     chunk.truncate(n);
@@ -776,7 +776,7 @@ fn hash_at_most(body: &mut dyn Read, limit: u64) -> std::io::Result<(Sha256Hex, 
     let mut buf = vec![0; CHUNK];
     let mut length = 0u64;
     loop {
-        let n = read_full(&mut limited, &mut buf)?;
+        let n = crate::read_full(&mut limited, &mut buf)?;
         if n == 0 {
             break;
         }
@@ -784,18 +784,4 @@ fn hash_at_most(body: &mut dyn Read, limit: u64) -> std::io::Result<(Sha256Hex, 
         length += n as u64;
     }
     Ok((Sha256Hex::from_digest(&hasher.finalize().into()), length))
-}
-
-/// Reads until `buf` is full or the source ends.
-fn read_full(source: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match source.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }

@@ -7,6 +7,7 @@
 //!   against the manifest before anything is written; `verify` checks without writing.
 #![deny(missing_docs)]
 
+use std::io::Read;
 use std::str::FromStr;
 use std::sync::atomic::AtomicU64;
 
@@ -18,7 +19,9 @@ use media_db::DbError;
 pub mod export;
 pub mod import;
 
-pub use export::{ExportOptions, ExportReport, export_from_repository};
+pub use export::{
+    Content, ExportItem, ExportOptions, ExportReport, export_from_repository, export_from_synapse,
+};
 pub use import::{ImportOptions, ImportReport, import_archive};
 
 /// Whose media: one user's uploads, or every media of one server.
@@ -183,6 +186,20 @@ impl Failures {
         }
         Ok(())
     }
+}
+
+/// Reads until `buf` is full or the source ends.
+pub(crate) fn read_full(source: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match source.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 #[cfg(test)]

@@ -12,5 +12,5 @@ pub mod synapse_paths;
 pub use homeserver::HomeserverClient;
 pub use synapse::{
     FailureReason, ImportError, ImportOptions, ImportReport, Include, ItemFailure, Progress,
-    import_synapse, resolve_server_name, source_label,
+    SynapseMedia, import_synapse, local_media, remote_media, resolve_server_name, source_label,
 };

@@ -141,6 +141,21 @@ pub enum FailureReason {
     RetryLater,
 }
 
+impl FailureReason {
+    /// The reason as a code, as reports write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NeverUploaded => "never_uploaded",
+            Self::FileMissing => "file_missing",
+            Self::Corrupt => "corrupt",
+            Self::InvalidIdentifier => "invalid_identifier",
+            Self::Unreadable => "unreadable",
+            Self::Conflict => "conflict",
+            Self::RetryLater => "retry_later",
+        }
+    }
+}
+
 /// One item that was not imported, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ItemFailure {
@@ -306,16 +321,31 @@ struct SourceFile {
     expected: PutOptions,
 }
 
-/// The metadata of a media, waiting for its bytes' digest.
+/// A Synapse media whose identifiers were checked, and where its bytes are.
 #[derive(Debug, Clone)]
-struct MediaDraft {
-    key: MediaKey,
-    upload_name: Option<String>,
-    content_type: Option<String>,
-    uploader: Option<UserId>,
-    created_ts: i64,
-    last_access_ts: Option<i64>,
-    quarantined_by: Option<String>,
+pub struct SynapseMedia {
+    /// Origin and media ID.
+    pub key: MediaKey,
+    /// The upload file name.
+    pub upload_name: Option<String>,
+    /// The MIME type.
+    pub content_type: Option<String>,
+    /// The uploader (local media only).
+    pub uploader: Option<UserId>,
+    /// Creation time, ms.
+    pub created_ts: i64,
+    /// Last download, ms.
+    pub last_access_ts: Option<i64>,
+    /// The admin who quarantined it, when it is quarantined.
+    pub quarantined_by: Option<String>,
+    /// Its content's path relative to the media store, built from checked parts only.
+    pub path: PathBuf,
+    /// The SHA-256 Synapse recorded (absent before Synapse 1.128).
+    pub sha256: Option<String>,
+    /// The length Synapse recorded.
+    pub length: i64,
+    /// Whether it is a URL-preview media.
+    pub url_preview: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -330,7 +360,7 @@ struct ThumbnailDraft {
 /// One media to import, with its thumbnails (or why a thumbnail cannot be read).
 #[derive(Debug)]
 struct WorkItem {
-    media: MediaDraft,
+    media: SynapseMedia,
     content: SourceFile,
     thumbnails: Vec<Result<ThumbnailDraft, ItemFailure>>,
 }
@@ -338,24 +368,19 @@ struct WorkItem {
 impl WorkItem {
     /// A media whose content is at `path` under the media store, with what Synapse
     /// recorded about its bytes.
-    fn new(
-        media: MediaDraft,
-        path: PathBuf,
-        sha256: Option<String>,
-        length: Option<i64>,
-        thumbnails: Vec<Result<ThumbnailDraft, ItemFailure>>,
-    ) -> Self {
+    fn new(media: SynapseMedia, thumbnails: Vec<Result<ThumbnailDraft, ItemFailure>>) -> Self {
         let remote = RemoteContent::Media {
             key: media.key.clone(),
             quarantined: media.quarantined_by.is_some(),
         };
+        let content = SourceFile {
+            path: media.path.clone(),
+            remote,
+            expected: expected(media.sha256.as_deref(), Some(media.length)),
+        };
         Self {
             media,
-            content: SourceFile {
-                path,
-                remote,
-                expected: expected(sha256.as_deref(), length),
-            },
+            content,
             thumbnails,
         }
     }
@@ -624,9 +649,46 @@ fn plan_local(
     thumbnails: Vec<ThumbnailRow>,
     options: &ImportOptions,
 ) -> Result<WorkItem, ItemFailure> {
-    let shown = format!("mxc://{}/{}", options.server_name, row.media_id);
+    let media = local_media(row, &options.server_name)?;
+    let thumbnails = thumbnails
+        .into_iter()
+        .map(|t| {
+            plan_thumbnail(&media.key, media.quarantined_by.is_some(), t, |name| {
+                synapse_paths::local_thumbnail(&media.key.media_id, media.url_preview, name)
+            })
+        })
+        .collect();
+    Ok(WorkItem::new(media, thumbnails))
+}
+
+fn plan_remote(
+    row: RemoteMediaRow,
+    thumbnails: Vec<ThumbnailRow>,
+) -> Result<WorkItem, ItemFailure> {
+    let media = remote_media(row)?;
+    let thumbnails = thumbnails
+        .into_iter()
+        .map(|t| {
+            let fid = t
+                .filesystem_id
+                .as_deref()
+                .and_then(|f| MediaId::try_from(f).ok());
+            plan_thumbnail(&media.key, media.quarantined_by.is_some(), t, |name| {
+                synapse_paths::remote_thumbnail(&media.key.origin, fid.as_ref()?, name)
+            })
+        })
+        .collect();
+    Ok(WorkItem::new(media, thumbnails))
+}
+
+/// Checks a `local_media_repository` row of the server `server_name` and finds its file.
+pub fn local_media(
+    row: LocalMediaRow,
+    server_name: &ServerName,
+) -> Result<SynapseMedia, ItemFailure> {
+    let shown = format!("mxc://{server_name}/{}", row.media_id);
     let media_id = MediaId::try_from(row.media_id.as_str()).map_err(|e| invalid(&shown, e))?;
-    let key = MediaKey::new(options.server_name.clone(), media_id);
+    let key = MediaKey::new(server_name.clone(), media_id);
     let shown = key.to_string();
     let uploader = row
         .user_id
@@ -634,26 +696,17 @@ fn plan_local(
         .map(UserId::try_from)
         .transpose()
         .map_err(|e| invalid(&shown, e))?;
-    if row.media_length.is_none() {
+    let Some(length) = row.media_length else {
         return Err(ItemFailure {
             item: shown,
             reason: FailureReason::NeverUploaded,
             detail: "created but never uploaded: Synapse has no bytes for it".into(),
         });
-    }
-    let preview = row.url_cache.is_some();
-    let quarantined = row.quarantined_by.is_some();
-    let path = synapse_paths::local_content(&key.media_id, preview)
+    };
+    let url_preview = row.url_cache.is_some();
+    let path = synapse_paths::local_content(&key.media_id, url_preview)
         .ok_or_else(|| invalid(&shown, "the media ID does not map to a Synapse path"))?;
-    let thumbnails = thumbnails
-        .into_iter()
-        .map(|t| {
-            plan_thumbnail(&key, quarantined, t, |name| {
-                synapse_paths::local_thumbnail(&key.media_id, preview, name)
-            })
-        })
-        .collect();
-    let media = MediaDraft {
+    Ok(SynapseMedia {
         key,
         upload_name: row.upload_name,
         content_type: row.media_type.filter(|t| !t.is_empty()),
@@ -661,20 +714,15 @@ fn plan_local(
         created_ts: row.created_ts,
         last_access_ts: row.last_access_ts,
         quarantined_by: row.quarantined_by,
-    };
-    Ok(WorkItem::new(
-        media,
         path,
-        row.sha256,
-        row.media_length,
-        thumbnails,
-    ))
+        sha256: row.sha256,
+        length,
+        url_preview,
+    })
 }
 
-fn plan_remote(
-    row: RemoteMediaRow,
-    thumbnails: Vec<ThumbnailRow>,
-) -> Result<WorkItem, ItemFailure> {
+/// Checks a `remote_media_cache` row and finds its file.
+pub fn remote_media(row: RemoteMediaRow) -> Result<SynapseMedia, ItemFailure> {
     let shown = format!("mxc://{}/{}", row.media_origin, row.media_id);
     let origin = ServerName::try_from(row.media_origin.as_str()).map_err(|e| invalid(&shown, e))?;
     let media_id = MediaId::try_from(row.media_id.as_str()).map_err(|e| invalid(&shown, e))?;
@@ -686,29 +734,16 @@ fn plan_remote(
         .transpose()
         .map_err(|e| invalid(&shown, format!("filesystem_id: {e}")))?
         .ok_or_else(|| invalid(&shown, "filesystem_id is NULL"))?;
-    if row.media_length.is_none() {
+    let Some(length) = row.media_length else {
         return Err(ItemFailure {
             item: shown,
             reason: FailureReason::NeverUploaded,
             detail: "no length recorded: Synapse never finished caching it".into(),
         });
-    }
-    let quarantined = row.quarantined_by.is_some();
+    };
     let path = synapse_paths::remote_content(&key.origin, &filesystem_id)
         .ok_or_else(|| invalid(&shown, "the filesystem ID does not map to a Synapse path"))?;
-    let thumbnails = thumbnails
-        .into_iter()
-        .map(|t| {
-            let fid = t
-                .filesystem_id
-                .as_deref()
-                .and_then(|f| MediaId::try_from(f).ok());
-            plan_thumbnail(&key, quarantined, t, |name| {
-                synapse_paths::remote_thumbnail(&key.origin, fid.as_ref()?, name)
-            })
-        })
-        .collect();
-    let media = MediaDraft {
+    Ok(SynapseMedia {
         key,
         upload_name: row.upload_name,
         content_type: row.media_type.filter(|t| !t.is_empty()),
@@ -716,14 +751,11 @@ fn plan_remote(
         created_ts: row.created_ts,
         last_access_ts: row.last_access_ts,
         quarantined_by: row.quarantined_by,
-    };
-    Ok(WorkItem::new(
-        media,
         path,
-        row.sha256,
-        row.media_length,
-        thumbnails,
-    ))
+        sha256: row.sha256,
+        length,
+        url_preview: false,
+    })
 }
 
 /// How a thumbnail is named in reports.

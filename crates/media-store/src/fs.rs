@@ -481,6 +481,10 @@ impl Datastore for FileDatastore {
         .await
     }
 
+    fn local_path(&self, key: &BlobKey) -> Option<PathBuf> {
+        Some(self.path_of(key))
+    }
+
     async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError> {
         let path = self.path_of(key);
         let mut file = match tokio::fs::File::open(&path).await {

@@ -47,6 +47,9 @@ async fn round_trip(store: &dyn Datastore) {
         assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
         assert_eq!(store.size(&put.blob.key).await.unwrap(), Some(len as u64));
         assert!(store.exists(&put.blob.key).await.unwrap());
+        if let Some(path) = store.local_path(&put.blob.key) {
+            assert_eq!(std::fs::read(&path).unwrap(), data, "{}", path.display());
+        }
     }
 }
 

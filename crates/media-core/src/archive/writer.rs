@@ -183,6 +183,8 @@ pub struct ArchiveWriter {
     part: Option<OpenPart>,
     /// Moves entry data from the body to the part.
     buffer: Vec<u8>,
+    /// Closed parts being synced.
+    part_syncs: Vec<(PathBuf, std::thread::JoinHandle<io::Result<()>>)>,
     summary: ArchiveSummary,
     manifest_records: Spool,
     index_rows: Spool,
@@ -250,6 +252,7 @@ impl ArchiveWriter {
             compression,
             part: None,
             buffer: vec![0; COPY_BUFFER],
+            part_syncs: Vec::new(),
             summary: ArchiveSummary::default(),
             manifest_records: Spool::new(dir)?,
             index_rows: Spool::new(dir)?,
@@ -270,17 +273,13 @@ impl ArchiveWriter {
         let path = part.partial.clone();
         let mut header = regular_header(entry.size, entry.mtime_ms);
         let mut padded = PaddedBody::new(body, entry.size);
-        let written = part
-            .tar
-            .get_mut()
-            .use_level(level)
-            .and_then(|()| {
-                // The builder writes the header (and a long-name entry when needed) but
-                // would copy the data 8 KiB at a time: the data and its padding follow
-                // here, in large chunks.
-                part.tar.append_data(&mut header, entry.name, io::empty())?;
-                copy_padded(&mut padded, part.tar.get_mut(), &mut buffer)
-            });
+        let written = part.tar.get_mut().use_level(level).and_then(|()| {
+            // The builder writes the header (and a long-name entry when needed) but
+            // would copy the data 8 KiB at a time: the data and its padding follow
+            // here, in large chunks.
+            part.tar.append_data(&mut header, entry.name, io::empty())?;
+            copy_padded(&mut padded, part.tar.get_mut(), &mut buffer)
+        });
         part.uncompressed += tar_size(entry.name, entry.size);
         let part_full = part.uncompressed >= self.part_size;
         self.buffer = buffer;
@@ -320,10 +319,10 @@ impl ArchiveWriter {
         created_ts: i64,
     ) -> Result<ArchiveSummary, ArchiveError> {
         self.close_part()?;
-        for part in &self.summary.parts {
-            File::open(part)
-                .and_then(|file| file.sync_all())
-                .map_err(ArchiveError::io(part))?;
+        for (part, sync) in std::mem::take(&mut self.part_syncs) {
+            sync.join()
+                .unwrap_or_else(|_| Err(io::Error::other("the sync thread panicked")))
+                .map_err(ArchiveError::io(&part))?;
         }
         let entity = serde_json::to_string(entity_id).expect("a string serializes");
         let head = format!(
@@ -398,10 +397,14 @@ impl ArchiveWriter {
         let Some(part) = self.part.take() else {
             return Ok(());
         };
-        // Not synced yet: the kernel writes it back while the next part fills, and
-        // `finish` syncs every part before the manifest makes the archive complete.
-        finish_tar(part.tar).map_err(ArchiveError::io(&part.partial))?;
+        let file = finish_tar(part.tar).map_err(ArchiveError::io(&part.partial))?;
         std::fs::rename(&part.partial, &part.path).map_err(ArchiveError::io(&part.path))?;
+        // The part syncs in the background while the next one fills; `finish` waits for
+        // every sync before the manifest makes the archive complete.
+        self.part_syncs.push((
+            part.path.clone(),
+            std::thread::spawn(move || file.sync_all()),
+        ));
         self.summary.parts.push(part.path);
         Ok(())
     }
