@@ -225,7 +225,9 @@ fn a_failing_body_is_padded_and_reported_and_the_part_stays_readable() {
         mtime_ms: 0,
         content_type: "",
     };
-    let written = writer.add_entry(entry, &mut Failing(10)).unwrap();
+    let written = writer
+        .add_entry(entry, &mut std::io::BufReader::new(Failing(10)))
+        .unwrap();
     assert!(matches!(written, WrittenEntry::SourceFailed(e) if e.to_string().contains("fire")));
     write_entry(&mut writer, "good", "", b"fine");
     writer.finish("example.org", 0).unwrap();

@@ -151,14 +151,21 @@ impl std::fmt::Display for ImportReport {
                 self.verified, self.failures.count
             )?,
         }
-        writeln!(
+        write!(
             f,
-            "  entries read: {} ({}); blobs written: {} ({})",
+            "  entries read: {} ({})",
             self.entries_read,
-            human_size(self.bytes_read),
-            self.blobs_written,
-            human_size(self.bytes_written)
+            human_size(self.bytes_read)
         )?;
+        match self.mode {
+            Mode::Import => writeln!(
+                f,
+                "; blobs written: {} ({})",
+                self.blobs_written,
+                human_size(self.bytes_written)
+            )?,
+            Mode::Verify => writeln!(f)?,
+        }
         if self.not_selected > 0 {
             writeln!(f, "  left out by --only-entity: {}", self.not_selected)?;
         }

@@ -9,7 +9,7 @@
 //! many records an archive has.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, Write};
+use std::io::{self, BufRead, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
@@ -21,8 +21,6 @@ use super::{ArchiveError, MANIFEST_PART, part_file_name};
 const PARTIAL_SUFFIX: &str = ".partial";
 /// Tar header and padding granularity.
 const TAR_BLOCK: u64 = 512;
-/// Entry data moves in chunks of this size.
-const COPY_BUFFER: usize = 256 << 10;
 /// The most a stored deflate block holds.
 const STORED_BLOCK: usize = 65_535;
 /// A gzip member header: deflate, no flags, no time, unknown OS.
@@ -181,8 +179,6 @@ pub struct ArchiveWriter {
     part_size: u64,
     compression: Compression,
     part: Option<OpenPart>,
-    /// Moves entry data from the body to the part.
-    buffer: Vec<u8>,
     /// Closed parts being synced.
     part_syncs: Vec<(PathBuf, std::thread::JoinHandle<io::Result<()>>)>,
     summary: ArchiveSummary,
@@ -251,7 +247,6 @@ impl ArchiveWriter {
             part_size: part_size.max(1),
             compression,
             part: None,
-            buffer: vec![0; COPY_BUFFER],
             part_syncs: Vec::new(),
             summary: ArchiveSummary::default(),
             manifest_records: Spool::new(dir)?,
@@ -265,10 +260,9 @@ impl ArchiveWriter {
     pub fn add_entry(
         &mut self,
         entry: NewEntry<'_>,
-        body: &mut dyn Read,
+        body: &mut dyn BufRead,
     ) -> Result<WrittenEntry, ArchiveError> {
         let level = self.compression.level_for(entry.content_type);
-        let mut buffer = std::mem::take(&mut self.buffer);
         let part = self.open_part()?;
         let path = part.partial.clone();
         let mut header = regular_header(entry.size, entry.mtime_ms);
@@ -278,11 +272,10 @@ impl ArchiveWriter {
             // would copy the data 8 KiB at a time: the data and its padding follow
             // here, in large chunks.
             part.tar.append_data(&mut header, entry.name, io::empty())?;
-            copy_padded(&mut padded, part.tar.get_mut(), &mut buffer)
+            copy_padded(&mut padded, part.tar.get_mut())
         });
         part.uncompressed += tar_size(entry.name, entry.size);
         let part_full = part.uncompressed >= self.part_size;
-        self.buffer = buffer;
         written.map_err(ArchiveError::io(&path))?;
         self.summary.entries += 1;
         self.summary.entry_bytes += entry.size;
@@ -439,17 +432,20 @@ fn finish_tar(tar: tar::Builder<GzipMembers<BufWriter<File>>>) -> io::Result<Fil
         .map_err(|e| e.into_error())
 }
 
-/// Copies all of `body` to `out` through `buffer`, then zeros up to the next tar block.
-fn copy_padded(body: &mut dyn Read, out: &mut dyn Write, buffer: &mut [u8]) -> io::Result<()> {
+/// Copies all of `body` to `out` straight from its buffer, then zeros up to the next
+/// tar block.
+fn copy_padded(body: &mut dyn BufRead, out: &mut dyn Write) -> io::Result<()> {
     let mut copied = 0u64;
     loop {
-        let n = match body.read(buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
+        let available = match body.fill_buf() {
+            Ok([]) => break,
+            Ok(available) => available,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        out.write_all(&buffer[..n])?;
+        out.write_all(available)?;
+        let n = available.len();
+        body.consume(n);
         copied += n as u64;
     }
     let remainder = copied % TAR_BLOCK;
@@ -509,59 +505,69 @@ fn create_private_file(path: &Path) -> io::Result<File> {
     options.open(path)
 }
 
-/// A body reader that yields exactly `size` bytes: the source's, then zeros if the
-/// source failed or ended early (the problem is kept for the caller).
+/// Zeros that pad a body whose source failed.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// A body that yields exactly `size` bytes: the source's, then zeros if the source
+/// failed or ended early (the problem is kept for the caller).
 struct PaddedBody<'a> {
-    source: &'a mut dyn Read,
+    source: &'a mut dyn BufRead,
     remaining: u64,
     problem: Option<io::Error>,
 }
 
 impl<'a> PaddedBody<'a> {
-    fn new(source: &'a mut dyn Read, size: u64) -> Self {
+    fn new(source: &'a mut dyn BufRead, size: u64) -> Self {
         Self {
             source,
             remaining: size,
             problem: None,
         }
     }
+
+    fn limit(&self, available: usize) -> usize {
+        available.min(usize::try_from(self.remaining).unwrap_or(usize::MAX))
+    }
 }
 
-impl Read for PaddedBody<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        if want == 0 {
-            return Ok(0);
+impl BufRead for PaddedBody<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.remaining == 0 {
+            return Ok(&[]);
         }
-        let buf = &mut buf[..want];
-        let got = if self.problem.is_some() {
-            0
-        } else {
-            match self.source.read(buf) {
+        if self.problem.is_none() {
+            match self.source.fill_buf().map(<[u8]>::len) {
                 Ok(0) => {
                     self.problem = Some(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         format!("the content ended {} bytes early", self.remaining),
                     ));
-                    0
                 }
-                Ok(n) => n,
+                Ok(available) => {
+                    let n = self.limit(available);
+                    return Ok(&self.source.fill_buf()?[..n]);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
-                Err(e) => {
-                    self.problem = Some(e);
-                    0
-                }
+                Err(e) => self.problem = Some(e),
             }
-        };
-        let n = if got == 0 {
-            buf.fill(0);
-            want
-        } else {
-            got
-        };
+        }
+        Ok(&ZEROS[..self.limit(ZEROS.len())])
+    }
+
+    fn consume(&mut self, n: usize) {
+        if self.problem.is_none() {
+            self.source.consume(n);
+        }
         self.remaining -= n as u64;
+    }
+}
+
+impl Read for PaddedBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
