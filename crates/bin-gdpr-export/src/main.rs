@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use clap::Parser;
 use media_cli::Exit;
@@ -69,17 +68,8 @@ struct Cli {
     #[arg(long, env = "SYNAPSE_SERVER_NAME", requires = "synapse_db")]
     server_name: Option<ServerName>,
 
-    /// Our repository database (sqlite:// or postgres:// URL).
-    #[arg(long, env = "MEDIA_REPO_DB", default_value = "sqlite://media-repo.db")]
-    db: String,
-
-    /// Our datastore: file:///abs/path, file://relative/path or a bare path.
-    #[arg(
-        long,
-        env = "MEDIA_REPO_DATASTORE",
-        default_value = "file://media-store"
-    )]
-    datastore: String,
+    #[command(flatten)]
+    repository: media_cli::RepositoryArgs,
 
     /// Print the report as JSON on stdout.
     #[arg(long)]
@@ -94,33 +84,13 @@ async fn main() -> ExitCode {
     let args = media_cli::translate_go_flags(std::env::args(), MMR_FLAGS);
     let cli = Cli::parse_from(args);
     cli.verbosity.init_logging();
-    match run(&cli).await {
-        Ok(exit) => exit.into(),
-        Err((exit, error)) => {
-            eprintln!("gdpr_export: {error}");
-            exit.into()
-        }
-    }
+    media_cli::exit_with("gdpr_export", run(&cli).await)
 }
 
 async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
-    let fail = |e: GdprError| {
-        let exit = if e.is_usage() {
-            Exit::Usage
-        } else {
-            Exit::Fatal
-        };
-        (exit, e.to_string())
-    };
+    let fail = |e: GdprError| media_cli::failure(e.is_usage(), e);
     let progress = Arc::new(Progress::default());
-    let shown = progress.clone();
-    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, move || {
-        (
-            shown.items_done.load(Ordering::Relaxed),
-            shown.items_total.load(Ordering::Relaxed),
-            shown.bytes.load(Ordering::Relaxed),
-        )
-    });
+    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
     let options = ExportOptions {
         entity: cli.entity.clone(),
         destination: cli.destination.clone(),
@@ -149,10 +119,10 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
             result
         }
         _ => {
-            let repo = media_db::connect_existing(&cli.db)
+            let repo = media_db::connect_existing(&cli.repository.db)
                 .await
                 .map_err(|e| fail(e.into()))?;
-            let store = media_store::open_for_dry_run(&cli.datastore)
+            let store = media_store::open_for_dry_run(&cli.repository.datastore)
                 .await
                 .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
             let result = media_gdpr::export_from_repository(&repo, store, options, progress).await;

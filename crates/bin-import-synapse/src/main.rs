@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use clap::Parser;
 use media_cli::Exit;
@@ -79,17 +78,8 @@ struct Cli {
     #[arg(long, env = "SYNAPSE_SERVER_NAME")]
     server_name: Option<ServerName>,
 
-    /// Our repository database (sqlite:// or postgres:// URL).
-    #[arg(long, env = "MEDIA_REPO_DB", default_value = "sqlite://media-repo.db")]
-    db: String,
-
-    /// Our datastore: file:///abs/path, file://relative/path or a bare path.
-    #[arg(
-        long,
-        env = "MEDIA_REPO_DATASTORE",
-        default_value = "file://media-store"
-    )]
-    datastore: String,
+    #[command(flatten)]
+    repository: media_cli::RepositoryArgs,
 
     /// Files copied concurrently.
     #[arg(long, env = "IMPORT_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -154,13 +144,7 @@ async fn main() -> ExitCode {
     let args = media_cli::translate_go_flags(std::env::args(), MMR_FLAGS);
     let cli = Cli::parse_from(args);
     cli.verbosity.init_logging();
-    match run(&cli).await {
-        Ok(exit) => exit.into(),
-        Err((exit, error)) => {
-            eprintln!("import_synapse: {error}");
-            exit.into()
-        }
-    }
+    media_cli::exit_with("import_synapse", run(&cli).await)
 }
 
 async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
@@ -207,15 +191,15 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         .map_err(|e| fail(e.into()))?;
     // A dry run creates neither the repository nor the datastore folder.
     let repo = if cli.dry_run {
-        media_db::connect_for_dry_run(&cli.db).await
+        media_db::connect_for_dry_run(&cli.repository.db).await
     } else {
-        media_db::connect(&cli.db).await
+        media_db::connect(&cli.repository.db).await
     }
     .map_err(|e| fail(e.into()))?;
     let store = if cli.dry_run {
-        media_store::open_for_dry_run(&cli.datastore).await
+        media_store::open_for_dry_run(&cli.repository.datastore).await
     } else {
-        media_store::open(&cli.datastore).await
+        media_store::open(&cli.repository.datastore).await
     }
     .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
     let server_name = media_import::resolve_server_name(&synapse, cli.server_name.clone())
@@ -223,14 +207,7 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         .map_err(fail)?;
 
     let progress = Arc::new(Progress::default());
-    let shown = progress.clone();
-    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, move || {
-        (
-            shown.items_done.load(Ordering::Relaxed),
-            shown.items_total.load(Ordering::Relaxed),
-            shown.bytes_read.load(Ordering::Relaxed),
-        )
-    });
+    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
     let options = ImportOptions {
         media_store,
         homeserver,

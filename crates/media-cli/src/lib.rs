@@ -4,9 +4,12 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Args;
+use media_core::progress::Progress;
 
 /// The exit codes every tool of the toolkit uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,15 +151,50 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// A progress bar on stderr, drawn only when stderr is a terminal. `read` returns
-/// (items done, items total, bytes done) and is polled a few times a second.
+/// Where our repository lives: the flags every tool that reads or writes it takes.
+#[derive(Debug, Clone, Args)]
+pub struct RepositoryArgs {
+    /// Our repository database (sqlite:// or postgres:// URL).
+    #[arg(long, env = "MEDIA_REPO_DB", default_value = "sqlite://media-repo.db")]
+    pub db: String,
+
+    /// Our datastore: file:///abs/path, file://relative/path or a bare path.
+    #[arg(
+        long,
+        env = "MEDIA_REPO_DATASTORE",
+        default_value = "file://media-store"
+    )]
+    pub datastore: String,
+}
+
+/// A run-stopping error as `run` functions return it: a usage error (exit code 2) or a
+/// fatal one (exit code 3).
+pub fn failure(usage: bool, error: impl std::fmt::Display) -> (Exit, String) {
+    let exit = if usage { Exit::Usage } else { Exit::Fatal };
+    (exit, error.to_string())
+}
+
+/// The end of every tool's `main`: prints a fatal or usage error (prefixed with the
+/// tool's name) and turns the outcome into the process exit code.
+pub fn exit_with(tool: &str, outcome: Result<Exit, (Exit, String)>) -> ExitCode {
+    match outcome {
+        Ok(exit) => exit.into(),
+        Err((exit, error)) => {
+            eprintln!("{tool}: {error}");
+            exit.into()
+        }
+    }
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal; it polls a job's
+/// [`Progress`] counters a few times a second.
 pub struct ProgressBar {
     bar: Option<indicatif::ProgressBar>,
 }
 
 impl ProgressBar {
     /// Starts a bar (or nothing, when stderr is not a terminal or `quiet` is set).
-    pub fn start(quiet: bool, read: impl Fn() -> (u64, u64, u64) + Send + 'static) -> Self {
+    pub fn start(quiet: bool, progress: Arc<Progress>) -> Self {
         if quiet || !std::io::stderr().is_terminal() {
             return Self { bar: None };
         }
@@ -171,7 +209,9 @@ impl ProgressBar {
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
             while !ticker.is_finished() {
-                let (done, total, bytes) = read();
+                let done = progress.items_done.load(Ordering::Relaxed);
+                let total = progress.items_total.load(Ordering::Relaxed);
+                let bytes = progress.bytes.load(Ordering::Relaxed);
                 ticker.set_length(total);
                 ticker.set_position(done);
                 let rate = bytes as f64 / started.elapsed().as_secs_f64().max(0.001);

@@ -5,6 +5,7 @@
 //! * [`records`]: media and thumbnail records as our repository stores them.
 //! * [`datastore`]: the [`Datastore`] trait every byte store implements, with its key scheme
 //!   and the [`HashingReader`] that hashes bytes while they stream.
+//! * [`progress`]: live counters for progress displays, and sizes for people.
 //! * [`archive`]: matrix-media-repo's GDPR archive format: manifest, streaming part
 //!   writer and reader.
 #![deny(missing_docs)]
@@ -13,6 +14,7 @@ pub mod archive;
 pub mod datastore;
 pub mod hashing;
 pub mod ids;
+pub mod progress;
 pub mod records;
 
 pub use datastore::{
@@ -21,6 +23,7 @@ pub use datastore::{
 };
 pub use hashing::HashingReader;
 pub use ids::{IdError, MediaId, MxcUri, ServerName, Sha256Hex, UserId};
+pub use progress::{Progress, human_size};
 pub use records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, ThumbnailRecord};
 
 /// Milliseconds since the Unix epoch, the time unit of every timestamp in the toolkit

@@ -90,7 +90,7 @@ impl ExportReport {
 
 impl std::fmt::Display for ExportReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use media_core::archive::writer::human_size;
+        use media_core::progress::human_size;
         writeln!(
             f,
             "Exported {} media of {} into {}",
@@ -367,19 +367,11 @@ async fn produce(
     let mut produced = Produced::default();
     // The entry already holding each blob's bytes.
     let mut entries: HashMap<Sha256Hex, String> = HashMap::new();
-    let writer_gone = || GdprError::Worker("the archive writer stopped".into());
     while let Some(item) = items.try_next().await? {
         let item = match item {
             Ok(item) => item,
-            Err((mxc, reason, detail)) => {
-                steps
-                    .send(Step::Failed {
-                        mxc,
-                        reason,
-                        detail,
-                    })
-                    .await
-                    .map_err(|_| writer_gone())?;
+            Err(not_exportable) => {
+                send_failure(&steps, not_exportable).await?;
                 continue;
             }
         };
@@ -416,15 +408,7 @@ async fn produce(
                 Ok(blob) => blob,
                 Err(e) => {
                     let detail = format!("its bytes cannot be read: {e}");
-                    let reason = "unreadable";
-                    steps
-                        .send(Step::Failed {
-                            mxc,
-                            reason,
-                            detail,
-                        })
-                        .await
-                        .map_err(|_| writer_gone())?;
+                    send_failure(&steps, (mxc, "unreadable", detail)).await?;
                     continue;
                 }
             };
@@ -442,7 +426,7 @@ async fn produce(
                 content_type: item.content_type.clone().unwrap_or_default(),
                 body: body_receiver,
             };
-            steps.send(step).await.map_err(|_| writer_gone())?;
+            send(&steps, step).await?;
             let expected = (item.sha256.clone(), item.size_bytes);
             let digest = match (blob, path) {
                 (Some(blob), _) => send_stream_chunks(blob, expected, body, progress).await,
@@ -462,15 +446,40 @@ async fn produce(
             }
             manifest.file_name = name;
         }
-        steps
-            .send(Step::Record {
+        send(
+            &steps,
+            Step::Record {
                 mxc,
                 record: manifest,
-            })
-            .await
-            .map_err(|_| writer_gone())?;
+            },
+        )
+        .await?;
     }
     Ok(produced)
+}
+
+/// Hands a step to the writer thread.
+async fn send(steps: &mpsc::Sender<Step>, step: Step) -> Result<(), GdprError> {
+    steps
+        .send(step)
+        .await
+        .map_err(|_| GdprError::Worker("the archive writer stopped".into()))
+}
+
+/// Tells the writer thread about a media that cannot be exported.
+async fn send_failure(
+    steps: &mpsc::Sender<Step>,
+    (mxc, reason, detail): NotExportable,
+) -> Result<(), GdprError> {
+    send(
+        steps,
+        Step::Failed {
+            mxc,
+            reason,
+            detail,
+        },
+    )
+    .await
 }
 
 /// Hashes a blob's chunks as they pass, holding back the last one: it goes out only

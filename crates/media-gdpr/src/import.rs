@@ -126,7 +126,7 @@ impl ImportReport {
 
 impl std::fmt::Display for ImportReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use media_core::archive::writer::human_size;
+        use media_core::progress::human_size;
         let verb = match self.mode {
             Mode::Import => "Imported",
             Mode::Verify => "Verified",

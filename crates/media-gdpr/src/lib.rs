@@ -9,7 +9,6 @@
 
 use std::io::Read;
 use std::str::FromStr;
-use std::sync::atomic::AtomicU64;
 
 use media_core::archive::ArchiveError;
 use media_core::datastore::StoreError;
@@ -69,16 +68,7 @@ impl FromStr for Entity {
     }
 }
 
-/// Live counters of a running export or import, for progress displays.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Records to go through, once known.
-    pub items_total: AtomicU64,
-    /// Records handled so far.
-    pub items_done: AtomicU64,
-    /// Media bytes moved so far.
-    pub bytes: AtomicU64,
-}
+pub use media_core::progress::Progress;
 
 /// What stops an export or import as a whole (problems of single items are listed in
 /// the reports instead).

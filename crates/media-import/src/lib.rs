@@ -10,7 +10,8 @@ pub mod synapse;
 pub mod synapse_paths;
 
 pub use homeserver::HomeserverClient;
+pub use media_core::progress::Progress;
 pub use synapse::{
-    FailureReason, ImportError, ImportOptions, ImportReport, Include, ItemFailure, Progress,
-    SynapseMedia, import_synapse, local_media, remote_media, resolve_server_name, source_label,
+    FailureReason, ImportError, ImportOptions, ImportReport, Include, ItemFailure, SynapseMedia,
+    import_synapse, local_media, remote_media, resolve_server_name, source_label,
 };

@@ -12,12 +12,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures::TryStreamExt;
 use media_core::datastore::{Datastore, Durability, Put, PutOptions, PutStatus, StoreError};
 use media_core::hashing::HashingReader;
 use media_core::ids::{MediaId, MxcUri, ServerName, Sha256Hex, UserId};
+use media_core::progress::{Progress, human_size};
 use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, ThumbnailRecord};
 use media_db::DbError;
 use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
@@ -107,17 +108,6 @@ pub struct ImportOptions {
     pub dry_run: bool,
     /// Recorded as `imported_from` on every media (e.g. `synapse:/srv/homeserver.db`).
     pub source_label: String,
-}
-
-/// Live counters of a running import, for progress displays.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Media to go through (known once the tables were counted).
-    pub items_total: AtomicU64,
-    /// Media handled so far (imported, present, or failed).
-    pub items_done: AtomicU64,
-    /// Bytes read so far.
-    pub bytes_read: AtomicU64,
 }
 
 /// Why an item was not imported.
@@ -1010,7 +1000,7 @@ async fn store_file(
     report.bytes_read += put.blob.size;
     context
         .progress
-        .bytes_read
+        .bytes
         .fetch_add(put.blob.size, Ordering::Relaxed);
     match put.status {
         PutStatus::Written => {
@@ -1302,21 +1292,6 @@ pub fn source_label(synapse_db: &str) -> String {
 }
 
 /// `1536` → `1.5 KiB`.
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 impl std::fmt::Display for ImportReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (verb, written) = if self.dry_run {
@@ -1345,10 +1320,10 @@ impl std::fmt::Display for ImportReport {
         writeln!(
             f,
             "bytes: {} read, {} {written} in {} new blobs, {} saved by deduplication",
-            human_bytes(self.bytes_read),
-            human_bytes(self.bytes_written),
+            human_size(self.bytes_read),
+            human_size(self.bytes_written),
             self.blobs_written,
-            human_bytes(self.bytes_deduplicated)
+            human_size(self.bytes_deduplicated)
         )?;
         if !self.dry_run {
             writeln!(
@@ -1397,9 +1372,9 @@ mod tests {
 
     #[test]
     fn sizes_read_like_people_write_them() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 << 30), "3.0 GiB");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use flate2::write::GzEncoder;
 
 use super::manifest::{INDEX_ENTRY, MANIFEST_ENTRY, MANIFEST_VERSION, ManifestRecord};
 use super::{ArchiveError, MANIFEST_PART, part_file_name};
+use crate::progress::human_size;
 
 /// Suffix of a part being written; renamed away once the part is complete.
 const PARTIAL_SUFFIX: &str = ".partial";
@@ -717,22 +718,6 @@ fn html_escape(text: &str) -> String {
     out
 }
 
-/// `1.5 MiB`-style sizes for people.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// `YYYY-MM-DD HH:MM UTC` for a time in ms since the epoch.
 fn utc_date(ms: i64) -> String {
     let seconds = ms.div_euclid(1000);
@@ -768,13 +753,6 @@ mod tests {
         assert_eq!(utc_date(0), "1970-01-01 00:00 UTC");
         assert_eq!(utc_date(951_782_400_000), "2000-02-29 00:00 UTC");
         assert_eq!(utc_date(1_764_000_000_000), "2025-11-24 16:00 UTC");
-    }
-
-    #[test]
-    fn sizes_read_like_people_write_them() {
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(3 << 30), "3.0 GiB");
     }
 
     #[test]
