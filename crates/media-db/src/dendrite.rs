@@ -225,31 +225,26 @@ impl DendriteDb {
             let db = db.clone();
             let filter = filter.clone();
             async move {
+                let sql = match &filter {
+                    GroupFilter::All => group_page_sql!(""),
+                    GroupFilter::Media { origin: None, .. } => {
+                        group_page_sql!(" AND media_id = $3")
+                    }
+                    GroupFilter::Media {
+                        origin: Some(_), ..
+                    } => group_page_sql!(" AND media_id = $3 AND media_origin = $4"),
+                    GroupFilter::User { .. } => group_page_sql!(" AND user_id = $3"),
+                };
                 let rows: Vec<DendriteMediaRow> = on_pool!(&db.pool, |p| {
+                    let query = sqlx::query_as(sql).bind(&after).bind(contents_per_page);
                     let query = match &filter {
-                        GroupFilter::All => sqlx::query_as(group_page_sql!("")),
-                        GroupFilter::Media {
-                            media_id,
-                            origin: None,
-                        } => sqlx::query_as(group_page_sql!(" AND media_id = $3")).bind(media_id),
-                        GroupFilter::Media {
-                            media_id,
-                            origin: Some(origin),
-                        } => sqlx::query_as(group_page_sql!(
-                            " AND media_id = $3 AND media_origin = $4"
-                        ))
-                        .bind(media_id)
-                        .bind(origin),
-                        GroupFilter::User { user_id } => {
-                            sqlx::query_as(group_page_sql!(" AND user_id = $3")).bind(user_id)
+                        GroupFilter::All => query,
+                        GroupFilter::Media { media_id, origin } => {
+                            query.bind(media_id).bind(origin.as_ref())
                         }
+                        GroupFilter::User { user_id } => query.bind(user_id),
                     };
-                    query
-                        .bind(&after)
-                        .bind(contents_per_page)
-                        .fetch_all(p)
-                        .await
-                        .during("read Dendrite media")?
+                    query.fetch_all(p).await.during("read Dendrite media")?
                 });
                 let contents = rows.chunk_by(|a, b| a.base64hash == b.base64hash).count() as i64;
                 let next = rows

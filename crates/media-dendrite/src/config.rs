@@ -174,7 +174,12 @@ fn resolve(path: &Path, workdir: &Path, key: &str, warnings: &mut Vec<String>) -
     if path.is_absolute() {
         return path.to_owned();
     }
-    let resolved = workdir.join(path);
+    // `./media_store` → `<workdir>/media_store`: no `.` left in paths we print.
+    let relative: PathBuf = path
+        .components()
+        .filter(|c| *c != std::path::Component::CurDir)
+        .collect();
+    let resolved = workdir.join(relative);
     warnings.push(format!(
         "{key} is relative: using {} (relative to Dendrite's working directory, set with \
          --workdir)",

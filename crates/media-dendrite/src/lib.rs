@@ -7,6 +7,7 @@
 //! * [`avatars`]: the media in use as profile, room, member and server-notices avatars.
 //! * [`purge`]: the purge (plan from [`media_core::retention`], rows then files).
 //! * [`sanity`]: the sanity checks and `--fix`.
+//! * [`run`]: one whole run, wired from a config.
 //! * [`report`]: what a run did, the same shape in a dry run.
 #![deny(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod error;
 pub mod layout;
 pub mod purge;
 pub mod report;
+pub mod run;
 pub mod sanity;
 
 pub use avatars::AvatarSet;
@@ -24,3 +26,4 @@ pub use error::CleanError;
 pub use layout::{MediaFolder, Mode};
 pub use purge::DendriteStore;
 pub use report::{CleanReport, PurgeReport, SanityReport};
+pub use run::{CleanOptions, Request, clean};

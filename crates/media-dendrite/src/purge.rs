@@ -47,26 +47,6 @@ fn group_filter(selection: &Selection) -> GroupFilter {
     }
 }
 
-/// A human description of a selection, for the report.
-fn describe(selection: &Selection) -> String {
-    match selection {
-        Selection::OlderThan {
-            cutoff_ms,
-            include_local,
-        } => format!(
-            "{} media created before {} ms",
-            if *include_local {
-                "remote and local"
-            } else {
-                "remote"
-            },
-            cutoff_ms
-        ),
-        Selection::Media { origin, media_id } => format!("media mxc://{origin}/{media_id}"),
-        Selection::User { user_id } => format!("media uploaded by {user_id}"),
-    }
-}
-
 impl DendriteStore<'_> {
     fn candidate(&self, row: DendriteMediaRow) -> Candidate {
         let avatar = self.avatars.contains(&row.media_origin, &row.media_id);
@@ -86,17 +66,15 @@ impl DendriteStore<'_> {
         }
     }
 
-    /// Purges what `policy` selects. A dry run computes the same plan, counts the same
+    /// Purges what `policy` selects (the report's `selection` is left for the caller
+    /// to describe). A dry run computes the same plan, counts the same
     /// rows and sizes the same files, and changes nothing.
     pub async fn purge(
         &self,
         policy: &RetentionPolicy,
         mode: Mode,
     ) -> Result<PurgeReport, CleanError> {
-        let mut report = PurgeReport {
-            selection: describe(&policy.selection),
-            ..PurgeReport::default()
-        };
+        let mut report = PurgeReport::default();
         let mut pages = self
             .media_db
             .content_group_pages(group_filter(&policy.selection), CONTENTS_PER_PAGE);
