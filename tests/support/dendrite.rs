@@ -441,6 +441,118 @@ impl DendriteStore {
     }
 }
 
+/// A large store for benchmarks: `rows` old remote media rows (each with one thumbnail
+/// row and file) over `directories` hash directories, a fifth of which are shared by
+/// several rows (the rest hold one row each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LargeStoreSpec {
+    /// Media rows.
+    pub rows: usize,
+    /// Hash directories (at most `rows`).
+    pub directories: usize,
+}
+
+/// Media rows inserted per statement by [`DendriteStore::generate`].
+const ROWS_PER_INSERT: usize = 500;
+
+impl DendriteStore {
+    /// Fills the store with `spec`'s media: rows and thumbnail rows inserted in large
+    /// statements, files written, every directory aged two hours (so the sanity check
+    /// looks at all of them). Returns the bytes on disk.
+    pub async fn generate(&self, spec: LargeStoreSpec) -> u64 {
+        assert!(spec.directories <= spec.rows && spec.directories >= 5);
+        let shared = spec.directories / 5;
+        let single = spec.directories - shared;
+        // Row i < single uses directory i; the others go round-robin over the shared ones.
+        let directory_of = |row: usize| {
+            if row < single {
+                row
+            } else {
+                single + (row - single) % shared
+            }
+        };
+        let content = |dir: usize| format!("{dir:064}").into_bytes();
+        let created = media_core::now_ms() - 365 * DAY_MS;
+        let mut disk_bytes = 0;
+        for dir in 0..spec.directories {
+            let bytes = content(dir);
+            let path = self.content_dir(&base64hash(&bytes));
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::write(path.join("file"), &bytes).unwrap();
+            std::fs::write(path.join("thumbnail-32x32-crop"), b"jpg").unwrap();
+            set_age(&path, Duration::from_secs(2 * 3600));
+            disk_bytes += bytes.len() as u64 + 3;
+        }
+        let hashes: Vec<String> = (0..spec.directories)
+            .map(|dir| base64hash(&content(dir)))
+            .collect();
+        // SQLite looks numbered placeholders up linearly: give it `?`.
+        let ph = |n: usize| match self.engine {
+            Engine::Sqlite => "?".to_owned(),
+            Engine::Postgres => format!("${n}"),
+        };
+        let mut tx = self.media_pool().begin().await.unwrap();
+        for start in (0..spec.rows).step_by(ROWS_PER_INSERT) {
+            let rows: Vec<usize> = (start..spec.rows.min(start + ROWS_PER_INSERT)).collect();
+            let media_values: Vec<String> = (0..rows.len())
+                .map(|i| {
+                    let p = 4 * i;
+                    format!(
+                        "({}, {}, 'image/png', 64, {}, '', {}, '')",
+                        ph(p + 1),
+                        ph(p + 2),
+                        ph(p + 3),
+                        ph(p + 4)
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO mediaapi_media_repository (media_id, media_origin, content_type, \
+                 file_size_bytes, creation_ts, upload_name, base64hash, user_id) VALUES {}",
+                media_values.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for &row in &rows {
+                query = query
+                    .bind(format!("m{row:09}"))
+                    .bind(format!("remote{}.example", row % 3))
+                    .bind(created + row as i64)
+                    .bind(hashes[directory_of(row)].clone());
+            }
+            query.execute(&mut *tx).await.expect("insert media rows");
+            let thumb_values: Vec<String> = (0..rows.len())
+                .map(|i| {
+                    let p = 3 * i;
+                    format!(
+                        "({}, {}, 'image/jpeg', 3, {}, 32, 32, 'crop')",
+                        ph(p + 1),
+                        ph(p + 2),
+                        ph(p + 3)
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO mediaapi_thumbnail (media_id, media_origin, content_type, \
+                 file_size_bytes, creation_ts, width, height, resize_method) VALUES {}",
+                thumb_values.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for &row in &rows {
+                query = query
+                    .bind(format!("m{row:09}"))
+                    .bind(format!("remote{}.example", row % 3))
+                    .bind(created + row as i64);
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .expect("insert thumbnail rows");
+        }
+        tx.commit().await.unwrap();
+        disk_bytes
+    }
+}
+
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

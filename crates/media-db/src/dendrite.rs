@@ -139,19 +139,33 @@ pub async fn open_dendrite(
     Ok(db)
 }
 
-/// `(media_id, media_origin) IN (VALUES ($1, $2), …)` for `keys` media keys, with
-/// placeholders numbered from 1.
-fn media_keys_clause(keys: usize) -> String {
+/// The `n`th (from 1) bind placeholder: `$n` for PostgreSQL, `?` for SQLite (which looks
+/// numbered placeholders up linearly on every bind: quadratic in long statements).
+fn placeholder(dialect: Dialect, n: usize) -> String {
+    match dialect {
+        Dialect::Sqlite => "?".to_owned(),
+        Dialect::Postgres => format!("${n}"),
+    }
+}
+
+/// `(media_id, media_origin) IN (VALUES ($1, $2), …)` for `keys` media keys.
+fn media_keys_clause(dialect: Dialect, keys: usize) -> String {
     let values: Vec<String> = (0..keys)
-        .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+        .map(|i| {
+            format!(
+                "({}, {})",
+                placeholder(dialect, 2 * i + 1),
+                placeholder(dialect, 2 * i + 2)
+            )
+        })
         .collect();
     format!("(media_id, media_origin) IN (VALUES {})", values.join(", "))
 }
 
-/// `$1, $2, …, $n`.
-fn placeholders(n: usize) -> String {
+/// `$1, $2, …, $n` (or `?, ?, …`).
+fn placeholders(dialect: Dialect, n: usize) -> String {
     (1..=n)
-        .map(|i| format!("${i}"))
+        .map(|i| placeholder(dialect, i))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -277,7 +291,7 @@ impl DendriteDb {
         for chunk in media.chunks(KEYS_PER_STATEMENT) {
             let sql = format!(
                 "SELECT COUNT(*) FROM mediaapi_thumbnail WHERE {}",
-                media_keys_clause(chunk.len())
+                media_keys_clause(self.dialect(), chunk.len())
             );
             let n: i64 = on_pool!(&self.pool, |p| {
                 let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
@@ -301,7 +315,7 @@ impl DendriteDb {
         on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await.during("begin a Dendrite purge")?;
             for chunk in media.chunks(KEYS_PER_STATEMENT) {
-                let clause = media_keys_clause(chunk.len());
+                let clause = media_keys_clause(self.dialect(), chunk.len());
                 for (table, count) in [
                     ("mediaapi_thumbnail", &mut deleted.thumbnails),
                     ("mediaapi_media_repository", &mut deleted.media),
@@ -330,7 +344,7 @@ impl DendriteDb {
             let sql = format!(
                 "SELECT DISTINCT base64hash FROM mediaapi_media_repository \
                  WHERE base64hash IN ({})",
-                placeholders(chunk.len())
+                placeholders(self.dialect(), chunk.len())
             );
             let found: Vec<String> = on_pool!(&self.pool, |p| {
                 let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
@@ -493,9 +507,14 @@ mod tests {
     #[test]
     fn media_keys_are_matched_as_pairs() {
         assert_eq!(
-            media_keys_clause(2),
+            media_keys_clause(Dialect::Postgres, 2),
             "(media_id, media_origin) IN (VALUES ($1, $2), ($3, $4))"
         );
-        assert_eq!(placeholders(3), "$1, $2, $3");
+        assert_eq!(
+            media_keys_clause(Dialect::Sqlite, 1),
+            "(media_id, media_origin) IN (VALUES (?, ?))"
+        );
+        assert_eq!(placeholders(Dialect::Postgres, 3), "$1, $2, $3");
+        assert_eq!(placeholders(Dialect::Sqlite, 2), "?, ?");
     }
 }
