@@ -19,6 +19,10 @@ use crate::paging::keyset_pages;
 /// Media rows deleted, or media keys looked up, per statement.
 const KEYS_PER_STATEMENT: usize = 500;
 
+/// Hashes looked up per statement: each lookup scans the table (Dendrite has no index on
+/// base64hash), so few large statements beat many small ones.
+const HASHES_PER_LOOKUP: usize = 5_000;
+
 /// Avatar rows read per page.
 const AVATAR_PAGE_SIZE: i64 = 1_000;
 
@@ -340,7 +344,7 @@ impl DendriteDb {
     /// Which of these base64hashes some media row still uses.
     pub async fn contents_in_use(&self, hashes: &[String]) -> Result<HashSet<String>, DbError> {
         let mut in_use = HashSet::new();
-        for chunk in hashes.chunks(KEYS_PER_STATEMENT) {
+        for chunk in hashes.chunks(HASHES_PER_LOOKUP) {
             let sql = format!(
                 "SELECT DISTINCT base64hash FROM mediaapi_media_repository \
                  WHERE base64hash IN ({})",

@@ -55,6 +55,9 @@ async fn bench(engine: Engine, spec: LargeStoreSpec) {
         .expect("run /usr/bin/time -v cleanmedia");
     let elapsed = started.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    if let Ok(path) = std::env::var("BENCH_STDERR") {
+        std::fs::write(format!("{path}.{engine:?}"), stderr.as_bytes()).unwrap();
+    }
     assert!(out.status.success(), "cleanmedia failed: {stderr}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     let purge = &report["purge"];

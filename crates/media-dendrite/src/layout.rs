@@ -61,6 +61,9 @@ pub struct RemovedFiles {
     pub bytes: u64,
 }
 
+/// Threads removing content directories at once.
+pub const REMOVAL_THREADS: usize = 8;
+
 /// The age below which a tmp or content directory without rows is left alone: an upload
 /// may still be writing it, or about to insert its row.
 pub const UPLOAD_GRACE: Duration = Duration::from_secs(3600);
@@ -142,6 +145,34 @@ impl MediaFolder {
             }
         }
         Ok(removed)
+    }
+
+    /// [`remove_content`](Self::remove_content) for many contents, on
+    /// [`REMOVAL_THREADS`] threads (removing files mostly waits for the disk). Results
+    /// come back in the order of `hashes`.
+    pub fn remove_contents(
+        &self,
+        hashes: &[ContentHash],
+        mode: Mode,
+    ) -> Vec<io::Result<RemovedFiles>> {
+        let per_thread = hashes.len().div_ceil(REMOVAL_THREADS).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = hashes
+                .chunks(per_thread)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|hash| self.remove_content(hash, mode))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().expect("a removal thread panicked"))
+                .collect()
+        })
     }
 
     /// The fan-out folders `<h0>/<h1>` that may hold content directories (at most
@@ -300,8 +331,8 @@ mod tests {
         );
         assert!(content.join("file").exists(), "a dry run removed a file");
 
-        let real = folder.remove_content(&hash, Mode::Apply).unwrap();
-        assert_eq!(real, dry);
+        let real = folder.remove_contents(std::slice::from_ref(&hash), Mode::Apply);
+        assert_eq!(real.into_iter().next().unwrap().unwrap(), dry);
         assert!(!folder.base().join("q/w").exists());
         assert!(neighbour.exists(), "a parent still in use was removed");
         let again = folder.remove_content(&hash, Mode::Apply).unwrap();

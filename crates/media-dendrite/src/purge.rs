@@ -135,19 +135,20 @@ impl DendriteStore<'_> {
             Mode::Apply if !hashes.is_empty() => self.media_db.contents_in_use(&hashes).await?,
             _ => Default::default(),
         };
+        let mut valid = Vec::with_capacity(hashes.len());
         for hash in hashes {
             if in_use_again.contains(&hash) {
                 report.kept.directories_in_use_again += 1;
                 continue;
             }
-            let hash = match ContentHash::parse(&hash) {
-                Ok(hash) => hash,
-                Err(reason) => {
-                    report.failures.push(|| reason);
-                    continue;
-                }
-            };
-            match self.folder.remove_content(&hash, mode) {
+            match ContentHash::parse(&hash) {
+                Ok(hash) => valid.push(hash),
+                Err(reason) => report.failures.push(|| reason),
+            }
+        }
+        let results = self.folder.remove_contents(&valid, mode);
+        for (hash, result) in valid.iter().zip(results) {
+            match result {
                 Ok(removed) => {
                     report.directories_removed += u64::from(removed.directory_removed);
                     report.bytes_freed += removed.bytes;

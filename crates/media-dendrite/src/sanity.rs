@@ -10,7 +10,7 @@ use crate::purge::{CONTENTS_PER_PAGE, DendriteStore};
 use crate::report::{LISTED_ITEMS, Listed, SanityReport};
 
 /// Hash directories checked against the database per query.
-const DIRECTORIES_PER_CHECK: usize = 1_000;
+const DIRECTORIES_PER_CHECK: usize = 5_000;
 
 impl DendriteStore<'_> {
     /// Runs every sanity check; with `fix`, repairs what it finds (a dry run only counts
@@ -135,10 +135,17 @@ impl DendriteStore<'_> {
         }
         let hashes: Vec<String> = batch.iter().map(|h| h.as_str().to_owned()).collect();
         let in_use = self.media_db.contents_in_use(&hashes).await?;
-        for hash in batch.iter().filter(|h| !in_use.contains(h.as_str())) {
+        let unreferenced: Vec<ContentHash> = batch
+            .into_iter()
+            .filter(|h| !in_use.contains(h.as_str()))
+            .collect();
+        for hash in &unreferenced {
             found.push(|| self.folder.content_dir(hash).display().to_string());
-            if let Some(mode) = repair {
-                match self.folder.remove_content(hash, mode) {
+        }
+        if let Some(mode) = repair {
+            let results = self.folder.remove_contents(&unreferenced, mode);
+            for (hash, result) in unreferenced.iter().zip(results) {
+                match result {
                     Ok(_) => found.fixed += 1,
                     Err(e) => tracing::warn!("cannot remove {}: {e}", hash.as_str()),
                 }
