@@ -176,10 +176,11 @@ async fn defect4_component_databases_win_over_the_global_one() {
 }
 
 /// Python cleanmedia loaded every row and committed once per media. Ours pages through
-/// content groups: a store spanning several pages, with groups shared between old and
-/// recent rows, is purged exactly.
+/// whole content groups (paging itself: media-db's `content_group_pages_never_split_a_group`)
+/// and commits per page: thousands of rows, with groups shared between old and recent
+/// rows, are purged exactly.
 #[tokio::test]
-async fn defect5_purges_span_pages_and_shared_groups_exactly() {
+async fn defect5_many_rows_with_shared_groups_are_purged_exactly() {
     let store = new_store(Engine::Sqlite, false).await;
     let mut kept = Vec::new();
     let mut all = Vec::new();

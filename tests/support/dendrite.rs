@@ -229,6 +229,11 @@ impl DendriteStore {
         }
     }
 
+    /// The URL of the database holding the media tables.
+    pub fn media_url(&self) -> &str {
+        &self.urls[0]
+    }
+
     /// The pool holding the media tables.
     pub fn media_pool(&self) -> &AnyPool {
         &self.pools[0]

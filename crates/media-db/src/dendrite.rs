@@ -152,18 +152,25 @@ fn placeholder(dialect: Dialect, n: usize) -> String {
     }
 }
 
-/// `(media_id, media_origin) IN (VALUES ($1, $2), …)` for `keys` media keys.
+/// `media_id IN ($1, …, $k) AND (media_id, media_origin) IN (VALUES ($k+1, $k+2), …)`
+/// for `keys` media keys: bind every media ID, then every (media ID, origin) pair. The
+/// first part lets both databases use the (media_id, media_origin) index; a row-value
+/// `IN` alone makes SQLite scan the table.
 fn media_keys_clause(dialect: Dialect, keys: usize) -> String {
-    let values: Vec<String> = (0..keys)
+    let pairs: Vec<String> = (0..keys)
         .map(|i| {
             format!(
                 "({}, {})",
-                placeholder(dialect, 2 * i + 1),
-                placeholder(dialect, 2 * i + 2)
+                placeholder(dialect, keys + 2 * i + 1),
+                placeholder(dialect, keys + 2 * i + 2)
             )
         })
         .collect();
-    format!("(media_id, media_origin) IN (VALUES {})", values.join(", "))
+    format!(
+        "media_id IN ({}) AND (media_id, media_origin) IN (VALUES {})",
+        placeholders(dialect, keys),
+        pairs.join(", ")
+    )
 }
 
 /// `$1, $2, …, $n` (or `?, ?, …`).
@@ -174,19 +181,45 @@ fn placeholders(dialect: Dialect, n: usize) -> String {
         .join(", ")
 }
 
+/// The columns of a [`DendriteMediaRow`].
+macro_rules! media_columns {
+    () => {
+        "SELECT media_id, media_origin, user_id, CAST(creation_ts AS BIGINT) AS creation_ts, \
+         base64hash, CAST(file_size_bytes AS BIGINT) AS file_size_bytes \
+         FROM mediaapi_media_repository "
+    };
+}
+
+/// A page of rows after a hash, in (hash, origin, media ID) order, limited to the groups
+/// `$filter` picks. Dendrite has no index on base64hash: each page is one table scan
+/// with a top-N sort, so pages are large.
 macro_rules! group_page_sql {
-    ($filter:literal) => {
+    ($filter:expr) => {
         concat!(
-            "SELECT media_id, media_origin, user_id, CAST(creation_ts AS BIGINT) AS creation_ts, \
-             base64hash, CAST(file_size_bytes AS BIGINT) AS file_size_bytes \
-             FROM mediaapi_media_repository WHERE base64hash IN \
-             (SELECT DISTINCT base64hash FROM mediaapi_media_repository \
-             WHERE base64hash > $1",
+            media_columns!(),
+            "WHERE base64hash > $1",
             $filter,
-            " ORDER BY base64hash LIMIT $2) ORDER BY base64hash, media_origin, media_id"
+            " ORDER BY base64hash, media_origin, media_id LIMIT $2"
         )
     };
 }
+
+/// Restricts a page to the groups of media matching a condition on `$3`, `$4`.
+macro_rules! groups_where {
+    ($condition:literal) => {
+        concat!(
+            " AND base64hash IN (SELECT base64hash FROM mediaapi_media_repository WHERE ",
+            $condition,
+            ")"
+        )
+    };
+}
+
+/// Every row of one content group.
+const GROUP_SQL: &str = concat!(
+    media_columns!(),
+    "WHERE base64hash = $1 ORDER BY media_origin, media_id"
+);
 
 /// Thumbnail rows whose media row (same media ID AND origin) is gone.
 const ORPHAN_THUMBNAILS: &str = "FROM mediaapi_thumbnail WHERE NOT EXISTS \
@@ -231,47 +264,77 @@ impl DendriteDb {
         Ok(found.is_some())
     }
 
-    /// Pages of media rows, each page holding every row of up to `contents_per_page`
-    /// content groups, ordered by (base64hash, origin, media_id).
+    /// Pages of media rows holding whole content groups (every row of each hash in the
+    /// page), in (base64hash, origin, media_id) order. A page has about `rows_per_page`
+    /// rows: the last group of a full page is left for the next one, unless it is the
+    /// only group (then the page is that whole group, however large).
     pub fn content_group_pages(
         &self,
         filter: GroupFilter,
-        contents_per_page: i64,
+        rows_per_page: i64,
     ) -> BoxStream<'static, Result<Vec<DendriteMediaRow>, DbError>> {
         let db = self.clone();
         keyset_pages(String::new(), move |after: String| {
             let db = db.clone();
             let filter = filter.clone();
             async move {
-                let sql = match &filter {
-                    GroupFilter::All => group_page_sql!(""),
-                    GroupFilter::Media { origin: None, .. } => {
-                        group_page_sql!(" AND media_id = $3")
-                    }
-                    GroupFilter::Media {
-                        origin: Some(_), ..
-                    } => group_page_sql!(" AND media_id = $3 AND media_origin = $4"),
-                    GroupFilter::User { .. } => group_page_sql!(" AND user_id = $3"),
-                };
-                let rows: Vec<DendriteMediaRow> = on_pool!(&db.pool, |p| {
-                    let query = sqlx::query_as(sql).bind(&after).bind(contents_per_page);
-                    let query = match &filter {
-                        GroupFilter::All => query,
-                        GroupFilter::Media { media_id, origin } => {
-                            query.bind(media_id).bind(origin.as_ref())
-                        }
-                        GroupFilter::User { user_id } => query.bind(user_id),
-                    };
-                    query.fetch_all(p).await.during("read Dendrite media")?
-                });
-                let contents = rows.chunk_by(|a, b| a.base64hash == b.base64hash).count() as i64;
-                let next = rows
+                let mut rows = db.rows_after(&filter, &after, rows_per_page).await?;
+                if (rows.len() as i64) < rows_per_page {
+                    return Ok((rows, None));
+                }
+                let last_hash = rows
                     .last()
-                    .filter(|_| contents == contents_per_page)
-                    .map(|r| r.base64hash.clone());
+                    .map(|r| r.base64hash.clone())
+                    .unwrap_or_default();
+                let complete = rows.partition_point(|r| r.base64hash != last_hash);
+                if complete > 0 {
+                    rows.truncate(complete);
+                } else {
+                    rows = db.group(&last_hash).await?;
+                }
+                let next = rows.last().map(|r| r.base64hash.clone());
                 Ok((rows, next))
             }
         })
+    }
+
+    async fn rows_after(
+        &self,
+        filter: &GroupFilter,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<DendriteMediaRow>, DbError> {
+        let sql = match filter {
+            GroupFilter::All => group_page_sql!(""),
+            GroupFilter::Media { origin: None, .. } => {
+                group_page_sql!(groups_where!("media_id = $3"))
+            }
+            GroupFilter::Media {
+                origin: Some(_), ..
+            } => group_page_sql!(groups_where!("media_id = $3 AND media_origin = $4")),
+            GroupFilter::User { .. } => group_page_sql!(groups_where!("user_id = $3")),
+        };
+        Ok(on_pool!(&self.pool, |p| {
+            let query = sqlx::query_as(sql).bind(after).bind(limit);
+            let query = match filter {
+                GroupFilter::All => query,
+                GroupFilter::Media { media_id, origin } => {
+                    query.bind(media_id).bind(origin.as_ref())
+                }
+                GroupFilter::User { user_id } => query.bind(user_id),
+            };
+            query.fetch_all(p).await.during("read Dendrite media")?
+        }))
+    }
+
+    async fn group(&self, hash: &str) -> Result<Vec<DendriteMediaRow>, DbError> {
+        Ok(on_pool!(&self.pool, |p| {
+            sqlx::query_as(GROUP_SQL)
+                .bind(hash)
+                .fetch_all(p)
+                .await
+                .during("read a Dendrite content group")?
+        }))
     }
 
     /// The origins that have a media with this media ID (at most 20), to tell whether a
@@ -300,6 +363,9 @@ impl DendriteDb {
             let n: i64 = on_pool!(&self.pool, |p| {
                 let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
                 for key in chunk {
+                    query = query.bind(&key.media_id);
+                }
+                for key in chunk {
                     query = query.bind(&key.media_id).bind(&key.origin);
                 }
                 query
@@ -326,6 +392,9 @@ impl DendriteDb {
                 ] {
                     let sql = format!("DELETE FROM {table} WHERE {clause}");
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for key in chunk {
+                        query = query.bind(&key.media_id);
+                    }
                     for key in chunk {
                         query = query.bind(&key.media_id).bind(&key.origin);
                     }
@@ -512,11 +581,11 @@ mod tests {
     fn media_keys_are_matched_as_pairs() {
         assert_eq!(
             media_keys_clause(Dialect::Postgres, 2),
-            "(media_id, media_origin) IN (VALUES ($1, $2), ($3, $4))"
+            "media_id IN ($1, $2) AND (media_id, media_origin) IN (VALUES ($3, $4), ($5, $6))"
         );
         assert_eq!(
             media_keys_clause(Dialect::Sqlite, 1),
-            "(media_id, media_origin) IN (VALUES (?, ?))"
+            "media_id IN (?) AND (media_id, media_origin) IN (VALUES (?, ?))"
         );
         assert_eq!(placeholders(Dialect::Postgres, 3), "$1, $2, $3");
         assert_eq!(placeholders(Dialect::Sqlite, 2), "?, ?");

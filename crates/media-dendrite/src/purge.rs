@@ -17,8 +17,8 @@ use crate::error::CleanError;
 use crate::layout::{ContentHash, MediaFolder, Mode};
 use crate::report::PurgeReport;
 
-/// Content groups (hash directories) per page.
-pub const CONTENTS_PER_PAGE: i64 = 2_000;
+/// Media rows per page (whole content groups; about 3 MB of rows).
+pub const ROWS_PER_PAGE: i64 = 10_000;
 
 /// What a purge works on.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +77,7 @@ impl DendriteStore<'_> {
         let mut report = PurgeReport::default();
         let mut pages = self
             .media_db
-            .content_group_pages(group_filter(&policy.selection), CONTENTS_PER_PAGE);
+            .content_group_pages(group_filter(&policy.selection), ROWS_PER_PAGE);
         while let Some(rows) = pages.try_next().await? {
             let candidates: Vec<Candidate> =
                 rows.into_iter().map(|row| self.candidate(row)).collect();

@@ -6,7 +6,7 @@ use media_db::dendrite::GroupFilter;
 
 use crate::error::CleanError;
 use crate::layout::{ContentHash, Mode};
-use crate::purge::{CONTENTS_PER_PAGE, DendriteStore};
+use crate::purge::{DendriteStore, ROWS_PER_PAGE};
 use crate::report::{LISTED_ITEMS, Listed, SanityReport};
 
 /// Hash directories checked against the database per query.
@@ -53,7 +53,7 @@ impl DendriteStore<'_> {
     ) -> Result<(), CleanError> {
         let mut pages = self
             .media_db
-            .content_group_pages(GroupFilter::All, CONTENTS_PER_PAGE);
+            .content_group_pages(GroupFilter::All, ROWS_PER_PAGE);
         while let Some(rows) = pages.try_next().await? {
             let mut refetchable = Vec::new();
             for group in rows.chunk_by(|a, b| a.base64hash == b.base64hash) {
