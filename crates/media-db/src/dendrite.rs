@@ -21,7 +21,7 @@ const KEYS_PER_STATEMENT: usize = 500;
 
 /// Hashes looked up per statement: each lookup scans the table (Dendrite has no index on
 /// base64hash), so few large statements beat many small ones.
-const HASHES_PER_LOOKUP: usize = 5_000;
+const HASHES_PER_LOOKUP: usize = 20_000;
 
 /// Avatar rows read per page.
 const AVATAR_PAGE_SIZE: i64 = 1_000;
@@ -361,7 +361,9 @@ impl DendriteDb {
                 media_keys_clause(self.dialect(), chunk.len())
             );
             let n: i64 = on_pool!(&self.pool, |p| {
-                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                // Statements with thousands of placeholders are not worth caching: each
+                // cached one holds its whole compiled program.
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for key in chunk {
                     query = query.bind(&key.media_id);
                 }
@@ -391,7 +393,7 @@ impl DendriteDb {
                     ("mediaapi_media_repository", &mut deleted.media),
                 ] {
                     let sql = format!("DELETE FROM {table} WHERE {clause}");
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
                     for key in chunk {
                         query = query.bind(&key.media_id);
                     }
@@ -420,7 +422,9 @@ impl DendriteDb {
                 placeholders(self.dialect(), chunk.len())
             );
             let found: Vec<String> = on_pool!(&self.pool, |p| {
-                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                // Statements with thousands of placeholders are not worth caching: each
+                // cached one holds its whole compiled program.
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for hash in chunk {
                     query = query.bind(hash);
                 }

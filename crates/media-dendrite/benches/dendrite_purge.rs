@@ -22,11 +22,11 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The peak resident memory `/usr/bin/time -v` reported, in KiB.
-fn max_rss_kib(time_output: &str) -> Option<u64> {
+/// A figure `/usr/bin/time -v` reported (e.g. "Maximum resident set size (kbytes)").
+fn time_figure(time_output: &str, label: &str) -> Option<f64> {
     time_output
         .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+        .find_map(|l| l.trim().strip_prefix(label)?.strip_prefix(':'))
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -65,11 +65,15 @@ async fn bench(engine: Engine, spec: LargeStoreSpec) {
     assert_eq!(purge["thumbnail_rows_deleted"], spec.rows);
     assert_eq!(purge["directories_removed"], spec.directories);
     assert_eq!(purge["bytes_freed"], disk_bytes);
-    let rss = max_rss_kib(&stderr).map_or("n/a".to_owned(), |k| {
-        format!("{:.1} MiB", k as f64 / 1024.0)
-    });
+    let rss = time_figure(&stderr, "Maximum resident set size (kbytes)")
+        .map_or("n/a".to_owned(), |k| format!("{:.1} MiB", k / 1024.0));
+    let cpu = time_figure(&stderr, "User time (seconds)")
+        .zip(time_figure(&stderr, "System time (seconds)"))
+        .map_or("n/a".to_owned(), |(user, system)| {
+            format!("{user:.1} s user + {system:.1} s system")
+        });
     println!(
-        "| {engine:?} | {} rows, {} directories | {elapsed:.2} s | {:.0} rows/s | {rss} |",
+        "| {engine:?} | {} rows, {} directories | {elapsed:.2} s | {:.0} rows/s | {cpu} | {rss} |",
         spec.rows,
         spec.directories,
         spec.rows as f64 / elapsed
@@ -84,8 +88,8 @@ async fn main() {
         rows,
         directories: env_or("BENCH_DIRS", rows / 2),
     };
-    println!("| engine | store | purge (end to end) | throughput | peak RSS |");
-    println!("|---|---|---|---|---|");
+    println!("| engine | store | cleanmedia, end to end | throughput | its CPU time | peak RSS |");
+    println!("|---|---|---|---|---|---|");
     bench(Engine::Sqlite, spec).await;
     if std::env::var("DATABASE_URL").is_ok() {
         bench(Engine::Postgres, spec).await;

@@ -17,8 +17,9 @@ use crate::error::CleanError;
 use crate::layout::{ContentHash, MediaFolder, Mode};
 use crate::report::PurgeReport;
 
-/// Media rows per page (whole content groups; about 3 MB of rows).
-pub const ROWS_PER_PAGE: i64 = 10_000;
+/// Media rows per page (whole content groups; a few MB of rows). Each page costs one
+/// table scan (Dendrite has no index on base64hash), so pages are large.
+pub const ROWS_PER_PAGE: i64 = 20_000;
 
 /// What a purge works on.
 #[derive(Debug, Clone, Copy)]
@@ -87,8 +88,10 @@ impl DendriteStore<'_> {
             report.kept.recent += plan.kept.rows_for(KeepReason::Recent);
             report.kept.local += plan.kept.rows_for(KeepReason::Local);
             report.kept.shared_hash_directories += plan.kept.shared_contents;
-            self.delete_rows(&plan.delete_rows, mode, &mut report)
-                .await?;
+            let mut delete_rows = plan.delete_rows;
+            // In key order, the deletes walk the (media_id, media_origin) index forward.
+            delete_rows.sort_unstable();
+            self.delete_rows(&delete_rows, mode, &mut report).await?;
             let hashes: Vec<String> = plan
                 .remove_contents
                 .into_iter()

@@ -10,7 +10,7 @@ use crate::purge::{DendriteStore, ROWS_PER_PAGE};
 use crate::report::{LISTED_ITEMS, Listed, SanityReport};
 
 /// Hash directories checked against the database per query.
-const DIRECTORIES_PER_CHECK: usize = 5_000;
+const DIRECTORIES_PER_CHECK: usize = 20_000;
 
 impl DendriteStore<'_> {
     /// Runs every sanity check; with `fix`, repairs what it finds (a dry run only counts
