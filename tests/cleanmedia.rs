@@ -475,3 +475,32 @@ async fn bad_configs_are_usage_errors_that_name_the_problem() {
     assert_eq!(missing.status.code(), Some(2));
     store.finish().await;
 }
+
+#[tokio::test]
+async fn the_summary_names_what_was_deleted_kept_and_found() {
+    let store = new_store(Engine::Sqlite, false).await;
+    let old = MediaSpec::remote(OTHER, "old", 60, b"old");
+    let fresh = MediaSpec::remote(OTHER, "fresh", 1, b"fresh");
+    add_all(&store, &[&old, &fresh]).await;
+    store
+        .execute_on_media("DELETE FROM mediaapi_media_repository WHERE media_id = 'fresh'")
+        .await;
+    let config = store.workdir.join("dendrite.yaml");
+    let args = ["-c", config.to_str().unwrap(), "-n"];
+    let out = media_tests::run("cleanmedia", &args, &store.workdir);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("dry run: nothing changed"), "{text}");
+    assert!(
+        text.contains("deleted: 1 media rows, 1 thumbnail rows, 1 directories, 6 bytes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sanity: 1 orphan thumbnail rows (repair with --fix)"),
+        "{text}"
+    );
+    let quiet = media_tests::run("cleanmedia", &[&args[..], &["-q"]].concat(), &store.workdir);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert!(quiet.stdout.is_empty() && quiet.stderr.is_empty());
+    store.finish().await;
+}

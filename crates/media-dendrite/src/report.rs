@@ -121,11 +121,6 @@ impl fmt::Display for CleanReport {
             k.avatar, k.recent, k.local, k.shared_hash_directories, k.directories_in_use_again
         )?;
         let s = &self.sanity;
-        let fixed = if self.fix {
-            "fixed"
-        } else {
-            "fixable with --fix"
-        };
         for (name, listed) in [
             ("orphan thumbnail rows", &s.orphan_thumbnail_rows),
             ("rows without their file", &s.rows_without_file),
@@ -134,8 +129,12 @@ impl fmt::Display for CleanReport {
             ("stale tmp directories", &s.stale_tmp_directories),
         ] {
             if listed.found > 0 {
-                let done = if self.fix { listed.fixed } else { 0 };
-                writeln!(f, "  sanity: {} {name} ({done} {fixed})", listed.found)?;
+                let action = match (self.fix, self.dry_run) {
+                    (false, _) => "repair with --fix".to_owned(),
+                    (true, false) => format!("{} fixed", listed.fixed),
+                    (true, true) => format!("{} would be fixed", listed.fixed),
+                };
+                writeln!(f, "  sanity: {} {name} ({action})", listed.found)?;
                 for item in &listed.items {
                     writeln!(f, "    {item}")?;
                 }
