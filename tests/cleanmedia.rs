@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use media_tests::dendrite::{DendriteStore, Engine, MediaSpec, SERVER_NAME, set_age};
+use media_tests::dendrite::{DendriteFixture, Engine, MediaSpec, SERVER_NAME, set_age};
 use serde_json::Value;
 
 const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
@@ -16,7 +16,7 @@ const THIRD: &str = "third.example:8448";
 
 /// Runs cleanmedia on `store` with `-c <config> --workdir <workdir> --json` plus `args`,
 /// from an unrelated folder (so only --workdir can make relative paths work).
-fn cleanmedia(store: &DendriteStore, args: &[&str]) -> Output {
+fn cleanmedia(store: &DendriteFixture, args: &[&str]) -> Output {
     let config = store.workdir.join("dendrite.yaml");
     let elsewhere = tempfile::tempdir().unwrap();
     let base = [
@@ -49,13 +49,13 @@ fn mxcs(items: &[&MediaSpec]) -> BTreeSet<String> {
     items.iter().map(|m| m.mxc()).collect()
 }
 
-async fn new_store(engine: Engine, split: bool) -> DendriteStore {
-    let store = DendriteStore::new(engine, split).await;
+async fn new_store(engine: Engine, split: bool) -> DendriteFixture {
+    let store = DendriteFixture::new(engine, split).await;
     store.write_config("");
     store
 }
 
-async fn add_all(store: &DendriteStore, media: &[&MediaSpec]) {
+async fn add_all(store: &DendriteFixture, media: &[&MediaSpec]) {
     for m in media {
         store.add_media(m).await;
     }
@@ -109,7 +109,7 @@ async fn defect2_rows_are_deleted_by_media_id_and_origin() {
 #[tokio::test]
 async fn defect3_profile_room_member_and_notice_avatars_are_kept_in_the_default_purge() {
     for engine in ENGINES {
-        let store = DendriteStore::new(engine, false).await;
+        let store = DendriteFixture::new(engine, false).await;
         store.write_config("  server_notices:\n    avatar_url: mxc://dendrite.test/notices\n");
         let profile = MediaSpec::remote(OTHER, "profileav", 60, b"p");
         let room = MediaSpec::remote(OTHER, "roomav", 60, b"r");

@@ -155,7 +155,7 @@ fn base64url(bytes: &[u8]) -> String {
 }
 
 /// A Dendrite store for one test: databases, media folder, working directory, config.
-pub struct DendriteStore {
+pub struct DendriteFixture {
     /// The working directory Dendrite runs in (relative config paths resolve here).
     pub workdir: PathBuf,
     /// The media folder (`media_api.base_path`).
@@ -164,13 +164,13 @@ pub struct DendriteStore {
     pub engine: Engine,
     /// The database URLs: one (monolith) or media, user, sync.
     urls: Vec<String>,
-    /// The PostgreSQL test databases, dropped by [`DendriteStore::finish`].
+    /// The PostgreSQL test databases, dropped by [`DendriteFixture::finish`].
     databases: Vec<TestDatabase>,
     pools: Vec<AnyPool>,
     _dir: tempfile::TempDir,
 }
 
-impl DendriteStore {
+impl DendriteFixture {
     /// A fresh store: one database for every component (`split` false) or three.
     pub async fn new(engine: Engine, split: bool) -> Self {
         sqlx::any::install_default_drivers();
@@ -457,10 +457,10 @@ pub struct LargeStoreSpec {
     pub directories: usize,
 }
 
-/// Media rows inserted per statement by [`DendriteStore::generate`].
+/// Media rows inserted per statement by [`DendriteFixture::generate`].
 const ROWS_PER_INSERT: usize = 500;
 
-impl DendriteStore {
+impl DendriteFixture {
     /// Fills the store with `spec`'s media: rows and thumbnail rows inserted in large
     /// statements, files written, every directory aged two hours (so the sanity check
     /// looks at all of them). Returns the bytes on disk.

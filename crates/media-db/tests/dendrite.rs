@@ -3,12 +3,12 @@
 use futures::TryStreamExt;
 use media_core::retention::MediaRef;
 use media_db::dendrite::{Component, DendriteMediaRow, GroupFilter, open_dendrite};
-use media_tests::dendrite::{DendriteStore, Engine, MediaSpec};
+use media_tests::dendrite::{DendriteFixture, Engine, MediaSpec};
 
 const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
 
 async fn pages(
-    store: &DendriteStore,
+    store: &DendriteFixture,
     filter: GroupFilter,
     rows_per_page: i64,
 ) -> Vec<Vec<DendriteMediaRow>> {
@@ -29,7 +29,7 @@ async fn pages(
 #[tokio::test]
 async fn content_group_pages_never_split_a_group() {
     for engine in ENGINES {
-        let store = DendriteStore::new(engine, false).await;
+        let store = DendriteFixture::new(engine, false).await;
         let mut expected = Vec::new();
         for i in 0..12 {
             // Content "big" has 5 rows; the others 1 or 2.
@@ -69,7 +69,7 @@ async fn content_group_pages_never_split_a_group() {
 #[tokio::test]
 async fn filtered_pages_hold_the_whole_groups_of_matching_media() {
     for engine in ENGINES {
-        let store = DendriteStore::new(engine, false).await;
+        let store = DendriteFixture::new(engine, false).await;
         let target = MediaSpec::local("alice", "mine", 1, b"shared");
         let sharer = MediaSpec::remote("o.example", "theirs", 1, b"shared");
         let other = MediaSpec::local("bob", "bobs", 1, b"other");
@@ -105,7 +105,7 @@ async fn filtered_pages_hold_the_whole_groups_of_matching_media() {
 #[tokio::test]
 async fn delete_media_takes_exactly_the_named_keys() {
     for engine in ENGINES {
-        let store = DendriteStore::new(engine, false).await;
+        let store = DendriteFixture::new(engine, false).await;
         let a = MediaSpec::remote("a.example", "same", 9, b"a");
         let b = MediaSpec::remote("b.example", "same", 9, b"b");
         store.add_media(&a).await;

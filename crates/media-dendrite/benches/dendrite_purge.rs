@@ -13,7 +13,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use media_tests::dendrite::{DendriteStore, Engine, LargeStoreSpec};
+use media_tests::dendrite::{DendriteFixture, Engine, LargeStoreSpec};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -31,7 +31,7 @@ fn time_figure(time_output: &str, label: &str) -> Option<f64> {
 }
 
 async fn bench(engine: Engine, spec: LargeStoreSpec) {
-    let store = DendriteStore::new(engine, false).await;
+    let store = DendriteFixture::new(engine, false).await;
     let config = store.write_config("");
     let started = Instant::now();
     let disk_bytes = store.generate(spec).await;
