@@ -14,7 +14,7 @@ use media_db::dendrite::{DendriteDb, DendriteMediaRow, GroupFilter};
 
 use crate::avatars::AvatarSet;
 use crate::error::CleanError;
-use crate::layout::{ContentHash, MediaFolder, Mode};
+use crate::layout::{ContentHash, MediaFolder, Mode, RemovedFiles};
 use crate::report::PurgeReport;
 
 /// Media rows per page (whole content groups; a few MB of rows). Each page costs one
@@ -76,6 +76,7 @@ impl DendriteStore<'_> {
         mode: Mode,
     ) -> Result<PurgeReport, CleanError> {
         let mut report = PurgeReport::default();
+        let mut removal = None;
         let mut pages = self
             .media_db
             .content_group_pages(group_filter(&policy.selection), ROWS_PER_PAGE);
@@ -97,7 +98,22 @@ impl DendriteStore<'_> {
                 .into_iter()
                 .map(|c| c.content)
                 .collect();
-            self.remove_directories(hashes, mode, &mut report).await?;
+            let removable = self
+                .removable_directories(hashes, mode, &mut report)
+                .await?;
+            // This page's directories go while the next page is read and deleted (pages
+            // hold disjoint hashes); one removal in flight at a time.
+            if let Some(previous) = removal.take() {
+                account_removals(previous.await, &mut report);
+            }
+            let folder = self.folder.clone();
+            removal = Some(tokio::task::spawn_blocking(move || {
+                let results = folder.remove_contents(&removable, mode);
+                (removable, results)
+            }));
+        }
+        if let Some(previous) = removal {
+            account_removals(previous.await, &mut report);
         }
         Ok(report)
     }
@@ -125,15 +141,16 @@ impl DendriteStore<'_> {
         Ok(())
     }
 
-    /// Removes the directories of `hashes`, whose rows the plan deleted. In a real run,
-    /// a hash some row uses again (Dendrite stored the same bytes meanwhile) is kept:
-    /// that is checked in SQL right before removal.
-    async fn remove_directories(
+    /// The directories of `hashes` (whose rows the plan deleted) to remove. In a real
+    /// run, a hash some row uses again (Dendrite stored the same bytes meanwhile) is
+    /// kept: that is checked in SQL, after the rows' commit and right before removal. An
+    /// invalid hash is listed as a failure and never becomes a path.
+    async fn removable_directories(
         &self,
         hashes: Vec<String>,
         mode: Mode,
         report: &mut PurgeReport,
-    ) -> Result<(), CleanError> {
+    ) -> Result<Vec<ContentHash>, CleanError> {
         let in_use_again = match mode {
             Mode::Apply if !hashes.is_empty() => self.media_db.contents_in_use(&hashes).await?,
             _ => Default::default(),
@@ -149,16 +166,26 @@ impl DendriteStore<'_> {
                 Err(reason) => report.failures.push(|| reason),
             }
         }
-        let results = self.folder.remove_contents(&valid, mode);
-        for (hash, result) in valid.iter().zip(results) {
-            match result {
-                Ok(removed) => {
-                    report.directories_removed += u64::from(removed.directory_removed);
-                    report.bytes_freed += removed.bytes;
-                }
-                Err(e) => report.failures.push(|| format!("{}: {e}", hash.as_str())),
-            }
-        }
-        Ok(())
+        Ok(valid)
     }
 }
+
+/// Adds the outcome of one page's directory removals to the report.
+fn account_removals(
+    joined: Result<RemovalOutcome, tokio::task::JoinError>,
+    report: &mut PurgeReport,
+) {
+    let (hashes, results) = joined.expect("a directory removal task panicked");
+    for (hash, result) in hashes.iter().zip(results) {
+        match result {
+            Ok(removed) => {
+                report.directories_removed += u64::from(removed.directory_removed);
+                report.bytes_freed += removed.bytes;
+            }
+            Err(e) => report.failures.push(|| format!("{}: {e}", hash.as_str())),
+        }
+    }
+}
+
+/// The directories one page removed, with each one's result.
+type RemovalOutcome = (Vec<ContentHash>, Vec<std::io::Result<RemovedFiles>>);
