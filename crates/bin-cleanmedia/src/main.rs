@@ -45,11 +45,11 @@ struct Cli {
     dryrun: bool,
 
     /// Purge one media, of any age: a bare media ID (as the Python tool; refused when
-    /// several origins use it) or mxc://origin/media_id.
+    /// several origins use it) or mxc://origin/media_id. An avatar is kept.
     #[arg(short = 'm', long, env = "CLEANMEDIA_MXID", conflicts_with = "userid")]
     mxid: Option<String>,
 
-    /// Purge every media this user (@user:server) uploaded, of any age.
+    /// Purge every media this user (@user:server) uploaded, of any age (avatars kept).
     #[arg(short = 'u', long, env = "CLEANMEDIA_USERID")]
     userid: Option<String>,
 
