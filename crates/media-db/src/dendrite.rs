@@ -384,31 +384,59 @@ impl DendriteDb {
     /// origin, in one transaction.
     pub async fn delete_media(&self, media: &[MediaRef]) -> Result<DeletedRows, DbError> {
         let mut deleted = DeletedRows::default();
-        on_pool!(&self.pool, |p| {
-            let mut tx = p.begin().await.during("begin a Dendrite purge")?;
-            for chunk in media.chunks(KEYS_PER_STATEMENT) {
-                let clause = media_keys_clause(self.dialect(), chunk.len());
-                for (table, count) in [
-                    ("mediaapi_thumbnail", &mut deleted.thumbnails),
-                    ("mediaapi_media_repository", &mut deleted.media),
-                ] {
-                    let sql = format!("DELETE FROM {table} WHERE {clause}");
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-                    for key in chunk {
-                        query = query.bind(&key.media_id);
-                    }
-                    for key in chunk {
-                        query = query.bind(&key.media_id).bind(&key.origin);
-                    }
-                    *count += query
+        const TABLES: [&str; 2] = ["mediaapi_thumbnail", "mediaapi_media_repository"];
+        match &self.pool {
+            // PostgreSQL: one statement per table, the keys as two arrays.
+            Pool::Postgres(p) => {
+                let ids: Vec<&str> = media.iter().map(|k| k.media_id.as_str()).collect();
+                let origins: Vec<&str> = media.iter().map(|k| k.origin.as_str()).collect();
+                let mut tx = p.begin().await.during("begin a Dendrite purge")?;
+                for (table, count) in TABLES
+                    .into_iter()
+                    .zip([&mut deleted.thumbnails, &mut deleted.media])
+                {
+                    let sql = format!(
+                        "DELETE FROM {table} AS t USING unnest($1::TEXT[], $2::TEXT[]) \
+                         AS d(media_id, media_origin) \
+                         WHERE t.media_id = d.media_id AND t.media_origin = d.media_origin"
+                    );
+                    *count += sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(&ids)
+                        .bind(&origins)
                         .execute(&mut *tx)
                         .await
                         .during("delete Dendrite media rows")?
                         .rows_affected();
                 }
+                tx.commit().await.during("commit a Dendrite purge")?;
             }
-            tx.commit().await.during("commit a Dendrite purge")?;
-        });
+            // SQLite has no arrays: statements of KEYS_PER_STATEMENT keys.
+            Pool::Sqlite(p) => {
+                let mut tx = p.begin().await.during("begin a Dendrite purge")?;
+                for chunk in media.chunks(KEYS_PER_STATEMENT) {
+                    let clause = media_keys_clause(Dialect::Sqlite, chunk.len());
+                    for (table, count) in TABLES
+                        .into_iter()
+                        .zip([&mut deleted.thumbnails, &mut deleted.media])
+                    {
+                        let sql = format!("DELETE FROM {table} WHERE {clause}");
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                        for key in chunk {
+                            query = query.bind(&key.media_id);
+                        }
+                        for key in chunk {
+                            query = query.bind(&key.media_id).bind(&key.origin);
+                        }
+                        *count += query
+                            .execute(&mut *tx)
+                            .await
+                            .during("delete Dendrite media rows")?
+                            .rows_affected();
+                    }
+                }
+                tx.commit().await.during("commit a Dendrite purge")?;
+            }
+        }
         Ok(deleted)
     }
 
