@@ -1,22 +1,148 @@
-//! `cleanmedia`: Media retention for Dendrite: purge old remote (and optionally local) media, keep avatars.
+//! `cleanmedia`: media retention for Dendrite: purge old remote (and optionally local)
+//! media, keep avatars, check the media tables against the media folder.
 //!
 //! Thin binary: parse the command line, wire the library crates, print a report, exit
-//! with the toolkit's exit codes (see `media_cli::Exit`).
+//! with the toolkit's exit codes (see `media_cli::Exit`). The short flags are the Python
+//! cleanmedia's, so existing cron lines keep working.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use media_cli::Exit;
+use media_dendrite::{CleanOptions, DendriteConfig, Mode, Request};
 
-/// Media retention for Dendrite: purge old remote (and optionally local) media, keep avatars.
+/// Media retention for Dendrite: purge remote media older than --days (and local media
+/// with --local), never media in use as avatars nor a hash directory other media still
+/// use; check the database against the media folder (repair with --fix).
 #[derive(Debug, Parser)]
 #[command(name = "cleanmedia", version)]
 struct Cli {
+    /// Dendrite's config file (dendrite.yaml).
+    #[arg(
+        short = 'c',
+        long,
+        env = "CLEANMEDIA_CONFIG",
+        default_value = "config.yaml"
+    )]
+    config: PathBuf,
+
+    /// Keep media younger than this many days.
+    #[arg(short = 't', long, env = "CLEANMEDIA_DAYS", default_value_t = 30)]
+    days: u32,
+
+    /// Purge local users' media too (avatars are always kept).
+    #[arg(short = 'l', long, env = "CLEANMEDIA_LOCAL")]
+    local: bool,
+
+    /// Change nothing; report what a real run would do.
+    #[arg(
+        short = 'n',
+        long,
+        visible_alias = "dry-run",
+        env = "CLEANMEDIA_DRYRUN"
+    )]
+    dryrun: bool,
+
+    /// Purge one media, of any age: a bare media ID (as the Python tool; refused when
+    /// several origins use it) or mxc://origin/media_id. An avatar is kept.
+    #[arg(short = 'm', long, env = "CLEANMEDIA_MXID", conflicts_with = "userid")]
+    mxid: Option<String>,
+
+    /// Purge every media this user (@user:server) uploaded, of any age (avatars kept).
+    #[arg(short = 'u', long, env = "CLEANMEDIA_USERID")]
+    userid: Option<String>,
+
+    /// Repair what the sanity checks find (orphan thumbnail rows, remote rows without
+    /// their file, directories no row uses, stale tmp/ directories).
+    #[arg(long, env = "CLEANMEDIA_FIX")]
+    fix: bool,
+
+    /// Dendrite's working directory: relative paths in the config resolve against it.
+    #[arg(long, env = "CLEANMEDIA_WORKDIR")]
+    workdir: Option<PathBuf>,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long, env = "CLEANMEDIA_JSON")]
+    json: bool,
+
+    /// Log debug detail (the Python tool's -d).
+    #[arg(short = 'd', long, env = "CLEANMEDIA_DEBUG", conflicts_with = "quiet")]
+    debug: bool,
+
     #[command(flatten)]
     verbosity: media_cli::Verbosity,
 }
 
-fn main() -> ExitCode {
+impl Cli {
+    fn request(&self) -> Request {
+        match (&self.mxid, &self.userid) {
+            (Some(media), _) => Request::Media(media.clone()),
+            (None, Some(user)) => Request::User(user.clone()),
+            (None, None) => Request::OlderThan {
+                days: self.days,
+                include_local: self.local,
+            },
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.verbosity.init_logging();
-    media_cli::not_available_yet("cleanmedia", 6)
+    let mut verbosity = cli.verbosity;
+    if cli.debug {
+        verbosity.verbose = verbosity.verbose.max(2);
+    }
+    verbosity.init_logging();
+    media_cli::exit_with("cleanmedia", run(&cli).await)
+}
+
+async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
+    let workdir = match &cli.workdir {
+        Some(dir) if dir.is_dir() => dir.clone(),
+        Some(dir) => {
+            return Err((
+                Exit::Usage,
+                format!("--workdir {} is not a folder", dir.display()),
+            ));
+        }
+        None => std::env::current_dir()
+            .map_err(|e| (Exit::Usage, format!("cannot read the current folder: {e}")))?,
+    };
+    let config =
+        DendriteConfig::load(&cli.config, &workdir).map_err(|e| (Exit::Usage, e.to_string()))?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    if !config.base_path.is_dir() {
+        return Err((
+            Exit::Usage,
+            format!(
+                "media_api.base_path {} is not a folder (relative paths resolve against \
+                 --workdir)",
+                config.base_path.display()
+            ),
+        ));
+    }
+    let options = CleanOptions {
+        config,
+        request: cli.request(),
+        mode: if cli.dryrun {
+            Mode::DryRun
+        } else {
+            Mode::Apply
+        },
+        fix: cli.fix,
+        now_ms: media_core::now_ms(),
+    };
+    let report = media_dendrite::clean(&options)
+        .await
+        .map_err(|e| media_cli::failure(e.is_usage(), e))?;
+    Ok(media_cli::print_report(
+        &report,
+        cli.json,
+        cli.verbosity.quiet,
+        report.has_failures(),
+    ))
 }

@@ -65,16 +65,6 @@ impl Verbosity {
     }
 }
 
-/// For a tool whose job has not landed yet: says so on stderr and exits with
-/// [`Exit::Usage`], so no script mistakes it for a run that did something.
-pub fn not_available_yet(tool: &str, issue: u32) -> ExitCode {
-    eprintln!(
-        "{tool}: this build does not do this job yet (tracked as issue #{issue}); \
-         nothing was read or written."
-    );
-    Exit::Usage.into()
-}
-
 /// Rewrites Go-style flags (`-dbHost value`, `-dbHost=value`, as matrix-media-repo's tools
 /// take them) into this tool's `--db-host value` form, so existing command lines keep
 /// working. `aliases` maps Go names to our long flag names; other arguments pass through.

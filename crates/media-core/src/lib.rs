@@ -3,6 +3,7 @@
 //! * [`ids`]: validated Matrix identifiers (server names, media IDs, MXC URIs, user IDs) and
 //!   SHA-256 digests. Every identifier that may end up in a path is validated here first.
 //! * [`records`]: media and thumbnail records as our repository stores them.
+//! * [`retention`]: retention policies and the purge plans they give (pure functions).
 //! * [`datastore`]: the [`Datastore`] trait every byte store implements, with its key scheme
 //!   and the [`HashingReader`] that hashes bytes while they stream.
 //! * [`progress`]: live counters for progress displays, and sizes for people.
@@ -16,6 +17,7 @@ pub mod hashing;
 pub mod ids;
 pub mod progress;
 pub mod records;
+pub mod retention;
 
 pub use datastore::{
     BlobKey, BlobReader, ByteRange, Datastore, DatastoreExt, DeleteStatus, Durability, Expected,

@@ -107,7 +107,9 @@ pub(crate) async fn open_pool(url: &str, options: OpenOptions) -> Result<Pool, D
                 .read_only(options.read_only)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(60));
-            let connect = if options.read_only {
+            // Only a database we create (our repository) is switched to WAL: a foreign
+            // database (Synapse's, Dendrite's) keeps the journal mode its server chose.
+            let connect = if options.read_only || !options.create {
                 connect
             } else {
                 connect

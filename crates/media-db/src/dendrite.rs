@@ -1,0 +1,625 @@
+//! An adapter over Dendrite's databases: its media tables (read, and deleted from by a
+//! purge) and the avatars in use (read only).
+//!
+//! Dendrite may keep the media, user and sync tables in one database or in three; each is
+//! opened on its own as a [`DendriteDb`] with the [`Component`] it is for. Media rows are
+//! read in pages of whole **content groups** (every row sharing one `base64hash`), so the
+//! retention policy can decide whether a hash directory survives without a second look,
+//! and memory stays bounded by the page size.
+
+use std::collections::HashSet;
+
+use futures::stream::BoxStream;
+use media_core::retention::MediaRef;
+
+use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
+use crate::error::{DbError, QueryContext};
+use crate::paging::keyset_pages;
+
+/// Media rows deleted, or media keys looked up, per statement.
+const KEYS_PER_STATEMENT: usize = 500;
+
+/// Hashes looked up per statement: each lookup scans the table (Dendrite has no index on
+/// base64hash), so few large statements beat many small ones.
+const HASHES_PER_LOOKUP: usize = 20_000;
+
+/// Avatar rows read per page.
+const AVATAR_PAGE_SIZE: i64 = 1_000;
+
+/// The Dendrite component a database is opened for, and the table that proves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// `media_api.database`: media and thumbnail rows.
+    MediaApi,
+    /// `user_api.account_database`: user profiles.
+    UserApi,
+    /// `sync_api.database`: current room state.
+    SyncApi,
+}
+
+impl Component {
+    /// The table this component's database must have.
+    pub fn table(self) -> &'static str {
+        match self {
+            Component::MediaApi => "mediaapi_media_repository",
+            Component::UserApi => "userapi_profiles",
+            Component::SyncApi => "syncapi_current_room_state",
+        }
+    }
+
+    /// The config key of this component's connection string, for messages.
+    pub fn config_key(self) -> &'static str {
+        match self {
+            Component::MediaApi => "media_api.database.connection_string",
+            Component::UserApi => "user_api.account_database.connection_string",
+            Component::SyncApi => "sync_api.database.connection_string",
+        }
+    }
+}
+
+/// One Dendrite database, opened for one component.
+#[derive(Debug, Clone)]
+pub struct DendriteDb {
+    pool: Pool,
+    shown_url: String,
+}
+
+/// A row of `mediaapi_media_repository`, as Dendrite stored it (not validated).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DendriteMediaRow {
+    /// The media ID.
+    pub media_id: String,
+    /// The origin server.
+    pub media_origin: String,
+    /// The uploader for local media; empty for remote media.
+    pub user_id: String,
+    /// When the row was inserted, ms.
+    pub creation_ts: i64,
+    /// The content's SHA-256, base64url without padding: decides the directory.
+    pub base64hash: String,
+    /// The content's size.
+    pub file_size_bytes: i64,
+}
+
+/// Which content groups a page stream yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupFilter {
+    /// Every content group.
+    All,
+    /// The groups of the media with this media ID (of any origin, or of one).
+    Media {
+        /// The media ID.
+        media_id: String,
+        /// Its origin; `None` for every origin.
+        origin: Option<String>,
+    },
+    /// The groups of the media one user uploaded.
+    User {
+        /// The uploader's user ID.
+        user_id: String,
+    },
+}
+
+/// Rows deleted from the media tables.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeletedRows {
+    /// `mediaapi_media_repository` rows.
+    pub media: u64,
+    /// `mediaapi_thumbnail` rows.
+    pub thumbnails: u64,
+}
+
+/// Opens a Dendrite database for `component`: read-only (a dry run, or the user and sync
+/// databases), or read-write (the media database of a real purge). Accepts `sqlite://`
+/// and `postgres://` URLs; refuses a database without the component's table.
+pub async fn open_dendrite(
+    url: &str,
+    component: Component,
+    read_only: bool,
+) -> Result<DendriteDb, DbError> {
+    let pool = connect::open_pool(
+        url,
+        OpenOptions {
+            create: false,
+            read_only,
+            max_connections: 2,
+        },
+    )
+    .await?;
+    let db = DendriteDb {
+        pool,
+        shown_url: redact_url(url),
+    };
+    if !db.has_table(component.table()).await? {
+        return Err(DbError::InvalidUrl {
+            url: db.shown_url.clone(),
+            reason: format!(
+                "this database has no {} table: is {} right?",
+                component.table(),
+                component.config_key()
+            ),
+        });
+    }
+    Ok(db)
+}
+
+/// The `n`th (from 1) bind placeholder: `$n` for PostgreSQL, `?` for SQLite (which looks
+/// numbered placeholders up linearly on every bind: quadratic in long statements).
+fn placeholder(dialect: Dialect, n: usize) -> String {
+    match dialect {
+        Dialect::Sqlite => "?".to_owned(),
+        Dialect::Postgres => format!("${n}"),
+    }
+}
+
+/// `media_id IN ($1, …, $k) AND (media_id, media_origin) IN (VALUES ($k+1, $k+2), …)`
+/// for `keys` media keys: bind every media ID, then every (media ID, origin) pair. The
+/// first part lets both databases use the (media_id, media_origin) index; a row-value
+/// `IN` alone makes SQLite scan the table.
+fn media_keys_clause(dialect: Dialect, keys: usize) -> String {
+    let pairs: Vec<String> = (0..keys)
+        .map(|i| {
+            format!(
+                "({}, {})",
+                placeholder(dialect, keys + 2 * i + 1),
+                placeholder(dialect, keys + 2 * i + 2)
+            )
+        })
+        .collect();
+    format!(
+        "media_id IN ({}) AND (media_id, media_origin) IN (VALUES {})",
+        placeholders(dialect, keys),
+        pairs.join(", ")
+    )
+}
+
+/// `$1, $2, …, $n` (or `?, ?, …`).
+fn placeholders(dialect: Dialect, n: usize) -> String {
+    (1..=n)
+        .map(|i| placeholder(dialect, i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The columns of a [`DendriteMediaRow`].
+macro_rules! media_columns {
+    () => {
+        "SELECT media_id, media_origin, user_id, CAST(creation_ts AS BIGINT) AS creation_ts, \
+         base64hash, CAST(file_size_bytes AS BIGINT) AS file_size_bytes \
+         FROM mediaapi_media_repository "
+    };
+}
+
+/// A page of rows after a hash, in (hash, origin, media ID) order, limited to the groups
+/// `$filter` picks. Dendrite has no index on base64hash: each page is one table scan
+/// with a top-N sort, so pages are large.
+macro_rules! group_page_sql {
+    ($filter:expr) => {
+        concat!(
+            media_columns!(),
+            "WHERE base64hash > $1",
+            $filter,
+            " ORDER BY base64hash, media_origin, media_id LIMIT $2"
+        )
+    };
+}
+
+/// Restricts a page to the groups of media matching a condition on `$3`, `$4`.
+macro_rules! groups_where {
+    ($condition:literal) => {
+        concat!(
+            " AND base64hash IN (SELECT base64hash FROM mediaapi_media_repository WHERE ",
+            $condition,
+            ")"
+        )
+    };
+}
+
+/// Every row of one content group.
+const GROUP_SQL: &str = concat!(
+    media_columns!(),
+    "WHERE base64hash = $1 ORDER BY media_origin, media_id"
+);
+
+/// Thumbnail rows whose media row (same media ID AND origin) is gone.
+const ORPHAN_THUMBNAILS: &str = "FROM mediaapi_thumbnail WHERE NOT EXISTS \
+     (SELECT 1 FROM mediaapi_media_repository AS m \
+     WHERE m.media_id = mediaapi_thumbnail.media_id \
+     AND m.media_origin = mediaapi_thumbnail.media_origin)";
+
+impl DendriteDb {
+    /// The database's URL, password hidden.
+    pub fn url(&self) -> &str {
+        &self.shown_url
+    }
+
+    /// The dialect of the database.
+    pub fn dialect(&self) -> Dialect {
+        match self.pool {
+            Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Closes the connections.
+    pub async fn close(&self) {
+        on_pool!(&self.pool, |p| p.close().await)
+    }
+
+    async fn has_table(&self, table: &str) -> Result<bool, DbError> {
+        let sql = match self.dialect() {
+            Dialect::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
+            Dialect::Postgres => {
+                "SELECT 1::BIGINT FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = $1"
+            }
+        };
+        let found: Option<i64> = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(sql)
+                .bind(table)
+                .fetch_optional(p)
+                .await
+                .during("inspect the Dendrite schema")?
+        });
+        Ok(found.is_some())
+    }
+
+    /// Pages of media rows holding whole content groups (every row of each hash in the
+    /// page), in (base64hash, origin, media_id) order. A page has about `rows_per_page`
+    /// rows: the last group of a full page is left for the next one, unless it is the
+    /// only group (then the page is that whole group, however large).
+    pub fn content_group_pages(
+        &self,
+        filter: GroupFilter,
+        rows_per_page: i64,
+    ) -> BoxStream<'static, Result<Vec<DendriteMediaRow>, DbError>> {
+        let db = self.clone();
+        keyset_pages(String::new(), move |after: String| {
+            let db = db.clone();
+            let filter = filter.clone();
+            async move {
+                let mut rows = db.rows_after(&filter, &after, rows_per_page).await?;
+                if (rows.len() as i64) < rows_per_page {
+                    return Ok((rows, None));
+                }
+                let last_hash = rows
+                    .last()
+                    .map(|r| r.base64hash.clone())
+                    .unwrap_or_default();
+                let complete = rows.partition_point(|r| r.base64hash != last_hash);
+                if complete > 0 {
+                    rows.truncate(complete);
+                } else {
+                    rows = db.group(&last_hash).await?;
+                }
+                let next = rows.last().map(|r| r.base64hash.clone());
+                Ok((rows, next))
+            }
+        })
+    }
+
+    async fn rows_after(
+        &self,
+        filter: &GroupFilter,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<DendriteMediaRow>, DbError> {
+        let sql = match filter {
+            GroupFilter::All => group_page_sql!(""),
+            GroupFilter::Media { origin: None, .. } => {
+                group_page_sql!(groups_where!("media_id = $3"))
+            }
+            GroupFilter::Media {
+                origin: Some(_), ..
+            } => group_page_sql!(groups_where!("media_id = $3 AND media_origin = $4")),
+            GroupFilter::User { .. } => group_page_sql!(groups_where!("user_id = $3")),
+        };
+        Ok(on_pool!(&self.pool, |p| {
+            let query = sqlx::query_as(sql).bind(after).bind(limit);
+            let query = match filter {
+                GroupFilter::All => query,
+                GroupFilter::Media { media_id, origin } => {
+                    query.bind(media_id).bind(origin.as_ref())
+                }
+                GroupFilter::User { user_id } => query.bind(user_id),
+            };
+            query.fetch_all(p).await.during("read Dendrite media")?
+        }))
+    }
+
+    async fn group(&self, hash: &str) -> Result<Vec<DendriteMediaRow>, DbError> {
+        Ok(on_pool!(&self.pool, |p| {
+            sqlx::query_as(GROUP_SQL)
+                .bind(hash)
+                .fetch_all(p)
+                .await
+                .during("read a Dendrite content group")?
+        }))
+    }
+
+    /// The origins that have a media with this media ID (at most 20), to tell whether a
+    /// bare media ID names one media.
+    pub async fn origins_of_media_id(&self, media_id: &str) -> Result<Vec<String>, DbError> {
+        Ok(on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(
+                "SELECT media_origin FROM mediaapi_media_repository WHERE media_id = $1 \
+                 ORDER BY media_origin LIMIT 20",
+            )
+            .bind(media_id)
+            .fetch_all(p)
+            .await
+            .during("look up a Dendrite media ID")?
+        }))
+    }
+
+    /// The thumbnail rows of these media.
+    pub async fn count_thumbnails(&self, media: &[MediaRef]) -> Result<u64, DbError> {
+        let mut total = 0;
+        for chunk in media.chunks(KEYS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT COUNT(*) FROM mediaapi_thumbnail WHERE {}",
+                media_keys_clause(self.dialect(), chunk.len())
+            );
+            let n: i64 = on_pool!(&self.pool, |p| {
+                // Statements with thousands of placeholders are not worth caching: each
+                // cached one holds its whole compiled program.
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for key in chunk {
+                    query = query.bind(&key.media_id);
+                }
+                for key in chunk {
+                    query = query.bind(&key.media_id).bind(&key.origin);
+                }
+                query
+                    .fetch_one(p)
+                    .await
+                    .during("count Dendrite thumbnails")?
+            });
+            total += n as u64;
+        }
+        Ok(total)
+    }
+
+    /// Deletes these media rows and their thumbnail rows, each matched on media ID AND
+    /// origin, in one transaction.
+    pub async fn delete_media(&self, media: &[MediaRef]) -> Result<DeletedRows, DbError> {
+        let mut deleted = DeletedRows::default();
+        const TABLES: [&str; 2] = ["mediaapi_thumbnail", "mediaapi_media_repository"];
+        match &self.pool {
+            // PostgreSQL: one statement per table, the keys as two arrays.
+            Pool::Postgres(p) => {
+                let ids: Vec<&str> = media.iter().map(|k| k.media_id.as_str()).collect();
+                let origins: Vec<&str> = media.iter().map(|k| k.origin.as_str()).collect();
+                let mut tx = p.begin().await.during("begin a Dendrite purge")?;
+                for (table, count) in TABLES
+                    .into_iter()
+                    .zip([&mut deleted.thumbnails, &mut deleted.media])
+                {
+                    let sql = format!(
+                        "DELETE FROM {table} AS t USING unnest($1::TEXT[], $2::TEXT[]) \
+                         AS d(media_id, media_origin) \
+                         WHERE t.media_id = d.media_id AND t.media_origin = d.media_origin"
+                    );
+                    *count += sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(&ids)
+                        .bind(&origins)
+                        .execute(&mut *tx)
+                        .await
+                        .during("delete Dendrite media rows")?
+                        .rows_affected();
+                }
+                tx.commit().await.during("commit a Dendrite purge")?;
+            }
+            // SQLite has no arrays: statements of KEYS_PER_STATEMENT keys.
+            Pool::Sqlite(p) => {
+                let mut tx = p.begin().await.during("begin a Dendrite purge")?;
+                for chunk in media.chunks(KEYS_PER_STATEMENT) {
+                    let clause = media_keys_clause(Dialect::Sqlite, chunk.len());
+                    for (table, count) in TABLES
+                        .into_iter()
+                        .zip([&mut deleted.thumbnails, &mut deleted.media])
+                    {
+                        let sql = format!("DELETE FROM {table} WHERE {clause}");
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                        for key in chunk {
+                            query = query.bind(&key.media_id);
+                        }
+                        for key in chunk {
+                            query = query.bind(&key.media_id).bind(&key.origin);
+                        }
+                        *count += query
+                            .execute(&mut *tx)
+                            .await
+                            .during("delete Dendrite media rows")?
+                            .rows_affected();
+                    }
+                }
+                tx.commit().await.during("commit a Dendrite purge")?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Which of these base64hashes some media row still uses.
+    pub async fn contents_in_use(&self, hashes: &[String]) -> Result<HashSet<String>, DbError> {
+        let mut in_use = HashSet::new();
+        for chunk in hashes.chunks(HASHES_PER_LOOKUP) {
+            let sql = format!(
+                "SELECT DISTINCT base64hash FROM mediaapi_media_repository \
+                 WHERE base64hash IN ({})",
+                placeholders(self.dialect(), chunk.len())
+            );
+            let found: Vec<String> = on_pool!(&self.pool, |p| {
+                // Statements with thousands of placeholders are not worth caching: each
+                // cached one holds its whole compiled program.
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for hash in chunk {
+                    query = query.bind(hash);
+                }
+                query
+                    .fetch_all(p)
+                    .await
+                    .during("check which Dendrite contents are in use")?
+            });
+            in_use.extend(found);
+        }
+        Ok(in_use)
+    }
+
+    /// How many thumbnail rows have no media row (matched on media ID AND origin), and up
+    /// to `sample` of their media keys.
+    pub async fn orphan_thumbnails(&self, sample: i64) -> Result<(u64, Vec<MediaRef>), DbError> {
+        let count_sql = format!("SELECT COUNT(*) {ORPHAN_THUMBNAILS}");
+        let sample_sql = format!(
+            "SELECT DISTINCT media_origin, media_id {ORPHAN_THUMBNAILS} \
+             ORDER BY media_origin, media_id LIMIT $1"
+        );
+        let (count, keys): (i64, Vec<(String, String)>) = on_pool!(&self.pool, |p| {
+            let count = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
+                .fetch_one(p)
+                .await
+                .during("count orphan Dendrite thumbnails")?;
+            let keys = sqlx::query_as(sqlx::AssertSqlSafe(sample_sql))
+                .bind(sample)
+                .fetch_all(p)
+                .await
+                .during("list orphan Dendrite thumbnails")?;
+            (count, keys)
+        });
+        let keys = keys
+            .into_iter()
+            .map(|(origin, media_id)| MediaRef { origin, media_id })
+            .collect();
+        Ok((count as u64, keys))
+    }
+
+    /// Deletes every thumbnail row without a media row; returns how many.
+    pub async fn delete_orphan_thumbnails(&self) -> Result<u64, DbError> {
+        let sql = format!("DELETE {ORPHAN_THUMBNAILS}");
+        Ok(on_pool!(&self.pool, |p| {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(p)
+                .await
+                .during("delete orphan Dendrite thumbnails")?
+                .rows_affected()
+        }))
+    }
+
+    /// Pages of distinct `userapi_profiles.avatar_url` values that are MXC URIs.
+    pub fn profile_avatar_pages(&self) -> BoxStream<'static, Result<Vec<String>, DbError>> {
+        let db = self.clone();
+        keyset_pages(String::new(), move |after: String| {
+            let db = db.clone();
+            async move {
+                let urls: Vec<String> = on_pool!(&db.pool, |p| {
+                    sqlx::query_scalar(
+                        "SELECT DISTINCT avatar_url FROM userapi_profiles \
+                         WHERE avatar_url > $1 AND avatar_url LIKE 'mxc://%' \
+                         ORDER BY avatar_url LIMIT $2",
+                    )
+                    .bind(&after)
+                    .bind(AVATAR_PAGE_SIZE)
+                    .fetch_all(p)
+                    .await
+                    .during("read Dendrite profile avatars")?
+                });
+                let next = urls
+                    .last()
+                    .filter(|_| urls.len() as i64 == AVATAR_PAGE_SIZE)
+                    .cloned();
+                Ok((urls, next))
+            }
+        })
+    }
+
+    /// Pages of the MXC URIs the current room state uses as avatars: each room's
+    /// `m.room.avatar` (`content.url`) and every member event's `content.avatar_url`.
+    /// (`contains_url` is not trusted: Dendrite leaves it false.)
+    pub fn room_state_avatar_pages(&self) -> BoxStream<'static, Result<Vec<String>, DbError>> {
+        let db = self.clone();
+        keyset_pages(String::new(), move |after: String| {
+            let db = db.clone();
+            async move {
+                let rows: Vec<(String, String, String)> = on_pool!(&db.pool, |p| {
+                    sqlx::query_as(
+                        "SELECT event_id, type, headered_event_json \
+                         FROM syncapi_current_room_state WHERE event_id > $1 \
+                         AND ((type = 'm.room.avatar' AND state_key = '') \
+                         OR type = 'm.room.member') \
+                         ORDER BY event_id LIMIT $2",
+                    )
+                    .bind(&after)
+                    .bind(AVATAR_PAGE_SIZE)
+                    .fetch_all(p)
+                    .await
+                    .during("read Dendrite room state")?
+                });
+                let next = rows
+                    .last()
+                    .filter(|_| rows.len() as i64 == AVATAR_PAGE_SIZE)
+                    .map(|r| r.0.clone());
+                let urls = rows
+                    .iter()
+                    .filter_map(|(_, kind, json)| state_avatar_url(kind, json))
+                    .collect();
+                Ok((urls, next))
+            }
+        })
+    }
+}
+
+/// The avatar MXC of a state event's JSON: `content.url` of `m.room.avatar`,
+/// `content.avatar_url` of `m.room.member`.
+fn state_avatar_url(event_type: &str, event_json: &str) -> Option<String> {
+    let field = match event_type {
+        "m.room.avatar" => "url",
+        "m.room.member" => "avatar_url",
+        _ => return None,
+    };
+    let event: serde_json::Value = serde_json::from_str(event_json).ok()?;
+    let url = event.get("content")?.get(field)?.as_str()?;
+    url.starts_with("mxc://").then(|| url.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avatars_are_read_from_the_right_content_field() {
+        let room = r#"{"type":"m.room.avatar","content":{"url":"mxc://a.example/r"}}"#;
+        let member = r#"{"content":{"membership":"join","avatar_url":"mxc://b.example/m"}}"#;
+        assert_eq!(
+            state_avatar_url("m.room.avatar", room).as_deref(),
+            Some("mxc://a.example/r")
+        );
+        assert_eq!(
+            state_avatar_url("m.room.member", member).as_deref(),
+            Some("mxc://b.example/m")
+        );
+        assert_eq!(state_avatar_url("m.room.member", room), None);
+        assert_eq!(state_avatar_url("m.room.avatar", member), None);
+        assert_eq!(
+            state_avatar_url(
+                "m.room.member",
+                r#"{"content":{"avatar_url":"https://x/y"}}"#
+            ),
+            None
+        );
+        assert_eq!(state_avatar_url("m.room.member", "{"), None);
+    }
+
+    #[test]
+    fn media_keys_are_matched_as_pairs() {
+        assert_eq!(
+            media_keys_clause(Dialect::Postgres, 2),
+            "media_id IN ($1, $2) AND (media_id, media_origin) IN (VALUES ($3, $4), ($5, $6))"
+        );
+        assert_eq!(
+            media_keys_clause(Dialect::Sqlite, 1),
+            "media_id IN (?) AND (media_id, media_origin) IN (VALUES (?, ?))"
+        );
+        assert_eq!(placeholders(Dialect::Postgres, 3), "$1, $2, $3");
+        assert_eq!(placeholders(Dialect::Sqlite, 2), "?, ?");
+    }
+}

@@ -1,0 +1,418 @@
+//! Reading `dendrite.yaml`: the server name, the media folder, and the media, user and
+//! sync databases, with Dendrite's own precedence and connection-string forms.
+
+use std::path::{Path, PathBuf};
+
+use media_core::ids::ServerName;
+use media_core::retention::MediaRef;
+use media_db::dendrite::Component;
+use serde::Deserialize;
+
+use crate::avatars::parse_mxc;
+use crate::error::CleanError;
+
+/// What a purge needs from a Dendrite config, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DendriteConfig {
+    /// `global.server_name`: media of this origin are local.
+    pub server_name: ServerName,
+    /// `media_api.base_path`, resolved against the working directory.
+    pub base_path: PathBuf,
+    /// The media API database (`sqlite://` or `postgres://` URL).
+    pub media_database: String,
+    /// The user API's account database.
+    pub user_database: String,
+    /// The sync API database.
+    pub sync_database: String,
+    /// `global.server_notices.avatar_url`, when it is an MXC URI.
+    pub server_notices_avatar: Option<MediaRef>,
+    /// Things the operator should know (relative paths resolved against the working
+    /// directory, an unusable server-notices avatar).
+    pub warnings: Vec<String>,
+}
+
+// Every field may be missing or null (`key:` with no value) in a real config.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawConfig {
+    global: Option<RawGlobal>,
+    media_api: Option<RawMediaApi>,
+    user_api: Option<RawUserApi>,
+    sync_api: Option<RawSyncApi>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawGlobal {
+    server_name: Option<String>,
+    database: Option<RawDatabase>,
+    server_notices: Option<RawServerNotices>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawServerNotices {
+    avatar_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawDatabase {
+    connection_string: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawMediaApi {
+    base_path: Option<String>,
+    database: Option<RawDatabase>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawUserApi {
+    account_database: Option<RawDatabase>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawSyncApi {
+    database: Option<RawDatabase>,
+}
+
+/// The connection string of an optional database section ('' when absent).
+fn connection_string(database: Option<RawDatabase>) -> String {
+    database
+        .and_then(|d| d.connection_string)
+        .unwrap_or_default()
+}
+
+impl DendriteConfig {
+    /// Reads the config file at `path`; relative paths in it resolve against `workdir`
+    /// (Dendrite's working directory).
+    pub fn load(path: &Path, workdir: &Path) -> Result<Self, CleanError> {
+        let text = std::fs::read_to_string(path).map_err(|e| CleanError::Config {
+            path: path.to_owned(),
+            reason: format!("cannot read it: {e}. Give Dendrite's config with -c/--config"),
+        })?;
+        Self::parse(&text, workdir).map_err(|reason| CleanError::Config {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Parses config text; relative paths resolve against `workdir`.
+    pub fn parse(text: &str, workdir: &Path) -> Result<Self, String> {
+        let raw: RawConfig =
+            serde_saphyr::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+        let global = raw.global.unwrap_or_default();
+        let media_api = raw.media_api.unwrap_or_default();
+        let name = global.server_name.unwrap_or_default();
+        let server_name: ServerName = name
+            .parse()
+            .map_err(|e| format!("global.server_name {name:?} is not a server name: {e}"))?;
+        let mut warnings = Vec::new();
+        let base_path = media_api.base_path.unwrap_or_default();
+        if base_path.is_empty() {
+            return Err("media_api.base_path is empty: where does Dendrite keep media?".into());
+        }
+        let base_path = resolve(
+            Path::new(&base_path),
+            workdir,
+            "media_api.base_path",
+            &mut warnings,
+        );
+        let global_database = connection_string(global.database);
+        let mut database = |component: Component, own: String| {
+            let chosen = if own.trim().is_empty() {
+                global_database.trim()
+            } else {
+                own.trim()
+            };
+            if chosen.is_empty() {
+                return Err(format!(
+                    "neither {} nor global.database.connection_string is set",
+                    component.config_key()
+                ));
+            }
+            database_url(chosen, workdir, component.config_key(), &mut warnings)
+        };
+        let media_database = database(Component::MediaApi, connection_string(media_api.database))?;
+        let user_database = database(
+            Component::UserApi,
+            connection_string(raw.user_api.unwrap_or_default().account_database),
+        )?;
+        let sync_database = database(
+            Component::SyncApi,
+            connection_string(raw.sync_api.unwrap_or_default().database),
+        )?;
+        let notices = global
+            .server_notices
+            .and_then(|n| n.avatar_url)
+            .unwrap_or_default();
+        let notices = notices.trim();
+        let server_notices_avatar = parse_mxc(notices);
+        if !notices.is_empty() && server_notices_avatar.is_none() {
+            warnings.push(format!(
+                "global.server_notices.avatar_url {notices:?} is not an mxc:// URI; ignored"
+            ));
+        }
+        Ok(Self {
+            server_name,
+            base_path,
+            media_database,
+            user_database,
+            sync_database,
+            server_notices_avatar,
+            warnings,
+        })
+    }
+}
+
+/// `path` made absolute against `workdir`, noting in `warnings` when it was relative.
+fn resolve(path: &Path, workdir: &Path, key: &str, warnings: &mut Vec<String>) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_owned();
+    }
+    // `./media_store` → `<workdir>/media_store`: no `.` left in paths we print.
+    let relative: PathBuf = path
+        .components()
+        .filter(|c| *c != std::path::Component::CurDir)
+        .collect();
+    let resolved = workdir.join(relative);
+    warnings.push(format!(
+        "{key} is relative: using {} (relative to Dendrite's working directory, set with \
+         --workdir)",
+        resolved.display()
+    ));
+    resolved
+}
+
+/// A Dendrite connection string as a URL our database layer opens: `file:` strings are
+/// SQLite (`file:rel.db`, `file:///abs.db`; any `?query` dropped), `postgres://` URLs
+/// pass through, and libpq `key=value` strings become `postgres://` URLs.
+fn database_url(
+    connection: &str,
+    workdir: &Path,
+    key: &str,
+    warnings: &mut Vec<String>,
+) -> Result<String, String> {
+    if let Some(rest) = connection.strip_prefix("file:") {
+        let file = rest.split('?').next().unwrap_or_default();
+        // file:///abs → /abs; file:/abs → /abs; file:rel → rel.
+        let file = file.strip_prefix("//").unwrap_or(file);
+        if file.is_empty() {
+            return Err(format!("{key} {connection:?} names no SQLite file"));
+        }
+        let path = resolve(Path::new(file), workdir, key, warnings);
+        return Ok(format!("sqlite://{}", path.display()));
+    }
+    if connection.starts_with("postgres://") || connection.starts_with("postgresql://") {
+        return Ok(connection.to_owned());
+    }
+    if connection.contains('=') && !connection.contains("://") {
+        return key_value_url(connection).map_err(|reason| format!("{key}: {reason}"));
+    }
+    Err(format!(
+        "{key} {:?} is neither file: (SQLite), a postgres:// URL nor key=value settings",
+        media_db::redact_url(connection)
+    ))
+}
+
+/// Splits libpq `key=value` settings (values optionally in single quotes, `\'` and `\\`
+/// escaped) into pairs.
+fn key_value_pairs(settings: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut chars = settings.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(format!("setting {key:?} has no '=value'"));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\\') => value.extend(chars.next()),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => return Err(format!("the quoted value of {key:?} is not closed")),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        pairs.push((key, value));
+    }
+}
+
+/// libpq `key=value` settings as a `postgres://` URL (unknown keys become query
+/// parameters, which the driver understands or rejects by name).
+fn key_value_url(settings: &str) -> Result<String, String> {
+    let mut url = url::Url::parse("postgres://localhost").expect("a valid base URL");
+    let mut query = Vec::new();
+    for (key, value) in key_value_pairs(settings)? {
+        match key.as_str() {
+            "host" if value.starts_with('/') => query.push((key, value)),
+            "host" | "hostaddr" => url
+                .set_host(Some(&value))
+                .map_err(|e| format!("host {value:?}: {e}"))?,
+            "port" => {
+                let port = value
+                    .parse()
+                    .map_err(|_| format!("port {value:?} is not a number"))?;
+                url.set_port(Some(port))
+                    .map_err(|_| "cannot set the port")?;
+            }
+            "user" => url
+                .set_username(&value)
+                .map_err(|_| "cannot set the user")?,
+            "password" => url
+                .set_password(Some(&value))
+                .map_err(|_| "cannot set the password")?,
+            "dbname" => url.set_path(&value),
+            _ => query.push((key, value)),
+        }
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    Ok(url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WORKDIR: &str = "/srv/dendrite";
+
+    fn parse(yaml: &str) -> Result<DendriteConfig, String> {
+        DendriteConfig::parse(yaml, Path::new(WORKDIR))
+    }
+
+    const MONOLITH: &str = "
+version: 2
+global:
+  server_name: example.org
+  database:
+    connection_string: postgresql://dendrite:secret@db:5432/dendrite?sslmode=disable
+  server_notices:
+    enabled: true
+    avatar_url: mxc://example.org/notices_avatar
+media_api:
+  base_path: /var/dendrite/media
+  database:
+    connection_string: ''
+user_api:
+  account_database:
+    connection_string:
+sync_api:
+  database: {}
+";
+
+    #[test]
+    fn the_global_database_serves_components_without_their_own() {
+        let config = parse(MONOLITH).unwrap();
+        assert_eq!(config.server_name.as_str(), "example.org");
+        assert_eq!(config.base_path, Path::new("/var/dendrite/media"));
+        let global = "postgresql://dendrite:secret@db:5432/dendrite?sslmode=disable";
+        assert_eq!(config.media_database, global);
+        assert_eq!(config.user_database, global);
+        assert_eq!(config.sync_database, global);
+        assert_eq!(
+            config.server_notices_avatar,
+            Some(MediaRef {
+                origin: "example.org".into(),
+                media_id: "notices_avatar".into()
+            })
+        );
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    /// Python cleanmedia defect 4: it read the global connection string first.
+    #[test]
+    fn a_components_own_connection_string_wins_over_the_global_one() {
+        let yaml = "
+global:
+  server_name: example.org
+  database:
+    connection_string: postgres://global@db/all
+media_api:
+  base_path: media
+  database:
+    connection_string: file:mediaapi.db
+user_api:
+  account_database:
+    connection_string: file:///var/lib/dendrite/userapi_accounts.db?_busy_timeout=5000
+sync_api:
+  database:
+    connection_string: host=db2 port=5433 user=sync password='p w\\'d' dbname=syncapi sslmode=disable
+";
+        let config = parse(yaml).unwrap();
+        assert_eq!(config.media_database, "sqlite:///srv/dendrite/mediaapi.db");
+        assert_eq!(
+            config.user_database,
+            "sqlite:///var/lib/dendrite/userapi_accounts.db"
+        );
+        assert_eq!(
+            config.sync_database,
+            "postgres://sync:p%20w'd@db2:5433/syncapi?sslmode=disable"
+        );
+        assert_eq!(config.base_path, Path::new("/srv/dendrite/media"));
+        assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
+        assert!(config.warnings.iter().all(|w| w.contains("relative")));
+    }
+
+    #[test]
+    fn key_value_settings_become_urls() {
+        assert_eq!(
+            key_value_url("dbname=dendrite user=d host=/var/run/postgresql").unwrap(),
+            "postgres://d@localhost/dendrite?host=%2Fvar%2Frun%2Fpostgresql"
+        );
+        assert!(key_value_url("host=db port=x").is_err());
+        assert!(key_value_url("password='open").is_err());
+        assert!(key_value_url("host").is_err());
+    }
+
+    #[test]
+    fn unusable_configs_are_refused_with_the_key_to_fix() {
+        let no_db = "global: {server_name: example.org}\nmedia_api: {base_path: /m}\n";
+        let err = parse(no_db).unwrap_err();
+        assert!(
+            err.contains("media_api.database.connection_string"),
+            "{err}"
+        );
+        let bad_name = "global: {server_name: 'bad name'}\nmedia_api: {base_path: /m}\n";
+        assert!(parse(bad_name).unwrap_err().contains("global.server_name"));
+        let no_base =
+            "global: {server_name: example.org, database: {connection_string: file:x.db}}\n";
+        assert!(parse(no_base).unwrap_err().contains("media_api.base_path"));
+        let mysql = "global: {server_name: e.org, database: {connection_string: 'mysql://x'}}\n\
+                     media_api: {base_path: /m}\n";
+        assert!(parse(mysql).unwrap_err().contains("neither file:"));
+        assert!(parse("global: [").unwrap_err().contains("YAML"));
+    }
+
+    #[test]
+    fn a_server_notices_avatar_that_is_no_mxc_is_ignored_with_a_warning() {
+        let yaml = "global: {server_name: e.org, database: {connection_string: file:x.db}, \
+                    server_notices: {avatar_url: 'https://e.org/a.png'}}\n\
+                    media_api: {base_path: /m}\n";
+        let config = parse(yaml).unwrap();
+        assert_eq!(config.server_notices_avatar, None);
+        assert!(config.warnings.iter().any(|w| w.contains("server_notices")));
+    }
+}

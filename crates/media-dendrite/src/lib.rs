@@ -1,0 +1,29 @@
+//! Media retention for Dendrite: purge old remote (and optionally local) media while
+//! keeping avatars and every hash directory a kept row still uses; check the media
+//! tables against the media folder and repair what drifted.
+//!
+//! * [`config`]: `dendrite.yaml`, with Dendrite's connection-string precedence.
+//! * [`layout`]: the media folder, with every hash validated before it becomes a path.
+//! * [`avatars`]: the media in use as profile, room, member and server-notices avatars.
+//! * [`purge`]: the purge (plan from [`media_core::retention`], rows then files).
+//! * [`sanity`]: the sanity checks and `--fix`.
+//! * [`run`]: one whole run, wired from a config.
+//! * [`report`]: what a run did, the same shape in a dry run.
+#![deny(missing_docs)]
+
+pub mod avatars;
+pub mod config;
+pub mod error;
+pub mod layout;
+pub mod purge;
+pub mod report;
+pub mod run;
+pub mod sanity;
+
+pub use avatars::AvatarSet;
+pub use config::DendriteConfig;
+pub use error::CleanError;
+pub use layout::{MediaFolder, Mode};
+pub use purge::DendriteStore;
+pub use report::{CleanReport, PurgeReport, SanityReport};
+pub use run::{CleanOptions, Request, clean};

@@ -1,0 +1,191 @@
+//! The purge: content groups page by page → retention plan → rows deleted in one
+//! transaction per page → hash directories no remaining row uses removed after commit.
+//!
+//! Order is the crash-safety: the database commits first, files go after. A crash in
+//! between leaves hash directories no row uses; the sanity check lists them and `--fix`
+//! removes them. The reverse (rows whose file is gone) never happens for local media.
+
+use futures::TryStreamExt;
+use media_core::ids::ServerName;
+use media_core::retention::{
+    Candidate, KeepReason, Locality, MediaRef, RetentionPolicy, Selection, plan_page,
+};
+use media_db::dendrite::{DendriteDb, DendriteMediaRow, GroupFilter};
+
+use crate::avatars::AvatarSet;
+use crate::error::CleanError;
+use crate::layout::{ContentHash, MediaFolder, Mode, RemovedFiles};
+use crate::report::PurgeReport;
+
+/// Media rows per page (whole content groups; a few MB of rows). Each page costs one
+/// table scan (Dendrite has no index on base64hash), so pages are large.
+pub const ROWS_PER_PAGE: i64 = 20_000;
+
+/// What a purge works on.
+#[derive(Debug, Clone, Copy)]
+pub struct DendriteStore<'a> {
+    /// The media API database.
+    pub media_db: &'a DendriteDb,
+    /// The media folder.
+    pub folder: &'a MediaFolder,
+    /// `global.server_name`: media of this origin are local.
+    pub server_name: &'a ServerName,
+    /// The media in use as avatars.
+    pub avatars: &'a AvatarSet,
+}
+
+/// The page stream that holds every content group a selection may touch.
+fn group_filter(selection: &Selection) -> GroupFilter {
+    match selection {
+        Selection::OlderThan { .. } => GroupFilter::All,
+        Selection::Media { origin, media_id } => GroupFilter::Media {
+            media_id: media_id.clone(),
+            origin: Some(origin.clone()),
+        },
+        Selection::User { user_id } => GroupFilter::User {
+            user_id: user_id.clone(),
+        },
+    }
+}
+
+impl DendriteStore<'_> {
+    fn candidate(&self, row: DendriteMediaRow) -> Candidate {
+        let avatar = self.avatars.contains(&row.media_origin, &row.media_id);
+        Candidate {
+            locality: if row.media_origin == self.server_name.as_str() {
+                Locality::Local
+            } else {
+                Locality::Remote
+            },
+            origin: row.media_origin,
+            media_id: row.media_id,
+            user_id: row.user_id,
+            created_ts: row.creation_ts,
+            content: row.base64hash,
+            size_bytes: u64::try_from(row.file_size_bytes).unwrap_or(0),
+            avatar,
+        }
+    }
+
+    /// Purges what `policy` selects (the report's `selection` is left for the caller
+    /// to describe). A dry run computes the same plan, counts the same
+    /// rows and sizes the same files, and changes nothing.
+    pub async fn purge(
+        &self,
+        policy: &RetentionPolicy,
+        mode: Mode,
+    ) -> Result<PurgeReport, CleanError> {
+        let mut report = PurgeReport::default();
+        let mut removal = None;
+        let mut pages = self
+            .media_db
+            .content_group_pages(group_filter(&policy.selection), ROWS_PER_PAGE);
+        while let Some(rows) = pages.try_next().await? {
+            let candidates: Vec<Candidate> =
+                rows.into_iter().map(|row| self.candidate(row)).collect();
+            let plan = plan_page(policy, &candidates);
+            drop(candidates);
+            report.kept.avatar += plan.kept.rows_for(KeepReason::Avatar);
+            report.kept.recent += plan.kept.rows_for(KeepReason::Recent);
+            report.kept.local += plan.kept.rows_for(KeepReason::Local);
+            report.kept.shared_hash_directories += plan.kept.shared_contents;
+            let mut delete_rows = plan.delete_rows;
+            // In key order, the deletes walk the (media_id, media_origin) index forward.
+            delete_rows.sort_unstable();
+            self.delete_rows(&delete_rows, mode, &mut report).await?;
+            let hashes: Vec<String> = plan
+                .remove_contents
+                .into_iter()
+                .map(|c| c.content)
+                .collect();
+            let removable = self
+                .removable_directories(hashes, mode, &mut report)
+                .await?;
+            // This page's directories go while the next page is read and deleted (pages
+            // hold disjoint hashes); one removal in flight at a time.
+            if let Some(previous) = removal.take() {
+                account_removals(previous.await, &mut report);
+            }
+            let folder = self.folder.clone();
+            removal = Some(tokio::task::spawn_blocking(move || {
+                let results = folder.remove_contents(&removable, mode);
+                (removable, results)
+            }));
+        }
+        if let Some(previous) = removal {
+            account_removals(previous.await, &mut report);
+        }
+        Ok(report)
+    }
+
+    async fn delete_rows(
+        &self,
+        rows: &[MediaRef],
+        mode: Mode,
+        report: &mut PurgeReport,
+    ) -> Result<(), CleanError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match mode {
+            Mode::Apply => {
+                let deleted = self.media_db.delete_media(rows).await?;
+                report.media_rows_deleted += deleted.media;
+                report.thumbnail_rows_deleted += deleted.thumbnails;
+            }
+            Mode::DryRun => {
+                report.media_rows_deleted += rows.len() as u64;
+                report.thumbnail_rows_deleted += self.media_db.count_thumbnails(rows).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The directories of `hashes` (whose rows the plan deleted) to remove. In a real
+    /// run, a hash some row uses again (Dendrite stored the same bytes meanwhile) is
+    /// kept: that is checked in SQL, after the rows' commit and right before removal. An
+    /// invalid hash is listed as a failure and never becomes a path.
+    async fn removable_directories(
+        &self,
+        hashes: Vec<String>,
+        mode: Mode,
+        report: &mut PurgeReport,
+    ) -> Result<Vec<ContentHash>, CleanError> {
+        let in_use_again = match mode {
+            Mode::Apply if !hashes.is_empty() => self.media_db.contents_in_use(&hashes).await?,
+            _ => Default::default(),
+        };
+        let mut valid = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            if in_use_again.contains(&hash) {
+                report.kept.directories_in_use_again += 1;
+                continue;
+            }
+            match ContentHash::parse(&hash) {
+                Ok(hash) => valid.push(hash),
+                Err(reason) => report.failures.push(|| reason),
+            }
+        }
+        Ok(valid)
+    }
+}
+
+/// Adds the outcome of one page's directory removals to the report.
+fn account_removals(
+    joined: Result<RemovalOutcome, tokio::task::JoinError>,
+    report: &mut PurgeReport,
+) {
+    let (hashes, results) = joined.expect("a directory removal task panicked");
+    for (hash, result) in hashes.iter().zip(results) {
+        match result {
+            Ok(removed) => {
+                report.directories_removed += u64::from(removed.directory_removed);
+                report.bytes_freed += removed.bytes;
+            }
+            Err(e) => report.failures.push(|| format!("{}: {e}", hash.as_str())),
+        }
+    }
+}
+
+/// The directories one page removed, with each one's result.
+type RemovalOutcome = (Vec<ContentHash>, Vec<std::io::Result<RemovedFiles>>);

@@ -1,0 +1,160 @@
+//! One `cleanmedia` run, wired from a config: open the databases, read the avatars,
+//! run the sanity checks, then the purge.
+
+use media_core::retention::{MediaRef, RetentionPolicy, Selection};
+use media_db::dendrite::{Component, DendriteDb, open_dendrite};
+
+use crate::avatars::{AvatarSet, parse_mxc};
+use crate::config::DendriteConfig;
+use crate::error::CleanError;
+use crate::layout::{MediaFolder, Mode};
+use crate::purge::DendriteStore;
+use crate::report::CleanReport;
+
+/// What a run purges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Remote media older than `days` (and local ones with `include_local`).
+    OlderThan {
+        /// The age in days from which media go.
+        days: u32,
+        /// Purge local uploads too.
+        include_local: bool,
+    },
+    /// One media: a bare media ID (it must name media of one origin only) or an
+    /// `mxc://origin/media_id` URI.
+    Media(String),
+    /// Every media a user uploaded (`@user:server`).
+    User(String),
+}
+
+/// A whole run's options.
+#[derive(Debug, Clone)]
+pub struct CleanOptions {
+    /// The Dendrite config.
+    pub config: DendriteConfig,
+    /// What to purge.
+    pub request: Request,
+    /// Dry run or real run.
+    pub mode: Mode,
+    /// Repair sanity findings.
+    pub fix: bool,
+    /// The current time, ms since the epoch (the age cutoff is computed from it).
+    pub now_ms: i64,
+}
+
+/// Runs the sanity checks, then the purge, and reports both.
+pub async fn clean(options: &CleanOptions) -> Result<CleanReport, CleanError> {
+    let config = &options.config;
+    let media_db = open_dendrite(
+        &config.media_database,
+        Component::MediaApi,
+        options.mode == Mode::DryRun,
+    )
+    .await?;
+    let result = clean_with(options, &media_db).await;
+    media_db.close().await;
+    result
+}
+
+async fn clean_with(
+    options: &CleanOptions,
+    media_db: &DendriteDb,
+) -> Result<CleanReport, CleanError> {
+    let config = &options.config;
+    let policy = RetentionPolicy {
+        selection: selection(options, media_db).await?,
+        keep_avatars: true,
+    };
+    let user_db = open_dendrite(&config.user_database, Component::UserApi, true).await?;
+    let sync_db = open_dendrite(&config.sync_database, Component::SyncApi, true).await?;
+    let avatars = AvatarSet::load(&user_db, &sync_db, config.server_notices_avatar.clone()).await;
+    user_db.close().await;
+    sync_db.close().await;
+    let avatars = avatars?;
+    tracing::info!("{} media are in use as avatars and kept", avatars.len());
+
+    let folder = MediaFolder::new(config.base_path.clone());
+    let store = DendriteStore {
+        media_db,
+        folder: &folder,
+        server_name: &config.server_name,
+        avatars: &avatars,
+    };
+    let sanity = store.sanity_check(options.fix, options.mode).await?;
+    let mut purge = store.purge(&policy, options.mode).await?;
+    purge.selection = match (&options.request, &policy.selection) {
+        (
+            Request::OlderThan {
+                days,
+                include_local,
+            },
+            _,
+        ) => format!(
+            "{} media older than {days} days",
+            if *include_local {
+                "remote and local"
+            } else {
+                "remote"
+            }
+        ),
+        (Request::User(user), _) => format!("media uploaded by {user}"),
+        (Request::Media(_), Selection::Media { origin, media_id }) => {
+            format!("media mxc://{origin}/{media_id}")
+        }
+        (Request::Media(spec), _) => format!("media {spec}"),
+    };
+    Ok(CleanReport {
+        dry_run: options.mode == Mode::DryRun,
+        fix: options.fix,
+        sanity,
+        purge,
+    })
+}
+
+async fn selection(options: &CleanOptions, media_db: &DendriteDb) -> Result<Selection, CleanError> {
+    Ok(match &options.request {
+        Request::OlderThan {
+            days,
+            include_local,
+        } => RetentionPolicy::older_than_days(*days, *include_local, options.now_ms).selection,
+        Request::Media(spec) => {
+            let MediaRef { origin, media_id } = resolve_media(spec, media_db).await?;
+            Selection::Media { origin, media_id }
+        }
+        Request::User(user_id) => {
+            if !user_id.starts_with('@') || !user_id.contains(':') {
+                return Err(CleanError::MediaSelection(format!(
+                    "-u {user_id:?} is not a user ID: give it as @user:server"
+                )));
+            }
+            Selection::User {
+                user_id: user_id.clone(),
+            }
+        }
+    })
+}
+
+/// The media `-m` names: an MXC URI as is, or the one origin with that bare media ID.
+async fn resolve_media(spec: &str, media_db: &DendriteDb) -> Result<MediaRef, CleanError> {
+    if spec.starts_with("mxc://") {
+        return parse_mxc(spec).ok_or_else(|| {
+            CleanError::MediaSelection(format!("-m {spec:?} is not an mxc://origin/media_id URI"))
+        });
+    }
+    let origins = media_db.origins_of_media_id(spec).await?;
+    match origins.as_slice() {
+        [] => Err(CleanError::MediaSelection(format!(
+            "no media has the media ID {spec:?}; nothing was deleted"
+        ))),
+        [origin] => Ok(MediaRef {
+            origin: origin.clone(),
+            media_id: spec.to_owned(),
+        }),
+        several => Err(CleanError::MediaSelection(format!(
+            "media ID {spec:?} exists on several origins ({}); nothing was deleted. Name one \
+             as mxc://<origin>/{spec}",
+            several.join(", ")
+        ))),
+    }
+}

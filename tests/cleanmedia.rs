@@ -1,0 +1,506 @@
+//! End-to-end tests of `cleanmedia` on Dendrite-shaped stores (SQLite and PostgreSQL, one
+//! database or three, real files laid out as Dendrite writes them). The `defect*` tests
+//! each pin one defect of the Python cleanmedia that ours must not have.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use media_tests::dendrite::{DendriteFixture, Engine, MediaSpec, SERVER_NAME, set_age};
+use serde_json::Value;
+
+const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
+const OTHER: &str = "other.example";
+const THIRD: &str = "third.example:8448";
+
+/// Runs cleanmedia on `store` with `-c <config> --workdir <workdir> --json` plus `args`,
+/// from an unrelated folder (so only --workdir can make relative paths work).
+fn cleanmedia(store: &DendriteFixture, args: &[&str]) -> Output {
+    let config = store.workdir.join("dendrite.yaml");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let base = [
+        "-c",
+        config.to_str().unwrap(),
+        "--workdir",
+        store.workdir.to_str().unwrap(),
+        "--json",
+    ];
+    media_tests::run("cleanmedia", &[&base[..], args].concat(), elsewhere.path())
+}
+
+/// The JSON report of a run that must have succeeded.
+fn report(out: &Output) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "cleanmedia failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn mxcs(items: &[&MediaSpec]) -> BTreeSet<String> {
+    items.iter().map(|m| m.mxc()).collect()
+}
+
+async fn new_store(engine: Engine, split: bool) -> DendriteFixture {
+    let store = DendriteFixture::new(engine, split).await;
+    store.write_config("");
+    store
+}
+
+async fn add_all(store: &DendriteFixture, media: &[&MediaSpec]) {
+    for m in media {
+        store.add_media(m).await;
+    }
+}
+
+/// Python cleanmedia deleted a hash directory without asking whether other rows use it:
+/// a recent local upload of the same bytes lost its file.
+#[tokio::test]
+async fn defect1_shared_hash_directory_survives_while_a_kept_row_uses_it() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let old_remote = MediaSpec::remote(OTHER, "oldcopy", 60, b"same bytes");
+        let fresh_local = MediaSpec::local("alice", "freshcopy", 1, b"same bytes");
+        let alone = MediaSpec::remote(OTHER, "alone", 60, b"alone");
+        add_all(&store, &[&old_remote, &fresh_local, &alone]).await;
+
+        let r = report(&cleanmedia(&store, &[]));
+        assert_eq!(r["purge"]["media_rows_deleted"], 2, "{engine:?}");
+        assert_eq!(r["purge"]["directories_removed"], 1);
+        assert_eq!(r["purge"]["kept"]["shared_hash_directories"], 1);
+        assert_eq!(store.media_mxcs().await, mxcs(&[&fresh_local]));
+        let dir = store.content_dir(&fresh_local.hash());
+        assert_eq!(std::fs::read(dir.join("file")).unwrap(), b"same bytes");
+        assert!(dir.join("thumbnail-32x32-crop").exists());
+        assert!(!store.content_dir(&alone.hash()).exists());
+        store.finish().await;
+    }
+}
+
+/// Python cleanmedia deleted rows by media_id alone, hitting other origins' media.
+#[tokio::test]
+async fn defect2_rows_are_deleted_by_media_id_and_origin() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let old = MediaSpec::remote(OTHER, "sameid", 60, b"old one");
+        let recent = MediaSpec::remote(THIRD, "sameid", 2, b"recent one");
+        add_all(&store, &[&old, &recent]).await;
+
+        let r = report(&cleanmedia(&store, &["-t", "30"]));
+        assert_eq!(r["purge"]["media_rows_deleted"], 1, "{engine:?}");
+        assert_eq!(r["purge"]["thumbnail_rows_deleted"], 1);
+        assert_eq!(store.media_mxcs().await, mxcs(&[&recent]));
+        assert_eq!(store.thumbnail_mxcs().await, [recent.mxc()]);
+        assert!(store.content_dir(&recent.hash()).join("file").exists());
+        store.finish().await;
+    }
+}
+
+/// Python cleanmedia protected only profile avatars, only with -l, by media_id only: the
+/// default purge deleted remote avatars, and room and member avatars were never kept.
+#[tokio::test]
+async fn defect3_profile_room_member_and_notice_avatars_are_kept_in_the_default_purge() {
+    for engine in ENGINES {
+        let store = DendriteFixture::new(engine, false).await;
+        store.write_config("  server_notices:\n    avatar_url: mxc://dendrite.test/notices\n");
+        let profile = MediaSpec::remote(OTHER, "profileav", 60, b"p");
+        let room = MediaSpec::remote(OTHER, "roomav", 60, b"r");
+        let member = MediaSpec::remote(THIRD, "memberav", 60, b"m");
+        let notices = MediaSpec::local("server", "notices", 400, b"n");
+        // Same media ID as the profile avatar, another origin: not protected.
+        let lookalike = MediaSpec::remote(THIRD, "profileav", 60, b"l");
+        let plain = MediaSpec::remote(OTHER, "plain", 60, b"x");
+        add_all(
+            &store,
+            &[&profile, &room, &member, &notices, &lookalike, &plain],
+        )
+        .await;
+        store.set_profile_avatar("alice", &profile.mxc()).await;
+        store.set_profile_avatar("bob", "").await;
+        let room_content = format!(r#"{{"url":"{}"}}"#, room.mxc());
+        store
+            .add_state_event("!r:x", "m.room.avatar", "", &room_content)
+            .await;
+        let member_content = format!(r#"{{"membership":"join","avatar_url":"{}"}}"#, member.mxc());
+        store
+            .add_state_event("!r:x", "m.room.member", "@m:x", &member_content)
+            .await;
+        // An avatar event with a state key is no room avatar.
+        let odd = format!(r#"{{"url":"{}"}}"#, plain.mxc());
+        store
+            .add_state_event("!r:x", "m.room.avatar", "odd", &odd)
+            .await;
+
+        let r = report(&cleanmedia(&store, &["-l"]));
+        assert_eq!(r["purge"]["kept"]["avatar"], 4, "{engine:?}");
+        assert_eq!(
+            store.media_mxcs().await,
+            mxcs(&[&profile, &room, &member, &notices])
+        );
+        assert!(!store.content_dir(&lookalike.hash()).exists());
+        store.finish().await;
+    }
+}
+
+/// Python cleanmedia read the global connection string before the component's, took
+/// PostgreSQL URLs only, and never read separate user and sync databases. Here the
+/// global string points at the media database, which has no user or sync tables; the
+/// components' own strings (relative and absolute `file:`, URL and key=value) must win.
+#[tokio::test]
+async fn defect4_component_databases_win_over_the_global_one() {
+    for engine in ENGINES {
+        let store = new_store(engine, true).await;
+        let avatar = MediaSpec::remote(OTHER, "av", 60, b"a");
+        let member = MediaSpec::remote(OTHER, "mav", 60, b"m");
+        let old = MediaSpec::remote(OTHER, "old", 60, b"o");
+        add_all(&store, &[&avatar, &member, &old]).await;
+        store.set_profile_avatar("alice", &avatar.mxc()).await;
+        let content = format!(r#"{{"avatar_url":"{}"}}"#, member.mxc());
+        store
+            .add_state_event("!r:x", "m.room.member", "@m:x", &content)
+            .await;
+
+        let r = report(&cleanmedia(&store, &[]));
+        assert_eq!(r["purge"]["media_rows_deleted"], 1, "{engine:?}");
+        assert_eq!(store.media_mxcs().await, mxcs(&[&avatar, &member]));
+        store.finish().await;
+    }
+}
+
+/// Python cleanmedia loaded every row and committed once per media. Ours pages through
+/// whole content groups (paging itself: media-db's `content_group_pages_never_split_a_group`)
+/// and commits per page: thousands of rows, with groups shared between old and recent
+/// rows, are purged exactly.
+#[tokio::test]
+async fn defect5_many_rows_with_shared_groups_are_purged_exactly() {
+    let store = new_store(Engine::Sqlite, false).await;
+    let mut kept = Vec::new();
+    let mut all = Vec::new();
+    for i in 0..2_600u32 {
+        let bytes = format!("content {}", i % 2_200).into_bytes();
+        let age = if i % 7 == 0 { 3 } else { 90 };
+        let mut media = MediaSpec::remote(OTHER, &format!("m{i}"), age, &bytes);
+        media.thumbnails.clear();
+        store.add_media(&media).await;
+        if age == 3 {
+            kept.push(media.clone());
+        }
+        all.push(media);
+    }
+    let r = report(&cleanmedia(&store, &[]));
+    let kept_hashes: BTreeSet<String> = kept.iter().map(MediaSpec::hash).collect();
+    let all_hashes: BTreeSet<String> = all.iter().map(MediaSpec::hash).collect();
+    assert_eq!(r["purge"]["media_rows_deleted"], 2_600 - kept.len());
+    assert_eq!(
+        r["purge"]["directories_removed"],
+        all_hashes.len() - kept_hashes.len()
+    );
+    assert_eq!(
+        store.media_mxcs().await,
+        mxcs(&kept.iter().collect::<Vec<_>>())
+    );
+    for hash in &all_hashes {
+        assert_eq!(
+            store.content_dir(hash).join("file").exists(),
+            kept_hashes.contains(hash),
+            "{hash}"
+        );
+    }
+    store.finish().await;
+}
+
+/// Python cleanmedia's 2024 orphan-thumbnail query was uncorrelated and found nothing.
+/// Ours correlates on media ID AND origin: a thumbnail whose media ID lives on under
+/// another origin is still an orphan.
+#[tokio::test]
+async fn defect6_orphan_thumbnails_are_found_per_origin_and_fixed() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let live = MediaSpec::remote(OTHER, "shared_id", 2, b"live");
+        let dead = MediaSpec::remote(THIRD, "shared_id", 2, b"dead");
+        add_all(&store, &[&live, &dead]).await;
+        store
+            .execute_on_media(&format!(
+                "DELETE FROM mediaapi_media_repository WHERE media_origin = '{THIRD}'"
+            ))
+            .await;
+
+        let r = report(&cleanmedia(&store, &[]));
+        let orphans = &r["sanity"]["orphan_thumbnail_rows"];
+        assert_eq!(orphans["found"], 1, "{engine:?}");
+        assert_eq!(orphans["fixed"], 0);
+        assert_eq!(orphans["items"][0], dead.mxc());
+        assert_eq!(store.thumbnail_mxcs().await.len(), 2);
+
+        let r = report(&cleanmedia(&store, &["--fix"]));
+        assert_eq!(r["sanity"]["orphan_thumbnail_rows"]["fixed"], 1);
+        assert_eq!(store.thumbnail_mxcs().await, [live.mxc()]);
+        store.finish().await;
+    }
+}
+
+/// Python cleanmedia left orphan rows when a directory was already gone, never removed
+/// empty parent directories and never cleaned `tmp/`.
+#[tokio::test]
+async fn defect7_gone_files_still_lose_rows_parents_go_and_stale_tmp_is_cleaned() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let mut gone = MediaSpec::remote(OTHER, "gone", 60, b"gone");
+        gone.write_file = false;
+        let old = MediaSpec::remote(OTHER, "old", 60, b"old");
+        add_all(&store, &[&gone, &old]).await;
+        let stale = store.media_path.join("tmp/stale");
+        let fresh = store.media_path.join("tmp/fresh");
+        for dir in [&stale, &fresh] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("content"), b"partial").unwrap();
+        }
+        set_age(&stale, Duration::from_secs(2 * 86_400));
+
+        let r = report(&cleanmedia(&store, &["--fix"]));
+        assert_eq!(r["sanity"]["rows_without_file"]["found"], 1, "{engine:?}");
+        assert_eq!(r["sanity"]["stale_tmp_directories"]["found"], 1);
+        assert!(store.media_mxcs().await.is_empty());
+        assert!(store.thumbnail_mxcs().await.is_empty());
+        // Only tmp/fresh is left: no empty fan-out folders.
+        assert_eq!(store.files(), ["tmp/fresh/content"]);
+        let top: Vec<_> = std::fs::read_dir(&store.media_path).unwrap().collect();
+        assert_eq!(top.len(), 1, "empty parents were left");
+        store.finish().await;
+    }
+}
+
+/// A dry run changes no row and no file, and reports exactly what the real run then does.
+#[tokio::test]
+async fn dry_run_changes_nothing_and_reports_what_the_real_run_does() {
+    for engine in ENGINES {
+        for split in [false, true] {
+            let store = new_store(engine, split).await;
+            let media = [
+                MediaSpec::remote(OTHER, "a", 60, b"shared"),
+                MediaSpec::local("alice", "b", 2, b"shared"),
+                MediaSpec::remote(OTHER, "c", 60, b"c"),
+                MediaSpec::remote(THIRD, "d", 10, b"d"),
+                MediaSpec::local("alice", "e", 90, b"e"),
+                MediaSpec::remote(OTHER, "f", 60, b"avatar"),
+            ];
+            add_all(&store, &media.iter().collect::<Vec<_>>()).await;
+            store.set_profile_avatar("alice", &media[5].mxc()).await;
+            let rows = store.media_mxcs().await;
+            let thumbs = store.thumbnail_mxcs().await;
+            let files = store.files();
+
+            let dry = report(&cleanmedia(&store, &["-n", "-t", "7", "--fix"]));
+            assert_eq!(dry["dry_run"], true);
+            assert_eq!(store.media_mxcs().await, rows, "{engine:?} split={split}");
+            assert_eq!(store.thumbnail_mxcs().await, thumbs);
+            assert_eq!(store.files(), files);
+
+            let real = report(&cleanmedia(&store, &["-t", "7", "--fix"]));
+            assert_eq!(real["dry_run"], false);
+            assert_eq!(dry["purge"], real["purge"], "{engine:?} split={split}");
+            assert_eq!(dry["sanity"], real["sanity"]);
+            assert_eq!(real["purge"]["media_rows_deleted"], 3);
+            assert_eq!(real["purge"]["thumbnail_rows_deleted"], 3);
+            assert_eq!(real["purge"]["directories_removed"], 2);
+            // c and d: a 1-byte file and a 3-byte thumbnail each.
+            assert_eq!(real["purge"]["bytes_freed"], 8);
+            assert_eq!(real["purge"]["kept"]["avatar"], 1);
+            assert_eq!(real["purge"]["kept"]["local"], 2);
+            assert_eq!(real["purge"]["kept"]["recent"], 0);
+            assert_eq!(real["purge"]["kept"]["shared_hash_directories"], 1);
+            assert_eq!(
+                store.media_mxcs().await,
+                mxcs(&[&media[1], &media[4], &media[5]])
+            );
+            store.finish().await;
+        }
+    }
+}
+
+/// A crash after the rows were committed and before the directories were removed leaves
+/// directories no row uses: the next run lists them, `--fix` removes them (and only them).
+#[tokio::test]
+async fn crash_between_commit_and_file_removal_is_found_and_fixed() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let purged = MediaSpec::remote(OTHER, "purged", 60, b"purged");
+        let kept = MediaSpec::remote(OTHER, "kept", 1, b"kept");
+        add_all(&store, &[&purged, &kept]).await;
+        // What the purge's transaction commits, without the file removal after it.
+        store
+            .execute_on_media(
+                "DELETE FROM mediaapi_thumbnail WHERE media_id = 'purged'; \
+                 DELETE FROM mediaapi_media_repository WHERE media_id = 'purged'",
+            )
+            .await;
+        let dir = store.content_dir(&purged.hash());
+
+        let r = report(&cleanmedia(&store, &[]));
+        let found = &r["sanity"]["unreferenced_directories"];
+        assert_eq!(found["found"], 1, "{engine:?}");
+        assert_eq!(found["items"][0], dir.display().to_string());
+        assert!(dir.exists(), "found without --fix, but removed");
+
+        let r = report(&cleanmedia(&store, &["--fix", "-n"]));
+        assert_eq!(r["sanity"]["unreferenced_directories"]["fixed"], 1);
+        assert!(dir.exists(), "a dry run removed it");
+
+        let r = report(&cleanmedia(&store, &["--fix"]));
+        assert_eq!(r["sanity"]["unreferenced_directories"]["fixed"], 1);
+        assert!(!dir.exists());
+        assert!(store.content_dir(&kept.hash()).join("file").exists());
+        let r = report(&cleanmedia(&store, &[]));
+        assert_eq!(r["sanity"]["unreferenced_directories"]["found"], 0);
+        store.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn mxid_purges_one_media_by_bare_id_or_mxc_and_refuses_an_ambiguous_id() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let unique = MediaSpec::local("alice", "unique", 0, b"u");
+        let twin_a = MediaSpec::remote(OTHER, "twin", 0, b"ta");
+        let twin_b = MediaSpec::remote(THIRD, "twin", 0, b"tb");
+        let bystander = MediaSpec::local("alice", "other", 400, b"o");
+        add_all(&store, &[&unique, &twin_a, &twin_b, &bystander]).await;
+
+        let r = report(&cleanmedia(&store, &["-m", "unique"]));
+        assert_eq!(r["purge"]["media_rows_deleted"], 1, "{engine:?}");
+        assert!(!store.content_dir(&unique.hash()).exists());
+
+        let out = cleanmedia(&store, &["-m", "twin"]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(OTHER) && err.contains(THIRD) && err.contains("mxc://"),
+            "{err}"
+        );
+
+        let out = cleanmedia(&store, &["-m", "nosuch"]);
+        assert_eq!(out.status.code(), Some(2));
+
+        let r = report(&cleanmedia(&store, &["--mxid", &twin_b.mxc()]));
+        assert_eq!(r["purge"]["media_rows_deleted"], 1);
+        assert_eq!(store.media_mxcs().await, mxcs(&[&twin_a, &bystander]));
+        store.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn userid_purges_that_users_uploads_of_any_age_but_not_their_avatar() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let fresh = MediaSpec::local("alice", "fresh", 0, b"f");
+        let old = MediaSpec::local("alice", "old", 400, b"o");
+        let avatar = MediaSpec::local("alice", "avatar", 400, b"a");
+        let bobs = MediaSpec::local("bob", "bobs", 400, b"b");
+        let remote = MediaSpec::remote(OTHER, "remote", 400, b"r");
+        add_all(&store, &[&fresh, &old, &avatar, &bobs, &remote]).await;
+        store.set_profile_avatar("alice", &avatar.mxc()).await;
+
+        let r = report(&cleanmedia(
+            &store,
+            &["-u", &format!("@alice:{SERVER_NAME}")],
+        ));
+        assert_eq!(r["purge"]["media_rows_deleted"], 2, "{engine:?}");
+        assert_eq!(r["purge"]["kept"]["avatar"], 1);
+        assert_eq!(store.media_mxcs().await, mxcs(&[&avatar, &bobs, &remote]));
+        store.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn local_media_go_only_with_local_flag() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let old_local = MediaSpec::local("alice", "oldlocal", 90, b"ol");
+        let new_local = MediaSpec::local("alice", "newlocal", 3, b"nl");
+        add_all(&store, &[&old_local, &new_local]).await;
+
+        let r = report(&cleanmedia(&store, &[]));
+        assert_eq!(r["purge"]["media_rows_deleted"], 0, "{engine:?}");
+        assert_eq!(r["purge"]["kept"]["local"], 2);
+        let r = report(&cleanmedia(&store, &["--local", "--days", "30"]));
+        assert_eq!(r["purge"]["media_rows_deleted"], 1);
+        assert_eq!(store.media_mxcs().await, mxcs(&[&new_local]));
+        store.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_configs_are_usage_errors_that_name_the_problem() {
+    let store = new_store(Engine::Sqlite, false).await;
+    let run_with = |yaml: &str| {
+        std::fs::write(store.workdir.join("dendrite.yaml"), yaml).unwrap();
+        cleanmedia(&store, &[])
+    };
+    let cases = [
+        ("global: [unclosed", "YAML"),
+        (
+            "global: {server_name: dendrite.test}\nmedia_api: {base_path: ./media_store}\n",
+            "connection_string",
+        ),
+        (
+            "global: {server_name: dendrite.test, database: {connection_string: 'file:nosuch.db'}}\n\
+             media_api: {base_path: ./media_store}\n",
+            "nosuch.db",
+        ),
+        (
+            "global: {server_name: dendrite.test, database: {connection_string: 'file:dendrite.db'}}\n\
+             media_api: {base_path: ./no_media_here}\n",
+            "base_path",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let out = run_with(yaml);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
+        assert!(err.contains(expected), "{yaml}: {err}");
+    }
+    let missing = media_tests::run(
+        "cleanmedia",
+        &["-c", "/nonexistent/dendrite.yaml"],
+        Path::new("/"),
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    store.finish().await;
+}
+
+#[tokio::test]
+async fn the_summary_names_what_was_deleted_kept_and_found() {
+    let store = new_store(Engine::Sqlite, false).await;
+    let old = MediaSpec::remote(OTHER, "old", 60, b"old");
+    let fresh = MediaSpec::remote(OTHER, "fresh", 1, b"fresh");
+    add_all(&store, &[&old, &fresh]).await;
+    store
+        .execute_on_media("DELETE FROM mediaapi_media_repository WHERE media_id = 'fresh'")
+        .await;
+    let config = store.workdir.join("dendrite.yaml");
+    let args = ["-c", config.to_str().unwrap(), "-n"];
+    let out = media_tests::run("cleanmedia", &args, &store.workdir);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("dry run: nothing changed"), "{text}");
+    assert!(
+        text.contains("deleted: 1 media rows, 1 thumbnail rows, 1 directories, 6 bytes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sanity: 1 orphan thumbnail rows (repair with --fix)"),
+        "{text}"
+    );
+    let quiet = media_tests::run("cleanmedia", &[&args[..], &["-q"]].concat(), &store.workdir);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert!(quiet.stdout.is_empty() && quiet.stderr.is_empty());
+    store.finish().await;
+}
