@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use media_cli::Exit;
-use media_core::archive::Compression;
+use media_core::archive::{Compression, WriterOptions};
 use media_core::ids::ServerName;
 use media_gdpr::{Entity, ExportOptions, GdprError, Progress};
 
@@ -48,6 +48,11 @@ struct Cli {
     /// Write the media bytes; --include-data=false writes a metadata-only archive.
     #[arg(long, env = "GDPR_INCLUDE_DATA", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     include_data: bool,
+
+    /// Sync the archive to disk before it counts as complete; --fsync=false skips that
+    /// (faster, for archives copied elsewhere at once).
+    #[arg(long, env = "GDPR_FSYNC", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    fsync: bool,
 
     /// auto: deflate text, store media that is compressed already; none, fast or best
     /// apply to every entry.
@@ -94,10 +99,13 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     let options = ExportOptions {
         entity: cli.entity.clone(),
         destination: cli.destination.clone(),
-        part_size: cli.part_size,
-        compression: cli.compression,
+        writer: WriterOptions {
+            part_size: cli.part_size,
+            compression: cli.compression,
+            replace: cli.force,
+            sync: cli.fsync,
+        },
         include_data: cli.include_data,
-        replace: cli.force,
     };
     let result = match (&cli.synapse_db, &cli.media_store) {
         (Some(synapse_db), Some(media_store)) => {

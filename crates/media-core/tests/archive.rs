@@ -5,9 +5,16 @@ use std::io::Read;
 use std::path::Path;
 
 use media_core::archive::{
-    ArchiveError, ArchiveFolder, ArchiveWriter, Compression, ManifestRecord, MediaEntry, NewEntry,
-    WrittenEntry,
+    ArchiveError, ArchiveFolder, ArchiveWriter, ManifestRecord, MediaEntry, NewEntry,
+    WriterOptions, WrittenEntry,
 };
+
+fn options(part_size: u64) -> WriterOptions {
+    WriterOptions {
+        part_size,
+        ..WriterOptions::default()
+    }
+}
 
 fn record(media_id: &str, file_name: &str, bytes: &[u8]) -> ManifestRecord {
     ManifestRecord {
@@ -60,7 +67,7 @@ fn write_entry(writer: &mut ArchiveWriter, name: &str, content_type: &str, bytes
 fn entries_and_records_round_trip_across_parts() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("export");
-    let mut writer = ArchiveWriter::create(&out, 10_000, Compression::Auto, false).unwrap();
+    let mut writer = ArchiveWriter::create(&out, &options(10_000)).unwrap();
     let text = "hello, world\n".repeat(1000).into_bytes();
     let random: Vec<u8> = (0..20_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -132,7 +139,7 @@ fn entries_and_records_round_trip_across_parts() {
             .mode();
         assert_eq!(mode & 0o077, 0, "archive files are private: {mode:o}");
     }
-    let again = ArchiveWriter::create(&out, 10_000, Compression::Auto, false);
+    let again = ArchiveWriter::create(&out, &options(10_000));
     assert!(matches!(
         again,
         Err(ArchiveError::DestinationHasExport { .. })
@@ -143,7 +150,7 @@ fn entries_and_records_round_trip_across_parts() {
 fn the_archive_reads_with_system_tar() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("export");
-    let mut writer = ArchiveWriter::create(&out, 1 << 20, Compression::Auto, false).unwrap();
+    let mut writer = ArchiveWriter::create(&out, &options(1 << 20)).unwrap();
     write_entry(
         &mut writer,
         "example.org__a.txt",
@@ -195,7 +202,7 @@ fn the_archive_reads_with_system_tar() {
 #[test]
 fn an_empty_export_has_a_manifest_and_no_part() {
     let dir = tempfile::tempdir().unwrap();
-    let writer = ArchiveWriter::create(dir.path(), 100, Compression::Auto, false).unwrap();
+    let writer = ArchiveWriter::create(dir.path(), &options(100)).unwrap();
     let summary = writer.finish("@nobody:example.org", 0).unwrap();
     assert!(summary.parts.is_empty());
     let folder = ArchiveFolder::open(dir.path()).unwrap();
@@ -218,7 +225,7 @@ fn a_failing_body_is_padded_and_reported_and_the_part_stays_readable() {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = ArchiveWriter::create(dir.path(), 1 << 20, Compression::Auto, false).unwrap();
+    let mut writer = ArchiveWriter::create(dir.path(), &options(1 << 20)).unwrap();
     let entry = NewEntry {
         name: "bad",
         size: 1000,

@@ -4,7 +4,7 @@
 //! `cargo bench -p media-gdpr --bench gdpr`. `BENCH_GDPR_MIB` (default 2048) sets the
 //! size: media of 1–16 MiB of random bytes, as video is. `TMPDIR` chooses the
 //! filesystem. Export is compared with `tar -cf` of the datastore folder; import with
-//! `tar -xzf` of the exported parts, both from the page cache, each followed by `sync` (an
+//! `tar -xzf` of the exported parts, both from the page cache, with and without a `sync` after (an
 //! export syncs its parts; an import with fsync on syncs every blob).
 //! `BENCH_GDPR_KEEP=1` only generates the data and keeps it, for profiling one phase.
 
@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use media_core::archive::Compression;
+use media_core::archive::WriterOptions;
 use media_core::datastore::{Datastore, DatastoreExt};
 use media_core::records::{MediaKey, MediaRecord, Purpose};
 use media_db::repo::NewMedia;
@@ -115,14 +115,15 @@ async fn populate(repo_url: &str, store_dir: &Path, total: u64) -> (u64, u64) {
 /// One measured phase, run in its own process so that its peak memory is its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Export,
+    Export { fsync: bool },
     Import { fsync: bool },
 }
 
 impl Phase {
     fn name(self) -> &'static str {
         match self {
-            Self::Export => "export",
+            Self::Export { fsync: false } => "export-nofsync",
+            Self::Export { fsync: true } => "export-fsync",
             Self::Import { fsync: false } => "import-nofsync",
             Self::Import { fsync: true } => "import-fsync",
         }
@@ -130,7 +131,8 @@ impl Phase {
 
     fn from_name(name: &str) -> Option<Self> {
         [
-            Self::Export,
+            Self::Export { fsync: false },
+            Self::Export { fsync: true },
             Self::Import { fsync: false },
             Self::Import { fsync: true },
         ]
@@ -162,17 +164,19 @@ impl Phase {
         let source_url = format!("sqlite://{}", dir.join("source.db").display());
         let start = Instant::now();
         match self {
-            Self::Export => {
+            Self::Export { fsync } => {
                 let repo = media_db::connect(&source_url).await.unwrap();
                 let store: Arc<dyn Datastore> =
                     Arc::new(FileDatastore::open(dir.join("store")).await.unwrap());
                 let options = ExportOptions {
                     entity: Entity::User(USER.parse().unwrap()),
                     destination: dir.join("export"),
-                    part_size: 200 << 20,
-                    compression: Compression::Auto,
+                    writer: WriterOptions {
+                        replace: true,
+                        sync: fsync,
+                        ..WriterOptions::default()
+                    },
                     include_data: true,
-                    replace: true,
                 };
                 let report = media_gdpr::export_from_repository(
                     &repo,
@@ -235,7 +239,7 @@ async fn main() {
     if std::env::var_os("BENCH_GDPR_KEEP").is_some() {
         let kept = work.keep();
         println!(
-            "keeping {} (run one phase: {PHASE_VAR}=export {DIR_VAR}=<it>)",
+            "keeping {} (run one phase: {PHASE_VAR}=export-fsync {DIR_VAR}=<it>)",
             kept.display()
         );
         return;
@@ -249,21 +253,25 @@ async fn main() {
 
     let (tar_c, tar_c_sync) = time_shell("tar -cf store.tar store", dir);
     std::fs::remove_file(dir.join("store.tar")).unwrap();
-    let (export, export_peak) = Phase::Export.measure(dir);
-    let parts = std::fs::read_dir(dir.join("export")).unwrap().count() - 1;
-    println!(
-        "export: tar -cf {:.2} s ({:.0} MiB/s) | tar -cf + sync {:.2} s | gdpr_export {:.2} s \
-         ({:.0} MiB/s, {parts} parts) = {:.2}x tar -cf throughput, {:.2}x tar -cf + sync | peak \
-         memory {:.1} MiB",
-        tar_c.as_secs_f64(),
-        mib(bytes) / tar_c.as_secs_f64(),
-        tar_c_sync.as_secs_f64(),
-        export.as_secs_f64(),
-        mib(bytes) / export.as_secs_f64(),
-        tar_c.as_secs_f64() / export.as_secs_f64(),
-        tar_c_sync.as_secs_f64() / export.as_secs_f64(),
-        export_peak,
-    );
+    for fsync in [false, true] {
+        let (export, export_peak) = Phase::Export { fsync }.measure(dir);
+        let parts = std::fs::read_dir(dir.join("export")).unwrap().count() - 1;
+        let against = if fsync { tar_c_sync } else { tar_c };
+        println!(
+            "export (fsync {}): tar -cf {:.2} s ({:.0} MiB/s) | tar -cf + sync {:.2} s | \
+             gdpr_export {:.2} s ({:.0} MiB/s, {parts} parts) = {:.2}x {} throughput | peak \
+             memory {:.1} MiB",
+            if fsync { "on" } else { "off" },
+            tar_c.as_secs_f64(),
+            mib(bytes) / tar_c.as_secs_f64(),
+            tar_c_sync.as_secs_f64(),
+            export.as_secs_f64(),
+            mib(bytes) / export.as_secs_f64(),
+            against.as_secs_f64() / export.as_secs_f64(),
+            if fsync { "tar -cf + sync" } else { "tar -cf" },
+            export_peak,
+        );
+    }
 
     std::fs::create_dir(dir.join("untar")).unwrap();
     let (tar_x, tar_x_sync) = time_shell(

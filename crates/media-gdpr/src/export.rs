@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use media_core::archive::writer::extension_for;
-use media_core::archive::{ArchiveWriter, Compression, ManifestRecord, NewEntry, WrittenEntry};
+use media_core::archive::{ArchiveWriter, ManifestRecord, NewEntry, WriterOptions, WrittenEntry};
 use media_core::datastore::{BlobKey, Datastore};
 use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord};
@@ -31,9 +31,9 @@ use tokio_util::io::ReaderStream;
 use crate::{Entity, Failures, GdprError, Progress};
 
 /// Chunk size of blob reads.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 512 << 10;
 /// Chunks in flight between the producer and the writer (bounds memory).
-const CHUNKS_IN_FLIGHT: usize = 8;
+const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// What to export, and how.
 #[derive(Debug, Clone)]
@@ -42,14 +42,10 @@ pub struct ExportOptions {
     pub entity: Entity,
     /// The archive folder (created when missing).
     pub destination: PathBuf,
-    /// A part is closed once this many uncompressed bytes were written to it.
-    pub part_size: u64,
-    /// How entries are compressed.
-    pub compression: Compression,
+    /// Part size, compression, replacing an old export, syncing.
+    pub writer: WriterOptions,
     /// Write the media bytes (`false`: a metadata-only archive).
     pub include_data: bool,
-    /// Replace an export already in the destination.
-    pub replace: bool,
 }
 
 /// What an export did.
@@ -314,12 +310,7 @@ async fn export_items(
     options: ExportOptions,
     progress: Arc<Progress>,
 ) -> Result<ExportReport, GdprError> {
-    let writer = ArchiveWriter::create(
-        &options.destination,
-        options.part_size,
-        options.compression,
-        options.replace,
-    )?;
+    let writer = ArchiveWriter::create(&options.destination, &options.writer)?;
     let (steps, step_receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let entity_id = options.entity.to_string();
     let writer_progress = progress.clone();

@@ -18,7 +18,9 @@ pub mod writer;
 
 pub use manifest::{CheckedRecord, Manifest, ManifestRecord};
 pub use reader::{ArchiveFolder, MediaEntry};
-pub use writer::{ArchiveSummary, ArchiveWriter, Compression, NewEntry, WrittenEntry};
+pub use writer::{
+    ArchiveSummary, ArchiveWriter, Compression, NewEntry, WriterOptions, WrittenEntry,
+};
 
 /// The file name of the manifest part of a version-2 archive.
 pub const MANIFEST_PART: &str = "export-manifest.tgz";

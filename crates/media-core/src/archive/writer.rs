@@ -22,6 +22,8 @@ use crate::progress::human_size;
 const PARTIAL_SUFFIX: &str = ".partial";
 /// Tar header and padding granularity.
 const TAR_BLOCK: u64 = 512;
+/// A part's data is flushed to disk every this many bytes while it is written.
+const SYNC_EVERY: u64 = 32 << 20;
 /// The most a stored deflate block holds.
 const STORED_BLOCK: usize = 65_535;
 /// A gzip member header: deflate, no flags, no time, unknown OS.
@@ -133,6 +135,32 @@ pub fn extension_for(content_type: &str) -> &'static str {
     }
 }
 
+/// How an [`ArchiveWriter`] writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// A part is closed once this many uncompressed bytes were written to it.
+    pub part_size: u64,
+    /// How entries are compressed.
+    pub compression: Compression,
+    /// Replace an export already in the folder (its files, and only those).
+    pub replace: bool,
+    /// Make every file durable before the archive counts as complete (parts are synced
+    /// while they are written, the manifest and folder at the end). Off only for
+    /// archives that are copied elsewhere at once.
+    pub sync: bool,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            part_size: 200 << 20,
+            compression: Compression::Auto,
+            replace: false,
+            sync: true,
+        }
+    }
+}
+
 /// An entry to write.
 #[derive(Debug, Clone, Copy)]
 pub struct NewEntry<'a> {
@@ -179,6 +207,7 @@ pub struct ArchiveWriter {
     dir: PathBuf,
     part_size: u64,
     compression: Compression,
+    sync: bool,
     part: Option<OpenPart>,
     /// Closed parts being synced.
     part_syncs: Vec<(PathBuf, std::thread::JoinHandle<io::Result<()>>)>,
@@ -192,6 +221,44 @@ struct OpenPart {
     path: PathBuf,
     tar: tar::Builder<GzipMembers<BufWriter<File>>>,
     uncompressed: u64,
+    /// Flushes the part to disk while it is written (when syncing).
+    syncer: Option<BackgroundSync>,
+    /// `uncompressed` when the syncer was last nudged.
+    nudged_at: u64,
+}
+
+/// A thread that syncs a file's data whenever nudged, so that the disk writes while the
+/// file is still being filled and the final sync only waits for the tail.
+struct BackgroundSync {
+    nudges: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<io::Result<()>>,
+}
+
+impl BackgroundSync {
+    fn start(file: File) -> Self {
+        let (nudges, received) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::spawn(move || {
+            let mut result = Ok(());
+            while received.recv().is_ok() {
+                if let Err(e) = file.sync_data() {
+                    result = Err(e);
+                }
+            }
+            result.and_then(|()| file.sync_all())
+        });
+        Self { nudges, thread }
+    }
+
+    /// Asks for a sync of what was written so far (ignored while one is pending).
+    fn nudge(&self) {
+        let _ = self.nudges.try_send(());
+    }
+
+    /// Ends the thread after a last full sync; join it to learn how that went.
+    fn finish(self) -> std::thread::JoinHandle<io::Result<()>> {
+        drop(self.nudges);
+        self.thread
+    }
 }
 
 /// Records or index rows waiting in a temporary file for the manifest part.
@@ -227,15 +294,10 @@ impl ArchiveWriter {
     /// Starts an archive in `dir` (created, readable by its owner only, when missing).
     /// Refuses a folder that already holds an export unless `replace` is set, in which
     /// case the old export files (and only those) are removed first.
-    pub fn create(
-        dir: &Path,
-        part_size: u64,
-        compression: Compression,
-        replace: bool,
-    ) -> Result<Self, ArchiveError> {
+    pub fn create(dir: &Path, options: &WriterOptions) -> Result<Self, ArchiveError> {
         create_private_dir(dir)?;
         for existing in existing_export_files(dir)? {
-            if !replace {
+            if !options.replace {
                 return Err(ArchiveError::DestinationHasExport {
                     dir: dir.to_owned(),
                     existing,
@@ -245,8 +307,9 @@ impl ArchiveWriter {
         }
         Ok(Self {
             dir: dir.to_owned(),
-            part_size: part_size.max(1),
-            compression,
+            part_size: options.part_size.max(1),
+            compression: options.compression,
+            sync: options.sync,
             part: None,
             part_syncs: Vec::new(),
             summary: ArchiveSummary::default(),
@@ -276,6 +339,12 @@ impl ArchiveWriter {
             copy_padded(&mut padded, part.tar.get_mut())
         });
         part.uncompressed += tar_size(entry.name, entry.size);
+        if let Some(syncer) = &part.syncer
+            && part.uncompressed - part.nudged_at >= SYNC_EVERY
+        {
+            syncer.nudge();
+            part.nudged_at = part.uncompressed;
+        }
         let part_full = part.uncompressed >= self.part_size;
         written.map_err(ArchiveError::io(&path))?;
         self.summary.entries += 1;
@@ -350,13 +419,16 @@ impl ArchiveWriter {
                 .chain(index_tail.as_bytes());
             let index_len = index_head.len() as u64 + rows_len + index_tail.len() as u64;
             append_text(&mut tar, INDEX_ENTRY, created_ts, index_len, index)?;
-            finish_tar(tar)?.sync_all()
+            let file = finish_tar(tar)?;
+            if self.sync { file.sync_all() } else { Ok(()) }
         };
         write().map_err(ArchiveError::io(&partial))?;
         std::fs::rename(&partial, &path).map_err(ArchiveError::io(&path))?;
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(ArchiveError::io(&self.dir))?;
+        if self.sync {
+            File::open(&self.dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(ArchiveError::io(&self.dir))?;
+        }
         self.summary.manifest = path;
         self.summary.archive_bytes = self
             .summary
@@ -374,6 +446,12 @@ impl ArchiveWriter {
             let path = self.dir.join(part_file_name(number));
             let partial = partial_path(&path);
             let file = create_private_file(&partial).map_err(ArchiveError::io(&partial))?;
+            let syncer = match self.sync {
+                true => Some(BackgroundSync::start(
+                    file.try_clone().map_err(ArchiveError::io(&partial))?,
+                )),
+                false => None,
+            };
             let mut tar =
                 tar::Builder::new(GzipMembers::new(BufWriter::with_capacity(1 << 20, file)));
             tar.mode(tar::HeaderMode::Complete);
@@ -382,6 +460,8 @@ impl ArchiveWriter {
                 path,
                 tar,
                 uncompressed: 0,
+                syncer,
+                nudged_at: 0,
             });
         }
         Ok(self.part.as_mut().expect("a part was just opened"))
@@ -391,14 +471,13 @@ impl ArchiveWriter {
         let Some(part) = self.part.take() else {
             return Ok(());
         };
-        let file = finish_tar(part.tar).map_err(ArchiveError::io(&part.partial))?;
+        finish_tar(part.tar).map_err(ArchiveError::io(&part.partial))?;
         std::fs::rename(&part.partial, &part.path).map_err(ArchiveError::io(&part.path))?;
-        // The part syncs in the background while the next one fills; `finish` waits for
-        // every sync before the manifest makes the archive complete.
-        self.part_syncs.push((
-            part.path.clone(),
-            std::thread::spawn(move || file.sync_all()),
-        ));
+        // The last sync runs while the next part fills; `finish` waits for every part's
+        // before the manifest makes the archive complete.
+        if let Some(syncer) = part.syncer {
+            self.part_syncs.push((part.path.clone(), syncer.finish()));
+        }
         self.summary.parts.push(part.path);
         Ok(())
     }
