@@ -292,7 +292,13 @@ async fn dry_run_changes_nothing_and_reports_what_the_real_run_does() {
                 MediaSpec::local("alice", "e", 90, b"e"),
                 MediaSpec::remote(OTHER, "f", 60, b"avatar"),
             ];
-            add_all(&store, &media.iter().collect::<Vec<_>>()).await;
+            // An old remote media whose file is gone: `--fix` deletes its rows (so
+            // Dendrite fetches it again) and then its directory, in both runs.
+            let gone = MediaSpec::remote(OTHER, "g", 60, b"gone");
+            add_all(&store, &media.iter().chain([&gone]).collect::<Vec<_>>()).await;
+            std::fs::remove_file(store.content_dir(&gone.hash()).join("file")).unwrap();
+            // Old enough for the unused-directory check, once its rows are gone.
+            set_age(&store.content_dir(&gone.hash()), Duration::from_secs(7_200));
             store.set_profile_avatar("alice", &media[5].mxc()).await;
             let rows = store.media_mxcs().await;
             let thumbs = store.thumbnail_mxcs().await;
@@ -308,6 +314,9 @@ async fn dry_run_changes_nothing_and_reports_what_the_real_run_does() {
             assert_eq!(real["dry_run"], false);
             assert_eq!(dry["purge"], real["purge"], "{engine:?} split={split}");
             assert_eq!(dry["sanity"], real["sanity"]);
+            assert_eq!(real["sanity"]["rows_without_file"]["fixed"], 1);
+            assert_eq!(real["sanity"]["unreferenced_directories"]["fixed"], 1);
+            assert!(!store.content_dir(&gone.hash()).exists());
             assert_eq!(real["purge"]["media_rows_deleted"], 3);
             assert_eq!(real["purge"]["thumbnail_rows_deleted"], 3);
             assert_eq!(real["purge"]["directories_removed"], 2);

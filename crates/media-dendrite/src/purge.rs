@@ -16,6 +16,7 @@ use crate::avatars::AvatarSet;
 use crate::error::CleanError;
 use crate::layout::{ContentHash, MediaFolder, Mode, RemovedFiles};
 use crate::report::PurgeReport;
+use crate::sanity::SimulatedRepairs;
 
 /// Media rows per page (whole content groups; a few MB of rows). Each page costs one
 /// table scan (Dendrite has no index on base64hash), so pages are large.
@@ -74,6 +75,7 @@ impl DendriteStore<'_> {
         &self,
         policy: &RetentionPolicy,
         mode: Mode,
+        simulated: &SimulatedRepairs,
     ) -> Result<PurgeReport, CleanError> {
         let mut report = PurgeReport::default();
         let mut removal = None;
@@ -81,8 +83,18 @@ impl DendriteStore<'_> {
             .media_db
             .content_group_pages(group_filter(&policy.selection), ROWS_PER_PAGE);
         while let Some(rows) = pages.try_next().await? {
-            let candidates: Vec<Candidate> =
-                rows.into_iter().map(|row| self.candidate(row)).collect();
+            // A dry run leaves out the rows its simulated repairs deleted.
+            let candidates: Vec<Candidate> = rows
+                .into_iter()
+                .filter(|row| {
+                    simulated.rows.is_empty()
+                        || !simulated.rows.contains(&MediaRef {
+                            origin: row.media_origin.clone(),
+                            media_id: row.media_id.clone(),
+                        })
+                })
+                .map(|row| self.candidate(row))
+                .collect();
             let plan = plan_page(policy, &candidates);
             drop(candidates);
             report.kept.avatar += plan.kept.rows_for(KeepReason::Avatar);

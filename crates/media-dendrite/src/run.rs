@@ -81,8 +81,8 @@ async fn clean_with(
         server_name: &config.server_name,
         avatars: &avatars,
     };
-    let sanity = store.sanity_check(options.fix, options.mode).await?;
-    let mut purge = store.purge(&policy, options.mode).await?;
+    let (sanity, simulated) = store.sanity_check(options.fix, options.mode).await?;
+    let mut purge = store.purge(&policy, options.mode, &simulated).await?;
     purge.selection = match (&options.request, &policy.selection) {
         (
             Request::OlderThan {

@@ -1,5 +1,7 @@
 //! Sanity checks between Dendrite's media tables and its media folder, and their repairs.
 
+use std::collections::HashSet;
+
 use futures::TryStreamExt;
 use media_core::retention::MediaRef;
 use media_db::dendrite::GroupFilter;
@@ -12,19 +14,40 @@ use crate::report::{LISTED_ITEMS, Listed, SanityReport};
 /// Hash directories checked against the database per query.
 const DIRECTORIES_PER_CHECK: usize = 20_000;
 
+/// The rows a dry run's repairs would have deleted: the rest of the dry run (the
+/// other checks, the purge) must see the database as the real run will, or the dry run
+/// would report those rows twice.
+#[derive(Debug, Default)]
+pub struct SimulatedRepairs {
+    /// Rows that would have been deleted.
+    pub rows: HashSet<MediaRef>,
+    /// Hashes no row would use any more.
+    pub emptied_contents: HashSet<String>,
+}
+
 impl DendriteStore<'_> {
     /// Runs every sanity check; with `fix`, repairs what it finds (a dry run only counts
-    /// what would be repaired).
-    pub async fn sanity_check(&self, fix: bool, mode: Mode) -> Result<SanityReport, CleanError> {
+    /// what would be repaired, and returns it for the purge to leave out).
+    pub async fn sanity_check(
+        &self,
+        fix: bool,
+        mode: Mode,
+    ) -> Result<(SanityReport, SimulatedRepairs), CleanError> {
         let repair = if fix { Some(mode) } else { None };
         let mut report = SanityReport::default();
+        let mut simulated = SimulatedRepairs::default();
         self.check_orphan_thumbnails(repair, &mut report.orphan_thumbnail_rows)
             .await?;
-        self.check_rows_have_files(repair, &mut report).await?;
-        self.check_unreferenced_directories(repair, &mut report.unreferenced_directories)
+        self.check_rows_have_files(repair, &mut report, &mut simulated)
             .await?;
+        self.check_unreferenced_directories(
+            repair,
+            &simulated,
+            &mut report.unreferenced_directories,
+        )
+        .await?;
         self.check_stale_tmp(repair, &mut report.stale_tmp_directories)?;
-        Ok(report)
+        Ok((report, simulated))
     }
 
     async fn check_orphan_thumbnails(
@@ -50,6 +73,7 @@ impl DendriteStore<'_> {
         &self,
         repair: Option<Mode>,
         report: &mut SanityReport,
+        simulated: &mut SimulatedRepairs,
     ) -> Result<(), CleanError> {
         let mut pages = self
             .media_db
@@ -71,6 +95,7 @@ impl DendriteStore<'_> {
                 if present {
                     continue;
                 }
+                let refetchable_before = refetchable.len();
                 for row in group {
                     let local = row.media_origin == self.server_name.as_str();
                     report.rows_without_file.push(|| {
@@ -89,6 +114,17 @@ impl DendriteStore<'_> {
                         });
                     }
                 }
+                if repair == Some(Mode::DryRun) {
+                    let group_rows = refetchable.len() - refetchable_before;
+                    if group_rows == group.len() {
+                        simulated
+                            .emptied_contents
+                            .insert(group[0].base64hash.clone());
+                    }
+                    simulated
+                        .rows
+                        .extend(refetchable[refetchable_before..].iter().cloned());
+                }
             }
             report.rows_without_file.fixed += match repair {
                 Some(Mode::Apply) if !refetchable.is_empty() => {
@@ -104,6 +140,7 @@ impl DendriteStore<'_> {
     async fn check_unreferenced_directories(
         &self,
         repair: Option<Mode>,
+        simulated: &SimulatedRepairs,
         found: &mut Listed,
     ) -> Result<(), CleanError> {
         let io_error = |source| CleanError::Io {
@@ -115,7 +152,7 @@ impl DendriteStore<'_> {
         for (i, fanout) in fanouts.iter().enumerate() {
             batch.extend(self.folder.content_dirs_in(fanout).map_err(io_error)?);
             if batch.len() >= DIRECTORIES_PER_CHECK || i + 1 == fanouts.len() {
-                self.repair_unreferenced(std::mem::take(&mut batch), repair, found)
+                self.repair_unreferenced(std::mem::take(&mut batch), repair, simulated, found)
                     .await?;
             }
         }
@@ -128,6 +165,7 @@ impl DendriteStore<'_> {
         &self,
         batch: Vec<ContentHash>,
         repair: Option<Mode>,
+        simulated: &SimulatedRepairs,
         found: &mut Listed,
     ) -> Result<(), CleanError> {
         if batch.is_empty() {
@@ -137,7 +175,9 @@ impl DendriteStore<'_> {
         let in_use = self.media_db.contents_in_use(&hashes).await?;
         let unreferenced: Vec<ContentHash> = batch
             .into_iter()
-            .filter(|h| !in_use.contains(h.as_str()))
+            .filter(|h| {
+                !in_use.contains(h.as_str()) || simulated.emptied_contents.contains(h.as_str())
+            })
             .collect();
         for hash in &unreferenced {
             found.push(|| self.folder.content_dir(hash).display().to_string());
