@@ -684,6 +684,20 @@ async fn exports_refuse_to_overwrite_and_report_damaged_blobs() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[0] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
+    // And one blob that grew by more than a read chunk: its first bytes are intact, but
+    // it is damaged too.
+    let grown = alices
+        .iter()
+        .find(|m| m.sha256 != victim.sha256)
+        .expect("alice has two distinct blobs");
+    let grown_path = repo
+        .store
+        .join(&grown.sha256.as_str()[0..2])
+        .join(&grown.sha256.as_str()[2..4])
+        .join(grown.sha256.as_str());
+    let mut longer = std::fs::read(&grown_path).unwrap();
+    longer.extend(std::iter::repeat_n(b'!', 600 << 10));
+    std::fs::write(&grown_path, &longer).unwrap();
 
     let out = repo.gdpr_export(
         "@alice:fixture.test",
@@ -693,12 +707,16 @@ async fn exports_refuse_to_overwrite_and_report_damaged_blobs() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let exported = report(&out);
-    let sharing = alices.iter().filter(|m| m.sha256 == victim.sha256).count();
+    let sharing = alices
+        .iter()
+        .filter(|m| m.sha256 == victim.sha256 || m.sha256 == grown.sha256)
+        .count();
     assert_eq!(
         exported["failures"]["count"].as_u64().unwrap(),
         sharing as u64
     );
     assert_eq!(failures(&exported)[&victim.key.to_string()], "unreadable");
+    assert_eq!(failures(&exported)[&grown.key.to_string()], "unreadable");
     assert_eq!(
         exported["records"].as_u64().unwrap(),
         (alices.len() - sharing) as u64

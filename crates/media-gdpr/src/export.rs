@@ -629,9 +629,15 @@ fn write_archive(
                     mtime_ms,
                     content_type: &content_type,
                 };
-                if let WrittenEntry::SourceFailed(problem) =
-                    writer.add_entry(entry, &mut ChannelReader::new(body))?
-                {
+                let mut body = ChannelReader::new(body);
+                let written = writer.add_entry(entry, &mut body)?;
+                // The entry took the recorded size; what the source still has to say
+                // (more bytes, or the verdict on its digest) decides whether it is good.
+                let problem = match written {
+                    WrittenEntry::SourceFailed(problem) => Some(problem),
+                    WrittenEntry::Complete => body.rest().err(),
+                };
+                if let Some(problem) = problem {
                     failed_entries.insert(name, problem.to_string());
                 }
             }
@@ -667,6 +673,21 @@ impl ChannelReader {
         Self {
             chunks,
             current: Bytes::new(),
+        }
+    }
+}
+
+impl ChannelReader {
+    /// After the entry was written: fails when the source had more bytes than recorded,
+    /// or reported a problem after them.
+    fn rest(&mut self) -> std::io::Result<()> {
+        match self.fill_buf()? {
+            [] => Ok(()),
+            more => Err(std::io::Error::other(format!(
+                "the stored bytes are damaged: there are more of them than recorded ({} \
+                 more at least)",
+                more.len()
+            ))),
         }
     }
 }
