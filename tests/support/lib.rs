@@ -209,6 +209,18 @@ pub async fn media_count(url: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// The peak resident memory of this process so far, in MiB (Linux `VmHWM`; NaN where
+/// the kernel does not tell).
+pub fn peak_memory_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,17 +56,6 @@ fn time_shell(command: &str, dir: &Path) -> (Duration, Duration) {
     (done, start.elapsed())
 }
 
-/// The peak resident memory of this process, in MiB.
-fn peak_memory_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 /// Fills a repository with media of random bytes; returns (media, bytes).
 async fn populate(repo_url: &str, store_dir: &Path, total: u64) -> (u64, u64) {
     let repo = media_db::connect(repo_url).await.unwrap();
@@ -215,7 +204,11 @@ impl Phase {
                 assert!(!report.has_failures() && report.imported > 0, "{report}");
             }
         }
-        println!("{} {}", start.elapsed().as_secs_f64(), peak_memory_mib());
+        println!(
+            "{} {}",
+            start.elapsed().as_secs_f64(),
+            media_tests::peak_memory_mib()
+        );
     }
 }
 

@@ -213,4 +213,10 @@ async fn main() {
             println!("small: PostgreSQL skipped (set DATABASE_URL to include it)");
         }
     }
+    // The whole bench process (generation, every import), so an upper bound of one
+    // import's peak.
+    println!(
+        "peak memory of the bench process: {:.1} MiB",
+        media_tests::peak_memory_mib()
+    );
 }
