@@ -375,28 +375,14 @@ async fn produce(
         let mut manifest = manifest_record(&item);
         let shared = item.sha256.as_ref().and_then(|sha| entries.get(sha));
         if !options.include_data {
+            // Metadata only: the record names no entry.
         } else if let Some(name) = shared {
             manifest.file_name = name.clone();
             produced.shared_records += 1;
             produced.bytes_saved += item.size_bytes;
         } else {
-            let key = item.sha256.as_ref().map(BlobKey::for_hash);
-            let path = match (&item.content, &store, &key) {
-                (Content::File(path), _, _) => Some(path.clone()),
-                (Content::Datastore, Some(store), Some(key)) => store.local_path(key),
-                (Content::Datastore, _, _) => None,
-            };
-            let opened = match (&path, &store, &key) {
-                (Some(path), _, _) => tokio::fs::metadata(path).await.map(|_| None),
-                (None, Some(store), Some(key)) => store
-                    .get(key, None)
-                    .await
-                    .map(Some)
-                    .map_err(std::io::Error::other),
-                (None, _, _) => Err(std::io::Error::other("it has no datastore key")),
-            };
-            let blob = match opened {
-                Ok(blob) => blob,
+            let source = match open_content(&item, store.as_deref()).await {
+                Ok(source) => source,
                 Err(e) => {
                     let detail = format!("its bytes cannot be read: {e}");
                     send_failure(&steps, (mxc, "unreadable", detail)).await?;
@@ -419,9 +405,11 @@ async fn produce(
             };
             send(&steps, step).await?;
             let expected = (item.sha256.clone(), item.size_bytes);
-            let digest = match (blob, path) {
-                (Some(blob), _) => send_stream_chunks(blob, expected, body, progress).await,
-                (None, Some(path)) => {
+            let digest = match source {
+                ContentSource::Stream(blob) => {
+                    send_stream_chunks(blob, expected, body, progress).await
+                }
+                ContentSource::File(path) => {
                     let progress = progress.clone();
                     tokio::task::spawn_blocking(move || {
                         send_file_chunks(&path, expected, body, &progress)
@@ -429,7 +417,6 @@ async fn produce(
                     .await
                     .map_err(|e| GdprError::Worker(e.to_string()))?
                 }
-                (None, None) => unreachable!("an item without a path was opened from the store"),
             };
             if let Some(sha256) = digest {
                 manifest.sha256 = sha256.to_string();
@@ -447,6 +434,40 @@ async fn produce(
         .await?;
     }
     Ok(produced)
+}
+
+/// Where an item's bytes are read from.
+enum ContentSource {
+    /// A local file, read with blocking I/O on its own thread (fewer copies).
+    File(PathBuf),
+    /// A datastore's stream.
+    Stream(media_core::datastore::BlobReader),
+}
+
+/// Finds an item's bytes: its file, the datastore's local file for its digest, or the
+/// datastore's stream.
+async fn open_content(
+    item: &ExportItem,
+    store: Option<&dyn Datastore>,
+) -> std::io::Result<ContentSource> {
+    let path = match (&item.content, store, &item.sha256) {
+        (Content::File(path), _, _) => path.clone(),
+        (Content::Datastore, Some(store), Some(sha256)) => {
+            let key = BlobKey::for_hash(sha256);
+            match store.local_path(&key) {
+                Some(path) => path,
+                None => {
+                    let blob = store.get(&key, None).await.map_err(std::io::Error::other)?;
+                    return Ok(ContentSource::Stream(blob));
+                }
+            }
+        }
+        (Content::Datastore, _, _) => {
+            return Err(std::io::Error::other("it has no datastore key"));
+        }
+    };
+    tokio::fs::metadata(&path).await?;
+    Ok(ContentSource::File(path))
 }
 
 /// Hands a step to the writer thread.
@@ -675,9 +696,7 @@ impl ChannelReader {
             current: Bytes::new(),
         }
     }
-}
 
-impl ChannelReader {
     /// After the entry was written: fails when the source had more bytes than recorded,
     /// or reported a problem after them.
     fn rest(&mut self) -> std::io::Result<()> {

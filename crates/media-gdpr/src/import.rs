@@ -9,7 +9,7 @@
 //! stopped. With [`Mode::Verify`] nothing is written: every entry is hashed and every
 //! record looked up in the repository.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -409,7 +409,7 @@ impl Importer {
                 }
                 Ok(())
             }
-            MediaEntry::File { name, size, body } => {
+            MediaEntry::File { name, body } => {
                 let Some(records) = self.wanted.remove(name) else {
                     if self.consumed.contains(name) {
                         tracing::warn!("archive entry {name:?} appears twice; read once");
@@ -420,7 +420,7 @@ impl Importer {
                 };
                 self.consumed.insert(name.to_owned());
                 match self.options.mode {
-                    Mode::Verify => self.verify_entry(name, size, body, records),
+                    Mode::Verify => self.verify_entry(name, body, records),
                     Mode::Import => self.import_entry(name, body, records),
                 }
             }
@@ -430,12 +430,12 @@ impl Importer {
     fn verify_entry(
         &mut self,
         name: &str,
-        size: u64,
         body: &mut dyn Read,
         records: Vec<Wanted>,
     ) -> Result<(), GdprError> {
+        // One byte past the largest declared size tells an oversized entry apart.
         let declared = records.iter().map(|w| w.checked.size).max().unwrap_or(0);
-        let hashed = hash_at_most(body, declared.max(size).min(declared + 1));
+        let hashed = hash_at_most(body, declared + 1);
         self.report.entries_read += 1;
         for wanted in records {
             let (sha256, length) = match &hashed {
@@ -632,8 +632,7 @@ impl Importer {
     /// Drops (and counts) the records the repository already has.
     fn without_present(&mut self, records: Vec<Wanted>) -> Result<Vec<Wanted>, GdprError> {
         let mut present = HashSet::new();
-        let mut origins: Vec<_> = records.iter().map(|w| &w.checked.key.origin).collect();
-        origins.dedup();
+        let origins: BTreeSet<_> = records.iter().map(|w| &w.checked.key.origin).collect();
         for origin in origins {
             let ids: Vec<&str> = records
                 .iter()

@@ -33,12 +33,10 @@ pub struct ArchiveFolder {
 
 /// One entry of a part, as the visitor of [`ArchiveFolder::read_media`] sees it.
 pub enum MediaEntry<'a> {
-    /// A regular file. `body` yields at most `size` bytes (the tar header's size).
+    /// A regular file; `body` yields its bytes (as many as its tar header declares).
     File {
         /// The entry name.
         name: &'a str,
-        /// The size the tar header declares.
-        size: u64,
         /// The entry's bytes.
         body: &'a mut dyn Read,
     },
@@ -91,15 +89,8 @@ impl ArchiveFolder {
         mut visit: impl FnMut(MediaEntry<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut manifests_seen = 0;
-        let corrupt = |e: std::io::Error| ArchiveError::CorruptPart {
-            part: part.to_owned(),
-            detail: e.to_string(),
-        };
-        let file = File::open(part).map_err(ArchiveError::io(part))?;
-        let mut archive = tar::Archive::new(MultiGzDecoder::new(BufReader::with_capacity(
-            READ_BUFFER,
-            file,
-        )));
+        let corrupt = corrupt_part(part);
+        let mut archive = open_part(part)?;
         for entry in archive.entries().map_err(corrupt)? {
             let mut entry = entry.map_err(corrupt)?;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -124,14 +115,10 @@ impl ArchiveFolder {
                     }
                 }
                 INDEX_ENTRY if in_manifest_part => {}
-                _ => {
-                    let size = entry.size();
-                    visit(MediaEntry::File {
-                        name: &name,
-                        size,
-                        body: &mut entry,
-                    })?;
-                }
+                _ => visit(MediaEntry::File {
+                    name: &name,
+                    body: &mut entry,
+                })?,
             }
         }
         Ok(())
@@ -208,14 +195,26 @@ fn natural_key(path: &Path) -> Vec<(String, u64)> {
     key
 }
 
-/// Reads the manifest of a part, if it has one; two manifests in it are an error.
-fn read_manifest_part(part: &Path) -> Result<Option<Manifest>, ArchiveError> {
-    let corrupt = |e: std::io::Error| ArchiveError::CorruptPart {
+/// A part as a stream of tar entries.
+fn open_part(part: &Path) -> Result<tar::Archive<MultiGzDecoder<BufReader<File>>>, ArchiveError> {
+    let file = File::open(part).map_err(ArchiveError::io(part))?;
+    Ok(tar::Archive::new(MultiGzDecoder::new(
+        BufReader::with_capacity(READ_BUFFER, file),
+    )))
+}
+
+/// Turns a read error inside `part` into the error naming the damaged part.
+fn corrupt_part(part: &Path) -> impl Fn(std::io::Error) -> ArchiveError + Copy + '_ {
+    move |e| ArchiveError::CorruptPart {
         part: part.to_owned(),
         detail: e.to_string(),
-    };
-    let file = File::open(part).map_err(ArchiveError::io(part))?;
-    let mut archive = tar::Archive::new(MultiGzDecoder::new(BufReader::new(file)));
+    }
+}
+
+/// Reads the manifest of a part, if it has one; two manifests in it are an error.
+fn read_manifest_part(part: &Path) -> Result<Option<Manifest>, ArchiveError> {
+    let corrupt = corrupt_part(part);
+    let mut archive = open_part(part)?;
     let mut found = None;
     for entry in archive.entries().map_err(corrupt)? {
         let entry = entry.map_err(corrupt)?;
@@ -239,17 +238,10 @@ fn find_manifest_in_parts(
     parts: &[PathBuf],
 ) -> Result<(Manifest, PathBuf), ArchiveError> {
     for part in parts {
-        let file = File::open(part).map_err(ArchiveError::io(part))?;
-        let mut archive = tar::Archive::new(MultiGzDecoder::new(BufReader::new(file)));
-        let entries = archive.entries().map_err(|e| ArchiveError::CorruptPart {
-            part: part.clone(),
-            detail: e.to_string(),
-        })?;
-        for entry in entries {
-            let entry = entry.map_err(|e| ArchiveError::CorruptPart {
-                part: part.clone(),
-                detail: e.to_string(),
-            })?;
+        let corrupt = corrupt_part(part);
+        let mut archive = open_part(part)?;
+        for entry in archive.entries().map_err(corrupt)? {
+            let entry = entry.map_err(corrupt)?;
             if entry.path_bytes().as_ref() == MANIFEST_ENTRY.as_bytes() {
                 return Ok((Manifest::parse(entry)?, part.clone()));
             }
