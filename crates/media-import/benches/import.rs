@@ -6,7 +6,9 @@
 //! 50000: 4–64 KiB media, one thumbnail each); `BENCH_WORKERS` (default 4);
 //! `BENCH_FSYNC=0` turns the datastore's fsync off for the small media (default on, as
 //! the tool; large media run both ways). About 20% of the media repeat the bytes of
-//! another, as on real servers. `TMPDIR` chooses the filesystem.
+//! another, as on real servers. `TMPDIR` chooses the filesystem. Each import runs in its
+//! own process and reports its own peak memory; `BENCH_KEEP=1` generates the small store,
+//! keeps it and prints the command that runs one import on it (for a profiler).
 
 use std::path::Path;
 use std::process::Command;
@@ -60,30 +62,75 @@ fn time_cp(src: &Path, dst: &Path) -> (Duration, Duration) {
     (copied, start.elapsed())
 }
 
+/// One import, measured in a child process (this bench re-run with [`PHASE_VAR`] set) so
+/// that its peak memory is its own.
+struct Measured {
+    elapsed: Duration,
+    peak_mib: f64,
+    report: serde_json::Value,
+}
+
+impl Measured {
+    fn count(&self, field: &str) -> u64 {
+        self.report[field]
+            .as_u64()
+            .expect("a counter of the report")
+    }
+}
+
+const PHASE_VAR: &str = "IMPORT_BENCH_PHASE";
+
 /// Imports `store` (from `synapse_location`) into the repository at `repo_url`.
-async fn time_import(
+fn time_import(
     store: &SyntheticStore,
     synapse_location: &str,
     repo_url: &str,
     datastore: &Path,
     fsync: bool,
-) -> (Duration, media_import::ImportReport) {
-    let workers = env_or("BENCH_WORKERS", 4) as usize;
+) -> Measured {
     sync();
-    let synapse = media_db::synapse::open_synapse(synapse_location)
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(PHASE_VAR, "import")
+        .env("IMPORT_BENCH_SYNAPSE", synapse_location)
+        .env("IMPORT_BENCH_MEDIA_STORE", &store.media_store)
+        .env("IMPORT_BENCH_SERVER", &store.server_name)
+        .env("IMPORT_BENCH_REPO", repo_url)
+        .env("IMPORT_BENCH_DATASTORE", datastore)
+        .env("BENCH_FSYNC", if fsync { "1" } else { "0" })
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut fields = text.trim().splitn(3, ' ');
+    let mut next = || fields.next().expect("seconds, peak memory, report");
+    Measured {
+        elapsed: Duration::from_secs_f64(next().parse().unwrap()),
+        peak_mib: next().parse().unwrap(),
+        report: serde_json::from_str(next()).unwrap(),
+    }
+}
+
+/// In the child: runs one import and prints "seconds peak-MiB report-counters".
+async fn run_import_phase() {
+    let var = |name: &str| std::env::var(name).expect("set by the parent");
+    let synapse = media_db::synapse::open_synapse(&var("IMPORT_BENCH_SYNAPSE"))
         .await
         .unwrap();
-    let repo = media_db::connect(repo_url).await.unwrap();
-    let datastore = FileDatastore::open(datastore)
+    let repo = media_db::connect(&var("IMPORT_BENCH_REPO")).await.unwrap();
+    let datastore = FileDatastore::open(var("IMPORT_BENCH_DATASTORE"))
         .await
         .unwrap()
-        .with_fsync(fsync);
+        .with_fsync(env_or("BENCH_FSYNC", 1) == 1);
     let options = ImportOptions {
-        media_store: Some(store.media_store.clone()),
+        media_store: Some(var("IMPORT_BENCH_MEDIA_STORE").into()),
         homeserver: None,
-        server_name: store.server_name.parse().unwrap(),
+        server_name: var("IMPORT_BENCH_SERVER").parse().unwrap(),
         include: Include::default(),
-        workers,
+        workers: env_or("BENCH_WORKERS", 4) as usize,
         dry_run: false,
         source_label: "bench".into(),
     };
@@ -101,7 +148,12 @@ async fn time_import(
     assert_eq!(report.media_failed, 0, "{report}");
     repo.close().await;
     synapse.close().await;
-    (elapsed, report)
+    println!(
+        "{} {} {}",
+        elapsed.as_secs_f64(),
+        media_tests::peak_memory_mib(),
+        report.counters_json()
+    );
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -110,6 +162,9 @@ fn mib(bytes: u64) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os(PHASE_VAR).is_some() {
+        return run_import_phase().await;
+    }
     let work = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
     let workers = env_or("BENCH_WORKERS", 4);
     let fsync = env_or("BENCH_FSYNC", 1) == 1;
@@ -134,24 +189,24 @@ async fn main() {
         for fsync in [false, true] {
             let repo = TestDatabase::sqlite();
             let target = work.path().join(format!("large-store-{fsync}"));
-            let (import, report) = time_import(
+            let import = time_import(
                 &store,
                 store.sqlite_path.to_str().unwrap(),
                 &repo.url,
                 &target,
                 fsync,
-            )
-            .await;
+            );
+            let seconds = import.elapsed.as_secs_f64();
             let against = if fsync { cp_sync } else { cp };
             println!(
-                "large: import_synapse ({workers} workers, fsync {}) into SQLite {:.2} s = \
-                 {:.2}x {} ({:.0} MiB/s read, {:.0} MiB written)",
+                "large: import_synapse ({workers} workers, fsync {}) into SQLite {seconds:.2} s \
+                 = {:.2}x {} ({:.0} MiB/s read, {:.0} MiB written) | peak memory {:.1} MiB",
                 if fsync { "on" } else { "off" },
-                import.as_secs_f64(),
-                import.as_secs_f64() / against.as_secs_f64(),
+                seconds / against.as_secs_f64(),
                 if fsync { "cp -r + sync" } else { "cp -r" },
-                mib(report.bytes_read) / import.as_secs_f64(),
-                mib(report.bytes_written),
+                mib(import.count("bytes_read")) / seconds,
+                mib(import.count("bytes_written")),
+                import.peak_mib,
             );
             std::fs::remove_dir_all(target).ok();
         }
@@ -165,47 +220,62 @@ async fn main() {
             &SyntheticSpec::small_media(small),
         )
         .await;
+        if std::env::var_os("BENCH_KEEP").is_some() {
+            let kept = work.keep();
+            println!(
+                "kept {} — one import alone: {PHASE_VAR}=1 IMPORT_BENCH_SYNAPSE={} \
+                 IMPORT_BENCH_MEDIA_STORE={} IMPORT_BENCH_SERVER={} \
+                 IMPORT_BENCH_REPO=sqlite://<new file> IMPORT_BENCH_DATASTORE=<new folder> {}",
+                kept.display(),
+                store.sqlite_path.display(),
+                store.media_store.display(),
+                store.server_name,
+                std::env::current_exe().unwrap().display(),
+            );
+            return;
+        }
         warm(&store.media_store);
         let (cp, cp_sync) = time_cp(&store.media_store, &work.path().join("small-cp"));
         let repo = TestDatabase::sqlite();
-        let (import, report) = time_import(
+        let import = time_import(
             &store,
             store.sqlite_path.to_str().unwrap(),
             &repo.url,
             &work.path().join("small-store-sqlite"),
             fsync,
-        )
-        .await;
+        );
+        let seconds = import.elapsed.as_secs_f64();
         println!(
             "small: {} media + {} thumbnails, {:.0} MiB | cp -r {:.2} s ({:.0} media/s) | \
              cp -r + sync {:.2} s | import_synapse ({workers} workers, fsync {}) into SQLite \
-             {:.2} s = {:.0} media/s",
+             {seconds:.2} s = {:.0} media/s | peak memory {:.1} MiB",
             store.media,
-            report.thumbnails_imported,
+            import.count("thumbnails_imported"),
             mib(store.total_bytes),
             cp.as_secs_f64(),
             store.media as f64 / cp.as_secs_f64(),
             cp_sync.as_secs_f64(),
             if fsync { "on" } else { "off" },
-            import.as_secs_f64(),
-            report.media_imported as f64 / import.as_secs_f64(),
+            import.count("media_imported") as f64 / seconds,
+            import.peak_mib,
         );
         if std::env::var_os("DATABASE_URL").is_some() {
             let synapse = TestDatabase::postgres().await;
             copy_into_postgres(&store, &synapse.url).await;
             let repo = TestDatabase::postgres().await;
-            let (import, report) = time_import(
+            let import = time_import(
                 &store,
                 &synapse.url,
                 &repo.url,
                 &work.path().join("small-store-postgres"),
                 fsync,
-            )
-            .await;
+            );
+            let seconds = import.elapsed.as_secs_f64();
             println!(
-                "small: Synapse on PostgreSQL into PostgreSQL {:.2} s = {:.0} media/s",
-                import.as_secs_f64(),
-                report.media_imported as f64 / import.as_secs_f64(),
+                "small: Synapse on PostgreSQL into PostgreSQL {seconds:.2} s = {:.0} media/s | \
+                 peak memory {:.1} MiB",
+                import.count("media_imported") as f64 / seconds,
+                import.peak_mib,
             );
             repo.drop_database().await;
             synapse.drop_database().await;
@@ -213,10 +283,4 @@ async fn main() {
             println!("small: PostgreSQL skipped (set DATABASE_URL to include it)");
         }
     }
-    // The whole bench process (generation, every import), so an upper bound of one
-    // import's peak.
-    println!(
-        "peak memory of the bench process: {:.1} MiB",
-        media_tests::peak_memory_mib()
-    );
 }

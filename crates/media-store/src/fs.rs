@@ -265,10 +265,18 @@ impl FileDatastore {
     fn put_file_blocking(&self, path: &Path, options: &PutOptions) -> Result<Put, StoreError> {
         let source_error = |bytes_read, source| StoreError::Source { bytes_read, source };
         let mut source = std::fs::File::open(path).map_err(|e| source_error(0, e))?;
-        let mut buf = vec![0u8; CHUNK];
+        // Sized for the file (one byte more, to see its end), so that a small file does
+        // not pay for zeroing a whole chunk.
+        let expected_len = source.metadata().map_or(CHUNK as u64, |m| m.len());
+        let mut buf = vec![0u8; expected_len.saturating_add(1).min(CHUNK as u64) as usize];
         let mut n = read_chunk(&mut source, &mut buf).map_err(|e| source_error(0, e))?;
-        if n < CHUNK {
+        if n < buf.len() {
             return self.put_small(&buf[..n], options);
+        }
+        if buf.len() < CHUNK {
+            // It grew since: stream it in whole chunks.
+            buf.resize(CHUNK, 0);
+            n += read_chunk(&mut source, &mut buf[n..]).map_err(|e| source_error(n as u64, e))?;
         }
         let (file, temp) = self.new_temp_file()?.into_parts();
         let mut staging = Staging {

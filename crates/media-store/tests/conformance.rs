@@ -204,10 +204,16 @@ async fn mismatched_expectation_stores_nothing(store: &dyn Datastore) {
 
 async fn put_file_streams_a_local_file(store: &dyn Datastore) {
     let dir = tempfile::tempdir().unwrap();
-    for (i, len) in [10usize, (1 << 20) + 3, (5 << 20) - 1]
-        .into_iter()
-        .enumerate()
-    {
+    // Around the 1 MiB read chunk, and empty.
+    let lens = [
+        10usize,
+        0,
+        (1 << 20) - 1,
+        1 << 20,
+        (1 << 20) + 3,
+        (5 << 20) - 1,
+    ];
+    for (i, len) in lens.into_iter().enumerate() {
         let data = pseudo_random(len, 40 + i as u64);
         let path = dir.path().join(format!("f{i}"));
         std::fs::write(&path, &data).unwrap();
@@ -231,7 +237,27 @@ async fn put_file_streams_a_local_file(store: &dyn Datastore) {
         matches!(&err, StoreError::Source { bytes_read: 0, source } if source.kind() == io::ErrorKind::NotFound),
         "{err}"
     );
-    assert_eq!(listed(store).await.len(), 3);
+    assert_eq!(listed(store).await.len(), lens.len());
+
+    // A file whose length on disk says nothing about its content (a pipe says 0): read
+    // to its end all the same.
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let data = pseudo_random((2 << 20) + 5, 99);
+    let writer = {
+        let (fifo, data) = (fifo.clone(), data.clone());
+        std::thread::spawn(move || std::fs::write(fifo, data).unwrap())
+    };
+    let put = store.put_file(&fifo, &PutOptions::default()).await.unwrap();
+    writer.join().unwrap();
+    assert_eq!(put.blob.sha256, sha256_of(&data));
+    assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
 }
 
 async fn deferred_durability_is_completed_by_sync(store: &dyn Datastore) {
