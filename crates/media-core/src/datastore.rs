@@ -102,7 +102,9 @@ pub enum Durability {
     #[default]
     OnReturn,
     /// After the next [`Datastore::sync`]: the caller syncs before it records anything
-    /// that references the blob, so one sync can cover a whole batch of puts.
+    /// that references the blob, so one sync can cover a whole batch of puts. Until then
+    /// the blob may not be readable yet, and it is lost if the datastore is dropped or
+    /// the sync fails.
     AfterSync,
 }
 

@@ -91,6 +91,52 @@ pub(crate) struct OpenOptions {
     pub max_connections: u32,
 }
 
+/// Page cache of the connection that writes our SQLite repository (SQLite's default is
+/// 2 MiB; the indexes a batch of imports touches are larger).
+const SQLITE_WRITER_CACHE_KIB: u32 = 16 * 1024;
+
+/// How long a writer waits for its turn on our SQLite repository's write connection.
+const SQLITE_WRITER_WAIT: Duration = Duration::from_secs(600);
+
+/// Whether `url` names an in-memory SQLite database (one per connection).
+fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// Opens the one connection through which this process writes our SQLite repository at
+/// `url` (already created and migrated). Writers queue for it, fairly and woken as soon as
+/// the previous transaction commits, instead of polling the database's lock with the busy
+/// handler's growing sleeps; and its page cache stays warm, because no other connection of
+/// ours writes (SQLite drops a connection's cache whenever another one has written). `None`
+/// for an in-memory database, whose only connection must do everything.
+pub(crate) async fn open_sqlite_writer(url: &str) -> Result<Option<Pool>, DbError> {
+    if is_in_memory(url) {
+        return Ok(None);
+    }
+    let connect = SqliteConnectOptions::from_str(url)
+        .map_err(|e| DbError::InvalidUrl {
+            url: redact_url(url),
+            reason: e.to_string(),
+        })?
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(60))
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .pragma("cache_size", format!("-{SQLITE_WRITER_CACHE_KIB}"));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(SQLITE_WRITER_WAIT)
+        .idle_timeout(Some(Duration::from_secs(600)))
+        .connect_with(connect)
+        .await
+        .map_err(|source| DbError::Connect {
+            url: redact_url(url),
+            hint: "Check that the folder exists and is writable.",
+            source,
+        })?;
+    Ok(Some(Pool::Sqlite(pool)))
+}
+
 /// Opens a pool for `url`.
 pub(crate) async fn open_pool(url: &str, options: OpenOptions) -> Result<Pool, DbError> {
     let shown = redact_url(url);
@@ -100,7 +146,7 @@ pub(crate) async fn open_pool(url: &str, options: OpenOptions) -> Result<Pool, D
     };
     match dialect_of(url)? {
         Dialect::Sqlite => {
-            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let in_memory = is_in_memory(url);
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(invalid)?
                 .create_if_missing(options.create)

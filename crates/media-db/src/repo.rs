@@ -29,6 +29,8 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres
 /// Rows per multi-row statement: far below the bound-parameter limits of SQLite (32766)
 /// and PostgreSQL (65535) at 13 columns.
 const ROWS_PER_STATEMENT: usize = 1_000;
+/// Datastore lookups in flight while a batch checks that its new blobs are stored.
+const BLOB_CHECKS_IN_FLIGHT: usize = 16;
 
 /// Rows fetched per page by the keyset-paginated streams.
 const PAGE_SIZE: i64 = 500;
@@ -46,6 +48,9 @@ pub struct DatastoreId(pub i64);
 pub struct Repository {
     pool: Pool,
     dialect: Dialect,
+    /// Where write transactions run: for a SQLite file, its one write connection (see
+    /// `connect::open_sqlite_writer`); otherwise the pool itself.
+    writer: Pool,
 }
 
 /// A blob row as the repository holds it.
@@ -236,7 +241,16 @@ pub async fn connect(url: &str) -> Result<Repository, DbError> {
         Pool::Postgres(_) => (Dialect::Postgres, &POSTGRES_MIGRATIONS),
     };
     connect::migrate(&pool, migrator, url).await?;
-    Ok(Repository { pool, dialect })
+    let writer = match dialect {
+        Dialect::Sqlite => connect::open_sqlite_writer(url).await?,
+        Dialect::Postgres => None,
+    }
+    .unwrap_or_else(|| pool.clone());
+    Ok(Repository {
+        pool,
+        dialect,
+        writer,
+    })
 }
 
 impl Repository {
@@ -256,6 +270,7 @@ impl Repository {
 
     /// Closes every connection.
     pub async fn close(&self) {
+        on_pool!(&self.writer, |p| p.close().await);
         on_pool!(&self.pool, |p| p.close().await)
     }
 
@@ -287,7 +302,7 @@ impl Repository {
         blob: &NewBlob,
         store: &dyn Datastore,
     ) -> Result<BlobOutcome, DbError> {
-        on_pool!(&self.pool, |p| {
+        on_pool!(&self.writer, |p| {
             let mut tx = p
                 .begin_with(self.begin_write())
                 .await
@@ -321,7 +336,7 @@ impl Repository {
                 }
             }
         }
-        on_pool!(&self.pool, |p| {
+        on_pool!(&self.writer, |p| {
             let mut tx = p
                 .begin_with(self.begin_write())
                 .await
@@ -361,18 +376,20 @@ impl Repository {
                     .await
                     .during("cancel queued deletions")?;
             }
-            for sha256 in &new_blobs {
-                let key = BlobKey::parse(&format!("{}/{}/{sha256}", &sha256[0..2], &sha256[2..4]));
-                let held = match &key {
-                    Some(key) => store.size(key).await?,
-                    None => None,
-                };
-                if held != sizes.get(sha256.as_str()).copied() {
-                    return Err(DbError::BlobMissing {
-                        sha256: sha256.clone(),
-                        datastore: store.uri(),
-                    });
-                }
+            // The write lock is held: ask the datastore about every new blob at once.
+            let checks: Vec<_> = new_blobs
+                .iter()
+                .map(|sha256| blob_missing(store, sha256, sizes.get(sha256.as_str()).copied()))
+                .collect();
+            let missing: Vec<Option<&String>> = stream::iter(checks)
+                .buffer_unordered(BLOB_CHECKS_IN_FLIGHT)
+                .try_collect()
+                .await?;
+            if let Some(sha256) = missing.into_iter().flatten().min() {
+                return Err(DbError::BlobMissing {
+                    sha256: sha256.clone(),
+                    datastore: store.uri(),
+                });
             }
 
             // 2. Media: never overwritten; an existing one is the same bytes or a conflict.
@@ -504,7 +521,7 @@ impl Repository {
         store: &dyn Datastore,
     ) -> Result<InsertOutcome, DbError> {
         let t = thumbnail;
-        on_pool!(&self.pool, |p| {
+        on_pool!(&self.writer, |p| {
             let mut tx = p
                 .begin_with(self.begin_write())
                 .await
@@ -728,7 +745,7 @@ impl Repository {
     ) -> Result<QuarantineReport, DbError> {
         let by = if quarantined { by } else { None };
         let ts = now_ms();
-        on_pool!(&self.pool, |p| {
+        on_pool!(&self.writer, |p| {
             let mut tx = p
                 .begin_with(self.begin_write())
                 .await
@@ -822,7 +839,7 @@ impl Repository {
     /// deleted (pinned, quarantined) is the caller's policy.
     pub async fn delete_media(&self, keys: &[MediaKey]) -> Result<DeletedMedia, DbError> {
         let ts = now_ms();
-        on_pool!(&self.pool, |p| {
+        on_pool!(&self.writer, |p| {
             let mut tx = p
                 .begin_with(self.begin_write())
                 .await
@@ -934,7 +951,7 @@ impl Repository {
                 return Ok(report);
             }
             for (id, pending) in batch {
-                on_pool!(&self.pool, |p| {
+                on_pool!(&self.writer, |p| {
                     let mut tx = p
                         .begin_with(self.begin_write())
                         .await
@@ -970,7 +987,7 @@ impl Repository {
 
     /// Pins media (for instance because they are in use as avatars), in one transaction.
     pub async fn pin_media(&self, keys: &[MediaKey]) -> Result<PinReport, DbError> {
-        on_pool!(&self.pool, |p| {
+        on_pool!(&self.writer, |p| {
             let mut tx = p
                 .begin_with(self.begin_write())
                 .await
@@ -1063,4 +1080,17 @@ impl Repository {
 enum MediaFilter {
     Uploader(String),
     Origin(String),
+}
+
+/// `Some(sha256)` when `store` does not hold the blob `sha256` with `expected_size` bytes.
+async fn blob_missing<'a>(
+    store: &dyn Datastore,
+    sha256: &'a String,
+    expected_size: Option<u64>,
+) -> Result<Option<&'a String>, DbError> {
+    let held = match BlobKey::parse(&format!("{}/{}/{sha256}", &sha256[0..2], &sha256[2..4])) {
+        Some(key) => store.size(&key).await?,
+        None => None,
+    };
+    Ok((held != expected_size).then_some(sha256))
 }

@@ -3,10 +3,12 @@
 //!
 //! A producer reads the Synapse tables page by page and turns each row into a work item
 //! (or a listed failure: invalid identifiers never become paths); `workers` tasks pull
-//! items from a bounded queue, stream each file once through the hasher into the
-//! datastore, and record media together with their thumbnails in batched transactions.
-//! The repository's unique keys decide deduplication, so any number of workers gives the
-//! same result, and a re-run skips every media already recorded.
+//! items from a bounded queue and stream each file once through the hasher into the
+//! datastore; one recorder records the stored media together with their thumbnails, all
+//! that have queued up since its last transaction in the next one (group commit: the
+//! busier the database, the larger its batches). The repository's unique keys decide
+//! deduplication, so any number of workers gives the same result, and a re-run skips
+//! every media already recorded.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -29,8 +31,10 @@ use tokio::sync::{Mutex, mpsc};
 use crate::homeserver::{DownloadFailure, HomeserverClient, RemoteContent};
 use crate::synapse_paths::{self, ThumbnailName};
 
-/// Media recorded per transaction by each worker.
-const BATCH_SIZE: usize = 64;
+/// At most this many media are recorded per transaction.
+const MAX_BATCH: usize = 512;
+/// Stored media waiting for the recorder; workers wait when it is full.
+const RECORD_QUEUE: usize = 2 * MAX_BATCH;
 /// Failures listed in a report; more are only counted.
 const MAX_LISTED_FAILURES: usize = 10_000;
 
@@ -450,9 +454,12 @@ async fn run(
 ) -> Result<ImportReport, ImportError> {
     let (sender, receiver) = mpsc::channel::<WorkItem>(workers * 4);
     let receiver = Arc::new(Mutex::new(receiver));
-    let handles: Vec<_> = (0..workers)
-        .map(|_| tokio::spawn(work(receiver.clone(), context.clone())))
+    let (to_record, stored) = mpsc::channel::<NewMedia>(RECORD_QUEUE);
+    let recorder = tokio::spawn(record(context.clone(), stored));
+    let mut handles: Vec<_> = (0..workers)
+        .map(|_| tokio::spawn(work(receiver.clone(), context.clone(), to_record.clone())))
         .collect();
+    drop(to_record);
     let produced = produce(synapse, &context, sender).await;
     let mut report = ImportReport {
         dry_run: context.options.dry_run,
@@ -463,6 +470,9 @@ async fn run(
         Ok(part) => report.merge(part),
         Err(e) => first_error = Some(e),
     }
+    // The recorder ends once every worker is done; its error, if any, is the cause of
+    // theirs.
+    handles.insert(0, recorder);
     for handle in handles {
         match handle.await {
             Ok(Ok(part)) => report.merge(part),
@@ -806,36 +816,35 @@ fn plan_thumbnail(
     })
 }
 
-/// A worker: imports items until the queue is closed and empty.
+/// A worker: stores items until the queue is closed and empty, and hands each stored
+/// media to the recorder.
 async fn work(
     queue: Arc<Mutex<mpsc::Receiver<WorkItem>>>,
     context: Arc<Context>,
+    recorder: mpsc::Sender<NewMedia>,
 ) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
-    let mut pending: Vec<NewMedia> = Vec::with_capacity(BATCH_SIZE);
-    loop {
-        let next = {
-            let mut guard = queue.lock().await;
-            match guard.try_recv() {
-                Ok(item) => Some(item),
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    // Nothing queued right now: record what we have before waiting.
-                    drop(guard);
-                    flush(&context, &mut pending, &mut report).await?;
-                    queue_recv(&queue).await
-                }
-            }
-        };
-        let Some(item) = next else { break };
-        if let Some(media) = prepare(&context, item, &mut report).await? {
-            pending.push(media);
-            if pending.len() >= BATCH_SIZE {
-                flush(&context, &mut pending, &mut report).await?;
-            }
+    while let Some(item) = queue_recv(&queue).await {
+        if let Some(media) = prepare(&context, item, &mut report).await?
+            && recorder.send(media).await.is_err()
+        {
+            break; // the recorder failed; run() reports its error
         }
     }
-    flush(&context, &mut pending, &mut report).await?;
+    Ok(report)
+}
+
+/// The recorder: records stored media until every worker is done, each transaction
+/// taking all that queued up meanwhile (at most [`MAX_BATCH`]).
+async fn record(
+    context: Arc<Context>,
+    mut stored: mpsc::Receiver<NewMedia>,
+) -> Result<ImportReport, ImportError> {
+    let mut report = ImportReport::default();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while stored.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        flush(&context, &mut batch, &mut report).await?;
+    }
     Ok(report)
 }
 

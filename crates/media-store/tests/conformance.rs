@@ -265,10 +265,15 @@ async fn deferred_durability_is_completed_by_sync(store: &dyn Datastore) {
     let options = PutOptions::default().with_durability(Durability::AfterSync);
     let put = store.put(&mut &data[..], &options).await.unwrap();
     assert_eq!(put.status, PutStatus::Written);
-    assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
+    // The same bytes again before the sync: written once.
+    let again = store.put(&mut &data[..], &options).await.unwrap();
+    assert_eq!(again.status, PutStatus::AlreadyPresent);
     store.sync().await.unwrap();
+    assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
+    assert_eq!(store.size(&put.blob.key).await.unwrap(), Some(2_000));
     store.sync().await.unwrap();
     assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
+    assert_eq!(listed(store).await, BTreeSet::from([put.blob.key]));
 }
 
 macro_rules! backend_suite {
@@ -373,6 +378,38 @@ async fn a_crashed_put_is_never_listed_and_cleanup_removes_it() {
     assert_eq!(report.removed_files, 2);
     assert_eq!(report.removed_bytes, 8);
     assert_eq!(store.get_bytes(&kept).await.unwrap(), b"complete");
+}
+
+#[tokio::test]
+async fn a_deferred_put_gets_its_name_only_at_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let temp = dir.path().join(media_store::fs::TEMP_DIR);
+    let deferred = PutOptions::default().with_durability(Durability::AfterSync);
+    let large = pseudo_random((2 << 20) + 1, 5);
+    let store = FileDatastore::open(dir.path()).await.unwrap();
+    let small = store.put(&mut &b"small"[..], &deferred).await.unwrap();
+    let big = store.put(&mut &large[..], &deferred).await.unwrap();
+    // Before the sync the bytes sit in temporary files only: a crash now leaves no
+    // blob whose bytes might not have reached the disk.
+    assert!(listed(&store).await.is_empty());
+    assert!(!dir.path().join(small.blob.key.as_str()).exists());
+    assert_eq!(std::fs::read_dir(&temp).unwrap().count(), 2);
+    store.sync().await.unwrap();
+    assert_eq!(
+        listed(&store).await,
+        BTreeSet::from([small.blob.key.clone(), big.blob.key.clone()])
+    );
+    assert_eq!(std::fs::read_dir(&temp).unwrap().count(), 0);
+    assert_eq!(store.get_bytes(&big.blob.key).await.unwrap(), large);
+
+    // Dropped before its sync (the caller never recorded it): the put leaves nothing.
+    let lost = store
+        .put(&mut &b"never synced"[..], &deferred)
+        .await
+        .unwrap();
+    drop(store);
+    assert!(!dir.path().join(lost.blob.key.as_str()).exists());
+    assert_eq!(std::fs::read_dir(&temp).unwrap().count(), 0);
 }
 
 #[tokio::test]
