@@ -221,6 +221,11 @@ async fn main() {
         )
         .await;
         if std::env::var_os("BENCH_KEEP").is_some() {
+            if std::env::var_os("DATABASE_URL").is_some() {
+                let synapse = TestDatabase::postgres().await;
+                copy_into_postgres(&store, &synapse.url).await;
+                println!("kept the same Synapse tables in {}", synapse.url);
+            }
             let kept = work.keep();
             println!(
                 "kept {} — one import alone: {PHASE_VAR}=1 IMPORT_BENCH_SYNAPSE={} \

@@ -1,6 +1,8 @@
 //! A content-addressed datastore in a local folder.
 //!
-//! Layout: `<root>/ab/cd/abcdef…` for each blob, `<root>/.tmp/` for writes in progress.
+//! Layout: `<root>/ab/cd/abcdef…` for each blob, `<root>/.tmp/<n>/` for writes in progress
+//! (spread over [`TEMP_SHARDS`] folders, so that concurrent puts do not queue for one
+//! folder's lock; older versions wrote straight into `.tmp/`).
 //! A put streams into a temporary file beside the final location (same filesystem),
 //! hashing on the way, syncs it (unless fsync is off), then links it into place without
 //! ever replacing an existing blob, and syncs the folder. A put with
@@ -16,7 +18,7 @@
 use std::collections::HashMap;
 use std::io::{ErrorKind, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -35,6 +37,10 @@ pub const TEMP_DIR: &str = ".tmp";
 
 /// Bytes read from the source per write; two such buffers are in flight per put.
 const CHUNK: usize = 1 << 20;
+/// Folders inside [`TEMP_DIR`] that puts spread their temporary files over.
+pub const TEMP_SHARDS: usize = 16;
+/// Threads linking a sync's staged blobs into place at once.
+const LINK_THREADS: usize = 8;
 
 /// A datastore in a local folder. See the [module documentation](self).
 #[derive(Debug, Clone)]
@@ -45,6 +51,8 @@ pub struct FileDatastore {
     /// that the next [`Datastore::sync`] makes durable and links into place. Shared by
     /// clones; dropping the last clone removes the files.
     staged: Arc<Mutex<HashMap<BlobKey, tempfile::TempPath>>>,
+    /// Picks the temporary folder of the next put; shared by clones.
+    next_shard: Arc<AtomicUsize>,
     /// Set when a [`Datastore::sync`] linked blobs into place but failed to make their
     /// names durable: the next one retries. Shared by clones.
     names_unsynced: Arc<AtomicBool>,
@@ -68,9 +76,12 @@ impl FileDatastore {
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root: PathBuf = root.into();
         let temp = root.join(TEMP_DIR);
-        tokio::fs::create_dir_all(&temp)
-            .await
-            .map_err(|source| io_error("create datastore folder", &temp, source))?;
+        for shard in 0..TEMP_SHARDS {
+            let folder = temp.join(shard.to_string());
+            tokio::fs::create_dir_all(&folder)
+                .await
+                .map_err(|source| io_error("create datastore folder", &folder, source))?;
+        }
         // Prove we may write here now rather than on the first media of a long run.
         let probe = tempfile::Builder::new()
             .prefix("probe-")
@@ -87,6 +98,7 @@ impl FileDatastore {
             root,
             fsync: true,
             staged: Arc::default(),
+            next_shard: Arc::default(),
             names_unsynced: Arc::default(),
             sync_in_progress: Arc::default(),
         })
@@ -121,31 +133,38 @@ impl FileDatastore {
 
     /// Removes temporary files older than `older_than` (writes that a crash interrupted).
     pub async fn cleanup(&self, older_than: Duration) -> Result<CleanupReport, StoreError> {
-        let temp = self.root.join(TEMP_DIR);
         let cutoff = SystemTime::now()
             .checked_sub(older_than)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut report = CleanupReport::default();
-        let mut entries = tokio::fs::read_dir(&temp)
-            .await
-            .map_err(|source| io_error("list", &temp, source))?;
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(|source| io_error("list", &temp, source))?
-        {
-            let Ok(meta) = entry.metadata().await else {
-                continue;
-            };
-            let stale = meta.modified().map(|m| m <= cutoff).unwrap_or(true);
-            if meta.is_file() && stale {
-                match tokio::fs::remove_file(entry.path()).await {
-                    Ok(()) => {
-                        report.removed_files += 1;
-                        report.removed_bytes += meta.len();
+        // The temporary folder and its shards, one level down.
+        let mut folders = vec![(self.root.join(TEMP_DIR), true)];
+        while let Some((folder, top_level)) = folders.pop() {
+            let mut entries = tokio::fs::read_dir(&folder)
+                .await
+                .map_err(|source| io_error("list", &folder, source))?;
+            while let Some(entry) = entries
+                .next_entry()
+                .await
+                .map_err(|source| io_error("list", &folder, source))?
+            {
+                let Ok(meta) = entry.metadata().await else {
+                    continue;
+                };
+                if meta.is_dir() && top_level {
+                    folders.push((entry.path(), false));
+                    continue;
+                }
+                let stale = meta.modified().map(|m| m <= cutoff).unwrap_or(true);
+                if meta.is_file() && stale {
+                    match tokio::fs::remove_file(entry.path()).await {
+                        Ok(()) => {
+                            report.removed_files += 1;
+                            report.removed_bytes += meta.len();
+                        }
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(source) => return Err(io_error("remove", &entry.path(), source)),
                     }
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(source) => return Err(io_error("remove", &entry.path(), source)),
                 }
             }
         }
@@ -248,7 +267,8 @@ impl FileDatastore {
     }
 
     fn new_temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
-        let temp_dir = self.root.join(TEMP_DIR);
+        let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % TEMP_SHARDS;
+        let temp_dir = self.root.join(TEMP_DIR).join(shard.to_string());
         tempfile::Builder::new()
             .prefix("put-")
             .tempfile_in(&temp_dir)
@@ -399,14 +419,45 @@ impl FileDatastore {
             // Their bytes first; only then their names.
             sync_filesystem(&temp_dir)?;
             self.names_unsynced.store(true, Ordering::SeqCst);
-            for (key, temp) in staged {
-                link_into_place(temp, &self.path_of(&key))?;
-            }
+            link_all(
+                staged
+                    .into_iter()
+                    .map(|(key, temp)| (self.path_of(&key), temp))
+                    .collect(),
+            )?;
         }
         sync_filesystem(&temp_dir)?;
         self.names_unsynced.store(false, Ordering::SeqCst);
         Ok(())
     }
+}
+
+/// Blocking: links temporary files into place (see [`link_into_place`]) on several
+/// threads at once: creating a fan-out folder may wait for the disk (ext4 reads inode
+/// tables to pick a free inode), and one thread at a time spent most of a sync waiting.
+fn link_all(staged: Vec<(PathBuf, tempfile::TempPath)>) -> Result<(), StoreError> {
+    let per_thread = staged.len().div_ceil(LINK_THREADS).max(1);
+    let mut staged = staged.into_iter();
+    let chunks: Vec<Vec<_>> = std::iter::from_fn(|| {
+        let chunk: Vec<_> = staged.by_ref().take(per_thread).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    })
+    .collect();
+    std::thread::scope(|scope| {
+        let linkers: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .try_for_each(|(target, temp)| link_into_place(temp, &target).map(drop))
+                })
+            })
+            .collect();
+        linkers
+            .into_iter()
+            .try_for_each(|linker| linker.join().expect("a link thread panicked"))
+    })
 }
 
 /// Blocking: links a complete temporary file to `target`, creating its folder. Never
