@@ -81,8 +81,8 @@ struct Cli {
     #[command(flatten)]
     repository: media_cli::RepositoryArgs,
 
-    /// Files copied concurrently.
-    #[arg(long, env = "IMPORT_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Files copied concurrently (the database is written by one recorder either way).
+    #[arg(long, env = "IMPORT_WORKERS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: u16,
 
     /// What to import: a comma-separated list of local, remote, thumbnails, url-previews.

@@ -3,7 +3,7 @@
 //! `DATABASE_URL=postgres://… cargo bench -p media-import --bench import`
 //! (PostgreSQL is optional: without `DATABASE_URL` only SQLite runs). Sizes:
 //! `BENCH_LARGE_MIB` (default 1024: 1–16 MiB media) and `BENCH_SMALL_MEDIA` (default
-//! 50000: 4–64 KiB media, one thumbnail each); `BENCH_WORKERS` (default 4);
+//! 50000: 4–64 KiB media, one thumbnail each); `BENCH_WORKERS` (default 8, as the tool);
 //! `BENCH_FSYNC=0` turns the datastore's fsync off for the small media (default on, as
 //! the tool; large media run both ways). About 20% of the media repeat the bytes of
 //! another, as on real servers. `TMPDIR` chooses the filesystem. Each import runs in its
@@ -130,7 +130,7 @@ async fn run_import_phase() {
         homeserver: None,
         server_name: var("IMPORT_BENCH_SERVER").parse().unwrap(),
         include: Include::default(),
-        workers: env_or("BENCH_WORKERS", 4) as usize,
+        workers: env_or("BENCH_WORKERS", 8) as usize,
         dry_run: false,
         source_label: "bench".into(),
     };
@@ -166,7 +166,7 @@ async fn main() {
         return run_import_phase().await;
     }
     let work = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-    let workers = env_or("BENCH_WORKERS", 4);
+    let workers = env_or("BENCH_WORKERS", 8);
     let fsync = env_or("BENCH_FSYNC", 1) == 1;
 
     let large_mib = env_or("BENCH_LARGE_MIB", 1024);

@@ -50,7 +50,9 @@ pub struct FileDatastore {
     /// Blobs put with [`Durability::AfterSync`] (fsync on), written to temporary files
     /// that the next [`Datastore::sync`] makes durable and links into place. Shared by
     /// clones; dropping the last clone removes the files.
-    staged: Arc<Mutex<HashMap<BlobKey, tempfile::TempPath>>>,
+    /// A sync takes the files out while it links them (leaving `None`), so that a put of
+    /// the same bytes meanwhile still finds them.
+    staged: Arc<Mutex<HashMap<BlobKey, Option<tempfile::TempPath>>>>,
     /// Picks the temporary folder of the next put; shared by clones.
     next_shard: Arc<AtomicUsize>,
     /// Set when a [`Datastore::sync`] linked blobs into place but failed to make their
@@ -389,7 +391,7 @@ impl FileDatastore {
                 // Dropping `temp` removes this copy of the same bytes.
                 std::collections::hash_map::Entry::Occupied(_) => PutStatus::AlreadyPresent,
                 std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(temp);
+                    slot.insert(Some(temp));
                     PutStatus::Written
                 }
             }
@@ -410,10 +412,7 @@ impl FileDatastore {
 
     /// Blocking: makes the staged blobs durable, links them into place, and makes their
     /// names durable.
-    fn commit_staged(
-        &self,
-        staged: HashMap<BlobKey, tempfile::TempPath>,
-    ) -> Result<(), StoreError> {
+    fn commit_staged(&self, staged: Vec<(BlobKey, tempfile::TempPath)>) -> Result<(), StoreError> {
         let temp_dir = self.root.join(TEMP_DIR);
         if !staged.is_empty() {
             // Their bytes first; only then their names.
@@ -561,12 +560,25 @@ impl Datastore for FileDatastore {
 
     async fn sync(&self) -> Result<(), StoreError> {
         let _one_at_a_time = self.sync_in_progress.lock().await;
-        let staged = std::mem::take(&mut *self.staged.lock().expect("poisoned"));
-        if staged.is_empty() && !self.names_unsynced.load(Ordering::SeqCst) {
+        let taken: Vec<(BlobKey, tempfile::TempPath)> = self
+            .staged
+            .lock()
+            .expect("poisoned")
+            .iter_mut()
+            .filter_map(|(key, temp)| Some((key.clone(), temp.take()?)))
+            .collect();
+        if taken.is_empty() && !self.names_unsynced.load(Ordering::SeqCst) {
             return Ok(());
         }
+        let keys: Vec<BlobKey> = taken.iter().map(|(key, _)| key.clone()).collect();
         let store = self.clone();
-        blocking(move || store.commit_staged(staged)).await
+        let result = blocking(move || store.commit_staged(taken)).await;
+        // Linked, or lost with the failed sync: either way no longer staged.
+        let mut staged = self.staged.lock().expect("poisoned");
+        for key in keys {
+            staged.remove(&key);
+        }
+        result
     }
 
     fn local_path(&self, key: &BlobKey) -> Option<PathBuf> {
