@@ -5,8 +5,9 @@
 //! folder's lock; older versions wrote straight into `.tmp/`).
 //! A put streams into a temporary file beside the final location (same filesystem),
 //! hashing on the way, syncs it (unless fsync is off), then links it into place without
-//! ever replacing an existing blob, and syncs the folder. A put with
-//! [`Durability::AfterSync`] stops after writing its temporary file: the next
+//! ever replacing an existing blob, and syncs the folder. A put of a small blob (under
+//! one read chunk) with [`Durability::AfterSync`] stops after writing its temporary
+//! file: the next
 //! [`Datastore::sync`] makes every such file durable with one `syncfs`, links them into
 //! place, and makes the new names durable with a second one. (The kernel then writes a
 //! whole batch in large sorted runs and commits its journal twice, where an fsync per
@@ -123,9 +124,13 @@ impl FileDatastore {
         self.path_of(key).exists() || self.staged.lock().expect("poisoned").contains_key(key)
     }
 
-    /// Whether a put with `durability` leaves its bytes unsynced for [`Datastore::sync`].
-    fn defers(&self, durability: Durability) -> bool {
-        self.fsync && durability == Durability::AfterSync
+    /// Whether a put of `size` bytes with `durability` leaves them unsynced for
+    /// [`Datastore::sync`]. Only small blobs wait: a blob of a chunk or more is synced by
+    /// its own put, which costs it no more than its share of a batch's `syncfs`, while a
+    /// caller that waits for each sync would otherwise wait for hundreds of megabytes at
+    /// once (the archive importer's rate halved).
+    fn defers(&self, durability: Durability, size: u64) -> bool {
+        self.fsync && durability == Durability::AfterSync && size < CHUNK as u64
     }
 
     fn path_of(&self, key: &BlobKey) -> PathBuf {
@@ -290,7 +295,7 @@ impl FileDatastore {
         let mut temp = self.new_temp_file()?;
         temp.write_all(bytes)
             .and_then(|()| {
-                if self.fsync && !self.defers(options.durability) {
+                if self.fsync && !self.defers(options.durability, blob.size) {
                     temp.as_file().sync_all()
                 } else {
                     Ok(())
@@ -354,7 +359,7 @@ impl FileDatastore {
                 status: PutStatus::AlreadyPresent,
             });
         }
-        if self.fsync && !self.defers(options.durability) {
+        if self.fsync && !self.defers(options.durability, len) {
             file.sync_all()
                 .map_err(|source| io_error("sync", &temp, source))?;
         }
@@ -381,7 +386,7 @@ impl FileDatastore {
         blob: StoredBlob,
         durability: Durability,
     ) -> Result<Put, StoreError> {
-        let status = if self.defers(durability) {
+        let status = if self.defers(durability, blob.size) {
             match self
                 .staged
                 .lock()
