@@ -6,6 +6,7 @@
 //! [`TestDatabase::postgres`] creates a fresh database on that server and drops it after.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod dendrite;
 pub mod synthetic_synapse;
 

@@ -13,13 +13,7 @@ use media_core::records::{MediaKey, MediaRecord, Purpose};
 use media_db::{NewMedia, connect};
 use media_store::MemoryDatastore;
 use media_tests::TestDatabase;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use media_tests::bench::env_or;
 
 async fn bench(db: TestDatabase, count: usize, batch_size: usize) {
     let repo = connect(&db.url).await.unwrap();
@@ -73,8 +67,8 @@ async fn bench(db: TestDatabase, count: usize, batch_size: usize) {
 
 #[tokio::main]
 async fn main() {
-    let count = env_or("BENCH_MEDIA", 50_000);
-    let batch = env_or("BENCH_BATCH", 500);
+    let count: usize = env_or("BENCH_MEDIA", 50_000);
+    let batch: usize = env_or("BENCH_BATCH", 500);
     bench(TestDatabase::sqlite(), count, batch).await;
     if std::env::var_os("DATABASE_URL").is_some() {
         bench(TestDatabase::postgres().await, count, batch).await;

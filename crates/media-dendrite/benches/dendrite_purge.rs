@@ -13,14 +13,8 @@
 use std::process::Command;
 use std::time::Instant;
 
+use media_tests::bench::env_or;
 use media_tests::dendrite::{DendriteFixture, Engine, LargeStoreSpec};
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A figure `/usr/bin/time -v` reported (e.g. "Maximum resident set size (kbytes)").
 fn time_figure(time_output: &str, label: &str) -> Option<f64> {
@@ -83,7 +77,7 @@ async fn bench(engine: Engine, spec: LargeStoreSpec) {
 
 #[tokio::main]
 async fn main() {
-    let rows = env_or("BENCH_ROWS", 200_000);
+    let rows: usize = env_or("BENCH_ROWS", 200_000);
     let spec = LargeStoreSpec {
         rows,
         directories: env_or("BENCH_DIRS", rows / 2),

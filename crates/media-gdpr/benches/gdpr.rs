@@ -20,41 +20,10 @@ use media_db::repo::NewMedia;
 use media_gdpr::import::Mode;
 use media_gdpr::{Entity, ExportOptions, ImportOptions, Progress};
 use media_store::FileDatastore;
+use media_tests::bench::{env_or, mib, sync_disk, time_shell};
 use rand::{Rng, RngCore, SeedableRng};
 
 const USER: &str = "@bench:example.org";
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
-}
-
-/// Flushes every dirty page, so that no contender pays for an earlier one's writes.
-fn sync() {
-    assert!(Command::new("sync").status().unwrap().success());
-}
-
-/// Runs a shell command in `dir`; returns its wall time, and with a `sync` after it.
-fn time_shell(command: &str, dir: &Path) -> (Duration, Duration) {
-    sync();
-    let start = Instant::now();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .current_dir(dir)
-        .status()
-        .unwrap();
-    assert!(status.success(), "{command}");
-    let done = start.elapsed();
-    sync();
-    (done, start.elapsed())
-}
 
 /// Fills a repository with media of random bytes; returns (media, bytes).
 async fn populate(repo_url: &str, store_dir: &Path, total: u64) -> (u64, u64) {
@@ -131,7 +100,7 @@ impl Phase {
 
     /// Runs the phase in a child process; returns (wall time, peak memory in MiB).
     fn measure(self, dir: &Path) -> (Duration, f64) {
-        sync();
+        sync_disk();
         let out = Command::new(std::env::current_exe().unwrap())
             .env(PHASE_VAR, self.name())
             .env(DIR_VAR, dir)
@@ -226,7 +195,7 @@ async fn main() {
     }
     let work = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
     let dir = work.path();
-    let total = env_or("BENCH_GDPR_MIB", 2048) << 20;
+    let total = env_or::<u64>("BENCH_GDPR_MIB", 2048) << 20;
     let source_url = format!("sqlite://{}", dir.join("source.db").display());
     let (media, bytes) = populate(&source_url, &dir.join("store"), total).await;
     if std::env::var_os("BENCH_GDPR_KEEP").is_some() {

@@ -18,48 +18,21 @@ use std::time::{Duration, Instant};
 use media_import::{ImportOptions, Include, Progress, import_synapse};
 use media_store::FileDatastore;
 use media_tests::TestDatabase;
+use media_tests::bench::{env_or, mib, sync_disk, time_shell};
 use media_tests::synthetic_synapse::{
     SyntheticSpec, SyntheticStore, copy_into_postgres, write_synapse_sqlite,
 };
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Reads every file once so that every contender reads from the page cache.
 fn warm(dir: &Path) {
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg("find . -type f -exec cat {} + > /dev/null")
-        .current_dir(dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// Flushes every dirty page, so that no contender pays for an earlier one's writes.
-fn sync() {
-    assert!(Command::new("sync").status().unwrap().success());
+    time_shell("find . -type f -exec cat {} + > /dev/null", dir);
 }
 
 /// `cp -r` alone, and `cp -r` followed by `sync` (the durable equivalent of an import
 /// with fsync on).
 fn time_cp(src: &Path, dst: &Path) -> (Duration, Duration) {
-    sync();
-    let start = Instant::now();
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(src)
-        .arg(dst)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let copied = start.elapsed();
-    sync();
-    (copied, start.elapsed())
+    let command = format!("cp -r '{}' '{}'", src.display(), dst.display());
+    time_shell(&command, Path::new("/"))
 }
 
 /// One import, measured in a child process (this bench re-run with [`PHASE_VAR`] set) so
@@ -88,7 +61,7 @@ fn time_import(
     datastore: &Path,
     fsync: bool,
 ) -> Measured {
-    sync();
+    sync_disk();
     let out = Command::new(std::env::current_exe().unwrap())
         .env(PHASE_VAR, "import")
         .env("IMPORT_BENCH_SYNAPSE", synapse_location)
@@ -124,13 +97,13 @@ async fn run_import_phase() {
     let datastore = FileDatastore::open(var("IMPORT_BENCH_DATASTORE"))
         .await
         .unwrap()
-        .with_fsync(env_or("BENCH_FSYNC", 1) == 1);
+        .with_fsync(env_or("BENCH_FSYNC", 1u8) == 1);
     let options = ImportOptions {
         media_store: Some(var("IMPORT_BENCH_MEDIA_STORE").into()),
         homeserver: None,
         server_name: var("IMPORT_BENCH_SERVER").parse().unwrap(),
         include: Include::default(),
-        workers: env_or("BENCH_WORKERS", 8) as usize,
+        workers: env_or("BENCH_WORKERS", 8usize),
         dry_run: false,
         source_label: "bench".into(),
     };
@@ -156,20 +129,16 @@ async fn run_import_phase() {
     );
 }
 
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1 << 20) as f64
-}
-
 #[tokio::main]
 async fn main() {
     if std::env::var_os(PHASE_VAR).is_some() {
         return run_import_phase().await;
     }
     let work = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-    let workers = env_or("BENCH_WORKERS", 8);
-    let fsync = env_or("BENCH_FSYNC", 1) == 1;
+    let workers: usize = env_or("BENCH_WORKERS", 8);
+    let fsync = env_or("BENCH_FSYNC", 1u8) == 1;
 
-    let large_mib = env_or("BENCH_LARGE_MIB", 1024);
+    let large_mib: u64 = env_or("BENCH_LARGE_MIB", 1024);
     if large_mib > 0 {
         let store = write_synapse_sqlite(
             &work.path().join("large"),
@@ -213,7 +182,7 @@ async fn main() {
         std::fs::remove_dir_all(work.path().join("large-cp")).ok();
     }
 
-    let small = env_or("BENCH_SMALL_MEDIA", 50_000) as usize;
+    let small: usize = env_or("BENCH_SMALL_MEDIA", 50_000);
     if small > 0 {
         let store = write_synapse_sqlite(
             &work.path().join("small"),
