@@ -40,3 +40,21 @@ pub fn time_shell(command: &str, dir: &Path) -> (Duration, Duration) {
     sync_disk();
     (done, start.elapsed())
 }
+
+/// Runs this benchmark binary again, after a [`sync_disk`], with `vars` added to its
+/// environment (which tell it to run one measured phase, in a process of its own so
+/// that its peak memory is its own); returns what it printed.
+pub fn rerun_self<'a>(vars: impl IntoIterator<Item = (&'a str, &'a std::ffi::OsStr)>) -> String {
+    sync_disk();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .envs(vars)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}

@@ -20,7 +20,7 @@ use media_db::repo::NewMedia;
 use media_gdpr::import::Mode;
 use media_gdpr::{Entity, ExportOptions, ImportOptions, Progress};
 use media_store::FileDatastore;
-use media_tests::bench::{env_or, mib, sync_disk, time_shell};
+use media_tests::bench::{env_or, mib, rerun_self, time_shell};
 use rand::{Rng, RngCore, SeedableRng};
 
 const USER: &str = "@bench:example.org";
@@ -100,18 +100,10 @@ impl Phase {
 
     /// Runs the phase in a child process; returns (wall time, peak memory in MiB).
     fn measure(self, dir: &Path) -> (Duration, f64) {
-        sync_disk();
-        let out = Command::new(std::env::current_exe().unwrap())
-            .env(PHASE_VAR, self.name())
-            .env(DIR_VAR, dir)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = rerun_self([
+            (PHASE_VAR, self.name().as_ref()),
+            (DIR_VAR, dir.as_os_str()),
+        ]);
         let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().unwrap());
         let (seconds, peak) = (fields.next().unwrap(), fields.next().unwrap());
         (Duration::from_secs_f64(seconds), peak)

@@ -11,14 +11,13 @@
 //! keeps it and prints the command that runs one import on it (for a profiler).
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use media_import::{ImportOptions, Include, Progress, import_synapse};
 use media_store::FileDatastore;
 use media_tests::TestDatabase;
-use media_tests::bench::{env_or, mib, sync_disk, time_shell};
+use media_tests::bench::{env_or, mib, rerun_self, time_shell};
 use media_tests::synthetic_synapse::{
     SyntheticSpec, SyntheticStore, copy_into_postgres, write_synapse_sqlite,
 };
@@ -61,23 +60,16 @@ fn time_import(
     datastore: &Path,
     fsync: bool,
 ) -> Measured {
-    sync_disk();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .env(PHASE_VAR, "import")
-        .env("IMPORT_BENCH_SYNAPSE", synapse_location)
-        .env("IMPORT_BENCH_MEDIA_STORE", &store.media_store)
-        .env("IMPORT_BENCH_SERVER", &store.server_name)
-        .env("IMPORT_BENCH_REPO", repo_url)
-        .env("IMPORT_BENCH_DATASTORE", datastore)
-        .env("BENCH_FSYNC", if fsync { "1" } else { "0" })
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let fsync = if fsync { "1" } else { "0" };
+    let text = rerun_self([
+        (PHASE_VAR, "import".as_ref()),
+        ("IMPORT_BENCH_SYNAPSE", synapse_location.as_ref()),
+        ("IMPORT_BENCH_MEDIA_STORE", store.media_store.as_os_str()),
+        ("IMPORT_BENCH_SERVER", store.server_name.as_ref()),
+        ("IMPORT_BENCH_REPO", repo_url.as_ref()),
+        ("IMPORT_BENCH_DATASTORE", datastore.as_os_str()),
+        ("BENCH_FSYNC", fsync.as_ref()),
+    ]);
     let mut fields = text.trim().splitn(3, ' ');
     let mut next = || fields.next().expect("seconds, peak memory, report");
     Measured {
