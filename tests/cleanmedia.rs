@@ -373,6 +373,53 @@ async fn crash_between_commit_and_file_removal_is_found_and_fixed() {
     }
 }
 
+/// Dendrite may store the same bytes again after the purge planned a hash directory's
+/// removal. A trigger inserts such an upload inside the purge's own delete, so it is
+/// committed before the removal: the re-check in SQL keeps the directory.
+#[tokio::test]
+async fn a_directory_uploaded_again_during_the_purge_is_kept() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let purged = MediaSpec::remote(OTHER, "purged", 60, b"uploaded again");
+        add_all(&store, &[&purged]).await;
+        let reupload = format!(
+            "INSERT INTO mediaapi_media_repository (media_id, media_origin, content_type, \
+             file_size_bytes, creation_ts, upload_name, base64hash, user_id) \
+             VALUES ('again', '{SERVER_NAME}', 'image/png', OLD.file_size_bytes, {}, \
+             'b.png', OLD.base64hash, '@bob:{SERVER_NAME}');",
+            media_core::now_ms()
+        );
+        store
+            .execute_on_media(&match engine {
+                Engine::Sqlite => format!(
+                    "CREATE TRIGGER reupload AFTER DELETE ON mediaapi_media_repository \
+                     FOR EACH ROW WHEN OLD.media_id = 'purged' BEGIN {reupload} END"
+                ),
+                Engine::Postgres => format!(
+                    "CREATE FUNCTION reupload() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN {reupload} RETURN OLD; END $$; \
+                     CREATE TRIGGER reupload AFTER DELETE ON mediaapi_media_repository \
+                     FOR EACH ROW WHEN (OLD.media_id = 'purged') EXECUTE FUNCTION reupload()"
+                ),
+            })
+            .await;
+
+        let r = report(&cleanmedia(&store, &[]));
+        assert_eq!(r["purge"]["media_rows_deleted"], 1, "{engine:?}: {r}");
+        assert_eq!(r["purge"]["directories_removed"], 0);
+        assert_eq!(r["purge"]["kept"]["directories_in_use_again"], 1);
+        assert_eq!(
+            store.media_mxcs().await,
+            BTreeSet::from([format!("mxc://{SERVER_NAME}/again")])
+        );
+        let dir = store.content_dir(&purged.hash());
+        assert_eq!(std::fs::read(dir.join("file")).unwrap(), b"uploaded again");
+        let r = report(&cleanmedia(&store, &[]));
+        assert_eq!(r["sanity"]["rows_without_file"]["found"], 0, "{r}");
+        store.finish().await;
+    }
+}
+
 #[tokio::test]
 async fn mxid_purges_one_media_by_bare_id_or_mxc_and_refuses_an_ambiguous_id() {
     for engine in ENGINES {

@@ -8,7 +8,8 @@
 //! fifth of them shared by several rows. The binary runs under `/usr/bin/time -v` (its
 //! "Maximum resident set size" is the peak memory); the run includes reading avatars,
 //! the sanity checks (every row's file checked, every directory checked against the
-//! database) and the purge. `TMPDIR` chooses the filesystem.
+//! database) and the purge. `TMPDIR` chooses the filesystem; `BENCH_ENGINES` (default
+//! `sqlite,postgres`) the databases.
 
 use std::process::Command;
 use std::time::Instant;
@@ -84,7 +85,13 @@ async fn main() {
     };
     println!("| engine | store | cleanmedia, end to end | throughput | its CPU time | peak RSS |");
     println!("|---|---|---|---|---|---|");
-    bench(Engine::Sqlite, spec).await;
+    let engines: String = env_or("BENCH_ENGINES", "sqlite,postgres".to_owned());
+    if engines.contains("sqlite") {
+        bench(Engine::Sqlite, spec).await;
+    }
+    if !engines.contains("postgres") {
+        return;
+    }
     if std::env::var("DATABASE_URL").is_ok() {
         bench(Engine::Postgres, spec).await;
     } else {
