@@ -9,7 +9,6 @@
 //! `BENCH_GDPR_KEEP=1` only generates the data and keeps it, for profiling one phase.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
