@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use media_tests::dendrite::{DendriteFixture, Engine, MediaSpec, SERVER_NAME, set_age};
+use media_tests::dendrite::{
+    DendriteFixture, Engine, LargeStoreSpec, MediaSpec, SERVER_NAME, set_age,
+};
 use serde_json::Value;
 
 const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
@@ -369,6 +371,83 @@ async fn crash_between_commit_and_file_removal_is_found_and_fixed() {
         assert!(store.content_dir(&kept.hash()).join("file").exists());
         let r = report(&cleanmedia(&store, &[]));
         assert_eq!(r["sanity"]["unreferenced_directories"]["found"], 0);
+        store.finish().await;
+    }
+}
+
+/// A purge killed (SIGKILL) right after it committed its rows, while it removes their
+/// directories: every row left still has its file, and the next run (an hour later, as
+/// from cron) with `--fix` removes exactly the directories left behind and finishes the
+/// purge, leaving what an uninterrupted run leaves.
+#[tokio::test]
+async fn a_purge_killed_after_its_commit_leaves_nothing_the_next_run_cannot_repair() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let kept = [
+            MediaSpec::remote(OTHER, "recent", 2, b"recent"),
+            MediaSpec::local("alice", "upload", 90, b"local upload"),
+        ];
+        add_all(&store, &kept.iter().collect::<Vec<_>>()).await;
+        store
+            .generate(LargeStoreSpec {
+                rows: 4_000,
+                directories: 2_000,
+            })
+            .await;
+        let before = store.media_count().await;
+        let config = store.workdir.join("dendrite.yaml");
+        let mut child = std::process::Command::new(media_tests::binary("cleanmedia"))
+            .args(["-q", "-c", config.to_str().unwrap(), "--workdir"])
+            .arg(&store.workdir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while store.media_count().await == before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let hashes = store.media_hashes().await;
+        let directories: BTreeSet<String> = store
+            .files()
+            .iter()
+            .map(|file| file.rsplit_once('/').unwrap().0.to_owned())
+            .collect();
+        let left_behind: Vec<&String> = directories
+            .iter()
+            .filter(|dir| !hashes.contains(&dir.replace('/', "")))
+            .collect();
+        assert!(
+            store.media_count().await < before && !left_behind.is_empty(),
+            "{engine:?}: not killed between the commit and the removals"
+        );
+        for dir in &directories {
+            set_age(&store.media_path.join(dir), Duration::from_secs(2 * 3600));
+        }
+
+        let r = report(&cleanmedia(&store, &["--fix"]));
+        let sanity = &r["sanity"];
+        assert_eq!(sanity["rows_without_file"]["found"], 0, "{engine:?}: {r}");
+        assert_eq!(
+            sanity["unreferenced_directories"]["fixed"],
+            left_behind.len()
+        );
+        assert_eq!(store.media_mxcs().await, mxcs(&[&kept[0], &kept[1]]));
+        let mut expected: Vec<String> = kept
+            .iter()
+            .flat_map(|m| {
+                let dir = store.content_dir(&m.hash());
+                let dir = dir.strip_prefix(&store.media_path).unwrap().to_owned();
+                ["file", "thumbnail-32x32-crop"].map(|f| dir.join(f).display().to_string())
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(store.files(), expected);
+        let r = report(&cleanmedia(&store, &[]));
+        assert_eq!(r["sanity"]["unreferenced_directories"]["found"], 0);
+        assert_eq!(r["purge"]["media_rows_deleted"], 0);
         store.finish().await;
     }
 }

@@ -415,6 +415,24 @@ impl DendriteFixture {
             .collect()
     }
 
+    /// How many media rows there are.
+    pub async fn media_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM mediaapi_media_repository")
+            .fetch_one(self.media_pool())
+            .await
+            .unwrap()
+    }
+
+    /// The base64hashes of every media row.
+    pub async fn media_hashes(&self) -> BTreeSet<String> {
+        sqlx::query_scalar("SELECT base64hash FROM mediaapi_media_repository")
+            .fetch_all(self.media_pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+
     /// Every thumbnail row's MXC URI (once per row).
     pub async fn thumbnail_mxcs(&self) -> Vec<String> {
         let rows: Vec<(String, String)> = sqlx::query_as(
