@@ -3,8 +3,12 @@
 //! becomes a path, so nothing outside `base_path` is ever touched.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+use rustix::fs::{AtFlags, Dir, FileType, OFlags};
+use rustix::io::Errno;
 
 /// Whether a destructive step changes anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +47,16 @@ impl ContentHash {
     /// The hash.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The first two characters: they name the fan-out folders `<h0>/<h1>`.
+    fn fanout(&self) -> &str {
+        &self.0[..2]
+    }
+
+    /// The content directory's name inside its fan-out folder.
+    fn name_in_fanout(&self) -> &str {
+        &self.0[2..]
     }
 }
 
@@ -84,8 +98,13 @@ impl MediaFolder {
 
     /// The directory of a content: `<base>/<h0>/<h1>/<h2…>`.
     pub fn content_dir(&self, hash: &ContentHash) -> PathBuf {
+        self.fanout_dir(hash).join(hash.name_in_fanout())
+    }
+
+    /// The fan-out folder of a content: `<base>/<h0>/<h1>`.
+    fn fanout_dir(&self, hash: &ContentHash) -> PathBuf {
         let h = hash.as_str();
-        self.base.join(&h[0..1]).join(&h[1..2]).join(&h[2..])
+        self.base.join(&h[0..1]).join(&h[1..2])
     }
 
     /// Whether a content's `file` exists.
@@ -93,94 +112,108 @@ impl MediaFolder {
         self.content_dir(hash).join("file").is_file()
     }
 
-    /// Removes a content directory: its `file`, every `thumbnail-*`, the directory, then
-    /// its parents when empty. A directory already gone is fine. Anything else inside
-    /// (or a directory that is a link) is never removed: that is an error naming it. A
-    /// dry run only adds up the sizes.
-    pub fn remove_content(&self, hash: &ContentHash, mode: Mode) -> io::Result<RemovedFiles> {
-        let dir = self.content_dir(hash);
-        let meta = match std::fs::symlink_metadata(&dir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RemovedFiles::default()),
-            other => other?,
-        };
-        if !meta.is_dir() {
-            return Err(io::Error::other(format!(
-                "{} is not a directory; left alone",
-                dir.display()
-            )));
-        }
-        let mut removed = RemovedFiles::default();
-        let mut unexpected = None;
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let ours = name
-                .to_str()
-                .is_some_and(|n| n == "file" || n.starts_with("thumbnail-"));
-            let meta = entry.metadata()?;
-            if !ours || meta.is_dir() {
-                unexpected = Some(entry.path());
-                continue;
-            }
-            removed.bytes += meta.len();
-            if mode == Mode::Apply {
-                std::fs::remove_file(entry.path())?;
-            }
-        }
-        if let Some(path) = unexpected {
-            return Err(io::Error::other(format!(
-                "{} is not a Dendrite media file; its directory {} is left in place",
-                path.display(),
-                dir.display()
-            )));
-        }
-        removed.directory_removed = true;
-        if mode == Mode::Apply {
-            std::fs::remove_dir(&dir)?;
-            // The two fan-out levels go when empty; another content may still use them.
-            for parent in dir.ancestors().skip(1).take(2) {
-                if std::fs::remove_dir(parent).is_err() {
-                    break;
-                }
-            }
-        }
-        Ok(removed)
-    }
-
-    /// [`remove_content`](Self::remove_content) for many contents, on
-    /// [`REMOVAL_THREADS`] threads (removing files mostly waits for the disk). Results
-    /// come back in the order of `hashes`.
+    /// Removes content directories: each one's `file` and every `thumbnail-*`, the
+    /// directory, then its fan-out parents when empty. A directory already gone is fine.
+    /// Anything else inside (or a directory that is a link) is never removed: that is an
+    /// error naming it. A dry run only adds up the sizes. Runs on [`REMOVAL_THREADS`]
+    /// threads (removing files mostly waits for the disk), one fan-out folder at a time
+    /// each, so each folder is opened once. Results come back in the order of `hashes`.
     pub fn remove_contents(
         &self,
         hashes: &[ContentHash],
         mode: Mode,
     ) -> Vec<io::Result<RemovedFiles>> {
-        let per_thread = hashes.len().div_ceil(REMOVAL_THREADS).max(1);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = hashes
+        let mut order: Vec<usize> = (0..hashes.len()).collect();
+        order.sort_unstable_by(|&a, &b| hashes[a].cmp(&hashes[b]));
+        let groups: Vec<&[usize]> = order
+            .chunk_by(|&a, &b| hashes[a].fanout() == hashes[b].fanout())
+            .collect();
+        // Each thread takes one stretch of the hash space: fan-out folders far apart
+        // usually lie in different block groups, so the threads do not contend for one.
+        let per_thread = groups.len().div_ceil(REMOVAL_THREADS).max(1);
+        let done: Vec<Vec<(usize, io::Result<RemovedFiles>)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = groups
                 .chunks(per_thread)
-                .map(|chunk| {
+                .map(|stretch| {
                     scope.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|hash| self.remove_content(hash, mode))
-                            .collect::<Vec<_>>()
+                        let mut done = Vec::new();
+                        for group in stretch {
+                            let contents: Vec<&ContentHash> =
+                                group.iter().map(|&i| &hashes[i]).collect();
+                            let results = self.remove_in_fanout(&contents, mode);
+                            done.extend(group.iter().copied().zip(results));
+                        }
+                        done
                     })
                 })
                 .collect();
             workers
                 .into_iter()
-                .flat_map(|worker| worker.join().expect("a removal thread panicked"))
+                .map(|worker| worker.join().expect("a removal thread panicked"))
                 .collect()
-        })
+        });
+        let mut results: Vec<Option<io::Result<RemovedFiles>>> =
+            hashes.iter().map(|_| None).collect();
+        for (i, result) in done.into_iter().flatten() {
+            results[i] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|result| result.expect("every content was handled once"))
+            .collect()
+    }
+
+    /// Removes `contents`, which all lie in one fan-out folder `<h0>/<h1>`: the folder is
+    /// opened once and every path below it is resolved from it. Then the folder and
+    /// `<h0>` go when empty (another content may still use them).
+    fn remove_in_fanout(
+        &self,
+        contents: &[&ContentHash],
+        mode: Mode,
+    ) -> Vec<io::Result<RemovedFiles>> {
+        let Some(first) = contents.first() else {
+            return Vec::new();
+        };
+        let fanout_path = self.fanout_dir(first);
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fanout = match rustix::fs::open(&fanout_path, flags, rustix::fs::Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return contents.iter().map(|_| Ok(Default::default())).collect(),
+            Err(e) => {
+                let error = |_| {
+                    Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot open {}: {e}", fanout_path.display()),
+                    ))
+                };
+                return contents.iter().map(error).collect();
+            }
+        };
+        let results: Vec<_> = contents
+            .iter()
+            .map(|hash| remove_content_at(fanout.as_fd(), &fanout_path, hash, mode))
+            .collect();
+        let removed_one = results
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|r| r.directory_removed));
+        if mode == Mode::Apply && removed_one {
+            drop(fanout);
+            if std::fs::remove_dir(&fanout_path).is_ok()
+                && let Some(first_level) = fanout_path.parent()
+            {
+                // Fails while another fan-out folder is left in it, which is fine.
+                std::fs::remove_dir(first_level).ok();
+            }
+        }
+        results
     }
 
     /// The fan-out folders `<h0>/<h1>` that may hold content directories (at most
     /// 64 × 64 of them), in name order.
     pub fn fanout_dirs(&self) -> io::Result<Vec<(String, String)>> {
         let mut pairs = Vec::new();
-        for first in read_names(&self.base, 1)? {
-            for second in read_names(&self.base.join(&first), 1)? {
+        for (first, _) in subdirectories(&self.base, 1)? {
+            for (second, _) in subdirectories(&self.base.join(&first), 1)? {
                 pairs.push((first.clone(), second));
             }
         }
@@ -194,9 +227,9 @@ impl MediaFolder {
         let parent = self.base.join(first).join(second);
         let now = SystemTime::now();
         let mut hashes = Vec::new();
-        for rest in read_names(&parent, ContentHash::LEN - 2)? {
+        for (rest, entry) in subdirectories(&parent, ContentHash::LEN - 2)? {
             if let Ok(hash) = ContentHash::parse(&format!("{first}{second}{rest}"))
-                && older_than(&parent.join(&rest), now, UPLOAD_GRACE)
+                && older_than(entry.metadata(), now, UPLOAD_GRACE)
             {
                 hashes.push(hash);
             }
@@ -214,9 +247,9 @@ impl MediaFolder {
         let now = SystemTime::now();
         let mut stale = Vec::new();
         for entry in entries {
-            let path = entry?.path();
-            if older_than(&path, now, STALE_TMP_AGE) {
-                stale.push(path);
+            let entry = entry?;
+            if older_than(entry.metadata(), now, STALE_TMP_AGE) {
+                stale.push(entry.path());
             }
         }
         Ok(stale)
@@ -240,31 +273,90 @@ impl MediaFolder {
     }
 }
 
-/// The names of `dir`'s subdirectories that are `len` bytes long (none when `dir` is
+/// Removes one content directory of the fan-out folder `fanout` (at `fanout_path`, for
+/// messages): see [`MediaFolder::remove_contents`].
+fn remove_content_at(
+    fanout: BorrowedFd<'_>,
+    fanout_path: &Path,
+    hash: &ContentHash,
+    mode: Mode,
+) -> io::Result<RemovedFiles> {
+    let name = hash.name_in_fanout();
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let dir = match rustix::fs::openat(fanout, name, flags, rustix::fs::Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(RemovedFiles::default()),
+        Err(Errno::NOTDIR | Errno::LOOP) => {
+            return Err(io::Error::other(format!(
+                "{} is not a directory; left alone",
+                fanout_path.join(name).display()
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut entries = Dir::new(dir)?;
+    let mut removed = RemovedFiles::default();
+    let mut unexpected = None;
+    while let Some(entry) = entries.read() {
+        let entry = entry?;
+        let file = entry.file_name();
+        if file == c"." || file == c".." {
+            continue;
+        }
+        let stat = rustix::fs::statat(entries.fd()?, file, AtFlags::SYMLINK_NOFOLLOW)?;
+        let ours = file
+            .to_str()
+            .is_ok_and(|f| f == "file" || f.starts_with("thumbnail-"));
+        if !ours || FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+            unexpected = Some(file.to_string_lossy().into_owned());
+            continue;
+        }
+        removed.bytes += u64::try_from(stat.st_size).unwrap_or(0);
+        if mode == Mode::Apply {
+            rustix::fs::unlinkat(entries.fd()?, file, AtFlags::empty())?;
+        }
+    }
+    if let Some(file) = unexpected {
+        let dir = fanout_path.join(name);
+        return Err(io::Error::other(format!(
+            "{} is not a Dendrite media file; its directory {} is left in place",
+            dir.join(file).display(),
+            dir.display()
+        )));
+    }
+    removed.directory_removed = true;
+    if mode == Mode::Apply {
+        drop(entries);
+        rustix::fs::unlinkat(fanout, name, AtFlags::REMOVEDIR)?;
+    }
+    Ok(removed)
+}
+
+/// `dir`'s subdirectories whose names are `len` bytes long, by name (none when `dir` is
 /// missing).
-fn read_names(dir: &Path, len: usize) -> io::Result<Vec<String>> {
+fn subdirectories(dir: &Path, len: usize) -> io::Result<Vec<(String, std::fs::DirEntry)>> {
     let entries = match std::fs::read_dir(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         other => other?,
     };
-    let mut names = Vec::new();
+    let mut found = Vec::new();
     for entry in entries {
         let entry = entry?;
         if !entry.file_type()?.is_dir() {
             continue;
         }
         if let Some(name) = entry.file_name().to_str().filter(|n| n.len() == len) {
-            names.push(name.to_owned());
+            found.push((name.to_owned(), entry));
         }
     }
-    names.sort();
-    Ok(names)
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(found)
 }
 
-/// Whether `path` was last modified more than `age` before `now` (a path that cannot be
-/// read is not old: it is left alone).
-fn older_than(path: &Path, now: SystemTime, age: Duration) -> bool {
-    std::fs::symlink_metadata(path)
+/// Whether an entry (its metadata, not following links) was last modified more than
+/// `age` before `now`. An entry that cannot be read is not old: it is left alone.
+fn older_than(metadata: io::Result<std::fs::Metadata>, now: SystemTime, age: Duration) -> bool {
+    metadata
         .and_then(|m| m.modified())
         .ok()
         .and_then(|modified| now.duration_since(modified).ok())
@@ -276,6 +368,15 @@ mod tests {
     use super::*;
 
     const HASH: &str = "qwertyuiopasdfghjklzxcvbnmQWERTYUIOPASDF-_1";
+
+    fn remove_one(
+        folder: &MediaFolder,
+        hash: &ContentHash,
+        mode: Mode,
+    ) -> io::Result<RemovedFiles> {
+        let mut results = folder.remove_contents(std::slice::from_ref(hash), mode);
+        results.pop().unwrap()
+    }
 
     fn folder() -> (tempfile::TempDir, MediaFolder) {
         let dir = tempfile::tempdir().unwrap();
@@ -321,7 +422,7 @@ mod tests {
         let neighbour = folder.base().join("q/z");
         std::fs::create_dir_all(&neighbour).unwrap();
 
-        let dry = folder.remove_content(&hash, Mode::DryRun).unwrap();
+        let dry = remove_one(&folder, &hash, Mode::DryRun).unwrap();
         assert_eq!(
             dry,
             RemovedFiles {
@@ -335,7 +436,7 @@ mod tests {
         assert_eq!(real.into_iter().next().unwrap().unwrap(), dry);
         assert!(!folder.base().join("q/w").exists());
         assert!(neighbour.exists(), "a parent still in use was removed");
-        let again = folder.remove_content(&hash, Mode::Apply).unwrap();
+        let again = remove_one(&folder, &hash, Mode::Apply).unwrap();
         assert_eq!(again, RemovedFiles::default());
     }
 
@@ -347,9 +448,59 @@ mod tests {
         std::fs::create_dir_all(&content).unwrap();
         std::fs::write(content.join("file"), b"1").unwrap();
         std::fs::write(content.join("notes.txt"), b"mine").unwrap();
-        let err = folder.remove_content(&hash, Mode::Apply).unwrap_err();
+        let err = remove_one(&folder, &hash, Mode::Apply).unwrap_err();
         assert!(err.to_string().contains("notes.txt"), "{err}");
         assert!(content.join("notes.txt").exists());
+    }
+
+    #[test]
+    fn results_follow_the_hashes_across_fanout_folders() {
+        let (_dir, folder) = folder();
+        let write = |hash: &str, files: &[&str]| {
+            let hash = ContentHash::parse(hash).unwrap();
+            let content = folder.content_dir(&hash);
+            std::fs::create_dir_all(&content).unwrap();
+            for file in files {
+                std::fs::write(content.join(file), file.as_bytes()).unwrap();
+            }
+            hash
+        };
+        let rest = &HASH[2..];
+        let hashes = [
+            write(&format!("zz{rest}"), &["file", "thumbnail-1x1-crop"]),
+            write(&format!("aa{rest}"), &["file", "mine.txt"]),
+            ContentHash::parse(&format!("ab{rest}")).unwrap(),
+            write(&format!("az{rest}"), &["file"]),
+        ];
+        let linked = ContentHash::parse(&format!("zy{rest}")).unwrap();
+        std::fs::create_dir_all(folder.base().join("z/y")).unwrap();
+        std::os::unix::fs::symlink(folder.content_dir(&hashes[0]), folder.content_dir(&linked))
+            .unwrap();
+
+        let mut results = folder.remove_contents(
+            &[&hashes[..], std::slice::from_ref(&linked)].concat(),
+            Mode::Apply,
+        );
+        let of_link = results.pop().unwrap().unwrap_err().to_string();
+        assert!(of_link.contains("is not a directory"), "{of_link}");
+        assert!(folder.content_dir(&linked).is_symlink());
+        let results: Vec<_> = results
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect();
+        let removed = |bytes| {
+            Ok(RemovedFiles {
+                directory_removed: true,
+                bytes,
+            })
+        };
+        assert_eq!(results[0], removed(22));
+        assert!(results[1].as_ref().unwrap_err().contains("mine.txt"));
+        assert_eq!(results[2], Ok(RemovedFiles::default()));
+        assert_eq!(results[3], removed(4));
+        assert!(folder.content_dir(&hashes[1]).join("mine.txt").exists());
+        assert!(!folder.base().join("a/z").exists());
+        assert!(folder.base().join("z/y").exists(), "the link's folder went");
     }
 
     #[test]

@@ -116,7 +116,12 @@ impl DendriteStore<'_> {
             // This page's directories go while the next page is read and deleted (pages
             // hold disjoint hashes); one removal in flight at a time.
             if let Some(previous) = removal.take() {
+                let waiting = std::time::Instant::now();
                 account_removals(previous.await, &mut report);
+                tracing::debug!(
+                    "waited {:.2} s for the previous page's directories",
+                    waiting.elapsed().as_secs_f64()
+                );
             }
             let folder = self.folder.clone();
             removal = Some(tokio::task::spawn_blocking(move || {

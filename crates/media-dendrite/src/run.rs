@@ -81,8 +81,15 @@ async fn clean_with(
         server_name: &config.server_name,
         avatars: &avatars,
     };
+    let started = std::time::Instant::now();
     let (sanity, simulated) = store.sanity_check(options.fix, options.mode).await?;
+    tracing::info!(
+        "sanity checks done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let started = std::time::Instant::now();
     let mut purge = store.purge(&policy, options.mode, &simulated).await?;
+    tracing::info!("purge done in {:.1} s", started.elapsed().as_secs_f64());
     purge.selection = match (&options.request, &policy.selection) {
         (
             Request::OlderThan {

@@ -36,16 +36,26 @@ impl DendriteStore<'_> {
         let repair = if fix { Some(mode) } else { None };
         let mut report = SanityReport::default();
         let mut simulated = SimulatedRepairs::default();
+        let started = std::time::Instant::now();
+        let checked = |check: &str| {
+            tracing::debug!(
+                "{check} checked at {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        };
         self.check_orphan_thumbnails(repair, &mut report.orphan_thumbnail_rows)
             .await?;
+        checked("orphan thumbnails");
         self.check_rows_have_files(repair, &mut report, &mut simulated)
             .await?;
+        checked("rows without file");
         self.check_unreferenced_directories(
             repair,
             &simulated,
             &mut report.unreferenced_directories,
         )
         .await?;
+        checked("unreferenced directories");
         self.check_stale_tmp(repair, &mut report.stale_tmp_directories)?;
         Ok((report, simulated))
     }
