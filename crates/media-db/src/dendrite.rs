@@ -81,25 +81,6 @@ pub struct DendriteMediaRow {
     pub file_size_bytes: i64,
 }
 
-/// Which content groups a page stream yields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GroupFilter {
-    /// Every content group.
-    All,
-    /// The groups of the media with this media ID (of any origin, or of one).
-    Media {
-        /// The media ID.
-        media_id: String,
-        /// Its origin; `None` for every origin.
-        origin: Option<String>,
-    },
-    /// The groups of the media one user uploaded.
-    User {
-        /// The uploader's user ID.
-        user_id: String,
-    },
-}
-
 /// Rows deleted from the media tables.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeletedRows {
@@ -190,30 +171,12 @@ macro_rules! media_columns {
     };
 }
 
-/// A page of rows after a hash, in (hash, origin, media ID) order, limited to the groups
-/// `$filter` picks. Dendrite has no index on base64hash: each page is one table scan
-/// with a top-N sort, so pages are large.
-macro_rules! group_page_sql {
-    ($filter:expr) => {
-        concat!(
-            media_columns!(),
-            "WHERE base64hash > $1",
-            $filter,
-            " ORDER BY base64hash, media_origin, media_id LIMIT $2"
-        )
-    };
-}
-
-/// Restricts a page to the groups of media matching a condition on `$3`, `$4`.
-macro_rules! groups_where {
-    ($condition:literal) => {
-        concat!(
-            " AND base64hash IN (SELECT base64hash FROM mediaapi_media_repository WHERE ",
-            $condition,
-            ")"
-        )
-    };
-}
+/// A page of rows after a hash, in (hash, origin, media ID) order. Dendrite has no index
+/// on base64hash: each page is one table scan with a top-N sort, so pages are large.
+const GROUP_PAGE_SQL: &str = concat!(
+    media_columns!(),
+    "WHERE base64hash > $1 ORDER BY base64hash, media_origin, media_id LIMIT $2"
+);
 
 /// Every row of one content group.
 const GROUP_SQL: &str = concat!(
@@ -274,10 +237,9 @@ impl DendriteDb {
     /// on demand: outside WAL mode, a read there holds off every writer, Dendrite's too.
     pub fn content_group_pages(
         &self,
-        filter: GroupFilter,
         rows_per_page: i64,
     ) -> BoxStream<'static, Result<Vec<DendriteMediaRow>, DbError>> {
-        let pages = self.content_group_pages_on_demand(filter, rows_per_page);
+        let pages = self.content_group_pages_on_demand(rows_per_page);
         match self.dialect() {
             Dialect::Postgres => read_ahead(pages),
             Dialect::Sqlite => pages,
@@ -286,15 +248,13 @@ impl DendriteDb {
 
     fn content_group_pages_on_demand(
         &self,
-        filter: GroupFilter,
         rows_per_page: i64,
     ) -> BoxStream<'static, Result<Vec<DendriteMediaRow>, DbError>> {
         let db = self.clone();
         keyset_pages(String::new(), move |after: String| {
             let db = db.clone();
-            let filter = filter.clone();
             async move {
-                let mut rows = db.rows_after(&filter, &after, rows_per_page).await?;
+                let mut rows = db.rows_after(&after, rows_per_page).await?;
                 if (rows.len() as i64) < rows_per_page {
                     return Ok((rows, None));
                 }
@@ -314,32 +274,14 @@ impl DendriteDb {
         })
     }
 
-    async fn rows_after(
-        &self,
-        filter: &GroupFilter,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<DendriteMediaRow>, DbError> {
-        let sql = match filter {
-            GroupFilter::All => group_page_sql!(""),
-            GroupFilter::Media { origin: None, .. } => {
-                group_page_sql!(groups_where!("media_id = $3"))
-            }
-            GroupFilter::Media {
-                origin: Some(_), ..
-            } => group_page_sql!(groups_where!("media_id = $3 AND media_origin = $4")),
-            GroupFilter::User { .. } => group_page_sql!(groups_where!("user_id = $3")),
-        };
+    async fn rows_after(&self, after: &str, limit: i64) -> Result<Vec<DendriteMediaRow>, DbError> {
         Ok(on_pool!(&self.pool, |p| {
-            let query = sqlx::query_as(sql).bind(after).bind(limit);
-            let query = match filter {
-                GroupFilter::All => query,
-                GroupFilter::Media { media_id, origin } => {
-                    query.bind(media_id).bind(origin.as_ref())
-                }
-                GroupFilter::User { user_id } => query.bind(user_id),
-            };
-            query.fetch_all(p).await.during("read Dendrite media")?
+            sqlx::query_as(GROUP_PAGE_SQL)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(p)
+                .await
+                .during("read Dendrite media")?
         }))
     }
 

@@ -2,21 +2,17 @@
 
 use futures::TryStreamExt;
 use media_core::retention::MediaRef;
-use media_db::dendrite::{Component, DendriteMediaRow, GroupFilter, open_dendrite};
+use media_db::dendrite::{Component, DendriteMediaRow, open_dendrite};
 use media_tests::dendrite::{DendriteFixture, Engine, MediaSpec};
 
 const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
 
-async fn pages(
-    store: &DendriteFixture,
-    filter: GroupFilter,
-    rows_per_page: i64,
-) -> Vec<Vec<DendriteMediaRow>> {
+async fn pages(store: &DendriteFixture, rows_per_page: i64) -> Vec<Vec<DendriteMediaRow>> {
     let db = open_dendrite(store.media_url(), Component::MediaApi, true)
         .await
         .unwrap();
     let pages = db
-        .content_group_pages(filter, rows_per_page)
+        .content_group_pages(rows_per_page)
         .try_collect()
         .await
         .unwrap();
@@ -41,7 +37,7 @@ async fn content_group_pages_never_split_a_group() {
             store.add_media(&media).await;
             expected.push(media.mxc());
         }
-        let pages = pages(&store, GroupFilter::All, 3).await;
+        let pages = pages(&store, 3).await;
         let mut seen = Vec::new();
         for (i, page) in pages.iter().enumerate() {
             for later in &pages[i + 1..] {
@@ -61,42 +57,6 @@ async fn content_group_pages_never_split_a_group() {
         seen.sort();
         expected.sort();
         assert_eq!(seen, expected, "{engine:?}");
-        store.finish().await;
-    }
-}
-
-/// A filtered stream yields the whole groups of the matching media only.
-#[tokio::test]
-async fn filtered_pages_hold_the_whole_groups_of_matching_media() {
-    for engine in ENGINES {
-        let store = DendriteFixture::new(engine, false).await;
-        let target = MediaSpec::local("alice", "mine", 1, b"shared");
-        let sharer = MediaSpec::remote("o.example", "theirs", 1, b"shared");
-        let other = MediaSpec::local("bob", "bobs", 1, b"other");
-        for m in [&target, &sharer, &other] {
-            store.add_media(m).await;
-        }
-        for filter in [
-            GroupFilter::User {
-                user_id: target.user_id.clone(),
-            },
-            GroupFilter::Media {
-                media_id: "mine".into(),
-                origin: None,
-            },
-            GroupFilter::Media {
-                media_id: "mine".into(),
-                origin: Some(target.origin.clone()),
-            },
-        ] {
-            let rows: Vec<String> = pages(&store, filter.clone(), 100)
-                .await
-                .concat()
-                .into_iter()
-                .map(|r| r.media_id)
-                .collect();
-            assert_eq!(rows, ["mine", "theirs"], "{engine:?} {filter:?}");
-        }
         store.finish().await;
     }
 }

@@ -8,14 +8,14 @@
 use futures::TryStreamExt;
 use media_core::ids::ServerName;
 use media_core::retention::{
-    Candidate, KeepReason, Locality, MediaRef, RetentionPolicy, Selection, plan_page,
+    Candidate, KeepReason, Locality, MediaRef, RetentionPolicy, plan_page,
 };
-use media_db::dendrite::{DendriteDb, DendriteMediaRow, GroupFilter};
+use media_db::dendrite::{DendriteDb, DendriteMediaRow};
 
 use crate::avatars::AvatarSet;
 use crate::error::CleanError;
 use crate::layout::{ContentHash, MediaFolder, Mode, RemovedFiles};
-use crate::report::PurgeReport;
+use crate::report::{PurgeReport, SanityReport};
 use crate::sanity::SimulatedRepairs;
 
 /// Media rows per page (whole content groups; a few MB of rows). Each page costs one
@@ -33,20 +33,6 @@ pub struct DendriteStore<'a> {
     pub server_name: &'a ServerName,
     /// The media in use as avatars.
     pub avatars: &'a AvatarSet,
-}
-
-/// The page stream that holds every content group a selection may touch.
-fn group_filter(selection: &Selection) -> GroupFilter {
-    match selection {
-        Selection::OlderThan { .. } => GroupFilter::All,
-        Selection::Media { origin, media_id } => GroupFilter::Media {
-            media_id: media_id.clone(),
-            origin: Some(origin.clone()),
-        },
-        Selection::User { user_id } => GroupFilter::User {
-            user_id: user_id.clone(),
-        },
-    }
 }
 
 impl DendriteStore<'_> {
@@ -68,27 +54,31 @@ impl DendriteStore<'_> {
         }
     }
 
-    /// Purges what `policy` selects (the report's `selection` is left for the caller
-    /// to describe). A dry run computes the same plan, counts the same
-    /// rows and sizes the same files, and changes nothing.
-    pub async fn purge(
+    /// Walks every content group once, a page at a time: checks the page's files (the
+    /// sanity check's `rows_without_file`, repaired with `repair`), then purges what
+    /// `policy` selects in it (the report's `selection` is left for the caller to
+    /// describe). A dry run computes the same plan, counts the same rows and sizes the
+    /// same files, and changes nothing.
+    pub async fn check_and_purge(
         &self,
         policy: &RetentionPolicy,
         mode: Mode,
-        simulated: &SimulatedRepairs,
+        repair: Option<Mode>,
+        sanity: &mut SanityReport,
+        simulated: &mut SimulatedRepairs,
     ) -> Result<PurgeReport, CleanError> {
         let mut report = PurgeReport::default();
         let mut removal = None;
-        let mut pages = self
-            .media_db
-            .content_group_pages(group_filter(&policy.selection), ROWS_PER_PAGE);
+        let mut pages = self.media_db.content_group_pages(ROWS_PER_PAGE);
         while let Some(rows) = pages.try_next().await? {
-            // A dry run leaves out the rows its simulated repairs deleted.
+            let repaired = self
+                .check_page_files(&rows, repair, sanity, simulated)
+                .await?;
             let candidates: Vec<Candidate> = rows
                 .into_iter()
                 .filter(|row| {
-                    simulated.rows.is_empty()
-                        || !simulated.rows.contains(&MediaRef {
+                    repaired.is_empty()
+                        || !repaired.contains(&MediaRef {
                             origin: row.media_origin.clone(),
                             media_id: row.media_id.clone(),
                         })

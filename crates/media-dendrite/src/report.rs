@@ -14,7 +14,8 @@ pub struct CleanReport {
     pub dry_run: bool,
     /// Sanity findings were repaired (or, in a dry run, would be).
     pub fix: bool,
-    /// The sanity checks, run before the purge.
+    /// The sanity checks: orphan thumbnails before the purge, the rows' files during
+    /// it (page by page), unused and stale directories after it.
     pub sanity: SanityReport,
     /// The purge.
     pub purge: PurgeReport,

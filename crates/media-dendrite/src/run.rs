@@ -1,5 +1,6 @@
 //! One `cleanmedia` run, wired from a config: open the databases, read the avatars,
-//! run the sanity checks, then the purge.
+//! check orphan thumbnails, walk the media rows once (checking their files and purging),
+//! then check the media folder for what no row uses.
 
 use media_core::retention::{MediaRef, RetentionPolicy, Selection};
 use media_db::dendrite::{Component, DendriteDb, open_dendrite};
@@ -9,7 +10,8 @@ use crate::config::DendriteConfig;
 use crate::error::CleanError;
 use crate::layout::{MediaFolder, Mode};
 use crate::purge::DendriteStore;
-use crate::report::CleanReport;
+use crate::report::{CleanReport, SanityReport};
+use crate::sanity::SimulatedRepairs;
 
 /// What a run purges.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,15 +83,23 @@ async fn clean_with(
         server_name: &config.server_name,
         avatars: &avatars,
     };
+    let repair = options.fix.then_some(options.mode);
+    let mut sanity = SanityReport::default();
+    let mut simulated = SimulatedRepairs::default();
     let started = std::time::Instant::now();
-    let (sanity, simulated) = store.sanity_check(options.fix, options.mode).await?;
-    tracing::info!(
-        "sanity checks done in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let started = std::time::Instant::now();
-    let mut purge = store.purge(&policy, options.mode, &simulated).await?;
-    tracing::info!("purge done in {:.1} s", started.elapsed().as_secs_f64());
+    let phase_done = |phase: &str| {
+        tracing::info!("{phase} done at {:.1} s", started.elapsed().as_secs_f64());
+    };
+    store.check_before_purge(repair, &mut sanity).await?;
+    phase_done("orphan thumbnail check");
+    let mut purge = store
+        .check_and_purge(&policy, options.mode, repair, &mut sanity, &mut simulated)
+        .await?;
+    phase_done("file check and purge");
+    store
+        .check_after_purge(repair, &simulated, &mut sanity)
+        .await?;
+    phase_done("directory checks");
     purge.selection = match (&options.request, &policy.selection) {
         (
             Request::OlderThan {

@@ -2,62 +2,52 @@
 
 use std::collections::HashSet;
 
-use futures::TryStreamExt;
 use media_core::retention::MediaRef;
-use media_db::dendrite::GroupFilter;
+use media_db::dendrite::DendriteMediaRow;
 
 use crate::error::CleanError;
 use crate::layout::{ContentHash, Mode};
-use crate::purge::{DendriteStore, ROWS_PER_PAGE};
+use crate::purge::DendriteStore;
 use crate::report::{LISTED_ITEMS, Listed, SanityReport};
 
 /// Hash directories checked against the database per query.
 const DIRECTORIES_PER_CHECK: usize = 20_000;
 
-/// The rows a dry run's repairs would have deleted: the rest of the dry run (the
-/// other checks, the purge) must see the database as the real run will, or the dry run
-/// would report those rows twice.
+/// What a dry run's repairs would have changed, for the checks after the purge: they
+/// must see the database as the real run will, or the dry run would report less.
 #[derive(Debug, Default)]
 pub struct SimulatedRepairs {
-    /// Rows that would have been deleted.
-    pub rows: HashSet<MediaRef>,
     /// Hashes no row would use any more.
     pub emptied_contents: HashSet<String>,
 }
 
 impl DendriteStore<'_> {
-    /// Runs every sanity check; with `fix`, repairs what it finds (a dry run only counts
-    /// what would be repaired, and returns it for the purge to leave out).
-    pub async fn sanity_check(
+    /// The check that runs before the purge: thumbnail rows without their media row.
+    /// With `repair`, repairs what it finds (a dry run only counts what would be).
+    pub async fn check_before_purge(
         &self,
-        fix: bool,
-        mode: Mode,
-    ) -> Result<(SanityReport, SimulatedRepairs), CleanError> {
-        let repair = if fix { Some(mode) } else { None };
-        let mut report = SanityReport::default();
-        let mut simulated = SimulatedRepairs::default();
-        let started = std::time::Instant::now();
-        let checked = |check: &str| {
-            tracing::debug!(
-                "{check} checked at {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-        };
+        repair: Option<Mode>,
+        report: &mut SanityReport,
+    ) -> Result<(), CleanError> {
         self.check_orphan_thumbnails(repair, &mut report.orphan_thumbnail_rows)
-            .await?;
-        checked("orphan thumbnails");
-        self.check_rows_have_files(repair, &mut report, &mut simulated)
-            .await?;
-        checked("rows without file");
+            .await
+    }
+
+    /// The checks that run after the purge, on what it left: hash directories no row
+    /// uses, and stale `tmp/` directories.
+    pub async fn check_after_purge(
+        &self,
+        repair: Option<Mode>,
+        simulated: &SimulatedRepairs,
+        report: &mut SanityReport,
+    ) -> Result<(), CleanError> {
         self.check_unreferenced_directories(
             repair,
-            &simulated,
+            simulated,
             &mut report.unreferenced_directories,
         )
         .await?;
-        checked("unreferenced directories");
-        self.check_stale_tmp(repair, &mut report.stale_tmp_directories)?;
-        Ok((report, simulated))
+        self.check_stale_tmp(repair, &mut report.stale_tmp_directories)
     }
 
     async fn check_orphan_thumbnails(
@@ -79,72 +69,67 @@ impl DendriteStore<'_> {
         Ok(())
     }
 
-    async fn check_rows_have_files(
+    /// Checks that the rows of one page of content groups have their `file` (the purge
+    /// runs it on every page before planning it). With `repair`, remote rows without
+    /// their file are deleted (Dendrite fetches them again). Returns those rows, deleted
+    /// or (in a dry run) to be deleted: the purge leaves them out.
+    pub(crate) async fn check_page_files(
         &self,
+        rows: &[DendriteMediaRow],
         repair: Option<Mode>,
         report: &mut SanityReport,
         simulated: &mut SimulatedRepairs,
-    ) -> Result<(), CleanError> {
-        let mut pages = self
-            .media_db
-            .content_group_pages(GroupFilter::All, ROWS_PER_PAGE);
-        while let Some(rows) = pages.try_next().await? {
-            let mut refetchable = Vec::new();
-            for group in rows.chunk_by(|a, b| a.base64hash == b.base64hash) {
-                let present = match ContentHash::parse(&group[0].base64hash) {
-                    Ok(hash) => self.folder.has_file(&hash),
-                    Err(reason) => {
-                        for row in group {
-                            report.rows_with_invalid_hash.push(|| {
-                                format!("mxc://{}/{}: {reason}", row.media_origin, row.media_id)
-                            });
-                        }
-                        continue;
-                    }
-                };
-                if present {
-                    continue;
-                }
-                let refetchable_before = refetchable.len();
-                for row in group {
-                    let local = row.media_origin == self.server_name.as_str();
-                    report.rows_without_file.push(|| {
-                        format!(
-                            "mxc://{}/{} ({}, {})",
-                            row.media_origin,
-                            row.media_id,
-                            if local { "local: lost" } else { "remote" },
-                            row.base64hash
-                        )
-                    });
-                    if !local {
-                        refetchable.push(MediaRef {
-                            origin: row.media_origin.clone(),
-                            media_id: row.media_id.clone(),
+    ) -> Result<HashSet<MediaRef>, CleanError> {
+        let mut refetchable = Vec::new();
+        for group in rows.chunk_by(|a, b| a.base64hash == b.base64hash) {
+            let present = match ContentHash::parse(&group[0].base64hash) {
+                Ok(hash) => self.folder.has_file(&hash),
+                Err(reason) => {
+                    for row in group {
+                        report.rows_with_invalid_hash.push(|| {
+                            format!("mxc://{}/{}: {reason}", row.media_origin, row.media_id)
                         });
                     }
+                    continue;
                 }
-                if repair == Some(Mode::DryRun) {
-                    let group_rows = refetchable.len() - refetchable_before;
-                    if group_rows == group.len() {
-                        simulated
-                            .emptied_contents
-                            .insert(group[0].base64hash.clone());
-                    }
-                    simulated
-                        .rows
-                        .extend(refetchable[refetchable_before..].iter().cloned());
+            };
+            if present {
+                continue;
+            }
+            let refetchable_before = refetchable.len();
+            for row in group {
+                let local = row.media_origin == self.server_name.as_str();
+                report.rows_without_file.push(|| {
+                    format!(
+                        "mxc://{}/{} ({}, {})",
+                        row.media_origin,
+                        row.media_id,
+                        if local { "local: lost" } else { "remote" },
+                        row.base64hash
+                    )
+                });
+                if !local {
+                    refetchable.push(MediaRef {
+                        origin: row.media_origin.clone(),
+                        media_id: row.media_id.clone(),
+                    });
                 }
             }
-            report.rows_without_file.fixed += match repair {
-                Some(Mode::Apply) if !refetchable.is_empty() => {
-                    self.media_db.delete_media(&refetchable).await?.media
-                }
-                Some(_) => refetchable.len() as u64,
-                None => 0,
-            };
+            let all_refetchable = refetchable.len() - refetchable_before == group.len();
+            if repair == Some(Mode::DryRun) && all_refetchable {
+                simulated
+                    .emptied_contents
+                    .insert(group[0].base64hash.clone());
+            }
         }
-        Ok(())
+        report.rows_without_file.fixed += match repair {
+            Some(Mode::Apply) if !refetchable.is_empty() => {
+                self.media_db.delete_media(&refetchable).await?.media
+            }
+            Some(_) => refetchable.len() as u64,
+            None => return Ok(HashSet::new()),
+        };
+        Ok(refetchable.into_iter().collect())
     }
 
     async fn check_unreferenced_directories(
