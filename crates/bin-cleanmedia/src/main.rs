@@ -10,6 +10,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use media_cli::Exit;
+use std::sync::Arc;
+
+use media_core::Progress;
 use media_dendrite::{CleanOptions, DendriteConfig, Mode, Request};
 
 /// Media retention for Dendrite: purge remote media older than --days (and local media
@@ -136,9 +139,11 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         fix: cli.fix,
         now_ms: media_core::now_ms(),
     };
-    let report = media_dendrite::clean(&options)
-        .await
-        .map_err(|e| media_cli::failure(e.is_usage(), e))?;
+    let progress = Arc::new(Progress::default());
+    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
+    let report = media_dendrite::clean(&options, &progress).await;
+    bar.finish();
+    let report = report.map_err(|e| media_cli::failure(e.is_usage(), e))?;
     Ok(media_cli::print_report(
         &report,
         cli.json,

@@ -295,6 +295,17 @@ impl DendriteDb {
         }))
     }
 
+    /// How many media rows there are (one table scan).
+    pub async fn count_media(&self) -> Result<u64, DbError> {
+        let count: i64 = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM mediaapi_media_repository")
+                .fetch_one(p)
+                .await
+                .during("count Dendrite media")?
+        });
+        Ok(count as u64)
+    }
+
     /// The origins that have a media with this media ID (at most 20), to tell whether a
     /// bare media ID names one media.
     pub async fn origins_of_media_id(&self, media_id: &str) -> Result<Vec<String>, DbError> {

@@ -5,7 +5,10 @@
 //! between leaves hash directories no row uses; the sanity check lists them and `--fix`
 //! removes them. The reverse (rows whose file is gone) never happens for local media.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use futures::TryStreamExt;
+use media_core::Progress;
 use media_core::ids::ServerName;
 use media_core::retention::{
     Candidate, KeepReason, Locality, MediaRef, RetentionPolicy, plan_page,
@@ -33,6 +36,8 @@ pub struct DendriteStore<'a> {
     pub server_name: &'a ServerName,
     /// The media in use as avatars.
     pub avatars: &'a AvatarSet,
+    /// Live counters: media rows walked, bytes freed.
+    pub progress: &'a Progress,
 }
 
 impl DendriteStore<'_> {
@@ -71,6 +76,7 @@ impl DendriteStore<'_> {
         let mut removal = None;
         let mut pages = self.media_db.content_group_pages(ROWS_PER_PAGE);
         while let Some(rows) = pages.try_next().await? {
+            let walked = rows.len() as u64;
             let repaired = self
                 .check_page_files(&rows, repair, sanity, simulated)
                 .await?;
@@ -107,12 +113,13 @@ impl DendriteStore<'_> {
             // hold disjoint hashes); one removal in flight at a time.
             if let Some(previous) = removal.take() {
                 let waiting = std::time::Instant::now();
-                account_removals(previous.await, &mut report);
+                self.account_removals(previous.await, &mut report);
                 tracing::debug!(
                     "waited {:.2} s for the previous page's directories",
                     waiting.elapsed().as_secs_f64()
                 );
             }
+            self.progress.items_done.fetch_add(walked, Relaxed);
             let folder = self.folder.clone();
             removal = Some(tokio::task::spawn_blocking(move || {
                 let results = folder.remove_contents(&removable, mode);
@@ -120,7 +127,7 @@ impl DendriteStore<'_> {
             }));
         }
         if let Some(previous) = removal {
-            account_removals(previous.await, &mut report);
+            self.account_removals(previous.await, &mut report);
         }
         Ok(report)
     }
@@ -175,22 +182,24 @@ impl DendriteStore<'_> {
         }
         Ok(valid)
     }
-}
 
-/// Adds the outcome of one page's directory removals to the report.
-fn account_removals(
-    joined: Result<RemovalOutcome, tokio::task::JoinError>,
-    report: &mut PurgeReport,
-) {
-    let (hashes, results) = joined.expect("a directory removal task panicked");
-    for (hash, result) in hashes.iter().zip(results) {
-        match result {
-            Ok(removed) => {
-                report.directories_removed += u64::from(removed.directory_removed);
-                report.bytes_freed += removed.bytes;
+    /// Adds the outcome of one page's directory removals to the report.
+    fn account_removals(
+        &self,
+        joined: Result<RemovalOutcome, tokio::task::JoinError>,
+        report: &mut PurgeReport,
+    ) {
+        let (hashes, results) = joined.expect("a directory removal task panicked");
+        for (hash, result) in hashes.iter().zip(results) {
+            match result {
+                Ok(removed) => {
+                    report.directories_removed += u64::from(removed.directory_removed);
+                    report.bytes_freed += removed.bytes;
+                }
+                Err(e) => report.failures.push(|| format!("{}: {e}", hash.as_str())),
             }
-            Err(e) => report.failures.push(|| format!("{}: {e}", hash.as_str())),
         }
+        self.progress.bytes.store(report.bytes_freed, Relaxed);
     }
 }
 

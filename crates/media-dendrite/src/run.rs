@@ -2,6 +2,9 @@
 //! check orphan thumbnails, walk the media rows once (checking their files and purging),
 //! then check the media folder for what no row uses.
 
+use std::sync::atomic::Ordering;
+
+use media_core::Progress;
 use media_core::retention::{MediaRef, RetentionPolicy, Selection};
 use media_db::dendrite::{Component, DendriteDb, open_dendrite};
 
@@ -45,8 +48,9 @@ pub struct CleanOptions {
     pub now_ms: i64,
 }
 
-/// Runs the sanity checks, then the purge, and reports both.
-pub async fn clean(options: &CleanOptions) -> Result<CleanReport, CleanError> {
+/// Runs the sanity checks and the purge, and reports both. `progress` counts the media
+/// rows walked (of all of them) and the bytes freed as the run goes.
+pub async fn clean(options: &CleanOptions, progress: &Progress) -> Result<CleanReport, CleanError> {
     let config = &options.config;
     let media_db = open_dendrite(
         &config.media_database,
@@ -54,7 +58,7 @@ pub async fn clean(options: &CleanOptions) -> Result<CleanReport, CleanError> {
         options.mode == Mode::DryRun,
     )
     .await?;
-    let result = clean_with(options, &media_db).await;
+    let result = clean_with(options, &media_db, progress).await;
     media_db.close().await;
     result
 }
@@ -62,6 +66,7 @@ pub async fn clean(options: &CleanOptions) -> Result<CleanReport, CleanError> {
 async fn clean_with(
     options: &CleanOptions,
     media_db: &DendriteDb,
+    progress: &Progress,
 ) -> Result<CleanReport, CleanError> {
     let config = &options.config;
     let policy = RetentionPolicy {
@@ -82,7 +87,11 @@ async fn clean_with(
         folder: &folder,
         server_name: &config.server_name,
         avatars: &avatars,
+        progress,
     };
+    progress
+        .items_total
+        .store(media_db.count_media().await?, Ordering::Relaxed);
     let repair = options.fix.then_some(options.mode);
     let mut sanity = SanityReport::default();
     let mut simulated = SimulatedRepairs::default();
