@@ -337,6 +337,47 @@ async fn dry_run_changes_nothing_and_reports_what_the_real_run_does() {
     }
 }
 
+/// A directory the purge cannot remove (here it holds only a file Dendrite never
+/// writes) is a purge failure, listed once: the unused-directory check after the purge
+/// leaves it out, so the dry run and the real run report the same. A later run, which
+/// no longer purges its rows, lists it as unused.
+#[tokio::test]
+async fn a_directory_the_purge_cannot_remove_is_reported_once_in_both_runs() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let stuck = MediaSpec {
+            write_file: false,
+            ..MediaSpec::remote(OTHER, "stuck", 60, b"stuck")
+        };
+        add_all(&store, &[&stuck]).await;
+        let dir = store.content_dir(&stuck.hash());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"an operator's").unwrap();
+        set_age(&dir, Duration::from_secs(7_200));
+
+        // Done, with a failure listed: exit 1.
+        let with_failure = |out: Output| {
+            assert_eq!(out.status.code(), Some(1), "{engine:?}");
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        };
+        let dry = with_failure(cleanmedia(&store, &["-n"]));
+        let real = with_failure(cleanmedia(&store, &[]));
+        assert_eq!(dry["purge"], real["purge"], "{engine:?}");
+        assert_eq!(dry["sanity"], real["sanity"]);
+        let failures = &real["purge"]["failures"];
+        assert_eq!(failures["found"], 1, "{real}");
+        assert!(failures["items"][0].as_str().unwrap().contains("notes.txt"));
+        assert_eq!(real["sanity"]["unreferenced_directories"]["found"], 0);
+        assert_eq!(real["purge"]["media_rows_deleted"], 1);
+        assert!(dir.join("notes.txt").exists());
+
+        let later = report(&cleanmedia(&store, &[]));
+        assert_eq!(later["sanity"]["unreferenced_directories"]["found"], 1);
+        assert_eq!(later["purge"]["failures"]["found"], 0);
+        store.finish().await;
+    }
+}
+
 /// A crash after the rows were committed and before the directories were removed leaves
 /// directories no row uses: the next run lists them, `--fix` removes them (and only them).
 #[tokio::test]

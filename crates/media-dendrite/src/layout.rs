@@ -3,7 +3,7 @@
 //! becomes a path, so nothing outside `base_path` is ever touched.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -52,6 +52,11 @@ impl ContentHash {
     /// The first two characters: they name the fan-out folders `<h0>/<h1>`.
     fn fanout(&self) -> &str {
         &self.0[..2]
+    }
+
+    /// The names of the fan-out folders `<h0>` and `<h1>`.
+    fn fanout_names(&self) -> (&str, &str) {
+        (&self.0[..1], &self.0[1..2])
     }
 
     /// The content directory's name inside its fan-out folder.
@@ -103,8 +108,8 @@ impl MediaFolder {
 
     /// The fan-out folder of a content: `<base>/<h0>/<h1>`.
     fn fanout_dir(&self, hash: &ContentHash) -> PathBuf {
-        let h = hash.as_str();
-        self.base.join(&h[0..1]).join(&h[1..2])
+        let (h0, h1) = hash.fanout_names();
+        self.base.join(h0).join(h1)
     }
 
     /// Whether a content's `file` exists.
@@ -114,8 +119,9 @@ impl MediaFolder {
 
     /// Removes content directories: each one's `file` and every `thumbnail-*`, the
     /// directory, then its fan-out parents when empty. A directory already gone is fine.
-    /// Anything else inside (or a directory that is a link) is never removed: that is an
-    /// error naming it. A dry run only adds up the sizes. Runs on [`REMOVAL_THREADS`]
+    /// Anything else inside is never removed: the media files go, the foreign entry and
+    /// its directory stay, and the result is an error naming it. A directory reached
+    /// through a link is left alone (an error too). A dry run only adds up the sizes. Runs on [`REMOVAL_THREADS`]
     /// threads (removing files mostly waits for the disk), one fan-out folder at a time
     /// each, so each folder is opened once. Results come back in the order of `hashes`.
     pub fn remove_contents(
@@ -123,6 +129,15 @@ impl MediaFolder {
         hashes: &[ContentHash],
         mode: Mode,
     ) -> Vec<io::Result<RemovedFiles>> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let base = match rustix::fs::open(&self.base, flags, rustix::fs::Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let error = |_| Err(open_error(e, &self.base));
+                return hashes.iter().map(error).collect();
+            }
+        };
+        let base = base.as_fd();
         let mut order: Vec<usize> = (0..hashes.len()).collect();
         order.sort_unstable_by(|&a, &b| hashes[a].cmp(&hashes[b]));
         let groups: Vec<&[usize]> = order
@@ -140,7 +155,7 @@ impl MediaFolder {
                         for group in stretch {
                             let contents: Vec<&ContentHash> =
                                 group.iter().map(|&i| &hashes[i]).collect();
-                            let results = self.remove_in_fanout(&contents, mode);
+                            let results = self.remove_in_fanout(base, &contents, mode);
                             done.extend(group.iter().copied().zip(results));
                         }
                         done
@@ -163,11 +178,14 @@ impl MediaFolder {
             .collect()
     }
 
-    /// Removes `contents`, which all lie in one fan-out folder `<h0>/<h1>`: the folder is
-    /// opened once and every path below it is resolved from it. Then the folder and
-    /// `<h0>` go when empty (another content may still use them).
+    /// Removes `contents`, which all lie in one fan-out folder `<h0>/<h1>` of the media
+    /// folder `base`: the folder is opened once, each level from the one above without
+    /// following links (a linked folder would lead outside the media folder), and every
+    /// path below it is resolved from it. Then the folder and `<h0>` go when empty
+    /// (another content may still use them).
     fn remove_in_fanout(
         &self,
+        base: BorrowedFd<'_>,
         contents: &[&ContentHash],
         mode: Mode,
     ) -> Vec<io::Result<RemovedFiles>> {
@@ -175,18 +193,17 @@ impl MediaFolder {
             return Vec::new();
         };
         let fanout_path = self.fanout_dir(first);
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let fanout = match rustix::fs::open(&fanout_path, flags, rustix::fs::Mode::empty()) {
-            Ok(fd) => fd,
+        let (h0, h1) = first.fanout_names();
+        let opened = open_subdir(base, h0)
+            .and_then(|first_level| Ok((open_subdir(first_level.as_fd(), h1)?, first_level)));
+        let (fanout, first_level) = match opened {
+            Ok(fds) => fds,
             Err(Errno::NOENT) => return contents.iter().map(|_| Ok(Default::default())).collect(),
             Err(e) => {
-                let error = |_| {
-                    Err(io::Error::new(
-                        e.kind(),
-                        format!("cannot open {}: {e}", fanout_path.display()),
-                    ))
-                };
-                return contents.iter().map(error).collect();
+                return contents
+                    .iter()
+                    .map(|_| Err(open_error(e, &fanout_path)))
+                    .collect();
             }
         };
         let results: Vec<_> = contents
@@ -198,11 +215,9 @@ impl MediaFolder {
             .any(|r| r.as_ref().is_ok_and(|r| r.directory_removed));
         if mode == Mode::Apply && removed_one {
             drop(fanout);
-            if std::fs::remove_dir(&fanout_path).is_ok()
-                && let Some(first_level) = fanout_path.parent()
-            {
-                // Fails while another fan-out folder is left in it, which is fine.
-                std::fs::remove_dir(first_level).ok();
+            // Fails while another content (or fan-out folder) is left in it, which is fine.
+            if rustix::fs::unlinkat(&first_level, h1, AtFlags::REMOVEDIR).is_ok() {
+                rustix::fs::unlinkat(base, h0, AtFlags::REMOVEDIR).ok();
             }
         }
         results
@@ -282,17 +297,10 @@ fn remove_content_at(
     mode: Mode,
 ) -> io::Result<RemovedFiles> {
     let name = hash.name_in_fanout();
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let dir = match rustix::fs::openat(fanout, name, flags, rustix::fs::Mode::empty()) {
+    let dir = match open_subdir(fanout, name) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(RemovedFiles::default()),
-        Err(Errno::NOTDIR | Errno::LOOP) => {
-            return Err(io::Error::other(format!(
-                "{} is not a directory; left alone",
-                fanout_path.join(name).display()
-            )));
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(open_error(e, &fanout_path.join(name))),
     };
     let mut entries = Dir::new(dir)?;
     let mut removed = RemovedFiles::default();
@@ -330,6 +338,23 @@ fn remove_content_at(
         rustix::fs::unlinkat(fanout, name, AtFlags::REMOVEDIR)?;
     }
     Ok(removed)
+}
+
+/// Opens the directory `name` in `dir`, never through a link.
+fn open_subdir(dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, Errno> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty())
+}
+
+/// The error for a directory at `path` that could not be opened.
+fn open_error(errno: Errno, path: &Path) -> io::Error {
+    match errno {
+        Errno::NOTDIR | Errno::LOOP => io::Error::other(format!(
+            "{} is not a directory (or is a link); left alone",
+            path.display()
+        )),
+        e => io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())),
+    }
 }
 
 /// `dir`'s subdirectories whose names are `len` bytes long, by name (none when `dir` is
@@ -501,6 +526,23 @@ mod tests {
         assert!(folder.content_dir(&hashes[1]).join("mine.txt").exists());
         assert!(!folder.base().join("a/z").exists());
         assert!(folder.base().join("z/y").exists(), "the link's folder went");
+    }
+
+    #[test]
+    fn a_linked_fanout_folder_is_not_followed() {
+        let (_dir, folder) = folder();
+        let outside = tempfile::tempdir().unwrap();
+        let hash = ContentHash::parse(HASH).unwrap();
+        let target = outside.path().join("w").join(hash.name_in_fanout());
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("file"), b"not yours").unwrap();
+        std::os::unix::fs::symlink(outside.path(), folder.base().join("q")).unwrap();
+
+        for mode in [Mode::DryRun, Mode::Apply] {
+            let err = remove_one(&folder, &hash, mode).unwrap_err().to_string();
+            assert!(err.contains("is a link"), "{err}");
+        }
+        assert_eq!(std::fs::read(target.join("file")).unwrap(), b"not yours");
     }
 
     #[test]

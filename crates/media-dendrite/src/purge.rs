@@ -19,7 +19,7 @@ use crate::avatars::AvatarSet;
 use crate::error::CleanError;
 use crate::layout::{ContentHash, MediaFolder, Mode, RemovedFiles};
 use crate::report::{PurgeReport, SanityReport};
-use crate::sanity::SimulatedRepairs;
+use crate::sanity::WalkFindings;
 
 /// Media rows per page (whole content groups; a few MB of rows). Each page costs one
 /// table scan (Dendrite has no index on base64hash), so pages are large.
@@ -70,7 +70,7 @@ impl DendriteStore<'_> {
         mode: Mode,
         repair: Option<Mode>,
         sanity: &mut SanityReport,
-        simulated: &mut SimulatedRepairs,
+        findings: &mut WalkFindings,
     ) -> Result<PurgeReport, CleanError> {
         let mut report = PurgeReport::default();
         let mut removal = None;
@@ -78,7 +78,7 @@ impl DendriteStore<'_> {
         while let Some(rows) = pages.try_next().await? {
             let walked = rows.len() as u64;
             let repaired = self
-                .check_page_files(&rows, repair, sanity, simulated)
+                .check_page_files(&rows, repair, sanity, findings)
                 .await?;
             let candidates: Vec<Candidate> = rows
                 .into_iter()
@@ -113,7 +113,7 @@ impl DendriteStore<'_> {
             // hold disjoint hashes); one removal in flight at a time.
             if let Some(previous) = removal.take() {
                 let waiting = std::time::Instant::now();
-                self.account_removals(previous.await, &mut report);
+                self.account_removals(previous.await, &mut report, findings);
                 tracing::debug!(
                     "waited {:.2} s for the previous page's directories",
                     waiting.elapsed().as_secs_f64()
@@ -127,7 +127,7 @@ impl DendriteStore<'_> {
             }));
         }
         if let Some(previous) = removal {
-            self.account_removals(previous.await, &mut report);
+            self.account_removals(previous.await, &mut report, findings);
         }
         Ok(report)
     }
@@ -188,6 +188,7 @@ impl DendriteStore<'_> {
         &self,
         joined: Result<RemovalOutcome, tokio::task::JoinError>,
         report: &mut PurgeReport,
+        findings: &mut WalkFindings,
     ) {
         let (hashes, results) = joined.expect("a directory removal task panicked");
         for (hash, result) in hashes.iter().zip(results) {
@@ -196,7 +197,10 @@ impl DendriteStore<'_> {
                     report.directories_removed += u64::from(removed.directory_removed);
                     report.bytes_freed += removed.bytes;
                 }
-                Err(e) => report.failures.push(|| format!("{}: {e}", hash.as_str())),
+                Err(e) => {
+                    report.failures.push(|| format!("{}: {e}", hash.as_str()));
+                    findings.failed_removals.insert(hash.as_str().to_owned());
+                }
             }
         }
         self.progress.bytes.store(report.bytes_freed, Relaxed);

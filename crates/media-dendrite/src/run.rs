@@ -14,7 +14,7 @@ use crate::error::CleanError;
 use crate::layout::{MediaFolder, Mode};
 use crate::purge::DendriteStore;
 use crate::report::{CleanReport, SanityReport};
-use crate::sanity::SimulatedRepairs;
+use crate::sanity::WalkFindings;
 
 /// What a run purges.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +94,7 @@ async fn clean_with(
         .store(media_db.count_media().await?, Ordering::Relaxed);
     let repair = options.fix.then_some(options.mode);
     let mut sanity = SanityReport::default();
-    let mut simulated = SimulatedRepairs::default();
+    let mut findings = WalkFindings::default();
     let started = std::time::Instant::now();
     let phase_done = |phase: &str| {
         tracing::info!("{phase} done at {:.1} s", started.elapsed().as_secs_f64());
@@ -102,11 +102,11 @@ async fn clean_with(
     store.check_before_purge(repair, &mut sanity).await?;
     phase_done("orphan thumbnail check");
     let mut purge = store
-        .check_and_purge(&policy, options.mode, repair, &mut sanity, &mut simulated)
+        .check_and_purge(&policy, options.mode, repair, &mut sanity, &mut findings)
         .await?;
     phase_done("file check and purge");
     store
-        .check_after_purge(repair, &simulated, &mut sanity)
+        .check_after_purge(repair, &findings, &mut sanity)
         .await?;
     phase_done("directory checks");
     purge.selection = match (&options.request, &policy.selection) {

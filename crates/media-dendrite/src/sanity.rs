@@ -13,12 +13,16 @@ use crate::report::{LISTED_ITEMS, Listed, SanityReport};
 /// Hash directories checked against the database per query.
 const DIRECTORIES_PER_CHECK: usize = 20_000;
 
-/// What a dry run's repairs would have changed, for the checks after the purge: they
-/// must see the database as the real run will, or the dry run would report less.
+/// What the checks after the purge must know about the walk over the rows before them.
 #[derive(Debug, Default)]
-pub struct SimulatedRepairs {
-    /// Hashes no row would use any more.
+pub struct WalkFindings {
+    /// Hashes a dry run's repairs would leave without rows: the directory check must see
+    /// them as unused, as the real run will.
     pub emptied_contents: HashSet<String>,
+    /// Hashes whose directories the purge could not remove. They are reported as purge
+    /// failures; the directory check does not list them again (a later run does), so
+    /// a dry run and the real run list the same directories.
+    pub failed_removals: HashSet<String>,
 }
 
 impl DendriteStore<'_> {
@@ -38,15 +42,11 @@ impl DendriteStore<'_> {
     pub async fn check_after_purge(
         &self,
         repair: Option<Mode>,
-        simulated: &SimulatedRepairs,
+        findings: &WalkFindings,
         report: &mut SanityReport,
     ) -> Result<(), CleanError> {
-        self.check_unreferenced_directories(
-            repair,
-            simulated,
-            &mut report.unreferenced_directories,
-        )
-        .await?;
+        self.check_unreferenced_directories(repair, findings, &mut report.unreferenced_directories)
+            .await?;
         self.check_stale_tmp(repair, &mut report.stale_tmp_directories)
     }
 
@@ -78,7 +78,7 @@ impl DendriteStore<'_> {
         rows: &[DendriteMediaRow],
         repair: Option<Mode>,
         report: &mut SanityReport,
-        simulated: &mut SimulatedRepairs,
+        findings: &mut WalkFindings,
     ) -> Result<HashSet<MediaRef>, CleanError> {
         let mut refetchable = Vec::new();
         for group in rows.chunk_by(|a, b| a.base64hash == b.base64hash) {
@@ -117,7 +117,7 @@ impl DendriteStore<'_> {
             }
             let all_refetchable = refetchable.len() - refetchable_before == group.len();
             if repair == Some(Mode::DryRun) && all_refetchable {
-                simulated
+                findings
                     .emptied_contents
                     .insert(group[0].base64hash.clone());
             }
@@ -135,7 +135,7 @@ impl DendriteStore<'_> {
     async fn check_unreferenced_directories(
         &self,
         repair: Option<Mode>,
-        simulated: &SimulatedRepairs,
+        findings: &WalkFindings,
         found: &mut Listed,
     ) -> Result<(), CleanError> {
         let io_error = |source| CleanError::Io {
@@ -147,7 +147,7 @@ impl DendriteStore<'_> {
         for (i, fanout) in fanouts.iter().enumerate() {
             batch.extend(self.folder.content_dirs_in(fanout).map_err(io_error)?);
             if batch.len() >= DIRECTORIES_PER_CHECK || i + 1 == fanouts.len() {
-                self.repair_unreferenced(std::mem::take(&mut batch), repair, simulated, found)
+                self.repair_unreferenced(std::mem::take(&mut batch), repair, findings, found)
                     .await?;
             }
         }
@@ -160,7 +160,7 @@ impl DendriteStore<'_> {
         &self,
         batch: Vec<ContentHash>,
         repair: Option<Mode>,
-        simulated: &SimulatedRepairs,
+        findings: &WalkFindings,
         found: &mut Listed,
     ) -> Result<(), CleanError> {
         if batch.is_empty() {
@@ -171,7 +171,9 @@ impl DendriteStore<'_> {
         let unreferenced: Vec<ContentHash> = batch
             .into_iter()
             .filter(|h| {
-                !in_use.contains(h.as_str()) || simulated.emptied_contents.contains(h.as_str())
+                let h = h.as_str();
+                (!in_use.contains(h) || findings.emptied_contents.contains(h))
+                    && !findings.failed_removals.contains(h)
             })
             .collect();
         for hash in &unreferenced {
