@@ -78,6 +78,18 @@ pub struct RemovedFiles {
     pub directory_removed: bool,
     /// Bytes of the files removed.
     pub bytes: u64,
+    /// The directory changed after the database was checked, so it was left alone.
+    pub changed_since_check: bool,
+}
+
+/// File times come from a coarse clock: a change this long before a check may carry a
+/// time after it.
+const FILE_CLOCK_SLACK: Duration = Duration::from_secs(1);
+
+/// The time to pass to [`MediaFolder::remove_contents`], taken right before the database
+/// check that found the directories unused: now, less the coarseness of file times.
+pub fn check_time() -> SystemTime {
+    SystemTime::now() - FILE_CLOCK_SLACK
 }
 
 /// Threads removing content directories at once.
@@ -119,15 +131,19 @@ impl MediaFolder {
 
     /// Removes content directories: each one's `file` and every `thumbnail-*`, the
     /// directory, then its fan-out parents when empty. A directory already gone is fine.
+    /// A directory changed after `checked_at` (when the database said no row uses it;
+    /// see [`check_time`]) is left alone: Dendrite is storing those bytes again.
     /// Anything else inside is never removed: the media files go, the foreign entry and
     /// its directory stay, and the result is an error naming it. A directory reached
-    /// through a link is left alone (an error too). A dry run only adds up the sizes. Runs on [`REMOVAL_THREADS`]
-    /// threads (removing files mostly waits for the disk), one fan-out folder at a time
-    /// each, so each folder is opened once. Results come back in the order of `hashes`.
+    /// through a link is left alone (an error too). A dry run only adds up the sizes.
+    /// Runs on [`REMOVAL_THREADS`] threads (removing files mostly waits for the disk),
+    /// one fan-out folder at a time each, so each folder is opened once. Results come
+    /// back in the order of `hashes`.
     pub fn remove_contents(
         &self,
         hashes: &[ContentHash],
         mode: Mode,
+        checked_at: SystemTime,
     ) -> Vec<io::Result<RemovedFiles>> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let base = match rustix::fs::open(&self.base, flags, rustix::fs::Mode::empty()) {
@@ -155,7 +171,7 @@ impl MediaFolder {
                         for group in stretch {
                             let contents: Vec<&ContentHash> =
                                 group.iter().map(|&i| &hashes[i]).collect();
-                            let results = self.remove_in_fanout(base, &contents, mode);
+                            let results = self.remove_in_fanout(base, &contents, mode, checked_at);
                             done.extend(group.iter().copied().zip(results));
                         }
                         done
@@ -188,6 +204,7 @@ impl MediaFolder {
         base: BorrowedFd<'_>,
         contents: &[&ContentHash],
         mode: Mode,
+        checked_at: SystemTime,
     ) -> Vec<io::Result<RemovedFiles>> {
         let Some(first) = contents.first() else {
             return Vec::new();
@@ -208,7 +225,7 @@ impl MediaFolder {
         };
         let results: Vec<_> = contents
             .iter()
-            .map(|hash| remove_content_at(fanout.as_fd(), &fanout_path, hash, mode))
+            .map(|hash| remove_content_at(fanout.as_fd(), &fanout_path, hash, mode, checked_at))
             .collect();
         let removed_one = results
             .iter()
@@ -295,14 +312,21 @@ fn remove_content_at(
     fanout_path: &Path,
     hash: &ContentHash,
     mode: Mode,
+    checked_at: SystemTime,
 ) -> io::Result<RemovedFiles> {
     let name = hash.name_in_fanout();
     let dir = match open_subdir(fanout, name) {
-        Ok(fd) => fd,
+        Ok(fd) => std::fs::File::from(fd),
         Err(Errno::NOENT) => return Ok(RemovedFiles::default()),
         Err(e) => return Err(open_error(e, &fanout_path.join(name))),
     };
-    let mut entries = Dir::new(dir)?;
+    if dir.metadata()?.modified()? > checked_at {
+        return Ok(RemovedFiles {
+            changed_since_check: true,
+            ..RemovedFiles::default()
+        });
+    }
+    let mut entries = Dir::new(OwnedFd::from(dir))?;
     let mut removed = RemovedFiles::default();
     let mut unexpected = None;
     while let Some(entry) = entries.read() {
@@ -394,12 +418,17 @@ mod tests {
 
     const HASH: &str = "qwertyuiopasdfghjklzxcvbnmQWERTYUIOPASDF-_1";
 
+    /// A database check made after the test wrote its files (file times are coarse).
+    fn checked() -> SystemTime {
+        check_time() + Duration::from_secs(60)
+    }
+
     fn remove_one(
         folder: &MediaFolder,
         hash: &ContentHash,
         mode: Mode,
     ) -> io::Result<RemovedFiles> {
-        let mut results = folder.remove_contents(std::slice::from_ref(hash), mode);
+        let mut results = folder.remove_contents(std::slice::from_ref(hash), mode, checked());
         results.pop().unwrap()
     }
 
@@ -452,12 +481,13 @@ mod tests {
             dry,
             RemovedFiles {
                 directory_removed: true,
-                bytes: 8
+                bytes: 8,
+                changed_since_check: false,
             }
         );
         assert!(content.join("file").exists(), "a dry run removed a file");
 
-        let real = folder.remove_contents(std::slice::from_ref(&hash), Mode::Apply);
+        let real = folder.remove_contents(std::slice::from_ref(&hash), Mode::Apply, checked());
         assert_eq!(real.into_iter().next().unwrap().unwrap(), dry);
         assert!(!folder.base().join("q/w").exists());
         assert!(neighbour.exists(), "a parent still in use was removed");
@@ -505,6 +535,7 @@ mod tests {
         let mut results = folder.remove_contents(
             &[&hashes[..], std::slice::from_ref(&linked)].concat(),
             Mode::Apply,
+            checked(),
         );
         let of_link = results.pop().unwrap().unwrap_err().to_string();
         assert!(of_link.contains("is not a directory"), "{of_link}");
@@ -517,6 +548,7 @@ mod tests {
             Ok(RemovedFiles {
                 directory_removed: true,
                 bytes,
+                changed_since_check: false,
             })
         };
         assert_eq!(results[0], removed(22));
@@ -526,6 +558,24 @@ mod tests {
         assert!(folder.content_dir(&hashes[1]).join("mine.txt").exists());
         assert!(!folder.base().join("a/z").exists());
         assert!(folder.base().join("z/y").exists(), "the link's folder went");
+    }
+
+    #[test]
+    fn a_directory_changed_after_the_check_is_left_alone() {
+        let (_dir, folder) = folder();
+        let hash = ContentHash::parse(HASH).unwrap();
+        let content = folder.content_dir(&hash);
+        std::fs::create_dir_all(&content).unwrap();
+        let checked_at = check_time() - Duration::from_secs(60);
+        // Dendrite stores the same bytes again after the check.
+        std::fs::write(content.join("file"), b"again").unwrap();
+        for mode in [Mode::DryRun, Mode::Apply] {
+            let results = folder.remove_contents(std::slice::from_ref(&hash), mode, checked_at);
+            let left = results.into_iter().next().unwrap().unwrap();
+            assert!(left.changed_since_check && !left.directory_removed);
+            assert_eq!(left.bytes, 0);
+        }
+        assert_eq!(std::fs::read(content.join("file")).unwrap(), b"again");
     }
 
     #[test]

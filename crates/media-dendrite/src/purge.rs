@@ -17,7 +17,7 @@ use media_db::dendrite::{DendriteDb, DendriteMediaRow};
 
 use crate::avatars::AvatarSet;
 use crate::error::CleanError;
-use crate::layout::{ContentHash, MediaFolder, Mode, RemovedFiles};
+use crate::layout::{ContentHash, MediaFolder, Mode, RemovedFiles, check_time};
 use crate::report::{PurgeReport, SanityReport};
 use crate::sanity::WalkFindings;
 
@@ -106,6 +106,7 @@ impl DendriteStore<'_> {
                 .into_iter()
                 .map(|c| c.content)
                 .collect();
+            let checked_at = check_time();
             let removable = self
                 .removable_directories(hashes, mode, &mut report)
                 .await?;
@@ -122,7 +123,7 @@ impl DendriteStore<'_> {
             self.progress.items_done.fetch_add(walked, Relaxed);
             let folder = self.folder.clone();
             removal = Some(tokio::task::spawn_blocking(move || {
-                let results = folder.remove_contents(&removable, mode);
+                let results = folder.remove_contents(&removable, mode, checked_at);
                 (removable, results)
             }));
         }
@@ -195,6 +196,7 @@ impl DendriteStore<'_> {
             match result {
                 Ok(removed) => {
                     report.directories_removed += u64::from(removed.directory_removed);
+                    report.kept.directories_in_use_again += u64::from(removed.changed_since_check);
                     report.bytes_freed += removed.bytes;
                 }
                 Err(e) => {

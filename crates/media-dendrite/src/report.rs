@@ -52,7 +52,8 @@ pub struct KeptReport {
     pub local: u64,
     /// Directories kept because a kept row still uses their hash.
     pub shared_hash_directories: u64,
-    /// Directories kept because a new row started using their hash during the run.
+    /// Directories kept because Dendrite started using their hash again during the run:
+    /// a new row, or the directory changed after the database was checked.
     pub directories_in_use_again: u64,
 }
 

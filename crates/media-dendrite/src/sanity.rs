@@ -6,7 +6,7 @@ use media_core::retention::MediaRef;
 use media_db::dendrite::DendriteMediaRow;
 
 use crate::error::CleanError;
-use crate::layout::{ContentHash, Mode};
+use crate::layout::{ContentHash, Mode, check_time};
 use crate::purge::DendriteStore;
 use crate::report::{LISTED_ITEMS, Listed, SanityReport};
 
@@ -167,6 +167,7 @@ impl DendriteStore<'_> {
             return Ok(());
         }
         let hashes: Vec<String> = batch.iter().map(|h| h.as_str().to_owned()).collect();
+        let checked_at = check_time();
         let in_use = self.media_db.contents_in_use(&hashes).await?;
         let unreferenced: Vec<ContentHash> = batch
             .into_iter()
@@ -180,10 +181,10 @@ impl DendriteStore<'_> {
             found.push(|| self.folder.content_dir(hash).display().to_string());
         }
         if let Some(mode) = repair {
-            let results = self.folder.remove_contents(&unreferenced, mode);
+            let results = self.folder.remove_contents(&unreferenced, mode, checked_at);
             for (hash, result) in unreferenced.iter().zip(results) {
                 match result {
-                    Ok(_) => found.fixed += 1,
+                    Ok(removed) => found.fixed += u64::from(removed.directory_removed),
                     Err(e) => tracing::warn!("cannot remove {}: {e}", hash.as_str()),
                 }
             }
