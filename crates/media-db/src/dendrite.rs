@@ -9,12 +9,13 @@
 
 use std::collections::HashSet;
 
-use futures::stream::BoxStream;
+use futures::TryStreamExt;
+use futures::stream::{self, BoxStream, StreamExt};
 use media_core::retention::MediaRef;
 
 use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
 use crate::error::{DbError, QueryContext};
-use crate::paging::{keyset_pages, read_ahead};
+use crate::paging::keyset_pages;
 
 /// Media rows deleted, or media keys looked up, per statement.
 const KEYS_PER_STATEMENT: usize = 500;
@@ -178,6 +179,68 @@ const GROUP_PAGE_SQL: &str = concat!(
     "WHERE base64hash > $1 ORDER BY base64hash, media_origin, media_id LIMIT $2"
 );
 
+/// Every media row in (hash, origin, media ID) order, for one streamed sort.
+const ALL_GROUPS_SQL: &str = concat!(
+    media_columns!(),
+    "ORDER BY base64hash, media_origin, media_id"
+);
+
+/// PostgreSQL's [`DendriteDb::content_group_pages`]: one sorted query streamed on its
+/// own connection by a task, cut into pages of whole groups. The task reserves the
+/// channel's slot before it reads a page, so it holds at most one page besides the
+/// caller's.
+fn streamed_group_pages(
+    pool: sqlx::PgPool,
+    rows_per_page: i64,
+) -> BoxStream<'static, Result<Vec<DendriteMediaRow>, DbError>> {
+    const CONTEXT: &str = "read Dendrite media";
+    let rows_per_page = usize::try_from(rows_per_page).unwrap_or(1).max(1);
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        // A caller that stopped has dropped the receiver.
+        let Ok(mut slot) = sender.reserve().await else {
+            return;
+        };
+        let walk = async {
+            let mut conn = pool.acquire().await.during(CONTEXT)?;
+            // The one query runs as long as the walk: a role's statement timeout (made
+            // for Dendrite's short queries) must not cut it.
+            sqlx::query("SET statement_timeout = 0")
+                .execute(&mut *conn)
+                .await
+                .during(CONTEXT)?;
+            let mut rows = sqlx::query_as::<_, DendriteMediaRow>(ALL_GROUPS_SQL).fetch(&mut *conn);
+            let mut page: Vec<DendriteMediaRow> = Vec::new();
+            while let Some(row) = rows.try_next().await.during(CONTEXT)? {
+                let group_ends = page.last().is_some_and(|l| l.base64hash != row.base64hash);
+                if page.len() >= rows_per_page && group_ends {
+                    slot.send(Ok(std::mem::take(&mut page)));
+                    let Ok(next) = sender.reserve().await else {
+                        return Ok(None);
+                    };
+                    slot = next;
+                }
+                page.push(row);
+            }
+            Ok(Some((slot, page)))
+        };
+        match walk.await {
+            Ok(Some((slot, page))) if !page.is_empty() => slot.send(Ok(page)),
+            Ok(_) => {}
+            Err(e) => {
+                if let Ok(slot) = sender.reserve().await {
+                    slot.send(Err(e));
+                }
+            }
+        }
+    });
+    stream::unfold(receiver, |mut receiver| async move {
+        let page = receiver.recv().await?;
+        Some((page, receiver))
+    })
+    .boxed()
+}
+
 /// Every row of one content group.
 const GROUP_SQL: &str = concat!(
     media_columns!(),
@@ -229,20 +292,20 @@ impl DendriteDb {
 
     /// Pages of media rows holding whole content groups (every row of each hash in the
     /// page), in (base64hash, origin, media_id) order. A page has about `rows_per_page`
-    /// rows: the last group of a full page is left for the next one, unless it is the
-    /// only group (then the page is that whole group, however large).
+    /// rows and never splits a group: a group larger than a page makes a larger page.
     ///
-    /// On PostgreSQL the next page is read while the caller works on this one (each
-    /// read is a table scan; MVCC lets it run beside the caller's deletes). SQLite reads
-    /// on demand: outside WAL mode, a read there holds off every writer, Dendrite's too.
+    /// Dendrite has no index on base64hash. On PostgreSQL one query sorts the table once
+    /// and streams it on a connection of its own (MVCC keeps its snapshot readable beside
+    /// the caller's deletes); the next page is read while the caller works on this one.
+    /// SQLite reads page by page, each a table scan: outside WAL mode a long read there
+    /// would hold off every writer, Dendrite's too.
     pub fn content_group_pages(
         &self,
         rows_per_page: i64,
     ) -> BoxStream<'static, Result<Vec<DendriteMediaRow>, DbError>> {
-        let pages = self.content_group_pages_on_demand(rows_per_page);
-        match self.dialect() {
-            Dialect::Postgres => read_ahead(pages),
-            Dialect::Sqlite => pages,
+        match &self.pool {
+            Pool::Postgres(pool) => streamed_group_pages(pool.clone(), rows_per_page),
+            Pool::Sqlite(_) => self.content_group_pages_on_demand(rows_per_page),
         }
     }
 
