@@ -7,11 +7,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use media_cli::Exit;
-use std::sync::Arc;
-
 use media_core::Progress;
 use media_dendrite::{CleanOptions, DendriteConfig, Mode, Request};
 

@@ -202,14 +202,16 @@ fn streamed_group_pages(
             return;
         };
         let walk = async {
-            let mut conn = pool.acquire().await.during(CONTEXT)?;
+            // Out of the pool: its session setting below must not reach other statements,
+            // and it closes when the walk ends.
+            let mut conn = pool.acquire().await.during(CONTEXT)?.detach();
             // The one query runs as long as the walk: a role's statement timeout (made
             // for Dendrite's short queries) must not cut it.
             sqlx::query("SET statement_timeout = 0")
-                .execute(&mut *conn)
+                .execute(&mut conn)
                 .await
                 .during(CONTEXT)?;
-            let mut rows = sqlx::query_as::<_, DendriteMediaRow>(ALL_GROUPS_SQL).fetch(&mut *conn);
+            let mut rows = sqlx::query_as::<_, DendriteMediaRow>(ALL_GROUPS_SQL).fetch(&mut conn);
             let mut page: Vec<DendriteMediaRow> = Vec::new();
             while let Some(row) = rows.try_next().await.during(CONTEXT)? {
                 let group_ends = page.last().is_some_and(|l| l.base64hash != row.base64hash);
