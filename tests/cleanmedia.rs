@@ -967,8 +967,9 @@ async fn a_second_run_waits_for_the_lock_and_names_its_holder() {
         // A real process holds the lock as a run would: flock(1) on the folder (without
         // forking, so the process killed below is the one holding it).
         let mut holder = Command::new("flock")
+            .arg("--no-fork")
             .arg(&store.media_path)
-            .args(["--no-fork", "sh", "-c", "echo locked; exec sleep 600"])
+            .args(["sh", "-c", "echo locked; exec sleep 600"])
             .stdout(Stdio::piped())
             .spawn()
             .expect("flock(1) from util-linux");
@@ -1065,6 +1066,32 @@ async fn two_runs_at_once_report_no_spurious_failures() {
         }
         assert_eq!(store.media_count().await, 0);
         assert!(store.files().is_empty());
+        store.finish().await;
+    }
+}
+
+/// The mirror image of issue #12.1, found while looking for its class elsewhere: with a
+/// config naming the wrong (or a fresh) media database, every hash directory is one "no
+/// row uses", and `--fix` removed them all. No media rows at all while the folder holds
+/// media is refused.
+#[tokio::test]
+async fn an_empty_media_table_is_refused_not_a_licence_to_remove_every_directory() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let media = MediaSpec::remote(OTHER, "media", 60, b"media");
+        add_all(&store, &[&media]).await;
+        store
+            .execute_on_media(
+                "DELETE FROM mediaapi_thumbnail; DELETE FROM mediaapi_media_repository",
+            )
+            .await;
+        let before = snapshot(&store).await;
+        for args in [&["--fix", "-n"][..], &["--fix"]] {
+            let out = cleanmedia(&store, args);
+            assert_refused(&out, "no media rows", &format!("{engine:?} {args:?}"));
+        }
+        assert_eq!(snapshot(&store).await, before, "{engine:?}");
+        assert!(store.content_dir(&media.hash()).join("file").exists());
         store.finish().await;
     }
 }

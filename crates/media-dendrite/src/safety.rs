@@ -10,6 +10,9 @@
 //!   [`SAMPLE_ROWS`] media rows picked at random have no file. A missing file is never a
 //!   licence to delete rows in bulk: the rows-without-file repair (`--fix`) only runs
 //!   once these checks passed.
+//! * The mirror image: the media database has no rows at all while the folder holds
+//!   media (the config names the wrong, or a fresh, database): `--fix` would remove
+//!   every directory as "no row uses it".
 //!
 //! Every refusal is a [`CleanError::Refused`]: exit 2, nothing changed.
 
@@ -141,19 +144,36 @@ pub fn refuse_unmounted_by_fstab(
 }
 
 /// Refuses a folder whose files are not there: no fan-out folder at all while there are
-/// `rows` media rows, or more than half of a random sample of rows without their file.
+/// `rows` media rows, or more than half of a random sample of rows without their file;
+/// and a folder holding media while there are no rows at all.
 pub async fn refuse_missing_files(
     folder: &MediaFolder,
     media_db: &DendriteDb,
     rows: u64,
 ) -> Result<(), CleanError> {
-    if rows == 0 {
-        return Ok(());
-    }
-    let top = folder.top_level().map_err(|source| CleanError::Io {
+    let io = |source| CleanError::Io {
         path: folder.base().to_owned(),
         source,
-    })?;
+    };
+    if rows == 0 {
+        // The mirror image: no row is no licence to remove every directory either.
+        for fanout in folder.fanout_dirs().map_err(io)? {
+            if let Some(hash) = folder.content_dirs_in(&fanout).map_err(io)?.first() {
+                return Err(refused(
+                    folder,
+                    format!(
+                        "holds media (for example {}), but the media database has no media \
+                         rows: is media_api.database (or the global database) the right one? \
+                         Nothing was changed. If every media was purged on purpose, remove \
+                         the leftover directories by hand.",
+                        folder.content_dir(hash).display()
+                    ),
+                ));
+            }
+        }
+        return Ok(());
+    }
+    let top = folder.top_level().map_err(io)?;
     if top.fanout_folders == 0 {
         return Err(refused(
             folder,
