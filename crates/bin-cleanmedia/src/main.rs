@@ -89,7 +89,8 @@ Before changing anything, every run (dry runs too) refuses, with exit code 2:
     Dendrite does not make (it makes one-letter folders and tmp/; lost+found is allowed);
   - a media folder that looks unmounted: --fstab names a mount point at or above it and
     nothing is mounted there; or the database has media rows and the folder holds no
-    media at all; or more than half of 200 media rows picked at random have no file.
+    media at all; or more than half of 200 media rows picked at random have no file;
+  - a media folder holding media while the database has no media rows (wrong database).
 Avatars are never deleted, whatever the state of their file. Nothing under base_path is
 followed as a link. One run at a time per media folder: a second run waits for the
 first and names the process it waits for.";
