@@ -259,8 +259,8 @@ async fn defect7_gone_files_still_lose_rows_parents_go_and_stale_tmp_is_cleaned(
         gone.write_file = false;
         let old = MediaSpec::remote(OTHER, "old", 60, b"old");
         add_all(&store, &[&gone, &old]).await;
-        let stale = store.media_path.join("tmp/stale");
-        let fresh = store.media_path.join("tmp/fresh");
+        let stale = store.media_path.join("tmp/1804289383");
+        let fresh = store.media_path.join("tmp/846930886");
         for dir in [&stale, &fresh] {
             std::fs::create_dir_all(dir).unwrap();
             std::fs::write(dir.join("content"), b"partial").unwrap();
@@ -273,7 +273,7 @@ async fn defect7_gone_files_still_lose_rows_parents_go_and_stale_tmp_is_cleaned(
         assert!(store.media_mxcs().await.is_empty());
         assert!(store.thumbnail_mxcs().await.is_empty());
         // Only tmp/fresh is left: no empty fan-out folders.
-        assert_eq!(store.files(), ["tmp/fresh/content"]);
+        assert_eq!(store.files(), ["tmp/846930886/content"]);
         let top: Vec<_> = std::fs::read_dir(&store.media_path).unwrap().collect();
         assert_eq!(top.len(), 1, "empty parents were left");
         store.finish().await;
@@ -349,7 +349,10 @@ async fn a_directory_the_purge_cannot_remove_is_reported_once_in_both_runs() {
             write_file: false,
             ..MediaSpec::remote(OTHER, "stuck", 60, b"stuck")
         };
-        add_all(&store, &[&stuck]).await;
+        // A recent media with its file: one row of two without its file is no sign of an
+        // unmounted folder.
+        let recent = MediaSpec::remote(OTHER, "recent", 1, b"recent");
+        add_all(&store, &[&stuck, &recent]).await;
         let dir = store.content_dir(&stuck.hash());
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("notes.txt"), b"an operator's").unwrap();
@@ -679,4 +682,416 @@ async fn the_summary_names_what_was_deleted_kept_and_found() {
     assert_eq!(quiet.status.code(), Some(0));
     assert!(quiet.stdout.is_empty() && quiet.stderr.is_empty());
     store.finish().await;
+}
+
+/// The rows, thumbnail rows and files of a store, to show a refused run changed nothing.
+async fn snapshot(store: &DendriteFixture) -> (BTreeSet<String>, Vec<String>, Vec<String>) {
+    (
+        store.media_mxcs().await,
+        store.thumbnail_mxcs().await,
+        store.files(),
+    )
+}
+
+/// A run refused before it changed anything: exit 2, no report, `expected` in the error.
+fn assert_refused(out: &Output, expected: &str, context: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{context}: {err}");
+    assert!(err.contains(expected), "{context}: {err}");
+    assert!(err.contains("Nothing was changed"), "{context}: {err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{context}: a refused run printed a report"
+    );
+}
+
+/// Issue #12.1: with the media volume unmounted (an empty `base_path`), `--fix` deleted
+/// every remote row as "without its file" (a 1-day-old media and a profile avatar
+/// among them), and the next night removed their files. Every mode now refuses an empty
+/// folder; with the volume back, only the normal purge happens.
+#[tokio::test]
+async fn an_empty_media_folder_is_refused_not_purged() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let old = MediaSpec::remote(OTHER, "old", 60, b"old");
+        let young = MediaSpec::remote(OTHER, "young", 1, b"young");
+        let avatar = MediaSpec::remote(THIRD, "avatar", 60, b"avatar");
+        let local = MediaSpec::local("alice", "upload", 90, b"upload");
+        add_all(&store, &[&old, &young, &avatar, &local]).await;
+        store.set_profile_avatar("alice", &avatar.mxc()).await;
+        // The volume is not mounted: Dendrite's folder is an empty mount point.
+        let volume = store.workdir.join("volume");
+        std::fs::rename(&store.media_path, &volume).unwrap();
+        std::fs::create_dir(&store.media_path).unwrap();
+        let before = snapshot(&store).await;
+
+        for args in [&["--fix"][..], &["--fix", "-n"], &[], &["-l", "-t", "0"]] {
+            let context = format!("{engine:?} {args:?}");
+            assert_refused(&cleanmedia(&store, args), "looks unmounted", &context);
+        }
+        assert_eq!(snapshot(&store).await, before, "{engine:?}");
+
+        std::fs::remove_dir(&store.media_path).unwrap();
+        std::fs::rename(&volume, &store.media_path).unwrap();
+        let r = report(&cleanmedia(&store, &["--fix"]));
+        assert_eq!(r["purge"]["media_rows_deleted"], 1, "{engine:?}: {r}");
+        assert_eq!(store.media_mxcs().await, mxcs(&[&young, &avatar, &local]));
+        for kept in [&young, &avatar, &local] {
+            assert!(store.content_dir(&kept.hash()).join("file").exists());
+        }
+        store.finish().await;
+    }
+}
+
+/// Issue #12.1: a folder that holds something (Dendrite made `tmp/` in the empty mount
+/// point, one file is there) but where most rows have no file is refused too.
+#[tokio::test]
+async fn most_rows_without_their_file_are_refused_not_deleted() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let present = MediaSpec::remote(OTHER, "present", 60, b"present");
+        let gone: Vec<MediaSpec> = (0..4)
+            .map(|i| MediaSpec {
+                write_file: false,
+                ..MediaSpec::remote(OTHER, &format!("gone{i}"), 1, format!("g{i}").as_bytes())
+            })
+            .collect();
+        add_all(&store, &[&present]).await;
+        add_all(&store, &gone.iter().collect::<Vec<_>>()).await;
+        std::fs::create_dir_all(store.media_path.join("tmp/2718281828")).unwrap();
+        let before = snapshot(&store).await;
+
+        for args in [&["--fix"][..], &["--fix", "-n"]] {
+            let out = cleanmedia(&store, args);
+            let context = format!("{engine:?} {args:?}");
+            assert_refused(&out, "looks unmounted", &context);
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("4 of 5"),
+                "{context}"
+            );
+        }
+        assert_eq!(snapshot(&store).await, before, "{engine:?}");
+        store.finish().await;
+    }
+}
+
+/// Issue #12.1: in a folder that is there, `--fix` deletes remote rows without their
+/// file (Dendrite fetches them again), but never an avatar's row, whatever its age,
+/// and never a local row.
+#[tokio::test]
+async fn rows_without_their_file_never_lose_an_avatar() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let with_files: Vec<MediaSpec> = (0..5)
+            .map(|i| MediaSpec::remote(OTHER, &format!("f{i}"), 2, format!("f{i}").as_bytes()))
+            .collect();
+        let lost = |spec: MediaSpec| MediaSpec {
+            write_file: false,
+            ..spec
+        };
+        let profile = lost(MediaSpec::remote(THIRD, "profile", 60, b"profile"));
+        let member = lost(MediaSpec::remote(OTHER, "member", 2, b"member"));
+        let local = lost(MediaSpec::local("alice", "local", 2, b"local"));
+        let refetch = lost(MediaSpec::remote(OTHER, "refetch", 2, b"refetch"));
+        add_all(&store, &with_files.iter().collect::<Vec<_>>()).await;
+        add_all(&store, &[&profile, &member, &local, &refetch]).await;
+        store.set_profile_avatar("alice", &profile.mxc()).await;
+        let content = format!(r#"{{"avatar_url":"{}"}}"#, member.mxc());
+        store
+            .add_state_event("!r:x", "m.room.member", "@m:x", &content)
+            .await;
+
+        let dry = report(&cleanmedia(&store, &["--fix", "-n"]));
+        let real = report(&cleanmedia(&store, &["--fix"]));
+        assert_eq!(dry["sanity"], real["sanity"], "{engine:?}");
+        let found = &real["sanity"]["rows_without_file"];
+        assert_eq!(found["found"], 4, "{engine:?}: {real}");
+        assert_eq!(found["fixed"], 1, "{engine:?}: {real}");
+        let mut expected: Vec<&MediaSpec> = with_files.iter().collect();
+        expected.extend([&profile, &member, &local]);
+        assert_eq!(store.media_mxcs().await, mxcs(&expected), "{engine:?}");
+        store.finish().await;
+    }
+}
+
+/// Issue #12.1: a media volume listed in fstab but not mounted is refused, even when the
+/// mount point beneath holds a plausible folder; an fstab naming other mount points
+/// changes nothing.
+#[tokio::test]
+async fn a_media_volume_in_fstab_that_is_not_mounted_is_refused() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let old = MediaSpec::remote(OTHER, "old", 60, b"old");
+        let young = MediaSpec::remote(OTHER, "young", 1, b"young");
+        add_all(&store, &[&old, &young]).await;
+        let fstab = store.workdir.join("fstab");
+        let before = snapshot(&store).await;
+        for mount_point in [&store.media_path, &store.workdir] {
+            std::fs::write(
+                &fstab,
+                format!(
+                    "# comment\nUUID=1 / ext4 defaults 0 1\n/dev/vdb1 {} ext4 nofail 0 2\n",
+                    mount_point.display()
+                ),
+            )
+            .unwrap();
+            let out = cleanmedia(&store, &["--fix", "--fstab", fstab.to_str().unwrap()]);
+            assert_refused(&out, "looks unmounted", &format!("{engine:?}"));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(&mount_point.display().to_string()), "{err}");
+        }
+        assert_eq!(snapshot(&store).await, before, "{engine:?}");
+
+        std::fs::write(&fstab, "/dev/vdc1 /srv/elsewhere ext4 nofail 0 2\n").unwrap();
+        let r = report(&cleanmedia(
+            &store,
+            &["--fix", "--fstab", fstab.to_str().unwrap()],
+        ));
+        assert_eq!(r["purge"]["media_rows_deleted"], 1, "{engine:?}");
+        store.finish().await;
+    }
+}
+
+/// Issue #12.2: `--fix` followed a `<base>/tmp` link and removed a folder outside the
+/// media store. A linked `tmp` is not Dendrite's folder: the run is refused (exit 2)
+/// before anything changes; links inside a real `tmp/` are never followed either.
+#[tokio::test]
+async fn a_linked_tmp_folder_is_not_followed_by_fix() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let kept = MediaSpec::remote(OTHER, "kept", 1, b"kept");
+        add_all(&store, &[&kept]).await;
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("1234567");
+        std::fs::create_dir_all(&victim).unwrap();
+        std::fs::write(victim.join("content"), b"not Dendrite's").unwrap();
+        set_age(&victim, Duration::from_secs(3 * 86_400));
+        let tmp = store.media_path.join("tmp");
+        std::os::unix::fs::symlink(outside.path(), &tmp).unwrap();
+
+        for args in [&["--fix", "-n"][..], &["--fix"]] {
+            let out = cleanmedia(&store, args);
+            assert_refused(&out, "tmp (a link)", &format!("{engine:?} {args:?}"));
+        }
+        assert_eq!(
+            std::fs::read(victim.join("content")).unwrap(),
+            b"not Dendrite's"
+        );
+
+        // A real tmp/ holding a link named as Dendrite names its staging directories.
+        std::fs::remove_file(&tmp).unwrap();
+        std::fs::create_dir(&tmp).unwrap();
+        std::os::unix::fs::symlink(&victim, tmp.join("7654321")).unwrap();
+        for args in [&["--fix", "-n"][..], &["--fix"]] {
+            let r = report(&cleanmedia(&store, args));
+            assert_eq!(
+                r["sanity"]["stale_tmp_directories"]["found"], 0,
+                "{engine:?}"
+            );
+        }
+        assert_eq!(
+            std::fs::read(victim.join("content")).unwrap(),
+            b"not Dendrite's"
+        );
+        assert!(tmp.join("7654321").is_symlink());
+        assert!(store.content_dir(&kept.hash()).join("file").exists());
+        store.finish().await;
+    }
+}
+
+/// Issue #12.3: with `base_path: /`, cleanmedia listed the system's `/tmp` entries as
+/// stale staging directories and `--fix` would remove them. The root directory and any
+/// folder with top-level entries Dendrite does not make are refused; in `tmp/`, only
+/// Dendrite's staging names are ever removed.
+#[tokio::test]
+async fn a_root_or_foreign_base_path_is_refused_and_only_dendrite_tmp_names_go() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let kept = MediaSpec::remote(OTHER, "kept", 1, b"kept");
+        add_all(&store, &[&kept]).await;
+        let config = store.workdir.join("dendrite.yaml");
+        let yaml = std::fs::read_to_string(&config).unwrap();
+        // A dry run only: a regression here must not touch the machine's /tmp.
+        std::fs::write(
+            &config,
+            yaml.replace("base_path: ./media_store", "base_path: /"),
+        )
+        .unwrap();
+        let out = cleanmedia(&store, &["--fix", "-n"]);
+        assert_refused(&out, "root directory", &format!("{engine:?}"));
+        std::fs::write(&config, &yaml).unwrap();
+
+        let notes = store.media_path.join("notes.txt");
+        std::fs::write(&notes, b"an operator's").unwrap();
+        std::fs::create_dir(store.media_path.join("backup")).unwrap();
+        let before = snapshot(&store).await;
+        let out = cleanmedia(&store, &["--fix"]);
+        assert_refused(&out, "not Dendrite's", &format!("{engine:?}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("backup") && err.contains("notes.txt"), "{err}");
+        assert_eq!(snapshot(&store).await, before, "{engine:?}");
+        std::fs::remove_file(&notes).unwrap();
+        std::fs::remove_dir(store.media_path.join("backup")).unwrap();
+
+        let dendrites = store.media_path.join("tmp/3141592653");
+        let foreign = store.media_path.join("tmp/upload-keep");
+        for dir in [&dendrites, &foreign] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("content"), b"partial").unwrap();
+            set_age(dir, Duration::from_secs(2 * 86_400));
+        }
+        let r = report(&cleanmedia(&store, &["--fix"]));
+        let stale = &r["sanity"]["stale_tmp_directories"];
+        assert_eq!(stale["found"], 1, "{engine:?}: {r}");
+        assert_eq!(stale["fixed"], 1);
+        assert!(!dendrites.exists());
+        assert!(
+            foreign.join("content").exists(),
+            "a foreign tmp entry was removed"
+        );
+        store.finish().await;
+    }
+}
+
+/// Issue #12.4: two runs at once both failed on each other's removals. A run now takes
+/// an exclusive lock on the media folder; a second one waits, naming the holder, and
+/// changes nothing until the lock is free.
+#[tokio::test]
+async fn a_second_run_waits_for_the_lock_and_names_its_holder() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let old = MediaSpec::remote(OTHER, "old", 60, b"old");
+        add_all(&store, &[&old]).await;
+        // A real process holds the lock as a run would: flock(1) on the folder (without
+        // forking, so the process killed below is the one holding it).
+        let mut holder = Command::new("flock")
+            .arg("--no-fork")
+            .arg(&store.media_path)
+            .args(["sh", "-c", "echo locked; exec sleep 600"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("flock(1) from util-linux");
+        let mut line = String::new();
+        BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+
+        let config = store.workdir.join("dendrite.yaml");
+        let mut run = Command::new(media_tests::binary("cleanmedia"))
+            .args(["--json", "-c", config.to_str().unwrap(), "--workdir"])
+            .arg(&store.workdir)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(run.stderr.take().unwrap());
+        let mut said = String::new();
+        while !said.contains("waiting") {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                let _ = holder.kill();
+                panic!("{engine:?}: cleanmedia did not wait for the lock: {said}");
+            }
+            said.push_str(&line);
+        }
+        assert!(said.contains(&format!("pid {}", holder.id())), "{said}");
+        assert_eq!(
+            store.media_mxcs().await,
+            mxcs(&[&old]),
+            "changed while waiting"
+        );
+
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        let out = run.wait_with_output().unwrap();
+        let r = report(&out);
+        assert_eq!(r["purge"]["media_rows_deleted"], 1, "{engine:?}");
+        assert!(store.media_mxcs().await.is_empty());
+        store.finish().await;
+    }
+}
+
+/// Issue #12.4: two real runs started together on one store: neither reports a failure,
+/// and between them every old row and directory goes exactly once.
+#[tokio::test]
+async fn two_runs_at_once_report_no_spurious_failures() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        store
+            .generate(LargeStoreSpec {
+                rows: 3_000,
+                directories: 1_500,
+            })
+            .await;
+        let config = store.workdir.join("dendrite.yaml");
+        let start = || {
+            std::process::Command::new(media_tests::binary("cleanmedia"))
+                .args([
+                    "-q",
+                    "--json",
+                    "--fix",
+                    "-c",
+                    config.to_str().unwrap(),
+                    "--workdir",
+                ])
+                .arg(&store.workdir)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let runs = [start(), start()];
+        let reports: Vec<Value> = runs
+            .into_iter()
+            .map(|run| report(&run.wait_with_output().unwrap()))
+            .collect();
+        let total = |key: &str| -> u64 {
+            reports
+                .iter()
+                .map(|r| r["purge"][key].as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(
+            total("media_rows_deleted"),
+            3_000,
+            "{engine:?}: {reports:?}"
+        );
+        assert_eq!(total("directories_removed"), 1_500);
+        for r in &reports {
+            assert_eq!(r["sanity"]["failures"]["found"], 0, "{r}");
+        }
+        assert_eq!(store.media_count().await, 0);
+        assert!(store.files().is_empty());
+        store.finish().await;
+    }
+}
+
+/// The mirror image of issue #12.1, found while looking for its class elsewhere: with a
+/// config naming the wrong (or a fresh) media database, every hash directory is one "no
+/// row uses", and `--fix` removed them all. No media rows at all while the folder holds
+/// media is refused.
+#[tokio::test]
+async fn an_empty_media_table_is_refused_not_a_licence_to_remove_every_directory() {
+    for engine in ENGINES {
+        let store = new_store(engine, false).await;
+        let media = MediaSpec::remote(OTHER, "media", 60, b"media");
+        add_all(&store, &[&media]).await;
+        store
+            .execute_on_media(
+                "DELETE FROM mediaapi_thumbnail; DELETE FROM mediaapi_media_repository",
+            )
+            .await;
+        let before = snapshot(&store).await;
+        for args in [&["--fix", "-n"][..], &["--fix"]] {
+            let out = cleanmedia(&store, args);
+            assert_refused(&out, "no media rows", &format!("{engine:?} {args:?}"));
+        }
+        assert_eq!(snapshot(&store).await, before, "{engine:?}");
+        assert!(store.content_dir(&media.hash()).join("file").exists());
+        store.finish().await;
+    }
 }

@@ -18,7 +18,7 @@ use media_dendrite::{CleanOptions, DendriteConfig, Mode, Request};
 /// with --local), never media in use as avatars nor a hash directory other media still
 /// use; check the database against the media folder (repair with --fix).
 #[derive(Debug, Parser)]
-#[command(name = "cleanmedia", version)]
+#[command(name = "cleanmedia", version, after_help = SAFETY_HELP)]
 struct Cli {
     /// Dendrite's config file (dendrite.yaml).
     #[arg(
@@ -56,9 +56,15 @@ struct Cli {
     userid: Option<String>,
 
     /// Repair what the sanity checks find (orphan thumbnail rows, remote rows without
-    /// their file, directories no row uses, stale tmp/ directories).
+    /// their file except avatars, directories no row uses, stale tmp/ directories named
+    /// as Dendrite names them).
     #[arg(long, env = "CLEANMEDIA_FIX")]
     fix: bool,
+
+    /// The table of file systems that should be mounted: a mount point in it at or
+    /// above media_api.base_path must be mounted, or the run is refused.
+    #[arg(long, env = "CLEANMEDIA_FSTAB", default_value = "/etc/fstab")]
+    fstab: PathBuf,
 
     /// Dendrite's working directory: relative paths in the config resolve against it.
     #[arg(long, env = "CLEANMEDIA_WORKDIR")]
@@ -75,6 +81,19 @@ struct Cli {
     #[command(flatten)]
     verbosity: media_cli::Verbosity,
 }
+
+/// What every run checks before it changes anything (printed after the options).
+const SAFETY_HELP: &str = "\
+Before changing anything, every run (dry runs too) refuses, with exit code 2:
+  - a media_api.base_path that is the root directory, or that holds top-level entries
+    Dendrite does not make (it makes one-letter folders and tmp/; lost+found is allowed);
+  - a media folder that looks unmounted: --fstab names a mount point at or above it and
+    nothing is mounted there; or the database has media rows and the folder holds no
+    media at all; or more than half of 200 media rows picked at random have no file;
+  - a media folder holding media while the database has no media rows (wrong database).
+Avatars are never deleted, whatever the state of their file. Nothing under base_path is
+followed as a link. One run at a time per media folder: a second run waits for the
+first and names the process it waits for.";
 
 impl Cli {
     fn request(&self) -> Request {
@@ -137,6 +156,10 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         },
         fix: cli.fix,
         now_ms: media_core::now_ms(),
+        mounts: media_dendrite::MountTables {
+            fstab: cli.fstab.clone(),
+            ..Default::default()
+        },
     };
     let progress = Arc::new(Progress::default());
     let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());

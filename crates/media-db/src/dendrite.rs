@@ -371,6 +371,18 @@ impl DendriteDb {
         Ok(count as u64)
     }
 
+    /// Up to `n` media rows picked at random (one table scan), to check a sample of
+    /// them against the media folder before anything is changed.
+    pub async fn sample_media(&self, n: i64) -> Result<Vec<DendriteMediaRow>, DbError> {
+        Ok(on_pool!(&self.pool, |p| {
+            sqlx::query_as(concat!(media_columns!(), "ORDER BY random() LIMIT $1"))
+                .bind(n)
+                .fetch_all(p)
+                .await
+                .during("sample Dendrite media")?
+        }))
+    }
+
     /// The origins that have a media with this media ID (at most 20), to tell whether a
     /// bare media ID names one media.
     pub async fn origins_of_media_id(&self, media_id: &str) -> Result<Vec<String>, DbError> {

@@ -95,3 +95,34 @@ async fn delete_media_takes_exactly_the_named_keys() {
         store.finish().await;
     }
 }
+
+/// The sample the unmounted-folder check reads: random rows, at most as many as asked,
+/// each a whole row of the table.
+#[tokio::test]
+async fn sample_media_returns_at_most_n_real_rows() {
+    for engine in ENGINES {
+        let store = DendriteFixture::new(engine, false).await;
+        let mut all = std::collections::BTreeSet::new();
+        for i in 0..7 {
+            let media =
+                MediaSpec::remote("o.example", &format!("s{i}"), 9, format!("{i}").as_bytes());
+            store.add_media(&media).await;
+            all.insert((media.mxc(), media.hash()));
+        }
+        let db = open_dendrite(store.media_url(), Component::MediaApi, true)
+            .await
+            .unwrap();
+        let sample = db.sample_media(5).await.unwrap();
+        assert_eq!(sample.len(), 5, "{engine:?}");
+        for row in &sample {
+            let key = (
+                format!("mxc://{}/{}", row.media_origin, row.media_id),
+                row.base64hash.clone(),
+            );
+            assert!(all.contains(&key), "{engine:?}: {row:?}");
+        }
+        assert_eq!(db.sample_media(50).await.unwrap().len(), 7);
+        db.close().await;
+        store.finish().await;
+    }
+}

@@ -20,6 +20,15 @@ pub enum CleanError {
     /// `-m` named a media that does not exist, or a bare media ID several origins use.
     #[error("{0}")]
     MediaSelection(String),
+    /// The media folder is not one a run may change (the root directory, foreign
+    /// entries, or it looks unmounted); nothing was changed.
+    #[error("media folder {path} {reason}")]
+    Refused {
+        /// The media folder.
+        path: PathBuf,
+        /// Why, and what to do next.
+        reason: String,
+    },
     /// A database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -41,6 +50,7 @@ impl CleanError {
             self,
             CleanError::Config { .. }
                 | CleanError::MediaSelection(_)
+                | CleanError::Refused { .. }
                 | CleanError::Db(DbError::InvalidUrl { .. } | DbError::Connect { .. })
         )
     }

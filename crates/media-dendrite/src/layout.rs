@@ -258,40 +258,191 @@ impl MediaFolder {
         Ok(hashes)
     }
 
-    /// The staging directories under `tmp/` older than [`STALE_TMP_AGE`].
-    pub fn stale_tmp_dirs(&self) -> io::Result<Vec<PathBuf>> {
-        let tmp = self.base.join("tmp");
-        let entries = match std::fs::read_dir(&tmp) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            other => other?,
+    /// The names of the staging directories under `tmp/` older than [`STALE_TMP_AGE`].
+    /// Only names Dendrite gives them (see [`is_dendrite_tmp_name`]) that are
+    /// directories count; anything else there is not Dendrite's and is never listed.
+    /// `tmp` itself is opened without following a link: a linked `tmp` is an error
+    /// (nothing behind it is listed or removed).
+    pub fn stale_tmp_dirs(&self) -> io::Result<Vec<String>> {
+        let Some(tmp) = self.open_tmp()? else {
+            return Ok(Vec::new());
         };
         let now = SystemTime::now();
+        let mut entries = Dir::new(tmp)?;
         let mut stale = Vec::new();
-        for entry in entries {
+        while let Some(entry) = entries.read() {
             let entry = entry?;
-            if older_than(entry.metadata(), now, STALE_TMP_AGE) {
-                stale.push(entry.path());
+            let Some(name) = entry
+                .file_name()
+                .to_str()
+                .ok()
+                .filter(|n| is_dendrite_tmp_name(n))
+            else {
+                continue;
+            };
+            let stat = match rustix::fs::statat(entries.fd()?, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => stat,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if FileType::from_raw_mode(stat.st_mode) == FileType::Directory
+                && stat_older_than(&stat, now, STALE_TMP_AGE)
+            {
+                stale.push(name.to_owned());
             }
         }
+        stale.sort();
         Ok(stale)
     }
 
-    /// Removes a stale staging directory (a link is removed, not followed). Only direct
-    /// children of `<base>/tmp` are accepted.
-    pub fn remove_tmp_dir(&self, path: &Path) -> io::Result<()> {
-        if path.parent() != Some(&self.base.join("tmp")) {
+    /// The path of the staging directory `name`, for messages.
+    pub fn tmp_path(&self, name: &str) -> PathBuf {
+        self.base.join(TMP).join(name)
+    }
+
+    /// Removes the stale staging directory `name` (one of [`MediaFolder::stale_tmp_dirs`]):
+    /// its `content` file, then the directory. Nothing is followed as a link (neither
+    /// `tmp` nor the directory), and a directory holding anything but `content` is left
+    /// in place (an error naming the entry). A dry run checks the same and removes
+    /// nothing. A directory already gone is fine.
+    pub fn remove_tmp_dir(&self, name: &str, mode: Mode) -> io::Result<()> {
+        let path = self.tmp_path(name);
+        if !is_dendrite_tmp_name(name) {
             return Err(io::Error::other(format!(
-                "{} is not in {}/tmp; left alone",
-                path.display(),
-                self.base.display()
+                "{} is not a Dendrite staging directory; left alone",
+                path.display()
             )));
         }
-        if std::fs::symlink_metadata(path)?.is_dir() {
-            std::fs::remove_dir_all(path)
-        } else {
-            std::fs::remove_file(path)
+        let Some(tmp) = self.open_tmp()? else {
+            return Ok(());
+        };
+        let dir = match open_subdir(tmp.as_fd(), name) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(open_error(e, &path)),
+        };
+        let mut entries = Dir::new(dir)?;
+        let mut content = false;
+        while let Some(entry) = entries.read() {
+            let entry = entry?;
+            let file = entry.file_name();
+            if file == c"." || file == c".." {
+                continue;
+            }
+            let stat = rustix::fs::statat(entries.fd()?, file, AtFlags::SYMLINK_NOFOLLOW)?;
+            if file != c"content" || FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+                return Err(io::Error::other(format!(
+                    "{} is not a Dendrite staging file; its directory {} is left in place",
+                    path.join(file.to_string_lossy().as_ref()).display(),
+                    path.display()
+                )));
+            }
+            content = true;
+        }
+        if mode == Mode::Apply {
+            if content {
+                rustix::fs::unlinkat(entries.fd()?, "content", AtFlags::empty())?;
+            }
+            drop(entries);
+            rustix::fs::unlinkat(&tmp, name, AtFlags::REMOVEDIR)?;
+        }
+        Ok(())
+    }
+
+    /// Opens `<base>/tmp` without following a link; `None` when there is none.
+    fn open_tmp(&self) -> io::Result<Option<OwnedFd>> {
+        let base = self.open_base()?;
+        match open_subdir(base.as_fd(), TMP) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(open_error(e, &self.base.join(TMP))),
         }
     }
+
+    /// Opens the base folder (the operator's path: the one path that may be a link).
+    fn open_base(&self) -> io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::open(&self.base, flags, rustix::fs::Mode::empty())
+            .map_err(|e| open_error(e, &self.base))
+    }
+
+    /// What the base folder holds at its top level, by Dendrite's layout: fan-out
+    /// folders, `tmp`, a file system's `lost+found`, and anything else (foreign): other
+    /// names, and links or files where Dendrite keeps those folders (nothing under the
+    /// base folder is followed as a link).
+    pub fn top_level(&self) -> io::Result<TopLevel> {
+        let mut found = TopLevel::default();
+        let mut entries = Dir::new(self.open_base()?)?;
+        while let Some(entry) = entries.read() {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let kind = match rustix::fs::statat(entries.fd()?, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => FileType::from_raw_mode(stat.st_mode),
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let dendrites = name
+                .to_str()
+                .is_ok_and(|n| is_fanout_name(n) || n == TMP || n == LOST_AND_FOUND);
+            let shown = name.to_string_lossy();
+            match kind {
+                FileType::Directory if dendrites && name != c"tmp" && name != c"lost+found" => {
+                    found.fanout_folders += 1;
+                }
+                FileType::Directory if dendrites => {}
+                FileType::Symlink => found.foreign.push(format!("{shown} (a link)")),
+                _ if dendrites => found.foreign.push(format!("{shown} (not a folder)")),
+                _ => found.foreign.push(shown.into_owned()),
+            }
+        }
+        found.foreign.sort();
+        Ok(found)
+    }
+}
+
+/// What the top level of a media folder holds (see [`MediaFolder::top_level`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopLevel {
+    /// Fan-out folders `<h0>` (directories named by one base64url character).
+    pub fanout_folders: usize,
+    /// Entries that are not Dendrite's: other names, or files and links where Dendrite
+    /// keeps directories. Sorted.
+    pub foreign: Vec<String>,
+}
+
+/// The staging folder's name.
+const TMP: &str = "tmp";
+
+/// What `mkfs` leaves at the root of ext2/3/4 and similar file systems (a media folder
+/// may be the root of its own volume).
+const LOST_AND_FOUND: &str = "lost+found";
+
+/// Whether `name` is a fan-out folder's: one base64url character.
+fn is_fanout_name(name: &str) -> bool {
+    name.len() == 1
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Whether `name` is one Dendrite gives staging directories in `tmp/`: Go's
+/// `os.MkdirTemp(dir, "")` names them with a random unsigned number in decimal.
+pub fn is_dendrite_tmp_name(name: &str) -> bool {
+    (1..=20).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether a stat's modification time is more than `age` before `now` (a time in the
+/// future, or one that cannot be read, is not old).
+fn stat_older_than(stat: &rustix::fs::Stat, now: SystemTime, age: Duration) -> bool {
+    let Ok(secs) = u64::try_from(stat.st_mtime) else {
+        return false;
+    };
+    let modified = SystemTime::UNIX_EPOCH + Duration::new(secs, stat.st_mtime_nsec as u32);
+    now.duration_since(modified)
+        .is_ok_and(|elapsed| elapsed > age)
 }
 
 /// Removes one content directory of the fan-out folder `fanout` (at `fanout_path`, for
@@ -603,6 +754,60 @@ mod tests {
             "a directory younger than the grace period was listed"
         );
         assert!(folder.stale_tmp_dirs().unwrap().is_empty());
-        assert!(folder.remove_tmp_dir(&folder.base().join("q")).is_err());
+        assert!(folder.remove_tmp_dir("q", Mode::Apply).is_err());
+        assert!(folder.base().join("q").exists());
+    }
+
+    /// A stale staging directory is removed without following anything: a `tmp` that
+    /// is a link is an error (what it points to stays), a link inside `tmp/` is never
+    /// listed, and a staging directory holding more than `content` is left in place.
+    #[test]
+    fn staging_directories_are_removed_without_following_links() {
+        let (_dir, folder) = folder();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("1234");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::write(victim.join("content"), b"x").unwrap();
+        let old = SystemTime::now() - 2 * STALE_TMP_AGE;
+        let age = |path: &Path| {
+            std::fs::File::open(path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap()
+        };
+        age(&victim);
+        let tmp = folder.base().join("tmp");
+        std::os::unix::fs::symlink(outside.path(), &tmp).unwrap();
+        let err = folder.stale_tmp_dirs().unwrap_err().to_string();
+        assert!(err.contains("is a link"), "{err}");
+        for mode in [Mode::DryRun, Mode::Apply] {
+            assert!(folder.remove_tmp_dir("1234", mode).is_err());
+        }
+        assert!(victim.join("content").exists());
+
+        std::fs::remove_file(&tmp).unwrap();
+        std::fs::create_dir(&tmp).unwrap();
+        std::os::unix::fs::symlink(&victim, tmp.join("5678")).unwrap();
+        for (name, files) in [("11", &["content"][..]), ("22", &["content", "extra"])] {
+            std::fs::create_dir(tmp.join(name)).unwrap();
+            for file in files {
+                std::fs::write(tmp.join(name).join(file), b"x").unwrap();
+            }
+            age(&tmp.join(name));
+        }
+        std::fs::create_dir(tmp.join("not-dendrites")).unwrap();
+        age(&tmp.join("not-dendrites"));
+        assert_eq!(folder.stale_tmp_dirs().unwrap(), ["11", "22"]);
+        assert!(folder.remove_tmp_dir("5678", Mode::Apply).is_err());
+        folder.remove_tmp_dir("11", Mode::Apply).unwrap();
+        let err = folder
+            .remove_tmp_dir("22", Mode::DryRun)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("extra"), "{err}");
+        assert!(folder.remove_tmp_dir("22", Mode::Apply).is_err());
+        assert!(!tmp.join("11").exists());
+        assert!(tmp.join("22/extra").exists() && tmp.join("not-dendrites").exists());
+        assert!(victim.join("content").exists());
     }
 }

@@ -4,6 +4,9 @@
 //!
 //! * [`config`]: `dendrite.yaml`, with Dendrite's connection-string precedence.
 //! * [`layout`]: the media folder, with every hash validated before it becomes a path.
+//! * [`safety`]: the checks that refuse a folder before anything changes (the root, foreign
+//!   entries, a folder that looks unmounted).
+//! * [`lock`]: one run at a time per media folder.
 //! * [`avatars`]: the media in use as profile, room, member and server-notices avatars.
 //! * [`purge`]: the purge (plan from [`media_core::retention`], rows then files).
 //! * [`sanity`]: the sanity checks and `--fix`.
@@ -15,9 +18,11 @@ pub mod avatars;
 pub mod config;
 pub mod error;
 pub mod layout;
+pub mod lock;
 pub mod purge;
 pub mod report;
 pub mod run;
+pub mod safety;
 pub mod sanity;
 
 pub use avatars::AvatarSet;
@@ -27,3 +32,4 @@ pub use layout::{MediaFolder, Mode};
 pub use purge::DendriteStore;
 pub use report::{CleanReport, PurgeReport, SanityReport};
 pub use run::{CleanOptions, Request, clean};
+pub use safety::MountTables;

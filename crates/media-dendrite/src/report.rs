@@ -69,8 +69,12 @@ pub struct SanityReport {
     pub rows_with_invalid_hash: Listed,
     /// Hash directories (older than an hour) that no media row uses. Fix: remove.
     pub unreferenced_directories: Listed,
-    /// `tmp/` staging directories older than a day. Fix: remove.
+    /// `tmp/` staging directories (named as Dendrite names them) older than a day. Fix:
+    /// remove.
     pub stale_tmp_directories: Listed,
+    /// What the checks or their repairs could not handle (a link where Dendrite keeps a
+    /// folder, a foreign file in a directory to remove), each with the reason: exit 1.
+    pub failures: Listed,
 }
 
 /// A count, how many of those were fixed, and the first [`LISTED_ITEMS`] by name.
@@ -95,9 +99,10 @@ impl Listed {
 }
 
 impl CleanReport {
-    /// Whether some item could not be handled (a directory not removed): exit code 1.
+    /// Whether some item could not be handled (a directory not removed, a link not
+    /// followed): exit code 1.
     pub fn has_failures(&self) -> bool {
-        self.purge.failures.found > 0
+        self.purge.failures.found > 0 || self.sanity.failures.found > 0
     }
 }
 
@@ -145,6 +150,12 @@ impl fmt::Display for CleanReport {
         if p.failures.found > 0 {
             writeln!(f, "  failed: {} directories not removed", p.failures.found)?;
             for item in &p.failures.items {
+                writeln!(f, "    {item}")?;
+            }
+        }
+        if s.failures.found > 0 {
+            writeln!(f, "  failed: {} sanity items not handled", s.failures.found)?;
+            for item in &s.failures.items {
                 writeln!(f, "    {item}")?;
             }
         }

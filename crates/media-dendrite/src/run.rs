@@ -12,8 +12,10 @@ use crate::avatars::{AvatarSet, parse_mxc};
 use crate::config::DendriteConfig;
 use crate::error::CleanError;
 use crate::layout::{MediaFolder, Mode};
+use crate::lock;
 use crate::purge::DendriteStore;
 use crate::report::{CleanReport, SanityReport};
+use crate::safety::{self, MountTables};
 use crate::sanity::WalkFindings;
 
 /// What a run purges.
@@ -46,12 +48,35 @@ pub struct CleanOptions {
     pub fix: bool,
     /// The current time, ms since the epoch (the age cutoff is computed from it).
     pub now_ms: i64,
+    /// Where to read which file systems should be mounted, and which are.
+    pub mounts: MountTables,
 }
 
 /// Runs the sanity checks and the purge, and reports both. `progress` counts the media
 /// rows walked (of all of them) and the bytes freed as the run goes.
+///
+/// First it refuses a folder that is not Dendrite's or looks unmounted (see
+/// [`crate::safety`]) and takes the folder's lock (see [`crate::lock`]), waiting for
+/// another run that holds it.
 pub async fn clean(options: &CleanOptions, progress: &Progress) -> Result<CleanReport, CleanError> {
     let config = &options.config;
+    let folder = MediaFolder::new(config.base_path.clone());
+    safety::refuse_unmounted_by_fstab(&folder, &options.mounts)?;
+    safety::refuse_foreign_folder(&folder)?;
+    let base = config.base_path.clone();
+    let _lock = tokio::task::spawn_blocking(move || {
+        lock::lock_folder(&base, |holder| {
+            tracing::warn!(
+                "waiting: {holder} holds the lock on the media folder {} (another cleanmedia \
+                 run); this run starts when it ends",
+                base.display()
+            );
+        })
+    })
+    .await
+    .expect("the lock task panicked")?;
+    // Checked again under the lock: the run that held it may have changed the folder.
+    safety::refuse_foreign_folder(&folder)?;
     let media_db = open_dendrite(
         &config.media_database,
         Component::MediaApi,
@@ -82,6 +107,8 @@ async fn clean_with(
     tracing::info!("{} media are in use as avatars and kept", avatars.len());
 
     let folder = MediaFolder::new(config.base_path.clone());
+    let rows = media_db.count_media().await?;
+    safety::refuse_missing_files(&folder, media_db, rows).await?;
     let store = DendriteStore {
         media_db,
         folder: &folder,
@@ -89,9 +116,7 @@ async fn clean_with(
         avatars: &avatars,
         progress,
     };
-    progress
-        .items_total
-        .store(media_db.count_media().await?, Ordering::Relaxed);
+    progress.items_total.store(rows, Ordering::Relaxed);
     let repair = options.fix.then_some(options.mode);
     let mut sanity = SanityReport::default();
     let mut findings = WalkFindings::default();

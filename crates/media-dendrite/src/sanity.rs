@@ -45,9 +45,10 @@ impl DendriteStore<'_> {
         findings: &WalkFindings,
         report: &mut SanityReport,
     ) -> Result<(), CleanError> {
-        self.check_unreferenced_directories(repair, findings, &mut report.unreferenced_directories)
+        self.check_unreferenced_directories(repair, findings, report)
             .await?;
-        self.check_stale_tmp(repair, &mut report.stale_tmp_directories)
+        self.check_stale_tmp(repair, report);
+        Ok(())
     }
 
     async fn check_orphan_thumbnails(
@@ -71,7 +72,10 @@ impl DendriteStore<'_> {
 
     /// Checks that the rows of one page of content groups have their `file` (the purge
     /// runs it on every page before planning it). With `repair`, remote rows without
-    /// their file are deleted (Dendrite fetches them again). Returns those rows, deleted
+    /// their file are deleted (Dendrite fetches them again), except avatars, which are
+    /// never deleted; local rows cannot be fetched again and stay. The run has already
+    /// refused a folder where most rows lack their file (see [`crate::safety`]), so this
+    /// repairs single rows, never a folder that is not there. Returns the rows deleted
     /// or (in a dry run) to be deleted: the purge leaves them out.
     pub(crate) async fn check_page_files(
         &self,
@@ -99,16 +103,21 @@ impl DendriteStore<'_> {
             let refetchable_before = refetchable.len();
             for row in group {
                 let local = row.media_origin == self.server_name.as_str();
+                let avatar = self.avatars.contains(&row.media_origin, &row.media_id);
                 report.rows_without_file.push(|| {
                     format!(
                         "mxc://{}/{} ({}, {})",
                         row.media_origin,
                         row.media_id,
-                        if local { "local: lost" } else { "remote" },
+                        match (local, avatar) {
+                            (_, true) => "avatar: kept",
+                            (true, false) => "local: lost",
+                            (false, false) => "remote",
+                        },
                         row.base64hash
                     )
                 });
-                if !local {
+                if !local && !avatar {
                     refetchable.push(MediaRef {
                         origin: row.media_origin.clone(),
                         media_id: row.media_id.clone(),
@@ -136,7 +145,7 @@ impl DendriteStore<'_> {
         &self,
         repair: Option<Mode>,
         findings: &WalkFindings,
-        found: &mut Listed,
+        report: &mut SanityReport,
     ) -> Result<(), CleanError> {
         let io_error = |source| CleanError::Io {
             path: self.folder.base().to_owned(),
@@ -147,7 +156,7 @@ impl DendriteStore<'_> {
         for (i, fanout) in fanouts.iter().enumerate() {
             batch.extend(self.folder.content_dirs_in(fanout).map_err(io_error)?);
             if batch.len() >= DIRECTORIES_PER_CHECK || i + 1 == fanouts.len() {
-                self.repair_unreferenced(std::mem::take(&mut batch), repair, findings, found)
+                self.repair_unreferenced(std::mem::take(&mut batch), repair, findings, report)
                     .await?;
             }
         }
@@ -161,7 +170,7 @@ impl DendriteStore<'_> {
         batch: Vec<ContentHash>,
         repair: Option<Mode>,
         findings: &WalkFindings,
-        found: &mut Listed,
+        report: &mut SanityReport,
     ) -> Result<(), CleanError> {
         if batch.is_empty() {
             return Ok(());
@@ -177,6 +186,7 @@ impl DendriteStore<'_> {
                     && !findings.failed_removals.contains(h)
             })
             .collect();
+        let found = &mut report.unreferenced_directories;
         for hash in &unreferenced {
             found.push(|| self.folder.content_dir(hash).display().to_string());
         }
@@ -185,32 +195,33 @@ impl DendriteStore<'_> {
             for (hash, result) in unreferenced.iter().zip(results) {
                 match result {
                     Ok(removed) => found.fixed += u64::from(removed.directory_removed),
-                    Err(e) => tracing::warn!("cannot remove {}: {e}", hash.as_str()),
+                    Err(e) => report
+                        .failures
+                        .push(|| format!("{}: {e}", self.folder.content_dir(hash).display())),
                 }
             }
         }
         Ok(())
     }
 
-    fn check_stale_tmp(&self, repair: Option<Mode>, found: &mut Listed) -> Result<(), CleanError> {
-        let stale = self
-            .folder
-            .stale_tmp_dirs()
-            .map_err(|source| CleanError::Io {
-                path: self.folder.base().join("tmp"),
-                source,
-            })?;
-        for path in stale {
-            found.push(|| path.display().to_string());
-            match repair {
-                Some(Mode::Apply) => match self.folder.remove_tmp_dir(&path) {
-                    Ok(()) => found.fixed += 1,
-                    Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
-                },
-                Some(Mode::DryRun) => found.fixed += 1,
-                None => {}
+    fn check_stale_tmp(&self, repair: Option<Mode>, report: &mut SanityReport) {
+        let stale = match self.folder.stale_tmp_dirs() {
+            Ok(stale) => stale,
+            Err(e) => {
+                report
+                    .failures
+                    .push(|| format!("stale tmp/ directories not checked: {e}"));
+                return;
+            }
+        };
+        let found = &mut report.stale_tmp_directories;
+        for name in stale {
+            found.push(|| self.folder.tmp_path(&name).display().to_string());
+            let Some(mode) = repair else { continue };
+            match self.folder.remove_tmp_dir(&name, mode) {
+                Ok(()) => found.fixed += 1,
+                Err(e) => report.failures.push(|| e.to_string()),
             }
         }
-        Ok(())
     }
 }
