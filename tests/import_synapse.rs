@@ -894,3 +894,106 @@ async fn a_large_file_whose_bytes_are_already_stored_is_not_read_again() {
     assert_eq!(second["bytes_written"], 0);
     repo.close().await;
 }
+
+/// A tmpfs of `size` mounted on a fresh folder, unmounted when dropped; `None` (with a
+/// message saying why the test is skipped) where mounting is not permitted.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED: mounting a {size} tmpfs is not permitted here ({}); the full-disk \
+                 test needs root (the failing-datastore test in media-import covers the \
+                 mechanism)",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Runs a command, killing it (and failing the test) when it is still running after
+/// `limit`: a hang fails instead of hanging the suite.
+fn run_bounded(mut command: std::process::Command, limit: std::time::Duration) -> Output {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn a_full_datastore_filesystem_ends_the_run_with_exit_3_instead_of_hanging() {
+    use media_tests::synthetic_synapse::{SyntheticSpec, write_synapse_sqlite};
+    let Some(full) = Tmpfs::mount("1m") else {
+        return;
+    };
+    let source = tempfile::tempdir().unwrap();
+    // 319 media of 4–64 KiB (the issue's count with default workers): far more than 1 MiB.
+    let store = write_synapse_sqlite(source.path(), &SyntheticSpec::small_media(319)).await;
+    let cwd = tempfile::tempdir().unwrap();
+    for workers in ["2", "8"] {
+        let mut command = std::process::Command::new(media_tests::binary("import_synapse"));
+        command
+            .args(["--synapse-db", store.sqlite_path.to_str().unwrap()])
+            .args(["--media-store", store.media_store.to_str().unwrap()])
+            .args(["--datastore", full.path().to_str().unwrap()])
+            .args(["--workers", workers, "-q"])
+            .current_dir(cwd.path());
+        let out = run_bounded(command, std::time::Duration::from_secs(120));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("No space left on device"), "{stderr}");
+    }
+    // Each run's task row is finished and says what failed.
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", cwd.path().join("media-repo.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let tasks: Vec<(Option<i64>, Option<String>)> =
+        sqlx::query_as("SELECT finished_ts, error FROM tasks ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    for (finished, error) in tasks {
+        assert!(finished.is_some());
+        assert!(error.unwrap().contains("No space left on device"));
+    }
+    conn.close().await.unwrap();
+}

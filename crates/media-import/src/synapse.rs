@@ -27,6 +27,7 @@ use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
 use media_db::synapse::{LocalMediaRow, RemoteMediaRow, SynapseDb, ThumbnailRow};
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::homeserver::{DownloadFailure, HomeserverClient, RemoteContent};
 use crate::synapse_paths::{self, ThumbnailName};
@@ -389,6 +390,10 @@ struct Context {
     progress: Arc<Progress>,
     /// Digests seen by a dry run (a real run lets the repository decide).
     dry_run_seen: std::sync::Mutex<HashSet<Sha256Hex>>,
+    /// Cancelled by the first fatal error: the producer stops queueing, the workers stop
+    /// taking items, and every task ends, so that the run reports the error instead of
+    /// waiting forever.
+    abort: CancellationToken,
 }
 
 /// Imports a Synapse media store. See the [module documentation](self).
@@ -435,6 +440,7 @@ pub async fn import_synapse(
         options,
         progress,
         dry_run_seen: Default::default(),
+        abort: CancellationToken::new(),
     });
     let result = run(synapse, context.clone(), workers).await;
     if let Some(task) = task {
@@ -459,8 +465,13 @@ async fn run(
     let mut handles: Vec<_> = (0..workers)
         .map(|_| tokio::spawn(work(receiver.clone(), context.clone(), to_record.clone())))
         .collect();
-    drop(to_record);
+    // Only the workers hold the queue and the recorder's inbox: once they are gone, the
+    // producer's sends fail instead of waiting for room that never comes.
+    drop((receiver, to_record));
     let produced = produce(synapse, &context, sender).await;
+    if produced.is_err() {
+        context.abort.cancel();
+    }
     let mut report = ImportReport {
         dry_run: context.options.dry_run,
         ..Default::default()
@@ -604,8 +615,15 @@ async fn dispatch(
         if present.contains(&(key.origin.clone(), key.media_id.to_string())) {
             report.media_already_present += 1;
             context.progress.items_done.fetch_add(1, Ordering::Relaxed);
-        } else if sender.send(item).await.is_err() {
-            return Ok(false);
+        } else {
+            let sent = tokio::select! {
+                biased;
+                () = context.abort.cancelled() => false,
+                sent = sender.send(item) => sent.is_ok(),
+            };
+            if !sent {
+                return Ok(false);
+            }
         }
     }
     Ok(true)
@@ -824,11 +842,25 @@ async fn work(
     recorder: mpsc::Sender<NewMedia>,
 ) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
-    while let Some(item) = queue_recv(&queue).await {
-        if let Some(media) = prepare(&context, item, &mut report).await?
+    loop {
+        let item = tokio::select! {
+            biased;
+            () = context.abort.cancelled() => break,
+            item = queue_recv(&queue) => item,
+        };
+        let Some(item) = item else { break };
+        let media = match prepare(&context, item, &mut report).await {
+            Ok(media) => media,
+            Err(e) => {
+                // Fatal: stop the producer and the other workers; run() reports it.
+                context.abort.cancel();
+                return Err(e);
+            }
+        };
+        if let Some(media) = media
             && recorder.send(media).await.is_err()
         {
-            break; // the recorder failed; run() reports its error
+            break; // the recorder failed (and cancelled); run() reports its error
         }
     }
     Ok(report)
@@ -843,7 +875,11 @@ async fn record(
     let mut report = ImportReport::default();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while stored.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        flush(&context, &mut batch, &mut report).await?;
+        if let Err(e) = flush(&context, &mut batch, &mut report).await {
+            // Fatal: the workers and the producer stop; run() reports it.
+            context.abort.cancel();
+            return Err(e);
+        }
     }
     Ok(report)
 }
