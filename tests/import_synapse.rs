@@ -997,3 +997,295 @@ async fn a_full_datastore_filesystem_ends_the_run_with_exit_3_instead_of_hanging
     }
     conn.close().await.unwrap();
 }
+
+impl FixtureCopy {
+    /// The `import_synapse` command [`FixtureCopy::import`] runs, to run it bounded.
+    fn command(&self, cwd: &Path, extra: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(media_tests::binary("import_synapse"));
+        command
+            .args(["--synapse-db", self.db.to_str().unwrap()])
+            .args([
+                "--media-store",
+                self.media_store.to_str().unwrap(),
+                "--json",
+            ])
+            .args(extra)
+            .current_dir(cwd);
+        command
+    }
+
+    /// The expected.json entry of the fixture media labelled `label`.
+    fn media(label: &str) -> Value {
+        expected_media(&expected("sqlite"))
+            .into_iter()
+            .find(|m| m["label"] == label)
+            .unwrap_or_else(|| panic!("no fixture media {label}"))
+            .clone()
+    }
+}
+
+/// The failures of a report about `mxc` (the media or its thumbnails).
+fn failures_of<'a>(report: &'a Value, mxc: &str) -> Vec<&'a Value> {
+    report["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["item"].as_str().unwrap().starts_with(mxc))
+        .collect()
+}
+
+#[tokio::test]
+async fn links_inside_the_media_store_are_not_followed_out_of_it() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let copy = copy_sqlite_fixture();
+    let outside = copy.media_store.parent().unwrap().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let secret = outside.join("secret");
+    std::fs::write(&secret, b"root only: never import me").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let replace_with_link = |relative: &str, target: &Path| {
+        let path = copy.media_store.join(relative);
+        std::fs::remove_file(&path).unwrap();
+        symlink(target, &path).unwrap();
+    };
+    // A media file and a thumbnail file that are links to the secret; a media whose
+    // last folder is a link to a folder outside; a media that is a link to /dev/zero.
+    let photo = FixtureCopy::media("alice_photo_1");
+    replace_with_link(photo["path"].as_str().unwrap(), &secret);
+    let avatar = FixtureCopy::media("alice_avatar");
+    replace_with_link(avatar["thumbnails"][0]["path"].as_str().unwrap(), &secret);
+    let shared = FixtureCopy::media("alice_shared");
+    let shared_path = copy.media_store.join(shared["path"].as_str().unwrap());
+    let folder = shared_path.parent().unwrap();
+    std::fs::remove_dir_all(folder).unwrap();
+    std::fs::copy(&secret, outside.join(shared_path.file_name().unwrap())).unwrap();
+    symlink(&outside, folder).unwrap();
+    let zero = FixtureCopy::media("bob_noname");
+    replace_with_link(zero["path"].as_str().unwrap(), Path::new("/dev/zero"));
+
+    let cwd = tempfile::tempdir().unwrap();
+    for dry_run in [true, false] {
+        let extra: &[&str] = if dry_run { &["--dry-run"] } else { &[] };
+        let out = run_bounded(
+            copy.command(cwd.path(), extra),
+            std::time::Duration::from_secs(60),
+        );
+        let report = report(&out);
+        assert_eq!(out.status.code(), Some(1), "{report}");
+        for media in [&photo, &shared, &zero] {
+            let failures = failures_of(&report, media["mxc"].as_str().unwrap());
+            assert_eq!(failures.len(), 1, "{}: {report}", media["label"]);
+            assert_eq!(failures[0]["reason"], "unreadable");
+            let detail = failures[0]["detail"].as_str().unwrap();
+            assert!(detail.contains("never followed"), "{detail}");
+        }
+        let thumbnail = failures_of(&report, avatar["mxc"].as_str().unwrap());
+        assert_eq!(thumbnail.len(), 1, "{report}");
+        assert!(
+            thumbnail[0]["item"]
+                .as_str()
+                .unwrap()
+                .contains(" thumbnail ")
+        );
+        assert_eq!(thumbnail[0]["reason"], "unreadable");
+    }
+    let secret_sha = sha256_of(b"root only: never import me").to_string();
+    assert!(!walk_blobs(&cwd.path().join("media-store")).contains(&secret_sha));
+    let repo = media_db::connect(&format!(
+        "sqlite://{}",
+        cwd.path().join("media-repo.db").display()
+    ))
+    .await
+    .unwrap();
+    for media in [&photo, &shared, &zero] {
+        let key = MediaKey::new(
+            "fixture.test".parse().unwrap(),
+            media["media_id"].as_str().unwrap().parse().unwrap(),
+        );
+        assert!(repo.get_media(&key).await.unwrap().is_none());
+    }
+    repo.close().await;
+}
+
+#[tokio::test]
+async fn a_fifo_in_place_of_a_media_file_is_refused_without_hanging() {
+    let copy = copy_sqlite_fixture();
+    let notes = FixtureCopy::media("bob_notes");
+    let path = copy.media_store.join(notes["path"].as_str().unwrap());
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let cwd = tempfile::tempdir().unwrap();
+    for extra in [&["--dry-run"][..], &[]] {
+        let out = run_bounded(
+            copy.command(cwd.path(), extra),
+            std::time::Duration::from_secs(60),
+        );
+        let report = report(&out);
+        assert_eq!(out.status.code(), Some(1), "{report}");
+        let failures = failures_of(&report, notes["mxc"].as_str().unwrap());
+        assert_eq!(failures.len(), 1, "{report}");
+        assert_eq!(failures[0]["reason"], "unreadable");
+        assert!(
+            failures[0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("a FIFO, not a regular file"),
+            "{report}"
+        );
+        assert_eq!(report["media_imported"], 17, "{report}");
+    }
+}
+
+#[tokio::test]
+async fn a_file_longer_than_recorded_is_read_only_one_byte_past_its_length() {
+    let copy = copy_sqlite_fixture();
+    let blob = FixtureCopy::media("carol_blob");
+    // A 1 TiB file (sparse: it takes no space) where Synapse recorded 4096 bytes.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(copy.media_store.join(blob["path"].as_str().unwrap()))
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    // Without the cap the copy would fill any disk: a small tmpfs where permitted.
+    let tmpfs = Tmpfs::mount("64m");
+    let cwd = tempfile::tempdir().unwrap();
+    let datastore = tmpfs
+        .as_ref()
+        .map_or(cwd.path().join("media-store"), |t| t.path().to_owned());
+    for dry_run in [true, false] {
+        let mut extra = vec!["--datastore", datastore.to_str().unwrap()];
+        if dry_run {
+            extra.push("--dry-run");
+        }
+        let out = run_bounded(
+            copy.command(cwd.path(), &extra),
+            std::time::Duration::from_secs(60),
+        );
+        let report = report(&out);
+        assert_eq!(out.status.code(), Some(1), "{report}");
+        let failures = failures_of(&report, blob["mxc"].as_str().unwrap());
+        assert_eq!(failures.len(), 1, "{report}");
+        assert_eq!(failures[0]["reason"], "size_mismatch", "{report}");
+        assert!(
+            failures[0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Synapse recorded 4096 bytes"),
+            "{report}"
+        );
+        assert_eq!(report["bytes_read"].as_u64().unwrap() < 1 << 20, true);
+    }
+}
+
+/// An HTTP server on 127.0.0.1 that answers `whoami` and answers every other request
+/// with a body that does not end (until `limit` bytes, so that it stops by itself);
+/// counts the body bytes it managed to send.
+struct EndlessServer {
+    url: String,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EndlessServer {
+    fn start(limit: u64) -> Self {
+        use std::io::{BufRead, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (counter, stopped) = (sent.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !stopped.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    stream.set_nonblocking(false).unwrap();
+                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                    let mut request = String::new();
+                    reader.read_line(&mut request).unwrap();
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                    let mut stream = stream;
+                    if request.contains("/whoami") {
+                        let body = r#"{"user_id":"@admin:fixture.test"}"#;
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        return;
+                    }
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                          Connection: close\r\n\r\n",
+                    );
+                    let chunk = [b'x'; 64 * 1024];
+                    while counter.load(Ordering::SeqCst) < limit {
+                        if stream.write_all(&chunk).is_err() {
+                            return;
+                        }
+                        counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        Self { url, sent, stop }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for EndlessServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn an_http_body_that_never_ends_is_cut_one_byte_past_the_recorded_length() {
+    let copy = copy_sqlite_fixture();
+    let noname = FixtureCopy::media("bob_noname");
+    assert_eq!(noname["file_size"], 58);
+    std::fs::remove_file(copy.media_store.join(noname["path"].as_str().unwrap())).unwrap();
+    const LIMIT: u64 = 1 << 30;
+    let cwd = tempfile::tempdir().unwrap();
+    for dry_run in [true, false] {
+        let server = EndlessServer::start(LIMIT);
+        let mut extra = vec!["--homeserver-url", &server.url, "--access-token", "token"];
+        if dry_run {
+            extra.push("--dry-run");
+        }
+        let out = run_bounded(
+            copy.command(cwd.path(), &extra),
+            std::time::Duration::from_secs(60),
+        );
+        let report = report(&out);
+        assert_eq!(out.status.code(), Some(1), "{report}");
+        let failures = failures_of(&report, noname["mxc"].as_str().unwrap());
+        assert_eq!(failures.len(), 1, "{report}");
+        assert_eq!(failures[0]["reason"], "size_mismatch", "{report}");
+        // The importer stopped reading at byte 59: the server could only fill the
+        // socket buffers, nowhere near its limit.
+        assert!(
+            server.sent() < LIMIT / 4,
+            "the server sent {} bytes",
+            server.sent()
+        );
+    }
+}

@@ -26,10 +26,12 @@ use media_db::DbError;
 use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
 use media_db::synapse::{LocalMediaRow, RemoteMediaRow, SynapseDb, ThumbnailRow};
 use serde::Serialize;
+use tokio::io::AsyncReadExt;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::homeserver::{DownloadFailure, HomeserverClient, RemoteContent};
+use crate::synapse_files;
 use crate::synapse_paths::{self, ThumbnailName};
 
 /// At most this many media are recorded per transaction.
@@ -123,8 +125,11 @@ pub enum FailureReason {
     NeverUploaded,
     /// The file is not in the media store.
     FileMissing,
-    /// The bytes do not match the length or SHA-256 Synapse recorded (bit rot).
+    /// The bytes do not match the SHA-256 Synapse recorded (bit rot).
     Corrupt,
+    /// The content is longer or shorter than the length Synapse recorded (reading stops
+    /// one byte past it).
+    SizeMismatch,
     /// An identifier in the row is not valid; no path was built from it.
     InvalidIdentifier,
     /// The file could not be read.
@@ -143,6 +148,7 @@ impl FailureReason {
             Self::NeverUploaded => "never_uploaded",
             Self::FileMissing => "file_missing",
             Self::Corrupt => "corrupt",
+            Self::SizeMismatch => "size_mismatch",
             Self::InvalidIdentifier => "invalid_identifier",
             Self::Unreadable => "unreadable",
             Self::Conflict => "conflict",
@@ -990,8 +996,10 @@ async fn store_file(
         .as_ref()
         .map(|path| path.display().to_string())
         .unwrap_or_default();
-    let from_disk = match &on_disk {
-        Some(path) => match put_from_disk(context, path, &file.expected).await {
+    let from_disk = match (&on_disk, &options.media_store) {
+        (Some(path), Some(root)) => match put_from_disk(context, root, &file.path, &file.expected)
+            .await
+        {
             Ok(put) => Some(put),
             // Not on disk: the homeserver may still have it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && options.homeserver.is_some() => {
@@ -999,13 +1007,13 @@ async fn store_file(
             }
             Err(e) => return Ok(Err(open_failure(path, e))),
         },
-        None => None,
+        _ => None,
     };
     let put = match (from_disk, &options.homeserver) {
         (Some(put), _) => put,
         (None, Some(homeserver)) => {
             shown = homeserver.url_of(&file.remote).to_string();
-            let mut reader = match homeserver.download(&file.remote).await {
+            let reader = match homeserver.download(&file.remote).await {
                 Ok(reader) => reader,
                 Err(DownloadFailure::NotFound(detail)) => {
                     return Ok(Err((FailureReason::FileMissing, detail)));
@@ -1014,7 +1022,19 @@ async fn store_file(
                     return Ok(Err((FailureReason::Unreadable, detail)));
                 }
             };
-            sink_put(context, &mut reader, &file.expected).await
+            // Never more than one byte past what Synapse recorded: a body that does not
+            // end is cut there and reported as a size mismatch.
+            match file.expected.expected.size {
+                Some(size) => {
+                    let mut reader = reader.take(synapse_files::read_limit(Some(size), 0));
+                    sink_put(context, &mut reader, &file.expected).await
+                }
+                None => {
+                    let mut reader =
+                        synapse_files::RefuseBeyond::new(reader, UNRECORDED_LENGTH_LIMIT);
+                    sink_put(context, &mut reader, &file.expected).await
+                }
+            }
         }
         (None, None) => {
             return Err(ImportError::Config(
@@ -1024,6 +1044,24 @@ async fn store_file(
     };
     let put = match put {
         Ok(put) => put,
+        Err(StoreError::Mismatch {
+            what: "size",
+            expected,
+            actual,
+        }) => {
+            let longer = expected
+                .parse::<u64>()
+                .is_ok_and(|e| actual.parse::<u64>() == Ok(e + 1));
+            let actual = if longer {
+                "more (reading stopped one byte past the recorded length)".to_owned()
+            } else {
+                actual
+            };
+            return Ok(Err((
+                FailureReason::SizeMismatch,
+                format!("{shown}: Synapse recorded {expected} bytes, the content has {actual}"),
+            )));
+        }
         Err(StoreError::Mismatch {
             what,
             expected,
@@ -1059,6 +1097,9 @@ async fn store_file(
 
 /// Files up to this size are read in one go.
 const SMALL_FILE: u64 = 1 << 20;
+/// At most this many bytes are downloaded for a content whose length Synapse did not
+/// record (thumbnails of old Synapse versions).
+const UNRECORDED_LENGTH_LIMIT: u64 = 1 << 30;
 
 /// A large file whose digest Synapse recorded and whose bytes the repository already
 /// holds is not read at all: the import references the stored copy.
@@ -1100,49 +1141,57 @@ async fn sink_put(
     }
 }
 
-/// Puts the file at `path`; the outer error is opening or reading it.
+/// What [`open_source_file`] found: a small file already read, or a large one to stream.
+enum OpenedFile {
+    /// At most [`SMALL_FILE`] + 1 bytes, read in one blocking call.
+    Read(Vec<u8>),
+    /// A larger file, and how many bytes to read from it at most.
+    Stream(std::fs::File, u64),
+}
+
+/// Blocking: opens `relative` below the media store `root` (no links, regular files
+/// only: [`synapse_files::open_in_media_store`]) and reads it when it is small. Never
+/// reads more than [`synapse_files::read_limit`] bytes.
+fn open_source_file(
+    root: &Path,
+    relative: &Path,
+    recorded: Option<u64>,
+) -> std::io::Result<OpenedFile> {
+    use std::io::Read;
+    let file = synapse_files::open_in_media_store(root, relative)?;
+    let limit = synapse_files::read_limit(recorded, file.metadata()?.len());
+    if limit > SMALL_FILE + 1 {
+        return Ok(OpenedFile::Stream(file, limit));
+    }
+    let mut bytes = Vec::with_capacity(limit as usize);
+    file.take(limit).read_to_end(&mut bytes).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("{}: {e}", root.join(relative).display()))
+    })?;
+    Ok(OpenedFile::Read(bytes))
+}
+
+/// Puts (or, in a dry run, hashes) the file at `relative` below the media store `root`;
+/// the outer error is opening it.
 async fn put_from_disk(
     context: &Context,
-    path: &Path,
+    root: &Path,
+    relative: &Path,
     expected: &PutOptions,
 ) -> std::io::Result<Result<Put, StoreError>> {
-    if context.options.dry_run {
-        // Small files in one blocking call, then hashed from memory.
-        if let Some(bytes) = read_small_file(path, expected.expected.size).await? {
-            return Ok(hash_only(context, &mut &bytes[..], expected).await);
+    let (root, relative, recorded) = (root.to_owned(), relative.to_owned(), expected.expected.size);
+    let opened = tokio::task::spawn_blocking(move || open_source_file(&root, &relative, recorded))
+        .await
+        .map_err(std::io::Error::other)??;
+    Ok(match opened {
+        OpenedFile::Read(bytes) => sink_put(context, &mut &bytes[..], expected).await,
+        OpenedFile::Stream(file, limit) => {
+            let mut reader = tokio::fs::File::from_std(file).take(limit);
+            sink_put(context, &mut reader, expected).await
         }
-        let mut source = tokio::fs::File::open(path).await?;
-        return Ok(hash_only(context, &mut source, expected).await);
-    }
-    match context.store.put_file(path, expected).await {
-        Err(StoreError::Source {
-            bytes_read: 0,
-            source,
-        }) if source.kind() == std::io::ErrorKind::NotFound => Err(source),
-        put => Ok(put),
-    }
-}
-
-/// Reads a file whose recorded length is at most [`SMALL_FILE`] in one blocking call;
-/// `None` when it is bigger (or its length is unknown), to be streamed instead.
-async fn read_small_file(path: &Path, size: Option<u64>) -> std::io::Result<Option<Vec<u8>>> {
-    if size.is_none_or(|size| size > SMALL_FILE) {
-        return Ok(None);
-    }
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut bytes = Vec::new();
-        std::fs::File::open(&path)?
-            .take(SMALL_FILE + 1)
-            .read_to_end(&mut bytes)?;
-        // Longer than Synapse says: stream it, so the size check reports it.
-        Ok((bytes.len() as u64 <= SMALL_FILE).then_some(bytes))
     })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
+/// A file that could not be opened or read: its error names the path.
 fn open_failure(path: &Path, error: std::io::Error) -> (FailureReason, String) {
     if error.kind() == std::io::ErrorKind::NotFound {
         (
@@ -1150,10 +1199,7 @@ fn open_failure(path: &Path, error: std::io::Error) -> (FailureReason, String) {
             format!("{} does not exist", path.display()),
         )
     } else {
-        (
-            FailureReason::Unreadable,
-            format!("{}: {error}", path.display()),
-        )
+        (FailureReason::Unreadable, error.to_string())
     }
 }
 
