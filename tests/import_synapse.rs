@@ -1289,3 +1289,146 @@ async fn an_http_body_that_never_ends_is_cut_one_byte_past_the_recorded_length()
         );
     }
 }
+
+/// A PostgreSQL database holding the Synapse fixture's dump.
+async fn restore_postgres_fixture() -> TestDatabase {
+    let synapse = TestDatabase::postgres().await;
+    let status = std::process::Command::new("psql")
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-d"])
+        .arg(&synapse.url)
+        .arg("-f")
+        .arg(fixture("postgres").join("synapse.sql"))
+        .status()
+        .expect("psql (PostgreSQL's client) must be installed to restore the fixture");
+    assert!(status.success(), "restoring the Synapse dump failed");
+    synapse
+}
+
+/// The media IDs of the fixture media with these labels, local ones first.
+fn media_ids(labels: &[&str]) -> Vec<String> {
+    labels
+        .iter()
+        .map(|l| {
+            FixtureCopy::media(l)["media_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_bad_row_is_a_listed_failure_and_the_import_goes_on() {
+    use sqlx::Connection;
+    let copy = copy_sqlite_fixture();
+    let labels = [
+        "alice_photo_1",
+        "alice_shared",
+        "bob_room_avatar",
+        "carol_blob",
+        "bob_notes",
+        "remote_text",
+    ];
+    let ids = media_ids(&labels);
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", copy.db.display()))
+        .await
+        .unwrap();
+    for (sql, id) in [
+        // Text that is not UTF-8, in upload_name and media_type.
+        "UPDATE local_media_repository SET upload_name = CAST(X'FF6E616D65' AS TEXT) WHERE media_id = $1",
+        "UPDATE local_media_repository SET media_type = CAST(X'C328' AS TEXT) WHERE media_id = $1",
+        // Text in the timestamp columns.
+        "UPDATE local_media_repository SET created_ts = 'yesterday' WHERE media_id = $1",
+        "UPDATE local_media_repository SET last_access_ts = 'soon' WHERE media_id = $1",
+        // A negative length (never "unknown", never 0).
+        "UPDATE local_media_repository SET media_length = -1 WHERE media_id = $1",
+        "UPDATE remote_media_cache SET upload_name = CAST(X'FF' AS TEXT) WHERE media_id = $1",
+    ]
+    .into_iter()
+    .zip(&ids)
+    {
+        sqlx::query(sql).bind(id).execute(&mut conn).await.unwrap();
+    }
+    conn.close().await.unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let out = copy.import(cwd.path(), &[]);
+    let report = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let bad = failures_with(&report, "bad_row");
+    assert_eq!(bad.len(), labels.len(), "{report}");
+    for label in labels {
+        let mxc = FixtureCopy::media(label)["mxc"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let failure = bad.iter().find(|f| f["item"] == mxc.as_str());
+        let failure = failure.unwrap_or_else(|| panic!("{label} is not listed: {report}"));
+        assert!(
+            failure["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Synapse's database"),
+            "{failure}"
+        );
+    }
+    assert_eq!(report["media_imported"], 18 - labels.len(), "{report}");
+}
+
+#[tokio::test]
+async fn a_negative_length_in_postgres_is_a_listed_failure_not_size_zero() {
+    // PostgreSQL refuses text in a BIGINT column and text that is not UTF-8 (Synapse
+    // needs a UTF8 database) on its own: a negative length is the bad value its types
+    // let through.
+    use sqlx::Connection;
+    let synapse = restore_postgres_fixture().await;
+    let expected = expected("postgres");
+    let find = |label: &str| {
+        expected_media(&expected)
+            .into_iter()
+            .find(|m| m["label"] == label)
+            .unwrap()
+            .clone()
+    };
+    let (local, remote) = (find("carol_blob"), find("remote_image"));
+    let mut conn = sqlx::PgConnection::connect(&synapse.url).await.unwrap();
+    sqlx::query("UPDATE local_media_repository SET media_length = -4096 WHERE media_id = $1")
+        .bind(local["media_id"].as_str().unwrap())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE remote_media_cache_thumbnails SET thumbnail_length = -1 WHERE media_id = $1",
+    )
+    .bind(remote["media_id"].as_str().unwrap())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let media_store = fixture("postgres").join("media_store");
+    let out = run(
+        "import_synapse",
+        &[
+            "--synapse-db",
+            &synapse.url,
+            "--media-store",
+            media_store.to_str().unwrap(),
+            "--json",
+        ],
+        cwd.path(),
+    );
+    let report = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let bad = failures_with(&report, "bad_row");
+    let thumbnails = remote["thumbnails"].as_array().unwrap().len();
+    assert_eq!(bad.len(), 1 + thumbnails, "{report}");
+    assert!(bad.iter().any(|f| {
+        f["item"] == local["mxc"]
+            && f["detail"]
+                .as_str()
+                .unwrap()
+                .contains("media_length is -4096")
+    }));
+    assert_eq!(report["media_imported"], 17, "{report}");
+    synapse.drop_database().await;
+}

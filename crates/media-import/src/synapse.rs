@@ -132,6 +132,9 @@ pub enum FailureReason {
     SizeMismatch,
     /// An identifier in the row is not valid; no path was built from it.
     InvalidIdentifier,
+    /// The row's values cannot be read (text that is not UTF-8, text in a number
+    /// column, a negative or impossible length).
+    BadRow,
     /// The file could not be read.
     Unreadable,
     /// The repository already has this media (or thumbnail) with other bytes; kept as is.
@@ -150,6 +153,7 @@ impl FailureReason {
             Self::Corrupt => "corrupt",
             Self::SizeMismatch => "size_mismatch",
             Self::InvalidIdentifier => "invalid_identifier",
+            Self::BadRow => "bad_row",
             Self::Unreadable => "unreadable",
             Self::Conflict => "conflict",
             Self::RetryLater => "retry_later",
@@ -343,7 +347,8 @@ pub struct SynapseMedia {
     pub path: PathBuf,
     /// The SHA-256 Synapse recorded (absent before Synapse 1.128).
     pub sha256: Option<String>,
-    /// The length Synapse recorded.
+    /// The length Synapse recorded; never negative (a negative one is refused as a
+    /// [`FailureReason::BadRow`]).
     pub length: i64,
     /// Whether it is a URL-preview media.
     pub url_preview: bool,
@@ -377,7 +382,7 @@ impl WorkItem {
         let content = SourceFile {
             path: media.path.clone(),
             remote,
-            expected: expected(media.sha256.as_deref(), Some(media.length)),
+            expected: expected(media.sha256.as_deref(), u64::try_from(media.length).ok()),
         };
         Self {
             media,
@@ -523,8 +528,9 @@ async fn produce(
     let options = &context.options;
     let include = options.include;
     if include.local || include.url_previews {
-        let mut pages = synapse.local_media_pages();
-        while let Some(page) = pages.try_next().await? {
+        let mut pages = synapse.local_media_rows();
+        while let Some(rows) = pages.try_next().await? {
+            let (page, bad) = split_rows(rows, Some(&options.server_name));
             let thumbnails = match (include.thumbnails, page.first(), page.last()) {
                 (true, Some(first), Some(last)) => {
                     synapse
@@ -534,7 +540,7 @@ async fn produce(
                 _ => Vec::new(),
             };
             let mut thumbnails = thumbnails.into_iter().peekable();
-            let mut planned = Vec::with_capacity(page.len());
+            let mut planned = bad;
             for row in page {
                 let own = take_thumbnails(&mut thumbnails, |t| t.media_id.cmp(&row.media_id));
                 let wanted = if row.url_cache.is_some() {
@@ -552,8 +558,9 @@ async fn produce(
         }
     }
     if include.remote {
-        let mut pages = synapse.remote_media_pages();
-        while let Some(page) = pages.try_next().await? {
+        let mut pages = synapse.remote_media_rows();
+        while let Some(rows) = pages.try_next().await? {
+            let (page, bad) = split_rows(rows, None);
             let thumbnails = match (include.thumbnails, page.first(), page.last()) {
                 (true, Some(first), Some(last)) => {
                     synapse
@@ -566,7 +573,7 @@ async fn produce(
                 _ => Vec::new(),
             };
             let mut thumbnails = thumbnails.into_iter().peekable();
-            let mut planned = Vec::with_capacity(page.len());
+            let mut planned = bad;
             for row in page {
                 let own = take_thumbnails(&mut thumbnails, |t| {
                     (t.media_origin.as_deref().unwrap_or(""), t.media_id.as_str())
@@ -635,6 +642,40 @@ async fn dispatch(
     Ok(true)
 }
 
+/// Separates a page's decoded rows from those that could not be decoded, which become
+/// failures naming the media (`server`: the origin of local media; remote rows carry
+/// theirs in their key).
+fn split_rows<T>(
+    rows: media_db::synapse::DecodedPage<T>,
+    server: Option<&ServerName>,
+) -> (Vec<T>, Vec<Result<WorkItem, ItemFailure>>) {
+    let mut good = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for row in rows {
+        match row {
+            Ok(row) => good.push(row),
+            Err(DbError::InvalidRow { table, key, reason }) => {
+                let item = match server {
+                    _ if key.starts_with("key unreadable") => format!("a row of {table} ({key})"),
+                    Some(server) => format!("mxc://{server}/{key}"),
+                    None => format!("mxc://{key}"),
+                };
+                bad.push(Err(ItemFailure {
+                    item,
+                    reason: FailureReason::BadRow,
+                    detail: format!("this row of {table} cannot be read: {reason}"),
+                }));
+            }
+            Err(other) => bad.push(Err(ItemFailure {
+                item: "a Synapse media row".into(),
+                reason: FailureReason::BadRow,
+                detail: other.to_string(),
+            })),
+        }
+    }
+    (good, bad)
+}
+
 /// Takes the thumbnails of one media from a sorted stream of thumbnails: `order` says how
 /// a thumbnail's media compares with the current media.
 fn take_thumbnails(
@@ -660,12 +701,25 @@ fn invalid(item: &str, what: impl std::fmt::Display) -> ItemFailure {
 
 /// The expectations for a file from what Synapse recorded. Its folder is synced once per
 /// batch, right before the batch is recorded ([`flush`]).
-fn expected(sha256: Option<&str>, length: Option<i64>) -> PutOptions {
+fn expected(sha256: Option<&str>, length: Option<u64>) -> PutOptions {
     PutOptions::expecting(
         sha256.and_then(|s| Sha256Hex::parse_any_case(s).ok()),
-        length.and_then(|l| u64::try_from(l).ok()),
+        length,
     )
     .with_durability(Durability::AfterSync)
+}
+
+/// A length as Synapse recorded it (`BIGINT`), or the failure of an impossible one: a
+/// negative length is never taken for "unknown" or for 0.
+fn recorded_length(item: &str, column: &str, length: i64) -> Result<u64, ItemFailure> {
+    u64::try_from(length).map_err(|_| ItemFailure {
+        item: item.to_owned(),
+        reason: FailureReason::BadRow,
+        detail: format!(
+            "{column} is {length}: a length cannot be negative; fix this row in Synapse's \
+             database"
+        ),
+    })
 }
 
 fn plan_local(
@@ -727,6 +781,7 @@ pub fn local_media(
             detail: "created but never uploaded: Synapse has no bytes for it".into(),
         });
     };
+    recorded_length(&shown, "media_length", length)?;
     let url_preview = row.url_cache.is_some();
     let path = synapse_paths::local_content(&key.media_id, url_preview)
         .ok_or_else(|| invalid(&shown, "the media ID does not map to a Synapse path"))?;
@@ -765,6 +820,7 @@ pub fn remote_media(row: RemoteMediaRow) -> Result<SynapseMedia, ItemFailure> {
             detail: "no length recorded: Synapse never finished caching it".into(),
         });
     };
+    recorded_length(&shown, "media_length", length)?;
     let path = synapse_paths::remote_content(&key.origin, &filesystem_id)
         .ok_or_else(|| invalid(&shown, "the filesystem ID does not map to a Synapse path"))?;
     Ok(SynapseMedia {
@@ -821,6 +877,10 @@ fn plan_thumbnail(
     };
     let path = path_of(&name).ok_or_else(refused)?;
     let method: ThumbnailMethod = name.method.parse().map_err(|_| refused())?;
+    let length = row
+        .thumbnail_length
+        .map(|length| recorded_length(&label, "thumbnail_length", length))
+        .transpose()?;
     Ok(ThumbnailDraft {
         width: name.width,
         height: name.height,
@@ -835,7 +895,7 @@ fn plan_thumbnail(
                 method,
                 quarantined,
             },
-            expected: expected(None, row.thumbnail_length),
+            expected: expected(None, length),
         },
     })
 }
