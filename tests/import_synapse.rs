@@ -1432,3 +1432,85 @@ async fn a_negative_length_in_postgres_is_a_listed_failure_not_size_zero() {
     assert_eq!(report["media_imported"], 17, "{report}");
     synapse.drop_database().await;
 }
+
+#[tokio::test]
+async fn a_changed_synapse_file_is_a_conflict_not_already_present() {
+    // SQLite: the fixture copy with its own repository; PostgreSQL: the fixture's dump
+    // into a PostgreSQL repository.
+    let copy = copy_sqlite_fixture();
+    let pg_synapse = restore_postgres_fixture().await;
+    let pg_repo = TestDatabase::postgres().await;
+    let pg_media_store = tempfile::tempdir().unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(fixture("postgres").join("media_store"))
+        .arg(pg_media_store.path())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let pg_media_store = pg_media_store.path().join("media_store");
+    let sqlite_cwd = tempfile::tempdir().unwrap();
+    let sqlite_repo = format!("sqlite://{}", sqlite_cwd.path().join("repo.db").display());
+    let sqlite_db = copy.db.to_str().unwrap().to_owned();
+    for (synapse_db, media_store, repo_url, engine) in [
+        (&sqlite_db, &copy.media_store, &sqlite_repo, "sqlite"),
+        (&pg_synapse.url, &pg_media_store, &pg_repo.url, "postgres"),
+    ] {
+        let cwd = tempfile::tempdir().unwrap();
+        let datastore = cwd.path().join("store");
+        let import = |extra: &[&str]| {
+            let args = [
+                "--synapse-db",
+                synapse_db,
+                "--media-store",
+                media_store.to_str().unwrap(),
+                "--db",
+                repo_url,
+                "--datastore",
+                datastore.to_str().unwrap(),
+                "--json",
+            ];
+            run("import_synapse", &[&args[..], extra].concat(), cwd.path())
+        };
+        let first = import(&[]);
+        assert_eq!(report(&first)["media_imported"], 18, "{engine}");
+        let notes = expected_media(&expected(engine))
+            .into_iter()
+            .find(|m| m["label"] == "bob_notes")
+            .unwrap()
+            .clone();
+        let path = media_store.join(notes["path"].as_str().unwrap());
+        let original = std::fs::read(&path).unwrap();
+        let mut changed = original.clone();
+        changed[0] ^= 0x01;
+        std::fs::write(&path, &changed).unwrap();
+        let (original, changed) = (sha256_of(&original), sha256_of(&changed));
+        for extra in [&["--dry-run"][..], &[]] {
+            let out = import(extra);
+            let again = report(&out);
+            assert_eq!(out.status.code(), Some(1), "{engine}: {again}");
+            let conflicts = failures_with(&again, "conflict");
+            assert_eq!(conflicts.len(), 1, "{engine}: {again}");
+            assert_eq!(conflicts[0]["item"], notes["mxc"]);
+            let detail = conflicts[0]["detail"].as_str().unwrap();
+            assert!(detail.contains(original.as_str()), "{detail}");
+            assert!(detail.contains(changed.as_str()), "{detail}");
+            assert_eq!(again["media_already_present"], 17, "{engine}: {again}");
+            assert_eq!(again["media_imported"], 0, "{engine}: {again}");
+        }
+        // Never overwritten: the repository keeps the bytes it had.
+        let repo = media_db::connect(repo_url).await.unwrap();
+        let key = MediaKey::new(
+            notes["origin"].as_str().unwrap().parse().unwrap(),
+            notes["media_id"].as_str().unwrap().parse().unwrap(),
+        );
+        assert_eq!(
+            repo.get_media(&key).await.unwrap().unwrap().sha256,
+            original
+        );
+        repo.close().await;
+        assert!(!walk_blobs(&datastore).contains(changed.as_str()));
+    }
+    pg_repo.drop_database().await;
+    pg_synapse.drop_database().await;
+}

@@ -10,7 +10,7 @@
 //! deduplication, so any number of workers gives the same result, and a re-run skips
 //! every media already recorded.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -369,6 +369,9 @@ struct WorkItem {
     media: SynapseMedia,
     content: SourceFile,
     thumbnails: Vec<Result<ThumbnailDraft, ItemFailure>>,
+    /// The digest the repository already records for this media: its bytes are only
+    /// compared, never stored again ([`check_existing`]).
+    existing: Option<Sha256Hex>,
 }
 
 impl WorkItem {
@@ -388,6 +391,7 @@ impl WorkItem {
             media,
             content,
             thumbnails,
+            existing: None,
         }
     }
 }
@@ -617,15 +621,18 @@ async fn dispatch(
             .or_default()
             .push(key.media_id.as_str());
     }
-    let mut present = HashSet::new();
+    let mut present = HashMap::new();
     for (origin, ids) in by_origin {
-        for id in context.repo.existing_media_ids(origin, &ids).await? {
-            present.insert((origin.clone(), id));
+        for (id, sha256) in context.repo.existing_media_digests(origin, &ids).await? {
+            present.insert((origin.clone(), id), sha256);
         }
     }
-    for item in items {
+    for mut item in items {
         let key = &item.media.key;
-        if present.contains(&(key.origin.clone(), key.media_id.to_string())) {
+        item.existing = present.remove(&(key.origin.clone(), key.media_id.to_string()));
+        if item.existing.is_some() && context.options.media_store.is_none() {
+            // Only a download could show different bytes: a resumed run over HTTP does
+            // not fetch everything again to compare it.
             report.media_already_present += 1;
             context.progress.items_done.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -963,6 +970,11 @@ async fn prepare(
 ) -> Result<Option<NewMedia>, ImportError> {
     let shown = item.media.key.to_string();
     let done = || context.progress.items_done.fetch_add(1, Ordering::Relaxed);
+    if let Some(existing) = &item.existing {
+        check_existing(context, &item, existing, report).await;
+        done();
+        return Ok(None);
+    }
     let content = match store_file(context, &item.content, report).await? {
         Ok(put) => put,
         Err((reason, detail)) => {
@@ -1034,6 +1046,101 @@ async fn prepare(
         thumbnails,
         datastore_id: context.datastore_id.unwrap_or(DatastoreId(0)),
     }))
+}
+
+/// A media the repository already records: compares the bytes of Synapse's file with
+/// the recorded digest, never writing anything. The same bytes count as already
+/// present; other bytes are a [`FailureReason::Conflict`] naming both digests, and the
+/// repository keeps its own. (A resumed run thus reads every media imported before
+/// once more: reading is much cheaper than the writes and syncs of importing, and only
+/// reading shows that Synapse's file changed. A file gone from the media store leaves
+/// nothing to compare but the digest Synapse recorded.)
+async fn check_existing(
+    context: &Context,
+    item: &WorkItem,
+    existing: &Sha256Hex,
+    report: &mut ImportReport,
+) {
+    let shown = item.media.key.to_string();
+    let recorded = item
+        .media
+        .sha256
+        .as_deref()
+        .and_then(|s| Sha256Hex::parse_any_case(s).ok());
+    let Some(root) = &context.options.media_store else {
+        report.media_already_present += 1;
+        return;
+    };
+    let path = root.join(&item.content.path);
+    let synapse_has = match digest_on_disk(
+        root,
+        &item.content.path,
+        item.content.expected.expected.size,
+    )
+    .await
+    {
+        Ok((sha256, size)) => {
+            report.bytes_read += size;
+            context.progress.bytes.fetch_add(size, Ordering::Relaxed);
+            if &sha256 == existing {
+                report.media_already_present += 1;
+                return;
+            }
+            format!("Synapse's file {} has {sha256}", path.display())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match recorded {
+            Some(recorded) if &recorded != existing => {
+                format!("Synapse recorded {recorded} (its file is gone)")
+            }
+            _ => {
+                report.media_already_present += 1;
+                return;
+            }
+        },
+        Err(e) => {
+            let (reason, detail) = open_failure(&path, e);
+            report.fail(
+                ItemFailure {
+                    item: shown,
+                    reason,
+                    detail: format!("{detail} (the repository already has this media)"),
+                },
+                false,
+            );
+            return;
+        }
+    };
+    report.fail(
+        ItemFailure {
+            item: shown,
+            reason: FailureReason::Conflict,
+            detail: format!(
+                "the repository has this media with other bytes ({existing}); it was kept,                  {synapse_has}"
+            ),
+        },
+        false,
+    );
+}
+
+/// The digest and length of a file in the media store, read like an import reads it
+/// (no links, regular files only, at most one byte past the recorded length).
+async fn digest_on_disk(
+    root: &Path,
+    relative: &Path,
+    recorded: Option<u64>,
+) -> std::io::Result<(Sha256Hex, u64)> {
+    let (root, relative) = (root.to_owned(), relative.to_owned());
+    let opened = tokio::task::spawn_blocking(move || open_source_file(&root, &relative, recorded))
+        .await
+        .map_err(std::io::Error::other)??;
+    match opened {
+        OpenedFile::Read(bytes) => Ok((media_core::hashing::sha256_of(&bytes), bytes.len() as u64)),
+        OpenedFile::Stream(file, limit) => {
+            let mut reader = HashingReader::new(tokio::fs::File::from_std(file).take(limit));
+            tokio::io::copy(&mut reader, &mut tokio::io::sink()).await?;
+            Ok(reader.finish())
+        }
+    }
 }
 
 /// Streams one file into the datastore (or, in a dry run, only through the hasher). The
