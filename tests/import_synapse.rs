@@ -573,7 +573,8 @@ fn matrix_media_repo_flags_are_accepted() {
 }
 
 #[tokio::test]
-async fn a_killed_import_resumes_to_the_state_of_an_uninterrupted_run() {
+async fn a_killed_import_resumes_to_the_state_of_an_uninterrupted_run_and_leaves_no_temporary_files()
+ {
     use media_tests::synthetic_synapse::{SyntheticSpec, write_synapse_sqlite};
     let source = tempfile::tempdir().unwrap();
     let store = write_synapse_sqlite(source.path(), &SyntheticSpec::small_media(3_000)).await;
@@ -646,6 +647,43 @@ async fn a_killed_import_resumes_to_the_state_of_an_uninterrupted_run() {
         walk_blobs(&resumed.path().join("media-store")),
         walk_blobs(&reference.path().join("media-store"))
     );
+    // The store converged: exactly one file per blob row, nothing left of the killed
+    // runs' writes in progress.
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let blob_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blobs")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let files = all_files(&resumed.path().join("media-store"));
+    assert_eq!(
+        files.len() as i64,
+        blob_rows,
+        "stray files: {:?}",
+        files
+            .iter()
+            .filter(|f| f.contains(".tmp"))
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Every file below `root`, at any depth, as paths relative to it.
+fn all_files(root: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut folders = vec![root.to_owned()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                files.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    files
 }
 
 /// A real Synapse serving a copy of the SQLite fixture (tests/fixtures/synapse/serve.py),
