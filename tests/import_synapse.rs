@@ -1387,12 +1387,33 @@ async fn a_bad_row_is_a_listed_failure_and_the_import_goes_on() {
     {
         sqlx::query(sql).bind(id).execute(&mut conn).await.unwrap();
     }
+    // A thumbnail row whose type is not UTF-8: its media still comes in.
+    let with_thumbnails = FixtureCopy::media("bob_shared");
+    sqlx::query(
+        "UPDATE local_media_repository_thumbnails SET thumbnail_type = CAST(X'FF' AS TEXT) \
+         WHERE media_id = $1 AND thumbnail_width = $2",
+    )
+    .bind(with_thumbnails["media_id"].as_str().unwrap())
+    .bind(with_thumbnails["thumbnails"][0]["width"].as_i64().unwrap())
+    .execute(&mut conn)
+    .await
+    .unwrap();
     conn.close().await.unwrap();
     let cwd = tempfile::tempdir().unwrap();
     let out = copy.import(cwd.path(), &[]);
     let report = report(&out);
     assert_eq!(out.status.code(), Some(1), "{report}");
-    let bad = failures_with(&report, "bad_row");
+    let mut bad = failures_with(&report, "bad_row");
+    let thumbnail = format!("{} thumbnail", with_thumbnails["mxc"].as_str().unwrap());
+    let bad_thumbnails: Vec<_> = bad
+        .extract_if(.., |f| f["item"] == thumbnail.as_str())
+        .collect();
+    assert!(!bad_thumbnails.is_empty(), "{report}");
+    assert_eq!(
+        report["thumbnails_failed"],
+        bad_thumbnails.len(),
+        "{report}"
+    );
     assert_eq!(bad.len(), labels.len(), "{report}");
     for label in labels {
         let mxc = FixtureCopy::media(label)["mxc"]

@@ -352,14 +352,15 @@ impl SynapseDb {
         })
     }
 
-    /// The thumbnails of local media with `first <= media_id <= last` (one page's range).
+    /// The thumbnails of local media with `first <= media_id <= last` (one page's range),
+    /// each row decoded on its own (see [`SynapseDb::local_media_rows`]).
     pub async fn local_thumbnails_between(
         &self,
         first: &str,
         last: &str,
-    ) -> Result<Vec<ThumbnailRow>, DbError> {
+    ) -> Result<DecodedPage<ThumbnailRow>, DbError> {
         Ok(on_pool!(&self.pool, |p| {
-            sqlx::query_as(
+            sqlx::query(
                 "SELECT CAST(NULL AS TEXT) AS media_origin, media_id, \
                  CAST(thumbnail_width AS BIGINT) AS thumbnail_width, \
                  CAST(thumbnail_height AS BIGINT) AS thumbnail_height, \
@@ -374,17 +375,25 @@ impl SynapseDb {
             .fetch_all(p)
             .await
             .during("read Synapse local thumbnails")?
+            .iter()
+            .map(|row| {
+                decode_row(row, "local_media_repository_thumbnails", |row| {
+                    row_get(row, "media_id")
+                })
+            })
+            .collect()
         }))
     }
 
-    /// The thumbnails of remote media between two (origin, media_id) keys, inclusive.
+    /// The thumbnails of remote media between two (origin, media_id) keys, inclusive,
+    /// each row decoded on its own (see [`SynapseDb::local_media_rows`]).
     pub async fn remote_thumbnails_between(
         &self,
         first: (&str, &str),
         last: (&str, &str),
-    ) -> Result<Vec<ThumbnailRow>, DbError> {
+    ) -> Result<DecodedPage<ThumbnailRow>, DbError> {
         Ok(on_pool!(&self.pool, |p| {
-            sqlx::query_as(
+            sqlx::query(
                 "SELECT media_origin, media_id, \
                  CAST(thumbnail_width AS BIGINT) AS thumbnail_width, \
                  CAST(thumbnail_height AS BIGINT) AS thumbnail_height, \
@@ -402,6 +411,17 @@ impl SynapseDb {
             .fetch_all(p)
             .await
             .during("read Synapse remote thumbnails")?
+            .iter()
+            .map(|row| {
+                decode_row(row, "remote_media_cache_thumbnails", |row| {
+                    Ok(format!(
+                        "{}/{}",
+                        row_get::<_, String>(row, "media_origin")?,
+                        row_get::<_, String>(row, "media_id")?
+                    ))
+                })
+            })
+            .collect()
         }))
     }
 

@@ -543,6 +543,8 @@ async fn produce(
                 }
                 _ => Vec::new(),
             };
+            let thumbnails =
+                split_thumbnail_rows(thumbnails, Some(&options.server_name), &mut report);
             let mut thumbnails = thumbnails.into_iter().peekable();
             let mut planned = bad;
             for row in page {
@@ -576,6 +578,7 @@ async fn produce(
                 }
                 _ => Vec::new(),
             };
+            let thumbnails = split_thumbnail_rows(thumbnails, None, &mut report);
             let mut thumbnails = thumbnails.into_iter().peekable();
             let mut planned = bad;
             for row in page {
@@ -647,6 +650,26 @@ async fn dispatch(
         }
     }
     Ok(true)
+}
+
+/// The decoded thumbnail rows of a page; those that could not be decoded are counted as
+/// failed thumbnails of their media.
+fn split_thumbnail_rows(
+    rows: media_db::synapse::DecodedPage<ThumbnailRow>,
+    server: Option<&ServerName>,
+    report: &mut ImportReport,
+) -> Vec<ThumbnailRow> {
+    let (good, bad) = split_rows(rows, server);
+    for failure in bad.into_iter().filter_map(Result::err) {
+        report.fail(
+            ItemFailure {
+                item: format!("{} thumbnail", failure.item),
+                ..failure
+            },
+            true,
+        );
+    }
+    good
 }
 
 /// Separates a page's decoded rows from those that could not be decoded, which become
