@@ -593,6 +593,40 @@ impl Repository {
         Ok(found)
     }
 
+    /// The digests of those of `media_ids` of `origin` that are recorded, by media ID
+    /// (one query per 1,000 IDs): to compare them with the bytes of another copy.
+    pub async fn existing_media_digests(
+        &self,
+        origin: &ServerName,
+        media_ids: &[&str],
+    ) -> Result<HashMap<String, Sha256Hex>, DbError> {
+        let mut found = HashMap::new();
+        for chunk in media_ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT media_id, sha256 FROM media WHERE origin = {} AND media_id IN ({})",
+                placeholder_list(self.dialect, 1, 1),
+                placeholder_list(self.dialect, chunk.len(), 2)
+            );
+            let rows: Vec<(String, String)> = on_pool!(&self.pool, |p| {
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(origin.as_str());
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(p).await.during("look up media")?
+            });
+            for (media_id, sha256) in rows {
+                let sha256 =
+                    Sha256Hex::try_from(sha256.as_str()).map_err(|e| DbError::InvalidRow {
+                        table: "media",
+                        key: format!("{origin}/{media_id}"),
+                        reason: format!("sha256: {e}"),
+                    })?;
+                found.insert(media_id, sha256);
+            }
+        }
+        Ok(found)
+    }
+
     /// The blob row for a digest, if any.
     pub async fn get_blob(&self, sha256: &Sha256Hex) -> Result<Option<Blob>, DbError> {
         let row: Option<BlobRow> = on_pool!(&self.pool, |p| {

@@ -6,6 +6,7 @@
 //! importer's job, so that one bad row is reported and skipped instead of ending the stream.
 
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use sqlx::Row;
 
 use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
 use crate::error::{DbError, QueryContext};
@@ -242,64 +243,124 @@ impl SynapseDb {
         Ok((counts[0], counts[1]))
     }
 
-    /// Pages of `local_media_repository`, ordered by media_id.
+    /// Pages of `local_media_repository`, ordered by media_id. A row that cannot be
+    /// decoded ends the stream with [`DbError::InvalidRow`]; see
+    /// [`SynapseDb::local_media_rows`] to go on past it.
     pub fn local_media_pages(&self) -> BoxStream<'static, Result<Vec<LocalMediaRow>, DbError>> {
+        self.local_media_rows()
+            .map(|page| page?.into_iter().collect())
+            .boxed()
+    }
+
+    /// Pages of `local_media_repository`, ordered by media_id, each row decoded on its
+    /// own: a row whose values cannot be read (text that is not UTF-8, text in a number
+    /// column) is a [`DbError::InvalidRow`] naming it, and the rows after it still come.
+    pub fn local_media_rows(
+        &self,
+    ) -> BoxStream<'static, Result<DecodedPage<LocalMediaRow>, DbError>> {
         let db = self.clone();
         keyset_pages(String::new(), move |after: String| {
             let db = db.clone();
             async move {
-                let rows: Vec<LocalMediaRow> = on_pool!(&db.pool, |p| {
-                    sqlx::query_as(if db.local_has_sha256 {
-                        LOCAL_MEDIA_SQL
-                    } else {
-                        LOCAL_MEDIA_SQL_WITHOUT_SHA256
-                    })
-                    .bind(&after)
-                    .bind(PAGE_SIZE)
-                    .fetch_all(p)
-                    .await
-                    .during("read Synapse local media")?
+                let sql = if db.local_has_sha256 {
+                    LOCAL_MEDIA_SQL
+                } else {
+                    LOCAL_MEDIA_SQL_WITHOUT_SHA256
+                };
+                let (rows, last_key) = on_pool!(&db.pool, |p| {
+                    let rows = sqlx::query(sql)
+                        .bind(&after)
+                        .bind(PAGE_SIZE)
+                        .fetch_all(p)
+                        .await
+                        .during("read Synapse local media")?;
+                    let last_key = rows.last().map(|row| row.try_get::<String, _>("media_id"));
+                    let rows: DecodedPage<LocalMediaRow> = rows
+                        .iter()
+                        .map(|row| {
+                            decode_row(row, "local_media_repository", |row| {
+                                row.try_get::<String, _>("media_id")
+                            })
+                        })
+                        .collect();
+                    (rows, last_key)
                 });
-                let next = full_page(&rows, PAGE_SIZE).map(|r| r.media_id.clone());
+                let next = match (full_page(&rows, PAGE_SIZE), last_key) {
+                    (Some(_), Some(key)) => {
+                        Some(key.map_err(|e| unreadable_cursor("local_media_repository", e))?)
+                    }
+                    _ => None,
+                };
                 Ok((rows, next))
             }
         })
     }
 
-    /// Pages of `remote_media_cache`, ordered by (media_origin, media_id).
+    /// Pages of `remote_media_cache`, ordered by (media_origin, media_id). A row that
+    /// cannot be decoded ends the stream with [`DbError::InvalidRow`]; see
+    /// [`SynapseDb::remote_media_rows`] to go on past it.
     pub fn remote_media_pages(&self) -> BoxStream<'static, Result<Vec<RemoteMediaRow>, DbError>> {
+        self.remote_media_rows()
+            .map(|page| page?.into_iter().collect())
+            .boxed()
+    }
+
+    /// Pages of `remote_media_cache`, ordered by (media_origin, media_id), each row
+    /// decoded on its own (see [`SynapseDb::local_media_rows`]).
+    pub fn remote_media_rows(
+        &self,
+    ) -> BoxStream<'static, Result<DecodedPage<RemoteMediaRow>, DbError>> {
         let db = self.clone();
         keyset_pages((String::new(), String::new()), move |(origin, id)| {
             let db = db.clone();
             async move {
-                let rows: Vec<RemoteMediaRow> = on_pool!(&db.pool, |p| {
-                    sqlx::query_as(if db.remote_has_sha256 {
-                        REMOTE_MEDIA_SQL
-                    } else {
-                        REMOTE_MEDIA_SQL_WITHOUT_SHA256
-                    })
-                    .bind(&origin)
-                    .bind(&id)
-                    .bind(PAGE_SIZE)
-                    .fetch_all(p)
-                    .await
-                    .during("read Synapse remote media")?
+                let sql = if db.remote_has_sha256 {
+                    REMOTE_MEDIA_SQL
+                } else {
+                    REMOTE_MEDIA_SQL_WITHOUT_SHA256
+                };
+                let (rows, last_key) = on_pool!(&db.pool, |p| {
+                    let rows = sqlx::query(sql)
+                        .bind(&origin)
+                        .bind(&id)
+                        .bind(PAGE_SIZE)
+                        .fetch_all(p)
+                        .await
+                        .during("read Synapse remote media")?;
+                    let key = |row: &_| -> Result<(String, String), sqlx::Error> {
+                        Ok((row_get(row, "media_origin")?, row_get(row, "media_id")?))
+                    };
+                    let last_key = rows.last().map(key);
+                    let rows: DecodedPage<RemoteMediaRow> = rows
+                        .iter()
+                        .map(|row| {
+                            decode_row(row, "remote_media_cache", |row| {
+                                key(row).map(|(origin, id)| format!("{origin}/{id}"))
+                            })
+                        })
+                        .collect();
+                    (rows, last_key)
                 });
-                let next = full_page(&rows, PAGE_SIZE)
-                    .map(|r| (r.media_origin.clone(), r.media_id.clone()));
+                let next = match (full_page(&rows, PAGE_SIZE), last_key) {
+                    (Some(_), Some(key)) => {
+                        Some(key.map_err(|e| unreadable_cursor("remote_media_cache", e))?)
+                    }
+                    _ => None,
+                };
                 Ok((rows, next))
             }
         })
     }
 
-    /// The thumbnails of local media with `first <= media_id <= last` (one page's range).
+    /// The thumbnails of local media with `first <= media_id <= last` (one page's range),
+    /// each row decoded on its own (see [`SynapseDb::local_media_rows`]).
     pub async fn local_thumbnails_between(
         &self,
         first: &str,
         last: &str,
-    ) -> Result<Vec<ThumbnailRow>, DbError> {
+    ) -> Result<DecodedPage<ThumbnailRow>, DbError> {
         Ok(on_pool!(&self.pool, |p| {
-            sqlx::query_as(
+            sqlx::query(
                 "SELECT CAST(NULL AS TEXT) AS media_origin, media_id, \
                  CAST(thumbnail_width AS BIGINT) AS thumbnail_width, \
                  CAST(thumbnail_height AS BIGINT) AS thumbnail_height, \
@@ -314,17 +375,25 @@ impl SynapseDb {
             .fetch_all(p)
             .await
             .during("read Synapse local thumbnails")?
+            .iter()
+            .map(|row| {
+                decode_row(row, "local_media_repository_thumbnails", |row| {
+                    row_get(row, "media_id")
+                })
+            })
+            .collect()
         }))
     }
 
-    /// The thumbnails of remote media between two (origin, media_id) keys, inclusive.
+    /// The thumbnails of remote media between two (origin, media_id) keys, inclusive,
+    /// each row decoded on its own (see [`SynapseDb::local_media_rows`]).
     pub async fn remote_thumbnails_between(
         &self,
         first: (&str, &str),
         last: (&str, &str),
-    ) -> Result<Vec<ThumbnailRow>, DbError> {
+    ) -> Result<DecodedPage<ThumbnailRow>, DbError> {
         Ok(on_pool!(&self.pool, |p| {
-            sqlx::query_as(
+            sqlx::query(
                 "SELECT media_origin, media_id, \
                  CAST(thumbnail_width AS BIGINT) AS thumbnail_width, \
                  CAST(thumbnail_height AS BIGINT) AS thumbnail_height, \
@@ -342,6 +411,17 @@ impl SynapseDb {
             .fetch_all(p)
             .await
             .during("read Synapse remote thumbnails")?
+            .iter()
+            .map(|row| {
+                decode_row(row, "remote_media_cache_thumbnails", |row| {
+                    Ok(format!(
+                        "{}/{}",
+                        row_get::<_, String>(row, "media_origin")?,
+                        row_get::<_, String>(row, "media_id")?
+                    ))
+                })
+            })
+            .collect()
         }))
     }
 
@@ -419,6 +499,51 @@ impl SynapseDb {
         .map_ok(|page: Vec<_>| stream::iter(page.into_iter().map(Ok)))
         .try_flatten()
         .boxed()
+    }
+}
+
+/// A page of rows, each decoded on its own: a row that cannot be read is a
+/// [`DbError::InvalidRow`] naming it.
+pub type DecodedPage<T> = Vec<Result<T, DbError>>;
+
+/// A column of a row, by name.
+fn row_get<'r, R, T>(row: &'r R, column: &str) -> Result<T, sqlx::Error>
+where
+    R: Row,
+    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+{
+    row.try_get(column)
+}
+
+/// Decodes one row, or says which row could not be decoded and why. `key` reads what
+/// identifies the row (when even that cannot be read, the row is named by its position
+/// in the table's order, after the previous readable key).
+fn decode_row<'r, R, T>(
+    row: &'r R,
+    table: &'static str,
+    key: impl Fn(&'r R) -> Result<String, sqlx::Error>,
+) -> Result<T, DbError>
+where
+    R: Row,
+    T: sqlx::FromRow<'r, R>,
+{
+    T::from_row(row).map_err(|error| DbError::InvalidRow {
+        table,
+        key: key(row).unwrap_or_else(|e| format!("key unreadable: {e}")),
+        reason: format!("{error}: fix or delete this row in Synapse's database to import it"),
+    })
+}
+
+/// The error for a page whose last key cannot be read: the next page cannot be found.
+fn unreadable_cursor(table: &'static str, error: sqlx::Error) -> DbError {
+    DbError::InvalidRow {
+        table,
+        key: "the last row of a page".into(),
+        reason: format!(
+            "its key cannot be read ({error}), so the rows after it cannot be found: fix \
+             this row in Synapse's database"
+        ),
     }
 }
 

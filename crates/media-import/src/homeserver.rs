@@ -13,6 +13,12 @@ use tokio::io::AsyncRead;
 
 use crate::synapse::ImportError;
 
+/// How long connecting to the homeserver may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long a response may go without sending anything (its headers, or the next bytes
+/// of its body) before the download fails.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What to download.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteContent {
@@ -75,7 +81,8 @@ impl HomeserverClient {
         }
         let client = reqwest::Client::builder()
             .user_agent(concat!("import_synapse/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(15))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
             .build()
             .map_err(|e| ImportError::Config(format!("cannot set up HTTP: {e}")))?;
         Ok(Self {

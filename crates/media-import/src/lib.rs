@@ -3,10 +3,12 @@
 //! * [`synapse`]: a whole Synapse media store (database + `media_store` folder).
 //! * [`homeserver`]: downloading media from a running homeserver (the HTTP fallback).
 //! * [`synapse_paths`]: where Synapse keeps each file, built only from validated parts.
+//! * [`synapse_files`]: opening those files without leaving the media store.
 #![deny(missing_docs)]
 
 pub mod homeserver;
 pub mod synapse;
+pub mod synapse_files;
 pub mod synapse_paths;
 
 pub use homeserver::HomeserverClient;

@@ -10,7 +10,7 @@
 //! deduplication, so any number of workers gives the same result, and a re-run skips
 //! every media already recorded.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -26,9 +26,12 @@ use media_db::DbError;
 use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
 use media_db::synapse::{LocalMediaRow, RemoteMediaRow, SynapseDb, ThumbnailRow};
 use serde::Serialize;
+use tokio::io::AsyncReadExt;
 use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::homeserver::{DownloadFailure, HomeserverClient, RemoteContent};
+use crate::synapse_files;
 use crate::synapse_paths::{self, ThumbnailName};
 
 /// At most this many media are recorded per transaction.
@@ -122,10 +125,16 @@ pub enum FailureReason {
     NeverUploaded,
     /// The file is not in the media store.
     FileMissing,
-    /// The bytes do not match the length or SHA-256 Synapse recorded (bit rot).
+    /// The bytes do not match the SHA-256 Synapse recorded (bit rot).
     Corrupt,
+    /// The content is longer or shorter than the length Synapse recorded (reading stops
+    /// one byte past it).
+    SizeMismatch,
     /// An identifier in the row is not valid; no path was built from it.
     InvalidIdentifier,
+    /// The row's values cannot be read (text that is not UTF-8, text in a number
+    /// column, a negative or impossible length).
+    BadRow,
     /// The file could not be read.
     Unreadable,
     /// The repository already has this media (or thumbnail) with other bytes; kept as is.
@@ -142,7 +151,9 @@ impl FailureReason {
             Self::NeverUploaded => "never_uploaded",
             Self::FileMissing => "file_missing",
             Self::Corrupt => "corrupt",
+            Self::SizeMismatch => "size_mismatch",
             Self::InvalidIdentifier => "invalid_identifier",
+            Self::BadRow => "bad_row",
             Self::Unreadable => "unreadable",
             Self::Conflict => "conflict",
             Self::RetryLater => "retry_later",
@@ -336,7 +347,8 @@ pub struct SynapseMedia {
     pub path: PathBuf,
     /// The SHA-256 Synapse recorded (absent before Synapse 1.128).
     pub sha256: Option<String>,
-    /// The length Synapse recorded.
+    /// The length Synapse recorded; never negative (a negative one is refused as a
+    /// [`FailureReason::BadRow`]).
     pub length: i64,
     /// Whether it is a URL-preview media.
     pub url_preview: bool,
@@ -357,6 +369,9 @@ struct WorkItem {
     media: SynapseMedia,
     content: SourceFile,
     thumbnails: Vec<Result<ThumbnailDraft, ItemFailure>>,
+    /// The digest the repository already records for this media: its bytes are only
+    /// compared, never stored again ([`check_existing`]).
+    existing: Option<Sha256Hex>,
 }
 
 impl WorkItem {
@@ -370,12 +385,13 @@ impl WorkItem {
         let content = SourceFile {
             path: media.path.clone(),
             remote,
-            expected: expected(media.sha256.as_deref(), Some(media.length)),
+            expected: expected(media.sha256.as_deref(), u64::try_from(media.length).ok()),
         };
         Self {
             media,
             content,
             thumbnails,
+            existing: None,
         }
     }
 }
@@ -389,6 +405,10 @@ struct Context {
     progress: Arc<Progress>,
     /// Digests seen by a dry run (a real run lets the repository decide).
     dry_run_seen: std::sync::Mutex<HashSet<Sha256Hex>>,
+    /// Cancelled by the first fatal error: the producer stops queueing, the workers stop
+    /// taking items, and every task ends, so that the run reports the error instead of
+    /// waiting forever.
+    abort: CancellationToken,
 }
 
 /// Imports a Synapse media store. See the [module documentation](self).
@@ -435,6 +455,7 @@ pub async fn import_synapse(
         options,
         progress,
         dry_run_seen: Default::default(),
+        abort: CancellationToken::new(),
     });
     let result = run(synapse, context.clone(), workers).await;
     if let Some(task) = task {
@@ -459,8 +480,13 @@ async fn run(
     let mut handles: Vec<_> = (0..workers)
         .map(|_| tokio::spawn(work(receiver.clone(), context.clone(), to_record.clone())))
         .collect();
-    drop(to_record);
+    // Only the workers hold the queue and the recorder's inbox: once they are gone, the
+    // producer's sends fail instead of waiting for room that never comes.
+    drop((receiver, to_record));
     let produced = produce(synapse, &context, sender).await;
+    if produced.is_err() {
+        context.abort.cancel();
+    }
     let mut report = ImportReport {
         dry_run: context.options.dry_run,
         ..Default::default()
@@ -506,8 +532,9 @@ async fn produce(
     let options = &context.options;
     let include = options.include;
     if include.local || include.url_previews {
-        let mut pages = synapse.local_media_pages();
-        while let Some(page) = pages.try_next().await? {
+        let mut pages = synapse.local_media_rows();
+        while let Some(rows) = pages.try_next().await? {
+            let (page, bad) = split_rows(rows, Some(&options.server_name));
             let thumbnails = match (include.thumbnails, page.first(), page.last()) {
                 (true, Some(first), Some(last)) => {
                     synapse
@@ -516,8 +543,10 @@ async fn produce(
                 }
                 _ => Vec::new(),
             };
+            let thumbnails =
+                split_thumbnail_rows(thumbnails, Some(&options.server_name), &mut report);
             let mut thumbnails = thumbnails.into_iter().peekable();
-            let mut planned = Vec::with_capacity(page.len());
+            let mut planned = bad;
             for row in page {
                 let own = take_thumbnails(&mut thumbnails, |t| t.media_id.cmp(&row.media_id));
                 let wanted = if row.url_cache.is_some() {
@@ -535,8 +564,9 @@ async fn produce(
         }
     }
     if include.remote {
-        let mut pages = synapse.remote_media_pages();
-        while let Some(page) = pages.try_next().await? {
+        let mut pages = synapse.remote_media_rows();
+        while let Some(rows) = pages.try_next().await? {
+            let (page, bad) = split_rows(rows, None);
             let thumbnails = match (include.thumbnails, page.first(), page.last()) {
                 (true, Some(first), Some(last)) => {
                     synapse
@@ -548,8 +578,9 @@ async fn produce(
                 }
                 _ => Vec::new(),
             };
+            let thumbnails = split_thumbnail_rows(thumbnails, None, &mut report);
             let mut thumbnails = thumbnails.into_iter().peekable();
-            let mut planned = Vec::with_capacity(page.len());
+            let mut planned = bad;
             for row in page {
                 let own = take_thumbnails(&mut thumbnails, |t| {
                     (t.media_origin.as_deref().unwrap_or(""), t.media_id.as_str())
@@ -593,22 +624,86 @@ async fn dispatch(
             .or_default()
             .push(key.media_id.as_str());
     }
-    let mut present = HashSet::new();
+    let mut present = HashMap::new();
     for (origin, ids) in by_origin {
-        for id in context.repo.existing_media_ids(origin, &ids).await? {
-            present.insert((origin.clone(), id));
+        for (id, sha256) in context.repo.existing_media_digests(origin, &ids).await? {
+            present.insert((origin.clone(), id), sha256);
         }
     }
-    for item in items {
+    for mut item in items {
         let key = &item.media.key;
-        if present.contains(&(key.origin.clone(), key.media_id.to_string())) {
+        item.existing = present.remove(&(key.origin.clone(), key.media_id.to_string()));
+        if item.existing.is_some() && context.options.media_store.is_none() {
+            // Only a download could show different bytes: a resumed run over HTTP does
+            // not fetch everything again to compare it.
             report.media_already_present += 1;
             context.progress.items_done.fetch_add(1, Ordering::Relaxed);
-        } else if sender.send(item).await.is_err() {
-            return Ok(false);
+        } else {
+            let sent = tokio::select! {
+                biased;
+                () = context.abort.cancelled() => false,
+                sent = sender.send(item) => sent.is_ok(),
+            };
+            if !sent {
+                return Ok(false);
+            }
         }
     }
     Ok(true)
+}
+
+/// The decoded thumbnail rows of a page; those that could not be decoded are counted as
+/// failed thumbnails of their media.
+fn split_thumbnail_rows(
+    rows: media_db::synapse::DecodedPage<ThumbnailRow>,
+    server: Option<&ServerName>,
+    report: &mut ImportReport,
+) -> Vec<ThumbnailRow> {
+    let (good, bad) = split_rows(rows, server);
+    for failure in bad.into_iter().filter_map(Result::err) {
+        report.fail(
+            ItemFailure {
+                item: format!("{} thumbnail", failure.item),
+                ..failure
+            },
+            true,
+        );
+    }
+    good
+}
+
+/// Separates a page's decoded rows from those that could not be decoded, which become
+/// failures naming the media (`server`: the origin of local media; remote rows carry
+/// theirs in their key).
+fn split_rows<T>(
+    rows: media_db::synapse::DecodedPage<T>,
+    server: Option<&ServerName>,
+) -> (Vec<T>, Vec<Result<WorkItem, ItemFailure>>) {
+    let mut good = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for row in rows {
+        match row {
+            Ok(row) => good.push(row),
+            Err(DbError::InvalidRow { table, key, reason }) => {
+                let item = match server {
+                    _ if key.starts_with("key unreadable") => format!("a row of {table} ({key})"),
+                    Some(server) => format!("mxc://{server}/{key}"),
+                    None => format!("mxc://{key}"),
+                };
+                bad.push(Err(ItemFailure {
+                    item,
+                    reason: FailureReason::BadRow,
+                    detail: format!("this row of {table} cannot be read: {reason}"),
+                }));
+            }
+            Err(other) => bad.push(Err(ItemFailure {
+                item: "a Synapse media row".into(),
+                reason: FailureReason::BadRow,
+                detail: other.to_string(),
+            })),
+        }
+    }
+    (good, bad)
 }
 
 /// Takes the thumbnails of one media from a sorted stream of thumbnails: `order` says how
@@ -636,12 +731,25 @@ fn invalid(item: &str, what: impl std::fmt::Display) -> ItemFailure {
 
 /// The expectations for a file from what Synapse recorded. Its folder is synced once per
 /// batch, right before the batch is recorded ([`flush`]).
-fn expected(sha256: Option<&str>, length: Option<i64>) -> PutOptions {
+fn expected(sha256: Option<&str>, length: Option<u64>) -> PutOptions {
     PutOptions::expecting(
         sha256.and_then(|s| Sha256Hex::parse_any_case(s).ok()),
-        length.and_then(|l| u64::try_from(l).ok()),
+        length,
     )
     .with_durability(Durability::AfterSync)
+}
+
+/// A length as Synapse recorded it (`BIGINT`), or the failure of an impossible one: a
+/// negative length is never taken for "unknown" or for 0.
+fn recorded_length(item: &str, column: &str, length: i64) -> Result<u64, ItemFailure> {
+    u64::try_from(length).map_err(|_| ItemFailure {
+        item: item.to_owned(),
+        reason: FailureReason::BadRow,
+        detail: format!(
+            "{column} is {length}: a length cannot be negative; fix this row in Synapse's \
+             database"
+        ),
+    })
 }
 
 fn plan_local(
@@ -703,6 +811,7 @@ pub fn local_media(
             detail: "created but never uploaded: Synapse has no bytes for it".into(),
         });
     };
+    recorded_length(&shown, "media_length", length)?;
     let url_preview = row.url_cache.is_some();
     let path = synapse_paths::local_content(&key.media_id, url_preview)
         .ok_or_else(|| invalid(&shown, "the media ID does not map to a Synapse path"))?;
@@ -741,6 +850,7 @@ pub fn remote_media(row: RemoteMediaRow) -> Result<SynapseMedia, ItemFailure> {
             detail: "no length recorded: Synapse never finished caching it".into(),
         });
     };
+    recorded_length(&shown, "media_length", length)?;
     let path = synapse_paths::remote_content(&key.origin, &filesystem_id)
         .ok_or_else(|| invalid(&shown, "the filesystem ID does not map to a Synapse path"))?;
     Ok(SynapseMedia {
@@ -797,6 +907,10 @@ fn plan_thumbnail(
     };
     let path = path_of(&name).ok_or_else(refused)?;
     let method: ThumbnailMethod = name.method.parse().map_err(|_| refused())?;
+    let length = row
+        .thumbnail_length
+        .map(|length| recorded_length(&label, "thumbnail_length", length))
+        .transpose()?;
     Ok(ThumbnailDraft {
         width: name.width,
         height: name.height,
@@ -811,7 +925,7 @@ fn plan_thumbnail(
                 method,
                 quarantined,
             },
-            expected: expected(None, row.thumbnail_length),
+            expected: expected(None, length),
         },
     })
 }
@@ -824,11 +938,25 @@ async fn work(
     recorder: mpsc::Sender<NewMedia>,
 ) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
-    while let Some(item) = queue_recv(&queue).await {
-        if let Some(media) = prepare(&context, item, &mut report).await?
+    loop {
+        let item = tokio::select! {
+            biased;
+            () = context.abort.cancelled() => break,
+            item = queue_recv(&queue) => item,
+        };
+        let Some(item) = item else { break };
+        let media = match prepare(&context, item, &mut report).await {
+            Ok(media) => media,
+            Err(e) => {
+                // Fatal: stop the producer and the other workers; run() reports it.
+                context.abort.cancel();
+                return Err(e);
+            }
+        };
+        if let Some(media) = media
             && recorder.send(media).await.is_err()
         {
-            break; // the recorder failed; run() reports its error
+            break; // the recorder failed (and cancelled); run() reports its error
         }
     }
     Ok(report)
@@ -843,7 +971,11 @@ async fn record(
     let mut report = ImportReport::default();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while stored.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        flush(&context, &mut batch, &mut report).await?;
+        if let Err(e) = flush(&context, &mut batch, &mut report).await {
+            // Fatal: the workers and the producer stop; run() reports it.
+            context.abort.cancel();
+            return Err(e);
+        }
     }
     Ok(report)
 }
@@ -861,6 +993,11 @@ async fn prepare(
 ) -> Result<Option<NewMedia>, ImportError> {
     let shown = item.media.key.to_string();
     let done = || context.progress.items_done.fetch_add(1, Ordering::Relaxed);
+    if let Some(existing) = &item.existing {
+        check_existing(context, &item, existing, report).await;
+        done();
+        return Ok(None);
+    }
     let content = match store_file(context, &item.content, report).await? {
         Ok(put) => put,
         Err((reason, detail)) => {
@@ -934,6 +1071,101 @@ async fn prepare(
     }))
 }
 
+/// A media the repository already records: compares the bytes of Synapse's file with
+/// the recorded digest, never writing anything. The same bytes count as already
+/// present; other bytes are a [`FailureReason::Conflict`] naming both digests, and the
+/// repository keeps its own. (A resumed run thus reads every media imported before
+/// once more: reading is much cheaper than the writes and syncs of importing, and only
+/// reading shows that Synapse's file changed. A file gone from the media store leaves
+/// nothing to compare but the digest Synapse recorded.)
+async fn check_existing(
+    context: &Context,
+    item: &WorkItem,
+    existing: &Sha256Hex,
+    report: &mut ImportReport,
+) {
+    let shown = item.media.key.to_string();
+    let recorded = item
+        .media
+        .sha256
+        .as_deref()
+        .and_then(|s| Sha256Hex::parse_any_case(s).ok());
+    let Some(root) = &context.options.media_store else {
+        report.media_already_present += 1;
+        return;
+    };
+    let path = root.join(&item.content.path);
+    let synapse_has = match digest_on_disk(
+        root,
+        &item.content.path,
+        item.content.expected.expected.size,
+    )
+    .await
+    {
+        Ok((sha256, size)) => {
+            report.bytes_read += size;
+            context.progress.bytes.fetch_add(size, Ordering::Relaxed);
+            if &sha256 == existing {
+                report.media_already_present += 1;
+                return;
+            }
+            format!("Synapse's file {} has {sha256}", path.display())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match recorded {
+            Some(recorded) if &recorded != existing => {
+                format!("Synapse recorded {recorded} (its file is gone)")
+            }
+            _ => {
+                report.media_already_present += 1;
+                return;
+            }
+        },
+        Err(e) => {
+            let (reason, detail) = open_failure(&path, e);
+            report.fail(
+                ItemFailure {
+                    item: shown,
+                    reason,
+                    detail: format!("{detail} (the repository already has this media)"),
+                },
+                false,
+            );
+            return;
+        }
+    };
+    report.fail(
+        ItemFailure {
+            item: shown,
+            reason: FailureReason::Conflict,
+            detail: format!(
+                "the repository has this media with other bytes ({existing}); it was kept,                  {synapse_has}"
+            ),
+        },
+        false,
+    );
+}
+
+/// The digest and length of a file in the media store, read like an import reads it
+/// (no links, regular files only, at most one byte past the recorded length).
+async fn digest_on_disk(
+    root: &Path,
+    relative: &Path,
+    recorded: Option<u64>,
+) -> std::io::Result<(Sha256Hex, u64)> {
+    let (root, relative) = (root.to_owned(), relative.to_owned());
+    let opened = tokio::task::spawn_blocking(move || open_source_file(&root, &relative, recorded))
+        .await
+        .map_err(std::io::Error::other)??;
+    match opened {
+        OpenedFile::Read(bytes) => Ok((media_core::hashing::sha256_of(&bytes), bytes.len() as u64)),
+        OpenedFile::Stream(file, limit) => {
+            let mut reader = HashingReader::new(tokio::fs::File::from_std(file).take(limit));
+            tokio::io::copy(&mut reader, &mut tokio::io::sink()).await?;
+            Ok(reader.finish())
+        }
+    }
+}
+
 /// Streams one file into the datastore (or, in a dry run, only through the hasher). The
 /// inner error is a per-item failure; the outer one stops the run.
 async fn store_file(
@@ -954,8 +1186,10 @@ async fn store_file(
         .as_ref()
         .map(|path| path.display().to_string())
         .unwrap_or_default();
-    let from_disk = match &on_disk {
-        Some(path) => match put_from_disk(context, path, &file.expected).await {
+    let from_disk = match (&on_disk, &options.media_store) {
+        (Some(path), Some(root)) => match put_from_disk(context, root, &file.path, &file.expected)
+            .await
+        {
             Ok(put) => Some(put),
             // Not on disk: the homeserver may still have it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && options.homeserver.is_some() => {
@@ -963,13 +1197,13 @@ async fn store_file(
             }
             Err(e) => return Ok(Err(open_failure(path, e))),
         },
-        None => None,
+        _ => None,
     };
     let put = match (from_disk, &options.homeserver) {
         (Some(put), _) => put,
         (None, Some(homeserver)) => {
             shown = homeserver.url_of(&file.remote).to_string();
-            let mut reader = match homeserver.download(&file.remote).await {
+            let reader = match homeserver.download(&file.remote).await {
                 Ok(reader) => reader,
                 Err(DownloadFailure::NotFound(detail)) => {
                     return Ok(Err((FailureReason::FileMissing, detail)));
@@ -978,7 +1212,19 @@ async fn store_file(
                     return Ok(Err((FailureReason::Unreadable, detail)));
                 }
             };
-            sink_put(context, &mut reader, &file.expected).await
+            // Never more than one byte past what Synapse recorded: a body that does not
+            // end is cut there and reported as a size mismatch.
+            match file.expected.expected.size {
+                Some(size) => {
+                    let mut reader = reader.take(synapse_files::read_limit(Some(size), 0));
+                    sink_put(context, &mut reader, &file.expected).await
+                }
+                None => {
+                    let mut reader =
+                        synapse_files::RefuseBeyond::new(reader, UNRECORDED_LENGTH_LIMIT);
+                    sink_put(context, &mut reader, &file.expected).await
+                }
+            }
         }
         (None, None) => {
             return Err(ImportError::Config(
@@ -988,6 +1234,24 @@ async fn store_file(
     };
     let put = match put {
         Ok(put) => put,
+        Err(StoreError::Mismatch {
+            what: "size",
+            expected,
+            actual,
+        }) => {
+            let longer = expected
+                .parse::<u64>()
+                .is_ok_and(|e| actual.parse::<u64>() == Ok(e + 1));
+            let actual = if longer {
+                "more (reading stopped one byte past the recorded length)".to_owned()
+            } else {
+                actual
+            };
+            return Ok(Err((
+                FailureReason::SizeMismatch,
+                format!("{shown}: Synapse recorded {expected} bytes, the content has {actual}"),
+            )));
+        }
         Err(StoreError::Mismatch {
             what,
             expected,
@@ -1023,6 +1287,9 @@ async fn store_file(
 
 /// Files up to this size are read in one go.
 const SMALL_FILE: u64 = 1 << 20;
+/// At most this many bytes are downloaded for a content whose length Synapse did not
+/// record (thumbnails of old Synapse versions).
+const UNRECORDED_LENGTH_LIMIT: u64 = 1 << 30;
 
 /// A large file whose digest Synapse recorded and whose bytes the repository already
 /// holds is not read at all: the import references the stored copy.
@@ -1064,49 +1331,57 @@ async fn sink_put(
     }
 }
 
-/// Puts the file at `path`; the outer error is opening or reading it.
+/// What [`open_source_file`] found: a small file already read, or a large one to stream.
+enum OpenedFile {
+    /// At most [`SMALL_FILE`] + 1 bytes, read in one blocking call.
+    Read(Vec<u8>),
+    /// A larger file, and how many bytes to read from it at most.
+    Stream(std::fs::File, u64),
+}
+
+/// Blocking: opens `relative` below the media store `root` (no links, regular files
+/// only: [`synapse_files::open_in_media_store`]) and reads it when it is small. Never
+/// reads more than [`synapse_files::read_limit`] bytes.
+fn open_source_file(
+    root: &Path,
+    relative: &Path,
+    recorded: Option<u64>,
+) -> std::io::Result<OpenedFile> {
+    use std::io::Read;
+    let file = synapse_files::open_in_media_store(root, relative)?;
+    let limit = synapse_files::read_limit(recorded, file.metadata()?.len());
+    if limit > SMALL_FILE + 1 {
+        return Ok(OpenedFile::Stream(file, limit));
+    }
+    let mut bytes = Vec::with_capacity(limit as usize);
+    file.take(limit).read_to_end(&mut bytes).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("{}: {e}", root.join(relative).display()))
+    })?;
+    Ok(OpenedFile::Read(bytes))
+}
+
+/// Puts (or, in a dry run, hashes) the file at `relative` below the media store `root`;
+/// the outer error is opening it.
 async fn put_from_disk(
     context: &Context,
-    path: &Path,
+    root: &Path,
+    relative: &Path,
     expected: &PutOptions,
 ) -> std::io::Result<Result<Put, StoreError>> {
-    if context.options.dry_run {
-        // Small files in one blocking call, then hashed from memory.
-        if let Some(bytes) = read_small_file(path, expected.expected.size).await? {
-            return Ok(hash_only(context, &mut &bytes[..], expected).await);
+    let (root, relative, recorded) = (root.to_owned(), relative.to_owned(), expected.expected.size);
+    let opened = tokio::task::spawn_blocking(move || open_source_file(&root, &relative, recorded))
+        .await
+        .map_err(std::io::Error::other)??;
+    Ok(match opened {
+        OpenedFile::Read(bytes) => sink_put(context, &mut &bytes[..], expected).await,
+        OpenedFile::Stream(file, limit) => {
+            let mut reader = tokio::fs::File::from_std(file).take(limit);
+            sink_put(context, &mut reader, expected).await
         }
-        let mut source = tokio::fs::File::open(path).await?;
-        return Ok(hash_only(context, &mut source, expected).await);
-    }
-    match context.store.put_file(path, expected).await {
-        Err(StoreError::Source {
-            bytes_read: 0,
-            source,
-        }) if source.kind() == std::io::ErrorKind::NotFound => Err(source),
-        put => Ok(put),
-    }
-}
-
-/// Reads a file whose recorded length is at most [`SMALL_FILE`] in one blocking call;
-/// `None` when it is bigger (or its length is unknown), to be streamed instead.
-async fn read_small_file(path: &Path, size: Option<u64>) -> std::io::Result<Option<Vec<u8>>> {
-    if size.is_none_or(|size| size > SMALL_FILE) {
-        return Ok(None);
-    }
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut bytes = Vec::new();
-        std::fs::File::open(&path)?
-            .take(SMALL_FILE + 1)
-            .read_to_end(&mut bytes)?;
-        // Longer than Synapse says: stream it, so the size check reports it.
-        Ok((bytes.len() as u64 <= SMALL_FILE).then_some(bytes))
     })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
+/// A file that could not be opened or read: its error names the path.
 fn open_failure(path: &Path, error: std::io::Error) -> (FailureReason, String) {
     if error.kind() == std::io::ErrorKind::NotFound {
         (
@@ -1114,10 +1389,7 @@ fn open_failure(path: &Path, error: std::io::Error) -> (FailureReason, String) {
             format!("{} does not exist", path.display()),
         )
     } else {
-        (
-            FailureReason::Unreadable,
-            format!("{}: {error}", path.display()),
-        )
+        (FailureReason::Unreadable, error.to_string())
     }
 }
 

@@ -1,8 +1,15 @@
 //! A content-addressed datastore in a local folder.
 //!
-//! Layout: `<root>/ab/cd/abcdef…` for each blob, `<root>/.tmp/<n>/` for writes in progress
-//! (spread over [`TEMP_SHARDS`] folders, so that concurrent puts do not queue for one
-//! folder's lock; older versions wrote straight into `.tmp/`).
+//! Layout: `<root>/ab/cd/abcdef…` for each blob, `<root>/.tmp/<writer>/<n>/` for writes
+//! in progress (spread over [`TEMP_SHARDS`] folders, so that concurrent puts do not queue
+//! for one folder's lock; older versions wrote into `.tmp/<n>/` or straight into
+//! `.tmp/`).
+//!
+//! Each open datastore (each writer process) owns one folder in `.tmp/`, and holds an
+//! advisory lock (`flock`) on it for as long as it is open. Opening a datastore first
+//! removes every temporary folder whose lock nobody holds: what a killed writer left
+//! behind (its lock went with its process). So after any crash, the next writer leaves
+//! exactly the blobs, and never touches the temporary files of a writer still running.
 //! A put streams into a temporary file beside the final location (same filesystem),
 //! hashing on the way, syncs it (unless fsync is off), then links it into place without
 //! ever replacing an existing blob, and syncs the folder. A put of a small blob (under
@@ -48,6 +55,9 @@ const LINK_THREADS: usize = 8;
 pub struct FileDatastore {
     root: PathBuf,
     fsync: bool,
+    /// This writer's temporary folder, locked while any clone is alive; dropping the
+    /// last clone removes it.
+    temp: Arc<WriterFolder>,
     /// Blobs put with [`Durability::AfterSync`] (fsync on), written to temporary files
     /// that the next [`Datastore::sync`] makes durable and links into place. Shared by
     /// clones; dropping the last clone removes the files.
@@ -76,19 +86,39 @@ pub struct CleanupReport {
 impl FileDatastore {
     /// Opens (creating it if needed) a datastore rooted at `root`. Fails with a clear
     /// error when the folder cannot be created or written to.
+    ///
+    /// Removes what crashed writers left in the temporary folder (see the [module
+    /// documentation](self)) and takes a temporary folder of its own.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root: PathBuf = root.into();
         let temp = root.join(TEMP_DIR);
-        for shard in 0..TEMP_SHARDS {
-            let folder = temp.join(shard.to_string());
-            tokio::fs::create_dir_all(&folder)
-                .await
-                .map_err(|source| io_error("create datastore folder", &folder, source))?;
-        }
+        tokio::fs::create_dir_all(&temp)
+            .await
+            .map_err(|source| io_error("create datastore folder", &temp, source))?;
+        let folder = {
+            let temp = temp.clone();
+            blocking(move || {
+                remove_abandoned(&temp, Duration::ZERO)?;
+                WriterFolder::create(&temp)
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Io { source, target, .. }
+                    if source.kind() == ErrorKind::PermissionDenied =>
+                {
+                    StoreError::Config(format!(
+                        "datastore folder {} is not writable ({target}: {source}): make it \
+                     writable by this user or choose another --datastore",
+                        root.display()
+                    ))
+                }
+                e => e,
+            })?
+        };
         // Prove we may write here now rather than on the first media of a long run.
         let probe = tempfile::Builder::new()
             .prefix("probe-")
-            .tempfile_in(&temp)
+            .tempfile_in(&folder.path)
             .map_err(|source| {
                 StoreError::Config(format!(
                     "datastore folder {} is not writable ({source}): make it writable by this \
@@ -100,6 +130,7 @@ impl FileDatastore {
         Ok(Self {
             root,
             fsync: true,
+            temp: Arc::new(folder),
             staged: Arc::default(),
             next_shard: Arc::default(),
             names_unsynced: Arc::default(),
@@ -138,44 +169,145 @@ impl FileDatastore {
         self.root.join(key.as_str())
     }
 
-    /// Removes temporary files older than `older_than` (writes that a crash interrupted).
+    /// Removes what writers that are gone left in the temporary folder: every temporary
+    /// folder whose lock no writer holds, and loose temporary files (of older versions)
+    /// older than `older_than`. [`FileDatastore::open`] does this already; the folders
+    /// of running writers (this one included) are never touched.
     pub async fn cleanup(&self, older_than: Duration) -> Result<CleanupReport, StoreError> {
-        let cutoff = SystemTime::now()
-            .checked_sub(older_than)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut report = CleanupReport::default();
-        // The temporary folder and its shards, one level down.
-        let mut folders = vec![(self.root.join(TEMP_DIR), true)];
-        while let Some((folder, top_level)) = folders.pop() {
-            let mut entries = tokio::fs::read_dir(&folder)
-                .await
-                .map_err(|source| io_error("list", &folder, source))?;
-            while let Some(entry) = entries
-                .next_entry()
-                .await
-                .map_err(|source| io_error("list", &folder, source))?
-            {
-                let Ok(meta) = entry.metadata().await else {
-                    continue;
-                };
-                if meta.is_dir() && top_level {
-                    folders.push((entry.path(), false));
-                    continue;
+        let temp = self.root.join(TEMP_DIR);
+        blocking(move || remove_abandoned(&temp, older_than)).await
+    }
+}
+
+/// A writer's temporary folder in `.tmp/`, with the locked handle that marks it as in
+/// use. Dropping it removes the folder (and releases the lock).
+#[derive(Debug)]
+struct WriterFolder {
+    path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl WriterFolder {
+    /// Blocking: creates and locks a new folder in `temp`, with its shards.
+    fn create(temp: &Path) -> Result<Self, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            let name = format!("w-{}-{:016x}", std::process::id(), rand_u64());
+            let path = temp.join(name);
+            match std::fs::create_dir(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                Err(source) => return Err(io_error("create temporary folder", &path, source)),
+            }
+            let lock = std::fs::File::open(&path)
+                .map_err(|source| io_error("open temporary folder", &path, source))?;
+            if !try_lock(&lock).map_err(|source| io_error("lock", &path, source))? {
+                continue; // a writer sweeping abandoned folders took it first
+            }
+            // A sweeper may have removed it between its creation and our lock.
+            let ours = lock.metadata().map(|m| (m.dev(), m.ino())).ok();
+            let there = std::fs::symlink_metadata(&path)
+                .map(|m| (m.dev(), m.ino()))
+                .ok();
+            if ours.is_none() || ours != there {
+                continue;
+            }
+            for shard in 0..TEMP_SHARDS {
+                let folder = path.join(shard.to_string());
+                std::fs::create_dir(&folder)
+                    .map_err(|source| io_error("create temporary folder", &folder, source))?;
+            }
+            return Ok(Self { path, _lock: lock });
+        }
+    }
+}
+
+impl Drop for WriterFolder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Blocking: takes the exclusive advisory lock of an open file or folder without
+/// waiting; `false` when another open handle holds it.
+fn try_lock(handle: &std::fs::File) -> std::io::Result<bool> {
+    match rustix::fs::flock(handle, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A random number for temporary folder names (from the standard library's hasher
+/// keys, which the OS seeds).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
+
+/// Blocking: removes every folder in `temp` whose lock nobody holds (locking it first,
+/// so that no writer can take it meanwhile), and loose files older than `older_than`.
+fn remove_abandoned(temp: &Path, older_than: Duration) -> Result<CleanupReport, StoreError> {
+    let cutoff = SystemTime::now()
+        .checked_sub(older_than)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut report = CleanupReport::default();
+    let entries = std::fs::read_dir(temp).map_err(|source| io_error("list", temp, source))?;
+    for entry in entries {
+        let entry = entry.map_err(|source| io_error("list", temp, source))?;
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue; // removed meanwhile
+        };
+        if meta.is_dir() {
+            let Ok(handle) = std::fs::File::open(&path) else {
+                continue;
+            };
+            if !try_lock(&handle).map_err(|source| io_error("lock", &path, source))? {
+                continue; // a running writer's
+            }
+            count_files(&path, &mut report);
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(source) => return Err(io_error("remove", &path, source)),
+            }
+        } else if meta.modified().map(|m| m <= cutoff).unwrap_or(true) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    report.removed_files += 1;
+                    report.removed_bytes += meta.len();
                 }
-                let stale = meta.modified().map(|m| m <= cutoff).unwrap_or(true);
-                if meta.is_file() && stale {
-                    match tokio::fs::remove_file(entry.path()).await {
-                        Ok(()) => {
-                            report.removed_files += 1;
-                            report.removed_bytes += meta.len();
-                        }
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
-                        Err(source) => return Err(io_error("remove", &entry.path(), source)),
-                    }
-                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(source) => return Err(io_error("remove", &path, source)),
             }
         }
-        Ok(report)
+    }
+    Ok(report)
+}
+
+/// Blocking: adds the files below `folder` to `report` (before it is removed).
+fn count_files(folder: &Path, report: &mut CleanupReport) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            count_files(&entry.path(), report);
+        } else {
+            report.removed_files += 1;
+            report.removed_bytes += meta.len();
+        }
     }
 }
 
@@ -275,7 +407,7 @@ impl FileDatastore {
 
     fn new_temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
         let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % TEMP_SHARDS;
-        let temp_dir = self.root.join(TEMP_DIR).join(shard.to_string());
+        let temp_dir = self.temp.path.join(shard.to_string());
         tempfile::Builder::new()
             .prefix("put-")
             .tempfile_in(&temp_dir)

@@ -1,8 +1,10 @@
 //! Implementations of the [`Datastore`] trait: a content-addressed folder on a local
 //! filesystem ([`FileDatastore`]) and an in-memory store ([`MemoryDatastore`]), and
-//! [`open`], which picks one from a URI.
+//! [`open`], which picks one from a URI; for tests, [`faulty::FaultyDatastore`] fails
+//! on demand.
 #![deny(missing_docs)]
 
+pub mod faulty;
 pub mod fs;
 pub mod memory;
 

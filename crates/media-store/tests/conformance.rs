@@ -28,20 +28,16 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Files in a filesystem datastore's temporary folder (and its shards).
+/// Files in a filesystem datastore's temporary folder, at any depth.
 fn temporary_files(root: &std::path::Path) -> usize {
-    let temp = root.join(media_store::fs::TEMP_DIR);
-    std::fs::read_dir(temp)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .map(|path| {
-            if path.is_dir() {
-                std::fs::read_dir(path).unwrap().count()
-            } else {
-                1
-            }
-        })
-        .sum()
+    fn count(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .map(|path| if path.is_dir() { count(&path) } else { 1 })
+            .sum()
+    }
+    count(&root.join(media_store::fs::TEMP_DIR))
 }
 
 async fn listed(store: &dyn Datastore) -> BTreeSet<BlobKey> {
@@ -375,14 +371,17 @@ async fn a_crashed_put_is_never_listed_and_cleanup_removes_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileDatastore::open(dir.path()).await.unwrap();
     let kept = store.put_bytes(b"complete").await.unwrap().blob.key;
-    // What a crash mid-put leaves: a partial file in the temporary folder, and even a
-    // file that is named like a blob but sits in the temporary folder.
-    // Both in a shard of the temporary folder and at its top (where older versions
-    // wrote).
+    // What crashes leave: a writer's folder (unlocked: its process is gone) with a
+    // partial file and a file named like a blob; the shards of older versions, and a
+    // loose file at the top (where older versions wrote).
     let temp = dir.path().join(media_store::fs::TEMP_DIR);
-    std::fs::write(temp.join("put-crashed"), b"partial").unwrap();
+    let dead = temp.join("w-1-dead").join("3");
+    std::fs::create_dir_all(&dead).unwrap();
+    std::fs::write(dead.join("put-crashed"), b"partial").unwrap();
     let fake = BlobKey::for_hash(&sha256_of(b"x"));
+    std::fs::create_dir_all(temp.join("7")).unwrap();
     std::fs::write(temp.join("7").join(fake.sha256().as_str()), b"x").unwrap();
+    std::fs::write(temp.join("put-crashed"), b"partial").unwrap();
     // Foreign files in the fan-out folders are not blobs either.
     std::fs::write(dir.path().join(kept.as_str()).with_extension("tmp"), b"?").unwrap();
     assert_eq!(listed(&store).await, BTreeSet::from([kept.clone()]));
@@ -391,11 +390,50 @@ async fn a_crashed_put_is_never_listed_and_cleanup_removes_it() {
         .cleanup(std::time::Duration::from_secs(3600))
         .await
         .unwrap();
-    assert_eq!(report.removed_files, 0, "fresh temporary files are kept");
+    assert_eq!(
+        (report.removed_files, report.removed_bytes),
+        (2, 8),
+        "abandoned folders go at once; a fresh loose file stays"
+    );
     let report = store.cleanup(std::time::Duration::ZERO).await.unwrap();
-    assert_eq!(report.removed_files, 2);
-    assert_eq!(report.removed_bytes, 8);
+    assert_eq!((report.removed_files, report.removed_bytes), (1, 7));
     assert_eq!(store.get_bytes(&kept).await.unwrap(), b"complete");
+    // The store's own folder is in use: never removed.
+    assert_eq!(std::fs::read_dir(&temp).unwrap().count(), 1);
+    store.put_bytes(b"still works").await.unwrap();
+}
+
+#[tokio::test]
+async fn opening_removes_the_temporary_folders_of_writers_that_are_gone_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = FileDatastore::open(dir.path()).await.unwrap();
+    let temp = dir.path().join(media_store::fs::TEMP_DIR);
+    let dead = temp.join("w-2-killed").join("0");
+    std::fs::create_dir_all(&dead).unwrap();
+    std::fs::write(dead.join("put-partial"), vec![0u8; 1000]).unwrap();
+    // A deferred put of the running writer sits in its temporary folder until the sync.
+    let deferred = PutOptions::default().with_durability(Durability::AfterSync);
+    let put = running.put(&mut &b"staged"[..], &deferred).await.unwrap();
+    assert_eq!(temporary_files(dir.path()), 2);
+
+    let second = FileDatastore::open(dir.path()).await.unwrap();
+    assert!(
+        !temp.join("w-2-killed").exists(),
+        "the killed writer's folder is gone"
+    );
+    assert_eq!(
+        temporary_files(dir.path()),
+        1,
+        "the running writer's file is kept"
+    );
+    running.sync().await.unwrap();
+    assert_eq!(running.get_bytes(&put.blob.key).await.unwrap(), b"staged");
+    drop((running, second));
+    assert_eq!(
+        temporary_files(dir.path()),
+        0,
+        "closed writers remove their folders"
+    );
 }
 
 #[tokio::test]

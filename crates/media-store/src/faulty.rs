@@ -1,0 +1,117 @@
+//! A datastore that fails on demand, for tests of what callers do when the datastore
+//! breaks mid-run (a full disk, an I/O error): [`FaultyDatastore`] wraps a real datastore
+//! and, once a given number of puts has succeeded, fails every further put (and sync)
+//! the way a full filesystem does.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use media_core::datastore::{
+    BlobKey, BlobReader, ByteRange, Datastore, DeleteStatus, Put, PutOptions, StoreError,
+};
+use tokio::io::AsyncRead;
+
+/// A datastore that lets `puts_before_failing` puts through to the wrapped datastore,
+/// then fails every put and sync with `ENOSPC` ("No space left on device"). Reads,
+/// deletes and listings always pass through.
+#[derive(Debug)]
+pub struct FaultyDatastore {
+    inner: Arc<dyn Datastore>,
+    /// Puts still allowed to succeed.
+    remaining: AtomicU64,
+    /// Puts refused so far.
+    refused: AtomicU64,
+}
+
+impl FaultyDatastore {
+    /// Wraps `inner`; the first `puts_before_failing` puts succeed.
+    pub fn new(inner: Arc<dyn Datastore>, puts_before_failing: u64) -> Self {
+        Self {
+            inner,
+            remaining: AtomicU64::new(puts_before_failing),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// How many puts (and syncs) were refused.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    fn failing(&self) -> bool {
+        self.remaining.load(Ordering::SeqCst) == 0
+    }
+
+    /// Takes one allowed put, or fails like a full disk.
+    fn admit(&self, operation: &'static str) -> Result<(), StoreError> {
+        let admitted = self
+            .remaining
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if admitted {
+            Ok(())
+        } else {
+            Err(self.full(operation))
+        }
+    }
+
+    fn full(&self, operation: &'static str) -> StoreError {
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        StoreError::Io {
+            operation,
+            target: self.inner.uri(),
+            source: std::io::Error::from_raw_os_error(28), // ENOSPC
+        }
+    }
+}
+
+#[async_trait]
+impl Datastore for FaultyDatastore {
+    fn uri(&self) -> String {
+        self.inner.uri()
+    }
+
+    async fn put(
+        &self,
+        data: &mut (dyn AsyncRead + Send + Unpin),
+        options: &PutOptions,
+    ) -> Result<Put, StoreError> {
+        self.admit("write")?;
+        self.inner.put(data, options).await
+    }
+
+    async fn put_file(&self, path: &Path, options: &PutOptions) -> Result<Put, StoreError> {
+        self.admit("write")?;
+        self.inner.put_file(path, options).await
+    }
+
+    async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError> {
+        self.inner.get(key, range).await
+    }
+
+    fn local_path(&self, key: &BlobKey) -> Option<PathBuf> {
+        self.inner.local_path(key)
+    }
+
+    async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError> {
+        self.inner.size(key).await
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        if self.failing() {
+            return Err(self.full("sync"));
+        }
+        self.inner.sync().await
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<DeleteStatus, StoreError> {
+        self.inner.delete(key).await
+    }
+
+    fn list(&self) -> BoxStream<'_, Result<BlobKey, StoreError>> {
+        self.inner.list()
+    }
+}
