@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod destination;
 pub mod manifest;
 pub mod reader;
 pub mod writer;
@@ -24,6 +25,9 @@ pub use writer::{
 
 /// The file name of the manifest part of a version-2 archive.
 pub const MANIFEST_PART: &str = "export-manifest.tgz";
+
+/// Suffix of a file being written; renamed away once it is complete.
+pub(crate) const PARTIAL_SUFFIX: &str = ".partial";
 
 /// The file name of part `number` (counted from 1).
 pub fn part_file_name(number: u32) -> String {
