@@ -74,6 +74,20 @@ pub struct CleanupReport {
 }
 
 impl FileDatastore {
+    /// Opens an existing datastore folder for reading only: nothing is created, probed
+    /// or written (exports and verification must work on a read-only mount). Writing
+    /// through it fails like writing to a read-only folder does.
+    pub fn open_read_only(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            fsync: true,
+            staged: Arc::default(),
+            next_shard: Arc::default(),
+            names_unsynced: Arc::default(),
+            sync_in_progress: Arc::default(),
+        }
+    }
+
     /// Opens (creating it if needed) a datastore rooted at `root`. Fails with a clear
     /// error when the folder cannot be created or written to.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 
-use super::manifest::{INDEX_ENTRY, MANIFEST_ENTRY, Manifest};
+use super::manifest::{INDEX_ENTRY, MANIFEST_ENTRY, Manifest, ManifestRecord};
 use super::{ArchiveError, MANIFEST_PART};
 
 /// The two bytes every gzip file starts with.
@@ -20,7 +20,7 @@ const READ_BUFFER: usize = 1 << 20;
 pub struct ArchiveFolder {
     /// The folder.
     pub dir: PathBuf,
-    /// The manifest.
+    /// The manifest's head (its records are streamed by [`ArchiveFolder::read_records`]).
     pub manifest: Manifest,
     /// The part the manifest was read from.
     pub manifest_part: PathBuf,
@@ -52,7 +52,12 @@ pub enum MediaEntry<'a> {
 impl ArchiveFolder {
     /// Finds the archive in `dir`: `export-manifest.tgz` when present (version 2),
     /// otherwise the first part holding a `manifest.json` (the older layout). Files
-    /// that are not gzip are listed as strays, not read.
+    /// that are not gzip are listed as strays, not read. The whole archive's structure
+    /// is checked before this returns: the manifest is parsed (streamed, bounded) and
+    /// every part is read once to make sure no other part holds a second manifest, so
+    /// that a tool refuses a bad archive before it writes anything. (A damaged part is
+    /// not an error here: the entries before the damage are still usable, and reading
+    /// them reports it.)
     pub fn open(dir: &Path) -> Result<Self, ArchiveError> {
         let (mut gzip_files, strays) = classify_folder(dir)?;
         if gzip_files.is_empty() {
@@ -71,13 +76,63 @@ impl ArchiveFolder {
         } else {
             find_manifest_in_parts(dir, &gzip_files)?
         };
-        Ok(Self {
+        let folder = Self {
             dir: dir.to_owned(),
             manifest,
             manifest_part,
             parts: gzip_files,
             strays,
+        };
+        for part in &folder.parts {
+            folder.check_manifests(part)?;
+        }
+        Ok(folder)
+    }
+
+    /// Streams the manifest's records to `visit`, in the manifest's order.
+    pub fn read_records(
+        &self,
+        visit: &mut dyn FnMut(String, ManifestRecord) -> Result<(), ArchiveError>,
+    ) -> Result<(), ArchiveError> {
+        let corrupt = corrupt_part(&self.manifest_part);
+        let mut archive = open_part(&self.manifest_part)?;
+        for entry in archive.entries().map_err(corrupt)? {
+            let entry = entry.map_err(corrupt)?;
+            if entry.path_bytes().as_ref() == MANIFEST_ENTRY.as_bytes() {
+                Manifest::read(entry, visit)?;
+                return Ok(());
+            }
+        }
+        Err(ArchiveError::NoManifest {
+            dir: self.dir.clone(),
         })
+    }
+
+    /// Fails when `part` holds a `manifest.json` that is not the one in use (a second
+    /// one in the manifest part included). Stops quietly at damage.
+    fn check_manifests(&self, part: &Path) -> Result<(), ArchiveError> {
+        let mut seen = 0;
+        let Ok(mut archive) = open_part(part) else {
+            return Ok(());
+        };
+        let Ok(entries) = archive.entries() else {
+            return Ok(());
+        };
+        for entry in entries {
+            let Ok(entry) = entry else {
+                return Ok(());
+            };
+            if entry.path_bytes().as_ref() == MANIFEST_ENTRY.as_bytes() {
+                seen += 1;
+                if part != self.manifest_part || seen > 1 {
+                    return Err(ArchiveError::TwoManifests {
+                        first: self.manifest_part.clone(),
+                        second: part.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Streams the media entries of `part` to `visit`, skipping the manifest and index
@@ -227,7 +282,7 @@ fn read_manifest_part(part: &Path) -> Result<Option<Manifest>, ArchiveError> {
                 second: part.to_owned(),
             });
         }
-        found = Some(Manifest::parse(entry)?);
+        found = Some(Manifest::read(entry, &mut |_, _| Ok(()))?);
     }
     Ok(found)
 }
@@ -243,7 +298,8 @@ fn find_manifest_in_parts(
         for entry in archive.entries().map_err(corrupt)? {
             let entry = entry.map_err(corrupt)?;
             if entry.path_bytes().as_ref() == MANIFEST_ENTRY.as_bytes() {
-                return Ok((Manifest::parse(entry)?, part.clone()));
+                let manifest = Manifest::read(entry, &mut |_, _| Ok(()))?;
+                return Ok((manifest, part.clone()));
             }
         }
     }
