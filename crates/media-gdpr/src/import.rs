@@ -244,6 +244,7 @@ pub async fn import_archive(
         wanted: RecordIndex::new()?,
         batch: Vec::new(),
         in_flight: VecDeque::new(),
+        repairs_unsynced: false,
     };
     let result = tokio::task::spawn_blocking(move || importer.run(folder))
         .await
@@ -461,6 +462,8 @@ struct Importer {
     batch: Vec<NewMedia>,
     /// Puts of small entries still running, oldest first.
     in_flight: VecDeque<PendingPut>,
+    /// Blobs put again (repairs) that the next flush must make durable.
+    repairs_unsynced: bool,
 }
 
 /// A put running concurrently, and the records waiting for it.
@@ -870,6 +873,7 @@ impl Importer {
                             format!("entry {name:?}: {problem}"),
                         ),
                         None if wanted.present => {
+                            self.repairs_unsynced = true;
                             self.report.repaired += 1;
                             self.progress.items_done.fetch_add(1, Ordering::Relaxed);
                         }
@@ -1019,11 +1023,15 @@ impl Importer {
         while !self.in_flight.is_empty() {
             self.settle_oldest()?;
         }
+        if self.batch.is_empty() && !self.repairs_unsynced {
+            return Ok(());
+        }
+        self.handle.block_on(self.store.sync())?;
+        self.repairs_unsynced = false;
         if self.batch.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        self.handle.block_on(self.store.sync())?;
         let outcomes = self
             .handle
             .block_on(self.repo.insert_media_batch(&batch, &*self.store))?;

@@ -305,10 +305,7 @@ impl Manifest {
     /// grow with the number of records), and checks its head: a known version (1 is
     /// upgraded: `user_id` → `entity_id`), an entity that is a valid user ID or server
     /// name, a media map. Records may reach `visit` before the head is found invalid.
-    pub fn read(
-        source: impl Read,
-        visit: &mut RecordVisitor<'_>,
-    ) -> Result<Self, ArchiveError> {
+    pub fn read(source: impl Read, visit: &mut RecordVisitor<'_>) -> Result<Self, ArchiveError> {
         let mut failed = None;
         let bounded = Bounded {
             inner: source,
@@ -463,7 +460,10 @@ mod tests {
         let long = format!("{}.org", "a".repeat(300));
         let json = format!(r#"{{"version":2,"entity_id":"{long}","media":{{}}}}"#);
         let error = Manifest::parse(json.as_bytes()).unwrap_err().to_string();
-        assert!(error.contains("neither a user ID") && error.len() < 1000, "{error}");
+        assert!(
+            error.contains("neither a user ID") && error.len() < 1000,
+            "{error}"
+        );
     }
 
     #[test]
@@ -473,7 +473,9 @@ mod tests {
         let body = std::io::repeat(b'a').take(500 << 20);
         let mut read = 0u64;
         let source = head.chain(body).inspect_bytes(&mut read);
-        let error = Manifest::read(source, &mut |_, _| Ok(())).unwrap_err().to_string();
+        let error = Manifest::read(source, &mut |_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("longer than"), "{error}");
         assert!(read < 1 << 20, "read {read} bytes of the bomb");
         // Escapes count; a string of escaped quotes is still one string.
