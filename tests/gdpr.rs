@@ -1375,3 +1375,82 @@ async fn export_and_verify_work_on_a_read_only_mount() {
         repo.db.drop_database().await;
     }
 }
+
+#[tokio::test]
+async fn a_linked_or_fifo_part_is_refused_not_followed_or_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = |media_id, seed| Crafted {
+        origin: "example.org",
+        media_id,
+        uploader: "@alice:example.org",
+        bytes: noise(seed, 100),
+    };
+    let real = craft_archive(
+        &dir.path().join("real"),
+        "@alice:example.org",
+        &[media("one", 11), media("two", 12)],
+    );
+    // The folder given holds the manifest; its part is a link to the real, valid part
+    // outside it, or a FIFO that nobody writes to.
+    let planted = |kind: &str| {
+        let folder = dir.path().join(kind);
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::copy(
+            real.join("export-manifest.tgz"),
+            folder.join("export-manifest.tgz"),
+        )
+        .unwrap();
+        let part = folder.join("export-part-1.tgz");
+        if kind == "link" {
+            std::os::unix::fs::symlink(real.join("export-part-1.tgz"), &part).unwrap();
+        } else {
+            let status = std::process::Command::new("mkfifo")
+                .arg(&part)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        (folder, part)
+    };
+    for (kind, what) in [("link", "a link"), ("fifo", "a FIFO")] {
+        let (folder, part) = planted(kind);
+        // A writer waits on the FIFO: whoever opens it for reading gets an end of file
+        // instead of waiting forever, and is seen here. The import must not be one.
+        let import_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = (kind == "fifo").then(|| {
+            let (part, import_done) = (part.clone(), import_done.clone());
+            std::thread::spawn(move || {
+                drop(std::fs::OpenOptions::new().write(true).open(part));
+                !import_done.load(std::sync::atomic::Ordering::SeqCst)
+            })
+        });
+        let repo = repo_on(TestDatabase::sqlite(), dir.path(), &format!("{kind}-store")).await;
+        let out = repo.gdpr_import(&folder, &[], dir.path());
+        import_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(watchdog) = watchdog {
+            // Opened for reading and writing, a FIFO never blocks (Linux); it lets the
+            // watchdog's open return.
+            let _end = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&part)
+                .unwrap();
+            let opened_by_import = watchdog.join().unwrap();
+            assert!(!opened_by_import, "the import opened the FIFO");
+        }
+        assert_eq!(out.status.code(), Some(2), "{kind}: {}", text(&out));
+        let expected = format!("{} is {what}, not a regular file", part.display());
+        assert!(text(&out).contains(&expected), "{kind}: {}", text(&out));
+        let file = repo.db.url.trim_start_matches("sqlite://").to_owned();
+        assert!(
+            !Path::new(&file).exists(),
+            "{kind}: a repository was created"
+        );
+        assert!(!repo.store.exists(), "{kind}: a datastore was created");
+    }
+    // The part the link pointed at is valid: the folder holding it imports.
+    let repo = repo_on(TestDatabase::sqlite(), dir.path(), "real-store").await;
+    let out = repo.gdpr_import(&real, &["--json"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(report(&out)["imported"], 2);
+}

@@ -464,3 +464,70 @@ fn folders_without_an_archive_say_so() {
     let missing = dir.path().join("missing");
     assert!(folder_error(&missing).contains("missing"));
 }
+
+/// Writes a small archive (a manifest and two parts) into `dir`.
+fn small_archive(dir: &Path) {
+    let mut writer = ArchiveWriter::create(dir, &options(10)).unwrap();
+    for (name, bytes) in [("a", &b"first"[..]), ("b", &b"second"[..])] {
+        write_entry(&mut writer, name, "", bytes);
+        writer
+            .add_record(
+                &format!("mxc://example.org/{name}"),
+                &record(name, name, bytes),
+            )
+            .unwrap();
+    }
+    writer.finish("example.org", 0).unwrap();
+}
+
+#[test]
+fn a_linked_fifo_or_device_archive_file_is_refused_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    small_archive(&real);
+    assert_eq!(read_all(&ArchiveFolder::open(&real).unwrap()).len(), 2);
+    // The same archive with one of its files replaced by a link to the real one (outside
+    // the folder given), by a FIFO, or by a device: each is refused, naming the entry.
+    for file in ["export-part-1.tgz", "export-manifest.tgz"] {
+        for kind in ["link", "FIFO", "device"] {
+            let folder = dir.path().join(format!("{kind}-{file}"));
+            std::fs::create_dir(&folder).unwrap();
+            for item in std::fs::read_dir(&real).unwrap() {
+                let item = item.unwrap();
+                std::fs::copy(item.path(), folder.join(item.file_name())).unwrap();
+            }
+            let planted = folder.join(file);
+            std::fs::remove_file(&planted).unwrap();
+            match kind {
+                "link" => std::os::unix::fs::symlink(real.join(file), &planted).unwrap(),
+                "FIFO" => rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &planted,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .unwrap(),
+                _ => rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &planted,
+                    rustix::fs::FileType::CharacterDevice,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    rustix::fs::makedev(1, 3), // /dev/null
+                )
+                .unwrap(),
+            }
+            let error = ArchiveFolder::open(&folder).expect_err(&format!("{kind} {file}"));
+            assert!(
+                matches!(error, ArchiveError::NotARegularFile { .. }),
+                "{kind} {file}: {error:?}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains(&planted.display().to_string()),
+                "{message}"
+            );
+            assert!(message.contains("not a regular file"), "{message}");
+        }
+    }
+}

@@ -93,6 +93,21 @@ pub enum ArchiveError {
         /// One of the export files found there.
         existing: PathBuf,
     },
+    /// A file of the archive folder is a link, a FIFO, a device or a socket: no archive
+    /// is read through one (a link could lead out of the folder given, a FIFO could
+    /// block forever).
+    #[error(
+        "{} is {what}, not a regular file: the archive's files must be in the folder \
+         itself, and no link, FIFO or device in it is followed or read; copy the file it \
+         stands for into the folder (or move it out of the folder) and run again",
+        path.display()
+    )]
+    NotARegularFile {
+        /// The entry of the folder.
+        path: PathBuf,
+        /// What it is ("a link", "a FIFO", "a device", …).
+        what: &'static str,
+    },
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
