@@ -805,3 +805,652 @@ fn stray_files_are_warned_about_not_fatal() {
         text(&out)
     );
 }
+
+/// A media to put into a crafted repository or archive.
+struct Crafted<'a> {
+    origin: &'a str,
+    media_id: &'a str,
+    uploader: &'a str,
+    bytes: Vec<u8>,
+}
+
+impl Crafted<'_> {
+    fn record(&self) -> MediaRecord {
+        MediaRecord {
+            key: MediaKey::new(self.origin.parse().unwrap(), self.media_id.parse().unwrap()),
+            sha256: sha256_of(&self.bytes),
+            size_bytes: self.bytes.len() as u64,
+            upload_name: Some(format!("{}.png", self.media_id)),
+            content_type: Some("image/png".into()),
+            uploader: Some(self.uploader.parse().unwrap()),
+            created_ts: 1_700_000_000_000,
+            last_access_ts: None,
+            quarantined: false,
+            quarantined_by: None,
+            purpose: Purpose::None,
+            imported_from: None,
+        }
+    }
+}
+
+/// `n` bytes that do not compress, different for each `seed`.
+fn noise(seed: u8, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n + 32);
+    let mut block = sha256_of(&[seed]).as_str().as_bytes().to_vec();
+    while out.len() < n {
+        block = sha256_of(&block).as_str().as_bytes().to_vec();
+        out.extend(hex_pairs(&block));
+    }
+    out.truncate(n);
+    out
+}
+
+fn hex_pairs(hex: &[u8]) -> Vec<u8> {
+    hex.chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+        .collect()
+}
+
+/// Records `media` (bytes and rows) in the repository.
+async fn seed_repository(repo: &Repo, media: &[Crafted<'_>]) {
+    let db = media_db::connect(&repo.db.url).await.unwrap();
+    let store = media_store::open(&repo.store.display().to_string())
+        .await
+        .unwrap();
+    let datastore_id = db.register_datastore(&store.uri()).await.unwrap();
+    let batch: Vec<NewMedia> = media
+        .iter()
+        .map(|m| NewMedia {
+            record: m.record(),
+            thumbnails: Vec::new(),
+            datastore_id,
+        })
+        .collect();
+    for m in media {
+        store.put_bytes(&m.bytes).await.unwrap();
+    }
+    db.insert_media_batch(&batch, &*store).await.unwrap();
+    db.close().await;
+}
+
+/// An archive of `media` for `entity`, written by our archive writer.
+fn craft_archive(dir: &Path, entity: &str, media: &[Crafted<'_>]) -> PathBuf {
+    use media_core::archive::{ArchiveWriter, ManifestRecord, NewEntry, WriterOptions};
+    let writer_options = WriterOptions {
+        sync: false,
+        ..WriterOptions::default()
+    };
+    let mut writer = ArchiveWriter::create(dir, &writer_options).unwrap();
+    for m in media {
+        let name = format!("{}__{}.png", m.origin, m.media_id);
+        let entry = NewEntry {
+            name: &name,
+            size: m.bytes.len() as u64,
+            mtime_ms: 0,
+            content_type: "image/png",
+        };
+        writer.add_entry(entry, &mut &m.bytes[..]).unwrap();
+        let record = ManifestRecord {
+            name: String::new(),
+            file_name: name.clone(),
+            size_bytes: m.bytes.len() as u64,
+            sha256: sha256_of(&m.bytes).to_string(),
+            content_type: "image/png".into(),
+            origin: m.origin.into(),
+            media_id: m.media_id.into(),
+            created_ts: 0,
+            s3_url: String::new(),
+            uploader: m.uploader.into(),
+        };
+        let mxc = format!("mxc://{}/{}", m.origin, m.media_id);
+        writer.add_record(&mxc, &record).unwrap();
+    }
+    writer.finish(entity, 0).unwrap();
+    dir.to_owned()
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount runs (the tests run as root)");
+        assert!(status.success(), "mount a tmpfs at {}", at.display());
+        Self(at.to_owned())
+    }
+
+    fn remount_read_only(&self) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The entry names of every part of an archive, as system tar lists them.
+fn tar_entries(archive: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for item in std::fs::read_dir(archive).unwrap() {
+        let path = item.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("export-part-") {
+            continue;
+        }
+        let out = std::process::Command::new("tar")
+            .arg("-tzf")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", path.display());
+        names.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned),
+        );
+    }
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_damaged_blob_leaves_no_orphan_entry_in_the_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_on(TestDatabase::sqlite(), dir.path(), "store").await;
+    let media = [
+        Crafted {
+            origin: "example.org",
+            media_id: "good",
+            uploader: "@alice:example.org",
+            bytes: noise(1, 70_000),
+        },
+        Crafted {
+            origin: "example.org",
+            media_id: "rotten",
+            uploader: "@alice:example.org",
+            bytes: noise(2, 900_000),
+        },
+        Crafted {
+            origin: "example.org",
+            media_id: "after",
+            uploader: "@alice:example.org",
+            bytes: noise(3, 1000),
+        },
+    ];
+    seed_repository(&repo, &media).await;
+    let rotten = sha256_of(&media[1].bytes);
+    let path = repo
+        .store
+        .join(&rotten.as_str()[0..2])
+        .join(&rotten.as_str()[2..4])
+        .join(rotten.as_str());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let archive = dir.path().join("archive");
+    let out = repo.gdpr_export("@alice:example.org", &archive, &["--json"], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        failures(&report(&out))["mxc://example.org/rotten"],
+        "unreadable"
+    );
+    assert_eq!(
+        tar_entries(&archive),
+        ["example.org__after.png", "example.org__good.png"],
+        "the damaged blob left an entry in the part"
+    );
+}
+
+#[tokio::test]
+async fn a_forced_export_that_fills_the_disk_leaves_the_previous_export_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_on(TestDatabase::sqlite(), dir.path(), "store").await;
+    let media = [
+        Crafted {
+            origin: "example.org",
+            media_id: "one",
+            uploader: "@alice:example.org",
+            bytes: noise(4, 600_000),
+        },
+        Crafted {
+            origin: "example.org",
+            media_id: "two",
+            uploader: "@alice:example.org",
+            bytes: noise(5, 600_000),
+        },
+    ];
+    seed_repository(&repo, &media).await;
+    let disk = Tmpfs::mount(&dir.path().join("small"), "1800k");
+    let archive = disk.0.join("archive");
+    let out = repo.gdpr_export(
+        "@alice:example.org",
+        &archive,
+        &["--json", "--part-size", "500K"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let before = std::fs::read_dir(&archive).unwrap().count();
+
+    // The disk holds one export, not two: the forced one fails…
+    let out = repo.gdpr_export(
+        "@alice:example.org",
+        &archive,
+        &["--force", "--part-size", "500K"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("No space left"), "{}", text(&out));
+    // …and the previous export is complete and imports.
+    assert_eq!(std::fs::read_dir(&archive).unwrap().count(), before);
+    let names: Vec<_> = std::fs::read_dir(&disk.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["archive"], "the unfinished export was removed");
+    let target = repo_on(TestDatabase::sqlite(), dir.path(), "target").await;
+    let out = target.gdpr_import(&archive, &["--json"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(report(&out)["imported"], 2);
+}
+
+#[tokio::test]
+async fn an_invalid_entity_id_refuses_the_archive_and_other_uploaders_are_foreign() {
+    let dir = tempfile::tempdir().unwrap();
+    let evil = || Crafted {
+        origin: "evil.test",
+        media_id: "smuggled",
+        uploader: "@mallory:evil.test",
+        bytes: noise(6, 100),
+    };
+    for entity in ["evil test!", "@alice:evil..test"] {
+        let archive = craft_archive(
+            &dir.path().join(entity.replace(['@', ':', ' ', '!'], "_")),
+            entity,
+            &[evil()],
+        );
+        let repo = repo_on(TestDatabase::sqlite(), dir.path(), "store").await;
+        let out = repo.gdpr_import(&archive, &["--json"], dir.path());
+        assert_eq!(out.status.code(), Some(2), "{entity}: {}", text(&out));
+        assert!(text(&out).contains("neither a user ID"), "{}", text(&out));
+        assert_eq!(media_count(&repo.db.url).await, 0);
+    }
+    // alice's archive holding bob's upload: refused unless foreign records are allowed.
+    let bobs = Crafted {
+        origin: "example.org",
+        media_id: "bobs",
+        uploader: "@bob:example.org",
+        bytes: noise(7, 100),
+    };
+    let alices = Crafted {
+        origin: "example.org",
+        media_id: "alices",
+        uploader: "@alice:example.org",
+        bytes: noise(8, 100),
+    };
+    let archive = craft_archive(
+        &dir.path().join("alice"),
+        "@alice:example.org",
+        &[bobs, alices],
+    );
+    for db in TestDatabase::both().await {
+        let label = db.label;
+        let repo = repo_on(db, dir.path(), &format!("{label}-store")).await;
+        let out = repo.gdpr_import(&archive, &["--json"], dir.path());
+        assert_eq!(out.status.code(), Some(1), "{label}: {}", text(&out));
+        let imported = report(&out);
+        assert_eq!(imported["imported"], 1);
+        assert_eq!(
+            failures(&imported),
+            BTreeMap::from([("mxc://example.org/bobs".into(), "foreign_origin".into())])
+        );
+        let out = repo.gdpr_import(&archive, &["--json", "--allow-foreign-origins"], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
+        assert_eq!(report(&out)["imported"], 1);
+        repo.db.drop_database().await;
+    }
+}
+
+#[tokio::test]
+async fn a_manifest_bomb_is_refused_before_anything_is_written() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("bomb");
+    std::fs::create_dir(&archive).unwrap();
+    // 64 MiB of entity_id, a few hundred KiB compressed.
+    let file = std::fs::File::create(archive.join("export-manifest.tgz")).unwrap();
+    let gz = flate2_free_gzip(file);
+    let mut tar = gz;
+    let manifest_len = 64u64 << 20;
+    let head = br#"{"version":2,"media":{},"entity_id":""#;
+    let mut header = [0u8; 512];
+    header[..13].copy_from_slice(b"manifest.json");
+    header[100..107].copy_from_slice(b"0000644");
+    let size = format!("{:011o}", manifest_len);
+    header[124..135].copy_from_slice(size.as_bytes());
+    header[136..147].copy_from_slice(b"00000000000");
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    tar.write_all(&header).unwrap();
+    tar.write_all(head).unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    let mut left = manifest_len - head.len() as u64 - 2;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        tar.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    tar.write_all(b"\"}").unwrap();
+    tar.write_all(&[0u8; 1024]).unwrap();
+    tar.finish().unwrap();
+    assert!(
+        std::fs::metadata(archive.join("export-manifest.tgz"))
+            .unwrap()
+            .len()
+            < 1 << 20
+    );
+
+    for db in TestDatabase::both().await {
+        let label = db.label;
+        let repo = repo_on(db, dir.path(), &format!("{label}-store")).await;
+        let out = repo.gdpr_import(&archive, &["--json"], dir.path());
+        assert_eq!(out.status.code(), Some(2), "{label}: {}", text(&out));
+        assert!(
+            text(&out).contains("longer than 16384 bytes"),
+            "{}",
+            text(&out)
+        );
+        assert!(text(&out).len() < 10_000, "the message quotes the bomb");
+        // Refused before the repository was opened: nothing was created, no task row.
+        assert!(!repo.store.exists());
+        if label == "sqlite" {
+            assert!(!dir.path().join("repo.db").exists());
+            let file = repo.db.url.trim_start_matches("sqlite://").to_owned();
+            assert!(!Path::new(&file).exists(), "{file}");
+        }
+        repo.db.drop_database().await;
+    }
+}
+
+/// A gzip writer built from the tools the tests already have (system gzip via a pipe).
+fn flate2_free_gzip(file: std::fs::File) -> GzipPipe {
+    let child = std::process::Command::new("gzip")
+        .arg("-1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(file)
+        .spawn()
+        .expect("gzip runs");
+    GzipPipe(child)
+}
+
+struct GzipPipe(std::process::Child);
+
+impl std::io::Write for GzipPipe {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.stdin.as_mut().unwrap().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.stdin.as_mut().unwrap().flush()
+    }
+}
+
+impl GzipPipe {
+    fn finish(mut self) -> std::io::Result<()> {
+        drop(self.0.stdin.take());
+        assert!(self.0.wait()?.success());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn verify_reads_the_datastore_and_a_reimport_repairs_missing_or_damaged_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = python_archive(dir.path(), "v2");
+    for db in TestDatabase::both().await {
+        let label = db.label;
+        let repo = repo_on(db, dir.path(), &format!("{label}-store")).await;
+        let out = repo.gdpr_import(&archive, &["-q"], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
+        let media = repo.media_of("example.org").await;
+        let blob = |m: &MediaRecord| {
+            repo.store
+                .join(&m.sha256.as_str()[0..2])
+                .join(&m.sha256.as_str()[2..4])
+                .join(m.sha256.as_str())
+        };
+        let gone = media
+            .iter()
+            .find(|m| m.key.media_id.as_str() == "videomedia")
+            .unwrap();
+        let junk = media.iter().find(|m| m.sha256 != gone.sha256).unwrap();
+        std::fs::remove_file(blob(gone)).unwrap();
+        let size = std::fs::metadata(blob(junk)).unwrap().len() as usize;
+        std::fs::write(blob(junk), vec![b'j'; size]).unwrap();
+
+        let out = repo.gdpr_import(&archive, &["--verify", "--json"], dir.path());
+        assert_eq!(out.status.code(), Some(1), "{label}: {}", text(&out));
+        let reasons = failures(&report(&out));
+        assert_eq!(
+            reasons[&gone.key.to_string()],
+            "missing_from_datastore",
+            "{label}"
+        );
+        assert_eq!(
+            reasons[&junk.key.to_string()],
+            "damaged_in_datastore",
+            "{label}"
+        );
+
+        let out = repo.gdpr_import(&archive, &["--json"], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
+        let repaired = report(&out);
+        let sharing = media
+            .iter()
+            .filter(|m| m.sha256 == gone.sha256 || m.sha256 == junk.sha256)
+            .count();
+        assert_eq!(
+            repaired["repaired"].as_u64().unwrap(),
+            sharing as u64,
+            "{label}"
+        );
+        repo.assert_blobs_intact();
+        assert!(blob(gone).exists());
+        let out = repo.gdpr_import(&archive, &["--verify", "--json"], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
+        assert_eq!(report(&out)["verified"], 4);
+        repo.db.drop_database().await;
+    }
+}
+
+#[tokio::test]
+async fn other_bytes_for_an_existing_media_are_a_conflict_not_already_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = Crafted {
+        origin: "example.org",
+        media_id: "same",
+        uploader: "@alice:example.org",
+        bytes: noise(9, 500),
+    };
+    let other = Crafted {
+        origin: "example.org",
+        media_id: "same",
+        uploader: "@alice:example.org",
+        bytes: noise(10, 500),
+    };
+    let archive = craft_archive(&dir.path().join("other"), "example.org", &[other]);
+    for db in TestDatabase::both().await {
+        let label = db.label;
+        let repo = repo_on(db, dir.path(), &format!("{label}-store")).await;
+        seed_repository(&repo, std::slice::from_ref(&original)).await;
+        let out = repo.gdpr_import(&archive, &["--json"], dir.path());
+        assert_eq!(out.status.code(), Some(1), "{label}: {}", text(&out));
+        let imported = report(&out);
+        assert_eq!(imported["already_present"], 0, "{label}");
+        let failure = &imported["failures"]["listed"][0];
+        assert_eq!(failure["reason"], "conflict", "{label}");
+        let detail = failure["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(sha256_of(&original.bytes).as_str()),
+            "{detail}"
+        );
+        assert!(
+            detail.contains(sha256_of(&noise(10, 500)).as_str()),
+            "{detail}"
+        );
+        let kept = repo.media_of("example.org").await;
+        assert_eq!(
+            kept[0].sha256,
+            sha256_of(&original.bytes),
+            "{label}: overwritten"
+        );
+        repo.db.drop_database().await;
+    }
+}
+
+#[tokio::test]
+async fn a_second_manifest_or_an_empty_folder_changes_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = python_archive(dir.path(), "two-manifests");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for (archive, message) in [(&two, "two manifests"), (&empty, "holds no archive")] {
+        let repo = repo_on(TestDatabase::sqlite(), dir.path(), "store").await;
+        let out = repo.gdpr_import(archive, &[], dir.path());
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains(message), "{}", text(&out));
+        let file = repo.db.url.trim_start_matches("sqlite://").to_owned();
+        assert!(!Path::new(&file).exists(), "a repository was created");
+        assert!(!repo.store.exists(), "a datastore was created");
+    }
+}
+
+#[tokio::test]
+async fn export_and_verify_work_on_a_read_only_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = python_archive(dir.path(), "v2");
+    for db in [TestDatabase::sqlite(), TestDatabase::postgres().await] {
+        let label = db.label;
+        let mount = Tmpfs::mount(&dir.path().join(format!("{label}-ro")), "16m");
+        let mut db = db;
+        if label == "sqlite" {
+            db.url = format!("sqlite://{}", mount.0.join("repo.db").display());
+        }
+        let repo = Repo {
+            db,
+            store: mount.0.join("store"),
+        };
+        let out = repo.gdpr_import(&archive, &["-q"], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
+        mount.remount_read_only();
+
+        let out = repo.gdpr_import(&archive, &["--verify", "--json"], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
+        assert_eq!(report(&out)["verified"], 4);
+        let out = repo.gdpr_export(
+            "@alice:example.org",
+            &dir.path().join(format!("{label}-export")),
+            &["--json"],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
+        assert_eq!(report(&out)["records"], 4);
+        drop(mount);
+        repo.db.drop_database().await;
+    }
+}
+
+#[tokio::test]
+async fn a_linked_or_fifo_part_is_refused_not_followed_or_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = |media_id, seed| Crafted {
+        origin: "example.org",
+        media_id,
+        uploader: "@alice:example.org",
+        bytes: noise(seed, 100),
+    };
+    let real = craft_archive(
+        &dir.path().join("real"),
+        "@alice:example.org",
+        &[media("one", 11), media("two", 12)],
+    );
+    // The folder given holds the manifest; its part is a link to the real, valid part
+    // outside it, or a FIFO that nobody writes to.
+    let planted = |kind: &str| {
+        let folder = dir.path().join(kind);
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::copy(
+            real.join("export-manifest.tgz"),
+            folder.join("export-manifest.tgz"),
+        )
+        .unwrap();
+        let part = folder.join("export-part-1.tgz");
+        if kind == "link" {
+            std::os::unix::fs::symlink(real.join("export-part-1.tgz"), &part).unwrap();
+        } else {
+            let status = std::process::Command::new("mkfifo")
+                .arg(&part)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        (folder, part)
+    };
+    for (kind, what) in [("link", "a link"), ("fifo", "a FIFO")] {
+        let (folder, part) = planted(kind);
+        // A writer waits on the FIFO: whoever opens it for reading gets an end of file
+        // instead of waiting forever, and is seen here. The import must not be one.
+        let import_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = (kind == "fifo").then(|| {
+            let (part, import_done) = (part.clone(), import_done.clone());
+            std::thread::spawn(move || {
+                drop(std::fs::OpenOptions::new().write(true).open(part));
+                !import_done.load(std::sync::atomic::Ordering::SeqCst)
+            })
+        });
+        let repo = repo_on(TestDatabase::sqlite(), dir.path(), &format!("{kind}-store")).await;
+        let out = repo.gdpr_import(&folder, &[], dir.path());
+        import_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(watchdog) = watchdog {
+            // Opened for reading and writing, a FIFO never blocks (Linux); it lets the
+            // watchdog's open return.
+            let _end = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&part)
+                .unwrap();
+            let opened_by_import = watchdog.join().unwrap();
+            assert!(!opened_by_import, "the import opened the FIFO");
+        }
+        assert_eq!(out.status.code(), Some(2), "{kind}: {}", text(&out));
+        let expected = format!("{} is {what}, not a regular file", part.display());
+        assert!(text(&out).contains(&expected), "{kind}: {}", text(&out));
+        let file = repo.db.url.trim_start_matches("sqlite://").to_owned();
+        assert!(
+            !Path::new(&file).exists(),
+            "{kind}: a repository was created"
+        );
+        assert!(!repo.store.exists(), "{kind}: a datastore was created");
+    }
+    // The part the link pointed at is valid: the folder holding it imports.
+    let repo = repo_on(TestDatabase::sqlite(), dir.path(), "real-store").await;
+    let out = repo.gdpr_import(&real, &["--json"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(report(&out)["imported"], 2);
+}

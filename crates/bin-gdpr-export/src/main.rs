@@ -127,10 +127,12 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
             result
         }
         _ => {
-            let repo = media_db::connect_existing(&cli.repository.db)
+            // Read-only: an export writes nothing into the repository or the datastore,
+            // and works on a read-only mount.
+            let repo = media_db::connect_read_only(&cli.repository.db)
                 .await
                 .map_err(|e| fail(e.into()))?;
-            let store = media_store::open_for_dry_run(&cli.repository.datastore)
+            let store = media_store::open_read_only(&cli.repository.datastore)
                 .await
                 .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
             let result = media_gdpr::export_from_repository(&repo, store, options, progress).await;

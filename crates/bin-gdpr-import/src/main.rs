@@ -76,15 +76,21 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
             ),
         ));
     }
-    // Verifying writes nothing: it needs an existing repository and creates no folder.
+    // The whole archive is checked before the repository is opened: a bad archive or
+    // an empty folder creates nothing.
+    let folder = media_gdpr::import::open_archive(&cli.directory)
+        .await
+        .map_err(fail)?;
+    // Verifying writes nothing: it opens an existing repository read-only (it works on
+    // a read-only mount) and creates no folder.
     let repo = if cli.verify {
-        media_db::connect_existing(&cli.repository.db).await
+        media_db::connect_read_only(&cli.repository.db).await
     } else {
         media_db::connect(&cli.repository.db).await
     }
     .map_err(|e| fail(e.into()))?;
     let store = if cli.verify {
-        media_store::open_for_dry_run(&cli.repository.datastore).await
+        media_store::open_read_only(&cli.repository.datastore).await
     } else {
         media_store::open(&cli.repository.datastore).await
     }
@@ -101,7 +107,7 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
             Mode::Import
         },
     };
-    let result = media_gdpr::import_archive(&repo, store, options, progress).await;
+    let result = media_gdpr::import_archive(&repo, store, folder, options, progress).await;
     bar.finish();
     repo.close().await;
     let report = result.map_err(fail)?;

@@ -52,6 +52,19 @@ fn read_all(folder: &ArchiveFolder) -> BTreeMap<String, Vec<u8>> {
     entries
 }
 
+/// Every record of the manifest, by MXC URI.
+fn records(folder: &ArchiveFolder) -> BTreeMap<String, ManifestRecord> {
+    let mut records = BTreeMap::new();
+    folder
+        .read_records(&mut |mxc, record| {
+            records.insert(mxc, record);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(records.len() as u64, folder.manifest.records);
+    records
+}
+
 fn write_entry(writer: &mut ArchiveWriter, name: &str, content_type: &str, bytes: &[u8]) {
     let entry = NewEntry {
         name,
@@ -113,9 +126,9 @@ fn entries_and_records_round_trip_across_parts() {
     assert_eq!((summary.records, summary.entries), (4, 3));
     let folder = ArchiveFolder::open(&out).unwrap();
     assert_eq!(folder.manifest.entity_id, "@alice:example.org");
-    assert_eq!(folder.manifest.media.len(), 4);
+    assert_eq!(records(&folder).len(), 4);
     assert_eq!(
-        folder.manifest.media["mxc://example.org/b2"].file_name,
+        records(&folder)["mxc://example.org/b2"].file_name,
         "example.org__b"
     );
     assert!(folder.strays.is_empty(), "{:?}", folder.strays);
@@ -206,41 +219,236 @@ fn an_empty_export_has_a_manifest_and_no_part() {
     let summary = writer.finish("@nobody:example.org", 0).unwrap();
     assert!(summary.parts.is_empty());
     let folder = ArchiveFolder::open(dir.path()).unwrap();
-    assert!(folder.manifest.media.is_empty());
+    assert!(records(&folder).is_empty());
     assert!(folder.parts.is_empty());
 }
 
-#[test]
-fn a_failing_body_is_padded_and_reported_and_the_part_stays_readable() {
-    struct Failing(usize);
-    impl Read for Failing {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            if self.0 == 0 {
-                return Err(std::io::Error::other("disk on fire"));
-            }
-            let n = buf.len().min(self.0);
-            buf[..n].fill(b'x');
-            self.0 -= n;
-            Ok(n)
+/// A source that yields `0` bytes of `x`, then fails.
+struct Failing(usize);
+
+impl Read for Failing {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.0 == 0 {
+            return Err(std::io::Error::other("disk on fire"));
         }
+        let n = buf.len().min(self.0);
+        buf[..n].fill(b'x');
+        self.0 -= n;
+        Ok(n)
     }
+}
+
+#[test]
+fn a_blob_found_damaged_while_it_is_written_leaves_no_entry_in_the_part() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = ArchiveWriter::create(dir.path(), &options(1 << 20)).unwrap();
+    write_entry(&mut writer, "before", "text/plain", b"kept before");
+    let failing = |name, content_type| NewEntry {
+        name,
+        size: 300_000,
+        mtime_ms: 0,
+        content_type,
+    };
+    // Fails half-way, stored and deflated; ends early; has more than recorded.
+    for (name, content_type, mut body) in [
+        (
+            "fails",
+            "image/png",
+            Box::new(std::io::BufReader::new(Failing(200_000))) as Box<dyn std::io::BufRead>,
+        ),
+        (
+            "fails-text",
+            "text/plain",
+            Box::new(std::io::BufReader::new(Failing(200_000))),
+        ),
+        ("short", "image/png", Box::new(&[7u8; 1000][..])),
+        ("long", "text/plain", Box::new(&[7u8; 300_001][..])),
+    ] {
+        let written = writer
+            .add_entry(failing(name, content_type), &mut body)
+            .unwrap();
+        assert!(
+            matches!(written, WrittenEntry::SourceFailed(_)),
+            "{name}: {written:?}"
+        );
+    }
+    write_entry(&mut writer, "after", "image/png", b"kept after");
+    let summary = writer.finish("example.org", 0).unwrap();
+    assert_eq!(summary.entries, 2);
+    let entries = read_all(&ArchiveFolder::open(dir.path()).unwrap());
+    assert_eq!(
+        entries.keys().collect::<Vec<_>>(),
+        ["after", "before"],
+        "no entry of a damaged source is left in the part"
+    );
+    assert_eq!(entries["before"], b"kept before");
+    assert_eq!(entries["after"], b"kept after");
+    // System tar agrees: two members, nothing else.
+    let listing = std::process::Command::new("tar")
+        .arg("-tzf")
+        .arg(&summary.parts[0])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&listing.stdout), "before\nafter\n");
+
+    // A part whose only entry failed is not written at all.
+    let lone = dir.path().join("lone");
+    let mut writer = ArchiveWriter::create(&lone, &options(1 << 20)).unwrap();
+    let written = writer
+        .add_entry(
+            failing("fails", "image/png"),
+            &mut std::io::BufReader::new(Failing(10)),
+        )
+        .unwrap();
+    assert!(matches!(written, WrittenEntry::SourceFailed(e) if e.to_string().contains("fire")));
+    let summary = writer.finish("example.org", 0).unwrap();
+    assert!(summary.parts.is_empty());
+    let names: Vec<_> = std::fs::read_dir(&lone)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["export-manifest.tgz"]);
+}
+
+/// Every file name an export writes, finished or partial.
+const OUTPUT_NAMES: [&str; 6] = [
+    "export-part-1.tgz.partial",
+    "export-part-1.tgz",
+    "export-part-2.tgz.partial",
+    "export-part-2.tgz",
+    "export-manifest.tgz.partial",
+    "export-manifest.tgz",
+];
+
+#[test]
+fn a_link_planted_as_an_output_name_is_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside.txt");
+    std::fs::write(&outside, "precious").unwrap();
+    let plant = |folder: &Path| {
+        for name in OUTPUT_NAMES {
+            let _ = std::fs::remove_file(folder.join(name));
+            std::os::unix::fs::symlink(&outside, folder.join(name)).unwrap();
+        }
+    };
+    // Links planted in the destination once the export started (others can write
+    // there): the export never writes through them.
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let mut writer = ArchiveWriter::create(&dest, &options(10)).unwrap();
+    plant(&dest);
+    write_entry(&mut writer, "a", "", b"first");
+    write_entry(&mut writer, "b", "", b"second");
+    let summary = writer.finish("example.org", 0);
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    // The links looked like an export: refused without --force.
+    assert!(
+        matches!(summary, Err(ArchiveError::DestinationHasExport { .. })),
+        "{summary:?}"
+    );
+
+    // With --force, the planted links are replaced by real, private files.
+    let mut writer = ArchiveWriter::create(
+        &dest,
+        &WriterOptions {
+            replace: true,
+            ..options(10)
+        },
+    )
+    .unwrap();
+    plant(&dest);
+    write_entry(&mut writer, "a", "", b"first");
+    write_entry(&mut writer, "b", "", b"second");
+    let summary = writer.finish("example.org", 0).unwrap();
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    for file in summary.parts.iter().chain([&summary.manifest]) {
+        let meta = std::fs::symlink_metadata(file).unwrap();
+        assert!(meta.file_type().is_file(), "{}", file.display());
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o600
+        );
+    }
+    assert_eq!(read_all(&ArchiveFolder::open(&dest).unwrap()).len(), 2);
+
+    // Links in the folder the export is written into are refused, not followed.
+    let mut writer = ArchiveWriter::create(
+        &dest,
+        &WriterOptions {
+            replace: true,
+            ..options(10)
+        },
+    )
+    .unwrap();
+    plant(writer.staging_dir());
     let entry = NewEntry {
-        name: "bad",
-        size: 1000,
+        name: "a",
+        size: 1,
         mtime_ms: 0,
         content_type: "",
     };
-    let written = writer
-        .add_entry(entry, &mut std::io::BufReader::new(Failing(10)))
+    let refused = writer.add_entry(entry, &mut &b"x"[..]);
+    assert!(refused.is_err());
+    drop(writer);
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+
+    // A destination that is a link is refused.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&dest, &link).unwrap();
+    let refused = ArchiveWriter::create(&link, &options(10)).err().unwrap();
+    assert!(refused.to_string().contains("is a link"), "{refused}");
+}
+
+#[test]
+fn a_failed_forced_export_leaves_the_previous_complete_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("dest");
+    let mut writer = ArchiveWriter::create(&dest, &options(10)).unwrap();
+    write_entry(&mut writer, "old", "", b"old bytes");
+    writer
+        .add_record("mxc://example.org/old", &record("old", "old", b"old bytes"))
         .unwrap();
-    assert!(matches!(written, WrittenEntry::SourceFailed(e) if e.to_string().contains("fire")));
-    write_entry(&mut writer, "good", "", b"fine");
     writer.finish("example.org", 0).unwrap();
-    let entries = read_all(&ArchiveFolder::open(dir.path()).unwrap());
-    assert_eq!(entries["good"], b"fine");
-    assert_eq!(entries["bad"].len(), 1000);
+    std::fs::write(dest.join("notes.txt"), "the operator's notes").unwrap();
+
+    let forced = WriterOptions {
+        replace: true,
+        ..options(10)
+    };
+    // An export that fails half-way (dropped unfinished, as on a full disk).
+    let mut writer = ArchiveWriter::create(&dest, &forced).unwrap();
+    write_entry(&mut writer, "new", "", b"new bytes");
+    drop(writer);
+    let folder = ArchiveFolder::open(&dest).unwrap();
+    assert!(records(&folder).contains_key("mxc://example.org/old"));
+    assert_eq!(read_all(&folder)["old"], b"old bytes");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["dest"], "no staging folder is left behind");
+
+    // A complete one replaces it; the operator's other files stay.
+    let mut writer = ArchiveWriter::create(&dest, &forced).unwrap();
+    write_entry(&mut writer, "new", "", b"new bytes");
+    writer
+        .add_record("mxc://example.org/new", &record("new", "new", b"new bytes"))
+        .unwrap();
+    writer.finish("example.org", 0).unwrap();
+    let folder = ArchiveFolder::open(&dest).unwrap();
+    assert_eq!(
+        records(&folder).keys().collect::<Vec<_>>(),
+        ["mxc://example.org/new"]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("notes.txt")).unwrap(),
+        "the operator's notes"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["dest"]);
 }
 
 fn folder_error(dir: &Path) -> String {
@@ -255,4 +463,71 @@ fn folders_without_an_archive_say_so() {
     assert!(folder_error(dir.path()).contains("holds no archive"));
     let missing = dir.path().join("missing");
     assert!(folder_error(&missing).contains("missing"));
+}
+
+/// Writes a small archive (a manifest and two parts) into `dir`.
+fn small_archive(dir: &Path) {
+    let mut writer = ArchiveWriter::create(dir, &options(10)).unwrap();
+    for (name, bytes) in [("a", &b"first"[..]), ("b", &b"second"[..])] {
+        write_entry(&mut writer, name, "", bytes);
+        writer
+            .add_record(
+                &format!("mxc://example.org/{name}"),
+                &record(name, name, bytes),
+            )
+            .unwrap();
+    }
+    writer.finish("example.org", 0).unwrap();
+}
+
+#[test]
+fn a_linked_fifo_or_device_archive_file_is_refused_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    small_archive(&real);
+    assert_eq!(read_all(&ArchiveFolder::open(&real).unwrap()).len(), 2);
+    // The same archive with one of its files replaced by a link to the real one (outside
+    // the folder given), by a FIFO, or by a device: each is refused, naming the entry.
+    for file in ["export-part-1.tgz", "export-manifest.tgz"] {
+        for kind in ["link", "FIFO", "device"] {
+            let folder = dir.path().join(format!("{kind}-{file}"));
+            std::fs::create_dir(&folder).unwrap();
+            for item in std::fs::read_dir(&real).unwrap() {
+                let item = item.unwrap();
+                std::fs::copy(item.path(), folder.join(item.file_name())).unwrap();
+            }
+            let planted = folder.join(file);
+            std::fs::remove_file(&planted).unwrap();
+            match kind {
+                "link" => std::os::unix::fs::symlink(real.join(file), &planted).unwrap(),
+                "FIFO" => rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &planted,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .unwrap(),
+                _ => rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &planted,
+                    rustix::fs::FileType::CharacterDevice,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    rustix::fs::makedev(1, 3), // /dev/null
+                )
+                .unwrap(),
+            }
+            let error = ArchiveFolder::open(&folder).expect_err(&format!("{kind} {file}"));
+            assert!(
+                matches!(error, ArchiveError::NotARegularFile { .. }),
+                "{kind} {file}: {error:?}"
+            );
+            let message = error.to_string();
+            assert!(
+                message.contains(&planted.display().to_string()),
+                "{message}"
+            );
+            assert!(message.contains("not a regular file"), "{message}");
+        }
+    }
 }

@@ -216,6 +216,65 @@ pub(crate) async fn open_pool(url: &str, options: OpenOptions) -> Result<Pool, D
     }
 }
 
+/// Opens our repository at `url` for reading only, writing nothing at all (no
+/// migration, no journal mode, no file created): for exports and verification, which
+/// must work on a read-only mount. A SQLite file is opened `mode=ro`; when that cannot
+/// read it (a WAL database whose shared-memory file cannot be created on a read-only
+/// mount), it is opened `immutable=1`, which is right there because nothing can write
+/// it. PostgreSQL sessions are read-only transactions.
+pub(crate) async fn open_read_only(url: &str) -> Result<Pool, DbError> {
+    let options = OpenOptions {
+        create: false,
+        read_only: true,
+        max_connections: 8,
+    };
+    let pool = open_pool(url, options).await?;
+    let Pool::Sqlite(sqlite) = &pool else {
+        return Ok(pool);
+    };
+    let probe = sqlx::query("SELECT COUNT(*) FROM sqlite_master")
+        .fetch_one(sqlite)
+        .await;
+    if probe.is_ok() || is_in_memory(url) {
+        return Ok(pool);
+    }
+    sqlite.close().await;
+    let connect = SqliteConnectOptions::from_str(url)
+        .map_err(|e| DbError::InvalidUrl {
+            url: redact_url(url),
+            reason: e.to_string(),
+        })?
+        .read_only(true)
+        .immutable(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(options.max_connections)
+        .connect_with(connect)
+        .await
+        .map_err(|source| DbError::Connect {
+            url: redact_url(url),
+            hint: "Check that the file exists and is readable.",
+            source,
+        })?;
+    Ok(Pool::Sqlite(pool))
+}
+
+/// The newest migration applied to a repository, without changing it; `None` when the
+/// database has no migration table (it is not one of our repositories).
+pub(crate) async fn applied_version(pool: &Pool) -> Result<Option<i64>, sqlx::Error> {
+    let found = on_pool!(pool, |p| {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(p)
+        .await
+    });
+    match found {
+        Ok(version) => Ok(version),
+        Err(sqlx::Error::Database(e)) if e.message().contains("_sqlx_migrations") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Applies `migrator` to the pool, refusing a database that a newer build migrated.
 pub(crate) async fn migrate(pool: &Pool, migrator: &Migrator, url: &str) -> Result<(), DbError> {
     let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);

@@ -21,4 +21,5 @@ pub use repo::{
     Blob, BlobOutcome, DatastoreId, DeletedMedia, DrainReport, InsertOutcome, MediaOutcome,
     NewBlob, NewMedia, PendingDeletion, PinReport, QuarantineChange, QuarantineChangesPage,
     QuarantineReport, Repository, connect, connect_existing, connect_for_dry_run,
+    connect_read_only,
 };

@@ -224,6 +224,53 @@ pub async fn connect_existing(url: &str) -> Result<Repository, DbError> {
     connect(url).await
 }
 
+/// For tools that must work on a read-only mount (exports, verification): opens the
+/// existing repository at `url` without writing anything — no migration, no journal
+/// change, no file created. A missing SQLite file is [`DbError::NotFound`]; a repository
+/// whose schema is not exactly this build's is refused (a newer one as
+/// [`DbError::NewerSchema`], an older one with the advice to run a writing tool once).
+pub async fn connect_read_only(url: &str) -> Result<Repository, DbError> {
+    let dialect = connect::dialect_of(url)?;
+    if dialect == Dialect::Sqlite && !connect::sqlite_file_exists(url) {
+        return Err(DbError::NotFound {
+            what: format!("repository {}", connect::redact_url(url)),
+        });
+    }
+    let pool = connect::open_read_only(url).await?;
+    let migrator = match dialect {
+        Dialect::Sqlite => &SQLITE_MIGRATIONS,
+        Dialect::Postgres => &POSTGRES_MIGRATIONS,
+    };
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied = connect::applied_version(&pool)
+        .await
+        .during("read the repository's schema version")?;
+    match applied {
+        Some(version) if version > known => {
+            return Err(DbError::NewerSchema {
+                url: connect::redact_url(url),
+                version,
+                known,
+            });
+        }
+        Some(version) if version == known => {}
+        _ => {
+            return Err(DbError::NotFound {
+                what: format!(
+                    "an up-to-date repository at {} (its schema is missing or older than this \
+                     build's; run a tool that writes it, such as gdpr_import, once)",
+                    connect::redact_url(url)
+                ),
+            });
+        }
+    }
+    Ok(Repository {
+        writer: pool.clone(),
+        pool,
+        dialect,
+    })
+}
+
 /// Opens (creating a missing SQLite file) our repository at `url` and brings its schema
 /// up to date. Accepts `sqlite://…` and `postgres://…` URLs.
 pub async fn connect(url: &str) -> Result<Repository, DbError> {
@@ -566,31 +613,6 @@ impl Repository {
             .during("read thumbnails")?
         });
         rows.into_iter().map(ThumbnailRow::into_record).collect()
-    }
-
-    /// Which of `media_ids` of `origin` are recorded (one query per 1,000 IDs).
-    pub async fn existing_media_ids(
-        &self,
-        origin: &ServerName,
-        media_ids: &[&str],
-    ) -> Result<HashSet<String>, DbError> {
-        let mut found = HashSet::new();
-        for chunk in media_ids.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT media_id FROM media WHERE origin = {} AND media_id IN ({})",
-                placeholder_list(self.dialect, 1, 1),
-                placeholder_list(self.dialect, chunk.len(), 2)
-            );
-            let rows: Vec<String> = on_pool!(&self.pool, |p| {
-                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(origin.as_str());
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                query.fetch_all(p).await.during("look up media")?
-            });
-            found.extend(rows);
-        }
-        Ok(found)
     }
 
     /// The digests of those of `media_ids` of `origin` that are recorded, by media ID

@@ -153,9 +153,13 @@ impl Phase {
                     allow_foreign_origins: false,
                     mode: Mode::Import,
                 };
+                let folder = media_gdpr::import::open_archive(&options.directory)
+                    .await
+                    .unwrap();
                 let report = media_gdpr::import_archive(
                     &repo,
                     store,
+                    folder,
                     options,
                     Arc::new(Progress::default()),
                 )

@@ -4,7 +4,7 @@
 //! each distinct blob from the datastore in chunks and hashes them; a blocking writer
 //! thread packs the chunks into the archive parts. The producer holds back each blob's
 //! last chunk until the digest is known, so a blob that no longer matches its hash
-//! (bit rot in the store) turns into a failed entry that no record references.
+//! (bit rot in the store) turns into a failed entry, cut off the part again.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Read};
@@ -496,7 +496,7 @@ async fn send_failure(
 
 /// Hashes a blob's chunks as they pass, holding back the last one: it goes out only
 /// once the digest and length are known to match, otherwise an error replaces it (the
-/// writer then pads the entry and no record references it).
+/// writer then cuts the entry off the part and no record references it).
 #[derive(Default)]
 struct HeldBackChunks {
     hasher: Sha256,
@@ -651,14 +651,10 @@ fn write_archive(
                     content_type: &content_type,
                 };
                 let mut body = ChannelReader::new(body);
-                let written = writer.add_entry(entry, &mut body)?;
-                // The entry took the recorded size; what the source still has to say
-                // (more bytes, or the verdict on its digest) decides whether it is good.
-                let problem = match written {
-                    WrittenEntry::SourceFailed(problem) => Some(problem),
-                    WrittenEntry::Complete => body.rest().err(),
-                };
-                if let Some(problem) = problem {
+                // The writer reads the body to its end, so the verdict on its digest
+                // (sent after the last bytes) decides too; a failed entry is cut off
+                // the part again.
+                if let WrittenEntry::SourceFailed(problem) = writer.add_entry(entry, &mut body)? {
                     failed_entries.insert(name, problem.to_string());
                 }
             }
@@ -694,19 +690,6 @@ impl ChannelReader {
         Self {
             chunks,
             current: Bytes::new(),
-        }
-    }
-
-    /// After the entry was written: fails when the source had more bytes than recorded,
-    /// or reported a problem after them.
-    fn rest(&mut self) -> std::io::Result<()> {
-        match self.fill_buf()? {
-            [] => Ok(()),
-            more => Err(std::io::Error::other(format!(
-                "the stored bytes are damaged: there are more of them than recorded ({} \
-                 more at least)",
-                more.len()
-            ))),
         }
     }
 }

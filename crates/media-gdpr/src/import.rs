@@ -1,28 +1,38 @@
 //! Import an archive folder into our repository, or verify it against the repository.
 //!
-//! The manifest is read first and every record checked (identifiers, origin, selection).
-//! Then each part is streamed once, in any order: an entry is matched to its records only
-//! through the manifest's `file_name`, its bytes go into the datastore with the
-//! manifest's digest and size as the expectation (a mismatch stores nothing, and at most
-//! one byte more than declared is ever read), and the records are written in batches.
-//! Records already in the repository are skipped, so a killed import resumes where it
-//! stopped. With [`Mode::Verify`] nothing is written: every entry is hashed and every
-//! record looked up in the repository.
+//! [`open_archive`] checks the whole archive's structure before anything is written (or
+//! a repository even opened): its manifest (streamed, with every string bounded, an
+//! entity that is a user or a server) and every part (one manifest only). Then the
+//! manifest's records are checked (identifiers, origin, selection) and spooled to a
+//! temporary file, with only a small index by entry name in memory. Each part is
+//! streamed once, in any order: an entry is matched to its records only through the
+//! manifest's `file_name`, its bytes go into the datastore with the manifest's digest
+//! and size as the expectation (a mismatch stores nothing, and at most one byte more
+//! than declared is ever read), and the records are written in batches.
+//!
+//! A record already in the repository with the same digest is not written again, but
+//! its stored bytes are checked, and a blob that is missing or damaged is put again from
+//! the archive (a repair); a record present with other bytes is a `conflict`, never
+//! overwritten. So a killed import resumes where it stopped. With [`Mode::Verify`]
+//! nothing is written: every entry is hashed, every record looked up in the repository
+//! and its bytes in the datastore checked (presence, size, digest).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::io::Read;
-use std::path::PathBuf;
+use std::collections::{BTreeSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use media_core::archive::{ArchiveFolder, CheckedRecord, ManifestRecord, MediaEntry};
-use media_core::datastore::{Datastore, Durability, PutOptions, PutStatus, StoreError};
+use media_core::datastore::{BlobKey, Datastore, Durability, PutOptions, PutStatus, StoreError};
 use media_core::ids::Sha256Hex;
 use media_core::records::{MediaRecord, Purpose};
 use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
@@ -79,8 +89,11 @@ pub struct ImportReport {
     pub not_selected: u64,
     /// Records imported now.
     pub imported: u64,
-    /// Records the repository already had (skipped).
+    /// Records the repository already had, with their bytes intact (skipped).
     pub already_present: u64,
+    /// Records the repository already had whose blob was missing from the datastore or
+    /// damaged there, and was put again from the archive.
+    pub repaired: u64,
     /// Verify: records whose entry and repository row both match the manifest.
     pub verified: u64,
     /// Entries read.
@@ -104,10 +117,11 @@ impl ImportReport {
             directory: options.directory.clone(),
             entity: folder.manifest.entity_id.clone(),
             manifest_version: folder.manifest.version,
-            records: folder.manifest.media.len() as u64,
+            records: folder.manifest.records,
             not_selected: 0,
             imported: 0,
             already_present: 0,
+            repaired: 0,
             verified: 0,
             entries_read: 0,
             bytes_read: 0,
@@ -142,8 +156,8 @@ impl std::fmt::Display for ImportReport {
         match self.mode {
             Mode::Import => writeln!(
                 f,
-                "  media imported: {}, already present: {}, failed: {}",
-                self.imported, self.already_present, self.failures.count
+                "  media imported: {}, already present: {}, repaired: {}, failed: {}",
+                self.imported, self.already_present, self.repaired, self.failures.count
             )?,
             Mode::Verify => writeln!(
                 f,
@@ -180,18 +194,26 @@ impl std::fmt::Display for ImportReport {
     }
 }
 
-/// Imports (or verifies) the archive in `options.directory`. See the
-/// [module documentation](self).
-pub async fn import_archive(
-    repo: &Repository,
-    store: Arc<dyn Datastore>,
-    options: ImportOptions,
-    progress: Arc<Progress>,
-) -> Result<ImportReport, GdprError> {
-    let directory = options.directory.clone();
+/// Opens the archive in `directory` and checks its whole structure (see
+/// [`ArchiveFolder::open`]): call it before opening the repository, so that a bad
+/// archive or an empty folder never creates or changes one.
+pub async fn open_archive(directory: &Path) -> Result<ArchiveFolder, GdprError> {
+    let directory = directory.to_owned();
     let folder = tokio::task::spawn_blocking(move || ArchiveFolder::open(&directory))
         .await
         .map_err(|e| GdprError::Worker(e.to_string()))??;
+    Ok(folder)
+}
+
+/// Imports (or verifies) the archive `folder` (from [`open_archive`] on
+/// `options.directory`). See the [module documentation](self).
+pub async fn import_archive(
+    repo: &Repository,
+    store: Arc<dyn Datastore>,
+    folder: ArchiveFolder,
+    options: ImportOptions,
+    progress: Arc<Progress>,
+) -> Result<ImportReport, GdprError> {
     for stray in &folder.strays {
         tracing::warn!("{} is not an archive part; ignored", stray.display());
     }
@@ -219,10 +241,10 @@ pub async fn import_archive(
         source_label: format!("gdpr:{}", options.directory.display()),
         report: ImportReport::new(&options, &folder),
         options,
-        wanted: HashMap::new(),
-        consumed: HashSet::new(),
+        wanted: RecordIndex::new()?,
         batch: Vec::new(),
         in_flight: VecDeque::new(),
+        repairs_unsynced: false,
     };
     let result = tokio::task::spawn_blocking(move || importer.run(folder))
         .await
@@ -234,6 +256,7 @@ pub async fn import_archive(
                 serde_json::json!({
                     "imported": report.imported,
                     "already_present": report.already_present,
+                    "repaired": report.repaired,
                     "failed": report.failures.count,
                     "blobs_written": report.blobs_written,
                 })
@@ -252,6 +275,174 @@ struct Wanted {
     mxc: String,
     checked: CheckedRecord,
     record: ManifestRecord,
+    /// Already recorded with these bytes: the entry only repairs its blob.
+    present: bool,
+}
+
+/// The selected records of a manifest, spooled to a temporary file as JSON lines; in
+/// memory only the hash of each record's entry name and the line's offset (16 bytes a
+/// record, and a flag once the record was taken), sorted for lookups.
+struct RecordIndex {
+    spool: Option<BufWriter<std::fs::File>>,
+    reader: Option<BufReader<std::fs::File>>,
+    written: u64,
+    keys: Vec<(u64, u64)>,
+    taken: Vec<bool>,
+}
+
+/// One spooled record.
+#[derive(Serialize, serde::Deserialize)]
+struct Spooled {
+    mxc: String,
+    record: ManifestRecord,
+}
+
+fn name_hash(name: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    name.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl RecordIndex {
+    fn new() -> Result<Self, GdprError> {
+        let file = tempfile::tempfile().map_err(|e| {
+            GdprError::Config(format!(
+                "cannot create a temporary file for the manifest's records ({e}); set \
+                 TMPDIR to a writable folder"
+            ))
+        })?;
+        Ok(Self {
+            spool: Some(BufWriter::new(file)),
+            reader: None,
+            written: 0,
+            keys: Vec::new(),
+            taken: Vec::new(),
+        })
+    }
+
+    fn spool_error(e: impl std::fmt::Display) -> GdprError {
+        GdprError::Worker(format!("the temporary file of the manifest's records: {e}"))
+    }
+
+    fn push(&mut self, mxc: String, record: ManifestRecord) -> Result<(), GdprError> {
+        let key = name_hash(&record.file_name);
+        let mut line = serde_json::to_vec(&Spooled { mxc, record }).map_err(Self::spool_error)?;
+        line.push(b'\n');
+        let spool = self.spool.as_mut().expect("pushed before sealing");
+        spool.write_all(&line).map_err(Self::spool_error)?;
+        self.keys.push((key, self.written));
+        self.written += line.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the spool; lookups may start.
+    fn seal(&mut self) -> Result<(), GdprError> {
+        if let Some(spool) = self.spool.take() {
+            let file = spool
+                .into_inner()
+                .map_err(|e| Self::spool_error(e.error()))?;
+            self.reader = Some(BufReader::new(file));
+            self.keys.sort_unstable();
+            self.taken = vec![false; self.keys.len()];
+        }
+        Ok(())
+    }
+
+    fn read_at(&mut self, offset: u64) -> Result<Spooled, GdprError> {
+        let reader = self.reader.as_mut().expect("sealed");
+        reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(Self::spool_error)?;
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(Self::spool_error)?;
+        serde_json::from_str(&line).map_err(Self::spool_error)
+    }
+
+    /// Takes the records whose entry is `name`; `None` when there are none and never
+    /// were (`Some(empty)`: the entry was taken before).
+    fn take(&mut self, name: &str) -> Result<Option<Vec<Spooled>>, GdprError> {
+        let key = name_hash(name);
+        let start = self.keys.partition_point(|(k, _)| *k < key);
+        let mut found = None;
+        for i in start..self.keys.len() {
+            let (k, offset) = self.keys[i];
+            if k != key {
+                break;
+            }
+            let spooled = self.read_at(offset)?;
+            if spooled.record.file_name != name {
+                continue;
+            }
+            let records = found.get_or_insert_with(Vec::new);
+            if !self.taken[i] {
+                self.taken[i] = true;
+                records.push(spooled);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The records never taken, in no particular order.
+    fn remaining(&mut self) -> Result<Vec<Spooled>, GdprError> {
+        let offsets: Vec<u64> = self
+            .keys
+            .iter()
+            .zip(&self.taken)
+            .filter(|(_, taken)| !**taken)
+            .map(|((_, offset), _)| *offset)
+            .collect();
+        offsets.into_iter().map(|o| self.read_at(o)).collect()
+    }
+}
+
+/// The state of a blob in the datastore.
+enum Stored {
+    /// Present with the right size and digest.
+    Intact,
+    /// Not there.
+    Missing,
+    /// There, but not the right bytes (or unreadable).
+    Damaged(String),
+}
+
+/// Reads the blob of `sha256` from the datastore and checks its size and digest.
+async fn stored_state(
+    store: &dyn Datastore,
+    sha256: &Sha256Hex,
+    size: u64,
+) -> Result<Stored, StoreError> {
+    let key = BlobKey::for_hash(sha256);
+    let mut reader = match store.get(&key, None).await {
+        Ok(reader) => reader,
+        Err(StoreError::NotFound { .. }) => return Ok(Stored::Missing),
+        Err(e) => return Err(e),
+    };
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; CHUNK];
+    let mut length = 0u64;
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                length += n as u64;
+                if length > size {
+                    return Ok(Stored::Damaged(format!(
+                        "it holds more than the {size} bytes recorded"
+                    )));
+                }
+            }
+            Err(e) => return Ok(Stored::Damaged(format!("it cannot be read: {e}"))),
+        }
+    }
+    let actual = Sha256Hex::from_digest(&hasher.finalize().into());
+    Ok(if length != size {
+        Stored::Damaged(format!("it holds {length} bytes, not the {size} recorded"))
+    } else if &actual != sha256 {
+        Stored::Damaged(format!("its bytes hash to {actual}, not {sha256}"))
+    } else {
+        Stored::Intact
+    })
 }
 
 /// The blocking side of an import: reads parts and drives the async repository and
@@ -266,13 +457,13 @@ struct Importer {
     options: ImportOptions,
     report: ImportReport,
     /// Records still waiting for their entry, by entry name.
-    wanted: HashMap<String, Vec<Wanted>>,
-    /// Entry names already read.
-    consumed: HashSet<String>,
+    wanted: RecordIndex,
     /// Media whose bytes are stored, waiting to be recorded.
     batch: Vec<NewMedia>,
     /// Puts of small entries still running, oldest first.
     in_flight: VecDeque<PendingPut>,
+    /// Blobs put again (repairs) that the next flush must make durable.
+    repairs_unsynced: bool,
 }
 
 /// A put running concurrently, and the records waiting for it.
@@ -283,15 +474,23 @@ struct PendingPut {
 }
 
 impl Importer {
-    fn run(mut self, mut folder: ArchiveFolder) -> Result<ImportReport, GdprError> {
-        let entity_server = folder.manifest.entity_server();
-        let media = std::mem::take(&mut folder.manifest.media);
+    fn run(mut self, folder: ArchiveFolder) -> Result<ImportReport, GdprError> {
         self.progress
             .items_total
-            .store(media.len() as u64, Ordering::Relaxed);
-        for (mxc, record) in media {
-            self.select(mxc, record, entity_server.as_ref());
-        }
+            .store(folder.manifest.records, Ordering::Relaxed);
+        let mut spool_failed = None;
+        folder
+            .read_records(&mut |mxc, record| {
+                if let Err(e) = self.select(mxc, record, &folder.manifest) {
+                    spool_failed = Some(e);
+                    return Err(media_core::archive::ArchiveError::BadManifest(
+                        "its records could not be spooled".into(),
+                    ));
+                }
+                Ok(())
+            })
+            .map_err(|e| spool_failed.take().unwrap_or(e.into()))?;
+        self.wanted.seal()?;
         for part in &folder.parts {
             match folder.read_media(part, |entry| self.on_entry(entry)) {
                 Ok(()) => {}
@@ -312,14 +511,15 @@ impl Importer {
             }
             self.flush()?;
         }
-        for (file_name, records) in std::mem::take(&mut self.wanted) {
-            for wanted in records {
-                self.fail(
-                    &wanted.mxc,
-                    "missing_from_archive",
-                    format!("no part of the archive holds its entry {file_name:?}"),
-                );
-            }
+        for spooled in self.wanted.remaining()? {
+            self.fail(
+                &spooled.mxc,
+                "missing_from_archive",
+                format!(
+                    "no part of the archive holds its entry {:?}",
+                    spooled.record.file_name
+                ),
+            );
         }
         Ok(self.report)
     }
@@ -334,19 +534,27 @@ impl Importer {
         &mut self,
         mxc: String,
         record: ManifestRecord,
-        entity_server: Option<&media_core::ids::ServerName>,
-    ) {
+        manifest: &media_core::archive::Manifest,
+    ) -> Result<(), GdprError> {
         if record.file_name.is_empty() {
-            return self.fail(
+            self.fail(
                 &mxc,
                 "no_data",
                 "the archive holds no bytes for it (a metadata-only export)",
             );
+            return Ok(());
         }
         let checked = match record.check(&mxc) {
             Ok(checked) => checked,
-            Err(problem) => return self.fail(&mxc, "invalid_record", problem),
+            Err(problem) => {
+                self.fail(&shown(&mxc), "invalid_record", problem);
+                return Ok(());
+            }
         };
+        if let Some(problem) = self.refusal(&checked, manifest) {
+            self.fail(&mxc, "foreign_origin", problem);
+            return Ok(());
+        }
         let selected = match &self.options.only_entity {
             None => true,
             Some(Entity::User(user)) => checked.uploader.as_ref() == Some(user),
@@ -355,43 +563,47 @@ impl Importer {
         if !selected {
             self.report.not_selected += 1;
             self.progress.items_done.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Ok(());
         }
-        if !self.options.allow_foreign_origins {
-            let origin = &checked.key.origin;
-            if let Some(server) = entity_server.filter(|server| *server != origin) {
-                return self.fail(
-                    &mxc,
-                    "foreign_origin",
-                    format!(
-                        "its origin {origin} is not the archive's server {server} \
-                         (--allow-foreign-origins imports it anyway)"
-                    ),
-                );
-            }
-            if let Some(uploader) = checked
-                .uploader
-                .as_ref()
-                .filter(|u| u.server_name() != origin)
-            {
-                return self.fail(
-                    &mxc,
-                    "foreign_origin",
-                    format!(
-                        "its uploader {uploader} is not on its origin {origin} \
-                         (--allow-foreign-origins imports it anyway)"
-                    ),
-                );
-            }
+        self.wanted.push(mxc, record)
+    }
+
+    /// Why a record of another origin (or uploader) than the archive's is refused, unless
+    /// `--allow-foreign-origins`: its origin must be the archive's server, its uploader
+    /// on its origin, and in a user's archive (or with `--only-entity @user`) that user.
+    fn refusal(
+        &self,
+        checked: &CheckedRecord,
+        manifest: &media_core::archive::Manifest,
+    ) -> Option<String> {
+        if self.options.allow_foreign_origins {
+            return None;
         }
-        self.wanted
-            .entry(record.file_name.clone())
-            .or_default()
-            .push(Wanted {
-                mxc,
-                checked,
-                record,
-            });
+        let origin = &checked.key.origin;
+        let server = &manifest.entity_server;
+        if server != origin {
+            return Some(format!(
+                "its origin {origin} is not the archive's server {server} \
+                 (--allow-foreign-origins imports it anyway)"
+            ));
+        }
+        let uploader = checked.uploader.as_ref()?;
+        if uploader.server_name() != origin {
+            return Some(format!(
+                "its uploader {uploader} is not on its origin {origin} \
+                 (--allow-foreign-origins imports it anyway)"
+            ));
+        }
+        let user = match &self.options.only_entity {
+            Some(Entity::User(user)) => Some(user),
+            _ => manifest.entity_user.as_ref(),
+        }?;
+        (uploader != user).then(|| {
+            format!(
+                "it was uploaded by {uploader}, not by {user} whose media the archive holds \
+                 (--allow-foreign-origins imports it anyway)"
+            )
+        })
     }
 
     fn on_entry(&mut self, entry: MediaEntry<'_>) -> Result<(), GdprError> {
@@ -399,26 +611,41 @@ impl Importer {
             MediaEntry::Refused { name, reason } => {
                 let detail = format!("archive entry {name:?} was refused: {reason}");
                 tracing::warn!("{detail}");
-                match self.wanted.remove(&name) {
-                    Some(records) => {
-                        for wanted in records {
-                            self.fail(&wanted.mxc, "refused_entry", detail.clone());
+                match self.wanted.take(&name)? {
+                    Some(records) if !records.is_empty() => {
+                        for spooled in records {
+                            self.fail(&spooled.mxc, "refused_entry", detail.clone());
                         }
                     }
-                    None => self.report.failures.push(name, "refused_entry", detail),
+                    _ => self.report.failures.push(name, "refused_entry", detail),
                 }
                 Ok(())
             }
             MediaEntry::File { name, body } => {
-                let Some(records) = self.wanted.remove(name) else {
-                    if self.consumed.contains(name) {
-                        tracing::warn!("archive entry {name:?} appears twice; read once");
-                    } else {
+                let records = match self.wanted.take(name)? {
+                    None => {
                         tracing::debug!("archive entry {name:?} is in no record; skipped");
+                        return Ok(());
                     }
-                    return Ok(());
+                    Some(records) if records.is_empty() => {
+                        tracing::warn!("archive entry {name:?} appears twice; read once");
+                        return Ok(());
+                    }
+                    Some(records) => records,
                 };
-                self.consumed.insert(name.to_owned());
+                let mut wanted = Vec::with_capacity(records.len());
+                for Spooled { mxc, record } in records {
+                    match record.check(&mxc) {
+                        Ok(checked) => wanted.push(Wanted {
+                            mxc,
+                            checked,
+                            record,
+                            present: false,
+                        }),
+                        Err(problem) => self.fail(&mxc, "invalid_record", problem),
+                    }
+                }
+                let records = wanted;
                 match self.options.mode {
                     Mode::Verify => self.verify_entry(name, body, records),
                     Mode::Import => self.import_entry(name, body, records),
@@ -437,6 +664,8 @@ impl Importer {
         let declared = records.iter().map(|w| w.checked.size).max().unwrap_or(0);
         let hashed = hash_at_most(body, declared + 1);
         self.report.entries_read += 1;
+        // The datastore's verdict on the blob, read once for the records sharing it.
+        let mut stored: Option<Stored> = None;
         for wanted in records {
             let (sha256, length) = match &hashed {
                 Ok(hashed) => hashed,
@@ -471,8 +700,39 @@ impl Importer {
                     ),
                 ),
                 Some(_) => {
-                    self.report.verified += 1;
-                    self.progress.items_done.fetch_add(1, Ordering::Relaxed);
+                    let state = match &stored {
+                        Some(state) => state,
+                        None => stored.insert(self.handle.block_on(stored_state(
+                            &*self.store,
+                            &wanted.checked.sha256,
+                            wanted.checked.size,
+                        ))?),
+                    };
+                    match state {
+                        Stored::Intact => {
+                            self.report.verified += 1;
+                            self.progress.items_done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Stored::Missing => self.fail(
+                            &wanted.mxc,
+                            "missing_from_datastore",
+                            format!(
+                                "the repository records it, but the datastore {} has no blob \
+                                 {} (gdpr_import without --verify puts it back)",
+                                self.store.uri(),
+                                wanted.checked.sha256
+                            ),
+                        ),
+                        Stored::Damaged(problem) => {
+                            let detail = format!(
+                                "its blob {} in the datastore {} is damaged: {problem} \
+                                 (gdpr_import without --verify repairs it)",
+                                wanted.checked.sha256,
+                                self.store.uri()
+                            );
+                            self.fail(&wanted.mxc, "damaged_in_datastore", detail)
+                        }
+                    }
                 }
             }
         }
@@ -489,11 +749,39 @@ impl Importer {
         body: &mut dyn Read,
         records: Vec<Wanted>,
     ) -> Result<(), GdprError> {
-        let records = self.without_present(records)?;
+        let mut records = self.without_present(records)?;
         let Some(first) = records.first() else {
             return Ok(());
         };
         let (sha256, size) = (first.checked.sha256.clone(), first.checked.size);
+        // Records already present: their blob is checked, and put again only when it is
+        // missing or damaged.
+        if records.iter().any(|w| w.present) {
+            let state = self
+                .handle
+                .block_on(stored_state(&*self.store, &sha256, size))?;
+            match state {
+                Stored::Intact => {
+                    let intact = records.iter().filter(|w| w.present).count() as u64;
+                    self.report.already_present += intact;
+                    self.progress
+                        .items_done
+                        .fetch_add(intact, Ordering::Relaxed);
+                    records.retain(|w| !w.present);
+                    if records.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Stored::Missing => {
+                    tracing::warn!("blob {sha256} is missing from the datastore; restoring it");
+                }
+                Stored::Damaged(problem) => {
+                    tracing::warn!("blob {sha256} is damaged ({problem}); replacing it");
+                    self.handle
+                        .block_on(self.store.delete(&BlobKey::for_hash(&sha256)))?;
+                }
+            }
+        }
         self.report.entries_read += 1;
         if self
             .handle
@@ -584,6 +872,11 @@ impl Importer {
                             "mismatch",
                             format!("entry {name:?}: {problem}"),
                         ),
+                        None if wanted.present => {
+                            self.repairs_unsynced = true;
+                            self.report.repaired += 1;
+                            self.progress.items_done.fetch_add(1, Ordering::Relaxed);
+                        }
                         None => self.batch.push(NewMedia {
                             record: self.media_record(wanted),
                             thumbnails: Vec::new(),
@@ -629,31 +922,41 @@ impl Importer {
         Ok(())
     }
 
-    /// Drops (and counts) the records the repository already has.
+    /// Marks the records the repository already has with the same bytes as present,
+    /// and fails (as conflicts, naming both digests) those it has with other bytes.
     fn without_present(&mut self, records: Vec<Wanted>) -> Result<Vec<Wanted>, GdprError> {
-        let mut present = HashSet::new();
-        let origins: BTreeSet<_> = records.iter().map(|w| &w.checked.key.origin).collect();
+        let mut kept = Vec::with_capacity(records.len());
+        let origins: BTreeSet<_> = records
+            .iter()
+            .map(|w| w.checked.key.origin.clone())
+            .collect();
+        let mut records = records;
         for origin in origins {
-            let ids: Vec<&str> = records
+            let (of_origin, rest): (Vec<_>, Vec<_>) = records
+                .into_iter()
+                .partition(|w| w.checked.key.origin == origin);
+            records = rest;
+            let ids: Vec<&str> = of_origin
                 .iter()
-                .filter(|w| &w.checked.key.origin == origin)
                 .map(|w| w.checked.key.media_id.as_str())
                 .collect();
             let found = self
                 .handle
-                .block_on(self.repo.existing_media_ids(origin, &ids))?;
-            present.extend(found.into_iter().map(|id| (origin.clone(), id)));
+                .block_on(self.repo.existing_media_digests(&origin, &ids))?;
+            for mut wanted in of_origin {
+                match found.get(wanted.checked.key.media_id.as_str()) {
+                    None => kept.push(wanted),
+                    Some(existing) if *existing == wanted.checked.sha256 => {
+                        wanted.present = true;
+                        kept.push(wanted);
+                    }
+                    Some(existing) => {
+                        let detail = conflict_detail(existing, &wanted.checked.sha256);
+                        self.fail(&wanted.mxc, "conflict", detail);
+                    }
+                }
+            }
         }
-        let (kept, skipped): (Vec<_>, Vec<_>) = records.into_iter().partition(|w| {
-            !present.contains(&(
-                w.checked.key.origin.clone(),
-                w.checked.key.media_id.to_string(),
-            ))
-        });
-        self.report.already_present += skipped.len() as u64;
-        self.progress
-            .items_done
-            .fetch_add(skipped.len() as u64, Ordering::Relaxed);
         Ok(kept)
     }
 
@@ -720,11 +1023,15 @@ impl Importer {
         while !self.in_flight.is_empty() {
             self.settle_oldest()?;
         }
+        if self.batch.is_empty() && !self.repairs_unsynced {
+            return Ok(());
+        }
+        self.handle.block_on(self.store.sync())?;
+        self.repairs_unsynced = false;
         if self.batch.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        self.handle.block_on(self.store.sync())?;
         let outcomes = self
             .handle
             .block_on(self.repo.insert_media_batch(&batch, &*self.store))?;
@@ -741,15 +1048,28 @@ impl Importer {
                 InsertOutcome::Conflict { existing_sha256 } => self.fail(
                     &media.record.key.to_string(),
                     "conflict",
-                    format!(
-                        "the repository already has this media with other bytes \
-                         ({existing_sha256}); kept as is"
-                    ),
+                    conflict_detail(&existing_sha256, &media.record.sha256),
                 ),
                 InsertOutcome::MediaMissing => {}
             }
         }
         Ok(())
+    }
+}
+
+/// The failure detail of a record whose media the repository has with other bytes.
+fn conflict_detail(existing: &Sha256Hex, archived: &Sha256Hex) -> String {
+    format!(
+        "the repository already has this media with other bytes ({existing}); the archive \
+         has {archived}; the repository's record was kept, nothing was overwritten"
+    )
+}
+
+/// An identifier from a manifest, cut for messages.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+        None => text.to_owned(),
     }
 }
 

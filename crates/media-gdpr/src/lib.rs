@@ -111,6 +111,7 @@ impl GdprError {
                         | ArchiveError::BadManifest(_)
                         | ArchiveError::UnsupportedVersion(_)
                         | ArchiveError::DestinationHasExport { .. }
+                        | ArchiveError::NotARegularFile { .. }
                 )
         )
     }

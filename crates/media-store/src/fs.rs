@@ -56,8 +56,8 @@ pub struct FileDatastore {
     root: PathBuf,
     fsync: bool,
     /// This writer's temporary folder, locked while any clone is alive; dropping the
-    /// last clone removes it.
-    temp: Arc<WriterFolder>,
+    /// last clone removes it. `None` when opened read-only.
+    temp: Option<Arc<WriterFolder>>,
     /// Blobs put with [`Durability::AfterSync`] (fsync on), written to temporary files
     /// that the next [`Datastore::sync`] makes durable and links into place. Shared by
     /// clones; dropping the last clone removes the files.
@@ -84,6 +84,21 @@ pub struct CleanupReport {
 }
 
 impl FileDatastore {
+    /// Opens an existing datastore folder for reading only: nothing is created, probed
+    /// or written (exports and verification must work on a read-only mount). Writing
+    /// through it fails like writing to a read-only folder does.
+    pub fn open_read_only(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            fsync: true,
+            temp: None,
+            staged: Arc::default(),
+            next_shard: Arc::default(),
+            names_unsynced: Arc::default(),
+            sync_in_progress: Arc::default(),
+        }
+    }
+
     /// Opens (creating it if needed) a datastore rooted at `root`. Fails with a clear
     /// error when the folder cannot be created or written to.
     ///
@@ -130,7 +145,7 @@ impl FileDatastore {
         Ok(Self {
             root,
             fsync: true,
-            temp: Arc::new(folder),
+            temp: Some(Arc::new(folder)),
             staged: Arc::default(),
             next_shard: Arc::default(),
             names_unsynced: Arc::default(),
@@ -406,8 +421,14 @@ impl FileDatastore {
     }
 
     fn new_temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+        let Some(temp) = &self.temp else {
+            return Err(StoreError::Config(format!(
+                "datastore {} was opened read-only: nothing can be written to it",
+                self.root.display()
+            )));
+        };
         let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % TEMP_SHARDS;
-        let temp_dir = self.temp.path.join(shard.to_string());
+        let temp_dir = temp.path.join(shard.to_string());
         tempfile::Builder::new()
             .prefix("put-")
             .tempfile_in(&temp_dir)

@@ -74,6 +74,17 @@ pub async fn open_for_dry_run(uri: &str) -> Result<Arc<dyn Datastore>, StoreErro
     }
 }
 
+/// For tools that only read (exports, verification): opens the datastore without
+/// creating or writing anything, so that it works on a read-only mount; a missing folder
+/// is an empty (in-memory) datastore.
+pub async fn open_read_only(uri: &str) -> Result<Arc<dyn Datastore>, StoreError> {
+    Ok(match parse_uri(uri)? {
+        DatastoreLocation::Folder(path) if !path.is_dir() => Arc::new(MemoryDatastore::new()),
+        DatastoreLocation::Folder(path) => Arc::new(FileDatastore::open_read_only(path)),
+        DatastoreLocation::Memory => Arc::new(MemoryDatastore::new()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod destination;
 pub mod manifest;
 pub mod reader;
 pub mod writer;
@@ -24,6 +25,9 @@ pub use writer::{
 
 /// The file name of the manifest part of a version-2 archive.
 pub const MANIFEST_PART: &str = "export-manifest.tgz";
+
+/// Suffix of a file being written; renamed away once it is complete.
+pub(crate) const PARTIAL_SUFFIX: &str = ".partial";
 
 /// The file name of part `number` (counted from 1).
 pub fn part_file_name(number: u32) -> String {
@@ -88,6 +92,21 @@ pub enum ArchiveError {
         dir: PathBuf,
         /// One of the export files found there.
         existing: PathBuf,
+    },
+    /// A file of the archive folder is a link, a FIFO, a device or a socket: no archive
+    /// is read through one (a link could lead out of the folder given, a FIFO could
+    /// block forever).
+    #[error(
+        "{} is {what}, not a regular file: the archive's files must be in the folder \
+         itself, and no link, FIFO or device in it is followed or read; copy the file it \
+         stands for into the folder (or move it out of the folder) and run again",
+        path.display()
+    )]
+    NotARegularFile {
+        /// The entry of the folder.
+        path: PathBuf,
+        /// What it is ("a link", "a FIFO", "a device", …).
+        what: &'static str,
     },
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]

@@ -1,25 +1,31 @@
 //! [`ArchiveWriter`]: streams media into `export-part-N.tgz` files of a bounded size, then
 //! writes `export-manifest.tgz` with `manifest.json` and `index.html`.
 //!
+//! The archive is written into a private staging folder beside the destination and
+//! swapped in only once complete (see `destination.rs`): a failed or killed export
+//! leaves the destination as it was, and every file is created exclusively, never
+//! through a link, with mode 0600 from the start.
+//!
 //! Each part is a flat tar inside gzip. Entries whose content is already compressed
 //! (images, video, audio, archives) are stored, text is deflated: a part is a sequence
 //! of gzip members, one per run of entries with the same compression, which every gzip
-//! reader (gzip, Go, Python, flate2's `MultiGzDecoder`) reads as one stream. Manifest
+//! reader (gzip, Go, Python, flate2's `MultiGzDecoder`) reads as one stream. Each entry
+//! starts a member, so an entry whose source turns out damaged is cut off the part
+//! again: no entry is left behind for it. Manifest
 //! records and index rows are spooled to temporary files, so memory stays flat however
 //! many records an archive has.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufWriter, Read, Seek, Write};
+use std::io::{self, BufRead, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
 
+use super::destination::Staging;
 use super::manifest::{INDEX_ENTRY, MANIFEST_ENTRY, MANIFEST_VERSION, ManifestRecord};
-use super::{ArchiveError, MANIFEST_PART, part_file_name};
+use super::{ArchiveError, MANIFEST_PART, PARTIAL_SUFFIX, part_file_name};
 use crate::progress::human_size;
 
-/// Suffix of a part being written; renamed away once the part is complete.
-const PARTIAL_SUFFIX: &str = ".partial";
 /// Tar header and padding granularity.
 const TAR_BLOCK: u64 = 512;
 /// A part's data is flushed to disk every this many bytes while it is written.
@@ -142,7 +148,8 @@ pub struct WriterOptions {
     pub part_size: u64,
     /// How entries are compressed.
     pub compression: Compression,
-    /// Replace an export already in the folder (its files, and only those).
+    /// Replace an export already in the folder (its files, and only those): the new
+    /// export is written beside it and swapped in once complete.
     pub replace: bool,
     /// Make every file durable before the archive counts as complete (parts are synced
     /// while they are written, the manifest and folder at the end). Off only for
@@ -177,10 +184,10 @@ pub struct NewEntry<'a> {
 /// How writing an entry's body went.
 #[derive(Debug)]
 pub enum WrittenEntry {
-    /// The body yielded exactly the announced size.
+    /// The body yielded exactly the announced size, then ended.
     Complete,
-    /// The body failed or ended early; the entry was padded to keep the part valid and
-    /// must not be referenced by any record.
+    /// The body failed, ended early or yielded more than announced; the entry was cut
+    /// off the part again (nothing of it remains in the archive).
     SourceFailed(io::Error),
 }
 
@@ -204,7 +211,8 @@ pub struct ArchiveSummary {
 /// Writes an archive into a folder, part by part. Call [`ArchiveWriter::finish`] at the
 /// end: without a manifest part, readers treat the folder as an interrupted export.
 pub struct ArchiveWriter {
-    dir: PathBuf,
+    staging: Staging,
+    replace: bool,
     part_size: u64,
     compression: Compression,
     sync: bool,
@@ -217,10 +225,14 @@ pub struct ArchiveWriter {
 }
 
 struct OpenPart {
-    partial: PathBuf,
-    path: PathBuf,
+    /// The name it is written under.
+    partial: String,
+    /// The name it gets once closed.
+    name: String,
     tar: tar::Builder<GzipMembers<BufWriter<File>>>,
     uncompressed: u64,
+    /// Entries written into it.
+    entries: u64,
     /// Flushes the part to disk while it is written (when syncing).
     syncer: Option<BackgroundSync>,
     /// `uncompressed` when the syncer was last nudged.
@@ -291,53 +303,63 @@ impl Spool {
 }
 
 impl ArchiveWriter {
-    /// Starts an archive in `dir` (created, readable by its owner only, when missing).
-    /// Refuses a folder that already holds an export unless `replace` is set, in which
-    /// case the old export files (and only those) are removed first.
+    /// Starts an archive for the folder `dir`, written beside it and swapped in by
+    /// [`ArchiveWriter::finish`]. Refuses a folder that already holds an export unless
+    /// `replace` is set (the old export stays complete until the new one replaces it),
+    /// and a `dir` that is a link or a file.
     pub fn create(dir: &Path, options: &WriterOptions) -> Result<Self, ArchiveError> {
-        create_private_dir(dir)?;
-        for existing in existing_export_files(dir)? {
-            if !options.replace {
-                return Err(ArchiveError::DestinationHasExport {
-                    dir: dir.to_owned(),
-                    existing,
-                });
-            }
-            std::fs::remove_file(&existing).map_err(ArchiveError::io(&existing))?;
-        }
+        let staging = Staging::create(dir, options.replace)?;
+        let spool_dir = staging.path().to_owned();
         Ok(Self {
-            dir: dir.to_owned(),
+            manifest_records: Spool::new(&spool_dir)?,
+            index_rows: Spool::new(&spool_dir)?,
+            staging,
+            replace: options.replace,
             part_size: options.part_size.max(1),
             compression: options.compression,
             sync: options.sync,
             part: None,
             part_syncs: Vec::new(),
             summary: ArchiveSummary::default(),
-            manifest_records: Spool::new(dir)?,
-            index_rows: Spool::new(dir)?,
         })
     }
 
-    /// Writes one media entry. The body must yield `entry.size` bytes; when it fails or
-    /// ends early the entry is padded (the part stays valid) and
-    /// [`WrittenEntry::SourceFailed`] says so. Errors are failures to write the archive.
+    /// The folder the archive is written into until [`ArchiveWriter::finish`] swaps it
+    /// in as the destination.
+    pub fn staging_dir(&self) -> &Path {
+        self.staging.path()
+    }
+
+    /// Writes one media entry. The body must yield exactly `entry.size` bytes and then
+    /// end; when it fails, ends early or has more, the entry is cut off the part again
+    /// (no trace of it remains) and [`WrittenEntry::SourceFailed`] says why. Errors are
+    /// failures to write the archive.
     pub fn add_entry(
         &mut self,
         entry: NewEntry<'_>,
         body: &mut dyn BufRead,
     ) -> Result<WrittenEntry, ArchiveError> {
         let level = self.compression.level_for(entry.content_type);
+        let staging = self.staging.path().to_owned();
         let part = self.open_part()?;
-        let path = part.partial.clone();
+        let path = staging.join(&part.partial);
+        let io_error = |e| ArchiveError::io(&path)(e);
+        // Each entry starts a gzip member: where it starts, the part can be cut.
+        let start = part.tar.get_mut().checkpoint().map_err(io_error)?;
         let mut header = regular_header(entry.size, entry.mtime_ms);
-        let mut padded = PaddedBody::new(body, entry.size);
-        let written = part.tar.get_mut().use_level(level).and_then(|()| {
-            // The builder writes the header (and a long-name entry when needed) but
-            // would copy the data 8 KiB at a time: the data and its padding follow
-            // here, in large chunks.
-            part.tar.append_data(&mut header, entry.name, io::empty())?;
-            copy_padded(&mut padded, part.tar.get_mut())
-        });
+        // The builder writes the header (and a long-name entry when needed) but would
+        // copy the data 8 KiB at a time: the data and its padding follow here, in large
+        // chunks.
+        part.tar.get_mut().use_level(level).map_err(io_error)?;
+        part.tar
+            .append_data(&mut header, entry.name, io::empty())
+            .map_err(io_error)?;
+        let copied = copy_exact(body, part.tar.get_mut(), entry.size).map_err(io_error)?;
+        if let Err(problem) = copied {
+            part.tar.get_mut().cut_at(start).map_err(io_error)?;
+            return Ok(WrittenEntry::SourceFailed(problem));
+        }
+        part.entries += 1;
         part.uncompressed += tar_size(entry.name, entry.size);
         if let Some(syncer) = &part.syncer
             && part.uncompressed - part.nudged_at >= SYNC_EVERY
@@ -346,16 +368,12 @@ impl ArchiveWriter {
             part.nudged_at = part.uncompressed;
         }
         let part_full = part.uncompressed >= self.part_size;
-        written.map_err(ArchiveError::io(&path))?;
         self.summary.entries += 1;
         self.summary.entry_bytes += entry.size;
         if part_full {
             self.close_part()?;
         }
-        Ok(match padded.problem {
-            Some(problem) => WrittenEntry::SourceFailed(problem),
-            None => WrittenEntry::Complete,
-        })
+        Ok(WrittenEntry::Complete)
     }
 
     /// Adds a record to the manifest (and a row to the index) under its MXC URI.
@@ -363,7 +381,7 @@ impl ArchiveWriter {
         let separator = if self.summary.records == 0 { "" } else { "," };
         let key = serde_json::to_string(mxc).map_err(io::Error::other);
         let value = serde_json::to_string(record).map_err(io::Error::other);
-        let path = self.dir.clone();
+        let path = self.staging.path().to_owned();
         key.and_then(|key| {
             let value = value?;
             self.manifest_records
@@ -375,7 +393,8 @@ impl ArchiveWriter {
         Ok(())
     }
 
-    /// Closes the last part and writes `export-manifest.tgz` (manifest and index).
+    /// Closes the last part, writes `export-manifest.tgz` (manifest and index) and
+    /// swaps the complete archive in as the destination.
     pub fn finish(
         mut self,
         entity_id: &str,
@@ -402,10 +421,9 @@ impl ArchiveWriter {
         );
         let index_tail = "</table>\n</body></html>\n";
 
-        let path = self.dir.join(MANIFEST_PART);
-        let partial = partial_path(&path);
+        let partial = format!("{MANIFEST_PART}{PARTIAL_SUFFIX}");
+        let file = self.staging.create_file(&partial)?;
         let write = || -> io::Result<()> {
-            let file = create_private_file(&partial)?;
             let mut tar = tar::Builder::new(GzipMembers::new(BufWriter::new(file)));
             let (records, records_len) = self.manifest_records.rewind()?;
             let (rows, rows_len) = self.index_rows.rewind()?;
@@ -422,14 +440,16 @@ impl ArchiveWriter {
             let file = finish_tar(tar)?;
             if self.sync { file.sync_all() } else { Ok(()) }
         };
-        write().map_err(ArchiveError::io(&partial))?;
-        std::fs::rename(&partial, &path).map_err(ArchiveError::io(&path))?;
+        write().map_err(ArchiveError::io(&self.staging.path().join(&partial)))?;
+        self.staging.rename(&partial, MANIFEST_PART)?;
         if self.sync {
-            File::open(&self.dir)
-                .and_then(|dir| dir.sync_all())
-                .map_err(ArchiveError::io(&self.dir))?;
+            self.staging.sync()?;
         }
-        self.summary.manifest = path;
+        let destination = self.staging.swap_in(self.replace, self.sync)?;
+        for part in &mut self.summary.parts {
+            *part = destination.join(part.file_name().expect("a part has a name"));
+        }
+        self.summary.manifest = destination.join(MANIFEST_PART);
         self.summary.archive_bytes = self
             .summary
             .parts
@@ -443,12 +463,13 @@ impl ArchiveWriter {
     fn open_part(&mut self) -> Result<&mut OpenPart, ArchiveError> {
         if self.part.is_none() {
             let number = self.summary.parts.len() as u32 + 1;
-            let path = self.dir.join(part_file_name(number));
-            let partial = partial_path(&path);
-            let file = create_private_file(&partial).map_err(ArchiveError::io(&partial))?;
+            let name = part_file_name(number);
+            let partial = format!("{name}{PARTIAL_SUFFIX}");
+            let file = self.staging.create_file(&partial)?;
             let syncer = match self.sync {
                 true => Some(BackgroundSync::start(
-                    file.try_clone().map_err(ArchiveError::io(&partial))?,
+                    file.try_clone()
+                        .map_err(ArchiveError::io(&self.staging.path().join(&partial)))?,
                 )),
                 false => None,
             };
@@ -457,9 +478,10 @@ impl ArchiveWriter {
             tar.mode(tar::HeaderMode::Complete);
             self.part = Some(OpenPart {
                 partial,
-                path,
+                name,
                 tar,
                 uncompressed: 0,
+                entries: 0,
                 syncer,
                 nudged_at: 0,
             });
@@ -471,14 +493,24 @@ impl ArchiveWriter {
         let Some(part) = self.part.take() else {
             return Ok(());
         };
-        finish_tar(part.tar).map_err(ArchiveError::io(&part.partial))?;
-        std::fs::rename(&part.partial, &part.path).map_err(ArchiveError::io(&part.path))?;
+        let partial_path = self.staging.path().join(&part.partial);
+        if part.entries == 0 {
+            // Every entry of it was cut off again: no empty part.
+            drop(part.tar);
+            if let Some(syncer) = part.syncer {
+                let _ = syncer.finish().join();
+            }
+            return self.staging.remove(&part.partial);
+        }
+        finish_tar(part.tar).map_err(ArchiveError::io(&partial_path))?;
+        self.staging.rename(&part.partial, &part.name)?;
+        let path = self.staging.path().join(&part.name);
         // The last sync runs while the next part fills; `finish` waits for every part's
         // before the manifest makes the archive complete.
         if let Some(syncer) = part.syncer {
-            self.part_syncs.push((part.path.clone(), syncer.finish()));
+            self.part_syncs.push((path.clone(), syncer.finish()));
         }
-        self.summary.parts.push(part.path);
+        self.summary.parts.push(path);
         Ok(())
     }
 }
@@ -512,27 +544,50 @@ fn finish_tar(tar: tar::Builder<GzipMembers<BufWriter<File>>>) -> io::Result<Fil
         .map_err(|e| e.into_error())
 }
 
-/// Copies all of `body` to `out` straight from its buffer, then zeros up to the next
-/// tar block.
-fn copy_padded(body: &mut dyn BufRead, out: &mut dyn Write) -> io::Result<()> {
-    let mut copied = 0u64;
+/// Copies exactly `size` bytes of `body` to `out` straight from its buffer, then zeros
+/// up to the next tar block. The outer error is a failure to write; the inner one a
+/// problem of the source (it failed, ended early, or has more than `size` bytes).
+fn copy_exact(
+    body: &mut dyn BufRead,
+    out: &mut dyn Write,
+    size: u64,
+) -> io::Result<Result<(), io::Error>> {
+    let mut remaining = size;
     loop {
         let available = match body.fill_buf() {
-            Ok([]) => break,
-            Ok(available) => available,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Ok(Err(e)),
+            Ok(available) => available,
         };
-        out.write_all(available)?;
-        let n = available.len();
+        if remaining == 0 {
+            return Ok(match available.len() {
+                0 => {
+                    let remainder = size % TAR_BLOCK;
+                    if remainder != 0 {
+                        let padding = (TAR_BLOCK - remainder) as usize;
+                        out.write_all(&[0; TAR_BLOCK as usize][..padding])?;
+                    }
+                    Ok(())
+                }
+                more => Err(io::Error::other(format!(
+                    "the content is longer than the {size} bytes recorded ({more} more at \
+                     least)"
+                ))),
+            });
+        }
+        if available.is_empty() {
+            return Ok(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the content ended {remaining} bytes early"),
+            )));
+        }
+        let n = available
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        out.write_all(&available[..n])?;
         body.consume(n);
-        copied += n as u64;
+        remaining -= n as u64;
     }
-    let remainder = copied % TAR_BLOCK;
-    if remainder != 0 {
-        out.write_all(&[0; TAR_BLOCK as usize][..(TAR_BLOCK - remainder) as usize])?;
-    }
-    Ok(())
 }
 
 /// Bytes an entry takes in an uncompressed tar: header(s), then data padded to a block.
@@ -544,112 +599,6 @@ fn tar_size(name: &str, size: u64) -> u64 {
         0
     };
     long_name + TAR_BLOCK + size.div_ceil(TAR_BLOCK) * TAR_BLOCK
-}
-
-fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(PARTIAL_SUFFIX);
-    path.with_file_name(name)
-}
-
-/// The export files (finished or partial) already in `dir`.
-fn existing_export_files(dir: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
-    let mut found = Vec::new();
-    for item in std::fs::read_dir(dir).map_err(ArchiveError::io(dir))? {
-        let item = item.map_err(ArchiveError::io(dir))?;
-        let name = item.file_name();
-        let name = name.to_string_lossy();
-        let ours = name.starts_with("export-part-") || name.starts_with("export-manifest");
-        if ours && (name.ends_with(".tgz") || name.ends_with(PARTIAL_SUFFIX)) {
-            found.push(item.path());
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), ArchiveError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(ArchiveError::io(dir))
-}
-
-/// Archive files hold personal data: readable and writable by their owner only.
-fn create_private_file(path: &Path) -> io::Result<File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
-}
-
-/// Zeros that pad a body whose source failed.
-static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-
-/// A body that yields exactly `size` bytes: the source's, then zeros if the source
-/// failed or ended early (the problem is kept for the caller).
-struct PaddedBody<'a> {
-    source: &'a mut dyn BufRead,
-    remaining: u64,
-    problem: Option<io::Error>,
-}
-
-impl<'a> PaddedBody<'a> {
-    fn new(source: &'a mut dyn BufRead, size: u64) -> Self {
-        Self {
-            source,
-            remaining: size,
-            problem: None,
-        }
-    }
-
-    fn limit(&self, available: usize) -> usize {
-        available.min(usize::try_from(self.remaining).unwrap_or(usize::MAX))
-    }
-}
-
-impl BufRead for PaddedBody<'_> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.remaining == 0 {
-            return Ok(&[]);
-        }
-        if self.problem.is_none() {
-            match self.source.fill_buf().map(<[u8]>::len) {
-                Ok(0) => {
-                    self.problem = Some(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("the content ended {} bytes early", self.remaining),
-                    ));
-                }
-                Ok(available) => {
-                    let n = self.limit(available);
-                    return Ok(&self.source.fill_buf()?[..n]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
-                Err(e) => self.problem = Some(e),
-            }
-        }
-        Ok(&ZEROS[..self.limit(ZEROS.len())])
-    }
-
-    fn consume(&mut self, n: usize) {
-        if self.problem.is_none() {
-            self.source.consume(n);
-        }
-        self.remaining -= n as u64;
-    }
-}
-
-impl Read for PaddedBody<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = available.len().min(buf.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
-    }
 }
 
 /// A gzip stream made of members, each with its own deflate level: switching level
@@ -701,6 +650,36 @@ impl<W: Write> StoredMember<W> {
         self.inner.write_all(&self.crc.sum().to_le_bytes())?;
         self.inner.write_all(&self.crc.amount().to_le_bytes())?;
         Ok(self.inner)
+    }
+}
+
+impl GzipMembers<BufWriter<File>> {
+    /// Ends the current member; returns the file position where the next one starts.
+    fn checkpoint(&mut self) -> io::Result<u64> {
+        let mut inner = self.take_inner()?;
+        let position = inner.stream_position();
+        self.state = Some(MemberState::Between(inner));
+        position
+    }
+
+    /// Cuts the file at `position` (a [`checkpoint`](Self::checkpoint)): everything
+    /// written after it is gone.
+    fn cut_at(&mut self, position: u64) -> io::Result<()> {
+        let mut inner = self.take_inner()?;
+        inner.flush()?;
+        inner.get_ref().set_len(position)?;
+        inner.seek(SeekFrom::Start(position))?;
+        self.state = Some(MemberState::Between(inner));
+        Ok(())
+    }
+
+    /// Ends the current member, if any, and takes the writer out.
+    fn take_inner(&mut self) -> io::Result<BufWriter<File>> {
+        match self.state.take().expect("no write failed half-way") {
+            MemberState::Between(inner) => Ok(inner),
+            MemberState::Deflated(_, encoder) => encoder.finish(),
+            MemberState::Stored(member) => member.finish(),
+        }
     }
 }
 
@@ -848,13 +827,15 @@ mod tests {
     }
 
     #[test]
-    fn a_short_body_is_padded_and_reported() {
-        let mut source: &[u8] = b"abc";
-        let mut body = PaddedBody::new(&mut source, 6);
+    fn a_body_must_yield_exactly_its_size() {
         let mut out = Vec::new();
-        body.read_to_end(&mut out).unwrap();
-        assert_eq!(out, b"abc\0\0\0");
-        assert!(body.problem.is_some());
+        let short = copy_exact(&mut &b"abc"[..], &mut out, 6).unwrap();
+        assert!(short.unwrap_err().to_string().contains("3 bytes early"));
+        let long = copy_exact(&mut &b"abcdef"[..], &mut out, 3).unwrap();
+        assert!(long.unwrap_err().to_string().contains("longer"));
+        out.clear();
+        copy_exact(&mut &b"abc"[..], &mut out, 3).unwrap().unwrap();
+        assert_eq!(out.len(), 512);
     }
 
     #[test]
