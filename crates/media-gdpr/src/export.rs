@@ -862,3 +862,80 @@ impl Read for ChannelReader {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(media_store: &Path, media_id: &str, bytes: &[u8]) -> ExportItem {
+        std::fs::write(media_store.join(media_id), bytes).unwrap();
+        ExportItem {
+            key: MediaKey::new("example.org".parse().unwrap(), media_id.parse().unwrap()),
+            sha256: None,
+            size_bytes: bytes.len() as u64,
+            upload_name: None,
+            content_type: Some("text/plain".into()),
+            uploader: Some("@alice:example.org".try_into().unwrap()),
+            created_ts: 1,
+            quarantined: false,
+            content: Content::MediaStore {
+                media_store: media_store.to_owned(),
+                path: media_id.into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fatal_error_mid_export_writes_no_archive_and_keeps_the_previous_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let media_store = dir.path().join("media_store");
+        std::fs::create_dir(&media_store).unwrap();
+        let (one, two) = (
+            item(&media_store, "one", b"first"),
+            item(&media_store, "two", b"second"),
+        );
+        let destination = dir.path().join("archive");
+        let options = |replace| ExportOptions {
+            entity: "@alice:example.org".parse().unwrap(),
+            destination: destination.clone(),
+            writer: WriterOptions {
+                replace,
+                sync: false,
+                ..WriterOptions::default()
+            },
+            include_data: true,
+        };
+        let items = futures::stream::iter([Ok(Ok(one.clone())), Ok(Ok(two))]).boxed();
+        let progress = Arc::new(Progress::default());
+        let report = export_items(items, None, options(false), progress.clone())
+            .await
+            .unwrap();
+        assert_eq!(report.records, 2);
+        let manifest = std::fs::read(&report.manifest).unwrap();
+
+        // The source fails after one item (the database went away): the run fails with
+        // that error, and the previous export is not replaced by a partial one.
+        let failing = futures::stream::iter([
+            Ok(Ok(one)),
+            Err(GdprError::Config("the database went away".into())),
+        ])
+        .boxed();
+        let error = export_items(failing, None, options(true), progress)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("went away"), "{error}");
+        assert!(
+            std::fs::read(&report.manifest).unwrap() == manifest,
+            "the previous export was replaced by a partial one"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "something was left beside the archive: {names:?}"
+        );
+    }
+}
