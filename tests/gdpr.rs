@@ -716,7 +716,7 @@ async fn exports_refuse_to_overwrite_and_report_damaged_blobs() {
         sharing as u64
     );
     assert_eq!(failures(&exported)[&victim.key.to_string()], "unreadable");
-    assert_eq!(failures(&exported)[&grown.key.to_string()], "unreadable");
+    assert_eq!(failures(&exported)[&grown.key.to_string()], "size_mismatch");
     assert_eq!(
         exported["records"].as_u64().unwrap(),
         (alices.len() - sharing) as u64
@@ -1453,4 +1453,205 @@ async fn a_linked_or_fifo_part_is_refused_not_followed_or_waited_on() {
     let out = repo.gdpr_import(&real, &["--json"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(report(&out)["imported"], 2);
+}
+
+/// A copy of the Synapse SQLite fixture (database and media store) a test may change.
+struct SynapseCopy {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    media_store: PathBuf,
+}
+
+impl SynapseCopy {
+    fn new() -> Self {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("homeserver.db");
+        std::fs::copy(fixture.join("homeserver.db"), &db).unwrap();
+        let media_store = dir.path().join("media_store");
+        let status = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(fixture.join("media_store"))
+            .arg(&media_store)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Self {
+            _dir: dir,
+            db,
+            media_store,
+        }
+    }
+
+    /// A media of the fixture's expected.json, by label.
+    fn media(label: &str) -> Value {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap())
+                .unwrap();
+        ["local_media", "remote_media"]
+            .iter()
+            .flat_map(|list| expected[list].as_array().unwrap().clone())
+            .find(|m| m["label"] == label)
+            .unwrap_or_else(|| panic!("no fixture media {label}"))
+    }
+
+    /// Runs `gdpr_export --synapse-db` on this copy for `entity` into `destination`.
+    fn gdpr_export(&self, entity: &str, destination: &Path, cwd: &Path) -> Output {
+        run(
+            "gdpr_export",
+            &[
+                "--synapse-db",
+                self.db.to_str().unwrap(),
+                "--media-store",
+                self.media_store.to_str().unwrap(),
+                "--entity",
+                entity,
+                "--destination",
+                destination.to_str().unwrap(),
+                "--json",
+            ],
+            cwd,
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_synapse_file_longer_than_recorded_is_listed_and_not_exported() {
+    let copy = SynapseCopy::new();
+    let dir = tempfile::tempdir().unwrap();
+    // A sparse file of 1 TiB in place of alice's shared picture (never read: the recorded
+    // length decides), a link to /dev/zero in place of her avatar (refused as a link, and
+    // endless were it read), and her photo grown by one byte.
+    let shared = SynapseCopy::media("alice_shared");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(copy.media_store.join(shared["path"].as_str().unwrap()))
+        .unwrap();
+    file.set_len(1 << 40).unwrap();
+    drop(file);
+    let avatar = SynapseCopy::media("alice_avatar");
+    let avatar_path = copy.media_store.join(avatar["path"].as_str().unwrap());
+    std::fs::remove_file(&avatar_path).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &avatar_path).unwrap();
+    let photo = SynapseCopy::media("alice_photo_1");
+    let photo_path = copy.media_store.join(photo["path"].as_str().unwrap());
+    let mut grown = std::fs::read(&photo_path).unwrap();
+    grown.push(b'!');
+    std::fs::write(&photo_path, &grown).unwrap();
+
+    let archive = dir.path().join("alice");
+    let out = copy.gdpr_export("@alice:fixture.test", &archive, dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let exported = report(&out);
+    let reasons = failures(&exported);
+    let reason = |media: &Value| reasons.get(media["mxc"].as_str().unwrap()).cloned();
+    assert_eq!(
+        reason(&shared).as_deref(),
+        Some("size_mismatch"),
+        "{exported}"
+    );
+    assert_eq!(
+        reason(&photo).as_deref(),
+        Some("size_mismatch"),
+        "{exported}"
+    );
+    assert_eq!(reason(&avatar).as_deref(), Some("unreadable"), "{exported}");
+    let detail = &exported["failures"]["listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["item"] == avatar["mxc"])
+        .unwrap()["detail"];
+    assert!(
+        detail.as_str().unwrap().contains("never followed"),
+        "{detail}"
+    );
+    // alice_photo_2 has the photo's bytes, in its own (intact) file: exported.
+    let entries = tar_entries(&archive);
+    for media in [&shared, &photo, &avatar] {
+        let id = media["media_id"].as_str().unwrap();
+        assert!(
+            entries.iter().all(|e| !e.contains(id)),
+            "{id} is in the archive: {entries:?}"
+        );
+    }
+    assert!(
+        entries.iter().any(|e| e.contains(
+            SynapseCopy::media("alice_photo_2")["media_id"]
+                .as_str()
+                .unwrap()
+        )),
+        "{entries:?}"
+    );
+    // What was exported imports cleanly.
+    let target = repo_on(TestDatabase::sqlite(), dir.path(), "target").await;
+    let out = target.gdpr_import(&archive, &["--json"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(report(&out)["imported"], exported["records"]);
+    assert_eq!(exported["records"], 1, "{exported}");
+    target.assert_blobs_intact();
+}
+
+#[tokio::test]
+async fn a_non_utf8_upload_name_in_synapse_is_a_listed_failure_and_the_export_goes_on() {
+    use sqlx::Connection;
+    let copy = SynapseCopy::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = SynapseCopy::media("alice_photo_1");
+    let remote_bad = SynapseCopy::media("remote_text");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", copy.db.display()))
+        .await
+        .unwrap();
+    for (sql, media) in [
+        (
+            "UPDATE local_media_repository SET upload_name = CAST(X'FF6E616D65' AS TEXT) \
+             WHERE media_id = $1",
+            &bad,
+        ),
+        (
+            "UPDATE remote_media_cache SET upload_name = CAST(X'FF6E616D65' AS TEXT) \
+             WHERE media_id = $1",
+            &remote_bad,
+        ),
+    ] {
+        sqlx::query(sql)
+            .bind(media["media_id"].as_str().unwrap())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+
+    let origin = remote_bad["origin"].as_str().unwrap();
+    for (entity, bad) in [("@alice:fixture.test", &bad), (origin, &remote_bad)] {
+        let archive = dir.path().join(entity.replace([':', '@'], "_"));
+        let out = copy.gdpr_export(entity, &archive, dir.path());
+        assert_eq!(out.status.code(), Some(1), "{entity}: {}", text(&out));
+        let exported = report(&out);
+        let listed = exported["failures"]["listed"].as_array().unwrap();
+        let failure = listed
+            .iter()
+            .find(|f| f["item"] == bad["mxc"])
+            .unwrap_or_else(|| panic!("{entity}: the bad row is not named: {exported}"));
+        assert_eq!(failure["reason"], "bad_row", "{failure}");
+        assert!(
+            failure["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Synapse's database"),
+            "{failure}"
+        );
+        // The rows after the bad one were exported, and import cleanly.
+        assert!(exported["records"].as_u64().unwrap() >= 2, "{exported}");
+        let target = repo_on(
+            TestDatabase::sqlite(),
+            dir.path(),
+            &format!("{entity}-store"),
+        )
+        .await;
+        let out = target.gdpr_import(&archive, &["--json"], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{entity}: {}", text(&out));
+        assert_eq!(report(&out)["imported"], exported["records"]);
+    }
 }

@@ -1579,7 +1579,6 @@ async fn a_changed_synapse_file_is_a_conflict_not_already_present() {
 /// files with `media_import::synapse_files::open_in_media_store` (and read at most
 /// `synapse_files::read_limit` bytes) for this to pass.
 #[tokio::test]
-#[ignore = "needs media-gdpr's export to open Synapse files with media_import::synapse_files::open_in_media_store (crates/media-gdpr is owned by the GDPR fix)"]
 async fn gdpr_export_from_synapse_follows_no_link_and_opens_no_fifo() {
     use std::os::unix::fs::symlink;
     let copy = copy_sqlite_fixture();

@@ -22,7 +22,7 @@ use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord};
 use media_db::repo::Repository;
 use media_db::synapse::SynapseDb;
-use media_import::SynapseMedia;
+use media_import::{SynapseMedia, synapse_files};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -143,6 +143,9 @@ enum Step {
         reason: &'static str,
         detail: String,
     },
+    /// Every item was handed over: finish the archive. A writer whose steps end without
+    /// it (the producer failed) leaves no archive and any previous export untouched.
+    Finish,
 }
 
 /// A media to export, from whichever source.
@@ -174,8 +177,15 @@ pub struct ExportItem {
 pub enum Content {
     /// In the datastore, under the key of its digest.
     Datastore,
-    /// In a file (a Synapse media store).
-    File(PathBuf),
+    /// In Synapse's media store: the file `path` below `media_store`, opened one level
+    /// at a time without following any link, and only when it is a regular file (see
+    /// [`media_import::synapse_files::open_in_media_store`]).
+    MediaStore {
+        /// Synapse's `media_store_path`.
+        media_store: PathBuf,
+        /// The file, relative to `media_store`.
+        path: PathBuf,
+    },
 }
 
 impl From<MediaRecord> for ExportItem {
@@ -236,70 +246,117 @@ pub async fn export_from_synapse(
     options: ExportOptions,
     progress: Arc<Progress>,
 ) -> Result<ExportReport, GdprError> {
-    let file = {
-        let media_store = media_store.to_owned();
-        move |media: SynapseMedia| ExportItem {
-            key: media.key,
-            sha256: media
-                .sha256
-                .as_deref()
-                .and_then(|s| Sha256Hex::parse_any_case(s).ok()),
-            size_bytes: u64::try_from(media.length).unwrap_or(0),
-            upload_name: media.upload_name,
-            content_type: media.content_type,
-            uploader: media.uploader,
-            created_ts: media.created_ts,
-            quarantined: media.quarantined_by.is_some(),
-            content: Content::File(media_store.join(media.path)),
-        }
-    };
-    let not_exported = |failure: media_import::ItemFailure| {
-        (failure.item, failure.reason.as_str(), failure.detail)
-    };
+    let media_store = media_store.to_owned();
+    let entity = options.entity.to_string();
     let items: ExportItems = match options.entity.clone() {
         Entity::Server(origin) if &origin != server_name => synapse
-            .remote_media_pages()
-            .map_ok(move |rows| {
-                let origin = origin.clone();
-                let rows = rows
-                    .into_iter()
-                    .filter(move |r| r.media_origin == origin.as_str());
-                futures::stream::iter(rows.map(Ok::<_, media_db::DbError>))
-            })
-            .try_flatten()
-            .map_ok(move |row| {
-                media_import::remote_media(row)
-                    .map(&file)
-                    .map_err(not_exported)
+            .remote_media_rows()
+            .map_ok(move |page| {
+                let items = page.into_iter().filter_map(|row| match row {
+                    Ok(row) if row.media_origin == origin.as_str() => Some(
+                        media_import::remote_media(row)
+                            .map(|media| synapse_item(media, &media_store))
+                            .map_err(not_exported),
+                    ),
+                    Ok(_) => None,
+                    Err(bad) => unreadable_row(bad, None, &entity, |key| {
+                        key.strip_prefix(origin.as_str())
+                            .is_some_and(|rest| rest.starts_with('/'))
+                    })
+                    .map(Err),
+                });
+                futures::stream::iter(items.map(Ok).collect::<Vec<_>>())
             })
             .map_err(GdprError::from)
+            .try_flatten()
             .boxed(),
-        entity => {
+        selected => {
             let server = server_name.clone();
-            let user = match entity {
+            let user = match selected {
                 Entity::User(user) => Some(user.to_string()),
                 Entity::Server(_) => None,
             };
             synapse
-                .local_media_pages()
-                .map_ok(move |rows| {
-                    let user = user.clone();
-                    let rows = rows
-                        .into_iter()
-                        .filter(move |r| user.is_none() || r.user_id == user);
-                    futures::stream::iter(rows.map(Ok::<_, media_db::DbError>))
-                })
-                .try_flatten()
-                .map_ok(move |row| {
-                    media_import::local_media(row, &server)
-                        .map(&file)
-                        .map_err(not_exported)
+                .local_media_rows()
+                .map_ok(move |page| {
+                    let items = page.into_iter().filter_map(|row| match row {
+                        Ok(row) if user.is_none() || row.user_id == user => Some(
+                            media_import::local_media(row, &server)
+                                .map(|media| synapse_item(media, &media_store))
+                                .map_err(not_exported),
+                        ),
+                        Ok(_) => None,
+                        // Whose media a row is cannot be told when the row cannot be
+                        // read: a user's export lists it rather than silently omit it.
+                        Err(bad) => unreadable_row(bad, Some(&server), &entity, |_| true).map(Err),
+                    });
+                    futures::stream::iter(items.map(Ok).collect::<Vec<_>>())
                 })
                 .map_err(GdprError::from)
+                .try_flatten()
                 .boxed()
         }
     };
     export_items(items, None, options, progress).await
+}
+
+/// An export item for a media of Synapse's media store.
+fn synapse_item(media: SynapseMedia, media_store: &Path) -> ExportItem {
+    ExportItem {
+        key: media.key,
+        sha256: media
+            .sha256
+            .as_deref()
+            .and_then(|s| Sha256Hex::parse_any_case(s).ok()),
+        // `local_media`/`remote_media` refuse negative lengths.
+        size_bytes: u64::try_from(media.length).unwrap_or(0),
+        upload_name: media.upload_name,
+        content_type: media.content_type,
+        uploader: media.uploader,
+        created_ts: media.created_ts,
+        quarantined: media.quarantined_by.is_some(),
+        content: Content::MediaStore {
+            media_store: media_store.to_owned(),
+            path: media.path,
+        },
+    }
+}
+
+/// A Synapse media the importer's checks refused, as a listed failure.
+fn not_exported(failure: media_import::ItemFailure) -> NotExportable {
+    (failure.item, failure.reason.as_str(), failure.detail)
+}
+
+/// A Synapse row that cannot be read, as a listed failure (`bad_row`) when it may be one
+/// of the exported media: `local_server` is the origin of local rows (remote rows carry
+/// theirs in their key, `origin/media_id`), `may_be_selected` tells from the row's key
+/// whether the row can belong to the export. A row whose key cannot be read is always
+/// listed.
+fn unreadable_row(
+    error: media_db::DbError,
+    local_server: Option<&ServerName>,
+    entity: &str,
+    may_be_selected: impl Fn(&str) -> bool,
+) -> Option<NotExportable> {
+    let media_db::DbError::InvalidRow { table, key, reason } = error else {
+        let detail = format!("a row of Synapse's media tables cannot be read: {error}");
+        return Some(("a Synapse media row".into(), "bad_row", detail));
+    };
+    let item = if key.starts_with("key unreadable") {
+        format!("a row of {table} ({key})")
+    } else if !may_be_selected(&key) {
+        return None;
+    } else {
+        match local_server {
+            Some(server) => format!("mxc://{server}/{key}"),
+            None => format!("mxc://{key}"),
+        }
+    };
+    let detail = format!(
+        "this row of {table} cannot be read, so it is not in the export (it may be \
+         media of {entity}): {reason}"
+    );
+    Some((item, "bad_row", detail))
 }
 
 /// Writes `items` into an archive: the producer (this task) reads and hashes the bytes,
@@ -321,9 +378,12 @@ async fn export_items(
     let written = writer_task
         .await
         .map_err(|e| GdprError::Worker(e.to_string()))?;
-    // A writer error explains a producer that stopped because the writer went away.
-    let (summary, failures) = written?;
+    // A writer error explains a producer that stopped because the writer went away; a
+    // writer that was not told to finish explains nothing: the producer's error does.
+    let written = written?;
     let produced = produced?;
+    let (summary, failures) =
+        written.ok_or_else(|| GdprError::Worker("the export stopped before its end".into()))?;
     Ok(ExportReport {
         entity: options.entity.to_string(),
         destination: options.destination,
@@ -383,9 +443,8 @@ async fn produce(
         } else {
             let source = match open_content(&item, store.as_deref()).await {
                 Ok(source) => source,
-                Err(e) => {
-                    let detail = format!("its bytes cannot be read: {e}");
-                    send_failure(&steps, (mxc, "unreadable", detail)).await?;
+                Err((reason, detail)) => {
+                    send_failure(&steps, (mxc, reason, detail)).await?;
                     continue;
                 }
             };
@@ -409,10 +468,10 @@ async fn produce(
                 ContentSource::Stream(blob) => {
                     send_stream_chunks(blob, expected, body, progress).await
                 }
-                ContentSource::File(path) => {
+                ContentSource::File(file) => {
                     let progress = progress.clone();
                     tokio::task::spawn_blocking(move || {
-                        send_file_chunks(&path, expected, body, &progress)
+                        send_file_chunks(file, expected, body, &progress)
                     })
                     .await
                     .map_err(|e| GdprError::Worker(e.to_string()))?
@@ -433,41 +492,86 @@ async fn produce(
         )
         .await?;
     }
+    send(&steps, Step::Finish).await?;
     Ok(produced)
 }
 
 /// Where an item's bytes are read from.
 enum ContentSource {
-    /// A local file, read with blocking I/O on its own thread (fewer copies).
-    File(PathBuf),
+    /// An open regular file, read with blocking I/O on its own thread (fewer copies).
+    File(std::fs::File),
     /// A datastore's stream.
     Stream(media_core::datastore::BlobReader),
 }
 
-/// Finds an item's bytes: its file, the datastore's local file for its digest, or the
-/// datastore's stream.
+/// Why an item's bytes cannot be exported: a reason code and the details.
+type Refusal = (&'static str, String);
+
+/// Opens an item's bytes: its file in Synapse's media store (no link followed, regular
+/// files only), the datastore's local file for its digest, or the datastore's stream. A
+/// file whose length is not the recorded one is refused (`size_mismatch`) before any of
+/// it is read.
 async fn open_content(
     item: &ExportItem,
     store: Option<&dyn Datastore>,
-) -> std::io::Result<ContentSource> {
-    let path = match (&item.content, store, &item.sha256) {
-        (Content::File(path), _, _) => path.clone(),
+) -> Result<ContentSource, Refusal> {
+    let (open, shown): (
+        Box<dyn FnOnce() -> std::io::Result<std::fs::File> + Send>,
+        _,
+    ) = match (&item.content, store, &item.sha256) {
+        (Content::MediaStore { media_store, path }, _, _) => {
+            let shown = media_store.join(path);
+            let (root, path) = (media_store.clone(), path.clone());
+            let open = move || synapse_files::open_in_media_store(&root, &path);
+            (Box::new(open), shown)
+        }
         (Content::Datastore, Some(store), Some(sha256)) => {
             let key = BlobKey::for_hash(sha256);
             match store.local_path(&key) {
-                Some(path) => path,
+                Some(path) => {
+                    let shown = path.clone();
+                    (Box::new(move || std::fs::File::open(path)), shown)
+                }
                 None => {
-                    let blob = store.get(&key, None).await.map_err(std::io::Error::other)?;
-                    return Ok(ContentSource::Stream(blob));
+                    let blob = store
+                        .get(&key, None)
+                        .await
+                        .map_err(|e| ("unreadable", format!("its bytes cannot be read: {e}")))?;
+                    let limit = synapse_files::read_limit(Some(item.size_bytes), 0);
+                    return Ok(ContentSource::Stream(Box::pin(
+                        tokio::io::AsyncReadExt::take(blob, limit),
+                    )));
                 }
             }
         }
         (Content::Datastore, _, _) => {
-            return Err(std::io::Error::other("it has no datastore key"));
+            return Err(("unreadable", "it has no datastore key".into()));
         }
     };
-    tokio::fs::metadata(&path).await?;
-    Ok(ContentSource::File(path))
+    let opened = tokio::task::spawn_blocking(move || {
+        let file = open()?;
+        let length = file.metadata()?.len();
+        Ok::<_, std::io::Error>((file, length))
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|opened| opened);
+    match opened {
+        Ok((file, length)) if length == item.size_bytes => Ok(ContentSource::File(file)),
+        Ok((_, length)) => Err((
+            "size_mismatch",
+            format!(
+                "{} holds {length} bytes, {} were recorded: not exported",
+                shown.display(),
+                item.size_bytes
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err((
+            "file_missing",
+            format!("{} does not exist", shown.display()),
+        )),
+        Err(e) => Err(("unreadable", format!("its bytes cannot be read: {e}"))),
+    }
 }
 
 /// Hands a step to the writer thread.
@@ -518,14 +622,24 @@ impl HeldBackChunks {
         (sha256, size): (Option<Sha256Hex>, u64),
     ) -> (std::io::Result<Bytes>, Option<Sha256Hex>) {
         let actual = Sha256Hex::from_digest(&self.hasher.finalize().into());
-        if sha256.as_ref().is_none_or(|s| s == &actual) && self.length == size {
+        if self.length != size {
+            // At most one byte past the recorded length was read.
+            let found = if self.length > size {
+                format!("more than the {size} bytes recorded")
+            } else {
+                format!("{} bytes, {size} were recorded", self.length)
+            };
+            let problem = EntryRefused {
+                reason: "size_mismatch",
+                detail: format!("its bytes changed while being read: they are {found}"),
+            };
+            (Err(std::io::Error::other(problem)), None)
+        } else if sha256.as_ref().is_none_or(|s| s == &actual) {
             (Ok(self.held.unwrap_or_default()), Some(actual))
         } else {
-            let wanted = sha256.map_or_else(|| "the recorded length".to_owned(), |s| s.to_string());
+            let wanted = sha256.map_or_else(String::new, |s| s.to_string());
             let problem = std::io::Error::other(format!(
-                "the stored bytes are damaged: they hash to {actual} ({} bytes) instead of \
-                 {wanted} ({size} bytes)",
-                self.length
+                "the stored bytes are damaged: they hash to {actual} instead of {wanted}"
             ));
             (Err(problem), None)
         }
@@ -564,20 +678,15 @@ async fn send_stream_chunks(
     digest
 }
 
-/// Blocking: streams a file to the writer; returns its digest when its bytes are right.
+/// Blocking: streams a file to the writer, never more than one byte past its recorded
+/// length; returns its digest when its bytes are right.
 fn send_file_chunks(
-    path: &Path,
+    file: std::fs::File,
     expected: (Option<Sha256Hex>, u64),
     body: mpsc::Sender<std::io::Result<Bytes>>,
     progress: &Progress,
 ) -> Option<Sha256Hex> {
-    let mut file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) => {
-            let _ = body.blocking_send(Err(e));
-            return None;
-        }
-    };
+    let mut file = file.take(synapse_files::read_limit(Some(expected.1), 0));
     let mut checker = HeldBackChunks::default();
     loop {
         let mut chunk = vec![0; CHUNK];
@@ -632,9 +741,9 @@ fn write_archive(
     mut steps: mpsc::Receiver<Step>,
     entity_id: &str,
     progress: &Progress,
-) -> Result<(media_core::archive::ArchiveSummary, Failures), GdprError> {
+) -> Result<Option<(media_core::archive::ArchiveSummary, Failures)>, GdprError> {
     let mut failures = Failures::default();
-    let mut failed_entries: HashMap<String, String> = HashMap::new();
+    let mut failed_entries: HashMap<String, EntryRefused> = HashMap::new();
     while let Some(step) = steps.blocking_recv() {
         match step {
             Step::Entry {
@@ -655,13 +764,13 @@ fn write_archive(
                 // (sent after the last bytes) decides too; a failed entry is cut off
                 // the part again.
                 if let WrittenEntry::SourceFailed(problem) = writer.add_entry(entry, &mut body)? {
-                    failed_entries.insert(name, problem.to_string());
+                    failed_entries.insert(name, EntryRefused::from_io(&problem));
                 }
             }
             Step::Record { mxc, record } => {
                 progress.items_done.fetch_add(1, Ordering::Relaxed);
                 match failed_entries.get(&record.file_name) {
-                    Some(problem) => failures.push(mxc, "unreadable", problem.clone()),
+                    Some(refused) => failures.push(mxc, refused.reason, refused.detail.clone()),
                     None => writer.add_record(&mxc, &record)?,
                 }
             }
@@ -673,11 +782,45 @@ fn write_archive(
                 progress.items_done.fetch_add(1, Ordering::Relaxed);
                 failures.push(mxc, reason, detail);
             }
+            Step::Finish => {
+                let summary = writer.finish(entity_id, media_core::now_ms())?;
+                return Ok(Some((summary, failures)));
+            }
         }
     }
-    let summary = writer.finish(entity_id, media_core::now_ms())?;
-    Ok((summary, failures))
+    // The producer stopped without handing everything over: dropping the writer removes
+    // what it staged, and a previous export stays as it was.
+    Ok(None)
 }
+
+/// Why the bytes of an entry were refused, carried through the archive writer inside
+/// an I/O error so that the report gets its reason code.
+#[derive(Debug, Clone)]
+struct EntryRefused {
+    reason: &'static str,
+    detail: String,
+}
+
+impl EntryRefused {
+    /// The refusal an entry's failure carries, or `unreadable` for any other error.
+    fn from_io(problem: &std::io::Error) -> Self {
+        match problem.get_ref().and_then(|e| e.downcast_ref::<Self>()) {
+            Some(refused) => refused.clone(),
+            None => Self {
+                reason: "unreadable",
+                detail: problem.to_string(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for EntryRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for EntryRefused {}
 
 /// A blocking reader over chunks arriving on a channel, lending them without a copy.
 struct ChannelReader {
@@ -717,5 +860,82 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&available[..n]);
         self.consume(n);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(media_store: &Path, media_id: &str, bytes: &[u8]) -> ExportItem {
+        std::fs::write(media_store.join(media_id), bytes).unwrap();
+        ExportItem {
+            key: MediaKey::new("example.org".parse().unwrap(), media_id.parse().unwrap()),
+            sha256: None,
+            size_bytes: bytes.len() as u64,
+            upload_name: None,
+            content_type: Some("text/plain".into()),
+            uploader: Some("@alice:example.org".try_into().unwrap()),
+            created_ts: 1,
+            quarantined: false,
+            content: Content::MediaStore {
+                media_store: media_store.to_owned(),
+                path: media_id.into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fatal_error_mid_export_writes_no_archive_and_keeps_the_previous_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let media_store = dir.path().join("media_store");
+        std::fs::create_dir(&media_store).unwrap();
+        let (one, two) = (
+            item(&media_store, "one", b"first"),
+            item(&media_store, "two", b"second"),
+        );
+        let destination = dir.path().join("archive");
+        let options = |replace| ExportOptions {
+            entity: "@alice:example.org".parse().unwrap(),
+            destination: destination.clone(),
+            writer: WriterOptions {
+                replace,
+                sync: false,
+                ..WriterOptions::default()
+            },
+            include_data: true,
+        };
+        let items = futures::stream::iter([Ok(Ok(one.clone())), Ok(Ok(two))]).boxed();
+        let progress = Arc::new(Progress::default());
+        let report = export_items(items, None, options(false), progress.clone())
+            .await
+            .unwrap();
+        assert_eq!(report.records, 2);
+        let manifest = std::fs::read(&report.manifest).unwrap();
+
+        // The source fails after one item (the database went away): the run fails with
+        // that error, and the previous export is not replaced by a partial one.
+        let failing = futures::stream::iter([
+            Ok(Ok(one)),
+            Err(GdprError::Config("the database went away".into())),
+        ])
+        .boxed();
+        let error = export_items(failing, None, options(true), progress)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("went away"), "{error}");
+        assert!(
+            std::fs::read(&report.manifest).unwrap() == manifest,
+            "the previous export was replaced by a partial one"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "something was left beside the archive: {names:?}"
+        );
     }
 }
