@@ -1620,3 +1620,65 @@ async fn gdpr_export_from_synapse_follows_no_link_and_opens_no_fifo() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_bad_avatar_row_is_listed_and_the_other_avatars_are_still_pinned() {
+    use sqlx::Connection;
+    let copy = copy_sqlite_fixture();
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", copy.db.display()))
+        .await
+        .unwrap();
+    // carol's profile avatar: "mxc://" then bytes that are not UTF-8.
+    sqlx::query(
+        "UPDATE profiles SET avatar_url = CAST(X'6D78633A2F2F66697874757265FF' AS TEXT) \
+         WHERE user_id = 'carol'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // The room's avatar: an MXC URI whose server name is not valid.
+    sqlx::query("UPDATE room_stats_state SET avatar = 'mxc://bad host/x'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // carol's member event: JSON that does not parse.
+    let carol_event: String = sqlx::query_scalar(
+        "SELECT c.event_id FROM current_state_events AS c \
+         WHERE c.type = 'm.room.member' AND c.state_key LIKE '@carol:%'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE event_json SET json = '{\"content\": {' WHERE event_id = $1")
+        .bind(&carol_event)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let cwd = tempfile::tempdir().unwrap();
+    let out = copy.import(cwd.path(), &[]);
+    let report = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    // alice's and bob's avatars (profile and member event) are still pinned.
+    assert_eq!(report["avatars_pinned"], 2, "{report}");
+    assert_eq!(report["avatars_failed"], 3, "{report}");
+    assert_eq!(report["media_imported"], 18, "{report}");
+    let bad_rows = failures_with(&report, "bad_row");
+    let named = |needle: &str| {
+        bad_rows
+            .iter()
+            .any(|f| f["item"].as_str().unwrap().contains(needle))
+    };
+    assert!(named("carol in profiles"), "{report}");
+    assert!(named(&format!("{carol_event} in event_json")), "{report}");
+    let invalid = failures_with(&report, "invalid_identifier");
+    assert_eq!(invalid.len(), 1, "{report}");
+    assert!(
+        invalid[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("room_stats_state"),
+        "{report}"
+    );
+}
