@@ -1682,3 +1682,93 @@ async fn a_bad_avatar_row_is_listed_and_the_other_avatars_are_still_pinned() {
         "{report}"
     );
 }
+
+/// An HTTP server on 127.0.0.1 that answers `whoami`, and answers every other request
+/// with its headers and a few body bytes, then sends nothing more (for at most `stall`,
+/// then closes: it stops by itself).
+fn stalling_server(stall: std::time::Duration) -> String {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        // Two connections at most are expected (whoami, the download); a bounded loop.
+        for stream in listener.incoming().take(8) {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut stream = stream;
+                if request.contains("/whoami") {
+                    let body = r#"{"user_id":"@admin:fixture.test"}"#;
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return;
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                      Content-Length: 58\r\nConnection: close\r\n\r\nfirst bytes",
+                );
+                let _ = stream.flush();
+                std::thread::sleep(stall);
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_homeserver_that_stalls_after_its_headers_is_a_listed_timeout_not_a_hang() {
+    let copy = copy_sqlite_fixture();
+    let noname = FixtureCopy::media("bob_noname");
+    std::fs::remove_file(copy.media_store.join(noname["path"].as_str().unwrap())).unwrap();
+    // The server stalls far longer than the timeout, but not forever.
+    let url = stalling_server(std::time::Duration::from_secs(60));
+    let cwd = tempfile::tempdir().unwrap();
+    let extra = [
+        "--homeserver-url",
+        &url,
+        "--access-token",
+        "token",
+        "--http-timeout",
+        "1",
+    ];
+    let out = run_bounded(
+        copy.command(cwd.path(), &extra),
+        std::time::Duration::from_secs(45),
+    );
+    let report = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let failures = failures_of(&report, noname["mxc"].as_str().unwrap());
+    assert_eq!(failures.len(), 1, "{report}");
+    assert_eq!(failures[0]["reason"], "unreadable", "{report}");
+    let detail = failures[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("sent nothing for 1 s") && detail.contains("--http-timeout"),
+        "{detail}"
+    );
+    // Every other media came from the media store.
+    assert_eq!(report["media_imported"], 17, "{report}");
+
+    // The timeout is also taken from the environment; 0 is a usage error.
+    let mut command = copy.command(
+        cwd.path(),
+        &["--homeserver-url", &url, "--access-token", "t"],
+    );
+    command.env("IMPORT_HTTP_TIMEOUT", "0");
+    let out = run_bounded(command, std::time::Duration::from_secs(45));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
