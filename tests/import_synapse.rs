@@ -1619,3 +1619,155 @@ async fn gdpr_export_from_synapse_follows_no_link_and_opens_no_fifo() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_bad_avatar_row_is_listed_and_the_other_avatars_are_still_pinned() {
+    use sqlx::Connection;
+    let copy = copy_sqlite_fixture();
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", copy.db.display()))
+        .await
+        .unwrap();
+    // carol's profile avatar: "mxc://" then bytes that are not UTF-8.
+    sqlx::query(
+        "UPDATE profiles SET avatar_url = CAST(X'6D78633A2F2F66697874757265FF' AS TEXT) \
+         WHERE user_id = 'carol'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // The room's avatar: an MXC URI whose server name is not valid.
+    sqlx::query("UPDATE room_stats_state SET avatar = 'mxc://bad host/x'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // carol's member event: JSON that does not parse.
+    let carol_event: String = sqlx::query_scalar(
+        "SELECT c.event_id FROM current_state_events AS c \
+         WHERE c.type = 'm.room.member' AND c.state_key LIKE '@carol:%'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE event_json SET json = '{\"content\": {' WHERE event_id = $1")
+        .bind(&carol_event)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let cwd = tempfile::tempdir().unwrap();
+    let out = copy.import(cwd.path(), &[]);
+    let report = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    // alice's and bob's avatars (profile and member event) are still pinned.
+    assert_eq!(report["avatars_pinned"], 2, "{report}");
+    assert_eq!(report["avatars_failed"], 3, "{report}");
+    assert_eq!(report["media_imported"], 18, "{report}");
+    let bad_rows = failures_with(&report, "bad_row");
+    let named = |needle: &str| {
+        bad_rows
+            .iter()
+            .any(|f| f["item"].as_str().unwrap().contains(needle))
+    };
+    assert!(named("carol in profiles"), "{report}");
+    assert!(named(&format!("{carol_event} in event_json")), "{report}");
+    let invalid = failures_with(&report, "invalid_identifier");
+    assert_eq!(invalid.len(), 1, "{report}");
+    assert!(
+        invalid[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("room_stats_state"),
+        "{report}"
+    );
+}
+
+/// An HTTP server on 127.0.0.1 that answers `whoami`, and answers every other request
+/// with its headers and a few body bytes, then sends nothing more (for at most `stall`,
+/// then closes: it stops by itself).
+fn stalling_server(stall: std::time::Duration) -> String {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        // Two connections at most are expected (whoami, the download); a bounded loop.
+        for stream in listener.incoming().take(8) {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut stream = stream;
+                if request.contains("/whoami") {
+                    let body = r#"{"user_id":"@admin:fixture.test"}"#;
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return;
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                      Content-Length: 58\r\nConnection: close\r\n\r\nfirst bytes",
+                );
+                let _ = stream.flush();
+                std::thread::sleep(stall);
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_homeserver_that_stalls_after_its_headers_is_a_listed_timeout_not_a_hang() {
+    let copy = copy_sqlite_fixture();
+    let noname = FixtureCopy::media("bob_noname");
+    std::fs::remove_file(copy.media_store.join(noname["path"].as_str().unwrap())).unwrap();
+    // The server stalls far longer than the timeout, but not forever.
+    let url = stalling_server(std::time::Duration::from_secs(60));
+    let cwd = tempfile::tempdir().unwrap();
+    let extra = [
+        "--homeserver-url",
+        &url,
+        "--access-token",
+        "token",
+        "--http-timeout",
+        "1",
+    ];
+    let out = run_bounded(
+        copy.command(cwd.path(), &extra),
+        std::time::Duration::from_secs(45),
+    );
+    let report = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let failures = failures_of(&report, noname["mxc"].as_str().unwrap());
+    assert_eq!(failures.len(), 1, "{report}");
+    assert_eq!(failures[0]["reason"], "unreadable", "{report}");
+    let detail = failures[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("sent nothing for 1 s") && detail.contains("--http-timeout"),
+        "{detail}"
+    );
+    // Every other media came from the media store.
+    assert_eq!(report["media_imported"], 17, "{report}");
+
+    // The timeout is also taken from the environment; 0 is a usage error.
+    let mut command = copy.command(
+        cwd.path(),
+        &["--homeserver-url", &url, "--access-token", "t"],
+    );
+    command.env("IMPORT_HTTP_TIMEOUT", "0");
+    let out = run_bounded(command, std::time::Duration::from_secs(45));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

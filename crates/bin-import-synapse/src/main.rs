@@ -69,6 +69,16 @@ struct Cli {
     #[arg(long, env = "SYNAPSE_ACCESS_TOKEN", hide_env_values = true)]
     access_token: Option<String>,
 
+    /// Seconds a homeserver download may send nothing (no headers, or no next bytes)
+    /// before it is given up as a listed failure; the import goes on.
+    #[arg(
+        long,
+        env = "IMPORT_HTTP_TIMEOUT",
+        default_value_t = media_import::homeserver::DEFAULT_READ_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    http_timeout: u64,
+
     /// Where media bytes come from: the media store (with the homeserver as fallback
     /// when --homeserver-url is given), or only the homeserver.
     #[arg(long, env = "IMPORT_SOURCE", value_enum, default_value_t = Source::Files)]
@@ -172,7 +182,8 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     };
     let homeserver = match (&cli.homeserver_url, &cli.access_token) {
         (Some(url), Some(token)) => {
-            let client = HomeserverClient::new(url, token).map_err(fail)?;
+            let timeout = std::time::Duration::from_secs(cli.http_timeout);
+            let client = HomeserverClient::with_read_timeout(url, token, timeout).map_err(fail)?;
             let user = client.whoami().await.map_err(fail)?;
             tracing::info!("downloading missing media from {url} as {user}");
             Some(client)

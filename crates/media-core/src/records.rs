@@ -38,6 +38,27 @@ impl fmt::Display for MediaKey {
     }
 }
 
+/// The largest size, in bytes, a media or thumbnail may have: what the signed 64-bit size
+/// columns of every database we read or write (ours, Synapse's, Dendrite's,
+/// matrix-media-repo's) can hold. A larger size can only come from a damaged or forged
+/// source, and is refused where it enters, never wrapped or clamped.
+pub const MAX_SIZE_BYTES: u64 = i64::MAX as u64;
+
+/// A size larger than [`MAX_SIZE_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "its size of {0} bytes is more than the {max} a database size column can hold \
+     (a damaged or forged record?)",
+    max = MAX_SIZE_BYTES
+)]
+pub struct SizeOutOfRange(pub u64);
+
+/// `size` as the signed 64-bit integer databases store, or [`SizeOutOfRange`] when it is
+/// above [`MAX_SIZE_BYTES`].
+pub fn size_to_i64(size: u64) -> Result<i64, SizeOutOfRange> {
+    i64::try_from(size).map_err(|_| SizeOutOfRange(size))
+}
+
 /// Why a media is kept around beyond the usual rules.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Purpose {
@@ -180,6 +201,19 @@ mod tests {
         }
         assert!("Pinned".parse::<Purpose>().is_err());
         assert!("resize".parse::<ThumbnailMethod>().is_err());
+    }
+
+    #[test]
+    fn sizes_above_i64_max_are_refused_not_wrapped() {
+        assert_eq!(size_to_i64(0), Ok(0));
+        assert_eq!(size_to_i64(MAX_SIZE_BYTES), Ok(i64::MAX));
+        let err = size_to_i64(u64::MAX).unwrap_err();
+        assert_eq!(err, SizeOutOfRange(u64::MAX));
+        assert!(
+            err.to_string().contains("18446744073709551615 bytes"),
+            "{err}"
+        );
+        assert!(size_to_i64(MAX_SIZE_BYTES + 1).is_err());
     }
 
     #[test]

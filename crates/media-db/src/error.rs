@@ -63,6 +63,15 @@ pub enum DbError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A record to write has a size no size column can hold (above
+    /// [`media_core::records::MAX_SIZE_BYTES`]); nothing of its transaction was written.
+    #[error("cannot record {item}: {source}")]
+    SizeOutOfRange {
+        /// The media, thumbnail or blob.
+        item: String,
+        /// The size refused.
+        source: media_core::records::SizeOutOfRange,
+    },
     /// A record the operation needs does not exist.
     #[error("{what} not found")]
     NotFound {

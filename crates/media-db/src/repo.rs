@@ -20,7 +20,7 @@ use crate::paging::{full_page, keyset_pages};
 use crate::rows::{
     BlobRow, MediaRow, ThumbnailIdentity, ThumbnailRow, append_quarantine_change_in,
     bind_thumbnail, compare_existing, insert_blob_in, insert_thumbnail_in, placeholder_list,
-    select_media, thumbnail_identity, values_list,
+    select_media, size_column, thumbnail_identity, values_list,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -375,6 +375,12 @@ impl Repository {
         let mut sizes: HashMap<&str, u64> = HashMap::new();
         let mut blobs: Vec<(&Sha256Hex, u64, DatastoreId)> = Vec::new();
         for item in batch {
+            // A size no column can hold is refused, naming its media, before anything is
+            // written (the blob rows below would otherwise name only a digest).
+            size_column(item.record.size_bytes, || item.record.key.to_string())?;
+            for t in &item.thumbnails {
+                size_column(t.size_bytes, || format!("a thumbnail of {}", t.media))?;
+            }
             let media = std::iter::once((&item.record.sha256, item.record.size_bytes));
             let thumbnails = item.thumbnails.iter().map(|t| (&t.sha256, t.size_bytes));
             for (sha256, size) in media.chain(thumbnails) {
@@ -402,7 +408,7 @@ impl Repository {
                 for (sha256, size, datastore_id) in chunk {
                     query = query
                         .bind(sha256.as_str())
-                        .bind(*size as i64)
+                        .bind(size_column(*size, || format!("blob {sha256}"))?)
                         .bind(datastore_id.0)
                         .bind(BlobKey::for_hash(sha256).as_str().to_owned())
                         .bind(now);
@@ -459,7 +465,7 @@ impl Repository {
                         .bind(r.upload_name.as_deref())
                         .bind(r.content_type.as_deref())
                         .bind(r.uploader.as_ref().map(|u| u.as_str()))
-                        .bind(r.size_bytes as i64)
+                        .bind(size_column(r.size_bytes, || r.key.to_string())?)
                         .bind(r.created_ts)
                         .bind(r.last_access_ts)
                         .bind(r.quarantined)
@@ -568,6 +574,7 @@ impl Repository {
         store: &dyn Datastore,
     ) -> Result<InsertOutcome, DbError> {
         let t = thumbnail;
+        size_column(t.size_bytes, || format!("a thumbnail of {}", t.media))?;
         on_pool!(&self.writer, |p| {
             let mut tx = p
                 .begin_with(self.begin_write())

@@ -36,7 +36,9 @@ macro_rules! insert_blob_in {
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING",
             )
             .bind(blob.sha256.as_str())
-            .bind(blob.size_bytes as i64)
+            .bind($crate::rows::size_column(blob.size_bytes, || {
+                format!("blob {}", blob.sha256)
+            })?)
             .bind(blob.datastore_id.0)
             .bind(key.as_str())
             .bind(media_core::now_ms())
@@ -92,11 +94,22 @@ macro_rules! bind_thumbnail {
     ($query:expr, $t:expr, all) => {
         bind_thumbnail!($query, $t, identity)
             .bind($t.sha256.as_str())
-            .bind($t.size_bytes as i64)
+            .bind($crate::rows::size_column($t.size_bytes, || {
+                format!("a thumbnail of {}", $t.media)
+            })?)
             .bind($t.created_ts)
     };
 }
 pub(crate) use bind_thumbnail;
+
+/// `size` as the value of a `size_bytes` column, or [`DbError::SizeOutOfRange`] naming
+/// the `item` it belongs to: a size is never wrapped into a negative number.
+pub(crate) fn size_column(size: u64, item: impl FnOnce() -> String) -> Result<i64, DbError> {
+    media_core::records::size_to_i64(size).map_err(|source| DbError::SizeOutOfRange {
+        item: item(),
+        source,
+    })
+}
 
 /// Inserts a thumbnail row (never overwriting) in the open transaction `$conn`; evaluates
 /// to `Result<InsertOutcome, DbError>`. Its blob row must exist.

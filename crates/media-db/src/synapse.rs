@@ -5,7 +5,7 @@
 //! back as Synapse stored them (strings, not validated identifiers): validating them is the
 //! importer's job, so that one bad row is reported and skipped instead of ending the stream.
 
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use sqlx::Row;
 
 use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
@@ -425,80 +425,129 @@ impl SynapseDb {
         }))
     }
 
-    /// Every MXC URI in use as a profile, room or member avatar (raw strings; one MXC may
-    /// come several times). Read page by page.
-    pub fn avatars(&self) -> BoxStream<'static, Result<(AvatarSource, String), DbError>> {
-        let profiles = self.simple_avatars(AvatarSource::Profile);
-        let rooms = self.simple_avatars(AvatarSource::Room);
-        let members = self.member_avatars();
+    /// Every MXC URI in use as a profile, room or member avatar (as written, not yet
+    /// validated; one MXC may come several times), a page at a time. Each row is decoded
+    /// on its own: a row that cannot be read (text that is not UTF-8, event JSON that
+    /// does not parse) is a [`DbError::InvalidRow`] naming it, and the rows after it are
+    /// still read.
+    pub fn avatars(&self) -> BoxStream<'static, Result<DecodedPage<AvatarRow>, DbError>> {
+        let profiles = self.avatar_pages(AvatarSource::Profile);
+        let rooms = self.avatar_pages(AvatarSource::Room);
+        let members = self.avatar_pages(AvatarSource::Member);
         profiles.chain(rooms).chain(members).boxed()
     }
 
-    fn simple_avatars(
+    fn avatar_pages(
         &self,
         source: AvatarSource,
-    ) -> BoxStream<'static, Result<(AvatarSource, String), DbError>> {
+    ) -> BoxStream<'static, Result<DecodedPage<AvatarRow>, DbError>> {
         let db = self.clone();
         let sql = match source {
             AvatarSource::Profile => {
                 "SELECT user_id AS k, avatar_url AS v FROM profiles \
                  WHERE user_id > $1 AND avatar_url LIKE 'mxc://%' ORDER BY user_id LIMIT $2"
             }
-            _ => {
+            AvatarSource::Room => {
                 "SELECT room_id AS k, avatar AS v FROM room_stats_state \
                  WHERE room_id > $1 AND avatar LIKE 'mxc://%' ORDER BY room_id LIMIT $2"
+            }
+            AvatarSource::Member => {
+                "SELECT c.event_id AS k, j.json AS v FROM current_state_events AS c \
+                 JOIN event_json AS j ON j.event_id = c.event_id \
+                 WHERE c.type = 'm.room.member' AND c.event_id > $1 \
+                 ORDER BY c.event_id LIMIT $2"
             }
         };
         keyset_pages(String::new(), move |after: String| {
             let db = db.clone();
             async move {
-                let rows: Vec<(String, String)> = on_pool!(&db.pool, |p| {
-                    sqlx::query_as(sql)
-                        .bind(&after)
-                        .bind(PAGE_SIZE)
-                        .fetch_all(p)
-                        .await
-                        .during("read Synapse avatars")?
-                });
-                let next = full_page(&rows, PAGE_SIZE).map(|r| r.0.clone());
-                Ok((rows.into_iter().map(|(_, v)| (source, v)).collect(), next))
+                // Member events without an avatar stay in the page (as `None`) until the
+                // cursor is computed: a page is full or not by its rows, not its avatars.
+                let (rows, last_key): (Vec<Option<Result<AvatarRow, DbError>>>, _) =
+                    on_pool!(&db.pool, |p| {
+                        let rows = sqlx::query(sql)
+                            .bind(&after)
+                            .bind(PAGE_SIZE)
+                            .fetch_all(p)
+                            .await
+                            .during("read Synapse avatars")?;
+                        let last_key = rows.last().map(|row| row_get::<_, String>(row, "k"));
+                        let decoded = rows.iter().map(|row| avatar_of(row, source)).collect();
+                        (decoded, last_key)
+                    });
+                let next = match (full_page(&rows, PAGE_SIZE), last_key) {
+                    (Some(_), Some(key)) => {
+                        Some(key.map_err(|e| unreadable_cursor(source.table(), e))?)
+                    }
+                    _ => None,
+                };
+                Ok((rows, next))
             }
         })
-        .map_ok(|page: Vec<_>| stream::iter(page.into_iter().map(Ok)))
-        .try_flatten()
+        .map_ok(|page| page.into_iter().flatten().collect())
         .boxed()
     }
+}
 
-    fn member_avatars(&self) -> BoxStream<'static, Result<(AvatarSource, String), DbError>> {
-        let db = self.clone();
-        keyset_pages(String::new(), move |after: String| {
-            let db = db.clone();
-            async move {
-                let rows: Vec<(String, String)> = on_pool!(&db.pool, |p| {
-                    sqlx::query_as(
-                        "SELECT c.event_id, j.json FROM current_state_events AS c \
-                         JOIN event_json AS j ON j.event_id = c.event_id \
-                         WHERE c.type = 'm.room.member' AND c.event_id > $1 \
-                         ORDER BY c.event_id LIMIT $2",
-                    )
-                    .bind(&after)
-                    .bind(PAGE_SIZE)
-                    .fetch_all(p)
-                    .await
-                    .during("read Synapse member events")?
-                });
-                let next = full_page(&rows, PAGE_SIZE).map(|r| r.0.clone());
-                let avatars = rows
-                    .iter()
-                    .filter_map(|(_, json)| member_avatar_url(json))
-                    .map(|url| (AvatarSource::Member, url))
-                    .collect();
-                Ok((avatars, next))
-            }
-        })
-        .map_ok(|page: Vec<_>| stream::iter(page.into_iter().map(Ok)))
-        .try_flatten()
-        .boxed()
+/// One avatar reference found in Synapse's database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvatarRow {
+    /// Where it was found.
+    pub source: AvatarSource,
+    /// The row it was found in: a user ID, a room ID or a member event's ID.
+    pub key: String,
+    /// The MXC URI as written there (not yet validated).
+    pub url: String,
+}
+
+impl AvatarSource {
+    /// The table the avatar is read from, for messages.
+    pub fn table(self) -> &'static str {
+        match self {
+            AvatarSource::Profile => "profiles",
+            AvatarSource::Room => "room_stats_state",
+            AvatarSource::Member => "event_json",
+        }
+    }
+}
+
+/// The avatar of one row (`k`: its key, `v`: the URL or the member event's JSON): `None`
+/// for a member event without an MXC avatar, an [`DbError::InvalidRow`] naming the row
+/// when it cannot be read.
+fn avatar_of<R>(row: &R, source: AvatarSource) -> Option<Result<AvatarRow, DbError>>
+where
+    R: Row,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+{
+    let table = source.table();
+    let key = row_get::<_, String>(row, "k");
+    let shown = match &key {
+        Ok(key) => key.clone(),
+        Err(e) => format!("key unreadable: {e}"),
+    };
+    let bad = |reason: String| DbError::InvalidRow {
+        table,
+        key: shown.clone(),
+        reason: format!(
+            "{reason}: its avatar is not pinned; fix or delete this row in Synapse's database"
+        ),
+    };
+    let value = match row_get::<_, String>(row, "v") {
+        Ok(value) => value,
+        Err(e) => return Some(Err(bad(e.to_string()))),
+    };
+    let url = match source {
+        AvatarSource::Member => match member_avatar_url(&value) {
+            Ok(Some(url)) => url,
+            Ok(None) => return None,
+            Err(reason) => return Some(Err(bad(reason))),
+        },
+        AvatarSource::Profile | AvatarSource::Room => value,
+    };
+    match key {
+        Ok(key) => Some(Ok(AvatarRow { source, key, url })),
+        Err(_) => Some(Err(bad("its key cannot be read".into()))),
     }
 }
 
@@ -547,11 +596,16 @@ fn unreadable_cursor(table: &'static str, error: sqlx::Error) -> DbError {
     }
 }
 
-/// The `content.avatar_url` of a member event's JSON, when it is an MXC URI.
-fn member_avatar_url(event_json: &str) -> Option<String> {
-    let event: serde_json::Value = serde_json::from_str(event_json).ok()?;
-    let url = event.get("content")?.get("avatar_url")?.as_str()?;
-    url.starts_with("mxc://").then(|| url.to_owned())
+/// The `content.avatar_url` of a member event's JSON when it is an MXC URI, `None` when
+/// the event has no such avatar, or why the JSON cannot be read.
+fn member_avatar_url(event_json: &str) -> Result<Option<String>, String> {
+    let event: serde_json::Value = serde_json::from_str(event_json)
+        .map_err(|e| format!("the event's JSON does not parse ({e})"))?;
+    let url = event
+        .get("content")
+        .and_then(|c| c.get("avatar_url"))
+        .and_then(|u| u.as_str());
+    Ok(url.filter(|u| u.starts_with("mxc://")).map(str::to_owned))
 }
 
 macro_rules! local_media_sql {
@@ -596,17 +650,17 @@ mod tests {
     fn member_avatars_are_read_from_event_content() {
         let event = r#"{"type":"m.room.member","content":{"membership":"join","avatar_url":"mxc://a.example/xyz"}}"#;
         assert_eq!(
-            member_avatar_url(event).as_deref(),
-            Some("mxc://a.example/xyz")
+            member_avatar_url(event),
+            Ok(Some("mxc://a.example/xyz".to_owned()))
         );
         assert_eq!(
             member_avatar_url(r#"{"content":{"avatar_url":null}}"#),
-            None
+            Ok(None)
         );
         assert_eq!(
             member_avatar_url(r#"{"content":{"avatar_url":"https://x/y"}}"#),
-            None
+            Ok(None)
         );
-        assert_eq!(member_avatar_url("not json"), None);
+        assert!(member_avatar_url("not json").is_err());
     }
 }

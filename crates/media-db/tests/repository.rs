@@ -863,3 +863,61 @@ async fn add_future_migration(url: &str) {
         .unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_size_above_i64_max_is_refused_naming_the_item_not_wrapped() {
+    on_both(|f| async move {
+        let good = f.media("good", "@alice:example.org", b"stored").await;
+        let mut huge = f.media("huge", "@alice:example.org", b"huge").await;
+        huge.record.size_bytes = u64::MAX;
+        let err = f
+            .repo
+            .insert_media_batch(&[good.clone(), huge.clone()], &*f.store)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, DbError::SizeOutOfRange { item, .. } if item == "mxc://example.org/huge"),
+            "{}: {err}",
+            f.label
+        );
+        assert!(err.to_string().contains("18446744073709551615"), "{err}");
+        for m in [&good, &huge] {
+            assert!(f.repo.get_media(&m.record.key).await.unwrap().is_none());
+            assert!(f.repo.get_blob(&m.record.sha256).await.unwrap().is_none());
+        }
+
+        // A thumbnail whose bytes are an existing blob: its row must not get size -1.
+        assert_eq!(f.insert(&good).await, InsertOutcome::Inserted);
+        let thumbnail = ThumbnailRecord {
+            media: good.record.key.clone(),
+            width: 32,
+            height: 32,
+            method: ThumbnailMethod::Scale,
+            content_type: "image/png".into(),
+            animated: false,
+            sha256: good.record.sha256.clone(),
+            size_bytes: i64::MAX as u64 + 1,
+            created_ts: 5,
+        };
+        let err = f
+            .repo
+            .insert_thumbnail(&thumbnail, f.datastore_id, &*f.store)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, DbError::SizeOutOfRange { item, .. } if item.contains("mxc://example.org/good")),
+            "{}: {err}",
+            f.label
+        );
+        assert!(f.repo.thumbnails_of(&good.record.key).await.unwrap().is_empty());
+
+        let blob = NewBlob {
+            sha256: good.record.sha256.clone(),
+            size_bytes: u64::MAX,
+            datastore_id: f.datastore_id,
+        };
+        let err = f.repo.insert_blob(&blob, &*f.store).await.unwrap_err();
+        assert!(matches!(err, DbError::SizeOutOfRange { .. }), "{err}");
+    })
+    .await;
+}

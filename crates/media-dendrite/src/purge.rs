@@ -43,6 +43,19 @@ pub struct DendriteStore<'a> {
 impl DendriteStore<'_> {
     fn candidate(&self, row: DendriteMediaRow) -> Candidate {
         let avatar = self.avatars.contains(&row.media_origin, &row.media_id);
+        // The recorded size only describes the plan (bytes freed are measured on disk), so
+        // a negative one does not stop the purge; it is said, not silently read as 0.
+        let size_bytes = u64::try_from(row.file_size_bytes).unwrap_or_else(|_| {
+            tracing::warn!(
+                "media row mxc://{}/{} records a negative file_size_bytes {}: the database \
+                 row is damaged; its size is taken as unknown (bytes freed are measured on \
+                 disk)",
+                row.media_origin,
+                row.media_id,
+                row.file_size_bytes
+            );
+            0
+        });
         Candidate {
             locality: if row.media_origin == self.server_name.as_str() {
                 Locality::Local
@@ -54,7 +67,7 @@ impl DendriteStore<'_> {
             user_id: row.user_id,
             created_ts: row.creation_ts,
             content: row.base64hash,
-            size_bytes: u64::try_from(row.file_size_bytes).unwrap_or(0),
+            size_bytes,
             avatar,
         }
     }

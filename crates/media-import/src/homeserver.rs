@@ -16,8 +16,9 @@ use crate::synapse::ImportError;
 /// How long connecting to the homeserver may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// How long a response may go without sending anything (its headers, or the next bytes
-/// of its body) before the download fails.
-const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// of its body) before the download fails, unless told otherwise
+/// ([`HomeserverClient::with_read_timeout`]).
+pub const DEFAULT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What to download.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,11 +60,28 @@ pub struct HomeserverClient {
     client: reqwest::Client,
     base: Url,
     token: String,
+    read_timeout: std::time::Duration,
 }
 
 impl HomeserverClient {
-    /// A client for the homeserver at `base_url` (`https://matrix.example.org`).
+    /// A client for the homeserver at `base_url` (`https://matrix.example.org`), with the
+    /// [`DEFAULT_READ_TIMEOUT`].
     pub fn new(base_url: &str, access_token: &str) -> Result<Self, ImportError> {
+        Self::with_read_timeout(base_url, access_token, DEFAULT_READ_TIMEOUT)
+    }
+
+    /// A client whose downloads fail (as item failures naming the timeout) when a
+    /// response sends nothing for `read_timeout`: no headers, or no next bytes of its body.
+    pub fn with_read_timeout(
+        base_url: &str,
+        access_token: &str,
+        read_timeout: std::time::Duration,
+    ) -> Result<Self, ImportError> {
+        if read_timeout.is_zero() {
+            return Err(ImportError::Config(
+                "--http-timeout is 0: give the seconds a download may stall, e.g. 60".into(),
+            ));
+        }
         let base = Url::parse(base_url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
@@ -82,13 +100,14 @@ impl HomeserverClient {
         let client = reqwest::Client::builder()
             .user_agent(concat!("import_synapse/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
+            .read_timeout(read_timeout)
             .build()
             .map_err(|e| ImportError::Config(format!("cannot set up HTTP: {e}")))?;
         Ok(Self {
             client,
             base,
             token: access_token.to_owned(),
+            read_timeout,
         })
     }
 
@@ -200,7 +219,7 @@ impl HomeserverClient {
             .bearer_auth(&self.token)
             .send()
             .await
-            .map_err(|e| DownloadFailure::Failed(format!("{shown}: {e}")))?;
+            .map_err(|e| DownloadFailure::Failed(self.describe(&shown, &e)))?;
         match response.status() {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => {
@@ -214,8 +233,35 @@ impl HomeserverClient {
                 )));
             }
         }
-        let bytes = response.bytes_stream().map_err(std::io::Error::other);
+        let client = self.clone();
+        let bytes = response.bytes_stream().map_err(move |e| {
+            let kind = if e.is_timeout() {
+                std::io::ErrorKind::TimedOut
+            } else {
+                std::io::ErrorKind::Other
+            };
+            std::io::Error::new(kind, client.describe(&shown, &e))
+        });
         Ok(tokio_util::io::StreamReader::new(bytes))
+    }
+
+    /// A download error for people: a stalled response names the timeout and the flag
+    /// that sets it; any other error keeps its causes.
+    fn describe(&self, shown: &str, error: &reqwest::Error) -> String {
+        if error.is_timeout() {
+            return format!(
+                "{shown} sent nothing for {} s (the read timeout, --http-timeout): the \
+                 download was given up; run the import again, or raise --http-timeout",
+                self.read_timeout.as_secs_f64()
+            );
+        }
+        let mut text = format!("{shown}: {error}");
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
     }
 }
 

@@ -24,7 +24,7 @@ use media_core::progress::{Progress, human_size};
 use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, ThumbnailRecord};
 use media_db::DbError;
 use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
-use media_db::synapse::{LocalMediaRow, RemoteMediaRow, SynapseDb, ThumbnailRow};
+use media_db::synapse::{AvatarRow, LocalMediaRow, RemoteMediaRow, SynapseDb, ThumbnailRow};
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Mutex, mpsc};
@@ -203,6 +203,9 @@ pub struct ImportReport {
     pub avatars_pinned: u64,
     /// Avatar references to media that are not in the repository.
     pub avatars_not_in_repository: u64,
+    /// Avatar rows that could not be read or whose URL is not a valid MXC URI (listed in
+    /// `failures`); the other avatars are still pinned.
+    pub avatars_failed: u64,
     /// Items that were not imported (at most 10,000 are listed).
     pub failures: Vec<ItemFailure>,
     /// Failures beyond those listed.
@@ -212,7 +215,7 @@ pub struct ImportReport {
 impl ImportReport {
     /// Whether any item failed (the tools then exit with code 1).
     pub fn has_failures(&self) -> bool {
-        self.media_failed + self.thumbnails_failed > 0
+        self.media_failed + self.thumbnails_failed + self.avatars_failed > 0
     }
 
     fn fail(&mut self, failure: ItemFailure, thumbnail: bool) {
@@ -247,6 +250,7 @@ impl ImportReport {
         self.bytes_deduplicated += other.bytes_deduplicated;
         self.avatars_pinned += other.avatars_pinned;
         self.avatars_not_in_repository += other.avatars_not_in_repository;
+        self.avatars_failed += other.avatars_failed;
         for failure in other.failures {
             self.list(failure);
         }
@@ -1531,22 +1535,29 @@ async fn flush(
     Ok(())
 }
 
-/// Pins every imported media that Synapse uses as a profile, room or member avatar.
+/// Pins every imported media that Synapse uses as a profile, room or member avatar. An
+/// avatar row that cannot be read, or whose URL is not a valid MXC URI, is a listed
+/// failure (counted in `avatars_failed`); the others are still pinned.
 async fn pin_avatars(
     synapse: &SynapseDb,
     context: &Context,
     report: &mut ImportReport,
 ) -> Result<(), ImportError> {
-    let mut avatars = synapse.avatars();
-    let mut batch = Vec::with_capacity(500);
+    const PINS_PER_BATCH: usize = 500;
+    let mut pages = synapse.avatars();
+    let mut batch = Vec::with_capacity(PINS_PER_BATCH);
     loop {
-        let next = avatars.try_next().await?;
-        if let Some((_, url)) = &next
-            && let Ok(mxc) = MxcUri::from_str(url)
-        {
-            batch.push(MediaKey::from(mxc));
+        let page = pages.try_next().await?;
+        for row in page.iter().flatten() {
+            match avatar_key(row) {
+                Ok(key) => batch.push(key),
+                Err(failure) => {
+                    report.avatars_failed += 1;
+                    report.list(failure);
+                }
+            }
         }
-        if batch.len() >= 500 || (next.is_none() && !batch.is_empty()) {
+        if batch.len() >= PINS_PER_BATCH || (page.is_none() && !batch.is_empty()) {
             batch.sort();
             batch.dedup();
             let pins = context.repo.pin_media(&batch).await?;
@@ -1554,9 +1565,36 @@ async fn pin_avatars(
             report.avatars_not_in_repository += pins.missing;
             batch.clear();
         }
-        if next.is_none() {
+        if page.is_none() {
             return Ok(());
         }
+    }
+}
+
+/// The media an avatar row names, or the failure naming the row.
+fn avatar_key(row: &Result<AvatarRow, DbError>) -> Result<MediaKey, ItemFailure> {
+    match row {
+        Ok(avatar) => MxcUri::from_str(&avatar.url)
+            .map(MediaKey::from)
+            .map_err(|e| ItemFailure {
+                item: format!("avatar {:?}", avatar.url),
+                reason: FailureReason::InvalidIdentifier,
+                detail: format!(
+                    "the avatar of {} in {} is not a valid MXC URI ({e}); it is not pinned",
+                    avatar.key,
+                    avatar.source.table()
+                ),
+            }),
+        Err(DbError::InvalidRow { table, key, reason }) => Err(ItemFailure {
+            item: format!("avatar of {key} in {table}"),
+            reason: FailureReason::BadRow,
+            detail: format!("this row of {table} cannot be read: {reason}"),
+        }),
+        Err(other) => Err(ItemFailure {
+            item: "a Synapse avatar row".into(),
+            reason: FailureReason::BadRow,
+            detail: other.to_string(),
+        }),
     }
 }
 
@@ -1609,8 +1647,9 @@ impl std::fmt::Display for ImportReport {
         if !self.dry_run {
             writeln!(
                 f,
-                "avatars: {} media pinned, {} avatar references to media not in the repository",
-                self.avatars_pinned, self.avatars_not_in_repository
+                "avatars: {} media pinned, {} avatar references to media not in the \
+                 repository, {} unreadable or invalid",
+                self.avatars_pinned, self.avatars_not_in_repository, self.avatars_failed
             )?;
         }
         if !self.failures.is_empty() {

@@ -126,6 +126,7 @@ impl ManifestRecord {
         }
         let sha256 =
             Sha256Hex::parse_any_case(&self.sha256).map_err(|e| format!("invalid sha256: {e}"))?;
+        crate::records::size_to_i64(self.size_bytes).map_err(|e| e.to_string())?;
         let uploader = match self.uploader.as_str() {
             "" => None,
             user => Some(UserId::try_from(user).map_err(|e| format!("invalid uploader: {e}"))?),
