@@ -308,8 +308,7 @@ fn synapse_item(media: SynapseMedia, media_store: &Path) -> ExportItem {
             .sha256
             .as_deref()
             .and_then(|s| Sha256Hex::parse_any_case(s).ok()),
-        // `local_media`/`remote_media` refuse negative lengths.
-        size_bytes: u64::try_from(media.length).unwrap_or(0),
+        size_bytes: media.length,
         upload_name: media.upload_name,
         content_type: media.content_type,
         uploader: media.uploader,

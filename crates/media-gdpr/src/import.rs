@@ -505,7 +505,11 @@ impl Importer {
                     );
                 }
                 Err(other) => {
-                    self.flush()?;
+                    // Record what was already put, but report the error that stopped
+                    // the run, not a later one it caused.
+                    if let Err(flush) = self.flush() {
+                        tracing::warn!("after {other}: {flush}");
+                    }
                     return Err(other);
                 }
             }
@@ -800,7 +804,7 @@ impl Importer {
             PutOptions::expecting(Some(sha256), Some(size)).with_durability(Durability::AfterSync);
         // Never read more than one byte past the declared size: an oversized entry is
         // a mismatch, not a disk filler.
-        let mut limited = body.take(size + 1);
+        let mut limited = body.take(size.saturating_add(1));
         if size >= CHUNK as u64 {
             let put = self.put_streamed(&mut limited, options);
             self.settle(name, records, put)?;

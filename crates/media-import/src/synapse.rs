@@ -351,9 +351,9 @@ pub struct SynapseMedia {
     pub path: PathBuf,
     /// The SHA-256 Synapse recorded (absent before Synapse 1.128).
     pub sha256: Option<String>,
-    /// The length Synapse recorded; never negative (a negative one is refused as a
+    /// The length Synapse recorded (a negative one is refused as a
     /// [`FailureReason::BadRow`]).
-    pub length: i64,
+    pub length: u64,
     /// Whether it is a URL-preview media.
     pub url_preview: bool,
 }
@@ -389,7 +389,7 @@ impl WorkItem {
         let content = SourceFile {
             path: media.path.clone(),
             remote,
-            expected: expected(media.sha256.as_deref(), u64::try_from(media.length).ok()),
+            expected: expected(media.sha256.as_deref(), Some(media.length)),
         };
         Self {
             media,
@@ -815,7 +815,7 @@ pub fn local_media(
             detail: "created but never uploaded: Synapse has no bytes for it".into(),
         });
     };
-    recorded_length(&shown, "media_length", length)?;
+    let length = recorded_length(&shown, "media_length", length)?;
     let url_preview = row.url_cache.is_some();
     let path = synapse_paths::local_content(&key.media_id, url_preview)
         .ok_or_else(|| invalid(&shown, "the media ID does not map to a Synapse path"))?;
@@ -854,7 +854,7 @@ pub fn remote_media(row: RemoteMediaRow) -> Result<SynapseMedia, ItemFailure> {
             detail: "no length recorded: Synapse never finished caching it".into(),
         });
     };
-    recorded_length(&shown, "media_length", length)?;
+    let length = recorded_length(&shown, "media_length", length)?;
     let path = synapse_paths::remote_content(&key.origin, &filesystem_id)
         .ok_or_else(|| invalid(&shown, "the filesystem ID does not map to a Synapse path"))?;
     Ok(SynapseMedia {
