@@ -1599,6 +1599,8 @@ async fn a_non_utf8_upload_name_in_synapse_is_a_listed_failure_and_the_export_go
     let copy = SynapseCopy::new();
     let dir = tempfile::tempdir().unwrap();
     let bad = SynapseCopy::media("alice_photo_1");
+    // Another user's unreadable row: selected out in SQL, never listed in alice's report.
+    let bobs_bad = SynapseCopy::media("bob_notes");
     let remote_bad = SynapseCopy::media("remote_text");
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", copy.db.display()))
         .await
@@ -1608,6 +1610,11 @@ async fn a_non_utf8_upload_name_in_synapse_is_a_listed_failure_and_the_export_go
             "UPDATE local_media_repository SET upload_name = CAST(X'FF6E616D65' AS TEXT) \
              WHERE media_id = $1",
             &bad,
+        ),
+        (
+            "UPDATE local_media_repository SET upload_name = CAST(X'FF6E616D65' AS TEXT) \
+             WHERE media_id = $1",
+            &bobs_bad,
         ),
         (
             "UPDATE remote_media_cache SET upload_name = CAST(X'FF6E616D65' AS TEXT) \
@@ -1641,6 +1648,10 @@ async fn a_non_utf8_upload_name_in_synapse_is_a_listed_failure_and_the_export_go
                 .unwrap()
                 .contains("Synapse's database"),
             "{failure}"
+        );
+        assert!(
+            !listed.iter().any(|f| f["item"] == bobs_bad["mxc"]),
+            "{entity}: another user's unreadable row is listed: {exported}"
         );
         // The rows after the bad one were exported, and import cleanly.
         assert!(exported["records"].as_u64().unwrap() >= 2, "{exported}");

@@ -8,6 +8,8 @@
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use sqlx::Row;
 
+use media_core::ids::UserId;
+
 use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
 use crate::error::{DbError, QueryContext};
 use crate::paging::{full_page, keyset_pages};
@@ -258,19 +260,39 @@ impl SynapseDb {
     pub fn local_media_rows(
         &self,
     ) -> BoxStream<'static, Result<DecodedPage<LocalMediaRow>, DbError>> {
+        self.local_rows(None)
+    }
+
+    /// Like [`SynapseDb::local_media_rows`], for the uploads of one user only (selected
+    /// in SQL, so a row of theirs that cannot be decoded is still known to be theirs).
+    pub fn local_media_rows_of(
+        &self,
+        user: &UserId,
+    ) -> BoxStream<'static, Result<DecodedPage<LocalMediaRow>, DbError>> {
+        self.local_rows(Some(user.to_string()))
+    }
+
+    fn local_rows(
+        &self,
+        user: Option<String>,
+    ) -> BoxStream<'static, Result<DecodedPage<LocalMediaRow>, DbError>> {
         let db = self.clone();
         keyset_pages(String::new(), move |after: String| {
             let db = db.clone();
+            let user = user.clone();
             async move {
-                let sql = if db.local_has_sha256 {
-                    LOCAL_MEDIA_SQL
-                } else {
-                    LOCAL_MEDIA_SQL_WITHOUT_SHA256
+                let sql = match (db.local_has_sha256, user.is_some()) {
+                    (true, false) => LOCAL_MEDIA_SQL,
+                    (false, false) => LOCAL_MEDIA_SQL_WITHOUT_SHA256,
+                    (true, true) => LOCAL_MEDIA_OF_USER_SQL,
+                    (false, true) => LOCAL_MEDIA_OF_USER_SQL_WITHOUT_SHA256,
                 };
                 let (rows, last_key) = on_pool!(&db.pool, |p| {
-                    let rows = sqlx::query(sql)
-                        .bind(&after)
-                        .bind(PAGE_SIZE)
+                    let mut query = sqlx::query(sql).bind(&after).bind(PAGE_SIZE);
+                    if let Some(user) = &user {
+                        query = query.bind(user);
+                    }
+                    let rows = query
                         .fetch_all(p)
                         .await
                         .during("read Synapse local media")?;
@@ -610,14 +632,18 @@ fn member_avatar_url(event_json: &str) -> Result<Option<String>, String> {
 
 macro_rules! local_media_sql {
     ($sha256:literal) => {
+        local_media_sql!($sha256, "")
+    };
+    ($sha256:literal, $filter:literal) => {
         concat!(
             "SELECT media_id, media_type, CAST(media_length AS BIGINT) AS media_length, \
              COALESCE(created_ts, 0) AS created_ts, upload_name, user_id, \
              quarantined_by, url_cache, last_access_ts, \
              COALESCE(safe_from_quarantine, FALSE) AS safe_from_quarantine, ",
             $sha256,
-            " AS sha256 FROM local_media_repository WHERE media_id > $1 \
-             ORDER BY media_id LIMIT $2"
+            " AS sha256 FROM local_media_repository WHERE media_id > $1",
+            $filter,
+            " ORDER BY media_id LIMIT $2"
         )
     };
 }
@@ -639,6 +665,9 @@ macro_rules! remote_media_sql {
 
 const LOCAL_MEDIA_SQL: &str = local_media_sql!("sha256");
 const LOCAL_MEDIA_SQL_WITHOUT_SHA256: &str = local_media_sql!("CAST(NULL AS TEXT)");
+const LOCAL_MEDIA_OF_USER_SQL: &str = local_media_sql!("sha256", " AND user_id = $3");
+const LOCAL_MEDIA_OF_USER_SQL_WITHOUT_SHA256: &str =
+    local_media_sql!("CAST(NULL AS TEXT)", " AND user_id = $3");
 const REMOTE_MEDIA_SQL: &str = remote_media_sql!("sha256");
 const REMOTE_MEDIA_SQL_WITHOUT_SHA256: &str = remote_media_sql!("CAST(NULL AS TEXT)");
 

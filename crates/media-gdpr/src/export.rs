@@ -272,29 +272,26 @@ pub async fn export_from_synapse(
             .boxed(),
         selected => {
             let server = server_name.clone();
-            let user = match selected {
-                Entity::User(user) => Some(user.to_string()),
-                Entity::Server(_) => None,
+            // A user's uploads are selected in SQL: a row of theirs that cannot be
+            // decoded is still known to be theirs, and listed.
+            let rows = match &selected {
+                Entity::User(user) => synapse.local_media_rows_of(user),
+                Entity::Server(_) => synapse.local_media_rows(),
             };
-            synapse
-                .local_media_rows()
-                .map_ok(move |page| {
-                    let items = page.into_iter().filter_map(|row| match row {
-                        Ok(row) if user.is_none() || row.user_id == user => Some(
-                            media_import::local_media(row, &server)
-                                .map(|media| synapse_item(media, &media_store))
-                                .map_err(not_exported),
-                        ),
-                        Ok(_) => None,
-                        // Whose media a row is cannot be told when the row cannot be
-                        // read: a user's export lists it rather than silently omit it.
-                        Err(bad) => unreadable_row(bad, Some(&server), &entity, |_| true).map(Err),
-                    });
-                    futures::stream::iter(items.map(Ok).collect::<Vec<_>>())
-                })
-                .map_err(GdprError::from)
-                .try_flatten()
-                .boxed()
+            rows.map_ok(move |page| {
+                let items = page.into_iter().filter_map(|row| match row {
+                    Ok(row) => Some(
+                        media_import::local_media(row, &server)
+                            .map(|media| synapse_item(media, &media_store))
+                            .map_err(not_exported),
+                    ),
+                    Err(bad) => unreadable_row(bad, Some(&server), &entity, |_| true).map(Err),
+                });
+                futures::stream::iter(items.map(Ok).collect::<Vec<_>>())
+            })
+            .map_err(GdprError::from)
+            .try_flatten()
+            .boxed()
         }
     };
     export_items(items, None, options, progress).await
@@ -341,19 +338,20 @@ fn unreadable_row(
         let detail = format!("a row of Synapse's media tables cannot be read: {error}");
         return Some(("a Synapse media row".into(), "bad_row", detail));
     };
-    let item = if key.starts_with("key unreadable") {
-        format!("a row of {table} ({key})")
+    let (item, whose) = if key.starts_with("key unreadable") {
+        (format!("a row of {table} ({key})"), "it may be media of")
     } else if !may_be_selected(&key) {
         return None;
     } else {
-        match local_server {
+        let item = match local_server {
             Some(server) => format!("mxc://{server}/{key}"),
             None => format!("mxc://{key}"),
-        }
+        };
+        (item, "a media of")
     };
     let detail = format!(
-        "this row of {table} cannot be read, so it is not in the export (it may be \
-         media of {entity}): {reason}"
+        "this row of {table} cannot be read, so it is not in the export ({whose} \
+         {entity}): {reason}"
     );
     Some((item, "bad_row", detail))
 }
