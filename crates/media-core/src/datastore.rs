@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use async_trait::async_trait;
@@ -14,6 +14,7 @@ use futures::stream::BoxStream;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::ids::Sha256Hex;
+use crate::local_files::open_regular_beneath;
 
 /// The key of a blob inside a datastore: `ab/cd/abcdef…`, the first two byte pairs of the
 /// lowercase hex SHA-256 as two folder levels, then the full digest.
@@ -228,6 +229,28 @@ pub enum StoreError {
     Config(String),
 }
 
+/// A blob's bytes as a local file: the store's root folder and the blob's path below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFile {
+    /// The store's root folder.
+    pub root: PathBuf,
+    /// The blob's path below `root` (its key).
+    pub relative: PathBuf,
+}
+
+impl LocalFile {
+    /// The file's full path, for messages.
+    pub fn path(&self) -> PathBuf {
+        self.root.join(&self.relative)
+    }
+
+    /// Blocking: opens the file for reading, following no link below the root and
+    /// opening nothing but a regular file (see [`open_regular_beneath`]).
+    pub fn open(&self) -> std::io::Result<std::fs::File> {
+        open_regular_beneath(&self.root, &self.relative, "the datastore")
+    }
+}
+
 /// A content-addressed blob store. Implementations must make writes atomic (a key either
 /// holds the complete bytes or nothing), make `put` of existing bytes a no-op, and make
 /// `delete` idempotent. Conveniences live in [`DatastoreExt`].
@@ -265,7 +288,7 @@ pub trait Datastore: Send + Sync + fmt::Debug {
     /// Where a blob's bytes sit as a local file, for stores that keep files (readers may
     /// then read it with blocking I/O, which moves bytes with fewer copies). `None` for
     /// other stores.
-    fn local_path(&self, _key: &BlobKey) -> Option<std::path::PathBuf> {
+    fn local_file(&self, _key: &BlobKey) -> Option<LocalFile> {
         None
     }
 

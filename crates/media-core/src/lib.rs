@@ -6,6 +6,8 @@
 //! * [`retention`]: retention policies and the purge plans they give (pure functions).
 //! * [`datastore`]: the [`Datastore`] trait every byte store implements, with its key scheme
 //!   and the [`HashingReader`] that hashes bytes while they stream.
+//! * [`local_files`]: opening a file below a folder without following links or opening
+//!   anything but a regular file.
 //! * [`progress`]: live counters for progress displays, and sizes for people.
 //! * [`archive`]: matrix-media-repo's GDPR archive format: manifest, streaming part
 //!   writer and reader.
@@ -15,13 +17,14 @@ pub mod archive;
 pub mod datastore;
 pub mod hashing;
 pub mod ids;
+pub mod local_files;
 pub mod progress;
 pub mod records;
 pub mod retention;
 
 pub use datastore::{
     BlobKey, BlobReader, ByteRange, Datastore, DatastoreExt, DeleteStatus, Durability, Expected,
-    Put, PutOptions, PutStatus, StoreError, StoredBlob,
+    LocalFile, Put, PutOptions, PutStatus, StoreError, StoredBlob,
 };
 pub use hashing::HashingReader;
 pub use ids::{IdError, MediaId, MxcUri, ServerName, Sha256Hex, UserId};

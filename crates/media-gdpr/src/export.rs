@@ -524,10 +524,10 @@ async fn open_content(
         }
         (Content::Datastore, Some(store), Some(sha256)) => {
             let key = BlobKey::for_hash(sha256);
-            match store.local_path(&key) {
-                Some(path) => {
-                    let shown = path.clone();
-                    (Box::new(move || std::fs::File::open(path)), shown)
+            match store.local_file(&key) {
+                Some(local) => {
+                    let shown = local.path();
+                    (Box::new(move || local.open()), shown)
                 }
                 None => {
                     let blob = store

@@ -3,14 +3,14 @@
 //! and, once a given number of puts has succeeded, fails every further put (and sync)
 //! the way a full filesystem does.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use media_core::datastore::{
-    BlobKey, BlobReader, ByteRange, Datastore, DeleteStatus, Put, PutOptions, StoreError,
+    BlobKey, BlobReader, ByteRange, Datastore, DeleteStatus, LocalFile, Put, PutOptions, StoreError,
 };
 use tokio::io::AsyncRead;
 
@@ -92,8 +92,8 @@ impl Datastore for FaultyDatastore {
         self.inner.get(key, range).await
     }
 
-    fn local_path(&self, key: &BlobKey) -> Option<PathBuf> {
-        self.inner.local_path(key)
+    fn local_file(&self, key: &BlobKey) -> Option<LocalFile> {
+        self.inner.local_file(key)
     }
 
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError> {

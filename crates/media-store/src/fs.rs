@@ -33,8 +33,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use media_core::datastore::{
-    BlobKey, BlobReader, ByteRange, Datastore, DeleteStatus, Durability, Put, PutOptions,
-    PutStatus, StoreError, StoredBlob,
+    BlobKey, BlobReader, ByteRange, Datastore, DeleteStatus, Durability, LocalFile, Put,
+    PutOptions, PutStatus, StoreError, StoredBlob,
 };
 use media_core::ids::Sha256Hex;
 use sha2::{Digest, Sha256};
@@ -739,14 +739,20 @@ impl Datastore for FileDatastore {
         result
     }
 
-    fn local_path(&self, key: &BlobKey) -> Option<PathBuf> {
-        Some(self.path_of(key))
+    fn local_file(&self, key: &BlobKey) -> Option<LocalFile> {
+        Some(LocalFile {
+            root: self.root.clone(),
+            relative: PathBuf::from(key.as_str()),
+        })
     }
 
     async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError> {
         let path = self.path_of(key);
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(file) => file,
+        // No link below the root is followed, and only a regular file is read.
+        let local = self.local_file(key).expect("a folder store keeps files");
+        let opened = blocking(move || Ok(local.open())).await?;
+        let mut file = match opened {
+            Ok(file) => tokio::fs::File::from_std(file),
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(StoreError::NotFound { key: key.clone() });
             }

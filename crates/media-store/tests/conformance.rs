@@ -59,8 +59,10 @@ async fn round_trip(store: &dyn Datastore) {
         assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
         assert_eq!(store.size(&put.blob.key).await.unwrap(), Some(len as u64));
         assert!(store.exists(&put.blob.key).await.unwrap());
-        if let Some(path) = store.local_path(&put.blob.key) {
-            assert_eq!(std::fs::read(&path).unwrap(), data, "{}", path.display());
+        if let Some(local) = store.local_file(&put.blob.key) {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut local.open().unwrap(), &mut bytes).unwrap();
+            assert_eq!(bytes, data, "{}", local.path().display());
         }
     }
 }
@@ -522,4 +524,46 @@ async fn open_accepts_every_documented_uri_form() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("unknown scheme \"s3\""), "{err}");
+}
+
+#[tokio::test]
+async fn a_link_planted_in_the_folder_store_is_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileDatastore::open(dir.path().join("store")).await.unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, b"not the store's").unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+
+    // A blob file replaced by a link, and a fan-out folder replaced by a link to a
+    // folder holding a file under the blob's name.
+    let linked_file = store.put_bytes(b"first blob").await.unwrap().blob.key;
+    let linked_folder = store.put_bytes(b"second blob").await.unwrap().blob.key;
+    let file_path = dir.path().join("store").join(linked_file.as_str());
+    std::fs::remove_file(&file_path).unwrap();
+    std::os::unix::fs::symlink(&secret, &file_path).unwrap();
+    let folder_path = dir
+        .path()
+        .join("store")
+        .join(linked_folder.as_str())
+        .parent()
+        .unwrap()
+        .to_owned();
+    let name = std::path::Path::new(linked_folder.as_str())
+        .file_name()
+        .unwrap();
+    std::fs::copy(&secret, outside.join(name)).unwrap();
+    std::fs::remove_dir_all(&folder_path).unwrap();
+    std::os::unix::fs::symlink(&outside, &folder_path).unwrap();
+
+    for key in [&linked_file, &linked_folder] {
+        let error = match store.get(key, None).await {
+            Ok(_) => panic!("{key}: read through a link"),
+            Err(e) => e.to_string(),
+        };
+        assert!(error.contains("never followed"), "{key}: {error}");
+        let local = store.local_file(key).unwrap();
+        let error = local.open().unwrap_err().to_string();
+        assert!(error.contains("never followed"), "{key}: {error}");
+    }
 }
