@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 
 use async_trait::async_trait;
@@ -269,17 +269,18 @@ pub trait Datastore: Send + Sync + fmt::Debug {
         options: &PutOptions,
     ) -> Result<Put, StoreError>;
 
-    /// Puts the contents of a local file (the source is local; the store need not be).
-    /// The default streams it through [`Datastore::put`]; a store that can do better
-    /// overrides it. Opening or reading the file fails with [`StoreError::Source`].
-    async fn put_file(&self, path: &Path, options: &PutOptions) -> Result<Put, StoreError> {
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(|source| StoreError::Source {
-                bytes_read: 0,
-                source,
-            })?;
-        self.put(&mut file, options).await
+    /// Puts the contents of an opened local file, reading at most `limit` bytes (the
+    /// source is local; the store need not be). The default streams it through
+    /// [`Datastore::put`]; a store that can do better overrides it. Reading the file
+    /// fails with [`StoreError::Source`].
+    async fn put_file(
+        &self,
+        file: std::fs::File,
+        limit: u64,
+        options: &PutOptions,
+    ) -> Result<Put, StoreError> {
+        let mut reader = tokio::fs::File::from_std(file).take(limit);
+        self.put(&mut reader, options).await
     }
 
     /// Streams a blob, or the part of it in `range`.

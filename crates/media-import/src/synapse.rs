@@ -1378,6 +1378,10 @@ async fn put_from_disk(
         .map_err(std::io::Error::other)??;
     Ok(match opened {
         OpenedFile::Read(bytes) => sink_put(context, &mut &bytes[..], expected).await,
+        OpenedFile::Stream(file, limit) if !context.options.dry_run => {
+            // One blocking loop reads, hashes and writes it (fewer copies and hand-offs).
+            context.store.put_file(file, limit, expected).await
+        }
         OpenedFile::Stream(file, limit) => {
             let mut reader = tokio::fs::File::from_std(file).take(limit);
             sink_put(context, &mut reader, expected).await

@@ -3,7 +3,6 @@
 //! and, once a given number of puts has succeeded, fails every further put (and sync)
 //! the way a full filesystem does.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -83,9 +82,14 @@ impl Datastore for FaultyDatastore {
         self.inner.put(data, options).await
     }
 
-    async fn put_file(&self, path: &Path, options: &PutOptions) -> Result<Put, StoreError> {
+    async fn put_file(
+        &self,
+        file: std::fs::File,
+        limit: u64,
+        options: &PutOptions,
+    ) -> Result<Put, StoreError> {
         self.admit("write")?;
-        self.inner.put_file(path, options).await
+        self.inner.put_file(file, limit, options).await
     }
 
     async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError> {

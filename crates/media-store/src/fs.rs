@@ -458,15 +458,22 @@ impl FileDatastore {
         self.commit(temp.into_temp_path(), blob, options.durability)
     }
 
-    /// Blocking: reads, hashes and writes a local file in one loop on one thread, with no
+    /// Blocking: reads (at most `limit` bytes), hashes and writes a local file in one loop
+    /// on one thread, with no
     /// copy beyond the read and the write. A file that fits one chunk is stored as
     /// [`FileDatastore::put_small`] does (no temporary file when the blob exists).
-    fn put_file_blocking(&self, path: &Path, options: &PutOptions) -> Result<Put, StoreError> {
+    fn put_file_blocking(
+        &self,
+        file: std::fs::File,
+        limit: u64,
+        options: &PutOptions,
+    ) -> Result<Put, StoreError> {
+        use std::io::Read;
         let source_error = |bytes_read, source| StoreError::Source { bytes_read, source };
-        let mut source = std::fs::File::open(path).map_err(|e| source_error(0, e))?;
         // Sized for the file (one byte more, to see its end), so that a small file does
         // not pay for zeroing a whole chunk.
-        let expected_len = source.metadata().map_or(CHUNK as u64, |m| m.len());
+        let expected_len = file.metadata().map_or(CHUNK as u64, |m| m.len()).min(limit);
+        let mut source = file.take(limit);
         let mut buf = vec![0u8; expected_len.saturating_add(1).min(CHUNK as u64) as usize];
         let mut n = read_chunk(&mut source, &mut buf).map_err(|e| source_error(0, e))?;
         if n < buf.len() {
@@ -711,9 +718,14 @@ impl Datastore for FileDatastore {
         blocking(move || store.finish_put(staging, temp, &options)).await
     }
 
-    async fn put_file(&self, path: &Path, options: &PutOptions) -> Result<Put, StoreError> {
-        let (store, path, options) = (self.clone(), path.to_owned(), options.clone());
-        blocking(move || store.put_file_blocking(&path, &options)).await
+    async fn put_file(
+        &self,
+        file: std::fs::File,
+        limit: u64,
+        options: &PutOptions,
+    ) -> Result<Put, StoreError> {
+        let (store, options) = (self.clone(), options.clone());
+        blocking(move || store.put_file_blocking(file, limit, &options)).await
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
