@@ -298,9 +298,15 @@ async fn db_flags_with_url_syntax_in_user_password_and_database_connect() {
             .await
             .unwrap();
     }
-    // Restore the Synapse fixture as that user, through a URL the URL library built.
-    let synapse_url =
-        media_db::connect::postgres_url(&host, port, &user, Some(password), &database).unwrap();
+    // Restore the Synapse fixture as that user (libpq's own quoting, not our code).
+    let libpq_quoted =
+        |value: &str| format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"));
+    let synapse_settings = format!(
+        "host={host} port={port} user={} password={} dbname={}",
+        libpq_quoted(&user),
+        libpq_quoted(password),
+        libpq_quoted(&database)
+    );
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/postgres");
     let status = std::process::Command::new("psql")
         .args([
@@ -310,7 +316,7 @@ async fn db_flags_with_url_syntax_in_user_password_and_database_connect() {
             "-o",
             "/dev/null",
             "-d",
-            &synapse_url,
+            &synapse_settings,
             "-f",
         ])
         .arg(fixture.join("synapse.sql"))
