@@ -31,7 +31,8 @@ const MMR_FLAGS: &[(&str, &str)] = &[
 #[derive(Debug, Parser)]
 #[command(name = "import_synapse", version)]
 struct Cli {
-    /// Synapse's database: the path of homeserver.db, or a postgres:// URL.
+    /// Synapse's database: the path of homeserver.db, a postgres:// URL or PostgreSQL
+    /// key=value settings.
     #[arg(long, env = "SYNAPSE_DB", required_unless_present = "db_host")]
     synapse_db: Option<String>,
 

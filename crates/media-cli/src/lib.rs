@@ -156,7 +156,8 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
 /// Where our repository lives: the flags every tool that reads or writes it takes.
 #[derive(Debug, Clone, Args)]
 pub struct RepositoryArgs {
-    /// Our repository database (sqlite:// or postgres:// URL).
+    /// Our repository database: a path (SQLite file), sqlite://…, postgres://… or
+    /// PostgreSQL key=value settings.
     #[arg(long, env = "MEDIA_REPO_DB", default_value = "sqlite://media-repo.db")]
     pub db: String,
 
