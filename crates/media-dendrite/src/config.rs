@@ -260,7 +260,7 @@ fn database_url(
             return Err(format!("{key} {connection:?} names no SQLite file"));
         }
         let path = resolve(Path::new(file), workdir, key, warnings);
-        return Ok(format!("sqlite://{}", path.display()));
+        return Ok(media_db::connect::sqlite_url_of_path(&path));
     }
     if connection.starts_with("postgres://") || connection.starts_with("postgresql://") {
         return Ok(connection.to_owned());
