@@ -1095,3 +1095,31 @@ async fn an_empty_media_table_is_refused_not_a_licence_to_remove_every_directory
         store.finish().await;
     }
 }
+
+/// Issue 19 item 8: `cleanmedia -c homeserver.yaml` (Synapse's config) said
+/// `global.server_name "" is not a server name`.
+#[test]
+fn a_synapse_config_is_named_as_such_not_as_an_empty_server_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let homeserver_yaml =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite/homeserver.yaml");
+    let out = media_tests::run(
+        "cleanmedia",
+        &["-c", homeserver_yaml.to_str().unwrap(), "--dry-run"],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("looks like a Synapse config"), "{stderr}");
+    assert!(stderr.contains("media_store_path"), "{stderr}");
+    assert!(stderr.contains("dendrite.yaml"), "{stderr}");
+    assert!(!stderr.contains("is not a server name"), "{stderr}");
+
+    // Any other config without `global:` names the missing section.
+    let other = dir.path().join("other.yaml");
+    std::fs::write(&other, "media_api:\n  base_path: /srv/media\n").unwrap();
+    let out = media_tests::run("cleanmedia", &["-c", other.to_str().unwrap()], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no `global:` section"), "{stderr}");
+}

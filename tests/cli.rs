@@ -1,5 +1,7 @@
 //! End-to-end tests of the real binaries.
 
+use std::path::Path;
+
 use media_tests::run;
 
 const TOOLS: [&str; 4] = ["import_synapse", "gdpr_export", "gdpr_import", "cleanmedia"];
@@ -29,5 +31,339 @@ fn unknown_flags_are_usage_errors() {
         let out = run(tool, &["--no-such-flag"], dir.path());
         assert_eq!(out.status.code(), Some(2), "{tool}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+    }
+}
+
+/// A Dendrite config whose relative media_api.base_path makes cleanmedia log a warning,
+/// and whose media folder does not exist (the run then stops with exit code 2).
+fn config_that_logs_a_warning(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("dendrite.yaml");
+    std::fs::write(
+        &config,
+        "global:\n  server_name: example.org\n  database:\n    connection_string: \
+         file:dendrite.db\nmedia_api:\n  base_path: ./no_media_here\n",
+    )
+    .unwrap();
+    config
+}
+
+/// Issue 19 item 4: log lines carried ANSI colour codes in cron mail and journald.
+#[test]
+fn log_lines_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_that_logs_a_warning(dir.path());
+    let args = [
+        "-c",
+        config.to_str().unwrap(),
+        "--workdir",
+        dir.path().to_str().unwrap(),
+    ];
+    // stderr is a pipe here, as in cron or under systemd.
+    let out = run("cleanmedia", &args, dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("relative"),
+        "no warning was logged: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in piped stderr: {stderr:?}"
+    );
+
+    // On a terminal (a pseudo-terminal made by util-linux `script`), colour, unless
+    // NO_COLOR is set.
+    let command = format!(
+        "{} -c {} --workdir {}",
+        media_tests::binary("cleanmedia").display(),
+        config.display(),
+        dir.path().display()
+    );
+    let on_terminal = |no_color: Option<&str>| {
+        let mut script = std::process::Command::new("script");
+        script
+            .args(["-qec", &command, "/dev/null"])
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            script.env("NO_COLOR", value);
+        }
+        let out = script
+            .output()
+            .expect("util-linux `script` runs a pseudo-terminal");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_terminal(None);
+    assert!(coloured.contains("relative"), "{coloured}");
+    assert!(
+        coloured.contains('\u{1b}'),
+        "no colour on a terminal: {coloured:?}"
+    );
+    for no_color in ["1", "yes"] {
+        let plain = on_terminal(Some(no_color));
+        assert!(plain.contains("relative"), "{plain}");
+        assert!(!plain.contains('\u{1b}'), "NO_COLOR={no_color}: {plain:?}");
+    }
+}
+
+/// A port of 127.0.0.1 where nothing listens (bound, then released).
+fn closed_port() -> u16 {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+/// Runs a tool that must fail at once because its PostgreSQL cannot be reached: exit
+/// code 2 (the database given is wrong) and the real cause, "refused", in the message.
+fn assert_refused_at_once(tool: &str, args: &[&str], cwd: &std::path::Path, port: u16) {
+    let started = std::time::Instant::now();
+    let out = run(tool, args, cwd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // A hang guard only (the pool used to retry for 15 s), not a timing measurement.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{tool} waited: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{tool}: {stderr}");
+    assert!(
+        stderr.to_lowercase().contains("refused"),
+        "{tool}: {stderr}"
+    );
+    assert!(stderr.contains(&format!("port {port}")), "{tool}: {stderr}");
+    assert!(!stderr.contains("timed out"), "{tool}: {stderr}");
+}
+
+/// Issue 19 item 5: a postgres:// URL to a port where nothing listens waited 15 s and said
+/// "pool timed out", for Synapse's, Dendrite's and our databases alike.
+#[test]
+fn an_unreachable_postgres_is_reported_as_connection_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let nowhere = format!("postgres://postgres@127.0.0.1:{port}/media");
+    let media_store = dir.path().join("media_store");
+    std::fs::create_dir(&media_store).unwrap();
+    let store = media_store.to_str().unwrap();
+    // Synapse's database.
+    assert_refused_at_once(
+        "import_synapse",
+        &["--synapse-db", &nowhere, "--media-store", store],
+        dir.path(),
+        port,
+    );
+    // Our repository.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
+    let synapse_db = fixture.join("homeserver.db");
+    assert_refused_at_once(
+        "import_synapse",
+        &[
+            "--synapse-db",
+            synapse_db.to_str().unwrap(),
+            "--media-store",
+            store,
+            "--db",
+            &nowhere,
+        ],
+        dir.path(),
+        port,
+    );
+    // Dendrite's database.
+    let config = dir.path().join("dendrite.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  server_name: example.org\n  database:\n    connection_string: \
+             {nowhere}\nmedia_api:\n  base_path: {store}\n"
+        ),
+    )
+    .unwrap();
+    assert_refused_at_once(
+        "cleanmedia",
+        &["-c", config.to_str().unwrap(), "--fstab", "/dev/null"],
+        dir.path(),
+        port,
+    );
+}
+
+/// Imports the SQLite Synapse fixture into the repository at `db` (any form `--db`
+/// takes), from `cwd`, and returns the number of media imported.
+fn import_fixture_into(db: &str, cwd: &Path) -> u64 {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
+    let datastore = cwd.join("datastore");
+    let out = run(
+        "import_synapse",
+        &[
+            "--synapse-db",
+            fixture.join("homeserver.db").to_str().unwrap(),
+            "--media-store",
+            fixture.join("media_store").to_str().unwrap(),
+            "--db",
+            db,
+            "--datastore",
+            datastore.to_str().unwrap(),
+            "--json",
+        ],
+        cwd,
+    );
+    let report = media_tests::report(&out);
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(1),
+        "--db {db}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report["media_imported"].as_u64().unwrap()
+}
+
+/// Issue 19 item 7: `--db /path/repo.db` was refused although `--synapse-db` and
+/// `--datastore` took bare paths. Every form `--db` takes, end to end.
+#[tokio::test]
+async fn a_bare_path_is_accepted_by_db_like_every_other_database_flag() {
+    use media_tests::TestDatabase;
+    // SQLite: an absolute bare path, a relative bare path, a sqlite:// URL.
+    for form in ["absolute", "relative", "url"] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("my repo.db");
+        let db = match form {
+            "absolute" => file.to_str().unwrap().to_owned(),
+            "relative" => "my repo.db".to_owned(),
+            _ => format!("sqlite://{}", file.display()),
+        };
+        let imported = import_fixture_into(&db, dir.path());
+        assert!(imported > 0, "{form}");
+        assert!(
+            file.is_file(),
+            "{form}: no SQLite file at {}",
+            file.display()
+        );
+        // The bare path opens the same repository again: nothing new to import.
+        assert_eq!(import_fixture_into(&db, dir.path()), 0, "{form}");
+    }
+    // PostgreSQL: a URL, and libpq key=value settings.
+    let pg = TestDatabase::postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    assert!(import_fixture_into(&pg.url, dir.path()) > 0);
+    let url = url_parts(&pg.url);
+    let settings = format!(
+        "host={} port={} user={} dbname={}",
+        url.0, url.1, url.2, url.3
+    );
+    assert_eq!(import_fixture_into(&settings, dir.path()), 0, "{settings}");
+    pg.drop_database().await;
+}
+
+/// (host, port, user, database) of a postgres:// URL.
+fn url_parts(url: &str) -> (String, u16, String, String) {
+    let rest = url.split_once("://").unwrap().1;
+    let (authority, database) = rest.split_once('/').unwrap();
+    let (user, host_port) = authority.rsplit_once('@').unwrap();
+    let user = user.split(':').next().unwrap();
+    let (host, port) = host_port.rsplit_once(':').unwrap();
+    let database = database.split('?').next().unwrap();
+    (
+        host.into(),
+        port.parse().unwrap(),
+        user.into(),
+        database.into(),
+    )
+}
+
+/// Issue 19 item 6: `-dbPassword` (and user and database names) with `@`, `/`, `#` or
+/// `%` broke the URL assembled by string formatting. The test server trusts local
+/// connections, so the password itself is checked where the URL is parsed (media-db's
+/// `a_password_with_url_syntax_in_it_reaches_the_driver_exactly`); here the user and
+/// database names, which must match exactly to connect at all.
+#[tokio::test]
+async fn db_flags_with_url_syntax_in_user_password_and_database_connect() {
+    use sqlx::Connection;
+    let admin = media_tests::postgres_server_url();
+    let (host, port, _, _) = url_parts(&admin);
+    let suffix = format!("{:08x}", rand::random::<u32>());
+    let user = format!("med@ia/u#s%er {suffix}");
+    let database = format!("syn apse/#%db {suffix}");
+    let password = "p@ss/w#rd% :?x'";
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    for sql in [
+        format!(
+            "CREATE ROLE {} LOGIN PASSWORD '{}'",
+            quoted(&user),
+            password.replace('\'', "''")
+        ),
+        format!(
+            "CREATE DATABASE {} OWNER {}",
+            quoted(&database),
+            quoted(&user)
+        ),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    // Restore the Synapse fixture as that user (libpq's own quoting, not our code).
+    let libpq_quoted =
+        |value: &str| format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"));
+    let synapse_settings = format!(
+        "host={host} port={port} user={} password={} dbname={}",
+        libpq_quoted(&user),
+        libpq_quoted(password),
+        libpq_quoted(&database)
+    );
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/postgres");
+    let status = std::process::Command::new("psql")
+        .args([
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-o",
+            "/dev/null",
+            "-d",
+            &synapse_settings,
+            "-f",
+        ])
+        .arg(fixture.join("synapse.sql"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "restoring the fixture as {user:?} failed");
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = port.to_string();
+    let out = run(
+        "import_synapse",
+        &[
+            "-dbHost",
+            &host,
+            "-dbPort",
+            &port,
+            "-dbUsername",
+            &user,
+            "-dbPassword",
+            password,
+            "-dbName",
+            &database,
+            "--media-store",
+            fixture.join("media_store").to_str().unwrap(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(1),
+        "{stderr}"
+    );
+    let report = media_tests::report(&out);
+    assert!(report["media_imported"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        !stderr.contains("w#rd"),
+        "the password was printed: {stderr}"
+    );
+
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quoted(&database)),
+        format!("DROP ROLE IF EXISTS {}", quoted(&user)),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
 }

@@ -31,7 +31,8 @@ const MMR_FLAGS: &[(&str, &str)] = &[
 #[derive(Debug, Parser)]
 #[command(name = "import_synapse", version)]
 struct Cli {
-    /// Synapse's database: the path of homeserver.db, or a postgres:// URL.
+    /// Synapse's database: the path of homeserver.db, a postgres:// URL or PostgreSQL
+    /// key=value settings.
     #[arg(long, env = "SYNAPSE_DB", required_unless_present = "db_host")]
     synapse_db: Option<String>,
 
@@ -125,18 +126,18 @@ enum Source {
 }
 
 impl Cli {
-    /// The Synapse database location, from --synapse-db or MMR's -db* flags.
-    fn synapse_location(&self) -> String {
+    /// The Synapse database location, from --synapse-db or MMR's -db* flags (the URL
+    /// built by the URL library, so any character of a password or name survives).
+    fn synapse_location(&self) -> Result<String, DbError> {
         match &self.synapse_db {
-            Some(location) => location.clone(),
-            None => {
-                let host = self.db_host.as_deref().unwrap_or("localhost");
-                let auth = match &self.db_password {
-                    Some(password) => format!("{}:{password}", self.db_username),
-                    None => self.db_username.clone(),
-                };
-                format!("postgres://{auth}@{host}:{}/{}", self.db_port, self.db_name)
-            }
+            Some(location) => Ok(location.clone()),
+            None => media_db::connect::postgres_url(
+                self.db_host.as_deref().unwrap_or("localhost"),
+                self.db_port,
+                &self.db_username,
+                self.db_password.as_deref(),
+                &self.db_name,
+            ),
         }
     }
 }
@@ -144,7 +145,9 @@ impl Cli {
 fn exit_for(error: &ImportError) -> Exit {
     match error {
         ImportError::Config(_)
-        | ImportError::Db(DbError::InvalidUrl { .. } | DbError::NewerSchema { .. }) => Exit::Usage,
+        | ImportError::Db(
+            DbError::InvalidUrl { .. } | DbError::NewerSchema { .. } | DbError::Connect { .. },
+        ) => Exit::Usage,
         _ => Exit::Fatal,
     }
 }
@@ -196,7 +199,7 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         }
         _ => None,
     };
-    let location = cli.synapse_location();
+    let location = cli.synapse_location().map_err(|e| fail(e.into()))?;
     let synapse = media_db::synapse::open_synapse(&location)
         .await
         .map_err(|e| fail(e.into()))?;

@@ -58,11 +58,23 @@ impl Verbosity {
         };
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        let colour = colour_logs(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(colour)
             .try_init();
     }
+}
+
+/// Whether log lines get ANSI colours: only when stderr is a terminal (never in cron's
+/// mail, journald or a file), and never when `NO_COLOR` is set to a non-empty value
+/// (<https://no-color.org>).
+pub fn colour_logs(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// Rewrites Go-style flags (`-dbHost value`, `-dbHost=value`, as matrix-media-repo's tools
@@ -144,7 +156,8 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
 /// Where our repository lives: the flags every tool that reads or writes it takes.
 #[derive(Debug, Clone, Args)]
 pub struct RepositoryArgs {
-    /// Our repository database (sqlite:// or postgres:// URL).
+    /// Our repository database: a path (SQLite file), sqlite://…, postgres://… or
+    /// PostgreSQL key=value settings.
     #[arg(long, env = "MEDIA_REPO_DB", default_value = "sqlite://media-repo.db")]
     pub db: String,
 
@@ -238,6 +251,16 @@ mod tests {
         for bad in ["", "MiB", "12 parsecs", "0", "-5"] {
             assert!(parse_byte_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour_logs(true, None));
+        assert!(colour_logs(true, Some(OsStr::new(""))));
+        assert!(!colour_logs(true, Some(OsStr::new("1"))));
+        assert!(!colour_logs(false, None));
+        assert!(!colour_logs(false, Some(OsStr::new(""))));
     }
 
     #[test]

@@ -111,22 +111,19 @@ pub enum AvatarSource {
     Member,
 }
 
-/// Opens a Synapse database read-only: a `postgres://` URL, a `sqlite://` URL or a bare
-/// path to `homeserver.db`.
+/// Opens a Synapse database read-only: any location [`connect::database_url`] accepts (a
+/// `postgres://` URL, `key=value` settings, a `sqlite://` URL or a bare path to
+/// `homeserver.db`).
 pub async fn open_synapse(location: &str) -> Result<SynapseDb, DbError> {
-    let url = if location.contains("://") || location.starts_with("sqlite:") {
-        location.to_owned()
-    } else {
-        if !std::path::Path::new(location).is_file() {
-            return Err(DbError::InvalidUrl {
-                url: location.to_owned(),
-                reason: "no such file: give the path of Synapse's homeserver.db, or a \
-                         postgres:// URL"
-                    .into(),
-            });
-        }
-        format!("sqlite://{location}")
-    };
+    let url = connect::database_url(location)?;
+    if connect::dialect_of(&url)? == Dialect::Sqlite && !connect::sqlite_file_exists(&url) {
+        return Err(DbError::InvalidUrl {
+            url: location.to_owned(),
+            reason: "no such file: give the path of Synapse's homeserver.db, or a \
+                     postgres:// URL"
+                .into(),
+        });
+    }
     let pool = connect::open_pool(
         &url,
         OpenOptions {

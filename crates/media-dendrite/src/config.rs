@@ -39,6 +39,37 @@ struct RawConfig {
     media_api: Option<RawMediaApi>,
     user_api: Option<RawUserApi>,
     sync_api: Option<RawSyncApi>,
+    // Synapse's top-level keys, read only to recognise a homeserver.yaml given by mistake.
+    server_name: Option<serde::de::IgnoredAny>,
+    media_store_path: Option<serde::de::IgnoredAny>,
+    database: Option<RawSynapseDatabase>,
+}
+
+/// Synapse's `database:` section (`name: psycopg2` or `sqlite3`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawSynapseDatabase {
+    name: Option<String>,
+}
+
+impl RawConfig {
+    /// The Synapse keys this config has at its top level (none in a Dendrite config).
+    fn synapse_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        if self.server_name.is_some() {
+            keys.push("server_name".to_owned());
+        }
+        if self.media_store_path.is_some() {
+            keys.push("media_store_path".to_owned());
+        }
+        let engine = self.database.as_ref().and_then(|d| d.name.as_deref());
+        if let Some(engine) = engine
+            && matches!(engine, "psycopg2" | "sqlite3")
+        {
+            keys.push(format!("database.name: {engine}"));
+        }
+        keys
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,9 +136,33 @@ impl DendriteConfig {
     pub fn parse(text: &str, workdir: &Path) -> Result<Self, String> {
         let raw: RawConfig =
             serde_saphyr::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
-        let global = raw.global.unwrap_or_default();
+        let synapse_keys = raw.synapse_keys();
+        if raw.global.is_none() && !synapse_keys.is_empty() {
+            return Err(format!(
+                "this looks like a Synapse config (homeserver.yaml: it has Synapse's top-level \
+                 {} and no `global:` section), not Dendrite's dendrite.yaml. cleanmedia \
+                 cleans Dendrite's media only: give it Dendrite's config with -c. Synapse is \
+                 not supported by cleanmedia (use Synapse's own media_retention settings, or \
+                 import_synapse to move its media into the media repository)",
+                synapse_keys.join(", ")
+            ));
+        }
+        let Some(global) = raw.global else {
+            return Err(
+                "it has no `global:` section (with global.server_name): is this \
+                        Dendrite's dendrite.yaml?"
+                    .into(),
+            );
+        };
         let media_api = raw.media_api.unwrap_or_default();
         let name = global.server_name.unwrap_or_default();
+        if name.trim().is_empty() {
+            return Err(
+                "global.server_name is not set: Dendrite's config names its server \
+                        there"
+                    .into(),
+            );
+        }
         let server_name: ServerName = name
             .parse()
             .map_err(|e| format!("global.server_name {name:?} is not a server name: {e}"))?;
@@ -205,92 +260,19 @@ fn database_url(
             return Err(format!("{key} {connection:?} names no SQLite file"));
         }
         let path = resolve(Path::new(file), workdir, key, warnings);
-        return Ok(format!("sqlite://{}", path.display()));
+        return Ok(media_db::connect::sqlite_url_of_path(&path));
     }
     if connection.starts_with("postgres://") || connection.starts_with("postgresql://") {
         return Ok(connection.to_owned());
     }
     if connection.contains('=') && !connection.contains("://") {
-        return key_value_url(connection).map_err(|reason| format!("{key}: {reason}"));
+        return media_db::connect::key_value_url(connection)
+            .map_err(|reason| format!("{key}: {reason}"));
     }
     Err(format!(
         "{key} {:?} is neither file: (SQLite), a postgres:// URL nor key=value settings",
         media_db::redact_url(connection)
     ))
-}
-
-/// Splits libpq `key=value` settings (values optionally in single quotes, `\'` and `\\`
-/// escaped) into pairs.
-fn key_value_pairs(settings: &str) -> Result<Vec<(String, String)>, String> {
-    let mut pairs = Vec::new();
-    let mut chars = settings.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.peek().is_none() {
-            return Ok(pairs);
-        }
-        let key: String =
-            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.next() != Some('=') {
-            return Err(format!("setting {key:?} has no '=value'"));
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let mut value = String::new();
-        if chars.next_if_eq(&'\'').is_some() {
-            loop {
-                match chars.next() {
-                    Some('\\') => value.extend(chars.next()),
-                    Some('\'') => break,
-                    Some(c) => value.push(c),
-                    None => return Err(format!("the quoted value of {key:?} is not closed")),
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-                if c == '\\' {
-                    value.extend(chars.next());
-                } else {
-                    value.push(c);
-                }
-            }
-        }
-        pairs.push((key, value));
-    }
-}
-
-/// libpq `key=value` settings as a `postgres://` URL (unknown keys become query
-/// parameters, which the driver understands or rejects by name).
-fn key_value_url(settings: &str) -> Result<String, String> {
-    let mut url = url::Url::parse("postgres://localhost").expect("a valid base URL");
-    let mut query = Vec::new();
-    for (key, value) in key_value_pairs(settings)? {
-        match key.as_str() {
-            "host" if value.starts_with('/') => query.push((key, value)),
-            "host" | "hostaddr" => url
-                .set_host(Some(&value))
-                .map_err(|e| format!("host {value:?}: {e}"))?,
-            "port" => {
-                let port = value
-                    .parse()
-                    .map_err(|_| format!("port {value:?} is not a number"))?;
-                url.set_port(Some(port))
-                    .map_err(|_| "cannot set the port")?;
-            }
-            "user" => url
-                .set_username(&value)
-                .map_err(|_| "cannot set the user")?,
-            "password" => url
-                .set_password(Some(&value))
-                .map_err(|_| "cannot set the password")?,
-            "dbname" => url.set_path(&value),
-            _ => query.push((key, value)),
-        }
-    }
-    if !query.is_empty() {
-        url.query_pairs_mut().extend_pairs(query);
-    }
-    Ok(url.to_string())
 }
 
 #[cfg(test)]
@@ -369,7 +351,7 @@ sync_api:
         );
         assert_eq!(
             config.sync_database,
-            "postgres://sync:p%20w'd@db2:5433/syncapi?sslmode=disable"
+            "postgres://sync:p%20w%27d@db2:5433/syncapi?sslmode=disable"
         );
         assert_eq!(config.base_path, Path::new("/srv/dendrite/media"));
         assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
@@ -379,12 +361,13 @@ sync_api:
     #[test]
     fn key_value_settings_become_urls() {
         assert_eq!(
-            key_value_url("dbname=dendrite user=d host=/var/run/postgresql").unwrap(),
+            media_db::connect::key_value_url("dbname=dendrite user=d host=/var/run/postgresql")
+                .unwrap(),
             "postgres://d@localhost/dendrite?host=%2Fvar%2Frun%2Fpostgresql"
         );
-        assert!(key_value_url("host=db port=x").is_err());
-        assert!(key_value_url("password='open").is_err());
-        assert!(key_value_url("host").is_err());
+        assert!(media_db::connect::key_value_url("host=db port=x").is_err());
+        assert!(media_db::connect::key_value_url("password='open").is_err());
+        assert!(media_db::connect::key_value_url("host").is_err());
     }
 
     #[test]
@@ -404,6 +387,21 @@ sync_api:
                      media_api: {base_path: /m}\n";
         assert!(parse(mysql).unwrap_err().contains("neither file:"));
         assert!(parse("global: [").unwrap_err().contains("YAML"));
+    }
+
+    /// Issue 19 item 8: a Synapse homeserver.yaml was reported as an empty server name.
+    #[test]
+    fn a_synapse_config_is_recognised_and_a_missing_global_section_named() {
+        let synapse = "server_name: example.org\nmedia_store_path: /data/media_store\n\
+                       database:\n  name: psycopg2\n  args:\n    user: synapse\n";
+        let err = parse(synapse).unwrap_err();
+        assert!(err.contains("looks like a Synapse config"), "{err}");
+        assert!(err.contains("database.name: psycopg2"), "{err}");
+        assert!(err.contains("import_synapse"), "{err}");
+        let err = parse("media_api: {base_path: /m}\n").unwrap_err();
+        assert!(err.contains("no `global:` section"), "{err}");
+        let err = parse("global: {database: {connection_string: file:x.db}}\n").unwrap_err();
+        assert!(err.contains("global.server_name is not set"), "{err}");
     }
 
     #[test]
