@@ -135,6 +135,12 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
             let store = media_store::open_read_only(&cli.repository.datastore)
                 .await
                 .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
+            repo.attach_datastore(
+                store.as_ref(),
+                media_db::AttachOptions::new(false, cli.repository.datastore_moved),
+            )
+            .await
+            .map_err(|e| fail(e.into()))?;
             let result = media_gdpr::export_from_repository(&repo, store, options, progress).await;
             repo.close().await;
             result

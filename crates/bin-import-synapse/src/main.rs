@@ -10,7 +10,6 @@ use std::sync::Arc;
 use clap::Parser;
 use media_cli::Exit;
 use media_core::ids::ServerName;
-use media_db::DbError;
 use media_import::{HomeserverClient, ImportError, ImportOptions, Include, Progress};
 
 /// matrix-media-repo's `import_synapse` flags, accepted as aliases.
@@ -143,8 +142,8 @@ impl Cli {
 
 fn exit_for(error: &ImportError) -> Exit {
     match error {
-        ImportError::Config(_)
-        | ImportError::Db(DbError::InvalidUrl { .. } | DbError::NewerSchema { .. }) => Exit::Usage,
+        ImportError::Config(_) => Exit::Usage,
+        ImportError::Db(e) if e.is_usage() => Exit::Usage,
         _ => Exit::Fatal,
     }
 }
@@ -213,6 +212,12 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         media_store::open(&cli.repository.datastore).await
     }
     .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
+    repo.attach_datastore(
+        store.as_ref(),
+        media_db::AttachOptions::new(!cli.dry_run, cli.repository.datastore_moved),
+    )
+    .await
+    .map_err(|e| fail(e.into()))?;
     let server_name = media_import::resolve_server_name(&synapse, cli.server_name.clone())
         .await
         .map_err(fail)?;

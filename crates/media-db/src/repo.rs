@@ -23,6 +23,9 @@ use crate::rows::{
     select_media, size_column, thumbnail_identity, values_list,
 };
 
+mod attach;
+pub use attach::{AttachOptions, DatastoreAccess, MOVED_SAMPLE};
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
 

@@ -96,14 +96,15 @@ impl GdprError {
     /// Whether the user can fix this by changing what they asked for (exit code 2)
     /// rather than a failure during the run.
     pub fn is_usage(&self) -> bool {
+        if let Self::Db(e) = self
+            && e.is_usage()
+        {
+            return true;
+        }
         matches!(
             self,
             Self::Config(_)
-                | Self::Db(
-                    DbError::InvalidUrl { .. }
-                        | DbError::NewerSchema { .. }
-                        | DbError::NotFound { .. }
-                )
+                | Self::Db(DbError::NotFound { .. })
                 | Self::Archive(
                     ArchiveError::NoArchive { .. }
                         | ArchiveError::NoManifest { .. }
