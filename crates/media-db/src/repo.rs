@@ -24,7 +24,9 @@ use crate::rows::{
 };
 
 mod attach;
+mod suggest;
 pub use attach::{AttachOptions, DatastoreAccess, MOVED_SAMPLE};
+pub use suggest::{closest, edit_distance};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
