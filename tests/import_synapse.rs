@@ -1906,3 +1906,59 @@ async fn a_repository_refuses_a_datastore_it_was_not_filled_into() {
         repo.drop_database().await;
     }
 }
+
+/// Issue #19: a wrong `--media-store` (an empty folder) created the repository and
+/// listed one `file_missing` per media — millions on a real server. The media store's
+/// shape and a sample of its files are checked before anything is created.
+#[tokio::test]
+async fn a_wrong_media_store_is_refused_before_the_repository_is_created() {
+    let synapse_db = fixture("sqlite").join("homeserver.db");
+    for repo in TestDatabase::both().await {
+        let cwd = tempfile::tempdir().unwrap();
+        let empty = cwd.path().join("empty");
+        // Synapse's folders, but another server's (or no) files in them.
+        let lookalike = cwd.path().join("lookalike");
+        std::fs::create_dir(&empty).unwrap();
+        for folder in ["local_content/ab/cd", "remote_content", "local_thumbnails"] {
+            std::fs::create_dir_all(lookalike.join(folder)).unwrap();
+        }
+        for (store, expected) in [(&empty, "no local_content/"), (&lookalike, "looks wrong")] {
+            let out = run(
+                "import_synapse",
+                &[
+                    "--synapse-db",
+                    synapse_db.to_str().unwrap(),
+                    "--media-store",
+                    store.to_str().unwrap(),
+                    "--db",
+                    &repo.url,
+                    "--datastore",
+                    cwd.path().join("media-store").to_str().unwrap(),
+                    "--json",
+                ],
+                cwd.path(),
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{}: {stderr}", repo.label);
+            assert!(stderr.contains(expected), "{stderr}");
+            assert!(!stderr.contains("file_missing"), "{stderr}");
+        }
+        // Nothing was created: no datastore folder, no repository.
+        assert!(!cwd.path().join("media-store").exists());
+        if repo.label == "sqlite" {
+            assert!(!Path::new(repo.url.trim_start_matches("sqlite://")).exists());
+        } else {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&repo.url).await.unwrap();
+            let tables: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+            assert_eq!(tables, 0, "the repository was created");
+        }
+        repo.drop_database().await;
+    }
+}

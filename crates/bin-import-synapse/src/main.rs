@@ -199,6 +199,13 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     let synapse = media_db::synapse::open_synapse(&location)
         .await
         .map_err(|e| fail(e.into()))?;
+    // A wrong --media-store is refused before the repository is created (without a
+    // homeserver to download from, every media would be a listed failure).
+    if let (Some(dir), None) = (&media_store, &homeserver) {
+        media_import::check_media_store(&synapse, dir, cli.include)
+            .await
+            .map_err(fail)?;
+    }
     // A dry run creates neither the repository nor the datastore folder.
     let repo = if cli.dry_run {
         media_db::connect_for_dry_run(&cli.repository.db).await
