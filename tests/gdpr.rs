@@ -1666,3 +1666,66 @@ async fn a_non_utf8_upload_name_in_synapse_is_a_listed_failure_and_the_export_go
         assert_eq!(report(&out)["imported"], exported["records"]);
     }
 }
+
+/// Issue #19: `gdpr_export --entity alice` (a valid server name), `@Alice:fixture.test`
+/// (user IDs are lowercase) or an unknown server exited 0 with a complete, empty
+/// archive. An export with no media for the entity exits 1, writes nothing, and names the
+/// closest known users or servers — from our repository and straight from Synapse.
+#[tokio::test]
+async fn an_export_for_an_entity_without_media_writes_no_archive_and_suggests_the_closest() {
+    let cwd = tempfile::tempdir().unwrap();
+    for db in TestDatabase::both().await {
+        let repo = Repo {
+            store: cwd.path().join(format!("store-{}", db.label)),
+            db,
+        };
+        repo.import_synapse_fixture(cwd.path());
+        for (entity, suggestion) in [
+            ("alice", "@alice:fixture.test"),
+            ("@Alice:fixture.test", "@alice:fixture.test"),
+            ("fixture.tset", "fixture.test"),
+        ] {
+            let destination = cwd.path().join("answer");
+            let out = repo.gdpr_export(entity, &destination, &[], cwd.path());
+            assert_eq!(out.status.code(), Some(1), "{entity}: {}", text(&out));
+            assert!(
+                text(&out).contains(&format!("Did you mean {suggestion}")),
+                "{entity}: {}",
+                text(&out)
+            );
+            assert!(!destination.exists(), "{entity}: something was written");
+        }
+        let out = repo.gdpr_export(
+            "nowhere.example",
+            &cwd.path().join("answer"),
+            &[],
+            cwd.path(),
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            text(&out).contains("no media of nowhere.example"),
+            "{}",
+            text(&out)
+        );
+        repo.db.drop_database().await;
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
+    let destination = cwd.path().join("from-synapse");
+    let out = run(
+        "gdpr_export",
+        &[
+            "--synapse-db",
+            fixture.join("homeserver.db").to_str().unwrap(),
+            "--media-store",
+            fixture.join("media_store").to_str().unwrap(),
+            "--entity",
+            "alice",
+            "--destination",
+            destination.to_str().unwrap(),
+        ],
+        cwd.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("@alice:fixture.test"), "{}", text(&out));
+    assert!(!destination.exists());
+}

@@ -669,7 +669,8 @@ async fn a_killed_import_resumes_to_the_state_of_an_uninterrupted_run_and_leaves
     );
 }
 
-/// Every file below `root`, at any depth, as paths relative to it.
+/// Every file below `root`, at any depth, as paths relative to it (but a datastore's
+/// identity marker).
 fn all_files(root: &Path) -> Vec<String> {
     let mut files = Vec::new();
     let mut folders = vec![root.to_owned()];
@@ -678,7 +679,7 @@ fn all_files(root: &Path) -> Vec<String> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 folders.push(path);
-            } else {
+            } else if path != root.join(".datastore-id") {
                 files.push(path.strip_prefix(root).unwrap().display().to_string());
             }
         }
@@ -1770,4 +1771,194 @@ async fn a_homeserver_that_stalls_after_its_headers_is_a_listed_timeout_not_a_ha
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Issue #19: a second run with another `--datastore` said "0 imported, 18 already
+/// present" and left the folder empty (a later export failed with a bare "No such file
+/// or directory"), and `memory://` was accepted for a repository on disk. The repository
+/// now recognises the datastore it was filled into by its identity marker, whatever URI
+/// names it, and import_synapse, gdpr_export and gdpr_import refuse any other one.
+#[tokio::test]
+async fn a_repository_refuses_a_datastore_it_was_not_filled_into() {
+    for repo in TestDatabase::both().await {
+        let cwd = tempfile::tempdir().unwrap();
+        let synapse_db = fixture("sqlite").join("homeserver.db");
+        let media_store = fixture("sqlite").join("media_store");
+        let import = |datastore: &Path, extra: &[&str]| {
+            let args = [
+                "--synapse-db",
+                synapse_db.to_str().unwrap(),
+                "--media-store",
+                media_store.to_str().unwrap(),
+                "--db",
+                &repo.url,
+                "--datastore",
+                datastore.to_str().unwrap(),
+                "--json",
+            ];
+            run("import_synapse", &[&args[..], extra].concat(), cwd.path())
+        };
+        let stderr = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+        // memory:// would lose the bytes the repository records: refused.
+        let out = import(Path::new("memory://"), &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}: {}",
+            repo.label,
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("file://media-store"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(media_count(&repo.url).await, 0);
+
+        // Filled through a relative URI; its absolute form is the same datastore.
+        let out = import(Path::new("file://media-store"), &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(report(&out)["media_imported"], 18);
+        let filled = cwd.path().join("media-store");
+        let out = import(&filled, &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(report(&out)["media_already_present"], 18);
+
+        // Another folder is refused, naming both, and stays without blobs.
+        let other = cwd.path().join("other-store");
+        let out = import(&other, &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let message = stderr(&out);
+        for needle in [
+            format!("file://{}", filled.display()),
+            format!("file://{}", other.display()),
+            "--datastore-moved".to_owned(),
+        ] {
+            assert!(message.contains(&needle), "{needle} not in {message}");
+        }
+        assert!(!other.exists() || walk_blobs(&other).is_empty());
+        // So do the GDPR tools: no archive from the wrong datastore, no import into it.
+        let common = ["--db", &repo.url, "--datastore", other.to_str().unwrap()];
+        let archive = cwd.path().join("archive");
+        let out = run(
+            "gdpr_export",
+            &[
+                &common[..],
+                &["--entity", "@alice:fixture.test", "--destination"],
+                &[archive.to_str().unwrap()],
+            ]
+            .concat(),
+            cwd.path(),
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--datastore-moved"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!archive.exists() || std::fs::read_dir(&archive).unwrap().count() == 0);
+        let good = ["--db", &repo.url, "--datastore", filled.to_str().unwrap()];
+        let out = run(
+            "gdpr_export",
+            &[
+                &good[..],
+                &["--entity", "@alice:fixture.test", "--destination"],
+                &[archive.to_str().unwrap()],
+            ]
+            .concat(),
+            cwd.path(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let out = run(
+            "gdpr_import",
+            &[&common[..], &["--directory", archive.to_str().unwrap()]].concat(),
+            cwd.path(),
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(!other.exists() || walk_blobs(&other).is_empty());
+
+        // The data moved: refused until the operator says so; a folder that does not
+        // hold the sampled blobs is refused even then.
+        let moved = cwd.path().join("moved-store");
+        std::fs::rename(&filled, &moved).unwrap();
+        std::fs::remove_file(moved.join(".datastore-id")).unwrap();
+        assert_eq!(import(&moved, &[]).status.code(), Some(2));
+        let out = import(&other, &["--datastore-moved"]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
+        let out = import(&moved, &["--datastore-moved"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(report(&out)["media_already_present"], 18);
+        // Recorded: the next runs need no flag, and the old location is now unknown.
+        let out = import(&moved, &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let out = run(
+            "gdpr_import",
+            &[
+                &["--db", &repo.url, "--datastore", moved.to_str().unwrap()][..],
+                &["--directory", archive.to_str().unwrap()],
+            ]
+            .concat(),
+            cwd.path(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        repo.drop_database().await;
+    }
+}
+
+/// Issue #19: a wrong `--media-store` (an empty folder) created the repository and
+/// listed one `file_missing` per media — millions on a real server. The media store's
+/// shape and a sample of its files are checked before anything is created.
+#[tokio::test]
+async fn a_wrong_media_store_is_refused_before_the_repository_is_created() {
+    let synapse_db = fixture("sqlite").join("homeserver.db");
+    for repo in TestDatabase::both().await {
+        let cwd = tempfile::tempdir().unwrap();
+        let empty = cwd.path().join("empty");
+        // Synapse's folders, but another server's (or no) files in them.
+        let lookalike = cwd.path().join("lookalike");
+        std::fs::create_dir(&empty).unwrap();
+        for folder in ["local_content/ab/cd", "remote_content", "local_thumbnails"] {
+            std::fs::create_dir_all(lookalike.join(folder)).unwrap();
+        }
+        for (store, expected) in [(&empty, "no local_content/"), (&lookalike, "looks wrong")] {
+            let out = run(
+                "import_synapse",
+                &[
+                    "--synapse-db",
+                    synapse_db.to_str().unwrap(),
+                    "--media-store",
+                    store.to_str().unwrap(),
+                    "--db",
+                    &repo.url,
+                    "--datastore",
+                    cwd.path().join("media-store").to_str().unwrap(),
+                    "--json",
+                ],
+                cwd.path(),
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{}: {stderr}", repo.label);
+            assert!(stderr.contains(expected), "{stderr}");
+            assert!(!stderr.contains("file_missing"), "{stderr}");
+        }
+        // Nothing was created: no datastore folder, no repository.
+        assert!(!cwd.path().join("media-store").exists());
+        if repo.label == "sqlite" {
+            assert!(!Path::new(repo.url.trim_start_matches("sqlite://")).exists());
+        } else {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&repo.url).await.unwrap();
+            let tables: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+            assert_eq!(tables, 0, "the repository was created");
+        }
+        repo.drop_database().await;
+    }
 }

@@ -160,11 +160,12 @@ pub fn report(out: &Output) -> Value {
     })
 }
 
-/// The blob files of a datastore folder (skipping its temporary folder).
+/// The blob files of a datastore folder (skipping its temporary folder and its identity
+/// marker).
 pub fn walk_blobs(root: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for a in std::fs::read_dir(root).unwrap().flatten() {
-        if a.file_name() == ".tmp" {
+        if a.file_name() == ".tmp" || !a.path().is_dir() {
             continue;
         }
         for b in std::fs::read_dir(a.path()).unwrap().flatten() {

@@ -93,7 +93,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
-    let fail = |e: GdprError| media_cli::failure(e.is_usage(), e);
+    let fail = |e: GdprError| match e {
+        // Done, but the one item asked for (the entity's media) is not there.
+        GdprError::NoMedia { .. } => (Exit::ItemsFailed, e.to_string()),
+        e => media_cli::failure(e.is_usage(), e),
+    };
     let progress = Arc::new(Progress::default());
     let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
     let options = ExportOptions {
@@ -135,6 +139,12 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
             let store = media_store::open_read_only(&cli.repository.datastore)
                 .await
                 .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
+            repo.attach_datastore(
+                store.as_ref(),
+                media_db::AttachOptions::new(false, cli.repository.datastore_moved),
+            )
+            .await
+            .map_err(|e| fail(e.into()))?;
             let result = media_gdpr::export_from_repository(&repo, store, options, progress).await;
             repo.close().await;
             result

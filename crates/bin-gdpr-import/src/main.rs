@@ -95,6 +95,12 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         media_store::open(&cli.repository.datastore).await
     }
     .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
+    repo.attach_datastore(
+        store.as_ref(),
+        media_db::AttachOptions::new(!cli.verify, cli.repository.datastore_moved),
+    )
+    .await
+    .map_err(|e| fail(e.into()))?;
     let progress = Arc::new(Progress::default());
     let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
     let options = ImportOptions {

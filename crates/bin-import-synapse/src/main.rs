@@ -144,10 +144,8 @@ impl Cli {
 
 fn exit_for(error: &ImportError) -> Exit {
     match error {
-        ImportError::Config(_)
-        | ImportError::Db(
-            DbError::InvalidUrl { .. } | DbError::NewerSchema { .. } | DbError::Connect { .. },
-        ) => Exit::Usage,
+        ImportError::Config(_) => Exit::Usage,
+        ImportError::Db(e) if e.is_usage() => Exit::Usage,
         _ => Exit::Fatal,
     }
 }
@@ -203,6 +201,13 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     let synapse = media_db::synapse::open_synapse(&location)
         .await
         .map_err(|e| fail(e.into()))?;
+    // A wrong --media-store is refused before the repository is created (without a
+    // homeserver to download from, every media would be a listed failure).
+    if let (Some(dir), None) = (&media_store, &homeserver) {
+        media_import::check_media_store(&synapse, dir, cli.include)
+            .await
+            .map_err(fail)?;
+    }
     // A dry run creates neither the repository nor the datastore folder.
     let repo = if cli.dry_run {
         media_db::connect_for_dry_run(&cli.repository.db).await
@@ -216,6 +221,12 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         media_store::open(&cli.repository.datastore).await
     }
     .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
+    repo.attach_datastore(
+        store.as_ref(),
+        media_db::AttachOptions::new(!cli.dry_run, cli.repository.datastore_moved),
+    )
+    .await
+    .map_err(|e| fail(e.into()))?;
     let server_name = media_import::resolve_server_name(&synapse, cli.server_name.clone())
         .await
         .map_err(fail)?;

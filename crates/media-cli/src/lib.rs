@@ -168,6 +168,11 @@ pub struct RepositoryArgs {
         default_value = "file://media-store"
     )]
     pub datastore: String,
+
+    /// The repository's data was moved to --datastore: record its new location (after
+    /// checking that a sample of the recorded blobs is there).
+    #[arg(long, env = "MEDIA_REPO_DATASTORE_MOVED")]
+    pub datastore_moved: bool,
 }
 
 /// A run-stopping error as `run` functions return it: a usage error (exit code 2) or a

@@ -307,6 +307,37 @@ pub trait Datastore: Send + Sync + fmt::Debug {
 
     /// Every blob key in the store (in no particular order); never a temporary object.
     fn list(&self) -> BoxStream<'_, Result<BlobKey, StoreError>>;
+
+    /// Whether the blobs vanish with this process (an in-memory store): a repository
+    /// that outlives the process must not record blobs in it.
+    fn is_ephemeral(&self) -> bool {
+        false
+    }
+
+    /// The identity marker this store holds (see [`Datastore::claim_marker`]), or `None`
+    /// when it holds none. The default store holds none.
+    async fn read_marker(&self) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+
+    /// Stores `proposed` as this store's identity marker unless it already holds one,
+    /// and returns the marker it holds afterwards (so that concurrent claims agree on
+    /// one). A repository records the marker to recognise the store wherever it is
+    /// mounted. The default store cannot hold one.
+    async fn claim_marker(&self, _proposed: &str) -> Result<String, StoreError> {
+        Err(StoreError::Config(format!(
+            "datastore {} cannot hold an identity marker",
+            self.uri()
+        )))
+    }
+
+    /// Replaces this store's identity marker (after its data was moved here and checked).
+    async fn replace_marker(&self, _marker: &str) -> Result<(), StoreError> {
+        Err(StoreError::Config(format!(
+            "datastore {} cannot hold an identity marker",
+            self.uri()
+        )))
+    }
 }
 
 /// Conveniences over any [`Datastore`].

@@ -90,9 +90,53 @@ pub enum DbError {
         /// The datastore checked.
         datastore: String,
     },
+    /// The datastore given is not one this repository's blobs are in: using it would
+    /// report media as present whose bytes are elsewhere.
+    #[error(
+        "the repository's blobs are in {recorded}, not in the given datastore {given}: \
+         {why}. Run with --datastore {first}; if the data was moved to {given}, add \
+         --datastore-moved to record its new location (a sample of the recorded blobs is \
+         checked there first)"
+    )]
+    WrongDatastore {
+        /// The datastore given, as a URI.
+        given: String,
+        /// The recorded datastores: location and ID.
+        recorded: String,
+        /// The first recorded location, to suggest.
+        first: String,
+        /// Why the given datastore is not a recorded one.
+        why: String,
+    },
+    /// An in-memory datastore given for a repository that outlives the process.
+    #[error(
+        "datastore {given} keeps blobs only in this process's memory, but the repository is \
+         kept on disk or in PostgreSQL: its records would point at bytes gone when the \
+         process ends. Give --datastore a folder (e.g. file://media-store)"
+    )]
+    EphemeralDatastore {
+        /// The datastore given, as a URI.
+        given: String,
+    },
     /// A datastore operation failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl DbError {
+    /// Whether the operator can fix this by changing the command line or configuration
+    /// (exit code 2) rather than a failure during the run.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidUrl { .. }
+                | Self::Connect { .. }
+                | Self::NewerSchema { .. }
+                | Self::WrongDatastore { .. }
+                | Self::EphemeralDatastore { .. }
+                | Self::Store(StoreError::Config(_))
+        )
+    }
 }
 
 /// Attaches what was being done to a driver error.

@@ -18,8 +18,8 @@ pub mod synapse;
 pub use connect::{Dialect, redact_url};
 pub use error::DbError;
 pub use repo::{
-    Blob, BlobOutcome, DatastoreId, DeletedMedia, DrainReport, InsertOutcome, MediaOutcome,
-    NewBlob, NewMedia, PendingDeletion, PinReport, QuarantineChange, QuarantineChangesPage,
-    QuarantineReport, Repository, connect, connect_existing, connect_for_dry_run,
-    connect_read_only,
+    AttachOptions, Blob, BlobOutcome, DatastoreAccess, DatastoreId, DeletedMedia, DrainReport,
+    InsertOutcome, MediaOutcome, NewBlob, NewMedia, PendingDeletion, PinReport, QuarantineChange,
+    QuarantineChangesPage, QuarantineReport, Repository, connect, connect_existing,
+    connect_for_dry_run, connect_read_only,
 };

@@ -23,6 +23,11 @@ use crate::rows::{
     select_media, size_column, thumbnail_identity, values_list,
 };
 
+mod attach;
+mod suggest;
+pub use attach::{AttachOptions, DatastoreAccess, MOVED_SAMPLE};
+pub use suggest::{closest, edit_distance};
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
 

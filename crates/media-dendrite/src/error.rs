@@ -46,12 +46,12 @@ impl CleanError {
     /// Whether the operator's input (flags, config, URLs) is at fault, rather than the
     /// run.
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
+        match self {
             CleanError::Config { .. }
-                | CleanError::MediaSelection(_)
-                | CleanError::Refused { .. }
-                | CleanError::Db(DbError::InvalidUrl { .. } | DbError::Connect { .. })
-        )
+            | CleanError::MediaSelection(_)
+            | CleanError::Refused { .. } => true,
+            CleanError::Db(db) => db.is_usage(),
+            _ => false,
+        }
     }
 }

@@ -233,7 +233,13 @@ pub async fn export_from_repository(
         .map_ok(|record| Ok(ExportItem::from(record)))
         .map_err(GdprError::from)
         .boxed();
-    export_items(items, Some(store), options, progress).await
+    match export_items(items, Some(store), options, progress).await {
+        Err(GdprError::NoMedia { entity, .. }) => Err(GdprError::NoMedia {
+            suggestions: repo.suggest_entities(&entity).await?,
+            entity,
+        }),
+        result => result,
+    }
 }
 
 /// Exports `options.entity`'s media straight from a Synapse database and media store,
@@ -294,7 +300,24 @@ pub async fn export_from_synapse(
             .boxed()
         }
     };
-    export_items(items, None, options, progress).await
+    match export_items(items, None, options, progress).await {
+        Err(GdprError::NoMedia { entity, .. }) => {
+            let localpart = entity.trim_start_matches('@').split(':').next();
+            let suggestions = [
+                localpart.map(|l| format!("@{}:{server_name}", l.to_lowercase())),
+                Some(server_name.to_string()),
+            ];
+            Err(GdprError::NoMedia {
+                suggestions: suggestions
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| *s != entity)
+                    .collect(),
+                entity,
+            })
+        }
+        result => result,
+    }
 }
 
 /// An export item for a media of Synapse's media store.
@@ -364,6 +387,16 @@ async fn export_items(
     options: ExportOptions,
     progress: Arc<Progress>,
 ) -> Result<ExportReport, GdprError> {
+    // An empty answer to a GDPR request is never written: without a first item (a
+    // media, or a row that could not be read), nothing is created at the destination.
+    let mut items = items.peekable();
+    if std::pin::Pin::new(&mut items).peek().await.is_none() {
+        return Err(GdprError::NoMedia {
+            entity: options.entity.to_string(),
+            suggestions: Vec::new(),
+        });
+    }
+    let items = items.boxed();
     let writer = ArchiveWriter::create(&options.destination, &options.writer)?;
     let (steps, step_receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let entity_id = options.entity.to_string();

@@ -90,20 +90,42 @@ pub enum GdprError {
     /// A worker thread stopped unexpectedly.
     #[error("a worker failed: {0}")]
     Worker(String),
+    /// The entity has no media at all: an export would be an empty answer to a GDPR
+    /// request, so none is written.
+    #[error(
+        "no media of {entity} found: no archive was written.{}",
+        suggest_line(suggestions)
+    )]
+    NoMedia {
+        /// The entity asked for.
+        entity: String,
+        /// Known users or servers it may have meant, nearest first.
+        suggestions: Vec<String>,
+    },
+}
+
+/// The "did you mean" sentence of [`GdprError::NoMedia`].
+fn suggest_line(suggestions: &[String]) -> String {
+    if suggestions.is_empty() {
+        " Check the user ID (@localpart:server) or server name.".to_owned()
+    } else {
+        format!(" Did you mean {}?", suggestions.join(", "))
+    }
 }
 
 impl GdprError {
     /// Whether the user can fix this by changing what they asked for (exit code 2)
     /// rather than a failure during the run.
     pub fn is_usage(&self) -> bool {
+        if let Self::Db(e) = self
+            && e.is_usage()
+        {
+            return true;
+        }
         matches!(
             self,
             Self::Config(_)
-                | Self::Db(
-                    DbError::InvalidUrl { .. }
-                        | DbError::NewerSchema { .. }
-                        | DbError::NotFound { .. }
-                )
+                | Self::Db(DbError::NotFound { .. })
                 | Self::Archive(
                     ArchiveError::NoArchive { .. }
                         | ArchiveError::NoManifest { .. }

@@ -118,4 +118,20 @@ impl Datastore for FaultyDatastore {
     fn list(&self) -> BoxStream<'_, Result<BlobKey, StoreError>> {
         self.inner.list()
     }
+
+    fn is_ephemeral(&self) -> bool {
+        self.inner.is_ephemeral()
+    }
+
+    async fn read_marker(&self) -> Result<Option<String>, StoreError> {
+        self.inner.read_marker().await
+    }
+
+    async fn claim_marker(&self, proposed: &str) -> Result<String, StoreError> {
+        self.inner.claim_marker(proposed).await
+    }
+
+    async fn replace_marker(&self, marker: &str) -> Result<(), StoreError> {
+        self.inner.replace_marker(marker).await
+    }
 }

@@ -3,7 +3,8 @@
 //! Layout: `<root>/ab/cd/abcdef…` for each blob, `<root>/.tmp/<writer>/<n>/` for writes
 //! in progress (spread over [`TEMP_SHARDS`] folders, so that concurrent puts do not queue
 //! for one folder's lock; older versions wrote into `.tmp/<n>/` or straight into
-//! `.tmp/`).
+//! `.tmp/`). `<root>/.datastore-id` holds the store's identity marker (see
+//! [`Datastore::claim_marker`]).
 //!
 //! Each open datastore (each writer process) owns one folder in `.tmp/`, and holds an
 //! advisory lock (`flock`) on it for as long as it is open. Opening a datastore first
@@ -42,6 +43,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 /// Name of the folder, inside the root, that holds writes in progress.
 pub const TEMP_DIR: &str = ".tmp";
+
+/// Name of the file, inside the root, that holds the store's identity marker.
+pub const MARKER_FILE: &str = ".datastore-id";
+/// The longest identity marker accepted.
+const MAX_MARKER_LEN: usize = 128;
 
 /// Bytes read from the source per write; two such buffers are in flight per put.
 const CHUNK: usize = 1 << 20;
@@ -324,6 +330,62 @@ fn count_files(folder: &Path, report: &mut CleanupReport) {
             report.removed_bytes += meta.len();
         }
     }
+}
+
+/// Reads the identity marker at `path`: `None` when there is none.
+fn read_marker_file(path: &Path) -> Result<Option<String>, StoreError> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io_error("read the identity marker", path, source)),
+    };
+    let marker = String::from_utf8_lossy(&text).trim().to_owned();
+    let valid = !marker.is_empty()
+        && marker.len() <= MAX_MARKER_LEN
+        && marker
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(StoreError::Config(format!(
+            "datastore identity marker {} is damaged (expected one line of letters, digits, \
+             '-' or '_'): restore it from a backup, or remove it if this folder holds no \
+             repository's blobs",
+            path.display()
+        )));
+    }
+    Ok(Some(marker))
+}
+
+/// Writes `marker` into the file `path` atomically (a temporary file beside it, synced,
+/// then linked or renamed into place), never replacing an existing marker unless
+/// `replace`. Returns the marker the file holds afterwards.
+fn write_marker_file(path: &Path, marker: &str, replace: bool) -> Result<String, StoreError> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".datastore-id.")
+        .tempfile_in(folder)
+        .map_err(|source| io_error("write the identity marker", folder, source))?;
+    temp.write_all(format!("{marker}\n").as_bytes())
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(|source| io_error("write the identity marker", temp.path(), source))?;
+    let placed = if replace {
+        temp.persist(path).map(drop)
+    } else {
+        temp.persist_noclobber(path).map(drop)
+    };
+    match placed {
+        Ok(()) => {}
+        Err(e) if !replace && e.error.kind() == ErrorKind::AlreadyExists => {
+            return read_marker_file(path)?.ok_or_else(|| {
+                io_error("read the identity marker", path, ErrorKind::NotFound.into())
+            });
+        }
+        Err(e) => return Err(io_error("write the identity marker", path, e.error)),
+    }
+    std::fs::File::open(folder)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|source| io_error("sync", folder, source))?;
+    Ok(marker.to_owned())
 }
 
 fn io_error(operation: &'static str, path: &Path, source: std::io::Error) -> StoreError {
@@ -827,6 +889,21 @@ impl Datastore for FileDatastore {
                 .boxed(),
         })
         .boxed()
+    }
+
+    async fn read_marker(&self) -> Result<Option<String>, StoreError> {
+        let path = self.root.join(MARKER_FILE);
+        blocking(move || read_marker_file(&path)).await
+    }
+
+    async fn claim_marker(&self, proposed: &str) -> Result<String, StoreError> {
+        let (path, proposed) = (self.root.join(MARKER_FILE), proposed.to_owned());
+        blocking(move || write_marker_file(&path, &proposed, false)).await
+    }
+
+    async fn replace_marker(&self, marker: &str) -> Result<(), StoreError> {
+        let (path, marker) = (self.root.join(MARKER_FILE), marker.to_owned());
+        blocking(move || write_marker_file(&path, &marker, true).map(drop)).await
     }
 }
 

@@ -15,9 +15,10 @@ pub use fs::{CleanupReport, FileDatastore};
 use media_core::datastore::{Datastore, StoreError};
 pub use memory::MemoryDatastore;
 
-/// The datastore URIs [`open`] accepts, for error messages and `--help`.
-pub const ACCEPTED_URIS: &str =
-    "file:///absolute/path, file://relative/path, a bare path, or memory://";
+/// The datastore URIs [`open`] accepts, for error messages and `--help`. (`memory://`,
+/// an in-memory store for tests, is accepted too but never suggested: a repository that
+/// outlives the process refuses it.)
+pub const ACCEPTED_URIS: &str = "file:///absolute/path, file://relative/path, or a bare path";
 
 /// Where a datastore URI points.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,20 +67,30 @@ pub async fn open(uri: &str) -> Result<Arc<dyn Datastore>, StoreError> {
 }
 
 /// For a dry run: opens the datastore like [`open`] when its folder exists, but never
-/// creates one; a missing folder is an empty (in-memory) datastore.
+/// creates one; a missing folder is an empty in-memory stand-in with the folder's URI.
 pub async fn open_for_dry_run(uri: &str) -> Result<Arc<dyn Datastore>, StoreError> {
     match parse_uri(uri)? {
-        DatastoreLocation::Folder(path) if !path.is_dir() => Ok(Arc::new(MemoryDatastore::new())),
+        DatastoreLocation::Folder(path) if !path.is_dir() => Ok(stand_in(path)),
         _ => open(uri).await,
     }
 }
 
+/// An empty stand-in for the missing folder `path`, reporting the URI the folder would
+/// have (see [`MemoryDatastore::stand_in_for`]).
+fn stand_in(path: PathBuf) -> Arc<dyn Datastore> {
+    let absolute = std::path::absolute(&path).unwrap_or(path);
+    Arc::new(MemoryDatastore::stand_in_for(format!(
+        "file://{}",
+        absolute.display()
+    )))
+}
+
 /// For tools that only read (exports, verification): opens the datastore without
 /// creating or writing anything, so that it works on a read-only mount; a missing folder
-/// is an empty (in-memory) datastore.
+/// is an empty in-memory stand-in with the folder's URI.
 pub async fn open_read_only(uri: &str) -> Result<Arc<dyn Datastore>, StoreError> {
     Ok(match parse_uri(uri)? {
-        DatastoreLocation::Folder(path) if !path.is_dir() => Arc::new(MemoryDatastore::new()),
+        DatastoreLocation::Folder(path) if !path.is_dir() => stand_in(path),
         DatastoreLocation::Folder(path) => Arc::new(FileDatastore::open_read_only(path)),
         DatastoreLocation::Memory => Arc::new(MemoryDatastore::new()),
     })

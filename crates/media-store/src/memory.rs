@@ -13,16 +13,29 @@ use media_core::datastore::{
 use media_core::hashing::HashingReader;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// A datastore that keeps blobs in memory. Clones share the same blobs.
+/// A datastore that keeps blobs in memory. Clones share the same blobs (and marker).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDatastore {
     blobs: Arc<Mutex<BTreeMap<BlobKey, Bytes>>>,
+    marker: Arc<Mutex<Option<String>>>,
+    /// The URI of the missing folder this store stands in for, if it does.
+    stand_in_for: Option<String>,
 }
 
 impl MemoryDatastore {
     /// An empty datastore.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store standing in for a datastore that does not exist yet (a dry run's
+    /// or a read-only tool's view of a missing folder): it reports `uri` as its own and
+    /// is not [ephemeral](Datastore::is_ephemeral), because it stands for that folder.
+    pub fn stand_in_for(uri: String) -> Self {
+        Self {
+            stand_in_for: Some(uri),
+            ..Self::default()
+        }
     }
 
     fn blob(&self, key: &BlobKey) -> Option<Bytes> {
@@ -33,7 +46,27 @@ impl MemoryDatastore {
 #[async_trait]
 impl Datastore for MemoryDatastore {
     fn uri(&self) -> String {
-        "memory://".to_owned()
+        self.stand_in_for
+            .clone()
+            .unwrap_or_else(|| "memory://".to_owned())
+    }
+
+    fn is_ephemeral(&self) -> bool {
+        self.stand_in_for.is_none()
+    }
+
+    async fn read_marker(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.marker.lock().expect("poisoned").clone())
+    }
+
+    async fn claim_marker(&self, proposed: &str) -> Result<String, StoreError> {
+        let mut marker = self.marker.lock().expect("poisoned");
+        Ok(marker.get_or_insert_with(|| proposed.to_owned()).clone())
+    }
+
+    async fn replace_marker(&self, marker: &str) -> Result<(), StoreError> {
+        *self.marker.lock().expect("poisoned") = Some(marker.to_owned());
+        Ok(())
     }
 
     async fn put(
