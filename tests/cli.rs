@@ -149,16 +149,17 @@ fn an_unreachable_postgres_is_reported_as_connection_refused_at_once() {
         dir.path(),
         port,
     );
-    // Our repository.
+    // Our repository (with Synapse's real media store, which passes the store check).
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
     let synapse_db = fixture.join("homeserver.db");
+    let synapse_store = fixture.join("media_store");
     assert_refused_at_once(
         "import_synapse",
         &[
             "--synapse-db",
             synapse_db.to_str().unwrap(),
             "--media-store",
-            store,
+            synapse_store.to_str().unwrap(),
             "--db",
             &nowhere,
         ],
