@@ -1221,6 +1221,31 @@ async fn a_file_longer_than_recorded_is_read_only_one_byte_past_its_length() {
     }
 }
 
+/// Reads one HTTP request from `stream`; answers Synapse's `whoami` itself (`None`),
+/// and hands any other request's stream back to be answered (`Some`).
+fn answer_whoami(stream: std::net::TcpStream) -> Option<std::net::TcpStream> {
+    use std::io::{BufRead, Write};
+    let mut reader = std::io::BufReader::new(stream.try_clone().ok()?);
+    let mut request = String::new();
+    reader.read_line(&mut request).ok()?;
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+        line.clear();
+    }
+    let mut stream = stream;
+    if request.contains("/whoami") {
+        let body = r#"{"user_id":"@admin:fixture.test"}"#;
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return None;
+    }
+    Some(stream)
+}
+
 /// An HTTP server on 127.0.0.1 that answers `whoami` and answers every other request
 /// with a body that does not end (until `limit` bytes, so that it stops by itself);
 /// counts the body bytes it managed to send.
@@ -1232,7 +1257,7 @@ struct EndlessServer {
 
 impl EndlessServer {
     fn start(limit: u64) -> Self {
-        use std::io::{BufRead, Write};
+        use std::io::Write;
         use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -1250,24 +1275,9 @@ impl EndlessServer {
                 let counter = counter.clone();
                 std::thread::spawn(move || {
                     stream.set_nonblocking(false).unwrap();
-                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-                    let mut request = String::new();
-                    reader.read_line(&mut request).unwrap();
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                        line.clear();
-                    }
-                    let mut stream = stream;
-                    if request.contains("/whoami") {
-                        let body = r#"{"user_id":"@admin:fixture.test"}"#;
-                        let _ = write!(
-                            stream,
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
+                    let Some(mut stream) = answer_whoami(stream) else {
                         return;
-                    }
+                    };
                     let _ = stream.write_all(
                         b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
                           Connection: close\r\n\r\n",
@@ -1687,7 +1697,7 @@ async fn a_bad_avatar_row_is_listed_and_the_other_avatars_are_still_pinned() {
 /// with its headers and a few body bytes, then sends nothing more (for at most `stall`,
 /// then closes: it stops by itself).
 fn stalling_server(stall: std::time::Duration) -> String {
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -1695,24 +1705,9 @@ fn stalling_server(stall: std::time::Duration) -> String {
         for stream in listener.incoming().take(8) {
             let Ok(stream) = stream else { return };
             std::thread::spawn(move || {
-                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                let _ = reader.read_line(&mut request);
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let mut stream = stream;
-                if request.contains("/whoami") {
-                    let body = r#"{"user_id":"@admin:fixture.test"}"#;
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
+                let Some(mut stream) = answer_whoami(stream) else {
                     return;
-                }
+                };
                 let _ = stream.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
                       Content-Length: 58\r\nConnection: close\r\n\r\nfirst bytes",

@@ -199,6 +199,20 @@ pub async fn repository_contents(url: &str) -> Vec<String> {
     out
 }
 
+/// The `finished_ts` and `error` of the last task row of a repository (SQLite or
+/// PostgreSQL, by its URL).
+pub async fn last_task(repo_url: &str) -> (Option<i64>, Option<String>) {
+    use sqlx::Connection;
+    let sql = "SELECT finished_ts, error FROM tasks ORDER BY id DESC LIMIT 1";
+    if repo_url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(repo_url).await.unwrap();
+        sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(repo_url).await.unwrap();
+        sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
+    }
+}
+
 /// Media rows in a repository (0 when it does not exist yet).
 pub async fn media_count(url: &str) -> i64 {
     use sqlx::Connection;

@@ -53,19 +53,6 @@ fn write_archive(dir: &Path, small: usize, large: usize) {
     writer.finish("@alice:example.org", 1).unwrap();
 }
 
-/// The `finished_ts` and `error` of the last task row.
-async fn last_task(repo_url: &str) -> (Option<i64>, Option<String>) {
-    use sqlx::Connection;
-    let sql = "SELECT finished_ts, error FROM tasks ORDER BY id DESC LIMIT 1";
-    if repo_url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(repo_url).await.unwrap();
-        sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
-    } else {
-        let mut conn = sqlx::PgConnection::connect(repo_url).await.unwrap();
-        sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
-    }
-}
-
 /// Imports `archive` into a datastore that fails after `puts` puts; the run must end
 /// (within a bound) with the datastore's error and leave its task row finished.
 async fn import_into_a_failing_datastore(repo_url: &str, archive: &Path, puts: u64) {
@@ -102,7 +89,7 @@ async fn import_into_a_failing_datastore(repo_url: &str, archive: &Path, puts: u
         shown.contains("No space left on device"),
         "{puts} puts: {shown}"
     );
-    let (finished, task_error) = last_task(repo_url).await;
+    let (finished, task_error) = media_tests::last_task(repo_url).await;
     assert!(
         finished.is_some(),
         "{puts} puts: the task row was left unfinished"

@@ -55,26 +55,14 @@ async fn import_into_a_failing_datastore(
     assert!(faulty.refused() > 0);
 
     // The task row is finished, with the error.
-    let (finished, task_error): (Option<i64>, Option<String>) = sqlx_task(repo_url).await;
+    let (finished, task_error): (Option<i64>, Option<String>) =
+        media_tests::last_task(repo_url).await;
     assert!(finished.is_some(), "the task row was left unfinished");
     let task_error = task_error.expect("the task row names the error");
     assert!(task_error.contains("No space left"), "{task_error}");
     repo.close().await;
     synapse.close().await;
     error
-}
-
-/// The `finished_ts` and `error` of the last task row.
-async fn sqlx_task(repo_url: &str) -> (Option<i64>, Option<String>) {
-    use sqlx::Connection;
-    let sql = "SELECT finished_ts, error FROM tasks ORDER BY id DESC LIMIT 1";
-    if repo_url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(repo_url).await.unwrap();
-        sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
-    } else {
-        let mut conn = sqlx::PgConnection::connect(repo_url).await.unwrap();
-        sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
-    }
 }
 
 #[tokio::test]
