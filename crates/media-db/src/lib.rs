@@ -1,6 +1,6 @@
 //! The database layer of the media toolkit.
 //!
-//! * [`repo`]: our media repository on SQLite or PostgreSQL ([`connect`] opens it by URL and
+//! * [`repo`]: our media repository on SQLite or PostgreSQL ([`connect()`] opens it by URL and
 //!   brings its schema up to date).
 //! * [`synapse`]: a read-only adapter over Synapse's media tables and avatars.
 //! * [`dendrite`]: an adapter over Dendrite's media tables (read and purged) and avatars.

@@ -208,7 +208,7 @@ pub struct DrainReport {
     pub kept: u64,
 }
 
-/// For a dry run: opens the repository at `url` like [`connect`] when it exists, but
+/// For a dry run: opens the repository at `url` like [`connect()`] when it exists, but
 /// instead of creating a missing SQLite file, opens an empty in-memory repository.
 pub async fn connect_for_dry_run(url: &str) -> Result<Repository, DbError> {
     if connect::dialect_of(url)? == Dialect::Sqlite && !connect::sqlite_file_exists(url) {
@@ -218,7 +218,7 @@ pub async fn connect_for_dry_run(url: &str) -> Result<Repository, DbError> {
 }
 
 /// For tools that only read (exports, verification): opens the repository at `url` like
-/// [`connect`], but a missing SQLite file is [`DbError::NotFound`] instead of a new,
+/// [`connect()`], but a missing SQLite file is [`DbError::NotFound`] instead of a new,
 /// empty repository.
 pub async fn connect_existing(url: &str) -> Result<Repository, DbError> {
     if connect::dialect_of(url)? == Dialect::Sqlite && !connect::sqlite_file_exists(url) {

@@ -140,7 +140,7 @@ impl GdprError {
 }
 
 /// Failures listed in a report; more are only counted.
-const MAX_LISTED_FAILURES: usize = 10_000;
+pub const MAX_LISTED_FAILURES: usize = 10_000;
 
 /// One media that was not exported or imported, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -92,8 +92,8 @@ fn new_marker() -> String {
 }
 
 impl Repository {
-    /// Checks that `store` is a datastore this repository knows (see the [module
-    /// documentation](self)) and returns its ID; with [`DatastoreAccess::Write`] an empty
+    /// Checks that `store` is a datastore this repository knows (see the module
+    /// `repo::attach`'s documentation) and returns its ID; with [`DatastoreAccess::Write`] an empty
     /// repository records a new datastore. `None` when reading a datastore the
     /// repository has not recorded (it then holds none of the repository's blobs, which
     /// only happens when the repository has none).

@@ -28,7 +28,7 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// Up to [`SUGGESTIONS`] of `known` closest to `wanted` (case-insensitively), nearest
+/// Up to `SUGGESTIONS` (5) of `known` closest to `wanted` (case-insensitively), nearest
 /// first, ignoring those too different to be meant.
 pub fn closest(wanted: &str, known: impl IntoIterator<Item = String>) -> Vec<String> {
     let wanted = wanted.to_lowercase();
