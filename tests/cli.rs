@@ -395,7 +395,10 @@ fn every_tools_help_shows_its_required_flags_and_examples() {
                 "--source http --homeserver-url <URL> --access-token <TOKEN>",
             ],
         ),
-        ("gdpr_export", &["Usage: gdpr_export [OPTIONS] --entity <ENTITY>"]),
+        (
+            "gdpr_export",
+            &["Usage: gdpr_export [OPTIONS] --entity <ENTITY>"],
+        ),
         ("gdpr_import", &["Usage: gdpr_import [OPTIONS]"]),
         ("cleanmedia", &["Usage: cleanmedia [OPTIONS]"]),
     ];
@@ -465,12 +468,22 @@ fn our_repository_flags_cannot_be_mistaken_for_synapses() {
         .unwrap_or_else(|| panic!("no heading for Synapse's flags:\n{help}"))
         .1;
     for flag in ["--synapse-db", "--db-host", "--db-name", "--media-store"] {
-        assert!(synapse.contains(flag), "{flag} is not under Synapse's heading");
+        assert!(
+            synapse.contains(flag),
+            "{flag} is not under Synapse's heading"
+        );
         assert!(!ours.contains(&format!("{flag} <")), "{flag} under ours");
     }
     let ours = ours.split("\n\n").next().unwrap();
-    for flag in ["--repo-db <REPO_DB>", "[alias: --db]", "--datastore <DATASTORE>"] {
-        assert!(ours.contains(flag), "no {flag:?} under our heading:\n{ours}");
+    for flag in [
+        "--repo-db <REPO_DB>",
+        "[alias: --db]",
+        "--datastore <DATASTORE>",
+    ] {
+        assert!(
+            ours.contains(flag),
+            "no {flag:?} under our heading:\n{ours}"
+        );
     }
 
     // --repo-db and --db open the same repository: what one run imported, a run with the
@@ -511,14 +524,27 @@ fn every_tool_generates_its_shell_completions_and_man_page() {
     ];
     for (tool, flag) in flags {
         for shell in ["bash", "zsh", "fish"] {
-            let (code, script) =
-                stdout_of(tool, &["--generate-completions", shell], dir.path());
+            let (code, script) = stdout_of(tool, &["--generate-completions", shell], dir.path());
             assert_eq!(code, Some(0), "{tool} {shell}");
             assert!(
                 script.contains(tool) && script.contains(flag),
                 "{tool} {shell} completions:\n{script}"
             );
         }
+        // The bash script loads in a real bash and registers the tool's completion.
+        let command = format!(
+            "source <({} --generate-completions bash) && complete -p {tool}",
+            media_tests::binary(tool).display()
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &command])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(tool),
+            "{tool}: {out:?}"
+        );
+
         let (code, man) = stdout_of(tool, &["--generate-man"], dir.path());
         assert_eq!(code, Some(0), "{tool} man");
         assert!(man.starts_with(".ie"), "{tool}: not roff:\n{man}");
