@@ -368,3 +368,205 @@ async fn db_flags_with_url_syntax_in_user_password_and_database_connect() {
             .unwrap();
     }
 }
+
+/// `tool args…` → (exit code, stdout), asserting nothing was written to stderr on success.
+fn stdout_of(tool: &str, args: &[&str], cwd: &Path) -> (Option<i32>, String) {
+    let out = run(tool, args, cwd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() || stderr.is_empty(),
+        "{tool} {args:?}: {stderr}"
+    );
+    (out.status.code(), String::from_utf8(out.stdout).unwrap())
+}
+
+/// Issue 19 item 9: `--help` did not say which flags are required, nor show examples.
+/// Every tool's short and long help show the usage line with its required flags, and
+/// two or three example command lines of the tool.
+#[test]
+fn every_tools_help_shows_its_required_flags_and_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let usages: [(&str, &[&str]); 4] = [
+        (
+            "import_synapse",
+            &[
+                "Usage: import_synapse [OPTIONS] --synapse-db <SYNAPSE_DB> --media-store <MEDIA_STORE>",
+                "import_synapse [OPTIONS] --db-host <DB_HOST>",
+                "--source http --homeserver-url <URL> --access-token <TOKEN>",
+            ],
+        ),
+        (
+            "gdpr_export",
+            &["Usage: gdpr_export [OPTIONS] --entity <ENTITY>"],
+        ),
+        ("gdpr_import", &["Usage: gdpr_import [OPTIONS]"]),
+        ("cleanmedia", &["Usage: cleanmedia [OPTIONS]"]),
+    ];
+    for (tool, usage) in usages {
+        for flag in ["-h", "--help"] {
+            let (code, text) = stdout_of(tool, &[flag], dir.path());
+            assert_eq!(code, Some(0), "{tool} {flag}");
+            for line in usage {
+                assert!(text.contains(line), "{tool} {flag}: no {line:?} in\n{text}");
+            }
+            let examples = text
+                .split_once("\nExamples:\n")
+                .unwrap_or_else(|| panic!("{tool} {flag}: no examples in\n{text}"))
+                .1;
+            let commands = examples
+                .lines()
+                .filter(|line| line.starts_with(&format!("  {tool} ")))
+                .count();
+            assert!(
+                (2..=3).contains(&commands),
+                "{tool} {flag}: {commands} examples in\n{examples}"
+            );
+        }
+    }
+}
+
+/// Issue 19 item 9: `gdpr_export --help` did not list the values `--compression` takes.
+#[test]
+fn gdpr_export_help_lists_the_compression_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, short) = stdout_of("gdpr_export", &["-h"], dir.path());
+    assert!(
+        short.contains("[possible values: auto, none, fast, best]"),
+        "{short}"
+    );
+    // The long help says what each value does.
+    let (_, long) = stdout_of("gdpr_export", &["--help"], dir.path());
+    for value in ["- auto:", "- none:", "- fast:", "- best:"] {
+        assert!(long.contains(value), "no {value:?} in\n{long}");
+    }
+    // A wrong value is a usage error that names the right ones.
+    let out = run(
+        "gdpr_export",
+        &["--entity", "example.org", "--compression", "gzip"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gzip") && stderr.contains("auto, none, fast, best"),
+        "{stderr}"
+    );
+}
+
+/// Issue 19 item 9: our repository's `--db` sat among Synapse's `--db-host`, `--db-name`…
+/// and read as one of them. It is `--repo-db` now, under its own heading, apart from the
+/// Synapse flags; `--db` stays as an alias (`import_fixture_into` above uses it).
+#[test]
+fn our_repository_flags_cannot_be_mistaken_for_synapses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, help) = stdout_of("import_synapse", &["-h"], dir.path());
+    let (synapse, ours) = help
+        .split_once("\nOur repository")
+        .unwrap_or_else(|| panic!("no heading for our repository:\n{help}"));
+    let synapse = synapse
+        .split_once("\nSynapse (")
+        .unwrap_or_else(|| panic!("no heading for Synapse's flags:\n{help}"))
+        .1;
+    for flag in ["--synapse-db", "--db-host", "--db-name", "--media-store"] {
+        assert!(
+            synapse.contains(flag),
+            "{flag} is not under Synapse's heading"
+        );
+        assert!(!ours.contains(&format!("{flag} <")), "{flag} under ours");
+    }
+    let ours = ours.split("\n\n").next().unwrap();
+    for flag in [
+        "--repo-db <REPO_DB>",
+        "[alias: --db]",
+        "--datastore <DATASTORE>",
+    ] {
+        assert!(
+            ours.contains(flag),
+            "no {flag:?} under our heading:\n{ours}"
+        );
+    }
+
+    // --repo-db and --db open the same repository: what one run imported, a run with the
+    // other flag finds there.
+    assert!(import_fixture_into("repo.db", dir.path()) > 0);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
+    let out = run(
+        "import_synapse",
+        &[
+            "--synapse-db",
+            fixture.join("homeserver.db").to_str().unwrap(),
+            "--media-store",
+            fixture.join("media_store").to_str().unwrap(),
+            "--repo-db",
+            "repo.db",
+            "--datastore",
+            dir.path().join("datastore").to_str().unwrap(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    let report = media_tests::report(&out);
+    assert_eq!(report["media_imported"].as_u64(), Some(0), "{report}");
+}
+
+/// Issue 19 item 14: no shell completions nor man pages. Each tool prints them with
+/// `--generate-completions SHELL` and `--generate-man` (as the README's install section
+/// says), naming the tool and its flags, whatever the environment's variables hold
+/// (the tools' required flags do not get in the way); the flags are not in `--help`.
+#[test]
+fn every_tool_generates_its_shell_completions_and_man_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        ("import_synapse", "repo-db"),
+        ("gdpr_export", "compression"),
+        ("gdpr_import", "verify"),
+        ("cleanmedia", "dryrun"),
+    ];
+    for (tool, flag) in flags {
+        for shell in ["bash", "zsh", "fish"] {
+            let (code, script) = stdout_of(tool, &["--generate-completions", shell], dir.path());
+            assert_eq!(code, Some(0), "{tool} {shell}");
+            assert!(
+                script.contains(tool) && script.contains(flag),
+                "{tool} {shell} completions:\n{script}"
+            );
+        }
+        // The bash script loads in a real bash and registers the tool's completion.
+        let command = format!(
+            "source <({} --generate-completions bash) && complete -p {tool}",
+            media_tests::binary(tool).display()
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &command])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(tool),
+            "{tool}: {out:?}"
+        );
+
+        let (code, man) = stdout_of(tool, &["--generate-man"], dir.path());
+        assert_eq!(code, Some(0), "{tool} man");
+        assert!(man.starts_with(".ie"), "{tool}: not roff:\n{man}");
+        assert!(man.contains(&format!(".TH {tool} 1")), "{tool}:\n{man}");
+        let roff_flag = format!("\\-\\-{}", flag.replace('-', "\\-"));
+        assert!(man.contains(&roff_flag), "{tool}: no {roff_flag} in\n{man}");
+
+        // A required flag's variable set in the environment does not get in the way.
+        let out = std::process::Command::new(media_tests::binary(tool))
+            .arg("--generate-man")
+            .env("SYNAPSE_DB", "homeserver.db")
+            .env("GDPR_ENTITY", "example.org")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{tool}: {out:?}");
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), man);
+
+        // Another flag next to them is a usage error; they are not in --help.
+        let out = run(tool, &["--generate-man", "--json"], dir.path());
+        assert_eq!(out.status.code(), Some(2), "{tool}");
+        let (_, help) = stdout_of(tool, &["--help"], dir.path());
+        assert!(!help.contains("--generate"), "{tool}:\n{help}");
+    }
+}

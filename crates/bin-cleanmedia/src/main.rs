@@ -82,8 +82,19 @@ struct Cli {
     verbosity: media_cli::Verbosity,
 }
 
-/// What every run checks before it changes anything (printed after the options).
+/// Examples, then what every run checks before it changes anything (printed after the
+/// options).
 const SAFETY_HELP: &str = "\
+Examples:
+  # See what purging remote media older than 90 days would do (the Python tool's flags):
+  cleanmedia -c /etc/dendrite/dendrite.yaml -t 90 -n
+
+  # Purge remote and local media older than 30 days, from cron:
+  cleanmedia --config /etc/dendrite/dendrite.yaml --days 30 --local --quiet
+
+  # Purge everything one user uploaded, whatever its age:
+  cleanmedia -c /etc/dendrite/dendrite.yaml -u @spammer:example.org
+
 Before changing anything, every run (dry runs too) refuses, with exit code 2:
   - a media_api.base_path that is the root directory, or that holds top-level entries
     Dendrite does not make (it makes one-letter folders and tmp/; lost+found is allowed);
@@ -110,7 +121,11 @@ impl Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(exit) = media_cli::print_docs_if_asked::<Cli>(&args) {
+        return exit.into();
+    }
+    let cli = Cli::parse_from(args);
     let mut verbosity = cli.verbosity;
     if cli.debug {
         verbosity.verbose = verbosity.verbose.max(2);

@@ -26,7 +26,7 @@ const MMR_FLAGS: &[(&str, &str)] = &[
 /// index.html). Bytes shared by several media are written once; quarantined media are
 /// left out. The files are readable by their owner only.
 #[derive(Debug, Parser)]
-#[command(name = "gdpr_export", version)]
+#[command(name = "gdpr_export", version, after_help = EXAMPLES)]
 struct Cli {
     /// Whose media: a user ID (@alice:example.org: that user's uploads) or a server name
     /// (example.org: every media of that origin).
@@ -54,23 +54,27 @@ struct Cli {
     #[arg(long, env = "GDPR_FSYNC", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     fsync: bool,
 
-    /// auto: deflate text, store media that is compressed already; none, fast or best
-    /// apply to every entry.
-    #[arg(long, env = "GDPR_COMPRESSION", default_value = "auto")]
+    /// How archive entries are compressed.
+    #[arg(
+        long,
+        env = "GDPR_COMPRESSION",
+        default_value = "auto",
+        value_parser = compression_values()
+    )]
     compression: Compression,
 
     /// Export straight from a Synapse database (homeserver.db path or postgres:// URL)
     /// instead of our repository; needs --media-store.
-    #[arg(long, env = "SYNAPSE_DB", requires = "media_store")]
+    #[arg(long, help_heading = SYNAPSE, env = "SYNAPSE_DB", requires = "media_store")]
     synapse_db: Option<String>,
 
     /// Synapse's media_store_path, with --synapse-db.
-    #[arg(long, env = "SYNAPSE_MEDIA_STORE", requires = "synapse_db")]
+    #[arg(long, help_heading = SYNAPSE, env = "SYNAPSE_MEDIA_STORE", requires = "synapse_db")]
     media_store: Option<PathBuf>,
 
     /// The Synapse server's name, with --synapse-db; derived from its users (and
     /// checked) when omitted.
-    #[arg(long, env = "SYNAPSE_SERVER_NAME", requires = "synapse_db")]
+    #[arg(long, help_heading = SYNAPSE, env = "SYNAPSE_SERVER_NAME", requires = "synapse_db")]
     server_name: Option<ServerName>,
 
     #[command(flatten)]
@@ -84,9 +88,43 @@ struct Cli {
     verbosity: media_cli::Verbosity,
 }
 
+/// The help heading of the flags that export from a Synapse instead of our repository.
+const SYNAPSE: &str = "Synapse (to export from it instead of our repository)";
+
+/// Examples printed after the options.
+const EXAMPLES: &str = "\
+Examples:
+  # One user's uploads from our repository, in parts of at most 1 GiB:
+  gdpr_export --entity @alice:example.org --destination ./alice \\
+      --repo-db /var/lib/media-repo/repo.db --datastore /var/lib/media-repo/store --part-size 1G
+
+  # Every media of one server, metadata only (no media bytes):
+  gdpr_export --entity example.org --include-data=false --destination ./example.org
+
+  # Straight from a Synapse, without importing it first:
+  gdpr_export --entity @alice:example.org --synapse-db /var/lib/synapse/homeserver.db \\
+      --media-store /var/lib/synapse/media_store";
+
+/// The `--compression` values, listed in `--help` (with what each does) and parsed by
+/// [`Compression`]'s own parser.
+fn compression_values() -> impl clap::builder::TypedValueParser<Value = Compression> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([
+        PossibleValue::new("auto")
+            .help("Deflate text (JSON, HTML, SVG…), store media that is compressed already"),
+        PossibleValue::new("none").help("Store every entry as it is"),
+        PossibleValue::new("fast").help("Deflate every entry at the fastest level"),
+        PossibleValue::new("best").help("Deflate every entry at the best level"),
+    ])
+    .try_map(|value| value.parse::<Compression>())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = media_cli::translate_go_flags(std::env::args(), MMR_FLAGS);
+    if let Some(exit) = media_cli::print_docs_if_asked::<Cli>(&args) {
+        return exit.into();
+    }
     let cli = Cli::parse_from(args);
     cli.verbosity.init_logging();
     media_cli::exit_with("gdpr_export", run(&cli).await)

@@ -25,7 +25,7 @@ const MMR_FLAGS: &[(&str, &str)] = &[
 /// before anything is written; records already present are skipped, so a re-run
 /// resumes. Exit code 1 when some records were not imported (they are listed).
 #[derive(Debug, Parser)]
-#[command(name = "gdpr_import", version)]
+#[command(name = "gdpr_import", version, after_help = EXAMPLES)]
 struct Cli {
     /// The folder holding the archive's .tgz files.
     #[arg(long, env = "GDPR_DIRECTORY", default_value = "./gdpr-data")]
@@ -57,9 +57,26 @@ struct Cli {
     verbosity: media_cli::Verbosity,
 }
 
+/// Examples printed after the options.
+const EXAMPLES: &str = "\
+Examples:
+  # Import an archive (e.g. gdpr_export's, or matrix-media-repo's) into our repository:
+  gdpr_import --directory ./alice \\
+      --repo-db /var/lib/media-repo/repo.db --datastore /var/lib/media-repo/store
+
+  # Check, writing nothing, that everything in the archive is in the repository:
+  gdpr_import --directory ./alice --verify \\
+      --repo-db /var/lib/media-repo/repo.db --datastore /var/lib/media-repo/store
+
+  # Only one user's uploads out of a whole server's archive:
+  gdpr_import --directory ./example.org --only-entity @alice:example.org";
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = media_cli::translate_go_flags(std::env::args(), MMR_FLAGS);
+    if let Some(exit) = media_cli::print_docs_if_asked::<Cli>(&args) {
+        return exit.into();
+    }
     let cli = Cli::parse_from(args);
     cli.verbosity.init_logging();
     media_cli::exit_with("gdpr_import", run(&cli).await)

@@ -29,32 +29,38 @@ const MMR_FLAGS: &[(&str, &str)] = &[
 /// deduplicating media repository: local and remote media, thumbnails, URL previews,
 /// quarantine state, avatars pinned. Resumable: a re-run imports only what is missing.
 #[derive(Debug, Parser)]
-#[command(name = "import_synapse", version)]
+#[command(
+    name = "import_synapse",
+    version,
+    override_usage = USAGE,
+    after_help = EXAMPLES
+)]
 struct Cli {
     /// Synapse's database: the path of homeserver.db, a postgres:// URL or PostgreSQL
     /// key=value settings.
-    #[arg(long, env = "SYNAPSE_DB", required_unless_present = "db_host")]
+    #[arg(long, help_heading = SYNAPSE, env = "SYNAPSE_DB", required_unless_present = "db_host")]
     synapse_db: Option<String>,
 
     /// Synapse's PostgreSQL host (instead of --synapse-db; MMR's -dbHost).
-    #[arg(long, env = "SYNAPSE_DB_HOST")]
+    #[arg(long, help_heading = SYNAPSE, env = "SYNAPSE_DB_HOST")]
     db_host: Option<String>,
     /// Synapse's PostgreSQL port (MMR's -dbPort).
-    #[arg(long, env = "SYNAPSE_DB_PORT", default_value_t = 5432)]
+    #[arg(long, help_heading = SYNAPSE, env = "SYNAPSE_DB_PORT", default_value_t = 5432)]
     db_port: u16,
     /// Synapse's PostgreSQL user (MMR's -dbUsername).
-    #[arg(long, env = "SYNAPSE_DB_USERNAME", default_value = "synapse")]
+    #[arg(long, help_heading = SYNAPSE, env = "SYNAPSE_DB_USERNAME", default_value = "synapse")]
     db_username: String,
     /// Synapse's PostgreSQL password (MMR's -dbPassword).
-    #[arg(long, env = "SYNAPSE_DB_PASSWORD", hide_env_values = true)]
+    #[arg(long, help_heading = SYNAPSE, env = "SYNAPSE_DB_PASSWORD", hide_env_values = true)]
     db_password: Option<String>,
     /// Synapse's PostgreSQL database (MMR's -dbName).
-    #[arg(long, env = "SYNAPSE_DB_NAME", default_value = "synapse")]
+    #[arg(long, help_heading = SYNAPSE, env = "SYNAPSE_DB_NAME", default_value = "synapse")]
     db_name: String,
 
     /// Synapse's media_store_path (not needed with --source http).
     #[arg(
         long,
+        help_heading = SYNAPSE,
         env = "SYNAPSE_MEDIA_STORE",
         required_unless_present = "homeserver_url"
     )]
@@ -62,18 +68,19 @@ struct Cli {
 
     /// The homeserver's client API base URL, to download media whose file is not in the
     /// media store (MMR's -baseUrl).
-    #[arg(long, env = "SYNAPSE_HOMESERVER_URL", requires = "access_token")]
+    #[arg(long, help_heading = SYNAPSE, env = "SYNAPSE_HOMESERVER_URL", requires = "access_token")]
     homeserver_url: Option<String>,
 
     /// An access token of a homeserver admin, for --homeserver-url (an admin can also
     /// download quarantined media).
-    #[arg(long, env = "SYNAPSE_ACCESS_TOKEN", hide_env_values = true)]
+    #[arg(long, help_heading = SYNAPSE, env = "SYNAPSE_ACCESS_TOKEN", hide_env_values = true)]
     access_token: Option<String>,
 
     /// Seconds a homeserver download may send nothing (no headers, or no next bytes)
     /// before it is given up as a listed failure; the import goes on.
     #[arg(
         long,
+        help_heading = SYNAPSE,
         env = "IMPORT_HTTP_TIMEOUT",
         default_value_t = media_import::homeserver::DEFAULT_READ_TIMEOUT.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..=86_400)
@@ -82,11 +89,11 @@ struct Cli {
 
     /// Where media bytes come from: the media store (with the homeserver as fallback
     /// when --homeserver-url is given), or only the homeserver.
-    #[arg(long, env = "IMPORT_SOURCE", value_enum, default_value_t = Source::Files)]
+    #[arg(long, help_heading = SYNAPSE, env = "IMPORT_SOURCE", value_enum, default_value_t = Source::Files)]
     source: Source,
 
     /// The Synapse server's name; derived from its users (and checked) when omitted.
-    #[arg(long, env = "SYNAPSE_SERVER_NAME")]
+    #[arg(long, help_heading = SYNAPSE, env = "SYNAPSE_SERVER_NAME")]
     server_name: Option<ServerName>,
 
     #[command(flatten)]
@@ -115,6 +122,34 @@ struct Cli {
     #[command(flatten)]
     verbosity: media_cli::Verbosity,
 }
+
+/// The help heading of the flags that say where Synapse's media comes from.
+const SYNAPSE: &str = "Synapse (where media is imported from)";
+
+/// The usage lines: Synapse's database and its media store are required, except that
+/// --source http downloads everything from the homeserver instead.
+const USAGE: &str = "\
+import_synapse [OPTIONS] --synapse-db <SYNAPSE_DB> --media-store <MEDIA_STORE>
+       import_synapse [OPTIONS] --db-host <DB_HOST> [--db-password <DB_PASSWORD>] --media-store <MEDIA_STORE>
+       import_synapse [OPTIONS] --synapse-db <SYNAPSE_DB> --source http --homeserver-url <URL> --access-token <TOKEN>";
+
+/// Examples printed after the options.
+const EXAMPLES: &str = "\
+Examples:
+  # A SQLite Synapse into a SQLite repository and a datastore folder:
+  import_synapse --synapse-db /var/lib/synapse/homeserver.db \\
+      --media-store /var/lib/synapse/media_store \\
+      --repo-db /var/lib/media-repo/repo.db --datastore /var/lib/media-repo/store
+
+  # A PostgreSQL Synapse (matrix-media-repo's flags work too), checking first:
+  import_synapse --db-host localhost --db-username synapse --db-name synapse \\
+      --media-store /var/lib/synapse/media_store \\
+      --repo-db postgres://media@localhost/media --datastore /srv/media --dry-run
+
+  # Fetch files missing from the media store from the homeserver, as an admin:
+  import_synapse --synapse-db postgres://synapse@localhost/synapse \\
+      --media-store /var/lib/synapse/media_store \\
+      --homeserver-url https://matrix.example.org --access-token \"$ADMIN_TOKEN\"";
 
 /// Where media bytes come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -153,6 +188,9 @@ fn exit_for(error: &ImportError) -> Exit {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = media_cli::translate_go_flags(std::env::args(), MMR_FLAGS);
+    if let Some(exit) = media_cli::print_docs_if_asked::<Cli>(&args) {
+        return exit.into();
+    }
     let cli = Cli::parse_from(args);
     cli.verbosity.init_logging();
     media_cli::exit_with("import_synapse", run(&cli).await)

@@ -153,17 +153,32 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// The help heading of [`RepositoryArgs`]' flags.
+pub const REPOSITORY_HEADING: &str = "Our repository (where media is imported to / exported from)";
+
 /// Where our repository lives: the flags every tool that reads or writes it takes.
+///
+/// They are listed under their own heading and named `--repo-db`/`--datastore`, so they
+/// cannot be mistaken for the Synapse database flags (`--synapse-db`, `--db-host`, …)
+/// next to them; the older `--db` still works as an alias.
 #[derive(Debug, Clone, Args)]
 pub struct RepositoryArgs {
-    /// Our repository database: a path (SQLite file), sqlite://…, postgres://… or
-    /// PostgreSQL key=value settings.
-    #[arg(long, env = "MEDIA_REPO_DB", default_value = "sqlite://media-repo.db")]
+    /// Our repository database (not Synapse's): a path (SQLite file), sqlite://…,
+    /// postgres://… or PostgreSQL key=value settings.
+    #[arg(
+        long = "repo-db",
+        help_heading = REPOSITORY_HEADING,
+        visible_alias = "db",
+        value_name = "REPO_DB",
+        env = "MEDIA_REPO_DB",
+        default_value = "sqlite://media-repo.db"
+    )]
     pub db: String,
 
     /// Our datastore: file:///abs/path, file://relative/path or a bare path.
     #[arg(
         long,
+        help_heading = REPOSITORY_HEADING,
         env = "MEDIA_REPO_DATASTORE",
         default_value = "file://media-store"
     )]
@@ -171,8 +186,68 @@ pub struct RepositoryArgs {
 
     /// The repository's data was moved to --datastore: record its new location (after
     /// checking that a sample of the recorded blobs is there).
-    #[arg(long, env = "MEDIA_REPO_DATASTORE_MOVED")]
+    #[arg(long, help_heading = REPOSITORY_HEADING, env = "MEDIA_REPO_DATASTORE_MOVED")]
     pub datastore_moved: bool,
+}
+
+/// The flags that print a tool's shell completions or man page, for packagers and
+/// installers: `tool --generate-completions bash`, `tool --generate-man > tool.1`. They
+/// are not part of a tool's own flags (so `--help` does not list them): see
+/// [`print_docs_if_asked`].
+#[derive(Debug, Clone, Default, Args)]
+struct DocsArgs {
+    /// Print the shell completion script for SHELL on stdout.
+    #[arg(long, value_name = "SHELL", conflicts_with = "generate_man")]
+    generate_completions: Option<clap_complete::Shell>,
+
+    /// Print the man page (roff) on stdout.
+    #[arg(long)]
+    generate_man: bool,
+}
+
+/// When the command line (`args`, program name first) asks for the shell completions
+/// (`--generate-completions SHELL`) or the man page (`--generate-man`) of the tool whose
+/// parser is `C`, writes them to stdout and returns the exit code; otherwise `None`, and
+/// the tool parses its command line as usual. Checked before the tool's own parsing, so
+/// neither its required flags nor values set in the environment get in the way; any
+/// other flag next to these is a usage error.
+pub fn print_docs_if_asked<C: clap::CommandFactory>(args: &[String]) -> Option<Exit> {
+    let asked = args.iter().skip(1).any(|arg| {
+        arg == "--generate-man"
+            || arg == "--generate-completions"
+            || arg.starts_with("--generate-completions=")
+    });
+    if !asked {
+        return None;
+    }
+    let mut command = C::command();
+    let name = command.get_name().to_owned();
+    let docs_command = DocsArgs::augment_args(clap::Command::new("docs").bin_name(&name));
+    let docs = docs_command
+        .try_get_matches_from(args)
+        .and_then(|matches| <DocsArgs as clap::FromArgMatches>::from_arg_matches(&matches))
+        .unwrap_or_else(|e| e.exit());
+    // Rendered into memory first: clap_complete panics on a failed write (`| head`).
+    let mut text = Vec::new();
+    let rendered = match docs.generate_completions {
+        Some(shell) => {
+            clap_complete::generate(shell, &mut command, name.clone(), &mut text);
+            Ok(())
+        }
+        None => clap_mangen::Man::new(command).render(&mut text),
+    };
+    let written = rendered.and_then(|()| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&text).and_then(|()| out.flush())
+    });
+    Some(match written {
+        Ok(()) => Exit::Done,
+        Err(e) => {
+            eprintln!("{name}: the documentation could not be written: {e}");
+            Exit::Fatal
+        }
+    })
 }
 
 /// A run-stopping error as `run` functions return it: a usage error (exit code 2) or a
