@@ -1729,3 +1729,88 @@ async fn an_export_for_an_entity_without_media_writes_no_archive_and_suggests_th
     assert!(text(&out).contains("@alice:fixture.test"), "{}", text(&out));
     assert!(!destination.exists());
 }
+
+/// The index of an export, unpacked from its manifest part.
+fn index_of(archive: &Path) -> String {
+    let unpacked = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(archive.join("export-manifest.tgz"))
+        .arg("-C")
+        .arg(unpacked.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read_to_string(unpacked.path().join("index.html")).unwrap()
+}
+
+/// Issue #19 item 13: the index told the data subject nothing about what the export left
+/// out. A quarantined media is listed at the end of `index.html`, with why, and not among
+/// the files — exporting from our repository (both databases) and straight from Synapse.
+#[tokio::test]
+async fn an_exports_index_lists_a_quarantined_media_as_left_out() {
+    let cwd = tempfile::tempdir().unwrap();
+    let check = |index: &str, quarantined: &str, label: &str| {
+        let (files, left_out) = index.split_at(index.find("id=\"left-out\"").unwrap());
+        assert!(
+            left_out.contains(quarantined) && left_out.contains("Quarantined"),
+            "{label}: {left_out}"
+        );
+        assert!(
+            !files.contains(quarantined),
+            "{label}: listed among the files"
+        );
+        assert!(files.contains("1 media was left out"), "{label}");
+    };
+    for db in TestDatabase::both().await {
+        let label = db.label;
+        let repo = Repo {
+            store: cwd.path().join(format!("store-{label}")),
+            db,
+        };
+        repo.import_synapse_fixture(cwd.path());
+        let quarantined = repo
+            .media_of(SYNAPSE_SERVER)
+            .await
+            .into_iter()
+            .find(|m| m.quarantined)
+            .expect("the fixture quarantines a media")
+            .key
+            .to_string();
+        let archive = cwd.path().join(format!("archive-{label}"));
+        let out = repo.gdpr_export(SYNAPSE_SERVER, &archive, &[], cwd.path());
+        assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
+        check(&index_of(&archive), &quarantined, label);
+        repo.db.drop_database().await;
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
+    let archive = cwd.path().join("from-synapse");
+    let out = run(
+        "gdpr_export",
+        &[
+            "--synapse-db",
+            fixture.join("homeserver.db").to_str().unwrap(),
+            "--media-store",
+            fixture.join("media_store").to_str().unwrap(),
+            "--entity",
+            SYNAPSE_SERVER,
+            "--destination",
+            archive.to_str().unwrap(),
+        ],
+        cwd.path(),
+    );
+    // Straight from Synapse, the media created but never uploaded fails (exit 1): it is
+    // left out too, with its own reason.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let index = index_of(&archive);
+    let left_out = &index[index.find("id=\"left-out\"").unwrap()..];
+    assert!(left_out.contains("Quarantined"), "from Synapse: {index}");
+    assert!(
+        left_out.contains("(never uploaded)"),
+        "from Synapse: {index}"
+    );
+    assert!(
+        index.contains("2 media were left out"),
+        "from Synapse: {index}"
+    );
+}

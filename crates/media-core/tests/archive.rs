@@ -208,8 +208,137 @@ fn the_archive_reads_with_system_tar() {
     assert!(
         String::from_utf8(read("index.html"))
             .unwrap()
-            .contains("</table>")
+            .contains("</body></html>")
     );
+}
+
+/// Percent-decodes a relative link of the index.
+fn percent_decode(link: &str) -> String {
+    let bytes = link.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&link[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn the_index_is_a_page_for_the_data_subject_not_a_bare_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("export");
+    let mut writer = ArchiveWriter::create(&out, &options(1 << 20)).unwrap();
+    let png = b"\x89PNG not really";
+    write_entry(&mut writer, "example.org:8448__pic.png", "image/png", png);
+    write_entry(
+        &mut writer,
+        "example.org:8448__notes.txt",
+        "text/plain",
+        b"notes",
+    );
+    let hostile = "<script>alert(\"x\")</script>'.png";
+    let mut picture = record("pic", "example.org:8448__pic.png", png);
+    picture.name = hostile.into();
+    picture.content_type = "image/png".into();
+    // A second media with the same bytes shares the entry.
+    let mut copy = picture.clone();
+    copy.name = "copy.png".into();
+    copy.media_id = "copy".into();
+    let mut notes = record("notes", "example.org:8448__notes.txt", b"notes");
+    notes.content_type = "text/plain".into();
+    writer
+        .add_record("mxc://example.org:8448/pic", &picture)
+        .unwrap();
+    writer
+        .add_record("mxc://example.org:8448/copy", &copy)
+        .unwrap();
+    writer
+        .add_record("mxc://example.org:8448/notes", &notes)
+        .unwrap();
+    writer
+        .add_left_out(&media_core::archive::LeftOut {
+            mxc: "mxc://example.org:8448/bad",
+            name: "<img src=x onerror=alert(1)>",
+            why: "Quarantined by the server's administrators.",
+        })
+        .unwrap();
+    let summary = writer
+        .finish("@alice:example.org", 1_700_000_000_000)
+        .unwrap();
+    assert_eq!(summary.left_out, 1);
+
+    let unpacked = dir.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    for part in summary.parts.iter().chain([&summary.manifest]) {
+        let status = std::process::Command::new("tar")
+            .arg("-xzf")
+            .arg(part)
+            .arg("-C")
+            .arg(&unpacked)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let index = std::fs::read_to_string(unpacked.join("index.html")).unwrap();
+
+    // User text is escaped: no markup of theirs survives.
+    assert!(!index.contains("<script"), "{index}");
+    assert!(!index.contains("<img src=x"), "{index}");
+    assert!(index.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&#39;.png"));
+    assert!(index.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    // Self-contained and made for phones.
+    assert!(index.contains("<meta name=\"viewport\""));
+    assert!(
+        !index.contains("http"),
+        "nothing is fetched from the network"
+    );
+    // Instructions before the list, totals, original names, types, sizes, dates.
+    let unpacking = index.find("tar -xzf").unwrap();
+    assert!(unpacking < index.find("copy.png").unwrap());
+    assert!(index.contains("3 media, 35 B in total"), "{index}");
+    assert!(index.contains("2 files in 1 part file(s)"), "{index}");
+    assert!(index.contains("1 media was left out"));
+    assert!(
+        index.contains("image/png · 15 B · 2023-11-14 22:13 UTC"),
+        "{index}"
+    );
+    assert!(index.contains("text/plain"));
+    // What was left out, and why, at the end.
+    let left_out = &index[index.find("id=\"left-out\"").unwrap()..];
+    assert!(left_out.contains("mxc://example.org:8448/bad"));
+    assert!(left_out.contains("Quarantined by the server&#39;s administrators."));
+    assert!(!left_out.contains("copy.png"));
+    // Every link and image points at a file beside the page once unpacked; images show.
+    let mut links = 0;
+    for attribute in ["href=\"", "src=\""] {
+        for (at, _) in index.match_indices(attribute) {
+            let value = &index[at + attribute.len()..];
+            let value = &value[..value.find('"').unwrap()];
+            if value.starts_with('#') {
+                continue;
+            }
+            let file = value
+                .strip_prefix("./")
+                .expect("links are relative to the page");
+            assert!(
+                unpacked.join(percent_decode(file)).is_file(),
+                "{value} is not beside the page"
+            );
+            links += 1;
+        }
+    }
+    assert_eq!(
+        index.matches("<img src=").count(),
+        2,
+        "both pictures inline"
+    );
+    assert!(links >= 8, "{links} links");
 }
 
 #[test]

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use media_core::archive::writer::extension_for;
-use media_core::archive::{ArchiveWriter, ManifestRecord, NewEntry, WriterOptions, WrittenEntry};
+use media_core::archive::{
+    ArchiveWriter, LeftOut, ManifestRecord, NewEntry, WriterOptions, WrittenEntry,
+};
 use media_core::datastore::{BlobKey, Datastore};
 use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord};
@@ -137,6 +139,8 @@ enum Step {
     },
     /// Add a record (its entry, if any, was sent before).
     Record { mxc: String, record: ManifestRecord },
+    /// A quarantined media, left out (the index says so).
+    Quarantined { mxc: String, name: String },
     /// A media the producer could not export.
     Failed {
         mxc: String,
@@ -459,6 +463,11 @@ async fn produce(
         if item.quarantined {
             produced.quarantined += 1;
             progress.items_done.fetch_add(1, Ordering::Relaxed);
+            let step = Step::Quarantined {
+                mxc: item.key.to_string(),
+                name: item.upload_name.unwrap_or_default(),
+            };
+            send(&steps, step).await?;
             continue;
         }
         let mxc = item.key.to_string();
@@ -800,9 +809,15 @@ fn write_archive(
             Step::Record { mxc, record } => {
                 progress.items_done.fetch_add(1, Ordering::Relaxed);
                 match failed_entries.get(&record.file_name) {
-                    Some(refused) => failures.push(mxc, refused.reason, refused.detail.clone()),
+                    Some(refused) => {
+                        leave_out(&mut writer, &mxc, &record.name, refused.reason)?;
+                        failures.push(mxc, refused.reason, refused.detail.clone());
+                    }
                     None => writer.add_record(&mxc, &record)?,
                 }
+            }
+            Step::Quarantined { mxc, name } => {
+                leave_out(&mut writer, &mxc, &name, "quarantined")?;
             }
             Step::Failed {
                 mxc,
@@ -810,6 +825,7 @@ fn write_archive(
                 detail,
             } => {
                 progress.items_done.fetch_add(1, Ordering::Relaxed);
+                leave_out(&mut writer, &mxc, "", reason)?;
                 failures.push(mxc, reason, detail);
             }
             Step::Finish => {
@@ -821,6 +837,39 @@ fn write_archive(
     // The producer stopped without handing everything over: dropping the writer removes
     // what it staged, and a previous export stays as it was.
     Ok(None)
+}
+
+/// Lists a media left out of the archive at the end of its index, with a sentence for
+/// the person whose data it is. Failure details are not shown there: they name the
+/// server's files and are for its operators (the export's report lists them).
+fn leave_out(
+    writer: &mut ArchiveWriter,
+    mxc: &str,
+    name: &str,
+    reason: &str,
+) -> Result<(), GdprError> {
+    let why = match reason {
+        "quarantined" => "Quarantined by the server's administrators: its content is withheld \
+                          from exports."
+            .to_owned(),
+        "size_mismatch" | "unreadable" => "Its stored copy is damaged or could not be read on \
+                                           the server, so it could not be exported. Ask the \
+                                           server's administrators about it."
+            .to_owned(),
+        "file_missing" => "Its stored copy is missing on the server, so it could not be \
+                           exported. Ask the server's administrators about it."
+            .to_owned(),
+        other => format!(
+            "It could not be exported ({}). Ask the server's administrators about it.",
+            other.replace('_', " ")
+        ),
+    };
+    writer.add_left_out(&LeftOut {
+        mxc,
+        name,
+        why: &why,
+    })?;
+    Ok(())
 }
 
 /// Why the bytes of an entry were refused, carried through the archive writer inside

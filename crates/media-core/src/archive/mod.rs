@@ -13,10 +13,12 @@
 use std::path::{Path, PathBuf};
 
 mod destination;
+pub mod index;
 pub mod manifest;
 pub mod reader;
 pub mod writer;
 
+pub use index::LeftOut;
 pub use manifest::{CheckedRecord, Manifest, ManifestRecord};
 pub use reader::{ArchiveFolder, MediaEntry};
 pub use writer::{

@@ -1,5 +1,5 @@
 //! [`ArchiveWriter`]: streams media into `export-part-N.tgz` files of a bounded size, then
-//! writes `export-manifest.tgz` with `manifest.json` and `index.html`.
+//! writes `export-manifest.tgz` with `manifest.json` and `index.html` (see `index.rs`).
 //!
 //! The archive is written into a private staging folder beside the destination and
 //! swapped in only once complete (see `destination.rs`): a failed or killed export
@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use flate2::write::GzEncoder;
 
 use super::destination::Staging;
+use super::index::{self, IndexTotals, LeftOut};
 use super::manifest::{INDEX_ENTRY, MANIFEST_ENTRY, MANIFEST_VERSION, ManifestRecord};
 use super::{ArchiveError, MANIFEST_PART, PARTIAL_SUFFIX, part_file_name};
-use crate::progress::human_size;
 
 /// Tar header and padding granularity.
 const TAR_BLOCK: u64 = 512;
@@ -206,6 +206,8 @@ pub struct ArchiveSummary {
     pub entry_bytes: u64,
     /// Size of every file of the archive together.
     pub archive_bytes: u64,
+    /// Media listed in the index as left out.
+    pub left_out: u64,
 }
 
 /// Writes an archive into a folder, part by part. Call [`ArchiveWriter::finish`] at the
@@ -222,6 +224,10 @@ pub struct ArchiveWriter {
     summary: ArchiveSummary,
     manifest_records: Spool,
     index_rows: Spool,
+    /// Index lines for the media left out, written at the end of the page.
+    left_out_rows: Spool,
+    /// Bytes of the records added (a shared entry counts for each of its records).
+    record_bytes: u64,
 }
 
 struct OpenPart {
@@ -313,6 +319,8 @@ impl ArchiveWriter {
         Ok(Self {
             manifest_records: Spool::new(&spool_dir)?,
             index_rows: Spool::new(&spool_dir)?,
+            left_out_rows: Spool::new(&spool_dir)?,
+            record_bytes: 0,
             staging,
             replace: options.replace,
             part_size: options.part_size.max(1),
@@ -387,9 +395,29 @@ impl ArchiveWriter {
             self.manifest_records
                 .push(&format!("{separator}\n    {key}: {value}"))
         })
-        .and_then(|()| self.index_rows.push(&index_row(mxc, record)))
+        .and_then(|()| {
+            self.index_rows.push(&index::media_item(
+                mxc,
+                &record.name,
+                &record.file_name,
+                &record.content_type,
+                record.size_bytes,
+                record.created_ts,
+            ))
+        })
         .map_err(ArchiveError::io(&path))?;
         self.summary.records += 1;
+        self.record_bytes += record.size_bytes;
+        Ok(())
+    }
+
+    /// Lists a media that is not in the archive (quarantined, its bytes damaged or
+    /// missing…) at the end of `index.html`, with why. The manifest does not name it.
+    pub fn add_left_out(&mut self, left_out: &LeftOut<'_>) -> Result<(), ArchiveError> {
+        self.left_out_rows
+            .push(&index::left_out_item(left_out))
+            .map_err(ArchiveError::io(self.staging.path()))?;
+        self.summary.left_out += 1;
         Ok(())
     }
 
@@ -412,14 +440,15 @@ impl ArchiveWriter {
              {created_ts},\n  \"media\": {{"
         );
         let tail = "\n  }\n}\n";
-        let title = html_escape(entity_id);
-        let index_head = format!(
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Media of {title}</title>\
-             </head>\n<body><h1>Media of {title}</h1>\n<p>Each file is in one of the \
-             export-part-N.tgz files of this folder.</p>\n<table>\n<tr><th>File</th><th>MXC \
-             URI</th><th>Size</th><th>Uploaded</th></tr>\n"
-        );
-        let index_tail = "</table>\n</body></html>\n";
+        let totals = IndexTotals {
+            media: self.summary.records,
+            media_bytes: self.record_bytes,
+            files: self.summary.entries,
+            parts: self.summary.parts.len() as u64,
+            left_out: self.summary.left_out,
+        };
+        let index_head = index::head(entity_id, created_ts, &totals);
+        let index_middle = index::middle(&totals);
 
         let partial = format!("{MANIFEST_PART}{PARTIAL_SUFFIX}");
         let file = self.staging.create_file(&partial)?;
@@ -427,6 +456,7 @@ impl ArchiveWriter {
             let mut tar = tar::Builder::new(GzipMembers::new(BufWriter::new(file)));
             let (records, records_len) = self.manifest_records.rewind()?;
             let (rows, rows_len) = self.index_rows.rewind()?;
+            let (left_out, left_out_len) = self.left_out_rows.rewind()?;
             tar.get_mut().use_level(6)?;
             let manifest = head.as_bytes().chain(records).chain(tail.as_bytes());
             let manifest_len = head.len() as u64 + records_len + tail.len() as u64;
@@ -434,8 +464,14 @@ impl ArchiveWriter {
             let index = index_head
                 .as_bytes()
                 .chain(rows)
-                .chain(index_tail.as_bytes());
-            let index_len = index_head.len() as u64 + rows_len + index_tail.len() as u64;
+                .chain(index_middle.as_bytes())
+                .chain(left_out)
+                .chain(index::TAIL.as_bytes());
+            let index_len = index_head.len() as u64
+                + rows_len
+                + index_middle.len() as u64
+                + left_out_len
+                + index::TAIL.len() as u64;
             append_text(&mut tar, INDEX_ENTRY, created_ts, index_len, index)?;
             let file = finish_tar(tar)?;
             if self.sync { file.sync_all() } else { Ok(()) }
@@ -746,72 +782,9 @@ impl<W: Write> Write for GzipMembers<W> {
     }
 }
 
-fn index_row(mxc: &str, record: &ManifestRecord) -> String {
-    let file = html_escape(&record.file_name);
-    let link = if record.file_name.is_empty() {
-        "(not included)".to_owned()
-    } else {
-        format!("<a href=\"{file}\">{file}</a>")
-    };
-    format!(
-        "<tr><td>{link}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-        html_escape(mxc),
-        human_size(record.size_bytes),
-        utc_date(record.created_ts),
-    )
-}
-
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// `YYYY-MM-DD HH:MM UTC` for a time in ms since the epoch.
-fn utc_date(ms: i64) -> String {
-    let seconds = ms.div_euclid(1000);
-    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Proleptic Gregorian calendar from a day count (eras of 400 years).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        second_of_day / 3600,
-        second_of_day % 3600 / 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_are_utc_calendar_dates() {
-        assert_eq!(utc_date(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc_date(951_782_400_000), "2000-02-29 00:00 UTC");
-        assert_eq!(utc_date(1_764_000_000_000), "2025-11-24 16:00 UTC");
-    }
 
     #[test]
     fn text_is_deflated_and_media_stored() {
