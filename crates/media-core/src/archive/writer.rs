@@ -377,7 +377,7 @@ impl ArchiveWriter {
         }
         let part_full = part.uncompressed >= self.part_size;
         self.summary.entries += 1;
-        self.summary.entry_bytes += entry.size;
+        self.summary.entry_bytes = self.summary.entry_bytes.saturating_add(entry.size);
         if part_full {
             self.close_part()?;
         }
@@ -407,7 +407,7 @@ impl ArchiveWriter {
         })
         .map_err(ArchiveError::io(&path))?;
         self.summary.records += 1;
-        self.record_bytes += record.size_bytes;
+        self.record_bytes = self.record_bytes.saturating_add(record.size_bytes);
         Ok(())
     }
 
