@@ -1,5 +1,17 @@
 //! Plumbing shared by the toolkit's command-line tools, so each binary stays a thin
 //! parse → wire → report → exit-code layer.
+//!
+//! For programs that embed the toolkit as libraries this crate is optional: it holds
+//! what every tool's command line shares ([`Exit`] codes, [`RepositoryArgs`],
+//! [`Verbosity`], the progress bar) and small parsers such as [`parse_byte_size`]:
+//!
+//! ```
+//! use media_cli::parse_byte_size;
+//!
+//! assert_eq!(parse_byte_size("200MiB"), Ok(200 * 1024 * 1024));
+//! assert_eq!(parse_byte_size("1.5G"), Ok(1536 * 1024 * 1024));
+//! assert!(parse_byte_size("ten bytes").is_err());
+//! ```
 #![deny(missing_docs)]
 
 use std::io::IsTerminal;

@@ -11,6 +11,27 @@
 //! * [`progress`]: live counters for progress displays, and sizes for people.
 //! * [`archive`]: matrix-media-repo's GDPR archive format: manifest, streaming part
 //!   writer and reader.
+//!
+//! This crate is for programs that embed the toolkit: everything else (the repository in
+//! `media-db`, the datastores in `media-store`, imports in `media-import`, GDPR archives in
+//! `media-gdpr`) speaks in these types. Identifiers are parsed once, at the edge, and are
+//! valid from then on:
+//!
+//! ```
+//! use media_core::{MediaKey, MxcUri, UserId};
+//!
+//! let mxc: MxcUri = "mxc://example.org/abcDEF123".parse()?;
+//! assert_eq!(mxc.server().as_str(), "example.org");
+//! let key = MediaKey::from(mxc);
+//! assert_eq!(key.media_id.as_str(), "abcDEF123");
+//!
+//! let alice: UserId = "@alice:example.org".parse()?;
+//! assert_eq!(alice.server_name().as_str(), "example.org");
+//!
+//! // A media ID that could escape a folder is refused, with the reason.
+//! assert!("mxc://example.org/../../etc".parse::<MxcUri>().is_err());
+//! # Ok::<(), media_core::IdError>(())
+//! ```
 #![deny(missing_docs)]
 
 pub mod archive;

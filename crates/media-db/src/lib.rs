@@ -5,6 +5,58 @@
 //! * [`synapse`]: a read-only adapter over Synapse's media tables and avatars.
 //! * [`dendrite`]: an adapter over Dendrite's media tables (read and purged) and avatars.
 //! * [`connect`](mod@connect): URLs, dialects and connection pools shared by every adapter.
+//!
+//! A [`Repository`] records media (origin, ID, uploader, name, type, SHA-256, size…); the
+//! bytes live in a datastore (`media-store`), which [`Repository::attach_datastore`] ties
+//! to the repository so that a repository is never read against the wrong folder. The
+//! public API speaks in `media-core` types and [`DbError`]; callers need not depend on
+//! the database driver. Recording one file:
+//!
+//! ```
+//! use media_core::{DatastoreExt, MediaKey, MediaRecord, Purpose};
+//! use media_db::{AttachOptions, NewMedia};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let folder = tempfile::tempdir()?;
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     // `sqlite://path` (created when missing) or `postgres://…`.
+//!     let url = format!("sqlite://{}", folder.path().join("repo.db").display());
+//!     let repo = media_db::connect(&url).await?;
+//!     let store = media_store::open(&folder.path().join("store").display().to_string()).await?;
+//!     let datastore_id = repo
+//!         .attach_datastore(store.as_ref(), AttachOptions::new(true, false))
+//!         .await?
+//!         .expect("a writable datastore is always recorded");
+//!
+//!     // Bytes first, then the record that points at them.
+//!     let bytes = b"\x89PNG not really";
+//!     let put = store.put_bytes(bytes).await?;
+//!     let key = MediaKey { origin: "example.org".parse()?, media_id: "abcDEF123".parse()? };
+//!     let record = MediaRecord {
+//!         key: key.clone(),
+//!         sha256: put.blob.sha256,
+//!         size_bytes: put.blob.size,
+//!         upload_name: Some("cat.png".into()),
+//!         content_type: Some("image/png".into()),
+//!         uploader: Some("@alice:example.org".parse()?),
+//!         created_ts: media_core::now_ms(),
+//!         last_access_ts: None,
+//!         quarantined: false,
+//!         quarantined_by: None,
+//!         purpose: Purpose::None,
+//!         imported_from: Some("an example".into()),
+//!     };
+//!     let new = NewMedia { record, thumbnails: Vec::new(), datastore_id };
+//!     repo.insert_media(&new, store.as_ref()).await?;
+//!
+//!     let stored = repo.get_media(&key).await?.expect("just recorded");
+//!     assert_eq!(stored.upload_name.as_deref(), Some("cat.png"));
+//!     assert_eq!(repo.count_media_by_uploader(&"@alice:example.org".parse()?).await?, 1);
+//!     repo.close().await;
+//!     Ok(())
+//! })
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 pub mod connect;

@@ -12,6 +12,35 @@
 //! * [`sanity`]: the sanity checks and `--fix`.
 //! * [`run`]: one whole run, wired from a config.
 //! * [`report`]: what a run did, the same shape in a dry run.
+//!
+//! [`clean`] does one whole run from a [`DendriteConfig`] and [`CleanOptions`], the same
+//! run the `cleanmedia` tool does. Everything starts from Dendrite's own config, read
+//! with Dendrite's precedence (a component's database over `global.database`):
+//!
+//! ```
+//! use std::path::Path;
+//!
+//! use media_dendrite::DendriteConfig;
+//!
+//! let yaml = "
+//! global:
+//!   server_name: example.org
+//!   database:
+//!     connection_string: postgres://dendrite@localhost/dendrite
+//! media_api:
+//!   base_path: ./media_store
+//! ";
+//! let config = DendriteConfig::parse(yaml, Path::new("/srv/dendrite"))?;
+//! assert_eq!(config.server_name.as_str(), "example.org");
+//! assert_eq!(config.base_path, Path::new("/srv/dendrite/media_store"));
+//! assert_eq!(config.media_database, "postgres://dendrite@localhost/dendrite");
+//!
+//! // Synapse's homeserver.yaml is refused with advice, not half understood.
+//! let error = DendriteConfig::parse("server_name: example.org\nmedia_store_path: /m\n", Path::new("/"))
+//!     .unwrap_err();
+//! assert!(error.contains("Synapse"), "{error}");
+//! # Ok::<(), String>(())
+//! ```
 #![deny(missing_docs)]
 
 pub mod avatars;

@@ -5,6 +5,61 @@
 //!   distinct blob written once, quarantined media left out.
 //! * [`import`]: an archive folder back into a repository, every record's bytes checked
 //!   against the manifest before anything is written; `verify` checks without writing.
+//!
+//! An export reads a repository and its datastore (filled, for instance, by
+//! `media_import::import_synapse`) and writes `export-part-N.tgz` files and
+//! `export-manifest.tgz`, which matrix-media-repo's own tools read too. Importing a
+//! Synapse and exporting one user (`examples/import_and_export.rs` does the same as a
+//! program):
+//!
+//! ```
+//! use std::path::Path;
+//! use std::sync::Arc;
+//!
+//! use media_core::archive::WriterOptions;
+//! use media_db::AttachOptions;
+//! use media_gdpr::{ExportOptions, Progress};
+//! use media_import::{ImportOptions, Include};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let synapse_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/synapse/sqlite"));
+//! let folder = tempfile::tempdir()?;
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     let repo = media_db::connect("sqlite::memory:").await?;
+//!     let store = media_store::open(&folder.path().join("store").display().to_string()).await?;
+//!     repo.attach_datastore(store.as_ref(), AttachOptions::new(true, false)).await?;
+//!
+//!     let synapse_db = synapse_dir.join("homeserver.db").display().to_string();
+//!     let synapse = media_db::synapse::open_synapse(&synapse_db).await?;
+//!     let options = ImportOptions {
+//!         media_store: Some(synapse_dir.join("media_store")),
+//!         homeserver: None,
+//!         server_name: media_import::resolve_server_name(&synapse, None).await?,
+//!         include: Include::default(),
+//!         workers: 2,
+//!         dry_run: false,
+//!         source_label: media_import::source_label(&synapse_db),
+//!     };
+//!     let progress = Arc::new(Progress::default());
+//!     media_import::import_synapse(&synapse, &repo, store.clone(), options, progress).await?;
+//!     synapse.close().await;
+//!
+//!     let options = ExportOptions {
+//!         entity: "@alice:fixture.test".parse()?,
+//!         destination: folder.path().join("alice"),
+//!         writer: WriterOptions::default(),
+//!         include_data: true,
+//!     };
+//!     let progress = Arc::new(Progress::default());
+//!     let report = media_gdpr::export_from_repository(&repo, store, options, progress).await?;
+//!     println!("{report}");
+//!     assert!(report.manifest.is_file());
+//!     assert!(!report.has_failures());
+//!     repo.close().await;
+//!     Ok(())
+//! })
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 use std::io::Read;

@@ -2,6 +2,27 @@
 //! filesystem ([`FileDatastore`]) and an in-memory store ([`MemoryDatastore`]), and
 //! [`open`], which picks one from a URI; for tests, [`faulty::FaultyDatastore`] fails
 //! on demand.
+//!
+//! A datastore holds bytes only, each blob once, under a key derived from its SHA-256;
+//! what the bytes are (which media, whose) is recorded in the repository (`media-db`).
+//! Every put is hashed while it streams and written atomically:
+//!
+//! ```
+//! use media_core::{DatastoreExt, PutStatus};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let folder = tempfile::tempdir()?;
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     let store = media_store::open(&folder.path().display().to_string()).await?;
+//!     let put = store.put_bytes(b"hello, matrix").await?;
+//!     assert_eq!(put.blob.size, 13);
+//!     // The same bytes again are deduplicated: nothing new is written.
+//!     assert_eq!(store.put_bytes(b"hello, matrix").await?.status, PutStatus::AlreadyPresent);
+//!     assert_eq!(store.get_bytes(&put.blob.key).await?, b"hello, matrix");
+//!     Ok(())
+//! })
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 pub mod faulty;

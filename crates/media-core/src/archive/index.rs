@@ -5,7 +5,7 @@
 //! The page is self-contained (inline CSS, no script, nothing fetched from the network)
 //! and laid out as a list, which reads on a phone as well as on a desktop. It is written
 //! in pieces: one [`media_item`] per record and one [`left_out_item`] per media left out,
-//! spooled to files by the writer, and a [`head`] and [`tail`] around them once the
+//! spooled to files by the writer, and a [`head`] and [`TAIL`] around them once the
 //! totals are known, so that memory does not grow with the number of media.
 
 use crate::progress::human_size;
