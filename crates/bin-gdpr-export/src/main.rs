@@ -179,7 +179,10 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
                 .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
             repo.attach_datastore(
                 store.as_ref(),
-                media_db::AttachOptions::new(false, cli.repository.datastore_moved),
+                media_db::AttachOptions {
+                    access: media_db::DatastoreAccess::ReadOnly,
+                    moved: cli.repository.datastore_moved,
+                },
             )
             .await
             .map_err(|e| fail(e.into()))?;

@@ -114,7 +114,14 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
     repo.attach_datastore(
         store.as_ref(),
-        media_db::AttachOptions::new(!cli.verify, cli.repository.datastore_moved),
+        media_db::AttachOptions {
+            access: if cli.verify {
+                media_db::DatastoreAccess::ReadOnly
+            } else {
+                media_db::DatastoreAccess::Write
+            },
+            moved: cli.repository.datastore_moved,
+        },
     )
     .await
     .map_err(|e| fail(e.into()))?;

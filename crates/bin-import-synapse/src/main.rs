@@ -261,7 +261,15 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
     repo.attach_datastore(
         store.as_ref(),
-        media_db::AttachOptions::new(!cli.dry_run, cli.repository.datastore_moved),
+        media_db::AttachOptions {
+            // A dry run writes nothing, not even the datastore's identity marker.
+            access: if cli.dry_run {
+                media_db::DatastoreAccess::ReadOnly
+            } else {
+                media_db::DatastoreAccess::Write
+            },
+            moved: cli.repository.datastore_moved,
+        },
     )
     .await
     .map_err(|e| fail(e.into()))?;

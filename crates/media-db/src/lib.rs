@@ -24,7 +24,7 @@
 //!     let repo = media_db::connect(&url).await?;
 //!     let store = media_store::open(&folder.path().join("store").display().to_string()).await?;
 //!     let datastore_id = repo
-//!         .attach_datastore(store.as_ref(), AttachOptions::new(true, false))
+//!         .attach_datastore(store.as_ref(), AttachOptions::WRITE)
 //!         .await?
 //!         .expect("a writable datastore is always recorded");
 //!

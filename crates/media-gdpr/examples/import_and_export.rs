@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let repo = media_db::connect(&repo_url).await?;
     let store_dir = work.path().join("store");
     let store = media_store::open(&store_dir.display().to_string()).await?;
-    repo.attach_datastore(store.as_ref(), media_db::AttachOptions::new(true, false))
+    repo.attach_datastore(store.as_ref(), media_db::AttachOptions::WRITE)
         .await?;
     println!(
         "repository: {repo_url}, datastore in {}",

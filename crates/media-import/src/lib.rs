@@ -25,7 +25,7 @@
 //! tokio::runtime::Runtime::new()?.block_on(async {
 //!     let repo = media_db::connect("sqlite::memory:").await?;
 //!     let store = media_store::open(&folder.path().display().to_string()).await?;
-//!     repo.attach_datastore(store.as_ref(), AttachOptions::new(true, false)).await?;
+//!     repo.attach_datastore(store.as_ref(), AttachOptions::WRITE).await?;
 //!
 //!     let synapse_db = synapse_dir.join("homeserver.db").display().to_string();
 //!     let synapse = media_db::synapse::open_synapse(&synapse_db).await?;

@@ -48,16 +48,11 @@ pub struct AttachOptions {
 }
 
 impl AttachOptions {
-    /// For a tool that writes (`writes`) or only reads / makes a dry run, and whether the
-    /// operator says the data moved.
-    pub fn new(writes: bool, moved: bool) -> Self {
-        let access = if writes {
-            DatastoreAccess::Write
-        } else {
-            DatastoreAccess::ReadOnly
-        };
-        Self { access, moved }
-    }
+    /// For a tool that writes, with no claim that the data moved.
+    pub const WRITE: Self = Self {
+        access: DatastoreAccess::Write,
+        moved: false,
+    };
 }
 
 /// A row of the `datastores` table.
