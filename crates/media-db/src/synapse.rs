@@ -242,15 +242,6 @@ impl SynapseDb {
         Ok((counts[0], counts[1]))
     }
 
-    /// Pages of `local_media_repository`, ordered by media_id. A row that cannot be
-    /// decoded ends the stream with [`DbError::InvalidRow`]; see
-    /// [`SynapseDb::local_media_rows`] to go on past it.
-    pub fn local_media_pages(&self) -> BoxStream<'static, Result<Vec<LocalMediaRow>, DbError>> {
-        self.local_media_rows()
-            .map(|page| page?.into_iter().collect())
-            .boxed()
-    }
-
     /// Pages of `local_media_repository`, ordered by media_id, each row decoded on its
     /// own: a row whose values cannot be read (text that is not UTF-8, text in a number
     /// column) is a [`DbError::InvalidRow`] naming it, and the rows after it still come.
@@ -313,15 +304,6 @@ impl SynapseDb {
                 Ok((rows, next))
             }
         })
-    }
-
-    /// Pages of `remote_media_cache`, ordered by (media_origin, media_id). A row that
-    /// cannot be decoded ends the stream with [`DbError::InvalidRow`]; see
-    /// [`SynapseDb::remote_media_rows`] to go on past it.
-    pub fn remote_media_pages(&self) -> BoxStream<'static, Result<Vec<RemoteMediaRow>, DbError>> {
-        self.remote_media_rows()
-            .map(|page| page?.into_iter().collect())
-            .boxed()
     }
 
     /// Pages of `remote_media_cache`, ordered by (media_origin, media_id), each row
