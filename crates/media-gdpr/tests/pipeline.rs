@@ -58,12 +58,11 @@ fn write_archive(dir: &Path, small: usize, large: usize) {
 async fn import_into_a_failing_datastore(repo_url: &str, archive: &Path, puts: u64) {
     let repo = media_db::connect(repo_url).await.unwrap();
     let folder = tempfile::tempdir().unwrap();
-    let real = Arc::new(
-        media_store::FileDatastore::open(folder.path())
+    let faulty = Arc::new(
+        FaultyDatastore::in_folder(folder.path(), puts)
             .await
             .unwrap(),
     );
-    let faulty = Arc::new(FaultyDatastore::new(real, puts));
     let options = ImportOptions {
         directory: archive.to_owned(),
         only_entity: None,

@@ -1142,7 +1142,8 @@ async fn check_existing(
             item: shown,
             reason: FailureReason::Conflict,
             detail: format!(
-                "the repository has this media with other bytes ({existing}); it was kept,                  {synapse_has}"
+                "the repository has this media with other bytes ({existing}); it was kept, \
+                 {synapse_has}"
             ),
         },
         false,

@@ -25,12 +25,11 @@ async fn import_into_a_failing_datastore(
         .unwrap();
     let repo = media_db::connect(repo_url).await.unwrap();
     let folder = tempfile::tempdir().unwrap();
-    let real = Arc::new(
-        media_store::FileDatastore::open(folder.path())
+    let faulty = Arc::new(
+        FaultyDatastore::in_folder(folder.path(), puts)
             .await
             .unwrap(),
     );
-    let faulty = Arc::new(FaultyDatastore::new(real, puts));
     let options = ImportOptions {
         media_store: Some(synthetic.media_store.clone()),
         homeserver: None,

@@ -35,6 +35,15 @@ impl FaultyDatastore {
         }
     }
 
+    /// A folder datastore at `root` whose first `puts_before_failing` puts succeed.
+    pub async fn in_folder(
+        root: impl Into<std::path::PathBuf>,
+        puts_before_failing: u64,
+    ) -> Result<Self, StoreError> {
+        let folder = crate::FileDatastore::open(root).await?;
+        Ok(Self::new(Arc::new(folder), puts_before_failing))
+    }
+
     /// How many puts (and syncs) were refused.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::SeqCst)
