@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use media_cli::Exit;
+use media_cli::{Exit, Output, RunError};
 use media_core::Progress;
 use media_dendrite::{CleanOptions, DendriteConfig, Mode, Request};
 
@@ -107,6 +107,10 @@ followed as a link. One run at a time per media folder: a second run waits for t
 first and names the process it waits for.";
 
 impl Cli {
+    fn output(&self) -> Output {
+        Output::new(self.json, self.verbosity)
+    }
+
     fn request(&self) -> Request {
         match (&self.mxid, &self.userid) {
             (Some(media), _) => Request::Media(media.clone()),
@@ -131,35 +135,30 @@ async fn main() -> ExitCode {
         verbosity.verbose = verbosity.verbose.max(2);
     }
     verbosity.init_logging();
-    media_cli::exit_with("cleanmedia", run(&cli).await)
+    media_cli::exit_with("cleanmedia", cli.output(), run(&cli).await)
 }
 
-async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
+async fn run(cli: &Cli) -> Result<Exit, RunError> {
     let workdir = match &cli.workdir {
         Some(dir) if dir.is_dir() => dir.clone(),
         Some(dir) => {
-            return Err((
-                Exit::Usage,
-                format!("--workdir {} is not a folder", dir.display()),
-            ));
+            return Err(RunError::usage(format_args!(
+                "--workdir {} is not a folder",
+                dir.display()
+            )));
         }
         None => std::env::current_dir()
-            .map_err(|e| (Exit::Usage, format!("cannot read the current folder: {e}")))?,
+            .map_err(|e| RunError::usage(format_args!("cannot read the current folder: {e}")))?,
     };
-    let config =
-        DendriteConfig::load(&cli.config, &workdir).map_err(|e| (Exit::Usage, e.to_string()))?;
+    let config = DendriteConfig::load(&cli.config, &workdir).map_err(RunError::of)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
     if !config.base_path.is_dir() {
-        return Err((
-            Exit::Usage,
-            format!(
-                "media_api.base_path {} is not a folder (relative paths resolve against \
-                 --workdir)",
-                config.base_path.display()
-            ),
-        ));
+        return Err(RunError::usage(format_args!(
+            "media_api.base_path {} is not a folder (relative paths resolve against --workdir)",
+            config.base_path.display()
+        )));
     }
     let options = CleanOptions {
         config,
@@ -180,11 +179,6 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
     let report = media_dendrite::clean(&options, &progress).await;
     bar.finish();
-    let report = report.map_err(|e| media_cli::failure(e.is_usage(), e))?;
-    Ok(media_cli::print_report(
-        &report,
-        cli.json,
-        cli.verbosity.quiet,
-        report.has_failures(),
-    ))
+    let report = report.map_err(RunError::of)?;
+    Ok(media_cli::print_report(&report, cli.output()))
 }

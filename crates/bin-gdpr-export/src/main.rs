@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use media_cli::Exit;
+use media_cli::{Exit, Output, RunError};
 use media_core::archive::{Compression, WriterOptions};
 use media_core::ids::ServerName;
 use media_gdpr::{Entity, ExportOptions, GdprError, Progress};
@@ -127,15 +127,14 @@ async fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(args);
     cli.verbosity.init_logging();
-    media_cli::exit_with("gdpr_export", run(&cli).await)
+    media_cli::exit_with(
+        "gdpr_export",
+        Output::new(cli.json, cli.verbosity),
+        run(&cli).await,
+    )
 }
 
-async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
-    let fail = |e: GdprError| match e {
-        // Done, but the one item asked for (the entity's media) is not there.
-        GdprError::NoMedia { .. } => (Exit::ItemsFailed, e.to_string()),
-        e => media_cli::failure(e.is_usage(), e),
-    };
+async fn run(cli: &Cli) -> Result<Exit, RunError> {
     let progress = Arc::new(Progress::default());
     let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
     let options = ExportOptions {
@@ -153,10 +152,10 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         (Some(synapse_db), Some(media_store)) => {
             let synapse = media_db::synapse::open_synapse(synapse_db)
                 .await
-                .map_err(|e| fail(e.into()))?;
+                .map_err(|e| RunError::of(GdprError::from(e)))?;
             let server_name = media_import::resolve_server_name(&synapse, cli.server_name.clone())
                 .await
-                .map_err(|e| (Exit::Usage, e.to_string()))?;
+                .map_err(RunError::of)?;
             let result = media_gdpr::export_from_synapse(
                 &synapse,
                 &server_name,
@@ -173,10 +172,10 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
             // and works on a read-only mount.
             let repo = media_db::connect_read_only(&cli.repository.db)
                 .await
-                .map_err(|e| fail(e.into()))?;
+                .map_err(|e| RunError::of(GdprError::from(e)))?;
             let store = media_store::open_read_only(&cli.repository.datastore)
                 .await
-                .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
+                .map_err(|e| RunError::usage(format_args!("datastore: {e}")))?;
             repo.attach_datastore(
                 store.as_ref(),
                 media_db::AttachOptions {
@@ -185,18 +184,16 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
                 },
             )
             .await
-            .map_err(|e| fail(e.into()))?;
+            .map_err(|e| RunError::of(GdprError::from(e)))?;
             let result = media_gdpr::export_from_repository(&repo, store, options, progress).await;
             repo.close().await;
             result
         }
     };
     bar.finish();
-    let report = result.map_err(fail)?;
+    let report = result.map_err(RunError::of)?;
     Ok(media_cli::print_report(
         &report,
-        cli.json,
-        cli.verbosity.quiet,
-        report.has_failures(),
+        Output::new(cli.json, cli.verbosity),
     ))
 }

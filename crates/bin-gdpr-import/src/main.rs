@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use media_cli::Exit;
+use media_cli::{Exit, Output, RunError};
 use media_gdpr::import::Mode;
 use media_gdpr::{Entity, GdprError, ImportOptions, Progress};
 
@@ -79,25 +79,25 @@ async fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(args);
     cli.verbosity.init_logging();
-    media_cli::exit_with("gdpr_import", run(&cli).await)
+    media_cli::exit_with(
+        "gdpr_import",
+        Output::new(cli.json, cli.verbosity),
+        run(&cli).await,
+    )
 }
 
-async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
-    let fail = |e: GdprError| media_cli::failure(e.is_usage(), e);
+async fn run(cli: &Cli) -> Result<Exit, RunError> {
     if !cli.directory.is_dir() {
-        return Err((
-            Exit::Usage,
-            format!(
-                "--directory {} is not a folder: give the folder holding the archive's .tgz files",
-                cli.directory.display()
-            ),
-        ));
+        return Err(RunError::usage(format_args!(
+            "--directory {} is not a folder: give the folder holding the archive's .tgz files",
+            cli.directory.display()
+        )));
     }
     // The whole archive is checked before the repository is opened: a bad archive or
     // an empty folder creates nothing.
     let folder = media_gdpr::import::open_archive(&cli.directory)
         .await
-        .map_err(fail)?;
+        .map_err(RunError::of)?;
     // Verifying writes nothing: it opens an existing repository read-only (it works on
     // a read-only mount) and creates no folder.
     let repo = if cli.verify {
@@ -105,13 +105,13 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     } else {
         media_db::connect(&cli.repository.db).await
     }
-    .map_err(|e| fail(e.into()))?;
+    .map_err(|e| RunError::of(GdprError::from(e)))?;
     let store = if cli.verify {
         media_store::open_read_only(&cli.repository.datastore).await
     } else {
         media_store::open(&cli.repository.datastore).await
     }
-    .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
+    .map_err(|e| RunError::usage(format_args!("datastore: {e}")))?;
     repo.attach_datastore(
         store.as_ref(),
         media_db::AttachOptions {
@@ -124,7 +124,7 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         },
     )
     .await
-    .map_err(|e| fail(e.into()))?;
+    .map_err(|e| RunError::of(GdprError::from(e)))?;
     let progress = Arc::new(Progress::default());
     let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
     let options = ImportOptions {
@@ -140,11 +140,9 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     let result = media_gdpr::import_archive(&repo, store, folder, options, progress).await;
     bar.finish();
     repo.close().await;
-    let report = result.map_err(fail)?;
+    let report = result.map_err(RunError::of)?;
     Ok(media_cli::print_report(
         &report,
-        cli.json,
-        cli.verbosity.quiet,
-        report.has_failures(),
+        Output::new(cli.json, cli.verbosity),
     ))
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use media_cli::Exit;
+use media_cli::{Exit, Output, RunError};
 use media_core::ids::ServerName;
 use media_db::DbError;
 use media_import::{HomeserverClient, ImportError, ImportOptions, Include, Progress};
@@ -177,14 +177,6 @@ impl Cli {
     }
 }
 
-fn exit_for(error: &ImportError) -> Exit {
-    match error {
-        ImportError::Config(_) => Exit::Usage,
-        ImportError::Db(e) if e.is_usage() => Exit::Usage,
-        _ => Exit::Fatal,
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = media_cli::translate_go_flags(std::env::args(), MMR_FLAGS);
@@ -193,58 +185,58 @@ async fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(args);
     cli.verbosity.init_logging();
-    media_cli::exit_with("import_synapse", run(&cli).await)
+    media_cli::exit_with(
+        "import_synapse",
+        Output::new(cli.json, cli.verbosity),
+        run(&cli).await,
+    )
 }
 
-async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
-    let fail = |e: ImportError| (exit_for(&e), e.to_string());
+async fn run(cli: &Cli) -> Result<Exit, RunError> {
     let media_store = match (cli.source, &cli.media_store) {
         (Source::Http, _) => None,
         (Source::Files, Some(dir)) if dir.is_dir() => Some(dir.clone()),
         (Source::Files, Some(dir)) => {
-            return Err((
-                Exit::Usage,
-                format!(
-                    "--media-store {} is not a folder: give Synapse's media_store_path",
-                    dir.display()
-                ),
-            ));
+            return Err(RunError::usage(format_args!(
+                "--media-store {} is not a folder: give Synapse's media_store_path",
+                dir.display()
+            )));
         }
         (Source::Files, None) => {
-            return Err((
-                Exit::Usage,
+            return Err(RunError::usage(
                 "give --media-store, or --source http to download everything from \
-                 --homeserver-url"
-                    .to_owned(),
+                 --homeserver-url",
             ));
         }
     };
     let homeserver = match (&cli.homeserver_url, &cli.access_token) {
         (Some(url), Some(token)) => {
             let timeout = std::time::Duration::from_secs(cli.http_timeout);
-            let client = HomeserverClient::with_read_timeout(url, token, timeout).map_err(fail)?;
-            let user = client.whoami().await.map_err(fail)?;
+            let client =
+                HomeserverClient::with_read_timeout(url, token, timeout).map_err(RunError::of)?;
+            let user = client.whoami().await.map_err(RunError::of)?;
             tracing::info!("downloading missing media from {url} as {user}");
             Some(client)
         }
         _ if cli.source == Source::Http => {
-            return Err((
-                Exit::Usage,
-                "--source http needs --homeserver-url and --access-token".to_owned(),
+            return Err(RunError::usage(
+                "--source http needs --homeserver-url and --access-token",
             ));
         }
         _ => None,
     };
-    let location = cli.synapse_location().map_err(|e| fail(e.into()))?;
+    let location = cli
+        .synapse_location()
+        .map_err(|e| RunError::of(ImportError::from(e)))?;
     let synapse = media_db::synapse::open_synapse(&location)
         .await
-        .map_err(|e| fail(e.into()))?;
+        .map_err(|e| RunError::of(ImportError::from(e)))?;
     // A wrong --media-store is refused before the repository is created (without a
     // homeserver to download from, every media would be a listed failure).
     if let (Some(dir), None) = (&media_store, &homeserver) {
         media_import::check_media_store(&synapse, dir, cli.include)
             .await
-            .map_err(fail)?;
+            .map_err(RunError::of)?;
     }
     // A dry run creates neither the repository nor the datastore folder.
     let repo = if cli.dry_run {
@@ -252,13 +244,13 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     } else {
         media_db::connect(&cli.repository.db).await
     }
-    .map_err(|e| fail(e.into()))?;
+    .map_err(|e| RunError::of(ImportError::from(e)))?;
     let store = if cli.dry_run {
         media_store::open_for_dry_run(&cli.repository.datastore).await
     } else {
         media_store::open(&cli.repository.datastore).await
     }
-    .map_err(|e| (Exit::Usage, format!("datastore: {e}")))?;
+    .map_err(|e| RunError::usage(format_args!("datastore: {e}")))?;
     repo.attach_datastore(
         store.as_ref(),
         media_db::AttachOptions {
@@ -272,10 +264,10 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
         },
     )
     .await
-    .map_err(|e| fail(e.into()))?;
+    .map_err(|e| RunError::of(ImportError::from(e)))?;
     let server_name = media_import::resolve_server_name(&synapse, cli.server_name.clone())
         .await
-        .map_err(fail)?;
+        .map_err(RunError::of)?;
 
     let progress = Arc::new(Progress::default());
     let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
@@ -290,14 +282,12 @@ async fn run(cli: &Cli) -> Result<Exit, (Exit, String)> {
     };
     let result = media_import::import_synapse(&synapse, &repo, store, options, progress).await;
     bar.finish();
-    let report = result.map_err(fail)?;
+    let report = result.map_err(RunError::of)?;
     synapse.close().await;
     repo.close().await;
 
     Ok(media_cli::print_report(
         &report,
-        cli.json,
-        cli.verbosity.quiet,
-        report.has_failures(),
+        Output::new(cli.json, cli.verbosity),
     ))
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use clap::Args;
 use media_core::progress::Progress;
+use media_core::run::{Classify, ErrorClass, Report};
 
 /// The exit codes every tool of the toolkit uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,26 +117,103 @@ pub fn translate_go_flags(
         .collect()
 }
 
+/// Where and how a tool prints its report and errors: `--json`, `-q` or for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// A report for people on stdout, errors on stderr.
+    Human,
+    /// Nothing on stdout unless items failed; errors on stderr.
+    Quiet,
+    /// The report, or `{"error": {"class": …, "message": …}}`, as JSON on stdout (errors
+    /// also on stderr, for people watching).
+    Json,
+}
+
+impl Output {
+    /// The output the `--json` and `-q` flags ask for (`--json` wins).
+    pub fn new(json: bool, verbosity: Verbosity) -> Self {
+        match (json, verbosity.quiet) {
+            (true, _) => Self::Json,
+            (false, true) => Self::Quiet,
+            (false, false) => Self::Human,
+        }
+    }
+}
+
+impl Exit {
+    /// The exit code of a run stopped by an error of `class`.
+    pub fn for_class(class: ErrorClass) -> Self {
+        match class {
+            ErrorClass::Usage => Self::Usage,
+            ErrorClass::Item => Self::ItemsFailed,
+            ErrorClass::Fatal => Self::Fatal,
+        }
+    }
+}
+
+/// An error that stopped a tool's run: its class (which decides the exit code) and the
+/// message for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunError {
+    /// How bad it is.
+    pub class: ErrorClass,
+    /// What, where, and what to do next.
+    pub message: String,
+}
+
+impl RunError {
+    /// A usage or configuration error (exit code 2).
+    pub fn usage(message: impl std::fmt::Display) -> Self {
+        Self {
+            class: ErrorClass::Usage,
+            message: message.to_string(),
+        }
+    }
+
+    /// An error of the toolkit's libraries, in the class it says it is in.
+    pub fn of<E: Classify + std::fmt::Display>(error: E) -> Self {
+        Self {
+            class: error.class(),
+            message: error.to_string(),
+        }
+    }
+}
+
 /// Prints a tool's final report: as JSON on stdout with `--json`, otherwise for people
-/// (unless `quiet` and nothing failed). Returns the exit code the report calls for.
-pub fn print_report<R: serde::Serialize + std::fmt::Display>(
-    report: &R,
-    json: bool,
-    quiet: bool,
-    failed: bool,
-) -> Exit {
-    if json {
-        match serde_json::to_string_pretty(report) {
+/// (unless quiet and nothing failed). Returns the exit code the report calls for.
+pub fn print_report<R: Report>(report: &R, output: Output) -> Exit {
+    let failed = report.has_failures();
+    match output {
+        Output::Json => match serde_json::to_string_pretty(report) {
             Ok(text) => println!("{text}"),
             Err(e) => eprintln!("the report could not be written as JSON: {e}"),
-        }
-    } else if !quiet || failed {
-        print!("{report}");
+        },
+        Output::Quiet if !failed => {}
+        Output::Human | Output::Quiet => print!("{report}"),
     }
     if failed {
         Exit::ItemsFailed
     } else {
         Exit::Done
+    }
+}
+
+/// The end of every tool's `main`: prints an error that stopped the run (prefixed with
+/// the tool's name on stderr, and as a JSON error object on stdout with `--json`) and
+/// turns the outcome into the process exit code, in one place for every tool.
+pub fn exit_with(tool: &str, output: Output, outcome: Result<Exit, RunError>) -> ExitCode {
+    match outcome {
+        Ok(exit) => exit.into(),
+        Err(error) => {
+            eprintln!("{tool}: {}", error.message);
+            if output == Output::Json {
+                let object = serde_json::json!({
+                    "error": { "class": error.class, "message": error.message }
+                });
+                println!("{object:#}");
+            }
+            Exit::for_class(error.class).into()
+        }
     }
 }
 
@@ -260,25 +338,6 @@ pub fn print_docs_if_asked<C: clap::CommandFactory>(args: &[String]) -> Option<E
             Exit::Fatal
         }
     })
-}
-
-/// A run-stopping error as `run` functions return it: a usage error (exit code 2) or a
-/// fatal one (exit code 3).
-pub fn failure(usage: bool, error: impl std::fmt::Display) -> (Exit, String) {
-    let exit = if usage { Exit::Usage } else { Exit::Fatal };
-    (exit, error.to_string())
-}
-
-/// The end of every tool's `main`: prints a fatal or usage error (prefixed with the
-/// tool's name) and turns the outcome into the process exit code.
-pub fn exit_with(tool: &str, outcome: Result<Exit, (Exit, String)>) -> ExitCode {
-    match outcome {
-        Ok(exit) => exit.into(),
-        Err((exit, error)) => {
-            eprintln!("{tool}: {error}");
-            exit.into()
-        }
-    }
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal; it polls a job's

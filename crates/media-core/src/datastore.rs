@@ -229,6 +229,21 @@ pub enum StoreError {
     Config(String),
 }
 
+impl crate::run::Classify for StoreError {
+    /// A URI or setting that cannot be used is for the operator to fix; a missing blob,
+    /// mismatched bytes or a bad range concern one item; a failing store is fatal.
+    fn class(&self) -> crate::run::ErrorClass {
+        use crate::run::ErrorClass;
+        match self {
+            Self::Config(_) => ErrorClass::Usage,
+            Self::NotFound { .. } | Self::Mismatch { .. } | Self::InvalidRange { .. } => {
+                ErrorClass::Item
+            }
+            Self::Source { .. } | Self::Io { .. } => ErrorClass::Fatal,
+        }
+    }
+}
+
 /// A blob's bytes as a local file: the store's root folder and the blob's path below it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalFile {

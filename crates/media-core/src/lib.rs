@@ -9,6 +9,8 @@
 //! * [`local_files`]: opening a file below a folder without following links or opening
 //!   anything but a regular file.
 //! * [`progress`]: live counters for progress displays, and sizes for people.
+//! * [`run`]: the vocabulary every job shares: run mode, error class, failure list,
+//!   report.
 //! * [`archive`]: matrix-media-repo's GDPR archive format: manifest, streaming part
 //!   writer and reader.
 //!
@@ -42,6 +44,7 @@ pub mod local_files;
 pub mod progress;
 pub mod records;
 pub mod retention;
+pub mod run;
 
 pub use datastore::{
     BlobKey, BlobReader, ByteRange, Datastore, DatastoreExt, DeleteStatus, Durability, Expected,

@@ -1,6 +1,7 @@
 //! Errors of the database layer.
 
 use media_core::datastore::StoreError;
+use media_core::run::{Classify, ErrorClass};
 
 /// Errors of our repository and of the adapters over foreign databases.
 #[derive(Debug, thiserror::Error)]
@@ -123,19 +124,19 @@ pub enum DbError {
     Store(#[from] StoreError),
 }
 
-impl DbError {
-    /// Whether the operator can fix this by changing the command line or configuration
-    /// (exit code 2) rather than a failure during the run.
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
+impl Classify for DbError {
+    /// A wrong location, an unreachable server, a newer schema or another datastore is
+    /// for the operator to fix (usage); anything failing during the run is fatal.
+    fn class(&self) -> ErrorClass {
+        match self {
             Self::InvalidUrl { .. }
-                | Self::Connect { .. }
-                | Self::NewerSchema { .. }
-                | Self::WrongDatastore { .. }
-                | Self::EphemeralDatastore { .. }
-                | Self::Store(StoreError::Config(_))
-        )
+            | Self::Connect { .. }
+            | Self::NewerSchema { .. }
+            | Self::WrongDatastore { .. }
+            | Self::EphemeralDatastore { .. }
+            | Self::Store(StoreError::Config(_)) => ErrorClass::Usage,
+            _ => ErrorClass::Fatal,
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use media_core::run::{Classify, ErrorClass};
 use media_db::DbError;
 
 /// What stops a purge or a sanity check. Per-item problems (a directory that cannot be
@@ -42,16 +43,16 @@ pub enum CleanError {
     },
 }
 
-impl CleanError {
-    /// Whether the operator's input (flags, config, URLs) is at fault, rather than the
-    /// run.
-    pub fn is_usage(&self) -> bool {
+impl Classify for CleanError {
+    /// The operator's input (flags, config, URLs, a folder that looks unmounted) is a
+    /// usage error; a failing database or folder during the run is fatal.
+    fn class(&self) -> ErrorClass {
         match self {
             CleanError::Config { .. }
             | CleanError::MediaSelection(_)
-            | CleanError::Refused { .. } => true,
-            CleanError::Db(db) => db.is_usage(),
-            _ => false,
+            | CleanError::Refused { .. } => ErrorClass::Usage,
+            CleanError::Db(db) => db.class(),
+            CleanError::Io { .. } => ErrorClass::Fatal,
         }
     }
 }

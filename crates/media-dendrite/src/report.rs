@@ -98,10 +98,14 @@ impl Listed {
     }
 }
 
-impl CleanReport {
+impl media_core::run::Report for CleanReport {
+    fn mode(&self) -> media_core::run::RunMode {
+        media_core::run::RunMode::from_dry_run(self.dry_run)
+    }
+
     /// Whether some item could not be handled (a directory not removed, a link not
     /// followed): exit code 1.
-    pub fn has_failures(&self) -> bool {
+    fn has_failures(&self) -> bool {
         self.purge.failures.found > 0 || self.sanity.failures.found > 0
     }
 }

@@ -264,6 +264,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use media_core::run::Classify;
 
     #[test]
     fn fstab_mount_points_skip_comments_swap_and_unescape() {

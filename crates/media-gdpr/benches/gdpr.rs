@@ -8,6 +8,7 @@
 //! export syncs its parts; an import with fsync on syncs every blob).
 //! `BENCH_GDPR_KEEP=1` only generates the data and keeps it, for profiling one phase.
 
+use media_core::run::Report;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

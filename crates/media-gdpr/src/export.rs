@@ -79,9 +79,14 @@ pub struct ExportReport {
     pub failures: Failures,
 }
 
-impl ExportReport {
+impl media_core::run::Report for ExportReport {
+    /// An export always writes its archive.
+    fn mode(&self) -> media_core::run::RunMode {
+        media_core::run::RunMode::Apply
+    }
+
     /// Whether some media could not be exported.
-    pub fn has_failures(&self) -> bool {
+    fn has_failures(&self) -> bool {
         self.failures.any()
     }
 }

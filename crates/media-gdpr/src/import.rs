@@ -131,9 +131,16 @@ impl ImportReport {
             failures: Failures::default(),
         }
     }
+}
+
+impl media_core::run::Report for ImportReport {
+    /// Verifying changes nothing: it is the import's dry run.
+    fn mode(&self) -> media_core::run::RunMode {
+        media_core::run::RunMode::from_dry_run(self.mode == Mode::Verify)
+    }
 
     /// Whether some records failed (or, when verifying, did not match).
-    pub fn has_failures(&self) -> bool {
+    fn has_failures(&self) -> bool {
         self.failures.any()
     }
 }

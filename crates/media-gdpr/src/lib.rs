@@ -17,6 +17,7 @@
 //! use std::sync::Arc;
 //!
 //! use media_core::archive::WriterOptions;
+//! use media_core::run::Report;
 //! use media_db::AttachOptions;
 //! use media_gdpr::{ExportOptions, Progress};
 //! use media_import::{ImportOptions, Include};
@@ -68,6 +69,7 @@ use std::str::FromStr;
 use media_core::archive::ArchiveError;
 use media_core::datastore::StoreError;
 use media_core::ids::{ServerName, UserId};
+use media_core::run::{Classify, ErrorClass};
 use media_db::DbError;
 
 pub mod export;
@@ -168,29 +170,25 @@ fn suggest_line(suggestions: &[String]) -> String {
     }
 }
 
-impl GdprError {
-    /// Whether the user can fix this by changing what they asked for (exit code 2)
-    /// rather than a failure during the run.
-    pub fn is_usage(&self) -> bool {
-        if let Self::Db(e) = self
-            && e.is_usage()
-        {
-            return true;
+impl Classify for GdprError {
+    /// What the operator asked for or pointed at is wrong (usage); an entity without
+    /// media is an item-level outcome (exit 1); anything failing during the run is fatal.
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Db(DbError::NotFound { .. }) | Self::Config(_) => ErrorClass::Usage,
+            Self::Db(e) => e.class(),
+            Self::NoMedia { .. } => ErrorClass::Item,
+            Self::Archive(
+                ArchiveError::NoArchive { .. }
+                | ArchiveError::NoManifest { .. }
+                | ArchiveError::TwoManifests { .. }
+                | ArchiveError::BadManifest(_)
+                | ArchiveError::UnsupportedVersion(_)
+                | ArchiveError::DestinationHasExport { .. }
+                | ArchiveError::NotARegularFile { .. },
+            ) => ErrorClass::Usage,
+            _ => ErrorClass::Fatal,
         }
-        matches!(
-            self,
-            Self::Config(_)
-                | Self::Db(DbError::NotFound { .. })
-                | Self::Archive(
-                    ArchiveError::NoArchive { .. }
-                        | ArchiveError::NoManifest { .. }
-                        | ArchiveError::TwoManifests { .. }
-                        | ArchiveError::BadManifest(_)
-                        | ArchiveError::UnsupportedVersion(_)
-                        | ArchiveError::DestinationHasExport { .. }
-                        | ArchiveError::NotARegularFile { .. }
-                )
-        )
     }
 }
 

@@ -22,6 +22,7 @@ use media_core::hashing::HashingReader;
 use media_core::ids::{MediaId, MxcUri, ServerName, Sha256Hex, UserId};
 use media_core::progress::{Progress, human_size};
 use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, ThumbnailRecord};
+use media_core::run::{Classify, ErrorClass};
 use media_db::DbError;
 use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
 use media_db::synapse::{AvatarRow, LocalMediaRow, RemoteMediaRow, SynapseDb, ThumbnailRow};
@@ -212,12 +213,18 @@ pub struct ImportReport {
     pub failures_not_listed: u64,
 }
 
-impl ImportReport {
-    /// Whether any item failed (the tools then exit with code 1).
-    pub fn has_failures(&self) -> bool {
-        self.media_failed + self.thumbnails_failed + self.avatars_failed > 0
+impl media_core::run::Report for ImportReport {
+    fn mode(&self) -> media_core::run::RunMode {
+        media_core::run::RunMode::from_dry_run(self.dry_run)
     }
 
+    /// Whether any item failed (the tools then exit with code 1).
+    fn has_failures(&self) -> bool {
+        self.media_failed + self.thumbnails_failed + self.avatars_failed > 0
+    }
+}
+
+impl ImportReport {
     fn fail(&mut self, failure: ItemFailure, thumbnail: bool) {
         if thumbnail {
             self.thumbnails_failed += 1;
@@ -283,6 +290,19 @@ pub enum ImportError {
     /// An import worker stopped unexpectedly.
     #[error("an import worker failed: {0}")]
     Worker(String),
+}
+
+impl Classify for ImportError {
+    /// A setting that cannot work or a database or datastore the operator pointed at
+    /// wrongly is a usage error; anything failing during the run is fatal.
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Config(_) => ErrorClass::Usage,
+            Self::Db(e) => e.class(),
+            Self::Store(StoreError::Config(_)) => ErrorClass::Usage,
+            Self::Store(_) | Self::Worker(_) => ErrorClass::Fatal,
+        }
+    }
 }
 
 /// The server name to import under: `given` when it matches the Synapse users, else the
