@@ -699,10 +699,17 @@ fn assert_refused(out: &Output, expected: &str, context: &str) {
     assert_eq!(out.status.code(), Some(2), "{context}: {err}");
     assert!(err.contains(expected), "{context}: {err}");
     assert!(err.contains("Nothing was changed"), "{context}: {err}");
-    assert!(
-        out.stdout.is_empty(),
-        "{context}: a refused run printed a report"
-    );
+    // With --json, stdout carries the error object, never a report.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !stdout.is_empty() {
+        let printed: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{context}: stdout is not JSON ({e}): {stdout}"));
+        assert_eq!(
+            printed["error"]["class"], "usage",
+            "{context}: a refused run printed a report: {stdout}"
+        );
+        assert!(printed.get("purge").is_none(), "{context}: {stdout}");
+    }
 }
 
 /// Issue #12.1: with the media volume unmounted (an empty `base_path`), `--fix` deleted

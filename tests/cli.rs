@@ -34,6 +34,41 @@ fn unknown_flags_are_usage_errors() {
     }
 }
 
+/// Issue 19 item 11: with `--json`, an error that stopped the run left stdout empty, so a
+/// script reading the report got nothing to parse.
+#[test]
+fn with_json_an_error_that_stops_a_run_is_a_json_object_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().unwrap();
+    let runs: [(&str, Vec<&str>); 4] = [
+        (
+            "import_synapse",
+            vec!["--synapse-db", missing, "--media-store", missing],
+        ),
+        (
+            "gdpr_export",
+            vec!["--entity", "example.org", "--repo-db", missing],
+        ),
+        ("gdpr_import", vec!["--directory", missing]),
+        ("cleanmedia", vec!["-c", missing]),
+    ];
+    for (tool, mut args) in runs {
+        args.push("--json");
+        let out = run(tool, &args, dir.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{tool}: {stderr}");
+        let printed: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{tool}: stdout is not JSON ({e}); stderr: {stderr}"));
+        assert_eq!(printed["error"]["class"], "usage", "{tool}: {printed}");
+        let message = printed["error"]["message"].as_str().unwrap();
+        assert!(
+            !message.is_empty() && stderr.contains(message),
+            "{tool}: {printed}"
+        );
+    }
+}
+
 /// A Dendrite config whose relative media_api.base_path makes cleanmedia log a warning,
 /// and whose media folder does not exist (the run then stops with exit code 2).
 fn config_that_logs_a_warning(dir: &std::path::Path) -> std::path::PathBuf {
