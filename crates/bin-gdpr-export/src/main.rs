@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use media_archive::{Compression, WriterOptions};
 use media_cli::{Exit, Output, RunError};
-use media_core::archive::{Compression, WriterOptions};
 use media_core::ids::ServerName;
 use media_gdpr::{Entity, ExportOptions, GdprError, Progress};
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use media_core::archive::WriterOptions;
+use media_archive::WriterOptions;
 use media_core::datastore::{Datastore, DatastoreExt};
 use media_core::records::{MediaKey, MediaRecord, Purpose};
 use media_db::repo::NewMedia;

@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use media_core::archive::WriterOptions;
+use media_archive::WriterOptions;
 use media_gdpr::{Entity, ExportOptions, Progress};
 use media_import::{ImportOptions, Include};
 

@@ -15,8 +15,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use media_core::archive::writer::extension_for;
-use media_core::archive::{
+use media_archive::writer::extension_for;
+use media_archive::{
     ArchiveWriter, LeftOut, ManifestRecord, NewEntry, WriterOptions, WrittenEntry,
 };
 use media_core::datastore::{BlobKey, Datastore};
@@ -785,7 +785,7 @@ fn write_archive(
     mut steps: mpsc::Receiver<Step>,
     entity_id: &str,
     progress: &Progress,
-) -> Result<Option<(media_core::archive::ArchiveSummary, Failures)>, GdprError> {
+) -> Result<Option<(media_archive::ArchiveSummary, Failures)>, GdprError> {
     let mut failures = Failures::default();
     let mut failed_entries: HashMap<String, EntryRefused> = HashMap::new();
     while let Some(step) = steps.blocking_recv() {

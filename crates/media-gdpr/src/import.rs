@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use media_core::archive::{ArchiveFolder, CheckedRecord, ManifestRecord, MediaEntry};
+use media_archive::{ArchiveFolder, CheckedRecord, ManifestRecord, MediaEntry};
 use media_core::datastore::{BlobKey, Datastore, Durability, PutOptions, PutStatus, StoreError};
 use media_core::ids::Sha256Hex;
 use media_core::records::{MediaRecord, Purpose};
@@ -490,7 +490,7 @@ impl Importer {
             .read_records(&mut |mxc, record| {
                 if let Err(e) = self.select(mxc, record, &folder.manifest) {
                     spool_failed = Some(e);
-                    return Err(media_core::archive::ArchiveError::BadManifest(
+                    return Err(media_archive::ArchiveError::BadManifest(
                         "its records could not be spooled".into(),
                     ));
                 }
@@ -502,7 +502,7 @@ impl Importer {
             match folder.read_media(part, |entry| self.on_entry(entry)) {
                 Ok(()) => {}
                 Err(GdprError::Archive(
-                    damaged @ media_core::archive::ArchiveError::CorruptPart { .. },
+                    damaged @ media_archive::ArchiveError::CorruptPart { .. },
                 )) => {
                     tracing::warn!("{damaged}");
                     self.report.failures.push(
@@ -545,7 +545,7 @@ impl Importer {
         &mut self,
         mxc: String,
         record: ManifestRecord,
-        manifest: &media_core::archive::Manifest,
+        manifest: &media_archive::Manifest,
     ) -> Result<(), GdprError> {
         if record.file_name.is_empty() {
             self.fail(
@@ -585,7 +585,7 @@ impl Importer {
     fn refusal(
         &self,
         checked: &CheckedRecord,
-        manifest: &media_core::archive::Manifest,
+        manifest: &media_archive::Manifest,
     ) -> Option<String> {
         if self.options.allow_foreign_origins {
             return None;

@@ -16,7 +16,7 @@
 //! use std::path::Path;
 //! use std::sync::Arc;
 //!
-//! use media_core::archive::WriterOptions;
+//! use media_archive::WriterOptions;
 //! use media_core::run::Report;
 //! use media_db::AttachOptions;
 //! use media_gdpr::{ExportOptions, Progress};
@@ -66,7 +66,7 @@
 use std::io::Read;
 use std::str::FromStr;
 
-use media_core::archive::ArchiveError;
+use media_archive::ArchiveError;
 use media_core::datastore::StoreError;
 use media_core::ids::{ServerName, UserId};
 use media_core::run::{Classify, ErrorClass};
