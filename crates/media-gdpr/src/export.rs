@@ -1020,6 +1020,39 @@ impl Read for ChannelReader {
 mod tests {
     use super::*;
 
+    #[test]
+    fn export_reasons_are_written_as_their_codes() {
+        for reason in [
+            ExportReason::NeverUploaded,
+            ExportReason::InvalidIdentifier,
+            ExportReason::BadRow,
+            ExportReason::FileMissing,
+            ExportReason::SizeMismatch,
+            ExportReason::Unreadable,
+        ] {
+            let mut failures = Failures::default();
+            failures.push("mxc://example.org/abc", reason, "detail");
+            let json = serde_json::to_value(&failures).unwrap();
+            assert_eq!(json["listed"][0]["reason"], reason.code());
+            assert_eq!(json["by_reason"][reason.code()], 1);
+        }
+    }
+
+    #[test]
+    fn synapse_row_refusals_keep_their_codes() {
+        use media_import::FailureReason;
+        for reason in [
+            FailureReason::NeverUploaded,
+            FailureReason::InvalidIdentifier,
+            FailureReason::BadRow,
+            FailureReason::FileMissing,
+            FailureReason::SizeMismatch,
+            FailureReason::Unreadable,
+        ] {
+            assert_eq!(ExportReason::from(reason).code(), reason.as_str());
+        }
+    }
+
     fn item(media_store: &Path, media_id: &str, bytes: &[u8]) -> ExportItem {
         std::fs::write(media_store.join(media_id), bytes).unwrap();
         ExportItem {

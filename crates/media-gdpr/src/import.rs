@@ -1201,3 +1201,40 @@ fn hash_at_most(body: &mut dyn Read, limit: u64) -> std::io::Result<(Sha256Hex, 
     }
     Ok((Sha256Hex::from_digest(&hasher.finalize().into()), length))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_reasons_are_written_as_their_codes() {
+        for reason in [
+            ImportReason::DamagedPart,
+            ImportReason::MissingFromArchive,
+            ImportReason::NoData,
+            ImportReason::InvalidRecord,
+            ImportReason::ForeignOrigin,
+            ImportReason::RefusedEntry,
+            ImportReason::ArchiveMismatch,
+            ImportReason::NotInRepository,
+            ImportReason::DifferentInRepository,
+            ImportReason::MissingFromDatastore,
+            ImportReason::DamagedInDatastore,
+            ImportReason::Quarantined,
+            ImportReason::Mismatch,
+            ImportReason::Conflict,
+        ] {
+            let mut failures = Failures::default();
+            failures.push("mxc://example.org/abc", reason, "detail");
+            let json = serde_json::to_value(&failures).unwrap();
+            assert_eq!(json["listed"][0]["reason"], reason.code());
+            assert_eq!(json["by_reason"][reason.code()], 1);
+        }
+    }
+
+    #[test]
+    fn verifying_is_a_dry_run_and_importing_applies() {
+        assert_eq!(Mode::Verify.run_mode(), RunMode::DryRun);
+        assert_eq!(Mode::Import.run_mode(), RunMode::Apply);
+    }
+}
