@@ -47,8 +47,29 @@ pub struct ExportOptions {
     pub destination: PathBuf,
     /// Part size, compression, replacing an old export, syncing.
     pub writer: WriterOptions,
-    /// Write the media bytes (`false`: a metadata-only archive).
-    pub include_data: bool,
+    /// Whether the archive holds the media bytes or only their records.
+    pub media_bytes: MediaBytes,
+}
+
+/// Whether an export writes the media bytes into the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MediaBytes {
+    /// Every media's bytes, each distinct blob once.
+    #[default]
+    Included,
+    /// Only the records: a metadata-only archive (its records name no entry).
+    MetadataOnly,
+}
+
+impl MediaBytes {
+    /// The choice a `--include-data` flag makes.
+    pub fn from_include_data(include_data: bool) -> Self {
+        if include_data {
+            Self::Included
+        } else {
+            Self::MetadataOnly
+        }
+    }
 }
 
 /// What an export did.
@@ -537,7 +558,7 @@ async fn produce(
         let mxc = item.key.to_string();
         let mut manifest = manifest_record(&item);
         let shared = item.sha256.as_ref().and_then(|sha| entries.get(sha));
-        if !options.include_data {
+        if options.media_bytes == MediaBytes::MetadataOnly {
             // Metadata only: the record names no entry.
         } else if let Some(name) = shared {
             manifest.file_name = name.clone();
@@ -1039,6 +1060,15 @@ mod tests {
     }
 
     #[test]
+    fn include_data_false_asks_for_a_metadata_only_archive() {
+        assert_eq!(MediaBytes::from_include_data(true), MediaBytes::Included);
+        assert_eq!(
+            MediaBytes::from_include_data(false),
+            MediaBytes::MetadataOnly
+        );
+    }
+
+    #[test]
     fn synapse_row_refusals_keep_their_codes() {
         use media_import::FailureReason;
         for reason in [
@@ -1089,7 +1119,7 @@ mod tests {
                 sync: false,
                 ..WriterOptions::default()
             },
-            include_data: true,
+            media_bytes: MediaBytes::Included,
         };
         let items = futures::stream::iter([Ok(Ok(one.clone())), Ok(Ok(two))]).boxed();
         let progress = Arc::new(Progress::default());

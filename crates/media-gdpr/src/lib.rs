@@ -19,7 +19,7 @@
 //! use media_archive::WriterOptions;
 //! use media_core::run::Report;
 //! use media_db::AttachOptions;
-//! use media_gdpr::{ExportOptions, Progress};
+//! use media_gdpr::{ExportOptions, MediaBytes, Progress};
 //! use media_import::{ImportOptions, Include};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,7 +49,7 @@
 //!         entity: "@alice:fixture.test".parse()?,
 //!         destination: folder.path().join("alice"),
 //!         writer: WriterOptions::default(),
-//!         include_data: true,
+//!         media_bytes: MediaBytes::Included,
 //!     };
 //!     let progress = Arc::new(Progress::default());
 //!     let report = media_gdpr::export_from_repository(&repo, store, options, progress).await?;
@@ -76,8 +76,8 @@ pub mod export;
 pub mod import;
 
 pub use export::{
-    Content, ExportItem, ExportOptions, ExportReason, ExportReport, export_from_repository,
-    export_from_synapse,
+    Content, ExportItem, ExportOptions, ExportReason, ExportReport, MediaBytes,
+    export_from_repository, export_from_synapse,
 };
 pub use import::{ImportOptions, ImportReason, ImportReport, import_archive};
 
