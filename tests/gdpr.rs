@@ -875,7 +875,7 @@ async fn seed_repository(repo: &Repo, media: &[Crafted<'_>]) {
 
 /// An archive of `media` for `entity`, written by our archive writer.
 fn craft_archive(dir: &Path, entity: &str, media: &[Crafted<'_>]) -> PathBuf {
-    use media_core::archive::{ArchiveWriter, ManifestRecord, NewEntry, WriterOptions};
+    use media_archive::{ArchiveWriter, ManifestRecord, NewEntry, WriterOptions};
     let writer_options = WriterOptions {
         sync: false,
         ..WriterOptions::default()

@@ -22,7 +22,7 @@ fn text(out: &Output) -> String {
 /// An archive of `example.org` holding two media: `good` (recorded as it is) and `huge`
 /// (4 bytes, but its manifest record claims `huge_size` bytes).
 fn archive_with_a_huge_record(dir: &Path, huge_size: u64) -> std::path::PathBuf {
-    use media_core::archive::{ArchiveWriter, ManifestRecord, NewEntry, WriterOptions};
+    use media_archive::{ArchiveWriter, ManifestRecord, NewEntry, WriterOptions};
     let options = WriterOptions {
         sync: false,
         ..WriterOptions::default()

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use media_archive::{Compression, WriterOptions};
 use media_cli::{Exit, Output, RunError};
-use media_core::archive::{Compression, WriterOptions};
 use media_core::ids::ServerName;
-use media_gdpr::{Entity, ExportOptions, GdprError, Progress};
+use media_gdpr::{Entity, ExportOptions, GdprError, MediaBytes, Progress};
 
 /// matrix-media-repo's `gdpr_export` flags, accepted as aliases.
 const MMR_FLAGS: &[(&str, &str)] = &[
@@ -146,7 +146,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
             replace: cli.force,
             sync: cli.fsync,
         },
-        include_data: cli.include_data,
+        media_bytes: MediaBytes::from_include_data(cli.include_data),
     };
     let result = match (&cli.synapse_db, &cli.media_store) {
         (Some(synapse_db), Some(media_store)) => {

@@ -11,13 +11,11 @@
 //! * [`progress`]: live counters for progress displays, and sizes for people.
 //! * [`run`]: the vocabulary every job shares: run mode, error class, failure list,
 //!   report.
-//! * [`archive`]: matrix-media-repo's GDPR archive format: manifest, streaming part
-//!   writer and reader.
 //!
 //! This crate is for programs that embed the toolkit: everything else (the repository in
-//! `media-db`, the datastores in `media-store`, imports in `media-import`, GDPR archives in
-//! `media-gdpr`) speaks in these types. Identifiers are parsed once, at the edge, and are
-//! valid from then on:
+//! `media-db`, the datastores in `media-store`, imports in `media-import`, the GDPR archive
+//! format in `media-archive`, GDPR exports and imports in `media-gdpr`) speaks in these
+//! types. Identifiers are parsed once, at the edge, and are valid from then on:
 //!
 //! ```
 //! use media_core::{MediaKey, MxcUri, UserId};
@@ -36,7 +34,6 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod archive;
 pub mod datastore;
 pub mod hashing;
 pub mod ids;

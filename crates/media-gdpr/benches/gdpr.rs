@@ -13,12 +13,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use media_core::archive::WriterOptions;
+use media_archive::WriterOptions;
 use media_core::datastore::{Datastore, DatastoreExt};
 use media_core::records::{MediaKey, MediaRecord, Purpose};
 use media_db::repo::NewMedia;
 use media_gdpr::import::Mode;
-use media_gdpr::{Entity, ExportOptions, ImportOptions, Progress};
+use media_gdpr::{Entity, ExportOptions, ImportOptions, MediaBytes, Progress};
 use media_store::FileDatastore;
 use media_tests::bench::{env_or, mib, rerun_self, time_shell};
 use rand::{Rng, RngCore, SeedableRng};
@@ -126,7 +126,7 @@ impl Phase {
                         sync: fsync,
                         ..WriterOptions::default()
                     },
-                    include_data: true,
+                    media_bytes: MediaBytes::Included,
                 };
                 let report = media_gdpr::export_from_repository(
                     &repo,

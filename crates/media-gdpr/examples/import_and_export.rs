@@ -14,8 +14,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use media_core::archive::WriterOptions;
-use media_gdpr::{Entity, ExportOptions, Progress};
+use media_archive::WriterOptions;
+use media_gdpr::{Entity, ExportOptions, MediaBytes, Progress};
 use media_import::{ImportOptions, Include};
 
 #[tokio::main]
@@ -69,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         entity,
         destination: work.path().join("export"),
         writer: WriterOptions::default(),
-        include_data: true,
+        media_bytes: MediaBytes::Included,
     };
     let progress = Arc::new(Progress::default());
     let exported = media_gdpr::export_from_repository(&repo, store, options, progress).await?;

@@ -15,13 +15,14 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use media_core::archive::writer::extension_for;
-use media_core::archive::{
+use media_archive::writer::extension_for;
+use media_archive::{
     ArchiveWriter, LeftOut, ManifestRecord, NewEntry, WriterOptions, WrittenEntry,
 };
 use media_core::datastore::{BlobKey, Datastore};
 use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord};
+use media_core::run::{Failure, Failures, Reason};
 use media_db::repo::Repository;
 use media_db::synapse::SynapseDb;
 use media_import::{SynapseMedia, synapse_files};
@@ -30,7 +31,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::io::ReaderStream;
 
-use crate::{Entity, Failures, GdprError, Progress};
+use crate::{Entity, GdprError, Progress};
 
 /// Chunk size of blob reads.
 const CHUNK: usize = 512 << 10;
@@ -46,8 +47,29 @@ pub struct ExportOptions {
     pub destination: PathBuf,
     /// Part size, compression, replacing an old export, syncing.
     pub writer: WriterOptions,
-    /// Write the media bytes (`false`: a metadata-only archive).
-    pub include_data: bool,
+    /// Whether the archive holds the media bytes or only their records.
+    pub media_bytes: MediaBytes,
+}
+
+/// Whether an export writes the media bytes into the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MediaBytes {
+    /// Every media's bytes, each distinct blob once.
+    #[default]
+    Included,
+    /// Only the records: a metadata-only archive (its records name no entry).
+    MetadataOnly,
+}
+
+impl MediaBytes {
+    /// The choice a `--include-data` flag makes.
+    pub fn from_include_data(include_data: bool) -> Self {
+        if include_data {
+            Self::Included
+        } else {
+            Self::MetadataOnly
+        }
+    }
 }
 
 /// What an export did.
@@ -76,7 +98,58 @@ pub struct ExportReport {
     /// Size of all files of the archive.
     pub archive_bytes: u64,
     /// Media that could not be exported.
-    pub failures: Failures,
+    pub failures: Failures<ExportReason>,
+}
+
+/// Why a media could not be exported (a code in reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportReason {
+    /// The source has no bytes for it: created and never uploaded (or never cached).
+    NeverUploaded,
+    /// An identifier of its row is not valid; no path was built from it.
+    InvalidIdentifier,
+    /// Its row of the source's media tables cannot be read.
+    BadRow,
+    /// Its file is not where its bytes should be.
+    FileMissing,
+    /// Its bytes are longer or shorter than the length recorded.
+    SizeMismatch,
+    /// Its bytes cannot be read, or do not hash to the digest recorded.
+    Unreadable,
+}
+
+impl Reason for ExportReason {
+    fn code(self) -> &'static str {
+        match self {
+            Self::NeverUploaded => "never_uploaded",
+            Self::InvalidIdentifier => "invalid_identifier",
+            Self::BadRow => "bad_row",
+            Self::FileMissing => "file_missing",
+            Self::SizeMismatch => "size_mismatch",
+            Self::Unreadable => "unreadable",
+        }
+    }
+}
+
+impl From<media_import::FailureReason> for ExportReason {
+    /// The export's reason for a Synapse media the importer's row checks refused. Those
+    /// checks only read the row (never uploaded, invalid identifier, bad row); the
+    /// reasons about bytes and about recording cannot come from them, and map to the
+    /// export's own reasons about bytes.
+    fn from(reason: media_import::FailureReason) -> Self {
+        use media_import::FailureReason as Import;
+        match reason {
+            Import::NeverUploaded => Self::NeverUploaded,
+            Import::InvalidIdentifier => Self::InvalidIdentifier,
+            Import::BadRow => Self::BadRow,
+            Import::FileMissing => Self::FileMissing,
+            Import::SizeMismatch => Self::SizeMismatch,
+            Import::Corrupt | Import::Unreadable | Import::Conflict | Import::RetryLater => {
+                Self::Unreadable
+            }
+        }
+    }
 }
 
 impl media_core::run::Report for ExportReport {
@@ -124,7 +197,7 @@ impl std::fmt::Display for ExportReport {
             writeln!(
                 f,
                 "  {} media FAILED and are not in the archive:",
-                self.failures.count
+                self.failures.count()
             )?;
             self.failures.write_lines(f)?;
         }
@@ -147,11 +220,7 @@ enum Step {
     /// A quarantined media, left out (the index says so).
     Quarantined { mxc: String, name: String },
     /// A media the producer could not export.
-    Failed {
-        mxc: String,
-        reason: &'static str,
-        detail: String,
-    },
+    Failed(NotExportable),
     /// Every item was handed over: finish the archive. A writer whose steps end without
     /// it (the producer failed) leaves no archive and any previous export untouched.
     Finish,
@@ -213,9 +282,9 @@ impl From<MediaRecord> for ExportItem {
     }
 }
 
-/// A media the source could not turn into an item: its MXC URI, a reason code and the
-/// details.
-pub type NotExportable = (String, &'static str, String);
+/// A media the source could not turn into an item: its MXC URI (or, when a row cannot
+/// be read, which row), why, and the details.
+pub type NotExportable = Failure<ExportReason>;
 
 /// Items to export, or media the source could not turn into items.
 pub type ExportItems = BoxStream<'static, Result<Result<ExportItem, NotExportable>, GdprError>>;
@@ -352,7 +421,11 @@ fn synapse_item(media: SynapseMedia, media_store: &Path) -> ExportItem {
 
 /// A Synapse media the importer's checks refused, as a listed failure.
 fn not_exported(failure: media_import::ItemFailure) -> NotExportable {
-    (failure.item, failure.reason.as_str(), failure.detail)
+    Failure {
+        item: failure.item,
+        reason: failure.reason.into(),
+        detail: failure.detail,
+    }
 }
 
 /// A Synapse row that cannot be read, as a listed failure (`bad_row`) when it may be one
@@ -367,8 +440,11 @@ fn unreadable_row(
     may_be_selected: impl Fn(&str) -> bool,
 ) -> Option<NotExportable> {
     let media_db::DbError::InvalidRow { table, key, reason } = error else {
-        let detail = format!("a row of Synapse's media tables cannot be read: {error}");
-        return Some(("a Synapse media row".into(), "bad_row", detail));
+        return Some(Failure {
+            item: "a Synapse media row".into(),
+            reason: ExportReason::BadRow,
+            detail: format!("a row of Synapse's media tables cannot be read: {error}"),
+        });
     };
     let (item, whose) = if key.starts_with("key unreadable") {
         (format!("a row of {table} ({key})"), "it may be media of")
@@ -385,7 +461,11 @@ fn unreadable_row(
         "this row of {table} cannot be read, so it is not in the export ({whose} \
          {entity}): {reason}"
     );
-    Some((item, "bad_row", detail))
+    Some(Failure {
+        item,
+        reason: ExportReason::BadRow,
+        detail,
+    })
 }
 
 /// Writes `items` into an archive: the producer (this task) reads and hashes the bytes,
@@ -478,7 +558,7 @@ async fn produce(
         let mxc = item.key.to_string();
         let mut manifest = manifest_record(&item);
         let shared = item.sha256.as_ref().and_then(|sha| entries.get(sha));
-        if !options.include_data {
+        if options.media_bytes == MediaBytes::MetadataOnly {
             // Metadata only: the record names no entry.
         } else if let Some(name) = shared {
             manifest.file_name = name.clone();
@@ -488,7 +568,12 @@ async fn produce(
             let source = match open_content(&item, store.as_deref()).await {
                 Ok(source) => source,
                 Err((reason, detail)) => {
-                    send_failure(&steps, (mxc, reason, detail)).await?;
+                    let failure = Failure {
+                        item: mxc,
+                        reason,
+                        detail,
+                    };
+                    send_failure(&steps, failure).await?;
                     continue;
                 }
             };
@@ -548,8 +633,8 @@ enum ContentSource {
     Stream(media_core::datastore::BlobReader),
 }
 
-/// Why an item's bytes cannot be exported: a reason code and the details.
-type Refusal = (&'static str, String);
+/// Why an item's bytes cannot be exported, and the details.
+type Refusal = (ExportReason, String);
 
 /// Opens an item's bytes: its file in Synapse's media store (no link followed, regular
 /// files only), the datastore's local file for its digest, or the datastore's stream. A
@@ -577,10 +662,10 @@ async fn open_content(
                     (Box::new(move || local.open()), shown)
                 }
                 None => {
-                    let blob = store
-                        .get(&key, None)
-                        .await
-                        .map_err(|e| ("unreadable", format!("its bytes cannot be read: {e}")))?;
+                    let blob = store.get(&key, None).await.map_err(|e| {
+                        let detail = format!("its bytes cannot be read: {e}");
+                        (ExportReason::Unreadable, detail)
+                    })?;
                     let limit = synapse_files::read_limit(Some(item.size_bytes), 0);
                     return Ok(ContentSource::Stream(Box::pin(
                         tokio::io::AsyncReadExt::take(blob, limit),
@@ -589,7 +674,7 @@ async fn open_content(
             }
         }
         (Content::Datastore, _, _) => {
-            return Err(("unreadable", "it has no datastore key".into()));
+            return Err((ExportReason::Unreadable, "it has no datastore key".into()));
         }
     };
     let opened = tokio::task::spawn_blocking(move || {
@@ -603,7 +688,7 @@ async fn open_content(
     match opened {
         Ok((file, length)) if length == item.size_bytes => Ok(ContentSource::File(file)),
         Ok((_, length)) => Err((
-            "size_mismatch",
+            ExportReason::SizeMismatch,
             format!(
                 "{} holds {length} bytes, {} were recorded: not exported",
                 shown.display(),
@@ -611,10 +696,13 @@ async fn open_content(
             ),
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err((
-            "file_missing",
+            ExportReason::FileMissing,
             format!("{} does not exist", shown.display()),
         )),
-        Err(e) => Err(("unreadable", format!("its bytes cannot be read: {e}"))),
+        Err(e) => Err((
+            ExportReason::Unreadable,
+            format!("its bytes cannot be read: {e}"),
+        )),
     }
 }
 
@@ -627,19 +715,8 @@ async fn send(steps: &mpsc::Sender<Step>, step: Step) -> Result<(), GdprError> {
 }
 
 /// Tells the writer thread about a media that cannot be exported.
-async fn send_failure(
-    steps: &mpsc::Sender<Step>,
-    (mxc, reason, detail): NotExportable,
-) -> Result<(), GdprError> {
-    send(
-        steps,
-        Step::Failed {
-            mxc,
-            reason,
-            detail,
-        },
-    )
-    .await
+async fn send_failure(steps: &mpsc::Sender<Step>, failure: NotExportable) -> Result<(), GdprError> {
+    send(steps, Step::Failed(failure)).await
 }
 
 /// Hashes a blob's chunks as they pass, holding back the last one: it goes out only
@@ -674,7 +751,7 @@ impl HeldBackChunks {
                 format!("{} bytes, {size} were recorded", self.length)
             };
             let problem = EntryRefused {
-                reason: "size_mismatch",
+                reason: ExportReason::SizeMismatch,
                 detail: format!("its bytes changed while being read: they are {found}"),
             };
             (Err(std::io::Error::other(problem)), None)
@@ -785,7 +862,7 @@ fn write_archive(
     mut steps: mpsc::Receiver<Step>,
     entity_id: &str,
     progress: &Progress,
-) -> Result<Option<(media_core::archive::ArchiveSummary, Failures)>, GdprError> {
+) -> Result<Option<(media_archive::ArchiveSummary, Failures<ExportReason>)>, GdprError> {
     let mut failures = Failures::default();
     let mut failed_entries: HashMap<String, EntryRefused> = HashMap::new();
     while let Some(step) = steps.blocking_recv() {
@@ -815,23 +892,21 @@ fn write_archive(
                 progress.items_done.fetch_add(1, Ordering::Relaxed);
                 match failed_entries.get(&record.file_name) {
                     Some(refused) => {
-                        leave_out(&mut writer, &mxc, &record.name, refused.reason)?;
+                        let why = LeftOutBecause::Failed(refused.reason);
+                        leave_out(&mut writer, &mxc, &record.name, why)?;
                         failures.push(mxc, refused.reason, refused.detail.clone());
                     }
                     None => writer.add_record(&mxc, &record)?,
                 }
             }
             Step::Quarantined { mxc, name } => {
-                leave_out(&mut writer, &mxc, &name, "quarantined")?;
+                leave_out(&mut writer, &mxc, &name, LeftOutBecause::Quarantined)?;
             }
-            Step::Failed {
-                mxc,
-                reason,
-                detail,
-            } => {
+            Step::Failed(failure) => {
                 progress.items_done.fetch_add(1, Ordering::Relaxed);
-                leave_out(&mut writer, &mxc, "", reason)?;
-                failures.push(mxc, reason, detail);
+                let why = LeftOutBecause::Failed(failure.reason);
+                leave_out(&mut writer, &failure.item, "", why)?;
+                failures.record(failure);
             }
             Step::Finish => {
                 let summary = writer.finish(entity_id, media_core::now_ms())?;
@@ -851,22 +926,28 @@ fn leave_out(
     writer: &mut ArchiveWriter,
     mxc: &str,
     name: &str,
-    reason: &str,
+    because: LeftOutBecause,
 ) -> Result<(), GdprError> {
-    let why = match reason {
-        "quarantined" => "Quarantined by the server's administrators: its content is withheld \
+    let why = match because {
+        LeftOutBecause::Quarantined => {
+            "Quarantined by the server's administrators: its content is withheld \
                           from exports."
-            .to_owned(),
-        "size_mismatch" | "unreadable" => "Its stored copy is damaged or could not be read on \
+                .to_owned()
+        }
+        LeftOutBecause::Failed(ExportReason::SizeMismatch | ExportReason::Unreadable) => {
+            "Its stored copy is damaged or could not be read on \
                                            the server, so it could not be exported. Ask the \
                                            server's administrators about it."
-            .to_owned(),
-        "file_missing" => "Its stored copy is missing on the server, so it could not be \
-                           exported. Ask the server's administrators about it."
-            .to_owned(),
-        other => format!(
+                .to_owned()
+        }
+        LeftOutBecause::Failed(ExportReason::FileMissing) => {
+            "Its stored copy is missing on the server, so it could not be exported. Ask the \
+             server's administrators about it."
+                .to_owned()
+        }
+        LeftOutBecause::Failed(other) => format!(
             "It could not be exported ({}). Ask the server's administrators about it.",
-            other.replace('_', " ")
+            other.code().replace('_', " ")
         ),
     };
     writer.add_left_out(&LeftOut {
@@ -877,11 +958,20 @@ fn leave_out(
     Ok(())
 }
 
+/// Why a media is listed as left out at the end of an archive's index.
+#[derive(Debug, Clone, Copy)]
+enum LeftOutBecause {
+    /// It is quarantined: withheld on purpose, not a failure.
+    Quarantined,
+    /// It could not be exported.
+    Failed(ExportReason),
+}
+
 /// Why the bytes of an entry were refused, carried through the archive writer inside
-/// an I/O error so that the report gets its reason code.
+/// an I/O error so that the report gets its reason.
 #[derive(Debug, Clone)]
 struct EntryRefused {
-    reason: &'static str,
+    reason: ExportReason,
     detail: String,
 }
 
@@ -891,7 +981,7 @@ impl EntryRefused {
         match problem.get_ref().and_then(|e| e.downcast_ref::<Self>()) {
             Some(refused) => refused.clone(),
             None => Self {
-                reason: "unreadable",
+                reason: ExportReason::Unreadable,
                 detail: problem.to_string(),
             },
         }
@@ -951,6 +1041,48 @@ impl Read for ChannelReader {
 mod tests {
     use super::*;
 
+    #[test]
+    fn export_reasons_are_written_as_their_codes() {
+        for reason in [
+            ExportReason::NeverUploaded,
+            ExportReason::InvalidIdentifier,
+            ExportReason::BadRow,
+            ExportReason::FileMissing,
+            ExportReason::SizeMismatch,
+            ExportReason::Unreadable,
+        ] {
+            let mut failures = Failures::default();
+            failures.push("mxc://example.org/abc", reason, "detail");
+            let json = serde_json::to_value(&failures).unwrap();
+            assert_eq!(json["listed"][0]["reason"], reason.code());
+            assert_eq!(json["by_reason"][reason.code()], 1);
+        }
+    }
+
+    #[test]
+    fn include_data_false_asks_for_a_metadata_only_archive() {
+        assert_eq!(MediaBytes::from_include_data(true), MediaBytes::Included);
+        assert_eq!(
+            MediaBytes::from_include_data(false),
+            MediaBytes::MetadataOnly
+        );
+    }
+
+    #[test]
+    fn synapse_row_refusals_keep_their_codes() {
+        use media_import::FailureReason;
+        for reason in [
+            FailureReason::NeverUploaded,
+            FailureReason::InvalidIdentifier,
+            FailureReason::BadRow,
+            FailureReason::FileMissing,
+            FailureReason::SizeMismatch,
+            FailureReason::Unreadable,
+        ] {
+            assert_eq!(ExportReason::from(reason).code(), reason.as_str());
+        }
+    }
+
     fn item(media_store: &Path, media_id: &str, bytes: &[u8]) -> ExportItem {
         std::fs::write(media_store.join(media_id), bytes).unwrap();
         ExportItem {
@@ -987,7 +1119,7 @@ mod tests {
                 sync: false,
                 ..WriterOptions::default()
             },
-            include_data: true,
+            media_bytes: MediaBytes::Included,
         };
         let items = futures::stream::iter([Ok(Ok(one.clone())), Ok(Ok(two))]).boxed();
         let progress = Arc::new(Progress::default());

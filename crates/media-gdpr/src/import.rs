@@ -25,10 +25,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use media_core::archive::{ArchiveFolder, CheckedRecord, ManifestRecord, MediaEntry};
+use media_archive::{ArchiveFolder, CheckedRecord, ManifestRecord, MediaEntry};
 use media_core::datastore::{BlobKey, Datastore, Durability, PutOptions, PutStatus, StoreError};
 use media_core::ids::Sha256Hex;
 use media_core::records::{MediaRecord, Purpose};
+use media_core::run::{Failures, Reason, RunMode};
 use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -36,7 +37,7 @@ use tokio::io::AsyncReadExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use crate::{Entity, Failures, GdprError, Progress};
+use crate::{Entity, GdprError, Progress};
 
 /// Chunk size of entry reads.
 const CHUNK: usize = 1 << 20;
@@ -56,6 +57,17 @@ pub enum Mode {
     /// Write nothing: check every entry against the manifest and every record against
     /// the repository.
     Verify,
+}
+
+impl Mode {
+    /// Whether the run changes anything: an import applies, verifying is a dry run (one
+    /// that hashes every entry and checks every record's blob).
+    pub fn run_mode(self) -> RunMode {
+        match self {
+            Self::Import => RunMode::Apply,
+            Self::Verify => RunMode::DryRun,
+        }
+    }
 }
 
 /// What to import, and how.
@@ -107,7 +119,63 @@ pub struct ImportReport {
     /// Files of the folder that are not part of the archive (ignored).
     pub strays: Vec<PathBuf>,
     /// Records not imported (or not verified), and problems of the archive.
-    pub failures: Failures,
+    pub failures: Failures<ImportReason>,
+}
+
+/// Why a record was not imported (or not verified), or what is wrong with a part of the
+/// archive (a code in reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportReason {
+    /// A part (or one of its entries) cannot be read: truncated or corrupted.
+    DamagedPart,
+    /// No part holds the record's entry.
+    MissingFromArchive,
+    /// The record names no entry (a metadata-only export).
+    NoData,
+    /// The record's identifiers, digest or size are not valid.
+    InvalidRecord,
+    /// The record's origin or uploader is not the archive's entity.
+    ForeignOrigin,
+    /// The reader refused the entry (a link, a folder, a path instead of a name).
+    RefusedEntry,
+    /// Verify: the entry does not match its record.
+    ArchiveMismatch,
+    /// Verify: the repository has no such media.
+    NotInRepository,
+    /// Verify: the repository has other bytes for the media.
+    DifferentInRepository,
+    /// Verify: the repository records the media, but its blob is not in the datastore.
+    MissingFromDatastore,
+    /// Verify: the media's blob in the datastore is damaged.
+    DamagedInDatastore,
+    /// The media's bytes are quarantined in the repository.
+    Quarantined,
+    /// The entry does not match its record: nothing was written.
+    Mismatch,
+    /// The repository has the media with other bytes; its record was kept.
+    Conflict,
+}
+
+impl Reason for ImportReason {
+    fn code(self) -> &'static str {
+        match self {
+            Self::DamagedPart => "damaged_part",
+            Self::MissingFromArchive => "missing_from_archive",
+            Self::NoData => "no_data",
+            Self::InvalidRecord => "invalid_record",
+            Self::ForeignOrigin => "foreign_origin",
+            Self::RefusedEntry => "refused_entry",
+            Self::ArchiveMismatch => "archive_mismatch",
+            Self::NotInRepository => "not_in_repository",
+            Self::DifferentInRepository => "different_in_repository",
+            Self::MissingFromDatastore => "missing_from_datastore",
+            Self::DamagedInDatastore => "damaged_in_datastore",
+            Self::Quarantined => "quarantined",
+            Self::Mismatch => "mismatch",
+            Self::Conflict => "conflict",
+        }
+    }
 }
 
 impl ImportReport {
@@ -135,8 +203,8 @@ impl ImportReport {
 
 impl media_core::run::Report for ImportReport {
     /// Verifying changes nothing: it is the import's dry run.
-    fn mode(&self) -> media_core::run::RunMode {
-        media_core::run::RunMode::from_dry_run(self.mode == Mode::Verify)
+    fn mode(&self) -> RunMode {
+        self.mode.run_mode()
     }
 
     /// Whether some records failed (or, when verifying, did not match).
@@ -164,12 +232,16 @@ impl std::fmt::Display for ImportReport {
             Mode::Import => writeln!(
                 f,
                 "  media imported: {}, already present: {}, repaired: {}, failed: {}",
-                self.imported, self.already_present, self.repaired, self.failures.count
+                self.imported,
+                self.already_present,
+                self.repaired,
+                self.failures.count()
             )?,
             Mode::Verify => writeln!(
                 f,
                 "  media verified: {}, missing or different: {}",
-                self.verified, self.failures.count
+                self.verified,
+                self.failures.count()
             )?,
         }
         write!(
@@ -264,7 +336,7 @@ pub async fn import_archive(
                     "imported": report.imported,
                     "already_present": report.already_present,
                     "repaired": report.repaired,
-                    "failed": report.failures.count,
+                    "failed": report.failures.count(),
                     "blobs_written": report.blobs_written,
                 })
                 .to_string(),
@@ -490,7 +562,7 @@ impl Importer {
             .read_records(&mut |mxc, record| {
                 if let Err(e) = self.select(mxc, record, &folder.manifest) {
                     spool_failed = Some(e);
-                    return Err(media_core::archive::ArchiveError::BadManifest(
+                    return Err(media_archive::ArchiveError::BadManifest(
                         "its records could not be spooled".into(),
                     ));
                 }
@@ -502,12 +574,12 @@ impl Importer {
             match folder.read_media(part, |entry| self.on_entry(entry)) {
                 Ok(()) => {}
                 Err(GdprError::Archive(
-                    damaged @ media_core::archive::ArchiveError::CorruptPart { .. },
+                    damaged @ media_archive::ArchiveError::CorruptPart { .. },
                 )) => {
                     tracing::warn!("{damaged}");
                     self.report.failures.push(
                         part.display().to_string(),
-                        "damaged_part",
+                        ImportReason::DamagedPart,
                         damaged.to_string(),
                     );
                 }
@@ -525,7 +597,7 @@ impl Importer {
         for spooled in self.wanted.remaining()? {
             self.fail(
                 &spooled.mxc,
-                "missing_from_archive",
+                ImportReason::MissingFromArchive,
                 format!(
                     "no part of the archive holds its entry {:?}",
                     spooled.record.file_name
@@ -535,7 +607,7 @@ impl Importer {
         Ok(self.report)
     }
 
-    fn fail(&mut self, item: &str, reason: &'static str, detail: impl Into<String>) {
+    fn fail(&mut self, item: &str, reason: ImportReason, detail: impl Into<String>) {
         self.progress.items_done.fetch_add(1, Ordering::Relaxed);
         self.report.failures.push(item, reason, detail);
     }
@@ -545,12 +617,12 @@ impl Importer {
         &mut self,
         mxc: String,
         record: ManifestRecord,
-        manifest: &media_core::archive::Manifest,
+        manifest: &media_archive::Manifest,
     ) -> Result<(), GdprError> {
         if record.file_name.is_empty() {
             self.fail(
                 &mxc,
-                "no_data",
+                ImportReason::NoData,
                 "the archive holds no bytes for it (a metadata-only export)",
             );
             return Ok(());
@@ -558,12 +630,12 @@ impl Importer {
         let checked = match record.check(&mxc) {
             Ok(checked) => checked,
             Err(problem) => {
-                self.fail(&shown(&mxc), "invalid_record", problem);
+                self.fail(&shown(&mxc), ImportReason::InvalidRecord, problem);
                 return Ok(());
             }
         };
         if let Some(problem) = self.refusal(&checked, manifest) {
-            self.fail(&mxc, "foreign_origin", problem);
+            self.fail(&mxc, ImportReason::ForeignOrigin, problem);
             return Ok(());
         }
         let selected = match &self.options.only_entity {
@@ -585,7 +657,7 @@ impl Importer {
     fn refusal(
         &self,
         checked: &CheckedRecord,
-        manifest: &media_core::archive::Manifest,
+        manifest: &media_archive::Manifest,
     ) -> Option<String> {
         if self.options.allow_foreign_origins {
             return None;
@@ -625,10 +697,13 @@ impl Importer {
                 match self.wanted.take(&name)? {
                     Some(records) if !records.is_empty() => {
                         for spooled in records {
-                            self.fail(&spooled.mxc, "refused_entry", detail.clone());
+                            self.fail(&spooled.mxc, ImportReason::RefusedEntry, detail.clone());
                         }
                     }
-                    _ => self.report.failures.push(name, "refused_entry", detail),
+                    _ => self
+                        .report
+                        .failures
+                        .push(name, ImportReason::RefusedEntry, detail),
                 }
                 Ok(())
             }
@@ -653,7 +728,7 @@ impl Importer {
                             record,
                             present: false,
                         }),
-                        Err(problem) => self.fail(&mxc, "invalid_record", problem),
+                        Err(problem) => self.fail(&mxc, ImportReason::InvalidRecord, problem),
                     }
                 }
                 let records = wanted;
@@ -681,14 +756,18 @@ impl Importer {
             let (sha256, length) = match &hashed {
                 Ok(hashed) => hashed,
                 Err(e) => {
-                    self.fail(&wanted.mxc, "damaged_part", format!("entry {name:?}: {e}"));
+                    self.fail(
+                        &wanted.mxc,
+                        ImportReason::DamagedPart,
+                        format!("entry {name:?}: {e}"),
+                    );
                     continue;
                 }
             };
             if let Some(problem) = mismatch(&wanted.checked, sha256, *length) {
                 self.fail(
                     &wanted.mxc,
-                    "archive_mismatch",
+                    ImportReason::ArchiveMismatch,
                     format!("entry {name:?}: {problem}"),
                 );
                 continue;
@@ -699,12 +778,12 @@ impl Importer {
             {
                 None => self.fail(
                     &wanted.mxc,
-                    "not_in_repository",
+                    ImportReason::NotInRepository,
                     "the repository has no such media",
                 ),
                 Some(stored) if stored.sha256 != wanted.checked.sha256 => self.fail(
                     &wanted.mxc,
-                    "different_in_repository",
+                    ImportReason::DifferentInRepository,
                     format!(
                         "the repository has other bytes for it ({}), the archive has {}",
                         stored.sha256, wanted.checked.sha256
@@ -726,7 +805,7 @@ impl Importer {
                         }
                         Stored::Missing => self.fail(
                             &wanted.mxc,
-                            "missing_from_datastore",
+                            ImportReason::MissingFromDatastore,
                             format!(
                                 "the repository records it, but the datastore {} has no blob \
                                  {} (gdpr_import without --verify puts it back)",
@@ -741,7 +820,7 @@ impl Importer {
                                 wanted.checked.sha256,
                                 self.store.uri()
                             );
-                            self.fail(&wanted.mxc, "damaged_in_datastore", detail)
+                            self.fail(&wanted.mxc, ImportReason::DamagedInDatastore, detail)
                         }
                     }
                 }
@@ -801,7 +880,7 @@ impl Importer {
             for wanted in records {
                 self.fail(
                     &wanted.mxc,
-                    "quarantined",
+                    ImportReason::Quarantined,
                     format!("its bytes ({sha256}) are quarantined in this repository"),
                 );
             }
@@ -880,7 +959,7 @@ impl Importer {
                     match mismatch(&wanted.checked, &put.blob.sha256, put.blob.size) {
                         Some(problem) => self.fail(
                             &wanted.mxc,
-                            "mismatch",
+                            ImportReason::Mismatch,
                             format!("entry {name:?}: {problem}"),
                         ),
                         None if wanted.present => {
@@ -911,7 +990,7 @@ impl Importer {
                 for wanted in records {
                     self.fail(
                         &wanted.mxc,
-                        "mismatch",
+                        ImportReason::Mismatch,
                         format!(
                             "entry {name:?} does not match the manifest: {found}; nothing \
                              was written"
@@ -923,7 +1002,7 @@ impl Importer {
                 for wanted in records {
                     self.fail(
                         &wanted.mxc,
-                        "damaged_part",
+                        ImportReason::DamagedPart,
                         format!("entry {name:?} could not be read: {source}"),
                     );
                 }
@@ -963,7 +1042,7 @@ impl Importer {
                     }
                     Some(existing) => {
                         let detail = conflict_detail(existing, &wanted.checked.sha256);
-                        self.fail(&wanted.mxc, "conflict", detail);
+                        self.fail(&wanted.mxc, ImportReason::Conflict, detail);
                     }
                 }
             }
@@ -1058,7 +1137,7 @@ impl Importer {
                 }
                 InsertOutcome::Conflict { existing_sha256 } => self.fail(
                     &media.record.key.to_string(),
-                    "conflict",
+                    ImportReason::Conflict,
                     conflict_detail(&existing_sha256, &media.record.sha256),
                 ),
                 InsertOutcome::MediaMissing => {}
@@ -1121,4 +1200,41 @@ fn hash_at_most(body: &mut dyn Read, limit: u64) -> std::io::Result<(Sha256Hex, 
         length += n as u64;
     }
     Ok((Sha256Hex::from_digest(&hasher.finalize().into()), length))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_reasons_are_written_as_their_codes() {
+        for reason in [
+            ImportReason::DamagedPart,
+            ImportReason::MissingFromArchive,
+            ImportReason::NoData,
+            ImportReason::InvalidRecord,
+            ImportReason::ForeignOrigin,
+            ImportReason::RefusedEntry,
+            ImportReason::ArchiveMismatch,
+            ImportReason::NotInRepository,
+            ImportReason::DifferentInRepository,
+            ImportReason::MissingFromDatastore,
+            ImportReason::DamagedInDatastore,
+            ImportReason::Quarantined,
+            ImportReason::Mismatch,
+            ImportReason::Conflict,
+        ] {
+            let mut failures = Failures::default();
+            failures.push("mxc://example.org/abc", reason, "detail");
+            let json = serde_json::to_value(&failures).unwrap();
+            assert_eq!(json["listed"][0]["reason"], reason.code());
+            assert_eq!(json["by_reason"][reason.code()], 1);
+        }
+    }
+
+    #[test]
+    fn verifying_is_a_dry_run_and_importing_applies() {
+        assert_eq!(Mode::Verify.run_mode(), RunMode::DryRun);
+        assert_eq!(Mode::Import.run_mode(), RunMode::Apply);
+    }
 }

@@ -16,10 +16,10 @@
 //! use std::path::Path;
 //! use std::sync::Arc;
 //!
-//! use media_core::archive::WriterOptions;
+//! use media_archive::WriterOptions;
 //! use media_core::run::Report;
 //! use media_db::AttachOptions;
-//! use media_gdpr::{ExportOptions, Progress};
+//! use media_gdpr::{ExportOptions, MediaBytes, Progress};
 //! use media_import::{ImportOptions, Include};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,7 +49,7 @@
 //!         entity: "@alice:fixture.test".parse()?,
 //!         destination: folder.path().join("alice"),
 //!         writer: WriterOptions::default(),
-//!         include_data: true,
+//!         media_bytes: MediaBytes::Included,
 //!     };
 //!     let progress = Arc::new(Progress::default());
 //!     let report = media_gdpr::export_from_repository(&repo, store, options, progress).await?;
@@ -66,7 +66,7 @@
 use std::io::Read;
 use std::str::FromStr;
 
-use media_core::archive::ArchiveError;
+use media_archive::ArchiveError;
 use media_core::datastore::StoreError;
 use media_core::ids::{ServerName, UserId};
 use media_core::run::{Classify, ErrorClass};
@@ -76,9 +76,10 @@ pub mod export;
 pub mod import;
 
 pub use export::{
-    Content, ExportItem, ExportOptions, ExportReport, export_from_repository, export_from_synapse,
+    Content, ExportItem, ExportOptions, ExportReason, ExportReport, MediaBytes,
+    export_from_repository, export_from_synapse,
 };
-pub use import::{ImportOptions, ImportReport, import_archive};
+pub use import::{ImportOptions, ImportReason, ImportReport, import_archive};
 
 /// Whose media: one user's uploads, or every media of one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,68 +190,6 @@ impl Classify for GdprError {
             ) => ErrorClass::Usage,
             _ => ErrorClass::Fatal,
         }
-    }
-}
-
-/// Failures listed in a report; more are only counted.
-pub const MAX_LISTED_FAILURES: usize = 10_000;
-
-/// One media that was not exported or imported, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ItemFailure {
-    /// The media (`mxc://…`), or the archive entry when no media is known.
-    pub item: String,
-    /// A machine-readable reason.
-    pub reason: &'static str,
-    /// What happened, for people.
-    pub detail: String,
-}
-
-/// A capped list of failures with a total count.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Failures {
-    /// How many items failed.
-    pub count: u64,
-    /// The first [`MAX_LISTED_FAILURES`] of them.
-    pub listed: Vec<ItemFailure>,
-}
-
-impl Failures {
-    /// Records a failure.
-    pub fn push(
-        &mut self,
-        item: impl Into<String>,
-        reason: &'static str,
-        detail: impl Into<String>,
-    ) {
-        self.count += 1;
-        if self.listed.len() < MAX_LISTED_FAILURES {
-            self.listed.push(ItemFailure {
-                item: item.into(),
-                reason,
-                detail: detail.into(),
-            });
-        }
-    }
-
-    /// Whether anything failed.
-    pub fn any(&self) -> bool {
-        self.count > 0
-    }
-
-    /// Prints the failures, one per line, for people.
-    fn write_lines(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for failure in &self.listed {
-            writeln!(
-                f,
-                "  {} [{}]: {}",
-                failure.item, failure.reason, failure.detail
-            )?;
-        }
-        if self.count > self.listed.len() as u64 {
-            writeln!(f, "  … and {} more", self.count - self.listed.len() as u64)?;
-        }
-        Ok(())
     }
 }
 

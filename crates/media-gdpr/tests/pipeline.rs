@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use media_core::archive::{ArchiveWriter, ManifestRecord, NewEntry, WriterOptions};
+use media_archive::{ArchiveWriter, ManifestRecord, NewEntry, WriterOptions};
 use media_core::hashing::sha256_of;
 use media_gdpr::import::{Mode, open_archive};
 use media_gdpr::{ImportOptions, Progress, import_archive};

@@ -6,9 +6,9 @@ use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
-use super::ArchiveError;
-use crate::ids::{MediaId, MxcUri, ServerName, Sha256Hex, UserId};
-use crate::records::MediaKey;
+use crate::ArchiveError;
+use media_core::ids::{MediaId, MxcUri, ServerName, Sha256Hex, UserId};
+use media_core::records::MediaKey;
 
 /// The manifest version this toolkit writes.
 pub const MANIFEST_VERSION: u32 = 2;
@@ -126,7 +126,7 @@ impl ManifestRecord {
         }
         let sha256 =
             Sha256Hex::parse_any_case(&self.sha256).map_err(|e| format!("invalid sha256: {e}"))?;
-        crate::records::size_to_i64(self.size_bytes).map_err(|e| e.to_string())?;
+        media_core::records::size_to_i64(self.size_bytes).map_err(|e| e.to_string())?;
         let uploader = match self.uploader.as_str() {
             "" => None,
             user => Some(UserId::try_from(user).map_err(|e| format!("invalid uploader: {e}"))?),

@@ -7,8 +7,52 @@
 //!   `export-manifest.tgz` last; bytes shared by several records are stored once.
 //! * [`reader`]: [`ArchiveFolder`] finds the manifest in whichever part holds it and
 //!   streams the media entries of each part, refusing links, paths and other tricks.
+//! * [`index`]: the `index.html` page an archive carries for people.
 //!
 //! Both sides hold one entry's chunk at a time: memory does not grow with the archive.
+//! The format knows nothing of databases or datastores: `media-gdpr` fills archives from
+//! the repository (or from Synapse) and imports them back; this crate only writes and
+//! reads the files.
+//!
+//! ```
+//! use std::io::Read;
+//! use media_archive::{ArchiveFolder, ArchiveWriter, ManifestRecord, MediaEntry, NewEntry};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let out = dir.path().join("export");
+//! let mut writer = ArchiveWriter::create(&out, &Default::default())?;
+//! let bytes = b"hello";
+//! let entry = NewEntry {
+//!     name: "example.org__abc.txt",
+//!     size: bytes.len() as u64,
+//!     mtime_ms: 1_700_000_000_000,
+//!     content_type: "text/plain",
+//! };
+//! writer.add_entry(entry, &mut &bytes[..])?;
+//! let record = ManifestRecord {
+//!     file_name: "example.org__abc.txt".into(),
+//!     size_bytes: bytes.len() as u64,
+//!     sha256: media_core::hashing::sha256_of(bytes).to_string(),
+//!     origin: "example.org".into(),
+//!     media_id: "abc".into(),
+//!     ..ManifestRecord::default()
+//! };
+//! writer.add_record("mxc://example.org/abc", &record)?;
+//! writer.finish("example.org", 1_700_000_000_000)?;
+//!
+//! let folder = ArchiveFolder::open(&out)?;
+//! assert_eq!(folder.manifest.records, 1);
+//! folder.read_media(&folder.parts[0], |entry| {
+//!     if let MediaEntry::File { name, body, .. } = entry {
+//!         let mut read = String::new();
+//!         body.read_to_string(&mut read).unwrap();
+//!         assert_eq!((name, read.as_str()), ("example.org__abc.txt", "hello"));
+//!     }
+//!     Ok::<_, media_archive::ArchiveError>(())
+//! })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
 

@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
 
-use super::destination::Staging;
-use super::index::{self, IndexTotals, LeftOut};
-use super::manifest::{INDEX_ENTRY, MANIFEST_ENTRY, MANIFEST_VERSION, ManifestRecord};
-use super::{ArchiveError, MANIFEST_PART, PARTIAL_SUFFIX, part_file_name};
+use crate::destination::Staging;
+use crate::index::{self, IndexTotals, LeftOut};
+use crate::manifest::{INDEX_ENTRY, MANIFEST_ENTRY, MANIFEST_VERSION, ManifestRecord};
+use crate::{ArchiveError, MANIFEST_PART, PARTIAL_SUFFIX, part_file_name};
 
 /// Tar header and padding granularity.
 const TAR_BLOCK: u64 = 512;

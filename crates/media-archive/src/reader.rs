@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
 
-use super::manifest::{INDEX_ENTRY, MANIFEST_ENTRY, Manifest, ManifestRecord};
-use super::{ArchiveError, MANIFEST_PART};
+use crate::manifest::{INDEX_ENTRY, MANIFEST_ENTRY, Manifest, ManifestRecord};
+use crate::{ArchiveError, MANIFEST_PART};
 
 /// The two bytes every gzip file starts with.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];

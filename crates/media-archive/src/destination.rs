@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RenameFlags};
 
-use super::{ArchiveError, PARTIAL_SUFFIX};
+use crate::{ArchiveError, PARTIAL_SUFFIX};
 
 /// Where an export is written, and where it goes once complete.
 pub(crate) struct Staging {

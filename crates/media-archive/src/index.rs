@@ -8,7 +8,7 @@
 //! spooled to files by the writer, and a [`head`] and [`TAIL`] around them once the
 //! totals are known, so that memory does not grow with the number of media.
 
-use crate::progress::human_size;
+use media_core::progress::human_size;
 
 /// A media that is not in the archive, and why.
 #[derive(Debug, Clone, Copy)]

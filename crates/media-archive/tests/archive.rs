@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use media_core::archive::{
+use media_archive::{
     ArchiveError, ArchiveFolder, ArchiveWriter, ManifestRecord, MediaEntry, NewEntry,
     WriterOptions, WrittenEntry,
 };
@@ -262,7 +262,7 @@ fn the_index_is_a_page_for_the_data_subject_not_a_bare_table() {
         .add_record("mxc://example.org:8448/notes", &notes)
         .unwrap();
     writer
-        .add_left_out(&media_core::archive::LeftOut {
+        .add_left_out(&media_archive::LeftOut {
             mxc: "mxc://example.org:8448/bad",
             name: "<img src=x onerror=alert(1)>",
             why: "Quarantined by the server's administrators.",
