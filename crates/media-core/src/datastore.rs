@@ -14,7 +14,6 @@ use futures::stream::BoxStream;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::ids::Sha256Hex;
-use crate::local_files::open_regular_beneath;
 
 /// The key of a blob inside a datastore: `ab/cd/abcdef…`, the first two byte pairs of the
 /// lowercase hex SHA-256 as two folder levels, then the full digest.
@@ -96,17 +95,31 @@ pub struct Expected {
     pub size: Option<u64>,
 }
 
-/// When a put blob must survive a crash.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// When a put blob must survive a crash, from the weakest guarantee to the strongest
+/// (the order [`Ord`] follows).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Durability {
-    /// Before `put` returns (the default).
-    #[default]
-    OnReturn,
+    /// Never synced: the write is still atomic (a key holds the complete bytes or
+    /// nothing), but a crash or power loss may lose the blob. For scratch stores and
+    /// benchmarks. The blob is readable as soon as `put` returns.
+    Unsynced,
     /// After the next [`Datastore::sync`]: the caller syncs before it records anything
     /// that references the blob, so one sync can cover a whole batch of puts. Until then
     /// the blob may not be readable yet, and it is lost if the datastore is dropped or
     /// the sync fails.
     AfterSync,
+    /// Before `put` returns (the default).
+    #[default]
+    OnReturn,
+}
+
+impl Durability {
+    /// This durability, lowered to `limit` when it asks for more: what a store that
+    /// gives at most `limit` (see e.g. `FileDatastore::with_max_durability` in
+    /// `media-store`) does with a put that asks for `self`.
+    pub fn at_most(self, limit: Durability) -> Durability {
+        self.min(limit)
+    }
 }
 
 /// How to put a blob.
@@ -231,38 +244,62 @@ pub enum StoreError {
 
 impl crate::run::Classify for StoreError {
     /// A URI or setting that cannot be used is for the operator to fix; a missing blob,
-    /// mismatched bytes or a bad range concern one item; a failing store is fatal.
+    /// mismatched bytes, a bad range or a source that could not be read concern one item
+    /// (the store is sound); a failing store is fatal.
     fn class(&self) -> crate::run::ErrorClass {
         use crate::run::ErrorClass;
         match self {
             Self::Config(_) => ErrorClass::Usage,
-            Self::NotFound { .. } | Self::Mismatch { .. } | Self::InvalidRange { .. } => {
-                ErrorClass::Item
-            }
-            Self::Source { .. } | Self::Io { .. } => ErrorClass::Fatal,
+            Self::NotFound { .. }
+            | Self::Mismatch { .. }
+            | Self::InvalidRange { .. }
+            | Self::Source { .. } => ErrorClass::Item,
+            Self::Io { .. } => ErrorClass::Fatal,
         }
     }
 }
 
-/// A blob's bytes as a local file: the store's root folder and the blob's path below it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalFile {
-    /// The store's root folder.
-    pub root: PathBuf,
-    /// The blob's path below `root` (its key).
-    pub relative: PathBuf,
+/// A blob's bytes (or the part of them a range asked for) as [`Datastore::open`] hands
+/// them out: an open local file, which a reader may read with blocking I/O and fewer
+/// copies, or a stream. Either way exactly the requested bytes are readable.
+pub enum BlobPayload {
+    /// A regular file of a store that keeps files, opened without following any link
+    /// below the store's folder, positioned at the first requested byte.
+    File {
+        /// The open file.
+        file: std::fs::File,
+        /// Where the file is, for messages only (never open it again by this path: the
+        /// open `file` is the checked one).
+        path: PathBuf,
+        /// How many bytes to read from the file's position: the requested range, or the
+        /// whole file's length when it was opened.
+        len: u64,
+    },
+    /// A stream of exactly the requested bytes.
+    Stream(BlobReader),
 }
 
-impl LocalFile {
-    /// The file's full path, for messages.
-    pub fn path(&self) -> PathBuf {
-        self.root.join(&self.relative)
+impl BlobPayload {
+    /// The bytes as a stream, whichever the payload is (a file is read asynchronously,
+    /// at most `len` bytes of it).
+    pub fn into_reader(self) -> BlobReader {
+        match self {
+            Self::File { file, len, .. } => Box::pin(tokio::fs::File::from_std(file).take(len)),
+            Self::Stream(reader) => reader,
+        }
     }
+}
 
-    /// Blocking: opens the file for reading, following no link below the root and
-    /// opening nothing but a regular file (see [`open_regular_beneath`]).
-    pub fn open(&self) -> std::io::Result<std::fs::File> {
-        open_regular_beneath(&self.root, &self.relative, "the datastore")
+impl fmt::Debug for BlobPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File { path, len, .. } => f
+                .debug_struct("BlobPayload::File")
+                .field("path", path)
+                .field("len", len)
+                .finish_non_exhaustive(),
+            Self::Stream(_) => f.write_str("BlobPayload::Stream"),
+        }
     }
 }
 
@@ -298,14 +335,20 @@ pub trait Datastore: Send + Sync + fmt::Debug {
         self.put(&mut reader, options).await
     }
 
-    /// Streams a blob, or the part of it in `range`.
-    async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError>;
+    /// Opens a blob, or the part of it in `range`: as a local file when the store keeps
+    /// files, else as a stream (see [`BlobPayload`]). A missing blob is
+    /// [`StoreError::NotFound`]; a range that starts past the end (or ends before it
+    /// starts) is [`StoreError::InvalidRange`]; an end past the blob's length is clamped.
+    async fn open(
+        &self,
+        key: &BlobKey,
+        range: Option<ByteRange>,
+    ) -> Result<BlobPayload, StoreError>;
 
-    /// Where a blob's bytes sit as a local file, for stores that keep files (readers may
-    /// then read it with blocking I/O, which moves bytes with fewer copies). `None` for
-    /// other stores.
-    fn local_file(&self, _key: &BlobKey) -> Option<LocalFile> {
-        None
+    /// Streams a blob, or the part of it in `range`: [`Datastore::open`] as a stream,
+    /// whatever the payload is.
+    async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError> {
+        Ok(self.open(key, range).await?.into_reader())
     }
 
     /// The length of a blob, or `None` when there is no such blob.
@@ -438,5 +481,73 @@ mod tests {
             PutOptions::expecting(None, Some(4)).check(&hash, 3),
             Err(StoreError::Mismatch { what: "size", .. })
         ));
+    }
+
+    #[test]
+    fn a_limit_lowers_durability_and_never_raises_it() {
+        use Durability::*;
+        assert_eq!(OnReturn.at_most(OnReturn), OnReturn);
+        assert_eq!(OnReturn.at_most(AfterSync), AfterSync);
+        assert_eq!(OnReturn.at_most(Unsynced), Unsynced);
+        assert_eq!(AfterSync.at_most(OnReturn), AfterSync);
+        assert_eq!(AfterSync.at_most(Unsynced), Unsynced);
+        assert_eq!(Unsynced.at_most(OnReturn), Unsynced);
+        assert_eq!(Durability::default(), OnReturn);
+    }
+
+    #[tokio::test]
+    async fn a_file_payload_reads_as_a_stream_of_len_bytes_from_its_position() {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"0123456789").unwrap();
+        file.seek(SeekFrom::Start(2)).unwrap();
+        let payload = BlobPayload::File {
+            file,
+            path: PathBuf::from("blob"),
+            len: 5,
+        };
+        assert!(format!("{payload:?}").contains("File"));
+        let mut out = Vec::new();
+        payload.into_reader().read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"23456");
+
+        let payload = BlobPayload::Stream(Box::pin(&b"streamed"[..]));
+        let mut out = Vec::new();
+        payload.into_reader().read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"streamed");
+    }
+
+    #[test]
+    fn errors_are_classified_by_who_can_fix_them() {
+        use crate::run::{Classify, ErrorClass};
+        let key = BlobKey::for_hash(&sha256_of(b"abc"));
+        let io = || std::io::Error::other("boom");
+        assert_eq!(StoreError::Config("x".into()).class(), ErrorClass::Usage);
+        for item in [
+            StoreError::NotFound { key: key.clone() },
+            StoreError::Mismatch {
+                what: "size",
+                expected: "1".into(),
+                actual: "2".into(),
+            },
+            StoreError::InvalidRange {
+                key,
+                start: 5,
+                end: 6,
+                size: 1,
+            },
+            StoreError::Source {
+                bytes_read: 3,
+                source: io(),
+            },
+        ] {
+            assert_eq!(item.class(), ErrorClass::Item, "{item}");
+        }
+        let failing = StoreError::Io {
+            operation: "write",
+            target: "x".into(),
+            source: io(),
+        };
+        assert_eq!(failing.class(), ErrorClass::Fatal);
     }
 }

@@ -44,8 +44,8 @@ pub mod retention;
 pub mod run;
 
 pub use datastore::{
-    BlobKey, BlobReader, ByteRange, Datastore, DatastoreExt, DeleteStatus, Durability, Expected,
-    LocalFile, Put, PutOptions, PutStatus, StoreError, StoredBlob,
+    BlobKey, BlobPayload, BlobReader, ByteRange, Datastore, DatastoreExt, DeleteStatus, Durability,
+    Expected, Put, PutOptions, PutStatus, StoreError, StoredBlob,
 };
 pub use hashing::HashingReader;
 pub use ids::{IdError, MediaId, MxcUri, ServerName, Sha256Hex, UserId};

@@ -6,11 +6,13 @@
 //! so that a FIFO or a device cannot block the open, and then must be a regular file
 //! (`fstat`). The root itself is the operator's choice and may be a link.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path};
 
-use rustix::fs::{FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 /// Opens the regular file at `relative` below `root`, following no link below `root`.
@@ -20,35 +22,11 @@ use rustix::io::Errno;
 /// that names the path and says what is wrong (a link, a FIFO, a device, a folder).
 pub fn open_regular_beneath(root: &Path, relative: &Path, folder: &str) -> io::Result<File> {
     let shown = || root.join(relative).display().to_string();
-    let mut parts = Vec::new();
-    for component in relative.components() {
-        match component {
-            Component::Normal(part) => parts.push(part),
-            Component::CurDir => {}
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{}: not a plain path below {folder}", shown()),
-                ));
-            }
-        }
-    }
-    let Some((file_name, folders)) = parts.split_last() else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{}: names no file", shown()),
-        ));
-    };
-    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let mut dir = rustix::fs::open(root, dir_flags, Mode::empty())
-        .map_err(|e| refused(e, &root.display().to_string(), folder))?;
-    for part in folders {
-        dir = rustix::fs::openat(&dir, *part, dir_flags | OFlags::NOFOLLOW, Mode::empty())
-            .map_err(|e| refused(e, &shown(), folder))?;
-    }
+    let (dir, file_name) =
+        open_parent_beneath(root, relative).map_err(|e| e.into_io(root, relative, folder))?;
     let file_flags =
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let fd = rustix::fs::openat(&dir, *file_name, file_flags, Mode::empty())
+    let fd = rustix::fs::openat(&dir, file_name, file_flags, Mode::empty())
         .map_err(|e| refused(e, &shown(), folder))?;
     let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
     if kind != FileType::RegularFile {
@@ -61,6 +39,109 @@ pub fn open_regular_beneath(root: &Path, relative: &Path, folder: &str) -> io::R
     // Regular files ignore O_NONBLOCK; clear it anyway so readers see a plain file.
     rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
     Ok(File::from(fd))
+}
+
+/// The length of the regular file at `relative` below `root`, reached without following
+/// any link below `root` (as [`open_regular_beneath`] would open it), without opening
+/// it. `None` when there is no regular file there: a missing component, or a link, a
+/// folder, a FIFO or a device on the way or in its place.
+///
+/// Errors: only what keeps the question from being answered (an unreadable folder, a
+/// path that is not plain); `folder` names the root in them.
+pub fn regular_file_len_beneath(
+    root: &Path,
+    relative: &Path,
+    folder: &str,
+) -> io::Result<Option<u64>> {
+    let (dir, file_name) = match open_parent_beneath(root, relative) {
+        Ok(opened) => opened,
+        Err(WalkError::Component {
+            errno: Errno::NOENT | Errno::LOOP | Errno::NOTDIR | Errno::MLINK,
+            ..
+        }) => return Ok(None),
+        Err(e) => return Err(e.into_io(root, relative, folder)),
+    };
+    match rustix::fs::statat(&dir, file_name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile => {
+            Ok(Some(stat.st_size as u64))
+        }
+        Ok(_) | Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(refused(
+            e,
+            &root.join(relative).display().to_string(),
+            folder,
+        )),
+    }
+}
+
+/// Why [`open_parent_beneath`] stopped.
+enum WalkError {
+    /// The relative path is not a plain path of names.
+    NotPlain,
+    /// The relative path names no file.
+    NoFileName,
+    /// A component could not be opened: the root itself, or a folder below it.
+    Component {
+        /// The error.
+        errno: Errno,
+        /// Whether it was the root (else a folder below it).
+        at_root: bool,
+    },
+}
+
+impl WalkError {
+    /// The error for people, naming the path.
+    fn into_io(self, root: &Path, relative: &Path, folder: &str) -> io::Error {
+        let shown = root.join(relative).display().to_string();
+        match self {
+            Self::NotPlain => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{shown}: not a plain path below {folder}"),
+            ),
+            Self::NoFileName => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{shown}: names no file"),
+            ),
+            Self::Component {
+                errno,
+                at_root: true,
+            } => refused(errno, &root.display().to_string(), folder),
+            Self::Component { errno, .. } => refused(errno, &shown, folder),
+        }
+    }
+}
+
+/// Opens the folder that holds `relative` below `root`, one component at a time and
+/// following no link below `root`, and returns it with the file name left to open.
+fn open_parent_beneath<'a>(
+    root: &Path,
+    relative: &'a Path,
+) -> Result<(OwnedFd, &'a OsStr), WalkError> {
+    let mut parts = Vec::new();
+    for component in relative.components() {
+        match component {
+            Component::Normal(part) => parts.push(part),
+            Component::CurDir => {}
+            _ => return Err(WalkError::NotPlain),
+        }
+    }
+    let Some((file_name, folders)) = parts.split_last() else {
+        return Err(WalkError::NoFileName);
+    };
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut dir =
+        rustix::fs::open(root, dir_flags, Mode::empty()).map_err(|errno| WalkError::Component {
+            errno,
+            at_root: true,
+        })?;
+    for part in folders {
+        dir = rustix::fs::openat(&dir, *part, dir_flags | OFlags::NOFOLLOW, Mode::empty())
+            .map_err(|errno| WalkError::Component {
+                errno,
+                at_root: false,
+            })?;
+    }
+    Ok((dir, file_name))
 }
 
 /// The error for a path component that could not be opened.
@@ -89,5 +170,82 @@ fn describe(kind: FileType) -> &'static str {
         FileType::Directory => "a folder",
         FileType::Symlink => "a symbolic link",
         _ => "not a file",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A root with `a/file` (5 bytes), `a/link` → `a/file`, `linked` → `a`, `a/folder`
+    /// and `a/fifo`.
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::create_dir_all(a.join("folder")).unwrap();
+        std::fs::write(a.join("file"), b"bytes").unwrap();
+        symlink(a.join("file"), a.join("link")).unwrap();
+        symlink(&a, dir.path().join("linked")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            a.join("fifo"),
+            FileType::Fifo,
+            Mode::RUSR | Mode::WUSR,
+            0,
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn only_a_regular_file_reached_without_links_has_a_length() {
+        let dir = tree();
+        let len = |relative: &str| {
+            regular_file_len_beneath(dir.path(), Path::new(relative), "the test folder").unwrap()
+        };
+        assert_eq!(len("a/file"), Some(5));
+        assert_eq!(len("./a/file"), Some(5));
+        for not_a_file in [
+            "a/missing",
+            "missing/file",
+            "a/link",
+            "linked/file",
+            "a/folder",
+        ] {
+            assert_eq!(len(not_a_file), None, "{not_a_file}");
+        }
+        assert_eq!(len("a/fifo"), None);
+        assert_eq!(len("a/file/below"), None, "a file on the way");
+        let outside = regular_file_len_beneath(dir.path(), Path::new("../x"), "the test folder");
+        assert!(
+            outside
+                .unwrap_err()
+                .to_string()
+                .contains("not a plain path")
+        );
+    }
+
+    #[test]
+    fn opening_refuses_links_and_anything_but_a_regular_file() {
+        let dir = tree();
+        let open = |relative: &str| {
+            open_regular_beneath(dir.path(), Path::new(relative), "the test folder")
+        };
+        let mut bytes = String::new();
+        std::io::Read::read_to_string(&mut open("a/file").unwrap(), &mut bytes).unwrap();
+        assert_eq!(bytes, "bytes");
+        for link in ["a/link", "linked/file"] {
+            let error = open(link).unwrap_err().to_string();
+            assert!(error.contains("never followed"), "{link}: {error}");
+        }
+        assert_eq!(
+            open("a/missing").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        let error = open("a/fifo").unwrap_err().to_string();
+        assert!(error.contains("a FIFO"), "{error}");
+        let error = open("").unwrap_err().to_string();
+        assert!(error.contains("names no file"), "{error}");
     }
 }

@@ -31,7 +31,7 @@ async fn populate(repo_url: &str, store_dir: &Path, total: u64) -> (u64, u64) {
     let store = FileDatastore::open(store_dir)
         .await
         .unwrap()
-        .with_fsync(false);
+        .with_max_durability(media_core::Durability::Unsynced);
     let datastore_id = repo.register_datastore(&store.uri()).await.unwrap();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(42);
     let (mut media, mut bytes) = (0u64, 0u64);
@@ -146,7 +146,11 @@ impl Phase {
                     FileDatastore::open(dir.join(format!("{name}-store")))
                         .await
                         .unwrap()
-                        .with_fsync(fsync),
+                        .with_max_durability(if fsync {
+                            media_core::Durability::OnReturn
+                        } else {
+                            media_core::Durability::Unsynced
+                        }),
                 );
                 let options = ImportOptions {
                     directory: dir.join("export"),

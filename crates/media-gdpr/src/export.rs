@@ -19,7 +19,7 @@ use media_archive::writer::extension_for;
 use media_archive::{
     ArchiveWriter, LeftOut, ManifestRecord, NewEntry, WriterOptions, WrittenEntry,
 };
-use media_core::datastore::{BlobKey, Datastore};
+use media_core::datastore::{BlobKey, BlobPayload, Datastore, StoreError};
 use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord};
 use media_core::run::{Failure, Failures, Reason};
@@ -637,39 +637,42 @@ enum ContentSource {
 type Refusal = (ExportReason, String);
 
 /// Opens an item's bytes: its file in Synapse's media store (no link followed, regular
-/// files only), the datastore's local file for its digest, or the datastore's stream. A
-/// file whose length is not the recorded one is refused (`size_mismatch`) before any of
-/// it is read.
+/// files only), or the datastore's blob, as a local file when the datastore keeps files
+/// (read with blocking I/O, fewer copies), else as its stream. A file whose length is
+/// not the recorded one is refused (`size_mismatch`) before any of it is read.
 async fn open_content(
     item: &ExportItem,
     store: Option<&dyn Datastore>,
 ) -> Result<ContentSource, Refusal> {
-    let (open, shown): (
-        Box<dyn FnOnce() -> std::io::Result<std::fs::File> + Send>,
-        _,
-    ) = match (&item.content, store, &item.sha256) {
+    let (opened, shown) = match (&item.content, store, &item.sha256) {
         (Content::MediaStore { media_store, path }, _, _) => {
             let shown = media_store.join(path);
             let (root, path) = (media_store.clone(), path.clone());
-            let open = move || synapse_files::open_in_media_store(&root, &path);
-            (Box::new(open), shown)
+            let opened = tokio::task::spawn_blocking(move || {
+                let file = synapse_files::open_in_media_store(&root, &path)?;
+                let length = file.metadata()?.len();
+                Ok::<_, std::io::Error>((file, length))
+            })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|opened| opened);
+            (opened, shown)
         }
         (Content::Datastore, Some(store), Some(sha256)) => {
-            let key = BlobKey::for_hash(sha256);
-            match store.local_file(&key) {
-                Some(local) => {
-                    let shown = local.path();
-                    (Box::new(move || local.open()), shown)
-                }
-                None => {
-                    let blob = store.get(&key, None).await.map_err(|e| {
-                        let detail = format!("its bytes cannot be read: {e}");
-                        (ExportReason::Unreadable, detail)
-                    })?;
+            match store.open(&BlobKey::for_hash(sha256), None).await {
+                Ok(BlobPayload::File { file, path, len }) => (Ok((file, len)), path),
+                Ok(BlobPayload::Stream(blob)) => {
                     let limit = synapse_files::read_limit(Some(item.size_bytes), 0);
                     return Ok(ContentSource::Stream(Box::pin(
                         tokio::io::AsyncReadExt::take(blob, limit),
                     )));
+                }
+                Err(e @ StoreError::NotFound { .. }) => {
+                    return Err((ExportReason::FileMissing, e.to_string()));
+                }
+                Err(e) => {
+                    let detail = format!("its bytes cannot be read: {e}");
+                    return Err((ExportReason::Unreadable, detail));
                 }
             }
         }
@@ -677,14 +680,6 @@ async fn open_content(
             return Err((ExportReason::Unreadable, "it has no datastore key".into()));
         }
     };
-    let opened = tokio::task::spawn_blocking(move || {
-        let file = open()?;
-        let length = file.metadata()?.len();
-        Ok::<_, std::io::Error>((file, length))
-    })
-    .await
-    .map_err(std::io::Error::other)
-    .and_then(|opened| opened);
     match opened {
         Ok((file, length)) if length == item.size_bytes => Ok(ContentSource::File(file)),
         Ok((_, length)) => Err((

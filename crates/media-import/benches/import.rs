@@ -89,7 +89,11 @@ async fn run_import_phase() {
     let datastore = FileDatastore::open(var("IMPORT_BENCH_DATASTORE"))
         .await
         .unwrap()
-        .with_fsync(env_or("BENCH_FSYNC", 1u8) == 1);
+        .with_max_durability(if env_or("BENCH_FSYNC", 1u8) == 1 {
+            media_core::Durability::OnReturn
+        } else {
+            media_core::Durability::Unsynced
+        });
     let options = ImportOptions {
         media_store: Some(var("IMPORT_BENCH_MEDIA_STORE").into()),
         homeserver: None,

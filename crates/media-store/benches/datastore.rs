@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use media_core::datastore::{Datastore, PutOptions};
+use media_core::datastore::{Datastore, Durability, PutOptions};
 use media_store::FileDatastore;
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -79,8 +79,11 @@ fn time_cp(src: &Path, dst: &Path) -> Duration {
     start.elapsed()
 }
 
-async fn time_puts(files: &[PathBuf], root: &Path, fsync: bool) -> Duration {
-    let store = FileDatastore::open(root).await.unwrap().with_fsync(fsync);
+async fn time_puts(files: &[PathBuf], root: &Path, limit: Durability) -> Duration {
+    let store = FileDatastore::open(root)
+        .await
+        .unwrap()
+        .with_max_durability(limit);
     let start = Instant::now();
     for path in files {
         let mut file = tokio::fs::File::open(path).await.unwrap();
@@ -105,8 +108,18 @@ async fn main() {
     let files = generate(&src, 1, 1 << 20, 16 << 20, large_mib << 20, u64::MAX);
     let bytes = warm_cache(&files);
     let cp = time_cp(&src, &work.path().join("large-cp"));
-    let put = time_puts(&files, &work.path().join("store-large-nosync"), false).await;
-    let put_sync = time_puts(&files, &work.path().join("store-large-sync"), true).await;
+    let put = time_puts(
+        &files,
+        &work.path().join("store-large-nosync"),
+        Durability::Unsynced,
+    )
+    .await;
+    let put_sync = time_puts(
+        &files,
+        &work.path().join("store-large-sync"),
+        Durability::OnReturn,
+    )
+    .await;
     println!(
         "large: {} files, {:.0} MiB | cp -r {:.2} s ({:.0} MiB/s) | put, fsync off {:.2} s \
          ({:.0} MiB/s, {:.2}x cp) | put, fsync on {:.2} s ({:.0} MiB/s, {:.2}x cp)",
@@ -127,8 +140,18 @@ async fn main() {
     let files = generate(&src, 2, 4 << 10, 64 << 10, u64::MAX, small_count);
     let bytes = warm_cache(&files);
     let cp = time_cp(&src, &work.path().join("small-cp"));
-    let put = time_puts(&files, &work.path().join("store-small-nosync"), false).await;
-    let put_sync = time_puts(&files, &work.path().join("store-small-sync"), true).await;
+    let put = time_puts(
+        &files,
+        &work.path().join("store-small-nosync"),
+        Durability::Unsynced,
+    )
+    .await;
+    let put_sync = time_puts(
+        &files,
+        &work.path().join("store-small-sync"),
+        Durability::OnReturn,
+    )
+    .await;
     let rate = |d: Duration| files.len() as f64 / d.as_secs_f64();
     println!(
         "small: {} files, {:.0} MiB | cp -r {:.2} s ({:.0} files/s) | put, fsync off {:.2} s \

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use media_core::datastore::{
-    BlobKey, BlobReader, ByteRange, Datastore, DeleteStatus, LocalFile, Put, PutOptions, StoreError,
+    BlobKey, BlobPayload, ByteRange, Datastore, DeleteStatus, Put, PutOptions, StoreError,
 };
 use tokio::io::AsyncRead;
 
@@ -101,12 +101,12 @@ impl Datastore for FaultyDatastore {
         self.inner.put_file(file, limit, options).await
     }
 
-    async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError> {
-        self.inner.get(key, range).await
-    }
-
-    fn local_file(&self, key: &BlobKey) -> Option<LocalFile> {
-        self.inner.local_file(key)
+    async fn open(
+        &self,
+        key: &BlobKey,
+        range: Option<ByteRange>,
+    ) -> Result<BlobPayload, StoreError> {
+        self.inner.open(key, range).await
     }
 
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError> {

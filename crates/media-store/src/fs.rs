@@ -12,8 +12,9 @@
 //! behind (its lock went with its process). So after any crash, the next writer leaves
 //! exactly the blobs, and never touches the temporary files of a writer still running.
 //! A put streams into a temporary file beside the final location (same filesystem),
-//! hashing on the way, syncs it (unless fsync is off), then links it into place without
-//! ever replacing an existing blob, and syncs the folder. A put of a small blob (under
+//! hashing on the way, syncs it (unless the store gives at most
+//! [`Durability::Unsynced`]), then links it into place without ever replacing an existing
+//! blob, and syncs the folder. A put of a small blob (under
 //! one read chunk) with [`Durability::AfterSync`] stops after writing its temporary
 //! file: the next
 //! [`Datastore::sync`] makes every such file durable with one `syncfs`, links them into
@@ -34,12 +35,13 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use media_core::datastore::{
-    BlobKey, BlobReader, ByteRange, Datastore, DeleteStatus, Durability, LocalFile, Put,
-    PutOptions, PutStatus, StoreError, StoredBlob,
+    BlobKey, BlobPayload, ByteRange, Datastore, DeleteStatus, Durability, Put, PutOptions,
+    PutStatus, StoreError, StoredBlob,
 };
 use media_core::ids::Sha256Hex;
+use media_core::local_files::{open_regular_beneath, regular_file_len_beneath};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Name of the folder, inside the root, that holds writes in progress.
 pub const TEMP_DIR: &str = ".tmp";
@@ -60,11 +62,12 @@ const LINK_THREADS: usize = 8;
 #[derive(Debug, Clone)]
 pub struct FileDatastore {
     root: PathBuf,
-    fsync: bool,
+    /// The most durability a put gets (see [`FileDatastore::with_max_durability`]).
+    max_durability: Durability,
     /// This writer's temporary folder, locked while any clone is alive; dropping the
     /// last clone removes it. `None` when opened read-only.
     temp: Option<Arc<WriterFolder>>,
-    /// Blobs put with [`Durability::AfterSync`] (fsync on), written to temporary files
+    /// Blobs put with [`Durability::AfterSync`], written to temporary files
     /// that the next [`Datastore::sync`] makes durable and links into place. Shared by
     /// clones; dropping the last clone removes the files.
     /// A sync takes the files out while it links them (leaving `None`), so that a put of
@@ -96,7 +99,7 @@ impl FileDatastore {
     pub fn open_read_only(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
-            fsync: true,
+            max_durability: Durability::OnReturn,
             temp: None,
             staged: Arc::default(),
             next_shard: Arc::default(),
@@ -150,7 +153,7 @@ impl FileDatastore {
         drop(probe);
         Ok(Self {
             root,
-            fsync: true,
+            max_durability: Durability::OnReturn,
             temp: Some(Arc::new(folder)),
             staged: Arc::default(),
             next_shard: Arc::default(),
@@ -159,10 +162,12 @@ impl FileDatastore {
         })
     }
 
-    /// Turns syncing of each new blob to disk on (the default) or off. Off is faster and
-    /// still atomic, but a power loss may lose recently written blobs.
-    pub fn with_fsync(mut self, fsync: bool) -> Self {
-        self.fsync = fsync;
+    /// Gives every put at most `limit` durability, whatever it asks for (see
+    /// [`Durability::at_most`]). [`Durability::OnReturn`] (the default) gives each put
+    /// what it asks for; [`Durability::Unsynced`] syncs nothing, which is faster and still
+    /// atomic, but a power loss may lose recently written blobs.
+    pub fn with_max_durability(mut self, limit: Durability) -> Self {
+        self.max_durability = limit;
         self
     }
 
@@ -176,13 +181,16 @@ impl FileDatastore {
         self.path_of(key).exists() || self.staged.lock().expect("poisoned").contains_key(key)
     }
 
-    /// Whether a put of `size` bytes with `durability` leaves them unsynced for
-    /// [`Datastore::sync`]. Only small blobs wait: a blob of a chunk or more is synced by
-    /// its own put, which costs it no more than its share of a batch's `syncfs`, while a
-    /// caller that waits for each sync would otherwise wait for hundreds of megabytes at
-    /// once (the archive importer's rate halved).
-    fn defers(&self, durability: Durability, size: u64) -> bool {
-        self.fsync && durability == Durability::AfterSync && size < CHUNK as u64
+    /// What a put of `size` bytes that asks for `durability` gets: at most this store's
+    /// limit, and only small blobs wait for [`Datastore::sync`]: a blob of a chunk or more
+    /// is synced by its own put, which costs it no more than its share of a batch's
+    /// `syncfs`, while a caller that waits for each sync would otherwise wait for hundreds
+    /// of megabytes at once (the archive importer's rate halved).
+    fn durability_of(&self, durability: Durability, size: u64) -> Durability {
+        match durability.at_most(self.max_durability) {
+            Durability::AfterSync if size >= CHUNK as u64 => Durability::OnReturn,
+            given => given,
+        }
     }
 
     fn path_of(&self, key: &BlobKey) -> PathBuf {
@@ -507,17 +515,18 @@ impl FileDatastore {
                 status: PutStatus::AlreadyPresent,
             });
         }
+        let durability = self.durability_of(options.durability, blob.size);
         let mut temp = self.new_temp_file()?;
         temp.write_all(bytes)
             .and_then(|()| {
-                if self.fsync && !self.defers(options.durability, blob.size) {
+                if durability == Durability::OnReturn {
                     temp.as_file().sync_all()
                 } else {
                     Ok(())
                 }
             })
             .map_err(|source| io_error("write", temp.path(), source))?;
-        self.commit(temp.into_temp_path(), blob, options.durability)
+        self.commit(temp.into_temp_path(), blob, durability)
     }
 
     /// Blocking: reads (at most `limit` bytes), hashes and writes a local file in one loop
@@ -581,12 +590,13 @@ impl FileDatastore {
                 status: PutStatus::AlreadyPresent,
             });
         }
-        if self.fsync && !self.defers(options.durability, len) {
+        let durability = self.durability_of(options.durability, len);
+        if durability == Durability::OnReturn {
             file.sync_all()
                 .map_err(|source| io_error("sync", &temp, source))?;
         }
         drop(file);
-        self.commit(temp, blob, options.durability)
+        self.commit(temp, blob, durability)
     }
 
     fn checked_blob(
@@ -601,14 +611,15 @@ impl FileDatastore {
     }
 
     /// Blocking: moves a complete temporary file to its blob key, or stages it for the
-    /// next [`Datastore::sync`] when its durability is deferred.
+    /// next [`Datastore::sync`] when its durability (as [`FileDatastore::durability_of`]
+    /// gave it) is deferred.
     fn commit(
         &self,
         temp: tempfile::TempPath,
         blob: StoredBlob,
         durability: Durability,
     ) -> Result<Put, StoreError> {
-        let status = if self.defers(durability, blob.size) {
+        let status = if durability == Durability::AfterSync {
             match self
                 .staged
                 .lock()
@@ -625,7 +636,7 @@ impl FileDatastore {
         } else {
             let target = self.path_of(&blob.key);
             let linked = link_into_place(temp, &target)?;
-            if linked && self.fsync {
+            if linked && durability == Durability::OnReturn {
                 sync_folder(target.parent().expect("a blob path has a parent"))?;
             }
             if linked {
@@ -742,13 +753,55 @@ fn read_chunk(source: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Resul
     Ok(filled)
 }
 
+/// Blocking: opens the blob `key` below `root` (following no link below the root, and
+/// opening nothing but a regular file), positioned at the start of `range`.
+fn open_blob(
+    root: &Path,
+    key: &BlobKey,
+    range: Option<ByteRange>,
+) -> Result<BlobPayload, StoreError> {
+    let path = root.join(key.as_str());
+    let mut file = match open_regular_beneath(root, Path::new(key.as_str()), "the datastore") {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(StoreError::NotFound { key: key.clone() });
+        }
+        Err(source) => return Err(io_error("open", &path, source)),
+    };
+    let size = file
+        .metadata()
+        .map_err(|source| io_error("stat", &path, source))?
+        .len();
+    let len = match range {
+        None => size,
+        Some(range) if range.start <= size && range.start <= range.end => {
+            std::io::Seek::seek(&mut file, SeekFrom::Start(range.start))
+                .map_err(|source| io_error("seek", &path, source))?;
+            range.end.min(size) - range.start
+        }
+        Some(range) => {
+            return Err(StoreError::InvalidRange {
+                key: key.clone(),
+                start: range.start,
+                end: range.end,
+                size,
+            });
+        }
+    };
+    Ok(BlobPayload::File { file, path, len })
+}
+
 /// Runs a blocking datastore operation off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Config(format!("datastore worker failed: {e}"))))
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StoreError::Io {
+            operation: "run",
+            target: "a datastore worker".into(),
+            source: std::io::Error::other(e),
+        })
+    })
 }
 
 #[async_trait]
@@ -813,54 +866,24 @@ impl Datastore for FileDatastore {
         result
     }
 
-    fn local_file(&self, key: &BlobKey) -> Option<LocalFile> {
-        Some(LocalFile {
-            root: self.root.clone(),
-            relative: PathBuf::from(key.as_str()),
-        })
-    }
-
-    async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError> {
-        let path = self.path_of(key);
-        // No link below the root is followed, and only a regular file is read.
-        let local = self.local_file(key).expect("a folder store keeps files");
-        let opened = blocking(move || Ok(local.open())).await?;
-        let mut file = match opened {
-            Ok(file) => tokio::fs::File::from_std(file),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(StoreError::NotFound { key: key.clone() });
-            }
-            Err(source) => return Err(io_error("open", &path, source)),
-        };
-        let Some(range) = range else {
-            return Ok(Box::pin(file));
-        };
-        let size = file
-            .metadata()
-            .await
-            .map_err(|source| io_error("stat", &path, source))?
-            .len();
-        if range.start > size || range.start > range.end {
-            return Err(StoreError::InvalidRange {
-                key: key.clone(),
-                start: range.start,
-                end: range.end,
-                size,
-            });
-        }
-        file.seek(SeekFrom::Start(range.start))
-            .await
-            .map_err(|source| io_error("seek", &path, source))?;
-        Ok(Box::pin(file.take(range.end.min(size) - range.start)))
+    async fn open(
+        &self,
+        key: &BlobKey,
+        range: Option<ByteRange>,
+    ) -> Result<BlobPayload, StoreError> {
+        let (root, key) = (self.root.clone(), key.clone());
+        blocking(move || open_blob(&root, &key, range)).await
     }
 
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError> {
-        let path = self.path_of(key);
-        match tokio::fs::metadata(&path).await {
-            Ok(meta) => Ok(Some(meta.len())),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(io_error("stat", &path, source)),
-        }
+        // A link (or anything but a regular file) under a key is not a blob, and no link
+        // below the root is followed to find one.
+        let (root, key) = (self.root.clone(), key.clone());
+        blocking(move || {
+            regular_file_len_beneath(&root, Path::new(key.as_str()), "the datastore")
+                .map_err(|source| io_error("stat", &root.join(key.as_str()), source))
+        })
+        .await
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<DeleteStatus, StoreError> {
@@ -976,13 +999,14 @@ async fn read_blob_dir(dir: &Path) -> Result<Vec<BlobKey>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use media_core::DatastoreExt;
 
     fn staged(store: &FileDatastore) -> usize {
         store.staged.lock().unwrap().len()
     }
 
     #[tokio::test]
-    async fn only_deferred_puts_with_fsync_wait_for_the_sync() {
+    async fn only_deferred_puts_of_a_syncing_store_wait_for_the_sync() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileDatastore::open(dir.path()).await.unwrap();
         let deferred = PutOptions::default().with_durability(Durability::AfterSync);
@@ -1002,7 +1026,7 @@ mod tests {
             "an immediate put is linked and synced at once"
         );
         assert!(store.path_of(&immediate.blob.key).exists());
-        let without_fsync = store.clone().with_fsync(false);
+        let without_fsync = store.clone().with_max_durability(Durability::Unsynced);
         let put = without_fsync
             .put(&mut &b"four"[..], &deferred)
             .await
@@ -1013,5 +1037,60 @@ mod tests {
             "without fsync there is nothing to wait for"
         );
         assert!(store.path_of(&put.blob.key).exists());
+        let unsynced = PutOptions::default().with_durability(Durability::Unsynced);
+        let put = store.put(&mut &b"five"[..], &unsynced).await.unwrap();
+        assert_eq!(staged(&store), 0, "an unsynced put is linked at once");
+        assert!(store.path_of(&put.blob.key).exists());
+    }
+
+    #[tokio::test]
+    async fn a_store_limited_to_after_sync_defers_every_small_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileDatastore::open(dir.path())
+            .await
+            .unwrap()
+            .with_max_durability(Durability::AfterSync);
+        let put = store
+            .put(&mut &b"small"[..], &PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(staged(&store), 1);
+        assert!(!store.path_of(&put.blob.key).exists());
+        store.sync().await.unwrap();
+        assert!(store.path_of(&put.blob.key).exists());
+    }
+
+    #[tokio::test]
+    async fn a_folder_store_opens_blobs_as_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileDatastore::open(dir.path()).await.unwrap();
+        let key = store.put_bytes(b"0123456789").await.unwrap().blob.key;
+        let Ok(BlobPayload::File { file, path, len }) = store.open(&key, Some(3..5)).await else {
+            panic!("a folder store hands out files");
+        };
+        assert_eq!((path, len), (dir.path().join(key.as_str()), 2));
+        let mut bytes = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(file, len), &mut bytes).unwrap();
+        assert_eq!(bytes, "34");
+    }
+
+    #[tokio::test]
+    async fn the_size_of_a_link_or_a_non_file_under_a_key_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileDatastore::open(dir.path().join("store")).await.unwrap();
+        let linked = store.put_bytes(b"linked").await.unwrap().blob.key;
+        let folder = store.put_bytes(b"a folder").await.unwrap().blob.key;
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"not the store's").unwrap();
+        let linked_path = store.path_of(&linked);
+        std::fs::remove_file(&linked_path).unwrap();
+        std::os::unix::fs::symlink(&secret, &linked_path).unwrap();
+        let folder_path = store.path_of(&folder);
+        std::fs::remove_file(&folder_path).unwrap();
+        std::fs::create_dir(&folder_path).unwrap();
+        for key in [&linked, &folder] {
+            assert_eq!(store.size(key).await.unwrap(), None, "{key}");
+            assert!(!store.exists(key).await.unwrap(), "{key}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Implementations of the [`Datastore`] trait: a content-addressed folder on a local
 //! filesystem ([`FileDatastore`]) and an in-memory store ([`MemoryDatastore`]), and
 //! [`open`], which picks one from a URI; for tests, [`faulty::FaultyDatastore`] fails
-//! on demand.
+//! on demand, and (feature `conformance`) the conformance suite every backend runs,
+//! `conformance` and `datastore_conformance!`.
 //!
 //! A datastore holds bytes only, each blob once, under a key derived from its SHA-256;
 //! what the bytes are (which media, whose) is recorded in the repository (`media-db`).
@@ -25,6 +26,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod faulty;
 pub mod fs;
 pub mod memory;

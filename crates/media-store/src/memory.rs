@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use media_core::datastore::{
-    BlobKey, BlobReader, ByteRange, Datastore, DeleteStatus, Put, PutOptions, PutStatus,
+    BlobKey, BlobPayload, ByteRange, Datastore, DeleteStatus, Put, PutOptions, PutStatus,
     StoreError, StoredBlob,
 };
 use media_core::hashing::HashingReader;
@@ -98,7 +98,11 @@ impl Datastore for MemoryDatastore {
         })
     }
 
-    async fn get(&self, key: &BlobKey, range: Option<ByteRange>) -> Result<BlobReader, StoreError> {
+    async fn open(
+        &self,
+        key: &BlobKey,
+        range: Option<ByteRange>,
+    ) -> Result<BlobPayload, StoreError> {
         let bytes = self
             .blob(key)
             .ok_or_else(|| StoreError::NotFound { key: key.clone() })?;
@@ -117,7 +121,7 @@ impl Datastore for MemoryDatastore {
                 });
             }
         };
-        Ok(Box::pin(std::io::Cursor::new(slice)))
+        Ok(BlobPayload::Stream(Box::pin(std::io::Cursor::new(slice))))
     }
 
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError> {

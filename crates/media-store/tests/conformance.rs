@@ -1,32 +1,16 @@
-//! The datastore conformance suite: one set of checks over `&dyn Datastore`, run against
-//! every backend. A new backend adds one `backend_suite!` line.
+//! The datastore conformance suite ([`media_store::conformance`]) run against every
+//! backend of this crate, and the filesystem backend's own behaviour.
 
 use std::collections::BTreeSet;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures::TryStreamExt;
 use media_core::datastore::{
-    BlobKey, Datastore, DatastoreExt, DeleteStatus, Durability, PutOptions, PutStatus, StoreError,
+    BlobKey, Datastore, DatastoreExt, DeleteStatus, Durability, PutOptions, StoreError,
 };
 use media_core::hashing::sha256_of;
+use media_store::conformance::{FailingReader, listed, pseudo_random};
+use media_store::faulty::FaultyDatastore;
 use media_store::{FileDatastore, MemoryDatastore};
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
-
-/// Deterministic, incompressible-looking bytes.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
 
 /// Files in a filesystem datastore's temporary folder, at any depth.
 fn temporary_files(root: &std::path::Path) -> usize {
@@ -40,344 +24,54 @@ fn temporary_files(root: &std::path::Path) -> usize {
     count(&root.join(media_store::fs::TEMP_DIR))
 }
 
-async fn listed(store: &dyn Datastore) -> BTreeSet<BlobKey> {
-    store.list().try_collect().await.expect("list")
-}
-
-async fn round_trip(store: &dyn Datastore) {
-    // Sizes around the filesystem store's chunk boundaries, and the empty blob.
-    for (i, len) in [0usize, 1, 4096, (1 << 20) - 1, 1 << 20, (3 << 20) + 7]
-        .into_iter()
-        .enumerate()
-    {
-        let data = pseudo_random(len, i as u64);
-        let put = store.put_bytes(&data).await.expect("put");
-        assert_eq!(put.status, PutStatus::Written, "len {len}");
-        assert_eq!(put.blob.size, len as u64);
-        assert_eq!(put.blob.sha256, sha256_of(&data));
-        assert_eq!(put.blob.key, BlobKey::for_hash(&put.blob.sha256));
-        assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
-        assert_eq!(store.size(&put.blob.key).await.unwrap(), Some(len as u64));
-        assert!(store.exists(&put.blob.key).await.unwrap());
-        if let Some(local) = store.local_file(&put.blob.key) {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut local.open().unwrap(), &mut bytes).unwrap();
-            assert_eq!(bytes, data, "{}", local.path().display());
-        }
-    }
-}
-
-async fn range_get(store: &dyn Datastore) {
-    let data = pseudo_random(10_000, 7);
-    let key = store.put_bytes(&data).await.unwrap().blob.key;
-    let read = |range: std::ops::Range<u64>| {
-        let key = key.clone();
-        async move {
-            let mut out = Vec::new();
-            store
-                .get(&key, Some(range))
-                .await?
-                .read_to_end(&mut out)
-                .await
-                .unwrap();
-            Ok::<_, StoreError>(out)
-        }
-    };
-    assert_eq!(read(0..10).await.unwrap(), &data[0..10]);
-    assert_eq!(read(9_990..10_000).await.unwrap(), &data[9_990..]);
-    assert_eq!(
-        read(5_000..50_000).await.unwrap(),
-        &data[5_000..],
-        "end is clamped"
-    );
-    assert_eq!(read(10_000..10_000).await.unwrap(), b"");
-    assert!(matches!(
-        read(10_001..10_005).await,
-        Err(StoreError::InvalidRange { size: 10_000, .. })
-    ));
-}
-
-async fn duplicate_put(store: &dyn Datastore) {
-    let data = pseudo_random(70_000, 3);
-    let first = store.put_bytes(&data).await.unwrap();
-    let second = store.put_bytes(&data).await.unwrap();
-    assert_eq!(first.status, PutStatus::Written);
-    assert_eq!(second.status, PutStatus::AlreadyPresent);
-    assert_eq!(first.blob, second.blob);
-    assert_eq!(listed(store).await, BTreeSet::from([first.blob.key]));
-}
-
-async fn concurrent_puts_leave_one_object(store: Arc<dyn Datastore>) {
-    let data = Arc::new(pseudo_random(300_000, 11));
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let (store, data) = (store.clone(), data.clone());
-            tokio::spawn(async move { store.put_bytes(&data).await.unwrap() })
-        })
-        .collect();
-    let mut written = 0;
-    for task in tasks {
-        let put = task.await.unwrap();
-        assert_eq!(put.blob.sha256, sha256_of(&data));
-        written += usize::from(put.status == PutStatus::Written);
-    }
-    assert_eq!(written, 1, "exactly one of the racing puts wrote the blob");
-    let keys = listed(&*store).await;
-    assert_eq!(keys.len(), 1);
-    let key = keys.into_iter().next().unwrap();
-    assert_eq!(store.get_bytes(&key).await.unwrap(), *data);
-}
-
-async fn delete_is_idempotent(store: &dyn Datastore) {
-    let keep = store.put_bytes(b"keep me").await.unwrap().blob.key;
-    let key = store.put_bytes(b"delete me").await.unwrap().blob.key;
-    assert_eq!(store.delete(&key).await.unwrap(), DeleteStatus::Deleted);
-    assert_eq!(store.delete(&key).await.unwrap(), DeleteStatus::NotFound);
-    assert_eq!(store.size(&key).await.unwrap(), None);
-    assert!(matches!(
-        store.get(&key, None).await,
-        Err(StoreError::NotFound { .. })
-    ));
-    assert_eq!(listed(store).await, BTreeSet::from([keep]));
-}
-
-async fn list_reports_every_blob(store: &dyn Datastore) {
-    let mut expected = BTreeSet::new();
-    for i in 0..200 {
-        expected.insert(
-            store
-                .put_bytes(&pseudo_random(100, i))
-                .await
-                .unwrap()
-                .blob
-                .key,
-        );
-    }
-    assert_eq!(listed(store).await, expected);
-}
-
-/// A reader that yields some bytes, then fails: a client disconnecting, a disk error.
-struct FailingReader {
-    remaining: Vec<u8>,
-}
-
-impl AsyncRead for FailingReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.remaining.is_empty() {
-            return Poll::Ready(Err(io::Error::other("connection reset")));
-        }
-        let n = self.remaining.len().min(buf.remaining()).min(64 * 1024);
-        buf.put_slice(&self.remaining[..n]);
-        self.remaining.drain(..n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-async fn failed_put_stores_nothing(store: &dyn Datastore) {
-    let mut reader = FailingReader {
-        remaining: pseudo_random(3 << 20, 5),
-    };
-    let err = store
-        .put(&mut reader, &PutOptions::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::Source { bytes_read, .. } if bytes_read == 3 << 20),
-        "{err}"
-    );
-    assert!(listed(store).await.is_empty());
-}
-
-async fn mismatched_expectation_stores_nothing(store: &dyn Datastore) {
-    let data = pseudo_random(5_000, 9);
-    let wrong = sha256_of(b"something else");
-    let mut reader = &data[..];
-    let err = store
-        .put(&mut reader, &PutOptions::expecting(Some(wrong), None))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Mismatch { what: "sha256", .. }));
-    let mut reader = &data[..];
-    let err = store
-        .put(&mut reader, &PutOptions::expecting(None, Some(4_999)))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Mismatch { what: "size", .. }));
-    assert!(listed(store).await.is_empty());
-    let mut reader = &data[..];
-    let ok = PutOptions::expecting(Some(sha256_of(&data)), Some(5_000));
-    assert_eq!(
-        store.put(&mut reader, &ok).await.unwrap().status,
-        PutStatus::Written
-    );
-}
-
-async fn put_file_streams_a_local_file(store: &dyn Datastore) {
-    let dir = tempfile::tempdir().unwrap();
-    // Around the 1 MiB read chunk, and empty.
-    let lens = [
-        10usize,
-        0,
-        (1 << 20) - 1,
-        1 << 20,
-        (1 << 20) + 3,
-        (5 << 20) - 1,
-    ];
-    for (i, len) in lens.into_iter().enumerate() {
-        let data = pseudo_random(len, 40 + i as u64);
-        let path = dir.path().join(format!("f{i}"));
-        std::fs::write(&path, &data).unwrap();
-        let open = || std::fs::File::open(&path).unwrap();
-        let unlimited = u64::MAX;
-        let put = store
-            .put_file(open(), unlimited, &PutOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(put.blob.sha256, sha256_of(&data));
-        assert_eq!(put.status, PutStatus::Written);
-        assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
-        let again = store
-            .put_file(open(), unlimited, &PutOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(again.status, PutStatus::AlreadyPresent);
-        let wrong = PutOptions::expecting(None, Some(len as u64 + 1));
-        assert!(matches!(
-            store.put_file(open(), unlimited, &wrong).await,
-            Err(StoreError::Mismatch { what: "size", .. })
-        ));
-        // Never more than the limit is read: one byte past the expected length is
-        // enough to see that the file is longer.
-        if len > 0 {
-            let short = PutOptions::expecting(None, Some(len as u64 - 1));
-            assert!(matches!(
-                store.put_file(open(), len as u64, &short).await,
-                Err(StoreError::Mismatch { what: "size", .. })
-            ));
-        }
-    }
-    assert_eq!(listed(store).await.len(), lens.len());
-
-    // A file whose length on disk says nothing about its content (a pipe says 0): read
-    // to its end all the same.
-    let fifo = dir.path().join("fifo");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let data = pseudo_random((2 << 20) + 5, 99);
-    let writer = {
-        let (fifo, data) = (fifo.clone(), data.clone());
-        std::thread::spawn(move || std::fs::write(fifo, data).unwrap())
-    };
-    let reader = std::fs::File::open(&fifo).unwrap();
-    let put = store
-        .put_file(reader, u64::MAX, &PutOptions::default())
-        .await
-        .unwrap();
-    writer.join().unwrap();
-    assert_eq!(put.blob.sha256, sha256_of(&data));
-    assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
-}
-
-async fn deferred_durability_is_completed_by_sync(store: &dyn Datastore) {
-    let data = pseudo_random(2_000, 77);
-    let options = PutOptions::default().with_durability(Durability::AfterSync);
-    let put = store.put(&mut &data[..], &options).await.unwrap();
-    assert_eq!(put.status, PutStatus::Written);
-    // The same bytes again before the sync: written once.
-    let again = store.put(&mut &data[..], &options).await.unwrap();
-    assert_eq!(again.status, PutStatus::AlreadyPresent);
-    store.sync().await.unwrap();
-    assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
-    assert_eq!(store.size(&put.blob.key).await.unwrap(), Some(2_000));
-    store.sync().await.unwrap();
-    assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
-    assert_eq!(listed(store).await, BTreeSet::from([put.blob.key]));
-}
-
-macro_rules! backend_suite {
-    ($backend:ident, $make:expr) => {
-        mod $backend {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn round_trip() {
-                let (store, _guard) = $make.await;
-                super::round_trip(&*store).await;
-            }
-            #[tokio::test]
-            async fn range_get() {
-                let (store, _guard) = $make.await;
-                super::range_get(&*store).await;
-            }
-            #[tokio::test]
-            async fn duplicate_put() {
-                let (store, _guard) = $make.await;
-                super::duplicate_put(&*store).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn concurrent_puts_leave_one_object() {
-                let (store, _guard) = $make.await;
-                super::concurrent_puts_leave_one_object(store).await;
-            }
-            #[tokio::test]
-            async fn delete_is_idempotent() {
-                let (store, _guard) = $make.await;
-                super::delete_is_idempotent(&*store).await;
-            }
-            #[tokio::test]
-            async fn list_reports_every_blob() {
-                let (store, _guard) = $make.await;
-                super::list_reports_every_blob(&*store).await;
-            }
-            #[tokio::test]
-            async fn failed_put_stores_nothing() {
-                let (store, _guard) = $make.await;
-                super::failed_put_stores_nothing(&*store).await;
-            }
-            #[tokio::test]
-            async fn put_file_streams_a_local_file() {
-                let (store, _guard) = $make.await;
-                super::put_file_streams_a_local_file(&*store).await;
-            }
-            #[tokio::test]
-            async fn deferred_durability_is_completed_by_sync() {
-                let (store, _guard) = $make.await;
-                super::deferred_durability_is_completed_by_sync(&*store).await;
-            }
-            #[tokio::test]
-            async fn mismatched_expectation_stores_nothing() {
-                let (store, _guard) = $make.await;
-                super::mismatched_expectation_stores_nothing(&*store).await;
-            }
-        }
-    };
-}
-
 async fn memory() -> (Arc<dyn Datastore>, ()) {
     (Arc::new(MemoryDatastore::new()), ())
 }
 
-async fn filesystem(fsync: bool) -> (Arc<dyn Datastore>, tempfile::TempDir) {
+async fn filesystem(limit: Durability) -> (Arc<dyn Datastore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = FileDatastore::open(dir.path().join("store"))
         .await
         .unwrap()
-        .with_fsync(fsync);
+        .with_max_durability(limit);
     (Arc::new(store), dir)
 }
 
-backend_suite!(memory_backend, memory());
-backend_suite!(filesystem_backend, filesystem(true));
-backend_suite!(filesystem_without_fsync, filesystem(false));
+/// A folder store behind a [`FaultyDatastore`] that never fails: the wrapper passes
+/// every operation through unchanged.
+async fn faulty_that_never_fails() -> (Arc<dyn Datastore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FaultyDatastore::in_folder(dir.path().join("store"), u64::MAX)
+        .await
+        .unwrap();
+    (Arc::new(store), dir)
+}
+
+media_store::datastore_conformance!(memory_backend, memory());
+media_store::datastore_conformance!(filesystem_backend, filesystem(Durability::OnReturn));
+media_store::datastore_conformance!(filesystem_without_fsync, filesystem(Durability::Unsynced));
+media_store::datastore_conformance!(faulty_pass_through, faulty_that_never_fails());
+
+#[tokio::test]
+async fn the_faulty_store_fails_like_a_full_disk_once_its_puts_are_used_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FaultyDatastore::in_folder(dir.path(), 1).await.unwrap();
+    let kept = store.put_bytes(b"first").await.unwrap().blob.key;
+    let full = |e: StoreError| match e {
+        StoreError::Io { source, .. } => source.raw_os_error() == Some(28),
+        _ => false,
+    };
+    assert!(full(store.put_bytes(b"second").await.unwrap_err()));
+    let file = tempfile::tempfile().unwrap();
+    let put_file = store.put_file(file, u64::MAX, &PutOptions::default()).await;
+    assert!(full(put_file.unwrap_err()));
+    assert!(full(store.sync().await.unwrap_err()));
+    assert_eq!(store.refused(), 3);
+    // Reads, listings and deletes pass through.
+    assert_eq!(store.get_bytes(&kept).await.unwrap(), b"first");
+    assert_eq!(listed(&store).await, BTreeSet::from([kept.clone()]));
+    assert_eq!(store.delete(&kept).await.unwrap(), DeleteStatus::Deleted);
+}
 
 // Filesystem-specific behaviour.
 
@@ -575,8 +269,12 @@ async fn a_link_planted_in_the_folder_store_is_not_followed() {
             Err(e) => e.to_string(),
         };
         assert!(error.contains("never followed"), "{key}: {error}");
-        let local = store.local_file(key).unwrap();
-        let error = local.open().unwrap_err().to_string();
+        let error = store.open(key, Some(0..1)).await.unwrap_err().to_string();
         assert!(error.contains("never followed"), "{key}: {error}");
+        assert_eq!(
+            store.size(key).await.unwrap(),
+            None,
+            "{key}: a link is no blob"
+        );
     }
 }
