@@ -23,8 +23,7 @@ use media_core::datastore::{BlobKey, Datastore};
 use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord};
 use media_db::repo::Repository;
-use media_db::synapse::SynapseDb;
-use media_import::{SynapseMedia, synapse_files};
+use media_synapse::{SynapseDb, SynapseMedia, files as synapse_files};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -188,7 +187,7 @@ pub enum Content {
     Datastore,
     /// In Synapse's media store: the file `path` below `media_store`, opened one level
     /// at a time without following any link, and only when it is a regular file (see
-    /// [`media_import::synapse_files::open_in_media_store`]).
+    /// [`media_synapse::files::open_in_media_store`]).
     MediaStore {
         /// Synapse's `media_store_path`.
         media_store: PathBuf,
@@ -269,7 +268,7 @@ pub async fn export_from_synapse(
             .map_ok(move |page| {
                 let items = page.into_iter().filter_map(|row| match row {
                     Ok(row) if row.media_origin == origin.as_str() => Some(
-                        media_import::remote_media(row)
+                        media_synapse::remote_media(row)
                             .map(|media| synapse_item(media, &media_store))
                             .map_err(not_exported),
                     ),
@@ -296,7 +295,7 @@ pub async fn export_from_synapse(
             rows.map_ok(move |page| {
                 let items = page.into_iter().filter_map(|row| match row {
                     Ok(row) => Some(
-                        media_import::local_media(row, &server)
+                        media_synapse::local_media(row, &server)
                             .map(|media| synapse_item(media, &media_store))
                             .map_err(not_exported),
                     ),
@@ -351,8 +350,9 @@ fn synapse_item(media: SynapseMedia, media_store: &Path) -> ExportItem {
 }
 
 /// A Synapse media the importer's checks refused, as a listed failure.
-fn not_exported(failure: media_import::ItemFailure) -> NotExportable {
-    (failure.item, failure.reason.as_str(), failure.detail)
+fn not_exported(failure: media_synapse::RowFailure) -> NotExportable {
+    let code = media_core::run::Reason::code(failure.reason);
+    (failure.item, code, failure.detail)
 }
 
 /// A Synapse row that cannot be read, as a listed failure (`bad_row`) when it may be one
