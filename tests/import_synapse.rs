@@ -50,7 +50,7 @@ impl FixtureCopy {
 
 /// The failures of a report with this reason.
 fn failures_with<'a>(report: &'a Value, reason: &str) -> Vec<&'a Value> {
-    report["failures"]
+    report["failures"]["listed"]
         .as_array()
         .unwrap()
         .iter()
@@ -221,7 +221,7 @@ async fn the_readme_command_imports_the_sqlite_fixture_exactly() {
     assert_eq!(first["media_failed"], 1);
     assert_eq!(first["thumbnails_imported"], 37);
     assert_eq!(first["thumbnails_failed"], 0);
-    let failures = first["failures"].as_array().unwrap();
+    let failures = first["failures"]["listed"].as_array().unwrap();
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0]["reason"], "never_uploaded");
     assert_eq!(
@@ -775,7 +775,7 @@ async fn media_missing_on_disk_are_downloaded_from_a_live_synapse() {
     );
     let report = report(&out);
     assert_eq!(out.status.code(), Some(1), "{report}");
-    let reasons: Vec<&str> = report["failures"]
+    let reasons: Vec<&str> = report["failures"]["listed"]
         .as_array()
         .unwrap()
         .iter()
@@ -823,7 +823,7 @@ async fn source_http_imports_everything_from_the_homeserver() {
         .as_str()
         .unwrap()
         .to_owned();
-    let thumbnail_failures: Vec<&Value> = report["failures"]
+    let thumbnail_failures: Vec<&Value> = report["failures"]["listed"]
         .as_array()
         .unwrap()
         .iter()
@@ -1065,7 +1065,7 @@ impl FixtureCopy {
 
 /// The failures of a report about `mxc` (the media or its thumbnails).
 fn failures_of<'a>(report: &'a Value, mxc: &str) -> Vec<&'a Value> {
-    report["failures"]
+    report["failures"]["listed"]
         .as_array()
         .unwrap()
         .iter()

@@ -150,10 +150,10 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
     };
     let result = match (&cli.synapse_db, &cli.media_store) {
         (Some(synapse_db), Some(media_store)) => {
-            let synapse = media_db::synapse::open_synapse(synapse_db)
+            let synapse = media_synapse::open_synapse(synapse_db)
                 .await
                 .map_err(|e| RunError::of(GdprError::from(e)))?;
-            let server_name = media_import::resolve_server_name(&synapse, cli.server_name.clone())
+            let server_name = media_synapse::resolve_server_name(&synapse, cli.server_name.clone())
                 .await
                 .map_err(RunError::of)?;
             let result = media_gdpr::export_from_synapse(

@@ -82,7 +82,7 @@ struct Cli {
         long,
         help_heading = SYNAPSE,
         env = "IMPORT_HTTP_TIMEOUT",
-        default_value_t = media_import::homeserver::DEFAULT_READ_TIMEOUT.as_secs(),
+        default_value_t = media_synapse::homeserver::DEFAULT_READ_TIMEOUT.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     http_timeout: u64,
@@ -228,13 +228,13 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
     let location = cli
         .synapse_location()
         .map_err(|e| RunError::of(ImportError::from(e)))?;
-    let synapse = media_db::synapse::open_synapse(&location)
+    let synapse = media_synapse::open_synapse(&location)
         .await
         .map_err(|e| RunError::of(ImportError::from(e)))?;
     // A wrong --media-store is refused before the repository is created (without a
     // homeserver to download from, every media would be a listed failure).
     if let (Some(dir), None) = (&media_store, &homeserver) {
-        media_import::check_media_store(&synapse, dir, cli.include)
+        media_synapse::check_media_store(&synapse, dir, cli.include)
             .await
             .map_err(RunError::of)?;
     }
@@ -265,7 +265,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
     )
     .await
     .map_err(|e| RunError::of(ImportError::from(e)))?;
-    let server_name = media_import::resolve_server_name(&synapse, cli.server_name.clone())
+    let server_name = media_synapse::resolve_server_name(&synapse, cli.server_name.clone())
         .await
         .map_err(RunError::of)?;
 
@@ -277,8 +277,8 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
         server_name,
         include: cli.include,
         workers: usize::from(cli.workers),
-        dry_run: cli.dry_run,
-        source_label: media_import::source_label(&location),
+        mode: media_core::run::RunMode::from_dry_run(cli.dry_run),
+        source_label: media_synapse::source_label(&location),
     };
     let result = media_import::import_synapse(&synapse, &repo, store, options, progress).await;
     bar.finish();

@@ -194,6 +194,13 @@ impl<R: Reason> Failures<R> {
         }
     }
 
+    /// Orders the listed failures by item, then detail, so that a run whose workers
+    /// finish in any order lists them the same way every time.
+    pub fn sort_listed(&mut self) {
+        self.listed
+            .sort_by(|a, b| a.item.cmp(&b.item).then_with(|| a.detail.cmp(&b.detail)));
+    }
+
     /// How many items failed.
     pub fn count(&self) -> u64 {
         self.count
@@ -302,6 +309,10 @@ mod tests {
         assert_eq!(a.count(), 3);
         assert_eq!(a.count_of(Why::Missing), 2);
         assert_eq!(a.listed()[2].item, "c");
+        a.push("a", Why::Corrupt, "w");
+        a.sort_listed();
+        let order: Vec<_> = a.listed().iter().map(|f| (&*f.item, &*f.detail)).collect();
+        assert_eq!(order, [("a", "w"), ("a", "x"), ("b", "y"), ("c", "z")]);
     }
 
     #[test]

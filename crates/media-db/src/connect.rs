@@ -21,15 +21,19 @@ pub enum Dialect {
     Postgres,
 }
 
-/// A connection pool of either dialect.
+/// A connection pool of either dialect (for the adapters of foreign databases, which
+/// write their own SQL; [`on_pool!`](crate::on_pool) runs one body on either).
 #[derive(Debug, Clone)]
-pub(crate) enum Pool {
+pub enum Pool {
+    /// A SQLite pool.
     Sqlite(SqlitePool),
+    /// A PostgreSQL pool.
     Postgres(PgPool),
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$pool_enum`. The body is
 /// compiled once per dialect, so each gets its own driver's types with no duplicated code.
+#[macro_export]
 macro_rules! on_pool {
     ($pool_enum:expr, |$pool:ident| $body:expr) => {
         match $pool_enum {
@@ -38,7 +42,7 @@ macro_rules! on_pool {
         }
     };
 }
-pub(crate) use on_pool;
+pub use crate::on_pool;
 
 /// The database locations accepted, for messages.
 pub const ACCEPTED_DATABASE_URLS: &str = "a bare path (a SQLite file), sqlite://path/to/file.db, \
@@ -317,7 +321,7 @@ pub fn dialect_of(url: &str) -> Result<Dialect, DbError> {
 
 /// Whether the SQLite file a `sqlite:` URL names exists (in-memory databases count as
 /// existing).
-pub(crate) fn sqlite_file_exists(url: &str) -> bool {
+pub fn sqlite_file_exists(url: &str) -> bool {
     let Ok(url) = database_url(url) else {
         return true;
     };
@@ -332,7 +336,7 @@ pub(crate) fn sqlite_file_exists(url: &str) -> bool {
 
 /// How a pool is opened.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct OpenOptions {
+pub struct OpenOptions {
     /// Create a missing SQLite file (our repository) or refuse (a foreign database).
     pub create: bool,
     /// Open read-only (foreign databases).
@@ -389,7 +393,7 @@ pub(crate) async fn open_sqlite_writer(location: &str) -> Result<Option<Pool>, D
 }
 
 /// Opens a pool for `url`.
-pub(crate) async fn open_pool(location: &str, options: OpenOptions) -> Result<Pool, DbError> {
+pub async fn open_pool(location: &str, options: OpenOptions) -> Result<Pool, DbError> {
     let url = &database_url(location)?;
     let shown = redact_url(url);
     let invalid = |e: sqlx::Error| DbError::InvalidUrl {

@@ -2,9 +2,10 @@
 //!
 //! * [`repo`]: our media repository on SQLite or PostgreSQL ([`connect()`] opens it by URL and
 //!   brings its schema up to date).
-//! * [`synapse`]: a read-only adapter over Synapse's media tables and avatars.
 //! * [`dendrite`]: an adapter over Dendrite's media tables (read and purged) and avatars.
-//! * [`connect`](mod@connect): URLs, dialects and connection pools shared by every adapter.
+//! * [`connect`](mod@connect): URLs, dialects and connection pools shared by every adapter
+//!   (the Synapse adapter lives in `media-synapse` and uses them, with [`paging`] and
+//!   [`error::QueryContext`]).
 //!
 //! A [`Repository`] records media (origin, ID, uploader, name, type, SHA-256, size…); the
 //! bytes live in a datastore (`media-store`), which [`Repository::attach_datastore`] ties
@@ -62,10 +63,9 @@
 pub mod connect;
 pub mod dendrite;
 pub mod error;
-mod paging;
+pub mod paging;
 pub mod repo;
 mod rows;
-pub mod synapse;
 
 pub use connect::{Dialect, redact_url};
 pub use error::DbError;

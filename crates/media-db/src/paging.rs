@@ -5,16 +5,13 @@ use futures::stream::{self, BoxStream, StreamExt};
 use crate::error::DbError;
 
 /// The last row of a page when the page is full (so another page may follow).
-pub(crate) fn full_page<T>(rows: &[T], page_size: i64) -> Option<&T> {
+pub fn full_page<T>(rows: &[T], page_size: i64) -> Option<&T> {
     rows.last().filter(|_| rows.len() as i64 == page_size)
 }
 
 /// A stream of pages: `fetch(cursor)` returns a page and the cursor after it (`None`
 /// when it was the last page).
-pub(crate) fn keyset_pages<C, T, F, Fut>(
-    start: C,
-    fetch: F,
-) -> BoxStream<'static, Result<Vec<T>, DbError>>
+pub fn keyset_pages<C, T, F, Fut>(start: C, fetch: F) -> BoxStream<'static, Result<Vec<T>, DbError>>
 where
     C: Send + 'static,
     T: Send + 'static,

@@ -47,16 +47,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Import the Synapse media store (its database is only read).
     let synapse_db = synapse_dir.join("homeserver.db");
-    let synapse = media_db::synapse::open_synapse(&synapse_db.display().to_string()).await?;
-    let server_name = media_import::resolve_server_name(&synapse, None).await?;
+    let synapse = media_synapse::open_synapse(&synapse_db.display().to_string()).await?;
+    let server_name = media_synapse::resolve_server_name(&synapse, None).await?;
     let options = ImportOptions {
         media_store: Some(synapse_dir.join("media_store")),
         homeserver: None,
         server_name,
         include: Include::default(),
         workers: 2,
-        dry_run: false,
-        source_label: media_import::source_label(&synapse_db.display().to_string()),
+        mode: media_core::run::RunMode::Apply,
+        source_label: media_synapse::source_label(&synapse_db.display().to_string()),
     };
     let progress = Arc::new(Progress::default());
     let imported =

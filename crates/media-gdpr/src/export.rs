@@ -24,8 +24,7 @@ use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord};
 use media_core::run::{Failure, Failures, Reason};
 use media_db::repo::Repository;
-use media_db::synapse::SynapseDb;
-use media_import::{SynapseMedia, synapse_files};
+use media_synapse::{SynapseDb, SynapseMedia, files as synapse_files};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -132,22 +131,14 @@ impl Reason for ExportReason {
     }
 }
 
-impl From<media_import::FailureReason> for ExportReason {
-    /// The export's reason for a Synapse media the importer's row checks refused. Those
-    /// checks only read the row (never uploaded, invalid identifier, bad row); the
-    /// reasons about bytes and about recording cannot come from them, and map to the
-    /// export's own reasons about bytes.
-    fn from(reason: media_import::FailureReason) -> Self {
-        use media_import::FailureReason as Import;
-        match reason {
-            Import::NeverUploaded => Self::NeverUploaded,
-            Import::InvalidIdentifier => Self::InvalidIdentifier,
-            Import::BadRow => Self::BadRow,
-            Import::FileMissing => Self::FileMissing,
-            Import::SizeMismatch => Self::SizeMismatch,
-            Import::Corrupt | Import::Unreadable | Import::Conflict | Import::RetryLater => {
-                Self::Unreadable
-            }
+impl From<media_synapse::RowFault> for ExportReason {
+    /// The export's reason for a Synapse media whose row was refused.
+    fn from(fault: media_synapse::RowFault) -> Self {
+        use media_synapse::RowFault;
+        match fault {
+            RowFault::NeverUploaded => Self::NeverUploaded,
+            RowFault::InvalidIdentifier => Self::InvalidIdentifier,
+            RowFault::BadRow => Self::BadRow,
         }
     }
 }
@@ -257,7 +248,7 @@ pub enum Content {
     Datastore,
     /// In Synapse's media store: the file `path` below `media_store`, opened one level
     /// at a time without following any link, and only when it is a regular file (see
-    /// [`media_import::synapse_files::open_in_media_store`]).
+    /// [`media_synapse::files::open_in_media_store`]).
     MediaStore {
         /// Synapse's `media_store_path`.
         media_store: PathBuf,
@@ -338,7 +329,7 @@ pub async fn export_from_synapse(
             .map_ok(move |page| {
                 let items = page.into_iter().filter_map(|row| match row {
                     Ok(row) if row.media_origin == origin.as_str() => Some(
-                        media_import::remote_media(row)
+                        media_synapse::remote_media(row)
                             .map(|media| synapse_item(media, &media_store))
                             .map_err(not_exported),
                     ),
@@ -365,7 +356,7 @@ pub async fn export_from_synapse(
             rows.map_ok(move |page| {
                 let items = page.into_iter().filter_map(|row| match row {
                     Ok(row) => Some(
-                        media_import::local_media(row, &server)
+                        media_synapse::local_media(row, &server)
                             .map(|media| synapse_item(media, &media_store))
                             .map_err(not_exported),
                     ),
@@ -420,7 +411,7 @@ fn synapse_item(media: SynapseMedia, media_store: &Path) -> ExportItem {
 }
 
 /// A Synapse media the importer's checks refused, as a listed failure.
-fn not_exported(failure: media_import::ItemFailure) -> NotExportable {
+fn not_exported(failure: media_synapse::RowFailure) -> NotExportable {
     Failure {
         item: failure.item,
         reason: failure.reason.into(),
@@ -1065,16 +1056,13 @@ mod tests {
 
     #[test]
     fn synapse_row_refusals_keep_their_codes() {
-        use media_import::FailureReason;
-        for reason in [
-            FailureReason::NeverUploaded,
-            FailureReason::InvalidIdentifier,
-            FailureReason::BadRow,
-            FailureReason::FileMissing,
-            FailureReason::SizeMismatch,
-            FailureReason::Unreadable,
+        use media_synapse::RowFault;
+        for fault in [
+            RowFault::NeverUploaded,
+            RowFault::InvalidIdentifier,
+            RowFault::BadRow,
         ] {
-            assert_eq!(ExportReason::from(reason).code(), reason.as_str());
+            assert_eq!(ExportReason::from(fault).code(), fault.code());
         }
     }
 

@@ -31,15 +31,15 @@
 //!     repo.attach_datastore(store.as_ref(), AttachOptions::WRITE).await?;
 //!
 //!     let synapse_db = synapse_dir.join("homeserver.db").display().to_string();
-//!     let synapse = media_db::synapse::open_synapse(&synapse_db).await?;
+//!     let synapse = media_synapse::open_synapse(&synapse_db).await?;
 //!     let options = ImportOptions {
 //!         media_store: Some(synapse_dir.join("media_store")),
 //!         homeserver: None,
-//!         server_name: media_import::resolve_server_name(&synapse, None).await?,
+//!         server_name: media_synapse::resolve_server_name(&synapse, None).await?,
 //!         include: Include::default(),
 //!         workers: 2,
-//!         dry_run: false,
-//!         source_label: media_import::source_label(&synapse_db),
+//!         mode: media_core::run::RunMode::Apply,
+//!         source_label: media_synapse::source_label(&synapse_db),
 //!     };
 //!     let progress = Arc::new(Progress::default());
 //!     media_import::import_synapse(&synapse, &repo, store.clone(), options, progress).await?;

@@ -82,7 +82,7 @@ fn time_import(
 /// In the child: runs one import and prints "seconds peak-MiB report-counters".
 async fn run_import_phase() {
     let var = |name: &str| std::env::var(name).expect("set by the parent");
-    let synapse = media_db::synapse::open_synapse(&var("IMPORT_BENCH_SYNAPSE"))
+    let synapse = media_synapse::open_synapse(&var("IMPORT_BENCH_SYNAPSE"))
         .await
         .unwrap();
     let repo = media_db::connect(&var("IMPORT_BENCH_REPO")).await.unwrap();
@@ -100,7 +100,7 @@ async fn run_import_phase() {
         server_name: var("IMPORT_BENCH_SERVER").parse().unwrap(),
         include: Include::default(),
         workers: env_or("BENCH_WORKERS", 8usize),
-        dry_run: false,
+        mode: media_core::run::RunMode::Apply,
         source_label: "bench".into(),
     };
     let start = Instant::now();

@@ -1,10 +1,16 @@
 //! Import pipelines into our media repository.
 //!
-//! * [`synapse`]: a whole Synapse media store (database + `media_store` folder).
-//! * [`homeserver`]: downloading media from a running homeserver (the HTTP fallback).
-//! * [`synapse_paths`]: where Synapse keeps each file, built only from validated parts.
-//! * [`synapse_files`]: opening those files without leaving the media store.
-//! * [`store_check`]: a first look at a media store before anything is created.
+//! [`import_synapse`] runs a whole Synapse media store (database + `media_store` folder,
+//! or the homeserver over HTTP) into our repository. Reading Synapse is `media-synapse`'s
+//! job; this crate is the pipeline, one module per job:
+//!
+//! * [`pipeline`]: the run: a producer, `workers` copying tasks and one recorder.
+//! * [`options`], [`report`], [`error`]: what a run is given, reports and stops with.
+//! * inside: `plan` (Synapse's rows → work items: where each file is, what it must be),
+//!   `produce` (the producer, page by page, skipping what is recorded), `work` and
+//!   `copy` (a worker, and copying one file into the datastore), `dry_run` (what a dry
+//!   run does instead of writing), `record` (the recorder, many media per transaction),
+//!   `avatars` (pinning the media in use as avatars).
 //!
 //! [`import_synapse`] copies a Synapse's media (local uploads, cached remote media,
 //! thumbnails, URL previews; avatars pinned) into our repository: every file's bytes are
@@ -17,6 +23,7 @@
 //! use std::sync::Arc;
 //!
 //! use media_db::AttachOptions;
+//! use media_core::run::RunMode;
 //! use media_import::{ImportOptions, Include, Progress};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,15 +35,15 @@
 //!     repo.attach_datastore(store.as_ref(), AttachOptions::WRITE).await?;
 //!
 //!     let synapse_db = synapse_dir.join("homeserver.db").display().to_string();
-//!     let synapse = media_db::synapse::open_synapse(&synapse_db).await?;
+//!     let synapse = media_synapse::open_synapse(&synapse_db).await?;
 //!     let options = ImportOptions {
 //!         media_store: Some(synapse_dir.join("media_store")),
 //!         homeserver: None, // or a HomeserverClient to download missing files
-//!         server_name: media_import::resolve_server_name(&synapse, None).await?,
+//!         server_name: media_synapse::resolve_server_name(&synapse, None).await?,
 //!         include: Include::default(),
 //!         workers: 2,
-//!         dry_run: false,
-//!         source_label: media_import::source_label(&synapse_db),
+//!         mode: RunMode::Apply,
+//!         source_label: media_synapse::source_label(&synapse_db),
 //!     };
 //!     let progress = Arc::new(Progress::default());
 //!     let report = media_import::import_synapse(&synapse, &repo, store, options, progress).await?;
@@ -52,16 +59,22 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod homeserver;
-pub mod store_check;
-pub mod synapse;
-pub mod synapse_files;
-pub mod synapse_paths;
+mod avatars;
+mod context;
+mod copy;
+mod dry_run;
+pub mod error;
+pub mod options;
+pub mod pipeline;
+mod plan;
+mod produce;
+mod record;
+pub mod report;
+mod work;
 
-pub use homeserver::HomeserverClient;
+pub use error::ImportError;
 pub use media_core::progress::Progress;
-pub use store_check::check_media_store;
-pub use synapse::{
-    FailureReason, ImportError, ImportOptions, ImportReport, Include, ItemFailure, SynapseMedia,
-    import_synapse, local_media, remote_media, resolve_server_name, source_label,
-};
+pub use media_synapse::{HomeserverClient, Include};
+pub use options::ImportOptions;
+pub use pipeline::import_synapse;
+pub use report::{FailureReason, ImportReport, ItemFailure};

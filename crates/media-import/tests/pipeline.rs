@@ -20,7 +20,7 @@ async fn import_into_a_failing_datastore(
 ) -> ImportError {
     let source = tempfile::tempdir().unwrap();
     let synthetic = write_synapse_sqlite(source.path(), &SyntheticSpec::small_media(media)).await;
-    let synapse = media_db::synapse::open_synapse(synthetic.sqlite_path.to_str().unwrap())
+    let synapse = media_synapse::open_synapse(synthetic.sqlite_path.to_str().unwrap())
         .await
         .unwrap();
     let repo = media_db::connect(repo_url).await.unwrap();
@@ -36,7 +36,7 @@ async fn import_into_a_failing_datastore(
         server_name: ServerName::try_from(synthetic.server_name.as_str()).unwrap(),
         include: Include::default(),
         workers,
-        dry_run: false,
+        mode: media_core::run::RunMode::Apply,
         source_label: "test".into(),
     };
     let run = import_synapse(

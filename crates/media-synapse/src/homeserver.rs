@@ -11,7 +11,7 @@ use media_core::records::{MediaKey, ThumbnailMethod};
 use reqwest::{StatusCode, Url};
 use tokio::io::AsyncRead;
 
-use crate::synapse::ImportError;
+use crate::error::SynapseError;
 
 /// How long connecting to the homeserver may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -66,7 +66,7 @@ pub struct HomeserverClient {
 impl HomeserverClient {
     /// A client for the homeserver at `base_url` (`https://matrix.example.org`), with the
     /// [`DEFAULT_READ_TIMEOUT`].
-    pub fn new(base_url: &str, access_token: &str) -> Result<Self, ImportError> {
+    pub fn new(base_url: &str, access_token: &str) -> Result<Self, SynapseError> {
         Self::with_read_timeout(base_url, access_token, DEFAULT_READ_TIMEOUT)
     }
 
@@ -76,9 +76,9 @@ impl HomeserverClient {
         base_url: &str,
         access_token: &str,
         read_timeout: std::time::Duration,
-    ) -> Result<Self, ImportError> {
+    ) -> Result<Self, SynapseError> {
         if read_timeout.is_zero() {
-            return Err(ImportError::Config(
+            return Err(SynapseError::Config(
                 "--http-timeout is 0: give the seconds a download may stall, e.g. 60".into(),
             ));
         }
@@ -86,13 +86,13 @@ impl HomeserverClient {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
             .ok_or_else(|| {
-                ImportError::Config(format!(
+                SynapseError::Config(format!(
                     "--homeserver-url {base_url:?} is not an http(s) URL: give the homeserver's \
                      client API base, e.g. https://matrix.example.org"
                 ))
             })?;
         if access_token.trim().is_empty() {
-            return Err(ImportError::Config(
+            return Err(SynapseError::Config(
                 "--access-token is empty: give an access token of an admin of this homeserver"
                     .into(),
             ));
@@ -102,7 +102,7 @@ impl HomeserverClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(read_timeout)
             .build()
-            .map_err(|e| ImportError::Config(format!("cannot set up HTTP: {e}")))?;
+            .map_err(|e| SynapseError::Config(format!("cannot set up HTTP: {e}")))?;
         Ok(Self {
             client,
             base,
@@ -112,7 +112,7 @@ impl HomeserverClient {
     }
 
     /// Checks that the homeserver answers and accepts the token; returns the token's user.
-    pub async fn whoami(&self) -> Result<String, ImportError> {
+    pub async fn whoami(&self) -> Result<String, SynapseError> {
         let url = self.url(&["_matrix", "client", "v3", "account", "whoami"]);
         let response = self
             .client
@@ -121,19 +121,19 @@ impl HomeserverClient {
             .send()
             .await
             .map_err(|e| {
-                ImportError::Config(format!("cannot reach the homeserver at {}: {e}", self.base))
+                SynapseError::Config(format!("cannot reach the homeserver at {}: {e}", self.base))
             })?;
         match response.status() {
             StatusCode::OK => {}
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(ImportError::Config(format!(
+                return Err(SynapseError::Config(format!(
                     "the homeserver at {} rejected the access token: give a valid token of an \
                      admin (Element: Settings → Help & About → Access Token)",
                     self.base
                 )));
             }
             status => {
-                return Err(ImportError::Config(format!(
+                return Err(SynapseError::Config(format!(
                     "the homeserver at {} answered {status} to whoami: is this the client API \
                      base URL?",
                     self.base
@@ -143,7 +143,7 @@ impl HomeserverClient {
         let body = response
             .text()
             .await
-            .map_err(|e| ImportError::Config(format!("reading whoami failed: {e}")))?;
+            .map_err(|e| SynapseError::Config(format!("reading whoami failed: {e}")))?;
         let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         Ok(value["user_id"].as_str().unwrap_or("").to_owned())
     }

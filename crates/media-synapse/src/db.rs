@@ -10,9 +10,10 @@ use sqlx::Row;
 
 use media_core::ids::UserId;
 
-use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
-use crate::error::{DbError, QueryContext};
-use crate::paging::{full_page, keyset_pages};
+use media_db::DbError;
+use media_db::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
+use media_db::error::QueryContext;
+use media_db::paging::{full_page, keyset_pages};
 
 /// Rows per page.
 const PAGE_SIZE: i64 = 1_000;

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 use media_core::ids::{MediaId, ServerName};
-use media_db::synapse::SynapseDb;
 
-use crate::synapse::{ImportError, Include};
-use crate::{synapse_files, synapse_paths};
+use crate::db::SynapseDb;
+use crate::error::SynapseError;
+use crate::include::Include;
+use crate::{files, paths};
 
 /// Media rows of each kind (local, remote) whose files are looked for.
 pub const SAMPLE: usize = 20;
@@ -18,13 +19,13 @@ pub const SAMPLE: usize = 20;
 /// Checks that `media_store` looks like the media store of `synapse`: the folders its
 /// media rows need exist (`local_content/` or `url_cache/` for local media,
 /// `remote_content/` for remote ones), and not every one of the first [`SAMPLE`] local
-/// and remote media rows' files is missing. Fails with [`ImportError::Config`] saying
+/// and remote media rows' files is missing. Fails with [`SynapseError::Config`] saying
 /// what is missing; reads nothing but those files' existence.
 pub async fn check_media_store(
     synapse: &SynapseDb,
     media_store: &Path,
     include: Include,
-) -> Result<(), ImportError> {
+) -> Result<(), SynapseError> {
     let (local, remote) = synapse.media_counts().await?;
     let wants_local = (include.local || include.url_previews) && local > 0;
     let wants_remote = include.remote && remote > 0;
@@ -37,7 +38,7 @@ pub async fn check_media_store(
         missing.push(format!("remote_content/ (for {remote} remote media)"));
     }
     if !missing.is_empty() {
-        return Err(ImportError::Config(format!(
+        return Err(SynapseError::Config(format!(
             "--media-store {} does not look like Synapse's media store: it has no {}. Give \
              the media_store_path of homeserver.yaml (the folder holding local_content/, \
              remote_content/, local_thumbnails/…){}",
@@ -57,7 +58,7 @@ pub async fn check_media_store(
         if let Some(page) = pages.next().await {
             sampled.extend(page?.into_iter().flatten().take(SAMPLE).filter_map(|row| {
                 let id: MediaId = row.media_id.parse().ok()?;
-                synapse_paths::local_content(&id, row.url_cache.is_some())
+                paths::local_content(&id, row.url_cache.is_some())
             }));
         }
     }
@@ -67,7 +68,7 @@ pub async fn check_media_store(
             sampled.extend(page?.into_iter().flatten().take(SAMPLE).filter_map(|row| {
                 let origin: ServerName = row.media_origin.parse().ok()?;
                 let id: MediaId = row.filesystem_id?.parse().ok()?;
-                synapse_paths::remote_content(&origin, &id)
+                paths::remote_content(&origin, &id)
             }));
         }
     }
@@ -79,13 +80,13 @@ pub async fn check_media_store(
     let found = tokio::task::spawn_blocking(move || {
         sampled
             .iter()
-            .filter(|relative| synapse_files::open_in_media_store(&root, relative).is_ok())
+            .filter(|relative| files::open_in_media_store(&root, relative).is_ok())
             .count()
     })
     .await
-    .map_err(|e| ImportError::Worker(e.to_string()))?;
+    .map_err(|e| SynapseError::Task(e.to_string()))?;
     if found == 0 {
-        return Err(ImportError::Config(format!(
+        return Err(SynapseError::Config(format!(
             "--media-store {} looks wrong: none of the files of the first {count} media \
              rows is in it. Give the media_store_path of homeserver.yaml of the server \
              whose database this is; nothing was created",

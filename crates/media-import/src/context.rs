@@ -1,0 +1,27 @@
+//! What the producer, the workers and the recorder of one import share.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use media_core::datastore::Datastore;
+use media_core::ids::Sha256Hex;
+use media_core::progress::Progress;
+use media_db::repo::{DatastoreId, Repository};
+use tokio_util::sync::CancellationToken;
+
+use crate::options::ImportOptions;
+
+/// What the workers share.
+pub(crate) struct Context {
+    pub repo: Repository,
+    pub store: Arc<dyn Datastore>,
+    pub datastore_id: Option<DatastoreId>,
+    pub options: ImportOptions,
+    pub progress: Arc<Progress>,
+    /// Digests seen by a dry run (a real run lets the repository decide).
+    pub dry_run_seen: std::sync::Mutex<HashSet<Sha256Hex>>,
+    /// Cancelled by the first fatal error: the producer stops queueing, the workers stop
+    /// taking items, and every task ends, so that the run reports the error instead of
+    /// waiting forever.
+    pub abort: CancellationToken,
+}

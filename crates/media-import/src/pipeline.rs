@@ -1,0 +1,140 @@
+//! Import a Synapse media store into our repository: local media, remote media, their
+//! thumbnails, URL previews, quarantine state, and avatars pinned.
+//!
+//! A producer reads the Synapse tables page by page and turns each row into a work item
+//! (or a listed failure: invalid identifiers never become paths); `workers` tasks pull
+//! items from a bounded queue and stream each file once through the hasher into the
+//! datastore; one recorder records the stored media together with their thumbnails, all
+//! that have queued up since its last transaction in the next one (group commit: the
+//! busier the database, the larger its batches). The repository's unique keys decide
+//! deduplication, so any number of workers gives the same result, and a re-run skips
+//! every media already recorded.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use media_core::datastore::Datastore;
+use media_core::progress::Progress;
+use media_db::repo::{NewMedia, Repository};
+use media_synapse::SynapseDb;
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::avatars::pin_avatars;
+use crate::context::Context;
+use crate::error::ImportError;
+use crate::options::ImportOptions;
+use crate::plan::WorkItem;
+use crate::produce::produce;
+use crate::record::{MAX_BATCH, record};
+use crate::report::ImportReport;
+use crate::work::work;
+
+/// Stored media waiting for the recorder; workers wait when it is full.
+const RECORD_QUEUE: usize = 2 * MAX_BATCH;
+
+/// Imports a Synapse media store. See the [module documentation](self).
+pub async fn import_synapse(
+    synapse: &SynapseDb,
+    repo: &Repository,
+    store: Arc<dyn Datastore>,
+    options: ImportOptions,
+    progress: Arc<Progress>,
+) -> Result<ImportReport, ImportError> {
+    let workers = options.workers.max(1);
+    let datastore_id = if options.mode.is_dry_run() {
+        repo.find_datastore(&store.uri()).await?
+    } else {
+        Some(repo.register_datastore(&store.uri()).await?)
+    };
+    let (local, remote) = synapse.media_counts().await?;
+    let total = u64::from(options.include.local || options.include.url_previews) * local
+        + u64::from(options.include.remote) * remote;
+    progress.items_total.store(total, Ordering::Relaxed);
+
+    let task = if options.mode.is_dry_run() {
+        None
+    } else {
+        let params = serde_json::json!({
+            "source": options.source_label,
+            "media_store": options.media_store,
+            "homeserver": options.homeserver.as_ref().map(|h| h.base_url().to_string()),
+            "server_name": options.server_name.as_str(),
+            "include": options.include,
+            "workers": workers,
+            "datastore": store.uri(),
+        });
+        Some(
+            repo.start_task("import_synapse", &params.to_string())
+                .await?,
+        )
+    };
+
+    let context = Arc::new(Context {
+        repo: repo.clone(),
+        store,
+        datastore_id,
+        options,
+        progress,
+        dry_run_seen: Default::default(),
+        abort: CancellationToken::new(),
+    });
+    let result = run(synapse, context.clone(), workers).await;
+    if let Some(task) = task {
+        let (counters, error) = match &result {
+            Ok(report) => (report.counters_json(), None),
+            Err(e) => ("{}".to_owned(), Some(e.to_string())),
+        };
+        repo.finish_task(task, &counters, error.as_deref()).await?;
+    }
+    result
+}
+
+async fn run(
+    synapse: &SynapseDb,
+    context: Arc<Context>,
+    workers: usize,
+) -> Result<ImportReport, ImportError> {
+    let (sender, receiver) = mpsc::channel::<WorkItem>(workers * 4);
+    let receiver = Arc::new(Mutex::new(receiver));
+    let (to_record, stored) = mpsc::channel::<NewMedia>(RECORD_QUEUE);
+    let recorder = tokio::spawn(record(context.clone(), stored));
+    let mut handles: Vec<_> = (0..workers)
+        .map(|_| tokio::spawn(work(receiver.clone(), context.clone(), to_record.clone())))
+        .collect();
+    // Only the workers hold the queue and the recorder's inbox: once they are gone, the
+    // producer's sends fail instead of waiting for room that never comes.
+    drop((receiver, to_record));
+    let produced = produce(synapse, &context, sender).await;
+    if produced.is_err() {
+        context.abort.cancel();
+    }
+    let mut report = ImportReport::new(context.options.mode);
+    let mut first_error = None;
+    match produced {
+        Ok(part) => report.merge(part),
+        Err(e) => first_error = Some(e),
+    }
+    // The recorder ends once every worker is done; its error, if any, is the cause of
+    // theirs.
+    handles.insert(0, recorder);
+    for handle in handles {
+        match handle.await {
+            Ok(Ok(part)) => report.merge(part),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(ImportError::Worker(e.to_string()));
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    if context.options.mode.applies() {
+        pin_avatars(synapse, &context, &mut report).await?;
+    }
+    report.failures.sort_listed();
+    Ok(report)
+}

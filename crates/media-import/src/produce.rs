@@ -1,0 +1,147 @@
+//! The producer: reads Synapse's tables page by page and queues a work item per media
+//! to import (or lists why a row cannot be imported).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+
+use futures::TryStreamExt;
+use media_core::ids::ServerName;
+use media_synapse::{RowFailure, SynapseDb};
+use tokio::sync::mpsc;
+
+use crate::context::Context;
+use crate::error::ImportError;
+use crate::plan::{
+    WorkItem, plan_local, plan_remote, split_rows, split_thumbnail_rows, take_thumbnails,
+};
+use crate::report::{ImportReport, ItemKind};
+
+/// Reads the Synapse tables and queues a work item per importable media.
+pub(crate) async fn produce(
+    synapse: &SynapseDb,
+    context: &Context,
+    sender: mpsc::Sender<WorkItem>,
+) -> Result<ImportReport, ImportError> {
+    let mut report = ImportReport::default();
+    let options = &context.options;
+    let include = options.include;
+    if include.local || include.url_previews {
+        let mut pages = synapse.local_media_rows();
+        while let Some(rows) = pages.try_next().await? {
+            let (page, bad) = split_rows(rows, Some(&options.server_name));
+            let thumbnails = match (include.thumbnails, page.first(), page.last()) {
+                (true, Some(first), Some(last)) => {
+                    synapse
+                        .local_thumbnails_between(&first.media_id, &last.media_id)
+                        .await?
+                }
+                _ => Vec::new(),
+            };
+            let thumbnails =
+                split_thumbnail_rows(thumbnails, Some(&options.server_name), &mut report);
+            let mut thumbnails = thumbnails.into_iter().peekable();
+            let mut planned = bad;
+            for row in page {
+                let own = take_thumbnails(&mut thumbnails, |t| t.media_id.cmp(&row.media_id));
+                let wanted = if row.url_cache.is_some() {
+                    include.url_previews
+                } else {
+                    include.local
+                };
+                if wanted {
+                    planned.push(plan_local(row, own, &options.server_name));
+                }
+            }
+            if !dispatch(context, planned, &sender, &mut report).await? {
+                return Ok(report);
+            }
+        }
+    }
+    if include.remote {
+        let mut pages = synapse.remote_media_rows();
+        while let Some(rows) = pages.try_next().await? {
+            let (page, bad) = split_rows(rows, None);
+            let thumbnails = match (include.thumbnails, page.first(), page.last()) {
+                (true, Some(first), Some(last)) => {
+                    synapse
+                        .remote_thumbnails_between(
+                            (&first.media_origin, &first.media_id),
+                            (&last.media_origin, &last.media_id),
+                        )
+                        .await?
+                }
+                _ => Vec::new(),
+            };
+            let thumbnails = split_thumbnail_rows(thumbnails, None, &mut report);
+            let mut thumbnails = thumbnails.into_iter().peekable();
+            let mut planned = bad;
+            for row in page {
+                let own = take_thumbnails(&mut thumbnails, |t| {
+                    (t.media_origin.as_deref().unwrap_or(""), t.media_id.as_str())
+                        .cmp(&(row.media_origin.as_str(), row.media_id.as_str()))
+                });
+                planned.push(plan_remote(row, own));
+            }
+            if !dispatch(context, planned, &sender, &mut report).await? {
+                return Ok(report);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Counts the failures of a page, skips the media already recorded (one query per
+/// origin, so a resumed import does not touch them again), and queues the rest. Returns
+/// false when the workers are gone.
+async fn dispatch(
+    context: &Context,
+    planned: Vec<Result<WorkItem, RowFailure>>,
+    sender: &mpsc::Sender<WorkItem>,
+    report: &mut ImportReport,
+) -> Result<bool, ImportError> {
+    let mut items = Vec::with_capacity(planned.len());
+    for plan in planned {
+        report.media_total += 1;
+        match plan {
+            Ok(item) => items.push(item),
+            Err(failure) => {
+                report.fail(failure, ItemKind::Media);
+                context.progress.items_done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let mut by_origin: BTreeMap<&ServerName, Vec<&str>> = BTreeMap::new();
+    for item in &items {
+        let key = &item.media.key;
+        by_origin
+            .entry(&key.origin)
+            .or_default()
+            .push(key.media_id.as_str());
+    }
+    let mut present = HashMap::new();
+    for (origin, ids) in by_origin {
+        for (id, sha256) in context.repo.existing_media_digests(origin, &ids).await? {
+            present.insert((origin.clone(), id), sha256);
+        }
+    }
+    for mut item in items {
+        let key = &item.media.key;
+        item.existing = present.remove(&(key.origin.clone(), key.media_id.to_string()));
+        if item.existing.is_some() && context.options.media_store.is_none() {
+            // Only a download could show different bytes: a resumed run over HTTP does
+            // not fetch everything again to compare it.
+            report.media_already_present += 1;
+            context.progress.items_done.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let sent = tokio::select! {
+                biased;
+                () = context.abort.cancelled() => false,
+                sent = sender.send(item) => sent.is_ok(),
+            };
+            if !sent {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}

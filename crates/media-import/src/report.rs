@@ -1,0 +1,253 @@
+//! What an import did (or, for a dry run, would do): counters, and the items that were
+//! not imported with their reasons.
+
+use media_core::progress::human_size;
+use media_core::run::{Failure, Failures, Reason, Report, RunMode};
+use media_synapse::RowFault;
+use serde::Serialize;
+
+/// Why an item was not imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// The file is not in the media store.
+    FileMissing,
+    /// The bytes do not match the SHA-256 Synapse recorded (bit rot).
+    Corrupt,
+    /// The content is longer or shorter than the length Synapse recorded (reading stops
+    /// one byte past it).
+    SizeMismatch,
+    /// The file could not be read.
+    Unreadable,
+    /// The repository already has this media (or thumbnail) with other bytes; kept as is.
+    Conflict,
+    /// The bytes vanished from the datastore while recording (a concurrent purge); run
+    /// the import again.
+    RetryLater,
+    /// Synapse's row does not become a media (never uploaded, an invalid identifier, a
+    /// row that cannot be read): written as the row's own code.
+    #[serde(untagged)]
+    Row(RowFault),
+}
+
+impl Reason for FailureReason {
+    fn code(self) -> &'static str {
+        match self {
+            Self::FileMissing => "file_missing",
+            Self::Corrupt => "corrupt",
+            Self::SizeMismatch => "size_mismatch",
+            Self::Unreadable => "unreadable",
+            Self::Conflict => "conflict",
+            Self::RetryLater => "retry_later",
+            Self::Row(fault) => fault.code(),
+        }
+    }
+}
+
+impl From<RowFault> for FailureReason {
+    fn from(fault: RowFault) -> Self {
+        Self::Row(fault)
+    }
+}
+
+/// One item that was not imported, and why.
+pub type ItemFailure = Failure<FailureReason>;
+
+/// Whether a failed item is a media or one of its thumbnails (they are counted apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ItemKind {
+    Media,
+    Thumbnail,
+}
+
+/// What an import did (or, for a dry run, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportReport {
+    /// True when nothing was written.
+    pub dry_run: bool,
+    /// Media rows considered.
+    pub media_total: u64,
+    /// Media recorded by this run.
+    pub media_imported: u64,
+    /// Media that were already in the repository.
+    pub media_already_present: u64,
+    /// Media not imported (listed in `failures`).
+    pub media_failed: u64,
+    /// Thumbnails recorded by this run.
+    pub thumbnails_imported: u64,
+    /// Thumbnails already in the repository.
+    pub thumbnails_already_present: u64,
+    /// Thumbnails not imported (listed in `failures`).
+    pub thumbnails_failed: u64,
+    /// New blobs written to the datastore.
+    pub blobs_written: u64,
+    /// Bytes read from the media store.
+    pub bytes_read: u64,
+    /// Bytes written to the datastore.
+    pub bytes_written: u64,
+    /// Bytes not written because the same content was already stored.
+    pub bytes_deduplicated: u64,
+    /// Media pinned because they are in use as avatars.
+    pub avatars_pinned: u64,
+    /// Avatar references to media that are not in the repository.
+    pub avatars_not_in_repository: u64,
+    /// Avatar rows that could not be read or whose URL is not a valid MXC URI (listed in
+    /// `failures`); the other avatars are still pinned.
+    pub avatars_failed: u64,
+    /// Items that were not imported: all counted, the first
+    /// [`Failures::LISTED`](media_core::run::Failures::LISTED) listed.
+    pub failures: Failures<FailureReason>,
+}
+
+impl Report for ImportReport {
+    fn mode(&self) -> RunMode {
+        RunMode::from_dry_run(self.dry_run)
+    }
+
+    /// Whether any item failed (the tools then exit with code 1).
+    fn has_failures(&self) -> bool {
+        self.media_failed + self.thumbnails_failed + self.avatars_failed > 0
+    }
+}
+
+impl ImportReport {
+    /// An empty report for a run in `mode`.
+    pub(crate) fn new(mode: RunMode) -> Self {
+        Self {
+            dry_run: mode.is_dry_run(),
+            ..Self::default()
+        }
+    }
+
+    /// Counts and lists a media or thumbnail that was not imported.
+    pub(crate) fn fail<R: Into<FailureReason>>(&mut self, failure: Failure<R>, kind: ItemKind) {
+        match kind {
+            ItemKind::Media => self.media_failed += 1,
+            ItemKind::Thumbnail => self.thumbnails_failed += 1,
+        }
+        self.list(failure);
+    }
+
+    /// Lists a failure (only counted once the list is full) without counting an item.
+    pub(crate) fn list<R: Into<FailureReason>>(&mut self, failure: Failure<R>) {
+        self.failures
+            .push(failure.item, failure.reason.into(), failure.detail);
+    }
+
+    /// Adds the counters and failures of a part of the run (a worker's).
+    pub(crate) fn merge(&mut self, other: ImportReport) {
+        self.media_total += other.media_total;
+        self.media_imported += other.media_imported;
+        self.media_already_present += other.media_already_present;
+        self.media_failed += other.media_failed;
+        self.thumbnails_imported += other.thumbnails_imported;
+        self.thumbnails_already_present += other.thumbnails_already_present;
+        self.thumbnails_failed += other.thumbnails_failed;
+        self.blobs_written += other.blobs_written;
+        self.bytes_read += other.bytes_read;
+        self.bytes_written += other.bytes_written;
+        self.bytes_deduplicated += other.bytes_deduplicated;
+        self.avatars_pinned += other.avatars_pinned;
+        self.avatars_not_in_repository += other.avatars_not_in_repository;
+        self.avatars_failed += other.avatars_failed;
+        self.failures.merge(other.failures);
+    }
+
+    /// The counters as JSON, without the failure list (for the task log).
+    pub fn counters_json(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.remove("failures");
+        }
+        value.to_string()
+    }
+}
+
+/// `1536` → `1.5 KiB`.
+impl std::fmt::Display for ImportReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (verb, written) = if self.dry_run {
+            ("would be imported", "would be written")
+        } else {
+            ("imported", "written")
+        };
+        writeln!(
+            f,
+            "{}media: {} considered, {} {verb}, {} already present, {} failed",
+            if self.dry_run {
+                "DRY RUN, nothing written. "
+            } else {
+                ""
+            },
+            self.media_total,
+            self.media_imported,
+            self.media_already_present,
+            self.media_failed
+        )?;
+        writeln!(
+            f,
+            "thumbnails: {} {verb}, {} already present, {} failed",
+            self.thumbnails_imported, self.thumbnails_already_present, self.thumbnails_failed
+        )?;
+        writeln!(
+            f,
+            "bytes: {} read, {} {written} in {} new blobs, {} saved by deduplication",
+            human_size(self.bytes_read),
+            human_size(self.bytes_written),
+            self.blobs_written,
+            human_size(self.bytes_deduplicated)
+        )?;
+        if !self.dry_run {
+            writeln!(
+                f,
+                "avatars: {} media pinned, {} avatar references to media not in the \
+                 repository, {} unreadable or invalid",
+                self.avatars_pinned, self.avatars_not_in_repository, self.avatars_failed
+            )?;
+        }
+        if self.failures.any() {
+            writeln!(f, "not imported:")?;
+            self.failures.write_lines(f)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn reasons_of_synapse_rows_keep_their_codes() {
+        let mut report = ImportReport::new(RunMode::Apply);
+        report.fail(
+            Failure {
+                item: "mxc://example.org/a".into(),
+                reason: RowFault::NeverUploaded,
+                detail: "never uploaded".into(),
+            },
+            ItemKind::Media,
+        );
+        report.fail(
+            Failure {
+                item: "mxc://example.org/a thumbnail".into(),
+                reason: FailureReason::FileMissing,
+                detail: "gone".into(),
+            },
+            ItemKind::Thumbnail,
+        );
+        assert_eq!((report.media_failed, report.thumbnails_failed), (1, 1));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["failures"]["listed"][0]["reason"], "never_uploaded");
+        assert_eq!(json["failures"]["by_reason"]["file_missing"], 1);
+        assert!(!report.counters_json().contains("failures"));
+        assert!(report.to_string().contains("[never_uploaded]"));
+    }
+}

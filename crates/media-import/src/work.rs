@@ -1,0 +1,240 @@
+//! A worker: takes work items from the queue, streams each file once through the hasher
+//! into the datastore (see `copy`), and hands the stored media to the
+//! recorder. A media the repository already has is only compared.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use media_core::hashing::HashingReader;
+use media_core::ids::Sha256Hex;
+use media_core::records::{MediaRecord, Purpose, ThumbnailRecord};
+use media_db::repo::{DatastoreId, NewMedia};
+use media_synapse::media::thumbnail_label;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Mutex, mpsc};
+
+use crate::context::Context;
+use crate::copy::{OpenedFile, open_failure, open_source_file, store_file};
+use crate::error::ImportError;
+use crate::plan::WorkItem;
+use crate::report::{FailureReason, ImportReport, ItemFailure, ItemKind};
+
+/// A worker: stores items until the queue is closed and empty, and hands each stored
+/// media to the recorder.
+pub(crate) async fn work(
+    queue: Arc<Mutex<mpsc::Receiver<WorkItem>>>,
+    context: Arc<Context>,
+    recorder: mpsc::Sender<NewMedia>,
+) -> Result<ImportReport, ImportError> {
+    let mut report = ImportReport::default();
+    loop {
+        let item = tokio::select! {
+            biased;
+            () = context.abort.cancelled() => break,
+            item = queue_recv(&queue) => item,
+        };
+        let Some(item) = item else { break };
+        let media = match prepare(&context, item, &mut report).await {
+            Ok(media) => media,
+            Err(e) => {
+                // Fatal: stop the producer and the other workers; run() reports it.
+                context.abort.cancel();
+                return Err(e);
+            }
+        };
+        if let Some(media) = media
+            && recorder.send(media).await.is_err()
+        {
+            break; // the recorder failed (and cancelled); run() reports its error
+        }
+    }
+    Ok(report)
+}
+
+async fn queue_recv(queue: &Mutex<mpsc::Receiver<WorkItem>>) -> Option<WorkItem> {
+    queue.lock().await.recv().await
+}
+
+/// Stores the bytes of one item and its thumbnails; `None` when it needs no recording
+/// (already present, or failed: counted in `report`).
+async fn prepare(
+    context: &Context,
+    item: WorkItem,
+    report: &mut ImportReport,
+) -> Result<Option<NewMedia>, ImportError> {
+    let shown = item.media.key.to_string();
+    let done = || context.progress.items_done.fetch_add(1, Ordering::Relaxed);
+    if let Some(existing) = &item.existing {
+        check_existing(context, &item, existing, report).await;
+        done();
+        return Ok(None);
+    }
+    let content = match store_file(context, &item.content, report).await? {
+        Ok(put) => put,
+        Err((reason, detail)) => {
+            report.fail(
+                ItemFailure {
+                    item: shown,
+                    reason,
+                    detail,
+                },
+                ItemKind::Media,
+            );
+            done();
+            return Ok(None);
+        }
+    };
+    let mut thumbnails = Vec::with_capacity(item.thumbnails.len());
+    for t in item.thumbnails {
+        let t = match t {
+            Ok(t) => t,
+            Err(failure) => {
+                report.fail(failure, ItemKind::Thumbnail);
+                continue;
+            }
+        };
+        match store_file(context, &t.file, report).await? {
+            Ok(put) => thumbnails.push(ThumbnailRecord {
+                media: item.media.key.clone(),
+                width: t.width,
+                height: t.height,
+                method: t.method,
+                content_type: t.content_type,
+                animated: false,
+                sha256: put.blob.sha256,
+                size_bytes: put.blob.size,
+                created_ts: item.media.created_ts,
+            }),
+            Err((reason, detail)) => report.fail(
+                ItemFailure {
+                    item: thumbnail_label(
+                        &shown,
+                        t.width.into(),
+                        t.height.into(),
+                        t.method.as_str(),
+                        &t.content_type,
+                    ),
+                    reason,
+                    detail,
+                },
+                ItemKind::Thumbnail,
+            ),
+        }
+    }
+    let m = item.media;
+    Ok(Some(NewMedia {
+        record: MediaRecord {
+            key: m.key,
+            sha256: content.blob.sha256,
+            size_bytes: content.blob.size,
+            upload_name: m.upload_name,
+            content_type: m.content_type,
+            uploader: m.uploader,
+            created_ts: m.created_ts,
+            last_access_ts: m.last_access_ts,
+            quarantined: m.quarantined_by.is_some(),
+            quarantined_by: m.quarantined_by,
+            purpose: Purpose::None,
+            imported_from: Some(context.options.source_label.clone()),
+        },
+        thumbnails,
+        datastore_id: context.datastore_id.unwrap_or(DatastoreId(0)),
+    }))
+}
+
+/// A media the repository already records: compares the bytes of Synapse's file with
+/// the recorded digest, never writing anything. The same bytes count as already
+/// present; other bytes are a [`FailureReason::Conflict`] naming both digests, and the
+/// repository keeps its own. (A resumed run thus reads every media imported before
+/// once more: reading is much cheaper than the writes and syncs of importing, and only
+/// reading shows that Synapse's file changed. A file gone from the media store leaves
+/// nothing to compare but the digest Synapse recorded.)
+async fn check_existing(
+    context: &Context,
+    item: &WorkItem,
+    existing: &Sha256Hex,
+    report: &mut ImportReport,
+) {
+    let shown = item.media.key.to_string();
+    let recorded = item
+        .media
+        .sha256
+        .as_deref()
+        .and_then(|s| Sha256Hex::parse_any_case(s).ok());
+    let Some(root) = &context.options.media_store else {
+        report.media_already_present += 1;
+        return;
+    };
+    let path = root.join(&item.content.path);
+    let synapse_has = match digest_on_disk(
+        root,
+        &item.content.path,
+        item.content.expected.expected.size,
+    )
+    .await
+    {
+        Ok((sha256, size)) => {
+            report.bytes_read += size;
+            context.progress.bytes.fetch_add(size, Ordering::Relaxed);
+            if &sha256 == existing {
+                report.media_already_present += 1;
+                return;
+            }
+            format!("Synapse's file {} has {sha256}", path.display())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match recorded {
+            Some(recorded) if &recorded != existing => {
+                format!("Synapse recorded {recorded} (its file is gone)")
+            }
+            _ => {
+                report.media_already_present += 1;
+                return;
+            }
+        },
+        Err(e) => {
+            let (reason, detail) = open_failure(&path, e);
+            report.fail(
+                ItemFailure {
+                    item: shown,
+                    reason,
+                    detail: format!("{detail} (the repository already has this media)"),
+                },
+                ItemKind::Media,
+            );
+            return;
+        }
+    };
+    report.fail(
+        ItemFailure {
+            item: shown,
+            reason: FailureReason::Conflict,
+            detail: format!(
+                "the repository has this media with other bytes ({existing}); it was kept, \
+                 {synapse_has}"
+            ),
+        },
+        ItemKind::Media,
+    );
+}
+
+/// The digest and length of a file in the media store, read like an import reads it
+/// (no links, regular files only, at most one byte past the recorded length).
+async fn digest_on_disk(
+    root: &Path,
+    relative: &Path,
+    recorded: Option<u64>,
+) -> std::io::Result<(Sha256Hex, u64)> {
+    let (root, relative) = (root.to_owned(), relative.to_owned());
+    let opened = tokio::task::spawn_blocking(move || open_source_file(&root, &relative, recorded))
+        .await
+        .map_err(std::io::Error::other)??;
+    match opened {
+        OpenedFile::Read(bytes) => Ok((media_core::hashing::sha256_of(&bytes), bytes.len() as u64)),
+        OpenedFile::Stream(file, limit) => {
+            let mut reader = HashingReader::new(tokio::fs::File::from_std(file).take(limit));
+            tokio::io::copy(&mut reader, &mut tokio::io::sink()).await?;
+            Ok(reader.finish())
+        }
+    }
+}
