@@ -23,13 +23,16 @@ pub enum Dialect {
 
 /// A connection pool of either dialect.
 #[derive(Debug, Clone)]
-pub(crate) enum Pool {
+pub enum Pool {
+    /// A SQLite pool.
     Sqlite(SqlitePool),
+    /// A PostgreSQL pool.
     Postgres(PgPool),
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$pool_enum`. The body is
 /// compiled once per dialect, so each gets its own driver's types with no duplicated code.
+#[macro_export]
 macro_rules! on_pool {
     ($pool_enum:expr, |$pool:ident| $body:expr) => {
         match $pool_enum {
@@ -38,7 +41,7 @@ macro_rules! on_pool {
         }
     };
 }
-pub(crate) use on_pool;
+pub use on_pool;
 
 /// The database locations accepted, for messages.
 pub const ACCEPTED_DATABASE_URLS: &str = "a bare path (a SQLite file), sqlite://path/to/file.db, \
@@ -332,7 +335,7 @@ pub(crate) fn sqlite_file_exists(url: &str) -> bool {
 
 /// How a pool is opened.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct OpenOptions {
+pub struct OpenOptions {
     /// Create a missing SQLite file (our repository) or refuse (a foreign database).
     pub create: bool,
     /// Open read-only (foreign databases).
@@ -389,7 +392,7 @@ pub(crate) async fn open_sqlite_writer(location: &str) -> Result<Option<Pool>, D
 }
 
 /// Opens a pool for `url`.
-pub(crate) async fn open_pool(location: &str, options: OpenOptions) -> Result<Pool, DbError> {
+pub async fn open_pool(location: &str, options: OpenOptions) -> Result<Pool, DbError> {
     let url = &database_url(location)?;
     let shown = redact_url(url);
     let invalid = |e: sqlx::Error| DbError::InvalidUrl {

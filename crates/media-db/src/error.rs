@@ -141,7 +141,7 @@ impl Classify for DbError {
 }
 
 /// Attaches what was being done to a driver error.
-pub(crate) trait QueryContext<T> {
+pub trait QueryContext<T> {
     /// Maps a driver error into [`DbError::Query`].
     fn during(self, operation: &'static str) -> Result<T, DbError>;
 }

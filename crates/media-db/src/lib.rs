@@ -3,7 +3,6 @@
 //! * [`repo`]: our media repository on SQLite or PostgreSQL ([`connect()`] opens it by URL and
 //!   brings its schema up to date).
 //! * [`synapse`]: a read-only adapter over Synapse's media tables and avatars.
-//! * [`dendrite`]: an adapter over Dendrite's media tables (read and purged) and avatars.
 //! * [`connect`](mod@connect): URLs, dialects and connection pools shared by every adapter.
 //!
 //! A [`Repository`] records media (origin, ID, uploader, name, type, SHA-256, size…); the
@@ -60,9 +59,8 @@
 #![deny(missing_docs)]
 
 pub mod connect;
-pub mod dendrite;
 pub mod error;
-mod paging;
+pub mod paging;
 pub mod repo;
 mod rows;
 pub mod synapse;

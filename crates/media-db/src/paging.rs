@@ -11,10 +11,7 @@ pub(crate) fn full_page<T>(rows: &[T], page_size: i64) -> Option<&T> {
 
 /// A stream of pages: `fetch(cursor)` returns a page and the cursor after it (`None`
 /// when it was the last page).
-pub(crate) fn keyset_pages<C, T, F, Fut>(
-    start: C,
-    fetch: F,
-) -> BoxStream<'static, Result<Vec<T>, DbError>>
+pub fn keyset_pages<C, T, F, Fut>(start: C, fetch: F) -> BoxStream<'static, Result<Vec<T>, DbError>>
 where
     C: Send + 'static,
     T: Send + 'static,

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::db::Component;
 use media_core::ids::ServerName;
 use media_core::retention::MediaRef;
-use media_db::dendrite::Component;
 use serde::Deserialize;
 
 use crate::avatars::parse_mxc;

@@ -2,6 +2,8 @@
 //! keeping avatars and every hash directory a kept row still uses; check the media
 //! tables against the media folder and repair what drifted.
 //!
+//! * [`db`]: Dendrite's databases: its media tables (read, and deleted from by a purge) and
+//!   the avatars in use.
 //! * [`config`]: `dendrite.yaml`, with Dendrite's connection-string precedence.
 //! * [`layout`]: the media folder, with every hash validated before it becomes a path.
 //! * [`safety`]: the checks that refuse a folder before anything changes (the root, foreign
@@ -45,6 +47,7 @@
 
 pub mod avatars;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod layout;
 pub mod lock;

@@ -7,13 +7,13 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::db::{DendriteDb, DendriteMediaRow};
 use futures::TryStreamExt;
 use media_core::Progress;
 use media_core::ids::ServerName;
 use media_core::retention::{
     Candidate, KeepReason, Locality, MediaRef, RetentionPolicy, plan_page,
 };
-use media_db::dendrite::{DendriteDb, DendriteMediaRow};
 
 use crate::avatars::AvatarSet;
 use crate::error::CleanError;

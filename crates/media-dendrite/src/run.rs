@@ -4,9 +4,9 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::db::{Component, DendriteDb, open_dendrite};
 use media_core::Progress;
 use media_core::retention::{MediaRef, RetentionPolicy, Selection};
-use media_db::dendrite::{Component, DendriteDb, open_dendrite};
 
 use crate::avatars::{AvatarSet, parse_mxc};
 use crate::config::DendriteConfig;

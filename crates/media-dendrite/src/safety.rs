@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use media_db::dendrite::DendriteDb;
+use crate::db::DendriteDb;
 
 use crate::error::CleanError;
 use crate::layout::{ContentHash, MediaFolder};

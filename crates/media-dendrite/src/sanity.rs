@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
+use crate::db::DendriteMediaRow;
 use media_core::retention::MediaRef;
-use media_db::dendrite::DendriteMediaRow;
 
 use crate::error::CleanError;
 use crate::layout::{ContentHash, Mode, check_time};

@@ -1,8 +1,8 @@
-//! The Dendrite adapter on real SQLite and PostgreSQL databases with Dendrite's tables.
+//! The Dendrite database adapter on real SQLite and PostgreSQL databases with Dendrite's tables.
 
 use futures::TryStreamExt;
 use media_core::retention::MediaRef;
-use media_db::dendrite::{Component, DendriteMediaRow, open_dendrite};
+use media_dendrite::db::{Component, DendriteMediaRow, open_dendrite};
 use media_tests::dendrite::{DendriteFixture, Engine, MediaSpec};
 
 const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];

@@ -13,9 +13,9 @@ use futures::TryStreamExt;
 use futures::stream::{self, BoxStream, StreamExt};
 use media_core::retention::MediaRef;
 
-use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
-use crate::error::{DbError, QueryContext};
-use crate::paging::keyset_pages;
+use media_db::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
+use media_db::error::{DbError, QueryContext};
+use media_db::paging::keyset_pages;
 
 /// Media rows deleted, or media keys looked up, per statement.
 const KEYS_PER_STATEMENT: usize = 500;
