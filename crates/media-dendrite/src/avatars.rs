@@ -2,10 +2,11 @@
 
 use std::collections::HashSet;
 
-use crate::db::DendriteDb;
 use futures::TryStreamExt;
 use media_core::retention::MediaRef;
 use media_db::DbError;
+
+use crate::db::DendriteDb;
 
 /// The (origin, media ID) of an `mxc://origin/media_id` URI, or `None` when the string is
 /// not one. Loose on purpose: only compared with rows, never turned into a path.

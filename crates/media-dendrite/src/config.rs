@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::db::Component;
 use media_core::ids::ServerName;
 use media_core::retention::MediaRef;
 use serde::Deserialize;
 
 use crate::avatars::parse_mxc;
+use crate::db::Component;
 use crate::error::CleanError;
 
 /// What a purge needs from a Dendrite config, resolved.

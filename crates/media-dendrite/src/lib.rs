@@ -10,6 +10,8 @@
 //!   entries, a folder that looks unmounted).
 //! * [`lock`]: one run at a time per media folder.
 //! * [`avatars`]: the media in use as profile, room, member and server-notices avatars.
+//! * [`store`]: what a run works on (the media database and folder); the purge and the
+//!   sanity checks are its methods.
 //! * [`purge`]: the purge (plan from [`media_core::retention`], rows then files).
 //! * [`sanity`]: the sanity checks and `--fix`.
 //! * [`run`]: one whole run, wired from a config.
@@ -56,12 +58,13 @@ pub mod report;
 pub mod run;
 pub mod safety;
 pub mod sanity;
+pub mod store;
 
 pub use avatars::AvatarSet;
 pub use config::DendriteConfig;
 pub use error::CleanError;
 pub use layout::{MediaFolder, Mode};
-pub use purge::DendriteStore;
 pub use report::{CleanReport, PurgeReport, SanityReport};
 pub use run::{CleanOptions, Request, clean};
 pub use safety::MountTables;
+pub use store::DendriteStore;

@@ -7,38 +7,21 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::db::{DendriteDb, DendriteMediaRow};
 use futures::TryStreamExt;
-use media_core::Progress;
-use media_core::ids::ServerName;
 use media_core::retention::{
     Candidate, KeepReason, Locality, MediaRef, RetentionPolicy, plan_page,
 };
 
-use crate::avatars::AvatarSet;
+use crate::db::DendriteMediaRow;
 use crate::error::CleanError;
-use crate::layout::{ContentHash, MediaFolder, Mode, RemovedFiles, check_time};
+use crate::layout::{ContentHash, Mode, RemovedFiles, check_time};
 use crate::report::{PurgeReport, SanityReport};
 use crate::sanity::WalkFindings;
+use crate::store::DendriteStore;
 
 /// Media rows per page (whole content groups; a few MB of rows). Each page costs one
 /// table scan (Dendrite has no index on base64hash), so pages are large.
 pub const ROWS_PER_PAGE: i64 = 20_000;
-
-/// What a purge works on.
-#[derive(Debug, Clone, Copy)]
-pub struct DendriteStore<'a> {
-    /// The media API database.
-    pub media_db: &'a DendriteDb,
-    /// The media folder.
-    pub folder: &'a MediaFolder,
-    /// `global.server_name`: media of this origin are local.
-    pub server_name: &'a ServerName,
-    /// The media in use as avatars.
-    pub avatars: &'a AvatarSet,
-    /// Live counters: media rows walked, bytes freed.
-    pub progress: &'a Progress,
-}
 
 impl DendriteStore<'_> {
     fn candidate(&self, row: DendriteMediaRow) -> Candidate {

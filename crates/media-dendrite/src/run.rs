@@ -4,19 +4,19 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::db::{Component, DendriteDb, open_dendrite};
 use media_core::Progress;
 use media_core::retention::{MediaRef, RetentionPolicy, Selection};
 
 use crate::avatars::{AvatarSet, parse_mxc};
 use crate::config::DendriteConfig;
+use crate::db::{Component, DendriteDb, open_dendrite};
 use crate::error::CleanError;
 use crate::layout::{MediaFolder, Mode};
 use crate::lock;
-use crate::purge::DendriteStore;
 use crate::report::{CleanReport, SanityReport};
 use crate::safety::{self, MountTables};
 use crate::sanity::WalkFindings;
+use crate::store::DendriteStore;
 
 /// What a run purges.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,6 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use crate::db::DendriteDb;
-
 use crate::error::CleanError;
 use crate::layout::{ContentHash, MediaFolder};
 

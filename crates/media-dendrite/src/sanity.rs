@@ -2,13 +2,13 @@
 
 use std::collections::HashSet;
 
-use crate::db::DendriteMediaRow;
 use media_core::retention::MediaRef;
 
+use crate::db::DendriteMediaRow;
 use crate::error::CleanError;
 use crate::layout::{ContentHash, Mode, check_time};
-use crate::purge::DendriteStore;
 use crate::report::{LISTED_ITEMS, Listed, SanityReport};
+use crate::store::DendriteStore;
 
 /// Hash directories checked against the database per query.
 const DIRECTORIES_PER_CHECK: usize = 20_000;
