@@ -1,6 +1,6 @@
 //! What a run works on: Dendrite's media database and media folder, with what decides
-//! which media are local and which are avatars. The purge ([`crate::purge`]) and the
-//! sanity checks ([`crate::sanity`]) are its methods.
+//! which media are local and which are avatars. The purge and the sanity checks are its
+//! methods, each in its own module; this one depends on neither.
 
 use media_core::Progress;
 use media_core::ids::ServerName;
