@@ -368,15 +368,20 @@ async fn a_directory_the_purge_cannot_remove_is_reported_once_in_both_runs() {
         assert_eq!(dry["purge"], real["purge"], "{engine:?}");
         assert_eq!(dry["sanity"], real["sanity"]);
         let failures = &real["purge"]["failures"];
-        assert_eq!(failures["found"], 1, "{real}");
-        assert!(failures["items"][0].as_str().unwrap().contains("notes.txt"));
+        assert_eq!(failures["count"], 1, "{real}");
+        assert!(
+            failures["listed"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("notes.txt")
+        );
         assert_eq!(real["sanity"]["unreferenced_directories"]["found"], 0);
         assert_eq!(real["purge"]["media_rows_deleted"], 1);
         assert!(dir.join("notes.txt").exists());
 
         let later = report(&cleanmedia(&store, &[]));
         assert_eq!(later["sanity"]["unreferenced_directories"]["found"], 1);
-        assert_eq!(later["purge"]["failures"]["found"], 0);
+        assert_eq!(later["purge"]["failures"]["count"], 0);
         store.finish().await;
     }
 }
@@ -1069,7 +1074,7 @@ async fn two_runs_at_once_report_no_spurious_failures() {
         );
         assert_eq!(total("directories_removed"), 1_500);
         for r in &reports {
-            assert_eq!(r["sanity"]["failures"]["found"], 0, "{r}");
+            assert_eq!(r["sanity"]["failures"]["count"], 0, "{r}");
         }
         assert_eq!(store.media_count().await, 0);
         assert!(store.files().is_empty());

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use clap::Parser;
 use media_cli::{Exit, Output, RunError};
 use media_core::Progress;
-use media_dendrite::{CleanOptions, DendriteConfig, Mode, Request};
+use media_core::run::RunMode;
+use media_dendrite::{CleanOptions, DendriteConfig, Repair, Request};
 
 /// Media retention for Dendrite: purge remote media older than --days (and local media
 /// with --local), never media in use as avatars nor a hash directory other media still
@@ -111,14 +112,14 @@ impl Cli {
         Output::new(self.json, self.verbosity)
     }
 
-    fn request(&self) -> Request {
+    fn request(&self) -> Result<Request, RunError> {
         match (&self.mxid, &self.userid) {
-            (Some(media), _) => Request::Media(media.clone()),
-            (None, Some(user)) => Request::User(user.clone()),
-            (None, None) => Request::OlderThan {
+            (Some(media), _) => Request::media(media).map_err(RunError::of),
+            (None, Some(user)) => Request::user(user).map_err(RunError::of),
+            (None, None) => Ok(Request::OlderThan {
                 days: self.days,
                 include_local: self.local,
-            },
+            }),
         }
     }
 }
@@ -162,13 +163,13 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
     }
     let options = CleanOptions {
         config,
-        request: cli.request(),
-        mode: if cli.dryrun {
-            Mode::DryRun
+        request: cli.request()?,
+        mode: RunMode::from_dry_run(cli.dryrun),
+        repair: if cli.fix {
+            Repair::Fix
         } else {
-            Mode::Apply
+            Repair::ListOnly
         },
-        fix: cli.fix,
         now_ms: media_core::now_ms(),
         mounts: media_dendrite::MountTables {
             fstab: cli.fstab.clone(),

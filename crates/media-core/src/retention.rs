@@ -6,8 +6,15 @@
 //! every row that uses one content, together. A content is removed only when every row of
 //! its group is deleted; one kept row keeps it. Callers stream groups page by page, so a
 //! plan never needs a whole table in memory.
+//!
+//! Candidates carry validated identifiers: a store's rows are decoded before they are
+//! planned, and a row that cannot be decoded is never a candidate. Its content must still
+//! be kept, which [`PagePlan::keep_contents_in_use`] does.
 
 use std::collections::BTreeMap;
+
+use crate::ids::UserId;
+use crate::records::MediaKey;
 
 /// Whether a media was uploaded to this server or cached from another one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -18,16 +25,13 @@ pub enum Locality {
     Remote,
 }
 
-/// One media row as a purge sees it. Identifiers are kept as the store wrote them: they
-/// are only compared and handed back to the store as keys, never turned into paths.
+/// One media row as a purge sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
-    /// The origin server.
-    pub origin: String,
-    /// The media ID at the origin.
-    pub media_id: String,
-    /// The uploader, for local media (empty for remote media).
-    pub user_id: String,
+    /// The media: origin and media ID.
+    pub key: MediaKey,
+    /// The uploader, for local media (`None` for remote media).
+    pub uploader: Option<UserId>,
     /// Local or remote.
     pub locality: Locality,
     /// When the row was created (for remote media: cached), ms since the epoch.
@@ -53,15 +57,13 @@ pub enum Selection {
     },
     /// Exactly one media, whatever its age or locality.
     Media {
-        /// Its origin.
-        origin: String,
-        /// Its media ID.
-        media_id: String,
+        /// Its origin and media ID.
+        key: MediaKey,
     },
     /// Every media one user uploaded, whatever its age.
     User {
-        /// The uploader's user ID.
-        user_id: String,
+        /// The uploader.
+        user_id: UserId,
     },
 }
 
@@ -125,11 +127,9 @@ pub fn verdict(policy: &RetentionPolicy, candidate: &Candidate) -> Verdict {
             }
             true
         }
-        Selection::Media { origin, media_id } => {
-            candidate.origin == *origin && candidate.media_id == *media_id
-        }
+        Selection::Media { key } => candidate.key == *key,
         Selection::User { user_id } => {
-            candidate.locality == Locality::Local && candidate.user_id == *user_id
+            candidate.locality == Locality::Local && candidate.uploader.as_ref() == Some(user_id)
         }
     };
     if !selected {
@@ -139,15 +139,6 @@ pub fn verdict(policy: &RetentionPolicy, candidate: &Candidate) -> Verdict {
     } else {
         Verdict::Delete
     }
-}
-
-/// A media row to delete, by its full key (origin AND media ID).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MediaRef {
-    /// The origin server.
-    pub origin: String,
-    /// The media ID.
-    pub media_id: String,
 }
 
 /// A content whose every row is deleted, so its stored copy can go.
@@ -162,12 +153,23 @@ pub struct ContentRef {
 /// The plan for one page of content groups.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PagePlan {
-    /// Rows to delete.
-    pub delete_rows: Vec<MediaRef>,
+    /// Rows to delete, by their full key (origin AND media ID).
+    pub delete_rows: Vec<MediaKey>,
     /// Contents no remaining row uses once `delete_rows` are gone.
     pub remove_contents: Vec<ContentRef>,
     /// Counts of what was kept.
     pub kept: Kept,
+}
+
+impl PagePlan {
+    /// Keeps the contents that rows outside this plan use (`in_use` says which): rows of
+    /// the page the caller could not make candidates of, say. Such a content is not
+    /// removed, whatever the plan deleted; it is counted as shared with a kept row.
+    pub fn keep_contents_in_use(&mut self, in_use: impl Fn(&str) -> bool) {
+        let before = self.remove_contents.len();
+        self.remove_contents.retain(|c| !in_use(&c.content));
+        self.kept.shared_contents += (before - self.remove_contents.len()) as u64;
+    }
 }
 
 /// What a plan keeps, counted.
@@ -213,10 +215,7 @@ pub fn plan_page(policy: &RetentionPolicy, candidates: &[Candidate]) -> PagePlan
             match verdict(policy, row) {
                 Verdict::Delete => {
                     deleted_any = true;
-                    plan.delete_rows.push(MediaRef {
-                        origin: row.origin.clone(),
-                        media_id: row.media_id.clone(),
-                    });
+                    plan.delete_rows.push(row.key.clone());
                 }
                 Verdict::Keep(reason) => {
                     kept_any = true;
@@ -245,6 +244,14 @@ mod tests {
     const DAY: i64 = 86_400_000;
     const NOW: i64 = 1_000 * DAY;
 
+    fn key(origin: &str, id: &str) -> MediaKey {
+        MediaKey::new(origin.parse().unwrap(), id.parse().unwrap())
+    }
+
+    fn alice() -> UserId {
+        "@alice:here.example".parse().unwrap()
+    }
+
     fn media(
         origin: &str,
         id: &str,
@@ -253,11 +260,10 @@ mod tests {
         content: &str,
     ) -> Candidate {
         Candidate {
-            origin: origin.into(),
-            media_id: id.into(),
-            user_id: match locality {
-                Locality::Local => "@alice:here.example".into(),
-                Locality::Remote => String::new(),
+            key: key(origin, id),
+            uploader: match locality {
+                Locality::Local => Some(alice()),
+                Locality::Remote => None,
             },
             locality,
             created_ts: NOW - age_days * DAY,
@@ -339,15 +345,12 @@ mod tests {
             RetentionPolicy::older_than_days(30, true, NOW),
             RetentionPolicy {
                 selection: Selection::Media {
-                    origin: "there.example".into(),
-                    media_id: "ra".into(),
+                    key: key("there.example", "ra"),
                 },
                 keep_avatars: true,
             },
             RetentionPolicy {
-                selection: Selection::User {
-                    user_id: "@alice:here.example".into(),
-                },
+                selection: Selection::User { user_id: alice() },
                 keep_avatars: true,
             },
         ];
@@ -380,7 +383,7 @@ mod tests {
     fn a_content_goes_when_every_row_using_it_goes() {
         let policy = RetentionPolicy::older_than_days(30, false, NOW);
         let mut other_origin = remote("b", 60, "shared");
-        other_origin.origin = "elsewhere.example".into();
+        other_origin.key.origin = "elsewhere.example".parse().unwrap();
         let page = [
             remote("a", 90, "shared"),
             other_origin,
@@ -409,21 +412,14 @@ mod tests {
     fn one_media_is_matched_on_origin_and_media_id() {
         let policy = RetentionPolicy {
             selection: Selection::Media {
-                origin: "there.example".into(),
-                media_id: "same".into(),
+                key: key("there.example", "same"),
             },
             keep_avatars: true,
         };
         let mut other_origin = remote("same", 400, "h2");
-        other_origin.origin = "elsewhere.example".into();
+        other_origin.key.origin = "elsewhere.example".parse().unwrap();
         let plan = plan_page(&policy, &[remote("same", 0, "h1"), other_origin]);
-        assert_eq!(
-            plan.delete_rows,
-            [MediaRef {
-                origin: "there.example".into(),
-                media_id: "same".into()
-            }]
-        );
+        assert_eq!(plan.delete_rows, [key("there.example", "same")]);
         assert_eq!(removed(&plan), ["h1"]);
         assert!(
             plan.kept.rows.is_empty(),
@@ -435,8 +431,7 @@ mod tests {
     fn one_media_sharing_its_content_leaves_the_content() {
         let policy = RetentionPolicy {
             selection: Selection::Media {
-                origin: "here.example".into(),
-                media_id: "dup1".into(),
+                key: key("here.example", "dup1"),
             },
             keep_avatars: true,
         };
@@ -449,13 +444,11 @@ mod tests {
     #[test]
     fn a_user_purge_takes_that_users_uploads_of_any_age() {
         let policy = RetentionPolicy {
-            selection: Selection::User {
-                user_id: "@alice:here.example".into(),
-            },
+            selection: Selection::User { user_id: alice() },
             keep_avatars: true,
         };
         let mut bobs = local("bob1", 400, "h3");
-        bobs.user_id = "@bob:here.example".into();
+        bobs.uploader = Some("@bob:here.example".parse().unwrap());
         let plan = plan_page(
             &policy,
             &[local("new", 0, "h1"), local("old", 400, "h2"), bobs],
@@ -471,6 +464,17 @@ mod tests {
         big.size_bytes = 1234;
         let plan = plan_page(&policy, &[big]);
         assert_eq!(plan.remove_contents[0].size_bytes, 1234);
+    }
+
+    #[test]
+    fn a_content_rows_outside_the_plan_use_is_kept_as_shared() {
+        let policy = RetentionPolicy::older_than_days(30, false, NOW);
+        let mut plan = plan_page(&policy, &[remote("a", 90, "x"), remote("b", 90, "y")]);
+        assert_eq!(removed(&plan), ["x", "y"]);
+        plan.keep_contents_in_use(|content| content == "y");
+        assert_eq!(removed(&plan), ["x"]);
+        assert_eq!(deleted_ids(&plan), ["a", "b"], "the rows still go");
+        assert_eq!(plan.kept.shared_contents, 1);
     }
 
     #[test]

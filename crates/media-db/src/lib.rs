@@ -2,10 +2,9 @@
 //!
 //! * [`repo`]: our media repository on SQLite or PostgreSQL ([`connect()`] opens it by URL and
 //!   brings its schema up to date).
-//! * [`dendrite`]: an adapter over Dendrite's media tables (read and purged) and avatars.
 //! * [`connect`](mod@connect): URLs, dialects and connection pools shared by every adapter
-//!   (the Synapse adapter lives in `media-synapse` and uses them, with [`paging`] and
-//!   [`error::QueryContext`]).
+//!   (the Synapse adapter lives in `media-synapse`, Dendrite's in `media-dendrite`; both
+//!   use them, with [`paging`] and [`error::QueryContext`]).
 //!
 //! A [`Repository`] records media (origin, ID, uploader, name, type, SHA-256, size…); the
 //! bytes live in a datastore (`media-store`), which [`Repository::attach_datastore`] ties
@@ -61,7 +60,6 @@
 #![deny(missing_docs)]
 
 pub mod connect;
-pub mod dendrite;
 pub mod error;
 pub mod paging;
 pub mod repo;

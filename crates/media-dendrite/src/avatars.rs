@@ -3,26 +3,26 @@
 use std::collections::HashSet;
 
 use futures::TryStreamExt;
-use media_core::retention::MediaRef;
+use media_core::records::MediaKey;
 use media_db::DbError;
-use media_db::dendrite::DendriteDb;
 
-/// The (origin, media ID) of an `mxc://origin/media_id` URI, or `None` when the string is
-/// not one. Loose on purpose: only compared with rows, never turned into a path.
-pub fn parse_mxc(uri: &str) -> Option<MediaRef> {
+use crate::db::DendriteDb;
+
+/// The media of an `mxc://origin/media_id` URI (a `?query` or `#fragment` after it is
+/// ignored), or `None` when the string is not one or its origin or media ID is invalid.
+/// An avatar with an invalid media ID needs no protection: a row with that media ID is
+/// never deleted (see [`crate::db::MediaPage`]).
+pub fn parse_mxc(uri: &str) -> Option<MediaKey> {
     let (origin, media_id) = uri.strip_prefix("mxc://")?.split_once('/')?;
     let media_id = media_id.split(['?', '#']).next().unwrap_or_default();
-    (!origin.is_empty() && !media_id.is_empty() && !media_id.contains('/')).then(|| MediaRef {
-        origin: origin.to_owned(),
-        media_id: media_id.to_owned(),
-    })
+    Some(MediaKey::new(origin.parse().ok()?, media_id.parse().ok()?))
 }
 
 /// Every distinct media used as a profile, room, member or server-notices avatar. Its
 /// size grows with the number of distinct avatars, not with the number of media.
 #[derive(Debug, Clone, Default)]
 pub struct AvatarSet {
-    media: HashSet<MediaRef>,
+    media: HashSet<MediaKey>,
 }
 
 impl AvatarSet {
@@ -31,7 +31,7 @@ impl AvatarSet {
     pub async fn load(
         user_db: &DendriteDb,
         sync_db: &DendriteDb,
-        extra: Option<MediaRef>,
+        extra: Option<MediaKey>,
     ) -> Result<Self, DbError> {
         let mut set = Self::default();
         set.media.extend(extra);
@@ -48,13 +48,8 @@ impl AvatarSet {
     }
 
     /// Whether this media (matched on origin AND media ID) is an avatar.
-    pub fn contains(&self, origin: &str, media_id: &str) -> bool {
-        // Borrowed lookups on a pair key would need a second key type; media keys are
-        // short, so one small allocation per row is fine.
-        self.media.contains(&MediaRef {
-            origin: origin.to_owned(),
-            media_id: media_id.to_owned(),
-        })
+    pub fn contains(&self, media: &MediaKey) -> bool {
+        self.media.contains(media)
     }
 
     /// How many distinct avatars there are.
@@ -74,11 +69,19 @@ mod tests {
 
     #[test]
     fn mxc_uris_split_into_origin_and_media_id() {
-        let key = parse_mxc("mxc://example.org:8448/abc=_-").unwrap();
+        let key = parse_mxc("mxc://example.org:8448/abc_-").unwrap();
         assert_eq!(
             (key.origin.as_str(), key.media_id.as_str()),
-            ("example.org:8448", "abc=_-")
+            ("example.org:8448", "abc_-")
         );
+        let key = parse_mxc("mxc://[::1]/m?width=1#x").unwrap();
+        assert_eq!((key.origin.as_str(), key.media_id.as_str()), ("[::1]", "m"));
+        assert_eq!(
+            parse_mxc("mxc://example.org/abc="),
+            None,
+            "invalid media ID"
+        );
+        assert_eq!(parse_mxc("mxc://exa mple.org/abc"), None, "invalid origin");
         assert_eq!(parse_mxc("mxc://example.org/"), None);
         assert_eq!(parse_mxc("mxc:///abc"), None);
         assert_eq!(parse_mxc("https://example.org/abc"), None);

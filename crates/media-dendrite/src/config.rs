@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use media_core::ids::ServerName;
-use media_core::retention::MediaRef;
-use media_db::dendrite::Component;
+use media_core::records::MediaKey;
 use serde::Deserialize;
 
 use crate::avatars::parse_mxc;
+use crate::db::Component;
 use crate::error::CleanError;
 
 /// What a purge needs from a Dendrite config, resolved.
@@ -25,7 +25,7 @@ pub struct DendriteConfig {
     /// The sync API database.
     pub sync_database: String,
     /// `global.server_notices.avatar_url`, when it is an MXC URI.
-    pub server_notices_avatar: Option<MediaRef>,
+    pub server_notices_avatar: Option<MediaKey>,
     /// Things the operator should know (relative paths resolved against the working
     /// directory, an unusable server-notices avatar).
     pub warnings: Vec<String>,
@@ -209,7 +209,7 @@ impl DendriteConfig {
         let server_notices_avatar = parse_mxc(notices);
         if !notices.is_empty() && server_notices_avatar.is_none() {
             warnings.push(format!(
-                "global.server_notices.avatar_url {notices:?} is not an mxc:// URI; ignored"
+                "global.server_notices.avatar_url {notices:?} is not an mxc://origin/media_id URI with a valid origin and media ID; ignored"
             ));
         }
         Ok(Self {
@@ -316,10 +316,10 @@ sync_api:
         assert_eq!(config.sync_database, global);
         assert_eq!(
             config.server_notices_avatar,
-            Some(MediaRef {
-                origin: "example.org".into(),
-                media_id: "notices_avatar".into()
-            })
+            Some(MediaKey::new(
+                "example.org".parse().unwrap(),
+                "notices_avatar".parse().unwrap()
+            ))
         );
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     }

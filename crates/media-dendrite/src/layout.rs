@@ -7,17 +7,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use media_core::run::RunMode;
 use rustix::fs::{AtFlags, Dir, FileType, OFlags};
 use rustix::io::Errno;
-
-/// Whether a destructive step changes anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Look and count only.
-    DryRun,
-    /// Change the files and rows.
-    Apply,
-}
 
 /// The base64hash of a content: exactly 43 characters of base64url (SHA-256 without
 /// padding), the only strings this module turns into paths.
@@ -137,7 +129,7 @@ impl MediaFolder {
     pub fn remove_contents(
         &self,
         hashes: &[ContentHash],
-        mode: Mode,
+        mode: RunMode,
         checked_at: SystemTime,
     ) -> Vec<io::Result<RemovedFiles>> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
@@ -192,7 +184,7 @@ impl MediaFolder {
         &self,
         base: BorrowedFd<'_>,
         contents: &[&ContentHash],
-        mode: Mode,
+        mode: RunMode,
         checked_at: SystemTime,
     ) -> Vec<io::Result<RemovedFiles>> {
         let Some(first) = contents.first() else {
@@ -219,7 +211,7 @@ impl MediaFolder {
         let removed_one = results
             .iter()
             .any(|r| r.as_ref().is_ok_and(|r| r.directory_removed));
-        if mode == Mode::Apply && removed_one {
+        if mode == RunMode::Apply && removed_one {
             drop(fanout);
             // Fails while another content (or fan-out folder) is left in it, which is fine.
             if rustix::fs::unlinkat(&first_level, h1, AtFlags::REMOVEDIR).is_ok() {
@@ -305,7 +297,7 @@ impl MediaFolder {
     /// `tmp` nor the directory), and a directory holding anything but `content` is left
     /// in place (an error naming the entry). A dry run checks the same and removes
     /// nothing. A directory already gone is fine.
-    pub fn remove_tmp_dir(&self, name: &str, mode: Mode) -> io::Result<()> {
+    pub fn remove_tmp_dir(&self, name: &str, mode: RunMode) -> io::Result<()> {
         let path = self.tmp_path(name);
         if !is_dendrite_tmp_name(name) {
             return Err(io::Error::other(format!(
@@ -339,7 +331,7 @@ impl MediaFolder {
             }
             content = true;
         }
-        if mode == Mode::Apply {
+        if mode == RunMode::Apply {
             if content {
                 rustix::fs::unlinkat(entries.fd()?, "content", AtFlags::empty())?;
             }
@@ -451,7 +443,7 @@ fn remove_content_at(
     fanout: BorrowedFd<'_>,
     fanout_path: &Path,
     hash: &ContentHash,
-    mode: Mode,
+    mode: RunMode,
     checked_at: SystemTime,
 ) -> io::Result<RemovedFiles> {
     let name = hash.name_in_fanout();
@@ -484,7 +476,7 @@ fn remove_content_at(
             continue;
         }
         removed.bytes += u64::try_from(stat.st_size).unwrap_or(0);
-        if mode == Mode::Apply {
+        if mode == RunMode::Apply {
             rustix::fs::unlinkat(entries.fd()?, file, AtFlags::empty())?;
         }
     }
@@ -497,7 +489,7 @@ fn remove_content_at(
         )));
     }
     removed.directory_removed = true;
-    if mode == Mode::Apply {
+    if mode == RunMode::Apply {
         drop(entries);
         rustix::fs::unlinkat(fanout, name, AtFlags::REMOVEDIR)?;
     }
@@ -566,7 +558,7 @@ mod tests {
     fn remove_one(
         folder: &MediaFolder,
         hash: &ContentHash,
-        mode: Mode,
+        mode: RunMode,
     ) -> io::Result<RemovedFiles> {
         let mut results = folder.remove_contents(std::slice::from_ref(hash), mode, checked());
         results.pop().unwrap()
@@ -616,7 +608,7 @@ mod tests {
         let neighbour = folder.base().join("q/z");
         std::fs::create_dir_all(&neighbour).unwrap();
 
-        let dry = remove_one(&folder, &hash, Mode::DryRun).unwrap();
+        let dry = remove_one(&folder, &hash, RunMode::DryRun).unwrap();
         assert_eq!(
             dry,
             RemovedFiles {
@@ -627,11 +619,11 @@ mod tests {
         );
         assert!(content.join("file").exists(), "a dry run removed a file");
 
-        let real = folder.remove_contents(std::slice::from_ref(&hash), Mode::Apply, checked());
+        let real = folder.remove_contents(std::slice::from_ref(&hash), RunMode::Apply, checked());
         assert_eq!(real.into_iter().next().unwrap().unwrap(), dry);
         assert!(!folder.base().join("q/w").exists());
         assert!(neighbour.exists(), "a parent still in use was removed");
-        let again = remove_one(&folder, &hash, Mode::Apply).unwrap();
+        let again = remove_one(&folder, &hash, RunMode::Apply).unwrap();
         assert_eq!(again, RemovedFiles::default());
     }
 
@@ -643,7 +635,7 @@ mod tests {
         std::fs::create_dir_all(&content).unwrap();
         std::fs::write(content.join("file"), b"1").unwrap();
         std::fs::write(content.join("notes.txt"), b"mine").unwrap();
-        let err = remove_one(&folder, &hash, Mode::Apply).unwrap_err();
+        let err = remove_one(&folder, &hash, RunMode::Apply).unwrap_err();
         assert!(err.to_string().contains("notes.txt"), "{err}");
         assert!(content.join("notes.txt").exists());
     }
@@ -674,7 +666,7 @@ mod tests {
 
         let mut results = folder.remove_contents(
             &[&hashes[..], std::slice::from_ref(&linked)].concat(),
-            Mode::Apply,
+            RunMode::Apply,
             checked(),
         );
         let of_link = results.pop().unwrap().unwrap_err().to_string();
@@ -709,7 +701,7 @@ mod tests {
         let checked_at = check_time() - Duration::from_secs(60);
         // Dendrite stores the same bytes again after the check.
         std::fs::write(content.join("file"), b"again").unwrap();
-        for mode in [Mode::DryRun, Mode::Apply] {
+        for mode in [RunMode::DryRun, RunMode::Apply] {
             let results = folder.remove_contents(std::slice::from_ref(&hash), mode, checked_at);
             let left = results.into_iter().next().unwrap().unwrap();
             assert!(left.changed_since_check && !left.directory_removed);
@@ -728,7 +720,7 @@ mod tests {
         std::fs::write(target.join("file"), b"not yours").unwrap();
         std::os::unix::fs::symlink(outside.path(), folder.base().join("q")).unwrap();
 
-        for mode in [Mode::DryRun, Mode::Apply] {
+        for mode in [RunMode::DryRun, RunMode::Apply] {
             let err = remove_one(&folder, &hash, mode).unwrap_err().to_string();
             assert!(err.contains("is a link"), "{err}");
         }
@@ -754,7 +746,7 @@ mod tests {
             "a directory younger than the grace period was listed"
         );
         assert!(folder.stale_tmp_dirs().unwrap().is_empty());
-        assert!(folder.remove_tmp_dir("q", Mode::Apply).is_err());
+        assert!(folder.remove_tmp_dir("q", RunMode::Apply).is_err());
         assert!(folder.base().join("q").exists());
     }
 
@@ -780,7 +772,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), &tmp).unwrap();
         let err = folder.stale_tmp_dirs().unwrap_err().to_string();
         assert!(err.contains("is a link"), "{err}");
-        for mode in [Mode::DryRun, Mode::Apply] {
+        for mode in [RunMode::DryRun, RunMode::Apply] {
             assert!(folder.remove_tmp_dir("1234", mode).is_err());
         }
         assert!(victim.join("content").exists());
@@ -798,14 +790,14 @@ mod tests {
         std::fs::create_dir(tmp.join("not-dendrites")).unwrap();
         age(&tmp.join("not-dendrites"));
         assert_eq!(folder.stale_tmp_dirs().unwrap(), ["11", "22"]);
-        assert!(folder.remove_tmp_dir("5678", Mode::Apply).is_err());
-        folder.remove_tmp_dir("11", Mode::Apply).unwrap();
+        assert!(folder.remove_tmp_dir("5678", RunMode::Apply).is_err());
+        folder.remove_tmp_dir("11", RunMode::Apply).unwrap();
         let err = folder
-            .remove_tmp_dir("22", Mode::DryRun)
+            .remove_tmp_dir("22", RunMode::DryRun)
             .unwrap_err()
             .to_string();
         assert!(err.contains("extra"), "{err}");
-        assert!(folder.remove_tmp_dir("22", Mode::Apply).is_err());
+        assert!(folder.remove_tmp_dir("22", RunMode::Apply).is_err());
         assert!(!tmp.join("11").exists());
         assert!(tmp.join("22/extra").exists() && tmp.join("not-dendrites").exists());
         assert!(victim.join("content").exists());

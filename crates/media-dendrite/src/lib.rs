@@ -2,12 +2,16 @@
 //! keeping avatars and every hash directory a kept row still uses; check the media
 //! tables against the media folder and repair what drifted.
 //!
+//! * [`db`]: Dendrite's databases: its media tables (read, and deleted from by a purge) and
+//!   the avatars in use.
 //! * [`config`]: `dendrite.yaml`, with Dendrite's connection-string precedence.
 //! * [`layout`]: the media folder, with every hash validated before it becomes a path.
 //! * [`safety`]: the checks that refuse a folder before anything changes (the root, foreign
 //!   entries, a folder that looks unmounted).
 //! * [`lock`]: one run at a time per media folder.
 //! * [`avatars`]: the media in use as profile, room, member and server-notices avatars.
+//! * [`store`]: what a run works on (the media database and folder); the purge and the
+//!   sanity checks are its methods.
 //! * [`purge`]: the purge (plan from [`media_core::retention`], rows then files).
 //! * [`sanity`]: the sanity checks and `--fix`.
 //! * [`run`]: one whole run, wired from a config.
@@ -45,6 +49,7 @@
 
 pub mod avatars;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod layout;
 pub mod lock;
@@ -53,12 +58,13 @@ pub mod report;
 pub mod run;
 pub mod safety;
 pub mod sanity;
+pub mod store;
 
 pub use avatars::AvatarSet;
 pub use config::DendriteConfig;
 pub use error::CleanError;
-pub use layout::{MediaFolder, Mode};
-pub use purge::DendriteStore;
-pub use report::{CleanReport, PurgeReport, SanityReport};
-pub use run::{CleanOptions, Request, clean};
+pub use layout::MediaFolder;
+pub use report::{CleanReport, FailureReason, PurgeReport, Repair, SanityReport};
+pub use run::{CleanOptions, MediaSpec, Request, clean};
 pub use safety::MountTables;
+pub use store::DendriteStore;

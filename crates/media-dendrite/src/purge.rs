@@ -8,63 +8,43 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use futures::TryStreamExt;
-use media_core::Progress;
-use media_core::ids::ServerName;
-use media_core::retention::{
-    Candidate, KeepReason, Locality, MediaRef, RetentionPolicy, plan_page,
-};
-use media_db::dendrite::{DendriteDb, DendriteMediaRow};
+use media_core::records::MediaKey;
+use media_core::retention::{Candidate, KeepReason, Locality, RetentionPolicy, plan_page};
+use media_core::run::RunMode;
 
-use crate::avatars::AvatarSet;
+use crate::db::{MediaPage, MediaRow};
 use crate::error::CleanError;
-use crate::layout::{ContentHash, MediaFolder, Mode, RemovedFiles, check_time};
-use crate::report::{PurgeReport, SanityReport};
+use crate::layout::{ContentHash, RemovedFiles, check_time};
+use crate::report::{FailureReason, PurgeReport, SanityReport};
 use crate::sanity::WalkFindings;
+use crate::store::DendriteStore;
 
 /// Media rows per page (whole content groups; a few MB of rows). Each page costs one
 /// table scan (Dendrite has no index on base64hash), so pages are large.
 pub const ROWS_PER_PAGE: i64 = 20_000;
 
-/// What a purge works on.
-#[derive(Debug, Clone, Copy)]
-pub struct DendriteStore<'a> {
-    /// The media API database.
-    pub media_db: &'a DendriteDb,
-    /// The media folder.
-    pub folder: &'a MediaFolder,
-    /// `global.server_name`: media of this origin are local.
-    pub server_name: &'a ServerName,
-    /// The media in use as avatars.
-    pub avatars: &'a AvatarSet,
-    /// Live counters: media rows walked, bytes freed.
-    pub progress: &'a Progress,
-}
-
 impl DendriteStore<'_> {
-    fn candidate(&self, row: DendriteMediaRow) -> Candidate {
-        let avatar = self.avatars.contains(&row.media_origin, &row.media_id);
+    fn candidate(&self, row: MediaRow) -> Candidate {
+        let avatar = self.avatars.contains(&row.key);
         // The recorded size only describes the plan (bytes freed are measured on disk), so
         // a negative one does not stop the purge; it is said, not silently read as 0.
         let size_bytes = u64::try_from(row.file_size_bytes).unwrap_or_else(|_| {
             tracing::warn!(
-                "media row mxc://{}/{} records a negative file_size_bytes {}: the database \
-                 row is damaged; its size is taken as unknown (bytes freed are measured on \
-                 disk)",
-                row.media_origin,
-                row.media_id,
+                "media row {} records a negative file_size_bytes {}: the database row is \
+                 damaged; its size is taken as unknown (bytes freed are measured on disk)",
+                row.key,
                 row.file_size_bytes
             );
             0
         });
         Candidate {
-            locality: if row.media_origin == self.server_name.as_str() {
+            locality: if row.key.origin == *self.server_name {
                 Locality::Local
             } else {
                 Locality::Remote
             },
-            origin: row.media_origin,
-            media_id: row.media_id,
-            user_id: row.user_id,
+            key: row.key,
+            uploader: row.uploader,
             created_ts: row.creation_ts,
             content: row.base64hash,
             size_bytes,
@@ -72,16 +52,17 @@ impl DendriteStore<'_> {
         }
     }
 
-    /// Walks every content group once, a page at a time: checks the page's files (the
-    /// sanity check's `rows_without_file`, repaired with `repair`), then purges what
-    /// `policy` selects in it (the report's `selection` is left for the caller to
-    /// describe). A dry run computes the same plan, counts the same rows and sizes the
-    /// same files, and changes nothing.
+    /// Walks every content group once, a page at a time: decodes the page's rows (a row
+    /// with an invalid identifier is listed as a failure and kept, and so is its
+    /// content), checks their files (the sanity check's `rows_without_file`, repaired with
+    /// `repair`), then purges what `policy` selects in it (the report's `selection` is
+    /// left for the caller to describe). A dry run computes the same plan, counts the
+    /// same rows and sizes the same files, and changes nothing.
     pub async fn check_and_purge(
         &self,
         policy: &RetentionPolicy,
-        mode: Mode,
-        repair: Option<Mode>,
+        mode: RunMode,
+        repair: Option<RunMode>,
         sanity: &mut SanityReport,
         findings: &mut WalkFindings,
     ) -> Result<PurgeReport, CleanError> {
@@ -90,22 +71,25 @@ impl DendriteStore<'_> {
         let mut pages = self.media_db.content_group_pages(ROWS_PER_PAGE);
         while let Some(rows) = pages.try_next().await? {
             let walked = rows.len() as u64;
+            let mut page = MediaPage::decode(rows);
+            for invalid in &page.invalid {
+                report.failures.push(
+                    invalid.row.mxc(),
+                    FailureReason::InvalidRow,
+                    format!("{}; the row and its content are kept", invalid.error),
+                );
+            }
             let repaired = self
-                .check_page_files(&rows, repair, sanity, findings)
+                .check_page_files(&page, repair, sanity, findings)
                 .await?;
-            let candidates: Vec<Candidate> = rows
+            let candidates: Vec<Candidate> = std::mem::take(&mut page.rows)
                 .into_iter()
-                .filter(|row| {
-                    repaired.is_empty()
-                        || !repaired.contains(&MediaRef {
-                            origin: row.media_origin.clone(),
-                            media_id: row.media_id.clone(),
-                        })
-                })
+                .filter(|row| !repaired.contains(&row.key))
                 .map(|row| self.candidate(row))
                 .collect();
-            let plan = plan_page(policy, &candidates);
+            let mut plan = plan_page(policy, &candidates);
             drop(candidates);
+            plan.keep_contents_in_use(|content| page.invalid_rows_use(content));
             report.kept.avatar += plan.kept.rows_for(KeepReason::Avatar);
             report.kept.recent += plan.kept.rows_for(KeepReason::Recent);
             report.kept.local += plan.kept.rows_for(KeepReason::Local);
@@ -148,20 +132,20 @@ impl DendriteStore<'_> {
 
     async fn delete_rows(
         &self,
-        rows: &[MediaRef],
-        mode: Mode,
+        rows: &[MediaKey],
+        mode: RunMode,
         report: &mut PurgeReport,
     ) -> Result<(), CleanError> {
         if rows.is_empty() {
             return Ok(());
         }
         match mode {
-            Mode::Apply => {
+            RunMode::Apply => {
                 let deleted = self.media_db.delete_media(rows).await?;
                 report.media_rows_deleted += deleted.media;
                 report.thumbnail_rows_deleted += deleted.thumbnails;
             }
-            Mode::DryRun => {
+            RunMode::DryRun => {
                 report.media_rows_deleted += rows.len() as u64;
                 report.thumbnail_rows_deleted += self.media_db.count_thumbnails(rows).await?;
             }
@@ -176,11 +160,11 @@ impl DendriteStore<'_> {
     async fn removable_directories(
         &self,
         hashes: Vec<String>,
-        mode: Mode,
+        mode: RunMode,
         report: &mut PurgeReport,
     ) -> Result<Vec<ContentHash>, CleanError> {
         let in_use_again = match mode {
-            Mode::Apply if !hashes.is_empty() => self.media_db.contents_in_use(&hashes).await?,
+            RunMode::Apply if !hashes.is_empty() => self.media_db.contents_in_use(&hashes).await?,
             _ => Default::default(),
         };
         let mut valid = Vec::with_capacity(hashes.len());
@@ -191,7 +175,9 @@ impl DendriteStore<'_> {
             }
             match ContentHash::parse(&hash) {
                 Ok(hash) => valid.push(hash),
-                Err(reason) => report.failures.push(|| reason),
+                Err(reason) => report
+                    .failures
+                    .push(hash, FailureReason::InvalidHash, reason),
             }
         }
         Ok(valid)
@@ -213,7 +199,11 @@ impl DendriteStore<'_> {
                     report.bytes_freed += removed.bytes;
                 }
                 Err(e) => {
-                    report.failures.push(|| format!("{}: {e}", hash.as_str()));
+                    report.failures.push(
+                        hash.as_str(),
+                        FailureReason::DirectoryNotRemoved,
+                        e.to_string(),
+                    );
                     findings.failed_removals.insert(hash.as_str().to_owned());
                 }
             }

@@ -2,18 +2,71 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use media_core::run::{Failures, Reason, RunMode};
+use serde::{Serialize, Serializer};
 
-/// Items listed by name in a report, at most; the counts are always complete.
+/// Findings listed by name in a report, at most; the counts are always complete.
 pub const LISTED_ITEMS: usize = 100;
+
+/// What a run does with what the sanity checks find.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Repair {
+    /// List the findings only.
+    #[default]
+    ListOnly,
+    /// Repair them too (`--fix`; in a dry run, count what would be repaired).
+    Fix,
+}
+
+impl Repair {
+    /// How the repairs run in a run of `mode`: `None` when there are none.
+    pub fn in_mode(self, mode: RunMode) -> Option<RunMode> {
+        match self {
+            Repair::ListOnly => None,
+            Repair::Fix => Some(mode),
+        }
+    }
+}
+
+/// Why an item of a run failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// A hash directory could not be removed (a foreign entry or a link in it, an I/O
+    /// error); its rows are gone, so a later `--fix` run removes it.
+    DirectoryNotRemoved,
+    /// A hash recorded by the rows is not a valid base64hash: it never becomes a path.
+    InvalidHash,
+    /// A media row's origin, media ID or uploader is not a valid identifier: the row is
+    /// kept, and so is its content.
+    InvalidRow,
+    /// The `tmp/` folder could not be listed.
+    TmpNotChecked,
+    /// A stale `tmp/` directory could not be removed.
+    TmpNotRemoved,
+}
+
+impl Reason for FailureReason {
+    fn code(self) -> &'static str {
+        match self {
+            FailureReason::DirectoryNotRemoved => "directory_not_removed",
+            FailureReason::InvalidHash => "invalid_hash",
+            FailureReason::InvalidRow => "invalid_row",
+            FailureReason::TmpNotChecked => "tmp_not_checked",
+            FailureReason::TmpNotRemoved => "tmp_not_removed",
+        }
+    }
+}
 
 /// A whole `cleanmedia` run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CleanReport {
-    /// Nothing was changed.
-    pub dry_run: bool,
-    /// Sanity findings were repaired (or, in a dry run, would be).
-    pub fix: bool,
+    /// A dry run changed nothing (JSON: `"dry_run": true`).
+    #[serde(rename = "dry_run", serialize_with = "is_dry_run")]
+    pub mode: RunMode,
+    /// Whether sanity findings were repaired (or, in a dry run, would be) (JSON: `"fix"`).
+    #[serde(rename = "fix", serialize_with = "is_fix")]
+    pub repair: Repair,
     /// The sanity checks: orphan thumbnails before the purge, the rows' files during
     /// it (page by page), unused and stale directories after it.
     pub sanity: SanityReport,
@@ -37,8 +90,8 @@ pub struct PurgeReport {
     /// What was kept, and why.
     pub kept: KeptReport,
     /// Directories that could not be removed (their rows are gone: a later `--fix` run
-    /// removes them).
-    pub failures: Listed,
+    /// removes them), and rows that could not be judged (kept).
+    pub failures: Failures<FailureReason>,
 }
 
 /// Kept media rows by reason, and directories kept although rows using them went.
@@ -74,17 +127,18 @@ pub struct SanityReport {
     pub stale_tmp_directories: Listed,
     /// What the checks or their repairs could not handle (a link where Dendrite keeps a
     /// folder, a foreign file in a directory to remove), each with the reason: exit 1.
-    pub failures: Listed,
+    pub failures: Failures<FailureReason>,
 }
 
-/// A count, how many of those were fixed, and the first [`LISTED_ITEMS`] by name.
+/// A sanity finding: a count, how many of those were fixed, and the first
+/// [`LISTED_ITEMS`] by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Listed {
     /// How many were found.
     pub found: u64,
     /// How many were repaired (in a dry run: would be).
     pub fixed: u64,
-    /// The first ones, by name (with the reason, for failures).
+    /// The first ones, by name.
     pub items: Vec<String>,
 }
 
@@ -98,27 +152,35 @@ impl Listed {
     }
 }
 
+fn is_dry_run<S: Serializer>(mode: &RunMode, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bool(mode.is_dry_run())
+}
+
+fn is_fix<S: Serializer>(repair: &Repair, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bool(*repair == Repair::Fix)
+}
+
 impl media_core::run::Report for CleanReport {
-    fn mode(&self) -> media_core::run::RunMode {
-        media_core::run::RunMode::from_dry_run(self.dry_run)
+    fn mode(&self) -> RunMode {
+        self.mode
     }
 
     /// Whether some item could not be handled (a directory not removed, a link not
-    /// followed): exit code 1.
+    /// followed, a row not judged): exit code 1.
     fn has_failures(&self) -> bool {
-        self.purge.failures.found > 0 || self.sanity.failures.found > 0
+        self.purge.failures.any() || self.sanity.failures.any()
     }
 }
 
 impl fmt::Display for CleanReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = &self.purge;
-        let would = if self.dry_run {
-            " (dry run: nothing changed)"
-        } else {
-            ""
-        };
-        writeln!(f, "cleanmedia: {}{would}", p.selection)?;
+        writeln!(
+            f,
+            "cleanmedia: {}{}",
+            p.selection,
+            self.mode.headline_suffix()
+        )?;
         writeln!(
             f,
             "  deleted: {} media rows, {} thumbnail rows, {} directories, {} bytes",
@@ -140,10 +202,10 @@ impl fmt::Display for CleanReport {
             ("stale tmp directories", &s.stale_tmp_directories),
         ] {
             if listed.found > 0 {
-                let action = match (self.fix, self.dry_run) {
-                    (false, _) => "repair with --fix".to_owned(),
-                    (true, false) => format!("{} fixed", listed.fixed),
-                    (true, true) => format!("{} would be fixed", listed.fixed),
+                let action = match self.repair.in_mode(self.mode) {
+                    None => "repair with --fix".to_owned(),
+                    Some(RunMode::Apply) => format!("{} fixed", listed.fixed),
+                    Some(RunMode::DryRun) => format!("{} would be fixed", listed.fixed),
                 };
                 writeln!(f, "  sanity: {} {name} ({action})", listed.found)?;
                 for item in &listed.items {
@@ -151,18 +213,64 @@ impl fmt::Display for CleanReport {
                 }
             }
         }
-        if p.failures.found > 0 {
-            writeln!(f, "  failed: {} directories not removed", p.failures.found)?;
-            for item in &p.failures.items {
-                writeln!(f, "    {item}")?;
-            }
+        if p.failures.any() {
+            writeln!(f, "  failed: {} purge items", p.failures.count())?;
+            p.failures.write_lines(f)?;
         }
-        if s.failures.found > 0 {
-            writeln!(f, "  failed: {} sanity items not handled", s.failures.found)?;
-            for item in &s.failures.items {
-                writeln!(f, "    {item}")?;
-            }
+        if s.failures.any() {
+            writeln!(
+                f,
+                "  failed: {} sanity items not handled",
+                s.failures.count()
+            )?;
+            s.failures.write_lines(f)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_keeps_dry_run_and_fix_as_flags() {
+        let report = CleanReport {
+            mode: RunMode::DryRun,
+            repair: Repair::Fix,
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["dry_run"], true);
+        assert_eq!(json["fix"], true);
+        let json = serde_json::to_value(CleanReport::default()).unwrap();
+        assert_eq!(
+            (&json["dry_run"], &json["fix"]),
+            (&false.into(), &false.into())
+        );
+    }
+
+    #[test]
+    fn failures_are_reported_with_their_reason() {
+        let mut report = CleanReport::default();
+        assert!(!media_core::run::Report::has_failures(&report));
+        report
+            .sanity
+            .failures
+            .push("/m/tmp", FailureReason::TmpNotChecked, "permission denied");
+        assert!(media_core::run::Report::has_failures(&report));
+        let text = report.to_string();
+        assert!(
+            text.contains(
+                "failed: 1 sanity items not handled\n  /m/tmp [tmp_not_checked]: permission denied"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["sanity"]["failures"]["by_reason"]["tmp_not_checked"],
+            1
+        );
+        assert_eq!(json["sanity"]["failures"]["listed"][0]["item"], "/m/tmp");
     }
 }

@@ -5,18 +5,21 @@
 use std::sync::atomic::Ordering;
 
 use media_core::Progress;
-use media_core::retention::{MediaRef, RetentionPolicy, Selection};
-use media_db::dendrite::{Component, DendriteDb, open_dendrite};
+use media_core::ids::{MediaId, UserId};
+use media_core::records::MediaKey;
+use media_core::retention::{RetentionPolicy, Selection};
+use media_core::run::RunMode;
 
 use crate::avatars::{AvatarSet, parse_mxc};
 use crate::config::DendriteConfig;
+use crate::db::{Access, Component, DendriteDb, open_dendrite};
 use crate::error::CleanError;
-use crate::layout::{MediaFolder, Mode};
+use crate::layout::MediaFolder;
 use crate::lock;
-use crate::purge::DendriteStore;
-use crate::report::{CleanReport, SanityReport};
+use crate::report::{CleanReport, Repair, SanityReport};
 use crate::safety::{self, MountTables};
 use crate::sanity::WalkFindings;
+use crate::store::DendriteStore;
 
 /// What a run purges.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +31,48 @@ pub enum Request {
         /// Purge local uploads too.
         include_local: bool,
     },
-    /// One media: a bare media ID (it must name media of one origin only) or an
-    /// `mxc://origin/media_id` URI.
-    Media(String),
-    /// Every media a user uploaded (`@user:server`).
-    User(String),
+    /// One media, of any age.
+    Media(MediaSpec),
+    /// Every media a user uploaded, of any age.
+    User(UserId),
+}
+
+impl Request {
+    /// The request of `-m`: a bare media ID or an `mxc://origin/media_id` URI.
+    pub fn media(spec: &str) -> Result<Self, CleanError> {
+        let spec =
+            if spec.starts_with("mxc://") {
+                MediaSpec::Key(parse_mxc(spec).ok_or_else(|| {
+                    CleanError::MediaSelection(format!(
+                        "-m {spec:?} is not an mxc://origin/media_id URI with a valid origin and \
+                     media ID"
+                    ))
+                })?)
+            } else {
+                MediaSpec::Id(spec.parse().map_err(|e| {
+                    CleanError::MediaSelection(format!("-m: {e}; nothing was deleted"))
+                })?)
+            };
+        Ok(Self::Media(spec))
+    }
+
+    /// The request of `-u`: a user ID (`@user:server`).
+    pub fn user(user_id: &str) -> Result<Self, CleanError> {
+        user_id.parse().map(Self::User).map_err(|e| {
+            CleanError::MediaSelection(format!(
+                "-u {user_id:?} is not a user ID ({e}): give it as @user:server"
+            ))
+        })
+    }
+}
+
+/// How a request names one media.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaSpec {
+    /// A bare media ID: it must name media of one origin only.
+    Id(MediaId),
+    /// An origin and a media ID (`mxc://origin/media_id`).
+    Key(MediaKey),
 }
 
 /// A whole run's options.
@@ -43,9 +83,9 @@ pub struct CleanOptions {
     /// What to purge.
     pub request: Request,
     /// Dry run or real run.
-    pub mode: Mode,
-    /// Repair sanity findings.
-    pub fix: bool,
+    pub mode: RunMode,
+    /// Whether sanity findings are repaired.
+    pub repair: Repair,
     /// The current time, ms since the epoch (the age cutoff is computed from it).
     pub now_ms: i64,
     /// Where to read which file systems should be mounted, and which are.
@@ -77,12 +117,11 @@ pub async fn clean(options: &CleanOptions, progress: &Progress) -> Result<CleanR
     .expect("the lock task panicked")?;
     // Checked again under the lock: the run that held it may have changed the folder.
     safety::refuse_foreign_folder(&folder)?;
-    let media_db = open_dendrite(
-        &config.media_database,
-        Component::MediaApi,
-        options.mode == Mode::DryRun,
-    )
-    .await?;
+    let access = match options.mode {
+        RunMode::DryRun => Access::ReadOnly,
+        RunMode::Apply => Access::ReadWrite,
+    };
+    let media_db = open_dendrite(&config.media_database, Component::MediaApi, access).await?;
     let result = clean_with(options, &media_db, progress).await;
     media_db.close().await;
     result
@@ -94,12 +133,15 @@ async fn clean_with(
     progress: &Progress,
 ) -> Result<CleanReport, CleanError> {
     let config = &options.config;
+    let (selection, described) = selection(options, media_db).await?;
     let policy = RetentionPolicy {
-        selection: selection(options, media_db).await?,
+        selection,
         keep_avatars: true,
     };
-    let user_db = open_dendrite(&config.user_database, Component::UserApi, true).await?;
-    let sync_db = open_dendrite(&config.sync_database, Component::SyncApi, true).await?;
+    let user_db =
+        open_dendrite(&config.user_database, Component::UserApi, Access::ReadOnly).await?;
+    let sync_db =
+        open_dendrite(&config.sync_database, Component::SyncApi, Access::ReadOnly).await?;
     let avatars = AvatarSet::load(&user_db, &sync_db, config.server_notices_avatar.clone()).await;
     user_db.close().await;
     sync_db.close().await;
@@ -117,7 +159,7 @@ async fn clean_with(
         progress,
     };
     progress.items_total.store(rows, Ordering::Relaxed);
-    let repair = options.fix.then_some(options.mode);
+    let repair = options.repair.in_mode(options.mode);
     let mut sanity = SanityReport::default();
     let mut findings = WalkFindings::default();
     let started = std::time::Instant::now();
@@ -134,77 +176,74 @@ async fn clean_with(
         .check_after_purge(repair, &findings, &mut sanity)
         .await?;
     phase_done("directory checks");
-    purge.selection = match (&options.request, &policy.selection) {
-        (
-            Request::OlderThan {
-                days,
-                include_local,
-            },
-            _,
-        ) => format!(
-            "{} media older than {days} days",
-            if *include_local {
-                "remote and local"
-            } else {
-                "remote"
-            }
-        ),
-        (Request::User(user), _) => format!("media uploaded by {user}"),
-        (Request::Media(_), Selection::Media { origin, media_id }) => {
-            format!("media mxc://{origin}/{media_id}")
-        }
-        (Request::Media(spec), _) => format!("media {spec}"),
-    };
+    purge.selection = described;
     Ok(CleanReport {
-        dry_run: options.mode == Mode::DryRun,
-        fix: options.fix,
+        mode: options.mode,
+        repair: options.repair,
         sanity,
         purge,
     })
 }
 
-async fn selection(options: &CleanOptions, media_db: &DendriteDb) -> Result<Selection, CleanError> {
+/// What the request selects, and how the report describes it.
+async fn selection(
+    options: &CleanOptions,
+    media_db: &DendriteDb,
+) -> Result<(Selection, String), CleanError> {
     Ok(match &options.request {
         Request::OlderThan {
             days,
             include_local,
-        } => RetentionPolicy::older_than_days(*days, *include_local, options.now_ms).selection,
+        } => (
+            RetentionPolicy::older_than_days(*days, *include_local, options.now_ms).selection,
+            format!(
+                "{} media older than {days} days",
+                if *include_local {
+                    "remote and local"
+                } else {
+                    "remote"
+                }
+            ),
+        ),
         Request::Media(spec) => {
-            let MediaRef { origin, media_id } = resolve_media(spec, media_db).await?;
-            Selection::Media { origin, media_id }
+            let key = resolve_media(spec, media_db).await?;
+            let described = format!("media {key}");
+            (Selection::Media { key }, described)
         }
-        Request::User(user_id) => {
-            if !user_id.starts_with('@') || !user_id.contains(':') {
-                return Err(CleanError::MediaSelection(format!(
-                    "-u {user_id:?} is not a user ID: give it as @user:server"
-                )));
-            }
+        Request::User(user_id) => (
             Selection::User {
                 user_id: user_id.clone(),
-            }
-        }
+            },
+            format!("media uploaded by {user_id}"),
+        ),
     })
 }
 
 /// The media `-m` names: an MXC URI as is, or the one origin with that bare media ID.
-async fn resolve_media(spec: &str, media_db: &DendriteDb) -> Result<MediaRef, CleanError> {
-    if spec.starts_with("mxc://") {
-        return parse_mxc(spec).ok_or_else(|| {
-            CleanError::MediaSelection(format!("-m {spec:?} is not an mxc://origin/media_id URI"))
-        });
-    }
-    let origins = media_db.origins_of_media_id(spec).await?;
+async fn resolve_media(spec: &MediaSpec, media_db: &DendriteDb) -> Result<MediaKey, CleanError> {
+    let media_id = match spec {
+        MediaSpec::Key(key) => return Ok(key.clone()),
+        MediaSpec::Id(media_id) => media_id,
+    };
+    let origins = media_db.origins_of_media_id(media_id).await?;
     match origins.as_slice() {
         [] => Err(CleanError::MediaSelection(format!(
-            "no media has the media ID {spec:?}; nothing was deleted"
+            "no media has the media ID {:?}; nothing was deleted",
+            media_id.as_str()
         ))),
-        [origin] => Ok(MediaRef {
-            origin: origin.clone(),
-            media_id: spec.to_owned(),
-        }),
+        [origin] => {
+            let origin = origin.parse().map_err(|e| {
+                CleanError::MediaSelection(format!(
+                    "media ID {:?} has an invalid origin ({e}); nothing was deleted",
+                    media_id.as_str()
+                ))
+            })?;
+            Ok(MediaKey::new(origin, media_id.clone()))
+        }
         several => Err(CleanError::MediaSelection(format!(
-            "media ID {spec:?} exists on several origins ({}); nothing was deleted. Name one \
-             as mxc://<origin>/{spec}",
+            "media ID {:?} exists on several origins ({}); nothing was deleted. Name one \
+             as mxc://<origin>/{media_id}",
+            media_id.as_str(),
             several.join(", ")
         ))),
     }

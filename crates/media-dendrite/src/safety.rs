@@ -19,8 +19,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use media_db::dendrite::DendriteDb;
-
+use crate::db::DendriteDb;
 use crate::error::CleanError;
 use crate::layout::{ContentHash, MediaFolder};
 
@@ -200,11 +199,10 @@ pub async fn refuse_missing_files(
             folder,
             format!(
                 "looks unmounted: {} of {checked} media rows picked at random have no file \
-                 there (for example mxc://{}/{} at {}). {UNMOUNTED_NEXT} If the files are \
+                 there (for example {} at {}). {UNMOUNTED_NEXT} If the files are \
                  really lost, restore them from a backup.",
                 missing.len(),
-                row.media_origin,
-                row.media_id,
+                row.mxc(),
                 folder.content_dir(hash).join("file").display()
             ),
         ));

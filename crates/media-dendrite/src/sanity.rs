@@ -2,13 +2,14 @@
 
 use std::collections::HashSet;
 
-use media_core::retention::MediaRef;
-use media_db::dendrite::DendriteMediaRow;
+use media_core::records::MediaKey;
+use media_core::run::RunMode;
 
+use crate::db::MediaPage;
 use crate::error::CleanError;
-use crate::layout::{ContentHash, Mode, check_time};
-use crate::purge::DendriteStore;
-use crate::report::{LISTED_ITEMS, Listed, SanityReport};
+use crate::layout::{ContentHash, check_time};
+use crate::report::{FailureReason, LISTED_ITEMS, Listed, SanityReport};
+use crate::store::DendriteStore;
 
 /// Hash directories checked against the database per query.
 const DIRECTORIES_PER_CHECK: usize = 20_000;
@@ -30,7 +31,7 @@ impl DendriteStore<'_> {
     /// With `repair`, repairs what it finds (a dry run only counts what would be).
     pub async fn check_before_purge(
         &self,
-        repair: Option<Mode>,
+        repair: Option<RunMode>,
         report: &mut SanityReport,
     ) -> Result<(), CleanError> {
         self.check_orphan_thumbnails(repair, &mut report.orphan_thumbnail_rows)
@@ -41,7 +42,7 @@ impl DendriteStore<'_> {
     /// uses, and stale `tmp/` directories.
     pub async fn check_after_purge(
         &self,
-        repair: Option<Mode>,
+        repair: Option<RunMode>,
         findings: &WalkFindings,
         report: &mut SanityReport,
     ) -> Result<(), CleanError> {
@@ -53,18 +54,15 @@ impl DendriteStore<'_> {
 
     async fn check_orphan_thumbnails(
         &self,
-        repair: Option<Mode>,
+        repair: Option<RunMode>,
         found: &mut Listed,
     ) -> Result<(), CleanError> {
         let (count, sample) = self.media_db.orphan_thumbnails(LISTED_ITEMS as i64).await?;
         found.found = count;
-        found.items = sample
-            .iter()
-            .map(|key| format!("mxc://{}/{}", key.origin, key.media_id))
-            .collect();
+        found.items = sample;
         found.fixed = match repair {
-            Some(Mode::Apply) => self.media_db.delete_orphan_thumbnails().await?,
-            Some(Mode::DryRun) => count,
+            Some(RunMode::Apply) => self.media_db.delete_orphan_thumbnails().await?,
+            Some(RunMode::DryRun) => count,
             None => 0,
         };
         Ok(())
@@ -76,23 +74,25 @@ impl DendriteStore<'_> {
     /// never deleted; local rows cannot be fetched again and stay. The run has already
     /// refused a folder where most rows lack their file (see [`crate::safety`]), so this
     /// repairs single rows, never a folder that is not there. Returns the rows deleted
-    /// or (in a dry run) to be deleted: the purge leaves them out.
+    /// or (in a dry run) to be deleted: the purge leaves them out. Rows whose identifiers
+    /// are invalid are not checked (the purge lists them as failures); a content they use
+    /// never counts as emptied.
     pub(crate) async fn check_page_files(
         &self,
-        rows: &[DendriteMediaRow],
-        repair: Option<Mode>,
+        page: &MediaPage,
+        repair: Option<RunMode>,
         report: &mut SanityReport,
         findings: &mut WalkFindings,
-    ) -> Result<HashSet<MediaRef>, CleanError> {
+    ) -> Result<HashSet<MediaKey>, CleanError> {
         let mut refetchable = Vec::new();
-        for group in rows.chunk_by(|a, b| a.base64hash == b.base64hash) {
+        for group in page.rows.chunk_by(|a, b| a.base64hash == b.base64hash) {
             let present = match ContentHash::parse(&group[0].base64hash) {
                 Ok(hash) => self.folder.has_file(&hash),
                 Err(reason) => {
                     for row in group {
-                        report.rows_with_invalid_hash.push(|| {
-                            format!("mxc://{}/{}: {reason}", row.media_origin, row.media_id)
-                        });
+                        report
+                            .rows_with_invalid_hash
+                            .push(|| format!("{}: {reason}", row.key));
                     }
                     continue;
                 }
@@ -102,13 +102,12 @@ impl DendriteStore<'_> {
             }
             let refetchable_before = refetchable.len();
             for row in group {
-                let local = row.media_origin == self.server_name.as_str();
-                let avatar = self.avatars.contains(&row.media_origin, &row.media_id);
+                let local = row.key.origin == *self.server_name;
+                let avatar = self.avatars.contains(&row.key);
                 report.rows_without_file.push(|| {
                     format!(
-                        "mxc://{}/{} ({}, {})",
-                        row.media_origin,
-                        row.media_id,
+                        "{} ({}, {})",
+                        row.key,
                         match (local, avatar) {
                             (_, true) => "avatar: kept",
                             (true, false) => "local: lost",
@@ -118,21 +117,19 @@ impl DendriteStore<'_> {
                     )
                 });
                 if !local && !avatar {
-                    refetchable.push(MediaRef {
-                        origin: row.media_origin.clone(),
-                        media_id: row.media_id.clone(),
-                    });
+                    refetchable.push(row.key.clone());
                 }
             }
-            let all_refetchable = refetchable.len() - refetchable_before == group.len();
-            if repair == Some(Mode::DryRun) && all_refetchable {
+            let all_refetchable = refetchable.len() - refetchable_before == group.len()
+                && !page.invalid_rows_use(&group[0].base64hash);
+            if repair == Some(RunMode::DryRun) && all_refetchable {
                 findings
                     .emptied_contents
                     .insert(group[0].base64hash.clone());
             }
         }
         report.rows_without_file.fixed += match repair {
-            Some(Mode::Apply) if !refetchable.is_empty() => {
+            Some(RunMode::Apply) if !refetchable.is_empty() => {
                 self.media_db.delete_media(&refetchable).await?.media
             }
             Some(_) => refetchable.len() as u64,
@@ -143,7 +140,7 @@ impl DendriteStore<'_> {
 
     async fn check_unreferenced_directories(
         &self,
-        repair: Option<Mode>,
+        repair: Option<RunMode>,
         findings: &WalkFindings,
         report: &mut SanityReport,
     ) -> Result<(), CleanError> {
@@ -168,7 +165,7 @@ impl DendriteStore<'_> {
     async fn repair_unreferenced(
         &self,
         batch: Vec<ContentHash>,
-        repair: Option<Mode>,
+        repair: Option<RunMode>,
         findings: &WalkFindings,
         report: &mut SanityReport,
     ) -> Result<(), CleanError> {
@@ -195,22 +192,26 @@ impl DendriteStore<'_> {
             for (hash, result) in unreferenced.iter().zip(results) {
                 match result {
                     Ok(removed) => found.fixed += u64::from(removed.directory_removed),
-                    Err(e) => report
-                        .failures
-                        .push(|| format!("{}: {e}", self.folder.content_dir(hash).display())),
+                    Err(e) => report.failures.push(
+                        self.folder.content_dir(hash).display().to_string(),
+                        FailureReason::DirectoryNotRemoved,
+                        e.to_string(),
+                    ),
                 }
             }
         }
         Ok(())
     }
 
-    fn check_stale_tmp(&self, repair: Option<Mode>, report: &mut SanityReport) {
+    fn check_stale_tmp(&self, repair: Option<RunMode>, report: &mut SanityReport) {
         let stale = match self.folder.stale_tmp_dirs() {
             Ok(stale) => stale,
             Err(e) => {
-                report
-                    .failures
-                    .push(|| format!("stale tmp/ directories not checked: {e}"));
+                report.failures.push(
+                    self.folder.base().join("tmp").display().to_string(),
+                    FailureReason::TmpNotChecked,
+                    format!("stale tmp/ directories not checked: {e}"),
+                );
                 return;
             }
         };
@@ -220,7 +221,11 @@ impl DendriteStore<'_> {
             let Some(mode) = repair else { continue };
             match self.folder.remove_tmp_dir(&name, mode) {
                 Ok(()) => found.fixed += 1,
-                Err(e) => report.failures.push(|| e.to_string()),
+                Err(e) => report.failures.push(
+                    self.folder.tmp_path(&name).display().to_string(),
+                    FailureReason::TmpNotRemoved,
+                    e.to_string(),
+                ),
             }
         }
     }

@@ -1,14 +1,14 @@
-//! The Dendrite adapter on real SQLite and PostgreSQL databases with Dendrite's tables.
+//! The Dendrite database adapter on real SQLite and PostgreSQL databases with Dendrite's tables.
 
 use futures::TryStreamExt;
-use media_core::retention::MediaRef;
-use media_db::dendrite::{Component, DendriteMediaRow, open_dendrite};
+use media_core::records::MediaKey;
+use media_dendrite::db::{Access, Component, DendriteMediaRow, open_dendrite};
 use media_tests::dendrite::{DendriteFixture, Engine, MediaSpec};
 
 const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
 
 async fn pages(store: &DendriteFixture, rows_per_page: i64) -> Vec<Vec<DendriteMediaRow>> {
-    let db = open_dendrite(store.media_url(), Component::MediaApi, true)
+    let db = open_dendrite(store.media_url(), Component::MediaApi, Access::ReadOnly)
         .await
         .unwrap();
     let pages = db
@@ -70,13 +70,10 @@ async fn delete_media_takes_exactly_the_named_keys() {
         let b = MediaSpec::remote("b.example", "same", 9, b"b");
         store.add_media(&a).await;
         store.add_media(&b).await;
-        let db = open_dendrite(store.media_url(), Component::MediaApi, false)
+        let db = open_dendrite(store.media_url(), Component::MediaApi, Access::ReadWrite)
             .await
             .unwrap();
-        let key = MediaRef {
-            origin: "a.example".into(),
-            media_id: "same".into(),
-        };
+        let key = MediaKey::new("a.example".parse().unwrap(), "same".parse().unwrap());
         assert_eq!(
             db.count_thumbnails(std::slice::from_ref(&key))
                 .await
@@ -109,7 +106,7 @@ async fn sample_media_returns_at_most_n_real_rows() {
             store.add_media(&media).await;
             all.insert((media.mxc(), media.hash()));
         }
-        let db = open_dendrite(store.media_url(), Component::MediaApi, true)
+        let db = open_dendrite(store.media_url(), Component::MediaApi, Access::ReadOnly)
             .await
             .unwrap();
         let sample = db.sample_media(5).await.unwrap();

@@ -6,16 +6,22 @@
 //! read in pages of whole **content groups** (every row sharing one `base64hash`), so the
 //! retention policy can decide whether a hash directory survives without a second look,
 //! and memory stays bounded by the page size.
+//!
+//! Rows are read as Dendrite stored them ([`DendriteMediaRow`]); a purge decodes each
+//! page ([`MediaPage::decode`]) into rows with valid identifiers ([`MediaRow`]) and the
+//! rows it cannot use ([`InvalidMediaRow`]), one by one, so one bad row never stops the
+//! others.
 
 use std::collections::HashSet;
 
 use futures::TryStreamExt;
 use futures::stream::{self, BoxStream, StreamExt};
-use media_core::retention::MediaRef;
+use media_core::ids::{IdError, MediaId, UserId};
+use media_core::records::MediaKey;
 
-use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
-use crate::error::{DbError, QueryContext};
-use crate::paging::keyset_pages;
+use media_db::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
+use media_db::error::{DbError, QueryContext};
+use media_db::paging::keyset_pages;
 
 /// Media rows deleted, or media keys looked up, per statement.
 const KEYS_PER_STATEMENT: usize = 500;
@@ -65,6 +71,15 @@ pub struct DendriteDb {
     shown_url: String,
 }
 
+/// How a Dendrite database is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reading only: a dry run, or the user and sync databases.
+    ReadOnly,
+    /// Reading and deleting: the media database of a real purge.
+    ReadWrite,
+}
+
 /// A row of `mediaapi_media_repository`, as Dendrite stored it (not validated).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DendriteMediaRow {
@@ -82,6 +97,99 @@ pub struct DendriteMediaRow {
     pub file_size_bytes: i64,
 }
 
+impl DendriteMediaRow {
+    /// The row's `mxc://origin/media_id` as recorded, for messages (not validated).
+    pub fn mxc(&self) -> String {
+        format!("mxc://{}/{}", self.media_origin, self.media_id)
+    }
+
+    /// The row with its origin, media ID and uploader validated (boxed when invalid:
+    /// rare, and large).
+    pub fn decode(self) -> Result<MediaRow, Box<InvalidMediaRow>> {
+        match self.identifiers() {
+            Ok((key, uploader)) => Ok(MediaRow {
+                key,
+                uploader,
+                creation_ts: self.creation_ts,
+                base64hash: self.base64hash,
+                file_size_bytes: self.file_size_bytes,
+            }),
+            Err(error) => Err(Box::new(InvalidMediaRow { row: self, error })),
+        }
+    }
+
+    fn identifiers(&self) -> Result<(MediaKey, Option<UserId>), IdError> {
+        let key = MediaKey::new(self.media_origin.parse()?, self.media_id.parse()?);
+        let uploader = match self.user_id.as_str() {
+            "" => None,
+            user_id => Some(user_id.parse()?),
+        };
+        Ok((key, uploader))
+    }
+}
+
+/// A media row whose identifiers are valid: what a purge plans with and deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRow {
+    /// Its origin and media ID.
+    pub key: MediaKey,
+    /// The uploader for local media; `None` for remote media.
+    pub uploader: Option<UserId>,
+    /// When the row was inserted, ms.
+    pub creation_ts: i64,
+    /// The content's SHA-256, base64url without padding, as recorded: validated (as a
+    /// `ContentHash`) before it becomes a path.
+    pub base64hash: String,
+    /// The content's size as recorded.
+    pub file_size_bytes: i64,
+}
+
+/// A media row whose origin, media ID or uploader is not a valid identifier: it is
+/// never deleted, and neither is its content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct InvalidMediaRow {
+    /// The row as recorded.
+    pub row: DendriteMediaRow,
+    /// What is wrong with it.
+    pub error: IdError,
+}
+
+/// One page of content groups, each row decoded on its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaPage {
+    /// The rows with valid identifiers, in the page's order (a group's rows stay
+    /// together).
+    pub rows: Vec<MediaRow>,
+    /// The rows that could not be decoded, each with why.
+    pub invalid: Vec<InvalidMediaRow>,
+    /// The hashes the invalid rows use: their contents stay whatever happens to the
+    /// valid rows.
+    invalid_contents: HashSet<String>,
+}
+
+impl MediaPage {
+    /// Decodes every row of a page.
+    pub fn decode(rows: Vec<DendriteMediaRow>) -> Self {
+        let mut page = Self::default();
+        for row in rows {
+            match row.decode() {
+                Ok(row) => page.rows.push(row),
+                Err(invalid) => {
+                    page.invalid_contents.insert(invalid.row.base64hash.clone());
+                    page.invalid.push(*invalid);
+                }
+            }
+        }
+        page
+    }
+
+    /// Whether a row that could not be decoded uses this hash.
+    pub fn invalid_rows_use(&self, base64hash: &str) -> bool {
+        self.invalid_contents.contains(base64hash)
+    }
+}
+
 /// Rows deleted from the media tables.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeletedRows {
@@ -91,19 +199,18 @@ pub struct DeletedRows {
     pub thumbnails: u64,
 }
 
-/// Opens a Dendrite database for `component`: read-only (a dry run, or the user and sync
-/// databases), or read-write (the media database of a real purge). Accepts `sqlite://`
-/// and `postgres://` URLs; refuses a database without the component's table.
+/// Opens a Dendrite database for `component`, with `access`. Accepts `sqlite://` and
+/// `postgres://` URLs; refuses a database without the component's table.
 pub async fn open_dendrite(
     url: &str,
     component: Component,
-    read_only: bool,
+    access: Access,
 ) -> Result<DendriteDb, DbError> {
     let pool = connect::open_pool(
         url,
         OpenOptions {
             create: false,
-            read_only,
+            read_only: access == Access::ReadOnly,
             max_connections: 2,
         },
     )
@@ -385,13 +492,13 @@ impl DendriteDb {
 
     /// The origins that have a media with this media ID (at most 20), to tell whether a
     /// bare media ID names one media.
-    pub async fn origins_of_media_id(&self, media_id: &str) -> Result<Vec<String>, DbError> {
+    pub async fn origins_of_media_id(&self, media_id: &MediaId) -> Result<Vec<String>, DbError> {
         Ok(on_pool!(&self.pool, |p| {
             sqlx::query_scalar(
                 "SELECT media_origin FROM mediaapi_media_repository WHERE media_id = $1 \
                  ORDER BY media_origin LIMIT 20",
             )
-            .bind(media_id)
+            .bind(media_id.as_str())
             .fetch_all(p)
             .await
             .during("look up a Dendrite media ID")?
@@ -399,7 +506,7 @@ impl DendriteDb {
     }
 
     /// The thumbnail rows of these media.
-    pub async fn count_thumbnails(&self, media: &[MediaRef]) -> Result<u64, DbError> {
+    pub async fn count_thumbnails(&self, media: &[MediaKey]) -> Result<u64, DbError> {
         let mut total = 0;
         for chunk in media.chunks(KEYS_PER_STATEMENT) {
             let sql = format!(
@@ -411,10 +518,10 @@ impl DendriteDb {
                 // cached one holds its whole compiled program.
                 let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for key in chunk {
-                    query = query.bind(&key.media_id);
+                    query = query.bind(key.media_id.as_str());
                 }
                 for key in chunk {
-                    query = query.bind(&key.media_id).bind(&key.origin);
+                    query = query.bind(key.media_id.as_str()).bind(key.origin.as_str());
                 }
                 query
                     .fetch_one(p)
@@ -428,7 +535,7 @@ impl DendriteDb {
 
     /// Deletes these media rows and their thumbnail rows, each matched on media ID AND
     /// origin, in one transaction.
-    pub async fn delete_media(&self, media: &[MediaRef]) -> Result<DeletedRows, DbError> {
+    pub async fn delete_media(&self, media: &[MediaKey]) -> Result<DeletedRows, DbError> {
         let mut deleted = DeletedRows::default();
         const TABLES: [&str; 2] = ["mediaapi_thumbnail", "mediaapi_media_repository"];
         match &self.pool {
@@ -468,10 +575,10 @@ impl DendriteDb {
                         let sql = format!("DELETE FROM {table} WHERE {clause}");
                         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
                         for key in chunk {
-                            query = query.bind(&key.media_id);
+                            query = query.bind(key.media_id.as_str());
                         }
                         for key in chunk {
-                            query = query.bind(&key.media_id).bind(&key.origin);
+                            query = query.bind(key.media_id.as_str()).bind(key.origin.as_str());
                         }
                         *count += query
                             .execute(&mut *tx)
@@ -527,8 +634,9 @@ impl DendriteDb {
     }
 
     /// How many thumbnail rows have no media row (matched on media ID AND origin), and up
-    /// to `sample` of their media keys.
-    pub async fn orphan_thumbnails(&self, sample: i64) -> Result<(u64, Vec<MediaRef>), DbError> {
+    /// to `sample` of their media as `mxc://` URIs as recorded (not validated: they are
+    /// only listed).
+    pub async fn orphan_thumbnails(&self, sample: i64) -> Result<(u64, Vec<String>), DbError> {
         let count_sql = format!("SELECT COUNT(*) {ORPHAN_THUMBNAILS}");
         let sample_sql = format!(
             "SELECT DISTINCT media_origin, media_id {ORPHAN_THUMBNAILS} \
@@ -553,7 +661,7 @@ impl DendriteDb {
         });
         let keys = keys
             .into_iter()
-            .map(|(origin, media_id)| MediaRef { origin, media_id })
+            .map(|(origin, media_id)| format!("mxc://{origin}/{media_id}"))
             .collect();
         Ok((count as u64, keys))
     }
@@ -672,6 +780,51 @@ mod tests {
             None
         );
         assert_eq!(state_avatar_url("m.room.member", "{"), None);
+    }
+
+    fn row(origin: &str, media_id: &str, user_id: &str, hash: &str) -> DendriteMediaRow {
+        DendriteMediaRow {
+            media_id: media_id.into(),
+            media_origin: origin.into(),
+            user_id: user_id.into(),
+            creation_ts: 1,
+            base64hash: hash.into(),
+            file_size_bytes: 2,
+        }
+    }
+
+    #[test]
+    fn rows_are_decoded_one_by_one() {
+        let page = MediaPage::decode(vec![
+            row("here.example", "ok", "@alice:here.example", "h1"),
+            row("there.example", "remote", "", "h1"),
+            row("there.example", "pad=", "", "h2"),
+            row("bad origin", "x", "", "h3"),
+            row("here.example", "y", "alice", "h3"),
+        ]);
+        let keys: Vec<String> = page.rows.iter().map(|r| r.key.to_string()).collect();
+        assert_eq!(
+            keys,
+            ["mxc://here.example/ok", "mxc://there.example/remote"]
+        );
+        assert_eq!(
+            page.rows[0].uploader,
+            Some("@alice:here.example".parse().unwrap())
+        );
+        assert_eq!(page.rows[1].uploader, None);
+        let invalid: Vec<String> = page.invalid.iter().map(|r| r.row.mxc()).collect();
+        assert_eq!(
+            invalid,
+            [
+                "mxc://there.example/pad=",
+                "mxc://bad origin/x",
+                "mxc://here.example/y"
+            ]
+        );
+        assert_eq!(page.invalid[0].error.kind(), "media ID");
+        assert_eq!(page.invalid[1].error.kind(), "server name");
+        assert!(!page.invalid_rows_use("h1"));
+        assert!(page.invalid_rows_use("h2") && page.invalid_rows_use("h3"));
     }
 
     #[test]
