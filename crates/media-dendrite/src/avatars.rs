@@ -77,7 +77,7 @@ mod tests {
         let key = parse_mxc("mxc://[::1]/m?width=1#x").unwrap();
         assert_eq!((key.origin.as_str(), key.media_id.as_str()), ("[::1]", "m"));
         assert_eq!(
-            parse_mxc("mxc://example.org/abc="),
+            parse_mxc("mxc://example.org/abc.d"),
             None,
             "invalid media ID"
         );

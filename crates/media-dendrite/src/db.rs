@@ -798,7 +798,7 @@ mod tests {
         let page = MediaPage::decode(vec![
             row("here.example", "ok", "@alice:here.example", "h1"),
             row("there.example", "remote", "", "h1"),
-            row("there.example", "pad=", "", "h2"),
+            row("there.example", "dot.ted", "", "h2"),
             row("bad origin", "x", "", "h3"),
             row("here.example", "y", "alice", "h3"),
         ]);
@@ -816,7 +816,7 @@ mod tests {
         assert_eq!(
             invalid,
             [
-                "mxc://there.example/pad=",
+                "mxc://there.example/dot.ted",
                 "mxc://bad origin/x",
                 "mxc://here.example/y"
             ]

@@ -14,10 +14,14 @@ async fn a_row_with_an_invalid_media_id_is_a_listed_failure_and_keeps_its_direct
     for engine in [Engine::Sqlite, Engine::Postgres] {
         let store = DendriteFixture::new(engine, false).await;
         let shared_valid = MediaSpec::remote("other.example", "old", 60, b"shared");
-        // Dendrite serves media IDs with '='; the toolkit's media IDs have none.
-        let shared_invalid = MediaSpec::remote("other.example", "padded=", 60, b"shared");
+        // No server generates a media ID with a dot (Dendrite serves `[A-Za-z0-9_=-]+`):
+        // a row that could name a path outside its folder.
+        let shared_invalid = MediaSpec::remote("other.example", "dot.ted", 60, b"shared");
         let solo = MediaSpec::remote("other.example", "solo", 60, b"solo");
-        for media in [&shared_valid, &shared_invalid, &solo] {
+        // Padded base64 IDs are outside the spec's alphabet, but Dendrite serves and
+        // stores them: they are purged like any other (they once were listed as invalid).
+        let padded = MediaSpec::remote("other.example", "padded==", 60, b"padded");
+        for media in [&shared_valid, &shared_invalid, &solo, &padded] {
             store.add_media(media).await;
         }
         let config = DendriteConfig::load(&store.write_config(""), &store.workdir).unwrap();
@@ -44,8 +48,8 @@ async fn a_row_with_an_invalid_media_id_is_a_listed_failure_and_keeps_its_direct
             assert_eq!(failures.count_of(FailureReason::InvalidRow), 1);
             assert_eq!(failures.listed()[0].item, shared_invalid.mxc());
             assert!(failures.listed()[0].detail.contains("media ID"));
-            assert_eq!(report.purge.media_rows_deleted, 2, "{engine:?} {mode:?}");
-            assert_eq!(report.purge.directories_removed, 1);
+            assert_eq!(report.purge.media_rows_deleted, 3, "{engine:?} {mode:?}");
+            assert_eq!(report.purge.directories_removed, 2);
             assert_eq!(report.purge.kept.shared_hash_directories, 1);
             assert_eq!(report.sanity.unreferenced_directories.found, 0);
             reports.push(report.purge);
@@ -65,6 +69,7 @@ async fn a_row_with_an_invalid_media_id_is_a_listed_failure_and_keeps_its_direct
                 .exists()
         );
         assert!(!store.content_dir(&solo.hash()).exists());
+        assert!(!store.content_dir(&padded.hash()).exists());
         store.finish().await;
     }
 }

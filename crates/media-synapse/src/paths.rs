@@ -1,7 +1,7 @@
 //! Where Synapse keeps each file under its `media_store_path`.
 //!
 //! Every path is built only from validated parts: media IDs and filesystem IDs must be
-//! [`MediaId`]s (`[A-Za-z0-9_-]+`), origins [`ServerName`]s, thumbnail types `type/subtype`
+//! [`MediaId`]s (`[A-Za-z0-9_=-]+`), origins [`ServerName`]s, thumbnail types `type/subtype`
 //! of `[a-z0-9.+-]`. So no row, however malicious, yields a path outside the media store.
 
 use std::path::PathBuf;
