@@ -7,6 +7,7 @@ use std::process::Output;
 
 use media_core::hashing::sha256_of;
 use media_core::records::{MediaKey, Purpose};
+use media_db::MediaIndex;
 use media_tests::{TestDatabase, media_count, report, repository_contents, run, walk_blobs};
 use serde_json::Value;
 

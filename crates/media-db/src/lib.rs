@@ -1,7 +1,10 @@
 //! The database layer of the media toolkit.
 //!
-//! * [`repo`]: our media repository on SQLite or PostgreSQL ([`connect()`] opens it by URL and
-//!   brings its schema up to date).
+//! * [`roles`]: what a media sink does, one narrow trait per role ([`BlobIndex`],
+//!   [`MediaIndex`], [`Quarantine`], [`DeletionQueue`], [`TaskLog`]), speaking the values of
+//!   [`model`];
+//! * [`repo`]: our media repository on SQLite or PostgreSQL, which plays every role
+//!   ([`connect()`] opens it by URL and brings its schema up to date).
 //! * [`synapse`]: a read-only adapter over Synapse's media tables and avatars.
 //! * [`dendrite`]: an adapter over Dendrite's media tables (read and purged) and avatars.
 //! * [`connect`](mod@connect): URLs, dialects and connection pools shared by every adapter.
@@ -14,7 +17,7 @@
 //!
 //! ```
 //! use media_core::{DatastoreExt, MediaKey, MediaRecord, Purpose};
-//! use media_db::{AttachOptions, NewMedia};
+//! use media_db::{AttachOptions, MediaIndex, NewMedia};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let folder = tempfile::tempdir()?;
@@ -62,16 +65,22 @@
 pub mod connect;
 pub mod dendrite;
 pub mod error;
+pub mod model;
 mod paging;
 pub mod repo;
+pub mod roles;
 mod rows;
 pub mod synapse;
 
 pub use connect::{Dialect, redact_url};
 pub use error::DbError;
-pub use repo::{
-    AttachOptions, Blob, BlobOutcome, DatastoreAccess, DatastoreId, DeletedMedia, DrainReport,
-    InsertOutcome, MediaOutcome, NewBlob, NewMedia, PendingDeletion, PinReport, QuarantineChange,
-    QuarantineChangesPage, QuarantineReport, Repository, connect, connect_existing,
-    connect_for_dry_run, connect_read_only,
+pub use model::{
+    Blob, BlobOutcome, DatastoreId, DeletedMedia, DrainReport, InsertOutcome, MediaOutcome,
+    NewBlob, NewMedia, PendingDeletion, PinReport, QUARANTINE_CHANGES_PAGE_LIMIT, QuarantineAction,
+    QuarantineChange, QuarantineChangesPage, QuarantineReport, TaskId, TaskKind,
 };
+pub use repo::{
+    AttachOptions, DatastoreAccess, Repository, connect, connect_existing, connect_for_dry_run,
+    connect_read_only,
+};
+pub use roles::{BlobIndex, DeletionQueue, MediaIndex, Quarantine, TaskLog};

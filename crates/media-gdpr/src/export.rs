@@ -22,6 +22,7 @@ use media_core::archive::{
 use media_core::datastore::{BlobKey, Datastore};
 use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord};
+use media_db::MediaIndex;
 use media_db::repo::Repository;
 use media_db::synapse::SynapseDb;
 use media_import::{SynapseMedia, synapse_files};

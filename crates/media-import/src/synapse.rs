@@ -26,6 +26,7 @@ use media_core::run::{Classify, ErrorClass};
 use media_db::DbError;
 use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
 use media_db::synapse::{AvatarRow, LocalMediaRow, RemoteMediaRow, SynapseDb, ThumbnailRow};
+use media_db::{BlobIndex, MediaIndex, TaskKind, TaskLog};
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Mutex, mpsc};
@@ -466,10 +467,7 @@ pub async fn import_synapse(
             "workers": workers,
             "datastore": store.uri(),
         });
-        Some(
-            repo.start_task("import_synapse", &params.to_string())
-                .await?,
-        )
+        Some(repo.start_task(TaskKind::ImportSynapse, &params).await?)
     };
 
     let context = Arc::new(Context {
