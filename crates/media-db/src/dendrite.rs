@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use futures::stream::{self, BoxStream, StreamExt};
 use media_core::retention::MediaRef;
 
-use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
+use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool};
 use crate::error::{DbError, QueryContext};
 use crate::paging::keyset_pages;
 
@@ -95,12 +95,13 @@ pub struct DeletedRows {
 /// databases), or read-write (the media database of a real purge). Accepts `sqlite://`
 /// and `postgres://` URLs; refuses a database without the component's table.
 pub async fn open_dendrite(
-    url: &str,
+    location: impl crate::IntoDatabaseLocation,
     component: Component,
     read_only: bool,
 ) -> Result<DendriteDb, DbError> {
+    let location = location.into_database_location()?;
     let pool = connect::open_pool(
-        url,
+        &location,
         OpenOptions {
             create: false,
             read_only,
@@ -110,7 +111,7 @@ pub async fn open_dendrite(
     .await?;
     let db = DendriteDb {
         pool,
-        shown_url: redact_url(url),
+        shown_url: location.to_string(),
     };
     if !db.has_table(component.table()).await? {
         return Err(DbError::InvalidUrl {

@@ -7,7 +7,9 @@
 //!   ([`connect()`] opens it by URL and brings its schema up to date).
 //! * [`synapse`]: a read-only adapter over Synapse's media tables and avatars.
 //! * [`dendrite`]: an adapter over Dendrite's media tables (read and purged) and avatars.
-//! * [`connect`](mod@connect): URLs, dialects and connection pools shared by every adapter.
+//! * [`location`]: [`DatabaseLocation`], where a database is, parsed once (URL, bare path
+//!   or `key=value` settings) and shown without its password;
+//! * [`connect`](mod@connect): connection pools and migrations shared by every adapter.
 //!
 //! A [`Repository`] records media (origin, ID, uploader, name, type, SHA-256, size…); the
 //! bytes live in a datastore (`media-store`), which [`Repository::attach_datastore`] ties
@@ -65,6 +67,7 @@
 pub mod connect;
 pub mod dendrite;
 pub mod error;
+pub mod location;
 pub mod model;
 mod paging;
 pub mod repo;
@@ -72,8 +75,8 @@ pub mod roles;
 mod rows;
 pub mod synapse;
 
-pub use connect::{Dialect, redact_url};
 pub use error::DbError;
+pub use location::{DatabaseLocation, Dialect, IntoDatabaseLocation, redact_url};
 pub use model::{
     Blob, BlobOutcome, DatastoreId, DeletedMedia, DrainReport, InsertOutcome, MediaOutcome,
     NewBlob, NewMedia, PendingDeletion, PinReport, QUARANTINE_CHANGES_PAGE_LIMIT, QuarantineAction,

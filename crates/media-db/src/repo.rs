@@ -18,6 +18,7 @@ use sqlx::migrate::Migrator;
 
 use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool};
 use crate::error::{DbError, QueryContext};
+use crate::location::IntoDatabaseLocation;
 
 pub mod attach;
 pub mod blobs;
@@ -51,40 +52,45 @@ pub struct Repository {
     writer: Pool,
 }
 
-/// For a dry run: opens the repository at `url` like [`connect()`] when it exists, but
-/// instead of creating a missing SQLite file, opens an empty in-memory repository.
-pub async fn connect_for_dry_run(url: &str) -> Result<Repository, DbError> {
-    if connect::dialect_of(url)? == Dialect::Sqlite && !connect::sqlite_file_exists(url) {
+/// For a dry run: opens the repository at `location` like [`connect()`] when it exists,
+/// but instead of creating a missing SQLite file, opens an empty in-memory repository.
+pub async fn connect_for_dry_run(
+    location: impl IntoDatabaseLocation,
+) -> Result<Repository, DbError> {
+    let location = location.into_database_location()?;
+    if location.is_missing_sqlite_file() {
         return connect("sqlite::memory:").await;
     }
-    connect(url).await
+    connect(location).await
 }
 
-/// For tools that only read (exports, verification): opens the repository at `url` like
-/// [`connect()`], but a missing SQLite file is [`DbError::NotFound`] instead of a new,
-/// empty repository.
-pub async fn connect_existing(url: &str) -> Result<Repository, DbError> {
-    if connect::dialect_of(url)? == Dialect::Sqlite && !connect::sqlite_file_exists(url) {
+/// For tools that only read (exports, verification): opens the repository at
+/// `location` like [`connect()`], but a missing SQLite file is [`DbError::NotFound`]
+/// instead of a new, empty repository.
+pub async fn connect_existing(location: impl IntoDatabaseLocation) -> Result<Repository, DbError> {
+    let location = location.into_database_location()?;
+    if location.is_missing_sqlite_file() {
         return Err(DbError::NotFound {
-            what: format!("repository {}", connect::redact_url(url)),
+            what: format!("repository {location}"),
         });
     }
-    connect(url).await
+    connect(location).await
 }
 
 /// For tools that must work on a read-only mount (exports, verification): opens the
-/// existing repository at `url` without writing anything — no migration, no journal
-/// change, no file created. A missing SQLite file is [`DbError::NotFound`]; a repository
-/// whose schema is not exactly this build's is refused (a newer one as
+/// existing repository at `location` without writing anything — no migration, no
+/// journal change, no file created. A missing SQLite file is [`DbError::NotFound`]; a
+/// repository whose schema is not exactly this build's is refused (a newer one as
 /// [`DbError::NewerSchema`], an older one with the advice to run a writing tool once).
-pub async fn connect_read_only(url: &str) -> Result<Repository, DbError> {
-    let dialect = connect::dialect_of(url)?;
-    if dialect == Dialect::Sqlite && !connect::sqlite_file_exists(url) {
+pub async fn connect_read_only(location: impl IntoDatabaseLocation) -> Result<Repository, DbError> {
+    let location = location.into_database_location()?;
+    if location.is_missing_sqlite_file() {
         return Err(DbError::NotFound {
-            what: format!("repository {}", connect::redact_url(url)),
+            what: format!("repository {location}"),
         });
     }
-    let pool = connect::open_read_only(url).await?;
+    let pool = connect::open_read_only(&location).await?;
+    let dialect = location.dialect();
     let migrator = match dialect {
         Dialect::Sqlite => &SQLITE_MIGRATIONS,
         Dialect::Postgres => &POSTGRES_MIGRATIONS,
@@ -96,7 +102,7 @@ pub async fn connect_read_only(url: &str) -> Result<Repository, DbError> {
     match applied {
         Some(version) if version > known => {
             return Err(DbError::NewerSchema {
-                url: connect::redact_url(url),
+                url: location.to_string(),
                 version,
                 known,
             });
@@ -105,9 +111,8 @@ pub async fn connect_read_only(url: &str) -> Result<Repository, DbError> {
         _ => {
             return Err(DbError::NotFound {
                 what: format!(
-                    "an up-to-date repository at {} (its schema is missing or older than this \
-                     build's; run a tool that writes it, such as gdpr_import, once)",
-                    connect::redact_url(url)
+                    "an up-to-date repository at {location} (its schema is missing or older \
+                     than this build's; run a tool that writes it, such as gdpr_import, once)"
                 ),
             });
         }
@@ -119,11 +124,13 @@ pub async fn connect_read_only(url: &str) -> Result<Repository, DbError> {
     })
 }
 
-/// Opens (creating a missing SQLite file) our repository at `url` and brings its schema
-/// up to date. Accepts `sqlite://…` and `postgres://…` URLs.
-pub async fn connect(url: &str) -> Result<Repository, DbError> {
+/// Opens (creating a missing SQLite file) our repository at `location` and brings its
+/// schema up to date. Takes a [`DatabaseLocation`](crate::DatabaseLocation), or any text it parses from
+/// (`sqlite://…`, `postgres://…`, a bare path, `key=value` settings).
+pub async fn connect(location: impl IntoDatabaseLocation) -> Result<Repository, DbError> {
+    let location = location.into_database_location()?;
     let pool = connect::open_pool(
-        url,
+        &location,
         OpenOptions {
             create: true,
             read_only: false,
@@ -135,9 +142,9 @@ pub async fn connect(url: &str) -> Result<Repository, DbError> {
         Pool::Sqlite(_) => (Dialect::Sqlite, &SQLITE_MIGRATIONS),
         Pool::Postgres(_) => (Dialect::Postgres, &POSTGRES_MIGRATIONS),
     };
-    connect::migrate(&pool, migrator, url).await?;
+    connect::migrate(&pool, migrator, &location).await?;
     let writer = match dialect {
-        Dialect::Sqlite => connect::open_sqlite_writer(url).await?,
+        Dialect::Sqlite => connect::open_sqlite_writer(&location).await?,
         Dialect::Postgres => None,
     }
     .unwrap_or_else(|| pool.clone());
