@@ -11,6 +11,7 @@ use media_core::datastore::DatastoreExt;
 use media_core::hashing::sha256_of;
 use media_core::ids::ServerName;
 use media_core::records::{MediaKey, MediaRecord, Purpose};
+use media_db::MediaIndex;
 use media_db::repo::NewMedia;
 use media_tests::{TestDatabase, media_count, report, repository_contents, run, walk_blobs};
 use serde_json::Value;

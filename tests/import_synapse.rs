@@ -7,6 +7,7 @@ use std::process::Output;
 
 use media_core::hashing::sha256_of;
 use media_core::records::{MediaKey, Purpose};
+use media_db::MediaIndex;
 use media_tests::{TestDatabase, media_count, report, repository_contents, run, walk_blobs};
 use serde_json::Value;
 
@@ -250,6 +251,8 @@ async fn the_readme_command_imports_the_sqlite_fixture_exactly() {
     assert_eq!(second["blobs_written"], 0);
     assert_eq!(second["bytes_written"], 0);
     assert_eq!(second["avatars_pinned"], 0);
+    assert_eq!(second["thumbnails_already_present"], 37);
+    assert_eq!(second["avatars_already_pinned"], 5);
 
     // The human summary names what happened.
     let out = run("import_synapse", &args, cwd.path());
@@ -305,6 +308,54 @@ async fn imports_the_postgres_fixture_into_postgres() {
     assert_repository_matches(&repo.url, &store, &expected("postgres")).await;
     repo.drop_database().await;
     synapse.drop_database().await;
+}
+
+/// A re-run skipped the thumbnails of every media already recorded: those an earlier run
+/// left out (`--include local,remote`) were never imported, and the report said
+/// "thumbnails: 0 imported, 0 already present" although the repository held 37.
+#[tokio::test]
+async fn thumbnails_left_out_by_an_earlier_run_are_imported_by_the_next() {
+    let postgres = TestDatabase::postgres().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let db = fixture("sqlite").join("homeserver.db");
+    let media_store = fixture("sqlite").join("media_store");
+    let sqlite = format!("sqlite://{}", cwd.path().join("repo.db").display());
+    for (i, repo_url) in [sqlite.as_str(), postgres.url.as_str()]
+        .into_iter()
+        .enumerate()
+    {
+        let datastore = cwd.path().join(format!("store-{i}"));
+        let args = [
+            "--synapse-db",
+            db.to_str().unwrap(),
+            "--media-store",
+            media_store.to_str().unwrap(),
+            "--repo-db",
+            repo_url,
+            "--datastore",
+            datastore.to_str().unwrap(),
+            "--json",
+        ];
+        let import = |extra: &[&str]| {
+            report(&run(
+                "import_synapse",
+                &[&args[..], extra].concat(),
+                cwd.path(),
+            ))
+        };
+        let first = import(&["--include", "local,remote"]);
+        assert_eq!(first["thumbnails_imported"], 0, "{repo_url}");
+        let predicted = import(&["--dry-run"]);
+        let second = import(&[]);
+        assert_eq!(second["media_already_present"], 18, "{repo_url}");
+        assert_eq!(second["thumbnails_imported"], 37, "{repo_url}: {second}");
+        assert_eq!(predicted["thumbnails_imported"], 37, "{repo_url}");
+        let third = import(&[]);
+        assert_eq!(third["thumbnails_imported"], 0, "{repo_url}");
+        assert_eq!(third["thumbnails_already_present"], 37, "{repo_url}");
+        assert_repository_matches(repo_url, &datastore, &expected("sqlite")).await;
+    }
+    postgres.drop_database().await;
 }
 
 #[tokio::test]

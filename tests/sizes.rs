@@ -7,6 +7,7 @@ use std::process::Output;
 
 use futures::TryStreamExt;
 use media_core::hashing::sha256_of;
+use media_db::MediaIndex;
 use media_tests::{TestDatabase, report, run};
 use serde_json::Value;
 

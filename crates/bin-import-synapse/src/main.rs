@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::Parser;
 use media_cli::{Exit, Output, RunError};
 use media_core::ids::ServerName;
-use media_db::DbError;
+use media_db::{DatabaseLocation, DbError};
 use media_import::{HomeserverClient, ImportError, ImportOptions, Include, Progress};
 
 /// matrix-media-repo's `import_synapse` flags, accepted as aliases.
@@ -163,10 +163,10 @@ enum Source {
 impl Cli {
     /// The Synapse database location, from --synapse-db or MMR's -db* flags (the URL
     /// built by the URL library, so any character of a password or name survives).
-    fn synapse_location(&self) -> Result<String, DbError> {
+    fn synapse_location(&self) -> Result<DatabaseLocation, DbError> {
         match &self.synapse_db {
-            Some(location) => Ok(location.clone()),
-            None => media_db::connect::postgres_url(
+            Some(location) => location.parse(),
+            None => DatabaseLocation::postgres(
                 self.db_host.as_deref().unwrap_or("localhost"),
                 self.db_port,
                 &self.db_username,
@@ -278,7 +278,10 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
         include: cli.include,
         workers: usize::from(cli.workers),
         mode: media_core::run::RunMode::from_dry_run(cli.dry_run),
-        source_label: media_synapse::source_label(&location),
+        // As the operator wrote it (a bare path is labelled by its absolute path).
+        source_label: media_synapse::source_label(
+            cli.synapse_db.as_deref().unwrap_or(&location.to_string()),
+        ),
     };
     let result = media_import::import_synapse(&synapse, &repo, store, options, progress).await;
     bar.finish();

@@ -249,6 +249,42 @@ impl<R: Reason> Failures<R> {
     }
 }
 
+/// Where a run read from and where it wrote to, as a report's first line names them, so
+/// that an operator reading a report (or a cron mail) knows which stores it is about.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// What was read: a Synapse database, an archive folder, a repository.
+    pub from: String,
+    /// What was written (or, in a dry run, would be).
+    pub to: String,
+}
+
+impl Route {
+    /// A route from `from` to `to`.
+    pub fn new(from: impl fmt::Display, to: impl fmt::Display) -> Self {
+        Self {
+            from: from.to_string(),
+            to: to.to_string(),
+        }
+    }
+
+    /// Writes a report's first line: `TOOL: FROM → TO`, and what the mode adds.
+    pub fn write_headline(
+        &self,
+        f: &mut impl fmt::Write,
+        tool: &str,
+        mode: RunMode,
+    ) -> fmt::Result {
+        writeln!(
+            f,
+            "{tool}: {} → {}{}",
+            self.from,
+            self.to,
+            mode.headline_suffix()
+        )
+    }
+}
+
 /// What a finished run reports: printed for people ([`fmt::Display`]) or as JSON
 /// ([`Serialize`]) by every tool the same way, and whether items failed (exit code 1).
 pub trait Report: Serialize + fmt::Display {
@@ -313,6 +349,20 @@ mod tests {
         a.sort_listed();
         let order: Vec<_> = a.listed().iter().map(|f| (&*f.item, &*f.detail)).collect();
         assert_eq!(order, [("a", "w"), ("a", "x"), ("b", "y"), ("c", "z")]);
+    }
+
+    #[test]
+    fn a_headline_names_both_ends_and_the_mode() {
+        let route = Route::new("synapse:/srv/homeserver.db", "sqlite:///srv/repo.db");
+        let mut text = String::new();
+        route
+            .write_headline(&mut text, "import_synapse", RunMode::DryRun)
+            .unwrap();
+        assert_eq!(
+            text,
+            "import_synapse: synapse:/srv/homeserver.db → sqlite:///srv/repo.db \
+             (dry run: nothing changed)\n"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use media_core::datastore::DatastoreExt;
 use media_core::records::{MediaKey, MediaRecord, Purpose};
-use media_db::{NewMedia, connect};
+use media_db::{MediaIndex, NewMedia, connect};
 use media_store::MemoryDatastore;
 use media_tests::TestDatabase;
 use media_tests::bench::env_or;

@@ -1,8 +1,13 @@
 //! The database layer of the media toolkit.
 //!
-//! * [`repo`]: our media repository on SQLite or PostgreSQL ([`connect()`] opens it by URL and
-//!   brings its schema up to date).
-//! * [`connect`](mod@connect): URLs, dialects and connection pools shared by every adapter
+//! * [`roles`]: what a media sink does, one narrow trait per role ([`BlobIndex`],
+//!   [`MediaIndex`], [`Quarantine`], [`DeletionQueue`], [`TaskLog`]), speaking the values of
+//!   [`model`];
+//! * [`repo`]: our media repository on SQLite or PostgreSQL, which plays every role
+//!   ([`connect()`] opens it by URL and brings its schema up to date).
+//! * [`location`]: [`DatabaseLocation`], where a database is, parsed once (URL, bare path
+//!   or `key=value` settings) and shown without its password;
+//! * [`connect`](mod@connect): connection pools and migrations shared by every adapter
 //!   (the Synapse adapter lives in `media-synapse`, Dendrite's in `media-dendrite`; both
 //!   use them, with [`paging`] and [`error::QueryContext`]).
 //!
@@ -14,7 +19,7 @@
 //!
 //! ```
 //! use media_core::{DatastoreExt, MediaKey, MediaRecord, Purpose};
-//! use media_db::{AttachOptions, NewMedia};
+//! use media_db::{AttachOptions, MediaIndex, NewMedia};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let folder = tempfile::tempdir()?;
@@ -61,15 +66,22 @@
 
 pub mod connect;
 pub mod error;
+pub mod location;
+pub mod model;
 pub mod paging;
 pub mod repo;
+pub mod roles;
 mod rows;
 
-pub use connect::{Dialect, redact_url};
 pub use error::DbError;
-pub use repo::{
-    AttachOptions, Blob, BlobOutcome, DatastoreAccess, DatastoreId, DeletedMedia, DrainReport,
-    InsertOutcome, MediaOutcome, NewBlob, NewMedia, PendingDeletion, PinReport, QuarantineChange,
-    QuarantineChangesPage, QuarantineReport, Repository, connect, connect_existing,
-    connect_for_dry_run, connect_read_only,
+pub use location::{DatabaseLocation, Dialect, IntoDatabaseLocation, redact_url};
+pub use model::{
+    Blob, BlobOutcome, DatastoreId, DeletedMedia, DrainReport, InsertOutcome, MediaOutcome,
+    NewBlob, NewMedia, PendingDeletion, PinReport, QUARANTINE_CHANGES_PAGE_LIMIT, QuarantineAction,
+    QuarantineChange, QuarantineChangesPage, QuarantineReport, TaskId, TaskKind,
 };
+pub use repo::{
+    AttachOptions, DatastoreAccess, Repository, connect, connect_existing, connect_for_dry_run,
+    connect_read_only,
+};
+pub use roles::{BlobIndex, DeletionQueue, MediaIndex, Quarantine, TaskLog};

@@ -8,7 +8,8 @@ use media_core::datastore::{Datastore, DatastoreExt};
 use media_core::ids::{Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, ThumbnailRecord};
 use media_db::{
-    BlobOutcome, DatastoreId, DbError, InsertOutcome, NewBlob, NewMedia, Repository, connect,
+    BlobIndex, BlobOutcome, DatastoreId, DbError, DeletionQueue, InsertOutcome, MediaIndex,
+    NewBlob, NewMedia, Quarantine, QuarantineAction, Repository, TaskKind, TaskLog, connect,
 };
 use media_store::MemoryDatastore;
 use media_tests::TestDatabase;
@@ -385,7 +386,12 @@ async fn quarantine_propagates_to_same_bytes_except_pinned() {
         }
         let report = f
             .repo
-            .set_quarantined(&a.record.key, true, Some("@admin:example.org"))
+            .set_quarantined(
+                &a.record.key,
+                QuarantineAction::Quarantine {
+                    by: Some("@admin:example.org"),
+                },
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -413,14 +419,14 @@ async fn quarantine_propagates_to_same_bytes_except_pinned() {
         // Again: nothing changes, nothing is appended.
         let again = f
             .repo
-            .set_quarantined(&b.record.key, true, None)
+            .set_quarantined(&b.record.key, QuarantineAction::Quarantine { by: None })
             .await
             .unwrap();
         assert!(again.changed.is_empty());
 
         let lifted = f
             .repo
-            .set_quarantined(&b.record.key, false, None)
+            .set_quarantined(&b.record.key, QuarantineAction::Lift)
             .await
             .unwrap();
         assert_eq!(lifted.changed.len(), 2);
@@ -452,7 +458,10 @@ async fn quarantine_propagates_to_same_bytes_except_pinned() {
 
         let err = f
             .repo
-            .set_quarantined(&key("example.org", "ghost"), true, None)
+            .set_quarantined(
+                &key("example.org", "ghost"),
+                QuarantineAction::Quarantine { by: None },
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, DbError::NotFound { .. }));
@@ -473,7 +482,10 @@ async fn quarantine_changes_page_at_most_one_hundred() {
         f.repo.insert_media_batch(&batch, &*f.store).await.unwrap();
         let report = f
             .repo
-            .set_quarantined(&batch[0].record.key, true, None)
+            .set_quarantined(
+                &batch[0].record.key,
+                QuarantineAction::Quarantine { by: None },
+            )
             .await
             .unwrap();
         assert_eq!(report.changed.len(), 130);
@@ -774,14 +786,18 @@ async fn tasks_record_runs() {
     on_both(|f| async move {
         let id = f
             .repo
-            .start_task("import_synapse", r#"{"workers":4}"#)
+            .start_task(TaskKind::ImportSynapse, &serde_json::json!({"workers": 4}))
             .await
             .unwrap();
         f.repo
             .finish_task(id, r#"{"media":3}"#, None)
             .await
             .unwrap();
-        let second = f.repo.start_task("gdpr_export", "{}").await.unwrap();
+        let second = f
+            .repo
+            .start_task(TaskKind::GdprExport, &serde_json::json!({}))
+            .await
+            .unwrap();
         assert!(second > id, "{}", f.label);
     })
     .await;
@@ -918,6 +934,176 @@ async fn a_size_above_i64_max_is_refused_naming_the_item_not_wrapped() {
         };
         let err = f.repo.insert_blob(&blob, &*f.store).await.unwrap_err();
         assert!(matches!(err, DbError::SizeOutOfRange { .. }), "{err}");
+    })
+    .await;
+}
+
+/// A datastore whose deletes fail (a network or permission error) while `failing` is
+/// set; everything else reaches the wrapped in-memory datastore.
+#[derive(Debug)]
+struct FailingDeletes {
+    inner: Arc<MemoryDatastore>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Datastore for FailingDeletes {
+    fn uri(&self) -> String {
+        self.inner.uri()
+    }
+
+    async fn put(
+        &self,
+        data: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
+        options: &media_core::datastore::PutOptions,
+    ) -> Result<media_core::datastore::Put, media_core::datastore::StoreError> {
+        self.inner.put(data, options).await
+    }
+
+    async fn put_file(
+        &self,
+        file: std::fs::File,
+        limit: u64,
+        options: &media_core::datastore::PutOptions,
+    ) -> Result<media_core::datastore::Put, media_core::datastore::StoreError> {
+        self.inner.put_file(file, limit, options).await
+    }
+
+    async fn open(
+        &self,
+        key: &media_core::datastore::BlobKey,
+        range: Option<media_core::datastore::ByteRange>,
+    ) -> Result<media_core::datastore::BlobPayload, media_core::datastore::StoreError> {
+        self.inner.open(key, range).await
+    }
+
+    async fn size(
+        &self,
+        key: &media_core::datastore::BlobKey,
+    ) -> Result<Option<u64>, media_core::datastore::StoreError> {
+        self.inner.size(key).await
+    }
+
+    async fn delete(
+        &self,
+        key: &media_core::datastore::BlobKey,
+    ) -> Result<media_core::datastore::DeleteStatus, media_core::datastore::StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(media_core::datastore::StoreError::Io {
+                operation: "delete",
+                target: key.to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            });
+        }
+        self.inner.delete(key).await
+    }
+
+    fn list(
+        &self,
+    ) -> futures::stream::BoxStream<
+        '_,
+        Result<media_core::datastore::BlobKey, media_core::datastore::StoreError>,
+    > {
+        self.inner.list()
+    }
+}
+
+/// Issue 13: the drain deletes objects with no transaction open. A drain whose deletes
+/// fail leaves its claimed entries queued; until a drain acknowledges them, the bytes
+/// cannot be recorded again (the object may be gone); the next drain finishes the job.
+#[tokio::test]
+async fn a_drain_stopped_by_a_failing_datastore_is_finished_by_the_next_run() {
+    on_both(|f| async move {
+        let store = FailingDeletes {
+            inner: f.store.clone(),
+            failing: true.into(),
+        };
+        let media = f
+            .media("doomed", "@alice:example.org", b"doomed bytes")
+            .await;
+        f.insert(&media).await;
+        let deleted = f
+            .repo
+            .delete_media(std::slice::from_ref(&media.record.key))
+            .await
+            .unwrap();
+        let location = &deleted.enqueued[0].location;
+
+        let err = f
+            .repo
+            .drain_pending_deletions(f.datastore_id, &store)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DbError::Store(_)), "{err}");
+        assert!(f.store.exists(location).await.unwrap(), "{}", f.label);
+        let queued = f.repo.pending_deletions(f.datastore_id, 10).await.unwrap();
+        assert_eq!(queued.len(), 1, "{}", f.label);
+
+        // The claimed deletion may have removed the object: recording the same bytes
+        // again is refused, and nothing is committed.
+        let again = f.media("again", "@bob:example.org", b"doomed bytes").await;
+        let err = f.repo.insert_media(&again, &store).await.unwrap_err();
+        assert!(matches!(err, DbError::BlobMissing { .. }), "{err}");
+        assert!(f.repo.get_media(&again.record.key).await.unwrap().is_none());
+        assert!(
+            f.repo
+                .get_blob(&again.record.sha256)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        store
+            .failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let report = f
+            .repo
+            .drain_pending_deletions(f.datastore_id, &store)
+            .await
+            .unwrap();
+        assert_eq!(report.deleted, 1, "{}", f.label);
+        assert!(!f.store.exists(location).await.unwrap());
+        assert!(
+            f.repo
+                .pending_deletions(f.datastore_id, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Once acknowledged, the bytes are put again and recorded.
+        let again = f.media("again", "@bob:example.org", b"doomed bytes").await;
+        assert_eq!(f.insert(&again).await, InsertOutcome::Inserted);
+        assert!(f.store.exists(location).await.unwrap());
+    })
+    .await;
+}
+
+/// A batch checks, before its transaction, the blobs that have no row: bytes whose
+/// blob was deleted and drained are found missing, not trusted from an old row.
+#[tokio::test]
+async fn bytes_drained_before_a_batch_are_checked_and_refused() {
+    on_both(|f| async move {
+        let first = f.media("first", "@alice:example.org", b"shared late").await;
+        f.insert(&first).await;
+        let second = f.media("second", "@bob:example.org", b"shared late").await;
+        // The blob's only media is deleted and its object drained before the batch.
+        f.repo
+            .delete_media(std::slice::from_ref(&first.record.key))
+            .await
+            .unwrap();
+        f.repo
+            .drain_pending_deletions(f.datastore_id, &*f.store)
+            .await
+            .unwrap();
+        let err = f.repo.insert_media(&second, &*f.store).await.unwrap_err();
+        assert!(matches!(err, DbError::BlobMissing { .. }), "{err}");
+        assert!(
+            f.repo
+                .get_media(&second.record.key)
+                .await
+                .unwrap()
+                .is_none()
+        );
     })
     .await;
 }

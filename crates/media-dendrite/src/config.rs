@@ -260,14 +260,17 @@ fn database_url(
             return Err(format!("{key} {connection:?} names no SQLite file"));
         }
         let path = resolve(Path::new(file), workdir, key, warnings);
-        return Ok(media_db::connect::sqlite_url_of_path(&path));
+        return Ok(media_db::DatabaseLocation::sqlite_file(&path)
+            .connection_url()
+            .to_owned());
     }
     if connection.starts_with("postgres://") || connection.starts_with("postgresql://") {
         return Ok(connection.to_owned());
     }
     if connection.contains('=') && !connection.contains("://") {
-        return media_db::connect::key_value_url(connection)
-            .map_err(|reason| format!("{key}: {reason}"));
+        return media_db::DatabaseLocation::from_key_value(connection)
+            .map(|location| location.connection_url().to_owned())
+            .map_err(|e| format!("{key}: {e}"));
     }
     Err(format!(
         "{key} {:?} is neither file: (SQLite), a postgres:// URL nor key=value settings",
@@ -360,14 +363,16 @@ sync_api:
 
     #[test]
     fn key_value_settings_become_urls() {
+        use media_db::DatabaseLocation;
         assert_eq!(
-            media_db::connect::key_value_url("dbname=dendrite user=d host=/var/run/postgresql")
-                .unwrap(),
+            DatabaseLocation::from_key_value("dbname=dendrite user=d host=/var/run/postgresql")
+                .unwrap()
+                .connection_url(),
             "postgres://d@localhost/dendrite?host=%2Fvar%2Frun%2Fpostgresql"
         );
-        assert!(media_db::connect::key_value_url("host=db port=x").is_err());
-        assert!(media_db::connect::key_value_url("password='open").is_err());
-        assert!(media_db::connect::key_value_url("host").is_err());
+        assert!(DatabaseLocation::from_key_value("host=db port=x").is_err());
+        assert!(DatabaseLocation::from_key_value("password='open").is_err());
+        assert!(DatabaseLocation::from_key_value("host").is_err());
     }
 
     #[test]

@@ -19,7 +19,8 @@ use futures::stream::{self, BoxStream, StreamExt};
 use media_core::ids::{IdError, MediaId, UserId};
 use media_core::records::MediaKey;
 
-use media_db::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
+use media_db::Dialect;
+use media_db::connect::{self, OpenOptions, Pool, on_pool};
 use media_db::error::{DbError, QueryContext};
 use media_db::paging::keyset_pages;
 
@@ -202,12 +203,13 @@ pub struct DeletedRows {
 /// Opens a Dendrite database for `component`, with `access`. Accepts `sqlite://` and
 /// `postgres://` URLs; refuses a database without the component's table.
 pub async fn open_dendrite(
-    url: &str,
+    location: impl media_db::IntoDatabaseLocation,
     component: Component,
     access: Access,
 ) -> Result<DendriteDb, DbError> {
+    let location = location.into_database_location()?;
     let pool = connect::open_pool(
-        url,
+        &location,
         OpenOptions {
             create: false,
             read_only: access == Access::ReadOnly,
@@ -217,7 +219,7 @@ pub async fn open_dendrite(
     .await?;
     let db = DendriteDb {
         pool,
-        shown_url: redact_url(url),
+        shown_url: location.to_string(),
     };
     if !db.has_table(component.table()).await? {
         return Err(DbError::InvalidUrl {

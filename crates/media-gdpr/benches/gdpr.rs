@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use media_archive::WriterOptions;
 use media_core::datastore::{Datastore, DatastoreExt};
 use media_core::records::{MediaKey, MediaRecord, Purpose};
+use media_db::MediaIndex;
 use media_db::repo::NewMedia;
 use media_gdpr::import::Mode;
 use media_gdpr::{Entity, ExportOptions, ImportOptions, MediaBytes, Progress};

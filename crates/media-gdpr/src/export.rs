@@ -23,6 +23,7 @@ use media_core::datastore::{BlobKey, BlobPayload, Datastore, StoreError};
 use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord};
 use media_core::run::{Failure, Failures, Reason};
+use media_db::MediaIndex;
 use media_db::repo::Repository;
 use media_synapse::{SynapseDb, SynapseMedia, files as synapse_files};
 use serde::Serialize;

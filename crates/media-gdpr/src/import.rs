@@ -31,6 +31,7 @@ use media_core::ids::Sha256Hex;
 use media_core::records::{MediaRecord, Purpose};
 use media_core::run::{Failures, Reason, RunMode};
 use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
+use media_db::{MediaIndex, Quarantine, TaskKind, TaskLog};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
@@ -307,7 +308,7 @@ pub async fn import_archive(
             });
             (
                 Some(repo.register_datastore(&store.uri()).await?),
-                Some(repo.start_task("gdpr_import", &params.to_string()).await?),
+                Some(repo.start_task(TaskKind::GdprImport, &params).await?),
             )
         }
     };

@@ -1,6 +1,7 @@
 //! Pinning the media Synapse uses as avatars, once they are imported.
 
 use futures::TryStreamExt;
+use media_db::MediaIndex;
 use media_synapse::SynapseDb;
 
 use crate::context::Context;
@@ -34,6 +35,7 @@ pub(crate) async fn pin_avatars(
             batch.dedup();
             let pins = context.repo.pin_media(&batch).await?;
             report.avatars_pinned += pins.pinned;
+            report.avatars_already_pinned += pins.already_pinned;
             report.avatars_not_in_repository += pins.missing;
             batch.clear();
         }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use media_core::datastore::{Put, PutOptions, PutStatus, StoreError};
+use media_db::BlobIndex;
 use media_synapse::files;
 use media_synapse::homeserver::DownloadFailure;
 use tokio::io::AsyncReadExt;

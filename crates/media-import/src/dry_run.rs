@@ -3,6 +3,7 @@
 
 use media_core::datastore::{BlobKey, Put, PutOptions, PutStatus, StoreError, StoredBlob};
 use media_core::hashing::HashingReader;
+use media_db::BlobIndex;
 
 use crate::context::Context;
 

@@ -22,8 +22,8 @@
 //! use std::path::Path;
 //! use std::sync::Arc;
 //!
-//! use media_db::AttachOptions;
 //! use media_core::run::RunMode;
+//! use media_db::{AttachOptions, MediaIndex};
 //! use media_import::{ImportOptions, Include, Progress};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

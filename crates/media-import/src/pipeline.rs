@@ -15,7 +15,9 @@ use std::sync::atomic::Ordering;
 
 use media_core::datastore::Datastore;
 use media_core::progress::Progress;
+use media_core::run::Route;
 use media_db::repo::{NewMedia, Repository};
+use media_db::{TaskKind, TaskLog};
 use media_synapse::SynapseDb;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -64,10 +66,7 @@ pub async fn import_synapse(
             "workers": workers,
             "datastore": store.uri(),
         });
-        Some(
-            repo.start_task("import_synapse", &params.to_string())
-                .await?,
-        )
+        Some(repo.start_task(TaskKind::ImportSynapse, &params).await?)
     };
 
     let context = Arc::new(Context {
@@ -110,6 +109,14 @@ async fn run(
         context.abort.cancel();
     }
     let mut report = ImportReport::new(context.options.mode);
+    report.route = Route::new(
+        &context.options.source_label,
+        format_args!(
+            "{}, datastore {}",
+            context.repo.location(),
+            context.store.uri()
+        ),
+    );
     let mut first_error = None;
     match produced {
         Ok(part) => report.merge(part),

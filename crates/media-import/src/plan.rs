@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use media_core::datastore::{Durability, PutOptions};
 use media_core::ids::{ServerName, Sha256Hex};
-use media_core::records::ThumbnailMethod;
+use media_core::records::{ThumbnailMethod, ThumbnailRecord};
 use media_synapse::db::{DecodedPage, LocalMediaRow, RemoteMediaRow, ThumbnailRow};
 use media_synapse::homeserver::RemoteContent;
 use media_synapse::{RowFailure, SynapseMedia, SynapseThumbnail};
@@ -85,6 +85,21 @@ impl WorkItem {
             thumbnails,
             existing: None,
         }
+    }
+
+    /// Drops the thumbnails `recorded` already has (same size, method and type) from a
+    /// media the repository records; returns how many were dropped.
+    pub(crate) fn drop_recorded_thumbnails(&mut self, recorded: &[ThumbnailRecord]) -> u64 {
+        let before = self.thumbnails.len();
+        self.thumbnails.retain(|t| {
+            !t.as_ref().is_ok_and(|t| {
+                recorded.iter().any(|r| {
+                    (r.width, r.height, r.method, r.content_type.as_str())
+                        == (t.width, t.height, t.method, t.content_type.as_str())
+                })
+            })
+        });
+        (before - self.thumbnails.len()) as u64
     }
 }
 

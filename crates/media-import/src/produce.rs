@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use futures::TryStreamExt;
 use media_core::ids::ServerName;
+use media_db::MediaIndex;
 use media_synapse::{RowFailure, SynapseDb};
 use tokio::sync::mpsc;
 
@@ -119,15 +120,39 @@ async fn dispatch(
             .push(key.media_id.as_str());
     }
     let mut present = HashMap::new();
+    let mut recorded_thumbnails = HashMap::new();
     for (origin, ids) in by_origin {
-        for (id, sha256) in context.repo.existing_media_digests(origin, &ids).await? {
+        let digests = context.repo.existing_media_digests(origin, &ids).await?;
+        let present_ids: Vec<&str> = digests.keys().map(String::as_str).collect();
+        if !present_ids.is_empty() && context.options.include.thumbnails {
+            for (id, thumbnails) in context
+                .repo
+                .recorded_thumbnails(origin, &present_ids)
+                .await?
+            {
+                recorded_thumbnails.insert((origin.clone(), id), thumbnails);
+            }
+        }
+        for (id, sha256) in digests {
             present.insert((origin.clone(), id), sha256);
         }
     }
     for mut item in items {
-        let key = &item.media.key;
-        item.existing = present.remove(&(key.origin.clone(), key.media_id.to_string()));
-        if item.existing.is_some() && context.options.media_store.is_none() {
+        let key = (
+            item.media.key.origin.clone(),
+            item.media.key.media_id.to_string(),
+        );
+        item.existing = present.remove(&key);
+        if item.existing.is_some() {
+            // A recorded media keeps its recorded thumbnails; those it lacks (an earlier
+            // run without thumbnails, or made by Synapse since) are still imported.
+            let recorded = recorded_thumbnails.remove(&key).unwrap_or_default();
+            report.thumbnails_already_present += item.drop_recorded_thumbnails(&recorded);
+        }
+        if item.existing.is_some()
+            && context.options.media_store.is_none()
+            && item.thumbnails.is_empty()
+        {
             // Only a download could show different bytes: a resumed run over HTTP does
             // not fetch everything again to compare it.
             report.media_already_present += 1;

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use media_db::DbError;
+use media_core::records::ThumbnailRecord;
 use media_db::repo::{InsertOutcome, NewMedia};
+use media_db::{DbError, MediaIndex};
 use media_synapse::media::thumbnail_label;
 use tokio::sync::mpsc;
 
@@ -105,27 +106,7 @@ async fn flush(
             InsertOutcome::MediaMissing => {}
         }
         for (thumbnail, outcome) in media.thumbnails.iter().zip(outcome.thumbnails) {
-            match outcome {
-                InsertOutcome::Inserted => report.thumbnails_imported += 1,
-                InsertOutcome::AlreadyPresent => report.thumbnails_already_present += 1,
-                InsertOutcome::Conflict { existing_sha256 } => report.fail(
-                    ItemFailure {
-                        item: thumbnail_label(
-                            &shown,
-                            thumbnail.width.into(),
-                            thumbnail.height.into(),
-                            thumbnail.method.as_str(),
-                            &thumbnail.content_type,
-                        ),
-                        reason: FailureReason::Conflict,
-                        detail: format!(
-                            "the repository has it with other bytes ({existing_sha256})"
-                        ),
-                    },
-                    ItemKind::Thumbnail,
-                ),
-                InsertOutcome::MediaMissing => {}
-            }
+            count_thumbnail(report, &shown, thumbnail, outcome);
         }
     }
     context
@@ -133,4 +114,32 @@ async fn flush(
         .items_done
         .fetch_add(count, Ordering::Relaxed);
     Ok(())
+}
+
+/// Counts what recording one thumbnail of the media `shown` did.
+pub(crate) fn count_thumbnail(
+    report: &mut ImportReport,
+    shown: &str,
+    thumbnail: &ThumbnailRecord,
+    outcome: InsertOutcome,
+) {
+    match outcome {
+        InsertOutcome::Inserted => report.thumbnails_imported += 1,
+        InsertOutcome::AlreadyPresent => report.thumbnails_already_present += 1,
+        InsertOutcome::Conflict { existing_sha256 } => report.fail(
+            ItemFailure {
+                item: thumbnail_label(
+                    shown,
+                    thumbnail.width.into(),
+                    thumbnail.height.into(),
+                    thumbnail.method.as_str(),
+                    &thumbnail.content_type,
+                ),
+                reason: FailureReason::Conflict,
+                detail: format!("the repository has it with other bytes ({existing_sha256})"),
+            },
+            ItemKind::Thumbnail,
+        ),
+        InsertOutcome::MediaMissing => {}
+    }
 }

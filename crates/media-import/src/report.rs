@@ -2,7 +2,7 @@
 //! not imported with their reasons.
 
 use media_core::progress::human_size;
-use media_core::run::{Failure, Failures, Reason, Report, RunMode};
+use media_core::run::{Failure, Failures, Reason, Report, Route, RunMode};
 use media_synapse::RowFault;
 use serde::Serialize;
 
@@ -65,6 +65,8 @@ pub(crate) enum ItemKind {
 pub struct ImportReport {
     /// True when nothing was written.
     pub dry_run: bool,
+    /// The Synapse database imported from, and the repository and datastore imported to.
+    pub route: Route,
     /// Media rows considered.
     pub media_total: u64,
     /// Media recorded by this run.
@@ -87,8 +89,10 @@ pub struct ImportReport {
     pub bytes_written: u64,
     /// Bytes not written because the same content was already stored.
     pub bytes_deduplicated: u64,
-    /// Media pinned because they are in use as avatars.
+    /// Media pinned by this run because they are in use as avatars.
     pub avatars_pinned: u64,
+    /// Media in use as avatars that were pinned already.
+    pub avatars_already_pinned: u64,
     /// Avatar references to media that are not in the repository.
     pub avatars_not_in_repository: u64,
     /// Avatar rows that could not be read or whose URL is not a valid MXC URI (listed in
@@ -148,6 +152,7 @@ impl ImportReport {
         self.bytes_written += other.bytes_written;
         self.bytes_deduplicated += other.bytes_deduplicated;
         self.avatars_pinned += other.avatars_pinned;
+        self.avatars_already_pinned += other.avatars_already_pinned;
         self.avatars_not_in_repository += other.avatars_not_in_repository;
         self.avatars_failed += other.avatars_failed;
         self.failures.merge(other.failures);
@@ -171,18 +176,12 @@ impl std::fmt::Display for ImportReport {
         } else {
             ("imported", "written")
         };
+        self.route
+            .write_headline(f, "import_synapse", self.mode())?;
         writeln!(
             f,
-            "{}media: {} considered, {} {verb}, {} already present, {} failed",
-            if self.dry_run {
-                "DRY RUN, nothing written. "
-            } else {
-                ""
-            },
-            self.media_total,
-            self.media_imported,
-            self.media_already_present,
-            self.media_failed
+            "media: {} considered, {} {verb}, {} already present, {} failed",
+            self.media_total, self.media_imported, self.media_already_present, self.media_failed
         )?;
         writeln!(
             f,
@@ -200,9 +199,12 @@ impl std::fmt::Display for ImportReport {
         if !self.dry_run {
             writeln!(
                 f,
-                "avatars: {} media pinned, {} avatar references to media not in the \
-                 repository, {} unreadable or invalid",
-                self.avatars_pinned, self.avatars_not_in_repository, self.avatars_failed
+                "avatars: {} media pinned, {} pinned already, {} avatar references to media \
+                 not in the repository, {} unreadable or invalid",
+                self.avatars_pinned,
+                self.avatars_already_pinned,
+                self.avatars_not_in_repository,
+                self.avatars_failed
             )?;
         }
         if self.failures.any() {

@@ -9,15 +9,18 @@ use std::sync::atomic::Ordering;
 use media_core::hashing::HashingReader;
 use media_core::ids::Sha256Hex;
 use media_core::records::{MediaRecord, Purpose, ThumbnailRecord};
+use media_db::MediaIndex;
 use media_db::repo::{DatastoreId, NewMedia};
 use media_synapse::media::thumbnail_label;
+use media_synapse::{RowFailure, SynapseMedia};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::context::Context;
 use crate::copy::{OpenedFile, open_failure, open_source_file, store_file};
 use crate::error::ImportError;
-use crate::plan::WorkItem;
+use crate::plan::{ThumbnailDraft, WorkItem};
+use crate::record::count_thumbnail;
 use crate::report::{FailureReason, ImportReport, ItemFailure, ItemKind};
 
 /// A worker: stores items until the queue is closed and empty, and hands each stored
@@ -66,7 +69,9 @@ async fn prepare(
     let shown = item.media.key.to_string();
     let done = || context.progress.items_done.fetch_add(1, Ordering::Relaxed);
     if let Some(existing) = &item.existing {
-        check_existing(context, &item, existing, report).await;
+        if check_existing(context, &item, existing, report).await {
+            add_missing_thumbnails(context, item, report).await?;
+        }
         done();
         return Ok(None);
     }
@@ -85,43 +90,7 @@ async fn prepare(
             return Ok(None);
         }
     };
-    let mut thumbnails = Vec::with_capacity(item.thumbnails.len());
-    for t in item.thumbnails {
-        let t = match t {
-            Ok(t) => t,
-            Err(failure) => {
-                report.fail(failure, ItemKind::Thumbnail);
-                continue;
-            }
-        };
-        match store_file(context, &t.file, report).await? {
-            Ok(put) => thumbnails.push(ThumbnailRecord {
-                media: item.media.key.clone(),
-                width: t.width,
-                height: t.height,
-                method: t.method,
-                content_type: t.content_type,
-                animated: false,
-                sha256: put.blob.sha256,
-                size_bytes: put.blob.size,
-                created_ts: item.media.created_ts,
-            }),
-            Err((reason, detail)) => report.fail(
-                ItemFailure {
-                    item: thumbnail_label(
-                        &shown,
-                        t.width.into(),
-                        t.height.into(),
-                        t.method.as_str(),
-                        &t.content_type,
-                    ),
-                    reason,
-                    detail,
-                },
-                ItemKind::Thumbnail,
-            ),
-        }
-    }
+    let thumbnails = store_thumbnails(context, &item.media, item.thumbnails, report).await?;
     let m = item.media;
     Ok(Some(NewMedia {
         record: MediaRecord {
@@ -143,10 +112,88 @@ async fn prepare(
     }))
 }
 
+/// Stores the bytes of a media's thumbnails; those that fail are counted in `report`.
+async fn store_thumbnails(
+    context: &Context,
+    media: &SynapseMedia,
+    drafts: Vec<Result<ThumbnailDraft, RowFailure>>,
+    report: &mut ImportReport,
+) -> Result<Vec<ThumbnailRecord>, ImportError> {
+    let shown = media.key.to_string();
+    let mut thumbnails = Vec::with_capacity(drafts.len());
+    for t in drafts {
+        let t = match t {
+            Ok(t) => t,
+            Err(failure) => {
+                report.fail(failure, ItemKind::Thumbnail);
+                continue;
+            }
+        };
+        match store_file(context, &t.file, report).await? {
+            Ok(put) => thumbnails.push(ThumbnailRecord {
+                media: media.key.clone(),
+                width: t.width,
+                height: t.height,
+                method: t.method,
+                content_type: t.content_type,
+                animated: false,
+                sha256: put.blob.sha256,
+                size_bytes: put.blob.size,
+                created_ts: media.created_ts,
+            }),
+            Err((reason, detail)) => report.fail(
+                ItemFailure {
+                    item: thumbnail_label(
+                        &shown,
+                        t.width.into(),
+                        t.height.into(),
+                        t.method.as_str(),
+                        &t.content_type,
+                    ),
+                    reason,
+                    detail,
+                },
+                ItemKind::Thumbnail,
+            ),
+        }
+    }
+    Ok(thumbnails)
+}
+
+/// Imports the thumbnails a recorded media lacks (the producer dropped the recorded
+/// ones): an earlier run left them out (`--include` without thumbnails), or Synapse made
+/// them since. A dry run only counts them.
+async fn add_missing_thumbnails(
+    context: &Context,
+    item: WorkItem,
+    report: &mut ImportReport,
+) -> Result<(), ImportError> {
+    let thumbnails = store_thumbnails(context, &item.media, item.thumbnails, report).await?;
+    if thumbnails.is_empty() {
+        return Ok(());
+    }
+    if context.options.mode.is_dry_run() {
+        report.thumbnails_imported += thumbnails.len() as u64;
+        return Ok(());
+    }
+    // Blob before row: the thumbnails' bytes are durable before their rows.
+    context.store.sync().await?;
+    let datastore_id = context.datastore_id.unwrap_or(DatastoreId(0));
+    let shown = item.media.key.to_string();
+    for thumbnail in &thumbnails {
+        let outcome = context
+            .repo
+            .insert_thumbnail(thumbnail, datastore_id, &*context.store)
+            .await?;
+        count_thumbnail(report, &shown, thumbnail, outcome);
+    }
+    Ok(())
+}
+
 /// A media the repository already records: compares the bytes of Synapse's file with
 /// the recorded digest, never writing anything. The same bytes count as already
-/// present; other bytes are a [`FailureReason::Conflict`] naming both digests, and the
-/// repository keeps its own. (A resumed run thus reads every media imported before
+/// present (and it returns true); other bytes are a [`FailureReason::Conflict`] naming
+/// both digests, and the repository keeps its own. (A resumed run thus reads every media imported before
 /// once more: reading is much cheaper than the writes and syncs of importing, and only
 /// reading shows that Synapse's file changed. A file gone from the media store leaves
 /// nothing to compare but the digest Synapse recorded.)
@@ -155,7 +202,7 @@ async fn check_existing(
     item: &WorkItem,
     existing: &Sha256Hex,
     report: &mut ImportReport,
-) {
+) -> bool {
     let shown = item.media.key.to_string();
     let recorded = item
         .media
@@ -164,7 +211,7 @@ async fn check_existing(
         .and_then(|s| Sha256Hex::parse_any_case(s).ok());
     let Some(root) = &context.options.media_store else {
         report.media_already_present += 1;
-        return;
+        return true;
     };
     let path = root.join(&item.content.path);
     let synapse_has = match digest_on_disk(
@@ -179,7 +226,7 @@ async fn check_existing(
             context.progress.bytes.fetch_add(size, Ordering::Relaxed);
             if &sha256 == existing {
                 report.media_already_present += 1;
-                return;
+                return true;
             }
             format!("Synapse's file {} has {sha256}", path.display())
         }
@@ -189,7 +236,7 @@ async fn check_existing(
             }
             _ => {
                 report.media_already_present += 1;
-                return;
+                return true;
             }
         },
         Err(e) => {
@@ -202,7 +249,7 @@ async fn check_existing(
                 },
                 ItemKind::Media,
             );
-            return;
+            return false;
         }
     };
     report.fail(
@@ -216,6 +263,7 @@ async fn check_existing(
         },
         ItemKind::Media,
     );
+    false
 }
 
 /// The digest and length of a file in the media store, read like an import reads it

@@ -11,7 +11,8 @@ use sqlx::Row;
 use media_core::ids::UserId;
 
 use media_db::DbError;
-use media_db::connect::{self, Dialect, OpenOptions, Pool, on_pool, redact_url};
+use media_db::Dialect;
+use media_db::connect::{self, OpenOptions, Pool, on_pool};
 use media_db::error::QueryContext;
 use media_db::paging::{full_page, keyset_pages};
 
@@ -112,21 +113,23 @@ pub enum AvatarSource {
     Member,
 }
 
-/// Opens a Synapse database read-only: any location [`connect::database_url`] accepts (a
-/// `postgres://` URL, `key=value` settings, a `sqlite://` URL or a bare path to
-/// `homeserver.db`).
-pub async fn open_synapse(location: &str) -> Result<SynapseDb, DbError> {
-    let url = connect::database_url(location)?;
-    if connect::dialect_of(&url)? == Dialect::Sqlite && !connect::sqlite_file_exists(&url) {
+/// Opens a Synapse database read-only: a [`DatabaseLocation`](crate::DatabaseLocation)
+/// or any text it parses from (a `postgres://` URL, `key=value` settings, a `sqlite://`
+/// URL or a bare path to `homeserver.db`).
+pub async fn open_synapse(
+    location: impl media_db::IntoDatabaseLocation,
+) -> Result<SynapseDb, DbError> {
+    let location = location.into_database_location()?;
+    if location.is_missing_sqlite_file() {
         return Err(DbError::InvalidUrl {
-            url: location.to_owned(),
+            url: location.to_string(),
             reason: "no such file: give the path of Synapse's homeserver.db, or a \
                      postgres:// URL"
                 .into(),
         });
     }
     let pool = connect::open_pool(
-        &url,
+        &location,
         OpenOptions {
             create: false,
             read_only: true,
@@ -141,7 +144,7 @@ pub async fn open_synapse(location: &str) -> Result<SynapseDb, DbError> {
     let mut db = SynapseDb {
         pool,
         dialect,
-        shown_url: redact_url(&url),
+        shown_url: location.to_string(),
         local_has_sha256: false,
         remote_has_sha256: false,
     };

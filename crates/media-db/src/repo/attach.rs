@@ -1,5 +1,6 @@
-//! Which datastore holds a repository's bytes: every tool checks the datastore it is
-//! given against the ones the repository recorded before using it.
+//! The datastore registry, and which datastore holds a repository's bytes: every tool
+//! checks the datastore it is given against the ones the repository recorded before
+//! using it.
 //!
 //! A datastore is recognised by its identity marker (see
 //! [`Datastore::claim_marker`]), not by its URI: a relative `file://media-store` and its
@@ -21,9 +22,10 @@ use std::hash::{BuildHasher, Hasher};
 use media_core::datastore::{BlobKey, Datastore};
 use media_core::now_ms;
 
-use super::{DatastoreId, Repository};
+use super::Repository;
 use crate::connect::{Dialect, on_pool};
 use crate::error::{DbError, QueryContext};
+use crate::model::DatastoreId;
 
 /// Blobs of a recorded datastore looked for in a datastore said to hold its moved data.
 pub const MOVED_SAMPLE: i64 = 20;
@@ -87,6 +89,39 @@ fn new_marker() -> String {
 }
 
 impl Repository {
+    /// The ID of the datastore with this URI, registering it on first use.
+    pub async fn register_datastore(&self, uri: &str) -> Result<DatastoreId, DbError> {
+        let id: i64 = on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "INSERT INTO datastores (uri, created_ts) VALUES ($1, $2) \
+                 ON CONFLICT (uri) DO NOTHING",
+            )
+            .bind(uri)
+            .bind(now_ms())
+            .execute(p)
+            .await
+            .during("register a datastore")?;
+            sqlx::query_scalar("SELECT id FROM datastores WHERE uri = $1")
+                .bind(uri)
+                .fetch_one(p)
+                .await
+                .during("look up a datastore")?
+        });
+        Ok(DatastoreId(id))
+    }
+
+    /// The ID of an already registered datastore (read-only, for dry runs).
+    pub async fn find_datastore(&self, uri: &str) -> Result<Option<DatastoreId>, DbError> {
+        let id: Option<i64> = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar("SELECT id FROM datastores WHERE uri = $1")
+                .bind(uri)
+                .fetch_optional(p)
+                .await
+                .during("look up a datastore")?
+        });
+        Ok(id.map(DatastoreId))
+    }
+
     /// Checks that `store` is a datastore this repository knows (see the module
     /// `repo::attach`'s documentation) and returns its ID; with [`DatastoreAccess::Write`] an empty
     /// repository records a new datastore. `None` when reading a datastore the

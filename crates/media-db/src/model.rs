@@ -1,0 +1,253 @@
+//! The values the repository roles ([`crate::roles`]) take and return: what a sink
+//! records and reports, independent of any schema. This module depends on nothing else
+//! in the crate, so every role, every implementation and the raw rows can use it.
+
+use media_core::datastore::BlobKey;
+use media_core::ids::Sha256Hex;
+use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
+
+/// The most changes one page of [`crate::Quarantine::quarantine_changes`] returns, as
+/// Synapse's quarantine-changes admin API.
+pub const QUARANTINE_CHANGES_PAGE_LIMIT: usize = 100;
+
+/// The numeric ID of a datastore registered in the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DatastoreId(pub i64);
+
+/// A blob row as the repository holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    /// Digest of the bytes.
+    pub sha256: Sha256Hex,
+    /// Length of the bytes.
+    pub size_bytes: u64,
+    /// The datastore holding the object.
+    pub datastore_id: DatastoreId,
+    /// The object's key in that datastore.
+    pub location: BlobKey,
+    /// When the row was created, ms since the epoch.
+    pub created_ts: i64,
+}
+
+/// A blob that has just been put into a datastore, to be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewBlob {
+    /// Digest of the bytes.
+    pub sha256: Sha256Hex,
+    /// Length of the bytes.
+    pub size_bytes: u64,
+    /// The datastore the bytes were put into.
+    pub datastore_id: DatastoreId,
+}
+
+/// What recording a blob did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobOutcome {
+    /// A new row; the datastore was checked to hold the object.
+    Inserted,
+    /// A row for this digest already existed (perhaps in another datastore); it is kept.
+    Existing(Blob),
+}
+
+/// What inserting a media or thumbnail row did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// A new row.
+    Inserted,
+    /// The same record (same bytes) was already there; nothing changed.
+    AlreadyPresent,
+    /// A record with the same identity but other bytes exists; it was NOT overwritten.
+    Conflict {
+        /// The digest of the existing record.
+        existing_sha256: Sha256Hex,
+    },
+    /// A thumbnail whose media is not in the repository; nothing was written.
+    MediaMissing,
+}
+
+/// A media and the blob holding its bytes, to be recorded together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMedia {
+    /// The record.
+    pub record: MediaRecord,
+    /// Its thumbnails, recorded with it in the same transaction.
+    pub thumbnails: Vec<ThumbnailRecord>,
+    /// The datastore its bytes (and its thumbnails' bytes) were put into.
+    pub datastore_id: DatastoreId,
+}
+
+/// What recording a media and its thumbnails did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaOutcome {
+    /// The media row.
+    pub media: InsertOutcome,
+    /// One outcome per thumbnail, in order; empty when the media was a conflict (its
+    /// thumbnails are then not recorded).
+    pub thumbnails: Vec<InsertOutcome>,
+}
+
+/// What [`crate::MediaIndex::pin_media`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PinReport {
+    /// Media pinned now.
+    pub pinned: u64,
+    /// Media that were pinned already.
+    pub already_pinned: u64,
+    /// Keys with no media in the repository.
+    pub missing: u64,
+}
+
+/// Which way [`crate::Quarantine::set_quarantined`] moves a media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuarantineAction<'a> {
+    /// Quarantine it, recording who did (`quarantined_by`).
+    Quarantine {
+        /// The administrator responsible, if known.
+        by: Option<&'a str>,
+    },
+    /// Lift its quarantine (and clear `quarantined_by`).
+    Lift,
+}
+
+impl QuarantineAction<'_> {
+    /// The `quarantined` state the media end up in.
+    pub fn quarantined(self) -> bool {
+        matches!(self, Self::Quarantine { .. })
+    }
+
+    /// The `quarantined_by` the media end up with.
+    pub fn by(&self) -> Option<&str> {
+        match self {
+            Self::Quarantine { by } => *by,
+            Self::Lift => None,
+        }
+    }
+}
+
+/// The result of (un)quarantining a media.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QuarantineReport {
+    /// Every media whose state changed (the target and those sharing its bytes).
+    pub changed: Vec<MediaKey>,
+    /// Media with the same bytes left alone because they are pinned.
+    pub skipped_pinned: u64,
+}
+
+/// One entry of the quarantine-changes stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineChange {
+    /// Position in the stream.
+    pub stream_id: i64,
+    /// The media changed.
+    pub media: MediaKey,
+    /// Its new state.
+    pub quarantined: bool,
+    /// When, ms since the epoch.
+    pub ts: i64,
+}
+
+/// One page of the quarantine-changes stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineChangesPage {
+    /// The changes, oldest first.
+    pub changes: Vec<QuarantineChange>,
+    /// Pass this as `from` to get the next page (unchanged when the page is empty).
+    pub next_batch: i64,
+}
+
+/// An object waiting to be deleted from its datastore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDeletion {
+    /// The datastore holding it.
+    pub datastore_id: DatastoreId,
+    /// Its key there.
+    pub location: BlobKey,
+    /// Its digest.
+    pub sha256: Sha256Hex,
+}
+
+/// What [`crate::DeletionQueue::delete_media`] deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeletedMedia {
+    /// Media rows deleted.
+    pub media: Vec<MediaKey>,
+    /// Requested media that did not exist.
+    pub not_found: Vec<MediaKey>,
+    /// Thumbnail rows deleted with them.
+    pub thumbnails: u64,
+    /// Blobs that lost their last reference: their rows are gone and their objects are
+    /// queued for deletion.
+    pub enqueued: Vec<PendingDeletion>,
+}
+
+/// What [`crate::DeletionQueue::drain_pending_deletions`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DrainReport {
+    /// Objects deleted from the datastore.
+    pub deleted: u64,
+    /// Queued objects that were already gone.
+    pub already_gone: u64,
+    /// Queued objects kept because their blob was recorded again meanwhile.
+    pub kept: u64,
+}
+
+/// Which tool a recorded run ([`crate::TaskLog`]) belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskKind {
+    /// `import_synapse`.
+    ImportSynapse,
+    /// `gdpr_import`.
+    GdprImport,
+    /// `gdpr_export`.
+    GdprExport,
+}
+
+impl TaskKind {
+    /// The name stored in the task log: the tool's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ImportSynapse => "import_synapse",
+            Self::GdprImport => "gdpr_import",
+            Self::GdprExport => "gdpr_export",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The ID of a run recorded in the task log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub i64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifting_a_quarantine_forgets_who_set_it() {
+        let set = QuarantineAction::Quarantine {
+            by: Some("@admin:example.org"),
+        };
+        assert!(set.quarantined());
+        assert_eq!(set.by(), Some("@admin:example.org"));
+        assert!(!QuarantineAction::Lift.quarantined());
+        assert_eq!(QuarantineAction::Lift.by(), None);
+    }
+
+    #[test]
+    fn task_kinds_are_stored_under_the_tool_names() {
+        let names: Vec<String> = [
+            TaskKind::ImportSynapse,
+            TaskKind::GdprImport,
+            TaskKind::GdprExport,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(names, ["import_synapse", "gdpr_import", "gdpr_export"]);
+    }
+}

@@ -1,0 +1,230 @@
+//! Deleting media, and the deletion queue (DESIGN.md invariant 4): rows are deleted and
+//! the objects nothing references any more are queued in one transaction; the objects
+//! are deleted afterwards by a drain that holds no transaction while the datastore works:
+//!
+//! 1. **claim** a batch of queued entries in a short transaction (stamping
+//!    `claimed_ts`), dropping at once those whose blob was recorded again;
+//! 2. **delete** the claimed objects, with no transaction open;
+//! 3. **acknowledge** the entries deleted, in a short transaction.
+//!
+//! A drain that stops anywhere leaves its unacknowledged entries queued, claimed, and the
+//! next drain claims and deletes them again (a delete is idempotent). A writer that
+//! records a blob again cancels its queued deletion in its own transaction, but finding
+//! the deletion claimed it rolls back with [`DbError::BlobMissing`]: the object may be
+//! gone already, so its bytes must be put again once the claim is acknowledged.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use media_core::datastore::{Datastore, DeleteStatus};
+use media_core::now_ms;
+use media_core::records::MediaKey;
+
+use super::Repository;
+use super::sql::placeholder_list;
+use crate::connect::on_pool;
+use crate::error::{DbError, QueryContext};
+use crate::model::{DatastoreId, DeletedMedia, DrainReport, PendingDeletion};
+use crate::roles::DeletionQueue;
+use crate::rows::pending_deletion;
+
+/// Queued deletions claimed (and acknowledged) per transaction of a drain.
+const DRAIN_BATCH: i64 = 100;
+
+#[async_trait]
+impl DeletionQueue for Repository {
+    async fn delete_media(&self, keys: &[MediaKey]) -> Result<DeletedMedia, DbError> {
+        let ts = now_ms();
+        on_pool!(&self.writer, |p| {
+            let mut tx = p
+                .begin_with(self.begin_write())
+                .await
+                .during("begin a transaction")?;
+            let mut report = DeletedMedia::default();
+            let mut candidates = BTreeSet::new();
+            for key in keys {
+                let thumbs: Vec<String> = sqlx::query_scalar(
+                    "DELETE FROM thumbnails WHERE origin = $1 AND media_id = $2 RETURNING sha256",
+                )
+                .bind(key.origin.as_str())
+                .bind(key.media_id.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .during("delete thumbnails")?;
+                report.thumbnails += thumbs.len() as u64;
+                candidates.extend(thumbs);
+                let media: Option<String> = sqlx::query_scalar(
+                    "DELETE FROM media WHERE origin = $1 AND media_id = $2 RETURNING sha256",
+                )
+                .bind(key.origin.as_str())
+                .bind(key.media_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .during("delete a media")?;
+                match media {
+                    Some(sha256) => {
+                        candidates.insert(sha256);
+                        report.media.push(key.clone());
+                    }
+                    None => report.not_found.push(key.clone()),
+                }
+            }
+            for sha256 in candidates {
+                // Reference safety, checked inside the deleting transaction.
+                let gone: Option<(i64, String)> = sqlx::query_as(
+                    "DELETE FROM blobs WHERE sha256 = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM media WHERE sha256 = $1) \
+                     AND NOT EXISTS (SELECT 1 FROM thumbnails WHERE sha256 = $1) \
+                     RETURNING datastore_id, location",
+                )
+                .bind(&sha256)
+                .fetch_optional(&mut *tx)
+                .await
+                .during("delete an unreferenced blob")?;
+                let Some((datastore_id, location)) = gone else {
+                    continue;
+                };
+                sqlx::query(
+                    "INSERT INTO pending_deletions (datastore_id, location, sha256, enqueued_ts) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(datastore_id)
+                .bind(&location)
+                .bind(&sha256)
+                .bind(ts)
+                .execute(&mut *tx)
+                .await
+                .during("queue an object deletion")?;
+                report
+                    .enqueued
+                    .push(pending_deletion(datastore_id, &location, &sha256)?);
+            }
+            tx.commit().await.during("commit a deletion")?;
+            Ok(report)
+        })
+    }
+
+    async fn pending_deletions(
+        &self,
+        datastore_id: DatastoreId,
+        limit: i64,
+    ) -> Result<Vec<(i64, PendingDeletion)>, DbError> {
+        let rows: Vec<(i64, i64, String, String)> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT id, datastore_id, location, sha256 FROM pending_deletions \
+                 WHERE datastore_id = $1 ORDER BY id LIMIT $2",
+            )
+            .bind(datastore_id.0)
+            .bind(limit)
+            .fetch_all(p)
+            .await
+            .during("read queued deletions")?
+        });
+        rows.into_iter()
+            .map(|(id, ds, location, sha256)| Ok((id, pending_deletion(ds, &location, &sha256)?)))
+            .collect()
+    }
+
+    async fn drain_pending_deletions(
+        &self,
+        datastore_id: DatastoreId,
+        store: &dyn Datastore,
+    ) -> Result<DrainReport, DbError> {
+        let mut report = DrainReport::default();
+        loop {
+            let (claimed, kept) = self.claim_deletions(datastore_id).await?;
+            report.kept += kept;
+            if claimed.is_empty() && kept == 0 {
+                return Ok(report);
+            }
+            // No transaction is open while the datastore deletes.
+            let mut done = Vec::with_capacity(claimed.len());
+            let mut failure = None;
+            for (id, pending) in claimed {
+                match store.delete(&pending.location).await {
+                    Ok(DeleteStatus::Deleted) => report.deleted += 1,
+                    Ok(DeleteStatus::NotFound) => report.already_gone += 1,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                done.push(id);
+            }
+            self.acknowledge_deletions(&done).await?;
+            if let Some(e) = failure {
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+impl Repository {
+    /// Claims up to [`DRAIN_BATCH`] queued deletions of `datastore_id`, oldest first, in
+    /// one short transaction; those whose blob was recorded again are dequeued instead
+    /// (kept). Returns the claimed entries and how many were kept. Entries claimed by an
+    /// earlier drain that stopped are claimed again.
+    async fn claim_deletions(
+        &self,
+        datastore_id: DatastoreId,
+    ) -> Result<(Vec<(i64, PendingDeletion)>, u64), DbError> {
+        let (claimed, kept) = on_pool!(&self.writer, |p| {
+            let mut tx = p
+                .begin_with(self.begin_write())
+                .await
+                .during("begin a transaction")?;
+            let kept: Vec<i64> = sqlx::query_scalar(
+                "DELETE FROM pending_deletions WHERE id IN (SELECT id FROM pending_deletions \
+                 WHERE datastore_id = $1 ORDER BY id LIMIT $2) \
+                 AND EXISTS (SELECT 1 FROM blobs WHERE blobs.sha256 = pending_deletions.sha256) \
+                 RETURNING id",
+            )
+            .bind(datastore_id.0)
+            .bind(DRAIN_BATCH)
+            .fetch_all(&mut *tx)
+            .await
+            .during("dequeue deletions of blobs recorded again")?;
+            let mut claimed: Vec<(i64, i64, String, String)> = sqlx::query_as(
+                "UPDATE pending_deletions SET claimed_ts = $3 WHERE id IN \
+                 (SELECT id FROM pending_deletions WHERE datastore_id = $1 ORDER BY id LIMIT $2) \
+                 RETURNING id, datastore_id, location, sha256",
+            )
+            .bind(datastore_id.0)
+            .bind(DRAIN_BATCH)
+            .bind(now_ms())
+            .fetch_all(&mut *tx)
+            .await
+            .during("claim queued deletions")?;
+            tx.commit().await.during("commit a claim")?;
+            claimed.sort_unstable_by_key(|row| row.0);
+            (claimed, kept.len() as u64)
+        });
+        let claimed = claimed
+            .into_iter()
+            .map(|(id, ds, location, sha256)| Ok((id, pending_deletion(ds, &location, &sha256)?)))
+            .collect::<Result<_, DbError>>()?;
+        Ok((claimed, kept))
+    }
+
+    /// Dequeues the claimed deletions `ids`, whose objects are gone.
+    async fn acknowledge_deletions(&self, ids: &[i64]) -> Result<(), DbError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "DELETE FROM pending_deletions WHERE id IN ({})",
+            placeholder_list(self.dialect, ids.len(), 1)
+        );
+        on_pool!(&self.writer, |p| {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(*id);
+            }
+            query
+                .execute(p)
+                .await
+                .during("acknowledge deleted objects")?;
+        });
+        Ok(())
+    }
+}

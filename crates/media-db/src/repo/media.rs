@@ -1,0 +1,479 @@
+//! Media and thumbnail records: recorded in batches with their blobs, never
+//! overwritten, read one at a time or as keyset-paginated streams.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use media_core::datastore::{BlobKey, Datastore};
+use media_core::ids::{ServerName, Sha256Hex, UserId};
+use media_core::now_ms;
+use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
+
+use super::sql::{
+    Attempt, ROWS_PER_STATEMENT, ThumbnailIdentity, append_quarantine_change_in, bind_thumbnail,
+    cancel_deletions_in, compare_existing, insert_blob_in, insert_thumbnail_in, placeholder_list,
+    select_media, size_column, thumbnail_identity, values_list,
+};
+use super::{PAGE_SIZE, Repository};
+use crate::connect::on_pool;
+use crate::error::{DbError, QueryContext};
+use crate::model::{DatastoreId, InsertOutcome, MediaOutcome, NewBlob, NewMedia, PinReport};
+use crate::paging::{full_page, keyset_pages};
+use crate::roles::MediaIndex;
+use crate::rows::{MediaRow, ThumbnailRow};
+
+#[async_trait]
+impl MediaIndex for Repository {
+    async fn insert_media_batch(
+        &self,
+        batch: &[NewMedia],
+        store: &dyn Datastore,
+    ) -> Result<Vec<MediaOutcome>, DbError> {
+        // Multi-row statements: a handful of round trips per batch, not several per media.
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut blobs: Vec<(&Sha256Hex, u64, DatastoreId)> = Vec::new();
+        for item in batch {
+            // A size no column can hold is refused, naming its media, before anything is
+            // written (the blob rows below would otherwise name only a digest).
+            size_column(item.record.size_bytes, || item.record.key.to_string())?;
+            for t in &item.thumbnails {
+                size_column(t.size_bytes, || format!("a thumbnail of {}", t.media))?;
+            }
+            let media = std::iter::once((&item.record.sha256, item.record.size_bytes));
+            let thumbnails = item.thumbnails.iter().map(|t| (&t.sha256, t.size_bytes));
+            for (sha256, size) in media.chain(thumbnails) {
+                if seen.insert(sha256.as_str()) {
+                    blobs.push((sha256, size, item.datastore_id));
+                }
+            }
+        }
+        let sizes: Vec<(&Sha256Hex, u64)> = blobs.iter().map(|(s, n, _)| (*s, *n)).collect();
+        self.with_verified_blobs(&sizes, store, |verified| {
+            self.write_media_batch(batch, &blobs, verified, store.uri())
+        })
+        .await
+    }
+
+    async fn insert_thumbnail(
+        &self,
+        thumbnail: &ThumbnailRecord,
+        datastore_id: DatastoreId,
+        store: &dyn Datastore,
+    ) -> Result<InsertOutcome, DbError> {
+        let t = thumbnail;
+        size_column(t.size_bytes, || format!("a thumbnail of {}", t.media))?;
+        let blob = NewBlob {
+            sha256: t.sha256.clone(),
+            size_bytes: t.size_bytes,
+            datastore_id,
+        };
+        let blobs = [(&blob.sha256, blob.size_bytes)];
+        self.with_verified_blobs(&blobs, store, |verified| {
+            let blob = &blob;
+            async move {
+                on_pool!(&self.writer, |p| {
+                    let mut tx = p
+                        .begin_with(self.begin_write())
+                        .await
+                        .during("begin a transaction")?;
+                    if let Attempt::Unverified(new) =
+                        insert_blob_in!(&mut *tx, self.dialect, blob, &verified, store.uri())?
+                    {
+                        return Ok(Attempt::Unverified(new));
+                    }
+                    let outcome = insert_thumbnail_in!(&mut *tx, t)?;
+                    tx.commit().await.during("commit a thumbnail")?;
+                    Ok(Attempt::Done(outcome))
+                })
+            }
+        })
+        .await
+    }
+
+    async fn get_media(&self, key: &MediaKey) -> Result<Option<MediaRecord>, DbError> {
+        let row: Option<MediaRow> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(select_media!("WHERE origin = $1 AND media_id = $2"))
+                .bind(key.origin.as_str())
+                .bind(key.media_id.as_str())
+                .fetch_optional(p)
+                .await
+                .during("read a media")?
+        });
+        row.map(MediaRow::into_record).transpose()
+    }
+
+    async fn thumbnails_of(&self, key: &MediaKey) -> Result<Vec<ThumbnailRecord>, DbError> {
+        let rows: Vec<ThumbnailRow> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT origin, media_id, width, height, method, content_type, animated, sha256, \
+                 size_bytes, created_ts FROM thumbnails WHERE origin = $1 AND media_id = $2 \
+                 ORDER BY width, height, method, content_type, animated",
+            )
+            .bind(key.origin.as_str())
+            .bind(key.media_id.as_str())
+            .fetch_all(p)
+            .await
+            .during("read thumbnails")?
+        });
+        rows.into_iter().map(ThumbnailRow::into_record).collect()
+    }
+
+    async fn existing_media_digests(
+        &self,
+        origin: &ServerName,
+        media_ids: &[&str],
+    ) -> Result<HashMap<String, Sha256Hex>, DbError> {
+        let mut found = HashMap::new();
+        for chunk in media_ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT media_id, sha256 FROM media WHERE origin = {} AND media_id IN ({})",
+                placeholder_list(self.dialect, 1, 1),
+                placeholder_list(self.dialect, chunk.len(), 2)
+            );
+            let rows: Vec<(String, String)> = on_pool!(&self.pool, |p| {
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(origin.as_str());
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(p).await.during("look up media")?
+            });
+            for (media_id, sha256) in rows {
+                let sha256 =
+                    Sha256Hex::try_from(sha256.as_str()).map_err(|e| DbError::InvalidRow {
+                        table: "media",
+                        key: format!("{origin}/{media_id}"),
+                        reason: format!("sha256: {e}"),
+                    })?;
+                found.insert(media_id, sha256);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn recorded_thumbnails(
+        &self,
+        origin: &ServerName,
+        media_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<ThumbnailRecord>>, DbError> {
+        let mut found: HashMap<String, Vec<ThumbnailRecord>> = HashMap::new();
+        for chunk in media_ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT origin, media_id, width, height, method, content_type, animated, sha256, \
+                 size_bytes, created_ts FROM thumbnails WHERE origin = {} AND media_id IN ({})",
+                placeholder_list(self.dialect, 1, 1),
+                placeholder_list(self.dialect, chunk.len(), 2)
+            );
+            let rows: Vec<ThumbnailRow> = on_pool!(&self.pool, |p| {
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(origin.as_str());
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(p).await.during("look up thumbnails")?
+            });
+            for row in rows {
+                let record = row.into_record()?;
+                found
+                    .entry(record.media.media_id.to_string())
+                    .or_default()
+                    .push(record);
+            }
+        }
+        Ok(found)
+    }
+
+    fn media_by_uploader(&self, user: &UserId) -> BoxStream<'static, Result<MediaRecord, DbError>> {
+        self.media_pages(MediaFilter::Uploader(user.as_str().to_owned()))
+    }
+
+    fn media_by_origin(
+        &self,
+        origin: &ServerName,
+    ) -> BoxStream<'static, Result<MediaRecord, DbError>> {
+        self.media_pages(MediaFilter::Origin(origin.as_str().to_owned()))
+    }
+
+    async fn count_media_by_uploader(&self, user: &UserId) -> Result<u64, DbError> {
+        self.count_media(
+            "SELECT COUNT(*) FROM media WHERE user_id = $1",
+            user.as_str(),
+        )
+        .await
+    }
+
+    async fn count_media_by_origin(&self, origin: &ServerName) -> Result<u64, DbError> {
+        self.count_media(
+            "SELECT COUNT(*) FROM media WHERE origin = $1",
+            origin.as_str(),
+        )
+        .await
+    }
+
+    async fn pin_media(&self, keys: &[MediaKey]) -> Result<PinReport, DbError> {
+        on_pool!(&self.writer, |p| {
+            let mut tx = p
+                .begin_with(self.begin_write())
+                .await
+                .during("begin a transaction")?;
+            let mut report = PinReport::default();
+            for key in keys {
+                let changed = sqlx::query(
+                    "UPDATE media SET purpose = 'pinned' \
+                     WHERE origin = $1 AND media_id = $2 AND purpose <> 'pinned'",
+                )
+                .bind(key.origin.as_str())
+                .bind(key.media_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .during("pin a media")?
+                .rows_affected();
+                if changed == 1 {
+                    report.pinned += 1;
+                    continue;
+                }
+                let exists: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(1 AS BIGINT) FROM media WHERE origin = $1 AND media_id = $2",
+                )
+                .bind(key.origin.as_str())
+                .bind(key.media_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .during("look up a media")?;
+                match exists {
+                    Some(_) => report.already_pinned += 1,
+                    None => report.missing += 1,
+                }
+            }
+            tx.commit().await.during("commit pins")?;
+            Ok(report)
+        })
+    }
+}
+
+impl Repository {
+    /// One try at recording a batch (see [`MediaIndex::insert_media_batch`]) whose new
+    /// blobs must all be in `verified`.
+    async fn write_media_batch(
+        &self,
+        batch: &[NewMedia],
+        blobs: &[(&Sha256Hex, u64, DatastoreId)],
+        verified: HashSet<String>,
+        datastore: String,
+    ) -> Result<Attempt<Vec<MediaOutcome>>, DbError> {
+        // Multi-row statements: a handful of round trips per batch, not several per media.
+        let now = now_ms();
+        on_pool!(&self.writer, |p| {
+            let mut tx = p
+                .begin_with(self.begin_write())
+                .await
+                .during("begin a transaction")?;
+
+            // 1. Blobs: insert-or-get; new rows cancel queued deletions.
+            let mut new_blobs: Vec<String> = Vec::new();
+            for chunk in blobs.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
+                     VALUES {} ON CONFLICT (sha256) DO NOTHING RETURNING sha256",
+                    values_list(self.dialect, chunk.len(), 5)
+                );
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                for (sha256, size, datastore_id) in chunk {
+                    query = query
+                        .bind(sha256.as_str())
+                        .bind(size_column(*size, || format!("blob {sha256}"))?)
+                        .bind(datastore_id.0)
+                        .bind(BlobKey::for_hash(sha256).as_str().to_owned())
+                        .bind(now);
+                }
+                new_blobs.extend(query.fetch_all(&mut *tx).await.during("insert blobs")?);
+            }
+            // Every new blob was seen in the datastore before this transaction began.
+            let unverified: Vec<String> = new_blobs
+                .iter()
+                .filter(|sha256| !verified.contains(sha256.as_str()))
+                .cloned()
+                .collect();
+            if !unverified.is_empty() {
+                return Ok(Attempt::Unverified(unverified));
+            }
+            let new_blobs: Vec<&str> = new_blobs.iter().map(String::as_str).collect();
+            cancel_deletions_in!(&mut *tx, self.dialect, &new_blobs, datastore.clone())?;
+
+            // 2. Media: never overwritten; an existing one is the same bytes or a conflict.
+            let mut inserted: HashSet<(String, String)> = HashSet::new();
+            for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO media (origin, media_id, sha256, upload_name, content_type, \
+                     user_id, size_bytes, created_ts, last_access_ts, quarantined, \
+                     quarantined_by, purpose, imported_from) VALUES {} \
+                     ON CONFLICT (origin, media_id) DO NOTHING RETURNING origin, media_id",
+                    values_list(self.dialect, chunk.len(), 13)
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for item in chunk {
+                    let r = &item.record;
+                    query = query
+                        .bind(r.key.origin.as_str())
+                        .bind(r.key.media_id.as_str())
+                        .bind(r.sha256.as_str())
+                        .bind(r.upload_name.as_deref())
+                        .bind(r.content_type.as_deref())
+                        .bind(r.uploader.as_ref().map(|u| u.as_str()))
+                        .bind(size_column(r.size_bytes, || r.key.to_string())?)
+                        .bind(r.created_ts)
+                        .bind(r.last_access_ts)
+                        .bind(r.quarantined)
+                        .bind(r.quarantined_by.as_deref())
+                        .bind(r.purpose.as_str())
+                        .bind(r.imported_from.as_deref());
+                }
+                let rows: Vec<(String, String)> =
+                    query.fetch_all(&mut *tx).await.during("insert media")?;
+                inserted.extend(rows);
+            }
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for item in batch {
+                let r = &item.record;
+                let id = (r.key.origin.to_string(), r.key.media_id.to_string());
+                let media = if inserted.contains(&id) {
+                    if r.quarantined {
+                        append_quarantine_change_in!(
+                            &mut *tx,
+                            &r.key.origin,
+                            &r.key.media_id,
+                            true,
+                            now
+                        )?;
+                    }
+                    InsertOutcome::Inserted
+                } else {
+                    let existing: String = sqlx::query_scalar(
+                        "SELECT sha256 FROM media WHERE origin = $1 AND media_id = $2",
+                    )
+                    .bind(&id.0)
+                    .bind(&id.1)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .during("read an existing media")?;
+                    compare_existing("media", &r.key.to_string(), &existing, &r.sha256)?
+                };
+                outcomes.push(MediaOutcome {
+                    media,
+                    thumbnails: Vec::new(),
+                });
+            }
+
+            // 3. Thumbnails of the media that are now recorded with these bytes.
+            let thumbnails: Vec<(usize, &ThumbnailRecord)> = batch
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| {
+                    matches!(
+                        outcomes[*i].media,
+                        InsertOutcome::Inserted | InsertOutcome::AlreadyPresent
+                    )
+                })
+                .flat_map(|(i, item)| item.thumbnails.iter().map(move |t| (i, t)))
+                .collect();
+            let mut inserted: HashSet<ThumbnailIdentity> = HashSet::new();
+            for chunk in thumbnails.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO thumbnails (origin, media_id, width, height, method, \
+                     content_type, animated, sha256, size_bytes, created_ts) VALUES {} \
+                     ON CONFLICT (origin, media_id, width, height, method, content_type, \
+                     animated) DO NOTHING RETURNING origin, media_id, width, height, method, \
+                     content_type, animated",
+                    values_list(self.dialect, chunk.len(), 10)
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for (_, t) in chunk {
+                    query = bind_thumbnail!(query, t, all);
+                }
+                let rows: Vec<ThumbnailIdentity> = query
+                    .fetch_all(&mut *tx)
+                    .await
+                    .during("insert thumbnails")?;
+                inserted.extend(rows);
+            }
+            for (i, t) in thumbnails {
+                let outcome = if inserted.contains(&thumbnail_identity(t)) {
+                    InsertOutcome::Inserted
+                } else {
+                    insert_thumbnail_in!(&mut *tx, t)?
+                };
+                outcomes[i].thumbnails.push(outcome);
+            }
+            tx.commit().await.during("commit media")?;
+            Ok(Attempt::Done(outcomes))
+        })
+    }
+
+    async fn count_media(&self, sql: &'static str, value: &str) -> Result<u64, DbError> {
+        let count: i64 = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(sql)
+                .bind(value)
+                .fetch_one(p)
+                .await
+                .during("count media")?
+        });
+        Ok(count as u64)
+    }
+
+    fn media_pages(&self, filter: MediaFilter) -> BoxStream<'static, Result<MediaRecord, DbError>> {
+        let repo = self.clone();
+        // The cursor: the (origin, media_id) of the last row of the previous page.
+        keyset_pages((String::new(), String::new()), move |(origin, media_id)| {
+            let (repo, filter) = (repo.clone(), filter.clone());
+            async move {
+                let rows = repo.media_page(&filter, &origin, &media_id).await?;
+                let next =
+                    full_page(&rows, PAGE_SIZE).map(|r| (r.origin.clone(), r.media_id.clone()));
+                Ok((rows, next))
+            }
+        })
+        .map_ok(|rows| stream::iter(rows.into_iter().map(MediaRow::into_record)))
+        .try_flatten()
+        .boxed()
+    }
+
+    async fn media_page(
+        &self,
+        filter: &MediaFilter,
+        after_origin: &str,
+        after_media_id: &str,
+    ) -> Result<Vec<MediaRow>, DbError> {
+        let (sql, value) = match filter {
+            MediaFilter::Uploader(user) => (
+                select_media!(
+                    "WHERE user_id = $1 AND (origin > $2 OR (origin = $2 AND media_id > $3)) \
+                     ORDER BY origin, media_id LIMIT $4"
+                ),
+                user,
+            ),
+            MediaFilter::Origin(origin) => (
+                select_media!(
+                    "WHERE origin = $1 AND origin >= $2 AND media_id > $3 \
+                     ORDER BY origin, media_id LIMIT $4"
+                ),
+                origin,
+            ),
+        };
+        Ok(on_pool!(&self.pool, |p| {
+            sqlx::query_as(sql)
+                .bind(value.as_str())
+                .bind(after_origin)
+                .bind(after_media_id)
+                .bind(PAGE_SIZE)
+                .fetch_all(p)
+                .await
+                .during("read a page of media")?
+        }))
+    }
+}
+
+/// Which media a stream pages through.
+#[derive(Debug, Clone)]
+enum MediaFilter {
+    Uploader(String),
+    Origin(String),
+}

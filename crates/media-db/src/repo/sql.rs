@@ -1,0 +1,315 @@
+//! SQL shared by the roles of our repository: statement fragments, placeholders and the
+//! in-transaction steps several roles take (recording a blob or a thumbnail, appending a
+//! quarantine change). The steps are macros so that one body serves both dialects'
+//! transaction types.
+
+use media_core::ids::Sha256Hex;
+use media_core::records::ThumbnailRecord;
+
+use crate::connect::Dialect;
+use crate::error::DbError;
+use crate::model::InsertOutcome;
+
+/// Rows per multi-row statement: far below the bound-parameter limits of SQLite (32766)
+/// and PostgreSQL (65535) at 13 columns.
+pub(crate) const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// One try at a write transaction that records blobs.
+#[derive(Debug)]
+pub(crate) enum Attempt<T> {
+    /// Committed, with this result.
+    Done(T),
+    /// Rolled back: these new blobs were not checked in the datastore before the
+    /// transaction (their rows vanished after the check for recorded digests). Check
+    /// them, then try again.
+    Unverified(Vec<String>),
+}
+
+/// `SELECT <every media column> FROM media <tail>`, as a literal.
+macro_rules! select_media {
+    ($tail:literal) => {
+        concat!(
+            "SELECT origin, media_id, sha256, upload_name, content_type, user_id, size_bytes, \
+             created_ts, last_access_ts, quarantined, quarantined_by, purpose, imported_from \
+             FROM media ",
+            $tail
+        )
+    };
+}
+pub(crate) use select_media;
+
+/// Inserts a blob row in the open transaction `$conn` (insert-or-get) and evaluates to
+/// `Result<Attempt<BlobOutcome>, DbError>`. A new row must be one whose object was seen
+/// in the datastore before the transaction (`$verified` holds its digest); otherwise the
+/// attempt is [`Attempt::Unverified`] and the caller rolls back, checks, and retries. A
+/// new row cancels any queued deletion of the same digest (see [`cancel_deletions_in`]).
+/// A macro so that one body serves both dialects' transaction types.
+macro_rules! insert_blob_in {
+    ($conn:expr, $dialect:expr, $blob:expr, $verified:expr, $datastore:expr) => {
+        async {
+            let blob: &$crate::model::NewBlob = $blob;
+            let verified: &std::collections::HashSet<String> = $verified;
+            let key = media_core::datastore::BlobKey::for_hash(&blob.sha256);
+            let inserted = sqlx::query(
+                "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(blob.sha256.as_str())
+            .bind($crate::repo::sql::size_column(blob.size_bytes, || {
+                format!("blob {}", blob.sha256)
+            })?)
+            .bind(blob.datastore_id.0)
+            .bind(key.as_str())
+            .bind(media_core::now_ms())
+            .execute($conn)
+            .await
+            .during("insert a blob")?
+            .rows_affected();
+            if inserted == 1 {
+                if !verified.contains(blob.sha256.as_str()) {
+                    return Ok($crate::repo::sql::Attempt::Unverified(vec![
+                        blob.sha256.to_string(),
+                    ]));
+                }
+                $crate::repo::sql::cancel_deletions_in!(
+                    $conn,
+                    $dialect,
+                    &[blob.sha256.as_str()],
+                    $datastore
+                )?;
+                Ok::<_, $crate::error::DbError>($crate::repo::sql::Attempt::Done(
+                    $crate::model::BlobOutcome::Inserted,
+                ))
+            } else {
+                let row: $crate::rows::BlobRow = sqlx::query_as(
+                    "SELECT sha256, size_bytes, datastore_id, location, created_ts \
+                     FROM blobs WHERE sha256 = $1",
+                )
+                .bind(blob.sha256.as_str())
+                .fetch_one($conn)
+                .await
+                .during("read an existing blob")?;
+                Ok($crate::repo::sql::Attempt::Done(
+                    $crate::model::BlobOutcome::Existing(row.into_blob()?),
+                ))
+            }
+        }
+        .await
+    };
+}
+pub(crate) use insert_blob_in;
+
+/// Cancels the queued deletions of `$digests` (blobs recorded again) in the open
+/// transaction `$conn`; evaluates to `Result<(), DbError>`. A deletion already claimed
+/// by a drain may have removed the object (the drain deletes with no transaction open),
+/// so finding one is [`DbError::BlobMissing`]: the transaction must roll back, and the
+/// bytes be put again once the drain has acknowledged the deletion.
+macro_rules! cancel_deletions_in {
+    ($conn:expr, $dialect:expr, $digests:expr, $datastore:expr) => {
+        async {
+            let digests: &[&str] = $digests;
+            for chunk in digests.chunks($crate::repo::sql::ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "DELETE FROM pending_deletions WHERE sha256 IN ({}) \
+                     RETURNING sha256, claimed_ts",
+                    $crate::repo::sql::placeholder_list($dialect, chunk.len(), 1)
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for sha256 in chunk {
+                    query = query.bind(*sha256);
+                }
+                let cancelled: Vec<(String, Option<i64>)> = query
+                    .fetch_all($conn)
+                    .await
+                    .during("cancel queued deletions")?;
+                if let Some(sha256) = cancelled
+                    .into_iter()
+                    .filter(|(_, claimed)| claimed.is_some())
+                    .map(|(sha256, _)| sha256)
+                    .min()
+                {
+                    return Err($crate::error::DbError::BlobMissing {
+                        sha256,
+                        datastore: $datastore,
+                    });
+                }
+            }
+            Ok::<_, $crate::error::DbError>(())
+        }
+        .await
+    };
+}
+pub(crate) use cancel_deletions_in;
+
+/// Binds a thumbnail's identity columns (origin, media_id, width, height, method,
+/// content_type, animated) to `$query`, and with `all` also sha256, size_bytes, created_ts.
+macro_rules! bind_thumbnail {
+    ($query:expr, $t:expr, identity) => {
+        $query
+            .bind($t.media.origin.as_str())
+            .bind($t.media.media_id.as_str())
+            .bind(i64::from($t.width))
+            .bind(i64::from($t.height))
+            .bind($t.method.as_str())
+            .bind($t.content_type.as_str())
+            .bind($t.animated)
+    };
+    ($query:expr, $t:expr, all) => {
+        bind_thumbnail!($query, $t, identity)
+            .bind($t.sha256.as_str())
+            .bind($crate::repo::sql::size_column($t.size_bytes, || {
+                format!("a thumbnail of {}", $t.media)
+            })?)
+            .bind($t.created_ts)
+    };
+}
+pub(crate) use bind_thumbnail;
+
+/// `size` as the value of a `size_bytes` column, or [`DbError::SizeOutOfRange`] naming
+/// the `item` it belongs to: a size is never wrapped into a negative number.
+pub(crate) fn size_column(size: u64, item: impl FnOnce() -> String) -> Result<i64, DbError> {
+    media_core::records::size_to_i64(size).map_err(|source| DbError::SizeOutOfRange {
+        item: item(),
+        source,
+    })
+}
+
+/// Inserts a thumbnail row (never overwriting) in the open transaction `$conn`; evaluates
+/// to `Result<InsertOutcome, DbError>`. Its blob row must exist.
+macro_rules! insert_thumbnail_in {
+    ($conn:expr, $thumbnail:expr) => {
+        async {
+            let t: &media_core::records::ThumbnailRecord = $thumbnail;
+            let outcome = {
+                // Guarded by the media's existence, so a missing media is an outcome, not a
+                // foreign-key error.
+                let inserted = bind_thumbnail!(sqlx::query(
+                    "INSERT INTO thumbnails (origin, media_id, width, height, method, \
+                     content_type, animated, sha256, size_bytes, created_ts) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+                     WHERE EXISTS (SELECT 1 FROM media WHERE origin = $1 AND media_id = $2) \
+                     ON CONFLICT (origin, media_id, width, height, method, content_type, animated) \
+                     DO NOTHING",
+                ), t, all)
+                .execute($conn)
+                .await
+                .during("insert a thumbnail")?
+                .rows_affected();
+                if inserted == 1 {
+                    $crate::model::InsertOutcome::Inserted
+                } else {
+                    let existing: Option<String> = bind_thumbnail!(sqlx::query_scalar(
+                        "SELECT sha256 FROM thumbnails WHERE origin = $1 AND media_id = $2 \
+                         AND width = $3 AND height = $4 AND method = $5 AND content_type = $6 \
+                         AND animated = $7",
+                    ), t, identity)
+                    .fetch_optional($conn)
+                    .await
+                    .during("read an existing thumbnail")?;
+                    match existing {
+                        None => $crate::model::InsertOutcome::MediaMissing,
+                        Some(existing) => {
+                            $crate::repo::sql::compare_existing("thumbnails", &t.media.to_string(), &existing, &t.sha256)?
+                        }
+                    }
+                }
+            };
+            Ok::<_, $crate::error::DbError>(outcome)
+        }
+        .await
+    };
+}
+pub(crate) use insert_thumbnail_in;
+
+/// Appends one entry to the quarantine-changes stream in the open transaction `$conn`.
+macro_rules! append_quarantine_change_in {
+    ($conn:expr, $origin:expr, $media_id:expr, $quarantined:expr, $ts:expr) => {
+        sqlx::query(
+            "INSERT INTO quarantine_changes (origin, media_id, quarantined, ts) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind($origin.as_str())
+        .bind($media_id.as_str())
+        .bind($quarantined)
+        .bind($ts)
+        .execute($conn)
+        .await
+        .during("append a quarantine change")
+    };
+}
+pub(crate) use append_quarantine_change_in;
+
+/// `($1, $2, $3), ($4, $5, $6)`: placeholders for `rows` rows of `columns` values.
+pub(crate) fn values_list(dialect: Dialect, rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            format!(
+                "({})",
+                placeholder_list(dialect, columns, row * columns + 1)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `$first, $first+1, …`: `count` placeholders. SQLite gets anonymous `?`s: looking up
+/// numbered ones costs SQLite time linear in their count, per bound value.
+pub(crate) fn placeholder_list(dialect: Dialect, count: usize, first: usize) -> String {
+    match dialect {
+        Dialect::Sqlite => vec!["?"; count].join(", "),
+        Dialect::Postgres => (first..first + count)
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// The unique key of a thumbnail row: origin, media_id, width, height, method, type,
+/// animated.
+pub(crate) type ThumbnailIdentity = (String, String, i32, i32, String, String, bool);
+
+/// The unique key of a thumbnail record, as the database returns it.
+pub(crate) fn thumbnail_identity(t: &ThumbnailRecord) -> ThumbnailIdentity {
+    (
+        t.media.origin.to_string(),
+        t.media.media_id.to_string(),
+        t.width as i32,
+        t.height as i32,
+        t.method.as_str().to_owned(),
+        t.content_type.clone(),
+        t.animated,
+    )
+}
+
+/// Compares the digest of an existing row with the one being inserted.
+pub(crate) fn compare_existing(
+    table: &'static str,
+    key: &str,
+    existing: &str,
+    wanted: &Sha256Hex,
+) -> Result<InsertOutcome, DbError> {
+    if existing == wanted.as_str() {
+        return Ok(InsertOutcome::AlreadyPresent);
+    }
+    let existing_sha256 = Sha256Hex::try_from(existing).map_err(|e| DbError::InvalidRow {
+        table,
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(InsertOutcome::Conflict { existing_sha256 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_across_rows() {
+        assert_eq!(placeholder_list(Dialect::Postgres, 3, 4), "$4, $5, $6");
+        assert_eq!(
+            values_list(Dialect::Postgres, 2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(values_list(Dialect::Sqlite, 2, 2), "(?, ?), (?, ?)");
+    }
+}

@@ -1,0 +1,192 @@
+//! The roles a media sink plays, one narrow trait each, so that a job asks only for
+//! what it uses and another schema can play the same roles: [`crate::Repository`] (our
+//! own schema) implements all of them, and a matrix-media-repo deployment (its `media`,
+//! `thumbnails` and `background_tasks` tables) is the next implementation.
+//!
+//! Rules every implementation keeps (DESIGN.md, Invariants):
+//! * no datastore call is made while a database transaction or lock is held;
+//! * a row is only committed once the object it references is known to be stored;
+//! * dedup is decided by the database, inside a transaction;
+//! * a deletion removes rows and queues objects in one transaction, and the objects
+//!   are deleted afterwards, by [`DeletionQueue::drain_pending_deletions`].
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use media_core::datastore::Datastore;
+use media_core::ids::{ServerName, Sha256Hex, UserId};
+use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
+use std::collections::HashMap;
+
+use crate::error::DbError;
+use crate::model::{
+    Blob, BlobOutcome, DatastoreId, DeletedMedia, DrainReport, InsertOutcome, MediaOutcome,
+    NewBlob, NewMedia, PendingDeletion, PinReport, QuarantineAction, QuarantineChangesPage,
+    QuarantineReport, TaskId, TaskKind,
+};
+
+/// Which bytes are recorded, and where: the content-addressed index of blobs.
+#[async_trait]
+pub trait BlobIndex: Send + Sync {
+    /// Records a blob that was just put into `store`, or returns the existing row for its
+    /// digest. A new row is only committed once `store` was seen to hold the object.
+    async fn insert_blob(
+        &self,
+        blob: &NewBlob,
+        store: &dyn Datastore,
+    ) -> Result<BlobOutcome, DbError>;
+
+    /// The blob row for a digest, if any.
+    async fn get_blob(&self, sha256: &Sha256Hex) -> Result<Option<Blob>, DbError>;
+
+    /// How many media and thumbnail rows reference a blob.
+    async fn blob_reference_count(&self, sha256: &Sha256Hex) -> Result<u64, DbError>;
+}
+
+/// The media and thumbnail records, never overwritten.
+#[async_trait]
+pub trait MediaIndex: Send + Sync {
+    /// Records media with their thumbnails and blobs, all in one transaction (one batch
+    /// of an import): a media is never visible without the thumbnails that came with it.
+    /// Its bytes must have been put into `store`, registered as its `datastore_id`; that
+    /// is checked before the transaction. A media inserted already quarantined appends a
+    /// quarantine change. Returns one outcome per media, in order.
+    async fn insert_media_batch(
+        &self,
+        batch: &[NewMedia],
+        store: &dyn Datastore,
+    ) -> Result<Vec<MediaOutcome>, DbError>;
+
+    /// Records one media, its thumbnails and their blobs (see
+    /// [`MediaIndex::insert_media_batch`]).
+    async fn insert_media(
+        &self,
+        media: &NewMedia,
+        store: &dyn Datastore,
+    ) -> Result<MediaOutcome, DbError> {
+        let mut outcomes = self
+            .insert_media_batch(std::slice::from_ref(media), store)
+            .await?;
+        Ok(outcomes.pop().expect("one outcome per media"))
+    }
+
+    /// Records a thumbnail and its blob. Its media must already be recorded.
+    async fn insert_thumbnail(
+        &self,
+        thumbnail: &ThumbnailRecord,
+        datastore_id: DatastoreId,
+        store: &dyn Datastore,
+    ) -> Result<InsertOutcome, DbError>;
+
+    /// One media, if recorded.
+    async fn get_media(&self, key: &MediaKey) -> Result<Option<MediaRecord>, DbError>;
+
+    /// The thumbnails of a media, ordered by size, method and type.
+    async fn thumbnails_of(&self, key: &MediaKey) -> Result<Vec<ThumbnailRecord>, DbError>;
+
+    /// The digests of those of `media_ids` of `origin` that are recorded, by media ID:
+    /// to compare them with the bytes of another copy.
+    async fn existing_media_digests(
+        &self,
+        origin: &ServerName,
+        media_ids: &[&str],
+    ) -> Result<HashMap<String, Sha256Hex>, DbError>;
+
+    /// The thumbnails recorded for those of `media_ids` of `origin`, by media ID: to
+    /// import only the thumbnails a recorded media still lacks.
+    async fn recorded_thumbnails(
+        &self,
+        origin: &ServerName,
+        media_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<ThumbnailRecord>>, DbError>;
+
+    /// Every media uploaded by `user`, ordered by (origin, media_id), fetched page by page.
+    fn media_by_uploader(&self, user: &UserId) -> BoxStream<'static, Result<MediaRecord, DbError>>;
+
+    /// Every media of `origin`, ordered by media_id, fetched page by page.
+    fn media_by_origin(
+        &self,
+        origin: &ServerName,
+    ) -> BoxStream<'static, Result<MediaRecord, DbError>>;
+
+    /// How many media `user` uploaded.
+    async fn count_media_by_uploader(&self, user: &UserId) -> Result<u64, DbError>;
+
+    /// How many media `origin` has.
+    async fn count_media_by_origin(&self, origin: &ServerName) -> Result<u64, DbError>;
+
+    /// Pins media (for instance because they are in use as avatars), in one transaction.
+    async fn pin_media(&self, keys: &[MediaKey]) -> Result<PinReport, DbError>;
+}
+
+/// Quarantine: bytes refused everywhere, and the stream of changes to it.
+#[async_trait]
+pub trait Quarantine: Send + Sync {
+    /// Quarantines (or lifts the quarantine of) a media and every media with the same
+    /// bytes, except pinned ones, and appends one quarantine change per media changed.
+    async fn set_quarantined(
+        &self,
+        key: &MediaKey,
+        action: QuarantineAction<'_>,
+    ) -> Result<QuarantineReport, DbError>;
+
+    /// Up to `limit` (at most [`crate::QUARANTINE_CHANGES_PAGE_LIMIT`]) quarantine
+    /// changes after stream position `from` (0 for the start), oldest first.
+    async fn quarantine_changes(
+        &self,
+        from: i64,
+        limit: usize,
+    ) -> Result<QuarantineChangesPage, DbError>;
+
+    /// Whether any media with these bytes is quarantined: such bytes are refused by
+    /// every import.
+    async fn is_hash_quarantined(&self, sha256: &Sha256Hex) -> Result<bool, DbError>;
+}
+
+/// Deleting media: rows and queue in one transaction, objects afterwards.
+#[async_trait]
+pub trait DeletionQueue: Send + Sync {
+    /// Deletes media rows and their thumbnails in one transaction, and in that same
+    /// transaction removes the blob rows nothing references any more and queues their
+    /// objects. Objects are not touched: run [`DeletionQueue::drain_pending_deletions`]
+    /// after this returns. Which media may be deleted (pinned, quarantined) is the
+    /// caller's policy.
+    async fn delete_media(&self, keys: &[MediaKey]) -> Result<DeletedMedia, DbError>;
+
+    /// The queued object deletions of a datastore, oldest first (at most `limit`), each
+    /// with its queue position.
+    async fn pending_deletions(
+        &self,
+        datastore_id: DatastoreId,
+        limit: i64,
+    ) -> Result<Vec<(i64, PendingDeletion)>, DbError>;
+
+    /// Deletes the queued objects of `datastore_id` from `store` and dequeues them,
+    /// holding no transaction while `store` is asked: a batch is claimed, its objects are
+    /// deleted, then it is acknowledged. A run that stops anywhere (a crash, a failing
+    /// datastore) leaves its unacknowledged entries queued for the next run. An object
+    /// whose blob was recorded again before its claim is kept.
+    async fn drain_pending_deletions(
+        &self,
+        datastore_id: DatastoreId,
+        store: &dyn Datastore,
+    ) -> Result<DrainReport, DbError>;
+}
+
+/// The log of tool runs, for audit and resume.
+#[async_trait]
+pub trait TaskLog: Send + Sync {
+    /// Records the start of a run of a tool with its parameters; returns its ID.
+    async fn start_task(
+        &self,
+        kind: TaskKind,
+        params: &serde_json::Value,
+    ) -> Result<TaskId, DbError>;
+
+    /// Records the end of a run: its counters (JSON) and its error, if it failed.
+    async fn finish_task(
+        &self,
+        id: TaskId,
+        counters: &str,
+        error: Option<&str>,
+    ) -> Result<(), DbError>;
+}
