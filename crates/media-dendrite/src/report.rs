@@ -67,6 +67,8 @@ pub struct CleanReport {
     /// Whether sanity findings were repaired (or, in a dry run, would be) (JSON: `"fix"`).
     #[serde(rename = "fix", serialize_with = "is_fix")]
     pub repair: Repair,
+    /// The Dendrite media database and media folder the run was about.
+    pub store: String,
     /// The sanity checks: orphan thumbnails before the purge, the rows' files during
     /// it (page by page), unused and stale directories after it.
     pub sanity: SanityReport,
@@ -177,8 +179,9 @@ impl fmt::Display for CleanReport {
         let p = &self.purge;
         writeln!(
             f,
-            "cleanmedia: {}{}",
+            "cleanmedia: {} in {}{}",
             p.selection,
+            self.store,
             self.mode.headline_suffix()
         )?;
         writeln!(

@@ -180,6 +180,11 @@ async fn clean_with(
     Ok(CleanReport {
         mode: options.mode,
         repair: options.repair,
+        store: format!(
+            "{}, media folder {}",
+            media_db::redact_url(&options.config.media_database),
+            options.config.base_path.display()
+        ),
         sanity,
         purge,
     })

@@ -22,7 +22,7 @@ use media_archive::{
 use media_core::datastore::{BlobKey, BlobPayload, Datastore, StoreError};
 use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord};
-use media_core::run::{Failure, Failures, Reason};
+use media_core::run::{Failure, Failures, Reason, Route};
 use media_db::MediaIndex;
 use media_db::repo::Repository;
 use media_synapse::{SynapseDb, SynapseMedia, files as synapse_files};
@@ -75,6 +75,9 @@ impl MediaBytes {
 /// What an export did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ExportReport {
+    /// What was exported from (a repository and its datastore, or a Synapse database and
+    /// media store), and the archive folder.
+    pub route: Route,
     /// The exported entity.
     pub entity: String,
     /// The archive folder.
@@ -159,6 +162,8 @@ impl media_core::run::Report for ExportReport {
 impl std::fmt::Display for ExportReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use media_core::progress::human_size;
+        use media_core::run::Report;
+        self.route.write_headline(f, "gdpr_export", self.mode())?;
         writeln!(
             f,
             "Exported {} media of {} into {}",
@@ -303,7 +308,8 @@ pub async fn export_from_repository(
         .map_ok(|record| Ok(ExportItem::from(record)))
         .map_err(GdprError::from)
         .boxed();
-    match export_items(items, Some(store), options, progress).await {
+    let from = format!("{}, datastore {}", repo.location(), store.uri());
+    match export_items(items, Some(store), from, options, progress).await {
         Err(GdprError::NoMedia { entity, .. }) => Err(GdprError::NoMedia {
             suggestions: repo.suggest_entities(&entity).await?,
             entity,
@@ -322,6 +328,7 @@ pub async fn export_from_synapse(
     options: ExportOptions,
     progress: Arc<Progress>,
 ) -> Result<ExportReport, GdprError> {
+    let media_store_shown = media_store.to_owned();
     let media_store = media_store.to_owned();
     let entity = options.entity.to_string();
     let items: ExportItems = match options.entity.clone() {
@@ -370,7 +377,12 @@ pub async fn export_from_synapse(
             .boxed()
         }
     };
-    match export_items(items, None, options, progress).await {
+    let from = format!(
+        "{}, media store {}",
+        media_synapse::source_label(synapse.url()),
+        media_store_shown.display()
+    );
+    match export_items(items, None, from, options, progress).await {
         Err(GdprError::NoMedia { entity, .. }) => {
             let localpart = entity.trim_start_matches('@').split(':').next();
             let suggestions = [
@@ -465,6 +477,7 @@ fn unreadable_row(
 async fn export_items(
     items: ExportItems,
     store: Option<Arc<dyn Datastore>>,
+    from: String,
     options: ExportOptions,
     progress: Arc<Progress>,
 ) -> Result<ExportReport, GdprError> {
@@ -496,6 +509,7 @@ async fn export_items(
     let (summary, failures) =
         written.ok_or_else(|| GdprError::Worker("the export stopped before its end".into()))?;
     Ok(ExportReport {
+        route: Route::new(from, options.destination.display()),
         entity: options.entity.to_string(),
         destination: options.destination,
         records: summary.records,
@@ -1107,7 +1121,7 @@ mod tests {
         };
         let items = futures::stream::iter([Ok(Ok(one.clone())), Ok(Ok(two))]).boxed();
         let progress = Arc::new(Progress::default());
-        let report = export_items(items, None, options(false), progress.clone())
+        let report = export_items(items, None, "test".into(), options(false), progress.clone())
             .await
             .unwrap();
         assert_eq!(report.records, 2);
@@ -1120,7 +1134,7 @@ mod tests {
             Err(GdprError::Config("the database went away".into())),
         ])
         .boxed();
-        let error = export_items(failing, None, options(true), progress)
+        let error = export_items(failing, None, "test".into(), options(true), progress)
             .await
             .unwrap_err();
         assert!(error.to_string().contains("went away"), "{error}");

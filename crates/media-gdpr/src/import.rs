@@ -29,7 +29,7 @@ use media_archive::{ArchiveFolder, CheckedRecord, ManifestRecord, MediaEntry};
 use media_core::datastore::{BlobKey, Datastore, Durability, PutOptions, PutStatus, StoreError};
 use media_core::ids::Sha256Hex;
 use media_core::records::{MediaRecord, Purpose};
-use media_core::run::{Failures, Reason, RunMode};
+use media_core::run::{Failures, Reason, Route, RunMode};
 use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
 use media_db::{MediaIndex, Quarantine, TaskKind, TaskLog};
 use serde::Serialize;
@@ -88,6 +88,8 @@ pub struct ImportOptions {
 /// What an import (or verification) did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportReport {
+    /// The archive folder, and the repository and datastore imported into (or checked).
+    pub route: Route,
     /// Import or verify.
     pub mode: Mode,
     /// The archive folder.
@@ -180,8 +182,9 @@ impl Reason for ImportReason {
 }
 
 impl ImportReport {
-    fn new(options: &ImportOptions, folder: &ArchiveFolder) -> Self {
+    fn new(options: &ImportOptions, folder: &ArchiveFolder, to: String) -> Self {
         Self {
+            route: Route::new(options.directory.display(), to),
             mode: options.mode,
             directory: options.directory.clone(),
             entity: folder.manifest.entity_id.clone(),
@@ -221,6 +224,8 @@ impl std::fmt::Display for ImportReport {
             Mode::Import => "Imported",
             Mode::Verify => "Verified",
         };
+        self.route
+            .write_headline(f, "gdpr_import", media_core::run::Report::mode(self))?;
         writeln!(
             f,
             "{verb} the archive of {} in {} (manifest v{}, {} records)",
@@ -312,6 +317,7 @@ pub async fn import_archive(
             )
         }
     };
+    let to = format!("{}, datastore {}", repo.location(), store.uri());
     let importer = Importer {
         handle: Handle::current(),
         repo: repo.clone(),
@@ -319,7 +325,7 @@ pub async fn import_archive(
         datastore_id,
         progress,
         source_label: format!("gdpr:{}", options.directory.display()),
-        report: ImportReport::new(&options, &folder),
+        report: ImportReport::new(&options, &folder, to),
         options,
         wanted: RecordIndex::new()?,
         batch: Vec::new(),
