@@ -20,7 +20,7 @@ pub fn mib(bytes: u64) -> f64 {
 
 /// Flushes every dirty page (`sync`), so that no contender pays for an earlier one's
 /// writes.
-pub fn sync_disk() {
+fn sync_disk() {
     assert!(Command::new("sync").status().unwrap().success());
 }
 
@@ -57,4 +57,16 @@ pub fn rerun_self<'a>(vars: impl IntoIterator<Item = (&'a str, &'a std::ffi::OsS
         String::from_utf8_lossy(&out.stderr)
     );
     text
+}
+
+/// The peak resident memory of this process so far, in MiB (Linux `VmHWM`; NaN where
+/// the kernel does not tell).
+pub fn peak_memory_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(f64::NAN)
 }
