@@ -24,7 +24,7 @@ fn sync_disk() {
     assert!(Command::new("sync").status().unwrap().success());
 }
 
-/// Runs a shell command in `dir` after a [`sync_disk`]; returns its wall time, and its
+/// Runs a shell command in `dir` after a `sync`; returns its wall time, and its
 /// wall time with a `sync` after it (the durable equivalent).
 pub fn time_shell(command: &str, dir: &Path) -> (Duration, Duration) {
     sync_disk();
@@ -41,7 +41,7 @@ pub fn time_shell(command: &str, dir: &Path) -> (Duration, Duration) {
     (done, start.elapsed())
 }
 
-/// Runs this benchmark binary again, after a [`sync_disk`], with `vars` added to its
+/// Runs this benchmark binary again, after a `sync`, with `vars` added to its
 /// environment (which tell it to run one measured phase, in a process of its own so
 /// that its peak memory is its own); returns what it printed.
 pub fn rerun_self<'a>(vars: impl IntoIterator<Item = (&'a str, &'a std::ffi::OsStr)>) -> String {
