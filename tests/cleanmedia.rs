@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use media_tests::TestCommand;
 use media_tests::dendrite::{
     DendriteFixture, Engine, LargeStoreSpec, MediaSpec, SERVER_NAME, set_age,
 };
@@ -28,7 +29,11 @@ fn cleanmedia(store: &DendriteFixture, args: &[&str]) -> Output {
         store.workdir.to_str().unwrap(),
         "--json",
     ];
-    media_tests::run("cleanmedia", &[&base[..], args].concat(), elsewhere.path())
+    TestCommand::new("cleanmedia")
+        .args(base)
+        .args(args)
+        .current_dir(elsewhere.path())
+        .output()
 }
 
 /// The JSON report of a run that must have succeeded.
@@ -651,12 +656,10 @@ async fn bad_configs_are_usage_errors_that_name_the_problem() {
         assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
         assert!(err.contains(expected), "{yaml}: {err}");
     }
-    let missing = media_tests::run(
-        "cleanmedia",
-        &["-c", "/nonexistent/dendrite.yaml"],
-        Path::new("/"),
-    );
-    assert_eq!(missing.status.code(), Some(2));
+    TestCommand::new("cleanmedia")
+        .args(["-c", "/nonexistent/dendrite.yaml"])
+        .current_dir("/")
+        .assert_exit(2);
     store.finish().await;
 }
 
@@ -671,8 +674,10 @@ async fn the_summary_names_what_was_deleted_kept_and_found() {
         .await;
     let config = store.workdir.join("dendrite.yaml");
     let args = ["-c", config.to_str().unwrap(), "-n"];
-    let out = media_tests::run("cleanmedia", &args, &store.workdir);
-    assert_eq!(out.status.code(), Some(0));
+    let out = TestCommand::new("cleanmedia")
+        .args(args)
+        .current_dir(&store.workdir)
+        .assert_exit(0);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("dry run: nothing changed"), "{text}");
     assert!(
@@ -683,8 +688,11 @@ async fn the_summary_names_what_was_deleted_kept_and_found() {
         text.contains("sanity: 1 orphan thumbnail rows (repair with --fix)"),
         "{text}"
     );
-    let quiet = media_tests::run("cleanmedia", &[&args[..], &["-q"]].concat(), &store.workdir);
-    assert_eq!(quiet.status.code(), Some(0));
+    let quiet = TestCommand::new("cleanmedia")
+        .args(args)
+        .arg("-q")
+        .current_dir(&store.workdir)
+        .assert_exit(0);
     assert!(quiet.stdout.is_empty() && quiet.stderr.is_empty());
     store.finish().await;
 }
@@ -1115,13 +1123,13 @@ fn a_synapse_config_is_named_as_such_not_as_an_empty_server_name() {
     let dir = tempfile::tempdir().unwrap();
     let homeserver_yaml =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite/homeserver.yaml");
-    let out = media_tests::run(
-        "cleanmedia",
-        &["-c", homeserver_yaml.to_str().unwrap(), "--dry-run"],
-        dir.path(),
-    );
+    let out = TestCommand::new("cleanmedia")
+        .arg("-c")
+        .arg(&homeserver_yaml)
+        .arg("--dry-run")
+        .current_dir(dir.path())
+        .assert_exit(2);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("looks like a Synapse config"), "{stderr}");
     assert!(stderr.contains("media_store_path"), "{stderr}");
     assert!(stderr.contains("dendrite.yaml"), "{stderr}");
@@ -1130,8 +1138,11 @@ fn a_synapse_config_is_named_as_such_not_as_an_empty_server_name() {
     // Any other config without `global:` names the missing section.
     let other = dir.path().join("other.yaml");
     std::fs::write(&other, "media_api:\n  base_path: /srv/media\n").unwrap();
-    let out = media_tests::run("cleanmedia", &["-c", other.to_str().unwrap()], dir.path());
+    let out = TestCommand::new("cleanmedia")
+        .arg("-c")
+        .arg(&other)
+        .current_dir(dir.path())
+        .assert_exit(2);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no `global:` section"), "{stderr}");
 }

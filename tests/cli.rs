@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use media_tests::run;
+use media_tests::TestCommand;
 
 const TOOLS: [&str; 4] = ["import_synapse", "gdpr_export", "gdpr_import", "cleanmedia"];
 
@@ -10,16 +10,20 @@ const TOOLS: [&str; 4] = ["import_synapse", "gdpr_export", "gdpr_import", "clean
 fn every_tool_answers_help_and_version_under_its_final_name() {
     let dir = tempfile::tempdir().unwrap();
     for tool in TOOLS {
-        let help = run(tool, &["--help"], dir.path());
-        assert!(help.status.success(), "{tool} --help failed");
+        let help = TestCommand::new(tool)
+            .arg("--help")
+            .current_dir(dir.path())
+            .assert_exit(0);
         let text = String::from_utf8(help.stdout).unwrap();
         assert!(text.contains(&format!("Usage: {tool}")), "{tool}: {text}");
         assert!(
             text.contains("--quiet") && text.contains("--verbose"),
             "{tool}: {text}"
         );
-        let version = run(tool, &["--version"], dir.path());
-        assert!(version.status.success());
+        let version = TestCommand::new(tool)
+            .arg("--version")
+            .current_dir(dir.path())
+            .assert_exit(0);
         assert!(String::from_utf8(version.stdout).unwrap().starts_with(tool));
     }
 }
@@ -28,8 +32,10 @@ fn every_tool_answers_help_and_version_under_its_final_name() {
 fn unknown_flags_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
     for tool in TOOLS {
-        let out = run(tool, &["--no-such-flag"], dir.path());
-        assert_eq!(out.status.code(), Some(2), "{tool}");
+        let out = TestCommand::new(tool)
+            .arg("--no-such-flag")
+            .current_dir(dir.path())
+            .assert_exit(2);
         assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
     }
 }
@@ -55,9 +61,11 @@ fn with_json_an_error_that_stops_a_run_is_a_json_object_on_stdout() {
     ];
     for (tool, mut args) in runs {
         args.push("--json");
-        let out = run(tool, &args, dir.path());
+        let out = TestCommand::new(tool)
+            .args(&args)
+            .current_dir(dir.path())
+            .assert_exit(2);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{tool}: {stderr}");
         let printed: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{tool}: stdout is not JSON ({e}); stderr: {stderr}"));
         assert_eq!(printed["error"]["class"], "usage", "{tool}: {printed}");
@@ -94,7 +102,10 @@ fn log_lines_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         dir.path().to_str().unwrap(),
     ];
     // stderr is a pipe here, as in cron or under systemd.
-    let out = run("cleanmedia", &args, dir.path());
+    let out = TestCommand::new("cleanmedia")
+        .args(args)
+        .current_dir(dir.path())
+        .output();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("relative"),
@@ -151,7 +162,7 @@ fn closed_port() -> u16 {
 /// code 2 (the database given is wrong) and the real cause, "refused", in the message.
 fn assert_refused_at_once(tool: &str, args: &[&str], cwd: &std::path::Path, port: u16) {
     let started = std::time::Instant::now();
-    let out = run(tool, args, cwd);
+    let out = TestCommand::new(tool).args(args).current_dir(cwd).output();
     let stderr = String::from_utf8_lossy(&out.stderr);
     // A hang guard only (the pool used to retry for 15 s), not a timing measurement.
     assert!(
@@ -230,27 +241,17 @@ fn import_fixture_into(db: &str, cwd: &Path) -> u64 {
 fn import_fixture_with(flag: &str, db: &str, cwd: &Path) -> u64 {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
     let datastore = cwd.join("datastore");
-    let out = run(
-        "import_synapse",
-        &[
-            "--synapse-db",
-            fixture.join("homeserver.db").to_str().unwrap(),
-            "--media-store",
-            fixture.join("media_store").to_str().unwrap(),
-            flag,
-            db,
-            "--datastore",
-            datastore.to_str().unwrap(),
-            "--json",
-        ],
-        cwd,
-    );
+    let out = TestCommand::new("import_synapse")
+        .arg("--synapse-db")
+        .arg(fixture.join("homeserver.db"))
+        .arg("--media-store")
+        .arg(fixture.join("media_store"))
+        .args([flag, db, "--datastore"])
+        .arg(datastore)
+        .arg("--json")
+        .current_dir(cwd)
+        .assert_exit_in(&[0, 1]);
     let report = media_tests::report(&out);
-    assert!(
-        out.status.code() == Some(0) || out.status.code() == Some(1),
-        "{flag} {db}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     report["media_imported"].as_u64().unwrap()
 }
 
@@ -288,7 +289,6 @@ async fn a_bare_path_is_accepted_by_db_like_every_other_database_flag() {
         url.0, url.1, url.2, url.3
     );
     assert_eq!(import_fixture_into(&settings, dir.path()), 0, "{settings}");
-    pg.drop_database().await;
 }
 
 /// (host, port, user, database) of a postgres:// URL.
@@ -368,9 +368,8 @@ async fn db_flags_with_url_syntax_in_user_password_and_database_connect() {
 
     let dir = tempfile::tempdir().unwrap();
     let port = port.to_string();
-    let out = run(
-        "import_synapse",
-        &[
+    let out = TestCommand::new("import_synapse")
+        .args([
             "-dbHost",
             &host,
             "-dbPort",
@@ -384,14 +383,10 @@ async fn db_flags_with_url_syntax_in_user_password_and_database_connect() {
             "--media-store",
             fixture.join("media_store").to_str().unwrap(),
             "--json",
-        ],
-        dir.path(),
-    );
+        ])
+        .current_dir(dir.path())
+        .assert_exit_in(&[0, 1]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.code() == Some(0) || out.status.code() == Some(1),
-        "{stderr}"
-    );
     let report = media_tests::report(&out);
     assert!(report["media_imported"].as_u64().unwrap() > 0, "{report}");
     assert!(
@@ -412,7 +407,7 @@ async fn db_flags_with_url_syntax_in_user_password_and_database_connect() {
 
 /// `tool args…` → (exit code, stdout), asserting nothing was written to stderr on success.
 fn stdout_of(tool: &str, args: &[&str], cwd: &Path) -> (Option<i32>, String) {
-    let out = run(tool, args, cwd);
+    let out = TestCommand::new(tool).args(args).current_dir(cwd).output();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() || stderr.is_empty(),
@@ -481,12 +476,10 @@ fn gdpr_export_help_lists_the_compression_values() {
         assert!(long.contains(value), "no {value:?} in\n{long}");
     }
     // A wrong value is a usage error that names the right ones.
-    let out = run(
-        "gdpr_export",
-        &["--entity", "example.org", "--compression", "gzip"],
-        dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(2));
+    let out = TestCommand::new("gdpr_export")
+        .args(["--entity", "example.org", "--compression", "gzip"])
+        .current_dir(dir.path())
+        .assert_exit(2);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("gzip") && stderr.contains("auto, none, fast, best"),
@@ -577,19 +570,19 @@ fn every_tool_generates_its_shell_completions_and_man_page() {
         assert!(man.contains(&roff_flag), "{tool}: no {roff_flag} in\n{man}");
 
         // A required flag's variable set in the environment does not get in the way.
-        let out = std::process::Command::new(media_tests::binary(tool))
+        let out = TestCommand::new(tool)
             .arg("--generate-man")
             .env("SYNAPSE_DB", "homeserver.db")
             .env("GDPR_ENTITY", "example.org")
             .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{tool}: {out:?}");
+            .assert_exit(0);
         assert_eq!(String::from_utf8(out.stdout).unwrap(), man);
 
         // Another flag next to them is a usage error; they are not in --help.
-        let out = run(tool, &["--generate-man", "--json"], dir.path());
-        assert_eq!(out.status.code(), Some(2), "{tool}");
+        TestCommand::new(tool)
+            .args(["--generate-man", "--json"])
+            .current_dir(dir.path())
+            .assert_exit(2);
         let (_, help) = stdout_of(tool, &["--help"], dir.path());
         assert!(!help.contains("--generate"), "{tool}:\n{help}");
     }

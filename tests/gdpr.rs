@@ -13,7 +13,9 @@ use media_core::ids::ServerName;
 use media_core::records::{MediaKey, MediaRecord, Purpose};
 use media_db::MediaIndex;
 use media_db::repo::NewMedia;
-use media_tests::{TestDatabase, media_count, report, repository_contents, run, walk_blobs};
+use media_tests::{
+    TestCommand, TestDatabase, media_count, report, repository_contents, walk_blobs,
+};
 use serde_json::Value;
 
 const SYNAPSE_SERVER: &str = "fixture.test";
@@ -76,11 +78,10 @@ impl Repo {
         let mut args = self.args();
         args.extend(["--directory".into(), directory.display().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        run(
-            "gdpr_import",
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            cwd,
-        )
+        TestCommand::new("gdpr_import")
+            .args(args)
+            .current_dir(cwd)
+            .output()
     }
 
     fn gdpr_export(&self, entity: &str, destination: &Path, extra: &[&str], cwd: &Path) -> Output {
@@ -92,11 +93,10 @@ impl Repo {
             destination.display().to_string(),
         ]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        run(
-            "gdpr_export",
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            cwd,
-        )
+        TestCommand::new("gdpr_export")
+            .args(args)
+            .current_dir(cwd)
+            .output()
     }
 
     /// Imports the Synapse SQLite fixture with `import_synapse`.
@@ -110,13 +110,11 @@ impl Repo {
             fixture.join("media_store").display().to_string(),
             "-q".into(),
         ]);
-        let out = run(
-            "import_synapse",
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            cwd,
-        );
         // The fixture's never-uploaded media is reported: exit code 1.
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        TestCommand::new("import_synapse")
+            .args(args)
+            .current_dir(cwd)
+            .assert_exit(1);
     }
 
     /// Every media of `origin`, with the fields an archive carries.
@@ -244,9 +242,6 @@ async fn a_repository_round_trips_through_an_archive_on_both_databases() {
             })
             .count();
         assert_eq!(report(&out)["records"].as_u64().unwrap(), alices as u64);
-
-        source.db.drop_database().await;
-        target.db.drop_database().await;
     }
 }
 
@@ -265,9 +260,8 @@ async fn an_export_straight_from_synapse_imports_to_what_import_synapse_gives() 
         let archive = dir
             .path()
             .join(format!("synapse-{}", entity.replace([':', '@'], "_")));
-        let out = run(
-            "gdpr_export",
-            &[
+        let out = TestCommand::new("gdpr_export")
+            .args([
                 "--synapse-db",
                 fixture.join("homeserver.db").to_str().unwrap(),
                 "--media-store",
@@ -277,9 +271,9 @@ async fn an_export_straight_from_synapse_imports_to_what_import_synapse_gives() 
                 "--destination",
                 archive.to_str().unwrap(),
                 "--json",
-            ],
-            dir.path(),
-        );
+            ])
+            .current_dir(dir.path())
+            .output();
         let exported = report(&out);
         // Alice created one media she never uploaded: listed, not fatal.
         let unexportable: Vec<_> = failures(&exported).into_values().collect();
@@ -787,19 +781,17 @@ fn stray_files_are_warned_about_not_fatal() {
     let archive = python_archive(dir.path(), "v2");
     std::fs::write(archive.join("README.txt"), "notes of the operator").unwrap();
     let db = format!("sqlite://{}", dir.path().join("repo.db").display());
-    let out = run(
-        "gdpr_import",
-        &[
+    let out = TestCommand::new("gdpr_import")
+        .args([
             "--directory",
             archive.to_str().unwrap(),
             "--db",
             &db,
             "--datastore",
             "store",
-        ],
-        dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        ])
+        .current_dir(dir.path())
+        .assert_exit(0);
     assert!(
         text(&out).contains("README.txt is not an archive part"),
         "{}",
@@ -1121,7 +1113,6 @@ async fn an_invalid_entity_id_refuses_the_archive_and_other_uploaders_are_foreig
         let out = repo.gdpr_import(&archive, &["--json", "--allow-foreign-origins"], dir.path());
         assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
         assert_eq!(report(&out)["imported"], 1);
-        repo.db.drop_database().await;
     }
 }
 
@@ -1181,12 +1172,11 @@ async fn a_manifest_bomb_is_refused_before_anything_is_written() {
         assert!(text(&out).len() < 10_000, "the message quotes the bomb");
         // Refused before the repository was opened: nothing was created, no task row.
         assert!(!repo.store.exists());
-        if label == "sqlite" {
-            assert!(!dir.path().join("repo.db").exists());
-            let file = repo.db.url.trim_start_matches("sqlite://").to_owned();
-            assert!(!Path::new(&file).exists(), "{file}");
-        }
-        repo.db.drop_database().await;
+        assert!(!dir.path().join("repo.db").exists());
+        assert!(
+            repo.db.is_untouched().await,
+            "{label}: a repository was created"
+        );
     }
 }
 
@@ -1276,7 +1266,6 @@ async fn verify_reads_the_datastore_and_a_reimport_repairs_missing_or_damaged_bl
         let out = repo.gdpr_import(&archive, &["--verify", "--json"], dir.path());
         assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
         assert_eq!(report(&out)["verified"], 4);
-        repo.db.drop_database().await;
     }
 }
 
@@ -1321,7 +1310,6 @@ async fn other_bytes_for_an_existing_media_are_a_conflict_not_already_present() 
             sha256_of(&original.bytes),
             "{label}: overwritten"
         );
-        repo.db.drop_database().await;
     }
 }
 
@@ -1336,8 +1324,7 @@ async fn a_second_manifest_or_an_empty_folder_changes_and_creates_nothing() {
         let out = repo.gdpr_import(archive, &[], dir.path());
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         assert!(text(&out).contains(message), "{}", text(&out));
-        let file = repo.db.url.trim_start_matches("sqlite://").to_owned();
-        assert!(!Path::new(&file).exists(), "a repository was created");
+        assert!(repo.db.is_untouched().await, "a repository was created");
         assert!(!repo.store.exists(), "a datastore was created");
     }
 }
@@ -1373,7 +1360,6 @@ async fn export_and_verify_work_on_a_read_only_mount() {
         assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
         assert_eq!(report(&out)["records"], 4);
         drop(mount);
-        repo.db.drop_database().await;
     }
 }
 
@@ -1442,9 +1428,8 @@ async fn a_linked_or_fifo_part_is_refused_not_followed_or_waited_on() {
         assert_eq!(out.status.code(), Some(2), "{kind}: {}", text(&out));
         let expected = format!("{} is {what}, not a regular file", part.display());
         assert!(text(&out).contains(&expected), "{kind}: {}", text(&out));
-        let file = repo.db.url.trim_start_matches("sqlite://").to_owned();
         assert!(
-            !Path::new(&file).exists(),
+            repo.db.is_untouched().await,
             "{kind}: a repository was created"
         );
         assert!(!repo.store.exists(), "{kind}: a datastore was created");
@@ -1499,9 +1484,8 @@ impl SynapseCopy {
 
     /// Runs `gdpr_export --synapse-db` on this copy for `entity` into `destination`.
     fn gdpr_export(&self, entity: &str, destination: &Path, cwd: &Path) -> Output {
-        run(
-            "gdpr_export",
-            &[
+        TestCommand::new("gdpr_export")
+            .args([
                 "--synapse-db",
                 self.db.to_str().unwrap(),
                 "--media-store",
@@ -1511,9 +1495,9 @@ impl SynapseCopy {
                 "--destination",
                 destination.to_str().unwrap(),
                 "--json",
-            ],
-            cwd,
-        )
+            ])
+            .current_dir(cwd)
+            .output()
     }
 }
 
@@ -1708,13 +1692,11 @@ async fn an_export_for_an_entity_without_media_writes_no_archive_and_suggests_th
             "{}",
             text(&out)
         );
-        repo.db.drop_database().await;
     }
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
     let destination = cwd.path().join("from-synapse");
-    let out = run(
-        "gdpr_export",
-        &[
+    let out = TestCommand::new("gdpr_export")
+        .args([
             "--synapse-db",
             fixture.join("homeserver.db").to_str().unwrap(),
             "--media-store",
@@ -1723,10 +1705,9 @@ async fn an_export_for_an_entity_without_media_writes_no_archive_and_suggests_th
             "alice",
             "--destination",
             destination.to_str().unwrap(),
-        ],
-        cwd.path(),
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        ])
+        .current_dir(cwd.path())
+        .assert_exit(1);
     assert!(text(&out).contains("@alice:fixture.test"), "{}", text(&out));
     assert!(!destination.exists());
 }
@@ -1782,13 +1763,13 @@ async fn an_exports_index_lists_a_quarantined_media_as_left_out() {
         let out = repo.gdpr_export(SYNAPSE_SERVER, &archive, &[], cwd.path());
         assert_eq!(out.status.code(), Some(0), "{label}: {}", text(&out));
         check(&index_of(&archive), &quarantined, label);
-        repo.db.drop_database().await;
     }
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
     let archive = cwd.path().join("from-synapse");
-    let out = run(
-        "gdpr_export",
-        &[
+    // Straight from Synapse, the media created but never uploaded fails (exit 1): it is
+    // left out too, with its own reason.
+    TestCommand::new("gdpr_export")
+        .args([
             "--synapse-db",
             fixture.join("homeserver.db").to_str().unwrap(),
             "--media-store",
@@ -1797,12 +1778,9 @@ async fn an_exports_index_lists_a_quarantined_media_as_left_out() {
             SYNAPSE_SERVER,
             "--destination",
             archive.to_str().unwrap(),
-        ],
-        cwd.path(),
-    );
-    // Straight from Synapse, the media created but never uploaded fails (exit 1): it is
-    // left out too, with its own reason.
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        ])
+        .current_dir(cwd.path())
+        .assert_exit(1);
     let index = index_of(&archive);
     let left_out = &index[index.find("id=\"left-out\"").unwrap()..];
     assert!(left_out.contains("Quarantined"), "from Synapse: {index}");

@@ -20,11 +20,11 @@ pub fn mib(bytes: u64) -> f64 {
 
 /// Flushes every dirty page (`sync`), so that no contender pays for an earlier one's
 /// writes.
-pub fn sync_disk() {
+fn sync_disk() {
     assert!(Command::new("sync").status().unwrap().success());
 }
 
-/// Runs a shell command in `dir` after a [`sync_disk`]; returns its wall time, and its
+/// Runs a shell command in `dir` after a `sync`; returns its wall time, and its
 /// wall time with a `sync` after it (the durable equivalent).
 pub fn time_shell(command: &str, dir: &Path) -> (Duration, Duration) {
     sync_disk();
@@ -41,7 +41,7 @@ pub fn time_shell(command: &str, dir: &Path) -> (Duration, Duration) {
     (done, start.elapsed())
 }
 
-/// Runs this benchmark binary again, after a [`sync_disk`], with `vars` added to its
+/// Runs this benchmark binary again, after a `sync`, with `vars` added to its
 /// environment (which tell it to run one measured phase, in a process of its own so
 /// that its peak memory is its own); returns what it printed.
 pub fn rerun_self<'a>(vars: impl IntoIterator<Item = (&'a str, &'a std::ffi::OsStr)>) -> String {
@@ -57,4 +57,16 @@ pub fn rerun_self<'a>(vars: impl IntoIterator<Item = (&'a str, &'a std::ffi::OsS
         String::from_utf8_lossy(&out.stderr)
     );
     text
+}
+
+/// The peak resident memory of this process so far, in MiB (Linux `VmHWM`; NaN where
+/// the kernel does not tell).
+pub fn peak_memory_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(f64::NAN)
 }

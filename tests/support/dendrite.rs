@@ -164,8 +164,8 @@ pub struct DendriteFixture {
     pub engine: Engine,
     /// The database URLs: one (monolith) or media, user, sync.
     urls: Vec<String>,
-    /// The PostgreSQL test databases, dropped by [`DendriteFixture::finish`].
-    databases: Vec<TestDatabase>,
+    /// The PostgreSQL test databases, dropped with the fixture.
+    _databases: Vec<TestDatabase>,
     pools: Vec<AnyPool>,
     _dir: tempfile::TempDir,
 }
@@ -223,7 +223,7 @@ impl DendriteFixture {
             media_path,
             engine,
             urls,
-            databases,
+            _databases: databases,
             pools,
             _dir: dir,
         }
@@ -235,7 +235,7 @@ impl DendriteFixture {
     }
 
     /// The pool holding the media tables.
-    pub fn media_pool(&self) -> &AnyPool {
+    fn media_pool(&self) -> &AnyPool {
         &self.pools[0]
     }
 
@@ -247,13 +247,10 @@ impl DendriteFixture {
         &self.pools[2.min(self.pools.len() - 1)]
     }
 
-    /// Closes the pools and drops the PostgreSQL databases.
+    /// Closes the pools; the databases go when the fixture is dropped, here.
     pub async fn finish(self) {
         for pool in &self.pools {
             pool.close().await;
-        }
-        for db in self.databases {
-            db.drop_database().await;
         }
     }
 

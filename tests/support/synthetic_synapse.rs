@@ -1499,6 +1499,5 @@ mod tests {
             .collect();
         assert_eq!(lite_rows, pg_rows);
         pg.close().await.ok();
-        db.drop_database().await;
     }
 }

@@ -62,7 +62,6 @@ async fn bench(db: TestDatabase, count: usize, batch_size: usize) {
         count as f64 / elapsed.as_secs_f64()
     );
     repo.close().await;
-    db.drop_database().await;
 }
 
 #[tokio::main]

@@ -78,7 +78,6 @@ where
         })
         .await;
         repo.close().await;
-        db.drop_database().await;
     }
 }
 
@@ -98,7 +97,6 @@ async fn connecting_twice_migrates_once_and_keeps_data() {
             first
         );
         repo.close().await;
-        db.drop_database().await;
     }
 }
 
@@ -622,7 +620,6 @@ async fn a_crash_between_commit_and_drain_is_finished_by_the_next_run() {
         let left: Vec<_> = store.list().try_collect().await.unwrap();
         assert!(left.is_empty());
         repo.close().await;
-        db.drop_database().await;
     }
 }
 
@@ -750,34 +747,20 @@ async fn the_drain_keeps_an_object_whose_blob_was_recorded_again() {
             media.record.sha256.as_str(),
             deleted.enqueued[0].location.as_str(),
         );
-        if db.label == "sqlite" {
-            use sqlx::Connection;
-            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-            sqlx::query(insert)
-                .bind(sha)
-                .bind(ds.0)
-                .bind(location)
-                .execute(&mut c)
-                .await
-                .unwrap();
-        } else {
-            use sqlx::Connection;
-            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::query(insert)
-                .bind(sha)
-                .bind(ds.0)
-                .bind(location)
-                .execute(&mut c)
-                .await
-                .unwrap();
-        }
+        let mut c = media_tests::any_connection(&db.url).await;
+        sqlx::query(insert)
+            .bind(sha)
+            .bind(ds.0)
+            .bind(location)
+            .execute(&mut c)
+            .await
+            .unwrap();
         let report = repo.drain_pending_deletions(ds, &*store).await.unwrap();
         assert_eq!(report.kept, 1, "{}", db.label);
         assert_eq!(report.deleted, 0);
         assert!(store.exists(&deleted.enqueued[0].location).await.unwrap());
         assert!(repo.pending_deletions(ds, 10).await.unwrap().is_empty());
         repo.close().await;
-        db.drop_database().await;
     }
 }
 
@@ -857,27 +840,19 @@ async fn a_database_from_a_newer_version_is_refused() {
             "{err}"
         );
         assert!(err.to_string().contains("upgrade this tool"));
-        db.drop_database().await;
     }
 }
 
 async fn add_future_migration(url: &str) {
-    use sqlx::Connection;
     let insert = "INSERT INTO _sqlx_migrations (version, description, installed_on, success, \
                   checksum, execution_time) VALUES (99999, 'future', CURRENT_TIMESTAMP, TRUE, \
-                  x'00', 0)";
-    if url.starts_with("sqlite") {
-        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::query(insert).execute(&mut conn).await.unwrap();
-    } else {
-        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(
-            insert.replace("x'00'", "'\\x00'::bytea"),
-        ))
+                  $1, 0)";
+    let mut conn = media_tests::any_connection(url).await;
+    sqlx::query(insert)
+        .bind(vec![0u8])
         .execute(&mut conn)
         .await
         .unwrap();
-    }
 }
 
 #[tokio::test]

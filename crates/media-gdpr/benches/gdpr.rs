@@ -177,7 +177,7 @@ impl Phase {
         println!(
             "{} {}",
             start.elapsed().as_secs_f64(),
-            media_tests::peak_memory_mib()
+            media_tests::bench::peak_memory_mib()
         );
     }
 }

@@ -116,7 +116,6 @@ fn a_fatal_datastore_error_ends_gdpr_import_with_its_error_instead_of_hanging() 
             for puts in [0, 5, 40] {
                 import_into_a_failing_datastore(&db.url, &archive, puts).await;
             }
-            db.drop_database().await;
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(5));

@@ -120,7 +120,7 @@ async fn run_import_phase() {
     println!(
         "{} {} {}",
         elapsed.as_secs_f64(),
-        media_tests::peak_memory_mib(),
+        media_tests::bench::peak_memory_mib(),
         report.counters_json()
     );
 }
@@ -247,8 +247,6 @@ async fn main() {
                 import.count("media_imported") as f64 / seconds,
                 import.peak_mib,
             );
-            repo.drop_database().await;
-            synapse.drop_database().await;
         } else {
             println!("small: PostgreSQL skipped (set DATABASE_URL to include it)");
         }
