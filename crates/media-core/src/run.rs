@@ -6,8 +6,7 @@
 //! ```
 //! use media_core::run::{Failures, Reason, RunMode};
 //!
-//! #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-//! #[serde(rename_all = "snake_case")]
+//! #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 //! enum Why { FileMissing }
 //!
 //! impl Reason for Why {
@@ -92,18 +91,21 @@ pub trait Classify {
 }
 
 /// Why an item failed: a small enum per job, each value with a stable code that reports
-/// (human and JSON) write.
-pub trait Reason: Copy + Eq + fmt::Debug + Serialize {
+/// (human and JSON) write. The code is the reason's only spelling: [`Failures`] writes it
+/// in JSON too, so a reason needs no serde attributes of its own.
+pub trait Reason: Copy + Eq + fmt::Debug {
     /// The reason as a stable `snake_case` code, e.g. `file_missing`.
     fn code(self) -> &'static str;
 }
 
 /// One item that failed, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(bound(serialize = "R: Reason"))]
 pub struct Failure<R> {
     /// The item: an `mxc://` URI, a thumbnail, a path or an archive entry.
     pub item: String,
-    /// Why, as a typed reason (a code in reports).
+    /// Why, as a typed reason (its code in reports).
+    #[serde(serialize_with = "code_of")]
     pub reason: R,
     /// What happened, for people: the path, the expected and actual values, the error.
     pub detail: String,
@@ -123,6 +125,10 @@ pub struct Failures<R> {
     by_reason: Vec<(R, u64)>,
     listed: Vec<Failure<R>>,
     not_listed: u64,
+}
+
+fn code_of<R: Reason, S: serde::Serializer>(reason: &R, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(reason.code())
 }
 
 fn by_code<R: Reason, S: serde::Serializer>(
@@ -299,8 +305,7 @@ pub trait Report: Serialize + fmt::Display {
 mod tests {
     use super::*;
 
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-    #[serde(rename_all = "snake_case")]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum Why {
         Missing,
         Corrupt,

@@ -29,8 +29,7 @@ impl Repair {
 }
 
 /// Why an item of a run failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureReason {
     /// A hash directory could not be removed (a foreign entry or a link in it, an I/O
     /// error); its rows are gone, so a later `--fix` run removes it.

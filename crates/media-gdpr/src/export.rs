@@ -105,8 +105,7 @@ pub struct ExportReport {
 }
 
 /// Why a media could not be exported (a code in reports).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportReason {
     /// The source has no bytes for it: created and never uploaded (or never cached).
     NeverUploaded,
@@ -1041,24 +1040,6 @@ impl Read for ChannelReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn export_reasons_are_written_as_their_codes() {
-        for reason in [
-            ExportReason::NeverUploaded,
-            ExportReason::InvalidIdentifier,
-            ExportReason::BadRow,
-            ExportReason::FileMissing,
-            ExportReason::SizeMismatch,
-            ExportReason::Unreadable,
-        ] {
-            let mut failures = Failures::default();
-            failures.push("mxc://example.org/abc", reason, "detail");
-            let json = serde_json::to_value(&failures).unwrap();
-            assert_eq!(json["listed"][0]["reason"], reason.code());
-            assert_eq!(json["by_reason"][reason.code()], 1);
-        }
-    }
 
     #[test]
     fn include_data_false_asks_for_a_metadata_only_archive() {

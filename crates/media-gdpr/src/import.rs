@@ -127,8 +127,7 @@ pub struct ImportReport {
 
 /// Why a record was not imported (or not verified), or what is wrong with a part of the
 /// archive (a code in reports).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportReason {
     /// A part (or one of its entries) cannot be read: truncated or corrupted.
     DamagedPart,
@@ -1212,32 +1211,6 @@ fn hash_at_most(body: &mut dyn Read, limit: u64) -> std::io::Result<(Sha256Hex, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn import_reasons_are_written_as_their_codes() {
-        for reason in [
-            ImportReason::DamagedPart,
-            ImportReason::MissingFromArchive,
-            ImportReason::NoData,
-            ImportReason::InvalidRecord,
-            ImportReason::ForeignOrigin,
-            ImportReason::RefusedEntry,
-            ImportReason::ArchiveMismatch,
-            ImportReason::NotInRepository,
-            ImportReason::DifferentInRepository,
-            ImportReason::MissingFromDatastore,
-            ImportReason::DamagedInDatastore,
-            ImportReason::Quarantined,
-            ImportReason::Mismatch,
-            ImportReason::Conflict,
-        ] {
-            let mut failures = Failures::default();
-            failures.push("mxc://example.org/abc", reason, "detail");
-            let json = serde_json::to_value(&failures).unwrap();
-            assert_eq!(json["listed"][0]["reason"], reason.code());
-            assert_eq!(json["by_reason"][reason.code()], 1);
-        }
-    }
 
     #[test]
     fn verifying_is_a_dry_run_and_importing_applies() {

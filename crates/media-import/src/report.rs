@@ -7,8 +7,7 @@ use media_synapse::RowFault;
 use serde::Serialize;
 
 /// Why an item was not imported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureReason {
     /// The file is not in the media store.
     FileMissing,
@@ -26,7 +25,6 @@ pub enum FailureReason {
     RetryLater,
     /// Synapse's row does not become a media (never uploaded, an invalid identifier, a
     /// row that cannot be read): written as the row's own code.
-    #[serde(untagged)]
     Row(RowFault),
 }
 

@@ -9,14 +9,12 @@ use media_core::ids::{MediaId, MxcUri, ServerName, UserId};
 use media_core::records::{MediaKey, ThumbnailMethod};
 use media_core::run::{Failure, Reason};
 use media_db::DbError;
-use serde::Serialize;
 
 use crate::db::{AvatarRow, LocalMediaRow, RemoteMediaRow, ThumbnailRow};
 use crate::paths::{self, ThumbnailName};
 
 /// Why a Synapse row does not become a media (or thumbnail, or avatar reference).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowFault {
     /// A media created with `/create` and never uploaded: there are no bytes.
     NeverUploaded,
