@@ -12,6 +12,7 @@ use media_db::{
     NewBlob, NewMedia, Quarantine, QuarantineAction, Repository, TaskKind, TaskLog, connect,
 };
 use media_store::MemoryDatastore;
+use media_store::faulty::FaultyDatastore;
 use media_tests::TestDatabase;
 
 /// A repository, a datastore registered in it, and the test's label (`sqlite`/`postgres`).
@@ -913,86 +914,14 @@ async fn a_size_above_i64_max_is_refused_naming_the_item_not_wrapped() {
     .await;
 }
 
-/// A datastore whose deletes fail (a network or permission error) while `failing` is
-/// set; everything else reaches the wrapped in-memory datastore.
-#[derive(Debug)]
-struct FailingDeletes {
-    inner: Arc<MemoryDatastore>,
-    failing: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl Datastore for FailingDeletes {
-    fn uri(&self) -> String {
-        self.inner.uri()
-    }
-
-    async fn put(
-        &self,
-        data: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
-        options: &media_core::datastore::PutOptions,
-    ) -> Result<media_core::datastore::Put, media_core::datastore::StoreError> {
-        self.inner.put(data, options).await
-    }
-
-    async fn put_file(
-        &self,
-        file: std::fs::File,
-        limit: u64,
-        options: &media_core::datastore::PutOptions,
-    ) -> Result<media_core::datastore::Put, media_core::datastore::StoreError> {
-        self.inner.put_file(file, limit, options).await
-    }
-
-    async fn open(
-        &self,
-        key: &media_core::datastore::BlobKey,
-        range: Option<media_core::datastore::ByteRange>,
-    ) -> Result<media_core::datastore::BlobPayload, media_core::datastore::StoreError> {
-        self.inner.open(key, range).await
-    }
-
-    async fn size(
-        &self,
-        key: &media_core::datastore::BlobKey,
-    ) -> Result<Option<u64>, media_core::datastore::StoreError> {
-        self.inner.size(key).await
-    }
-
-    async fn delete(
-        &self,
-        key: &media_core::datastore::BlobKey,
-    ) -> Result<media_core::datastore::DeleteStatus, media_core::datastore::StoreError> {
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(media_core::datastore::StoreError::Io {
-                operation: "delete",
-                target: key.to_string(),
-                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-            });
-        }
-        self.inner.delete(key).await
-    }
-
-    fn list(
-        &self,
-    ) -> futures::stream::BoxStream<
-        '_,
-        Result<media_core::datastore::BlobKey, media_core::datastore::StoreError>,
-    > {
-        self.inner.list()
-    }
-}
-
 /// Issue 13: the drain deletes objects with no transaction open. A drain whose deletes
 /// fail leaves its claimed entries queued; until a drain acknowledges them, the bytes
 /// cannot be recorded again (the object may be gone); the next drain finishes the job.
 #[tokio::test]
 async fn a_drain_stopped_by_a_failing_datastore_is_finished_by_the_next_run() {
     on_both(|f| async move {
-        let store = FailingDeletes {
-            inner: f.store.clone(),
-            failing: true.into(),
-        };
+        let store = FaultyDatastore::new(f.store.clone(), u64::MAX);
+        store.fail_deletes(true);
         let media = f
             .media("doomed", "@alice:example.org", b"doomed bytes")
             .await;
@@ -1028,9 +957,7 @@ async fn a_drain_stopped_by_a_failing_datastore_is_finished_by_the_next_run() {
                 .is_none()
         );
 
-        store
-            .failing
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        store.fail_deletes(false);
         let report = f
             .repo
             .drain_pending_deletions(f.datastore_id, &store)

@@ -1,10 +1,11 @@
 //! A datastore that fails on demand, for tests of what callers do when the datastore
 //! breaks mid-run (a full disk, an I/O error): [`FaultyDatastore`] wraps a real datastore
 //! and, once a given number of puts has succeeded, fails every further put (and sync)
-//! the way a full filesystem does.
+//! the way a full filesystem does; its deletes can be made to fail too (a permission or
+//! network error), for tests of deletion queues.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -14,8 +15,9 @@ use media_core::datastore::{
 use tokio::io::AsyncRead;
 
 /// A datastore that lets `puts_before_failing` puts through to the wrapped datastore,
-/// then fails every put and sync with `ENOSPC` ("No space left on device"). Reads,
-/// deletes and listings always pass through.
+/// then fails every put and sync with `ENOSPC` ("No space left on device"); while
+/// [`FaultyDatastore::fail_deletes`] is set, deletes fail with `EACCES`. Reads and
+/// listings always pass through.
 #[derive(Debug)]
 pub struct FaultyDatastore {
     inner: Arc<dyn Datastore>,
@@ -23,6 +25,8 @@ pub struct FaultyDatastore {
     remaining: AtomicU64,
     /// Puts refused so far.
     refused: AtomicU64,
+    /// Whether deletes fail.
+    deletes_fail: AtomicBool,
 }
 
 impl FaultyDatastore {
@@ -32,6 +36,7 @@ impl FaultyDatastore {
             inner,
             remaining: AtomicU64::new(puts_before_failing),
             refused: AtomicU64::new(0),
+            deletes_fail: AtomicBool::new(false),
         }
     }
 
@@ -47,6 +52,11 @@ impl FaultyDatastore {
     /// How many puts (and syncs) were refused.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::SeqCst)
+    }
+
+    /// Makes every delete fail with "permission denied" (`true`) or pass through again.
+    pub fn fail_deletes(&self, failing: bool) {
+        self.deletes_fail.store(failing, Ordering::SeqCst);
     }
 
     fn failing(&self) -> bool {
@@ -121,6 +131,13 @@ impl Datastore for FaultyDatastore {
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<DeleteStatus, StoreError> {
+        if self.deletes_fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                operation: "delete",
+                target: key.to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            });
+        }
         self.inner.delete(key).await
     }
 
