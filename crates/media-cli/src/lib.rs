@@ -24,6 +24,10 @@ use clap::Args;
 use media_core::progress::Progress;
 use media_core::run::{Classify, ErrorClass, Report};
 
+mod repository;
+
+pub use repository::{REPOSITORY_HEADING, RepositoryAccess, RepositoryArgs};
+
 /// The exit codes every tool of the toolkit uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -241,43 +245,6 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         return Err(format!("{text:?} is not a usable size"));
     }
     Ok(bytes as u64)
-}
-
-/// The help heading of [`RepositoryArgs`]' flags.
-pub const REPOSITORY_HEADING: &str = "Our repository (where media is imported to / exported from)";
-
-/// Where our repository lives: the flags every tool that reads or writes it takes.
-///
-/// They are listed under their own heading and named `--repo-db`/`--datastore`, so they
-/// cannot be mistaken for the Synapse database flags (`--synapse-db`, `--db-host`, …)
-/// next to them; the older `--db` still works as an alias.
-#[derive(Debug, Clone, Args)]
-pub struct RepositoryArgs {
-    /// Our repository database (not Synapse's): a path (SQLite file), sqlite://…,
-    /// postgres://… or PostgreSQL key=value settings.
-    #[arg(
-        long = "repo-db",
-        help_heading = REPOSITORY_HEADING,
-        visible_alias = "db",
-        value_name = "REPO_DB",
-        env = "MEDIA_REPO_DB",
-        default_value = "sqlite://media-repo.db"
-    )]
-    pub db: String,
-
-    /// Our datastore: file:///abs/path, file://relative/path or a bare path.
-    #[arg(
-        long,
-        help_heading = REPOSITORY_HEADING,
-        env = "MEDIA_REPO_DATASTORE",
-        default_value = "file://media-store"
-    )]
-    pub datastore: String,
-
-    /// The repository's data was moved to --datastore: record its new location (after
-    /// checking that a sample of the recorded blobs is there).
-    #[arg(long, help_heading = REPOSITORY_HEADING, env = "MEDIA_REPO_DATASTORE_MOVED")]
-    pub datastore_moved: bool,
 }
 
 /// The flags that print a tool's shell completions or man page, for packagers and
