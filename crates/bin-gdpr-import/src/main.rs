@@ -1,0 +1,63 @@
+//! `gdpr_import`: Read a matrix-media-repo archive back into the repository, verifying
+//! every byte; `--verify` checks an import without writing.
+//!
+//! Thin binary: parse the command line, wire the library crates, print a report, exit
+//! with the toolkit's exit codes (see `media_cli::Exit`).
+
+mod args;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use media_cli::{Exit, RepositoryAccess, RunError};
+use media_gdpr::import::Mode;
+use media_gdpr::{GdprError, ImportOptions, Progress};
+
+use crate::args::{Cli, MMR_FLAGS};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = media_cli::translate_go_flags(std::env::args(), MMR_FLAGS);
+    if let Some(exit) = media_cli::print_docs_if_asked::<Cli>(&args) {
+        return exit.into();
+    }
+    let cli = Cli::parse_from(args);
+    cli.verbosity.init_logging();
+    media_cli::exit_with("gdpr_import", cli.output(), run(&cli).await)
+}
+
+async fn run(cli: &Cli) -> Result<Exit, RunError> {
+    if !cli.directory.is_dir() {
+        return Err(RunError::usage(format_args!(
+            "--directory {} is not a folder: give the folder holding the archive's .tgz files",
+            cli.directory.display()
+        )));
+    }
+    // The whole archive is checked before the repository is opened: a bad archive or
+    // an empty folder creates nothing.
+    let folder = media_gdpr::import::open_archive(&cli.directory)
+        .await
+        .map_err(RunError::of)?;
+    let mode = cli.mode();
+    // Verifying writes nothing: it opens an existing repository read-only (it works on
+    // a read-only mount) and creates no folder.
+    let access = match mode {
+        Mode::Verify => RepositoryAccess::ReadOnly,
+        Mode::Import => RepositoryAccess::Write,
+    };
+    let (repo, store) = cli.repository.open::<GdprError>(access).await?;
+    let progress = Arc::new(Progress::default());
+    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
+    let options = ImportOptions {
+        directory: cli.directory.clone(),
+        only_entity: cli.only_entity.clone(),
+        allow_foreign_origins: cli.allow_foreign_origins,
+        mode,
+    };
+    let result = media_gdpr::import_archive(&repo, store, folder, options, progress).await;
+    bar.finish();
+    repo.close().await;
+    let report = result.map_err(RunError::of)?;
+    Ok(media_cli::print_report(&report, cli.output()))
+}
