@@ -1,0 +1,66 @@
+//! `gdpr_export`: Write one user's or one server's media as a matrix-media-repo v2 archive.
+//!
+//! Thin binary: parse the command line, wire the library crates, print a report, exit
+//! with the toolkit's exit codes (see `media_cli::Exit`).
+
+mod args;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use media_cli::{Exit, RepositoryAccess, RunError};
+use media_gdpr::{GdprError, Progress};
+
+use crate::args::{Cli, MMR_FLAGS};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = media_cli::translate_go_flags(std::env::args(), MMR_FLAGS);
+    if let Some(exit) = media_cli::print_docs_if_asked::<Cli>(&args) {
+        return exit.into();
+    }
+    let cli = Cli::parse_from(args);
+    cli.verbosity.init_logging();
+    media_cli::exit_with("gdpr_export", cli.output(), run(&cli).await)
+}
+
+async fn run(cli: &Cli) -> Result<Exit, RunError> {
+    let progress = Arc::new(Progress::default());
+    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
+    let options = cli.export_options();
+    let result = match (&cli.synapse_db, &cli.media_store) {
+        (Some(synapse_db), Some(media_store)) => {
+            let synapse = media_synapse::open_synapse(synapse_db)
+                .await
+                .map_err(|e| RunError::of(GdprError::from(e)))?;
+            let server_name = media_synapse::resolve_server_name(&synapse, cli.server_name.clone())
+                .await
+                .map_err(RunError::of)?;
+            let result = media_gdpr::export_from_synapse(
+                &synapse,
+                &server_name,
+                media_store,
+                options,
+                progress,
+            )
+            .await;
+            synapse.close().await;
+            result
+        }
+        _ => {
+            // Read-only: an export writes nothing into the repository or the datastore,
+            // and works on a read-only mount.
+            let (repo, store) = cli
+                .repository
+                .open::<GdprError>(RepositoryAccess::ReadOnly)
+                .await?;
+            let result = media_gdpr::export_from_repository(&repo, store, options, progress).await;
+            repo.close().await;
+            result
+        }
+    };
+    bar.finish();
+    let report = result.map_err(RunError::of)?;
+    Ok(media_cli::print_report(&report, cli.output()))
+}
