@@ -1,26 +1,19 @@
-//! `cleanmedia`: media retention for Dendrite: purge old remote (and optionally local)
-//! media, keep avatars, check the media tables against the media folder.
-//!
-//! Thin binary: parse the command line, wire the library crates, print a report, exit
-//! with the toolkit's exit codes (see `media_cli::Exit`). The short flags are the Python
-//! cleanmedia's, so existing cron lines keep working.
+//! `cleanmedia`'s command line: its flags, their help texts and what they ask for. The
+//! short flags are the Python cleanmedia's, so existing cron lines keep working.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-use media_cli::{Exit, Output, RunError};
-use media_core::Progress;
+use media_cli::{Output, RunError, Verbosity};
 use media_core::run::RunMode;
-use media_dendrite::{CleanOptions, DendriteConfig, Repair, Request};
+use media_dendrite::{Repair, Request};
 
 /// Media retention for Dendrite: purge remote media older than --days (and local media
 /// with --local), never media in use as avatars nor a hash directory other media still
 /// use; check the database against the media folder (repair with --fix).
 #[derive(Debug, Parser)]
 #[command(name = "cleanmedia", version, after_help = SAFETY_HELP)]
-struct Cli {
+pub(crate) struct Cli {
     /// Dendrite's config file (dendrite.yaml).
     #[arg(
         short = 'c',
@@ -28,15 +21,15 @@ struct Cli {
         env = "CLEANMEDIA_CONFIG",
         default_value = "config.yaml"
     )]
-    config: PathBuf,
+    pub(crate) config: PathBuf,
 
     /// Keep media younger than this many days.
     #[arg(short = 't', long, env = "CLEANMEDIA_DAYS", default_value_t = 30)]
-    days: u32,
+    pub(crate) days: u32,
 
     /// Purge local users' media too (avatars are always kept).
     #[arg(short = 'l', long, env = "CLEANMEDIA_LOCAL")]
-    local: bool,
+    pub(crate) local: bool,
 
     /// Change nothing; report what a real run would do.
     #[arg(
@@ -45,42 +38,42 @@ struct Cli {
         visible_alias = "dry-run",
         env = "CLEANMEDIA_DRYRUN"
     )]
-    dryrun: bool,
+    pub(crate) dryrun: bool,
 
     /// Purge one media, of any age: a bare media ID (as the Python tool; refused when
     /// several origins use it) or mxc://origin/media_id. An avatar is kept.
     #[arg(short = 'm', long, env = "CLEANMEDIA_MXID", conflicts_with = "userid")]
-    mxid: Option<String>,
+    pub(crate) mxid: Option<String>,
 
     /// Purge every media this user (@user:server) uploaded, of any age (avatars kept).
     #[arg(short = 'u', long, env = "CLEANMEDIA_USERID")]
-    userid: Option<String>,
+    pub(crate) userid: Option<String>,
 
     /// Repair what the sanity checks find (orphan thumbnail rows, remote rows without
     /// their file except avatars, directories no row uses, stale tmp/ directories named
     /// as Dendrite names them).
     #[arg(long, env = "CLEANMEDIA_FIX")]
-    fix: bool,
+    pub(crate) fix: bool,
 
     /// The table of file systems that should be mounted: a mount point in it at or
     /// above media_api.base_path must be mounted, or the run is refused.
     #[arg(long, env = "CLEANMEDIA_FSTAB", default_value = "/etc/fstab")]
-    fstab: PathBuf,
+    pub(crate) fstab: PathBuf,
 
     /// Dendrite's working directory: relative paths in the config resolve against it.
     #[arg(long, env = "CLEANMEDIA_WORKDIR")]
-    workdir: Option<PathBuf>,
+    pub(crate) workdir: Option<PathBuf>,
 
     /// Print the report as JSON on stdout.
     #[arg(long, env = "CLEANMEDIA_JSON")]
-    json: bool,
+    pub(crate) json: bool,
 
     /// Log debug detail (the Python tool's -d).
     #[arg(short = 'd', long, env = "CLEANMEDIA_DEBUG", conflicts_with = "quiet")]
-    debug: bool,
+    pub(crate) debug: bool,
 
     #[command(flatten)]
-    verbosity: media_cli::Verbosity,
+    pub(crate) verbosity: media_cli::Verbosity,
 }
 
 /// Examples, then what every run checks before it changes anything (printed after the
@@ -108,11 +101,24 @@ followed as a link. One run at a time per media folder: a second run waits for t
 first and names the process it waits for.";
 
 impl Cli {
-    fn output(&self) -> Output {
+    /// How much is logged: -q/-v, where -d (the Python tool's debug flag) means at
+    /// least -vv.
+    pub(crate) fn log_verbosity(&self) -> Verbosity {
+        let mut verbosity = self.verbosity;
+        if self.debug {
+            verbosity.verbose = verbosity.verbose.max(2);
+        }
+        verbosity
+    }
+
+    /// Where and how the report and errors are printed.
+    pub(crate) fn output(&self) -> Output {
         Output::new(self.json, self.verbosity)
     }
 
-    fn request(&self) -> Result<Request, RunError> {
+    /// What to purge: one media (--mxid), one user's media (--userid) or media older
+    /// than --days.
+    pub(crate) fn request(&self) -> Result<Request, RunError> {
         match (&self.mxid, &self.userid) {
             (Some(media), _) => Request::media(media).map_err(RunError::of),
             (None, Some(user)) => Request::user(user).map_err(RunError::of),
@@ -122,64 +128,18 @@ impl Cli {
             }),
         }
     }
-}
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(exit) = media_cli::print_docs_if_asked::<Cli>(&args) {
-        return exit.into();
+    /// A dry run (--dryrun) or a real one.
+    pub(crate) fn mode(&self) -> RunMode {
+        RunMode::from_dry_run(self.dryrun)
     }
-    let cli = Cli::parse_from(args);
-    let mut verbosity = cli.verbosity;
-    if cli.debug {
-        verbosity.verbose = verbosity.verbose.max(2);
-    }
-    verbosity.init_logging();
-    media_cli::exit_with("cleanmedia", cli.output(), run(&cli).await)
-}
 
-async fn run(cli: &Cli) -> Result<Exit, RunError> {
-    let workdir = match &cli.workdir {
-        Some(dir) if dir.is_dir() => dir.clone(),
-        Some(dir) => {
-            return Err(RunError::usage(format_args!(
-                "--workdir {} is not a folder",
-                dir.display()
-            )));
-        }
-        None => std::env::current_dir()
-            .map_err(|e| RunError::usage(format_args!("cannot read the current folder: {e}")))?,
-    };
-    let config = DendriteConfig::load(&cli.config, &workdir).map_err(RunError::of)?;
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
-    if !config.base_path.is_dir() {
-        return Err(RunError::usage(format_args!(
-            "media_api.base_path {} is not a folder (relative paths resolve against --workdir)",
-            config.base_path.display()
-        )));
-    }
-    let options = CleanOptions {
-        config,
-        request: cli.request()?,
-        mode: RunMode::from_dry_run(cli.dryrun),
-        repair: if cli.fix {
+    /// Whether what the sanity checks find is repaired (--fix) or only listed.
+    pub(crate) fn repair(&self) -> Repair {
+        if self.fix {
             Repair::Fix
         } else {
             Repair::ListOnly
-        },
-        now_ms: media_core::now_ms(),
-        mounts: media_dendrite::MountTables {
-            fstab: cli.fstab.clone(),
-            ..Default::default()
-        },
-    };
-    let progress = Arc::new(Progress::default());
-    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
-    let report = media_dendrite::clean(&options, &progress).await;
-    bar.finish();
-    let report = report.map_err(RunError::of)?;
-    Ok(media_cli::print_report(&report, cli.output()))
+        }
+    }
 }
