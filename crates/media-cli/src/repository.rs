@@ -154,11 +154,9 @@ mod tests {
     async fn reading_and_dry_runs_create_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let args = args_in(dir.path());
-        let missing = args
-            .open::<DbError>(RepositoryAccess::ReadOnly)
-            .await
-            .err()
-            .expect("a missing repository cannot be read");
+        let Err(missing) = args.open::<DbError>(RepositoryAccess::ReadOnly).await else {
+            panic!("a missing repository cannot be read");
+        };
         assert!(missing.message.contains("repo.db"), "{}", missing.message);
 
         let (repo, store) = args
@@ -187,7 +185,9 @@ mod tests {
             RepositoryAccess::ReadOnly,
             RepositoryAccess::DryRun,
         ] {
-            let error = args.open::<DbError>(access).await.err().unwrap();
+            let Err(error) = args.open::<DbError>(access).await else {
+                panic!("{access:?} opened the datastore s3://bucket");
+            };
             assert_eq!(error.class, ErrorClass::Usage, "{access:?}");
             assert!(
                 error.message.starts_with("datastore: "),
