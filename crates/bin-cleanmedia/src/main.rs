@@ -10,7 +10,6 @@ mod args;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use media_cli::{Exit, RunError};
 use media_core::Progress;
 use media_dendrite::{CleanOptions, DendriteConfig};
@@ -19,11 +18,11 @@ use crate::args::Cli;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(exit) = media_cli::print_docs_if_asked::<Cli>(&args) {
-        return exit.into();
-    }
-    let cli = Cli::parse_from(args);
+    // No Go-style flags: the short flags are the Python cleanmedia's.
+    let cli: Cli = match media_cli::parse_command_line(std::env::args(), &[]) {
+        Ok(cli) => cli,
+        Err(exit) => return exit.into(),
+    };
     cli.log_verbosity().init_logging();
     media_cli::exit_with("cleanmedia", cli.output(), run(&cli).await)
 }

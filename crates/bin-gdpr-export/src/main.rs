@@ -8,7 +8,6 @@ mod args;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use media_cli::{Exit, RepositoryAccess, RunError};
 use media_gdpr::{GdprError, Progress};
 
@@ -16,11 +15,10 @@ use crate::args::{Cli, MMR_FLAGS};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = media_cli::translate_go_flags(std::env::args(), MMR_FLAGS);
-    if let Some(exit) = media_cli::print_docs_if_asked::<Cli>(&args) {
-        return exit.into();
-    }
-    let cli = Cli::parse_from(args);
+    let cli: Cli = match media_cli::parse_command_line(std::env::args(), MMR_FLAGS) {
+        Ok(cli) => cli,
+        Err(exit) => return exit.into(),
+    };
     cli.verbosity.init_logging();
     media_cli::exit_with("gdpr_export", cli.output(), run(&cli).await)
 }

@@ -307,6 +307,23 @@ pub fn print_docs_if_asked<C: clap::CommandFactory>(args: &[String]) -> Option<E
     })
 }
 
+/// Reads a tool's command line (`args`, program name first; `std::env::args()` in a
+/// tool) into its parser `C`, the same way in every tool: Go-style flags named in
+/// `aliases` are rewritten first ([`translate_go_flags`]); a command line asking for the
+/// shell completions or the man page gets them printed and its exit code back as the
+/// error ([`print_docs_if_asked`]); a command line `C` refuses ends the process with
+/// clap's message and exit code 2.
+pub fn parse_command_line<C: clap::Parser>(
+    args: impl IntoIterator<Item = String>,
+    aliases: &[(&str, &str)],
+) -> Result<C, Exit> {
+    let args = translate_go_flags(args, aliases);
+    match print_docs_if_asked::<C>(&args) {
+        Some(exit) => Err(exit),
+        None => Ok(C::parse_from(args)),
+    }
+}
+
 /// A progress bar on stderr, drawn only when stderr is a terminal; it polls a job's
 /// [`Progress`] counters a few times a second.
 pub struct ProgressBar {
@@ -379,6 +396,20 @@ mod tests {
         assert!(!colour_logs(true, Some(OsStr::new("1"))));
         assert!(!colour_logs(false, None));
         assert!(!colour_logs(false, Some(OsStr::new(""))));
+    }
+
+    #[test]
+    fn a_command_line_is_parsed_after_its_go_style_flags_are_rewritten() {
+        #[derive(Debug, clap::Parser)]
+        struct Tool {
+            #[arg(long)]
+            db_host: String,
+            #[arg(long)]
+            workers: u16,
+        }
+        let args = ["tool", "-dbHost=db", "--workers", "4"].map(String::from);
+        let tool: Tool = parse_command_line(args, &[("dbHost", "db-host")]).unwrap();
+        assert_eq!((tool.db_host.as_str(), tool.workers), ("db", 4));
     }
 
     #[test]
