@@ -2,8 +2,9 @@
 //! parse → wire → report → exit-code layer.
 //!
 //! For programs that embed the toolkit as libraries this crate is optional: it holds
-//! what every tool's command line shares ([`Exit`] codes, [`RepositoryArgs`],
-//! [`Verbosity`], the progress bar) and small parsers such as [`parse_byte_size`]:
+//! what every tool's command line shares ([`Exit`] codes, [`RepositoryArgs`] and opening
+//! the repository they name with [`RepositoryArgs::open`], [`Verbosity`], the progress
+//! bar) and small parsers such as [`parse_byte_size`]:
 //!
 //! ```
 //! use media_cli::parse_byte_size;
