@@ -5,137 +5,25 @@
 //! with the toolkit's exit codes (see `media_cli::Exit`). The short flags are the Python
 //! cleanmedia's, so existing cron lines keep working.
 
-use std::path::PathBuf;
+mod args;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
-use media_cli::{Exit, Output, RunError};
+use media_cli::{Exit, RunError};
 use media_core::Progress;
-use media_core::run::RunMode;
-use media_dendrite::{CleanOptions, DendriteConfig, Repair, Request};
+use media_dendrite::{CleanOptions, DendriteConfig};
 
-/// Media retention for Dendrite: purge remote media older than --days (and local media
-/// with --local), never media in use as avatars nor a hash directory other media still
-/// use; check the database against the media folder (repair with --fix).
-#[derive(Debug, Parser)]
-#[command(name = "cleanmedia", version, after_help = SAFETY_HELP)]
-struct Cli {
-    /// Dendrite's config file (dendrite.yaml).
-    #[arg(
-        short = 'c',
-        long,
-        env = "CLEANMEDIA_CONFIG",
-        default_value = "config.yaml"
-    )]
-    config: PathBuf,
-
-    /// Keep media younger than this many days.
-    #[arg(short = 't', long, env = "CLEANMEDIA_DAYS", default_value_t = 30)]
-    days: u32,
-
-    /// Purge local users' media too (avatars are always kept).
-    #[arg(short = 'l', long, env = "CLEANMEDIA_LOCAL")]
-    local: bool,
-
-    /// Change nothing; report what a real run would do.
-    #[arg(
-        short = 'n',
-        long,
-        visible_alias = "dry-run",
-        env = "CLEANMEDIA_DRYRUN"
-    )]
-    dryrun: bool,
-
-    /// Purge one media, of any age: a bare media ID (as the Python tool; refused when
-    /// several origins use it) or mxc://origin/media_id. An avatar is kept.
-    #[arg(short = 'm', long, env = "CLEANMEDIA_MXID", conflicts_with = "userid")]
-    mxid: Option<String>,
-
-    /// Purge every media this user (@user:server) uploaded, of any age (avatars kept).
-    #[arg(short = 'u', long, env = "CLEANMEDIA_USERID")]
-    userid: Option<String>,
-
-    /// Repair what the sanity checks find (orphan thumbnail rows, remote rows without
-    /// their file except avatars, directories no row uses, stale tmp/ directories named
-    /// as Dendrite names them).
-    #[arg(long, env = "CLEANMEDIA_FIX")]
-    fix: bool,
-
-    /// The table of file systems that should be mounted: a mount point in it at or
-    /// above media_api.base_path must be mounted, or the run is refused.
-    #[arg(long, env = "CLEANMEDIA_FSTAB", default_value = "/etc/fstab")]
-    fstab: PathBuf,
-
-    /// Dendrite's working directory: relative paths in the config resolve against it.
-    #[arg(long, env = "CLEANMEDIA_WORKDIR")]
-    workdir: Option<PathBuf>,
-
-    /// Print the report as JSON on stdout.
-    #[arg(long, env = "CLEANMEDIA_JSON")]
-    json: bool,
-
-    /// Log debug detail (the Python tool's -d).
-    #[arg(short = 'd', long, env = "CLEANMEDIA_DEBUG", conflicts_with = "quiet")]
-    debug: bool,
-
-    #[command(flatten)]
-    verbosity: media_cli::Verbosity,
-}
-
-/// Examples, then what every run checks before it changes anything (printed after the
-/// options).
-const SAFETY_HELP: &str = "\
-Examples:
-  # See what purging remote media older than 90 days would do (the Python tool's flags):
-  cleanmedia -c /etc/dendrite/dendrite.yaml -t 90 -n
-
-  # Purge remote and local media older than 30 days, from cron:
-  cleanmedia --config /etc/dendrite/dendrite.yaml --days 30 --local --quiet
-
-  # Purge everything one user uploaded, whatever its age:
-  cleanmedia -c /etc/dendrite/dendrite.yaml -u @spammer:example.org
-
-Before changing anything, every run (dry runs too) refuses, with exit code 2:
-  - a media_api.base_path that is the root directory, or that holds top-level entries
-    Dendrite does not make (it makes one-letter folders and tmp/; lost+found is allowed);
-  - a media folder that looks unmounted: --fstab names a mount point at or above it and
-    nothing is mounted there; or the database has media rows and the folder holds no
-    media at all; or more than half of 200 media rows picked at random have no file;
-  - a media folder holding media while the database has no media rows (wrong database).
-Avatars are never deleted, whatever the state of their file. Nothing under base_path is
-followed as a link. One run at a time per media folder: a second run waits for the
-first and names the process it waits for.";
-
-impl Cli {
-    fn output(&self) -> Output {
-        Output::new(self.json, self.verbosity)
-    }
-
-    fn request(&self) -> Result<Request, RunError> {
-        match (&self.mxid, &self.userid) {
-            (Some(media), _) => Request::media(media).map_err(RunError::of),
-            (None, Some(user)) => Request::user(user).map_err(RunError::of),
-            (None, None) => Ok(Request::OlderThan {
-                days: self.days,
-                include_local: self.local,
-            }),
-        }
-    }
-}
+use crate::args::Cli;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(exit) = media_cli::print_docs_if_asked::<Cli>(&args) {
-        return exit.into();
-    }
-    let cli = Cli::parse_from(args);
-    let mut verbosity = cli.verbosity;
-    if cli.debug {
-        verbosity.verbose = verbosity.verbose.max(2);
-    }
-    verbosity.init_logging();
+    // No Go-style flags: the short flags are the Python cleanmedia's.
+    let cli: Cli = match media_cli::parse_command_line(std::env::args(), &[]) {
+        Ok(cli) => cli,
+        Err(exit) => return exit.into(),
+    };
+    cli.log_verbosity().init_logging();
     media_cli::exit_with("cleanmedia", cli.output(), run(&cli).await)
 }
 
@@ -164,12 +52,8 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
     let options = CleanOptions {
         config,
         request: cli.request()?,
-        mode: RunMode::from_dry_run(cli.dryrun),
-        repair: if cli.fix {
-            Repair::Fix
-        } else {
-            Repair::ListOnly
-        },
+        mode: cli.mode(),
+        repair: cli.repair(),
         now_ms: media_core::now_ms(),
         mounts: media_dendrite::MountTables {
             fstab: cli.fstab.clone(),

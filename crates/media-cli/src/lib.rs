@@ -2,8 +2,9 @@
 //! parse → wire → report → exit-code layer.
 //!
 //! For programs that embed the toolkit as libraries this crate is optional: it holds
-//! what every tool's command line shares ([`Exit`] codes, [`RepositoryArgs`],
-//! [`Verbosity`], the progress bar) and small parsers such as [`parse_byte_size`]:
+//! what every tool's command line shares ([`Exit`] codes, [`RepositoryArgs`] and opening
+//! the repository they name with [`RepositoryArgs::open`], [`Verbosity`], the progress
+//! bar) and small parsers such as [`parse_byte_size`]:
 //!
 //! ```
 //! use media_cli::parse_byte_size;
@@ -23,6 +24,10 @@ use std::time::Duration;
 use clap::Args;
 use media_core::progress::Progress;
 use media_core::run::{Classify, ErrorClass, Report};
+
+mod repository;
+
+pub use repository::{REPOSITORY_HEADING, RepositoryAccess, RepositoryArgs};
 
 /// The exit codes every tool of the toolkit uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,43 +248,6 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// The help heading of [`RepositoryArgs`]' flags.
-pub const REPOSITORY_HEADING: &str = "Our repository (where media is imported to / exported from)";
-
-/// Where our repository lives: the flags every tool that reads or writes it takes.
-///
-/// They are listed under their own heading and named `--repo-db`/`--datastore`, so they
-/// cannot be mistaken for the Synapse database flags (`--synapse-db`, `--db-host`, …)
-/// next to them; the older `--db` still works as an alias.
-#[derive(Debug, Clone, Args)]
-pub struct RepositoryArgs {
-    /// Our repository database (not Synapse's): a path (SQLite file), sqlite://…,
-    /// postgres://… or PostgreSQL key=value settings.
-    #[arg(
-        long = "repo-db",
-        help_heading = REPOSITORY_HEADING,
-        visible_alias = "db",
-        value_name = "REPO_DB",
-        env = "MEDIA_REPO_DB",
-        default_value = "sqlite://media-repo.db"
-    )]
-    pub db: String,
-
-    /// Our datastore: file:///abs/path, file://relative/path or a bare path.
-    #[arg(
-        long,
-        help_heading = REPOSITORY_HEADING,
-        env = "MEDIA_REPO_DATASTORE",
-        default_value = "file://media-store"
-    )]
-    pub datastore: String,
-
-    /// The repository's data was moved to --datastore: record its new location (after
-    /// checking that a sample of the recorded blobs is there).
-    #[arg(long, help_heading = REPOSITORY_HEADING, env = "MEDIA_REPO_DATASTORE_MOVED")]
-    pub datastore_moved: bool,
-}
-
 /// The flags that print a tool's shell completions or man page, for packagers and
 /// installers: `tool --generate-completions bash`, `tool --generate-man > tool.1`. They
 /// are not part of a tool's own flags (so `--help` does not list them): see
@@ -338,6 +306,23 @@ pub fn print_docs_if_asked<C: clap::CommandFactory>(args: &[String]) -> Option<E
             Exit::Fatal
         }
     })
+}
+
+/// Reads a tool's command line (`args`, program name first; `std::env::args()` in a
+/// tool) into its parser `C`, the same way in every tool: Go-style flags named in
+/// `aliases` are rewritten first ([`translate_go_flags`]); a command line asking for the
+/// shell completions or the man page gets them printed and its exit code back as the
+/// error ([`print_docs_if_asked`]); a command line `C` refuses ends the process with
+/// clap's message and exit code 2.
+pub fn parse_command_line<C: clap::Parser>(
+    args: impl IntoIterator<Item = String>,
+    aliases: &[(&str, &str)],
+) -> Result<C, Exit> {
+    let args = translate_go_flags(args, aliases);
+    match print_docs_if_asked::<C>(&args) {
+        Some(exit) => Err(exit),
+        None => Ok(C::parse_from(args)),
+    }
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal; it polls a job's
@@ -412,6 +397,20 @@ mod tests {
         assert!(!colour_logs(true, Some(OsStr::new("1"))));
         assert!(!colour_logs(false, None));
         assert!(!colour_logs(false, Some(OsStr::new(""))));
+    }
+
+    #[test]
+    fn a_command_line_is_parsed_after_its_go_style_flags_are_rewritten() {
+        #[derive(Debug, clap::Parser)]
+        struct Tool {
+            #[arg(long)]
+            db_host: String,
+            #[arg(long)]
+            workers: u16,
+        }
+        let args = ["tool", "-dbHost=db", "--workers", "4"].map(String::from);
+        let tool: Tool = parse_command_line(args, &[("dbHost", "db-host")]).unwrap();
+        assert_eq!((tool.db_host.as_str(), tool.workers), ("db", 4));
     }
 
     #[test]
