@@ -49,10 +49,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
         _ => {
             // Read-only: an export writes nothing into the repository or the datastore,
             // and works on a read-only mount.
-            let (repo, store) = cli
-                .repository
-                .open::<GdprError>(RepositoryAccess::ReadOnly)
-                .await?;
+            let (repo, store) = cli.repository.open(RepositoryAccess::ReadOnly).await?;
             let result = media_gdpr::export_from_repository(&repo, store, options, progress).await;
             repo.close().await;
             result

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use media_cli::{Exit, RepositoryAccess, RunError};
 use media_gdpr::import::Mode;
-use media_gdpr::{GdprError, ImportOptions, Progress};
+use media_gdpr::{ImportOptions, Progress};
 
 use crate::args::{Cli, MMR_FLAGS};
 
@@ -44,7 +44,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
         Mode::Verify => RepositoryAccess::ReadOnly,
         Mode::Import => RepositoryAccess::Write,
     };
-    let (repo, store) = cli.repository.open::<GdprError>(access).await?;
+    let (repo, store) = cli.repository.open(access).await?;
     let progress = Arc::new(Progress::default());
     let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
     let options = ImportOptions {

@@ -72,10 +72,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
     let mode = cli.mode();
     // A dry run creates neither the repository nor the datastore folder, and writes
     // nothing into either.
-    let (repo, store) = cli
-        .repository
-        .open::<ImportError>(RepositoryAccess::from(mode))
-        .await?;
+    let (repo, store) = cli.repository.open(RepositoryAccess::from(mode)).await?;
     let server_name = media_synapse::resolve_server_name(&synapse, cli.server_name.clone())
         .await
         .map_err(RunError::of)?;

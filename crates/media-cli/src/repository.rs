@@ -2,12 +2,11 @@
 //! ([`RepositoryArgs`]) and opening it with its datastore the way a tool uses them
 //! ([`RepositoryAccess`]).
 
-use std::fmt::Display;
 use std::sync::Arc;
 
 use clap::Args;
 use media_core::datastore::Datastore;
-use media_core::run::{Classify, RunMode};
+use media_core::run::RunMode;
 use media_db::{AttachOptions, DatastoreAccess, DbError, Repository};
 
 use crate::RunError;
@@ -79,18 +78,13 @@ impl RepositoryArgs {
     /// attaches it to the repository (recording its new location with
     /// `--datastore-moved`), each as `access` asks.
     ///
-    /// A datastore that cannot be opened is a usage error (`datastore: …`). A database
-    /// error is reported as the tool's own error type `E` reports it: its class (and so
-    /// the exit code) is the one `E` gives it (`media_gdpr::GdprError`, for one, counts a
-    /// missing repository as a usage error); `DbError` itself may serve as `E`.
-    pub async fn open<E>(
+    /// A datastore that cannot be opened is a usage error (`datastore: …`); a database
+    /// error is in the class it says it is in (a missing repository is a usage error).
+    pub async fn open(
         &self,
         access: RepositoryAccess,
-    ) -> Result<(Repository, Arc<dyn Datastore>), RunError>
-    where
-        E: From<DbError> + Classify + Display,
-    {
-        let database_error = |e: DbError| RunError::of(E::from(e));
+    ) -> Result<(Repository, Arc<dyn Datastore>), RunError> {
+        let database_error = RunError::of::<DbError>;
         let repo = match access {
             RepositoryAccess::Write => media_db::connect(&self.db).await,
             RepositoryAccess::ReadOnly => media_db::connect_read_only(&self.db).await,
@@ -137,16 +131,13 @@ mod tests {
     async fn writing_creates_what_reading_then_opens() {
         let dir = tempfile::tempdir().unwrap();
         let args = args_in(dir.path());
-        let (repo, store) = args.open::<DbError>(RepositoryAccess::Write).await.unwrap();
+        let (repo, store) = args.open(RepositoryAccess::Write).await.unwrap();
         assert!(dir.path().join("repo.db").is_file());
         assert!(dir.path().join("store").is_dir());
         assert!(!store.is_ephemeral());
         repo.close().await;
 
-        let (repo, _store) = args
-            .open::<DbError>(RepositoryAccess::ReadOnly)
-            .await
-            .unwrap();
+        let (repo, _store) = args.open(RepositoryAccess::ReadOnly).await.unwrap();
         repo.close().await;
     }
 
@@ -154,15 +145,12 @@ mod tests {
     async fn reading_and_dry_runs_create_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let args = args_in(dir.path());
-        let Err(missing) = args.open::<DbError>(RepositoryAccess::ReadOnly).await else {
+        let Err(missing) = args.open(RepositoryAccess::ReadOnly).await else {
             panic!("a missing repository cannot be read");
         };
         assert!(missing.message.contains("repo.db"), "{}", missing.message);
 
-        let (repo, store) = args
-            .open::<DbError>(RepositoryAccess::DryRun)
-            .await
-            .unwrap();
+        let (repo, store) = args.open(RepositoryAccess::DryRun).await.unwrap();
         assert!(store.uri().ends_with("/store"), "{}", store.uri());
         repo.close().await;
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -172,7 +160,7 @@ mod tests {
     async fn a_datastore_that_cannot_be_opened_is_a_usage_error() {
         let dir = tempfile::tempdir().unwrap();
         let (repo, _store) = args_in(dir.path())
-            .open::<DbError>(RepositoryAccess::Write)
+            .open(RepositoryAccess::Write)
             .await
             .unwrap();
         repo.close().await;
@@ -185,7 +173,7 @@ mod tests {
             RepositoryAccess::ReadOnly,
             RepositoryAccess::DryRun,
         ] {
-            let Err(error) = args.open::<DbError>(access).await else {
+            let Err(error) = args.open(access).await else {
                 panic!("{access:?} opened the datastore s3://bucket");
             };
             assert_eq!(error.class, ErrorClass::Usage, "{access:?}");

@@ -125,11 +125,13 @@ pub enum DbError {
 }
 
 impl Classify for DbError {
-    /// A wrong location, an unreachable server, a newer schema or another datastore is
-    /// for the operator to fix (usage); anything failing during the run is fatal.
+    /// A wrong location, a missing repository or record, an unreachable server, a newer
+    /// schema or another datastore is for the operator to fix (usage); anything failing
+    /// during the run is fatal.
     fn class(&self) -> ErrorClass {
         match self {
             Self::InvalidUrl { .. }
+            | Self::NotFound { .. }
             | Self::Connect { .. }
             | Self::NewerSchema { .. }
             | Self::WrongDatastore { .. }

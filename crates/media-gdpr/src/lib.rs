@@ -176,7 +176,7 @@ impl Classify for GdprError {
     /// media is an item-level outcome (exit 1); anything failing during the run is fatal.
     fn class(&self) -> ErrorClass {
         match self {
-            Self::Db(DbError::NotFound { .. }) | Self::Config(_) => ErrorClass::Usage,
+            Self::Config(_) => ErrorClass::Usage,
             Self::Db(e) => e.class(),
             Self::NoMedia { .. } => ErrorClass::Item,
             Self::Archive(
