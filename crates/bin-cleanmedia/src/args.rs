@@ -102,20 +102,6 @@ first and names the process it waits for.";
 
 impl Cli {
     /// How much is logged: -q/-v, where -d (the Python tool's debug flag) means at
-    /// least -vv.
-    pub(crate) fn log_verbosity(&self) -> Verbosity {
-        let mut verbosity = self.verbosity;
-        if self.debug {
-            verbosity.verbose = verbosity.verbose.max(2);
-        }
-        verbosity
-    }
-
-    /// Where and how the report and errors are printed.
-    pub(crate) fn output(&self) -> Output {
-        Output::new(self.json, self.verbosity)
-    }
-
     /// What to purge: one media (--mxid), one user's media (--userid) or media older
     /// than --days.
     pub(crate) fn request(&self) -> Result<Request, RunError> {
@@ -141,5 +127,20 @@ impl Cli {
         } else {
             Repair::ListOnly
         }
+    }
+}
+
+impl media_cli::ToolArgs for Cli {
+    fn output(&self) -> Output {
+        Output::new(self.json, self.verbosity)
+    }
+
+    /// `-d` (the Python cleanmedia's debug flag) asks for at least `-vv`.
+    fn verbosity(&self) -> Verbosity {
+        let mut verbosity = self.verbosity;
+        if self.debug {
+            verbosity.verbose = verbosity.verbose.max(2);
+        }
+        verbosity
     }
 }

@@ -10,7 +10,7 @@ mod args;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use media_cli::{Exit, RunError};
+use media_cli::{Exit, RunError, ToolArgs};
 use media_core::Progress;
 use media_dendrite::{CleanOptions, DendriteConfig};
 
@@ -19,12 +19,7 @@ use crate::args::Cli;
 #[tokio::main]
 async fn main() -> ExitCode {
     // No Go-style flags: the short flags are the Python cleanmedia's.
-    let cli: Cli = match media_cli::parse_command_line(std::env::args(), &[]) {
-        Ok(cli) => cli,
-        Err(exit) => return exit.into(),
-    };
-    cli.log_verbosity().init_logging();
-    media_cli::exit_with("cleanmedia", cli.output(), run(&cli).await)
+    media_cli::run_tool("cleanmedia", &[], run).await
 }
 
 async fn run(cli: &Cli) -> Result<Exit, RunError> {

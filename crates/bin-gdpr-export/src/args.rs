@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use media_archive::{Compression, WriterOptions};
-use media_cli::Output;
+use media_cli::{Output, Verbosity};
 use media_core::ids::ServerName;
 use media_gdpr::{Entity, ExportOptions, MediaBytes};
 
@@ -115,11 +115,6 @@ fn compression_values() -> impl clap::builder::TypedValueParser<Value = Compress
 }
 
 impl Cli {
-    /// Where and how the report and errors are printed.
-    pub(crate) fn output(&self) -> Output {
-        Output::new(self.json, self.verbosity)
-    }
-
     /// What to export, and how the archive is written.
     pub(crate) fn export_options(&self) -> ExportOptions {
         ExportOptions {
@@ -133,5 +128,15 @@ impl Cli {
             },
             media_bytes: MediaBytes::from_include_data(self.include_data),
         }
+    }
+}
+
+impl media_cli::ToolArgs for Cli {
+    fn output(&self) -> Output {
+        Output::new(self.json, self.verbosity)
+    }
+
+    fn verbosity(&self) -> Verbosity {
+        self.verbosity
     }
 }

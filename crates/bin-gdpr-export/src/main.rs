@@ -8,19 +8,14 @@ mod args;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use media_cli::{Exit, RepositoryAccess, RunError};
+use media_cli::{Exit, RepositoryAccess, RunError, ToolArgs};
 use media_gdpr::{GdprError, Progress};
 
 use crate::args::{Cli, MMR_FLAGS};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli: Cli = match media_cli::parse_command_line(std::env::args(), MMR_FLAGS) {
-        Ok(cli) => cli,
-        Err(exit) => return exit.into(),
-    };
-    cli.verbosity.init_logging();
-    media_cli::exit_with("gdpr_export", cli.output(), run(&cli).await)
+    media_cli::run_tool("gdpr_export", MMR_FLAGS, run).await
 }
 
 async fn run(cli: &Cli) -> Result<Exit, RunError> {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use media_cli::Output;
+use media_cli::{Output, Verbosity};
 use media_gdpr::Entity;
 use media_gdpr::import::Mode;
 
@@ -66,11 +66,6 @@ Examples:
   gdpr_import --directory ./example.org --only-entity @alice:example.org";
 
 impl Cli {
-    /// Where and how the report and errors are printed.
-    pub(crate) fn output(&self) -> Output {
-        Output::new(self.json, self.verbosity)
-    }
-
     /// Import, or (`--verify`) check an import without writing.
     pub(crate) fn mode(&self) -> Mode {
         if self.verify {
@@ -78,5 +73,15 @@ impl Cli {
         } else {
             Mode::Import
         }
+    }
+}
+
+impl media_cli::ToolArgs for Cli {
+    fn output(&self) -> Output {
+        Output::new(self.json, self.verbosity)
+    }
+
+    fn verbosity(&self) -> Verbosity {
+        self.verbosity
     }
 }

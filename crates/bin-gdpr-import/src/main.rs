@@ -9,7 +9,7 @@ mod args;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use media_cli::{Exit, RepositoryAccess, RunError};
+use media_cli::{Exit, RepositoryAccess, RunError, ToolArgs};
 use media_gdpr::import::Mode;
 use media_gdpr::{ImportOptions, Progress};
 
@@ -17,12 +17,7 @@ use crate::args::{Cli, MMR_FLAGS};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli: Cli = match media_cli::parse_command_line(std::env::args(), MMR_FLAGS) {
-        Ok(cli) => cli,
-        Err(exit) => return exit.into(),
-    };
-    cli.verbosity.init_logging();
-    media_cli::exit_with("gdpr_import", cli.output(), run(&cli).await)
+    media_cli::run_tool("gdpr_import", MMR_FLAGS, run).await
 }
 
 async fn run(cli: &Cli) -> Result<Exit, RunError> {

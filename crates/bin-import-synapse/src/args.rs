@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use media_cli::Output;
+use media_cli::{Output, Verbosity};
 use media_core::ids::ServerName;
 use media_core::run::RunMode;
 use media_db::{DatabaseLocation, DbError};
@@ -172,13 +172,18 @@ impl Cli {
         }
     }
 
-    /// Where and how the report and errors are printed.
-    pub(crate) fn output(&self) -> Output {
-        Output::new(self.json, self.verbosity)
-    }
-
     /// A dry run (`--dry-run`) or a real import.
     pub(crate) fn mode(&self) -> RunMode {
         RunMode::from_dry_run(self.dry_run)
+    }
+}
+
+impl media_cli::ToolArgs for Cli {
+    fn output(&self) -> Output {
+        Output::new(self.json, self.verbosity)
+    }
+
+    fn verbosity(&self) -> Verbosity {
+        self.verbosity
     }
 }

@@ -325,6 +325,32 @@ pub fn parse_command_line<C: clap::Parser>(
     }
 }
 
+/// What a tool's parsed command line tells [`run_tool`].
+pub trait ToolArgs: clap::Parser {
+    /// Where and how the report and errors are printed (`--json`, `-q`).
+    fn output(&self) -> Output;
+
+    /// The logging the flags ask for (`-q`, `-v`).
+    fn verbosity(&self) -> Verbosity;
+}
+
+/// A tool's whole `main`, the same in every tool: reads the command line into `C`
+/// ([`parse_command_line`], with the Go-style `aliases`), starts logging, runs `run` and
+/// turns its outcome into the exit code ([`exit_with`]).
+pub async fn run_tool<C: ToolArgs>(
+    tool: &str,
+    aliases: &[(&str, &str)],
+    run: impl AsyncFnOnce(&C) -> Result<Exit, RunError>,
+) -> ExitCode {
+    let cli: C = match parse_command_line(std::env::args(), aliases) {
+        Ok(cli) => cli,
+        Err(exit) => return exit.into(),
+    };
+    cli.verbosity().init_logging();
+    let output = cli.output();
+    exit_with(tool, output, run(&cli).await)
+}
+
 /// A progress bar on stderr, drawn only when stderr is a terminal; it polls a job's
 /// [`Progress`] counters a few times a second.
 pub struct ProgressBar {

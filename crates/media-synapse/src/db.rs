@@ -113,7 +113,7 @@ pub enum AvatarSource {
     Member,
 }
 
-/// Opens a Synapse database read-only: a [`DatabaseLocation`](crate::DatabaseLocation)
+/// Opens a Synapse database read-only: a [`DatabaseLocation`](media_db::DatabaseLocation)
 /// or any text it parses from (a `postgres://` URL, `key=value` settings, a `sqlite://`
 /// URL or a bare path to `homeserver.db`).
 pub async fn open_synapse(
