@@ -359,6 +359,55 @@ async fn thumbnails_left_out_by_an_earlier_run_are_imported_by_the_next() {
     }
 }
 
+/// Issue 19 item 11: two imports at once each reported only their share ("9 imported, 9
+/// already present") without saying that the other run recorded the rest while they
+/// ran. Each media is recorded once, by one of them, and each report counts what the
+/// other recorded meanwhile (`*_recorded_by_another_run`, within "already present").
+#[tokio::test]
+async fn two_imports_at_once_record_each_media_once_and_count_what_the_other_did() {
+    let postgres = TestDatabase::postgres().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let db = fixture("sqlite").join("homeserver.db");
+    let media_store = fixture("sqlite").join("media_store");
+    let sqlite = format!("sqlite://{}", cwd.path().join("repo.db").display());
+    for (i, repo_url) in [sqlite.as_str(), postgres.url.as_str()]
+        .into_iter()
+        .enumerate()
+    {
+        let datastore = cwd.path().join(format!("store-{i}"));
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                std::process::Command::new(media_tests::binary("import_synapse"))
+                    .args(["--synapse-db", db.to_str().unwrap()])
+                    .args(["--media-store", media_store.to_str().unwrap()])
+                    .args(["--repo-db", repo_url, "--json", "--workers", "1"])
+                    .args(["--datastore", datastore.to_str().unwrap()])
+                    .current_dir(cwd.path())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let reports: Vec<Value> = runs
+            .into_iter()
+            .map(|run| report(&run.wait_with_output().unwrap()))
+            .collect();
+        let sum = |field: &str| -> u64 { reports.iter().map(|r| r[field].as_u64().unwrap()).sum() };
+        assert_eq!(sum("media_imported"), 18, "{repo_url}: {reports:?}");
+        assert_eq!(sum("thumbnails_imported"), 37, "{repo_url}: {reports:?}");
+        for r in &reports {
+            let count = |field: &str| r[field].as_u64().unwrap();
+            assert_eq!(count("media_imported") + count("media_already_present"), 18, "{r}");
+            assert!(count("media_recorded_by_another_run") <= count("media_already_present"));
+            assert!(
+                count("thumbnails_recorded_by_another_run") <= count("thumbnails_already_present")
+            );
+        }
+        assert_repository_matches(repo_url, &datastore, &expected("sqlite")).await;
+    }
+}
+
 #[tokio::test]
 async fn one_worker_and_sixteen_workers_give_identical_repositories() {
     let db = fixture("sqlite").join("homeserver.db");

@@ -90,7 +90,11 @@ async fn flush(
         let shown = media.record.key.to_string();
         match outcome.media {
             InsertOutcome::Inserted => report.media_imported += 1,
-            InsertOutcome::AlreadyPresent => report.media_already_present += 1,
+            // The producer found it missing: another run recorded it since.
+            InsertOutcome::AlreadyPresent => {
+                report.media_already_present += 1;
+                report.media_recorded_by_another_run += 1;
+            }
             InsertOutcome::Conflict { existing_sha256 } => report.fail(
                 ItemFailure {
                     item: shown.clone(),
@@ -116,7 +120,8 @@ async fn flush(
     Ok(())
 }
 
-/// Counts what recording one thumbnail of the media `shown` did.
+/// Counts what recording one thumbnail of the media `shown` did (only thumbnails the
+/// repository did not record when the run planned them get here).
 pub(crate) fn count_thumbnail(
     report: &mut ImportReport,
     shown: &str,
@@ -125,7 +130,11 @@ pub(crate) fn count_thumbnail(
 ) {
     match outcome {
         InsertOutcome::Inserted => report.thumbnails_imported += 1,
-        InsertOutcome::AlreadyPresent => report.thumbnails_already_present += 1,
+        // The producer left out the recorded ones: another run recorded it since.
+        InsertOutcome::AlreadyPresent => {
+            report.thumbnails_already_present += 1;
+            report.thumbnails_recorded_by_another_run += 1;
+        }
         InsertOutcome::Conflict { existing_sha256 } => report.fail(
             ItemFailure {
                 item: thumbnail_label(

@@ -71,12 +71,18 @@ pub struct ImportReport {
     pub media_imported: u64,
     /// Media that were already in the repository.
     pub media_already_present: u64,
+    /// Of those, media another run recorded while this one ran (this run found them
+    /// missing, read them, and found them recorded when it came to record them): two
+    /// imports at once each say what the other did.
+    pub media_recorded_by_another_run: u64,
     /// Media not imported (listed in `failures`).
     pub media_failed: u64,
     /// Thumbnails recorded by this run.
     pub thumbnails_imported: u64,
     /// Thumbnails already in the repository.
     pub thumbnails_already_present: u64,
+    /// Of those, thumbnails another run recorded while this one ran.
+    pub thumbnails_recorded_by_another_run: u64,
     /// Thumbnails not imported (listed in `failures`).
     pub thumbnails_failed: u64,
     /// New blobs written to the datastore.
@@ -141,9 +147,11 @@ impl ImportReport {
         self.media_total += other.media_total;
         self.media_imported += other.media_imported;
         self.media_already_present += other.media_already_present;
+        self.media_recorded_by_another_run += other.media_recorded_by_another_run;
         self.media_failed += other.media_failed;
         self.thumbnails_imported += other.thumbnails_imported;
         self.thumbnails_already_present += other.thumbnails_already_present;
+        self.thumbnails_recorded_by_another_run += other.thumbnails_recorded_by_another_run;
         self.thumbnails_failed += other.thumbnails_failed;
         self.blobs_written += other.blobs_written;
         self.bytes_read += other.bytes_read;
@@ -167,6 +175,14 @@ impl ImportReport {
 }
 
 /// `1536` → `1.5 KiB`.
+/// What a summary line adds when another run recorded some of the items meanwhile.
+fn by_another_run(count: u64) -> String {
+    match count {
+        0 => String::new(),
+        n => format!(" ({n} of them recorded by another run while this one ran)"),
+    }
+}
+
 impl std::fmt::Display for ImportReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (verb, written) = if self.dry_run {
@@ -178,13 +194,20 @@ impl std::fmt::Display for ImportReport {
             .write_headline(f, "import_synapse", self.mode())?;
         writeln!(
             f,
-            "media: {} considered, {} {verb}, {} already present, {} failed",
-            self.media_total, self.media_imported, self.media_already_present, self.media_failed
+            "media: {} considered, {} {verb}, {} already present{}, {} failed",
+            self.media_total,
+            self.media_imported,
+            self.media_already_present,
+            by_another_run(self.media_recorded_by_another_run),
+            self.media_failed
         )?;
         writeln!(
             f,
-            "thumbnails: {} {verb}, {} already present, {} failed",
-            self.thumbnails_imported, self.thumbnails_already_present, self.thumbnails_failed
+            "thumbnails: {} {verb}, {} already present{}, {} failed",
+            self.thumbnails_imported,
+            self.thumbnails_already_present,
+            by_another_run(self.thumbnails_recorded_by_another_run),
+            self.thumbnails_failed
         )?;
         writeln!(
             f,
@@ -222,6 +245,19 @@ mod tests {
         assert_eq!(human_size(0), "0 B");
         assert_eq!(human_size(1536), "1.5 KiB");
         assert_eq!(human_size(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn a_summary_says_what_another_run_recorded_meanwhile() {
+        let mut report = ImportReport::new(RunMode::Apply);
+        report.media_already_present = 9;
+        report.media_recorded_by_another_run = 4;
+        let text = report.to_string();
+        assert!(
+            text.contains("9 already present (4 of them recorded by another run while this one ran)"),
+            "{text}"
+        );
+        assert!(!text.contains("thumbnails: 0 imported, 0 already present ("), "{text}");
     }
 
     #[test]
