@@ -398,7 +398,11 @@ async fn two_imports_at_once_record_each_media_once_and_count_what_the_other_did
         assert_eq!(sum("thumbnails_imported"), 37, "{repo_url}: {reports:?}");
         for r in &reports {
             let count = |field: &str| r[field].as_u64().unwrap();
-            assert_eq!(count("media_imported") + count("media_already_present"), 18, "{r}");
+            assert_eq!(
+                count("media_imported") + count("media_already_present"),
+                18,
+                "{r}"
+            );
             assert!(count("media_recorded_by_another_run") <= count("media_already_present"));
             assert!(
                 count("thumbnails_recorded_by_another_run") <= count("thumbnails_already_present")

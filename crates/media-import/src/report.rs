@@ -254,10 +254,15 @@ mod tests {
         report.media_recorded_by_another_run = 4;
         let text = report.to_string();
         assert!(
-            text.contains("9 already present (4 of them recorded by another run while this one ran)"),
+            text.contains(
+                "9 already present (4 of them recorded by another run while this one ran)"
+            ),
             "{text}"
         );
-        assert!(!text.contains("thumbnails: 0 imported, 0 already present ("), "{text}");
+        assert!(
+            !text.contains("thumbnails: 0 imported, 0 already present ("),
+            "{text}"
+        );
     }
 
     #[test]
