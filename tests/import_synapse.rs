@@ -396,7 +396,15 @@ async fn two_imports_at_once_record_each_media_once_and_count_what_the_other_did
         let sum = |field: &str| -> u64 { reports.iter().map(|r| r[field].as_u64().unwrap()).sum() };
         assert_eq!(sum("media_imported"), 18, "{repo_url}: {reports:?}");
         assert_eq!(sum("thumbnails_imported"), 37, "{repo_url}: {reports:?}");
-        for r in &reports {
+        for (r, other) in [(&reports[0], &reports[1]), (&reports[1], &reports[0])] {
+            // What one run found recorded by another, the other recorded.
+            for kind in ["media", "thumbnails"] {
+                let by_other = r[format!("{kind}_recorded_by_another_run")]
+                    .as_u64()
+                    .unwrap();
+                let other_imported = other[format!("{kind}_imported")].as_u64().unwrap();
+                assert!(by_other <= other_imported, "{kind}: {r} / {other}");
+            }
             let count = |field: &str| r[field].as_u64().unwrap();
             assert_eq!(
                 count("media_imported") + count("media_already_present"),
