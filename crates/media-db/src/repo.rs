@@ -36,8 +36,8 @@ pub use crate::model::*;
 pub use attach::{AttachOptions, DatastoreAccess, MOVED_SAMPLE};
 pub use suggest::{closest, edit_distance};
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Rows fetched per page by the keyset-paginated streams.
 const PAGE_SIZE: i64 = 500;
