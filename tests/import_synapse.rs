@@ -393,6 +393,9 @@ async fn two_imports_at_once_record_each_media_once_and_count_what_the_other_did
             .into_iter()
             .map(|run| report(&run.wait_with_output().unwrap()))
             .collect();
+        for r in &reports {
+            assert!(r.get("error").is_none(), "{repo_url}: a run stopped: {r}");
+        }
         let sum = |field: &str| -> u64 { reports.iter().map(|r| r[field].as_u64().unwrap()).sum() };
         assert_eq!(sum("media_imported"), 18, "{repo_url}: {reports:?}");
         assert_eq!(sum("thumbnails_imported"), 37, "{repo_url}: {reports:?}");

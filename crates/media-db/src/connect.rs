@@ -279,6 +279,21 @@ pub(crate) async fn migrate(
     location: &DatabaseLocation,
 ) -> Result<(), DbError> {
     let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    // PostgreSQL migrations take an advisory lock; SQLite's take none, so two tools
+    // starting at once on a new file would both apply the first migration and one would
+    // fail ("table already exists"): an exclusive flock on the file (independent of
+    // SQLite's own fcntl locks) makes them take turns.
+    let _turn = match location.sqlite_path() {
+        Some(path) => Some(
+            lock_for_migration(path)
+                .await
+                .map_err(|source| DbError::Migrate {
+                    url: location.to_string(),
+                    source: MigrateError::Source(Box::new(source)),
+                })?,
+        ),
+        None => None,
+    };
     let result = on_pool!(pool, |p| migrator.run(p).await);
     match result {
         Ok(()) => Ok(()),
@@ -294,4 +309,16 @@ pub(crate) async fn migrate(
             source,
         }),
     }
+}
+
+/// Waits for, and takes, the exclusive migration lock of a SQLite file; it is released
+/// when the returned file is dropped.
+async fn lock_for_migration(path: std::path::PathBuf) -> std::io::Result<std::fs::File> {
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(file)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }

@@ -2,7 +2,7 @@
 //! (a URL, a bare path or libpq `key=value` settings) and shown with its password hidden.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use sqlx::sqlite::SqliteConnectOptions;
@@ -136,13 +136,19 @@ impl DatabaseLocation {
             && (self.url.contains(":memory:") || self.url.contains("mode=memory"))
     }
 
-    /// Whether this is a SQLite file that does not exist (a missing repository, say).
-    pub fn is_missing_sqlite_file(&self) -> bool {
+    /// The file of a SQLite database (not of an in-memory one).
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
         if self.dialect != Dialect::Sqlite || self.is_in_memory() {
-            return false;
+            return None;
         }
         SqliteConnectOptions::from_str(&self.url)
-            .is_ok_and(|options| !options.get_filename().exists())
+            .ok()
+            .map(|options| options.get_filename().to_owned())
+    }
+
+    /// Whether this is a SQLite file that does not exist (a missing repository, say).
+    pub fn is_missing_sqlite_file(&self) -> bool {
+        self.sqlite_path().is_some_and(|file| !file.exists())
     }
 }
 

@@ -101,6 +101,28 @@ async fn connecting_twice_migrates_once_and_keeps_data() {
     }
 }
 
+/// Two imports started at once on a new SQLite repository both applied its first
+/// migration, and one of them stopped with "table datastores already exists" (exit 3):
+/// SQLite migrations take no lock of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tools_starting_at_once_on_a_new_repository_all_connect() {
+    for db in TestDatabase::both().await {
+        for round in 0..3 {
+            let connects = (0..8).map(|_| {
+                let url = db.url.clone();
+                tokio::spawn(async move { connect(&url).await })
+            });
+            for joined in futures::future::join_all(connects).await {
+                let repo = joined
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+                repo.register_datastore("file:///srv/a").await.unwrap();
+                repo.close().await;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_concurrent_inserts_of_one_blob_create_one_row() {
     on_both(|f| async move {

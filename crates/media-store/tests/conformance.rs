@@ -145,6 +145,32 @@ async fn opening_removes_the_temporary_folders_of_writers_that_are_gone_only() {
     );
 }
 
+/// Two tools opening one folder at once: one swept the other's just-created temporary
+/// folder as abandoned before its owner could lock it, and the owner stopped with "open
+/// temporary folder … No such file or directory" (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_opening_one_folder_at_once_all_get_a_temporary_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..20 {
+        let opens = (0..8).map(|_| {
+            let root = dir.path().to_owned();
+            tokio::spawn(async move { FileDatastore::open(root).await })
+        });
+        let stores: Vec<FileDatastore> = futures::future::join_all(opens)
+            .await
+            .into_iter()
+            .map(|joined| {
+                joined
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"))
+            })
+            .collect();
+        for store in &stores {
+            store.put_bytes(b"shared").await.unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_deferred_put_gets_its_name_only_at_the_sync() {
     let dir = tempfile::tempdir().unwrap();
