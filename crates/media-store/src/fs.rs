@@ -228,8 +228,12 @@ impl WriterFolder {
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
                 Err(source) => return Err(io_error("create temporary folder", &path, source)),
             }
-            let lock = std::fs::File::open(&path)
-                .map_err(|source| io_error("open temporary folder", &path, source))?;
+            let lock = match std::fs::File::open(&path) {
+                Ok(lock) => lock,
+                // Another process's sweep removed it before we could lock it.
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(source) => return Err(io_error("open temporary folder", &path, source)),
+            };
             if !try_lock(&lock).map_err(|source| io_error("lock", &path, source))? {
                 continue; // a writer sweeping abandoned folders took it first
             }
