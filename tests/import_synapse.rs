@@ -2056,3 +2056,168 @@ async fn a_wrong_media_store_is_refused_before_the_repository_is_created() {
         );
     }
 }
+
+/// `import_synapse` on the SQLite fixture into `repo_url` and `datastore`, with `extra`
+/// flags, started (not waited for).
+fn spawn_import(
+    repo_url: &str,
+    datastore: &Path,
+    cwd: &Path,
+    extra: &[&str],
+) -> std::process::Child {
+    let db = fixture("sqlite").join("homeserver.db");
+    let media_store = fixture("sqlite").join("media_store");
+    std::process::Command::new(media_tests::binary("import_synapse"))
+        .args(["--synapse-db", db.to_str().unwrap()])
+        .args(["--media-store", media_store.to_str().unwrap()])
+        .args(["--repo-db", repo_url, "--json", "--workers", "2"])
+        .args(["--datastore", datastore.to_str().unwrap()])
+        .args(extra)
+        .current_dir(cwd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The JSON report of a finished import that did its work (exit 0, or 1 for the
+/// fixture's listed failures).
+fn finished_report(run: std::process::Child) -> Value {
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report(&out)
+}
+
+/// Issue 14 item 4: an import spread over several machines. Three `--shard k/3`
+/// processes at once, into one repository and one datastore, give the repository (rows,
+/// pins, blobs) of one process without `--shard`; each media is read and imported by
+/// exactly one shard (none finds another's media recorded: none even tried it), and the
+/// shards' counters add up to the whole run's. On PostgreSQL, and on SQLite (one file:
+/// its writer lock serializes the three).
+#[tokio::test]
+async fn three_shards_at_once_import_exactly_what_one_run_imports() {
+    let postgres = TestDatabase::postgres().await;
+    let whole_postgres = TestDatabase::postgres().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let sqlite = |name: &str| format!("sqlite://{}", cwd.path().join(name).display());
+    let cases = [
+        (sqlite("sharded.db"), sqlite("whole.db")),
+        (postgres.url.clone(), whole_postgres.url.clone()),
+    ];
+    for (i, (sharded_url, whole_url)) in cases.iter().enumerate() {
+        let sharded_store = cwd.path().join(format!("sharded-store-{i}"));
+        let whole_store = cwd.path().join(format!("whole-store-{i}"));
+        let whole = finished_report(spawn_import(whole_url, &whole_store, cwd.path(), &[]));
+        assert_eq!(whole["shard"], "1/1");
+        assert_eq!(whole["media_imported"], 18, "{whole}");
+
+        let shards: Vec<String> = (1..=3).map(|k| format!("{k}/3")).collect();
+        let runs: Vec<_> = shards
+            .iter()
+            .map(|shard| spawn_import(sharded_url, &sharded_store, cwd.path(), &["--shard", shard]))
+            .collect();
+        let reports: Vec<Value> = runs.into_iter().map(finished_report).collect();
+
+        let count = |r: &Value, field: &str| r[field].as_u64().unwrap();
+        for (shard, r) in shards.iter().zip(&reports) {
+            assert_eq!(r["shard"], shard.as_str());
+            for field in ["media_already_present", "thumbnails_already_present"] {
+                assert_eq!(count(r, field), 0, "{sharded_url} shard {shard}: {r}");
+            }
+        }
+        // Which media fall to which shard (the hash is pinned by media_import's unit
+        // test): every shard has a share.
+        let imported: Vec<u64> = reports.iter().map(|r| count(r, "media_imported")).collect();
+        assert_eq!(imported, [6, 5, 7], "{sharded_url}: {reports:?}");
+        for field in [
+            "media_total",
+            "media_imported",
+            "media_failed",
+            "thumbnails_imported",
+            "thumbnails_failed",
+            "avatars_pinned",
+            "avatars_not_in_repository",
+            "avatars_failed",
+        ] {
+            let sum: u64 = reports.iter().map(|r| count(r, field)).sum();
+            assert_eq!(
+                sum,
+                count(&whole, field),
+                "{sharded_url} {field}: {reports:?}"
+            );
+        }
+        // The same content in media of two shards may be written by both at once (each
+        // put is atomic and idempotent, and counts as written): never fewer blobs.
+        let blobs: u64 = reports.iter().map(|r| count(r, "blobs_written")).sum();
+        assert!(blobs >= count(&whole, "blobs_written"), "{reports:?}");
+        let listed = |r: &Value| -> Vec<String> {
+            let items = r["failures"]["listed"].as_array().unwrap().iter();
+            items
+                .map(|f| f["item"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let mut listed_by_shards: Vec<String> = reports.iter().flat_map(listed).collect();
+        let mut listed_by_whole = listed(&whole);
+        listed_by_shards.sort();
+        listed_by_whole.sort();
+        assert_eq!(listed_by_shards, listed_by_whole);
+
+        assert_eq!(
+            repository_contents(sharded_url).await,
+            repository_contents(whole_url).await,
+            "{sharded_url}"
+        );
+        assert_eq!(walk_blobs(&sharded_store), walk_blobs(&whole_store));
+        assert_repository_matches(sharded_url, &sharded_store, &expected("sqlite")).await;
+
+        // The task log says which share each run took.
+        let mut conn = media_tests::any_connection(sharded_url).await;
+        let params: Vec<String> = sqlx::query_scalar("SELECT params FROM tasks ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let mut logged: Vec<String> = params
+            .iter()
+            .map(|p| serde_json::from_str::<Value>(p).unwrap()["shard"].to_string())
+            .collect();
+        logged.sort();
+        assert_eq!(logged, [r#""1/3""#, r#""2/3""#, r#""3/3""#]);
+    }
+}
+
+/// A shard that does not exist is a usage error (exit 2) that says how to write one,
+/// before anything is created.
+#[test]
+fn a_shard_outside_k_of_n_is_a_usage_error() {
+    let cwd = tempfile::tempdir().unwrap();
+    let db = fixture("sqlite").join("homeserver.db");
+    let store = fixture("sqlite").join("media_store");
+    for (shard, message) in [
+        ("0/0", "at least 1"),
+        ("3/2", "K goes from 1 to N"),
+        ("0/3", "K goes from 1 to N"),
+        ("x", "write K/N"),
+    ] {
+        let out = TestCommand::new("import_synapse")
+            .args(["--synapse-db", db.to_str().unwrap()])
+            .args(["--media-store", store.to_str().unwrap(), "--shard", shard])
+            .current_dir(cwd.path())
+            .assert_exit(2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{shard}: {stderr}");
+    }
+    let out = TestCommand::new("import_synapse")
+        .args(["--synapse-db", db.to_str().unwrap()])
+        .args(["--media-store", store.to_str().unwrap()])
+        .env("IMPORT_SHARD", "4/3")
+        .current_dir(cwd.path())
+        .assert_exit(2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4/3"));
+    assert!(!cwd.path().join("media-repo.db").exists());
+    assert!(!cwd.path().join("media-store").exists());
+}

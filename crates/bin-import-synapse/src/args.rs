@@ -7,7 +7,7 @@ use media_cli::{Output, Verbosity};
 use media_core::ids::ServerName;
 use media_core::run::RunMode;
 use media_db::{DatabaseLocation, DbError};
-use media_import::Include;
+use media_import::{Include, Shard};
 
 /// matrix-media-repo's `import_synapse` flags, accepted as aliases.
 pub(crate) const MMR_FLAGS: &[(&str, &str)] = &[
@@ -107,6 +107,12 @@ pub(crate) struct Cli {
     )]
     pub(crate) include: Include,
 
+    /// Import only share K of N (K = 1..N), to spread one import over N processes or
+    /// machines sharing one repository and one datastore: each media falls to exactly
+    /// one share, the same on every machine. 1/1 imports everything.
+    #[arg(long, env = "IMPORT_SHARD", value_name = "K/N", default_value = "1/1")]
+    pub(crate) shard: Shard,
+
     /// Read and check everything, write nothing; report what a real run would do.
     #[arg(long, env = "IMPORT_DRY_RUN")]
     pub(crate) dry_run: bool,
@@ -145,7 +151,13 @@ Examples:
   # Fetch files missing from the media store from the homeserver, as an admin:
   import_synapse --synapse-db postgres://synapse@localhost/synapse \\
       --media-store /var/lib/synapse/media_store \\
-      --homeserver-url https://matrix.example.org --access-token \"$ADMIN_TOKEN\"";
+      --homeserver-url https://matrix.example.org --access-token \"$ADMIN_TOKEN\"
+
+  # One of three machines sharing a PostgreSQL repository and a datastore (the others
+  # run --shard 1/3 and --shard 3/3):
+  import_synapse --synapse-db postgres://synapse@db.example.org/synapse \\
+      --media-store /mnt/synapse/media_store --shard 2/3 \\
+      --repo-db postgres://media@db.example.org/media --datastore /mnt/media-repo";
 
 /// Where media bytes come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use media_cli::{Exit, RepositoryAccess, RunError, ToolArgs};
-use media_import::{HomeserverClient, ImportError, ImportOptions, Progress};
+use media_import::{HomeserverClient, ImportError, ImportOptions, Progress, Shard};
 
 use crate::args::{Cli, MMR_FLAGS, Source};
 
@@ -85,7 +85,15 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
         source_label: media_synapse::source_label(
             cli.synapse_db.as_deref().unwrap_or(&location.to_string()),
         ),
+        shard: cli.shard,
     };
+    if cli.shard != Shard::ALL {
+        tracing::info!(
+            "shard {}: importing only this share of the media (the progress total is an \
+             estimate until every row has been read)",
+            cli.shard
+        );
+    }
     let result = media_import::import_synapse(&synapse, &repo, store, options, progress).await;
     bar.finish();
     let report = result.map_err(RunError::of)?;

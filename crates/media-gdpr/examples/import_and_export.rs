@@ -57,6 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         workers: 2,
         mode: media_core::run::RunMode::Apply,
         source_label: media_synapse::source_label(&synapse_db.display().to_string()),
+        shard: media_import::Shard::ALL,
     };
     let progress = Arc::new(Progress::default());
     let imported =

@@ -40,6 +40,7 @@
 //!         workers: 2,
 //!         mode: media_core::run::RunMode::Apply,
 //!         source_label: media_synapse::source_label(&synapse_db),
+//!         shard: media_import::Shard::ALL,
 //!     };
 //!     let progress = Arc::new(Progress::default());
 //!     media_import::import_synapse(&synapse, &repo, store.clone(), options, progress).await?;

@@ -102,6 +102,7 @@ async fn run_import_phase() {
         workers: env_or("BENCH_WORKERS", 8usize),
         mode: media_core::run::RunMode::Apply,
         source_label: "bench".into(),
+        shard: media_import::Shard::ALL,
     };
     let start = Instant::now();
     let report = import_synapse(

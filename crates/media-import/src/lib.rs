@@ -6,6 +6,7 @@
 //!
 //! * [`pipeline`]: the run: a producer, `workers` copying tasks and one recorder.
 //! * [`options`], [`report`], [`error`]: what a run is given, reports and stops with.
+//! * [`shard`]: one share of an import spread over several processes or machines.
 //! * inside: `plan` (Synapse's rows → work items: where each file is, what it must be),
 //!   `produce` (the producer, page by page, skipping what is recorded), `work` and
 //!   `copy` (a worker, and copying one file into the datastore), `dry_run` (what a dry
@@ -24,7 +25,7 @@
 //!
 //! use media_core::run::RunMode;
 //! use media_db::{AttachOptions, MediaIndex};
-//! use media_import::{ImportOptions, Include, Progress};
+//! use media_import::{ImportOptions, Include, Progress, Shard};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let synapse_dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/synapse/sqlite"));
@@ -44,6 +45,7 @@
 //!         workers: 2,
 //!         mode: RunMode::Apply,
 //!         source_label: media_synapse::source_label(&synapse_db),
+//!         shard: Shard::ALL, // or one share of an import spread over several machines
 //!     };
 //!     let progress = Arc::new(Progress::default());
 //!     let report = media_import::import_synapse(&synapse, &repo, store, options, progress).await?;
@@ -70,6 +72,7 @@ mod plan;
 mod produce;
 mod record;
 pub mod report;
+pub mod shard;
 mod work;
 
 pub use error::ImportError;
@@ -78,3 +81,4 @@ pub use media_synapse::{HomeserverClient, Include};
 pub use options::ImportOptions;
 pub use pipeline::import_synapse;
 pub use report::{FailureReason, ImportReport, ItemFailure};
+pub use shard::Shard;

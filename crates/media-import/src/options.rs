@@ -6,6 +6,8 @@ use media_core::ids::ServerName;
 use media_core::run::RunMode;
 use media_synapse::{HomeserverClient, Include};
 
+use crate::shard::Shard;
+
 /// How to run an import.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -24,4 +26,6 @@ pub struct ImportOptions {
     pub mode: RunMode,
     /// Recorded as `imported_from` on every media (e.g. `synapse:/srv/homeserver.db`).
     pub source_label: String,
+    /// The share of the media this run imports ([`Shard::ALL`]: every media).
+    pub shard: Shard,
 }

@@ -52,7 +52,10 @@ pub async fn import_synapse(
     let (local, remote) = synapse.media_counts().await?;
     let total = u64::from(options.include.local || options.include.url_previews) * local
         + u64::from(options.include.remote) * remote;
-    progress.items_total.store(total, Ordering::Relaxed);
+    // A shard's share is only known once every row is read (the producer then sets it).
+    progress
+        .items_total
+        .store(options.shard.estimate(total), Ordering::Relaxed);
 
     let task = if options.mode.is_dry_run() {
         None
@@ -65,6 +68,7 @@ pub async fn import_synapse(
             "include": options.include,
             "workers": workers,
             "datastore": store.uri(),
+            "shard": options.shard,
         });
         Some(repo.start_task(TaskKind::ImportSynapse, &params).await?)
     };
@@ -109,6 +113,7 @@ async fn run(
         context.abort.cancel();
     }
     let mut report = ImportReport::new(context.options.mode);
+    report.shard = context.options.shard;
     report.route = Route::new(
         &context.options.source_label,
         format_args!(

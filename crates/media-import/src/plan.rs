@@ -11,6 +11,7 @@ use media_synapse::homeserver::RemoteContent;
 use media_synapse::{RowFailure, SynapseMedia, SynapseThumbnail};
 
 use crate::report::{ImportReport, ItemKind};
+use crate::shard::Shard;
 
 /// Where to read a file (under the media store, or from the homeserver), and what its
 /// bytes must be.
@@ -141,14 +142,16 @@ pub(crate) fn plan_remote(
 }
 
 /// The decoded thumbnail rows of a page; those that could not be decoded are counted as
-/// failed thumbnails of their media.
+/// failed thumbnails of their media (by the shard of their media).
 pub(crate) fn split_thumbnail_rows(
     rows: DecodedPage<ThumbnailRow>,
     server: Option<&ServerName>,
+    shard: Shard,
     report: &mut ImportReport,
 ) -> Vec<ThumbnailRow> {
     let (good, bad) = split_rows(rows, server);
-    for failure in bad.into_iter().filter_map(Result::err) {
+    let failures = bad.into_iter().filter_map(Result::err);
+    for failure in failures.filter(|f| shard.takes_label(&f.item)) {
         report.fail(
             RowFailure {
                 item: format!("{} thumbnail", failure.item),

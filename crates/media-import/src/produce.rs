@@ -38,8 +38,12 @@ pub(crate) async fn produce(
                 }
                 _ => Vec::new(),
             };
-            let thumbnails =
-                split_thumbnail_rows(thumbnails, Some(&options.server_name), &mut report);
+            let thumbnails = split_thumbnail_rows(
+                thumbnails,
+                Some(&options.server_name),
+                options.shard,
+                &mut report,
+            );
             let mut thumbnails = thumbnails.into_iter().peekable();
             let mut planned = bad;
             for row in page {
@@ -56,6 +60,10 @@ pub(crate) async fn produce(
             if !dispatch(context, planned, &sender, &mut report).await? {
                 return Ok(report);
             }
+            context
+                .progress
+                .items_total
+                .fetch_max(report.media_total, Ordering::Relaxed);
         }
     }
     if include.remote {
@@ -73,7 +81,7 @@ pub(crate) async fn produce(
                 }
                 _ => Vec::new(),
             };
-            let thumbnails = split_thumbnail_rows(thumbnails, None, &mut report);
+            let thumbnails = split_thumbnail_rows(thumbnails, None, options.shard, &mut report);
             let mut thumbnails = thumbnails.into_iter().peekable();
             let mut planned = bad;
             for row in page {
@@ -86,22 +94,39 @@ pub(crate) async fn produce(
             if !dispatch(context, planned, &sender, &mut report).await? {
                 return Ok(report);
             }
+            context
+                .progress
+                .items_total
+                .fetch_max(report.media_total, Ordering::Relaxed);
         }
     }
+    // Every row read: the total is exact now (it was an estimate for a shard).
+    context
+        .progress
+        .items_total
+        .store(report.media_total, Ordering::Relaxed);
     Ok(report)
 }
 
-/// Counts the failures of a page, skips the media already recorded (one query per
-/// origin, so a resumed import does not touch them again), and queues the rest. Returns
-/// false when the workers are gone.
+/// Leaves out the media of other shards, counts the failures of a page, skips the media
+/// already recorded (one query per origin, so a resumed import does not touch them
+/// again), and queues the rest. Returns false when the workers are gone.
 async fn dispatch(
     context: &Context,
     planned: Vec<Result<WorkItem, RowFailure>>,
     sender: &mpsc::Sender<WorkItem>,
     report: &mut ImportReport,
 ) -> Result<bool, ImportError> {
+    let shard = context.options.shard;
     let mut items = Vec::with_capacity(planned.len());
     for plan in planned {
+        let ours = match &plan {
+            Ok(item) => shard.takes(&item.media.key),
+            Err(failure) => shard.takes_label(&failure.item),
+        };
+        if !ours {
+            continue;
+        }
         report.media_total += 1;
         match plan {
             Ok(item) => items.push(item),

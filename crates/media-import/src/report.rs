@@ -6,6 +6,8 @@ use media_core::run::{Failure, Failures, Reason, Report, Route, RunMode};
 use media_synapse::RowFault;
 use serde::Serialize;
 
+use crate::shard::Shard;
+
 /// Why an item was not imported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureReason {
@@ -65,6 +67,9 @@ pub struct ImportReport {
     pub dry_run: bool,
     /// The Synapse database imported from, and the repository and datastore imported to.
     pub route: Route,
+    /// The share of the media this run took (`"K/N"`; `"1/1"`: every media). The
+    /// counters below are this share's.
+    pub shard: Shard,
     /// Media rows considered.
     pub media_total: u64,
     /// Media recorded by this run.
@@ -192,6 +197,13 @@ impl std::fmt::Display for ImportReport {
         };
         self.route
             .write_headline(f, "import_synapse", self.mode())?;
+        if self.shard != Shard::ALL {
+            writeln!(
+                f,
+                "shard {}: only the media of this share (the other shards import the rest)",
+                self.shard
+            )?;
+        }
         writeln!(
             f,
             "media: {} considered, {} {verb}, {} already present{}, {} failed",

@@ -38,6 +38,7 @@ async fn import_into_a_failing_datastore(
         workers,
         mode: media_core::run::RunMode::Apply,
         source_label: "test".into(),
+        shard: media_import::Shard::ALL,
     };
     let run = import_synapse(
         &synapse,
