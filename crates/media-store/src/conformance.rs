@@ -350,6 +350,78 @@ pub async fn read_payload(payload: BlobPayload) -> Vec<u8> {
     }
 }
 
+/// The S3-compatible server the S3 tests use: `S3_TEST_ENDPOINT` (e.g.
+/// `http://127.0.0.1:9000`), which `./scripts/test` sets after starting a throwaway
+/// server. Panics with instructions when it is not set: the S3 tests are never skipped.
+pub fn s3_test_endpoint() -> String {
+    std::env::var("S3_TEST_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "S3_TEST_ENDPOINT is not set. Run the tests with ./scripts/test, which starts a \
+             throwaway S3 server (moto), or set S3_TEST_ENDPOINT=http://host:port to an \
+             S3-compatible server with a bucket named by S3_TEST_BUCKET (default \
+             media-tests) and its credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
+        )
+    })
+}
+
+/// The bucket the S3 tests use on [`s3_test_endpoint`]: `S3_TEST_BUCKET`, by default
+/// `media-tests`. Each test works below a prefix of its own.
+pub fn s3_test_bucket() -> String {
+    std::env::var("S3_TEST_BUCKET").unwrap_or_else(|_| "media-tests".to_owned())
+}
+
+/// A fresh, empty S3 datastore for one test: a random prefix in the test bucket on the
+/// test server (see [`s3_test_endpoint`]). Dropping it deletes every object below the
+/// prefix.
+#[derive(Debug)]
+pub struct S3TestStore {
+    /// The store.
+    pub store: Arc<crate::S3Datastore>,
+}
+
+impl S3TestStore {
+    /// A store below a new random prefix.
+    pub async fn new() -> Self {
+        let uri = format!(
+            "s3://{}/test-{:016x}?endpoint={}",
+            s3_test_bucket(),
+            rand::random::<u64>(),
+            s3_test_endpoint()
+        );
+        let location = crate::S3Location::parse(&uri).expect("S3_TEST_ENDPOINT is a URL");
+        let store = crate::S3Datastore::open(location)
+            .await
+            .unwrap_or_else(|e| panic!("the S3 test server at S3_TEST_ENDPOINT: {e}"));
+        Self {
+            store: Arc::new(store),
+        }
+    }
+}
+
+impl Drop for S3TestStore {
+    fn drop(&mut self) {
+        let store = self.store.clone();
+        // Drop runs inside the test's runtime, which must not be blocked on: clean up on a
+        // thread of its own.
+        let cleanup = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a cleanup runtime")
+                .block_on(store.delete_everything())
+        });
+        if let Ok(Err(e)) = cleanup.join() {
+            eprintln!("could not clean up the S3 test store: {e}");
+        }
+    }
+}
+
+/// A fresh S3 test store as the conformance suite takes it (see [`S3TestStore`]).
+pub async fn s3_test_store() -> (Arc<dyn Datastore>, S3TestStore) {
+    let guard = S3TestStore::new().await;
+    (guard.store.clone(), guard)
+}
+
 /// Runs `test` on a new multi-threaded runtime (for the tests [`datastore_conformance`]
 /// writes, so that a crate using it needs no test macros of its own).
 ///

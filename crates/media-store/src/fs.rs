@@ -347,12 +347,17 @@ fn count_files(folder: &Path, report: &mut CleanupReport) {
 
 /// Reads the identity marker at `path`: `None` when there is none.
 fn read_marker_file(path: &Path) -> Result<Option<String>, StoreError> {
-    let text = match std::fs::read(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(io_error("read the identity marker", path, source)),
-    };
-    let marker = String::from_utf8_lossy(&text).trim().to_owned();
+    match std::fs::read(path) {
+        Ok(text) => parse_marker(&text, &path.display().to_string()).map(Some),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(io_error("read the identity marker", path, source)),
+    }
+}
+
+/// The identity marker in `text`, read from `location` (named in the error when the
+/// marker is damaged): one line of letters, digits, `-` or `_`.
+pub(crate) fn parse_marker(text: &[u8], location: &str) -> Result<String, StoreError> {
+    let marker = String::from_utf8_lossy(text).trim().to_owned();
     let valid = !marker.is_empty()
         && marker.len() <= MAX_MARKER_LEN
         && marker
@@ -360,13 +365,12 @@ fn read_marker_file(path: &Path) -> Result<Option<String>, StoreError> {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !valid {
         return Err(StoreError::Config(format!(
-            "datastore identity marker {} is damaged (expected one line of letters, digits, \
-             '-' or '_'): restore it from a backup, or remove it if this folder holds no \
-             repository's blobs",
-            path.display()
+            "datastore identity marker {location} is damaged (expected one line of letters, \
+             digits, '-' or '_'): restore it from a backup, or remove it if this store holds \
+             no repository's blobs"
         )));
     }
-    Ok(Some(marker))
+    Ok(marker)
 }
 
 /// Writes `marker` into the file `path` atomically (a temporary file beside it, synced,

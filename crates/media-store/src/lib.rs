@@ -1,6 +1,7 @@
 //! Implementations of the [`Datastore`] trait: a content-addressed folder on a local
-//! filesystem ([`FileDatastore`]) and an in-memory store ([`MemoryDatastore`]), and
-//! [`open`], which picks one from a URI; for tests, [`faulty::FaultyDatastore`] fails
+//! filesystem ([`FileDatastore`]), a bucket of an S3-compatible object store
+//! ([`S3Datastore`]) and an in-memory store ([`MemoryDatastore`]), and [`open`], which
+//! picks one from a URI; for tests, [`faulty::FaultyDatastore`] fails
 //! on demand, and (feature `conformance`) the conformance suite every backend runs,
 //! `conformance` and `datastore_conformance!`.
 //!
@@ -31,6 +32,7 @@ pub mod conformance;
 pub mod faulty;
 pub mod fs;
 pub mod memory;
+pub mod s3;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,11 +40,13 @@ use std::sync::Arc;
 pub use fs::{CleanupReport, FileDatastore};
 use media_core::datastore::{Datastore, StoreError};
 pub use memory::MemoryDatastore;
+pub use s3::{S3Datastore, S3Location};
 
 /// The datastore URIs [`open`] accepts, for error messages and `--help`. (`memory://`,
 /// an in-memory store for tests, is accepted too but never suggested: a repository that
 /// outlives the process refuses it.)
-pub const ACCEPTED_URIS: &str = "file:///absolute/path, file://relative/path, or a bare path";
+pub const ACCEPTED_URIS: &str = "file:///absolute/path, file://relative/path, a bare path, or \
+     s3://bucket/optional/prefix?endpoint=http://host:port&region=name";
 
 /// Where a datastore URI points.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +55,8 @@ pub enum DatastoreLocation {
     Folder(PathBuf),
     /// A fresh in-memory store.
     Memory,
+    /// A bucket (and prefix) of an S3-compatible object store.
+    S3(S3Location),
 }
 
 /// Parses a datastore URI without opening anything.
@@ -72,6 +78,9 @@ pub fn parse_uri(uri: &str) -> Result<DatastoreLocation, StoreError> {
         }
         return Ok(DatastoreLocation::Folder(PathBuf::from(path)));
     }
+    if uri.starts_with("s3://") {
+        return S3Location::parse(uri).map(DatastoreLocation::S3);
+    }
     match uri.split_once("://") {
         Some((scheme, _)) => Err(unsupported(&format!("unknown scheme {scheme:?}"))),
         None if uri.contains(':') && !uri.starts_with(['/', '.']) => {
@@ -82,11 +91,13 @@ pub fn parse_uri(uri: &str) -> Result<DatastoreLocation, StoreError> {
 }
 
 /// Opens the datastore a URI names: see [`ACCEPTED_URIS`]. Folders are created when
-/// missing and checked for write access.
+/// missing and checked for write access; an S3 bucket is checked for access before
+/// anything is written (see [`S3Datastore::open`]).
 pub async fn open(uri: &str) -> Result<Arc<dyn Datastore>, StoreError> {
     Ok(match parse_uri(uri)? {
         DatastoreLocation::Folder(path) => Arc::new(FileDatastore::open(path).await?),
         DatastoreLocation::Memory => Arc::new(MemoryDatastore::new()),
+        DatastoreLocation::S3(location) => Arc::new(S3Datastore::open(location).await?),
     })
 }
 
@@ -117,6 +128,7 @@ pub async fn open_read_only(uri: &str) -> Result<Arc<dyn Datastore>, StoreError>
         DatastoreLocation::Folder(path) if !path.is_dir() => stand_in(path),
         DatastoreLocation::Folder(path) => Arc::new(FileDatastore::open_read_only(path)),
         DatastoreLocation::Memory => Arc::new(MemoryDatastore::new()),
+        DatastoreLocation::S3(location) => Arc::new(S3Datastore::open(location).await?),
     })
 }
 
@@ -134,11 +146,20 @@ mod tests {
         assert_eq!(parse("media-store"), folder("media-store"));
         assert_eq!(parse("/abs/store"), folder("/abs/store"));
         assert_eq!(parse("memory://"), DatastoreLocation::Memory);
+        assert_eq!(
+            parse("s3://media/store?endpoint=http://127.0.0.1:3900"),
+            DatastoreLocation::S3(S3Location {
+                bucket: "media".into(),
+                prefix: "store".into(),
+                endpoint: Some("http://127.0.0.1:3900".into()),
+                region: None,
+            })
+        );
     }
 
     #[test]
     fn unknown_schemes_name_the_accepted_ones() {
-        for bad in ["s3://bucket/x", "http://x", "", "file://", "c:media"] {
+        for bad in ["http://x", "", "file://", "c:media"] {
             let err = parse_uri(bad).unwrap_err().to_string();
             assert!(err.contains("file:///absolute/path"), "{bad}: {err}");
         }

@@ -1,14 +1,15 @@
 //! The datastore conformance suite ([`media_store::conformance`]) run against every
-//! backend of this crate, and the filesystem backend's own behaviour.
+//! backend of this crate (S3 on the server `S3_TEST_ENDPOINT` names, which
+//! `./scripts/test` starts), and the filesystem and S3 backends' own behaviour.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use media_core::datastore::{
-    BlobKey, Datastore, DatastoreExt, DeleteStatus, Durability, PutOptions, StoreError,
+    BlobKey, Datastore, DatastoreExt, DeleteStatus, Durability, PutOptions, PutStatus, StoreError,
 };
 use media_core::hashing::sha256_of;
-use media_store::conformance::{FailingReader, listed, pseudo_random};
+use media_store::conformance::{FailingReader, S3TestStore, listed, pseudo_random, read_payload};
 use media_store::faulty::FaultyDatastore;
 use media_store::{FileDatastore, MemoryDatastore};
 
@@ -51,6 +52,7 @@ media_store::datastore_conformance!(memory_backend, memory());
 media_store::datastore_conformance!(filesystem_backend, filesystem(Durability::OnReturn));
 media_store::datastore_conformance!(filesystem_without_fsync, filesystem(Durability::Unsynced));
 media_store::datastore_conformance!(faulty_pass_through, faulty_that_never_fails());
+media_store::datastore_conformance!(s3_backend, media_store::conformance::s3_test_store());
 
 #[tokio::test]
 async fn the_faulty_store_fails_like_a_full_disk_once_its_puts_are_used_up() {
@@ -252,11 +254,12 @@ async fn open_accepts_every_documented_uri_form() {
         .await
         .unwrap();
     assert!(media_store::open("memory://").await.is_ok());
-    let err = media_store::open("s3://bucket")
+    let err = media_store::open("gs://bucket")
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("unknown scheme \"s3\""), "{err}");
+    assert!(err.contains("unknown scheme \"gs\""), "{err}");
+    assert!(err.contains("s3://bucket/optional/prefix"), "{err}");
 }
 
 #[tokio::test]
@@ -302,5 +305,160 @@ async fn a_link_planted_in_the_folder_store_is_not_followed() {
             None,
             "{key}: a link is no blob"
         );
+    }
+}
+
+// S3-specific behaviour, on the server S3_TEST_ENDPOINT names.
+
+/// Whether `store` holds no object at all below its prefix (no blob, no temporary upload):
+/// deletes everything there and counts it.
+async fn objects_left(store: &media_store::S3Datastore) -> u64 {
+    store.delete_everything().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multipart_put_round_trips_with_or_without_a_known_digest() {
+    let test = S3TestStore::new().await;
+    let store = &*test.store;
+    let data = pseudo_random(2 * media_store::s3::PART_SIZE + 12_345, 21);
+    let sha256 = sha256_of(&data);
+    // The digest unknown: uploaded to a temporary key, copied into place.
+    let put = store
+        .put(&mut &data[..], &PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(put.status, PutStatus::Written);
+    assert_eq!(
+        (put.blob.sha256.clone(), put.blob.size),
+        (sha256.clone(), data.len() as u64)
+    );
+    assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
+    assert_eq!(listed(store).await, BTreeSet::from([put.blob.key.clone()]));
+    let tail = read_payload(
+        store
+            .open(&put.blob.key, Some(8_000_000..9_000_000))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(tail, &data[8_000_000..9_000_000], "a range across parts");
+    let again = store
+        .put(&mut &data[..], &PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.status, PutStatus::AlreadyPresent);
+    assert_eq!(
+        objects_left(store).await,
+        1,
+        "only the blob: no temporary upload is left"
+    );
+
+    // The digest known: uploaded straight to its key.
+    let known = PutOptions::expecting(Some(sha256.clone()), Some(data.len() as u64));
+    let put = store.put(&mut &data[..], &known).await.unwrap();
+    assert_eq!(put.status, PutStatus::Written);
+    assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
+    assert_eq!(
+        store.put(&mut &data[..], &known).await.unwrap().status,
+        PutStatus::AlreadyPresent
+    );
+    assert_eq!(objects_left(store).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_put_whose_bytes_differ_from_the_expected_digest_leaves_no_object() {
+    let test = S3TestStore::new().await;
+    let store = &*test.store;
+    let data = pseudo_random(media_store::s3::PART_SIZE + 1, 22);
+    let claimed = sha256_of(b"what the caller thought it had");
+    for options in [
+        PutOptions::expecting(Some(claimed.clone()), None),
+        PutOptions::expecting(None, Some(data.len() as u64 - 1)),
+    ] {
+        let err = store.put(&mut &data[..], &options).await.unwrap_err();
+        assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
+    }
+    let mut failing = FailingReader {
+        remaining: pseudo_random(media_store::s3::PART_SIZE * 2, 23),
+    };
+    let err = store
+        .put(&mut failing, &PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Source { .. }), "{err}");
+    assert_eq!(
+        store.size(&BlobKey::for_hash(&claimed)).await.unwrap(),
+        None
+    );
+    assert!(listed(store).await.is_empty());
+    assert_eq!(
+        objects_left(store).await,
+        0,
+        "no blob and no temporary upload"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_s3_identity_marker_is_claimed_once_and_replaced_on_demand() {
+    let test = S3TestStore::new().await;
+    let store = &*test.store;
+    assert_eq!(store.read_marker().await.unwrap(), None);
+    assert_eq!(store.claim_marker("first-id").await.unwrap(), "first-id");
+    assert_eq!(store.claim_marker("second-id").await.unwrap(), "first-id");
+    store.replace_marker("moved-here").await.unwrap();
+    assert_eq!(
+        store.read_marker().await.unwrap().as_deref(),
+        Some("moved-here")
+    );
+    assert!(listed(store).await.is_empty(), "the marker is no blob");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_reaches_an_s3_store_through_its_uri() {
+    let test = S3TestStore::new().await;
+    let uri = test.store.uri();
+    let key = test
+        .store
+        .put_bytes(b"through the uri")
+        .await
+        .unwrap()
+        .blob
+        .key;
+    for store in [
+        media_store::open(&uri).await.unwrap(),
+        media_store::open_read_only(&uri).await.unwrap(),
+        media_store::open_for_dry_run(&uri).await.unwrap(),
+    ] {
+        assert_eq!(store.uri(), uri);
+        assert_eq!(store.get_bytes(&key).await.unwrap(), b"through the uri");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_bucket_or_an_unreachable_server_is_a_config_error_at_open() {
+    let endpoint = media_store::conformance::s3_test_endpoint();
+    let missing_bucket = format!(
+        "s3://no-such-bucket-{:08x}/x?endpoint={endpoint}",
+        rand::random::<u32>()
+    );
+    // A port nobody listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = format!("s3://media-tests?endpoint=http://127.0.0.1:{port}");
+    for uri in [missing_bucket, unreachable] {
+        for opened in [
+            media_store::open(&uri).await,
+            media_store::open_read_only(&uri).await,
+            media_store::open_for_dry_run(&uri).await,
+        ] {
+            let err = opened.unwrap_err();
+            assert!(matches!(err, StoreError::Config(_)), "{uri}: {err}");
+            let message = err.to_string();
+            assert!(message.contains(&uri), "{uri}: {message}");
+            assert!(message.contains("bucket exists"), "{uri}: {message}");
+        }
     }
 }

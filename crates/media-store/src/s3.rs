@@ -1,0 +1,613 @@
+//! A content-addressed datastore in a bucket of any S3-compatible object store (AWS, Garage,
+//! MinIO, Ceph, …), on `object_store`'s S3 client.
+//!
+//! Layout, below the URI's optional prefix: `ab/cd/abcdef…` for each blob (the same keys as
+//! a folder store), `.tmp/…` for large uploads whose digest was not known in advance, and
+//! `.datastore-id` for the store's identity marker (see [`Datastore::claim_marker`]).
+//!
+//! A put hashes the bytes while it streams them. A body smaller than one [`PART_SIZE`]
+//! part is buffered, hashed, checked and uploaded in one request under its final key. A
+//! larger one goes up as a multipart upload, at most [`PARTS_IN_FLIGHT`] parts at a time:
+//! straight to its final key when the caller said which digest the bytes have (the upload
+//! only becomes visible when it is completed, after the check), else to a temporary key
+//! that is copied to the final key once the digest is known and then deleted. A failed
+//! read or check aborts the upload, so nothing appears under a blob key; an upload
+//! interrupted by a crash is invisible (an incomplete multipart upload) or a `.tmp/`
+//! object, which [`Datastore::list`] never reports.
+//!
+//! Correctness never depends on conditional writes (several S3-compatible servers ignore
+//! them): a blob's key is its digest, so two writers of one key write the same bytes, and
+//! the repository's database decides which of them records it. Within one process, puts
+//! of the same bytes are serialized so that exactly one reports
+//! [`PutStatus::Written`].
+//!
+//! An S3 put is durable when it returns, so [`Datastore::sync`] has nothing to do.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use media_core::datastore::{
+    BlobKey, BlobPayload, ByteRange, Datastore, DeleteStatus, Put, PutOptions, PutStatus,
+    StoreError, StoredBlob,
+};
+use media_core::hashing::HashingReader;
+use media_core::ids::Sha256Hex;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode,
+    RetryConfig, WriteMultipart,
+};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::fs::MARKER_FILE;
+
+/// Bytes per part of a multipart upload; a body shorter than this goes up in one request.
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts of one multipart upload sent at once.
+pub const PARTS_IN_FLIGHT: usize = 2;
+/// Folder, below the prefix, of large uploads whose digest is not known yet.
+pub const TEMP_PREFIX: &str = ".tmp";
+/// In-process locks that puts of one key share (by the key's first byte).
+const PUT_LOCKS: usize = 256;
+
+/// Where an `s3://` datastore URI points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The bucket.
+    pub bucket: String,
+    /// The folder inside the bucket (no leading or trailing `/`), empty for the whole bucket.
+    pub prefix: String,
+    /// The server's URL for S3-compatible servers (requests use path-style addressing);
+    /// `None` for AWS.
+    pub endpoint: Option<String>,
+    /// The region; `None` to take it from `AWS_REGION`/`AWS_DEFAULT_REGION` (or the
+    /// client's default).
+    pub region: Option<String>,
+}
+
+impl S3Location {
+    /// Parses `s3://bucket/optional/prefix?endpoint=http://127.0.0.1:3900&region=garage`.
+    pub fn parse(uri: &str) -> Result<Self, StoreError> {
+        let bad = |why: &str| {
+            StoreError::Config(format!(
+                "unsupported datastore {uri:?}: {why}; use \
+                 s3://bucket/optional/prefix?endpoint=http://host:port&region=name"
+            ))
+        };
+        let url = url::Url::parse(uri).map_err(|e| bad(&e.to_string()))?;
+        if url.scheme() != "s3" {
+            return Err(bad("the scheme is not s3"));
+        }
+        if !url.username().is_empty() || url.password().is_some() || url.port().is_some() {
+            return Err(bad(
+                "credentials and ports do not belong in the bucket name (credentials come \
+                 from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the server from ?endpoint=)",
+            ));
+        }
+        let bucket = url.host_str().unwrap_or_default().to_owned();
+        if bucket.is_empty() {
+            return Err(bad("it names no bucket"));
+        }
+        // From the URI as written: parsing resolves `..` away.
+        let written = uri["s3://".len()..]
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default();
+        let prefix = written
+            .split_once('/')
+            .map_or("", |(_, path)| path.trim_matches('/'))
+            .to_owned();
+        if prefix
+            .split('/')
+            .any(|part| (part.is_empty() && !prefix.is_empty()) || part == "." || part == "..")
+        {
+            return Err(bad("the prefix has an empty, '.' or '..' folder"));
+        }
+        let (mut endpoint, mut region) = (None, None);
+        for (name, value) in url.query_pairs() {
+            let slot = match &*name {
+                "endpoint" => &mut endpoint,
+                "region" => &mut region,
+                other => return Err(bad(&format!("unknown parameter {other:?}"))),
+            };
+            if value.is_empty() {
+                return Err(bad(&format!("parameter {name:?} is empty")));
+            }
+            *slot = Some(value.into_owned());
+        }
+        if let Some(endpoint) = &endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(bad("the endpoint is not an http:// or https:// URL"));
+        }
+        Ok(Self {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+        })
+    }
+
+    /// The URI in its canonical form.
+    pub fn uri(&self) -> String {
+        let mut uri = format!("s3://{}", self.bucket);
+        if !self.prefix.is_empty() {
+            uri.push('/');
+            uri.push_str(&self.prefix);
+        }
+        let params: Vec<String> = [("endpoint", &self.endpoint), ("region", &self.region)]
+            .into_iter()
+            .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={v}")))
+            .collect();
+        if !params.is_empty() {
+            uri.push('?');
+            uri.push_str(&params.join("&"));
+        }
+        uri
+    }
+
+    /// An S3 client for this location, credentials from the AWS environment variables,
+    /// with these timeouts and retries.
+    fn client(&self, patience: Patience) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&self.bucket)
+            .with_client_options(patience.client_options())
+            .with_retry(patience.retry_config());
+        if let Some(endpoint) = &self.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        if let Some(region) = &self.region {
+            builder = builder.with_region(region);
+        }
+        let s3 = builder.build().map_err(|e| {
+            StoreError::Config(format!("cannot set up S3 datastore {}: {e}", self.uri()))
+        })?;
+        Ok(if self.prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(PrefixStore::new(s3, self.prefix.as_str()))
+        })
+    }
+}
+
+/// How long requests may take and how often they are retried.
+#[derive(Debug, Clone, Copy)]
+enum Patience {
+    /// The start-up check: an unreachable server is reported within seconds.
+    StartUp,
+    /// Everyday work: transient failures are retried with backoff, for a bounded time.
+    Work,
+}
+
+impl Patience {
+    fn client_options(self) -> ClientOptions {
+        let options = ClientOptions::new().with_connect_timeout(Duration::from_secs(5));
+        match self {
+            Self::StartUp => options.with_timeout(Duration::from_secs(10)),
+            // One request moves at most one part; a stalled response fails after a minute.
+            // A streamed read cut by the timeout resumes where it stopped.
+            Self::Work => options
+                .with_timeout(Duration::from_secs(300))
+                .with_read_timeout(Duration::from_secs(60)),
+        }
+    }
+
+    fn retry_config(self) -> RetryConfig {
+        match self {
+            Self::StartUp => RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 1,
+                retry_timeout: Duration::from_secs(5),
+            },
+            Self::Work => RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 6,
+                retry_timeout: Duration::from_secs(120),
+            },
+        }
+    }
+}
+
+/// A datastore in an S3 bucket. See the [module documentation](self).
+pub struct S3Datastore {
+    location: S3Location,
+    store: Arc<dyn ObjectStore>,
+    /// Serialize puts of one key in this process (see the module documentation).
+    put_locks: Arc<[tokio::sync::Mutex<()>]>,
+}
+
+impl fmt::Debug for S3Datastore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Datastore")
+            .field("uri", &self.location.uri())
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Datastore {
+    /// Opens the datastore at `location` after checking, within seconds, that its server
+    /// answers, its bucket exists and the credentials are accepted (by listing the
+    /// prefix); any of these failing is [`StoreError::Config`]. Nothing is written.
+    pub async fn open(location: S3Location) -> Result<Self, StoreError> {
+        let probe = location.client(Patience::StartUp)?;
+        if let Err(e) = probe.list_with_delimiter(None).await {
+            return Err(StoreError::Config(format!(
+                "cannot use S3 datastore {}: {e}. Check that the endpoint answers, that the \
+                 bucket exists and that AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are \
+                 accepted by the server",
+                location.uri()
+            )));
+        }
+        let store = location.client(Patience::Work)?;
+        Ok(Self {
+            location,
+            store,
+            put_locks: (0..PUT_LOCKS).map(|_| Default::default()).collect(),
+        })
+    }
+
+    /// The location this store was opened at.
+    pub fn location(&self) -> &S3Location {
+        &self.location
+    }
+
+    fn put_lock(&self, key: &BlobKey) -> &tokio::sync::Mutex<()> {
+        let first_byte = u8::from_str_radix(&key.sha256().as_str()[..2], 16)
+            .expect("a digest starts with two hex digits");
+        &self.put_locks[usize::from(first_byte) % self.put_locks.len()]
+    }
+
+    fn error(&self, operation: &'static str, target: &Path, e: object_store::Error) -> StoreError {
+        StoreError::Io {
+            operation,
+            target: format!("{}/{target}", self.location.uri()),
+            source: std::io::Error::other(e),
+        }
+    }
+
+    /// The size of the object at `path`, or `None` when there is none.
+    async fn head(&self, path: &Path) -> Result<Option<u64>, StoreError> {
+        match self.store.head(path).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("head", path, e)),
+        }
+    }
+
+    /// Uploads a body that fits in one part under its final key, unless the key is there.
+    async fn put_small(&self, bytes: Bytes, sha256: Sha256Hex) -> Result<Put, StoreError> {
+        let size = bytes.len() as u64;
+        let key = BlobKey::for_hash(&sha256);
+        let path = Path::from(key.as_str());
+        let _serialized = self.put_lock(&key).lock().await;
+        let status = if self.head(&path).await?.is_some() {
+            PutStatus::AlreadyPresent
+        } else {
+            self.store
+                .put(&path, bytes.into())
+                .await
+                .map_err(|e| self.error("put", &path, e))?;
+            PutStatus::Written
+        };
+        Ok(stored(sha256, size, key, status))
+    }
+
+    /// Streams a body of at least one part into a multipart upload: to its final key when
+    /// the caller named its digest, else to a temporary key. Aborted on any failure.
+    async fn put_large(
+        &self,
+        first: Bytes,
+        mut reader: HashingReader<&mut (dyn AsyncRead + Send + Unpin)>,
+        options: &PutOptions,
+    ) -> Result<Put, StoreError> {
+        let target = match &options.expected.sha256 {
+            Some(sha256) => Path::from(BlobKey::for_hash(sha256).as_str()),
+            None => Path::from(format!("{TEMP_PREFIX}/{:032x}", rand::random::<u128>())),
+        };
+        let upload = self
+            .store
+            .put_multipart(&target)
+            .await
+            .map_err(|e| self.error("start the upload of", &target, e))?;
+        let mut upload = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        upload.put(first);
+        let streamed: Result<(), StoreError> = async {
+            loop {
+                let chunk = read_chunk(&mut reader).await?;
+                if chunk.is_empty() {
+                    return Ok(());
+                }
+                upload
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| self.error("upload a part of", &target, e))?;
+                upload.put(chunk);
+            }
+        }
+        .await;
+        let checked = streamed.and_then(|()| {
+            let (sha256, size) = reader.finish();
+            options.check(&sha256, size).map(|()| (sha256, size))
+        });
+        let (sha256, size) = match checked {
+            Ok(digest) => digest,
+            Err(e) => {
+                upload.abort().await.ok();
+                return Err(e);
+            }
+        };
+        let key = BlobKey::for_hash(&sha256);
+        let path = Path::from(key.as_str());
+        let _serialized = self.put_lock(&key).lock().await;
+        let present = self.head(&path).await?.is_some();
+        if target == path {
+            if present {
+                upload.abort().await.ok();
+                return Ok(stored(sha256, size, key, PutStatus::AlreadyPresent));
+            }
+            upload
+                .finish()
+                .await
+                .map_err(|e| self.error("complete the upload of", &target, e))?;
+            return Ok(stored(sha256, size, key, PutStatus::Written));
+        }
+        upload
+            .finish()
+            .await
+            .map_err(|e| self.error("complete the upload of", &target, e))?;
+        let placed = if present {
+            Ok(PutStatus::AlreadyPresent)
+        } else {
+            self.store
+                .copy(&target, &path)
+                .await
+                .map(|()| PutStatus::Written)
+                .map_err(|e| self.error("copy into place", &path, e))
+        };
+        let removed = self
+            .store
+            .delete(&target)
+            .await
+            .map_err(|e| self.error("delete", &target, e));
+        let status = placed?;
+        removed?;
+        Ok(stored(sha256, size, key, status))
+    }
+}
+
+fn stored(sha256: Sha256Hex, size: u64, key: BlobKey, status: PutStatus) -> Put {
+    Put {
+        blob: StoredBlob { sha256, size, key },
+        status,
+    }
+}
+
+/// Reads up to one part from `reader`: fewer bytes only at the end of the body.
+async fn read_chunk<R: AsyncRead + Unpin>(
+    reader: &mut HashingReader<R>,
+) -> Result<Bytes, StoreError> {
+    let mut chunk = Vec::with_capacity(PART_SIZE);
+    match (&mut *reader)
+        .take(PART_SIZE as u64)
+        .read_to_end(&mut chunk)
+        .await
+    {
+        Ok(_) => Ok(chunk.into()),
+        Err(source) => Err(StoreError::Source {
+            bytes_read: reader.bytes_read(),
+            source,
+        }),
+    }
+}
+
+#[async_trait]
+impl Datastore for S3Datastore {
+    fn uri(&self) -> String {
+        self.location.uri()
+    }
+
+    async fn put(
+        &self,
+        data: &mut (dyn AsyncRead + Send + Unpin),
+        options: &PutOptions,
+    ) -> Result<Put, StoreError> {
+        let mut reader = HashingReader::new(data);
+        let first = read_chunk(&mut reader).await?;
+        if first.len() == PART_SIZE {
+            return self.put_large(first, reader, options).await;
+        }
+        let (sha256, size) = reader.finish();
+        options.check(&sha256, size)?;
+        self.put_small(first, sha256).await
+    }
+
+    async fn open(
+        &self,
+        key: &BlobKey,
+        range: Option<ByteRange>,
+    ) -> Result<BlobPayload, StoreError> {
+        let path = Path::from(key.as_str());
+        let not_found = || StoreError::NotFound { key: key.clone() };
+        let mut get = GetOptions::default();
+        if let Some(range) = range {
+            let size = self.head(&path).await?.ok_or_else(not_found)?;
+            if range.start > size || range.start > range.end {
+                return Err(StoreError::InvalidRange {
+                    key: key.clone(),
+                    start: range.start,
+                    end: range.end,
+                    size,
+                });
+            }
+            let end = range.end.min(size);
+            if range.start == end {
+                return Ok(BlobPayload::Stream(Box::pin(tokio::io::empty())));
+            }
+            get.range = Some(GetRange::Bounded(range.start..end));
+        }
+        let result = match self.store.get_opts(&path, get).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Err(not_found()),
+            Err(e) => return Err(self.error("read", &path, e)),
+        };
+        let bytes = result.into_stream().map_err(std::io::Error::other);
+        Ok(BlobPayload::Stream(Box::pin(
+            tokio_util::io::StreamReader::new(bytes),
+        )))
+    }
+
+    async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError> {
+        self.head(&Path::from(key.as_str())).await
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<DeleteStatus, StoreError> {
+        let path = Path::from(key.as_str());
+        // S3 deletes succeed whether the object existed or not: look first, to say which.
+        if self.head(&path).await?.is_none() {
+            return Ok(DeleteStatus::NotFound);
+        }
+        self.store
+            .delete(&path)
+            .await
+            .map_err(|e| self.error("delete", &path, e))?;
+        Ok(DeleteStatus::Deleted)
+    }
+
+    fn list(&self) -> BoxStream<'_, Result<BlobKey, StoreError>> {
+        self.store
+            .list(None)
+            .filter_map(|item| {
+                let item = match item {
+                    Ok(meta) => BlobKey::parse(meta.location.as_ref()).map(Ok),
+                    Err(e) => Some(Err(self.error("list", &Path::default(), e))),
+                };
+                std::future::ready(item)
+            })
+            .boxed()
+    }
+
+    async fn read_marker(&self) -> Result<Option<String>, StoreError> {
+        let path = Path::from(MARKER_FILE);
+        let bytes = match self.store.get(&path).await {
+            Ok(result) => result.bytes().await,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| self.error("read the identity marker", &path, e))?;
+        crate::fs::parse_marker(&bytes, &format!("{}/{MARKER_FILE}", self.uri())).map(Some)
+    }
+
+    /// Writes the marker create-only where the server honours that, and reads back the
+    /// marker the store holds afterwards: where a server ignores create-only writes, racing
+    /// claims end with the last one written, which later reads all agree on.
+    async fn claim_marker(&self, proposed: &str) -> Result<String, StoreError> {
+        if let Some(marker) = self.read_marker().await? {
+            return Ok(marker);
+        }
+        let path = Path::from(MARKER_FILE);
+        let body = Bytes::from(format!("{proposed}\n"));
+        match self
+            .store
+            .put_opts(&path, body.into(), PutMode::Create.into())
+            .await
+        {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(self.error("write the identity marker", &path, e)),
+        }
+        self.read_marker().await?.ok_or_else(|| StoreError::Io {
+            operation: "read back the identity marker",
+            target: format!("{}/{MARKER_FILE}", self.uri()),
+            source: std::io::ErrorKind::NotFound.into(),
+        })
+    }
+
+    async fn replace_marker(&self, marker: &str) -> Result<(), StoreError> {
+        let path = Path::from(MARKER_FILE);
+        self.store
+            .put(&path, Bytes::from(format!("{marker}\n")).into())
+            .await
+            .map_err(|e| self.error("write the identity marker", &path, e))?;
+        Ok(())
+    }
+}
+
+impl S3Datastore {
+    /// Deletes every object below this store's prefix, blobs or not (the marker, abandoned
+    /// temporary uploads): for throwaway test stores. Returns how many it deleted.
+    pub async fn delete_everything(&self) -> Result<u64, StoreError> {
+        let store = self;
+        let paths = store
+            .store
+            .list(None)
+            .map_ok(|meta| meta.location)
+            .map_err(|e| store.error("list", &Path::default(), e));
+        let mut deleted = 0;
+        let mut paths = std::pin::pin!(paths);
+        while let Some(path) = paths.next().await {
+            let path = path?;
+            store
+                .store
+                .delete(&path)
+                .await
+                .map_err(|e| store.error("delete", &path, e))?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_uris_parse_into_bucket_prefix_endpoint_and_region() {
+        let location =
+            S3Location::parse("s3://media/a/b/?endpoint=http://127.0.0.1:3900&region=garage")
+                .unwrap();
+        assert_eq!(
+            location,
+            S3Location {
+                bucket: "media".into(),
+                prefix: "a/b".into(),
+                endpoint: Some("http://127.0.0.1:3900".into()),
+                region: Some("garage".into()),
+            }
+        );
+        assert_eq!(
+            location.uri(),
+            "s3://media/a/b?endpoint=http://127.0.0.1:3900&region=garage"
+        );
+        let bare = S3Location::parse("s3://media").unwrap();
+        assert_eq!((bare.prefix.as_str(), &bare.endpoint), ("", &None));
+        assert_eq!(bare.uri(), "s3://media");
+    }
+
+    #[test]
+    fn malformed_s3_uris_are_config_errors() {
+        for bad in [
+            "s3://",
+            "s3:///prefix",
+            "s3://b/a//c",
+            "s3://b/../c",
+            "s3://b?color=red",
+            "s3://b?endpoint=",
+            "s3://b?endpoint=127.0.0.1:3900",
+            "s3://key:secret@b",
+            "s3://b:9000/x",
+        ] {
+            let err = S3Location::parse(bad).unwrap_err();
+            assert!(matches!(err, StoreError::Config(_)), "{bad}: {err}");
+            assert!(err.to_string().contains("s3://bucket"), "{bad}: {err}");
+        }
+    }
+}
