@@ -148,16 +148,13 @@ Examples:
       --media-store /var/lib/synapse/media_store \\
       --repo-db postgres://media@localhost/media --datastore /srv/media --dry-run
 
-  # Fetch files missing from the media store from the homeserver, as an admin:
-  import_synapse --synapse-db postgres://synapse@localhost/synapse \\
-      --media-store /var/lib/synapse/media_store \\
-      --homeserver-url https://matrix.example.org --access-token \"$ADMIN_TOKEN\"
-
-  # One of three machines sharing a PostgreSQL repository and a datastore (the others
-  # run --shard 1/3 and --shard 3/3):
+  # One of three machines sharing a PostgreSQL repository and an S3 bucket (the others
+  # run --shard 1/3 and 3/3), fetching files missing from the media store as an admin:
   import_synapse --synapse-db postgres://synapse@db.example.org/synapse \\
       --media-store /mnt/synapse/media_store --shard 2/3 \\
-      --repo-db postgres://media@db.example.org/media --datastore /mnt/media-repo";
+      --homeserver-url https://matrix.example.org --access-token \"$ADMIN_TOKEN\" \\
+      --repo-db postgres://media@db.example.org/media \\
+      --datastore 's3://media/repo?endpoint=http://garage.example.org:3900&region=garage'";
 
 /// Where media bytes come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

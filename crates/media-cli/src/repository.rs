@@ -33,7 +33,8 @@ pub struct RepositoryArgs {
     )]
     pub db: String,
 
-    /// Our datastore: file:///abs/path, file://relative/path or a bare path.
+    /// Our datastore: file:///abs/path, file://relative/path, a bare path, or an
+    /// S3-compatible bucket: s3://bucket/prefix?endpoint=http://host:3900&region=garage.
     #[arg(
         long,
         help_heading = REPOSITORY_HEADING,
