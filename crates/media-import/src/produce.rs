@@ -60,10 +60,6 @@ pub(crate) async fn produce(
             if !dispatch(context, planned, &sender, &mut report).await? {
                 return Ok(report);
             }
-            context
-                .progress
-                .items_total
-                .fetch_max(report.media_total, Ordering::Relaxed);
         }
     }
     if include.remote {
@@ -94,10 +90,6 @@ pub(crate) async fn produce(
             if !dispatch(context, planned, &sender, &mut report).await? {
                 return Ok(report);
             }
-            context
-                .progress
-                .items_total
-                .fetch_max(report.media_total, Ordering::Relaxed);
         }
     }
     // Every row read: the total is exact now (it was an estimate for a shard).
@@ -110,7 +102,8 @@ pub(crate) async fn produce(
 
 /// Leaves out the media of other shards, counts the failures of a page, skips the media
 /// already recorded (one query per origin, so a resumed import does not touch them
-/// again), and queues the rest. Returns false when the workers are gone.
+/// again), queues the rest and raises the progress total. Returns false when the workers
+/// are gone.
 async fn dispatch(
     context: &Context,
     planned: Vec<Result<WorkItem, RowFailure>>,
@@ -193,5 +186,10 @@ async fn dispatch(
             }
         }
     }
+    // A shard's total starts as an estimate: it grows with what the pages hold.
+    context
+        .progress
+        .items_total
+        .fetch_max(report.media_total, Ordering::Relaxed);
     Ok(true)
 }
