@@ -8,24 +8,28 @@ use media_core::datastore::Datastore;
 use media_store::conformance::S3TestStore;
 use media_tests::{TestCommand, report};
 
+/// `import_synapse` of the committed SQLite fixture into `repo` and `datastore`.
+fn import_fixture(cwd: &Path, repo: &str, datastore: &str) -> TestCommand {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
+    let mut command = TestCommand::new("import_synapse");
+    command
+        .arg("--synapse-db")
+        .arg(fixture.join("homeserver.db"))
+        .arg("--media-store")
+        .arg(fixture.join("media_store"))
+        .args(["--repo-db", repo, "--datastore", datastore])
+        .current_dir(cwd);
+    command
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn import_synapse_into_s3_and_export_and_verify_from_it() {
     let cwd = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
     let s3 = S3TestStore::new().await;
     let datastore = s3.store.uri();
     let repo = format!("sqlite://{}", cwd.path().join("repo.db").display());
-    let out = TestCommand::new("import_synapse")
-        .args([
-            "--synapse-db",
-            fixture.join("homeserver.db").to_str().unwrap(),
-        ])
-        .args([
-            "--media-store",
-            fixture.join("media_store").to_str().unwrap(),
-        ])
-        .args(["--repo-db", &repo, "--datastore", &datastore, "--json"])
-        .current_dir(cwd.path())
+    let out = import_fixture(cwd.path(), &repo, &datastore)
+        .arg("--json")
         .assert_exit(1);
     let imported = report(&out);
     assert_eq!(imported["media_imported"], 18, "{imported}");
@@ -72,25 +76,13 @@ async fn import_synapse_into_s3_and_export_and_verify_from_it() {
 #[test]
 fn a_missing_bucket_stops_import_synapse_with_exit_2_naming_the_datastore() {
     let cwd = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
     let datastore = format!(
         "s3://no-such-bucket-{:08x}?endpoint={}",
         rand::random::<u32>(),
         media_store::conformance::s3_test_endpoint()
     );
     let repo = format!("sqlite://{}", cwd.path().join("repo.db").display());
-    let out = TestCommand::new("import_synapse")
-        .args([
-            "--synapse-db",
-            fixture.join("homeserver.db").to_str().unwrap(),
-        ])
-        .args([
-            "--media-store",
-            fixture.join("media_store").to_str().unwrap(),
-        ])
-        .args(["--repo-db", &repo, "--datastore", &datastore])
-        .current_dir(cwd.path())
-        .assert_exit(2);
+    let out = import_fixture(cwd.path(), &repo, &datastore).assert_exit(2);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&datastore), "{stderr}");
     assert!(stderr.contains("bucket exists"), "{stderr}");
