@@ -100,14 +100,11 @@ pub fn local_media(
         .map(UserId::try_from)
         .transpose()
         .map_err(|e| invalid(&shown, e))?;
-    let Some(length) = row.media_length else {
-        return Err(Failure {
-            item: shown,
-            reason: RowFault::NeverUploaded,
-            detail: "created but never uploaded: Synapse has no bytes for it".into(),
-        });
-    };
-    let length = recorded_length(&shown, "media_length", length)?;
+    let length = media_length(
+        &shown,
+        row.media_length,
+        "created but never uploaded: Synapse has no bytes for it",
+    )?;
     let url_preview = row.url_cache.is_some();
     let path = paths::local_content(&key.media_id, url_preview)
         .ok_or_else(|| invalid(&shown, "the media ID does not map to a Synapse path"))?;
@@ -139,14 +136,11 @@ pub fn remote_media(row: RemoteMediaRow) -> Result<SynapseMedia, RowFailure> {
         .transpose()
         .map_err(|e| invalid(&shown, format!("filesystem_id: {e}")))?
         .ok_or_else(|| invalid(&shown, "filesystem_id is NULL"))?;
-    let Some(length) = row.media_length else {
-        return Err(Failure {
-            item: shown,
-            reason: RowFault::NeverUploaded,
-            detail: "no length recorded: Synapse never finished caching it".into(),
-        });
-    };
-    let length = recorded_length(&shown, "media_length", length)?;
+    let length = media_length(
+        &shown,
+        row.media_length,
+        "no length recorded: Synapse never finished caching it",
+    )?;
     let path = paths::remote_content(&key.origin, &filesystem_id)
         .ok_or_else(|| invalid(&shown, "the filesystem ID does not map to a Synapse path"))?;
     Ok(SynapseMedia {
@@ -301,6 +295,19 @@ fn invalid(item: &str, what: impl std::fmt::Display) -> RowFailure {
         item: item.to_owned(),
         reason: RowFault::InvalidIdentifier,
         detail: what.to_string(),
+    }
+}
+
+/// The length Synapse recorded for a media; none means it has no bytes to import
+/// (`missing` says why: never uploaded, or never finished caching).
+fn media_length(item: &str, length: Option<i64>, missing: &str) -> Result<u64, RowFailure> {
+    match length {
+        Some(length) => recorded_length(item, "media_length", length),
+        None => Err(Failure {
+            item: item.to_owned(),
+            reason: RowFault::NeverUploaded,
+            detail: missing.into(),
+        }),
     }
 }
 
