@@ -56,7 +56,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
         },
     };
     let progress = Arc::new(Progress::default());
-    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
+    let bar = media_cli::ProgressBar::start(cli.output(), progress.clone());
     let report = media_dendrite::clean(&options, &progress).await;
     bar.finish();
     let report = report.map_err(RunError::of)?;

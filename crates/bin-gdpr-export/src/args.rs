@@ -75,12 +75,8 @@ pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) repository: media_cli::RepositoryArgs,
 
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    pub(crate) json: bool,
-
     #[command(flatten)]
-    pub(crate) verbosity: media_cli::Verbosity,
+    pub(crate) report: media_cli::ReportArgs,
 }
 
 /// The help heading of the flags that export from a Synapse instead of our repository.
@@ -133,10 +129,10 @@ impl Cli {
 
 impl media_cli::ToolArgs for Cli {
     fn output(&self) -> Output {
-        Output::new(self.json, self.verbosity)
+        self.report.output()
     }
 
     fn verbosity(&self) -> Verbosity {
-        self.verbosity
+        self.report.verbosity
     }
 }

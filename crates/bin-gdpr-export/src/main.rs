@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> Result<Exit, RunError> {
     let progress = Arc::new(Progress::default());
-    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
+    let bar = media_cli::ProgressBar::start(cli.output(), progress.clone());
     let options = cli.export_options();
     let result = match (&cli.synapse_db, &cli.media_store) {
         (Some(synapse_db), Some(media_store)) => {

@@ -43,12 +43,8 @@ pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) repository: media_cli::RepositoryArgs,
 
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    pub(crate) json: bool,
-
     #[command(flatten)]
-    pub(crate) verbosity: media_cli::Verbosity,
+    pub(crate) report: media_cli::ReportArgs,
 }
 
 /// Examples printed after the options.
@@ -78,10 +74,10 @@ impl Cli {
 
 impl media_cli::ToolArgs for Cli {
     fn output(&self) -> Output {
-        Output::new(self.json, self.verbosity)
+        self.report.output()
     }
 
     fn verbosity(&self) -> Verbosity {
-        self.verbosity
+        self.report.verbosity
     }
 }

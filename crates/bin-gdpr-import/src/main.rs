@@ -41,7 +41,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
     };
     let (repo, store) = cli.repository.open(access).await?;
     let progress = Arc::new(Progress::default());
-    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
+    let bar = media_cli::ProgressBar::start(cli.output(), progress.clone());
     let options = ImportOptions {
         directory: cli.directory.clone(),
         only_entity: cli.only_entity.clone(),

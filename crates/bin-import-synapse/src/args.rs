@@ -117,12 +117,8 @@ pub(crate) struct Cli {
     #[arg(long, env = "IMPORT_DRY_RUN")]
     pub(crate) dry_run: bool,
 
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    pub(crate) json: bool,
-
     #[command(flatten)]
-    pub(crate) verbosity: media_cli::Verbosity,
+    pub(crate) report: media_cli::ReportArgs,
 }
 
 /// The help heading of the flags that say where Synapse's media comes from.
@@ -189,10 +185,10 @@ impl Cli {
 
 impl media_cli::ToolArgs for Cli {
     fn output(&self) -> Output {
-        Output::new(self.json, self.verbosity)
+        self.report.output()
     }
 
     fn verbosity(&self) -> Verbosity {
-        self.verbosity
+        self.report.verbosity
     }
 }

@@ -73,7 +73,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
         .map_err(RunError::of)?;
 
     let progress = Arc::new(Progress::default());
-    let bar = media_cli::ProgressBar::start(cli.verbosity.quiet || cli.json, progress.clone());
+    let bar = media_cli::ProgressBar::start(cli.output(), progress.clone());
     let options = ImportOptions {
         media_store,
         homeserver,

@@ -325,6 +325,25 @@ pub fn parse_command_line<C: clap::Parser>(
     }
 }
 
+/// The report flags most tools share: `--json`, and `-q`/`-v`.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct ReportArgs {
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub verbosity: Verbosity,
+}
+
+impl ReportArgs {
+    /// Where and how the report and errors are printed.
+    pub fn output(&self) -> Output {
+        Output::new(self.json, self.verbosity)
+    }
+}
+
 /// What a tool's parsed command line tells [`run_tool`].
 pub trait ToolArgs: clap::Parser {
     /// Where and how the report and errors are printed (`--json`, `-q`).
@@ -358,9 +377,10 @@ pub struct ProgressBar {
 }
 
 impl ProgressBar {
-    /// Starts a bar (or nothing, when stderr is not a terminal or `quiet` is set).
-    pub fn start(quiet: bool, progress: Arc<Progress>) -> Self {
-        if quiet || !std::io::stderr().is_terminal() {
+    /// Starts a bar (or nothing, when stderr is not a terminal, or the output is quiet or
+    /// JSON).
+    pub fn start(output: Output, progress: Arc<Progress>) -> Self {
+        if output != Output::Human || !std::io::stderr().is_terminal() {
             return Self { bar: None };
         }
         let bar = indicatif::ProgressBar::new(0);
