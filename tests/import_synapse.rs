@@ -367,8 +367,6 @@ async fn thumbnails_left_out_by_an_earlier_run_are_imported_by_the_next() {
 async fn two_imports_at_once_record_each_media_once_and_count_what_the_other_did() {
     let postgres = TestDatabase::postgres().await;
     let cwd = tempfile::tempdir().unwrap();
-    let db = fixture("sqlite").join("homeserver.db");
-    let media_store = fixture("sqlite").join("media_store");
     let sqlite = format!("sqlite://{}", cwd.path().join("repo.db").display());
     for (i, repo_url) in [sqlite.as_str(), postgres.url.as_str()]
         .into_iter()
@@ -376,26 +374,9 @@ async fn two_imports_at_once_record_each_media_once_and_count_what_the_other_did
     {
         let datastore = cwd.path().join(format!("store-{i}"));
         let runs: Vec<_> = (0..2)
-            .map(|_| {
-                std::process::Command::new(media_tests::binary("import_synapse"))
-                    .args(["--synapse-db", db.to_str().unwrap()])
-                    .args(["--media-store", media_store.to_str().unwrap()])
-                    .args(["--repo-db", repo_url, "--json", "--workers", "1"])
-                    .args(["--datastore", datastore.to_str().unwrap()])
-                    .current_dir(cwd.path())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|_| spawn_import(repo_url, &datastore, cwd.path(), &[]))
             .collect();
-        let reports: Vec<Value> = runs
-            .into_iter()
-            .map(|run| report(&run.wait_with_output().unwrap()))
-            .collect();
-        for r in &reports {
-            assert!(r.get("error").is_none(), "{repo_url}: a run stopped: {r}");
-        }
+        let reports: Vec<Value> = runs.into_iter().map(finished_report).collect();
         let sum = |field: &str| -> u64 { reports.iter().map(|r| r[field].as_u64().unwrap()).sum() };
         assert_eq!(sum("media_imported"), 18, "{repo_url}: {reports:?}");
         assert_eq!(sum("thumbnails_imported"), 37, "{repo_url}: {reports:?}");
