@@ -124,29 +124,22 @@ impl MediaIndex for Repository {
         origin: &ServerName,
         media_ids: &[&str],
     ) -> Result<HashMap<String, Sha256Hex>, DbError> {
+        let rows: Vec<(String, String)> = self
+            .rows_of_media(
+                "media_id, sha256 FROM media",
+                origin,
+                media_ids,
+                "look up media",
+            )
+            .await?;
         let mut found = HashMap::new();
-        for chunk in media_ids.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT media_id, sha256 FROM media WHERE origin = {} AND media_id IN ({})",
-                placeholder_list(self.dialect, 1, 1),
-                placeholder_list(self.dialect, chunk.len(), 2)
-            );
-            let rows: Vec<(String, String)> = on_pool!(&self.pool, |p| {
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(origin.as_str());
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                query.fetch_all(p).await.during("look up media")?
-            });
-            for (media_id, sha256) in rows {
-                let sha256 =
-                    Sha256Hex::try_from(sha256.as_str()).map_err(|e| DbError::InvalidRow {
-                        table: "media",
-                        key: format!("{origin}/{media_id}"),
-                        reason: format!("sha256: {e}"),
-                    })?;
-                found.insert(media_id, sha256);
-            }
+        for (media_id, sha256) in rows {
+            let sha256 = Sha256Hex::try_from(sha256.as_str()).map_err(|e| DbError::InvalidRow {
+                table: "media",
+                key: format!("{origin}/{media_id}"),
+                reason: format!("sha256: {e}"),
+            })?;
+            found.insert(media_id, sha256);
         }
         Ok(found)
     }
@@ -156,28 +149,22 @@ impl MediaIndex for Repository {
         origin: &ServerName,
         media_ids: &[&str],
     ) -> Result<HashMap<String, Vec<ThumbnailRecord>>, DbError> {
+        let rows: Vec<ThumbnailRow> = self
+            .rows_of_media(
+                "origin, media_id, width, height, method, content_type, animated, sha256, \
+                 size_bytes, created_ts FROM thumbnails",
+                origin,
+                media_ids,
+                "look up thumbnails",
+            )
+            .await?;
         let mut found: HashMap<String, Vec<ThumbnailRecord>> = HashMap::new();
-        for chunk in media_ids.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT origin, media_id, width, height, method, content_type, animated, sha256, \
-                 size_bytes, created_ts FROM thumbnails WHERE origin = {} AND media_id IN ({})",
-                placeholder_list(self.dialect, 1, 1),
-                placeholder_list(self.dialect, chunk.len(), 2)
-            );
-            let rows: Vec<ThumbnailRow> = on_pool!(&self.pool, |p| {
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(origin.as_str());
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                query.fetch_all(p).await.during("look up thumbnails")?
-            });
-            for row in rows {
-                let record = row.into_record()?;
-                found
-                    .entry(record.media.media_id.to_string())
-                    .or_default()
-                    .push(record);
-            }
+        for row in rows {
+            let record = row.into_record()?;
+            found
+                .entry(record.media.media_id.to_string())
+                .or_default()
+                .push(record);
         }
         Ok(found)
     }
@@ -476,4 +463,40 @@ impl Repository {
 enum MediaFilter {
     Uploader(String),
     Origin(String),
+}
+
+impl Repository {
+    /// `SELECT {columns_from} WHERE origin = ? AND media_id IN (…)` over `media_ids` of
+    /// `origin`, in statements of at most [`ROWS_PER_STATEMENT`] IDs.
+    async fn rows_of_media<R>(
+        &self,
+        columns_from: &str,
+        origin: &ServerName,
+        media_ids: &[&str],
+        operation: &'static str,
+    ) -> Result<Vec<R>, DbError>
+    where
+        R: Send
+            + Unpin
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        let mut rows = Vec::new();
+        for chunk in media_ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT {columns_from} WHERE origin = {} AND media_id IN ({})",
+                placeholder_list(self.dialect, 1, 1),
+                placeholder_list(self.dialect, chunk.len(), 2)
+            );
+            let page: Vec<R> = on_pool!(&self.pool, |p| {
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(origin.as_str());
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(p).await.during(operation)?
+            });
+            rows.extend(page);
+        }
+        Ok(rows)
+    }
 }
