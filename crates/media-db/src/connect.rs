@@ -279,21 +279,6 @@ pub(crate) async fn migrate(
     location: &DatabaseLocation,
 ) -> Result<(), DbError> {
     let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
-    // PostgreSQL migrations take an advisory lock; SQLite's take none, so two tools
-    // starting at once on a new file would both apply the first migration and one would
-    // fail ("table already exists"): an exclusive flock on the file (independent of
-    // SQLite's own fcntl locks) makes them take turns.
-    let _turn = match location.sqlite_path() {
-        Some(path) => Some(
-            lock_for_migration(path)
-                .await
-                .map_err(|source| DbError::Migrate {
-                    url: location.to_string(),
-                    source: MigrateError::Source(Box::new(source)),
-                })?,
-        ),
-        None => None,
-    };
     let result = on_pool!(pool, |p| migrator.run(p).await);
     match result {
         Ok(()) => Ok(()),
@@ -311,14 +296,23 @@ pub(crate) async fn migrate(
     }
 }
 
-/// Waits for, and takes, the exclusive migration lock of a SQLite file; it is released
-/// when the returned file is dropped.
-async fn lock_for_migration(path: std::path::PathBuf) -> std::io::Result<std::fs::File> {
+/// Waits for, and takes, an exclusive `flock` on a SQLite file (creating an empty one,
+/// which SQLite reads as a new database), released when the returned file is dropped.
+/// Tools opening one new repository at once take turns with it: SQLite's own locks do
+/// not cover switching the journal mode or applying the migrations (PostgreSQL's
+/// migrations take an advisory lock). Best effort: `None` where the file cannot be
+/// opened or locked, and opening the database then reports why.
+pub(crate) async fn lock_sqlite_file(path: std::path::PathBuf) -> Option<std::fs::File> {
     tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path)?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
-        Ok(file)
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ok()?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).ok()?;
+        Some(file)
     })
     .await
-    .map_err(std::io::Error::other)?
+    .ok()
+    .flatten()
 }

@@ -135,6 +135,11 @@ pub async fn connect_read_only(location: impl IntoDatabaseLocation) -> Result<Re
 /// (`sqlite://…`, `postgres://…`, a bare path, `key=value` settings).
 pub async fn connect(location: impl IntoDatabaseLocation) -> Result<Repository, DbError> {
     let location = location.into_database_location()?;
+    // Tools starting at once on one SQLite file take turns until it is open and migrated.
+    let _turn = match location.sqlite_path() {
+        Some(path) => connect::lock_sqlite_file(path).await,
+        None => None,
+    };
     let pool = connect::open_pool(
         &location,
         OpenOptions {
