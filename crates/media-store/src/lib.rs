@@ -153,6 +153,7 @@ mod tests {
                 prefix: "store".into(),
                 endpoint: Some("http://127.0.0.1:3900".into()),
                 region: None,
+                profile: None,
             })
         );
     }

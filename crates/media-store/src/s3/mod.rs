@@ -22,6 +22,11 @@
 //! [`PutStatus::Written`].
 //!
 //! An S3 put is durable when it returns, so [`Datastore::sync`] has nothing to do.
+//!
+//! Credentials: see [`credentials`] (keys given in code, the AWS environment variables or
+//! a profile of the AWS shared files).
+
+mod credentials;
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,15 +41,17 @@ use media_core::datastore::{
 };
 use media_core::hashing::HashingReader;
 use media_core::ids::Sha256Hex;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
     BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode,
-    RetryConfig, WriteMultipart,
+    RetryConfig, StaticCredentialProvider, WriteMultipart,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use self::credentials::{AwsEnvironment, Resolved};
+pub use self::credentials::{S3Credentials, S3Keys};
 use crate::fs::MARKER_FILE;
 
 /// Bytes per part of a multipart upload; a body shorter than this goes up in one request.
@@ -66,13 +73,17 @@ pub struct S3Location {
     /// The server's URL for S3-compatible servers (requests use path-style addressing);
     /// `None` for AWS.
     pub endpoint: Option<String>,
-    /// The region; `None` to take it from `AWS_REGION`/`AWS_DEFAULT_REGION` (or the
-    /// client's default).
+    /// The region; `None` to take it from `AWS_REGION`/`AWS_DEFAULT_REGION`, else from
+    /// the profile the credentials come from (else the client's default).
     pub region: Option<String>,
+    /// The profile of the AWS shared files to take the credentials from (see
+    /// [`credentials`]); `None` for the standard order.
+    pub profile: Option<String>,
 }
 
 impl S3Location {
-    /// Parses `s3://bucket/optional/prefix?endpoint=http://127.0.0.1:3900&region=garage`.
+    /// Parses `s3://bucket/optional/prefix?endpoint=http://127.0.0.1:3900&region=garage`
+    /// (each parameter optional; `&profile=NAME` names a profile of the AWS shared files).
     pub fn parse(uri: &str) -> Result<Self, StoreError> {
         let bad = |why: &str| {
             StoreError::Config(format!(
@@ -87,7 +98,8 @@ impl S3Location {
         if !url.username().is_empty() || url.password().is_some() || url.port().is_some() {
             return Err(bad(
                 "credentials and ports do not belong in the bucket name (credentials come \
-                 from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the server from ?endpoint=)",
+                 from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a profile named by \
+                 ?profile=, the server from ?endpoint=)",
             ));
         }
         let bucket = url.host_str().unwrap_or_default().to_owned();
@@ -109,11 +121,12 @@ impl S3Location {
         {
             return Err(bad("the prefix has an empty, '.' or '..' folder"));
         }
-        let (mut endpoint, mut region) = (None, None);
+        let (mut endpoint, mut region, mut profile) = (None, None, None);
         for (name, value) in url.query_pairs() {
             let slot = match &*name {
                 "endpoint" => &mut endpoint,
                 "region" => &mut region,
+                "profile" => &mut profile,
                 other => return Err(bad(&format!("unknown parameter {other:?}"))),
             };
             if value.is_empty() {
@@ -131,6 +144,7 @@ impl S3Location {
             prefix,
             endpoint,
             region,
+            profile,
         })
     }
 
@@ -141,10 +155,14 @@ impl S3Location {
             uri.push('/');
             uri.push_str(&self.prefix);
         }
-        let params: Vec<String> = [("endpoint", &self.endpoint), ("region", &self.region)]
-            .into_iter()
-            .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={v}")))
-            .collect();
+        let params: Vec<String> = [
+            ("endpoint", &self.endpoint),
+            ("region", &self.region),
+            ("profile", &self.profile),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={v}")))
+        .collect();
         if !params.is_empty() {
             uri.push('?');
             uri.push_str(&params.join("&"));
@@ -152,13 +170,29 @@ impl S3Location {
         uri
     }
 
-    /// An S3 client for this location, credentials from the AWS environment variables,
-    /// with these timeouts and retries.
-    fn client(&self, patience: Patience) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    /// An S3 client for this location with these credentials, timeouts and retries.
+    fn client(
+        &self,
+        credentials: &Resolved,
+        patience: Patience,
+    ) -> Result<Arc<dyn ObjectStore>, StoreError> {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&self.bucket)
             .with_client_options(patience.client_options())
             .with_retry(patience.retry_config());
+        if let Resolved::Keys { keys, region, .. } = credentials {
+            // A credential provider replaces every key, token or role the environment
+            // holds.
+            builder =
+                builder.with_credentials(Arc::new(StaticCredentialProvider::new(keys.to_aws())));
+            if let Some(region) = region
+                && builder
+                    .get_config_value(&AmazonS3ConfigKey::Region)
+                    .is_none()
+            {
+                builder = builder.with_region(region);
+            }
+        }
         if let Some(endpoint) = &self.endpoint {
             builder = builder
                 .with_endpoint(endpoint)
@@ -234,20 +268,35 @@ impl fmt::Debug for S3Datastore {
 }
 
 impl S3Datastore {
-    /// Opens the datastore at `location` after checking, within seconds, that its server
-    /// answers, its bucket exists and the credentials are accepted (by listing the
-    /// prefix); any of these failing is [`StoreError::Config`]. Nothing is written.
+    /// Opens the datastore at `location` with the [standard
+    /// credentials](S3Credentials::Standard): see [`S3Datastore::open_with`].
     pub async fn open(location: S3Location) -> Result<Self, StoreError> {
-        let probe = location.client(Patience::StartUp)?;
+        Self::open_with(location, &S3Credentials::Standard).await
+    }
+
+    /// Opens the datastore at `location` with `credentials` after checking, within
+    /// seconds, that its server answers, its bucket exists and the credentials are
+    /// accepted (by listing the prefix); any of these failing, or credentials that cannot
+    /// be found (see [`credentials`]), is [`StoreError::Config`]. Nothing is written.
+    pub async fn open_with(
+        location: S3Location,
+        credentials: &S3Credentials,
+    ) -> Result<Self, StoreError> {
+        let credentials = credentials::resolve(
+            credentials,
+            location.profile.as_deref(),
+            &AwsEnvironment::current(),
+        )?;
+        let probe = location.client(&credentials, Patience::StartUp)?;
         if let Err(e) = probe.list_with_delimiter(None).await {
             return Err(StoreError::Config(format!(
                 "cannot use S3 datastore {}: {e}. Check that the endpoint answers, that the \
-                 bucket exists and that AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are \
-                 accepted by the server",
-                location.uri()
+                 bucket exists and that the server accepts the credentials ({})",
+                location.uri(),
+                credentials.origin(),
             )));
         }
-        let store = location.client(Patience::Work)?;
+        let store = location.client(&credentials, Patience::Work)?;
         Ok(Self {
             location,
             store,
@@ -581,6 +630,7 @@ mod tests {
                 prefix: "a/b".into(),
                 endpoint: Some("http://127.0.0.1:3900".into()),
                 region: Some("garage".into()),
+                profile: None,
             }
         );
         assert_eq!(
@@ -590,6 +640,61 @@ mod tests {
         let bare = S3Location::parse("s3://media").unwrap();
         assert_eq!((bare.prefix.as_str(), &bare.endpoint), ("", &None));
         assert_eq!(bare.uri(), "s3://media");
+    }
+
+    #[test]
+    fn a_profile_in_the_uri_round_trips() {
+        let location = S3Location::parse("s3://media?region=garage&profile=backup").unwrap();
+        assert_eq!(location.profile.as_deref(), Some("backup"));
+        assert_eq!(location.uri(), "s3://media?region=garage&profile=backup");
+    }
+
+    /// The test server's location below a fresh prefix, as a configuration reader would
+    /// build it: no URI, no secret in it.
+    fn test_location(bucket: String) -> S3Location {
+        S3Location {
+            bucket,
+            prefix: format!("test-{:016x}", rand::random::<u64>()),
+            endpoint: Some(crate::conformance::s3_test_endpoint()),
+            region: Some("us-east-1".into()),
+            profile: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn keys_given_in_code_open_a_store_and_never_show_their_secret() {
+        use media_core::datastore::DatastoreExt;
+        let keys = S3Keys::new("AKIDGIVEN", "given-secret-value").with_session_token("given-token");
+        let credentials = S3Credentials::Given(keys);
+        let location = test_location(crate::conformance::s3_test_bucket());
+        let store = S3Datastore::open_with(location, &credentials)
+            .await
+            .unwrap();
+        let put = store.put_bytes(b"signed with given keys").await.unwrap();
+        assert_eq!(
+            store.get_bytes(&put.blob.key).await.unwrap(),
+            b"signed with given keys"
+        );
+        store.delete_everything().await.unwrap();
+        let missing = test_location(format!("no-such-bucket-{:08x}", rand::random::<u32>()));
+        let err = S3Datastore::open_with(missing, &credentials)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Config(_)), "{err}");
+        assert!(
+            err.to_string().contains("AKIDGIVEN"),
+            "names the key: {err}"
+        );
+        for shown in [
+            format!("{store:?}"),
+            store.uri(),
+            format!("{credentials:?}"),
+            err.to_string(),
+            format!("{err:?}"),
+        ] {
+            assert!(!shown.contains("given-secret-value"), "{shown}");
+            assert!(!shown.contains("given-token"), "{shown}");
+        }
     }
 
     #[test]
