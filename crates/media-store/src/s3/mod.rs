@@ -26,7 +26,7 @@
 //! Credentials: see [`credentials`] (keys given in code, the AWS environment variables or
 //! a profile of the AWS shared files).
 
-mod credentials;
+pub mod credentials;
 
 use std::fmt;
 use std::sync::Arc;
