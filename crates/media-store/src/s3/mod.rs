@@ -27,6 +27,7 @@
 //! a profile of the AWS shared files).
 
 pub mod credentials;
+mod upload;
 
 use std::fmt;
 use std::sync::Arc;
@@ -46,13 +47,15 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
     BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode,
-    RetryConfig, StaticCredentialProvider, WriteMultipart,
+    RetryConfig, StaticCredentialProvider,
 };
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 use self::credentials::{AwsEnvironment, Resolved};
 pub use self::credentials::{S3Credentials, S3Keys};
-use crate::fs::MARKER_FILE;
+pub use self::upload::MAX_COPY_SIZE;
+use self::upload::read_chunk;
+use crate::fs::{CleanupReport, MARKER_FILE};
 
 /// Bytes per part of a multipart upload; a body shorter than this goes up in one request.
 pub const PART_SIZE: usize = 8 << 20;
@@ -60,6 +63,9 @@ pub const PART_SIZE: usize = 8 << 20;
 pub const PARTS_IN_FLIGHT: usize = 2;
 /// Folder, below the prefix, of large uploads whose digest is not known yet.
 pub const TEMP_PREFIX: &str = ".tmp";
+/// How old a `.tmp/` object must be before [`S3Datastore::open`] takes it for what a
+/// crashed writer left (see [`S3Datastore::cleanup`]).
+pub const STALE_TEMPORARY_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 /// In-process locks that puts of one key share (by the key's first byte).
 const PUT_LOCKS: usize = 256;
 
@@ -267,20 +273,39 @@ impl fmt::Debug for S3Datastore {
     }
 }
 
+/// What a tool does with the S3 datastore it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Access {
+    /// It writes: opening removes the temporary objects crashed writers left (see
+    /// [`S3Datastore::cleanup`]).
+    Write,
+    /// It only reads: opening writes and deletes nothing.
+    ReadOnly,
+}
+
 impl S3Datastore {
-    /// Opens the datastore at `location` with the [standard
+    /// Opens the datastore at `location` for writing, with the [standard
     /// credentials](S3Credentials::Standard): see [`S3Datastore::open_with`].
     pub async fn open(location: S3Location) -> Result<Self, StoreError> {
-        Self::open_with(location, &S3Credentials::Standard).await
+        Self::open_with(location, &S3Credentials::Standard, S3Access::Write).await
+    }
+
+    /// Opens the datastore at `location` for reading only, with the [standard
+    /// credentials](S3Credentials::Standard): see [`S3Datastore::open_with`].
+    pub async fn open_read_only(location: S3Location) -> Result<Self, StoreError> {
+        Self::open_with(location, &S3Credentials::Standard, S3Access::ReadOnly).await
     }
 
     /// Opens the datastore at `location` with `credentials` after checking, within
     /// seconds, that its server answers, its bucket exists and the credentials are
     /// accepted (by listing the prefix); any of these failing, or credentials that cannot
-    /// be found (see [`credentials`]), is [`StoreError::Config`]. Nothing is written.
+    /// be found (see [`credentials`]), is [`StoreError::Config`]. For
+    /// [`S3Access::Write`], then removes the temporary objects older than
+    /// [`STALE_TEMPORARY_AGE`]; for [`S3Access::ReadOnly`], nothing is written or deleted.
     pub async fn open_with(
         location: S3Location,
         credentials: &S3Credentials,
+        access: S3Access,
     ) -> Result<Self, StoreError> {
         let credentials = credentials::resolve(
             credentials,
@@ -297,11 +322,44 @@ impl S3Datastore {
             )));
         }
         let store = location.client(&credentials, Patience::Work)?;
-        Ok(Self {
+        let opened = Self {
             location,
             store,
             put_locks: (0..PUT_LOCKS).map(|_| Default::default()).collect(),
-        })
+        };
+        if access == S3Access::Write {
+            opened.cleanup(STALE_TEMPORARY_AGE).await?;
+        }
+        Ok(opened)
+    }
+
+    /// Removes the temporary objects (`.tmp/…`) last modified more than `older_than` ago:
+    /// what writers that crashed between completing a temporary upload and deleting it
+    /// left. A running writer's temporary object lives for seconds after its upload
+    /// completes, but S3 dates a multipart object by the start of its upload, so the age
+    /// must exceed the longest upload ([`S3Datastore::open`] uses
+    /// [`STALE_TEMPORARY_AGE`]). Ages are measured on the server's clock against this
+    /// machine's.
+    pub async fn cleanup(&self, older_than: Duration) -> Result<CleanupReport, StoreError> {
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+        let temp = Path::from(TEMP_PREFIX);
+        let mut report = CleanupReport::default();
+        let mut objects = self.store.list(Some(&temp));
+        while let Some(meta) = objects.next().await {
+            let meta = meta.map_err(|e| self.error("list", &temp, e))?;
+            if std::time::SystemTime::from(meta.last_modified) > cutoff {
+                continue;
+            }
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.error("delete", &meta.location, e)),
+            }
+            report.removed_files += 1;
+            report.removed_bytes += meta.size;
+        }
+        Ok(report)
     }
 
     /// The location this store was opened at.
@@ -349,112 +407,12 @@ impl S3Datastore {
         };
         Ok(stored(sha256, size, key, status))
     }
-
-    /// Streams a body of at least one part into a multipart upload: to its final key when
-    /// the caller named its digest, else to a temporary key. Aborted on any failure.
-    async fn put_large(
-        &self,
-        first: Bytes,
-        mut reader: HashingReader<&mut (dyn AsyncRead + Send + Unpin)>,
-        options: &PutOptions,
-    ) -> Result<Put, StoreError> {
-        let target = match &options.expected.sha256 {
-            Some(sha256) => Path::from(BlobKey::for_hash(sha256).as_str()),
-            None => Path::from(format!("{TEMP_PREFIX}/{:032x}", rand::random::<u128>())),
-        };
-        let upload = self
-            .store
-            .put_multipart(&target)
-            .await
-            .map_err(|e| self.error("start the upload of", &target, e))?;
-        let mut upload = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        upload.put(first);
-        let streamed: Result<(), StoreError> = async {
-            loop {
-                let chunk = read_chunk(&mut reader).await?;
-                if chunk.is_empty() {
-                    return Ok(());
-                }
-                upload
-                    .wait_for_capacity(PARTS_IN_FLIGHT)
-                    .await
-                    .map_err(|e| self.error("upload a part of", &target, e))?;
-                upload.put(chunk);
-            }
-        }
-        .await;
-        let checked = streamed.and_then(|()| {
-            let (sha256, size) = reader.finish();
-            options.check(&sha256, size).map(|()| (sha256, size))
-        });
-        let (sha256, size) = match checked {
-            Ok(digest) => digest,
-            Err(e) => {
-                upload.abort().await.ok();
-                return Err(e);
-            }
-        };
-        let key = BlobKey::for_hash(&sha256);
-        let path = Path::from(key.as_str());
-        let _serialized = self.put_lock(&key).lock().await;
-        let present = self.head(&path).await?.is_some();
-        if target == path {
-            if present {
-                upload.abort().await.ok();
-                return Ok(stored(sha256, size, key, PutStatus::AlreadyPresent));
-            }
-            upload
-                .finish()
-                .await
-                .map_err(|e| self.error("complete the upload of", &target, e))?;
-            return Ok(stored(sha256, size, key, PutStatus::Written));
-        }
-        upload
-            .finish()
-            .await
-            .map_err(|e| self.error("complete the upload of", &target, e))?;
-        let placed = if present {
-            Ok(PutStatus::AlreadyPresent)
-        } else {
-            self.store
-                .copy(&target, &path)
-                .await
-                .map(|()| PutStatus::Written)
-                .map_err(|e| self.error("copy into place", &path, e))
-        };
-        let removed = self
-            .store
-            .delete(&target)
-            .await
-            .map_err(|e| self.error("delete", &target, e));
-        let status = placed?;
-        removed?;
-        Ok(stored(sha256, size, key, status))
-    }
 }
 
 fn stored(sha256: Sha256Hex, size: u64, key: BlobKey, status: PutStatus) -> Put {
     Put {
         blob: StoredBlob { sha256, size, key },
         status,
-    }
-}
-
-/// Reads up to one part from `reader`: fewer bytes only at the end of the body.
-async fn read_chunk<R: AsyncRead + Unpin>(
-    reader: &mut HashingReader<R>,
-) -> Result<Bytes, StoreError> {
-    let mut chunk = Vec::with_capacity(PART_SIZE);
-    match (&mut *reader)
-        .take(PART_SIZE as u64)
-        .read_to_end(&mut chunk)
-        .await
-    {
-        Ok(_) => Ok(chunk.into()),
-        Err(source) => Err(StoreError::Source {
-            bytes_read: reader.bytes_read(),
-            source,
-        }),
     }
 }
 
@@ -616,7 +574,187 @@ impl S3Datastore {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use media_core::datastore::DatastoreExt;
+    use tokio::io::ReadBuf;
+
     use super::*;
+    use crate::conformance::{FailingReader, S3TestStore, pseudo_random};
+
+    /// How many multipart uploads are in progress below `store`'s prefix, asked with a
+    /// plain unsigned `GET /bucket?uploads` (`object_store` cannot list them); `None` when
+    /// the server refuses unsigned requests (moto, the test script's server, accepts them).
+    fn uploads_in_progress(store: &S3Datastore) -> Option<usize> {
+        use std::io::{Read, Write};
+        let endpoint = store.location.endpoint.as_deref().expect("a test server");
+        let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+        let mut connection = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            connection,
+            "GET /{}?uploads&prefix={}/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+            store.location.bucket, store.location.prefix
+        )
+        .unwrap();
+        let mut response = String::new();
+        connection.read_to_string(&mut response).unwrap();
+        if !response.starts_with("HTTP/1.1 200") {
+            eprintln!("the server does not list uploads for unsigned requests: {response}");
+            return None;
+        }
+        assert!(
+            response.contains("ListMultipartUploadsResult"),
+            "{response}"
+        );
+        Some(response.matches("<Upload>").count())
+    }
+
+    /// Yields `remaining` bytes, then tells `stalled` and never yields again.
+    struct StallingReader {
+        remaining: Vec<u8>,
+        stalled: Option<tokio::sync::oneshot::Sender<()>>,
+    }
+
+    impl AsyncRead for StallingReader {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if self.remaining.is_empty() {
+                if let Some(stalled) = self.stalled.take() {
+                    stalled.send(()).ok();
+                }
+                return Poll::Pending;
+            }
+            let n = self.remaining.len().min(buf.remaining()).min(64 << 10);
+            buf.put_slice(&self.remaining[..n]);
+            self.remaining.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_or_cancelled_multipart_put_leaves_no_upload_in_progress() {
+        let test = S3TestStore::new().await;
+        let store = &*test.store;
+        let mut failing = FailingReader {
+            remaining: pseudo_random(PART_SIZE * 2 + 1, 31),
+        };
+        let err = store
+            .put(&mut failing, &PutOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Source { .. }), "{err}");
+        let data = pseudo_random(PART_SIZE * 2, 32);
+        let wrong = PutOptions::expecting(Some(media_core::hashing::sha256_of(b"other")), None);
+        let err = store.put(&mut &data[..], &wrong).await.unwrap_err();
+        assert!(matches!(err, StoreError::Mismatch { .. }), "{err}");
+        if let Some(uploads) = uploads_in_progress(store) {
+            assert_eq!(
+                uploads, 0,
+                "failed puts abort their uploads before returning"
+            );
+        }
+
+        // A put whose future is dropped mid-upload (a timeout, a cancelled task).
+        let (stalled, stall) = tokio::sync::oneshot::channel();
+        let mut reader = StallingReader {
+            remaining: pseudo_random(PART_SIZE * 2 + 5, 33),
+            stalled: Some(stalled),
+        };
+        let options = PutOptions::default();
+        tokio::select! {
+            put = store.put(&mut reader, &options) => panic!("{put:?}"),
+            _ = stall => {}
+        }
+        if uploads_in_progress(store).is_some() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while uploads_in_progress(store) != Some(0) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the cancelled upload is left"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        assert_eq!(
+            store.delete_everything().await.unwrap(),
+            0,
+            "no object either"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_body_over_5_gib_without_its_digest_is_refused_before_uploading() {
+        let test = S3TestStore::new().await;
+        let store = &*test.store;
+        let data = pseudo_random(PART_SIZE + 1, 34);
+        let huge = PutOptions::expecting(None, Some(MAX_COPY_SIZE + 1));
+        let err = store.put(&mut &data[..], &huge).await.unwrap_err();
+        assert!(matches!(err, StoreError::Source { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("5 GiB only when its SHA-256 is given"),
+            "{err}"
+        );
+        if let Some(uploads) = uploads_in_progress(store) {
+            assert_eq!(uploads, 0);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn cleanup_removes_stale_temporary_objects_and_keeps_fresh_ones() {
+        let test = S3TestStore::new().await;
+        let store = &*test.store;
+        let temporary = |name: &str| Path::from(format!("{TEMP_PREFIX}/{name}"));
+        let blob = store
+            .put_bytes(b"a blob is never swept")
+            .await
+            .unwrap()
+            .blob;
+        store.claim_marker("marker").await.unwrap();
+        store
+            .store
+            .put(
+                &temporary("crashed"),
+                Bytes::from_static(b"left by a crash").into(),
+            )
+            .await
+            .unwrap();
+        // S3 dates objects to the second: the crashed one is at least 2.5 s older.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        store
+            .store
+            .put(
+                &temporary("live"),
+                Bytes::from_static(b"a running writer's").into(),
+            )
+            .await
+            .unwrap();
+        let kept = store.cleanup(STALE_TEMPORARY_AGE).await.unwrap();
+        assert_eq!(kept, CleanupReport::default(), "nothing is a day old");
+        let swept = store.cleanup(Duration::from_secs(2)).await.unwrap();
+        assert_eq!(
+            swept,
+            CleanupReport {
+                removed_files: 1,
+                removed_bytes: b"left by a crash".len() as u64
+            }
+        );
+        assert!(store.head(&temporary("crashed")).await.unwrap().is_none());
+        assert!(store.head(&temporary("live")).await.unwrap().is_some());
+        assert!(store.exists(&blob.key).await.unwrap());
+        assert_eq!(
+            store.read_marker().await.unwrap().as_deref(),
+            Some("marker")
+        );
+
+        // Opening for writing sweeps with the day-long age: the live object stays.
+        let reopened = S3Datastore::open(store.location.clone()).await.unwrap();
+        assert!(reopened.head(&temporary("live")).await.unwrap().is_some());
+    }
 
     #[test]
     fn s3_uris_parse_into_bucket_prefix_endpoint_and_region() {
@@ -663,11 +801,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn keys_given_in_code_open_a_store_and_never_show_their_secret() {
-        use media_core::datastore::DatastoreExt;
         let keys = S3Keys::new("AKIDGIVEN", "given-secret-value").with_session_token("given-token");
         let credentials = S3Credentials::Given(keys);
         let location = test_location(crate::conformance::s3_test_bucket());
-        let store = S3Datastore::open_with(location, &credentials)
+        let store = S3Datastore::open_with(location, &credentials, S3Access::Write)
             .await
             .unwrap();
         let put = store.put_bytes(b"signed with given keys").await.unwrap();
@@ -677,7 +814,7 @@ mod tests {
         );
         store.delete_everything().await.unwrap();
         let missing = test_location(format!("no-such-bucket-{:08x}", rand::random::<u32>()));
-        let err = S3Datastore::open_with(missing, &credentials)
+        let err = S3Datastore::open_with(missing, &credentials, S3Access::ReadOnly)
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Config(_)), "{err}");
