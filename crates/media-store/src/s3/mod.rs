@@ -11,9 +11,15 @@
 //! straight to its final key when the caller said which digest the bytes have (the upload
 //! only becomes visible when it is completed, after the check), else to a temporary key
 //! that is copied to the final key once the digest is known and then deleted. A failed
-//! read or check aborts the upload, so nothing appears under a blob key; an upload
-//! interrupted by a crash is invisible (an incomplete multipart upload) or a `.tmp/`
-//! object, which [`Datastore::list`] never reports.
+//! read or check, or a cancelled put, aborts the upload, so nothing appears under a blob
+//! key; an upload interrupted by a crash is invisible (an incomplete multipart upload, for
+//! the bucket's lifecycle rule) or a `.tmp/` object, which [`Datastore::list`] never
+//! reports and [`S3Datastore::cleanup`] removes.
+//!
+//! Memory: a body's first [`SMALL_BODY`] bytes are read freely; beyond that, every buffer
+//! of up to one part (being read, or being sent) takes one of the datastore's
+//! [`PART_BUFFERS`], so all the puts into one datastore hold at most
+//! `PART_BUFFERS × PART_SIZE` (64 MiB) in part buffers, however many run at once.
 //!
 //! Correctness never depends on conditional writes (several S3-compatible servers ignore
 //! them): a blob's key is its digest, so two writers of one key write the same bytes, and
@@ -61,6 +67,12 @@ use crate::fs::{CleanupReport, MARKER_FILE};
 pub const PART_SIZE: usize = 8 << 20;
 /// Parts of one multipart upload sent at once.
 pub const PARTS_IN_FLIGHT: usize = 2;
+/// Buffers of up to [`PART_SIZE`] bytes that the puts into one datastore hold at once, in
+/// all (being read or being sent): the memory budget of large puts, whatever their number.
+pub const PART_BUFFERS: usize = 8;
+/// Bytes of a body a put reads before it takes one of the [`PART_BUFFERS`]: smaller bodies
+/// never wait for one.
+pub const SMALL_BODY: usize = 1 << 20;
 /// Folder, below the prefix, of large uploads whose digest is not known yet.
 pub const TEMP_PREFIX: &str = ".tmp";
 /// How old a `.tmp/` object must be before [`S3Datastore::open`] takes it for what a
@@ -263,6 +275,8 @@ pub struct S3Datastore {
     store: Arc<dyn ObjectStore>,
     /// Serialize puts of one key in this process (see the module documentation).
     put_locks: Arc<[tokio::sync::Mutex<()>]>,
+    /// The [`PART_BUFFERS`] budget.
+    part_buffers: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for S3Datastore {
@@ -326,6 +340,7 @@ impl S3Datastore {
             location,
             store,
             put_locks: (0..PUT_LOCKS).map(|_| Default::default()).collect(),
+            part_buffers: Arc::new(tokio::sync::Semaphore::new(PART_BUFFERS)),
         };
         if access == S3Access::Write {
             opened.cleanup(STALE_TEMPORARY_AGE).await?;
@@ -365,6 +380,15 @@ impl S3Datastore {
     /// The location this store was opened at.
     pub fn location(&self) -> &S3Location {
         &self.location
+    }
+
+    /// Waits for one of the [`PART_BUFFERS`], held until the permit is dropped.
+    async fn part_buffer(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.part_buffers
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the budget is never closed")
     }
 
     fn put_lock(&self, key: &BlobKey) -> &tokio::sync::Mutex<()> {
@@ -428,10 +452,18 @@ impl Datastore for S3Datastore {
         options: &PutOptions,
     ) -> Result<Put, StoreError> {
         let mut reader = HashingReader::new(data);
-        let first = read_chunk(&mut reader).await?;
-        if first.len() == PART_SIZE {
-            return self.put_large(first, reader, options).await;
-        }
+        // A small body (most media) is read without waiting for the memory budget.
+        let first = read_chunk(&mut reader, Vec::new(), SMALL_BODY).await?;
+        let (first, _budget) = if first.len() == SMALL_BODY {
+            let budget = self.part_buffer().await;
+            let first = read_chunk(&mut reader, first.into(), PART_SIZE).await?;
+            if first.len() == PART_SIZE {
+                return self.put_large((first, budget), reader, options).await;
+            }
+            (first, Some(budget))
+        } else {
+            (first, None)
+        };
         let (sha256, size) = reader.finish();
         options.check(&sha256, size)?;
         self.put_small(first, sha256).await
@@ -683,6 +715,39 @@ mod tests {
             store.delete_everything().await.unwrap(),
             0,
             "no object either"
+        );
+        assert_eq!(store.part_buffers.available_permits(), PART_BUFFERS);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn more_large_puts_than_part_buffers_all_finish_and_return_the_budget() {
+        let test = S3TestStore::new().await;
+        let store = &*test.store;
+        let bodies: Vec<Vec<u8>> = (0..PART_BUFFERS as u64 + 2)
+            .map(|seed| pseudo_random(PART_SIZE + 1, 40 + seed))
+            .collect();
+        let puts = bodies.iter().map(|body| async move {
+            let mut reader = &body[..];
+            store.put(&mut reader, &PutOptions::default()).await
+        });
+        for (put, body) in futures::future::join_all(puts)
+            .await
+            .into_iter()
+            .zip(&bodies)
+        {
+            assert_eq!(put.unwrap().blob.size, body.len() as u64);
+        }
+        let mut failing = FailingReader {
+            remaining: pseudo_random(PART_SIZE * 2, 50),
+        };
+        store
+            .put(&mut failing, &PutOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            store.part_buffers.available_permits(),
+            PART_BUFFERS,
+            "every buffer is given back"
         );
     }
 

@@ -1,12 +1,15 @@
 //! Large puts: a multipart upload that streams the body part by part, hashing it on the
-//! way, and is aborted on every way out but success (see the [parent module](super)).
+//! way, within the datastore's memory budget, and is aborted on every way out but success
+//! (see the [parent module](super)).
 
 use bytes::Bytes;
 use media_core::datastore::{BlobKey, Put, PutOptions, PutStatus, StoreError};
 use media_core::hashing::HashingReader;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, WriteMultipart};
+use object_store::{MultipartUpload, ObjectStoreExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinSet;
 
 use super::{PART_SIZE, PARTS_IN_FLIGHT, S3Datastore, TEMP_PREFIX, stored};
 
@@ -15,36 +18,75 @@ use super::{PART_SIZE, PARTS_IN_FLIGHT, S3Datastore, TEMP_PREFIX, stored};
 /// larger (S3's multipart copy is not available through `object_store`).
 pub const MAX_COPY_SIZE: u64 = 5 << 30;
 
-/// A multipart upload that is aborted unless it was finished: by [`Upload::abort`] on an
-/// error path, or, when the put is cancelled (its future dropped), by a task spawned on
-/// the current runtime. An upload neither finished nor aborted (a crash) is left to the
-/// bucket's lifecycle rule (see the README).
-struct Upload(Option<WriteMultipart>);
+/// A part of a body in memory, holding its share of the datastore's memory budget
+/// ([`super::PART_BUFFERS`]) until it is sent or dropped.
+pub(super) type Part = (Bytes, OwnedSemaphorePermit);
+
+/// A multipart upload whose parts are sent by tasks of their own, at most
+/// [`PARTS_IN_FLIGHT`] at a time. It is aborted unless it was completed: by
+/// [`Upload::abort`] on an error path, or, when the put is cancelled (its future
+/// dropped), by a task spawned on the current runtime. An upload neither completed nor
+/// aborted (a crash) is left to the bucket's lifecycle rule (see the README).
+struct Upload {
+    upload: Option<Box<dyn MultipartUpload>>,
+    parts: JoinSet<Result<(), object_store::Error>>,
+}
 
 impl Upload {
-    fn parts(&mut self) -> &mut WriteMultipart {
-        self.0
+    /// Sends a part (releasing its budget once it is sent), after waiting until fewer
+    /// than [`PARTS_IN_FLIGHT`] parts are in flight.
+    async fn send(&mut self, (bytes, budget): Part) -> Result<(), object_store::Error> {
+        while self.parts.len() >= PARTS_IN_FLIGHT {
+            self.sent_one().await?;
+        }
+        let upload = self
+            .upload
             .as_mut()
-            .expect("an upload is used only before it is finished")
+            .expect("parts are sent before completion");
+        let sending = upload.put_part(bytes.into());
+        self.parts.spawn(async move {
+            let sent = sending.await;
+            drop(budget);
+            sent
+        });
+        Ok(())
     }
 
-    /// Aborts the upload (if it was not finished), dropping its parts; best effort.
-    async fn abort(&mut self) {
-        if let Some(upload) = self.0.take() {
-            upload.abort().await.ok();
+    /// Waits for one part in flight to be sent.
+    async fn sent_one(&mut self) -> Result<(), object_store::Error> {
+        match self.parts.join_next().await {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            }),
         }
     }
 
-    /// Sends the last part and completes the upload (which aborts it when that fails).
-    async fn finish(&mut self) -> Result<(), object_store::Error> {
-        let upload = self.0.take().expect("an upload is finished once");
-        upload.finish().await.map(drop)
+    /// Waits for every part to be sent, then completes the upload.
+    async fn complete(&mut self) -> Result<(), object_store::Error> {
+        while !self.parts.is_empty() {
+            self.sent_one().await?;
+        }
+        let upload = self.upload.as_mut().expect("an upload is completed once");
+        upload.complete().await?;
+        self.upload = None;
+        Ok(())
+    }
+
+    /// Aborts the upload (unless it was completed), dropping its parts; best effort.
+    async fn abort(&mut self) {
+        self.parts.shutdown().await;
+        if let Some(mut upload) = self.upload.take() {
+            upload.abort().await.ok();
+        }
     }
 }
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if let Some(upload) = self.0.take()
+        if let Some(mut upload) = self.upload.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(async move { upload.abort().await.ok() });
@@ -58,7 +100,7 @@ impl S3Datastore {
     /// (at most [`MAX_COPY_SIZE`] bytes). Aborted on any failure.
     pub(super) async fn put_large(
         &self,
-        first: Bytes,
+        first: Part,
         reader: HashingReader<&mut (dyn AsyncRead + Send + Unpin)>,
         options: &PutOptions,
     ) -> Result<Put, StoreError> {
@@ -75,7 +117,10 @@ impl S3Datastore {
             .put_multipart(&target)
             .await
             .map_err(|e| self.error("start the upload of", &target, e))?;
-        let mut upload = Upload(Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)));
+        let mut upload = Upload {
+            upload: Some(upload),
+            parts: JoinSet::new(),
+        };
         let put = self
             .stream_and_place(&mut upload, first, reader, options, &target)
             .await;
@@ -89,27 +134,24 @@ impl S3Datastore {
     async fn stream_and_place(
         &self,
         upload: &mut Upload,
-        first: Bytes,
+        first: Part,
         mut reader: HashingReader<&mut (dyn AsyncRead + Send + Unpin)>,
         options: &PutOptions,
         target: &Path,
     ) -> Result<Put, StoreError> {
         let copied = target.as_ref().starts_with(TEMP_PREFIX);
-        upload.parts().put(first);
+        let sent = |e| self.error("upload a part of", target, e);
+        upload.send(first).await.map_err(sent)?;
         loop {
-            let chunk = read_chunk(&mut reader).await?;
-            if chunk.is_empty() {
+            let budget = self.part_buffer().await;
+            let bytes = read_chunk(&mut reader, Vec::new(), PART_SIZE).await?;
+            if bytes.is_empty() {
                 break;
             }
             if copied && reader.bytes_read() > MAX_COPY_SIZE {
                 return Err(self.too_large_to_copy(reader.bytes_read()));
             }
-            upload
-                .parts()
-                .wait_for_capacity(PARTS_IN_FLIGHT)
-                .await
-                .map_err(|e| self.error("upload a part of", target, e))?;
-            upload.parts().put(chunk);
+            upload.send((bytes, budget)).await.map_err(sent)?;
         }
         let (sha256, size) = reader.finish();
         options.check(&sha256, size)?;
@@ -117,21 +159,16 @@ impl S3Datastore {
         let path = Path::from(key.as_str());
         let _serialized = self.put_lock(&key).lock().await;
         let present = self.head(&path).await?.is_some();
+        let completed = |e| self.error("complete the upload of", target, e);
         if !copied {
             if present {
                 upload.abort().await;
                 return Ok(stored(sha256, size, key, PutStatus::AlreadyPresent));
             }
-            upload
-                .finish()
-                .await
-                .map_err(|e| self.error("complete the upload of", target, e))?;
+            upload.complete().await.map_err(completed)?;
             return Ok(stored(sha256, size, key, PutStatus::Written));
         }
-        upload
-            .finish()
-            .await
-            .map_err(|e| self.error("complete the upload of", target, e))?;
+        upload.complete().await.map_err(completed)?;
         let placed = if present {
             Ok(PutStatus::AlreadyPresent)
         } else {
@@ -168,13 +205,17 @@ impl S3Datastore {
     }
 }
 
-/// Reads up to one part from `reader`: fewer bytes only at the end of the body.
+/// Reads from `reader` onto the end of `chunk` until it holds `len` bytes or the body
+/// ends (reserving room for `len` bytes first).
 pub(super) async fn read_chunk<R: AsyncRead + Unpin>(
     reader: &mut HashingReader<R>,
+    mut chunk: Vec<u8>,
+    len: usize,
 ) -> Result<Bytes, StoreError> {
-    let mut chunk = Vec::with_capacity(PART_SIZE);
+    let missing = len.saturating_sub(chunk.len());
+    chunk.reserve_exact(missing);
     match (&mut *reader)
-        .take(PART_SIZE as u64)
+        .take(missing as u64)
         .read_to_end(&mut chunk)
         .await
     {
