@@ -33,6 +33,7 @@
 //! a profile of the AWS shared files).
 
 pub mod credentials;
+mod diagnosis;
 mod upload;
 
 use std::fmt;
@@ -59,6 +60,7 @@ use tokio::io::AsyncRead;
 
 use self::credentials::{AwsEnvironment, Resolved};
 pub use self::credentials::{S3Credentials, S3Keys};
+use self::diagnosis::Cause;
 pub use self::upload::MAX_COPY_SIZE;
 use self::upload::read_chunk;
 use crate::fs::{CleanupReport, MARKER_FILE};
@@ -272,6 +274,8 @@ impl Patience {
 /// A datastore in an S3 bucket. See the [module documentation](self).
 pub struct S3Datastore {
     location: S3Location,
+    /// Where the credentials came from (never a secret), for messages.
+    credentials: String,
     store: Arc<dyn ObjectStore>,
     /// Serialize puts of one key in this process (see the module documentation).
     put_locks: Arc<[tokio::sync::Mutex<()>]>,
@@ -328,16 +332,23 @@ impl S3Datastore {
         )?;
         let probe = location.client(&credentials, Patience::StartUp)?;
         if let Err(e) = probe.list_with_delimiter(None).await {
-            return Err(StoreError::Config(format!(
-                "cannot use S3 datastore {}: {e}. Check that the endpoint answers, that the \
-                 bucket exists and that the server accepts the credentials ({})",
-                location.uri(),
-                credentials.origin(),
-            )));
+            let uri = location.uri();
+            return Err(StoreError::Config(match Cause::of(&e) {
+                Some(cause) => format!(
+                    "cannot use S3 datastore {uri}: {} ({e})",
+                    cause.advice(&location, &credentials.origin())
+                ),
+                None => format!(
+                    "cannot use S3 datastore {uri}: {e}. Check that the endpoint answers, \
+                     that the bucket exists and that the server accepts the credentials ({})",
+                    credentials.origin(),
+                ),
+            }));
         }
         let store = location.client(&credentials, Patience::Work)?;
         let opened = Self {
             location,
+            credentials: credentials.origin(),
             store,
             put_locks: (0..PUT_LOCKS).map(|_| Default::default()).collect(),
             part_buffers: Arc::new(tokio::sync::Semaphore::new(PART_BUFFERS)),
@@ -397,11 +408,19 @@ impl S3Datastore {
         &self.put_locks[usize::from(first_byte) % self.put_locks.len()]
     }
 
+    /// A failed request, with what the operator must fix when that is clear.
     fn error(&self, operation: &'static str, target: &Path, e: object_store::Error) -> StoreError {
+        let source = match Cause::of(&e) {
+            Some(cause) => std::io::Error::other(format!(
+                "{}: {e}",
+                cause.advice(&self.location, &self.credentials)
+            )),
+            None => std::io::Error::other(e),
+        };
         StoreError::Io {
             operation,
             target: format!("{}/{target}", self.location.uri()),
-            source: std::io::Error::other(e),
+            source,
         }
     }
 
@@ -883,10 +902,6 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Config(_)), "{err}");
-        assert!(
-            err.to_string().contains("AKIDGIVEN"),
-            "names the key: {err}"
-        );
         for shown in [
             format!("{store:?}"),
             store.uri(),
@@ -897,6 +912,60 @@ mod tests {
             assert!(!shown.contains("given-secret-value"), "{shown}");
             assert!(!shown.contains("given-token"), "{shown}");
         }
+    }
+
+    /// Opening `uri` fails with a configuration error; its message.
+    async fn open_error(uri: &str) -> String {
+        let err = S3Datastore::open(S3Location::parse(uri).unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Config(_)), "{uri}: {err}");
+        let message = err.to_string();
+        assert!(message.contains(uri), "{message}");
+        message
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn start_up_errors_say_what_the_operator_must_fix() {
+        let endpoint = crate::conformance::s3_test_endpoint();
+        let bucket = format!("no-such-bucket-{:08x}", rand::random::<u32>());
+        let message = open_error(&format!("s3://{bucket}/x?endpoint={endpoint}")).await;
+        assert!(
+            message.contains(&format!(
+                "the bucket {bucket:?} does not exist at {endpoint}: create it"
+            )),
+            "{message}"
+        );
+
+        // A port nobody listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let message = open_error(&format!("s3://media?endpoint=http://127.0.0.1:{port}")).await;
+        assert!(
+            message.contains(&format!(
+                "nothing accepts connections at http://127.0.0.1:{port}"
+            )),
+            "{message}"
+        );
+
+        let message = open_error("s3://media?endpoint=http://no-such-host.invalid:9000").await;
+        assert!(
+            message.contains("the host name of http://no-such-host.invalid:9000 does not resolve"),
+            "{message}"
+        );
+
+        // A server that accepts connections and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = silent.local_addr().unwrap();
+        let message = open_error(&format!("s3://media?endpoint=http://{address}")).await;
+        assert!(
+            message.contains(&format!("http://{address} did not answer in time")),
+            "{message}"
+        );
+        drop(silent);
     }
 
     #[test]
