@@ -18,8 +18,8 @@
 //!
 //! Memory: a body's first [`SMALL_BODY`] bytes are read freely; beyond that, every buffer
 //! of up to one part (being read, or being sent) takes one of the datastore's
-//! [`PART_BUFFERS`], so all the puts into one datastore hold at most
-//! `PART_BUFFERS × PART_SIZE` (64 MiB) in part buffers, however many run at once.
+//! [`PART_BUFFERS`] until it is sent, so all the puts into one datastore read or send at
+//! most that many parts at once, however many run.
 //!
 //! Correctness never depends on conditional writes (several S3-compatible servers ignore
 //! them): a blob's key is its digest, so two writers of one key write the same bytes, and
