@@ -61,6 +61,14 @@ pub enum MmrError {
         /// The datastore ID of its row.
         id: String,
     },
+    /// A row's object is not in its datastore.
+    #[error("{location} is not in matrix-media-repo datastore {id:?}")]
+    MissingObject {
+        /// The datastore's ID.
+        id: String,
+        /// The row's `location`.
+        location: String,
+    },
     /// The database failed, or holds a row we refuse to use.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -79,7 +87,7 @@ impl Classify for MmrError {
                 ErrorClass::Item => ErrorClass::Usage,
                 class => class,
             },
-            Self::UnknownDatastore { .. } => ErrorClass::Item,
+            Self::UnknownDatastore { .. } | Self::MissingObject { .. } => ErrorClass::Item,
             Self::Db(e) => e.class(),
         }
     }
