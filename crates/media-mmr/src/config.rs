@@ -30,8 +30,9 @@
 //!   holding the whole main config.
 //! * Environment overrides. MMR's container image takes the config's path from
 //!   `REPO_CONFIG`; these tools take the path from `-config` only, and read no setting
-//!   from the environment (S3 credentials come from the file, see
-//!   [`crate::datastores`]).
+//!   of the file from the environment. (S3 credentials come from the file; only an S3
+//!   datastore whose opts hold none is opened with the AWS environment variables, see
+//!   [`crate::datastores`].)
 //! * Anything that would make the tools write where MMR would not read: a datastore with
 //!   no `id`, two with one `id`, a `type` other than `file` or `s3`, a file datastore
 //!   without `path`, an S3 one without `endpoint` or `bucketName`, an `endpoint` with a
