@@ -976,11 +976,14 @@ impl Importer {
 
     /// The blob `sha256` the repository records, checked (read and hashed) in the
     /// datastore its row names, at the recorded location.
+    /// (A media row without its blob row cannot be: the schema's foreign key forbids it.)
     fn check_recorded(&self, sha256: &Sha256Hex) -> Result<RecordedBlob, GdprError> {
         self.handle.block_on(async {
             let blob = self.repo.get_blob(sha256).await?.ok_or_else(|| {
-                GdprError::Db(media_db::DbError::NotFound {
-                    what: format!("the blob {sha256} a media of the repository references"),
+                GdprError::Db(media_db::DbError::InvalidRow {
+                    table: "media",
+                    key: sha256.to_string(),
+                    reason: "a media references this blob, which has no row".into(),
                 })
             })?;
             self.check_blob(&blob).await
