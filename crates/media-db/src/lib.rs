@@ -86,7 +86,7 @@ pub use model::{
     QuarantineReport, RecordedDatastore, TaskId, TaskKind,
 };
 pub use repo::{
-    AttachOptions, DatastoreAccess, RecordedDatastore, Repository, connect, connect_existing,
-    connect_for_dry_run, connect_read_only,
+    AttachOptions, DatastoreAccess, Repository, connect, connect_existing, connect_for_dry_run,
+    connect_read_only,
 };
 pub use roles::{BlobIndex, BlobTransfer, DeletionQueue, MediaIndex, Quarantine, TaskLog};

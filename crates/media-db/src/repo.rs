@@ -38,7 +38,7 @@ pub mod usage;
 /// were defined before the roles were split out).
 #[doc(no_inline)]
 pub use crate::model::*;
-pub use attach::{AttachOptions, DatastoreAccess, MOVED_SAMPLE, RecordedDatastore};
+pub use attach::{AttachOptions, DatastoreAccess, MOVED_SAMPLE};
 pub use suggest::{closest, edit_distance};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

@@ -33,8 +33,9 @@
 //!   holds another marker (or none), fails each item it holds with
 //!   [`DatastoreUnavailable`](crate::DatastoreUnavailable), which names it: it is never
 //!   taken for a missing blob.
-//! * [`Repository::recorded_datastores`] lists the datastores (ID, URI, identity) and
-//!   [`Repository::recorded_blobs`] the rows saying where blobs are, in batches.
+//! * [`Repository::datastore_records`] lists the datastores (ID, URI, identity),
+//!   [`Repository::recorded_datastore`] finds one by ID, and
+//!   [`Repository::recorded_blobs`] reads the rows saying where blobs are, in batches.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -47,7 +48,7 @@ use super::Repository;
 use super::sql::{ROWS_PER_STATEMENT, placeholder_list};
 use crate::connect::{Dialect, on_pool};
 use crate::error::{DbError, QueryContext};
-use crate::model::{Blob, DatastoreId};
+use crate::model::{Blob, DatastoreId, RecordedDatastore};
 use crate::rows::BlobRow;
 
 /// Blobs of a recorded datastore looked for in a datastore said to hold its moved data.
@@ -80,39 +81,13 @@ impl AttachOptions {
     };
 }
 
-/// A datastore the repository recorded: a row of the `datastores` table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedDatastore {
-    /// Its ID, which `blobs` rows name.
-    pub id: DatastoreId,
-    /// The URI it was last used at.
-    pub uri: String,
-    /// The identity marker it holds, or `None` when it was recorded before markers
-    /// existed.
-    pub identity: Option<String>,
-}
-
-impl RecordedDatastore {
-    fn describe(list: &[RecordedDatastore]) -> String {
-        let names: Vec<String> = list
-            .iter()
-            .map(|r| format!("{} (datastore #{})", r.uri, r.id.0))
-            .collect();
-        names.join(", ")
-    }
-}
-
-/// The columns of a `datastores` row, as read.
-type DatastoreRow = (i64, String, Option<String>);
-
-impl From<DatastoreRow> for RecordedDatastore {
-    fn from((id, uri, identity): DatastoreRow) -> Self {
-        Self {
-            id: DatastoreId(id),
-            uri,
-            identity,
-        }
-    }
+/// The recorded datastores, for messages: `uri (datastore #id), …`.
+fn describe(list: &[RecordedDatastore]) -> String {
+    let names: Vec<String> = list
+        .iter()
+        .map(|r| format!("{} (datastore #{})", r.uri, r.id.0))
+        .collect();
+    names.join(", ")
 }
 
 /// A fresh identity marker: 128 random bits in hex.
@@ -177,7 +152,7 @@ impl Repository {
         if store.is_ephemeral() && self.outlives_process().await? {
             return Err(DbError::EphemeralDatastore { given });
         }
-        let recorded = self.recorded_datastores().await?;
+        let recorded = self.datastore_records().await?;
         let marker = store.read_marker().await?;
         if let Some(marker) = &marker
             && let Some(known) = recorded
@@ -226,7 +201,7 @@ impl Repository {
         };
         Err(DbError::WrongDatastore {
             given,
-            recorded: RecordedDatastore::describe(&recorded),
+            recorded: describe(&recorded),
             first: recorded.first().map(|r| r.uri.clone()).unwrap_or_default(),
             why,
         })
@@ -249,30 +224,23 @@ impl Repository {
         })
     }
 
-    /// Every recorded datastore, oldest first.
-    pub async fn recorded_datastores(&self) -> Result<Vec<RecordedDatastore>, DbError> {
-        let rows: Vec<DatastoreRow> = on_pool!(&self.pool, |p| {
-            sqlx::query_as("SELECT id, uri, identity FROM datastores ORDER BY id")
-                .fetch_all(p)
-                .await
-                .during("list the recorded datastores")?
-        });
-        Ok(rows.into_iter().map(RecordedDatastore::from).collect())
-    }
-
     /// The recorded datastore with this ID, if any.
     pub async fn recorded_datastore(
         &self,
         id: DatastoreId,
     ) -> Result<Option<RecordedDatastore>, DbError> {
-        let row: Option<DatastoreRow> = on_pool!(&self.pool, |p| {
+        let row: Option<(i64, String, Option<String>)> = on_pool!(&self.pool, |p| {
             sqlx::query_as("SELECT id, uri, identity FROM datastores WHERE id = $1")
                 .bind(id.0)
                 .fetch_optional(p)
                 .await
                 .during("look up a datastore")?
         });
-        Ok(row.map(RecordedDatastore::from))
+        Ok(row.map(|(id, uri, identity)| RecordedDatastore {
+            id: DatastoreId(id),
+            uri,
+            identity,
+        }))
     }
 
     /// The rows of those of `digests` that are recorded, by digest: which datastore
@@ -345,7 +313,7 @@ impl Repository {
         if let Some(other) = recorded.iter().find(|r| r.uri == uri && r.id != known.id) {
             return Err(DbError::WrongDatastore {
                 given: uri.to_owned(),
-                recorded: RecordedDatastore::describe(recorded),
+                recorded: describe(recorded),
                 first: known.uri.clone(),
                 why: format!(
                     "{uri} holds the marker of datastore #{} but is recorded as datastore #{}",
@@ -428,7 +396,7 @@ impl Repository {
         }
         Err(DbError::WrongDatastore {
             given: given.to_owned(),
-            recorded: RecordedDatastore::describe(recorded),
+            recorded: describe(recorded),
             first: recorded.first().map(|r| r.uri.clone()).unwrap_or_default(),
             why: format!(
                 "the data was said to have moved to {given}, but {}",
