@@ -91,7 +91,7 @@ fn describe(list: &[RecordedDatastore]) -> String {
 }
 
 /// A fresh identity marker: 128 random bits in hex.
-fn new_marker() -> String {
+pub(super) fn new_marker() -> String {
     let mut marker = String::with_capacity(32);
     for part in 0..2u8 {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -282,7 +282,8 @@ impl Repository {
         Ok(any.is_some())
     }
 
-    async fn set_identity(&self, id: DatastoreId, marker: &str) -> Result<(), DbError> {
+    /// Records `marker` as the identity of datastore `id`.
+    pub(super) async fn set_identity(&self, id: DatastoreId, marker: &str) -> Result<(), DbError> {
         on_pool!(&self.pool, |p| {
             sqlx::query("UPDATE datastores SET identity = $1 WHERE id = $2")
                 .bind(marker)
