@@ -236,8 +236,8 @@ impl PurgeDb {
                     "{LOCAL_AGE_AND_SIZE} AND lmr.quarantined_by IS NULL \
                      AND NOT COALESCE(lmr.safe_from_quarantine, FALSE)"
                 );
-                let keep = (*avatars == AvatarPolicy::Keep && !self.avatar_tables.is_empty())
-                    .then(|| {
+                let keep =
+                    (*avatars == AvatarPolicy::Keep && !self.avatar_tables.is_empty()).then(|| {
                         self.avatar_tables
                             .iter()
                             .map(|(table, column)| {
@@ -400,13 +400,10 @@ impl PurgeDb {
                 }
                 for (media_id, url_preview) in rows {
                     let shown = format!("mxc://{}/{media_id}", self.server_name);
-                    let planned = media_id
-                        .parse()
-                        .map_err(|e| format!("{e}"))
-                        .and_then(|id| {
-                            PlannedMedia::local(&self.server_name, id, url_preview != 0)
-                                .ok_or_else(|| "the media ID maps to no Synapse path".to_owned())
-                        });
+                    let planned = media_id.parse().map_err(|e| format!("{e}")).and_then(|id| {
+                        PlannedMedia::local(&self.server_name, id, url_preview != 0)
+                            .ok_or_else(|| "the media ID maps to no Synapse path".to_owned())
+                    });
                     match planned {
                         Ok(planned) => page.media.push(planned),
                         Err(reason) => page.invalid.push((shown, reason)),
@@ -482,7 +479,8 @@ impl PurgeDb {
             let mut tx = p.begin().await.during("begin a purge batch")?;
             for planned in batch {
                 let (origin, id) = (planned.key.origin.as_str(), planned.key.media_id.as_str());
-                let query = bind_selection!(sqlx::query(AssertSqlSafe(delete_media.clone())), binds);
+                let query =
+                    bind_selection!(sqlx::query(AssertSqlSafe(delete_media.clone())), binds);
                 let query = match planned.storage {
                     Storage::Remote { .. } => query.bind(origin).bind(id),
                     Storage::Local { .. } => query.bind(id),
@@ -497,9 +495,7 @@ impl PurgeDb {
                     continue;
                 }
                 let thumbnails = match planned.storage {
-                    Storage::Remote { .. } => {
-                        sqlx::query(delete_thumbnails).bind(origin).bind(id)
-                    }
+                    Storage::Remote { .. } => sqlx::query(delete_thumbnails).bind(origin).bind(id),
                     Storage::Local { .. } => sqlx::query(delete_thumbnails).bind(id),
                 };
                 deleted.thumbnails += thumbnails
@@ -537,7 +533,10 @@ impl PurgeDb {
 
     /// Of `media` (listed by an interrupted run), those whose files nothing names any
     /// more: their row is gone, and (remote) no other row uses their filesystem ID.
-    pub async fn unreferenced(&self, media: Vec<PlannedMedia>) -> Result<Vec<PlannedMedia>, DbError> {
+    pub async fn unreferenced(
+        &self,
+        media: Vec<PlannedMedia>,
+    ) -> Result<Vec<PlannedMedia>, DbError> {
         let mut without_row = Vec::with_capacity(media.len());
         for planned in media {
             let (origin, id) = (planned.key.origin.as_str(), planned.key.media_id.as_str());
@@ -564,10 +563,9 @@ impl PurgeDb {
         }
         let shared = on_pool!(&self.pool, |p| shared_filesystem_ids!(p, &without_row));
         without_row.retain(|planned| match &planned.storage {
-            Storage::Remote { filesystem_id } => !shared.contains(&(
-                planned.key.origin.to_string(),
-                filesystem_id.to_string(),
-            )),
+            Storage::Remote { filesystem_id } => {
+                !shared.contains(&(planned.key.origin.to_string(), filesystem_id.to_string()))
+            }
             Storage::Local { .. } => true,
         });
         Ok(without_row)
@@ -593,4 +591,3 @@ fn remote_candidate(
     PlannedMedia::remote(MediaKey::new(origin, media_id), filesystem_id)
         .ok_or_else(|| "the filesystem ID maps to no Synapse path".to_owned())
 }
-

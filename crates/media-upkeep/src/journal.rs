@@ -122,7 +122,11 @@ impl Journal {
 
     /// Removes the (empty) journal and releases the lock: the run ended cleanly.
     pub fn finish(self) -> io::Result<()> {
-        let dir = rustix::fs::open(&self.root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        let dir = rustix::fs::open(
+            &self.root,
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )?;
         match rustix::fs::unlinkat(&dir, JOURNAL_NAME, AtFlags::empty()) {
             Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
             Err(e) => Err(io::Error::new(

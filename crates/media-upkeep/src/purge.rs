@@ -47,7 +47,10 @@ pub struct PurgeOptions {
 /// its files); in a real run it then takes the media store's journal (one purge at a
 /// time per store) and finishes what an interrupted run left. `progress` counts the
 /// selected media handled and the bytes freed.
-pub async fn purge(options: &PurgeOptions, progress: &Progress) -> Result<PurgeReport, UpkeepError> {
+pub async fn purge(
+    options: &PurgeOptions,
+    progress: &Progress,
+) -> Result<PurgeReport, UpkeepError> {
     let synapse = media_synapse::open_synapse(&options.synapse_db).await?;
     let checked = check_store(&synapse, options).await;
     synapse.close().await;

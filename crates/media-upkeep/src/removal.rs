@@ -68,7 +68,10 @@ fn names(relative: &Path) -> io::Result<Vec<&OsStr>> {
             Component::Normal(name) => Ok(name),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{}: not a plain path below the media store", relative.display()),
+                format!(
+                    "{}: not a plain path below the media store",
+                    relative.display()
+                ),
             )),
         })
         .collect()
@@ -254,10 +257,16 @@ mod tests {
         std::fs::write(root.join("local_content/ab/zz/other"), b"kept").unwrap();
         std::fs::write(root.join("local_content/ab/cd/efgh"), b"12345").unwrap();
         std::fs::create_dir_all(root.join("local_thumbnails/ab/cd/efgh")).unwrap();
-        std::fs::write(root.join("local_thumbnails/ab/cd/efgh/32-32-image-png-crop"), b"123")
-            .unwrap();
-        std::fs::write(root.join("local_thumbnails/ab/cd/efgh/96-96-image-png-crop"), b"1")
-            .unwrap();
+        std::fs::write(
+            root.join("local_thumbnails/ab/cd/efgh/32-32-image-png-crop"),
+            b"123",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("local_thumbnails/ab/cd/efgh/96-96-image-png-crop"),
+            b"1",
+        )
+        .unwrap();
         dir
     }
 
@@ -307,7 +316,10 @@ mod tests {
         std::fs::remove_file(&thumbnail).unwrap();
         symlink(outside.path().join("cd/efgh"), &thumbnail).unwrap();
         let error = remove_media_files(root, &media_files(), RunMode::Apply).unwrap_err();
-        assert!(error.to_string().contains("not a thumbnail file"), "{error}");
+        assert!(
+            error.to_string().contains("not a thumbnail file"),
+            "{error}"
+        );
         assert!(outside.path().join("cd/efgh").exists());
     }
 }

@@ -171,7 +171,10 @@ mod tests {
         assert_eq!(json["dry_run"], true);
         assert_eq!(json["failures"]["by_reason"]["file_not_removed"], 1);
         let text = report.to_string();
-        assert!(text.contains("mxc://a.example/x [file_not_removed]: a link"), "{text}");
+        assert!(
+            text.contains("mxc://a.example/x [file_not_removed]: a link"),
+            "{text}"
+        );
         assert!(media_core::run::Report::has_failures(&report));
     }
 }
