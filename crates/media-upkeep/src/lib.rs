@@ -10,7 +10,7 @@
 //!   a link out of the media store.
 //! * [`journal`]: the batch being deleted, so that a killed run's files are found by the
 //!   next one.
-//! * [`purge`]: a whole direct purge ([`purge()`]), and its [`report`].
+//! * [`purge`](mod@purge): a whole direct purge ([`purge()`]), and its [`report`].
 //!
 //! Selecting what Synapse's `purge_media_cache` would purge, without changing anything:
 //!
