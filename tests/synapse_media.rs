@@ -791,3 +791,83 @@ async fn a_link_where_a_purged_media_keeps_its_thumbnails_is_listed_and_not_foll
     // The other media went.
     assert_eq!(report["media_deleted"], 4, "{report:#}");
 }
+
+/// Runs an admin API call of a live Synapse with curl; its JSON answer.
+fn admin_post(url: &str, token: &str) -> Value {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail-with-body", "-X", "POST", "-d", "{}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(url)
+        .output()
+        .expect("curl must be installed");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{url}: {body} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
+}
+
+#[tokio::test]
+async fn the_same_rows_and_files_go_as_with_synapses_own_admin_api_and_no_empty_folder_stays() {
+    use std::io::BufRead;
+    let python = std::env::var("SYNAPSE_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "SYNAPSE_PYTHON is not set: run the tests with ./scripts/test, which provides a \
+             Python with matrix-synapse, or point SYNAPSE_PYTHON at one"
+        )
+    });
+    let ours = copy_fixture(Engine::Sqlite).await;
+    let theirs = copy_fixture(Engine::Sqlite).await;
+    let workdir = theirs.media_store.parent().unwrap().to_owned();
+    let before = (now_ms() - 86_400_000).to_string();
+
+    let mut serve = std::process::Command::new(python)
+        .arg(fixture(Engine::Sqlite).parent().unwrap().join("serve.py"))
+        .arg(&workdir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start serve.py");
+    let mut line = String::new();
+    std::io::BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("serve.py did not start Synapse ({e}): {line:?}"));
+    let (url, token) = (
+        info["url"].as_str().unwrap(),
+        info["admin_token"].as_str().unwrap(),
+    );
+    let remote = admin_post(
+        &format!("{url}/_synapse/admin/v1/purge_media_cache?before_ts={before}"),
+        token,
+    );
+    let local = admin_post(
+        &format!("{url}/_synapse/admin/v1/media/delete?before_ts={before}&keep_profiles=true"),
+        token,
+    );
+    drop(serve.stdin.take()); // serve.py stops Synapse when its stdin closes
+    assert!(serve.wait().unwrap().success());
+
+    let remote_report = report(
+        &ours
+            .command(&["purge", "remote", "--before", &before])
+            .assert_exit(0),
+    );
+    let local_report = report(
+        &ours
+            .command(&["purge", "local", "--before", &before])
+            .assert_exit(0),
+    );
+    assert_eq!(remote_report["media_deleted"], remote["deleted"]);
+    assert_eq!(local_report["media_deleted"], local["total"]);
+    assert_eq!(ours.media_rows().await, theirs.media_rows().await);
+    assert_eq!(ours.files(), theirs.files(), "the same files go");
+    assert_eq!(ours.empty_folders(), Vec::<String>::new());
+    assert!(
+        !theirs.empty_folders().is_empty(),
+        "Synapse leaves the emptied folders (issues #7690, #16229): this test would not tell"
+    );
+}
