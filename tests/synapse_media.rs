@@ -871,3 +871,63 @@ async fn the_same_rows_and_files_go_as_with_synapses_own_admin_api_and_no_empty_
         "Synapse leaves the emptied folders (issues #7690, #16229): this test would not tell"
     );
 }
+
+#[test]
+fn the_tool_answers_help_and_version_and_refuses_what_it_cannot_use_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = TestCommand::new("synapse_media")
+        .args(["purge", "remote", "--help"])
+        .current_dir(dir.path())
+        .assert_exit(0);
+    let text = String::from_utf8(help.stdout).unwrap();
+    for wanted in [
+        "--before",
+        "--older-than",
+        "--dry-run",
+        "--json",
+        "--synapse-db",
+    ] {
+        assert!(text.contains(wanted), "no {wanted} in\n{text}");
+    }
+    let version = TestCommand::new("synapse_media")
+        .arg("--version")
+        .current_dir(dir.path())
+        .assert_exit(0);
+    assert!(
+        String::from_utf8(version.stdout)
+            .unwrap()
+            .starts_with("synapse_media")
+    );
+    let missing = dir.path().join("missing.db");
+    for (args, says) in [
+        (vec!["purge", "remote"], "--before"),
+        (
+            vec!["purge", "remote", "--before", "yesterday"],
+            "not a point in time",
+        ),
+        (
+            vec!["purge", "remote", "--before", "1d", "--json"],
+            "--synapse-db",
+        ),
+        (
+            vec![
+                "--synapse-db",
+                missing.to_str().unwrap(),
+                "--media-store",
+                dir.path().to_str().unwrap(),
+                "purge",
+                "local",
+                "--before",
+                "1d",
+            ],
+            "no such file",
+        ),
+    ] {
+        let out = TestCommand::new("synapse_media")
+            .args(&args)
+            .current_dir(dir.path())
+            .assert_exit(2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
