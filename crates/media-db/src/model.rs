@@ -191,6 +191,76 @@ pub struct DrainReport {
     pub kept: u64,
 }
 
+/// A datastore the repository records (see [`crate::Repository::datastore_records`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedDatastore {
+    /// Its ID.
+    pub id: DatastoreId,
+    /// Where it was last used.
+    pub uri: String,
+    /// The identity marker it holds, once one was recorded.
+    pub identity: Option<String>,
+}
+
+/// A datastore the repository records, and what of the repository is in it (see
+/// [`crate::Repository::datastore_usage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatastoreUsage {
+    /// Its ID.
+    pub id: DatastoreId,
+    /// Where it was last used.
+    pub uri: String,
+    /// The identity marker it holds, once one was recorded.
+    pub identity: Option<String>,
+    /// Media rows whose blob is in it.
+    pub media: u64,
+    /// Thumbnail rows whose blob is in it.
+    pub thumbnails: u64,
+    /// Blobs (distinct digests) in it.
+    pub blobs: u64,
+    /// The bytes of those blobs.
+    pub bytes: u64,
+    /// Objects queued for deletion from it.
+    pub queued_deletions: u64,
+}
+
+/// A count of distinct blobs and their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BlobTally {
+    /// Distinct blobs.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// A blob whose object was copied to another datastore and checked there, ready to
+/// have its row switched to the copy ([`crate::BlobTransfer::switch_blobs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobMove {
+    /// The blob, as its row was read (its datastore and location are the source's).
+    pub blob: Blob,
+    /// The datastore holding the copy.
+    pub to: DatastoreId,
+    /// The copy's key there.
+    pub location: BlobKey,
+    /// The queue entry that deletes the copy unless the switch commits (the write-ahead
+    /// entry [`crate::BlobTransfer::queue_copies`] returned).
+    pub guard: i64,
+}
+
+/// What [`crate::BlobTransfer::switch_blobs`] did with one [`BlobMove`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveOutcome {
+    /// The row points at the copy; the source object is queued for deletion.
+    Switched,
+    /// The blob's row was deleted or moved meanwhile: nothing changed, and the copy stays
+    /// queued for deletion (it is a stray).
+    Vanished,
+    /// A drain claimed the copy's write-ahead entry (it may be deleting the copy):
+    /// nothing changed; copy the blob again.
+    CopyClaimed,
+}
+
 /// Which tool a recorded run ([`crate::TaskLog`]) belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskKind {
@@ -200,6 +270,8 @@ pub enum TaskKind {
     GdprImport,
     /// `gdpr_export`.
     GdprExport,
+    /// `media_admin datastores transfer`.
+    Transfer,
 }
 
 impl TaskKind {
@@ -209,6 +281,7 @@ impl TaskKind {
             Self::ImportSynapse => "import_synapse",
             Self::GdprImport => "gdpr_import",
             Self::GdprExport => "gdpr_export",
+            Self::Transfer => "media_admin datastores transfer",
         }
     }
 }
@@ -244,10 +317,19 @@ mod tests {
             TaskKind::ImportSynapse,
             TaskKind::GdprImport,
             TaskKind::GdprExport,
+            TaskKind::Transfer,
         ]
         .iter()
         .map(ToString::to_string)
         .collect();
-        assert_eq!(names, ["import_synapse", "gdpr_import", "gdpr_export"]);
+        assert_eq!(
+            names,
+            [
+                "import_synapse",
+                "gdpr_import",
+                "gdpr_export",
+                "media_admin datastores transfer"
+            ]
+        );
     }
 }

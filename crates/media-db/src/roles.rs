@@ -19,9 +19,9 @@ use std::collections::HashMap;
 
 use crate::error::DbError;
 use crate::model::{
-    Blob, BlobOutcome, DatastoreId, DeletedMedia, DrainReport, InsertOutcome, MediaOutcome,
-    NewBlob, NewMedia, PendingDeletion, PinReport, QuarantineAction, QuarantineChangesPage,
-    QuarantineReport, TaskId, TaskKind,
+    Blob, BlobMove, BlobOutcome, BlobTally, DatastoreId, DeletedMedia, DrainReport, InsertOutcome,
+    MediaOutcome, MoveOutcome, NewBlob, NewMedia, PendingDeletion, PinReport, QuarantineAction,
+    QuarantineChangesPage, QuarantineReport, TaskId, TaskKind,
 };
 
 /// Which bytes are recorded, and where: the content-addressed index of blobs.
@@ -170,6 +170,48 @@ pub trait DeletionQueue: Send + Sync {
         datastore_id: DatastoreId,
         store: &dyn Datastore,
     ) -> Result<DrainReport, DbError>;
+}
+
+/// Moving blobs from one datastore to another without ever losing one (`media_admin
+/// datastores transfer`). The protocol, which converges after a crash anywhere:
+///
+/// 1. [`queue_copies`](BlobTransfer::queue_copies): before a blob is copied, the copy is
+///    queued for deletion in the destination (a write-ahead entry: until the switch
+///    commits, the copy is a stray that a drain removes);
+/// 2. copy and verify, with no transaction open;
+/// 3. [`switch_blobs`](BlobTransfer::switch_blobs): in one transaction per batch, point
+///    each row at its copy (only if it still points at the source), drop the copy's
+///    write-ahead entry and queue the source object for deletion;
+/// 4. drain both datastores' queues ([`DeletionQueue::drain_pending_deletions`]).
+#[async_trait]
+pub trait BlobTransfer: Send + Sync {
+    /// The distinct blobs of `datastore_id` (created before `created_before`, ms, when
+    /// given) and their bytes.
+    async fn tally_blobs(
+        &self,
+        datastore_id: DatastoreId,
+        created_before: Option<i64>,
+    ) -> Result<BlobTally, DbError>;
+
+    /// Up to `limit` blobs of `datastore_id` (created before `created_before` when given)
+    /// whose digest sorts after `after`, in digest order: one page of a keyset walk.
+    async fn blobs_in(
+        &self,
+        datastore_id: DatastoreId,
+        created_before: Option<i64>,
+        after: Option<&Sha256Hex>,
+        limit: i64,
+    ) -> Result<Vec<Blob>, DbError>;
+
+    /// Queues, in one transaction, the deletion of the copies about to be made of `blobs`
+    /// in datastore `to` (at the same content-addressed location), before anything is
+    /// copied; returns each entry's queue ID, in order.
+    async fn queue_copies(&self, to: DatastoreId, blobs: &[Blob]) -> Result<Vec<i64>, DbError>;
+
+    /// Switches each blob's row to its verified copy, in one transaction: compare-and-swap
+    /// on the row's datastore and location; the copy's write-ahead entry is dropped and
+    /// the source object is queued for deletion. Returns one outcome per move, in order.
+    async fn switch_blobs(&self, moves: &[BlobMove]) -> Result<Vec<MoveOutcome>, DbError>;
 }
 
 /// The log of tool runs, for audit and resume.

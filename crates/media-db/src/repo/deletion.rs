@@ -3,7 +3,9 @@
 //! are deleted afterwards by a drain that holds no transaction while the datastore works:
 //!
 //! 1. **claim** a batch of queued entries in a short transaction (stamping
-//!    `claimed_ts`), dropping at once those whose blob was recorded again;
+//!    `claimed_ts`), dropping at once those whose object a blob row points at again
+//!    (same digest, datastore *and* location: a transfer queues the source object of a
+//!    blob whose row now points at its copy, and that object must go);
 //! 2. **delete** the claimed objects, with no transaction open;
 //! 3. **acknowledge** the entries deleted, in a short transaction.
 //!
@@ -21,7 +23,7 @@ use media_core::now_ms;
 use media_core::records::MediaKey;
 
 use super::Repository;
-use super::sql::placeholder_list;
+use super::sql::{LIVE_OBJECT, placeholder_list};
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
 use crate::model::{DatastoreId, DeletedMedia, DrainReport, PendingDeletion};
@@ -173,17 +175,16 @@ impl Repository {
                 .begin_with(self.begin_write())
                 .await
                 .during("begin a transaction")?;
-            let kept: Vec<i64> = sqlx::query_scalar(
+            let sql = format!(
                 "DELETE FROM pending_deletions WHERE id IN (SELECT id FROM pending_deletions \
-                 WHERE datastore_id = $1 ORDER BY id LIMIT $2) \
-                 AND EXISTS (SELECT 1 FROM blobs WHERE blobs.sha256 = pending_deletions.sha256) \
-                 RETURNING id",
-            )
-            .bind(datastore_id.0)
-            .bind(DRAIN_BATCH)
-            .fetch_all(&mut *tx)
-            .await
-            .during("dequeue deletions of blobs recorded again")?;
+                 WHERE datastore_id = $1 ORDER BY id LIMIT $2) AND {LIVE_OBJECT} RETURNING id"
+            );
+            let kept: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(datastore_id.0)
+                .bind(DRAIN_BATCH)
+                .fetch_all(&mut *tx)
+                .await
+                .during("dequeue deletions of blobs recorded again")?;
             let mut claimed: Vec<(i64, i64, String, String)> = sqlx::query_as(
                 "UPDATE pending_deletions SET claimed_ts = $3 WHERE id IN \
                  (SELECT id FROM pending_deletions WHERE datastore_id = $1 ORDER BY id LIMIT $2) \

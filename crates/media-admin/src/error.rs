@@ -1,0 +1,70 @@
+//! Errors of the administration jobs.
+
+use media_core::datastore::StoreError;
+use media_core::run::{Classify, ErrorClass};
+use media_db::DbError;
+
+/// Why an administration job could not run (items that fail are listed in reports,
+/// not errors).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// Our repository failed, or refused what was asked.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A datastore given could not be opened (unreachable endpoint, missing bucket,
+    /// refused credentials, a folder that cannot be created): nothing was written.
+    #[error("datastore {uri}: {source}")]
+    Open {
+        /// The datastore, as given.
+        uri: String,
+        /// What failed.
+        source: StoreError,
+    },
+    /// A datastore of the repository failed during the run.
+    #[error("datastore {uri}: {source}")]
+    Store {
+        /// The datastore.
+        uri: String,
+        /// What failed.
+        source: StoreError,
+    },
+    /// `--from` names no recorded datastore.
+    #[error("no recorded datastore is {given}: the repository records {recorded}")]
+    UnknownDatastore {
+        /// What was given.
+        given: String,
+        /// The recorded datastores, `#ID URI` each.
+        recorded: String,
+    },
+    /// The source datastore found at a location is not the recorded one.
+    #[error(
+        "{uri} is not datastore #{id}: {why}. If its data moved, give its new location \
+         with --from-uri"
+    )]
+    SourceElsewhere {
+        /// The location opened.
+        uri: String,
+        /// The recorded datastore.
+        id: i64,
+        /// What was found instead.
+        why: String,
+    },
+}
+
+impl Classify for AdminError {
+    /// A wrong or unreachable datastore is for the operator to fix; the repository's
+    /// errors keep their class; a datastore failing mid-run is fatal.
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Db(e) => e.class(),
+            Self::Open { .. } | Self::UnknownDatastore { .. } | Self::SourceElsewhere { .. } => {
+                ErrorClass::Usage
+            }
+            Self::Store { source, .. } => match source.class() {
+                ErrorClass::Usage => ErrorClass::Usage,
+                _ => ErrorClass::Fatal,
+            },
+        }
+    }
+}
