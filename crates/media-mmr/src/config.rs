@@ -31,8 +31,8 @@
 //! * Environment overrides. MMR's container image takes the config's path from
 //!   `REPO_CONFIG`; these tools take the path from `-config` only, and read no setting
 //!   of the file from the environment. (S3 credentials come from the file; only an S3
-//!   datastore whose opts hold none is opened with the AWS environment variables, see
-//!   [`crate::datastores`].)
+//!   datastore whose opts hold none is opened with the standard AWS sources: environment
+//!   variables, then a profile; see [`crate::datastores`].)
 //! * Anything that would make the tools write where MMR would not read: a datastore with
 //!   no `id`, two with one `id`, a `type` other than `file` or `s3`, a file datastore
 //!   without `path`, an S3 one without `endpoint` or `bucketName`, an `endpoint` with a
@@ -50,6 +50,7 @@ use std::path::{Path, PathBuf};
 use media_core::ids::ServerName;
 use media_db::{DatabaseLocation, Dialect};
 use media_store::S3Location;
+use media_store::s3::S3Keys;
 use serde::Deserialize;
 
 use crate::error::MmrError;
@@ -172,7 +173,7 @@ pub struct S3Options {
     /// `region`, when set.
     pub region: Option<String>,
     /// `accessKeyId` and `accessSecret`, when set.
-    pub credentials: Option<S3Credentials>,
+    pub credentials: Option<S3Keys>,
     /// `prefixLength` (0 when unset): how many characters of a new object's random name
     /// MMR puts in front of it as a folder. It does not change how a location is read.
     pub prefix_length: u32,
@@ -194,6 +195,7 @@ impl S3Options {
             prefix: String::new(),
             endpoint: Some(format!("{scheme}://{}", self.endpoint)),
             region: self.region.clone(),
+            profile: None,
         }
     }
 }
@@ -205,30 +207,6 @@ pub enum Transport {
     Https,
     /// Plain `http://` (`ssl: false`).
     Http,
-}
-
-/// An S3 access key. Its [`Debug`] form hides the secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct S3Credentials {
-    /// `accessKeyId`.
-    pub access_key_id: String,
-    secret: String,
-}
-
-impl S3Credentials {
-    /// The secret (`accessSecret`), for the S3 client only: never print it.
-    pub fn secret(&self) -> &str {
-        &self.secret
-    }
-}
-
-impl fmt::Debug for S3Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Credentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret", &"***")
-            .finish()
-    }
 }
 
 /// Datastore options that shape serving or uploading, not where bytes are: read by MMR,
@@ -530,10 +508,7 @@ fn s3_options(
     };
     let credentials = match (take("accessKeyId"), take("accessSecret")) {
         (None, None) => None,
-        (Some(access_key_id), Some(secret)) => Some(S3Credentials {
-            access_key_id,
-            secret,
-        }),
+        (Some(access_key_id), Some(secret)) => Some(S3Keys::new(access_key_id, secret)),
         (Some(_), None) => return Err(format!("{at}: opts.accessKeyId is set, accessSecret not")),
         (None, Some(_)) => return Err(format!("{at}: opts.accessSecret is set, accessKeyId not")),
     };
@@ -693,9 +668,10 @@ featureSupport:
         assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
         assert_eq!(s3.prefix_length, 3);
         assert_eq!(s3.storage_class.as_deref(), Some("STANDARD"));
-        let credentials = s3.credentials.as_ref().unwrap();
-        assert_eq!(credentials.access_key_id, "AKIDEXAMPLE");
-        assert_eq!(credentials.secret(), "s3cr3t-never-shown");
+        assert_eq!(
+            s3.credentials,
+            Some(S3Keys::new("AKIDEXAMPLE", "s3cr3t-never-shown"))
+        );
         assert_eq!(
             s3.location(),
             S3Location {
@@ -703,6 +679,7 @@ featureSupport:
                 prefix: String::new(),
                 endpoint: Some("http://s3.example.org:9000".into()),
                 region: Some("eu-west-1".into()),
+                profile: None,
             }
         );
         // tempPath and prefixLength are ignored, and said so.

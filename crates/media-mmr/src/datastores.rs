@@ -32,9 +32,10 @@ use std::sync::Arc;
 use media_core::datastore::{BlobKey, BlobPayload, Datastore, StoreError};
 use media_core::ids::Sha256Hex;
 use media_core::local_files::open_regular_beneath;
-use media_store::{FileDatastore, S3Datastore, S3Location};
+use media_store::s3::{S3Access, S3Credentials};
+use media_store::{FileDatastore, S3Datastore};
 
-use crate::config::{DatastoreBackend, DatastoreConfig, MediaKind, S3Credentials};
+use crate::config::{DatastoreBackend, DatastoreConfig, MediaKind};
 use crate::error::MmrError;
 
 /// What a tool does with the deployment's datastores.
@@ -133,8 +134,8 @@ pub struct MmrDatastores {
 
 impl MmrDatastores {
     /// Opens every datastore of `configs` for `access`. A datastore that cannot be used
-    /// (a missing folder when reading only, an unreachable bucket, credentials that cannot
-    /// be applied yet) fails the whole opening, naming it.
+    /// (a missing folder when reading only, an unreachable bucket, refused credentials)
+    /// fails the whole opening, naming it.
     pub async fn open(configs: &[DatastoreConfig], access: Access) -> Result<Self, MmrError> {
         let mut stores = Vec::with_capacity(configs.len());
         for config in configs {
@@ -189,13 +190,17 @@ async fn open_one(
             }
         },
         DatastoreBackend::S3(options) => {
-            let location = options.location();
-            match &options.credentials {
-                Some(credentials) => {
-                    Arc::new(open_s3_with_credentials(location, credentials).await?)
-                }
-                None => Arc::new(S3Datastore::open(location).await?),
-            }
+            // Keys in media-repo.yaml are the deployment's own; without them, the
+            // standard AWS sources (environment, profile) apply.
+            let credentials = match &options.credentials {
+                Some(keys) => S3Credentials::Given(keys.clone()),
+                None => S3Credentials::Standard,
+            };
+            let access = match access {
+                Access::ReadWrite => S3Access::Write,
+                Access::ReadOnly => S3Access::ReadOnly,
+            };
+            Arc::new(S3Datastore::open_with(options.location(), &credentials, access).await?)
         }
     })
 }
@@ -210,20 +215,4 @@ fn check_folder(path: &Path) -> Result<(), StoreError> {
             path.display()
         )))
     }
-}
-
-/// Opens the S3 datastore at `location` with the access key of `media-repo.yaml`
-/// (`accessKeyId`, `accessSecret`) rather than the AWS environment variables. This needs
-/// `media_store`'s explicit-credentials API, which this build does not have: until it is
-/// wired here, an S3 datastore with credentials in the config is refused with a
-/// [`StoreError::Config`] saying so. (A datastore without credentials in the config opens
-/// with the environment's, see [`S3Datastore::open`].)
-async fn open_s3_with_credentials(
-    location: S3Location,
-    credentials: &S3Credentials,
-) -> Result<S3Datastore, StoreError> {
-    let _ = (location, credentials);
-    Err(StoreError::Config(
-        "S3 credentials from media-repo.yaml need media_store's explicit-credentials API".into(),
-    ))
 }

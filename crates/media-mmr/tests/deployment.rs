@@ -457,20 +457,58 @@ async fn a_missing_folder_is_refused_when_reading_and_a_kind_without_datastore_t
     assert!(err.to_string().contains("\"elsewhere\""), "{err}");
 }
 
+/// An S3 datastore of media-repo.yaml on the S3 test server, named the way MMR's
+/// config names it (`endpoint` without a scheme, `ssl: false`), with `keys` as its
+/// `accessKeyId`/`accessSecret` lines.
+fn s3_datastore_config(database_url: &str, bucket: &str, keys: &str) -> String {
+    let endpoint = media_store::conformance::s3_test_endpoint();
+    let host = endpoint
+        .strip_prefix("http://")
+        .expect("S3_TEST_ENDPOINT is a plain http:// URL");
+    format!(
+        "database:\n  postgres: {database_url}\nhomeservers:\n  - name: example.org\n\
+         datastores:\n- type: s3\n  id: bucket\n  forKinds: [all]\n  opts: {{endpoint: \
+         '{host}', ssl: false, bucketName: {bucket}, {keys}}}\n",
+    )
+}
+
 #[tokio::test]
-async fn s3_credentials_in_the_config_wait_for_media_store_support() {
+async fn s3_datastores_sign_with_the_keys_of_the_config_and_never_show_the_secret() {
     let database = mmr_database("").await;
-    let text = format!(
-        "database:\n  postgres: {url}\nhomeservers:\n  - name: example.org\ndatastores:\n\
-         - type: s3\n  id: bucket\n  forKinds: [all]\n  opts: {{endpoint: '127.0.0.1:1', \
-         bucketName: media, accessKeyId: key, accessSecret: very-secret}}\n",
-        url = database.url,
+    // The test server's own keys, given in the config instead of the environment.
+    let keys = format!(
+        "accessKeyId: {}, accessSecret: {}",
+        std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into()),
+        std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into()),
+    );
+    let bucket = media_store::conformance::s3_test_bucket();
+    let text = s3_datastore_config(&database.url, &bucket, &keys);
+    let deployment = MmrDeployment::open(MmrConfig::parse(&text).unwrap(), Access::ReadWrite, 2)
+        .await
+        .unwrap();
+    let store = deployment
+        .datastores()
+        .for_kind(MediaKind::LocalMedia)
+        .unwrap()
+        .store();
+    let put = store.put_bytes(b"mmr bytes in a bucket").await.unwrap();
+    assert_eq!(
+        store.get_bytes(&put.blob.key).await.unwrap(),
+        b"mmr bytes in a bucket"
+    );
+    store.delete(&put.blob.key).await.unwrap();
+
+    // A bucket that does not exist: a usage error naming it, never the secret.
+    let text = s3_datastore_config(
+        &database.url,
+        "no-such-bucket-for-mmr",
+        "accessKeyId: AKIDVISIBLE, accessSecret: very-secret",
     );
     let err = MmrDeployment::open(MmrConfig::parse(&text).unwrap(), Access::ReadOnly, 2)
         .await
         .unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("explicit-credentials API"), "{message}");
+    assert!(message.contains("no-such-bucket-for-mmr"), "{message}");
     assert!(!message.contains("very-secret"), "{message}");
     assert_eq!(err.class(), ErrorClass::Usage);
 }

@@ -128,7 +128,7 @@ pub async fn open_read_only(uri: &str) -> Result<Arc<dyn Datastore>, StoreError>
         DatastoreLocation::Folder(path) if !path.is_dir() => stand_in(path),
         DatastoreLocation::Folder(path) => Arc::new(FileDatastore::open_read_only(path)),
         DatastoreLocation::Memory => Arc::new(MemoryDatastore::new()),
-        DatastoreLocation::S3(location) => Arc::new(S3Datastore::open(location).await?),
+        DatastoreLocation::S3(location) => Arc::new(S3Datastore::open_read_only(location).await?),
     })
 }
 
@@ -165,6 +165,7 @@ mod tests {
                 prefix: "store".into(),
                 endpoint: Some("http://127.0.0.1:3900".into()),
                 region: None,
+                profile: None,
             })
         );
     }
