@@ -22,7 +22,13 @@ fn import_fixture(cwd: &Path, repo: &str, store: &Path) {
         .arg(fixture.join("homeserver.db"))
         .arg("--media-store")
         .arg(fixture.join("media_store"))
-        .args(["--repo-db", repo, "--datastore", store.to_str().unwrap(), "-q"])
+        .args([
+            "--repo-db",
+            repo,
+            "--datastore",
+            store.to_str().unwrap(),
+            "-q",
+        ])
         .current_dir(cwd)
         .assert_exit(1);
 }
@@ -58,25 +64,34 @@ impl Row {
 /// Every media row of `repo`.
 async fn media_rows(repo: &str) -> Vec<Row> {
     let mut conn = any_connection(repo).await;
-    let rows: Vec<(String, String, Option<String>, i64, String, i64, Option<i64>)> =
-        sqlx::query_as(
-            "SELECT origin || '/' || media_id, sha256, user_id, \
+    let rows: Vec<(
+        String,
+        String,
+        Option<String>,
+        i64,
+        String,
+        i64,
+        Option<i64>,
+    )> = sqlx::query_as(
+        "SELECT origin || '/' || media_id, sha256, user_id, \
              CASE WHEN quarantined THEN 1 ELSE 0 END, purpose, created_ts, last_access_ts \
              FROM media ORDER BY origin, media_id",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
     rows.into_iter()
-        .map(|(key, sha256, user_id, q, purpose, created_ts, last_access_ts)| Row {
-            key,
-            sha256,
-            user_id,
-            quarantined: q == 1,
-            pinned: purpose == "pinned",
-            created_ts,
-            last_access_ts,
-        })
+        .map(
+            |(key, sha256, user_id, q, purpose, created_ts, last_access_ts)| Row {
+                key,
+                sha256,
+                user_id,
+                quarantined: q == 1,
+                pinned: purpose == "pinned",
+                created_ts,
+                last_access_ts,
+            },
+        )
         .collect()
 }
 
@@ -114,7 +129,14 @@ fn contents_without(before: &[String], purged: &BTreeSet<String>) -> Vec<String>
         if quarantine_change {
             kept.push(line.clone());
         } else if !purged.contains(words[0]) {
-            referenced.insert(if is_digest(words[1]) { words[1] } else { words[2] }.to_owned());
+            referenced.insert(
+                if is_digest(words[1]) {
+                    words[1]
+                } else {
+                    words[2]
+                }
+                .to_owned(),
+            );
             kept.push(line.clone());
         }
     }
@@ -136,10 +158,8 @@ fn contents_without(before: &[String], purged: &BTreeSet<String>) -> Vec<String>
             1
         }
     };
-    let mut ranked: Vec<(usize, String)> = kept
-        .into_iter()
-        .map(|line| (rank(&line), line))
-        .collect();
+    let mut ranked: Vec<(usize, String)> =
+        kept.into_iter().map(|line| (rank(&line), line)).collect();
     ranked.sort_by_key(|(rank, _)| *rank);
     ranked.into_iter().map(|(_, line)| line).collect()
 }
@@ -158,7 +178,14 @@ async fn assert_store_matches_rows(repo: &str, store: &Path, label: &str) {
 
 /// The figures of a purge report: media, thumbnails, blobs and bytes freed, reserved.
 fn figures(report: &serde_json::Value) -> [serde_json::Value; 5] {
-    ["media", "thumbnails", "blobs_freed", "bytes_freed", "reserved"].map(|k| report[k].clone())
+    [
+        "media",
+        "thumbnails",
+        "blobs_freed",
+        "bytes_freed",
+        "reserved",
+    ]
+    .map(|k| report[k].clone())
 }
 
 /// One purge form, and which media rows it must delete.
@@ -206,7 +233,13 @@ async fn each_purge_deletes_exactly_its_media_and_its_dry_run_plans_the_same() {
             r.user_id.as_deref() == Some("@bob:fixture.test") && bulk(r)
         }),
         form(
-            &["purge", "user", "@alice:fixture.test", "--before", "1795529829570"],
+            &[
+                "purge",
+                "user",
+                "@alice:fixture.test",
+                "--before",
+                "1795529829570",
+            ],
             move |r, _| {
                 r.user_id.as_deref() == Some("@alice:fixture.test")
                     && r.created_ts < 1_795_529_829_570
@@ -255,8 +288,8 @@ async fn each_purge_deletes_exactly_its_media_and_its_dry_run_plans_the_same() {
             assert!(!purged.is_empty(), "{label}: the form selects nothing");
             let args: Vec<&str> = form.args.iter().map(String::as_str).collect();
 
-            let out = admin(cwd.path(), &db.url, &[&args[..], &["--dry-run"]].concat())
-                .assert_exit(0);
+            let out =
+                admin(cwd.path(), &db.url, &[&args[..], &["--dry-run"]].concat()).assert_exit(0);
             let plan = report(&out);
             assert_eq!(plan["mode"], "dry_run", "{label}");
             assert_eq!(repository_contents(&db.url).await, before, "{label}");
@@ -279,8 +312,11 @@ async fn each_purge_deletes_exactly_its_media_and_its_dry_run_plans_the_same() {
                 .filter(|k| k.starts_with("fixture.test/"))
                 .cloned()
                 .collect();
-            let reserved =
-                strings(&db.url, "SELECT origin || '/' || media_id FROM reserved_media").await;
+            let reserved = strings(
+                &db.url,
+                "SELECT origin || '/' || media_id FROM reserved_media",
+            )
+            .await;
             assert_eq!(reserved, local, "{label}");
             assert_eq!(done["reserved"], local.len() as u64, "{label}");
 
@@ -298,5 +334,243 @@ async fn each_purge_deletes_exactly_its_media_and_its_dry_run_plans_the_same() {
             let out = admin(cwd.path(), &db.url, &args).assert_exit_in(&[0, 1]);
             assert_eq!(report(&out)["media"], 0, "{label}");
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quarantine_propagates_to_shared_bytes_skips_pinned_media_and_purging_keeps_them_blocked() {
+    // zRNI… (alice), IIQM… (bob) and the remote RemoteSharedCopy04 hold the same bytes.
+    let (alice, bob, remote) = (
+        "mxc://fixture.test/zRNIvDVgFsRictsattcXLzvO",
+        "mxc://fixture.test/IIQMiQnKZfreHcBxpSspBNDl",
+        "127.0.0.1:40641/RemoteSharedCopy04",
+    );
+    for db in TestDatabase::both().await {
+        let label = db.label;
+        let cwd = tempfile::tempdir().unwrap();
+        let store = cwd.path().join("store");
+        import_fixture(cwd.path(), &db.url, &store);
+        let quarantined_keys = || async {
+            media_rows(&db.url)
+                .await
+                .into_iter()
+                .filter(|r| r.quarantined)
+                .map(|r| r.key)
+                .collect::<BTreeSet<String>>()
+        };
+        let initially = quarantined_keys().await;
+
+        let out = admin(cwd.path(), &db.url, &["attributes", "get", bob]).assert_exit(0);
+        assert_eq!(report(&out)["purpose"], "none", "{label}");
+        let out = admin(
+            cwd.path(),
+            &db.url,
+            &["attributes", "set", bob, "--purpose", "pinned"],
+        )
+        .assert_exit(0);
+        assert_eq!(report(&out)["previous_purpose"], "none", "{label}");
+        let out = admin(cwd.path(), &db.url, &["attributes", "get", bob]).assert_exit(0);
+        assert_eq!(report(&out)["purpose"], "pinned", "{label}");
+
+        let changes_before = count(&db.url, "SELECT COUNT(*) FROM quarantine_changes").await;
+        let out = admin(
+            cwd.path(),
+            &db.url,
+            &["quarantine", "media", alice, "--by", "@admin:fixture.test"],
+        )
+        .assert_exit(0);
+        let done = report(&out);
+        assert_eq!(done["media_changed"], 2, "{label}: {done}");
+        assert_eq!(done["pinned_skipped"], 1, "{label}: {done}");
+        assert_eq!(done["pinned"][0], bob, "{label}: {done}");
+        let mut expected = initially.clone();
+        expected.extend([
+            "fixture.test/zRNIvDVgFsRictsattcXLzvO".to_owned(),
+            remote.to_owned(),
+        ]);
+        assert_eq!(quarantined_keys().await, expected, "{label}");
+        assert_eq!(
+            count(&db.url, "SELECT COUNT(*) FROM quarantine_changes").await,
+            changes_before + 2,
+            "{label}"
+        );
+
+        // A user's media, in batches of two: each with every media sharing its bytes.
+        let rows = media_rows(&db.url).await;
+        let carols: BTreeSet<String> = rows
+            .iter()
+            .filter(|r| r.user_id.as_deref() == Some("@carol:fixture.test"))
+            .map(|r| r.sha256.clone())
+            .collect();
+        let out = admin(
+            cwd.path(),
+            &db.url,
+            &["quarantine", "user", "@carol:fixture.test", "--batch", "2"],
+        )
+        .assert_exit(0);
+        assert_eq!(report(&out)["media_walked"], 4, "{label}");
+        expected.extend(
+            rows.iter()
+                .filter(|r| carols.contains(&r.sha256) && !r.pinned)
+                .map(|r| r.key.clone()),
+        );
+        assert_eq!(quarantined_keys().await, expected, "{label}");
+
+        // A media that is not there is listed, the others still done.
+        let out = admin(
+            cwd.path(),
+            &db.url,
+            &[
+                "quarantine",
+                "media",
+                "mxc://fixture.test/NoSuchMedia",
+                alice,
+            ],
+        )
+        .assert_exit(1);
+        assert_eq!(report(&out)["failures"]["count"], 1, "{label}");
+
+        // Lifting a server's quarantine lifts it on every copy of its media's bytes.
+        let ours: BTreeSet<String> = rows
+            .iter()
+            .filter(|r| r.origin() == OURS)
+            .map(|r| r.sha256.clone())
+            .collect();
+        admin(
+            cwd.path(),
+            &db.url,
+            &["unquarantine", "server", OURS, "--batch", "3"],
+        )
+        .assert_exit(0);
+        let still: BTreeSet<String> = rows
+            .iter()
+            .filter(|r| expected.contains(&r.key) && !ours.contains(&r.sha256))
+            .map(|r| r.key.clone())
+            .collect();
+        assert!(!still.is_empty(), "{label}");
+        assert_eq!(quarantined_keys().await, still, "{label}");
+
+        // Purging quarantined media: the shared bytes stay while a pinned media holds
+        // them; every purged quarantined media's bytes stay blocked.
+        admin(cwd.path(), &db.url, &["quarantine", "media", alice]).assert_exit(0);
+        let before = repository_contents(&db.url).await;
+        let quarantined_digests: BTreeSet<String> = media_rows(&db.url)
+            .await
+            .into_iter()
+            .filter(|r| r.quarantined)
+            .map(|r| r.sha256)
+            .collect();
+        let out = admin(cwd.path(), &db.url, &["purge", "quarantined"]).assert_exit(0);
+        let purged: BTreeSet<String> = media_rows(&db.url)
+            .await
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        let gone: BTreeSet<String> = rows
+            .iter()
+            .map(|r| r.key.clone())
+            .filter(|k| !purged.contains(k))
+            .collect();
+        assert_eq!(report(&out)["media"], gone.len() as u64, "{label}");
+        assert!(!gone.contains("fixture.test/IIQMiQnKZfreHcBxpSspBNDl"));
+        assert!(gone.contains(remote), "{label}: {gone:?}");
+        assert_eq!(
+            repository_contents(&db.url).await,
+            contents_without(&before, &gone),
+            "{label}"
+        );
+        assert_store_matches_rows(&db.url, &store, label).await;
+        assert_eq!(
+            strings(&db.url, "SELECT sha256 FROM blocked_hashes").await,
+            quarantined_digests,
+            "{label}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purge_killed_mid_way_converges_on_the_next_run() {
+    use media_tests::synthetic_synapse::{SyntheticSpec, write_synapse_sqlite};
+    for db in TestDatabase::both().await {
+        let label = db.label;
+        let source = tempfile::tempdir().unwrap();
+        let synapse = write_synapse_sqlite(source.path(), &SyntheticSpec::small_media(800)).await;
+        let cwd = tempfile::tempdir().unwrap();
+        let store = cwd.path().join("store");
+        TestCommand::new("import_synapse")
+            .args(["--synapse-db", synapse.sqlite_path.to_str().unwrap()])
+            .args(["--media-store", synapse.media_store.to_str().unwrap()])
+            .args([
+                "--repo-db",
+                &db.url,
+                "--datastore",
+                store.to_str().unwrap(),
+                "-q",
+            ])
+            .current_dir(cwd.path())
+            .assert_exit(0);
+        let before = repository_contents(&db.url).await;
+        let purged: BTreeSet<String> = media_rows(&db.url)
+            .await
+            .into_iter()
+            .filter(|r| r.origin() == synapse.server_name && !r.pinned && !r.quarantined)
+            .map(|r| r.key)
+            .collect();
+        let files = walk_blobs(&store).len();
+
+        let mut child = std::process::Command::new(media_tests::binary("media_admin"))
+            .args([
+                "purge",
+                "server",
+                &synapse.server_name,
+                "--batch",
+                "1",
+                "-q",
+            ])
+            .args(["--repo-db", &db.url])
+            .current_dir(cwd.path())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while walk_blobs(&store).len() + 40 > files {
+            assert!(Instant::now() < deadline, "{label}: no progress in 60 s");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{label}: it finished before the kill"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let left = count(
+            &db.url,
+            "SELECT COUNT(*) FROM media WHERE origin = 'synthetic.test'",
+        )
+        .await;
+        assert!(left > 0, "{label}: the kill came too late");
+
+        // The killed run is in the task log, unfinished.
+        let out = admin(cwd.path(), &db.url, &["tasks", "list", "--unfinished"]).assert_exit(0);
+        let unfinished = report(&out)["tasks"].as_array().unwrap().clone();
+        assert_eq!(unfinished.len(), 1, "{label}: {unfinished:?}");
+        assert_eq!(unfinished[0]["kind"], "media_admin purge");
+        let id = unfinished[0]["id"].to_string();
+        let out = admin(cwd.path(), &db.url, &["tasks", "show", &id]).assert_exit(0);
+        assert_eq!(report(&out)["is_finished"], false, "{label}");
+
+        let args = ["purge", "server", &synapse.server_name, "--batch", "50"];
+        let out = admin(cwd.path(), &db.url, &[&args[..], &["--dry-run"]].concat()).assert_exit(0);
+        let plan = report(&out);
+        let out = admin(cwd.path(), &db.url, &args).assert_exit(0);
+        let done = report(&out);
+        assert_eq!(figures(&done), figures(&plan), "{label}: {done}");
+        assert_eq!(
+            repository_contents(&db.url).await,
+            contents_without(&before, &purged),
+            "{label}"
+        );
+        assert_store_matches_rows(&db.url, &store, label).await;
+        let reserved = count(&db.url, "SELECT COUNT(*) FROM reserved_media").await;
+        assert_eq!(reserved, purged.len() as i64, "{label}");
     }
 }
