@@ -61,18 +61,25 @@ impl Row {
     }
 }
 
+/// The columns [`media_rows`] reads: key, digest, uploader, quarantined (0 or 1),
+/// purpose, created and last accessed.
+type MediaColumns = (
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    i64,
+    Option<i64>,
+);
+
+/// Which media a purge form must delete, given the digests of quarantined media.
+type Rule = Box<dyn Fn(&Row, &BTreeSet<String>) -> bool>;
+
 /// Every media row of `repo`.
 async fn media_rows(repo: &str) -> Vec<Row> {
     let mut conn = any_connection(repo).await;
-    let rows: Vec<(
-        String,
-        String,
-        Option<String>,
-        i64,
-        String,
-        i64,
-        Option<i64>,
-    )> = sqlx::query_as(
+    let rows: Vec<MediaColumns> = sqlx::query_as(
         "SELECT origin || '/' || media_id, sha256, user_id, \
              CASE WHEN quarantined THEN 1 ELSE 0 END, purpose, created_ts, last_access_ts \
              FROM media ORDER BY origin, media_id",
@@ -191,7 +198,7 @@ fn figures(report: &serde_json::Value) -> [serde_json::Value; 5] {
 /// One purge form, and which media rows it must delete.
 struct Form {
     args: Vec<String>,
-    purges: Box<dyn Fn(&Row, &BTreeSet<String>) -> bool>,
+    purges: Rule,
 }
 
 fn form(args: &[&str], purges: impl Fn(&Row, &BTreeSet<String>) -> bool + 'static) -> Form {

@@ -74,7 +74,7 @@ impl Reason for QuarantineFailure {
 }
 
 /// The most pinned media a report lists (the rest are counted).
-const PINNED_LISTED: usize = 10_000;
+pub const PINNED_LISTED: usize = 10_000;
 
 /// What a quarantine run did.
 #[derive(Debug, Clone, Serialize)]

@@ -171,7 +171,7 @@ async fn purged_quarantined_bytes_stay_blocked_and_pinned_media_keep_theirs() {
             .await
             .unwrap();
         assert_eq!(report.changed, [bad.clone(), copy.clone()], "{}", db.label);
-        assert_eq!(report.pinned, [pinned.clone()]);
+        assert_eq!(report.pinned, std::slice::from_ref(&pinned));
         let sha256 = repo.get_media(&bad).await.unwrap().unwrap().sha256;
 
         let (plan, done) = tallies(&repo, &PurgeSelection::Quarantined).await;

@@ -64,8 +64,7 @@ impl Statement {
         placeholder
     }
 
-    /// Writes `placeholders` (of values written before) as a comma-separated list of
-    /// new parameters for `values`.
+    /// Writes a comma-separated list of new parameters, one per value.
     fn list(&mut self, values: impl IntoIterator<Item = Value>) {
         for (i, value) in values.into_iter().enumerate() {
             if i > 0 {
