@@ -145,11 +145,14 @@ impl Statement {
         self.text[start..].to_owned()
     }
 
-    /// Writes the condition that `m`'s key sorts after (`>`) or at or before (`<=`)
-    /// `key`; returns its text.
-    fn key_order(&mut self, comparison: &str, key: &MediaKey) -> String {
+    /// Writes the condition that `m`'s key is on the `bound` side of `key`; returns its
+    /// text.
+    fn key_order(&mut self, bound: KeyBound, key: &MediaKey) -> String {
         let start = self.text.len();
-        let strict = if comparison == ">" { ">" } else { "<" };
+        let (strict, comparison) = match bound {
+            KeyBound::After => (">", ">"),
+            KeyBound::UpTo => ("<", "<="),
+        };
         self.push(&format!("(m.origin {strict} "));
         let origin = self.param(Value::Text(key.origin.to_string()));
         self.push(&format!(
@@ -172,6 +175,15 @@ impl Statement {
         }
         self.push(")");
     }
+}
+
+/// Which side of a key, in (origin, media_id) order, a condition keeps.
+#[derive(Debug, Clone, Copy)]
+enum KeyBound {
+    /// Strictly after it (the next page).
+    After,
+    /// At or before it (this page and those before).
+    UpTo,
 }
 
 /// Binds the values of a [`Statement`] to `$query`, in order.
@@ -217,7 +229,7 @@ impl Purge for Repository {
         s.selection(selection);
         if let Some(after) = after {
             s.push(" AND ");
-            s.key_order(">", after);
+            s.key_order(KeyBound::After, after);
         }
         s.push(" ORDER BY m.origin, m.media_id LIMIT ");
         s.param(Value::Int(limit));
@@ -286,7 +298,7 @@ impl Purge for Repository {
         );
         let selected = freed.selection(selection);
         freed.push(" AND ");
-        let up_to = freed.key_order("<=", &last.key);
+        let up_to = freed.key_order(KeyBound::UpTo, &last.key);
         freed.push(&format!(
             ", FALSE)) AND NOT EXISTS (SELECT 1 FROM thumbnails AS t JOIN media AS m \
              ON m.origin = t.origin AND m.media_id = t.media_id WHERE t.sha256 = b.sha256 \
