@@ -86,4 +86,9 @@ fn a_missing_bucket_stops_import_synapse_with_exit_2_naming_the_datastore() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&datastore), "{stderr}");
     assert!(stderr.contains("bucket exists"), "{stderr}");
+    // The datastore is checked before the repository is opened: none was created.
+    assert!(
+        !cwd.path().join("repo.db").exists(),
+        "a repository file was left behind"
+    );
 }

@@ -6,6 +6,8 @@
 //!   speaking the values of [`model`];
 //! * [`repo`]: our media repository on SQLite or PostgreSQL, which plays every role
 //!   ([`connect()`] opens it by URL and brings its schema up to date).
+//! * [`datastores`](mod@datastores): [`Datastores`], the datastores one run reads blobs
+//!   from (each blob from the datastore its row names) and writes new bytes to;
 //! * [`location`]: [`DatabaseLocation`], where a database is, parsed once (URL, bare path
 //!   or `key=value` settings) and shown without its password;
 //! * [`connect`](mod@connect): connection pools and migrations shared by every adapter
@@ -66,6 +68,7 @@
 #![deny(missing_docs)]
 
 pub mod connect;
+pub mod datastores;
 pub mod error;
 pub mod location;
 pub mod model;
@@ -74,6 +77,7 @@ pub mod repo;
 pub mod roles;
 mod rows;
 
+pub use datastores::{DatastoreUnavailable, Datastores};
 pub use error::DbError;
 pub use location::{DatabaseLocation, Dialect, IntoDatabaseLocation, redact_url};
 pub use model::{

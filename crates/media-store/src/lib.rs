@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use fs::{CleanupReport, FileDatastore};
-use media_core::datastore::{Datastore, StoreError};
+use media_core::datastore::{Datastore, DatastoreOpener, StoreError};
 pub use memory::MemoryDatastore;
 pub use s3::{S3Datastore, S3Location};
 
@@ -130,6 +130,18 @@ pub async fn open_read_only(uri: &str) -> Result<Arc<dyn Datastore>, StoreError>
         DatastoreLocation::Memory => Arc::new(MemoryDatastore::new()),
         DatastoreLocation::S3(location) => Arc::new(S3Datastore::open(location).await?),
     })
+}
+
+/// Opens any datastore URI [`open_read_only`] accepts: the [`DatastoreOpener`] through
+/// which a repository reaches the other datastores it recorded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOnlyOpener;
+
+#[async_trait::async_trait]
+impl DatastoreOpener for ReadOnlyOpener {
+    async fn open_read_only(&self, uri: &str) -> Result<Arc<dyn Datastore>, StoreError> {
+        open_read_only(uri).await
+    }
 }
 
 #[cfg(test)]

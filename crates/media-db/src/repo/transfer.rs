@@ -20,11 +20,11 @@
 
 use async_trait::async_trait;
 use media_core::datastore::{BlobKey, Datastore};
-use media_core::hashing::sha256_of;
 use media_core::ids::Sha256Hex;
 use media_core::now_ms;
 
 use super::Repository;
+use super::attach::new_marker;
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
 use crate::model::{Blob, BlobMove, BlobTally, DatastoreId, MoveOutcome};
@@ -229,27 +229,10 @@ impl Repository {
                 )));
             }
         }
-        let marker = store.claim_marker(&fresh_marker(&given)).await?;
+        let marker = store.claim_marker(&new_marker()).await?;
         let id = self.register_datastore(&given).await?;
-        on_pool!(&self.pool, |p| {
-            sqlx::query("UPDATE datastores SET identity = $1 WHERE id = $2")
-                .bind(&marker)
-                .bind(id.0)
-                .execute(p)
-                .await
-                .during("record a datastore's identity")?;
-        });
+        self.set_identity(id, &marker).await?;
         tracing::info!("recorded datastore #{} at {given}", id.0);
         Ok(id)
     }
-}
-
-/// A new identity marker for the datastore at `uri`: 128 bits of a digest of the URI,
-/// the time and the process.
-fn fresh_marker(uri: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let seed = format!("{uri} {nanos} {}", std::process::id());
-    sha256_of(seed.as_bytes()).as_str()[..32].to_owned()
 }

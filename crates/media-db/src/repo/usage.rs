@@ -10,10 +10,8 @@ use crate::model::{DatastoreId, DatastoreUsage, RecordedDatastore};
 type UsageRow = (i64, String, Option<String>, i64, i64, i64, i64, i64);
 
 impl Repository {
-    /// Every datastore the repository records, oldest first.
-    ///
-    /// (The attach module keeps a private listing of its own; this public one is what
-    /// the administration tools resolve `--from 3` or `--from URI` against.)
+    /// Every datastore the repository records, oldest first: what a tool resolves
+    /// `--from 3` or `--from URI` against, and what attaching a datastore checks.
     pub async fn datastore_records(&self) -> Result<Vec<RecordedDatastore>, DbError> {
         let rows: Vec<(i64, String, Option<String>)> = on_pool!(&self.pool, |p| {
             sqlx::query_as("SELECT id, uri, identity FROM datastores ORDER BY id")
