@@ -3,10 +3,11 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use media_admin::{DatastoreSelector, Verify};
 use media_cli::{Output, REPOSITORY_HEADING, ReportArgs, Verbosity};
+use media_core::ids::{MxcUri, ServerName, UserId};
 use media_core::moment::Moment;
 
-/// Administer our media repository: its datastores, and lossless transfers between
-/// them (file ⇄ S3, S3 → S3).
+/// Administer our media repository: its datastores and lossless transfers between them
+/// (file ⇄ S3, S3 → S3), media attributes, quarantine, purges and the task log.
 #[derive(Debug, Parser)]
 #[command(name = "media_admin", version, after_help = EXAMPLES)]
 pub(crate) struct Cli {
@@ -20,6 +21,219 @@ pub(crate) enum Command {
     /// The datastores holding the repository's bytes.
     #[command(subcommand)]
     Datastores(Datastores),
+    /// A media's attributes: its purpose, `none` or `pinned` (a pinned media is never
+    /// quarantined, nor purged by the bulk purges).
+    #[command(subcommand)]
+    Attributes(Attributes),
+    /// Quarantine media: each takes every media with the same bytes with it (pinned
+    /// media excepted: skipped and listed); every change joins the quarantine change
+    /// stream.
+    #[command(subcommand)]
+    Quarantine(QuarantineWhat),
+    /// Lift a quarantine, the same way.
+    #[command(subcommand)]
+    Unquarantine(QuarantineWhat),
+    /// Delete media the repository no longer needs. Bytes go only when no remaining
+    /// media or thumbnail uses them; the bulk forms spare pinned media, and all but
+    /// `quarantined` and `media` spare quarantined media; purged IDs of our own servers
+    /// stay reserved. Rows go first, one transaction per batch, their objects queued;
+    /// the objects are deleted afterwards. Safe to stop anywhere (even kill -9) and run
+    /// again.
+    #[command(subcommand)]
+    Purge(PurgeWhat),
+    /// The runs the task log records: imports, exports, transfers, purges, quarantines.
+    #[command(subcommand)]
+    Tasks(Tasks),
+}
+
+/// `media_admin attributes …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Attributes {
+    /// Show a media's attributes.
+    Get {
+        /// The media: mxc://SERVER/MEDIA_ID.
+        mxc: MxcUri,
+        #[command(flatten)]
+        repository: RepoDb,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// Set a media's attributes.
+    Set {
+        /// The media: mxc://SERVER/MEDIA_ID.
+        mxc: MxcUri,
+        /// Its purpose.
+        #[arg(long, value_enum)]
+        purpose: PurposeArg,
+        #[command(flatten)]
+        repository: RepoDb,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+}
+
+/// `--purpose` on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PurposeArg {
+    /// An ordinary media.
+    None,
+    /// Never quarantined, nor purged by the bulk purges.
+    Pinned,
+}
+
+impl From<PurposeArg> for media_core::records::Purpose {
+    fn from(arg: PurposeArg) -> Self {
+        match arg {
+            PurposeArg::None => Self::None,
+            PurposeArg::Pinned => Self::Pinned,
+        }
+    }
+}
+
+/// What `quarantine`/`unquarantine` applies to.
+#[derive(Debug, Subcommand)]
+pub(crate) enum QuarantineWhat {
+    /// Named media.
+    Media {
+        /// The media: mxc://SERVER/MEDIA_ID, one or more.
+        #[arg(required = true)]
+        mxc: Vec<MxcUri>,
+        #[command(flatten)]
+        run: QuarantineRun,
+    },
+    /// Every media a user uploaded.
+    User {
+        /// The user: @NAME:SERVER.
+        user: UserId,
+        #[command(flatten)]
+        run: QuarantineRun,
+    },
+    /// Every media of a server recorded now (the server is not flagged for the future).
+    Server {
+        /// The server name.
+        name: ServerName,
+        #[command(flatten)]
+        run: QuarantineRun,
+    },
+}
+
+/// The flags every quarantine form takes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct QuarantineRun {
+    /// Who quarantines, recorded with the media (e.g. @admin:example.org).
+    #[arg(long, value_name = "USER_ID")]
+    pub(crate) by: Option<UserId>,
+    /// Media per transaction.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) batch: u32,
+    #[command(flatten)]
+    pub(crate) repository: RepoDb,
+    #[command(flatten)]
+    pub(crate) report: ReportArgs,
+}
+
+/// What `purge` deletes.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PurgeWhat {
+    /// Media of origins that are not ours, downloaded before a moment. Ours: those
+    /// given with --local-server and those the repository's import_synapse runs
+    /// recorded.
+    Remote {
+        /// A date (2026-01-31), a time (2026-01-31T12:00:00Z), Unix milliseconds or an
+        /// age (30d, 12h).
+        #[arg(long, value_name = "MOMENT")]
+        before: Moment,
+        #[command(flatten)]
+        run: PurgeRun,
+    },
+    /// Quarantined media, local or remote, and the unpinned media sharing their bytes;
+    /// the bytes are deleted and stay blocked for every import.
+    Quarantined {
+        #[command(flatten)]
+        run: PurgeRun,
+    },
+    /// Named media, pinned and quarantined ones too.
+    Media {
+        /// The media: mxc://SERVER/MEDIA_ID, one or more.
+        #[arg(required = true)]
+        mxc: Vec<MxcUri>,
+        #[command(flatten)]
+        run: PurgeRun,
+    },
+    /// Media a user uploaded.
+    User {
+        /// The user: @NAME:SERVER.
+        user: UserId,
+        /// Only media uploaded before this moment.
+        #[arg(long, value_name = "MOMENT")]
+        before: Option<Moment>,
+        #[command(flatten)]
+        run: PurgeRun,
+    },
+    /// Media of a server, local or remote.
+    Server {
+        /// The server name.
+        name: ServerName,
+        /// Only media created before this moment.
+        #[arg(long, value_name = "MOMENT")]
+        before: Option<Moment>,
+        #[command(flatten)]
+        run: PurgeRun,
+    },
+    /// Media nobody accessed since a moment (never accessed: created before it); remote
+    /// only unless --include-local.
+    Old {
+        /// The moment.
+        #[arg(long, value_name = "MOMENT")]
+        unaccessed_since: Moment,
+        /// Purge our own servers' media too.
+        #[arg(long)]
+        include_local: bool,
+        #[command(flatten)]
+        run: PurgeRun,
+    },
+}
+
+/// The flags every purge form takes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PurgeRun {
+    /// Report what would be purged; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// A server of ours (repeatable), added to those the repository's imports recorded.
+    #[arg(long = "local-server", value_name = "NAME")]
+    pub(crate) local_servers: Vec<ServerName>,
+    /// Media per transaction.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) batch: u32,
+    #[command(flatten)]
+    pub(crate) repository: RepoDb,
+    #[command(flatten)]
+    pub(crate) report: ReportArgs,
+}
+
+/// `media_admin tasks …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Tasks {
+    /// Every recorded run, oldest first.
+    List {
+        /// Only runs not recorded as finished (running, or stopped).
+        #[arg(long)]
+        unfinished: bool,
+        #[command(flatten)]
+        repository: RepoDb,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// One recorded run.
+    Show {
+        /// Its ID.
+        id: i64,
+        #[command(flatten)]
+        repository: RepoDb,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
 }
 
 /// `media_admin datastores …`.
@@ -139,7 +353,19 @@ Examples:
   media_admin datastores transfer --from 1 --before 90d --dry-run \\
       --to 's3://media/old?endpoint=http://127.0.0.1:3900&region=garage'
   media_admin datastores transfer --from 1 --before 90d --workers 8 \\
-      --to 's3://media/old?endpoint=http://127.0.0.1:3900&region=garage'";
+      --to 's3://media/old?endpoint=http://127.0.0.1:3900&region=garage'
+
+  # Pin an avatar, quarantine abuse everywhere its bytes are:
+  media_admin attributes set mxc://example.org/avatar123 --purpose pinned
+  media_admin quarantine media mxc://example.org/abuse456 --by @admin:example.org
+
+  # Purge remote media older than 30 days (a dry run first), then quarantined media:
+  media_admin purge remote --before 30d --dry-run
+  media_admin purge remote --before 30d
+  media_admin purge quarantined
+
+  # What ran:
+  media_admin tasks list --unfinished";
 
 impl Datastores {
     /// The report flags of whichever subcommand was given.
@@ -152,10 +378,39 @@ impl Datastores {
     }
 }
 
+impl PurgeWhat {
+    /// The flags every form shares.
+    pub(crate) fn run(&self) -> &PurgeRun {
+        match self {
+            Self::Remote { run, .. }
+            | Self::Quarantined { run }
+            | Self::Media { run, .. }
+            | Self::User { run, .. }
+            | Self::Server { run, .. }
+            | Self::Old { run, .. } => run,
+        }
+    }
+}
+
+impl QuarantineWhat {
+    /// The flags every form shares.
+    pub(crate) fn run(&self) -> &QuarantineRun {
+        match self {
+            Self::Media { run, .. } | Self::User { run, .. } | Self::Server { run, .. } => run,
+        }
+    }
+}
+
 impl Cli {
     fn report(&self) -> &ReportArgs {
         match &self.command {
             Command::Datastores(datastores) => datastores.report(),
+            Command::Attributes(
+                Attributes::Get { report, .. } | Attributes::Set { report, .. },
+            )
+            | Command::Tasks(Tasks::List { report, .. } | Tasks::Show { report, .. }) => report,
+            Command::Quarantine(what) | Command::Unquarantine(what) => &what.run().report,
+            Command::Purge(what) => &what.run().report,
         }
     }
 }

@@ -50,6 +50,33 @@ pub enum AdminError {
         /// What was found instead.
         why: String,
     },
+    /// A recorded datastore's location holds another datastore (or none): its queued
+    /// deletions are left queued.
+    #[error(
+        "{uri} is not datastore #{id} (it holds {}): its queued deletions stay queued; \
+         mount datastore #{id} where the repository records it and run again",
+        found.as_deref().map_or("no identity marker".to_owned(), |m| format!("identity marker {m}"))
+    )]
+    NotRecordedDatastore {
+        /// The recorded location.
+        uri: String,
+        /// The recorded datastore.
+        id: i64,
+        /// The marker found there.
+        found: Option<String>,
+    },
+    /// A purge of remote media needs to know which origins are ours.
+    #[error(
+        "the repository records no server of its own (no import_synapse run recorded one), \
+         so every origin would count as remote: name yours with --local-server NAME"
+    )]
+    NoOwnServers,
+    /// No recorded run has this ID.
+    #[error("no task {id} in the task log (media_admin tasks list shows them)")]
+    UnknownTask {
+        /// The ID given.
+        id: i64,
+    },
 }
 
 impl Classify for AdminError {
@@ -58,9 +85,12 @@ impl Classify for AdminError {
     fn class(&self) -> ErrorClass {
         match self {
             Self::Db(e) => e.class(),
-            Self::Open { .. } | Self::UnknownDatastore { .. } | Self::SourceElsewhere { .. } => {
-                ErrorClass::Usage
-            }
+            Self::Open { .. }
+            | Self::UnknownDatastore { .. }
+            | Self::SourceElsewhere { .. }
+            | Self::NotRecordedDatastore { .. }
+            | Self::NoOwnServers
+            | Self::UnknownTask { .. } => ErrorClass::Usage,
             Self::Store { source, .. } => match source.class() {
                 ErrorClass::Usage => ErrorClass::Usage,
                 _ => ErrorClass::Fatal,

@@ -1,7 +1,8 @@
 //! The database layer of the media toolkit.
 //!
 //! * [`roles`]: what a media sink does, one narrow trait per role ([`BlobIndex`],
-//!   [`MediaIndex`], [`Quarantine`], [`DeletionQueue`], [`BlobTransfer`], [`TaskLog`]),
+//!   [`MediaIndex`], [`Quarantine`], [`DeletionQueue`], [`BlobTransfer`], [`TaskLog`],
+//!   [`MediaAttributes`], [`Purge`]),
 //!   speaking the values of [`model`];
 //! * [`repo`]: our media repository on SQLite or PostgreSQL, which plays every role
 //!   ([`connect()`] opens it by URL and brings its schema up to date).
@@ -82,11 +83,14 @@ pub use location::{DatabaseLocation, Dialect, IntoDatabaseLocation, redact_url};
 pub use model::{
     Blob, BlobMove, BlobOutcome, BlobTally, DatastoreId, DatastoreUsage, DeletedMedia, DrainReport,
     InsertOutcome, MediaOutcome, MoveOutcome, NewBlob, NewMedia, PendingDeletion, PinReport,
-    QUARANTINE_CHANGES_PAGE_LIMIT, QuarantineAction, QuarantineChange, QuarantineChangesPage,
-    QuarantineReport, RecordedDatastore, TaskId, TaskKind,
+    PurgeCandidate, PurgeSelection, PurgeTally, QUARANTINE_CHANGES_PAGE_LIMIT, QuarantineAction,
+    QuarantineChange, QuarantineChangesPage, QuarantineReport, RecordedDatastore, TaskFilter,
+    TaskId, TaskKind, TaskRecord,
 };
 pub use repo::{
     AttachOptions, DatastoreAccess, Repository, connect, connect_existing, connect_for_dry_run,
     connect_read_only,
 };
-pub use roles::{BlobIndex, BlobTransfer, DeletionQueue, MediaIndex, Quarantine, TaskLog};
+pub use roles::{
+    BlobIndex, BlobTransfer, DeletionQueue, MediaAttributes, MediaIndex, Purge, Quarantine, TaskLog,
+};

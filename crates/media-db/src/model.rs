@@ -3,7 +3,7 @@
 //! in the crate, so every role, every implementation and the raw rows can use it.
 
 use media_core::datastore::BlobKey;
-use media_core::ids::Sha256Hex;
+use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
 
 /// The most changes one page of [`crate::Quarantine::quarantine_changes`] returns, as
@@ -131,6 +131,8 @@ pub struct QuarantineReport {
     pub changed: Vec<MediaKey>,
     /// Media with the same bytes left alone because they are pinned.
     pub skipped_pinned: u64,
+    /// Those pinned media.
+    pub pinned: Vec<MediaKey>,
 }
 
 /// One entry of the quarantine-changes stream.
@@ -178,6 +180,8 @@ pub struct DeletedMedia {
     /// Blobs that lost their last reference: their rows are gone and their objects are
     /// queued for deletion.
     pub enqueued: Vec<PendingDeletion>,
+    /// The bytes of those blobs.
+    pub bytes_freed: u64,
 }
 
 /// What [`crate::DeletionQueue::drain_pending_deletions`] did.
@@ -272,6 +276,10 @@ pub enum TaskKind {
     GdprExport,
     /// `media_admin datastores transfer`.
     Transfer,
+    /// `media_admin purge …`.
+    Purge,
+    /// `media_admin quarantine …` and `unquarantine …`.
+    Quarantine,
 }
 
 impl TaskKind {
@@ -282,6 +290,8 @@ impl TaskKind {
             Self::GdprImport => "gdpr_import",
             Self::GdprExport => "gdpr_export",
             Self::Transfer => "media_admin datastores transfer",
+            Self::Purge => "media_admin purge",
+            Self::Quarantine => "media_admin quarantine",
         }
     }
 }
@@ -295,6 +305,114 @@ impl std::fmt::Display for TaskKind {
 /// The ID of a run recorded in the task log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(pub i64);
+
+/// One run recorded in the task log ([`crate::TaskLog::tasks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// Its ID.
+    pub id: TaskId,
+    /// The tool (and subcommand) that ran, as stored ([`TaskKind::as_str`]).
+    pub kind: String,
+    /// Its parameters (JSON, as recorded).
+    pub params: String,
+    /// When it started, ms since the epoch.
+    pub started_ts: i64,
+    /// When it finished; none while it runs, or when it was stopped (killed).
+    pub finished_ts: Option<i64>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Its counters (JSON, as recorded at the end).
+    pub counters: Option<String>,
+}
+
+/// Which runs [`crate::TaskLog::tasks`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskFilter {
+    /// Every run.
+    #[default]
+    All,
+    /// Runs not recorded as finished (still running, or stopped before their end).
+    Unfinished,
+}
+
+/// Which media a purge removes ([`crate::Purge`]). Every bulk form spares pinned media,
+/// and every form but [`PurgeSelection::Quarantined`] and [`PurgeSelection::Media`]
+/// spares quarantined media (their rows keep their bytes blocked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeSelection {
+    /// Media of every origin but `spare` (the repository's own servers), created
+    /// (downloaded) before `before` (ms).
+    Remote {
+        /// The origins that are ours.
+        spare: Vec<ServerName>,
+        /// Only media created before this moment (ms).
+        before: i64,
+    },
+    /// Quarantined media, and every other media holding bytes that are quarantined
+    /// (held by a quarantined media, or blocked by an earlier purge): their bytes are
+    /// deleted and stay blocked ([`crate::Quarantine::is_hash_quarantined`]).
+    Quarantined,
+    /// The named media, pinned or quarantined alike.
+    Media(Vec<MediaKey>),
+    /// Media uploaded by a user.
+    User {
+        /// The uploader.
+        user: UserId,
+        /// Only media created before this moment (ms), when given.
+        before: Option<i64>,
+    },
+    /// Media of one origin.
+    Server {
+        /// The origin.
+        origin: ServerName,
+        /// Only media created before this moment (ms), when given.
+        before: Option<i64>,
+    },
+    /// Media last accessed (or, never accessed, created) before `since`, except those
+    /// of the origins in `spare`.
+    Unaccessed {
+        /// The moment (ms).
+        since: i64,
+        /// Origins left alone (ours, unless local media are included).
+        spare: Vec<ServerName>,
+    },
+}
+
+/// A media a purge selected, as its row was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeCandidate {
+    /// The media.
+    pub key: MediaKey,
+    /// Its bytes.
+    pub sha256: Sha256Hex,
+    /// Whether it is quarantined (its bytes are then blocked for good when it is purged).
+    pub quarantined: bool,
+}
+
+/// What purging one batch of media did (or, in a dry run, would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PurgeTally {
+    /// Media rows deleted.
+    pub media: u64,
+    /// Thumbnail rows deleted with them.
+    pub thumbnails: u64,
+    /// Blobs that lost their last reference (rows deleted, objects queued).
+    pub blobs_freed: u64,
+    /// Their bytes.
+    pub bytes_freed: u64,
+    /// Media IDs of our own servers reserved (never to be reused).
+    pub reserved: u64,
+}
+
+impl std::ops::AddAssign for PurgeTally {
+    fn add_assign(&mut self, other: Self) {
+        self.media += other.media;
+        self.thumbnails += other.thumbnails;
+        self.blobs_freed += other.blobs_freed;
+        self.bytes_freed += other.bytes_freed;
+        self.reserved += other.reserved;
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -318,6 +436,8 @@ mod tests {
             TaskKind::GdprImport,
             TaskKind::GdprExport,
             TaskKind::Transfer,
+            TaskKind::Purge,
+            TaskKind::Quarantine,
         ]
         .iter()
         .map(ToString::to_string)
@@ -328,7 +448,9 @@ mod tests {
                 "import_synapse",
                 "gdpr_import",
                 "gdpr_export",
-                "media_admin datastores transfer"
+                "media_admin datastores transfer",
+                "media_admin purge",
+                "media_admin quarantine"
             ]
         );
     }

@@ -7,6 +7,8 @@
 //! * [`deletion`]: deleting media and draining the deletion queue
 //!   ([`DeletionQueue`](crate::DeletionQueue));
 //! * [`tasks`]: the task log ([`TaskLog`](crate::TaskLog));
+//! * [`attributes`]: a media's purpose ([`MediaAttributes`](crate::MediaAttributes));
+//! * [`purge`]: purges, reserved IDs and blocked bytes ([`Purge`](crate::Purge));
 //! * [`transfer`]: moving blobs between datastores ([`BlobTransfer`](crate::BlobTransfer)),
 //!   and recording a transfer's destination;
 //! * [`usage`]: what each recorded datastore holds;
@@ -24,9 +26,11 @@ use crate::error::{DbError, QueryContext};
 use crate::location::{DatabaseLocation, IntoDatabaseLocation};
 
 pub mod attach;
+pub mod attributes;
 pub mod blobs;
 pub mod deletion;
 pub mod media;
+pub mod purge;
 pub mod quarantine;
 mod sql;
 mod suggest;
