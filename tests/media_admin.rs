@@ -78,7 +78,7 @@ fn hashed_blobs(root: &Path) -> BTreeSet<String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn file_to_s3_to_file_keeps_every_byte_and_row_and_deletes_the_sources() {
+async fn file_to_s3_to_s3_to_file_keeps_every_byte_and_row_and_deletes_the_sources() {
     for db in TestDatabase::both().await {
         let cwd = tempfile::tempdir().unwrap();
         let first = cwd.path().join("first");
@@ -120,6 +120,24 @@ async fn file_to_s3_to_file_keeps_every_byte_and_row_and_deletes_the_sources() {
             (18.into(), bucket.clone().into())
         );
 
+        // S3 to S3: another prefix (a datastore of its own, as another bucket would be).
+        let bucket_id = format!("#{}", moved["to"]);
+        let other = S3TestStore::new().await;
+        let out = admin(
+            cwd.path(),
+            &db.url,
+            &["transfer", "--from", &bucket_id, "--to", &other.store.uri()],
+        )
+        .assert_exit(0);
+        let moved = report(&out);
+        assert_eq!(moved["blobs_moved"], digests.len() as u64, "{moved}");
+        assert_eq!(moved["source_objects_deleted"], digests.len() as u64);
+        assert_eq!(repository_contents(&db.url).await, before, "{}", db.label);
+        let emptied = futures::TryStreamExt::try_collect::<Vec<_>>(s3.store.list())
+            .await
+            .unwrap();
+        assert!(emptied.is_empty(), "{}: {emptied:?}", db.label);
+
         // And back, into a new folder.
         let bucket_id = format!("#{}", moved["to"]);
         let last = cwd.path().join("last");
@@ -140,7 +158,7 @@ async fn file_to_s3_to_file_keeps_every_byte_and_row_and_deletes_the_sources() {
         assert_eq!(report(&out)["blobs_moved"], digests.len() as u64);
         assert_eq!(hashed_blobs(&last), digests, "{}", db.label);
         assert_eq!(repository_contents(&db.url).await, before, "{}", db.label);
-        let left = futures::TryStreamExt::try_collect::<Vec<_>>(s3.store.list())
+        let left = futures::TryStreamExt::try_collect::<Vec<_>>(other.store.list())
             .await
             .unwrap();
         assert!(left.is_empty(), "{}: {left:?}", db.label);
@@ -154,7 +172,7 @@ async fn file_to_s3_to_file_keeps_every_byte_and_row_and_deletes_the_sources() {
              AND finished_ts IS NOT NULL AND error IS NULL",
         )
         .await;
-        assert_eq!(tasks, 2, "{}", db.label);
+        assert_eq!(tasks, 3, "{}", db.label);
     }
 }
 
