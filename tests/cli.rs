@@ -6,6 +6,13 @@ use media_tests::TestCommand;
 
 const TOOLS: [&str; 4] = ["import_synapse", "gdpr_export", "gdpr_import", "cleanmedia"];
 
+/// The tools whose work is in subcommands, each with one of its leaf commands: the
+/// logging flags are the leaf's.
+const SUBCOMMAND_TOOLS: [(&str, &[&str]); 2] = [
+    ("media_admin", &["datastores", "list"]),
+    ("synapse_media", &["purge", "remote"]),
+];
+
 #[test]
 fn every_tool_answers_help_and_version_under_its_final_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,12 +33,38 @@ fn every_tool_answers_help_and_version_under_its_final_name() {
             .assert_exit(0);
         assert!(String::from_utf8(version.stdout).unwrap().starts_with(tool));
     }
+    for (tool, leaf) in SUBCOMMAND_TOOLS {
+        let help = TestCommand::new(tool)
+            .arg("--help")
+            .current_dir(dir.path())
+            .assert_exit(0);
+        let text = String::from_utf8(help.stdout).unwrap();
+        assert!(text.contains(&format!("Usage: {tool}")), "{tool}: {text}");
+        let leaf_help = TestCommand::new(tool)
+            .args(leaf)
+            .arg("--help")
+            .current_dir(dir.path())
+            .assert_exit(0);
+        let text = String::from_utf8(leaf_help.stdout).unwrap();
+        assert!(
+            text.contains("--quiet") && text.contains("--verbose"),
+            "{tool} {leaf:?}: {text}"
+        );
+        let version = TestCommand::new(tool)
+            .arg("--version")
+            .current_dir(dir.path())
+            .assert_exit(0);
+        assert!(String::from_utf8(version.stdout).unwrap().starts_with(tool));
+    }
 }
 
 #[test]
 fn unknown_flags_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
-    for tool in TOOLS {
+    for tool in TOOLS
+        .into_iter()
+        .chain(SUBCOMMAND_TOOLS.map(|(tool, _)| tool))
+    {
         let out = TestCommand::new(tool)
             .arg("--no-such-flag")
             .current_dir(dir.path())
@@ -533,13 +566,17 @@ fn our_repository_flags_cannot_be_mistaken_for_synapses() {
 #[test]
 fn every_tool_generates_its_shell_completions_and_man_page() {
     let dir = tempfile::tempdir().unwrap();
+    // Each tool with a flag its completions offer and what its man page must name: a
+    // flag, or for the tools with subcommands, a subcommand.
     let flags = [
-        ("import_synapse", "repo-db"),
-        ("gdpr_export", "compression"),
-        ("gdpr_import", "verify"),
-        ("cleanmedia", "dryrun"),
+        ("import_synapse", "repo-db", "\\-\\-repo\\-db"),
+        ("gdpr_export", "compression", "\\-\\-compression"),
+        ("gdpr_import", "verify", "\\-\\-verify"),
+        ("cleanmedia", "dryrun", "\\-\\-dryrun"),
+        ("media_admin", "from-uri", "media_admin\\-datastores"),
+        ("synapse_media", "older-than", "synapse_media\\-purge"),
     ];
-    for (tool, flag) in flags {
+    for (tool, flag, man_mention) in flags {
         for shell in ["bash", "zsh", "fish"] {
             let (code, script) = stdout_of(tool, &["--generate-completions", shell], dir.path());
             assert_eq!(code, Some(0), "{tool} {shell}");
@@ -566,8 +603,10 @@ fn every_tool_generates_its_shell_completions_and_man_page() {
         assert_eq!(code, Some(0), "{tool} man");
         assert!(man.starts_with(".ie"), "{tool}: not roff:\n{man}");
         assert!(man.contains(&format!(".TH {tool} 1")), "{tool}:\n{man}");
-        let roff_flag = format!("\\-\\-{}", flag.replace('-', "\\-"));
-        assert!(man.contains(&roff_flag), "{tool}: no {roff_flag} in\n{man}");
+        assert!(
+            man.contains(man_mention),
+            "{tool}: no {man_mention} in\n{man}"
+        );
 
         // A required flag's variable set in the environment does not get in the way.
         let out = TestCommand::new(tool)

@@ -85,5 +85,10 @@ fn a_missing_bucket_stops_import_synapse_with_exit_2_naming_the_datastore() {
     let out = import_fixture(cwd.path(), &repo, &datastore).assert_exit(2);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&datastore), "{stderr}");
-    assert!(stderr.contains("bucket exists"), "{stderr}");
+    assert!(stderr.contains("does not exist at"), "{stderr}");
+    // The datastore is checked before the repository is opened: none was created.
+    assert!(
+        !cwd.path().join("repo.db").exists(),
+        "a repository file was left behind"
+    );
 }

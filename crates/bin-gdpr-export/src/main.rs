@@ -44,8 +44,9 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
         _ => {
             // Read-only: an export writes nothing into the repository or the datastore,
             // and works on a read-only mount.
-            let (repo, store) = cli.repository.open(RepositoryAccess::ReadOnly).await?;
-            let result = media_gdpr::export_from_repository(&repo, store, options, progress).await;
+            let (repo, datastores) = cli.repository.open(RepositoryAccess::ReadOnly).await?;
+            let result =
+                media_gdpr::export_from_repository(&repo, datastores, options, progress).await;
             repo.close().await;
             result
         }

@@ -39,7 +39,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
         Mode::Verify => RepositoryAccess::ReadOnly,
         Mode::Import => RepositoryAccess::Write,
     };
-    let (repo, store) = cli.repository.open(access).await?;
+    let (repo, datastores) = cli.repository.open(access).await?;
     let progress = Arc::new(Progress::default());
     let bar = media_cli::ProgressBar::start(cli.output(), progress.clone());
     let options = ImportOptions {
@@ -48,7 +48,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
         allow_foreign_origins: cli.allow_foreign_origins,
         mode,
     };
-    let result = media_gdpr::import_archive(&repo, store, folder, options, progress).await;
+    let result = media_gdpr::import_archive(&repo, datastores, folder, options, progress).await;
     bar.finish();
     repo.close().await;
     let report = result.map_err(RunError::of)?;

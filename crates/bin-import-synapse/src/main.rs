@@ -67,7 +67,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
     let mode = cli.mode();
     // A dry run creates neither the repository nor the datastore folder, and writes
     // nothing into either.
-    let (repo, store) = cli.repository.open(RepositoryAccess::from(mode)).await?;
+    let (repo, datastores) = cli.repository.open(RepositoryAccess::from(mode)).await?;
     let server_name = media_synapse::resolve_server_name(&synapse, cli.server_name.clone())
         .await
         .map_err(RunError::of)?;
@@ -94,7 +94,14 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
             cli.shard
         );
     }
-    let result = media_import::import_synapse(&synapse, &repo, store, options, progress).await;
+    let result = media_import::import_synapse(
+        &synapse,
+        &repo,
+        datastores.given().clone(),
+        options,
+        progress,
+    )
+    .await;
     bar.finish();
     let report = result.map_err(RunError::of)?;
     synapse.close().await;

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use clap::Args;
-use media_core::datastore::Datastore;
 use media_core::run::RunMode;
-use media_db::{AttachOptions, DatastoreAccess, DbError, Repository};
+use media_db::{AttachOptions, DatastoreAccess, Datastores, DbError, Repository};
+use media_store::ReadOnlyOpener;
 
 use crate::RunError;
 
@@ -75,29 +75,33 @@ impl From<RunMode> for RepositoryAccess {
 }
 
 impl RepositoryArgs {
-    /// Connects our repository (`--repo-db`), opens the datastore (`--datastore`) and
-    /// attaches it to the repository (recording its new location with
-    /// `--datastore-moved`), each as `access` asks.
+    /// Opens the datastore (`--datastore`), connects our repository (`--repo-db`) and
+    /// attaches the datastore to it (recording its new location with
+    /// `--datastore-moved`), each as `access` asks. Returns the repository and the run's
+    /// [`Datastores`]: the given datastore, where new bytes go, and the other datastores
+    /// the repository recorded, which blobs are read from when their rows name them.
     ///
-    /// A datastore that cannot be opened is a usage error (`datastore: …`); a database
-    /// error is in the class it says it is in (a missing repository is a usage error).
+    /// The datastore is opened (and an S3 bucket checked) first: one that cannot be
+    /// opened is a usage error (`datastore: …`) that leaves no new repository behind. A
+    /// database error is in the class it says it is in (a missing repository is a usage
+    /// error).
     pub async fn open(
         &self,
         access: RepositoryAccess,
-    ) -> Result<(Repository, Arc<dyn Datastore>), RunError> {
+    ) -> Result<(Repository, Datastores), RunError> {
         let database_error = RunError::of::<DbError>;
-        let repo = match access {
-            RepositoryAccess::Write => media_db::connect(&self.db).await,
-            RepositoryAccess::ReadOnly => media_db::connect_read_only(&self.db).await,
-            RepositoryAccess::DryRun => media_db::connect_for_dry_run(&self.db).await,
-        }
-        .map_err(database_error)?;
         let store = match access {
             RepositoryAccess::Write => media_store::open(&self.datastore).await,
             RepositoryAccess::ReadOnly => media_store::open_read_only(&self.datastore).await,
             RepositoryAccess::DryRun => media_store::open_for_dry_run(&self.datastore).await,
         }
         .map_err(|e| RunError::usage(format_args!("datastore: {e}")))?;
+        let repo = match access {
+            RepositoryAccess::Write => media_db::connect(&self.db).await,
+            RepositoryAccess::ReadOnly => media_db::connect_read_only(&self.db).await,
+            RepositoryAccess::DryRun => media_db::connect_for_dry_run(&self.db).await,
+        }
+        .map_err(database_error)?;
         let options = AttachOptions {
             // Reading and dry runs write nothing, not even the datastore's identity marker.
             access: match access {
@@ -106,10 +110,13 @@ impl RepositoryArgs {
             },
             moved: self.datastore_moved,
         };
-        repo.attach_datastore(store.as_ref(), options)
-            .await
-            .map_err(database_error)?;
-        Ok((repo, store))
+        match Datastores::attach(&repo, store, options, Arc::new(ReadOnlyOpener)).await {
+            Ok(datastores) => Ok((repo, datastores)),
+            Err(e) => {
+                repo.close().await;
+                Err(database_error(e))
+            }
+        }
     }
 }
 
@@ -132,10 +139,11 @@ mod tests {
     async fn writing_creates_what_reading_then_opens() {
         let dir = tempfile::tempdir().unwrap();
         let args = args_in(dir.path());
-        let (repo, store) = args.open(RepositoryAccess::Write).await.unwrap();
+        let (repo, stores) = args.open(RepositoryAccess::Write).await.unwrap();
         assert!(dir.path().join("repo.db").is_file());
         assert!(dir.path().join("store").is_dir());
-        assert!(!store.is_ephemeral());
+        assert!(!stores.given().is_ephemeral());
+        assert!(stores.given_id().is_some());
         repo.close().await;
 
         let (repo, _store) = args.open(RepositoryAccess::ReadOnly).await.unwrap();
@@ -151,8 +159,9 @@ mod tests {
         };
         assert!(missing.message.contains("repo.db"), "{}", missing.message);
 
-        let (repo, store) = args.open(RepositoryAccess::DryRun).await.unwrap();
-        assert!(store.uri().ends_with("/store"), "{}", store.uri());
+        let (repo, stores) = args.open(RepositoryAccess::DryRun).await.unwrap();
+        let uri = stores.given().uri();
+        assert!(uri.ends_with("/store"), "{uri}");
         repo.close().await;
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
@@ -184,6 +193,20 @@ mod tests {
                 error.message
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_datastore_that_cannot_be_opened_leaves_no_new_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = RepositoryArgs {
+            datastore: "s3://bucket".to_owned(),
+            ..args_in(dir.path())
+        };
+        let Err(error) = args.open(RepositoryAccess::Write).await else {
+            panic!("the datastore s3://bucket was opened");
+        };
+        assert_eq!(error.class, ErrorClass::Usage);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -396,6 +397,17 @@ pub trait Datastore: Send + Sync + fmt::Debug {
             self.uri()
         )))
     }
+}
+
+/// Opens datastores by URI: how a repository reaches the other datastores it recorded
+/// (where some of its blobs are after a transfer) besides the one a tool was given. The
+/// trait lives here so that the repository (`media-db`) can use it without depending on
+/// the backends (`media-store` implements it).
+#[async_trait]
+pub trait DatastoreOpener: Send + Sync + fmt::Debug {
+    /// Opens the datastore `uri` names for reading only: nothing is created or written
+    /// (a missing folder may be an empty stand-in, which holds no identity marker).
+    async fn open_read_only(&self, uri: &str) -> Result<Arc<dyn Datastore>, StoreError>;
 }
 
 /// Conveniences over any [`Datastore`].

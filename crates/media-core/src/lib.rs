@@ -8,6 +8,8 @@
 //!   and the [`HashingReader`] that hashes bytes while they stream.
 //! * [`local_files`]: opening a file below a folder without following links or opening
 //!   anything but a regular file.
+//! * [`moment`]: points in time as operators write them (a date, Unix milliseconds, an
+//!   age such as `30d`).
 //! * [`progress`]: live counters for progress displays, and sizes for people.
 //! * [`run`]: the vocabulary every job shares: run mode, error class, failure list,
 //!   report.
@@ -38,6 +40,7 @@ pub mod datastore;
 pub mod hashing;
 pub mod ids;
 pub mod local_files;
+pub mod moment;
 pub mod progress;
 pub mod records;
 pub mod retention;

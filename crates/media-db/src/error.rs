@@ -119,6 +119,15 @@ pub enum DbError {
         /// The datastore given, as a URI.
         given: String,
     },
+    /// A datastore that cannot be a transfer's destination: the source itself, or a
+    /// datastore of another repository. Nothing was written.
+    #[error("cannot transfer to {given}: {why}")]
+    UnusableDestination {
+        /// The destination given, as a URI.
+        given: String,
+        /// Why it cannot be used, and what to do.
+        why: String,
+    },
     /// A datastore operation failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -136,6 +145,7 @@ impl Classify for DbError {
             | Self::NewerSchema { .. }
             | Self::WrongDatastore { .. }
             | Self::EphemeralDatastore { .. }
+            | Self::UnusableDestination { .. }
             | Self::Store(StoreError::Config(_)) => ErrorClass::Usage,
             _ => ErrorClass::Fatal,
         }

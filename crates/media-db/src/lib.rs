@@ -1,10 +1,13 @@
 //! The database layer of the media toolkit.
 //!
 //! * [`roles`]: what a media sink does, one narrow trait per role ([`BlobIndex`],
-//!   [`MediaIndex`], [`Quarantine`], [`DeletionQueue`], [`TaskLog`]), speaking the values of
-//!   [`model`];
+//!   [`MediaIndex`], [`Quarantine`], [`DeletionQueue`], [`BlobTransfer`], [`TaskLog`],
+//!   [`MediaAttributes`], [`Purge`]),
+//!   speaking the values of [`model`];
 //! * [`repo`]: our media repository on SQLite or PostgreSQL, which plays every role
 //!   ([`connect()`] opens it by URL and brings its schema up to date).
+//! * [`datastores`](mod@datastores): [`Datastores`], the datastores one run reads blobs
+//!   from (each blob from the datastore its row names) and writes new bytes to;
 //! * [`location`]: [`DatabaseLocation`], where a database is, parsed once (URL, bare path
 //!   or `key=value` settings) and shown without its password;
 //! * [`connect`](mod@connect): connection pools and migrations shared by every adapter
@@ -65,6 +68,7 @@
 #![deny(missing_docs)]
 
 pub mod connect;
+pub mod datastores;
 pub mod error;
 pub mod location;
 pub mod model;
@@ -73,15 +77,20 @@ pub mod repo;
 pub mod roles;
 mod rows;
 
+pub use datastores::{DatastoreUnavailable, Datastores};
 pub use error::DbError;
 pub use location::{DatabaseLocation, Dialect, IntoDatabaseLocation, redact_url};
 pub use model::{
-    Blob, BlobOutcome, DatastoreId, DeletedMedia, DrainReport, InsertOutcome, MediaOutcome,
-    NewBlob, NewMedia, PendingDeletion, PinReport, QUARANTINE_CHANGES_PAGE_LIMIT, QuarantineAction,
-    QuarantineChange, QuarantineChangesPage, QuarantineReport, TaskId, TaskKind,
+    Blob, BlobMove, BlobOutcome, BlobTally, DatastoreId, DatastoreUsage, DeletedMedia, DrainReport,
+    InsertOutcome, MediaOutcome, MoveOutcome, NewBlob, NewMedia, PendingDeletion, PinReport,
+    PurgeCandidate, PurgeSelection, PurgeTally, QUARANTINE_CHANGES_PAGE_LIMIT, QuarantineAction,
+    QuarantineChange, QuarantineChangesPage, QuarantineReport, RecordedDatastore, TaskFilter,
+    TaskId, TaskKind, TaskRecord,
 };
 pub use repo::{
     AttachOptions, DatastoreAccess, Repository, connect, connect_existing, connect_for_dry_run,
     connect_read_only,
 };
-pub use roles::{BlobIndex, DeletionQueue, MediaIndex, Quarantine, TaskLog};
+pub use roles::{
+    BlobIndex, BlobTransfer, DeletionQueue, MediaAttributes, MediaIndex, Purge, Quarantine, TaskLog,
+};

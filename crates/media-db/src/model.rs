@@ -3,7 +3,7 @@
 //! in the crate, so every role, every implementation and the raw rows can use it.
 
 use media_core::datastore::BlobKey;
-use media_core::ids::Sha256Hex;
+use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
 
 /// The most changes one page of [`crate::Quarantine::quarantine_changes`] returns, as
@@ -131,6 +131,8 @@ pub struct QuarantineReport {
     pub changed: Vec<MediaKey>,
     /// Media with the same bytes left alone because they are pinned.
     pub skipped_pinned: u64,
+    /// Those pinned media.
+    pub pinned: Vec<MediaKey>,
 }
 
 /// One entry of the quarantine-changes stream.
@@ -178,6 +180,8 @@ pub struct DeletedMedia {
     /// Blobs that lost their last reference: their rows are gone and their objects are
     /// queued for deletion.
     pub enqueued: Vec<PendingDeletion>,
+    /// The bytes of those blobs.
+    pub bytes_freed: u64,
 }
 
 /// What [`crate::DeletionQueue::drain_pending_deletions`] did.
@@ -191,6 +195,76 @@ pub struct DrainReport {
     pub kept: u64,
 }
 
+/// A datastore the repository records (see [`crate::Repository::datastore_records`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedDatastore {
+    /// Its ID.
+    pub id: DatastoreId,
+    /// Where it was last used.
+    pub uri: String,
+    /// The identity marker it holds, once one was recorded.
+    pub identity: Option<String>,
+}
+
+/// A datastore the repository records, and what of the repository is in it (see
+/// [`crate::Repository::datastore_usage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatastoreUsage {
+    /// Its ID.
+    pub id: DatastoreId,
+    /// Where it was last used.
+    pub uri: String,
+    /// The identity marker it holds, once one was recorded.
+    pub identity: Option<String>,
+    /// Media rows whose blob is in it.
+    pub media: u64,
+    /// Thumbnail rows whose blob is in it.
+    pub thumbnails: u64,
+    /// Blobs (distinct digests) in it.
+    pub blobs: u64,
+    /// The bytes of those blobs.
+    pub bytes: u64,
+    /// Objects queued for deletion from it.
+    pub queued_deletions: u64,
+}
+
+/// A count of distinct blobs and their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BlobTally {
+    /// Distinct blobs.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// A blob whose object was copied to another datastore and checked there, ready to
+/// have its row switched to the copy ([`crate::BlobTransfer::switch_blobs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobMove {
+    /// The blob, as its row was read (its datastore and location are the source's).
+    pub blob: Blob,
+    /// The datastore holding the copy.
+    pub to: DatastoreId,
+    /// The copy's key there.
+    pub location: BlobKey,
+    /// The queue entry that deletes the copy unless the switch commits (the write-ahead
+    /// entry [`crate::BlobTransfer::queue_copies`] returned).
+    pub guard: i64,
+}
+
+/// What [`crate::BlobTransfer::switch_blobs`] did with one [`BlobMove`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveOutcome {
+    /// The row points at the copy; the source object is queued for deletion.
+    Switched,
+    /// The blob's row was deleted or moved meanwhile: nothing changed, and the copy stays
+    /// queued for deletion (it is a stray).
+    Vanished,
+    /// A drain claimed the copy's write-ahead entry (it may be deleting the copy):
+    /// nothing changed; copy the blob again.
+    CopyClaimed,
+}
+
 /// Which tool a recorded run ([`crate::TaskLog`]) belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskKind {
@@ -200,6 +274,12 @@ pub enum TaskKind {
     GdprImport,
     /// `gdpr_export`.
     GdprExport,
+    /// `media_admin datastores transfer`.
+    Transfer,
+    /// `media_admin purge …`.
+    Purge,
+    /// `media_admin quarantine …` and `unquarantine …`.
+    Quarantine,
 }
 
 impl TaskKind {
@@ -209,6 +289,9 @@ impl TaskKind {
             Self::ImportSynapse => "import_synapse",
             Self::GdprImport => "gdpr_import",
             Self::GdprExport => "gdpr_export",
+            Self::Transfer => "media_admin datastores transfer",
+            Self::Purge => "media_admin purge",
+            Self::Quarantine => "media_admin quarantine",
         }
     }
 }
@@ -222,6 +305,114 @@ impl std::fmt::Display for TaskKind {
 /// The ID of a run recorded in the task log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(pub i64);
+
+/// One run recorded in the task log ([`crate::TaskLog::tasks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// Its ID.
+    pub id: TaskId,
+    /// The tool (and subcommand) that ran, as stored ([`TaskKind::as_str`]).
+    pub kind: String,
+    /// Its parameters (JSON, as recorded).
+    pub params: String,
+    /// When it started, ms since the epoch.
+    pub started_ts: i64,
+    /// When it finished; none while it runs, or when it was stopped (killed).
+    pub finished_ts: Option<i64>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Its counters (JSON, as recorded at the end).
+    pub counters: Option<String>,
+}
+
+/// Which runs [`crate::TaskLog::tasks`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskFilter {
+    /// Every run.
+    #[default]
+    All,
+    /// Runs not recorded as finished (still running, or stopped before their end).
+    Unfinished,
+}
+
+/// Which media a purge removes ([`crate::Purge`]). Every bulk form spares pinned media,
+/// and every form but [`PurgeSelection::Quarantined`] and [`PurgeSelection::Media`]
+/// spares quarantined media (their rows keep their bytes blocked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeSelection {
+    /// Media of every origin but `spare` (the repository's own servers), created
+    /// (downloaded) before `before` (ms).
+    Remote {
+        /// The origins that are ours.
+        spare: Vec<ServerName>,
+        /// Only media created before this moment (ms).
+        before: i64,
+    },
+    /// Quarantined media, and every other media holding bytes that are quarantined
+    /// (held by a quarantined media, or blocked by an earlier purge): their bytes are
+    /// deleted and stay blocked ([`crate::Quarantine::is_hash_quarantined`]).
+    Quarantined,
+    /// The named media, pinned or quarantined alike.
+    Media(Vec<MediaKey>),
+    /// Media uploaded by a user.
+    User {
+        /// The uploader.
+        user: UserId,
+        /// Only media created before this moment (ms), when given.
+        before: Option<i64>,
+    },
+    /// Media of one origin.
+    Server {
+        /// The origin.
+        origin: ServerName,
+        /// Only media created before this moment (ms), when given.
+        before: Option<i64>,
+    },
+    /// Media last accessed (or, never accessed, created) before `since`, except those
+    /// of the origins in `spare`.
+    Unaccessed {
+        /// The moment (ms).
+        since: i64,
+        /// Origins left alone (ours, unless local media are included).
+        spare: Vec<ServerName>,
+    },
+}
+
+/// A media a purge selected, as its row was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeCandidate {
+    /// The media.
+    pub key: MediaKey,
+    /// Its bytes.
+    pub sha256: Sha256Hex,
+    /// Whether it is quarantined (its bytes are then blocked for good when it is purged).
+    pub quarantined: bool,
+}
+
+/// What purging one batch of media did (or, in a dry run, would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PurgeTally {
+    /// Media rows deleted.
+    pub media: u64,
+    /// Thumbnail rows deleted with them.
+    pub thumbnails: u64,
+    /// Blobs that lost their last reference (rows deleted, objects queued).
+    pub blobs_freed: u64,
+    /// Their bytes.
+    pub bytes_freed: u64,
+    /// Media IDs of our own servers reserved (never to be reused).
+    pub reserved: u64,
+}
+
+impl std::ops::AddAssign for PurgeTally {
+    fn add_assign(&mut self, other: Self) {
+        self.media += other.media;
+        self.thumbnails += other.thumbnails;
+        self.blobs_freed += other.blobs_freed;
+        self.bytes_freed += other.bytes_freed;
+        self.reserved += other.reserved;
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -244,10 +435,23 @@ mod tests {
             TaskKind::ImportSynapse,
             TaskKind::GdprImport,
             TaskKind::GdprExport,
+            TaskKind::Transfer,
+            TaskKind::Purge,
+            TaskKind::Quarantine,
         ]
         .iter()
         .map(ToString::to_string)
         .collect();
-        assert_eq!(names, ["import_synapse", "gdpr_import", "gdpr_export"]);
+        assert_eq!(
+            names,
+            [
+                "import_synapse",
+                "gdpr_import",
+                "gdpr_export",
+                "media_admin datastores transfer",
+                "media_admin purge",
+                "media_admin quarantine"
+            ]
+        );
     }
 }

@@ -7,6 +7,11 @@
 //! * [`deletion`]: deleting media and draining the deletion queue
 //!   ([`DeletionQueue`](crate::DeletionQueue));
 //! * [`tasks`]: the task log ([`TaskLog`](crate::TaskLog));
+//! * [`attributes`]: a media's purpose ([`MediaAttributes`](crate::MediaAttributes));
+//! * [`purge`]: purges, reserved IDs and blocked bytes ([`Purge`](crate::Purge));
+//! * [`transfer`]: moving blobs between datastores ([`BlobTransfer`](crate::BlobTransfer)),
+//!   and recording a transfer's destination;
+//! * [`usage`]: what each recorded datastore holds;
 //! * [`attach`]: the datastore registry, and which datastore holds the repository's bytes.
 //!
 //! The invariants of DESIGN.md live here: the `blobs` table decides dedup (insert-or-get
@@ -21,13 +26,17 @@ use crate::error::{DbError, QueryContext};
 use crate::location::{DatabaseLocation, IntoDatabaseLocation};
 
 pub mod attach;
+pub mod attributes;
 pub mod blobs;
 pub mod deletion;
 pub mod media;
+pub mod purge;
 pub mod quarantine;
 mod sql;
 mod suggest;
 pub mod tasks;
+pub mod transfer;
+pub mod usage;
 
 /// The values the repository's roles take and return, also reachable here (where they
 /// were defined before the roles were split out).

@@ -14,14 +14,15 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use media_core::datastore::Datastore;
 use media_core::ids::{ServerName, Sha256Hex, UserId};
-use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
+use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailRecord};
 use std::collections::HashMap;
 
 use crate::error::DbError;
 use crate::model::{
-    Blob, BlobOutcome, DatastoreId, DeletedMedia, DrainReport, InsertOutcome, MediaOutcome,
-    NewBlob, NewMedia, PendingDeletion, PinReport, QuarantineAction, QuarantineChangesPage,
-    QuarantineReport, TaskId, TaskKind,
+    Blob, BlobMove, BlobOutcome, BlobTally, DatastoreId, DeletedMedia, DrainReport, InsertOutcome,
+    MediaOutcome, MoveOutcome, NewBlob, NewMedia, PendingDeletion, PinReport, PurgeCandidate,
+    PurgeSelection, PurgeTally, QuarantineAction, QuarantineChangesPage, QuarantineReport,
+    TaskFilter, TaskId, TaskKind, TaskRecord,
 };
 
 /// Which bytes are recorded, and where: the content-addressed index of blobs.
@@ -129,6 +130,15 @@ pub trait Quarantine: Send + Sync {
         action: QuarantineAction<'_>,
     ) -> Result<QuarantineReport, DbError>;
 
+    /// [`Quarantine::set_quarantined`] for each of `keys`, in one transaction (one batch
+    /// of a bulk quarantine); keys no longer recorded are skipped. The report lists every
+    /// media changed and every pinned media skipped, once each.
+    async fn set_quarantined_batch(
+        &self,
+        keys: &[MediaKey],
+        action: QuarantineAction<'_>,
+    ) -> Result<QuarantineReport, DbError>;
+
     /// Up to `limit` (at most [`crate::QUARANTINE_CHANGES_PAGE_LIMIT`]) quarantine
     /// changes after stream position `from` (0 for the start), oldest first.
     async fn quarantine_changes(
@@ -137,8 +147,8 @@ pub trait Quarantine: Send + Sync {
         limit: usize,
     ) -> Result<QuarantineChangesPage, DbError>;
 
-    /// Whether any media with these bytes is quarantined: such bytes are refused by
-    /// every import.
+    /// Whether any media with these bytes is quarantined, or was purged while
+    /// quarantined: such bytes are refused by every import.
     async fn is_hash_quarantined(&self, sha256: &Sha256Hex) -> Result<bool, DbError>;
 }
 
@@ -172,6 +182,48 @@ pub trait DeletionQueue: Send + Sync {
     ) -> Result<DrainReport, DbError>;
 }
 
+/// Moving blobs from one datastore to another without ever losing one (`media_admin
+/// datastores transfer`). The protocol, which converges after a crash anywhere:
+///
+/// 1. [`queue_copies`](BlobTransfer::queue_copies): before a blob is copied, the copy is
+///    queued for deletion in the destination (a write-ahead entry: until the switch
+///    commits, the copy is a stray that a drain removes);
+/// 2. copy and verify, with no transaction open;
+/// 3. [`switch_blobs`](BlobTransfer::switch_blobs): in one transaction per batch, point
+///    each row at its copy (only if it still points at the source), drop the copy's
+///    write-ahead entry and queue the source object for deletion;
+/// 4. drain both datastores' queues ([`DeletionQueue::drain_pending_deletions`]).
+#[async_trait]
+pub trait BlobTransfer: Send + Sync {
+    /// The distinct blobs of `datastore_id` (created before `created_before`, ms, when
+    /// given) and their bytes.
+    async fn tally_blobs(
+        &self,
+        datastore_id: DatastoreId,
+        created_before: Option<i64>,
+    ) -> Result<BlobTally, DbError>;
+
+    /// Up to `limit` blobs of `datastore_id` (created before `created_before` when given)
+    /// whose digest sorts after `after`, in digest order: one page of a keyset walk.
+    async fn blobs_in(
+        &self,
+        datastore_id: DatastoreId,
+        created_before: Option<i64>,
+        after: Option<&Sha256Hex>,
+        limit: i64,
+    ) -> Result<Vec<Blob>, DbError>;
+
+    /// Queues, in one transaction, the deletion of the copies about to be made of `blobs`
+    /// in datastore `to` (at the same content-addressed location), before anything is
+    /// copied; returns each entry's queue ID, in order.
+    async fn queue_copies(&self, to: DatastoreId, blobs: &[Blob]) -> Result<Vec<i64>, DbError>;
+
+    /// Switches each blob's row to its verified copy, in one transaction: compare-and-swap
+    /// on the row's datastore and location; the copy's write-ahead entry is dropped and
+    /// the source object is queued for deletion. Returns one outcome per move, in order.
+    async fn switch_blobs(&self, moves: &[BlobMove]) -> Result<Vec<MoveOutcome>, DbError>;
+}
+
 /// The log of tool runs, for audit and resume.
 #[async_trait]
 pub trait TaskLog: Send + Sync {
@@ -189,4 +241,63 @@ pub trait TaskLog: Send + Sync {
         counters: &str,
         error: Option<&str>,
     ) -> Result<(), DbError>;
+
+    /// The recorded runs `filter` selects, oldest first.
+    async fn tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>, DbError>;
+
+    /// One recorded run, if there is one with this ID.
+    async fn task(&self, id: TaskId) -> Result<Option<TaskRecord>, DbError>;
+}
+
+/// The attributes of a media (as matrix-media-repo's admin API has them): its purpose.
+#[async_trait]
+pub trait MediaAttributes: Send + Sync {
+    /// Sets the purpose of a media; returns the one it had, or [`DbError::NotFound`].
+    async fn set_purpose(&self, key: &MediaKey, purpose: Purpose) -> Result<Purpose, DbError>;
+}
+
+/// Purging media (`media_admin purge`): a [`PurgeSelection`] walked in keyset pages, each
+/// batch deleted in one transaction that also queues the objects nobody references any
+/// more (see [`DeletionQueue`]), reserves the purged IDs of the repository's own servers
+/// and keeps the bytes of purged quarantined media blocked. A dry run tallies each batch
+/// with the same pages and the same reference rule, deleting nothing. Because the plan is
+/// recomputed from the rows, a run stopped anywhere converges on the next.
+#[async_trait]
+pub trait Purge: Send + Sync {
+    /// How many media `selection` selects now.
+    async fn count_purge(&self, selection: &PurgeSelection) -> Result<u64, DbError>;
+
+    /// Up to `limit` media of `selection` after `after`, in (origin, media_id) order.
+    async fn purge_page(
+        &self,
+        selection: &PurgeSelection,
+        after: Option<&MediaKey>,
+        limit: i64,
+    ) -> Result<Vec<PurgeCandidate>, DbError>;
+
+    /// What [`Purge::purge_batch`] would do with `batch` (a page of `selection`, every
+    /// earlier page already purged), changing nothing.
+    async fn tally_purge(
+        &self,
+        selection: &PurgeSelection,
+        batch: &[PurgeCandidate],
+        ours: &[ServerName],
+    ) -> Result<PurgeTally, DbError>;
+
+    /// Deletes `batch` (a page of a purge) in one transaction: media, thumbnails, blob
+    /// rows nothing references any more (their objects queued for deletion), with the
+    /// IDs of media of `ours` (the repository's own servers) reserved and the bytes of
+    /// quarantined media blocked. Drain the queue afterwards.
+    async fn purge_batch(
+        &self,
+        batch: &[PurgeCandidate],
+        ours: &[ServerName],
+    ) -> Result<PurgeTally, DbError>;
+
+    /// The server names the repository's imports recorded as their own (the
+    /// `server_name` of each `import_synapse` run in the task log).
+    async fn recorded_own_servers(&self) -> Result<Vec<ServerName>, DbError>;
+
+    /// Whether a media ID was reserved by a purge.
+    async fn is_reserved(&self, key: &MediaKey) -> Result<bool, DbError>;
 }

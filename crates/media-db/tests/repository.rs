@@ -8,8 +8,9 @@ use media_core::datastore::{Datastore, DatastoreExt};
 use media_core::ids::{Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, ThumbnailRecord};
 use media_db::{
-    BlobIndex, BlobOutcome, DatastoreId, DbError, DeletionQueue, InsertOutcome, MediaIndex,
-    NewBlob, NewMedia, Quarantine, QuarantineAction, Repository, TaskKind, TaskLog, connect,
+    BlobIndex, BlobMove, BlobOutcome, BlobTally, BlobTransfer, DatastoreId, DbError, DeletionQueue,
+    InsertOutcome, MediaIndex, MoveOutcome, NewBlob, NewMedia, Quarantine, QuarantineAction,
+    Repository, TaskKind, TaskLog, connect,
 };
 use media_store::MemoryDatastore;
 use media_store::faulty::FaultyDatastore;
@@ -1028,6 +1029,316 @@ async fn bytes_drained_before_a_batch_are_checked_and_refused() {
                 .unwrap()
                 .is_none()
         );
+    })
+    .await;
+}
+
+/// A second datastore registered next to the fixture's, for tests of transfers.
+async fn second_datastore(f: &Fixture) -> (Arc<MemoryDatastore>, DatastoreId) {
+    let id = f.repo.register_datastore("memory://second").await.unwrap();
+    (Arc::new(MemoryDatastore::new()), id)
+}
+
+/// Issue 14: a drain kept a queued object whenever any blob row had its digest. After a
+/// transfer, the source object of a moved blob is queued while the row points at the
+/// copy: it must be deleted, and a queued copy of bytes whose row points elsewhere (a
+/// transfer's write-ahead entry) too.
+#[tokio::test]
+async fn a_drain_deletes_queued_objects_unless_a_row_points_at_that_very_object() {
+    on_both(|f| async move {
+        let media = f
+            .media("moved", "@alice:example.org", b"moving bytes")
+            .await;
+        f.insert(&media).await;
+        let blob = f
+            .repo
+            .get_blob(&media.record.sha256)
+            .await
+            .unwrap()
+            .unwrap();
+        let (second, second_id) = second_datastore(&f).await;
+
+        // A copy queued (write-ahead) and made in the second datastore, never switched.
+        let guards = f
+            .repo
+            .queue_copies(second_id, std::slice::from_ref(&blob))
+            .await
+            .unwrap();
+        assert_eq!(guards.len(), 1);
+        second.put_bytes(b"moving bytes").await.unwrap();
+        let report = f
+            .repo
+            .drain_pending_deletions(second_id, &*second)
+            .await
+            .unwrap();
+        assert_eq!((report.deleted, report.kept), (1, 0), "{}", f.label);
+        assert!(!second.exists(&blob.location).await.unwrap());
+        assert!(f.store.exists(&blob.location).await.unwrap(), "{}", f.label);
+
+        // The object the row points at is kept (its queued deletion dropped).
+        let guards = f
+            .repo
+            .queue_copies(f.datastore_id, std::slice::from_ref(&blob))
+            .await
+            .unwrap();
+        assert_eq!(guards.len(), 1);
+        let report = f
+            .repo
+            .drain_pending_deletions(f.datastore_id, &*f.store)
+            .await
+            .unwrap();
+        assert_eq!((report.deleted, report.kept), (0, 1), "{}", f.label);
+        assert!(f.store.exists(&blob.location).await.unwrap());
+    })
+    .await;
+}
+
+/// Issue 14: recording bytes cancelled every queued deletion of their digest, in any
+/// datastore. Recording them in one datastore must leave the queued deletion of the same
+/// bytes in another (else that object stays forever, unreferenced), through both ways a
+/// blob is recorded (a media batch, a lone blob).
+#[tokio::test]
+async fn recording_bytes_in_one_datastore_leaves_their_queued_deletion_in_another() {
+    on_both(|f| async move {
+        let (second, second_id) = second_datastore(&f).await;
+        for (round, bytes) in [(0, &b"batch bytes"[..]), (1, &b"lone bytes"[..])] {
+            let media = f
+                .media(&format!("first{round}"), "@alice:example.org", bytes)
+                .await;
+            f.insert(&media).await;
+            let deleted = f
+                .repo
+                .delete_media(std::slice::from_ref(&media.record.key))
+                .await
+                .unwrap();
+            assert_eq!(deleted.enqueued.len(), 1);
+            second.put_bytes(bytes).await.unwrap();
+            if round == 0 {
+                let mut again = f
+                    .media(&format!("again{round}"), "@bob:example.org", bytes)
+                    .await;
+                again.datastore_id = second_id;
+                let outcome = f.repo.insert_media(&again, &*second).await.unwrap();
+                assert_eq!(outcome.media, InsertOutcome::Inserted, "{}", f.label);
+            } else {
+                let blob = NewBlob {
+                    sha256: media.record.sha256.clone(),
+                    size_bytes: media.record.size_bytes,
+                    datastore_id: second_id,
+                };
+                let outcome = f.repo.insert_blob(&blob, &*second).await.unwrap();
+                assert_eq!(outcome, BlobOutcome::Inserted, "{}", f.label);
+            }
+            let report = f
+                .repo
+                .drain_pending_deletions(f.datastore_id, &*f.store)
+                .await
+                .unwrap();
+            assert_eq!(
+                (report.deleted, report.kept),
+                (1, 0),
+                "{} round {round}",
+                f.label
+            );
+            let location = &deleted.enqueued[0].location;
+            assert!(!f.store.exists(location).await.unwrap());
+            assert!(second.exists(location).await.unwrap(), "{}", f.label);
+        }
+    })
+    .await;
+}
+
+/// The switch of a transfer: the row moves to the copy, the copy's write-ahead entry is
+/// dropped and the source object queued; a drain of each side then leaves exactly one
+/// object, in the destination.
+#[tokio::test]
+async fn a_switched_blob_points_at_its_copy_and_its_source_is_drained() {
+    on_both(|f| async move {
+        let media = f.media("moving", "@alice:example.org", b"switch me").await;
+        f.insert(&media).await;
+        let blob = f
+            .repo
+            .get_blob(&media.record.sha256)
+            .await
+            .unwrap()
+            .unwrap();
+        let (second, second_id) = second_datastore(&f).await;
+        let guards = f
+            .repo
+            .queue_copies(second_id, std::slice::from_ref(&blob))
+            .await
+            .unwrap();
+        second.put_bytes(b"switch me").await.unwrap();
+        let moves = [BlobMove {
+            blob: blob.clone(),
+            to: second_id,
+            location: blob.location.clone(),
+            guard: guards[0],
+        }];
+        let outcomes = f.repo.switch_blobs(&moves).await.unwrap();
+        assert_eq!(outcomes, [MoveOutcome::Switched], "{}", f.label);
+        let now = f.repo.get_blob(&blob.sha256).await.unwrap().unwrap();
+        assert_eq!(now.datastore_id, second_id);
+        assert_eq!(now.created_ts, blob.created_ts);
+        assert!(
+            f.repo
+                .pending_deletions(second_id, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        f.repo
+            .drain_pending_deletions(second_id, &*second)
+            .await
+            .unwrap();
+        let report = f
+            .repo
+            .drain_pending_deletions(f.datastore_id, &*f.store)
+            .await
+            .unwrap();
+        assert_eq!(report.deleted, 1, "{}", f.label);
+        assert!(!f.store.exists(&blob.location).await.unwrap());
+        assert!(second.exists(&blob.location).await.unwrap());
+        // Switching again finds the row moved: nothing changes.
+        let outcomes = f.repo.switch_blobs(&moves).await.unwrap();
+        assert_eq!(outcomes, [MoveOutcome::Vanished], "{}", f.label);
+    })
+    .await;
+}
+
+/// A blob deleted while its copy was made is not switched: its copy stays queued and a
+/// drain removes it.
+#[tokio::test]
+async fn a_blob_deleted_during_its_transfer_leaves_its_copy_to_the_drain() {
+    on_both(|f| async move {
+        let media = f
+            .media("deleted", "@alice:example.org", b"short-lived")
+            .await;
+        f.insert(&media).await;
+        let blob = f
+            .repo
+            .get_blob(&media.record.sha256)
+            .await
+            .unwrap()
+            .unwrap();
+        let (second, second_id) = second_datastore(&f).await;
+        let guards = f
+            .repo
+            .queue_copies(second_id, std::slice::from_ref(&blob))
+            .await
+            .unwrap();
+        second.put_bytes(b"short-lived").await.unwrap();
+        f.repo
+            .delete_media(std::slice::from_ref(&media.record.key))
+            .await
+            .unwrap();
+        let moves = [BlobMove {
+            blob: blob.clone(),
+            to: second_id,
+            location: blob.location.clone(),
+            guard: guards[0],
+        }];
+        let outcomes = f.repo.switch_blobs(&moves).await.unwrap();
+        assert_eq!(outcomes, [MoveOutcome::Vanished], "{}", f.label);
+        assert!(f.repo.get_blob(&blob.sha256).await.unwrap().is_none());
+        for (id, store) in [(second_id, &second), (f.datastore_id, &f.store)] {
+            let report = f.repo.drain_pending_deletions(id, &**store).await.unwrap();
+            assert_eq!(report.deleted, 1, "{}", f.label);
+            assert!(!store.exists(&blob.location).await.unwrap());
+        }
+    })
+    .await;
+}
+
+/// A copy whose write-ahead entry a drain claimed (it may be deleting the copy right
+/// now) is not switched to: the row stays on the source, and the source stays.
+#[tokio::test]
+async fn a_copy_claimed_by_a_drain_is_not_switched_to() {
+    on_both(|f| async move {
+        let media = f
+            .media("claimed", "@alice:example.org", b"claimed copy")
+            .await;
+        f.insert(&media).await;
+        let blob = f
+            .repo
+            .get_blob(&media.record.sha256)
+            .await
+            .unwrap()
+            .unwrap();
+        let (second, second_id) = second_datastore(&f).await;
+        let guards = f
+            .repo
+            .queue_copies(second_id, std::slice::from_ref(&blob))
+            .await
+            .unwrap();
+        second.put_bytes(b"claimed copy").await.unwrap();
+        let faulty = FaultyDatastore::new(second.clone(), u64::MAX);
+        faulty.fail_deletes(true);
+        f.repo
+            .drain_pending_deletions(second_id, &faulty)
+            .await
+            .unwrap_err();
+        let moves = [BlobMove {
+            blob: blob.clone(),
+            to: second_id,
+            location: blob.location.clone(),
+            guard: guards[0],
+        }];
+        let outcomes = f.repo.switch_blobs(&moves).await.unwrap();
+        assert_eq!(outcomes, [MoveOutcome::CopyClaimed], "{}", f.label);
+        assert_eq!(
+            f.repo.get_blob(&blob.sha256).await.unwrap(),
+            Some(blob.clone())
+        );
+        assert!(
+            f.repo
+                .pending_deletions(f.datastore_id, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        f.repo
+            .drain_pending_deletions(second_id, &*second)
+            .await
+            .unwrap();
+        assert!(!second.exists(&blob.location).await.unwrap());
+        assert!(f.store.exists(&blob.location).await.unwrap(), "{}", f.label);
+    })
+    .await;
+}
+
+/// Tallies and pages of a datastore's blobs agree, and `created_before` keeps only the
+/// older ones.
+#[tokio::test]
+async fn a_datastores_blobs_are_tallied_and_paged_alike() {
+    on_both(|f| async move {
+        for i in 0..5u8 {
+            let media = f
+                .media(&format!("m{i}"), "@alice:example.org", &[i; 10])
+                .await;
+            f.insert(&media).await;
+        }
+        let tally = f.repo.tally_blobs(f.datastore_id, None).await.unwrap();
+        assert_eq!((tally.blobs, tally.bytes), (5, 50), "{}", f.label);
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = f
+                .repo
+                .blobs_in(f.datastore_id, None, after.as_ref(), 2)
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.sha256.clone());
+            seen.extend(page.into_iter().map(|b| b.sha256));
+        }
+        assert_eq!(seen.len(), 5);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+        let none = f.repo.tally_blobs(f.datastore_id, Some(0)).await.unwrap();
+        assert_eq!(none, BlobTally::default());
+        let usage = f.repo.datastore_usage().await.unwrap();
+        assert_eq!(usage.len(), 1);
+        assert_eq!((usage[0].media, usage[0].blobs, usage[0].bytes), (5, 5, 50));
     })
     .await;
 }

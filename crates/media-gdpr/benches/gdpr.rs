@@ -16,15 +16,22 @@ use std::time::{Duration, Instant};
 use media_archive::WriterOptions;
 use media_core::datastore::{Datastore, DatastoreExt};
 use media_core::records::{MediaKey, MediaRecord, Purpose};
-use media_db::MediaIndex;
 use media_db::repo::NewMedia;
+use media_db::{AttachOptions, Datastores, MediaIndex};
 use media_gdpr::import::Mode;
 use media_gdpr::{Entity, ExportOptions, ImportOptions, MediaBytes, Progress};
-use media_store::FileDatastore;
+use media_store::{FileDatastore, ReadOnlyOpener};
 use media_tests::bench::{env_or, mib, rerun_self, time_shell};
 use rand::{Rng, RngCore, SeedableRng};
 
 const USER: &str = "@bench:example.org";
+
+/// The datastores of a run on `repo`, writing to `store`.
+async fn datastores(repo: &media_db::Repository, store: Arc<dyn Datastore>) -> Datastores {
+    Datastores::attach(repo, store, AttachOptions::WRITE, Arc::new(ReadOnlyOpener))
+        .await
+        .unwrap()
+}
 
 /// Fills a repository with media of random bytes; returns (media, bytes).
 async fn populate(repo_url: &str, store_dir: &Path, total: u64) -> (u64, u64) {
@@ -131,7 +138,7 @@ impl Phase {
                 };
                 let report = media_gdpr::export_from_repository(
                     &repo,
-                    store,
+                    datastores(&repo, store).await,
                     options,
                     Arc::new(Progress::default()),
                 )
@@ -164,7 +171,7 @@ impl Phase {
                     .unwrap();
                 let report = media_gdpr::import_archive(
                     &repo,
-                    store,
+                    datastores(&repo, store).await,
                     folder,
                     options,
                     Arc::new(Progress::default()),

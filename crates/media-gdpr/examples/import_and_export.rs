@@ -38,8 +38,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let repo = media_db::connect(&repo_url).await?;
     let store_dir = work.path().join("store");
     let store = media_store::open(&store_dir.display().to_string()).await?;
-    repo.attach_datastore(store.as_ref(), media_db::AttachOptions::WRITE)
-        .await?;
+    let datastores = media_db::Datastores::attach(
+        &repo,
+        store.clone(),
+        media_db::AttachOptions::WRITE,
+        Arc::new(media_store::ReadOnlyOpener),
+    )
+    .await?;
     println!(
         "repository: {repo_url}, datastore in {}",
         store_dir.display()
@@ -73,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         media_bytes: MediaBytes::Included,
     };
     let progress = Arc::new(Progress::default());
-    let exported = media_gdpr::export_from_repository(&repo, store, options, progress).await?;
+    let exported = media_gdpr::export_from_repository(&repo, datastores, options, progress).await?;
     repo.close().await;
     println!("exported:\n{exported}");
     for part in exported.parts.iter().chain([&exported.manifest]) {

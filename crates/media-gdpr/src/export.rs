@@ -1,7 +1,8 @@
 //! Export one user's or one server's media from our repository into an archive.
 //!
 //! Two stages run side by side: an async producer pages through the records, reads
-//! each distinct blob from the datastore in chunks and hashes them; a blocking writer
+//! each distinct blob in chunks from the datastore its row names (at the recorded
+//! location: see [`media_db::Datastores`]) and hashes them; a blocking writer
 //! thread packs the chunks into the archive parts. The producer holds back each blob's
 //! last chunk until the digest is known, so a blob that no longer matches its hash
 //! (bit rot in the store) turns into a failed entry, cut off the part again.
@@ -19,12 +20,12 @@ use media_archive::writer::extension_for;
 use media_archive::{
     ArchiveWriter, LeftOut, ManifestRecord, NewEntry, WriterOptions, WrittenEntry,
 };
-use media_core::datastore::{BlobKey, BlobPayload, Datastore, StoreError};
+use media_core::datastore::{BlobKey, BlobPayload, StoreError};
 use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord};
 use media_core::run::{Failure, Failures, Reason, Route};
-use media_db::MediaIndex;
 use media_db::repo::Repository;
+use media_db::{Blob, DatastoreId, Datastores, MediaIndex};
 use media_synapse::{SynapseDb, SynapseMedia, files as synapse_files};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -37,6 +38,8 @@ use crate::{Entity, GdprError, Progress};
 const CHUNK: usize = 512 << 10;
 /// Chunks in flight between the producer and the writer (bounds memory).
 const CHUNKS_IN_FLIGHT: usize = 4;
+/// Media records whose blob rows are looked up together.
+const RECORDS_PER_BLOB_LOOKUP: usize = 500;
 
 /// What to export, and how.
 #[derive(Debug, Clone)]
@@ -119,6 +122,9 @@ pub enum ExportReason {
     SizeMismatch,
     /// Its bytes cannot be read, or do not hash to the digest recorded.
     Unreadable,
+    /// The datastore its blob row names cannot be opened, or is not the datastore the
+    /// repository recorded (another identity marker).
+    DatastoreUnavailable,
 }
 
 impl Reason for ExportReason {
@@ -130,6 +136,7 @@ impl Reason for ExportReason {
             Self::FileMissing => "file_missing",
             Self::SizeMismatch => "size_mismatch",
             Self::Unreadable => "unreadable",
+            Self::DatastoreUnavailable => "datastore_unavailable",
         }
     }
 }
@@ -249,8 +256,14 @@ pub struct ExportItem {
 /// Where the bytes of an [`ExportItem`] are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
-    /// In the datastore, under the key of its digest.
-    Datastore,
+    /// A blob of our repository: in the datastore its row names, at the recorded
+    /// location.
+    Blob {
+        /// The datastore holding it.
+        datastore: DatastoreId,
+        /// Its key there.
+        location: BlobKey,
+    },
     /// In Synapse's media store: the file `path` below `media_store`, opened one level
     /// at a time without following any link, and only when it is a regular file (see
     /// [`media_synapse::files::open_in_media_store`]).
@@ -262,9 +275,21 @@ pub enum Content {
     },
 }
 
-impl From<MediaRecord> for ExportItem {
-    fn from(record: MediaRecord) -> Self {
-        Self {
+impl ExportItem {
+    /// The item for a media of our repository whose bytes are the blob `blob` (its row
+    /// of the `blobs` table); a media without one is not exportable.
+    pub fn of_repository(record: MediaRecord, blob: Option<&Blob>) -> Result<Self, NotExportable> {
+        let Some(blob) = blob else {
+            return Err(Failure {
+                item: record.key.to_string(),
+                reason: ExportReason::Unreadable,
+                detail: format!(
+                    "the repository records no blob {} for its bytes",
+                    record.sha256
+                ),
+            });
+        };
+        Ok(Self {
             key: record.key,
             sha256: Some(record.sha256),
             size_bytes: record.size_bytes,
@@ -273,8 +298,11 @@ impl From<MediaRecord> for ExportItem {
             uploader: record.uploader,
             created_ts: record.created_ts,
             quarantined: record.quarantined,
-            content: Content::Datastore,
-        }
+            content: Content::Blob {
+                datastore: blob.datastore_id,
+                location: blob.location.clone(),
+            },
+        })
     }
 }
 
@@ -285,10 +313,11 @@ pub type NotExportable = Failure<ExportReason>;
 /// Items to export, or media the source could not turn into items.
 pub type ExportItems = BoxStream<'static, Result<Result<ExportItem, NotExportable>, GdprError>>;
 
-/// Exports `options.entity`'s media from our repository and its datastore.
+/// Exports `options.entity`'s media from our repository: each media's bytes from the
+/// datastore its blob row names (`datastores` opens the ones other than the given).
 pub async fn export_from_repository(
     repo: &Repository,
-    store: Arc<dyn Datastore>,
+    datastores: Datastores,
     options: ExportOptions,
     progress: Arc<Progress>,
 ) -> Result<ExportReport, GdprError> {
@@ -303,12 +332,34 @@ pub async fn export_from_repository(
         ),
     };
     progress.items_total.store(total, Ordering::Relaxed);
+    // A page of records at a time, with one lookup of where their blobs are.
+    let blob_rows = repo.clone();
     let items = records
-        .map_ok(|record| Ok(ExportItem::from(record)))
-        .map_err(GdprError::from)
+        .try_chunks(RECORDS_PER_BLOB_LOOKUP)
+        .map_err(|e| GdprError::from(e.1))
+        .and_then(move |records| {
+            let repo = blob_rows.clone();
+            async move {
+                let digests: Vec<&Sha256Hex> = records.iter().map(|r| &r.sha256).collect();
+                let blobs = repo.recorded_blobs(&digests).await?;
+                let items: Vec<_> = records
+                    .into_iter()
+                    .map(|record| {
+                        let blob = blobs.get(&record.sha256);
+                        Ok(ExportItem::of_repository(record, blob))
+                    })
+                    .collect();
+                Ok(futures::stream::iter(items))
+            }
+        })
+        .try_flatten()
         .boxed();
-    let from = format!("{}, datastore {}", repo.location(), store.uri());
-    match export_items(items, Some(store), from, options, progress).await {
+    let from = format!(
+        "{}, datastore {}",
+        repo.location(),
+        datastores.given().uri()
+    );
+    match export_items(items, Some(datastores), from, options, progress).await {
         Err(GdprError::NoMedia { entity, .. }) => Err(GdprError::NoMedia {
             suggestions: repo.suggest_entities(&entity).await?,
             entity,
@@ -475,7 +526,7 @@ fn unreadable_row(
 /// a blocking thread writes the archive.
 async fn export_items(
     items: ExportItems,
-    store: Option<Arc<dyn Datastore>>,
+    datastores: Option<Datastores>,
     from: String,
     options: ExportOptions,
     progress: Arc<Progress>,
@@ -497,7 +548,7 @@ async fn export_items(
     let writer_task = tokio::task::spawn_blocking(move || {
         write_archive(writer, step_receiver, &entity_id, &writer_progress)
     });
-    let produced = produce(items, store, &options, steps, &progress).await;
+    let produced = produce(items, datastores.as_ref(), &options, steps, &progress).await;
     let written = writer_task
         .await
         .map_err(|e| GdprError::Worker(e.to_string()))?;
@@ -534,7 +585,7 @@ struct Produced {
 
 async fn produce(
     mut items: ExportItems,
-    store: Option<Arc<dyn Datastore>>,
+    datastores: Option<&Datastores>,
     options: &ExportOptions,
     steps: mpsc::Sender<Step>,
     progress: &Arc<Progress>,
@@ -570,7 +621,7 @@ async fn produce(
             produced.shared_records += 1;
             produced.bytes_saved += item.size_bytes;
         } else {
-            let source = match open_content(&item, store.as_deref()).await {
+            let source = match open_content(&item, datastores).await? {
                 Ok(source) => source,
                 Err((reason, detail)) => {
                     let failure = Failure {
@@ -642,15 +693,17 @@ enum ContentSource {
 type Refusal = (ExportReason, String);
 
 /// Opens an item's bytes: its file in Synapse's media store (no link followed, regular
-/// files only), or the datastore's blob, as a local file when the datastore keeps files
-/// (read with blocking I/O, fewer copies), else as its stream. A file whose length is
-/// not the recorded one is refused (`size_mismatch`) before any of it is read.
+/// files only), or its blob in the datastore its row names, at the recorded location,
+/// as a local file when the datastore keeps files (read with blocking I/O, fewer
+/// copies), else as its stream. A file whose length is not the recorded one is refused
+/// (`size_mismatch`) before any of it is read. Only the repository failing is an error;
+/// anything about the item is a refusal.
 async fn open_content(
     item: &ExportItem,
-    store: Option<&dyn Datastore>,
-) -> Result<ContentSource, Refusal> {
-    let (opened, shown) = match (&item.content, store, &item.sha256) {
-        (Content::MediaStore { media_store, path }, _, _) => {
+    datastores: Option<&Datastores>,
+) -> Result<Result<ContentSource, Refusal>, GdprError> {
+    let (opened, shown) = match (&item.content, datastores) {
+        (Content::MediaStore { media_store, path }, _) => {
             let shown = media_store.join(path);
             let (root, path) = (media_store.clone(), path.clone());
             let opened = tokio::task::spawn_blocking(move || {
@@ -663,29 +716,44 @@ async fn open_content(
             .and_then(|opened| opened);
             (opened, shown)
         }
-        (Content::Datastore, Some(store), Some(sha256)) => {
-            match store.open(&BlobKey::for_hash(sha256), None).await {
+        (
+            Content::Blob {
+                datastore,
+                location,
+            },
+            Some(datastores),
+        ) => {
+            let store = match datastores.store(*datastore).await? {
+                Ok(store) => store,
+                Err(unavailable) => {
+                    let reason = ExportReason::DatastoreUnavailable;
+                    return Ok(Err((reason, unavailable.to_string())));
+                }
+            };
+            match store.open(location, None).await {
                 Ok(BlobPayload::File { file, path, len }) => (Ok((file, len)), path),
                 Ok(BlobPayload::Stream(blob)) => {
                     let limit = synapse_files::read_limit(Some(item.size_bytes), 0);
-                    return Ok(ContentSource::Stream(Box::pin(
+                    return Ok(Ok(ContentSource::Stream(Box::pin(
                         tokio::io::AsyncReadExt::take(blob, limit),
-                    )));
+                    ))));
                 }
                 Err(e @ StoreError::NotFound { .. }) => {
-                    return Err((ExportReason::FileMissing, e.to_string()));
+                    let detail = format!("{e} (datastore #{}, {})", datastore.0, store.uri());
+                    return Ok(Err((ExportReason::FileMissing, detail)));
                 }
                 Err(e) => {
                     let detail = format!("its bytes cannot be read: {e}");
-                    return Err((ExportReason::Unreadable, detail));
+                    return Ok(Err((ExportReason::Unreadable, detail)));
                 }
             }
         }
-        (Content::Datastore, _, _) => {
-            return Err((ExportReason::Unreadable, "it has no datastore key".into()));
+        (Content::Blob { .. }, None) => {
+            let detail = "its blob is in a repository this export does not read";
+            return Ok(Err((ExportReason::Unreadable, detail.into())));
         }
     };
-    match opened {
+    Ok(match opened {
         Ok((file, length)) if length == item.size_bytes => Ok(ContentSource::File(file)),
         Ok((_, length)) => Err((
             ExportReason::SizeMismatch,
@@ -703,7 +771,7 @@ async fn open_content(
             ExportReason::Unreadable,
             format!("its bytes cannot be read: {e}"),
         )),
-    }
+    })
 }
 
 /// Hands a step to the writer thread.
@@ -934,12 +1002,14 @@ fn leave_out(
                           from exports."
                 .to_owned()
         }
-        LeftOutBecause::Failed(ExportReason::SizeMismatch | ExportReason::Unreadable) => {
-            "Its stored copy is damaged or could not be read on \
+        LeftOutBecause::Failed(
+            ExportReason::SizeMismatch
+            | ExportReason::Unreadable
+            | ExportReason::DatastoreUnavailable,
+        ) => "Its stored copy is damaged or could not be read on \
                                            the server, so it could not be exported. Ask the \
                                            server's administrators about it."
-                .to_owned()
-        }
+            .to_owned(),
         LeftOutBecause::Failed(ExportReason::FileMissing) => {
             "Its stored copy is missing on the server, so it could not be exported. Ask the \
              server's administrators about it."

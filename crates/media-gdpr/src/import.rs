@@ -15,7 +15,15 @@
 //! the archive (a repair); a record present with other bytes is a `conflict`, never
 //! overwritten. So a killed import resumes where it stopped. With [`Mode::Verify`]
 //! nothing is written: every entry is hashed, every record looked up in the repository
-//! and its bytes in the datastore checked (presence, size, digest).
+//! and its bytes checked (presence, size, digest).
+//!
+//! Stored bytes are checked in the datastore their blob row names, at the recorded
+//! location (see [`media_db::Datastores`]); new bytes go to the given datastore. Bytes
+//! the repository already holds in another datastore are not put again (that would
+//! only leave a stray copy): new records of them are recorded against the blob there
+//! once it is checked intact. A blob missing or damaged in another datastore is not
+//! repaired (the import writes only to the given one): its records fail, saying to
+//! run the import with that datastore as `--datastore`.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -31,6 +39,7 @@ use media_core::ids::Sha256Hex;
 use media_core::records::{MediaRecord, Purpose};
 use media_core::run::{Failures, Reason, Route, RunMode};
 use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
+use media_db::{Blob, BlobIndex, DatastoreUnavailable, Datastores};
 use media_db::{MediaIndex, Quarantine, TaskKind, TaskLog};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -147,10 +156,15 @@ pub enum ImportReason {
     NotInRepository,
     /// Verify: the repository has other bytes for the media.
     DifferentInRepository,
-    /// Verify: the repository records the media, but its blob is not in the datastore.
+    /// The repository records the media, but its blob is not in the datastore its row
+    /// names (found by a verification, or by an import when that datastore is not the
+    /// one it writes to, so that it cannot put the blob back).
     MissingFromDatastore,
-    /// Verify: the media's blob in the datastore is damaged.
+    /// The media's blob in the datastore its row names is damaged (found as above).
     DamagedInDatastore,
+    /// The datastore the media's blob row names cannot be opened, or is not the one the
+    /// repository recorded (another identity marker).
+    DatastoreUnavailable,
     /// The media's bytes are quarantined in the repository.
     Quarantined,
     /// The entry does not match its record: nothing was written.
@@ -173,6 +187,7 @@ impl Reason for ImportReason {
             Self::DifferentInRepository => "different_in_repository",
             Self::MissingFromDatastore => "missing_from_datastore",
             Self::DamagedInDatastore => "damaged_in_datastore",
+            Self::DatastoreUnavailable => "datastore_unavailable",
             Self::Quarantined => "quarantined",
             Self::Mismatch => "mismatch",
             Self::Conflict => "conflict",
@@ -293,7 +308,7 @@ pub async fn open_archive(directory: &Path) -> Result<ArchiveFolder, GdprError> 
 /// `options.directory`). See the [module documentation](self).
 pub async fn import_archive(
     repo: &Repository,
-    store: Arc<dyn Datastore>,
+    datastores: Datastores,
     folder: ArchiveFolder,
     options: ImportOptions,
     progress: Arc<Progress>,
@@ -301,6 +316,7 @@ pub async fn import_archive(
     for stray in &folder.strays {
         tracing::warn!("{} is not an archive part; ignored", stray.display());
     }
+    let store = datastores.given().clone();
     let (datastore_id, task) = match options.mode {
         Mode::Verify => (None, None),
         Mode::Import => {
@@ -321,6 +337,7 @@ pub async fn import_archive(
         handle: Handle::current(),
         repo: repo.clone(),
         store,
+        datastores,
         datastore_id,
         progress,
         source_label: format!("gdpr:{}", options.directory.display()),
@@ -480,7 +497,7 @@ impl RecordIndex {
     }
 }
 
-/// The state of a blob in the datastore.
+/// The state of a blob in a datastore.
 enum Stored {
     /// Present with the right size and digest.
     Intact,
@@ -490,14 +507,14 @@ enum Stored {
     Damaged(String),
 }
 
-/// Reads the blob of `sha256` from the datastore and checks its size and digest.
+/// Reads the blob of `sha256` stored under `key` and checks its size and digest.
 async fn stored_state(
     store: &dyn Datastore,
+    key: &BlobKey,
     sha256: &Sha256Hex,
     size: u64,
 ) -> Result<Stored, StoreError> {
-    let key = BlobKey::for_hash(sha256);
-    let mut reader = match store.get(&key, None).await {
+    let mut reader = match store.get(key, None).await {
         Ok(reader) => reader,
         Err(StoreError::NotFound { .. }) => return Ok(Stored::Missing),
         Err(e) => return Err(e),
@@ -530,12 +547,58 @@ async fn stored_state(
     })
 }
 
+/// A recorded blob, checked in the datastore its row names.
+struct RecordedBlob {
+    /// That datastore.
+    datastore: DatastoreId,
+    /// Its recorded URI, for messages.
+    uri: String,
+    /// What it holds there, or why that datastore cannot be read.
+    state: Result<Stored, DatastoreUnavailable>,
+}
+
+impl RecordedBlob {
+    /// Why the records of this blob (`sha256`) fail, or `None` when it is intact.
+    /// `repair` says how to put the blob back.
+    fn problem(&self, sha256: &Sha256Hex, repair: &str) -> Option<(ImportReason, String)> {
+        let (id, uri) = (self.datastore.0, &self.uri);
+        match &self.state {
+            Ok(Stored::Intact) => None,
+            Ok(Stored::Missing) => Some((
+                ImportReason::MissingFromDatastore,
+                format!(
+                    "the repository records it, but datastore #{id} ({uri}) has no blob \
+                     {sha256} ({repair})"
+                ),
+            )),
+            Ok(Stored::Damaged(problem)) => Some((
+                ImportReason::DamagedInDatastore,
+                format!(
+                    "its blob {sha256} in datastore #{id} ({uri}) is damaged: {problem} \
+                     ({repair})"
+                ),
+            )),
+            Err(unavailable) => Some((ImportReason::DatastoreUnavailable, unavailable.to_string())),
+        }
+    }
+
+    /// How to put the blob back where its row says it is, from an import that writes
+    /// elsewhere.
+    fn repair_elsewhere(&self) -> String {
+        format!("gdpr_import with --datastore {} puts it back", self.uri)
+    }
+}
+
 /// The blocking side of an import: reads parts and drives the async repository and
 /// datastore through `handle`.
 struct Importer {
     handle: Handle,
     repo: Repository,
+    /// The datastore new bytes go to.
     store: Arc<dyn Datastore>,
+    /// Every datastore of the repository, for the blobs it already holds.
+    datastores: Datastores,
+    /// The given datastore's ID (an import records it; a verification may not).
     datastore_id: Option<DatastoreId>,
     progress: Arc<Progress>,
     source_label: String,
@@ -756,8 +819,9 @@ impl Importer {
         let declared = records.iter().map(|w| w.checked.size).max().unwrap_or(0);
         let hashed = hash_at_most(body, declared + 1);
         self.report.entries_read += 1;
-        // The datastore's verdict on the blob, read once for the records sharing it.
-        let mut stored: Option<Stored> = None;
+        // The verdict on the blob where its row says it is, read once for the records
+        // sharing it.
+        let mut stored: Option<RecordedBlob> = None;
         for wanted in records {
             let (sha256, length) = match &hashed {
                 Ok(hashed) => hashed,
@@ -796,38 +860,21 @@ impl Importer {
                     ),
                 ),
                 Some(_) => {
-                    let state = match &stored {
-                        Some(state) => state,
-                        None => stored.insert(self.handle.block_on(stored_state(
-                            &*self.store,
-                            &wanted.checked.sha256,
-                            wanted.checked.size,
-                        ))?),
+                    let blob = match &stored {
+                        Some(blob) => blob,
+                        None => stored.insert(self.check_recorded(&wanted.checked.sha256)?),
                     };
-                    match state {
-                        Stored::Intact => {
+                    let repair = if self.is_given(blob.datastore) {
+                        "gdpr_import without --verify puts it back".to_owned()
+                    } else {
+                        blob.repair_elsewhere()
+                    };
+                    match blob.problem(&wanted.checked.sha256, &repair) {
+                        None => {
                             self.report.verified += 1;
                             self.progress.items_done.fetch_add(1, Ordering::Relaxed);
                         }
-                        Stored::Missing => self.fail(
-                            &wanted.mxc,
-                            ImportReason::MissingFromDatastore,
-                            format!(
-                                "the repository records it, but the datastore {} has no blob \
-                                 {} (gdpr_import without --verify puts it back)",
-                                self.store.uri(),
-                                wanted.checked.sha256
-                            ),
-                        ),
-                        Stored::Damaged(problem) => {
-                            let detail = format!(
-                                "its blob {} in the datastore {} is damaged: {problem} \
-                                 (gdpr_import without --verify repairs it)",
-                                wanted.checked.sha256,
-                                self.store.uri()
-                            );
-                            self.fail(&wanted.mxc, ImportReason::DamagedInDatastore, detail)
-                        }
+                        Some((reason, detail)) => self.fail(&wanted.mxc, reason, detail),
                     }
                 }
             }
@@ -850,20 +897,23 @@ impl Importer {
             return Ok(());
         };
         let (sha256, size) = (first.checked.sha256.clone(), first.checked.size);
+        let recorded = self.handle.block_on(self.repo.get_blob(&sha256))?;
+        if let Some(blob) = recorded
+            .as_ref()
+            .filter(|blob| !self.is_given(blob.datastore_id))
+        {
+            return self.import_stored_elsewhere(blob, records);
+        }
         // Records already present: their blob is checked, and put again only when it is
         // missing or damaged.
         if records.iter().any(|w| w.present) {
+            let key = recorded.map_or_else(|| BlobKey::for_hash(&sha256), |blob| blob.location);
             let state = self
                 .handle
-                .block_on(stored_state(&*self.store, &sha256, size))?;
+                .block_on(stored_state(&*self.store, &key, &sha256, size))?;
             match state {
                 Stored::Intact => {
-                    let intact = records.iter().filter(|w| w.present).count() as u64;
-                    self.report.already_present += intact;
-                    self.progress
-                        .items_done
-                        .fetch_add(intact, Ordering::Relaxed);
-                    records.retain(|w| !w.present);
+                    self.count_present(&mut records);
                     if records.is_empty() {
                         return Ok(());
                     }
@@ -873,25 +923,14 @@ impl Importer {
                 }
                 Stored::Damaged(problem) => {
                     tracing::warn!("blob {sha256} is damaged ({problem}); replacing it");
-                    self.handle
-                        .block_on(self.store.delete(&BlobKey::for_hash(&sha256)))?;
+                    self.handle.block_on(self.store.delete(&key))?;
                 }
             }
         }
         self.report.entries_read += 1;
-        if self
-            .handle
-            .block_on(self.repo.is_hash_quarantined(&sha256))?
-        {
-            for wanted in records {
-                self.fail(
-                    &wanted.mxc,
-                    ImportReason::Quarantined,
-                    format!("its bytes ({sha256}) are quarantined in this repository"),
-                );
-            }
+        let Some(records) = self.unless_quarantined(&sha256, records)? else {
             return Ok(());
-        }
+        };
         let options =
             PutOptions::expecting(Some(sha256), Some(size)).with_durability(Durability::AfterSync);
         // Never read more than one byte past the declared size: an oversized entry is
@@ -928,6 +967,120 @@ impl Importer {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Whether `datastore` is the given one, which new bytes go to.
+    fn is_given(&self, datastore: DatastoreId) -> bool {
+        Some(datastore) == self.datastore_id.or(self.datastores.given_id())
+    }
+
+    /// The blob `sha256` the repository records, checked (read and hashed) in the
+    /// datastore its row names, at the recorded location.
+    /// (A media row without its blob row cannot be: the schema's foreign key forbids it.)
+    fn check_recorded(&self, sha256: &Sha256Hex) -> Result<RecordedBlob, GdprError> {
+        self.handle.block_on(async {
+            let blob = self.repo.get_blob(sha256).await?.ok_or_else(|| {
+                GdprError::Db(media_db::DbError::InvalidRow {
+                    table: "media",
+                    key: sha256.to_string(),
+                    reason: "a media references this blob, which has no row".into(),
+                })
+            })?;
+            self.check_blob(&blob).await
+        })
+    }
+
+    /// `blob`, checked in the datastore its row names.
+    async fn check_blob(&self, blob: &Blob) -> Result<RecordedBlob, GdprError> {
+        let (state, uri) = match self.datastores.store(blob.datastore_id).await? {
+            Ok(store) => {
+                let state =
+                    stored_state(&*store, &blob.location, &blob.sha256, blob.size_bytes).await?;
+                (Ok(state), store.uri())
+            }
+            Err(unavailable) => {
+                let uri = unavailable.uri.clone();
+                (Err(unavailable), uri)
+            }
+        };
+        Ok(RecordedBlob {
+            datastore: blob.datastore_id,
+            uri,
+            state,
+        })
+    }
+
+    /// The records of an entry whose bytes the repository holds in another datastore
+    /// than the given one: nothing is put (it would only be a stray copy). The blob is
+    /// checked there; when intact, the present records are counted and the new ones
+    /// recorded against it; otherwise every record fails, naming that datastore.
+    fn import_stored_elsewhere(
+        &mut self,
+        blob: &Blob,
+        mut records: Vec<Wanted>,
+    ) -> Result<(), GdprError> {
+        let checked = self.handle.block_on(self.check_blob(blob))?;
+        if let Some((reason, detail)) = checked.problem(&blob.sha256, &checked.repair_elsewhere()) {
+            for wanted in records {
+                self.fail(&wanted.mxc, reason, detail.clone());
+            }
+            return Ok(());
+        }
+        self.count_present(&mut records);
+        let Some(records) = self.unless_quarantined(&blob.sha256, records)? else {
+            return Ok(());
+        };
+        for wanted in records {
+            self.record_later(wanted);
+        }
+        if self.batch.len() >= BATCH_SIZE {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Counts the present records (their blob was found intact) and leaves the others.
+    fn count_present(&mut self, records: &mut Vec<Wanted>) {
+        let intact = records.iter().filter(|w| w.present).count() as u64;
+        self.report.already_present += intact;
+        self.progress
+            .items_done
+            .fetch_add(intact, Ordering::Relaxed);
+        records.retain(|w| !w.present);
+    }
+
+    /// `records`, unless their bytes (`sha256`) are quarantined in the repository: then
+    /// each fails, and `None` is returned.
+    fn unless_quarantined(
+        &mut self,
+        sha256: &Sha256Hex,
+        records: Vec<Wanted>,
+    ) -> Result<Option<Vec<Wanted>>, GdprError> {
+        if records.is_empty()
+            || !self
+                .handle
+                .block_on(self.repo.is_hash_quarantined(sha256))?
+        {
+            return Ok(Some(records));
+        }
+        for wanted in records {
+            self.fail(
+                &wanted.mxc,
+                ImportReason::Quarantined,
+                format!("its bytes ({sha256}) are quarantined in this repository"),
+            );
+        }
+        Ok(None)
+    }
+
+    /// Queues a record whose bytes are stored, for the next batch.
+    fn record_later(&mut self, wanted: Wanted) {
+        let media = NewMedia {
+            record: self.media_record(wanted),
+            thumbnails: Vec::new(),
+            datastore_id: self.datastore_id.expect("imports register a datastore"),
+        };
+        self.batch.push(media);
     }
 
     /// Waits for the oldest concurrent put and files its records.
@@ -973,11 +1126,7 @@ impl Importer {
                             self.report.repaired += 1;
                             self.progress.items_done.fetch_add(1, Ordering::Relaxed);
                         }
-                        None => self.batch.push(NewMedia {
-                            record: self.media_record(wanted),
-                            thumbnails: Vec::new(),
-                            datastore_id: self.datastore_id.expect("imports register a datastore"),
-                        }),
+                        None => self.record_later(wanted),
                     }
                 }
             }

@@ -6,7 +6,7 @@
 //! * [`import`]: an archive folder back into a repository, every record's bytes checked
 //!   against the manifest before anything is written; `verify` checks without writing.
 //!
-//! An export reads a repository and its datastore (filled, for instance, by
+//! An export reads a repository and its datastores (filled, for instance, by
 //! `media_import::import_synapse`) and writes `export-part-N.tgz` files and
 //! `export-manifest.tgz`, which matrix-media-repo's own tools read too. Importing a
 //! Synapse and exporting one user (`examples/import_and_export.rs` does the same as a
@@ -18,7 +18,7 @@
 //!
 //! use media_archive::WriterOptions;
 //! use media_core::run::Report;
-//! use media_db::AttachOptions;
+//! use media_db::{AttachOptions, Datastores};
 //! use media_gdpr::{ExportOptions, MediaBytes, Progress};
 //! use media_import::{ImportOptions, Include};
 //!
@@ -28,7 +28,11 @@
 //! tokio::runtime::Runtime::new()?.block_on(async {
 //!     let repo = media_db::connect("sqlite::memory:").await?;
 //!     let store = media_store::open(&folder.path().join("store").display().to_string()).await?;
-//!     repo.attach_datastore(store.as_ref(), AttachOptions::WRITE).await?;
+//!     // The datastore new bytes go to, and the repository's other datastores (read
+//!     // when a blob's row names one of them).
+//!     let opener = Arc::new(media_store::ReadOnlyOpener);
+//!     let datastores =
+//!         Datastores::attach(&repo, store.clone(), AttachOptions::WRITE, opener).await?;
 //!
 //!     let synapse_db = synapse_dir.join("homeserver.db").display().to_string();
 //!     let synapse = media_synapse::open_synapse(&synapse_db).await?;
@@ -53,7 +57,7 @@
 //!         media_bytes: MediaBytes::Included,
 //!     };
 //!     let progress = Arc::new(Progress::default());
-//!     let report = media_gdpr::export_from_repository(&repo, store, options, progress).await?;
+//!     let report = media_gdpr::export_from_repository(&repo, datastores, options, progress).await?;
 //!     println!("{report}");
 //!     assert!(report.manifest.is_file());
 //!     assert!(!report.has_failures());

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use media_archive::{ArchiveWriter, ManifestRecord, NewEntry, WriterOptions};
 use media_core::hashing::sha256_of;
+use media_db::{AttachOptions, Datastores};
 use media_gdpr::import::{Mode, open_archive};
 use media_gdpr::{ImportOptions, Progress, import_archive};
+use media_store::ReadOnlyOpener;
 use media_store::faulty::FaultyDatastore;
 use media_tests::TestDatabase;
 
@@ -70,9 +72,17 @@ async fn import_into_a_failing_datastore(repo_url: &str, archive: &Path, puts: u
         mode: Mode::Import,
     };
     let opened = open_archive(archive).await.unwrap();
-    let run = import_archive(
+    let datastores = Datastores::attach(
         &repo,
         faulty.clone(),
+        AttachOptions::WRITE,
+        Arc::new(ReadOnlyOpener),
+    )
+    .await
+    .unwrap();
+    let run = import_archive(
+        &repo,
+        datastores,
         opened,
         options,
         Arc::new(Progress::default()),

@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use fs::{CleanupReport, FileDatastore};
-use media_core::datastore::{Datastore, StoreError};
+use media_core::datastore::{Datastore, DatastoreOpener, StoreError};
 pub use memory::MemoryDatastore;
 pub use s3::{S3Datastore, S3Location};
 
@@ -128,8 +128,20 @@ pub async fn open_read_only(uri: &str) -> Result<Arc<dyn Datastore>, StoreError>
         DatastoreLocation::Folder(path) if !path.is_dir() => stand_in(path),
         DatastoreLocation::Folder(path) => Arc::new(FileDatastore::open_read_only(path)),
         DatastoreLocation::Memory => Arc::new(MemoryDatastore::new()),
-        DatastoreLocation::S3(location) => Arc::new(S3Datastore::open(location).await?),
+        DatastoreLocation::S3(location) => Arc::new(S3Datastore::open_read_only(location).await?),
     })
+}
+
+/// Opens any datastore URI [`open_read_only`] accepts: the [`DatastoreOpener`] through
+/// which a repository reaches the other datastores it recorded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOnlyOpener;
+
+#[async_trait::async_trait]
+impl DatastoreOpener for ReadOnlyOpener {
+    async fn open_read_only(&self, uri: &str) -> Result<Arc<dyn Datastore>, StoreError> {
+        open_read_only(uri).await
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +165,7 @@ mod tests {
                 prefix: "store".into(),
                 endpoint: Some("http://127.0.0.1:3900".into()),
                 region: None,
+                profile: None,
             })
         );
     }

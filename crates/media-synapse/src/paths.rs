@@ -70,19 +70,23 @@ pub fn local_content(media_id: &MediaId, url_preview: bool) -> Option<PathBuf> {
     Some(PathBuf::from("local_content").join(fan_out(media_id.as_str())?))
 }
 
+/// The folder holding every thumbnail of a local media (`url_preview` for URL-preview
+/// rows).
+pub fn local_thumbnail_folder(media_id: &MediaId, url_preview: bool) -> Option<PathBuf> {
+    if url_preview {
+        let (date, rest) = url_cache_parts(media_id)?;
+        return Some(["url_cache_thumbnails", date, rest].iter().collect());
+    }
+    Some(PathBuf::from("local_thumbnails").join(fan_out(media_id.as_str())?))
+}
+
 /// A thumbnail of a local media.
 pub fn local_thumbnail(
     media_id: &MediaId,
     url_preview: bool,
     thumbnail: &ThumbnailName,
 ) -> Option<PathBuf> {
-    let folder = if url_preview {
-        let (date, rest) = url_cache_parts(media_id)?;
-        ["url_cache_thumbnails", date, rest].iter().collect()
-    } else {
-        PathBuf::from("local_thumbnails").join(fan_out(media_id.as_str())?)
-    };
-    Some(folder.join(thumbnail.file_name()?))
+    Some(local_thumbnail_folder(media_id, url_preview)?.join(thumbnail.file_name()?))
 }
 
 /// The cached content of a remote media, by its filesystem ID.
@@ -94,18 +98,22 @@ pub fn remote_content(origin: &ServerName, filesystem_id: &MediaId) -> Option<Pa
     )
 }
 
+/// The folder holding every thumbnail of a remote media, by its filesystem ID.
+pub fn remote_thumbnail_folder(origin: &ServerName, filesystem_id: &MediaId) -> Option<PathBuf> {
+    Some(
+        PathBuf::from("remote_thumbnail")
+            .join(origin.as_str())
+            .join(fan_out(filesystem_id.as_str())?),
+    )
+}
+
 /// A thumbnail of a remote media.
 pub fn remote_thumbnail(
     origin: &ServerName,
     filesystem_id: &MediaId,
     thumbnail: &ThumbnailName,
 ) -> Option<PathBuf> {
-    Some(
-        PathBuf::from("remote_thumbnail")
-            .join(origin.as_str())
-            .join(fan_out(filesystem_id.as_str())?)
-            .join(thumbnail.file_name()?),
-    )
+    Some(remote_thumbnail_folder(origin, filesystem_id)?.join(thumbnail.file_name()?))
 }
 
 #[cfg(test)]

@@ -16,16 +16,40 @@
 //!   sample of the recorded blobs is found in it.
 //! * An in-memory datastore is refused for a repository that outlives the process
 //!   ([`DbError::EphemeralDatastore`]).
+//!
+//! # Where a blob's bytes are read
+//!
+//! A repository's blobs may live in several datastores (after a transfer moved some of
+//! them). Each `blobs` row says where its bytes are: `(datastore_id, location)`. So:
+//!
+//! * The datastore a tool is given (`--datastore`) is the one it **writes** new bytes
+//!   to, and must be one the repository knows (the rules above).
+//! * A blob is **read** from the datastore its row names, at the recorded `location`
+//!   (never a key recomputed from the digest): the given datastore when it is that one,
+//!   otherwise the recorded datastore opened read-only from its recorded URI, after its
+//!   identity marker was checked against the recorded one
+//!   ([`Datastores`](crate::Datastores) does this, opening each datastore once per run,
+//!   lazily, shared by every worker). A recorded datastore that cannot be opened, or
+//!   holds another marker (or none), fails each item it holds with
+//!   [`DatastoreUnavailable`](crate::DatastoreUnavailable), which names it: it is never
+//!   taken for a missing blob.
+//! * [`Repository::datastore_records`] lists the datastores (ID, URI, identity),
+//!   [`Repository::recorded_datastore`] finds one by ID, and
+//!   [`Repository::recorded_blobs`] reads the rows saying where blobs are, in batches.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 
 use media_core::datastore::{BlobKey, Datastore};
+use media_core::ids::Sha256Hex;
 use media_core::now_ms;
 
 use super::Repository;
+use super::sql::{ROWS_PER_STATEMENT, placeholder_list};
 use crate::connect::{Dialect, on_pool};
 use crate::error::{DbError, QueryContext};
-use crate::model::DatastoreId;
+use crate::model::{Blob, DatastoreId, RecordedDatastore};
+use crate::rows::BlobRow;
 
 /// Blobs of a recorded datastore looked for in a datastore said to hold its moved data.
 pub const MOVED_SAMPLE: i64 = 20;
@@ -57,26 +81,17 @@ impl AttachOptions {
     };
 }
 
-/// A row of the `datastores` table.
-#[derive(Debug, Clone)]
-struct Recorded {
-    id: i64,
-    uri: String,
-    identity: Option<String>,
-}
-
-impl Recorded {
-    fn describe(list: &[Recorded]) -> String {
-        let names: Vec<String> = list
-            .iter()
-            .map(|r| format!("{} (datastore #{})", r.uri, r.id))
-            .collect();
-        names.join(", ")
-    }
+/// The recorded datastores, for messages: `uri (datastore #id), …`.
+fn describe(list: &[RecordedDatastore]) -> String {
+    let names: Vec<String> = list
+        .iter()
+        .map(|r| format!("{} (datastore #{})", r.uri, r.id.0))
+        .collect();
+    names.join(", ")
 }
 
 /// A fresh identity marker: 128 random bits in hex.
-fn new_marker() -> String {
+pub(super) fn new_marker() -> String {
     let mut marker = String::with_capacity(32);
     for part in 0..2u8 {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -137,7 +152,7 @@ impl Repository {
         if store.is_ephemeral() && self.outlives_process().await? {
             return Err(DbError::EphemeralDatastore { given });
         }
-        let recorded = self.recorded_datastores().await?;
+        let recorded = self.datastore_records().await?;
         let marker = store.read_marker().await?;
         if let Some(marker) = &marker
             && let Some(known) = recorded
@@ -147,7 +162,7 @@ impl Repository {
             if known.uri != given && write {
                 self.relocate(known, &given, &recorded).await?;
             }
-            return Ok(Some(DatastoreId(known.id)));
+            return Ok(Some(known.id));
         }
         let same_place = recorded.iter().find(|r| r.uri == given);
         // Recorded before markers existed: the URI is all there is to go by.
@@ -158,11 +173,11 @@ impl Repository {
                 let marker = store.claim_marker(&new_marker()).await?;
                 self.set_identity(legacy.id, &marker).await?;
             }
-            return Ok(Some(DatastoreId(legacy.id)));
+            return Ok(Some(legacy.id));
         }
         if !self.has_blobs().await? {
             if !write {
-                return Ok(same_place.map(|r| DatastoreId(r.id)));
+                return Ok(same_place.map(|r| r.id));
             }
             let marker = match marker {
                 Some(marker) => marker,
@@ -186,7 +201,7 @@ impl Repository {
         };
         Err(DbError::WrongDatastore {
             given,
-            recorded: Recorded::describe(&recorded),
+            recorded: describe(&recorded),
             first: recorded.first().map(|r| r.uri.clone()).unwrap_or_default(),
             why,
         })
@@ -209,18 +224,51 @@ impl Repository {
         })
     }
 
-    /// Every recorded datastore, oldest first.
-    async fn recorded_datastores(&self) -> Result<Vec<Recorded>, DbError> {
-        let rows: Vec<(i64, String, Option<String>)> = on_pool!(&self.pool, |p| {
-            sqlx::query_as("SELECT id, uri, identity FROM datastores ORDER BY id")
-                .fetch_all(p)
+    /// The recorded datastore with this ID, if any.
+    pub async fn recorded_datastore(
+        &self,
+        id: DatastoreId,
+    ) -> Result<Option<RecordedDatastore>, DbError> {
+        let row: Option<(i64, String, Option<String>)> = on_pool!(&self.pool, |p| {
+            sqlx::query_as("SELECT id, uri, identity FROM datastores WHERE id = $1")
+                .bind(id.0)
+                .fetch_optional(p)
                 .await
-                .during("list the recorded datastores")?
+                .during("look up a datastore")?
         });
-        Ok(rows
-            .into_iter()
-            .map(|(id, uri, identity)| Recorded { id, uri, identity })
-            .collect())
+        Ok(row.map(|(id, uri, identity)| RecordedDatastore {
+            id: DatastoreId(id),
+            uri,
+            identity,
+        }))
+    }
+
+    /// The rows of those of `digests` that are recorded, by digest: which datastore
+    /// holds each blob, and where. A few statements for any number of digests.
+    pub async fn recorded_blobs(
+        &self,
+        digests: &[&Sha256Hex],
+    ) -> Result<HashMap<Sha256Hex, Blob>, DbError> {
+        let mut found = HashMap::with_capacity(digests.len());
+        for chunk in digests.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT sha256, size_bytes, datastore_id, location, created_ts \
+                 FROM blobs WHERE sha256 IN ({})",
+                placeholder_list(self.dialect, chunk.len(), 1)
+            );
+            let rows: Vec<BlobRow> = on_pool!(&self.pool, |p| {
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for sha256 in chunk {
+                    query = query.bind(sha256.as_str());
+                }
+                query.fetch_all(p).await.during("look up blobs")?
+            });
+            for row in rows {
+                let blob = row.into_blob()?;
+                found.insert(blob.sha256.clone(), blob);
+            }
+        }
+        Ok(found)
     }
 
     /// Whether any blob is recorded.
@@ -234,11 +282,12 @@ impl Repository {
         Ok(any.is_some())
     }
 
-    async fn set_identity(&self, id: i64, marker: &str) -> Result<(), DbError> {
+    /// Records `marker` as the identity of datastore `id`.
+    pub(super) async fn set_identity(&self, id: DatastoreId, marker: &str) -> Result<(), DbError> {
         on_pool!(&self.pool, |p| {
             sqlx::query("UPDATE datastores SET identity = $1 WHERE id = $2")
                 .bind(marker)
-                .bind(id)
+                .bind(id.0)
                 .execute(p)
                 .await
                 .map(drop)
@@ -250,7 +299,7 @@ impl Repository {
     /// Records the datastore at `uri` with `marker` (an empty repository's new datastore).
     async fn record_new(&self, uri: &str, marker: &str) -> Result<DatastoreId, DbError> {
         let id = self.register_datastore(uri).await?;
-        self.set_identity(id.0, marker).await?;
+        self.set_identity(id, marker).await?;
         tracing::info!("recorded datastore #{} at {uri}", id.0);
         Ok(id)
     }
@@ -258,25 +307,25 @@ impl Repository {
     /// Records that `known` is now at `uri`.
     async fn relocate(
         &self,
-        known: &Recorded,
+        known: &RecordedDatastore,
         uri: &str,
-        recorded: &[Recorded],
+        recorded: &[RecordedDatastore],
     ) -> Result<(), DbError> {
         if let Some(other) = recorded.iter().find(|r| r.uri == uri && r.id != known.id) {
             return Err(DbError::WrongDatastore {
                 given: uri.to_owned(),
-                recorded: Recorded::describe(recorded),
+                recorded: describe(recorded),
                 first: known.uri.clone(),
                 why: format!(
                     "{uri} holds the marker of datastore #{} but is recorded as datastore #{}",
-                    known.id, other.id
+                    known.id.0, other.id.0
                 ),
             });
         }
         on_pool!(&self.pool, |p| {
             sqlx::query("UPDATE datastores SET uri = $1 WHERE id = $2")
                 .bind(uri)
-                .bind(known.id)
+                .bind(known.id.0)
                 .execute(p)
                 .await
                 .map(drop)
@@ -285,7 +334,7 @@ impl Repository {
         tracing::info!(
             "datastore #{} was recorded at {}, and is now at {uri} (its marker matches): \
              its new location is recorded",
-            known.id,
+            known.id.0,
             known.uri
         );
         Ok(())
@@ -297,7 +346,7 @@ impl Repository {
         &self,
         store: &dyn Datastore,
         given: &str,
-        recorded: &[Recorded],
+        recorded: &[RecordedDatastore],
         write: bool,
     ) -> Result<Option<DatastoreId>, DbError> {
         let mut findings = Vec::new();
@@ -307,7 +356,7 @@ impl Repository {
                     "SELECT location, size_bytes FROM blobs WHERE datastore_id = $1 \
                      ORDER BY sha256 LIMIT $2",
                 )
-                .bind(candidate.id)
+                .bind(candidate.id.0)
                 .bind(MOVED_SAMPLE)
                 .fetch_all(p)
                 .await
@@ -338,17 +387,17 @@ impl Repository {
                         self.relocate(candidate, given, recorded).await?;
                     }
                 }
-                return Ok(Some(DatastoreId(candidate.id)));
+                return Ok(Some(candidate.id));
             }
             findings.push(format!(
                 "{missing} of {} sampled blobs of datastore #{} are missing there",
                 sample.len(),
-                candidate.id
+                candidate.id.0
             ));
         }
         Err(DbError::WrongDatastore {
             given: given.to_owned(),
-            recorded: Recorded::describe(recorded),
+            recorded: describe(recorded),
             first: recorded.first().map(|r| r.uri.clone()).unwrap_or_default(),
             why: format!(
                 "the data was said to have moved to {given}, but {}",

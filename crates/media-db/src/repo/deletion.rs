@@ -3,7 +3,9 @@
 //! are deleted afterwards by a drain that holds no transaction while the datastore works:
 //!
 //! 1. **claim** a batch of queued entries in a short transaction (stamping
-//!    `claimed_ts`), dropping at once those whose blob was recorded again;
+//!    `claimed_ts`), dropping at once those whose object a blob row points at again
+//!    (same digest, datastore *and* location: a transfer queues the source object of a
+//!    blob whose row now points at its copy, and that object must go);
 //! 2. **delete** the claimed objects, with no transaction open;
 //! 3. **acknowledge** the entries deleted, in a short transaction.
 //!
@@ -13,15 +15,13 @@
 //! the deletion claimed it rolls back with [`DbError::BlobMissing`]: the object may be
 //! gone already, so its bytes must be put again once the claim is acknowledged.
 
-use std::collections::BTreeSet;
-
 use async_trait::async_trait;
 use media_core::datastore::{Datastore, DeleteStatus};
 use media_core::now_ms;
 use media_core::records::MediaKey;
 
 use super::Repository;
-use super::sql::placeholder_list;
+use super::sql::{LIVE_OBJECT, placeholder_list};
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
 use crate::model::{DatastoreId, DeletedMedia, DrainReport, PendingDeletion};
@@ -31,24 +31,24 @@ use crate::rows::pending_deletion;
 /// Queued deletions claimed (and acknowledged) per transaction of a drain.
 const DRAIN_BATCH: i64 = 100;
 
-#[async_trait]
-impl DeletionQueue for Repository {
-    async fn delete_media(&self, keys: &[MediaKey]) -> Result<DeletedMedia, DbError> {
-        let ts = now_ms();
-        on_pool!(&self.writer, |p| {
-            let mut tx = p
-                .begin_with(self.begin_write())
-                .await
-                .during("begin a transaction")?;
-            let mut report = DeletedMedia::default();
-            let mut candidates = BTreeSet::new();
+/// Deletes the media `$keys` and their thumbnails in the open transaction `$conn`, and
+/// in it removes the blob rows nothing references any more and queues their objects
+/// (stamped `$ts`); evaluates to `Result<DeletedMedia, DbError>`. A macro so that one
+/// body serves both dialects' transaction types (and both [`DeletionQueue::delete_media`]
+/// and the purges of [`crate::Purge`]).
+macro_rules! delete_media_in {
+    ($conn:expr, $keys:expr, $ts:expr) => {
+        async {
+            let keys: &[media_core::records::MediaKey] = $keys;
+            let mut report = $crate::model::DeletedMedia::default();
+            let mut candidates = std::collections::BTreeSet::new();
             for key in keys {
                 let thumbs: Vec<String> = sqlx::query_scalar(
                     "DELETE FROM thumbnails WHERE origin = $1 AND media_id = $2 RETURNING sha256",
                 )
                 .bind(key.origin.as_str())
                 .bind(key.media_id.as_str())
-                .fetch_all(&mut *tx)
+                .fetch_all($conn)
                 .await
                 .during("delete thumbnails")?;
                 report.thumbnails += thumbs.len() as u64;
@@ -58,7 +58,7 @@ impl DeletionQueue for Repository {
                 )
                 .bind(key.origin.as_str())
                 .bind(key.media_id.as_str())
-                .fetch_optional(&mut *tx)
+                .fetch_optional($conn)
                 .await
                 .during("delete a media")?;
                 match media {
@@ -71,17 +71,17 @@ impl DeletionQueue for Repository {
             }
             for sha256 in candidates {
                 // Reference safety, checked inside the deleting transaction.
-                let gone: Option<(i64, String)> = sqlx::query_as(
+                let gone: Option<(i64, String, i64)> = sqlx::query_as(
                     "DELETE FROM blobs WHERE sha256 = $1 \
                      AND NOT EXISTS (SELECT 1 FROM media WHERE sha256 = $1) \
                      AND NOT EXISTS (SELECT 1 FROM thumbnails WHERE sha256 = $1) \
-                     RETURNING datastore_id, location",
+                     RETURNING datastore_id, location, size_bytes",
                 )
                 .bind(&sha256)
-                .fetch_optional(&mut *tx)
+                .fetch_optional($conn)
                 .await
                 .during("delete an unreferenced blob")?;
-                let Some((datastore_id, location)) = gone else {
+                let Some((datastore_id, location, size_bytes)) = gone else {
                     continue;
                 };
                 sqlx::query(
@@ -91,14 +91,34 @@ impl DeletionQueue for Repository {
                 .bind(datastore_id)
                 .bind(&location)
                 .bind(&sha256)
-                .bind(ts)
-                .execute(&mut *tx)
+                .bind($ts)
+                .execute($conn)
                 .await
                 .during("queue an object deletion")?;
-                report
-                    .enqueued
-                    .push(pending_deletion(datastore_id, &location, &sha256)?);
+                report.enqueued.push($crate::rows::pending_deletion(
+                    datastore_id,
+                    &location,
+                    &sha256,
+                )?);
+                report.bytes_freed += u64::try_from(size_bytes).unwrap_or(0);
             }
+            Ok::<_, $crate::error::DbError>(report)
+        }
+        .await
+    };
+}
+pub(crate) use delete_media_in;
+
+#[async_trait]
+impl DeletionQueue for Repository {
+    async fn delete_media(&self, keys: &[MediaKey]) -> Result<DeletedMedia, DbError> {
+        let ts = now_ms();
+        on_pool!(&self.writer, |p| {
+            let mut tx = p
+                .begin_with(self.begin_write())
+                .await
+                .during("begin a transaction")?;
+            let report = delete_media_in!(&mut *tx, keys, ts)?;
             tx.commit().await.during("commit a deletion")?;
             Ok(report)
         })
@@ -173,17 +193,16 @@ impl Repository {
                 .begin_with(self.begin_write())
                 .await
                 .during("begin a transaction")?;
-            let kept: Vec<i64> = sqlx::query_scalar(
+            let sql = format!(
                 "DELETE FROM pending_deletions WHERE id IN (SELECT id FROM pending_deletions \
-                 WHERE datastore_id = $1 ORDER BY id LIMIT $2) \
-                 AND EXISTS (SELECT 1 FROM blobs WHERE blobs.sha256 = pending_deletions.sha256) \
-                 RETURNING id",
-            )
-            .bind(datastore_id.0)
-            .bind(DRAIN_BATCH)
-            .fetch_all(&mut *tx)
-            .await
-            .during("dequeue deletions of blobs recorded again")?;
+                 WHERE datastore_id = $1 ORDER BY id LIMIT $2) AND {LIVE_OBJECT} RETURNING id"
+            );
+            let kept: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(datastore_id.0)
+                .bind(DRAIN_BATCH)
+                .fetch_all(&mut *tx)
+                .await
+                .during("dequeue deletions of blobs recorded again")?;
             let mut claimed: Vec<(i64, i64, String, String)> = sqlx::query_as(
                 "UPDATE pending_deletions SET claimed_ts = $3 WHERE id IN \
                  (SELECT id FROM pending_deletions WHERE datastore_id = $1 ORDER BY id LIMIT $2) \

@@ -1,6 +1,7 @@
 //! Quarantine: a media and every media with the same bytes (except pinned ones) are
 //! quarantined together, and each change is appended to a stream that pages like
-//! Synapse's quarantine-changes admin API.
+//! Synapse's quarantine-changes admin API. Bytes whose quarantined media were purged
+//! stay blocked (`blocked_hashes`, see [`crate::Purge`]).
 
 use async_trait::async_trait;
 use media_core::ids::Sha256Hex;
@@ -18,20 +19,17 @@ use crate::model::{
 use crate::roles::Quarantine;
 use crate::rows::media_key;
 
-#[async_trait]
-impl Quarantine for Repository {
-    async fn set_quarantined(
-        &self,
-        key: &MediaKey,
-        action: QuarantineAction<'_>,
-    ) -> Result<QuarantineReport, DbError> {
-        let (quarantined, by) = (action.quarantined(), action.by());
-        let ts = now_ms();
-        on_pool!(&self.writer, |p| {
-            let mut tx = p
-                .begin_with(self.begin_write())
-                .await
-                .during("begin a transaction")?;
+/// (Un)quarantines the media `$key` and every media with the same bytes except pinned
+/// ones in the open transaction `$conn`, appending one quarantine change per media
+/// changed (stamped `$ts`); evaluates to `Result<Option<QuarantineReport>, DbError>`,
+/// none when `$key` is not recorded. A macro so that one body serves both dialects'
+/// transaction types.
+macro_rules! set_quarantined_in {
+    ($conn:expr, $key:expr, $action:expr, $ts:expr) => {
+        async {
+            let key: &MediaKey = $key;
+            let action: QuarantineAction<'_> = $action;
+            let quarantined = action.quarantined();
             // The write comes first, so SQLite holds its lock for the whole transaction.
             let changed: Vec<(String, String)> = sqlx::query_as(
                 "UPDATE media SET quarantined = $3, quarantined_by = $4 \
@@ -42,35 +40,97 @@ impl Quarantine for Repository {
             .bind(key.origin.as_str())
             .bind(key.media_id.as_str())
             .bind(quarantined)
-            .bind(by)
-            .fetch_all(&mut *tx)
+            .bind(action.by())
+            .fetch_all($conn)
             .await
             .during("update quarantine state")?;
-            let skipped_pinned: Option<i64> = sqlx::query_scalar(
-                "SELECT (SELECT COUNT(*) FROM media AS same WHERE same.sha256 = target.sha256 \
-                 AND same.purpose = 'pinned') FROM media AS target \
-                 WHERE target.origin = $1 AND target.media_id = $2",
+            let target: Option<i64> = sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM media WHERE origin = $1 AND media_id = $2",
             )
             .bind(key.origin.as_str())
             .bind(key.media_id.as_str())
-            .fetch_optional(&mut *tx)
+            .fetch_optional($conn)
             .await
-            .during("count pinned media")?;
-            let Some(skipped_pinned) = skipped_pinned else {
+            .during("look up a media")?;
+            if target.is_none() {
+                return Ok(None);
+            }
+            let pinned: Vec<(String, String)> = sqlx::query_as(
+                "SELECT same.origin, same.media_id FROM media AS same \
+                 JOIN media AS target ON same.sha256 = target.sha256 \
+                 WHERE target.origin = $1 AND target.media_id = $2 \
+                 AND same.purpose = 'pinned' ORDER BY same.origin, same.media_id",
+            )
+            .bind(key.origin.as_str())
+            .bind(key.media_id.as_str())
+            .fetch_all($conn)
+            .await
+            .during("list pinned media")?;
+            let mut report = QuarantineReport {
+                changed: Vec::with_capacity(changed.len()),
+                skipped_pinned: pinned.len() as u64,
+                pinned: pinned
+                    .iter()
+                    .map(|(origin, media_id)| media_key("media", origin, media_id))
+                    .collect::<Result<_, DbError>>()?,
+            };
+            for (origin, media_id) in changed {
+                append_quarantine_change_in!($conn, origin, media_id, quarantined, $ts)?;
+                report.changed.push(media_key("media", &origin, &media_id)?);
+            }
+            report.changed.sort();
+            Ok::<_, DbError>(Some(report))
+        }
+        .await
+    };
+}
+
+#[async_trait]
+impl Quarantine for Repository {
+    async fn set_quarantined(
+        &self,
+        key: &MediaKey,
+        action: QuarantineAction<'_>,
+    ) -> Result<QuarantineReport, DbError> {
+        let ts = now_ms();
+        on_pool!(&self.writer, |p| {
+            let mut tx = p
+                .begin_with(self.begin_write())
+                .await
+                .during("begin a transaction")?;
+            let Some(report) = set_quarantined_in!(&mut *tx, key, action, ts)? else {
                 return Err(DbError::NotFound {
                     what: format!("media {key}"),
                 });
             };
-            let mut report = QuarantineReport {
-                changed: Vec::with_capacity(changed.len()),
-                skipped_pinned: skipped_pinned as u64,
-            };
-            for (origin, media_id) in changed {
-                append_quarantine_change_in!(&mut *tx, origin, media_id, quarantined, ts)?;
-                report.changed.push(media_key("media", &origin, &media_id)?);
-            }
-            report.changed.sort();
             tx.commit().await.during("commit a quarantine change")?;
+            Ok(report)
+        })
+    }
+
+    async fn set_quarantined_batch(
+        &self,
+        keys: &[MediaKey],
+        action: QuarantineAction<'_>,
+    ) -> Result<QuarantineReport, DbError> {
+        let ts = now_ms();
+        on_pool!(&self.writer, |p| {
+            let mut tx = p
+                .begin_with(self.begin_write())
+                .await
+                .during("begin a transaction")?;
+            let mut report = QuarantineReport::default();
+            for key in keys {
+                if let Some(one) = set_quarantined_in!(&mut *tx, key, action, ts)? {
+                    report.changed.extend(one.changed);
+                    report.pinned.extend(one.pinned);
+                }
+            }
+            tx.commit().await.during("commit quarantine changes")?;
+            report.changed.sort();
+            report.pinned.sort();
+            report.pinned.dedup();
+            report.skipped_pinned = report.pinned.len() as u64;
             Ok(report)
         })
     }
@@ -113,7 +173,9 @@ impl Quarantine for Repository {
     async fn is_hash_quarantined(&self, sha256: &Sha256Hex) -> Result<bool, DbError> {
         let quarantined: Option<i64> = on_pool!(&self.pool, |p| {
             sqlx::query_scalar(
-                "SELECT CAST(1 AS BIGINT) FROM media WHERE sha256 = $1 AND quarantined LIMIT 1",
+                "SELECT CAST(1 AS BIGINT) FROM media WHERE sha256 = $1 AND quarantined \
+                 UNION ALL SELECT CAST(1 AS BIGINT) FROM blocked_hashes WHERE sha256 = $1 \
+                 LIMIT 1",
             )
             .bind(sha256.as_str())
             .fetch_optional(p)

@@ -14,6 +14,16 @@ use crate::model::InsertOutcome;
 /// and PostgreSQL (65535) at 13 columns.
 pub(crate) const ROWS_PER_STATEMENT: usize = 1_000;
 
+/// The condition that a `pending_deletions` row names an object a blob row points at
+/// (same digest, datastore and location): such an object is live, and its queued
+/// deletion is cancelled (by a writer) or dropped (by a drain) instead of carried out.
+/// The digest alone is not enough: during and after a transfer the same bytes are queued
+/// for deletion in one datastore while the blob row points at the other.
+pub(crate) const LIVE_OBJECT: &str = "EXISTS (SELECT 1 FROM blobs \
+     WHERE blobs.sha256 = pending_deletions.sha256 \
+     AND blobs.datastore_id = pending_deletions.datastore_id \
+     AND blobs.location = pending_deletions.location)";
+
 /// One try at a write transaction that records blobs.
 #[derive(Debug)]
 pub(crate) enum Attempt<T> {
@@ -100,19 +110,23 @@ macro_rules! insert_blob_in {
 pub(crate) use insert_blob_in;
 
 /// Cancels the queued deletions of `$digests` (blobs recorded again) in the open
-/// transaction `$conn`; evaluates to `Result<(), DbError>`. A deletion already claimed
-/// by a drain may have removed the object (the drain deletes with no transaction open),
-/// so finding one is [`DbError::BlobMissing`]: the transaction must roll back, and the
-/// bytes be put again once the drain has acknowledged the deletion.
+/// transaction `$conn`; evaluates to `Result<(), DbError>`. Only the deletions of the
+/// very objects the blob rows now point at are cancelled ([`LIVE_OBJECT`]: same digest,
+/// datastore and location); a queued deletion of the same bytes in another datastore
+/// (a transfer's source, or its write-ahead entry for a copy) stays queued. A deletion
+/// already claimed by a drain may have removed the object (the drain deletes with no
+/// transaction open), so finding one is [`DbError::BlobMissing`]: the transaction must
+/// roll back, and the bytes be put again once the drain has acknowledged the deletion.
 macro_rules! cancel_deletions_in {
     ($conn:expr, $dialect:expr, $digests:expr, $datastore:expr) => {
         async {
             let digests: &[&str] = $digests;
             for chunk in digests.chunks($crate::repo::sql::ROWS_PER_STATEMENT) {
                 let sql = format!(
-                    "DELETE FROM pending_deletions WHERE sha256 IN ({}) \
+                    "DELETE FROM pending_deletions WHERE sha256 IN ({}) AND {} \
                      RETURNING sha256, claimed_ts",
-                    $crate::repo::sql::placeholder_list($dialect, chunk.len(), 1)
+                    $crate::repo::sql::placeholder_list($dialect, chunk.len(), 1),
+                    $crate::repo::sql::LIVE_OBJECT
                 );
                 let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                 for sha256 in chunk {

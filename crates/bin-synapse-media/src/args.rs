@@ -1,0 +1,186 @@
+//! `synapse_media`'s command line: the Synapse it works on, its subcommands and their
+//! flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use media_cli::{Output, ReportArgs, RunError, Verbosity};
+use media_core::ids::ServerName;
+use media_core::moment::Moment;
+use media_core::run::RunMode;
+use media_db::DatabaseLocation;
+use media_upkeep::{AvatarPolicy, PurgeSelection};
+
+const SYNAPSE: &str = "Synapse";
+
+/// Upkeep of a Synapse media store, directly on its database and media_store folder:
+/// purge the remote cache and old local media with Synapse's own semantics, and leave
+/// no empty folder behind.
+#[derive(Debug, Parser)]
+#[command(name = "synapse_media", version, after_help = EXAMPLES)]
+pub(crate) struct Cli {
+    /// Synapse's database: the path of homeserver.db, a postgres:// URL or PostgreSQL
+    /// key=value settings.
+    #[arg(long, global = true, help_heading = SYNAPSE, env = "SYNAPSE_DB")]
+    pub(crate) synapse_db: Option<String>,
+
+    /// Synapse's media_store_path.
+    #[arg(long, global = true, help_heading = SYNAPSE, env = "SYNAPSE_MEDIA_STORE")]
+    pub(crate) media_store: Option<PathBuf>,
+
+    /// The Synapse server's name; derived from its users (and checked) when omitted.
+    #[arg(long, global = true, help_heading = SYNAPSE, env = "SYNAPSE_SERVER_NAME")]
+    pub(crate) server_name: Option<ServerName>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Delete media: rows, thumbnail rows, files, thumbnail files and the folders left
+    /// empty.
+    #[command(subcommand)]
+    Purge(Purge),
+}
+
+/// What to purge.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Purge {
+    /// Cached remote media last accessed before a time, as Synapse's purge_media_cache
+    /// (quarantined media stay; Synapse fetches purged media again when asked). Safe
+    /// while Synapse runs.
+    Remote {
+        /// The cutoff: a date (2026-01-31), a time, Unix milliseconds or an age (30d).
+        #[arg(long, visible_alias = "older-than")]
+        before: Moment,
+
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Local media last accessed (else created) before a time, as Synapse's "delete
+    /// local media by date" (quarantined and protected media, and avatars unless
+    /// --keep-avatars=false, stay). Stop Synapse first.
+    Local {
+        /// The cutoff: a date (2026-01-31), a time, Unix milliseconds or an age (30d).
+        #[arg(long, visible_alias = "older-than")]
+        before: Moment,
+
+        /// Only media larger than this (bytes, or 10MiB, 1.5G…); never-uploaded and empty
+        /// media always stay.
+        #[arg(long, value_parser = size_or_zero, default_value = "0")]
+        size_gt: u64,
+
+        /// Keep media used as profile, member, user-directory or room avatars (Synapse's
+        /// keep_profiles).
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = true)]
+        keep_avatars: bool,
+
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+/// The flags of every run: dry run and report.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Change nothing; report what a real run would do.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+
+    #[command(flatten)]
+    pub(crate) report: ReportArgs,
+}
+
+/// A byte size as `media_cli::parse_byte_size` reads it, or `0` (Synapse's default
+/// `size_gt`: every media with bytes).
+fn size_or_zero(text: &str) -> Result<u64, String> {
+    match text.trim() {
+        "0" => Ok(0),
+        _ => media_cli::parse_byte_size(text),
+    }
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  # What would purging remote media not accessed for 30 days do?
+  synapse_media --synapse-db /var/lib/synapse/homeserver.db \\
+      --media-store /var/lib/synapse/media_store purge remote --older-than 30d --dry-run
+
+  # Purge local media not accessed since 2025, larger than 10 MiB (Synapse stopped):
+  synapse_media --synapse-db postgres://synapse@localhost/synapse \\
+      --media-store /var/lib/synapse/media_store purge local --before 2025-01-01 --size-gt 10MiB
+
+A killed purge is finished by the next one (its journal sits in the media store).";
+
+impl Cli {
+    fn run_args(&self) -> &RunArgs {
+        match &self.command {
+            Command::Purge(Purge::Remote { run, .. } | Purge::Local { run, .. }) => run,
+        }
+    }
+
+    /// A dry run (--dry-run) or a real one.
+    pub(crate) fn mode(&self) -> RunMode {
+        RunMode::from_dry_run(self.run_args().dry_run)
+    }
+
+    /// Synapse's database (--synapse-db).
+    pub(crate) fn synapse_location(&self) -> Result<DatabaseLocation, RunError> {
+        let given = self.synapse_db.as_deref().ok_or_else(|| {
+            RunError::usage(
+                "give Synapse's database with --synapse-db (the path of homeserver.db or a \
+                 postgres:// URL)",
+            )
+        })?;
+        given.parse().map_err(RunError::of)
+    }
+
+    /// Synapse's media store (--media-store), which must be a folder.
+    pub(crate) fn media_store(&self) -> Result<PathBuf, RunError> {
+        match &self.media_store {
+            Some(dir) if dir.is_dir() => Ok(dir.clone()),
+            Some(dir) => Err(RunError::usage(format_args!(
+                "--media-store {} is not a folder: give Synapse's media_store_path",
+                dir.display()
+            ))),
+            None => Err(RunError::usage(
+                "give Synapse's media_store_path with --media-store",
+            )),
+        }
+    }
+
+    /// What the subcommand purges.
+    pub(crate) fn selection(&self) -> PurgeSelection {
+        match &self.command {
+            Command::Purge(Purge::Remote { before, .. }) => {
+                PurgeSelection::Remote { before: *before }
+            }
+            Command::Purge(Purge::Local {
+                before,
+                size_gt,
+                keep_avatars,
+                ..
+            }) => PurgeSelection::Local {
+                before: *before,
+                size_gt: *size_gt,
+                avatars: if *keep_avatars {
+                    AvatarPolicy::Keep
+                } else {
+                    AvatarPolicy::Delete
+                },
+            },
+        }
+    }
+}
+
+impl media_cli::ToolArgs for Cli {
+    fn output(&self) -> Output {
+        self.run_args().report.output()
+    }
+
+    fn verbosity(&self) -> Verbosity {
+        self.run_args().report.verbosity
+    }
+}

@@ -1,0 +1,29 @@
+//! Administration of our repository (`media_admin`):
+//!
+//! * [`datastores::list`]: each recorded datastore and what it holds, from the rows alone
+//!   (no datastore is opened);
+//! * [`datastores::estimate`]: what a transfer out of a datastore would move;
+//! * [`transfer::transfer`]: move every blob of one datastore into another, losing none
+//!   whatever stops the run (see [`media_db::BlobTransfer`] for the protocol);
+//! * [`attributes`]: a media's purpose (`none` or `pinned`);
+//! * [`quarantine::quarantine`]: (un)quarantine media, a user's or a server's, with every
+//!   media sharing their bytes;
+//! * [`purge::purge`]: delete remote, quarantined, named, a user's, a server's or
+//!   unaccessed media, reference-safe and convergent after a crash;
+//! * [`tasks`]: the runs the task log records.
+#![deny(missing_docs)]
+
+pub mod attributes;
+pub mod datastores;
+pub mod error;
+pub mod purge;
+pub mod quarantine;
+pub mod stores;
+pub mod tasks;
+pub mod transfer;
+
+pub use datastores::{DatastoreSelector, EstimateReport, ListReport};
+pub use error::AdminError;
+pub use purge::{Locality, PurgeOptions, PurgeReport, PurgeTarget};
+pub use quarantine::{Direction, QuarantineOptions, QuarantineRunReport, QuarantineTarget};
+pub use transfer::{TransferFailure, TransferOptions, TransferReport, Verify};

@@ -1,0 +1,67 @@
+//! The recorded datastores of a repository, opened where they are recorded, to delete
+//! what the deletion queue holds (after a purge, and what a stopped run left queued).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use media_core::datastore::Datastore;
+use media_db::{DatastoreId, DeletionQueue, DrainReport, RecordedDatastore, Repository};
+
+use crate::error::AdminError;
+
+/// Drains the deletion queue of every recorded datastore, opening each (once) where the
+/// repository records it, and checking it by its identity marker first.
+#[derive(Default)]
+pub struct QueueDrainer {
+    opened: HashMap<DatastoreId, Arc<dyn Datastore>>,
+}
+
+impl QueueDrainer {
+    /// Deletes the objects queued in every recorded datastore that has some queued;
+    /// returns the sum of the drains.
+    pub async fn drain_all(&mut self, repo: &Repository) -> Result<DrainReport, AdminError> {
+        let mut total = DrainReport::default();
+        for record in repo.datastore_records().await? {
+            if repo.pending_deletions(record.id, 1).await?.is_empty() {
+                continue;
+            }
+            let store = self.open(&record).await?;
+            let drained = repo
+                .drain_pending_deletions(record.id, store.as_ref())
+                .await?;
+            total.deleted += drained.deleted;
+            total.already_gone += drained.already_gone;
+            total.kept += drained.kept;
+        }
+        Ok(total)
+    }
+
+    /// `record`'s datastore, opened at its recorded URI once it is known to be the one
+    /// recorded (a datastore holding another identity marker is refused: deleting from
+    /// it would delete another repository's bytes).
+    async fn open(&mut self, record: &RecordedDatastore) -> Result<Arc<dyn Datastore>, AdminError> {
+        if let Some(store) = self.opened.get(&record.id) {
+            return Ok(store.clone());
+        }
+        let open_error = |source| AdminError::Open {
+            uri: record.uri.clone(),
+            source,
+        };
+        let look = media_store::open_read_only(&record.uri)
+            .await
+            .map_err(open_error)?;
+        let marker = look.read_marker().await.map_err(open_error)?;
+        if let Some(identity) = &record.identity
+            && marker.as_deref() != Some(identity)
+        {
+            return Err(AdminError::NotRecordedDatastore {
+                uri: record.uri.clone(),
+                id: record.id.0,
+                found: marker,
+            });
+        }
+        let store = media_store::open(&record.uri).await.map_err(open_error)?;
+        self.opened.insert(record.id, store.clone());
+        Ok(store)
+    }
+}

@@ -1,0 +1,410 @@
+//! Purges (`media_admin purge`): which media a [`PurgeSelection`] selects, as one SQL
+//! predicate over a media row `m`; its pages, in (origin, media_id) order; what deleting
+//! a page does (a dry run's tally) and the deletion itself, one transaction per page.
+//!
+//! A blob is freed when no media or thumbnail row references it any more (the rule of
+//! [`crate::DeletionQueue::delete_media`], checked in the deleting transaction). A dry
+//! run counts, for a page, the blobs whose every reference is a media of the selection
+//! at or before the page's last key (or a thumbnail of one): exactly those the real run
+//! frees when it deletes that page, the pages before it being gone by then.
+//!
+//! What a purge leaves behind: the IDs of purged media of our own servers in
+//! `reserved_media`, and the bytes of purged quarantined media in `blocked_hashes` (which
+//! [`crate::Quarantine::is_hash_quarantined`] consults), in the same transaction.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use media_core::ids::{ServerName, Sha256Hex};
+use media_core::now_ms;
+use media_core::records::MediaKey;
+
+use super::Repository;
+use super::deletion::delete_media_in;
+use crate::connect::on_pool;
+use crate::error::{DbError, QueryContext};
+use crate::model::{PurgeCandidate, PurgeSelection, PurgeTally, TaskKind};
+use crate::roles::Purge;
+use crate::rows::media_key;
+
+/// Why a media ID is reserved, as `reserved_media.reason` records it.
+const RESERVED_BY_PURGE: &str = "purged";
+
+/// Why bytes are blocked, as `blocked_hashes.reason` records it.
+const BLOCKED_BY_PURGE: &str = "purged while quarantined";
+
+/// A value bound to a numbered parameter.
+#[derive(Debug, Clone)]
+enum Value {
+    Text(String),
+    Int(i64),
+}
+
+/// A statement being written, with the values of its numbered parameters (`$1`, `$2`…).
+/// A parameter is numbered when first written, so the numbers rise through the text:
+/// SQLite numbers named parameters by first appearance, PostgreSQL by their digits, and
+/// both agree. A parameter written again reuses its value.
+#[derive(Debug, Default)]
+struct Statement {
+    text: String,
+    values: Vec<Value>,
+}
+
+impl Statement {
+    fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Writes a new parameter for `value`; returns its placeholder.
+    fn param(&mut self, value: Value) -> String {
+        self.values.push(value);
+        let placeholder = format!("${}", self.values.len());
+        self.text.push_str(&placeholder);
+        placeholder
+    }
+
+    /// Writes a comma-separated list of new parameters, one per value.
+    fn list(&mut self, values: impl IntoIterator<Item = Value>) {
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.param(value);
+        }
+    }
+
+    /// Writes the condition that `m` is one of the media `selection` selects; returns
+    /// the condition's text, to be written again (its parameters reused).
+    fn selection(&mut self, selection: &PurgeSelection) -> String {
+        let start = self.text.len();
+        const BULK: &str = "m.purpose <> 'pinned' AND NOT m.quarantined";
+        let before = |s: &mut Self, column: &str, before: &Option<i64>| {
+            if let Some(before) = before {
+                s.push(&format!(" AND {column} < "));
+                s.param(Value::Int(*before));
+            }
+        };
+        let spare = |s: &mut Self, spare: &[ServerName]| {
+            if !spare.is_empty() {
+                s.push(" AND m.origin NOT IN (");
+                s.list(spare.iter().map(|o| Value::Text(o.to_string())));
+                s.push(")");
+            }
+        };
+        self.push("(");
+        match selection {
+            PurgeSelection::Remote {
+                spare: ours,
+                before: at,
+            } => {
+                self.push(BULK);
+                spare(self, ours);
+                before(self, "m.created_ts", &Some(*at));
+            }
+            PurgeSelection::Quarantined => {
+                self.push(
+                    "m.purpose <> 'pinned' AND (EXISTS (SELECT 1 FROM media AS q \
+                     WHERE q.sha256 = m.sha256 AND q.quarantined) \
+                     OR EXISTS (SELECT 1 FROM blocked_hashes AS h WHERE h.sha256 = m.sha256))",
+                );
+            }
+            PurgeSelection::Media(keys) => {
+                self.push("1 = 0");
+                for key in keys {
+                    self.push(" OR (m.origin = ");
+                    self.param(Value::Text(key.origin.to_string()));
+                    self.push(" AND m.media_id = ");
+                    self.param(Value::Text(key.media_id.to_string()));
+                    self.push(")");
+                }
+            }
+            PurgeSelection::User { user, before: at } => {
+                self.push(BULK);
+                self.push(" AND m.user_id = ");
+                self.param(Value::Text(user.to_string()));
+                before(self, "m.created_ts", at);
+            }
+            PurgeSelection::Server { origin, before: at } => {
+                self.push(BULK);
+                self.push(" AND m.origin = ");
+                self.param(Value::Text(origin.to_string()));
+                before(self, "m.created_ts", at);
+            }
+            PurgeSelection::Unaccessed { since, spare: ours } => {
+                self.push(BULK);
+                spare(self, ours);
+                before(
+                    self,
+                    "COALESCE(m.last_access_ts, m.created_ts)",
+                    &Some(*since),
+                );
+            }
+        }
+        self.push(")");
+        self.text[start..].to_owned()
+    }
+
+    /// Writes the condition that `m`'s key is on the `bound` side of `key`; returns its
+    /// text.
+    fn key_order(&mut self, bound: KeyBound, key: &MediaKey) -> String {
+        let start = self.text.len();
+        let (strict, comparison) = match bound {
+            KeyBound::After => (">", ">"),
+            KeyBound::UpTo => ("<", "<="),
+        };
+        self.push(&format!("(m.origin {strict} "));
+        let origin = self.param(Value::Text(key.origin.to_string()));
+        self.push(&format!(
+            " OR (m.origin = {origin} AND m.media_id {comparison} "
+        ));
+        self.param(Value::Text(key.media_id.to_string()));
+        self.push("))");
+        self.text[start..].to_owned()
+    }
+
+    /// Writes `(t.origin = $ AND t.media_id = $) OR …` over `keys`, for alias `alias`.
+    fn any_key(&mut self, alias: &str, keys: impl IntoIterator<Item = MediaKey>) {
+        self.push("(1 = 0");
+        for key in keys {
+            self.push(&format!(" OR ({alias}.origin = "));
+            self.param(Value::Text(key.origin.to_string()));
+            self.push(&format!(" AND {alias}.media_id = "));
+            self.param(Value::Text(key.media_id.to_string()));
+            self.push(")");
+        }
+        self.push(")");
+    }
+}
+
+/// Which side of a key, in (origin, media_id) order, a condition keeps.
+#[derive(Debug, Clone, Copy)]
+enum KeyBound {
+    /// Strictly after it (the next page).
+    After,
+    /// At or before it (this page and those before).
+    UpTo,
+}
+
+/// Binds the values of a [`Statement`] to `$query`, in order.
+macro_rules! bind_values {
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = match value {
+                Value::Text(text) => query.bind(text.clone()),
+                Value::Int(n) => query.bind(*n),
+            };
+        }
+        query
+    }};
+}
+
+#[async_trait]
+impl Purge for Repository {
+    async fn count_purge(&self, selection: &PurgeSelection) -> Result<u64, DbError> {
+        let mut s = Statement::default();
+        s.push("SELECT COUNT(*) FROM media AS m WHERE ");
+        s.selection(selection);
+        let count: i64 = on_pool!(&self.pool, |p| {
+            bind_values!(
+                sqlx::query_scalar(sqlx::AssertSqlSafe(s.text.clone())),
+                &s.values
+            )
+            .fetch_one(p)
+            .await
+            .during("count the media of a purge")?
+        });
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn purge_page(
+        &self,
+        selection: &PurgeSelection,
+        after: Option<&MediaKey>,
+        limit: i64,
+    ) -> Result<Vec<PurgeCandidate>, DbError> {
+        let mut s = Statement::default();
+        s.push("SELECT m.origin, m.media_id, m.sha256, m.quarantined FROM media AS m WHERE ");
+        s.selection(selection);
+        if let Some(after) = after {
+            s.push(" AND ");
+            s.key_order(KeyBound::After, after);
+        }
+        s.push(" ORDER BY m.origin, m.media_id LIMIT ");
+        s.param(Value::Int(limit));
+        let rows: Vec<(String, String, String, bool)> = on_pool!(&self.pool, |p| {
+            bind_values!(
+                sqlx::query_as(sqlx::AssertSqlSafe(s.text.clone())),
+                &s.values
+            )
+            .fetch_all(p)
+            .await
+            .during("read a page of a purge")?
+        });
+        rows.into_iter()
+            .map(|(origin, media_id, sha256, quarantined)| {
+                let key = media_key("media", &origin, &media_id)?;
+                Ok(PurgeCandidate {
+                    sha256: Sha256Hex::try_from(sha256.as_str()).map_err(|e| {
+                        DbError::InvalidRow {
+                            table: "media",
+                            key: key.to_string(),
+                            reason: e.to_string(),
+                        }
+                    })?,
+                    key,
+                    quarantined,
+                })
+            })
+            .collect()
+    }
+
+    async fn tally_purge(
+        &self,
+        selection: &PurgeSelection,
+        batch: &[PurgeCandidate],
+        ours: &[ServerName],
+    ) -> Result<PurgeTally, DbError> {
+        let Some(last) = batch.last() else {
+            return Ok(PurgeTally::default());
+        };
+        let keys = || batch.iter().map(|c| c.key.clone());
+        let mut thumbnails = Statement::default();
+        thumbnails.push("SELECT t.sha256 FROM thumbnails AS t WHERE ");
+        thumbnails.any_key("t", keys());
+        let thumbnail_digests: Vec<String> = on_pool!(&self.pool, |p| {
+            bind_values!(
+                sqlx::query_scalar(sqlx::AssertSqlSafe(thumbnails.text.clone())),
+                &thumbnails.values
+            )
+            .fetch_all(p)
+            .await
+            .during("read the thumbnails of a purge")?
+        });
+        let digests: BTreeSet<String> = batch
+            .iter()
+            .map(|c| c.sha256.to_string())
+            .chain(thumbnail_digests.iter().cloned())
+            .collect();
+        // A blob is freed when none of its references survives: every media holding it
+        // (or holding a thumbnail made of it) is selected and at or before this page.
+        let mut freed = Statement::default();
+        freed.push("SELECT b.size_bytes FROM blobs AS b WHERE b.sha256 IN (");
+        freed.list(digests.into_iter().map(Value::Text));
+        freed.push(
+            ") AND NOT EXISTS (SELECT 1 FROM media AS m WHERE m.sha256 = b.sha256 \
+             AND NOT COALESCE(",
+        );
+        let selected = freed.selection(selection);
+        freed.push(" AND ");
+        let up_to = freed.key_order(KeyBound::UpTo, &last.key);
+        freed.push(&format!(
+            ", FALSE)) AND NOT EXISTS (SELECT 1 FROM thumbnails AS t JOIN media AS m \
+             ON m.origin = t.origin AND m.media_id = t.media_id WHERE t.sha256 = b.sha256 \
+             AND NOT COALESCE({selected} AND {up_to}, FALSE))"
+        ));
+        let sizes: Vec<i64> = on_pool!(&self.pool, |p| {
+            bind_values!(
+                sqlx::query_scalar(sqlx::AssertSqlSafe(freed.text.clone())),
+                &freed.values
+            )
+            .fetch_all(p)
+            .await
+            .during("tally the blobs a purge frees")?
+        });
+        Ok(PurgeTally {
+            media: batch.len() as u64,
+            thumbnails: thumbnail_digests.len() as u64,
+            blobs_freed: sizes.len() as u64,
+            bytes_freed: sizes.iter().map(|n| u64::try_from(*n).unwrap_or(0)).sum(),
+            reserved: batch
+                .iter()
+                .filter(|c| ours.contains(&c.key.origin))
+                .count() as u64,
+        })
+    }
+
+    async fn purge_batch(
+        &self,
+        batch: &[PurgeCandidate],
+        ours: &[ServerName],
+    ) -> Result<PurgeTally, DbError> {
+        let ts = now_ms();
+        let keys: Vec<MediaKey> = batch.iter().map(|c| c.key.clone()).collect();
+        on_pool!(&self.writer, |p| {
+            let mut tx = p
+                .begin_with(self.begin_write())
+                .await
+                .during("begin a transaction")?;
+            let deleted = delete_media_in!(&mut *tx, &keys, ts)?;
+            let mut reserved = 0;
+            for candidate in batch.iter().filter(|c| !deleted.not_found.contains(&c.key)) {
+                if candidate.quarantined {
+                    sqlx::query(
+                        "INSERT INTO blocked_hashes (sha256, reason, blocked_ts) \
+                         VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
+                    )
+                    .bind(candidate.sha256.as_str())
+                    .bind(BLOCKED_BY_PURGE)
+                    .bind(ts)
+                    .execute(&mut *tx)
+                    .await
+                    .during("block the bytes of a purged quarantined media")?;
+                }
+                if ours.contains(&candidate.key.origin) {
+                    sqlx::query(
+                        "INSERT INTO reserved_media (origin, media_id, reason, reserved_ts) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (origin, media_id) DO NOTHING",
+                    )
+                    .bind(candidate.key.origin.as_str())
+                    .bind(candidate.key.media_id.as_str())
+                    .bind(RESERVED_BY_PURGE)
+                    .bind(ts)
+                    .execute(&mut *tx)
+                    .await
+                    .during("reserve a purged media ID")?;
+                    reserved += 1;
+                }
+            }
+            tx.commit().await.during("commit a purge")?;
+            Ok(PurgeTally {
+                media: deleted.media.len() as u64,
+                thumbnails: deleted.thumbnails,
+                blobs_freed: deleted.enqueued.len() as u64,
+                bytes_freed: deleted.bytes_freed,
+                reserved,
+            })
+        })
+    }
+
+    async fn recorded_own_servers(&self) -> Result<Vec<ServerName>, DbError> {
+        let params: Vec<String> = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar("SELECT params FROM tasks WHERE kind = $1 ORDER BY id")
+                .bind(TaskKind::ImportSynapse.as_str())
+                .fetch_all(p)
+                .await
+                .during("read the server names of recorded imports")?
+        });
+        let names: BTreeSet<ServerName> = params
+            .iter()
+            .filter_map(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .filter_map(|p| p.get("server_name")?.as_str()?.parse().ok())
+            .collect();
+        Ok(names.into_iter().collect())
+    }
+
+    async fn is_reserved(&self, key: &MediaKey) -> Result<bool, DbError> {
+        let found: Option<i64> = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM reserved_media WHERE origin = $1 AND media_id = $2",
+            )
+            .bind(key.origin.as_str())
+            .bind(key.media_id.as_str())
+            .fetch_optional(p)
+            .await
+            .during("look up a reserved media ID")?
+        });
+        Ok(found.is_some())
+    }
+}

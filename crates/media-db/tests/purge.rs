@@ -1,0 +1,223 @@
+//! Purges, attributes and the task log listing, each test body run on SQLite AND
+//! PostgreSQL: a dry run's tally of each page is what deleting that page does, whatever
+//! the pages the references of one blob are spread over.
+
+use media_core::datastore::DatastoreExt;
+use media_core::records::{MediaKey, MediaRecord, Purpose};
+use media_db::{
+    DbError, MediaAttributes, MediaIndex, NewMedia, Purge, PurgeSelection, PurgeTally, Quarantine,
+    QuarantineAction, Repository, TaskFilter, TaskKind, TaskLog, connect,
+};
+use media_store::MemoryDatastore;
+use media_tests::TestDatabase;
+
+/// Records a media of `origin` (uploaded by `uploader`, none for a remote one) holding
+/// `bytes`.
+async fn record(
+    repo: &Repository,
+    store: &MemoryDatastore,
+    datastore_id: media_db::DatastoreId,
+    mxc: &str,
+    uploader: Option<&str>,
+    bytes: &[u8],
+) -> MediaKey {
+    let put = store.put_bytes(bytes).await.unwrap();
+    let key: MediaKey = mxc.parse::<media_core::ids::MxcUri>().unwrap().into();
+    let media = NewMedia {
+        record: MediaRecord {
+            key: key.clone(),
+            sha256: put.blob.sha256,
+            size_bytes: put.blob.size,
+            upload_name: None,
+            content_type: None,
+            uploader: uploader.map(|u| u.parse().unwrap()),
+            created_ts: 1_700_000_000_000,
+            last_access_ts: None,
+            quarantined: false,
+            quarantined_by: None,
+            purpose: Purpose::None,
+            imported_from: None,
+        },
+        thumbnails: Vec::new(),
+        datastore_id,
+    };
+    repo.insert_media(&media, store).await.unwrap();
+    key
+}
+
+/// Walks `selection` in pages of one: the dry run's tallies, then the real run's.
+async fn tallies(
+    repo: &Repository,
+    selection: &PurgeSelection,
+) -> (Vec<PurgeTally>, Vec<PurgeTally>) {
+    let ours = ["ours.test".parse().unwrap()];
+    let mut plan = Vec::new();
+    let mut after = None;
+    while let Some(page) =
+        Some(repo.purge_page(selection, after.as_ref(), 1).await.unwrap()).filter(|p| !p.is_empty())
+    {
+        plan.push(repo.tally_purge(selection, &page, &ours).await.unwrap());
+        after = Some(page[0].key.clone());
+    }
+    let mut done = Vec::new();
+    let mut after = None;
+    while let Some(page) =
+        Some(repo.purge_page(selection, after.as_ref(), 1).await.unwrap()).filter(|p| !p.is_empty())
+    {
+        done.push(repo.purge_batch(&page, &ours).await.unwrap());
+        after = Some(page[0].key.clone());
+    }
+    (plan, done)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_tallies_each_page_as_its_deletion_frees_it() {
+    for db in TestDatabase::both().await {
+        let repo = connect(&db.url).await.unwrap();
+        let store = MemoryDatastore::new();
+        let ds = repo.register_datastore("memory://test").await.unwrap();
+        // a and c share bytes across pages; b is alone; the remote r (no uploader) shares
+        // d's bytes and is not selected, so they are never freed.
+        let a = record(
+            &repo,
+            &store,
+            ds,
+            "mxc://ours.test/a",
+            Some("@alice:ours.test"),
+            b"shared",
+        )
+        .await;
+        record(
+            &repo,
+            &store,
+            ds,
+            "mxc://ours.test/b",
+            Some("@alice:ours.test"),
+            b"alone",
+        )
+        .await;
+        record(
+            &repo,
+            &store,
+            ds,
+            "mxc://ours.test/c",
+            Some("@alice:ours.test"),
+            b"shared",
+        )
+        .await;
+        record(
+            &repo,
+            &store,
+            ds,
+            "mxc://ours.test/d",
+            Some("@alice:ours.test"),
+            b"kept",
+        )
+        .await;
+        let r = record(&repo, &store, ds, "mxc://remote.test/r", None, b"kept").await;
+        let selection = PurgeSelection::User {
+            user: "@alice:ours.test".parse().unwrap(),
+            before: None,
+        };
+        assert_eq!(
+            repo.count_purge(&selection).await.unwrap(),
+            4,
+            "{}",
+            db.label
+        );
+        let (plan, done) = tallies(&repo, &selection).await;
+        assert_eq!(plan, done, "{}", db.label);
+        let freed: Vec<u64> = done.iter().map(|t| t.blobs_freed).collect();
+        assert_eq!(freed, [0, 1, 1, 0], "{}", db.label);
+        assert_eq!(done.iter().map(|t| t.reserved).sum::<u64>(), 4);
+        assert!(repo.is_reserved(&a).await.unwrap());
+        assert!(repo.get_media(&r).await.unwrap().is_some(), "{}", db.label);
+        assert_eq!(repo.count_purge(&selection).await.unwrap(), 0);
+        repo.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purged_quarantined_bytes_stay_blocked_and_pinned_media_keep_theirs() {
+    for db in TestDatabase::both().await {
+        let repo = connect(&db.url).await.unwrap();
+        let store = MemoryDatastore::new();
+        let ds = repo.register_datastore("memory://test").await.unwrap();
+        let bad = record(
+            &repo,
+            &store,
+            ds,
+            "mxc://ours.test/bad",
+            Some("@eve:ours.test"),
+            b"abuse",
+        )
+        .await;
+        let copy = record(&repo, &store, ds, "mxc://remote.test/copy", None, b"abuse").await;
+        let pinned = record(
+            &repo,
+            &store,
+            ds,
+            "mxc://ours.test/pin",
+            Some("@eve:ours.test"),
+            b"abuse",
+        )
+        .await;
+        assert_eq!(
+            repo.set_purpose(&pinned, Purpose::Pinned).await.unwrap(),
+            Purpose::None
+        );
+        let report = repo
+            .set_quarantined(&bad, QuarantineAction::Quarantine { by: None })
+            .await
+            .unwrap();
+        assert_eq!(report.changed, [bad.clone(), copy.clone()], "{}", db.label);
+        assert_eq!(report.pinned, std::slice::from_ref(&pinned));
+        let sha256 = repo.get_media(&bad).await.unwrap().unwrap().sha256;
+
+        let (plan, done) = tallies(&repo, &PurgeSelection::Quarantined).await;
+        assert_eq!(plan, done, "{}", db.label);
+        assert_eq!(done.iter().map(|t| t.media).sum::<u64>(), 2);
+        // The pinned media still holds the bytes: nothing is freed, nothing dangles.
+        assert_eq!(done.iter().map(|t| t.blobs_freed).sum::<u64>(), 0);
+        assert!(repo.get_media(&pinned).await.unwrap().is_some());
+        assert!(
+            repo.is_hash_quarantined(&sha256).await.unwrap(),
+            "{}",
+            db.label
+        );
+
+        assert!(matches!(
+            repo.set_purpose(&bad, Purpose::Pinned).await,
+            Err(DbError::NotFound { .. })
+        ));
+        repo.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_task_log_lists_runs_and_the_unfinished_ones() {
+    for db in TestDatabase::both().await {
+        let repo = connect(&db.url).await.unwrap();
+        let done = repo
+            .start_task(TaskKind::Purge, &serde_json::json!({"purge": "remote"}))
+            .await
+            .unwrap();
+        repo.finish_task(done, r#"{"media":3}"#, None)
+            .await
+            .unwrap();
+        let running = repo
+            .start_task(TaskKind::Quarantine, &serde_json::json!({}))
+            .await
+            .unwrap();
+        let all = repo.tasks(TaskFilter::All).await.unwrap();
+        assert_eq!(all.len(), 2, "{}", db.label);
+        assert_eq!(all[0].kind, "media_admin purge");
+        assert_eq!(all[0].counters.as_deref(), Some(r#"{"media":3}"#));
+        let unfinished = repo.tasks(TaskFilter::Unfinished).await.unwrap();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].id, running);
+        assert_eq!(repo.task(running).await.unwrap().unwrap().finished_ts, None);
+        assert!(repo.task(media_db::TaskId(999)).await.unwrap().is_none());
+        repo.close().await;
+    }
+}

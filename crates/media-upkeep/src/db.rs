@@ -1,0 +1,593 @@
+//! Synapse's database as a purge sees it: the media a [`PurgeSelection`] selects (with
+//! Synapse's own SQL semantics), what it keeps and why, and the deletion of a batch of
+//! rows in one transaction.
+//!
+//! Every deleting statement repeats the selection's condition, so a media that changed
+//! since it was planned (downloaded again, quarantined, protected, made an avatar) is
+//! kept, not deleted on an outdated plan.
+
+use std::collections::HashSet;
+
+use media_core::ids::ServerName;
+use media_core::records::MediaKey;
+use media_core::run::RunMode;
+use media_db::connect::{self, OpenOptions, Pool, on_pool};
+use media_db::error::{DbError, QueryContext};
+use media_db::{DatabaseLocation, Dialect};
+use sqlx::AssertSqlSafe;
+
+use crate::plan::{AvatarPolicy, PlannedMedia, PurgeSelection, Storage};
+
+/// Media planned (and deleted) per batch: one transaction each.
+pub const BATCH_SIZE: i64 = 500;
+
+/// The tables whose avatar column Synapse's `keep_profiles` consults, with that column.
+const AVATAR_TABLES: [(&str, &str); 4] = [
+    ("profiles", "avatar_url"),
+    ("room_memberships", "avatar_url"),
+    ("user_directory", "avatar_url"),
+    ("room_stats_state", "avatar"),
+];
+
+/// Synapse's database, opened for a purge: read-only in a dry run.
+#[derive(Debug, Clone)]
+pub struct PurgeDb {
+    pool: Pool,
+    dialect: Dialect,
+    server_name: ServerName,
+    /// Of [`AVATAR_TABLES`], those this database has (a test store may lack some).
+    avatar_tables: Vec<(&'static str, &'static str)>,
+    /// Whether `local_media_repository_url_cache` exists.
+    has_url_cache: bool,
+}
+
+/// Where a page of candidates starts: after this key (`(origin, media_id)`; the origin
+/// is empty for local media).
+pub type Cursor = (String, String);
+
+/// One page of the media a selection selects.
+#[derive(Debug, Default)]
+pub struct CandidatePage {
+    /// The media whose identifiers are valid, in key order.
+    pub media: Vec<PlannedMedia>,
+    /// The rows whose identifiers are not (`(mxc as recorded, why)`): they are kept.
+    pub invalid: Vec<(String, String)>,
+    /// Where the next page starts; `None` after the last page.
+    pub next: Option<Cursor>,
+}
+
+/// Rows a selection leaves although they are old enough, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeptRows {
+    /// Quarantined media.
+    pub quarantined: u64,
+    /// Protected (`safe_from_quarantine`) media, not quarantined.
+    pub protected: u64,
+    /// Media in use as avatars, neither quarantined nor protected.
+    pub avatar: u64,
+}
+
+/// What one batch's transaction deleted.
+#[derive(Debug, Default)]
+pub struct DeletedBatch {
+    /// The media whose rows were deleted and whose files no remaining row names: their
+    /// files go.
+    pub media: Vec<PlannedMedia>,
+    /// Media rows deleted whose files another remaining row still names: kept on disk.
+    pub files_shared: u64,
+    /// Thumbnail rows deleted.
+    pub thumbnails: u64,
+    /// Planned media left alone because they no longer match the selection.
+    pub changed: u64,
+}
+
+/// The selection's bound values, in placeholder order from `$1`.
+struct Binds {
+    cutoff: i64,
+    size_gt: Option<i64>,
+    prefix: Option<String>,
+}
+
+impl Binds {
+    fn count(&self) -> usize {
+        1 + usize::from(self.size_gt.is_some()) + usize::from(self.prefix.is_some())
+    }
+}
+
+/// Binds a selection's values to a query, in placeholder order.
+macro_rules! bind_selection {
+    ($query:expr, $binds:expr) => {{
+        let mut query = $query.bind($binds.cutoff);
+        if let Some(size_gt) = $binds.size_gt {
+            query = query.bind(size_gt);
+        }
+        if let Some(prefix) = &$binds.prefix {
+            query = query.bind(prefix.clone());
+        }
+        query
+    }};
+}
+
+/// The statement that finds which `(origin, filesystem_id)` pairs of `media` (the remote
+/// ones) a row of `remote_media_cache` still uses, with its bound values; `None` when
+/// there is nothing to look up. One statement per batch: the column has no index.
+fn shared_lookup(media: &[PlannedMedia]) -> Option<(String, Vec<String>)> {
+    let ids: Vec<String> = media
+        .iter()
+        .filter_map(|planned| match &planned.storage {
+            Storage::Remote { filesystem_id } => Some(filesystem_id.to_string()),
+            Storage::Local { .. } => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return None;
+    }
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT media_origin, filesystem_id FROM remote_media_cache \
+         WHERE filesystem_id IN ({})",
+        placeholders.join(", ")
+    );
+    Some((sql, ids))
+}
+
+/// Runs [`shared_lookup`]'s statement for `media` on `executor`: the pairs still in use.
+macro_rules! shared_filesystem_ids {
+    ($executor:expr, $media:expr) => {
+        match shared_lookup($media) {
+            None => HashSet::new(),
+            Some((sql, ids)) => {
+                let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
+                for id in ids {
+                    query = query.bind(id);
+                }
+                query
+                    .fetch_all($executor)
+                    .await
+                    .during("look up remote files still in use")?
+                    .into_iter()
+                    .collect::<HashSet<(String, String)>>()
+            }
+        }
+    };
+}
+
+/// Opens Synapse's database at `location` for a purge of the local media of
+/// `server_name` (or of its remote cache): read-only when `mode` is a dry run.
+pub async fn open_purge_db(
+    location: &DatabaseLocation,
+    mode: RunMode,
+    server_name: ServerName,
+) -> Result<PurgeDb, DbError> {
+    let pool = connect::open_pool(
+        location,
+        OpenOptions {
+            create: false,
+            read_only: mode.is_dry_run(),
+            max_connections: 2,
+        },
+    )
+    .await?;
+    let dialect = match pool {
+        Pool::Sqlite(_) => Dialect::Sqlite,
+        Pool::Postgres(_) => Dialect::Postgres,
+    };
+    let mut db = PurgeDb {
+        pool,
+        dialect,
+        server_name,
+        avatar_tables: Vec::new(),
+        has_url_cache: false,
+    };
+    for (table, column) in AVATAR_TABLES {
+        if db.has_table(table).await? {
+            db.avatar_tables.push((table, column));
+        } else {
+            tracing::debug!("this Synapse database has no {table} table: no avatars read there");
+        }
+    }
+    db.has_url_cache = db.has_table("local_media_repository_url_cache").await?;
+    Ok(db)
+}
+
+impl PurgeDb {
+    /// Closes the connections.
+    pub async fn close(&self) {
+        on_pool!(&self.pool, |p| p.close().await)
+    }
+
+    async fn has_table(&self, table: &str) -> Result<bool, DbError> {
+        let sql = match self.dialect {
+            Dialect::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
+            Dialect::Postgres => {
+                "SELECT 1::BIGINT FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = $1"
+            }
+        };
+        let found: Option<i64> = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(sql)
+                .bind(table)
+                .fetch_optional(p)
+                .await
+                .during("inspect the Synapse schema")?
+        });
+        Ok(found.is_some())
+    }
+
+    /// The SQL condition of a selection over `lmr` (local) or `r` (remote), its bound
+    /// values, and the condition that keeps avatars (`None` without avatars to keep).
+    fn condition(&self, selection: &PurgeSelection) -> (String, Binds, Option<String>) {
+        match selection {
+            PurgeSelection::Remote { before } => (
+                "r.last_access_ts < $1 AND r.quarantined_by IS NULL".to_owned(),
+                Binds {
+                    cutoff: before.unix_ms(),
+                    size_gt: None,
+                    prefix: None,
+                },
+                None,
+            ),
+            PurgeSelection::Local {
+                before,
+                size_gt,
+                avatars,
+            } => {
+                let mut condition = format!(
+                    "{LOCAL_AGE_AND_SIZE} AND lmr.quarantined_by IS NULL \
+                     AND NOT COALESCE(lmr.safe_from_quarantine, FALSE)"
+                );
+                let keep =
+                    (*avatars == AvatarPolicy::Keep && !self.avatar_tables.is_empty()).then(|| {
+                        self.avatar_tables
+                            .iter()
+                            .map(|(table, column)| {
+                                format!(
+                                    "NOT EXISTS (SELECT 1 FROM {table} \
+                                     WHERE {table}.{column} = $3 || lmr.media_id)"
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" AND ")
+                    });
+                if let Some(keep) = &keep {
+                    condition = format!("{condition} AND {keep}");
+                }
+                let binds = Binds {
+                    cutoff: before.unix_ms(),
+                    size_gt: Some(i64::try_from(*size_gt).unwrap_or(i64::MAX)),
+                    prefix: keep
+                        .is_some()
+                        .then(|| format!("mxc://{}/", self.server_name)),
+                };
+                (condition, binds, keep)
+            }
+        }
+    }
+
+    /// How many media the selection selects now.
+    pub async fn count_candidates(&self, selection: &PurgeSelection) -> Result<u64, DbError> {
+        let (condition, binds, _) = self.condition(selection);
+        let sql = match selection {
+            PurgeSelection::Remote { .. } => {
+                format!("SELECT COUNT(*) FROM remote_media_cache AS r WHERE {condition}")
+            }
+            PurgeSelection::Local { .. } => {
+                format!("SELECT COUNT(*) FROM local_media_repository AS lmr WHERE {condition}")
+            }
+        };
+        let count: i64 = on_pool!(&self.pool, |p| {
+            bind_selection!(sqlx::query_scalar(AssertSqlSafe(sql)), binds)
+                .fetch_one(p)
+                .await
+                .during("count the media to purge")?
+        });
+        Ok(count as u64)
+    }
+
+    /// The media old enough for the selection that it keeps, by reason (Synapse's order:
+    /// quarantined, then protected, then avatars).
+    pub async fn kept_rows(&self, selection: &PurgeSelection) -> Result<KeptRows, DbError> {
+        let (_, binds, keep) = self.condition(selection);
+        match selection {
+            PurgeSelection::Remote { before } => {
+                let quarantined: i64 = on_pool!(&self.pool, |p| {
+                    sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM remote_media_cache \
+                         WHERE last_access_ts < $1 AND quarantined_by IS NOT NULL",
+                    )
+                    .bind(before.unix_ms())
+                    .fetch_one(p)
+                    .await
+                    .during("count the quarantined remote media")?
+                });
+                Ok(KeptRows {
+                    quarantined: quarantined as u64,
+                    ..KeptRows::default()
+                })
+            }
+            PurgeSelection::Local { .. } => {
+                let avatar = match keep {
+                    Some(keep) => format!("NOT ({keep})"),
+                    None => "1 = 0".to_owned(),
+                };
+                let sql = format!(
+                    "SELECT \
+                     CAST(COALESCE(SUM(CASE WHEN lmr.quarantined_by IS NOT NULL \
+                       THEN 1 ELSE 0 END), 0) AS BIGINT) AS quarantined, \
+                     CAST(COALESCE(SUM(CASE WHEN lmr.quarantined_by IS NULL \
+                       AND COALESCE(lmr.safe_from_quarantine, FALSE) \
+                       THEN 1 ELSE 0 END), 0) AS BIGINT) AS protected, \
+                     CAST(COALESCE(SUM(CASE WHEN lmr.quarantined_by IS NULL \
+                       AND NOT COALESCE(lmr.safe_from_quarantine, FALSE) AND {avatar} \
+                       THEN 1 ELSE 0 END), 0) AS BIGINT) AS avatar \
+                     FROM local_media_repository AS lmr WHERE {LOCAL_AGE_AND_SIZE}"
+                );
+                let (quarantined, protected, avatar): (i64, i64, i64) = on_pool!(&self.pool, |p| {
+                    bind_selection!(sqlx::query_as(AssertSqlSafe(sql)), binds)
+                        .fetch_one(p)
+                        .await
+                        .during("count the local media kept")?
+                });
+                Ok(KeptRows {
+                    quarantined: quarantined as u64,
+                    protected: protected as u64,
+                    avatar: avatar as u64,
+                })
+            }
+        }
+    }
+
+    /// The page of selected media after `after`, at most [`BATCH_SIZE`], in key order.
+    pub async fn candidates(
+        &self,
+        selection: &PurgeSelection,
+        after: &Cursor,
+    ) -> Result<CandidatePage, DbError> {
+        let (condition, binds, _) = self.condition(selection);
+        let n = binds.count();
+        let mut page = CandidatePage::default();
+        match selection {
+            PurgeSelection::Remote { .. } => {
+                let sql = format!(
+                    "SELECT r.media_origin, r.media_id, r.filesystem_id \
+                     FROM remote_media_cache AS r WHERE {condition} \
+                     AND (r.media_origin > ${a} OR (r.media_origin = ${a} AND r.media_id > ${b})) \
+                     ORDER BY r.media_origin, r.media_id LIMIT ${c}",
+                    a = n + 1,
+                    b = n + 2,
+                    c = n + 3
+                );
+                let rows: Vec<(String, String, Option<String>)> = on_pool!(&self.pool, |p| {
+                    bind_selection!(sqlx::query_as(AssertSqlSafe(sql)), binds)
+                        .bind(&after.0)
+                        .bind(&after.1)
+                        .bind(BATCH_SIZE)
+                        .fetch_all(p)
+                        .await
+                        .during("read the remote media to purge")?
+                });
+                if rows.len() as i64 == BATCH_SIZE {
+                    let (origin, id, _) = rows.last().expect("a full page");
+                    page.next = Some((origin.clone(), id.clone()));
+                }
+                for (origin, media_id, filesystem_id) in rows {
+                    let shown = format!("mxc://{origin}/{media_id}");
+                    match remote_candidate(&origin, &media_id, filesystem_id.as_deref()) {
+                        Ok(planned) => page.media.push(planned),
+                        Err(reason) => page.invalid.push((shown, reason)),
+                    }
+                }
+            }
+            PurgeSelection::Local { .. } => {
+                let sql = format!(
+                    "SELECT lmr.media_id, CAST(CASE WHEN lmr.url_cache IS NULL THEN 0 ELSE 1 END \
+                     AS BIGINT) AS url_preview FROM local_media_repository AS lmr \
+                     WHERE {condition} AND lmr.media_id > ${a} ORDER BY lmr.media_id LIMIT ${b}",
+                    a = n + 1,
+                    b = n + 2
+                );
+                let rows: Vec<(String, i64)> = on_pool!(&self.pool, |p| {
+                    bind_selection!(sqlx::query_as(AssertSqlSafe(sql)), binds)
+                        .bind(&after.1)
+                        .bind(BATCH_SIZE)
+                        .fetch_all(p)
+                        .await
+                        .during("read the local media to purge")?
+                });
+                if rows.len() as i64 == BATCH_SIZE {
+                    let (id, _) = rows.last().expect("a full page");
+                    page.next = Some((String::new(), id.clone()));
+                }
+                for (media_id, url_preview) in rows {
+                    let shown = format!("mxc://{}/{media_id}", self.server_name);
+                    let planned = media_id.parse().map_err(|e| format!("{e}")).and_then(|id| {
+                        PlannedMedia::local(&self.server_name, id, url_preview != 0)
+                            .ok_or_else(|| "the media ID maps to no Synapse path".to_owned())
+                    });
+                    match planned {
+                        Ok(planned) => page.media.push(planned),
+                        Err(reason) => page.invalid.push((shown, reason)),
+                    }
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// Thumbnail rows of `media` (what a dry run reports it would delete).
+    pub async fn count_thumbnails(&self, media: &[PlannedMedia]) -> Result<u64, DbError> {
+        let mut total = 0;
+        for planned in media {
+            let (origin, id) = (planned.key.origin.as_str(), planned.key.media_id.as_str());
+            let count: i64 = on_pool!(&self.pool, |p| {
+                match planned.storage {
+                    Storage::Local { .. } => sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM local_media_repository_thumbnails \
+                         WHERE media_id = $1",
+                    )
+                    .bind(id),
+                    Storage::Remote { .. } => sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM remote_media_cache_thumbnails \
+                         WHERE media_origin = $1 AND media_id = $2",
+                    )
+                    .bind(origin)
+                    .bind(id),
+                }
+                .fetch_one(p)
+                .await
+                .during("count thumbnail rows")?
+            });
+            total += count as u64;
+        }
+        Ok(total)
+    }
+
+    /// Deletes, in one transaction, the rows of every media of `batch` that the selection
+    /// still selects, with their thumbnail rows (and, for local media, their URL-cache
+    /// rows, as Synapse does). The media whose files another remaining row names (a
+    /// remote filesystem ID in use twice) are returned apart: their files stay.
+    pub async fn delete_batch(
+        &self,
+        selection: &PurgeSelection,
+        batch: &[PlannedMedia],
+    ) -> Result<DeletedBatch, DbError> {
+        let (condition, binds, _) = self.condition(selection);
+        let n = binds.count();
+        let (delete_media, delete_thumbnails) = match selection {
+            PurgeSelection::Remote { .. } => (
+                format!(
+                    "DELETE FROM remote_media_cache AS r WHERE {condition} \
+                     AND r.media_origin = ${} AND r.media_id = ${}",
+                    n + 1,
+                    n + 2
+                ),
+                "DELETE FROM remote_media_cache_thumbnails \
+                 WHERE media_origin = $1 AND media_id = $2",
+            ),
+            PurgeSelection::Local { .. } => (
+                format!(
+                    "DELETE FROM local_media_repository AS lmr WHERE {condition} \
+                     AND lmr.media_id = ${}",
+                    n + 1
+                ),
+                "DELETE FROM local_media_repository_thumbnails WHERE media_id = $1",
+            ),
+        };
+        let mut deleted = DeletedBatch::default();
+        let mut gone = Vec::with_capacity(batch.len());
+        on_pool!(&self.pool, |p| {
+            let mut tx = p.begin().await.during("begin a purge batch")?;
+            for planned in batch {
+                let (origin, id) = (planned.key.origin.as_str(), planned.key.media_id.as_str());
+                let query =
+                    bind_selection!(sqlx::query(AssertSqlSafe(delete_media.clone())), binds);
+                let query = match planned.storage {
+                    Storage::Remote { .. } => query.bind(origin).bind(id),
+                    Storage::Local { .. } => query.bind(id),
+                };
+                let rows = query
+                    .execute(&mut *tx)
+                    .await
+                    .during("delete media rows")?
+                    .rows_affected();
+                if rows == 0 {
+                    deleted.changed += 1;
+                    continue;
+                }
+                let thumbnails = match planned.storage {
+                    Storage::Remote { .. } => sqlx::query(delete_thumbnails).bind(origin).bind(id),
+                    Storage::Local { .. } => sqlx::query(delete_thumbnails).bind(id),
+                };
+                deleted.thumbnails += thumbnails
+                    .execute(&mut *tx)
+                    .await
+                    .during("delete thumbnail rows")?
+                    .rows_affected();
+                if self.has_url_cache && matches!(planned.storage, Storage::Local { .. }) {
+                    sqlx::query("DELETE FROM local_media_repository_url_cache WHERE media_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .during("delete URL-cache rows")?;
+                }
+                gone.push(planned.clone());
+            }
+            let shared = shared_filesystem_ids!(&mut *tx, &gone);
+            tx.commit().await.during("commit a purge batch")?;
+            for planned in gone {
+                match &planned.storage {
+                    Storage::Remote { filesystem_id }
+                        if shared.contains(&(
+                            planned.key.origin.to_string(),
+                            filesystem_id.to_string(),
+                        )) =>
+                    {
+                        deleted.files_shared += 1;
+                    }
+                    _ => deleted.media.push(planned),
+                }
+            }
+        });
+        Ok(deleted)
+    }
+
+    /// Of `media` (listed by an interrupted run), those whose files nothing names any
+    /// more: their row is gone, and (remote) no other row uses their filesystem ID.
+    pub async fn unreferenced(
+        &self,
+        media: Vec<PlannedMedia>,
+    ) -> Result<Vec<PlannedMedia>, DbError> {
+        let mut without_row = Vec::with_capacity(media.len());
+        for planned in media {
+            let (origin, id) = (planned.key.origin.as_str(), planned.key.media_id.as_str());
+            let found: Option<i64> = on_pool!(&self.pool, |p| {
+                match planned.storage {
+                    Storage::Local { .. } => sqlx::query_scalar(
+                        "SELECT 1 FROM local_media_repository WHERE media_id = $1",
+                    )
+                    .bind(id),
+                    Storage::Remote { .. } => sqlx::query_scalar(
+                        "SELECT 1 FROM remote_media_cache WHERE media_origin = $1 \
+                         AND media_id = $2",
+                    )
+                    .bind(origin)
+                    .bind(id),
+                }
+                .fetch_optional(p)
+                .await
+                .during("look up the media an interrupted purge listed")?
+            });
+            if found.is_none() {
+                without_row.push(planned);
+            }
+        }
+        let shared = on_pool!(&self.pool, |p| shared_filesystem_ids!(p, &without_row));
+        without_row.retain(|planned| match &planned.storage {
+            Storage::Remote { filesystem_id } => {
+                !shared.contains(&(planned.key.origin.to_string(), filesystem_id.to_string()))
+            }
+            Storage::Local { .. } => true,
+        });
+        Ok(without_row)
+    }
+}
+
+/// The age and size part of Synapse's local selection (`$1` the cutoff, `$2` size_gt).
+const LOCAL_AGE_AND_SIZE: &str = "(lmr.last_access_ts < $1 \
+     OR (lmr.created_ts < $1 AND lmr.last_access_ts IS NULL)) AND lmr.media_length > $2";
+
+/// A remote candidate row as a planned media, or why it cannot be one.
+fn remote_candidate(
+    origin: &str,
+    media_id: &str,
+    filesystem_id: Option<&str>,
+) -> Result<PlannedMedia, String> {
+    let origin: ServerName = origin.parse().map_err(|e| format!("origin: {e}"))?;
+    let media_id = media_id.parse().map_err(|e| format!("media ID: {e}"))?;
+    let filesystem_id = filesystem_id
+        .ok_or("filesystem_id is NULL")?
+        .parse()
+        .map_err(|e| format!("filesystem_id: {e}"))?;
+    PlannedMedia::remote(MediaKey::new(origin, media_id), filesystem_id)
+        .ok_or_else(|| "the filesystem ID maps to no Synapse path".to_owned())
+}

@@ -1,0 +1,48 @@
+//! The errors that stop an upkeep run. One media that cannot be handled is not an error
+//! but a listed failure of the report.
+
+use std::path::PathBuf;
+
+use media_core::run::{Classify, ErrorClass};
+use media_db::DbError;
+use media_synapse::SynapseError;
+
+/// Why an upkeep run cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum UpkeepError {
+    /// Synapse's database cannot be opened or failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Synapse's database or media store does not fit (wrong server name, a folder
+    /// that is not its media store).
+    #[error(transparent)]
+    Synapse(#[from] SynapseError),
+    /// Another run is purging the same media store.
+    #[error("{0}")]
+    Busy(String),
+    /// The media store (or the purge journal in it) cannot be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A background file task stopped unexpectedly.
+    #[error("removing files stopped unexpectedly: {0}")]
+    Task(String),
+}
+
+impl Classify for UpkeepError {
+    /// A wrong setting and a busy store are the operator's to sort out (nothing was
+    /// changed); the database's errors classify themselves; the rest is fatal, and a
+    /// new run carries on where this one stopped.
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Db(e) => e.class(),
+            Self::Synapse(e) => e.class(),
+            Self::Busy(_) => ErrorClass::Usage,
+            Self::Io { .. } | Self::Task(_) => ErrorClass::Fatal,
+        }
+    }
+}

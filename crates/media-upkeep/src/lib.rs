@@ -1,0 +1,51 @@
+//! Upkeep of a Synapse media store: purges with Synapse's own semantics, applied
+//! directly to its database and media store, leaving no empty folder behind.
+//!
+//! * [`plan`]: what a purge selects ([`PurgeSelection`]: the remote cache by last
+//!   access, local media by age, size and avatar use) and each selected media's files
+//!   ([`PlannedMedia`]). The plan is what every way of applying a purge shares.
+//! * [`db`]: Synapse's database as a purge sees it: the candidates page by page, what
+//!   is kept and why, one transaction per batch of deletions.
+//! * [`removal`]: removing a media's files and the folders left empty, never following
+//!   a link out of the media store.
+//! * [`journal`]: the batch being deleted, so that a killed run's files are found by the
+//!   next one.
+//! * [`purge`](mod@purge): a whole direct purge ([`purge()`]), and its [`report`].
+//!
+//! Selecting what Synapse's `purge_media_cache` would purge, without changing anything:
+//!
+//! ```
+//! use media_core::moment::Moment;
+//! use media_core::run::RunMode;
+//! use media_upkeep::{PurgeOptions, PurgeSelection};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let synapse_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/synapse/sqlite");
+//! let options = PurgeOptions {
+//!     synapse_db: format!("{synapse_dir}/homeserver.db").parse()?,
+//!     media_store: format!("{synapse_dir}/media_store").into(),
+//!     server_name: None,
+//!     selection: PurgeSelection::Remote { before: Moment::now() },
+//!     mode: RunMode::DryRun,
+//! };
+//! let progress = media_core::Progress::default();
+//! let report = tokio::runtime::Runtime::new()?.block_on(media_upkeep::purge(&options, &progress))?;
+//! // Five remote media are cached; the quarantined one stays.
+//! assert_eq!((report.media_deleted, report.kept.quarantined), (4, 1));
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod db;
+pub mod error;
+pub mod journal;
+pub mod plan;
+pub mod purge;
+pub mod removal;
+pub mod report;
+
+pub use error::UpkeepError;
+pub use plan::{AvatarPolicy, PlannedMedia, PurgeSelection};
+pub use purge::{PurgeOptions, purge};
+pub use report::PurgeReport;

@@ -1,0 +1,250 @@
+//! A direct purge: plan a batch → record it in the journal → delete its rows in one
+//! transaction → remove its files (and the folders left empty) after commit → clear
+//! the journal; batch after batch.
+//!
+//! **Why rows first, then files, with a journal.** A row must never point at a missing
+//! file (Synapse would answer 404 for a local media it still lists), so files go after
+//! their rows commit. The other order's risk, files that no row names after a crash, is
+//! what the journal (see [`crate::journal`]) removes: the next run first removes the
+//! files of every journalled media whose row is gone, so a killed purge converges on the
+//! same end state as an uninterrupted one. This holds for the remote cache too, where
+//! deleting files first would be harmless to Synapse (it fetches them again) but would
+//! still leave rows for a cache that is gone.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+
+use media_core::Progress;
+use media_core::ids::ServerName;
+use media_core::run::{Route, RunMode};
+use media_db::DatabaseLocation;
+use media_synapse::Include;
+
+use crate::db::{Cursor, PurgeDb, open_purge_db};
+use crate::error::UpkeepError;
+use crate::journal::Journal;
+use crate::plan::{PlannedMedia, PurgeSelection};
+use crate::removal::{Removed, remove_media_files};
+use crate::report::{PurgeFault, PurgeReport};
+
+/// What a purge is about and how it runs.
+#[derive(Debug, Clone)]
+pub struct PurgeOptions {
+    /// Synapse's database.
+    pub synapse_db: DatabaseLocation,
+    /// Synapse's `media_store_path`.
+    pub media_store: PathBuf,
+    /// The homeserver's name; derived from its users (and checked) when `None`.
+    pub server_name: Option<ServerName>,
+    /// Which media go.
+    pub selection: PurgeSelection,
+    /// Dry run or real run.
+    pub mode: RunMode,
+}
+
+/// Runs a direct purge and reports it. First it checks that the database and the media
+/// store belong together (the server name, the media store's folders and a sample of
+/// its files); in a real run it then takes the media store's journal (one purge at a
+/// time per store) and finishes what an interrupted run left. `progress` counts the
+/// selected media handled and the bytes freed.
+pub async fn purge(
+    options: &PurgeOptions,
+    progress: &Progress,
+) -> Result<PurgeReport, UpkeepError> {
+    let synapse = media_synapse::open_synapse(&options.synapse_db).await?;
+    let checked = check_store(&synapse, options).await;
+    synapse.close().await;
+    let server_name = checked?;
+    let db = open_purge_db(&options.synapse_db, options.mode, server_name).await?;
+    let result = purge_with(&db, options, progress).await;
+    db.close().await;
+    result
+}
+
+async fn check_store(
+    synapse: &media_synapse::SynapseDb,
+    options: &PurgeOptions,
+) -> Result<ServerName, UpkeepError> {
+    let server_name =
+        media_synapse::resolve_server_name(synapse, options.server_name.clone()).await?;
+    let local = matches!(options.selection, PurgeSelection::Local { .. });
+    let include = Include {
+        local,
+        remote: !local,
+        thumbnails: true,
+        url_previews: local,
+    };
+    media_synapse::check_media_store(synapse, &options.media_store, include).await?;
+    Ok(server_name)
+}
+
+async fn purge_with(
+    db: &PurgeDb,
+    options: &PurgeOptions,
+    progress: &Progress,
+) -> Result<PurgeReport, UpkeepError> {
+    let selection = &options.selection;
+    let mode = options.mode;
+    let root = options.media_store.as_path();
+    let mut report = PurgeReport {
+        mode,
+        route: Route::new(
+            options.synapse_db.to_string(),
+            format!("media store {}", root.display()),
+        ),
+        selection: selection.to_string(),
+        before_ts: selection.before().unix_ms(),
+        ..PurgeReport::default()
+    };
+    let mut journal = match mode {
+        RunMode::Apply => {
+            let mut journal = Journal::lock(root)?;
+            finish_interrupted_run(&mut journal, db, root, &mut report).await?;
+            Some(journal)
+        }
+        RunMode::DryRun => None,
+    };
+    let kept = db.kept_rows(selection).await?;
+    report.kept.quarantined = kept.quarantined;
+    report.kept.protected = kept.protected;
+    report.kept.avatar = kept.avatar;
+    progress
+        .items_total
+        .store(db.count_candidates(selection).await?, Relaxed);
+
+    let mut cursor: Cursor = Default::default();
+    loop {
+        let page = db.candidates(selection, &cursor).await?;
+        let walked = (page.media.len() + page.invalid.len()) as u64;
+        for (item, reason) in page.invalid {
+            report.failures.push(
+                item,
+                PurgeFault::InvalidRow,
+                format!("{reason}; the row and its files are kept"),
+            );
+        }
+        let files_go = match journal.as_mut() {
+            Some(journal) => {
+                journal.record(&page.media).map_err(journal_error(root))?;
+                let deleted = db.delete_batch(selection, &page.media).await?;
+                report.media_deleted += deleted.media.len() as u64 + deleted.files_shared;
+                report.thumbnail_rows_deleted += deleted.thumbnails;
+                report.kept.changed_during_run += deleted.changed;
+                report.kept.files_shared += deleted.files_shared;
+                deleted.media
+            }
+            None => {
+                report.media_deleted += page.media.len() as u64;
+                report.thumbnail_rows_deleted += db.count_thumbnails(&page.media).await?;
+                page.media
+            }
+        };
+        let removed = remove_files(root, files_go, mode, &mut report).await?;
+        report.files_deleted += removed.files;
+        report.bytes_freed += removed.bytes;
+        report.directories_removed += removed.folders;
+        report.media_without_file += removed.without_content;
+        if let Some(journal) = journal.as_mut() {
+            journal.clear().map_err(journal_error(root))?;
+        }
+        progress.items_done.fetch_add(walked, Relaxed);
+        progress.bytes.store(report.bytes_freed, Relaxed);
+        match page.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    if let Some(journal) = journal {
+        journal.finish().map_err(journal_error(root))?;
+    }
+    Ok(report)
+}
+
+fn journal_error(root: &Path) -> impl Fn(std::io::Error) -> UpkeepError + '_ {
+    move |source| UpkeepError::Io {
+        path: root.join(crate::journal::JOURNAL_NAME),
+        source,
+    }
+}
+
+/// Removes the files of the media an interrupted run journalled and whose rows are gone.
+async fn finish_interrupted_run(
+    journal: &mut Journal,
+    db: &PurgeDb,
+    root: &Path,
+    report: &mut PurgeReport,
+) -> Result<(), UpkeepError> {
+    let (listed, unreadable) = journal.pending().map_err(journal_error(root))?;
+    for entry in unreadable {
+        report
+            .failures
+            .push(entry.line, PurgeFault::UnreadableJournalEntry, entry.reason);
+    }
+    if listed.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        "an interrupted purge listed {} media in its journal: finishing it first",
+        listed.len()
+    );
+    let gone = db.unreferenced(listed).await?;
+    let removed = remove_files(root, gone, RunMode::Apply, report).await?;
+    report.recovered.media += removed.media;
+    report.recovered.files += removed.files;
+    report.recovered.bytes += removed.bytes;
+    report.recovered.directories += removed.folders;
+    journal.clear().map_err(journal_error(root))
+}
+
+/// What removing the files of some media did.
+#[derive(Debug, Default)]
+struct RemovedFiles {
+    media: u64,
+    files: u64,
+    bytes: u64,
+    folders: u64,
+    without_content: u64,
+}
+
+/// Removes (in a dry run: sizes) the files of `media`, off the async threads; a media
+/// whose files cannot be removed is a listed failure, and the others go on.
+async fn remove_files(
+    root: &Path,
+    media: Vec<PlannedMedia>,
+    mode: RunMode,
+    report: &mut PurgeReport,
+) -> Result<RemovedFiles, UpkeepError> {
+    let root = root.to_owned();
+    let results = tokio::task::spawn_blocking(move || {
+        media
+            .into_iter()
+            .map(|planned| {
+                let result = match planned.files() {
+                    Some(files) => remove_media_files(&root, &files, mode),
+                    None => Ok(Removed::default()),
+                };
+                (planned, result)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| UpkeepError::Task(e.to_string()))?;
+    let mut totals = RemovedFiles::default();
+    for (planned, result) in results {
+        totals.media += 1;
+        match result {
+            Ok(removed) => {
+                totals.files += removed.files();
+                totals.bytes += removed.bytes;
+                totals.folders += removed.folders;
+                totals.without_content += u64::from(!removed.content);
+            }
+            Err(error) => report.failures.push(
+                planned.key.to_string(),
+                PurgeFault::FileNotRemoved,
+                format!("{error}; its rows are gone: remove it by hand"),
+            ),
+        }
+    }
+    Ok(totals)
+}

@@ -1,0 +1,933 @@
+//! End-to-end tests of `synapse_media` on media stores made by a real Synapse
+//! (tests/fixtures/synapse, SQLite and PostgreSQL) and on generated Synapse-shaped stores.
+//!
+//! What each purge should delete is computed here independently: every row is read and
+//! judged in Rust by Synapse's rules, and the files it owns are found in the store's file
+//! list; the tool's SQL is never reused.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use media_tests::synthetic_synapse::{SyntheticSpec, copy_into_postgres, write_synapse_sqlite};
+use media_tests::{TestCommand, TestDatabase, any_connection, report};
+use serde_json::Value;
+use sqlx::{Connection, Row};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+const ENGINES: [Engine; 2] = [Engine::Sqlite, Engine::Postgres];
+
+/// The fixture's server name.
+const SERVER: &str = "fixture.test";
+
+/// The purge journal's name (`media_upkeep::journal::JOURNAL_NAME`).
+const JOURNAL: &str = ".synapse_media-purge.journal";
+
+/// The top-level folders of a Synapse media store, which stay even when empty.
+const TOP_LEVEL: [&str; 6] = [
+    "local_content",
+    "local_thumbnails",
+    "remote_content",
+    "remote_thumbnail",
+    "url_cache",
+    "url_cache_thumbnails",
+];
+
+fn fixture(engine: Engine) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/synapse")
+        .join(match engine {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A Synapse database and media store a test may change.
+struct Store {
+    _dir: tempfile::TempDir,
+    db_url: String,
+    media_store: PathBuf,
+    _postgres: Option<TestDatabase>,
+}
+
+/// A copy of the real-Synapse fixture of `engine`.
+async fn copy_fixture(engine: Engine) -> Store {
+    let dir = tempfile::tempdir().unwrap();
+    let media_store = dir.path().join("media_store");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(fixture(engine).join("media_store"))
+        .arg(&media_store)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (db_url, postgres) = match engine {
+        Engine::Sqlite => {
+            let db = dir.path().join("homeserver.db");
+            std::fs::copy(fixture(engine).join("homeserver.db"), &db).unwrap();
+            (format!("sqlite://{}", db.display()), None)
+        }
+        Engine::Postgres => {
+            let synapse = TestDatabase::postgres().await;
+            let status = std::process::Command::new("psql")
+                .args(["-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-d"])
+                .arg(&synapse.url)
+                .arg("-f")
+                .arg(fixture(engine).join("synapse.sql"))
+                .status()
+                .expect("psql (PostgreSQL's client) must be installed to restore the fixture");
+            assert!(status.success(), "restoring the Synapse dump failed");
+            (synapse.url.clone(), Some(synapse))
+        }
+    };
+    Store {
+        _dir: dir,
+        db_url,
+        media_store,
+        _postgres: postgres,
+    }
+}
+
+impl Store {
+    /// `synapse_media` on this store with `args` (and `--json`).
+    fn command(&self, args: &[&str]) -> TestCommand {
+        let mut command = TestCommand::new("synapse_media");
+        command
+            .args(["--synapse-db", &self.db_url, "--media-store"])
+            .arg(&self.media_store)
+            .args(args)
+            .arg("--json");
+        command
+    }
+
+    async fn execute(&self, sql: &str) {
+        let mut conn = any_connection(&self.db_url).await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        conn.close().await.ok();
+    }
+
+    /// The first column of every row of `sql`, as text.
+    async fn lines(&self, sql: &str) -> BTreeSet<String> {
+        let mut conn = any_connection(&self.db_url).await;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        conn.close().await.ok();
+        rows.iter().map(|row| row.get::<String, _>(0)).collect()
+    }
+
+    /// Every row of Synapse's media tables, one line each.
+    async fn media_rows(&self) -> BTreeSet<String> {
+        let mut rows = BTreeSet::new();
+        for sql in [
+            "SELECT 'local ' || media_id FROM local_media_repository",
+            "SELECT 'local thumbnail ' || media_id || ' ' || thumbnail_method || \
+             CAST(thumbnail_width AS TEXT) FROM local_media_repository_thumbnails",
+            "SELECT 'remote ' || media_origin || '/' || media_id FROM remote_media_cache",
+            "SELECT 'remote thumbnail ' || media_origin || '/' || media_id || ' ' || \
+             thumbnail_method || CAST(thumbnail_width AS TEXT) FROM remote_media_cache_thumbnails",
+        ] {
+            rows.extend(self.lines(sql).await);
+        }
+        rows
+    }
+
+    /// Every regular file of the media store with its size.
+    fn files(&self) -> BTreeMap<String, u64> {
+        let mut files = BTreeMap::new();
+        walk(
+            &self.media_store,
+            &self.media_store,
+            &mut files,
+            &mut Vec::new(),
+        );
+        files
+    }
+
+    /// The empty folders below the top-level ones.
+    fn empty_folders(&self) -> Vec<String> {
+        let mut empty = Vec::new();
+        walk(
+            &self.media_store,
+            &self.media_store,
+            &mut BTreeMap::new(),
+            &mut empty,
+        );
+        empty.retain(|folder| !TOP_LEVEL.contains(&folder.as_str()));
+        empty
+    }
+}
+
+/// Collects the regular files below `dir` (relative to `root`, with sizes) and the empty
+/// folders.
+fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, u64>, empty: &mut Vec<String>) {
+    let mut entries = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        entries += 1;
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        let relative = entry
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if kind.is_dir() {
+            walk(root, &entry.path(), files, empty);
+        } else {
+            files.insert(relative, entry.metadata().unwrap().len());
+        }
+    }
+    if entries == 0 && dir != root {
+        empty.push(
+            dir.strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+}
+
+/// `ab/cd/rest` of a Synapse ID.
+fn fan_out(id: &str) -> String {
+    format!("{}/{}/{}", &id[0..2], &id[2..4], &id[4..])
+}
+
+/// The files of `store` that belong to the media whose content is `content` and whose
+/// thumbnails are in `thumbnails/`.
+fn files_of(files: &BTreeMap<String, u64>, content: &str, thumbnails: &str) -> Vec<String> {
+    files
+        .keys()
+        .filter(|f| *f == content || f.starts_with(&format!("{thumbnails}/")))
+        .cloned()
+        .collect()
+}
+
+/// What a purge should delete, computed independently of the tool.
+#[derive(Debug, Default)]
+struct Expected {
+    /// `origin/media_id` of the media rows to go.
+    media: BTreeSet<String>,
+    /// Their files.
+    files: BTreeSet<String>,
+    /// Bytes of those files.
+    bytes: u64,
+}
+
+fn opt_i64(row: &sqlx::any::AnyRow, column: &str) -> Option<i64> {
+    row.try_get::<Option<i64>, _>(column).unwrap()
+}
+
+/// Synapse's purge_media_cache, judged row by row: a remote media goes when it was last
+/// accessed before `before` (never when it was never accessed) and is not quarantined.
+async fn expected_remote_purge(store: &Store, before: i64) -> Expected {
+    let mut conn = any_connection(&store.db_url).await;
+    let rows = sqlx::query(
+        "SELECT media_origin, media_id, filesystem_id, last_access_ts, quarantined_by \
+         FROM remote_media_cache",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.ok();
+    let files = store.files();
+    let mut expected = Expected::default();
+    for row in rows {
+        let origin: String = row.get("media_origin");
+        let quarantined: Option<String> = row.get("quarantined_by");
+        let old = opt_i64(&row, "last_access_ts").is_some_and(|ts| ts < before);
+        if !old || quarantined.is_some() {
+            continue;
+        }
+        let fid: String = row.get("filesystem_id");
+        expected
+            .media
+            .insert(format!("{origin}/{}", row.get::<String, _>("media_id")));
+        let owned = files_of(
+            &files,
+            &format!("remote_content/{origin}/{}", fan_out(&fid)),
+            &format!("remote_thumbnail/{origin}/{}", fan_out(&fid)),
+        );
+        expected.bytes += owned.iter().map(|f| files[f]).sum::<u64>();
+        expected.files.extend(owned);
+    }
+    expected
+}
+
+/// Synapse's "delete local media by date" with keep_profiles, judged row by row: last
+/// access (else creation) before `before`, length above `size_gt`, not quarantined, not
+/// protected, and its full MXC in no avatar column.
+async fn expected_local_purge(store: &Store, before: i64, size_gt: i64) -> Expected {
+    let mut conn = any_connection(&store.db_url).await;
+    let rows = sqlx::query(
+        "SELECT media_id, last_access_ts, created_ts, CAST(media_length AS BIGINT) AS media_length, \
+         quarantined_by, url_cache, \
+         CAST(CASE WHEN safe_from_quarantine THEN 1 ELSE 0 END AS BIGINT) AS protected \
+         FROM local_media_repository",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let mut avatars = BTreeSet::new();
+    for sql in [
+        "SELECT avatar_url FROM profiles WHERE avatar_url IS NOT NULL",
+        "SELECT avatar_url FROM room_memberships WHERE avatar_url IS NOT NULL",
+        "SELECT avatar_url FROM user_directory WHERE avatar_url IS NOT NULL",
+        "SELECT avatar FROM room_stats_state WHERE avatar IS NOT NULL",
+    ] {
+        for row in sqlx::query(sql).fetch_all(&mut conn).await.unwrap() {
+            avatars.insert(row.get::<String, _>(0));
+        }
+    }
+    conn.close().await.ok();
+    let files = store.files();
+    let mut expected = Expected::default();
+    for row in rows {
+        let media_id: String = row.get("media_id");
+        let age = opt_i64(&row, "last_access_ts").or(opt_i64(&row, "created_ts"));
+        let quarantined: Option<String> = row.get("quarantined_by");
+        let url_cache: Option<String> = row.get("url_cache");
+        let goes = age.is_some_and(|ts| ts < before)
+            && opt_i64(&row, "media_length").is_some_and(|len| len > size_gt)
+            && quarantined.is_none()
+            && opt_i64(&row, "protected") == Some(0)
+            && !avatars.contains(&format!("mxc://{SERVER}/{media_id}"));
+        if !goes {
+            continue;
+        }
+        let (content, thumbnails) = match url_cache {
+            Some(_) => {
+                let (date, rest) = media_id.split_once('_').unwrap();
+                (
+                    format!("url_cache/{date}/{rest}"),
+                    format!("url_cache_thumbnails/{date}/{rest}"),
+                )
+            }
+            None => (
+                format!("local_content/{}", fan_out(&media_id)),
+                format!("local_thumbnails/{}", fan_out(&media_id)),
+            ),
+        };
+        let owned = files_of(&files, &content, &thumbnails);
+        expected.bytes += owned.iter().map(|f| files[f]).sum::<u64>();
+        expected.files.extend(owned);
+        expected.media.insert(format!("{SERVER}/{media_id}"));
+    }
+    expected
+}
+
+/// The fixture's media ID with this label.
+fn media_id(engine: Engine, label: &str) -> String {
+    let text = std::fs::read_to_string(fixture(engine).join("expected.json")).unwrap();
+    let expected: Value = serde_json::from_str(&text).unwrap();
+    ["local_media", "remote_media"]
+        .iter()
+        .flat_map(|k| expected[k].as_array().unwrap().iter())
+        .find(|m| m["label"] == label)
+        .unwrap_or_else(|| panic!("no media labelled {label}"))["media_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Checks a real run against the expectation: exactly those rows and files went, the
+/// report says so, no empty folder is left, and the dry run before it predicted it.
+async fn assert_purged(store: &Store, args: &[&str], expected: &Expected) {
+    let rows_before = store.media_rows().await;
+    let files_before = store.files();
+    let dry = report(&store.command(args).arg("--dry-run").assert_exit(0));
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(
+        store.media_rows().await,
+        rows_before,
+        "a dry run changes no row"
+    );
+    assert_eq!(store.files(), files_before, "a dry run changes no file");
+
+    let real = report(&store.command(args).assert_exit(0));
+    let rows_after = store.media_rows().await;
+    let gone: BTreeSet<String> = rows_before.difference(&rows_after).cloned().collect();
+    let media_gone: BTreeSet<String> = gone
+        .iter()
+        .filter_map(|row| {
+            row.strip_prefix("local ")
+                .filter(|r| !r.starts_with("thumbnail "))
+                .map(|id| format!("{SERVER}/{id}"))
+                .or_else(|| {
+                    row.strip_prefix("remote ")
+                        .filter(|r| !r.starts_with("thumbnail "))
+                        .map(str::to_owned)
+                })
+        })
+        .collect();
+    assert_eq!(
+        media_gone, expected.media,
+        "exactly the selected media rows go"
+    );
+    let thumbnail_rows_gone = gone.iter().filter(|r| r.contains(" thumbnail ")).count();
+    assert!(
+        gone.iter()
+            .filter(|r| r.contains(" thumbnail "))
+            .all(|r| expected
+                .media
+                .iter()
+                .any(|m| r.contains(&format!("{} ", m.rsplit('/').next().unwrap())))),
+        "only the thumbnail rows of purged media go: {gone:?}"
+    );
+    let files_after = store.files();
+    let files_gone: BTreeSet<String> = files_before
+        .keys()
+        .filter(|f| !files_after.contains_key(*f))
+        .cloned()
+        .collect();
+    assert_eq!(
+        files_gone, expected.files,
+        "exactly the purged media's files go"
+    );
+    assert_eq!(
+        store.empty_folders(),
+        Vec::<String>::new(),
+        "no empty folder is left"
+    );
+    assert!(
+        !store.media_store.join(JOURNAL).exists(),
+        "the journal is removed"
+    );
+
+    for (key, value) in [
+        ("media_deleted", expected.media.len() as u64),
+        ("thumbnail_rows_deleted", thumbnail_rows_gone as u64),
+        ("files_deleted", expected.files.len() as u64),
+        ("bytes_freed", expected.bytes),
+    ] {
+        assert_eq!(real[key], value, "{key} of the real run: {real:#}");
+        assert_eq!(dry[key], value, "{key} of the dry run: {dry:#}");
+    }
+    assert_eq!(dry["kept"], real["kept"]);
+}
+
+#[tokio::test]
+async fn purge_remote_deletes_what_purge_media_cache_selects_and_leaves_no_empty_folder() {
+    for engine in ENGINES {
+        let store = copy_fixture(engine).await;
+        let recent = media_id(engine, "remote_text");
+        let never_accessed = media_id(engine, "remote_shared_copy");
+        store
+            .execute(&format!(
+                "UPDATE remote_media_cache SET last_access_ts = {} WHERE media_id = '{recent}'; \
+                 UPDATE remote_media_cache SET last_access_ts = NULL \
+                 WHERE media_id = '{never_accessed}'",
+                now_ms()
+            ))
+            .await;
+        let before = now_ms() - 86_400_000;
+        let expected = expected_remote_purge(&store, before).await;
+        // remote_image and remote_avatar (remote avatars are not kept, as in Synapse).
+        assert_eq!(expected.media.len(), 2, "{engine:?}: {expected:?}");
+        assert_purged(
+            &store,
+            &["purge", "remote", "--before", &before.to_string()],
+            &expected,
+        )
+        .await;
+        let quarantined = media_id(engine, "remote_quarantined");
+        let left = store.lines("SELECT media_id FROM remote_media_cache").await;
+        assert_eq!(
+            left,
+            BTreeSet::from([recent, never_accessed, quarantined]),
+            "{engine:?}"
+        );
+        let again = report(
+            &store
+                .command(&["purge", "remote", "--before", &before.to_string()])
+                .assert_exit(0),
+        );
+        assert_eq!(
+            (
+                again["media_deleted"].as_u64(),
+                again["kept"]["quarantined"].as_u64()
+            ),
+            (Some(0), Some(1))
+        );
+    }
+}
+
+#[tokio::test]
+async fn purge_local_keeps_avatars_quarantined_protected_recent_and_small_media() {
+    for engine in ENGINES {
+        let store = copy_fixture(engine).await;
+        let protected = media_id(engine, "carol_blob");
+        let recent = media_id(engine, "bob_notes");
+        store
+            .execute(&format!(
+                "UPDATE local_media_repository SET safe_from_quarantine = TRUE \
+                 WHERE media_id = '{protected}'; \
+                 UPDATE local_media_repository SET last_access_ts = {now} \
+                 WHERE media_id = '{recent}'; \
+                 INSERT INTO local_media_repository (media_id, media_type, media_length, \
+                 created_ts, url_cache, safe_from_quarantine, authenticated) VALUES \
+                 ('2026-01-01_PreviewImage01', 'image/png', 64, 1000, 'https://example.org/', \
+                 FALSE, FALSE); \
+                 INSERT INTO local_media_repository_url_cache (url, response_code, expires_ts, \
+                 media_id, download_ts) VALUES ('https://example.org/', 200, 2000, \
+                 '2026-01-01_PreviewImage01', 1000);",
+                now = now_ms()
+            ))
+            .await;
+        let preview = store
+            .media_store
+            .join("url_cache/2026-01-01/PreviewImage01");
+        let preview_thumbnail = store
+            .media_store
+            .join("url_cache_thumbnails/2026-01-01/PreviewImage01/32-32-image-png-crop");
+        for file in [&preview, &preview_thumbnail] {
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, b"12345").unwrap();
+        }
+        let before = now_ms() - 60_000;
+        let expected = expected_local_purge(&store, before, 30).await;
+        assert_purged(
+            &store,
+            &[
+                "purge",
+                "local",
+                "--before",
+                &before.to_string(),
+                "--size-gt",
+                "30",
+            ],
+            &expected,
+        )
+        .await;
+        let left = store
+            .lines("SELECT media_id FROM local_media_repository")
+            .await;
+        let mut kept: BTreeSet<String> = [
+            "alice_avatar",
+            "bob_room_avatar",
+            "carol_profile_avatar",
+            "carol_member_avatar",
+            "alice_quarantined",
+            "alice_never_uploaded",
+            // 23 bytes: not larger than --size-gt 30.
+            "carol_unicode_name",
+        ]
+        .iter()
+        .map(|label| media_id(engine, label))
+        .collect();
+        kept.extend([protected, recent]);
+        assert_eq!(left, kept, "{engine:?}");
+        assert!(!preview.exists() && !preview_thumbnail.exists());
+        assert!(
+            store
+                .lines("SELECT media_id FROM local_media_repository_url_cache")
+                .await
+                .is_empty(),
+            "the URL-cache row of a purged preview goes with it"
+        );
+    }
+}
+
+#[tokio::test]
+async fn purge_local_without_keep_avatars_deletes_avatars_too() {
+    let store = copy_fixture(Engine::Sqlite).await;
+    let before = now_ms();
+    let out = store
+        .command(&[
+            "purge",
+            "local",
+            "--before",
+            &before.to_string(),
+            "--keep-avatars=false",
+        ])
+        .assert_exit(0);
+    let report = report(&out);
+    assert_eq!(report["kept"]["avatar"], 0);
+    let left = store
+        .lines("SELECT media_id FROM local_media_repository")
+        .await;
+    let avatar = media_id(Engine::Sqlite, "alice_avatar");
+    assert!(!left.contains(&avatar), "{left:?}");
+    assert!(left.contains(&media_id(Engine::Sqlite, "alice_quarantined")));
+}
+
+#[tokio::test]
+async fn a_journal_left_by_a_killed_run_is_finished_by_the_next_and_checked_against_the_rows() {
+    let engine = Engine::Sqlite;
+    let store = copy_fixture(engine).await;
+    let text = std::fs::read_to_string(fixture(engine).join("expected.json")).unwrap();
+    let fixture_json: Value = serde_json::from_str(&text).unwrap();
+    let remote = |label: &str| {
+        fixture_json["remote_media"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["label"] == label)
+            .unwrap()
+            .clone()
+    };
+    let (committed, uncommitted) = (remote("remote_image"), remote("remote_text"));
+    let origin = committed["origin"].as_str().unwrap();
+    // The killed run had committed remote_image's deletion, not remote_text's.
+    store
+        .execute(&format!(
+            "DELETE FROM remote_media_cache WHERE media_id = '{id}'; \
+             DELETE FROM remote_media_cache_thumbnails WHERE media_id = '{id}'",
+            id = committed["media_id"].as_str().unwrap()
+        ))
+        .await;
+    let line = |m: &Value| {
+        format!(
+            "remote\t{origin}\t{}\t{}\n",
+            m["media_id"].as_str().unwrap(),
+            m["filesystem_id"].as_str().unwrap()
+        )
+    };
+    std::fs::write(
+        store.media_store.join(JOURNAL),
+        format!(
+            "{}{}remote\t{origin}\t../../etc\tpasswd\n",
+            line(&committed),
+            line(&uncommitted)
+        ),
+    )
+    .unwrap();
+    let files_before = store.files();
+    // A cutoff that selects nothing: only the journal is acted on.
+    let out = store
+        .command(&["purge", "remote", "--before", "1000"])
+        .assert_exit(1);
+    let report = report(&out);
+    assert_eq!(report["recovered"]["media"], 1, "{report:#}");
+    assert_eq!(
+        report["failures"]["by_reason"]["unreadable_journal_entry"], 1,
+        "{report:#}"
+    );
+    let files_after = store.files();
+    let gone: Vec<&String> = files_before
+        .keys()
+        .filter(|f| *f != JOURNAL && !files_after.contains_key(*f))
+        .collect();
+    let committed_path = committed["path"].as_str().unwrap();
+    let committed_thumbnails = committed_path.replace("remote_content", "remote_thumbnail");
+    assert!(!gone.is_empty());
+    assert!(
+        gone.iter()
+            .all(|f| *f == committed_path || f.starts_with(&committed_thumbnails)),
+        "{gone:?}"
+    );
+    assert_eq!(
+        report["recovered"]["files"].as_u64().unwrap(),
+        gone.len() as u64
+    );
+    assert!(
+        store
+            .media_store
+            .join(uncommitted["path"].as_str().unwrap())
+            .exists()
+    );
+    assert_eq!(store.empty_folders(), Vec::<String>::new());
+    assert!(!store.media_store.join(JOURNAL).exists());
+}
+
+#[tokio::test]
+async fn a_second_purge_of_the_same_store_is_refused_while_one_runs() {
+    let store = copy_fixture(Engine::Sqlite).await;
+    let journal = std::fs::File::create(store.media_store.join(JOURNAL)).unwrap();
+    rustix::fs::flock(&journal, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let rows = store.media_rows().await;
+    let out = store
+        .command(&["purge", "remote", "--before", &now_ms().to_string()])
+        .assert_exit(2);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("another synapse_media run"), "{text}");
+    assert_eq!(store.media_rows().await, rows);
+}
+
+/// A generated store with `media` media, half of them remote, small files.
+async fn synthetic(dir: &Path, media: usize) -> media_tests::synthetic_synapse::SyntheticStore {
+    let spec = SyntheticSpec {
+        min_size: 256,
+        max_size: 1024,
+        remote_ratio: 0.5,
+        ..SyntheticSpec::small_media(media)
+    };
+    write_synapse_sqlite(dir, &spec).await
+}
+
+#[tokio::test]
+async fn a_killed_purge_converges_on_the_next_run_to_the_uninterrupted_end_state() {
+    const MEDIA: usize = 3_000;
+    let before = now_ms().to_string();
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = synthetic(reference_dir.path(), MEDIA).await;
+    let reference = Store {
+        db_url: format!("sqlite://{}", reference.sqlite_path.display()),
+        media_store: reference.media_store.clone(),
+        _dir: reference_dir,
+        _postgres: None,
+    };
+    reference
+        .command(&["purge", "remote", "--before", &before])
+        .assert_exit(0);
+    let reference_rows = reference.media_rows().await;
+    let reference_files = reference.files();
+    assert!(reference_rows.iter().all(|r| r.starts_with("local")));
+
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = synthetic(dir.path(), MEDIA).await;
+        let (db_url, postgres) = match engine {
+            Engine::Sqlite => (
+                format!("sqlite://{}", generated.sqlite_path.display()),
+                None,
+            ),
+            Engine::Postgres => {
+                let database = TestDatabase::postgres().await;
+                copy_into_postgres(&generated, &database.url).await;
+                (database.url.clone(), Some(database))
+            }
+        };
+        let store = Store {
+            db_url,
+            media_store: generated.media_store.clone(),
+            _dir: dir,
+            _postgres: postgres,
+        };
+        let count = "SELECT CAST(COUNT(*) AS TEXT) FROM remote_media_cache";
+        let remote_rows =
+            |lines: BTreeSet<String>| -> i64 { lines.into_iter().next().unwrap().parse().unwrap() };
+        let total = remote_rows(store.lines(count).await);
+        let mut interrupted_at = Vec::new();
+        for _ in 0..2 {
+            let left = remote_rows(store.lines(count).await);
+            let mut child = std::process::Command::new(media_tests::binary("synapse_media"))
+                .args(["--synapse-db", &store.db_url, "--media-store"])
+                .arg(&store.media_store)
+                .args(["purge", "remote", "--before", &before, "-q"])
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            // SIGKILL as soon as this run has committed a batch.
+            while remote_rows(store.lines(count).await) >= left
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            interrupted_at.push(remote_rows(store.lines(count).await));
+        }
+        assert!(
+            interrupted_at[0] > 0 && interrupted_at[0] < total,
+            "{engine:?}: the first run was not interrupted mid-way: {interrupted_at:?} of {total}"
+        );
+        let last = report(
+            &store
+                .command(&["purge", "remote", "--before", &before])
+                .assert_exit(0),
+        );
+        assert_eq!(store.media_rows().await, reference_rows, "{engine:?}");
+        assert_eq!(
+            store.files(),
+            reference_files,
+            "{engine:?}: killed at {interrupted_at:?}, then {last:#}"
+        );
+        assert_eq!(store.empty_folders(), Vec::<String>::new(), "{engine:?}");
+        assert!(!store.media_store.join(JOURNAL).exists());
+    }
+}
+
+#[tokio::test]
+async fn a_link_where_a_purged_media_keeps_its_thumbnails_is_listed_and_not_followed() {
+    let engine = Engine::Sqlite;
+    let store = copy_fixture(engine).await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("32-32-image-png-crop"),
+        b"not Synapse's",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(fixture(engine).join("expected.json")).unwrap();
+    let fixture_json: Value = serde_json::from_str(&text).unwrap();
+    let image = fixture_json["remote_media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["label"] == "remote_image")
+        .unwrap()
+        .clone();
+    let thumbnails = store.media_store.join(
+        image["path"]
+            .as_str()
+            .unwrap()
+            .replace("remote_content", "remote_thumbnail"),
+    );
+    std::fs::remove_dir_all(&thumbnails).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &thumbnails).unwrap();
+    let out = store
+        .command(&["purge", "remote", "--before", &now_ms().to_string()])
+        .assert_exit(1);
+    let report = report(&out);
+    let listed = &report["failures"]["listed"][0];
+    assert_eq!(listed["reason"], "file_not_removed", "{report:#}");
+    assert_eq!(listed["item"], image["mxc"]);
+    assert!(outside.path().join("32-32-image-png-crop").exists());
+    // The other media went.
+    assert_eq!(report["media_deleted"], 4, "{report:#}");
+}
+
+/// Runs an admin API call of a live Synapse with curl; its JSON answer.
+fn admin_post(url: &str, token: &str) -> Value {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail-with-body", "-X", "POST", "-d", "{}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(url)
+        .output()
+        .expect("curl must be installed");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{url}: {body} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
+}
+
+#[tokio::test]
+async fn the_same_rows_and_files_go_as_with_synapses_own_admin_api_and_no_empty_folder_stays() {
+    use std::io::BufRead;
+    let python = std::env::var("SYNAPSE_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "SYNAPSE_PYTHON is not set: run the tests with ./scripts/test, which provides a \
+             Python with matrix-synapse, or point SYNAPSE_PYTHON at one"
+        )
+    });
+    let ours = copy_fixture(Engine::Sqlite).await;
+    let theirs = copy_fixture(Engine::Sqlite).await;
+    let workdir = theirs.media_store.parent().unwrap().to_owned();
+    let before = (now_ms() - 86_400_000).to_string();
+
+    let mut serve = std::process::Command::new(python)
+        .arg(fixture(Engine::Sqlite).parent().unwrap().join("serve.py"))
+        .arg(&workdir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start serve.py");
+    let mut line = String::new();
+    std::io::BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("serve.py did not start Synapse ({e}): {line:?}"));
+    let (url, token) = (
+        info["url"].as_str().unwrap(),
+        info["admin_token"].as_str().unwrap(),
+    );
+    let remote = admin_post(
+        &format!("{url}/_synapse/admin/v1/purge_media_cache?before_ts={before}"),
+        token,
+    );
+    let local = admin_post(
+        &format!("{url}/_synapse/admin/v1/media/delete?before_ts={before}&keep_profiles=true"),
+        token,
+    );
+    drop(serve.stdin.take()); // serve.py stops Synapse when its stdin closes
+    assert!(serve.wait().unwrap().success());
+
+    let remote_report = report(
+        &ours
+            .command(&["purge", "remote", "--before", &before])
+            .assert_exit(0),
+    );
+    let local_report = report(
+        &ours
+            .command(&["purge", "local", "--before", &before])
+            .assert_exit(0),
+    );
+    assert_eq!(remote_report["media_deleted"], remote["deleted"]);
+    assert_eq!(local_report["media_deleted"], local["total"]);
+    assert_eq!(ours.media_rows().await, theirs.media_rows().await);
+    assert_eq!(ours.files(), theirs.files(), "the same files go");
+    assert_eq!(ours.empty_folders(), Vec::<String>::new());
+    assert!(
+        !theirs.empty_folders().is_empty(),
+        "Synapse leaves the emptied folders (issues #7690, #16229): this test would not tell"
+    );
+}
+
+#[test]
+fn the_tool_answers_help_and_version_and_refuses_what_it_cannot_use_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = TestCommand::new("synapse_media")
+        .args(["purge", "remote", "--help"])
+        .current_dir(dir.path())
+        .assert_exit(0);
+    let text = String::from_utf8(help.stdout).unwrap();
+    for wanted in [
+        "--before",
+        "--older-than",
+        "--dry-run",
+        "--json",
+        "--synapse-db",
+    ] {
+        assert!(text.contains(wanted), "no {wanted} in\n{text}");
+    }
+    let version = TestCommand::new("synapse_media")
+        .arg("--version")
+        .current_dir(dir.path())
+        .assert_exit(0);
+    assert!(
+        String::from_utf8(version.stdout)
+            .unwrap()
+            .starts_with("synapse_media")
+    );
+    let missing = dir.path().join("missing.db");
+    for (args, says) in [
+        (vec!["purge", "remote"], "--before"),
+        (
+            vec!["purge", "remote", "--before", "yesterday"],
+            "not a point in time",
+        ),
+        (
+            vec!["purge", "remote", "--before", "1d", "--json"],
+            "--synapse-db",
+        ),
+        (
+            vec![
+                "--synapse-db",
+                missing.to_str().unwrap(),
+                "--media-store",
+                dir.path().to_str().unwrap(),
+                "purge",
+                "local",
+                "--before",
+                "1d",
+            ],
+            "no such file",
+        ),
+    ] {
+        let out = TestCommand::new("synapse_media")
+            .args(&args)
+            .current_dir(dir.path())
+            .assert_exit(2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
