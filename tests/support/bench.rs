@@ -1,7 +1,7 @@
 //! Small helpers the benchmarks share.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// The value of environment variable `name` parsed as a `T`, or `default` when it is
@@ -39,6 +39,80 @@ pub fn time_shell(command: &str, dir: &Path) -> (Duration, Duration) {
     let done = start.elapsed();
     sync_disk();
     (done, start.elapsed())
+}
+
+/// Reads every file below `dir` once, so that every contender reads it from the page
+/// cache.
+pub fn read_into_page_cache(dir: &Path) {
+    time_shell("find . -type f -exec cat {} + > /dev/null", dir);
+}
+
+/// A command run by [`run_timed`].
+#[derive(Debug)]
+pub struct TimedRun {
+    /// Its wall time.
+    pub elapsed: Duration,
+    /// Its peak resident memory in MiB ("Maximum resident set size"), when reported.
+    pub peak_mib: Option<f64>,
+    /// Its user and system CPU seconds, when reported.
+    pub cpu_seconds: Option<(f64, f64)>,
+    /// How it ended.
+    pub status: ExitStatus,
+    /// What it printed on its standard output.
+    pub stdout: Vec<u8>,
+    /// What it printed on its standard error, `/usr/bin/time`'s figures included.
+    pub stderr: String,
+}
+
+impl TimedRun {
+    /// Its peak memory as "12.3 MiB", or "n/a".
+    pub fn peak(&self) -> String {
+        self.peak_mib
+            .map_or("n/a".to_owned(), |mib| format!("{mib:.1} MiB"))
+    }
+}
+
+/// Runs `command` under `/usr/bin/time -v`, after a `sync`, and measures it (wall time,
+/// peak memory, CPU time). Panics when it cannot start.
+pub fn run_timed(command: &Command) -> TimedRun {
+    sync_disk();
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-v")
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => timed.env(name, value),
+            None => timed.env_remove(name),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    let start = Instant::now();
+    let out = timed
+        .output()
+        .unwrap_or_else(|e| panic!("run /usr/bin/time -v {command:?}: {e}"));
+    let elapsed = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    TimedRun {
+        elapsed,
+        peak_mib: time_figure(&stderr, "Maximum resident set size (kbytes)").map(|k| k / 1024.0),
+        cpu_seconds: time_figure(&stderr, "User time (seconds)")
+            .zip(time_figure(&stderr, "System time (seconds)")),
+        status: out.status,
+        stdout: out.stdout,
+        stderr,
+    }
+}
+
+/// A figure `/usr/bin/time -v` reported (e.g. "Maximum resident set size (kbytes)").
+fn time_figure(time_output: &str, label: &str) -> Option<f64> {
+    time_output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(label)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Runs this benchmark binary again, after a `sync`, with `vars` added to its

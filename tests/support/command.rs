@@ -11,22 +11,33 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-/// The path of a binary of this workspace, built by cargo beside the test executables
+/// Where cargo builds a binary of this workspace: beside the test executables
 /// (`target/<profile>/<name>`, the tests running from `target/<profile>/deps`).
-pub fn binary(name: &str) -> PathBuf {
+fn binary_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target profile folder");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --bins` (or the tests through ./scripts/test) \
-         so the binaries are built first",
-        path.display()
-    );
-    path
+    dir.join(name)
+}
+
+/// The path of a binary of this workspace, built by cargo beside the test executables
+/// (`target/<profile>/<name>`, the tests running from `target/<profile>/deps`).
+pub fn binary(name: &str) -> PathBuf {
+    built_binary(name).unwrap_or_else(|| {
+        panic!(
+            "{} is not built: run `cargo build --bins` (or the tests through ./scripts/test) \
+             so the binaries are built first",
+            binary_path(name).display()
+        )
+    })
+}
+
+/// Like [`binary`], but `None` when it is not built (for a benchmark that measures a
+/// binary only where it exists).
+pub fn built_binary(name: &str) -> Option<PathBuf> {
+    Some(binary_path(name)).filter(|path| path.exists())
 }
 
 /// One run of a workspace binary, built up like a [`Command`]: arguments, environment,

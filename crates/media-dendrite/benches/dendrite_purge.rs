@@ -14,16 +14,8 @@
 use std::process::Command;
 use std::time::Instant;
 
-use media_tests::bench::env_or;
+use media_tests::bench::{env_or, run_timed};
 use media_tests::dendrite::{DendriteFixture, Engine, LargeStoreSpec};
-
-/// A figure `/usr/bin/time -v` reported (e.g. "Maximum resident set size (kbytes)").
-fn time_figure(time_output: &str, label: &str) -> Option<f64> {
-    time_output
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(label)?.strip_prefix(':'))
-        .and_then(|v| v.trim().parse().ok())
-}
 
 async fn bench(engine: Engine, spec: LargeStoreSpec) {
     let store = DendriteFixture::new(engine, false).await;
@@ -37,36 +29,29 @@ async fn bench(engine: Engine, spec: LargeStoreSpec) {
         started.elapsed().as_secs_f64()
     );
     let binary = media_tests::binary("cleanmedia");
-    let started = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg(&binary)
+    let mut command = Command::new(&binary);
+    command
         .arg("-c")
         .arg(&config)
         .arg("--workdir")
         .arg(&store.workdir)
-        .arg("--json")
-        .output()
-        .expect("run /usr/bin/time -v cleanmedia");
-    let elapsed = started.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .arg("--json");
+    let run = run_timed(&command);
+    let elapsed = run.elapsed.as_secs_f64();
     if let Ok(path) = std::env::var("BENCH_STDERR") {
-        std::fs::write(format!("{path}.{engine:?}"), stderr.as_bytes()).unwrap();
+        std::fs::write(format!("{path}.{engine:?}"), run.stderr.as_bytes()).unwrap();
     }
-    assert!(out.status.success(), "cleanmedia failed: {stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert!(run.status.success(), "cleanmedia failed: {}", run.stderr);
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON report");
     let purge = &report["purge"];
     assert_eq!(purge["media_rows_deleted"], spec.rows, "{report}");
     assert_eq!(purge["thumbnail_rows_deleted"], spec.rows);
     assert_eq!(purge["directories_removed"], spec.directories);
     assert_eq!(purge["bytes_freed"], disk_bytes);
-    let rss = time_figure(&stderr, "Maximum resident set size (kbytes)")
-        .map_or("n/a".to_owned(), |k| format!("{:.1} MiB", k / 1024.0));
-    let cpu = time_figure(&stderr, "User time (seconds)")
-        .zip(time_figure(&stderr, "System time (seconds)"))
-        .map_or("n/a".to_owned(), |(user, system)| {
-            format!("{user:.1} s user + {system:.1} s system")
-        });
+    let rss = run.peak();
+    let cpu = run.cpu_seconds.map_or("n/a".to_owned(), |(user, system)| {
+        format!("{user:.1} s user + {system:.1} s system")
+    });
     println!(
         "| {engine:?} | {} rows, {} directories | {elapsed:.2} s | {:.0} rows/s | {cpu} | {rss} |",
         spec.rows,

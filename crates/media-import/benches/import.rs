@@ -17,15 +17,10 @@ use std::time::{Duration, Instant};
 use media_import::{ImportOptions, Include, Progress, import_synapse};
 use media_store::FileDatastore;
 use media_tests::TestDatabase;
-use media_tests::bench::{env_or, mib, rerun_self, time_shell};
+use media_tests::bench::{env_or, mib, read_into_page_cache, rerun_self, time_shell};
 use media_tests::synthetic_synapse::{
     SyntheticSpec, SyntheticStore, copy_into_postgres, write_synapse_sqlite,
 };
-
-/// Reads every file once so that every contender reads from the page cache.
-fn warm(dir: &Path) {
-    time_shell("find . -type f -exec cat {} + > /dev/null", dir);
-}
 
 /// `cp -r` alone, and `cp -r` followed by `sync` (the durable equivalent of an import
 /// with fsync on).
@@ -142,7 +137,7 @@ async fn main() {
             &SyntheticSpec::large_media(large_mib << 20),
         )
         .await;
-        warm(&store.media_store);
+        read_into_page_cache(&store.media_store);
         let (cp, cp_sync) = time_cp(&store.media_store, &work.path().join("large-cp"));
         println!(
             "large: {} media, {:.0} MiB ({:.0} MiB unique) | cp -r {:.2} s | cp -r + sync {:.2} s",
@@ -205,7 +200,7 @@ async fn main() {
             );
             return;
         }
-        warm(&store.media_store);
+        read_into_page_cache(&store.media_store);
         let (cp, cp_sync) = time_cp(&store.media_store, &work.path().join("small-cp"));
         let repo = TestDatabase::sqlite();
         let import = time_import(
