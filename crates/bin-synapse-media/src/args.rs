@@ -9,7 +9,7 @@ use media_core::ids::ServerName;
 use media_core::moment::Moment;
 use media_core::run::RunMode;
 use media_db::DatabaseLocation;
-use media_upkeep::{AvatarPolicy, PurgeSelection};
+use media_upkeep::{AvatarPolicy, CheckOptions, PurgeOptions, PurgeSelection};
 
 const SYNAPSE: &str = "Synapse";
 
@@ -43,6 +43,24 @@ pub(crate) enum Command {
     /// empty.
     #[command(subcommand)]
     Purge(Purge),
+    /// Compare the media store with the database: files no row names, rows without
+    /// their file, thumbnail folders of media gone, stray files (temporary or
+    /// misplaced), empty folders; bytes per category. Exit 1 when problems remain.
+    Check {
+        /// Remove what is safe: files and thumbnail folders no row names, stray files
+        /// and empty folders (then the folders left empty); never a row. Stop Synapse
+        /// first, or rely on --settled-before.
+        #[arg(long)]
+        fix: bool,
+
+        /// Leave alone what changed at or after this (a date, a time, Unix
+        /// milliseconds or an age): Synapse writes a media's file before its row.
+        #[arg(long, default_value = "1h")]
+        settled_before: Moment,
+
+        #[command(flatten)]
+        report: ReportArgs,
+    },
 }
 
 /// What to purge.
@@ -82,6 +100,14 @@ pub(crate) enum Purge {
     },
 }
 
+/// A subcommand, ready to run.
+pub(crate) enum Job {
+    /// A purge.
+    Purge(PurgeOptions),
+    /// A check, or a fix.
+    Check(CheckOptions),
+}
+
 /// The flags of every run: dry run and report.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -112,22 +138,33 @@ Examples:
   synapse_media --synapse-db postgres://synapse@localhost/synapse \\
       --media-store /var/lib/synapse/media_store purge local --before 2025-01-01 --size-gt 10MiB
 
+  # Which files does no row name, which rows have no file? Then fix what is safe:
+  synapse_media --synapse-db /var/lib/synapse/homeserver.db \\
+      --media-store /var/lib/synapse/media_store check
+  synapse_media ... check --fix
+
 A killed purge is finished by the next one (its journal sits in the media store).";
 
 impl Cli {
-    fn run_args(&self) -> &RunArgs {
+    fn report_args(&self) -> &ReportArgs {
         match &self.command {
-            Command::Purge(Purge::Remote { run, .. } | Purge::Local { run, .. }) => run,
+            Command::Purge(Purge::Remote { run, .. } | Purge::Local { run, .. }) => &run.report,
+            Command::Check { report, .. } => report,
         }
     }
 
-    /// A dry run (--dry-run) or a real one.
-    pub(crate) fn mode(&self) -> RunMode {
-        RunMode::from_dry_run(self.run_args().dry_run)
+    /// A dry run (--dry-run, or a check without --fix) or a real one.
+    fn mode(&self) -> RunMode {
+        match &self.command {
+            Command::Purge(Purge::Remote { run, .. } | Purge::Local { run, .. }) => {
+                RunMode::from_dry_run(run.dry_run)
+            }
+            Command::Check { fix, .. } => RunMode::from_dry_run(!fix),
+        }
     }
 
     /// Synapse's database (--synapse-db).
-    pub(crate) fn synapse_location(&self) -> Result<DatabaseLocation, RunError> {
+    fn synapse_location(&self) -> Result<DatabaseLocation, RunError> {
         let given = self.synapse_db.as_deref().ok_or_else(|| {
             RunError::usage(
                 "give Synapse's database with --synapse-db (the path of homeserver.db or a \
@@ -138,7 +175,7 @@ impl Cli {
     }
 
     /// Synapse's media store (--media-store), which must be a folder.
-    pub(crate) fn media_store(&self) -> Result<PathBuf, RunError> {
+    fn media_store(&self) -> Result<PathBuf, RunError> {
         match &self.media_store {
             Some(dir) if dir.is_dir() => Ok(dir.clone()),
             Some(dir) => Err(RunError::usage(format_args!(
@@ -151,18 +188,16 @@ impl Cli {
         }
     }
 
-    /// What the subcommand purges.
-    pub(crate) fn selection(&self) -> PurgeSelection {
-        match &self.command {
-            Command::Purge(Purge::Remote { before, .. }) => {
-                PurgeSelection::Remote { before: *before }
-            }
-            Command::Purge(Purge::Local {
+    /// What a purge subcommand purges.
+    fn selection(purge: &Purge) -> PurgeSelection {
+        match purge {
+            Purge::Remote { before, .. } => PurgeSelection::Remote { before: *before },
+            Purge::Local {
                 before,
                 size_gt,
                 keep_avatars,
                 ..
-            }) => PurgeSelection::Local {
+            } => PurgeSelection::Local {
                 before: *before,
                 size_gt: *size_gt,
                 avatars: if *keep_avatars {
@@ -173,14 +208,37 @@ impl Cli {
             },
         }
     }
+
+    /// What to run, with its options.
+    pub(crate) fn job(&self) -> Result<Job, RunError> {
+        let (synapse_db, media_store) = (self.synapse_location()?, self.media_store()?);
+        let server_name = self.server_name.clone();
+        let mode = self.mode();
+        Ok(match &self.command {
+            Command::Purge(purge) => Job::Purge(PurgeOptions {
+                synapse_db,
+                media_store,
+                server_name,
+                selection: Self::selection(purge),
+                mode,
+            }),
+            Command::Check { settled_before, .. } => Job::Check(CheckOptions {
+                synapse_db,
+                media_store,
+                server_name,
+                mode,
+                settled_before: *settled_before,
+            }),
+        })
+    }
 }
 
 impl media_cli::ToolArgs for Cli {
     fn output(&self) -> Output {
-        self.run_args().report.output()
+        self.report_args().output()
     }
 
     fn verbosity(&self) -> Verbosity {
-        self.run_args().report.verbosity
+        self.report_args().verbosity
     }
 }

@@ -11,6 +11,10 @@
 //! * [`journal`]: the batch being deleted, so that a killed run's files are found by the
 //!   next one.
 //! * [`purge`](mod@purge): a whole direct purge ([`purge()`]), and its [`report`].
+//! * [`check`](mod@check): the media store compared with its rows ([`check()`]):
+//!   files no row names, rows without files, strays, empty folders; `--fix` removes
+//!   what is safe. It [`walk`]s each media folder in the order the [`rows`] stream in,
+//!   and reports in a [`check_report`].
 //!
 //! Selecting what Synapse's `purge_media_cache` would purge, without changing anything:
 //!
@@ -37,6 +41,8 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod check;
+pub mod check_report;
 pub mod db;
 pub mod error;
 pub mod journal;
@@ -44,7 +50,11 @@ pub mod plan;
 pub mod purge;
 pub mod removal;
 pub mod report;
+pub mod rows;
+pub mod walk;
 
+pub use check::{CheckOptions, check};
+pub use check_report::CheckReport;
 pub use error::UpkeepError;
 pub use plan::{AvatarPolicy, PlannedMedia, PurgeSelection};
 pub use purge::{PurgeOptions, purge};
