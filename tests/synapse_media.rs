@@ -931,3 +931,254 @@ fn the_tool_answers_help_and_version_and_refuses_what_it_cannot_use_with_exit_2(
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+/// The fixture's record of the media with this label (`expected.json`).
+fn fixture_media(engine: Engine, label: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(engine).join("expected.json")).unwrap();
+    let expected: Value = serde_json::from_str(&text).unwrap();
+    ["local_media", "remote_media"]
+        .iter()
+        .flat_map(|k| expected[k].as_array().unwrap().iter())
+        .find(|m| m["label"] == label)
+        .unwrap_or_else(|| panic!("no media labelled {label}"))
+        .clone()
+}
+
+/// The categories of a check report that are problems, with their findings.
+const CHECK_CATEGORIES: [&str; 6] = [
+    "orphan_files",
+    "orphan_thumbnails",
+    "stray_files",
+    "empty_folders",
+    "rows_without_files",
+    "not_regular",
+];
+
+/// The items a check report lists in `category`.
+fn listed(report: &Value, category: &str) -> BTreeSet<String> {
+    report[category]["listed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {category} in {report:#}"))
+        .iter()
+        .map(|item| item.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A moment after every file planted so far: they all count as settled.
+fn settled_now() -> String {
+    (now_ms() + 60_000).to_string()
+}
+
+#[tokio::test]
+async fn check_finds_nothing_on_a_pristine_store_and_recognises_the_purge_journal() {
+    for engine in ENGINES {
+        let store = copy_fixture(engine).await;
+        let clean = report(
+            &store
+                .command(&["check", "--settled-before", &settled_now()])
+                .assert_exit(0),
+        );
+        for category in CHECK_CATEGORIES {
+            assert_eq!(
+                clean[category]["count"], 0,
+                "{engine:?} {category}: {clean:#}"
+            );
+        }
+        // 13 uploaded local media, 8 local thumbnail folders, 5 remote media with 3
+        // thumbnail folders (never-uploaded media have no file to check).
+        assert_eq!(clean["media_checked"], 30, "{engine:?}: {clean:#}");
+        assert_eq!(clean["dry_run"], true);
+
+        // An interrupted purge's journal is recognised, not taken for a stray file.
+        let image = fixture_media(engine, "remote_image");
+        std::fs::write(
+            store.media_store.join(JOURNAL),
+            format!(
+                "remote\t{}\t{}\t{}\n",
+                image["origin"].as_str().unwrap(),
+                image["media_id"].as_str().unwrap(),
+                image["filesystem_id"].as_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let journalled = report(&store.command(&["check"]).assert_exit(1));
+        assert_eq!(journalled["interrupted_purge"], 1, "{journalled:#}");
+        assert_eq!(journalled["stray_files"]["count"], 0);
+        // The empty journal of a purge between batches is nothing to report.
+        std::fs::write(store.media_store.join(JOURNAL), "").unwrap();
+        let between = report(&store.command(&["check"]).assert_exit(0));
+        assert_eq!(between["interrupted_purge"], 0);
+    }
+}
+
+#[tokio::test]
+async fn check_finds_each_planted_inconsistency_and_fix_repairs_only_what_it_reported() {
+    for engine in ENGINES {
+        let store = copy_fixture(engine).await;
+        let root = store.media_store.clone();
+        let origin = fixture_media(engine, "remote_image")["origin"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let plant = |relative: &str, bytes: &[u8]| {
+            let path = root.join(relative);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        };
+        // Files no row names, in local_content and remote_content.
+        let local_orphan = "local_content/Zq/Zq/OrphanLocalMediaFile".to_owned();
+        let remote_orphan = format!("remote_content/{origin}/Or/ph/anRemoteCacheFile");
+        plant(&local_orphan, b"12345");
+        plant(&remote_orphan, b"1234567");
+        // A partial file beside a real one: a name no Synapse ID has.
+        let avatar = fixture_media(engine, "alice_avatar");
+        let stray = format!("{}.part", avatar["path"].as_str().unwrap());
+        plant(&stray, b"123");
+        // An empty folder, as Synapse leaves before a remote fetch succeeds.
+        let empty = format!("remote_content/{origin}/Em/pt");
+        std::fs::create_dir_all(root.join(&empty)).unwrap();
+        // A media whose row is gone: its file and its thumbnail folder are orphans.
+        let photo = fixture_media(engine, "alice_photo_1");
+        let photo_id = photo["media_id"].as_str().unwrap();
+        store
+            .execute(&format!(
+                "DELETE FROM local_media_repository WHERE media_id = '{photo_id}'; \
+                 DELETE FROM local_media_repository_thumbnails WHERE media_id = '{photo_id}'"
+            ))
+            .await;
+        let photo_path = photo["path"].as_str().unwrap().to_owned();
+        let photo_thumbnails = photo_path.replace("local_content", "local_thumbnails");
+        // A row whose file was lost: the folder it was alone in is left empty.
+        let notes = fixture_media(engine, "bob_notes");
+        let notes_path = Path::new(notes["path"].as_str().unwrap());
+        std::fs::remove_file(root.join(notes_path)).unwrap();
+        let emptied = notes_path.parent().unwrap().to_str().unwrap().to_owned();
+
+        let files = store.files();
+        let size = |path: &str| files[path];
+        let thumbnail_files: Vec<&String> = files
+            .keys()
+            .filter(|f| f.starts_with(&format!("{photo_thumbnails}/")))
+            .collect();
+        assert_eq!(thumbnail_files.len(), 4);
+        let thumbnail_bytes: u64 = thumbnail_files.iter().map(|f| files[*f]).sum();
+
+        let found = report(
+            &store
+                .command(&["check", "--settled-before", &settled_now()])
+                .assert_exit(1),
+        );
+        let expected: [(&str, BTreeSet<String>, u64); 6] = [
+            (
+                "orphan_files",
+                BTreeSet::from([
+                    local_orphan.clone(),
+                    remote_orphan.clone(),
+                    photo_path.clone(),
+                ]),
+                5 + 7 + size(&photo_path),
+            ),
+            (
+                "orphan_thumbnails",
+                BTreeSet::from([photo_thumbnails.clone()]),
+                thumbnail_bytes,
+            ),
+            ("stray_files", BTreeSet::from([stray.clone()]), 3),
+            ("empty_folders", BTreeSet::from([empty.clone(), emptied]), 0),
+            (
+                "rows_without_files",
+                BTreeSet::from([notes["mxc"].as_str().unwrap().to_owned()]),
+                notes["size"].as_u64().unwrap(),
+            ),
+            ("not_regular", BTreeSet::new(), 0),
+        ];
+        for (category, items, bytes) in &expected {
+            assert_eq!(&listed(&found, category), items, "{engine:?} {category}");
+            assert_eq!(found[category]["bytes"], *bytes, "{engine:?} {category}");
+            assert_eq!(found[category]["fixed"], 0, "{engine:?} {category}");
+        }
+
+        // Fresh entries may be a write in progress: by default a fix leaves them.
+        let rows_before = store.media_rows().await;
+        let young = report(&store.command(&["check", "--fix"]).assert_exit(1));
+        assert_eq!(young["recent"]["count"], 7, "{engine:?}: {young:#}");
+        assert_eq!(
+            store.files(),
+            files,
+            "{engine:?}: nothing recent is removed"
+        );
+
+        let fixed = report(
+            &store
+                .command(&["check", "--fix", "--settled-before", &settled_now()])
+                .assert_exit(1),
+        );
+        for (category, items, _) in &expected {
+            let repaired = if *category == "rows_without_files" {
+                0
+            } else {
+                items.len()
+            };
+            assert_eq!(fixed[category]["fixed"], repaired, "{engine:?} {category}");
+        }
+        assert_eq!(
+            store.media_rows().await,
+            rows_before,
+            "{engine:?}: no row changes"
+        );
+        let after = store.files();
+        let gone: BTreeSet<String> = files
+            .keys()
+            .filter(|f| !after.contains_key(*f))
+            .cloned()
+            .collect();
+        let mut wanted: BTreeSet<String> =
+            BTreeSet::from([local_orphan, remote_orphan, photo_path, stray]);
+        wanted.extend(thumbnail_files.into_iter().cloned());
+        assert_eq!(gone, wanted, "{engine:?}: exactly the reported files go");
+        assert!(after.keys().all(|f| files.contains_key(f)));
+        assert_eq!(store.empty_folders(), Vec::<String>::new(), "{engine:?}");
+        assert!(
+            !root.join(JOURNAL).exists(),
+            "the fix's own journal is removed"
+        );
+
+        let again = report(
+            &store
+                .command(&["check", "--settled-before", &settled_now()])
+                .assert_exit(1),
+        );
+        for category in CHECK_CATEGORIES {
+            let left = if category == "rows_without_files" {
+                1
+            } else {
+                0
+            };
+            assert_eq!(
+                again[category]["count"], left,
+                "{engine:?} {category}: {again:#}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn check_lists_links_without_following_them_and_fix_leaves_them() {
+    let store = copy_fixture(Engine::Sqlite).await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(outside.path().join("cd")).unwrap();
+    std::fs::write(outside.path().join("cd/orphanfile"), b"not Synapse's").unwrap();
+    let link = store.media_store.join("local_content/Li");
+    std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+    let out = store
+        .command(&["check", "--fix", "--settled-before", &settled_now()])
+        .assert_exit(1);
+    let report = report(&out);
+    assert_eq!(
+        listed(&report, "not_regular"),
+        BTreeSet::from(["local_content/Li".to_owned()])
+    );
+    assert_eq!(report["orphan_files"]["count"], 0, "{report:#}");
+    assert!(outside.path().join("cd/orphanfile").exists());
+    assert!(link.is_symlink());
+}

@@ -267,7 +267,7 @@ pub(crate) fn changed_ms(root: &Path, relative: &Path) -> io::Result<Option<i64>
     };
     match rustix::fs::statat(&dir, *name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => Ok(Some(
-            stat.st_mtime as i64 * 1000 + stat.st_mtime_nsec as i64 / 1_000_000,
+            stat.st_mtime * 1000 + stat.st_mtime_nsec as i64 / 1_000_000,
         )),
         Err(Errno::NOENT) => Ok(None),
         Err(e) => Err(error_at(e, &root.join(relative), "an entry")),
