@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use media_cli::{Output, ReportArgs, RunError, Verbosity};
-use media_core::ids::ServerName;
+use media_core::ids::{MxcUri, ServerName, UserId};
 use media_core::moment::Moment;
 use media_core::run::RunMode;
 use media_db::DatabaseLocation;
-use media_upkeep::{AvatarPolicy, CheckOptions, PurgeOptions, PurgeSelection};
+use media_upkeep::quarantine::{Change, RoomId, Target};
+use media_upkeep::{AvatarPolicy, CheckOptions, PurgeOptions, PurgeSelection, QuarantineOptions};
 
 const SYNAPSE: &str = "Synapse";
 
@@ -61,6 +62,75 @@ pub(crate) enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
+    /// Quarantine media as Synapse does: every media with the same sha256 too (local
+    /// and remote), never a protected one. Stop Synapse first.
+    Quarantine {
+        #[command(subcommand)]
+        target: TargetArgs,
+
+        /// The admin recorded as having quarantined them (quarantined_by).
+        #[arg(long, global = true)]
+        by: Option<UserId>,
+    },
+    /// Take media out of quarantine, with every media of the same sha256.
+    #[command(subcommand)]
+    Unquarantine(TargetArgs),
+    /// Protect local media from quarantine (Synapse's safe_from_quarantine).
+    Protect(MediaArgs),
+    /// Remove that protection.
+    Unprotect(MediaArgs),
+}
+
+/// Which media a quarantine is about.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TargetArgs {
+    /// These media (local or remote).
+    Media(MediaArgs),
+    /// A local user's uploads.
+    User {
+        /// The user, e.g. @alice:example.org.
+        user: UserId,
+
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// The media a room's events point at (content.url, info.thumbnail_url).
+    Room {
+        /// The room ID, e.g. !abc:example.org.
+        room: RoomId,
+
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+/// Media named by their MXC URIs.
+#[derive(Debug, Args)]
+pub(crate) struct MediaArgs {
+    /// mxc://server/media_id, one or more.
+    #[arg(required = true)]
+    mxc: Vec<MxcUri>,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+impl TargetArgs {
+    fn run(&self) -> &RunArgs {
+        match self {
+            Self::Media(MediaArgs { run, .. })
+            | Self::User { run, .. }
+            | Self::Room { run, .. } => run,
+        }
+    }
+
+    fn target(&self) -> Target {
+        match self {
+            Self::Media(media) => Target::Media(media.mxc.clone()),
+            Self::User { user, .. } => Target::User(user.clone()),
+            Self::Room { room, .. } => Target::Room(room.clone()),
+        }
+    }
 }
 
 /// What to purge.
@@ -106,6 +176,8 @@ pub(crate) enum Job {
     Purge(PurgeOptions),
     /// A check, or a fix.
     Check(CheckOptions),
+    /// A quarantine or protection change.
+    Quarantine(QuarantineOptions),
 }
 
 /// The flags of every run: dry run and report.
@@ -143,23 +215,38 @@ Examples:
       --media-store /var/lib/synapse/media_store check
   synapse_media ... check --fix
 
+  # Quarantine a media and every copy of it (same sha256), then a whole room's media:
+  synapse_media ... quarantine --by @admin:example.org media mxc://example.org/abcdef
+  synapse_media ... quarantine --by @admin:example.org room '!room:example.org' --dry-run
+
 A killed purge is finished by the next one (its journal sits in the media store).";
 
 impl Cli {
-    fn report_args(&self) -> &ReportArgs {
+    /// The run flags of a subcommand that has them.
+    fn run_args(&self) -> Option<&RunArgs> {
         match &self.command {
-            Command::Purge(Purge::Remote { run, .. } | Purge::Local { run, .. }) => &run.report,
-            Command::Check { report, .. } => report,
+            Command::Purge(Purge::Remote { run, .. } | Purge::Local { run, .. }) => Some(run),
+            Command::Check { .. } => None,
+            Command::Quarantine { target, .. } | Command::Unquarantine(target) => {
+                Some(target.run())
+            }
+            Command::Protect(media) | Command::Unprotect(media) => Some(&media.run),
+        }
+    }
+
+    fn report_args(&self) -> &ReportArgs {
+        match (&self.command, self.run_args()) {
+            (Command::Check { report, .. }, _) => report,
+            (_, Some(run)) => &run.report,
+            (_, None) => unreachable!("every other subcommand has run flags"),
         }
     }
 
     /// A dry run (--dry-run, or a check without --fix) or a real one.
     fn mode(&self) -> RunMode {
-        match &self.command {
-            Command::Purge(Purge::Remote { run, .. } | Purge::Local { run, .. }) => {
-                RunMode::from_dry_run(run.dry_run)
-            }
-            Command::Check { fix, .. } => RunMode::from_dry_run(!fix),
+        match (&self.command, self.run_args()) {
+            (Command::Check { fix, .. }, _) => RunMode::from_dry_run(!fix),
+            (_, run) => RunMode::from_dry_run(run.is_some_and(|run| run.dry_run)),
         }
     }
 
@@ -211,24 +298,47 @@ impl Cli {
 
     /// What to run, with its options.
     pub(crate) fn job(&self) -> Result<Job, RunError> {
-        let (synapse_db, media_store) = (self.synapse_location()?, self.media_store()?);
+        let synapse_db = self.synapse_location()?;
         let server_name = self.server_name.clone();
         let mode = self.mode();
+        let change = |target: Target, change: Change| {
+            Job::Quarantine(QuarantineOptions {
+                synapse_db: synapse_db.clone(),
+                server_name: server_name.clone(),
+                target,
+                change,
+                mode,
+            })
+        };
         Ok(match &self.command {
             Command::Purge(purge) => Job::Purge(PurgeOptions {
-                synapse_db,
-                media_store,
-                server_name,
+                synapse_db: synapse_db.clone(),
+                media_store: self.media_store()?,
+                server_name: server_name.clone(),
                 selection: Self::selection(purge),
                 mode,
             }),
             Command::Check { settled_before, .. } => Job::Check(CheckOptions {
-                synapse_db,
-                media_store,
-                server_name,
+                synapse_db: synapse_db.clone(),
+                media_store: self.media_store()?,
+                server_name: server_name.clone(),
                 mode,
                 settled_before: *settled_before,
             }),
+            Command::Quarantine { target, by } => {
+                let by = by.clone().ok_or_else(|| {
+                    RunError::usage(
+                        "give the admin recorded as quarantining them with --by \
+                         @admin:your.server",
+                    )
+                })?;
+                change(target.target(), Change::Quarantine { by })
+            }
+            Command::Unquarantine(target) => change(target.target(), Change::Unquarantine),
+            Command::Protect(media) => change(Target::Media(media.mxc.clone()), Change::Protect),
+            Command::Unprotect(media) => {
+                change(Target::Media(media.mxc.clone()), Change::Unprotect)
+            }
         })
     }
 }

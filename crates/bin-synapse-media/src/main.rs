@@ -34,5 +34,10 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
             bar.finish();
             media_cli::print_report(&report.map_err(RunError::of)?, output)
         }
+        Job::Quarantine(options) => {
+            let report = media_upkeep::quarantine(options).await;
+            bar.finish();
+            media_cli::print_report(&report.map_err(RunError::of)?, output)
+        }
     })
 }

@@ -15,6 +15,8 @@
 //!   files no row names, rows without files, strays, empty folders; `--fix` removes
 //!   what is safe. It [`walk`]s each media folder in the order the [`rows`] stream in,
 //!   and reports in a [`check_report`].
+//! * [`quarantine`](mod@quarantine): quarantine, unquarantine, protect and unprotect
+//!   with Synapse's semantics (hash propagation, protected media left out).
 //!
 //! Selecting what Synapse's `purge_media_cache` would purge, without changing anything:
 //!
@@ -48,6 +50,7 @@ pub mod error;
 pub mod journal;
 pub mod plan;
 pub mod purge;
+pub mod quarantine;
 pub mod removal;
 pub mod report;
 pub mod rows;
@@ -58,4 +61,5 @@ pub use check_report::CheckReport;
 pub use error::UpkeepError;
 pub use plan::{AvatarPolicy, PlannedMedia, PurgeSelection};
 pub use purge::{PurgeOptions, purge};
+pub use quarantine::{QuarantineOptions, QuarantineReport, quarantine};
 pub use report::PurgeReport;
