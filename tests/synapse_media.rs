@@ -1182,3 +1182,320 @@ async fn check_lists_links_without_following_them_and_fix_leaves_them() {
     assert!(outside.path().join("cd/orphanfile").exists());
     assert!(link.is_symlink());
 }
+
+/// `mxc://…` of every quarantined media row, local and remote.
+async fn quarantined(store: &Store) -> BTreeSet<String> {
+    let mut all = store
+        .lines(&format!(
+            "SELECT 'mxc://{SERVER}/' || media_id FROM local_media_repository \
+             WHERE quarantined_by IS NOT NULL"
+        ))
+        .await;
+    all.extend(
+        store
+            .lines(
+                "SELECT 'mxc://' || media_origin || '/' || media_id FROM remote_media_cache \
+                 WHERE quarantined_by IS NOT NULL",
+            )
+            .await,
+    );
+    all
+}
+
+/// `mxc://…` of every media row, local and remote, whose sha256 is one of `hashes`
+/// (judged here, row by row).
+async fn with_hashes(store: &Store, hashes: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut conn = any_connection(&store.db_url).await;
+    let mut found = BTreeSet::new();
+    for (sql, local) in [
+        (
+            "SELECT '' AS origin, media_id, sha256 FROM local_media_repository",
+            true,
+        ),
+        (
+            "SELECT media_origin AS origin, media_id, sha256 FROM remote_media_cache",
+            false,
+        ),
+    ] {
+        for row in sqlx::query(sql).fetch_all(&mut conn).await.unwrap() {
+            let sha256: Option<String> = row.get("sha256");
+            if sha256.is_some_and(|h| hashes.contains(&h)) {
+                let origin: String = row.get("origin");
+                let origin = if local { SERVER.to_owned() } else { origin };
+                found.insert(format!(
+                    "mxc://{origin}/{}",
+                    row.get::<String, _>("media_id")
+                ));
+            }
+        }
+    }
+    conn.close().await.ok();
+    found
+}
+
+/// The sha256 Synapse recorded for a fixture media.
+fn sha256_of(engine: Engine, label: &str) -> String {
+    fixture_media(engine, label)["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn listed_mxcs(report: &Value, field: &str) -> BTreeSet<String> {
+    report[field]["listed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {field} in {report:#}"))
+        .iter()
+        .map(|m| m.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn quarantine_spreads_to_every_media_with_the_same_hash_and_never_to_a_protected_one() {
+    for engine in ENGINES {
+        let store = copy_fixture(engine).await;
+        let mxc = |label: &str| {
+            fixture_media(engine, label)["mxc"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let (alice, bob, remote) = (
+            mxc("alice_shared"),
+            mxc("bob_shared"),
+            mxc("remote_shared_copy"),
+        );
+        let protected = report(&store.command(&["protect", &bob]).assert_exit(0));
+        assert_eq!(
+            listed_mxcs(&protected, "changed"),
+            BTreeSet::from([bob.clone()])
+        );
+        assert_eq!(
+            store
+                .lines(
+                    "SELECT media_id FROM local_media_repository \
+                     WHERE CASE WHEN safe_from_quarantine THEN 1 ELSE 0 END = 1"
+                )
+                .await,
+            BTreeSet::from([fixture_media(engine, "bob_shared")["media_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()]),
+            "{engine:?}: protect sets safe_from_quarantine on that media only"
+        );
+
+        let before = quarantined(&store).await;
+        let changes = "SELECT CAST(COUNT(*) AS TEXT) FROM quarantined_media_changes";
+        let changes_before = store.lines(changes).await;
+        let args = [
+            "quarantine",
+            "--by",
+            "@admin:fixture.test",
+            "media",
+            alice.as_str(),
+        ];
+        let dry = report(
+            &store
+                .command(&[&args[..], &["--dry-run"]].concat())
+                .assert_exit(0),
+        );
+        assert_eq!(
+            quarantined(&store).await,
+            before,
+            "{engine:?}: a dry run changes nothing"
+        );
+        let real = report(&store.command(&args).assert_exit(0));
+        // Independently: every row with alice_shared's hash, but the protected one.
+        let mut expected =
+            with_hashes(&store, &BTreeSet::from([sha256_of(engine, "alice_shared")])).await;
+        assert_eq!(
+            expected,
+            BTreeSet::from([alice.clone(), bob.clone(), remote.clone()])
+        );
+        expected.remove(&bob);
+        let after = quarantined(&store).await;
+        assert_eq!(
+            after.difference(&before).cloned().collect::<BTreeSet<_>>(),
+            expected,
+            "{engine:?}"
+        );
+        for report in [&dry, &real] {
+            assert_eq!(
+                listed_mxcs(report, "changed"),
+                expected,
+                "{engine:?}: {report:#}"
+            );
+            assert_eq!(report["changed_by_hash"], 1, "{engine:?}");
+            assert_eq!(
+                listed_mxcs(report, "protected"),
+                BTreeSet::from([bob.clone()])
+            );
+        }
+        assert_eq!(
+            store
+                .lines(&format!(
+                    "SELECT quarantined_by FROM remote_media_cache WHERE media_id = '{}'",
+                    remote.rsplit('/').next().unwrap()
+                ))
+                .await,
+            BTreeSet::from(["@admin:fixture.test".to_owned()])
+        );
+        let recorded: i64 = store
+            .lines(changes)
+            .await
+            .pop_first()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let recorded_before: i64 = changes_before.into_iter().next().unwrap().parse().unwrap();
+        assert_eq!(
+            recorded - recorded_before,
+            2,
+            "{engine:?}: each change is streamed"
+        );
+
+        // Again: already quarantined; the protected media named directly stays out.
+        let again = report(&store.command(&args).assert_exit(0));
+        assert_eq!(
+            (
+                again["changed"]["count"].as_u64(),
+                again["already"]["count"].as_u64()
+            ),
+            (Some(0), Some(2))
+        );
+        let direct = report(
+            &store
+                .command(&["quarantine", "--by", "@admin:fixture.test", "media", &bob])
+                .assert_exit(0),
+        );
+        assert_eq!(
+            listed_mxcs(&direct, "protected"),
+            BTreeSet::from([bob.clone()])
+        );
+        assert!(!quarantined(&store).await.contains(&bob), "{engine:?}");
+
+        // Unknown media are listed failures.
+        let missing = format!("mxc://{SERVER}/NoSuchMediaAtAll");
+        let out = store
+            .command(&[
+                "quarantine",
+                "--by",
+                "@admin:fixture.test",
+                "media",
+                &missing,
+            ])
+            .assert_exit(1);
+        assert_eq!(report(&out)["failures"]["by_reason"]["not_found"], 1);
+
+        // Unquarantining the remote copy frees its hash everywhere.
+        store
+            .command(&["unquarantine", "media", &remote])
+            .assert_exit(0);
+        assert_eq!(quarantined(&store).await, before, "{engine:?}");
+    }
+}
+
+#[tokio::test]
+async fn quarantine_of_a_user_or_a_room_selects_the_media_synapse_selects() {
+    for engine in ENGINES {
+        let store = copy_fixture(engine).await;
+        // A user's uploads not yet quarantined, with their hash-mates.
+        let mut conn = any_connection(&store.db_url).await;
+        let carol: Vec<(String, Option<String>)> = sqlx::query(
+            "SELECT media_id, sha256 FROM local_media_repository \
+             WHERE user_id = '@carol:fixture.test' AND quarantined_by IS NULL",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get("media_id"), row.get("sha256")))
+        .collect();
+        // A room's events with URLs: content.url and content.info.thumbnail_url.
+        let events = sqlx::query(
+            "SELECT j.json FROM events AS e JOIN event_json AS j ON j.event_id = e.event_id \
+             WHERE e.contains_url = TRUE AND e.outlier = FALSE",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.ok();
+        let mut room_mxcs = BTreeSet::new();
+        for row in events {
+            let event: Value = serde_json::from_str(&row.get::<String, _>("json")).unwrap();
+            for url in [
+                &event["content"]["url"],
+                &event["content"]["info"]["thumbnail_url"],
+            ] {
+                if let Some(url) = url.as_str() {
+                    room_mxcs.insert(url.to_owned());
+                }
+            }
+        }
+        assert!(!room_mxcs.is_empty() && !carol.is_empty());
+
+        let before = quarantined(&store).await;
+        let hashes: BTreeSet<String> = carol.iter().filter_map(|(_, h)| h.clone()).collect();
+        let mut expected = with_hashes(&store, &hashes).await;
+        expected.extend(carol.iter().map(|(id, _)| format!("mxc://{SERVER}/{id}")));
+        store
+            .command(&[
+                "quarantine",
+                "--by",
+                "@admin:fixture.test",
+                "user",
+                "@carol:fixture.test",
+            ])
+            .assert_exit(0);
+        let after = quarantined(&store).await;
+        assert_eq!(
+            after.difference(&before).cloned().collect::<BTreeSet<_>>(),
+            expected,
+            "{engine:?}"
+        );
+
+        let room = &fixture_media_rooms(engine)[0];
+        let mut room_hashes = BTreeSet::new();
+        for label in ["alice_photo_1", "bob_room_avatar"] {
+            if room_mxcs.contains(fixture_media(engine, label)["mxc"].as_str().unwrap()) {
+                room_hashes.insert(sha256_of(engine, label));
+            }
+        }
+        assert_eq!(room_hashes.len(), 2, "{engine:?}: {room_mxcs:?}");
+        let mut expected = with_hashes(&store, &room_hashes).await;
+        expected.extend(room_mxcs);
+        let out = store
+            .command(&[
+                "quarantine",
+                "--by",
+                "@admin:fixture.test",
+                "room",
+                room,
+                "--dry-run",
+            ])
+            .assert_exit(0);
+        let dry = report(&out);
+        let expected: BTreeSet<String> = expected.difference(&after).cloned().collect();
+        assert_eq!(listed_mxcs(&dry, "changed"), expected, "{engine:?}");
+        store
+            .command(&["quarantine", "--by", "@admin:fixture.test", "room", room])
+            .assert_exit(0);
+        let last = quarantined(&store).await;
+        assert_eq!(
+            last.difference(&after).cloned().collect::<BTreeSet<_>>(),
+            expected
+        );
+    }
+}
+
+/// The fixture's room IDs.
+fn fixture_media_rooms(engine: Engine) -> Vec<String> {
+    let text = std::fs::read_to_string(fixture(engine).join("expected.json")).unwrap();
+    let expected: Value = serde_json::from_str(&text).unwrap();
+    expected["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|room| room["room_id"].as_str().unwrap().to_owned())
+        .collect()
+}
