@@ -16,8 +16,9 @@
 //!
 //! One deliberate difference: a media already quarantined keeps the `quarantined_by`
 //! of whoever quarantined it first (Synapse overwrites it) and is reported as
-//! `already`. Synapse caches nothing of this, but its workers learn of changes through
-//! the stream's replication only when Synapse itself writes it: stop Synapse first.
+//! `already`. Synapse reads the quarantine state from the database on every download,
+//! but numbers the changes stream in memory on SQLite, and its workers learn of changes
+//! through replication only when Synapse itself writes them: stop Synapse first.
 //!
 //! Work goes in batches of [`BATCH`] named media, one transaction each.
 
