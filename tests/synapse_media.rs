@@ -1499,3 +1499,65 @@ fn fixture_media_rooms(engine: Engine) -> Vec<String> {
         .map(|room| room["room_id"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// The `mxc` of every media a listing lists.
+fn listed_media(listing: &Value) -> BTreeSet<String> {
+    listing["media"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no media in {listing:#}"))
+        .iter()
+        .map(|m| m["mxc"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn media_list_and_show_answer_what_the_database_holds() {
+    for engine in ENGINES {
+        let store = copy_fixture(engine).await;
+        let alice = store
+            .lines(&format!(
+                "SELECT 'mxc://{SERVER}/' || media_id FROM local_media_repository \
+                 WHERE user_id = '@alice:fixture.test'"
+            ))
+            .await;
+        let by_user = report(
+            &store
+                .command(&["media", "list", "--user", "@alice:fixture.test"])
+                .assert_exit(0),
+        );
+        assert_eq!(listed_media(&by_user), alice, "{engine:?}");
+
+        let room = &fixture_media_rooms(engine)[0];
+        let in_room = report(
+            &store
+                .command(&["media", "list", "--room", room])
+                .assert_exit(0),
+        );
+        let expected: BTreeSet<String> = ["alice_photo_1", "bob_room_avatar"]
+            .iter()
+            .map(|label| {
+                fixture_media(engine, label)["mxc"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(listed_media(&in_room), expected, "{engine:?}");
+
+        let remote = fixture_media(engine, "remote_image");
+        let shown = report(
+            &store
+                .command(&["media", "show", remote["mxc"].as_str().unwrap()])
+                .assert_exit(0),
+        );
+        assert_eq!(shown["media"][0]["sha256"], remote["sha256"]);
+        assert_eq!(
+            shown["thumbnails"].as_array().unwrap().len(),
+            remote["thumbnails"].as_array().unwrap().len(),
+            "{engine:?}"
+        );
+        let missing = format!("mxc://{SERVER}/NoSuchMediaAtAll");
+        let out = store.command(&["media", "show", &missing]).assert_exit(1);
+        assert_eq!(report(&out)["failures"]["by_reason"]["not_found"], 1);
+    }
+}

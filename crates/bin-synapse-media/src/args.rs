@@ -9,7 +9,9 @@ use media_core::ids::{MxcUri, ServerName, UserId};
 use media_core::moment::Moment;
 use media_core::run::RunMode;
 use media_db::DatabaseLocation;
-use media_upkeep::quarantine::{Change, RoomId, Target};
+use media_upkeep::listing::{ListOptions, Listing};
+use media_upkeep::quarantine::{Change, Target};
+use media_upkeep::room::RoomId;
 use media_upkeep::{AvatarPolicy, CheckOptions, PurgeOptions, PurgeSelection, QuarantineOptions};
 
 const SYNAPSE: &str = "Synapse";
@@ -79,6 +81,35 @@ pub(crate) enum Command {
     Protect(MediaArgs),
     /// Remove that protection.
     Unprotect(MediaArgs),
+    /// Look at media rows: a user's uploads, a room's media, one media.
+    #[command(subcommand)]
+    Media(MediaCommand),
+}
+
+/// What to look at.
+#[derive(Debug, Subcommand)]
+pub(crate) enum MediaCommand {
+    /// A local user's uploads (--user) or the media a room's events point at (--room).
+    List {
+        /// The uploader, e.g. @alice:example.org.
+        #[arg(long, conflicts_with = "room", required_unless_present = "room")]
+        user: Option<UserId>,
+
+        /// The room ID, e.g. !abc:example.org.
+        #[arg(long)]
+        room: Option<RoomId>,
+
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// One media and its thumbnails.
+    Show {
+        /// mxc://server/media_id.
+        mxc: MxcUri,
+
+        #[command(flatten)]
+        report: ReportArgs,
+    },
 }
 
 /// Which media a quarantine is about.
@@ -178,6 +209,8 @@ pub(crate) enum Job {
     Check(CheckOptions),
     /// A quarantine or protection change.
     Quarantine(QuarantineOptions),
+    /// A listing of media rows.
+    List(ListOptions),
 }
 
 /// The flags of every run: dry run and report.
@@ -226,7 +259,7 @@ impl Cli {
     fn run_args(&self) -> Option<&RunArgs> {
         match &self.command {
             Command::Purge(Purge::Remote { run, .. } | Purge::Local { run, .. }) => Some(run),
-            Command::Check { .. } => None,
+            Command::Check { .. } | Command::Media(_) => None,
             Command::Quarantine { target, .. } | Command::Unquarantine(target) => {
                 Some(target.run())
             }
@@ -236,13 +269,19 @@ impl Cli {
 
     fn report_args(&self) -> &ReportArgs {
         match (&self.command, self.run_args()) {
-            (Command::Check { report, .. }, _) => report,
+            (Command::Check { report, .. }, _)
+            | (
+                Command::Media(
+                    MediaCommand::List { report, .. } | MediaCommand::Show { report, .. },
+                ),
+                _,
+            ) => report,
             (_, Some(run)) => &run.report,
             (_, None) => unreachable!("every other subcommand has run flags"),
         }
     }
 
-    /// A dry run (--dry-run, or a check without --fix) or a real one.
+    /// A dry run (--dry-run, a check without --fix, a listing) or a real one.
     fn mode(&self) -> RunMode {
         match (&self.command, self.run_args()) {
             (Command::Check { fix, .. }, _) => RunMode::from_dry_run(!fix),
@@ -339,6 +378,22 @@ impl Cli {
             Command::Unprotect(media) => {
                 change(Target::Media(media.mxc.clone()), Change::Unprotect)
             }
+            Command::Media(command) => Job::List(ListOptions {
+                synapse_db: synapse_db.clone(),
+                server_name: server_name.clone(),
+                listing: match command {
+                    MediaCommand::List {
+                        user: Some(user), ..
+                    } => Listing::User(user.clone()),
+                    MediaCommand::List {
+                        room: Some(room), ..
+                    } => Listing::Room(room.clone()),
+                    MediaCommand::List { .. } => {
+                        return Err(RunError::usage("give --user USER_ID or --room ROOM_ID"));
+                    }
+                    MediaCommand::Show { mxc, .. } => Listing::Show(mxc.clone()),
+                },
+            }),
         })
     }
 }

@@ -39,5 +39,10 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
             bar.finish();
             media_cli::print_report(&report.map_err(RunError::of)?, output)
         }
+        Job::List(options) => {
+            let listing = media_upkeep::listing::list(options).await;
+            bar.finish();
+            media_cli::print_report(&listing.map_err(RunError::of)?, output)
+        }
     })
 }

@@ -16,7 +16,8 @@
 //!   what is safe. It [`walk`]s each media folder in the order the [`rows`] stream in,
 //!   and reports in a [`check_report`].
 //! * [`quarantine`](mod@quarantine): quarantine, unquarantine, protect and unprotect
-//!   with Synapse's semantics (hash propagation, protected media left out).
+//!   with Synapse's semantics (hash propagation, protected media left out), a
+//!   [`room`]'s media as Synapse finds them, and [`listing`]s of media rows.
 //!
 //! Selecting what Synapse's `purge_media_cache` would purge, without changing anything:
 //!
@@ -48,11 +49,13 @@ pub mod check_report;
 pub mod db;
 pub mod error;
 pub mod journal;
+pub mod listing;
 pub mod plan;
 pub mod purge;
 pub mod quarantine;
 pub mod removal;
 pub mod report;
+pub mod room;
 pub mod rows;
 pub mod walk;
 

@@ -24,7 +24,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::str::FromStr;
 
 use media_core::ids::{MxcUri, ServerName, UserId};
 use media_core::run::{Failures, Reason, Route, RunMode};
@@ -35,38 +34,10 @@ use serde::{Serialize, Serializer};
 use sqlx::AssertSqlSafe;
 
 use crate::error::UpkeepError;
+use crate::room::RoomId;
 
 /// Named media handled per transaction.
 pub const BATCH: usize = 500;
-
-/// A Matrix room ID (`!opaque:server`, or the opaque `!…` of room version 12).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RoomId(String);
-
-impl FromStr for RoomId {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let valid = text.len() > 1
-            && text.len() <= 255
-            && text.starts_with('!')
-            && text.chars().all(|c| c.is_ascii_graphic());
-        if valid {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(format!(
-                "{text:?} is not a room ID: expected !opaque:server.name (at most 255 \
-                 printable ASCII characters)"
-            ))
-        }
-    }
-}
-
-impl fmt::Display for RoomId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Which media a change is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,7 +242,7 @@ async fn run(
         Target::Room(room) => {
             let mut before = i64::MAX;
             loop {
-                let (mxcs, next) = db.room_media_page(room, before).await?;
+                let (mxcs, next) = crate::room::media_page(&db.pool, room, before).await?;
                 db.apply(mxcs, options, &mut report).await?;
                 match next {
                     Some(next) => before = next,
@@ -414,47 +385,6 @@ impl QuarantineDb {
                 .await
                 .during("read a user's media")?
         }))
-    }
-
-    /// The MXCs of a page of a room's events with URLs, newest first, before the stream
-    /// position `before`; the position the next page starts at, if any.
-    async fn room_media_page(
-        &self,
-        room: &RoomId,
-        before: i64,
-    ) -> Result<(Vec<MxcUri>, Option<i64>), DbError> {
-        const PAGE: i64 = 100;
-        let rows: Vec<(i64, String)> = on_pool!(&self.pool, |p| {
-            sqlx::query_as(
-                "SELECT e.stream_ordering, j.json FROM events AS e \
-                 JOIN event_json AS j ON j.event_id = e.event_id AND j.room_id = e.room_id \
-                 WHERE e.room_id = $1 AND e.stream_ordering < $2 \
-                 AND e.contains_url = TRUE AND e.outlier = FALSE \
-                 ORDER BY e.stream_ordering DESC LIMIT $3",
-            )
-            .bind(room.to_string())
-            .bind(before)
-            .bind(PAGE)
-            .fetch_all(p)
-            .await
-            .during("read a room's events")?
-        });
-        let next = (rows.len() as i64 == PAGE)
-            .then(|| rows.last().map(|(s, _)| *s))
-            .flatten();
-        let mut mxcs = Vec::new();
-        for (_, json) in rows {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&json) else {
-                continue;
-            };
-            let content = &event["content"];
-            for url in [&content["url"], &content["info"]["thumbnail_url"]] {
-                if let Some(mxc) = url.as_str().and_then(|u| u.parse::<MxcUri>().ok()) {
-                    mxcs.push(mxc);
-                }
-            }
-        }
-        Ok((mxcs, next))
     }
 
     /// Applies the change to one batch of named media, in one transaction.
