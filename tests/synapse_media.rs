@@ -984,8 +984,8 @@ async fn check_finds_nothing_on_a_pristine_store_and_recognises_the_purge_journa
                 "{engine:?} {category}: {clean:#}"
             );
         }
-        // 13 uploaded local media, 8 local thumbnail folders, 5 remote media with 3
-        // thumbnail folders (never-uploaded media have no file to check).
+        // 13 uploaded local media with 9 thumbnail folders, 5 remote media with 3
+        // (a never-uploaded media has no file to check).
         assert_eq!(clean["media_checked"], 30, "{engine:?}: {clean:#}");
         assert_eq!(clean["dry_run"], true);
 
