@@ -931,3 +931,633 @@ fn the_tool_answers_help_and_version_and_refuses_what_it_cannot_use_with_exit_2(
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+/// The fixture's record of the media with this label (`expected.json`).
+fn fixture_media(engine: Engine, label: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(engine).join("expected.json")).unwrap();
+    let expected: Value = serde_json::from_str(&text).unwrap();
+    ["local_media", "remote_media"]
+        .iter()
+        .flat_map(|k| expected[k].as_array().unwrap().iter())
+        .find(|m| m["label"] == label)
+        .unwrap_or_else(|| panic!("no media labelled {label}"))
+        .clone()
+}
+
+/// The categories of a check report that are problems, with their findings.
+const CHECK_CATEGORIES: [&str; 6] = [
+    "orphan_files",
+    "orphan_thumbnails",
+    "stray_files",
+    "empty_folders",
+    "rows_without_files",
+    "not_regular",
+];
+
+/// The items a check report lists in `category`.
+fn listed(report: &Value, category: &str) -> BTreeSet<String> {
+    report[category]["listed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {category} in {report:#}"))
+        .iter()
+        .map(|item| item.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A moment after every file planted so far: they all count as settled.
+fn settled_now() -> String {
+    (now_ms() + 60_000).to_string()
+}
+
+#[tokio::test]
+async fn check_finds_nothing_on_a_pristine_store_and_recognises_the_purge_journal() {
+    for engine in ENGINES {
+        let store = copy_fixture(engine).await;
+        let clean = report(
+            &store
+                .command(&["check", "--settled-before", &settled_now()])
+                .assert_exit(0),
+        );
+        for category in CHECK_CATEGORIES {
+            assert_eq!(
+                clean[category]["count"], 0,
+                "{engine:?} {category}: {clean:#}"
+            );
+        }
+        // 13 uploaded local media with 9 thumbnail folders, 5 remote media with 3
+        // (a never-uploaded media has no file to check).
+        assert_eq!(clean["media_checked"], 30, "{engine:?}: {clean:#}");
+        assert_eq!(clean["dry_run"], true);
+
+        // An interrupted purge's journal is recognised, not taken for a stray file.
+        let image = fixture_media(engine, "remote_image");
+        std::fs::write(
+            store.media_store.join(JOURNAL),
+            format!(
+                "remote\t{}\t{}\t{}\n",
+                image["origin"].as_str().unwrap(),
+                image["media_id"].as_str().unwrap(),
+                image["filesystem_id"].as_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let journalled = report(&store.command(&["check"]).assert_exit(1));
+        assert_eq!(journalled["interrupted_purge"], 1, "{journalled:#}");
+        assert_eq!(journalled["stray_files"]["count"], 0);
+        // The empty journal of a purge between batches is nothing to report.
+        std::fs::write(store.media_store.join(JOURNAL), "").unwrap();
+        let between = report(&store.command(&["check"]).assert_exit(0));
+        assert_eq!(between["interrupted_purge"], 0);
+    }
+}
+
+#[tokio::test]
+async fn check_finds_each_planted_inconsistency_and_fix_repairs_only_what_it_reported() {
+    for engine in ENGINES {
+        let store = copy_fixture(engine).await;
+        let root = store.media_store.clone();
+        let origin = fixture_media(engine, "remote_image")["origin"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let plant = |relative: &str, bytes: &[u8]| {
+            let path = root.join(relative);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        };
+        // Files no row names, in local_content and remote_content.
+        let local_orphan = "local_content/Zq/Zq/OrphanLocalMediaFile".to_owned();
+        let remote_orphan = format!("remote_content/{origin}/Or/ph/anRemoteCacheFile");
+        plant(&local_orphan, b"12345");
+        plant(&remote_orphan, b"1234567");
+        // A partial file beside a real one: a name no Synapse ID has.
+        let avatar = fixture_media(engine, "alice_avatar");
+        let stray = format!("{}.part", avatar["path"].as_str().unwrap());
+        plant(&stray, b"123");
+        // An empty folder, as Synapse leaves before a remote fetch succeeds.
+        let empty = format!("remote_content/{origin}/Em/pt");
+        std::fs::create_dir_all(root.join(&empty)).unwrap();
+        // A media whose row is gone: its file and its thumbnail folder are orphans.
+        let photo = fixture_media(engine, "alice_photo_1");
+        let photo_id = photo["media_id"].as_str().unwrap();
+        store
+            .execute(&format!(
+                "DELETE FROM local_media_repository WHERE media_id = '{photo_id}'; \
+                 DELETE FROM local_media_repository_thumbnails WHERE media_id = '{photo_id}'"
+            ))
+            .await;
+        let photo_path = photo["path"].as_str().unwrap().to_owned();
+        let photo_thumbnails = photo_path.replace("local_content", "local_thumbnails");
+        // A row whose file was lost: the folder it was alone in is left empty.
+        let notes = fixture_media(engine, "bob_notes");
+        let notes_path = Path::new(notes["path"].as_str().unwrap());
+        std::fs::remove_file(root.join(notes_path)).unwrap();
+        let emptied = notes_path.parent().unwrap().to_str().unwrap().to_owned();
+
+        let files = store.files();
+        let size = |path: &str| files[path];
+        let thumbnail_files: Vec<&String> = files
+            .keys()
+            .filter(|f| f.starts_with(&format!("{photo_thumbnails}/")))
+            .collect();
+        assert_eq!(thumbnail_files.len(), 4);
+        let thumbnail_bytes: u64 = thumbnail_files.iter().map(|f| files[*f]).sum();
+
+        let found = report(
+            &store
+                .command(&["check", "--settled-before", &settled_now()])
+                .assert_exit(1),
+        );
+        let expected: [(&str, BTreeSet<String>, u64); 6] = [
+            (
+                "orphan_files",
+                BTreeSet::from([
+                    local_orphan.clone(),
+                    remote_orphan.clone(),
+                    photo_path.clone(),
+                ]),
+                5 + 7 + size(&photo_path),
+            ),
+            (
+                "orphan_thumbnails",
+                BTreeSet::from([photo_thumbnails.clone()]),
+                thumbnail_bytes,
+            ),
+            ("stray_files", BTreeSet::from([stray.clone()]), 3),
+            ("empty_folders", BTreeSet::from([empty.clone(), emptied]), 0),
+            (
+                "rows_without_files",
+                BTreeSet::from([notes["mxc"].as_str().unwrap().to_owned()]),
+                notes["size"].as_u64().unwrap(),
+            ),
+            ("not_regular", BTreeSet::new(), 0),
+        ];
+        for (category, items, bytes) in &expected {
+            assert_eq!(&listed(&found, category), items, "{engine:?} {category}");
+            assert_eq!(found[category]["bytes"], *bytes, "{engine:?} {category}");
+            assert_eq!(found[category]["fixed"], 0, "{engine:?} {category}");
+        }
+
+        // Fresh entries may be a write in progress: by default a fix leaves them.
+        let rows_before = store.media_rows().await;
+        let young = report(&store.command(&["check", "--fix"]).assert_exit(1));
+        assert_eq!(young["recent"]["count"], 7, "{engine:?}: {young:#}");
+        assert_eq!(
+            store.files(),
+            files,
+            "{engine:?}: nothing recent is removed"
+        );
+
+        let fixed = report(
+            &store
+                .command(&["check", "--fix", "--settled-before", &settled_now()])
+                .assert_exit(1),
+        );
+        for (category, items, _) in &expected {
+            let repaired = if *category == "rows_without_files" {
+                0
+            } else {
+                items.len()
+            };
+            assert_eq!(fixed[category]["fixed"], repaired, "{engine:?} {category}");
+        }
+        assert_eq!(
+            store.media_rows().await,
+            rows_before,
+            "{engine:?}: no row changes"
+        );
+        let after = store.files();
+        let gone: BTreeSet<String> = files
+            .keys()
+            .filter(|f| !after.contains_key(*f))
+            .cloned()
+            .collect();
+        let mut wanted: BTreeSet<String> =
+            BTreeSet::from([local_orphan, remote_orphan, photo_path, stray]);
+        wanted.extend(thumbnail_files.into_iter().cloned());
+        assert_eq!(gone, wanted, "{engine:?}: exactly the reported files go");
+        assert!(after.keys().all(|f| files.contains_key(f)));
+        assert_eq!(store.empty_folders(), Vec::<String>::new(), "{engine:?}");
+        assert!(
+            !root.join(JOURNAL).exists(),
+            "the fix's own journal is removed"
+        );
+
+        let again = report(
+            &store
+                .command(&["check", "--settled-before", &settled_now()])
+                .assert_exit(1),
+        );
+        for category in CHECK_CATEGORIES {
+            let left = if category == "rows_without_files" {
+                1
+            } else {
+                0
+            };
+            assert_eq!(
+                again[category]["count"], left,
+                "{engine:?} {category}: {again:#}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn check_lists_links_without_following_them_and_fix_leaves_them() {
+    let store = copy_fixture(Engine::Sqlite).await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(outside.path().join("cd")).unwrap();
+    std::fs::write(outside.path().join("cd/orphanfile"), b"not Synapse's").unwrap();
+    let link = store.media_store.join("local_content/Li");
+    std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+    let out = store
+        .command(&["check", "--fix", "--settled-before", &settled_now()])
+        .assert_exit(1);
+    let report = report(&out);
+    assert_eq!(
+        listed(&report, "not_regular"),
+        BTreeSet::from(["local_content/Li".to_owned()])
+    );
+    assert_eq!(report["orphan_files"]["count"], 0, "{report:#}");
+    assert!(outside.path().join("cd/orphanfile").exists());
+    assert!(link.is_symlink());
+}
+
+/// `mxc://…` of every quarantined media row, local and remote.
+async fn quarantined(store: &Store) -> BTreeSet<String> {
+    let mut all = store
+        .lines(&format!(
+            "SELECT 'mxc://{SERVER}/' || media_id FROM local_media_repository \
+             WHERE quarantined_by IS NOT NULL"
+        ))
+        .await;
+    all.extend(
+        store
+            .lines(
+                "SELECT 'mxc://' || media_origin || '/' || media_id FROM remote_media_cache \
+                 WHERE quarantined_by IS NOT NULL",
+            )
+            .await,
+    );
+    all
+}
+
+/// `mxc://…` of every media row, local and remote, whose sha256 is one of `hashes`
+/// (judged here, row by row).
+async fn with_hashes(store: &Store, hashes: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut conn = any_connection(&store.db_url).await;
+    let mut found = BTreeSet::new();
+    for (sql, local) in [
+        (
+            "SELECT '' AS origin, media_id, sha256 FROM local_media_repository",
+            true,
+        ),
+        (
+            "SELECT media_origin AS origin, media_id, sha256 FROM remote_media_cache",
+            false,
+        ),
+    ] {
+        for row in sqlx::query(sql).fetch_all(&mut conn).await.unwrap() {
+            let sha256: Option<String> = row.get("sha256");
+            if sha256.is_some_and(|h| hashes.contains(&h)) {
+                let origin: String = row.get("origin");
+                let origin = if local { SERVER.to_owned() } else { origin };
+                found.insert(format!(
+                    "mxc://{origin}/{}",
+                    row.get::<String, _>("media_id")
+                ));
+            }
+        }
+    }
+    conn.close().await.ok();
+    found
+}
+
+/// The sha256 Synapse recorded for a fixture media.
+fn sha256_of(engine: Engine, label: &str) -> String {
+    fixture_media(engine, label)["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn listed_mxcs(report: &Value, field: &str) -> BTreeSet<String> {
+    report[field]["listed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {field} in {report:#}"))
+        .iter()
+        .map(|m| m.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn quarantine_spreads_to_every_media_with_the_same_hash_and_never_to_a_protected_one() {
+    for engine in ENGINES {
+        let store = copy_fixture(engine).await;
+        let mxc = |label: &str| {
+            fixture_media(engine, label)["mxc"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let (alice, bob, remote) = (
+            mxc("alice_shared"),
+            mxc("bob_shared"),
+            mxc("remote_shared_copy"),
+        );
+        let protected = report(&store.command(&["protect", &bob]).assert_exit(0));
+        assert_eq!(
+            listed_mxcs(&protected, "changed"),
+            BTreeSet::from([bob.clone()])
+        );
+        assert_eq!(
+            store
+                .lines(
+                    "SELECT media_id FROM local_media_repository \
+                     WHERE CASE WHEN safe_from_quarantine THEN 1 ELSE 0 END = 1"
+                )
+                .await,
+            BTreeSet::from([fixture_media(engine, "bob_shared")["media_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()]),
+            "{engine:?}: protect sets safe_from_quarantine on that media only"
+        );
+
+        let before = quarantined(&store).await;
+        let changes = "SELECT CAST(COUNT(*) AS TEXT) FROM quarantined_media_changes";
+        let changes_before = store.lines(changes).await;
+        let args = [
+            "quarantine",
+            "--by",
+            "@admin:fixture.test",
+            "media",
+            alice.as_str(),
+        ];
+        let dry = report(
+            &store
+                .command(&[&args[..], &["--dry-run"]].concat())
+                .assert_exit(0),
+        );
+        assert_eq!(
+            quarantined(&store).await,
+            before,
+            "{engine:?}: a dry run changes nothing"
+        );
+        let real = report(&store.command(&args).assert_exit(0));
+        // Independently: every row with alice_shared's hash, but the protected one.
+        let mut expected =
+            with_hashes(&store, &BTreeSet::from([sha256_of(engine, "alice_shared")])).await;
+        assert_eq!(
+            expected,
+            BTreeSet::from([alice.clone(), bob.clone(), remote.clone()])
+        );
+        expected.remove(&bob);
+        let after = quarantined(&store).await;
+        assert_eq!(
+            after.difference(&before).cloned().collect::<BTreeSet<_>>(),
+            expected,
+            "{engine:?}"
+        );
+        for report in [&dry, &real] {
+            assert_eq!(
+                listed_mxcs(report, "changed"),
+                expected,
+                "{engine:?}: {report:#}"
+            );
+            assert_eq!(report["changed_by_hash"], 1, "{engine:?}");
+            assert_eq!(
+                listed_mxcs(report, "protected"),
+                BTreeSet::from([bob.clone()])
+            );
+        }
+        assert_eq!(
+            store
+                .lines(&format!(
+                    "SELECT quarantined_by FROM remote_media_cache WHERE media_id = '{}'",
+                    remote.rsplit('/').next().unwrap()
+                ))
+                .await,
+            BTreeSet::from(["@admin:fixture.test".to_owned()])
+        );
+        let recorded: i64 = store
+            .lines(changes)
+            .await
+            .pop_first()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let recorded_before: i64 = changes_before.into_iter().next().unwrap().parse().unwrap();
+        assert_eq!(
+            recorded - recorded_before,
+            2,
+            "{engine:?}: each change is streamed"
+        );
+
+        // Again: already quarantined; the protected media named directly stays out.
+        let again = report(&store.command(&args).assert_exit(0));
+        assert_eq!(
+            (
+                again["changed"]["count"].as_u64(),
+                again["already"]["count"].as_u64()
+            ),
+            (Some(0), Some(2))
+        );
+        let direct = report(
+            &store
+                .command(&["quarantine", "--by", "@admin:fixture.test", "media", &bob])
+                .assert_exit(0),
+        );
+        assert_eq!(
+            listed_mxcs(&direct, "protected"),
+            BTreeSet::from([bob.clone()])
+        );
+        assert!(!quarantined(&store).await.contains(&bob), "{engine:?}");
+
+        // Unknown media are listed failures.
+        let missing = format!("mxc://{SERVER}/NoSuchMediaAtAll");
+        let out = store
+            .command(&[
+                "quarantine",
+                "--by",
+                "@admin:fixture.test",
+                "media",
+                &missing,
+            ])
+            .assert_exit(1);
+        assert_eq!(report(&out)["failures"]["by_reason"]["not_found"], 1);
+
+        // Unquarantining the remote copy frees its hash everywhere.
+        store
+            .command(&["unquarantine", "media", &remote])
+            .assert_exit(0);
+        assert_eq!(quarantined(&store).await, before, "{engine:?}");
+    }
+}
+
+#[tokio::test]
+async fn quarantine_of_a_user_or_a_room_selects_the_media_synapse_selects() {
+    for engine in ENGINES {
+        let store = copy_fixture(engine).await;
+        // A user's uploads not yet quarantined, with their hash-mates.
+        let mut conn = any_connection(&store.db_url).await;
+        let carol: Vec<(String, Option<String>)> = sqlx::query(
+            "SELECT media_id, sha256 FROM local_media_repository \
+             WHERE user_id = '@carol:fixture.test' AND quarantined_by IS NULL",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get("media_id"), row.get("sha256")))
+        .collect();
+        // A room's events with URLs: content.url and content.info.thumbnail_url.
+        let events = sqlx::query(
+            "SELECT j.json FROM events AS e JOIN event_json AS j ON j.event_id = e.event_id \
+             WHERE e.contains_url = TRUE AND e.outlier = FALSE",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.ok();
+        let mut room_mxcs = BTreeSet::new();
+        for row in events {
+            let event: Value = serde_json::from_str(&row.get::<String, _>("json")).unwrap();
+            for url in [
+                &event["content"]["url"],
+                &event["content"]["info"]["thumbnail_url"],
+            ] {
+                if let Some(url) = url.as_str() {
+                    room_mxcs.insert(url.to_owned());
+                }
+            }
+        }
+        assert!(!room_mxcs.is_empty() && !carol.is_empty());
+
+        let before = quarantined(&store).await;
+        let hashes: BTreeSet<String> = carol.iter().filter_map(|(_, h)| h.clone()).collect();
+        let mut expected = with_hashes(&store, &hashes).await;
+        expected.extend(carol.iter().map(|(id, _)| format!("mxc://{SERVER}/{id}")));
+        store
+            .command(&[
+                "quarantine",
+                "--by",
+                "@admin:fixture.test",
+                "user",
+                "@carol:fixture.test",
+            ])
+            .assert_exit(0);
+        let after = quarantined(&store).await;
+        assert_eq!(
+            after.difference(&before).cloned().collect::<BTreeSet<_>>(),
+            expected,
+            "{engine:?}"
+        );
+
+        let room = &fixture_media_rooms(engine)[0];
+        let mut room_hashes = BTreeSet::new();
+        for label in ["alice_photo_1", "bob_room_avatar"] {
+            if room_mxcs.contains(fixture_media(engine, label)["mxc"].as_str().unwrap()) {
+                room_hashes.insert(sha256_of(engine, label));
+            }
+        }
+        assert_eq!(room_hashes.len(), 2, "{engine:?}: {room_mxcs:?}");
+        let mut expected = with_hashes(&store, &room_hashes).await;
+        expected.extend(room_mxcs);
+        let out = store
+            .command(&[
+                "quarantine",
+                "--by",
+                "@admin:fixture.test",
+                "room",
+                room,
+                "--dry-run",
+            ])
+            .assert_exit(0);
+        let dry = report(&out);
+        let expected: BTreeSet<String> = expected.difference(&after).cloned().collect();
+        assert_eq!(listed_mxcs(&dry, "changed"), expected, "{engine:?}");
+        store
+            .command(&["quarantine", "--by", "@admin:fixture.test", "room", room])
+            .assert_exit(0);
+        let last = quarantined(&store).await;
+        assert_eq!(
+            last.difference(&after).cloned().collect::<BTreeSet<_>>(),
+            expected
+        );
+    }
+}
+
+/// The fixture's room IDs.
+fn fixture_media_rooms(engine: Engine) -> Vec<String> {
+    let text = std::fs::read_to_string(fixture(engine).join("expected.json")).unwrap();
+    let expected: Value = serde_json::from_str(&text).unwrap();
+    expected["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|room| room["room_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The `mxc` of every media a listing lists.
+fn listed_media(listing: &Value) -> BTreeSet<String> {
+    listing["media"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no media in {listing:#}"))
+        .iter()
+        .map(|m| m["mxc"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn media_list_and_show_answer_what_the_database_holds() {
+    for engine in ENGINES {
+        let store = copy_fixture(engine).await;
+        let alice = store
+            .lines(&format!(
+                "SELECT 'mxc://{SERVER}/' || media_id FROM local_media_repository \
+                 WHERE user_id = '@alice:fixture.test'"
+            ))
+            .await;
+        let by_user = report(
+            &store
+                .command(&["media", "list", "--user", "@alice:fixture.test"])
+                .assert_exit(0),
+        );
+        assert_eq!(listed_media(&by_user), alice, "{engine:?}");
+
+        let room = &fixture_media_rooms(engine)[0];
+        let in_room = report(
+            &store
+                .command(&["media", "list", "--room", room])
+                .assert_exit(0),
+        );
+        let expected: BTreeSet<String> = ["alice_photo_1", "bob_room_avatar"]
+            .iter()
+            .map(|label| {
+                fixture_media(engine, label)["mxc"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(listed_media(&in_room), expected, "{engine:?}");
+
+        let remote = fixture_media(engine, "remote_image");
+        let shown = report(
+            &store
+                .command(&["media", "show", remote["mxc"].as_str().unwrap()])
+                .assert_exit(0),
+        );
+        assert_eq!(shown["media"][0]["sha256"], remote["sha256"]);
+        assert_eq!(
+            shown["thumbnails"].as_array().unwrap().len(),
+            remote["thumbnails"].as_array().unwrap().len(),
+            "{engine:?}"
+        );
+        let missing = format!("mxc://{SERVER}/NoSuchMediaAtAll");
+        let out = store.command(&["media", "show", &missing]).assert_exit(1);
+        assert_eq!(report(&out)["failures"]["by_reason"]["not_found"], 1);
+    }
+}

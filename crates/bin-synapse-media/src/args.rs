@@ -5,11 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use media_cli::{Output, ReportArgs, RunError, Verbosity};
-use media_core::ids::ServerName;
+use media_core::ids::{MxcUri, ServerName, UserId};
 use media_core::moment::Moment;
 use media_core::run::RunMode;
 use media_db::DatabaseLocation;
-use media_upkeep::{AvatarPolicy, PurgeSelection};
+use media_upkeep::listing::{ListOptions, Listing};
+use media_upkeep::quarantine::{Change, Target};
+use media_upkeep::room::RoomId;
+use media_upkeep::{AvatarPolicy, CheckOptions, PurgeOptions, PurgeSelection, QuarantineOptions};
 
 const SYNAPSE: &str = "Synapse";
 
@@ -43,6 +46,122 @@ pub(crate) enum Command {
     /// empty.
     #[command(subcommand)]
     Purge(Purge),
+    /// Compare the media store with the database: files no row names, rows without
+    /// their file, thumbnail folders of media gone, stray files (temporary or
+    /// misplaced), empty folders; bytes per category. Exit 1 when problems remain.
+    Check {
+        /// Remove what is safe: files and thumbnail folders no row names, stray files
+        /// and empty folders (then the folders left empty); never a row. Stop Synapse
+        /// first, or rely on --settled-before.
+        #[arg(long)]
+        fix: bool,
+
+        /// Leave alone what changed at or after this (a date, a time, Unix
+        /// milliseconds or an age): Synapse writes a media's file before its row.
+        #[arg(long, default_value = "1h")]
+        settled_before: Moment,
+
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// Quarantine media as Synapse does: every media with the same sha256 too (local
+    /// and remote), never a protected one. Stop Synapse first.
+    Quarantine {
+        #[command(subcommand)]
+        target: TargetArgs,
+
+        /// The admin recorded as having quarantined them (quarantined_by).
+        #[arg(long, global = true)]
+        by: Option<UserId>,
+    },
+    /// Take media out of quarantine, with every media of the same sha256.
+    #[command(subcommand)]
+    Unquarantine(TargetArgs),
+    /// Protect local media from quarantine (Synapse's safe_from_quarantine).
+    Protect(MediaArgs),
+    /// Remove that protection.
+    Unprotect(MediaArgs),
+    /// Look at media rows: a user's uploads, a room's media, one media.
+    #[command(subcommand)]
+    Media(MediaCommand),
+}
+
+/// What to look at.
+#[derive(Debug, Subcommand)]
+pub(crate) enum MediaCommand {
+    /// A local user's uploads (--user) or the media a room's events point at (--room).
+    List {
+        /// The uploader, e.g. @alice:example.org.
+        #[arg(long, conflicts_with = "room", required_unless_present = "room")]
+        user: Option<UserId>,
+
+        /// The room ID, e.g. !abc:example.org.
+        #[arg(long)]
+        room: Option<RoomId>,
+
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// One media and its thumbnails.
+    Show {
+        /// mxc://server/media_id.
+        mxc: MxcUri,
+
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+}
+
+/// Which media a quarantine is about.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TargetArgs {
+    /// These media (local or remote).
+    Media(MediaArgs),
+    /// A local user's uploads.
+    User {
+        /// The user, e.g. @alice:example.org.
+        user: UserId,
+
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// The media a room's events point at (content.url, info.thumbnail_url).
+    Room {
+        /// The room ID, e.g. !abc:example.org.
+        room: RoomId,
+
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+/// Media named by their MXC URIs.
+#[derive(Debug, Args)]
+pub(crate) struct MediaArgs {
+    /// mxc://server/media_id, one or more.
+    #[arg(required = true)]
+    mxc: Vec<MxcUri>,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+impl TargetArgs {
+    fn run(&self) -> &RunArgs {
+        match self {
+            Self::Media(MediaArgs { run, .. })
+            | Self::User { run, .. }
+            | Self::Room { run, .. } => run,
+        }
+    }
+
+    fn target(&self) -> Target {
+        match self {
+            Self::Media(media) => Target::Media(media.mxc.clone()),
+            Self::User { user, .. } => Target::User(user.clone()),
+            Self::Room { room, .. } => Target::Room(room.clone()),
+        }
+    }
 }
 
 /// What to purge.
@@ -82,6 +201,18 @@ pub(crate) enum Purge {
     },
 }
 
+/// A subcommand, ready to run.
+pub(crate) enum Job {
+    /// A purge.
+    Purge(PurgeOptions),
+    /// A check, or a fix.
+    Check(CheckOptions),
+    /// A quarantine or protection change.
+    Quarantine(QuarantineOptions),
+    /// A listing of media rows.
+    List(ListOptions),
+}
+
 /// The flags of every run: dry run and report.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -112,22 +243,54 @@ Examples:
   synapse_media --synapse-db postgres://synapse@localhost/synapse \\
       --media-store /var/lib/synapse/media_store purge local --before 2025-01-01 --size-gt 10MiB
 
+  # Which files does no row name, which rows have no file? Then fix what is safe:
+  synapse_media --synapse-db /var/lib/synapse/homeserver.db \\
+      --media-store /var/lib/synapse/media_store check
+  synapse_media ... check --fix
+
+  # Quarantine a media and every copy of it (same sha256), then a whole room's media:
+  synapse_media ... quarantine --by @admin:example.org media mxc://example.org/abcdef
+  synapse_media ... quarantine --by @admin:example.org room '!room:example.org' --dry-run
+
 A killed purge is finished by the next one (its journal sits in the media store).";
 
 impl Cli {
-    fn run_args(&self) -> &RunArgs {
+    /// The run flags of a subcommand that has them.
+    fn run_args(&self) -> Option<&RunArgs> {
         match &self.command {
-            Command::Purge(Purge::Remote { run, .. } | Purge::Local { run, .. }) => run,
+            Command::Purge(Purge::Remote { run, .. } | Purge::Local { run, .. }) => Some(run),
+            Command::Check { .. } | Command::Media(_) => None,
+            Command::Quarantine { target, .. } | Command::Unquarantine(target) => {
+                Some(target.run())
+            }
+            Command::Protect(media) | Command::Unprotect(media) => Some(&media.run),
         }
     }
 
-    /// A dry run (--dry-run) or a real one.
-    pub(crate) fn mode(&self) -> RunMode {
-        RunMode::from_dry_run(self.run_args().dry_run)
+    fn report_args(&self) -> &ReportArgs {
+        match (&self.command, self.run_args()) {
+            (Command::Check { report, .. }, _)
+            | (
+                Command::Media(
+                    MediaCommand::List { report, .. } | MediaCommand::Show { report, .. },
+                ),
+                _,
+            ) => report,
+            (_, Some(run)) => &run.report,
+            (_, None) => unreachable!("every other subcommand has run flags"),
+        }
+    }
+
+    /// A dry run (--dry-run, a check without --fix, a listing) or a real one.
+    fn mode(&self) -> RunMode {
+        match (&self.command, self.run_args()) {
+            (Command::Check { fix, .. }, _) => RunMode::from_dry_run(!fix),
+            (_, run) => RunMode::from_dry_run(run.is_some_and(|run| run.dry_run)),
+        }
     }
 
     /// Synapse's database (--synapse-db).
-    pub(crate) fn synapse_location(&self) -> Result<DatabaseLocation, RunError> {
+    fn synapse_location(&self) -> Result<DatabaseLocation, RunError> {
         let given = self.synapse_db.as_deref().ok_or_else(|| {
             RunError::usage(
                 "give Synapse's database with --synapse-db (the path of homeserver.db or a \
@@ -138,7 +301,7 @@ impl Cli {
     }
 
     /// Synapse's media store (--media-store), which must be a folder.
-    pub(crate) fn media_store(&self) -> Result<PathBuf, RunError> {
+    fn media_store(&self) -> Result<PathBuf, RunError> {
         match &self.media_store {
             Some(dir) if dir.is_dir() => Ok(dir.clone()),
             Some(dir) => Err(RunError::usage(format_args!(
@@ -151,18 +314,16 @@ impl Cli {
         }
     }
 
-    /// What the subcommand purges.
-    pub(crate) fn selection(&self) -> PurgeSelection {
-        match &self.command {
-            Command::Purge(Purge::Remote { before, .. }) => {
-                PurgeSelection::Remote { before: *before }
-            }
-            Command::Purge(Purge::Local {
+    /// What a purge subcommand purges.
+    fn selection(purge: &Purge) -> PurgeSelection {
+        match purge {
+            Purge::Remote { before, .. } => PurgeSelection::Remote { before: *before },
+            Purge::Local {
                 before,
                 size_gt,
                 keep_avatars,
                 ..
-            }) => PurgeSelection::Local {
+            } => PurgeSelection::Local {
                 before: *before,
                 size_gt: *size_gt,
                 avatars: if *keep_avatars {
@@ -173,14 +334,76 @@ impl Cli {
             },
         }
     }
+
+    /// What to run, with its options.
+    pub(crate) fn job(&self) -> Result<Job, RunError> {
+        let synapse_db = self.synapse_location()?;
+        let server_name = self.server_name.clone();
+        let mode = self.mode();
+        let change = |target: Target, change: Change| {
+            Job::Quarantine(QuarantineOptions {
+                synapse_db: synapse_db.clone(),
+                server_name: server_name.clone(),
+                target,
+                change,
+                mode,
+            })
+        };
+        Ok(match &self.command {
+            Command::Purge(purge) => Job::Purge(PurgeOptions {
+                synapse_db: synapse_db.clone(),
+                media_store: self.media_store()?,
+                server_name: server_name.clone(),
+                selection: Self::selection(purge),
+                mode,
+            }),
+            Command::Check { settled_before, .. } => Job::Check(CheckOptions {
+                synapse_db: synapse_db.clone(),
+                media_store: self.media_store()?,
+                server_name: server_name.clone(),
+                mode,
+                settled_before: *settled_before,
+            }),
+            Command::Quarantine { target, by } => {
+                let by = by.clone().ok_or_else(|| {
+                    RunError::usage(
+                        "give the admin recorded as quarantining them with --by \
+                         @admin:your.server",
+                    )
+                })?;
+                change(target.target(), Change::Quarantine { by })
+            }
+            Command::Unquarantine(target) => change(target.target(), Change::Unquarantine),
+            Command::Protect(media) => change(Target::Media(media.mxc.clone()), Change::Protect),
+            Command::Unprotect(media) => {
+                change(Target::Media(media.mxc.clone()), Change::Unprotect)
+            }
+            Command::Media(command) => Job::List(ListOptions {
+                synapse_db: synapse_db.clone(),
+                server_name: server_name.clone(),
+                listing: match command {
+                    MediaCommand::List {
+                        user: Some(user), ..
+                    } => Listing::User(user.clone()),
+                    MediaCommand::List {
+                        room: Some(room), ..
+                    } => Listing::Room(room.clone()),
+                    MediaCommand::List { .. } => {
+                        return Err(RunError::usage("give --user USER_ID or --room ROOM_ID"));
+                    }
+                    MediaCommand::Show { mxc, .. } => Listing::Show(mxc.clone()),
+                },
+            }),
+        })
+    }
 }
 
 impl media_cli::ToolArgs for Cli {
     fn output(&self) -> Output {
-        self.run_args().report.output()
+        self.report_args().output()
     }
 
     fn verbosity(&self) -> Verbosity {
-        self.run_args().report.verbosity
+        self.report_args().verbosity
     }
 }

@@ -9,11 +9,9 @@ mod args;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::args::{Cli, Job};
 use media_cli::{Exit, RunError};
 use media_core::Progress;
-use media_upkeep::PurgeOptions;
-
-use crate::args::Cli;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -21,18 +19,30 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> Result<Exit, RunError> {
-    let options = PurgeOptions {
-        synapse_db: cli.synapse_location()?,
-        media_store: cli.media_store()?,
-        server_name: cli.server_name.clone(),
-        selection: cli.selection(),
-        mode: cli.mode(),
-    };
+    let job = cli.job()?;
     let output = media_cli::ToolArgs::output(cli);
     let progress = Arc::new(Progress::default());
     let bar = media_cli::ProgressBar::start(output, progress.clone());
-    let report = media_upkeep::purge(&options, &progress).await;
-    bar.finish();
-    let report = report.map_err(RunError::of)?;
-    Ok(media_cli::print_report(&report, output))
+    Ok(match &job {
+        Job::Purge(options) => {
+            let report = media_upkeep::purge(options, &progress).await;
+            bar.finish();
+            media_cli::print_report(&report.map_err(RunError::of)?, output)
+        }
+        Job::Check(options) => {
+            let report = media_upkeep::check(options, &progress).await;
+            bar.finish();
+            media_cli::print_report(&report.map_err(RunError::of)?, output)
+        }
+        Job::Quarantine(options) => {
+            let report = media_upkeep::quarantine(options).await;
+            bar.finish();
+            media_cli::print_report(&report.map_err(RunError::of)?, output)
+        }
+        Job::List(options) => {
+            let listing = media_upkeep::listing::list(options).await;
+            bar.finish();
+            media_cli::print_report(&listing.map_err(RunError::of)?, output)
+        }
+    })
 }

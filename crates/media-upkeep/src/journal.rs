@@ -137,6 +137,25 @@ impl Journal {
     }
 }
 
+/// How many media the journal of the media store at `root` lists (0 when there is
+/// none), read without taking it: what an interrupted purge left to finish.
+pub fn listed_entries(root: &Path) -> io::Result<u64> {
+    let file = match media_core::local_files::open_regular_beneath(
+        root,
+        Path::new(JOURNAL_NAME),
+        "the media store",
+    ) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut count = 0;
+    for line in io::BufReader::new(file).lines() {
+        count += u64::from(!line?.is_empty());
+    }
+    Ok(count)
+}
+
 /// One journal line: `local <server> <media_id> upload|preview` or
 /// `remote <origin> <media_id> <filesystem_id>`, tab-separated.
 fn entry(planned: &PlannedMedia) -> String {

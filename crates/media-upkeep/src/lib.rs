@@ -11,6 +11,13 @@
 //! * [`journal`]: the batch being deleted, so that a killed run's files are found by the
 //!   next one.
 //! * [`purge`](mod@purge): a whole direct purge ([`purge()`]), and its [`report`].
+//! * [`check`](mod@check): the media store compared with its rows ([`check()`]):
+//!   files no row names, rows without files, strays, empty folders; `--fix` removes
+//!   what is safe. It [`walk`]s each media folder in the order the [`rows`] stream in,
+//!   and reports in a [`check_report`].
+//! * [`quarantine`](mod@quarantine): quarantine, unquarantine, protect and unprotect
+//!   with Synapse's semantics (hash propagation, protected media left out), a
+//!   [`room`]'s media as Synapse finds them, and [`listing`]s of media rows.
 //!
 //! Selecting what Synapse's `purge_media_cache` would purge, without changing anything:
 //!
@@ -37,15 +44,25 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod check;
+pub mod check_report;
 pub mod db;
 pub mod error;
 pub mod journal;
+pub mod listing;
 pub mod plan;
 pub mod purge;
+pub mod quarantine;
 pub mod removal;
 pub mod report;
+pub mod room;
+pub mod rows;
+pub mod walk;
 
+pub use check::{CheckOptions, check};
+pub use check_report::CheckReport;
 pub use error::UpkeepError;
 pub use plan::{AvatarPolicy, PlannedMedia, PurgeSelection};
 pub use purge::{PurgeOptions, purge};
+pub use quarantine::{QuarantineOptions, QuarantineReport, quarantine};
 pub use report::PurgeReport;

@@ -114,7 +114,7 @@ fn error_at(errno: Errno, path: &Path, what: &str) -> io::Error {
 
 /// Removes the regular file at `relative` (in a dry run: sizes it); its size, or `None`
 /// when it is not there.
-fn remove_file(root: &Path, relative: &Path, mode: RunMode) -> io::Result<Option<u64>> {
+pub(crate) fn remove_file(root: &Path, relative: &Path, mode: RunMode) -> io::Result<Option<u64>> {
     let parts = names(relative)?;
     let Some((name, folders)) = parts.split_last() else {
         return Ok(None);
@@ -149,7 +149,7 @@ fn remove_file(root: &Path, relative: &Path, mode: RunMode) -> io::Result<Option
 /// dry run: counts and sizes them); `(files, bytes, whether the folder was removed)`.
 /// Anything else in it (a sub-folder,
 /// a link, a FIFO) is an error, and the folder stays.
-fn remove_folder_of_files(
+pub(crate) fn remove_folder_of_files(
     root: &Path,
     relative: &Path,
     mode: RunMode,
@@ -213,7 +213,7 @@ fn remove_folder_of_files(
 /// Removes the folders above `relative` that are empty, from the deepest up, stopping at
 /// the first one that is not empty and never removing the top-level folder; how many
 /// were removed.
-fn remove_empty_ancestors(root: &Path, relative: &Path) -> io::Result<u64> {
+pub(crate) fn remove_empty_ancestors(root: &Path, relative: &Path) -> io::Result<u64> {
     let parts = names(relative)?;
     let mut removed = 0;
     // parts[..depth] is the folder to remove; depth 1 is the top-level folder.
@@ -233,6 +233,45 @@ fn remove_empty_ancestors(root: &Path, relative: &Path) -> io::Result<u64> {
         }
     }
     Ok(removed)
+}
+
+/// Removes the empty folder at `relative`, then the folders this left empty (never a
+/// top-level one); how many were removed. A folder that is no longer empty stays (0).
+pub(crate) fn remove_empty_folder(root: &Path, relative: &Path) -> io::Result<u64> {
+    let parts = names(relative)?;
+    let Some((name, folders)) = parts.split_last() else {
+        return Ok(0);
+    };
+    if folders.is_empty() {
+        return Ok(0);
+    }
+    let Some(parent) = open_folder(root, folders)? else {
+        return Ok(0);
+    };
+    match rustix::fs::unlinkat(&parent, *name, AtFlags::REMOVEDIR) {
+        Ok(()) => Ok(1 + remove_empty_ancestors(root, relative)?),
+        Err(Errno::NOENT | Errno::NOTEMPTY | Errno::EXIST) => Ok(0),
+        Err(e) => Err(error_at(e, &root.join(relative), "a folder")),
+    }
+}
+
+/// When the file or folder at `relative` last changed, in Unix milliseconds (not
+/// following a link); `None` when it is gone.
+pub(crate) fn changed_ms(root: &Path, relative: &Path) -> io::Result<Option<i64>> {
+    let parts = names(relative)?;
+    let Some((name, folders)) = parts.split_last() else {
+        return Ok(None);
+    };
+    let Some(dir) = open_folder(root, folders)? else {
+        return Ok(None);
+    };
+    match rustix::fs::statat(&dir, *name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => Ok(Some(
+            stat.st_mtime * 1000 + stat.st_mtime_nsec as i64 / 1_000_000,
+        )),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(error_at(e, &root.join(relative), "an entry")),
+    }
 }
 
 #[cfg(test)]
