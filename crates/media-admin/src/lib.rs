@@ -10,10 +10,16 @@
 //!   media sharing their bytes;
 //! * [`purge::purge`]: delete remote, quarantined, named, a user's, a server's or
 //!   unaccessed media, reference-safe and convergent after a crash;
-//! * [`tasks`]: the runs the task log records.
+//! * [`tasks`]: the runs the task log records;
+//! * [`usage::usage`]: who uses the space (servers, users, uploads), and what
+//!   deduplication saves;
+//! * [`check::check`]: each recorded datastore against the rows: missing, orphan and
+//!   damaged objects, stale temporary files, queued deletions; `--fix` repairs what is
+//!   safe to repair.
 #![deny(missing_docs)]
 
 pub mod attributes;
+pub mod check;
 pub mod datastores;
 pub mod error;
 pub mod purge;
@@ -21,9 +27,11 @@ pub mod quarantine;
 pub mod stores;
 pub mod tasks;
 pub mod transfer;
+pub mod usage;
 
 pub use datastores::{DatastoreSelector, EstimateReport, ListReport};
 pub use error::AdminError;
 pub use purge::{Locality, PurgeOptions, PurgeReport, PurgeTarget};
 pub use quarantine::{Direction, QuarantineOptions, QuarantineRunReport, QuarantineTarget};
 pub use transfer::{TransferFailure, TransferOptions, TransferReport, Verify};
+pub use usage::{SpaceReport, UsageView};
