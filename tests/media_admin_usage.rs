@@ -215,12 +215,94 @@ async fn usage_figures_equal_an_independent_computation() {
             let copies = media.iter().filter(|other| other.3 == row.3).count();
             assert_eq!(entry["copies"], copies as u64, "{label}: {mxc}");
         }
+        assert_usage_page(cwd.path(), &db.url, &media, &servers, &users, label);
+
         let first = &media[0];
         let mxc = format!("mxc://{}/{}", first.0, first.1);
         let report = admin(cwd.path(), &db.url, &["usage", "uploads", &mxc], 0);
         assert_eq!(report["entries"].as_array().unwrap().len(), 1, "{label}");
         assert_eq!(report["entries"][0]["media"], mxc.as_str(), "{label}");
     }
+}
+
+/// `usage --html`: a well-formed, self-contained page whose charts hold the figures.
+fn assert_usage_page(
+    cwd: &Path,
+    repo: &str,
+    media: &[MediaRow],
+    servers: &BTreeMap<String, (i64, i64, i64)>,
+    users: &BTreeMap<String, (i64, i64, i64)>,
+    label: &str,
+) {
+    let path = cwd.join("usage.html");
+    let report = admin(cwd, repo, &["usage", "--html", path.to_str().unwrap()], 0);
+    assert_eq!(report["origins"], servers.len(), "{label}");
+    let page = std::fs::read_to_string(&path).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"), "{label}");
+    assert_balanced(&page);
+    for external in [
+        "<script",
+        "<link",
+        "<img",
+        "url(",
+        "@import",
+        "@font-face",
+        "src=",
+    ] {
+        assert!(!page.contains(external), "{label}: {external} in the page");
+    }
+    for (owner, (n, bytes, stored)) in servers.iter().chain(users) {
+        let title = format!("<title>{owner}: {n} media, {bytes} bytes ({stored} stored)</title>");
+        assert!(page.contains(&title), "{label}: {title}");
+    }
+    for (server, (_, bytes, stored)) in servers {
+        let saved = bytes - stored;
+        let title = format!("<title>{server}: {saved} bytes saved ({bytes} bytes uploaded");
+        assert!(page.contains(&title), "{label}: {title}");
+    }
+    // The months add up to every media's bytes.
+    let months = page
+        .split("<h2>Bytes by month of upload</h2>")
+        .nth(1)
+        .unwrap()
+        .split("</svg>")
+        .next()
+        .unwrap();
+    let month_bytes: i64 = months
+        .split("<title>")
+        .skip(1)
+        .map(|t| {
+            let figures = t.split(": ").nth(1).unwrap();
+            figures.split(' ').nth(2).unwrap().parse::<i64>().unwrap()
+        })
+        .sum();
+    assert_eq!(
+        month_bytes,
+        media.iter().map(|r| r.4).sum::<i64>(),
+        "{label}"
+    );
+}
+
+/// Every element of `page` (but the void `meta` and `!DOCTYPE`) is closed, in order.
+fn assert_balanced(page: &str) {
+    let mut open: Vec<&str> = Vec::new();
+    for tag in page.split('<').skip(1) {
+        let tag = tag.split('>').next().unwrap();
+        if tag.starts_with('!') || tag.ends_with('/') {
+            continue;
+        }
+        let name = tag.split([' ', '\n']).next().unwrap();
+        if let Some(closing) = name.strip_prefix('/') {
+            assert_eq!(
+                open.pop(),
+                Some(closing),
+                "</{closing}> closes another element"
+            );
+        } else if name != "meta" {
+            open.push(name);
+        }
+    }
+    assert!(open.is_empty(), "unclosed: {open:?}");
 }
 
 /// The faults planted in a datastore, and where.

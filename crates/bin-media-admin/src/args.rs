@@ -1,5 +1,7 @@
 //! `media_admin`'s command line: its subcommands, their flags and help texts.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use media_admin::{DatastoreSelector, Verify};
 use media_cli::{Output, REPOSITORY_HEADING, ReportArgs, Verbosity};
@@ -47,9 +49,9 @@ pub(crate) enum Command {
     Tasks(Tasks),
     /// Who uses the space, largest first: media and bytes as uploaded, and the bytes
     /// stored once deduplicated (what deduplication saves). Aggregated by the
-    /// database; only the first --limit entries are fetched.
-    #[command(subcommand)]
-    Usage(UsageWhat),
+    /// database; only the first --limit entries are fetched. `usage --html FILE` writes
+    /// it all as one self-contained page of charts.
+    Usage(UsageCommand),
     /// Check every recorded datastore against the rows: rows whose object is missing,
     /// objects no row points at (orphans), stale temporary files, queued deletions not
     /// yet carried out, and with --deep objects whose size or SHA-256 differ from their
@@ -69,6 +71,28 @@ pub(crate) enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
+}
+
+/// `media_admin usage …`: a ranking, or with --html the page of charts.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct UsageCommand {
+    /// Write a self-contained HTML page (inline SVG charts, no script, no external file):
+    /// bytes by origin, by uploader and by month of upload, and what deduplication saves
+    /// per origin (the --limit largest origins and uploaders).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub(crate) html: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) run: UsageRun,
+    #[command(subcommand)]
+    pub(crate) what: Option<UsageWhat>,
+}
+
+impl UsageCommand {
+    /// The flags of the ranking given, or of the page.
+    pub(crate) fn run(&self) -> &UsageRun {
+        self.what.as_ref().map_or(&self.run, UsageWhat::run)
+    }
 }
 
 /// What `usage` ranks.
@@ -440,6 +464,7 @@ Examples:
   # Who uses the space, and what deduplication saves:
   media_admin usage servers --limit 10
   media_admin usage users @alice:example.org @bob:example.org
+  media_admin usage --html usage.html
 
   # Check every datastore against the rows (hashing every object), then repair what is
   # safe to repair:
@@ -489,7 +514,7 @@ impl Cli {
             )
             | Command::Tasks(Tasks::List { report, .. } | Tasks::Show { report, .. })
             | Command::Check { report, .. } => report,
-            Command::Usage(what) => &what.run().report,
+            Command::Usage(usage) => &usage.run().report,
             Command::Quarantine(what) | Command::Unquarantine(what) => &what.run().report,
             Command::Purge(what) => &what.run().report,
         }

@@ -22,7 +22,8 @@ use media_core::run::RunMode;
 use media_db::TaskFilter;
 
 use crate::args::{
-    Attributes, Cli, Command, Datastores, PurgeWhat, QuarantineWhat, RepoDb, Tasks, UsageWhat,
+    Attributes, Cli, Command, Datastores, PurgeWhat, QuarantineWhat, RepoDb, Tasks, UsageCommand,
+    UsageWhat,
 };
 
 #[tokio::main]
@@ -39,7 +40,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
         Command::Unquarantine(what) => quarantine(what, Direction::Unquarantine, output).await,
         Command::Purge(what) => purge(what, output).await,
         Command::Tasks(command) => tasks(command, output).await,
-        Command::Usage(what) => usage(what, output).await,
+        Command::Usage(command) => usage(command, output).await,
         Command::Check {
             deep,
             fix,
@@ -49,21 +50,38 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
     }
 }
 
-async fn usage(what: &UsageWhat, output: Output) -> Result<Exit, RunError> {
-    let run = what.run();
-    let view = match what {
-        UsageWhat::Servers { .. } => UsageView::Servers,
-        UsageWhat::Users { users, .. } => UsageView::Users(users.clone()),
-        UsageWhat::Uploads { mxc, .. } => {
-            UsageView::Uploads(mxc.iter().cloned().map(MediaKey::from).collect())
-        }
-    };
+async fn usage(usage: &UsageCommand, output: Output) -> Result<Exit, RunError> {
+    let run = usage.run();
     let repo = media_db::connect_read_only(&run.repository.db)
         .await
         .map_err(RunError::of)?;
-    let result = media_admin::usage::usage(&repo, &view, run.limit).await;
+    let exit = match &usage.what {
+        Some(what) => {
+            let view = match what {
+                UsageWhat::Servers { .. } => UsageView::Servers,
+                UsageWhat::Users { users, .. } => UsageView::Users(users.clone()),
+                UsageWhat::Uploads { mxc, .. } => {
+                    UsageView::Uploads(mxc.iter().cloned().map(MediaKey::from).collect())
+                }
+            };
+            report(
+                media_admin::usage::usage(&repo, &view, run.limit).await,
+                output,
+            )
+        }
+        None => {
+            let path = usage
+                .html
+                .as_deref()
+                .expect("clap requires --html without a subcommand");
+            report(
+                media_admin::usage_page::write_page(&repo, path, run.limit).await,
+                output,
+            )
+        }
+    };
     repo.close().await;
-    report(result, output)
+    exit
 }
 
 async fn check(

@@ -12,7 +12,8 @@
 //!   unaccessed media, reference-safe and convergent after a crash;
 //! * [`tasks`]: the runs the task log records;
 //! * [`usage::usage`]: who uses the space (servers, users, uploads), and what
-//!   deduplication saves;
+//!   deduplication saves; [`usage_page::write_page`]: the same as a self-contained HTML
+//!   page of charts;
 //! * [`check::check`]: each recorded datastore against the rows: missing, orphan and
 //!   damaged objects, stale temporary files, queued deletions; `--fix` repairs what is
 //!   safe to repair.
@@ -28,6 +29,7 @@ pub mod stores;
 pub mod tasks;
 pub mod transfer;
 pub mod usage;
+pub mod usage_page;
 
 pub use datastores::{DatastoreSelector, EstimateReport, ListReport};
 pub use error::AdminError;

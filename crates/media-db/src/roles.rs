@@ -322,6 +322,10 @@ pub trait UsageReport: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Usage<UserId>>, DbError>;
 
+    /// Every month in which media were uploaded (`2026-01`, in UTC), oldest first, with
+    /// the media uploaded in it (stored bytes: of the distinct blobs they use).
+    async fn usage_by_month(&self) -> Result<Vec<Usage<String>>, DbError>;
+
     /// The `limit` largest media, largest first; only `keys` when some are named.
     async fn largest_uploads(&self, keys: &[MediaKey], limit: u32) -> Result<Vec<Upload>, DbError>;
 }

@@ -14,11 +14,14 @@ use media_core::records::MediaKey;
 
 use super::Repository;
 use super::sql::{placeholder_list, values_list};
-use crate::connect::on_pool;
+use crate::connect::{Dialect, on_pool};
 use crate::error::{DbError, QueryContext};
 use crate::model::{DatastoreId, DatastoreUsage, RecordedDatastore, Upload, Usage, UsageTotals};
 use crate::roles::UsageReport;
 use crate::rows::{media_key, user_id};
+
+/// The most months [`UsageReport::usage_by_month`] returns (a century).
+const MONTHS_AT_MOST: u32 = 1_200;
 
 /// One group of a usage query: owner, media, bytes, stored bytes.
 type GroupRow = (String, i64, i64, i64);
@@ -139,6 +142,33 @@ impl UsageReport for Repository {
                 })
             })
             .collect()
+    }
+
+    async fn usage_by_month(&self) -> Result<Vec<Usage<String>>, DbError> {
+        let month = match self.dialect {
+            Dialect::Sqlite => "strftime('%Y-%m', created_ts / 1000, 'unixepoch')",
+            Dialect::Postgres => {
+                "to_char(to_timestamp(created_ts / 1000) AT TIME ZONE 'UTC', 'YYYY-MM')"
+            }
+        };
+        let sql = usage_by(month, "", MONTHS_AT_MOST);
+        let rows: Vec<GroupRow> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(p)
+                .await
+                .during("sum the bytes uploaded each month")?
+        });
+        let mut months: Vec<Usage<String>> = rows
+            .into_iter()
+            .map(|(month, media, bytes, stored)| Usage {
+                of: month,
+                media: count(media),
+                bytes: count(bytes),
+                stored_bytes: count(stored),
+            })
+            .collect();
+        months.sort_unstable_by(|a, b| a.of.cmp(&b.of));
+        Ok(months)
     }
 
     async fn largest_uploads(&self, keys: &[MediaKey], limit: u32) -> Result<Vec<Upload>, DbError> {
