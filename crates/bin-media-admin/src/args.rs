@@ -1,5 +1,7 @@
 //! `media_admin`'s command line: its subcommands, their flags and help texts.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use media_admin::{DatastoreSelector, Verify};
 use media_cli::{Output, REPOSITORY_HEADING, ReportArgs, Verbosity};
@@ -7,7 +9,8 @@ use media_core::ids::{MxcUri, ServerName, UserId};
 use media_core::moment::Moment;
 
 /// Administer our media repository: its datastores and lossless transfers between them
-/// (file ⇄ S3, S3 → S3), media attributes, quarantine, purges and the task log.
+/// (file ⇄ S3, S3 → S3), media attributes, quarantine, purges, the task log, who uses
+/// the space, and a check of the datastores against the rows.
 #[derive(Debug, Parser)]
 #[command(name = "media_admin", version, after_help = EXAMPLES)]
 pub(crate) struct Cli {
@@ -44,6 +47,97 @@ pub(crate) enum Command {
     /// The runs the task log records: imports, exports, transfers, purges, quarantines.
     #[command(subcommand)]
     Tasks(Tasks),
+    /// Who uses the space, largest first: media and bytes as uploaded, and the bytes
+    /// stored once deduplicated (what deduplication saves). Aggregated by the
+    /// database; only the first --limit entries are fetched. `usage --html FILE` writes
+    /// it all as one self-contained page of charts.
+    Usage(UsageCommand),
+    /// Check every recorded datastore against the rows: rows whose object is missing,
+    /// objects no row points at (orphans), stale temporary files, queued deletions not
+    /// yet carried out, and with --deep objects whose size or SHA-256 differ from their
+    /// row. Changes nothing unless --fix. Exit code 1 when problems remain.
+    Check {
+        /// Read and hash every object (as long as reading the whole store takes).
+        #[arg(long)]
+        deep: bool,
+        /// Repair what is safe to repair: delete orphan objects (through the deletion
+        /// queue) and stale temporary files, carry out queued deletions. A missing or
+        /// damaged object is only reported: its rows are kept, for a restore or a new
+        /// import.
+        #[arg(long)]
+        fix: bool,
+        #[command(flatten)]
+        repository: RepoDb,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+}
+
+/// `media_admin usage …`: a ranking, or with --html the page of charts.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct UsageCommand {
+    /// Write a self-contained HTML page (inline SVG charts, no script, no external file):
+    /// bytes by origin, by uploader and by month of upload, and what deduplication saves
+    /// per origin (the --limit largest origins and uploaders).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub(crate) html: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) run: UsageRun,
+    #[command(subcommand)]
+    pub(crate) what: Option<UsageWhat>,
+}
+
+impl UsageCommand {
+    /// The flags of the ranking given, or of the page.
+    pub(crate) fn run(&self) -> &UsageRun {
+        self.what.as_ref().map_or(&self.run, UsageWhat::run)
+    }
+}
+
+/// What `usage` ranks.
+#[derive(Debug, Subcommand)]
+pub(crate) enum UsageWhat {
+    /// Servers (media origins), local and remote.
+    Servers {
+        #[command(flatten)]
+        run: UsageRun,
+    },
+    /// Uploaders of local media.
+    Users {
+        /// Only these users (@NAME:SERVER); every uploader when none is given.
+        users: Vec<UserId>,
+        #[command(flatten)]
+        run: UsageRun,
+    },
+    /// Media, by size.
+    Uploads {
+        /// Only these media (mxc://SERVER/MEDIA_ID); every media when none is given.
+        mxc: Vec<MxcUri>,
+        #[command(flatten)]
+        run: UsageRun,
+    },
+}
+
+/// The flags every usage form takes.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct UsageRun {
+    /// List at most this many, the largest first.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(crate) limit: u32,
+    #[command(flatten)]
+    pub(crate) repository: RepoDb,
+    #[command(flatten)]
+    pub(crate) report: ReportArgs,
+}
+
+impl UsageWhat {
+    /// The flags every form shares.
+    pub(crate) fn run(&self) -> &UsageRun {
+        match self {
+            Self::Servers { run } | Self::Users { run, .. } | Self::Uploads { run, .. } => run,
+        }
+    }
 }
 
 /// `media_admin attributes …`.
@@ -365,7 +459,17 @@ Examples:
   media_admin purge quarantined
 
   # What ran:
-  media_admin tasks list --unfinished";
+  media_admin tasks list --unfinished
+
+  # Who uses the space, and what deduplication saves:
+  media_admin usage servers --limit 10
+  media_admin usage users @alice:example.org @bob:example.org
+  media_admin usage --html usage.html
+
+  # Check every datastore against the rows (hashing every object), then repair what is
+  # safe to repair:
+  media_admin check --deep
+  media_admin check --fix";
 
 impl Datastores {
     /// The report flags of whichever subcommand was given.
@@ -408,7 +512,9 @@ impl Cli {
             Command::Attributes(
                 Attributes::Get { report, .. } | Attributes::Set { report, .. },
             )
-            | Command::Tasks(Tasks::List { report, .. } | Tasks::Show { report, .. }) => report,
+            | Command::Tasks(Tasks::List { report, .. } | Tasks::Show { report, .. })
+            | Command::Check { report, .. } => report,
+            Command::Usage(usage) => &usage.run().report,
             Command::Quarantine(what) | Command::Unquarantine(what) => &what.run().report,
             Command::Purge(what) => &what.run().report,
         }

@@ -1,5 +1,6 @@
 //! `media_admin`: administer our media repository: its datastores and lossless
-//! transfers between them, media attributes, quarantine, purges and the task log.
+//! transfers between them, media attributes, quarantine, purges, the task log, usage
+//! and a check of the datastores.
 //!
 //! Thin binary: parse the command line, wire the library crates, print a report, exit
 //! with the toolkit's exit codes (see `media_cli::Exit`).
@@ -9,9 +10,10 @@ mod args;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use media_admin::check::{CheckOptions, Depth};
 use media_admin::{
     Direction, Locality, PurgeOptions, PurgeTarget, QuarantineOptions, QuarantineTarget,
-    TransferOptions,
+    TransferOptions, UsageView,
 };
 use media_cli::{Exit, Output, RunError, ToolArgs};
 use media_core::progress::Progress;
@@ -19,7 +21,10 @@ use media_core::records::MediaKey;
 use media_core::run::RunMode;
 use media_db::TaskFilter;
 
-use crate::args::{Attributes, Cli, Command, Datastores, PurgeWhat, QuarantineWhat, Tasks};
+use crate::args::{
+    Attributes, Cli, Command, Datastores, PurgeWhat, QuarantineWhat, RepoDb, Tasks, UsageCommand,
+    UsageWhat,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -35,7 +40,76 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
         Command::Unquarantine(what) => quarantine(what, Direction::Unquarantine, output).await,
         Command::Purge(what) => purge(what, output).await,
         Command::Tasks(command) => tasks(command, output).await,
+        Command::Usage(command) => usage(command, output).await,
+        Command::Check {
+            deep,
+            fix,
+            repository,
+            ..
+        } => check(*deep, *fix, repository, output).await,
     }
+}
+
+async fn usage(usage: &UsageCommand, output: Output) -> Result<Exit, RunError> {
+    let run = usage.run();
+    let repo = media_db::connect_read_only(&run.repository.db)
+        .await
+        .map_err(RunError::of)?;
+    let exit = match &usage.what {
+        Some(what) => {
+            let view = match what {
+                UsageWhat::Servers { .. } => UsageView::Servers,
+                UsageWhat::Users { users, .. } => UsageView::Users(users.clone()),
+                UsageWhat::Uploads { mxc, .. } => {
+                    UsageView::Uploads(mxc.iter().cloned().map(MediaKey::from).collect())
+                }
+            };
+            report(
+                media_admin::usage::usage(&repo, &view, run.limit).await,
+                output,
+            )
+        }
+        None => {
+            let path = usage
+                .html
+                .as_deref()
+                .expect("clap requires --html without a subcommand");
+            report(
+                media_admin::usage_page::write_page(&repo, path, run.limit).await,
+                output,
+            )
+        }
+    };
+    repo.close().await;
+    exit
+}
+
+async fn check(
+    deep: bool,
+    fix: bool,
+    repository: &RepoDb,
+    output: Output,
+) -> Result<Exit, RunError> {
+    let mode = RunMode::from_dry_run(!fix);
+    let repo = match mode {
+        RunMode::DryRun => media_db::connect_read_only(&repository.db).await,
+        RunMode::Apply => media_db::connect_existing(&repository.db).await,
+    }
+    .map_err(RunError::of)?;
+    let options = CheckOptions {
+        mode,
+        depth: if deep {
+            Depth::Content
+        } else {
+            Depth::Presence
+        },
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = media_cli::ProgressBar::start(output, progress.clone());
+    let result = media_admin::check::check(&repo, options, progress).await;
+    bar.finish();
+    repo.close().await;
+    report(result, output)
 }
 
 /// Prints the report of a finished job, or fails with its error.

@@ -71,6 +71,14 @@ pub enum AdminError {
          so every origin would count as remote: name yours with --local-server NAME"
     )]
     NoOwnServers,
+    /// A file the run writes (a report page) could not be written.
+    #[error("cannot write {}: {source}; choose another path", path.display())]
+    Write {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// No recorded run has this ID.
     #[error("no task {id} in the task log (media_admin tasks list shows them)")]
     UnknownTask {
@@ -90,7 +98,8 @@ impl Classify for AdminError {
             | Self::SourceElsewhere { .. }
             | Self::NotRecordedDatastore { .. }
             | Self::NoOwnServers
-            | Self::UnknownTask { .. } => ErrorClass::Usage,
+            | Self::UnknownTask { .. }
+            | Self::Write { .. } => ErrorClass::Usage,
             Self::Store { source, .. } => match source.class() {
                 ErrorClass::Usage => ErrorClass::Usage,
                 _ => ErrorClass::Fatal,

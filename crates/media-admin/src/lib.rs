@@ -10,10 +10,17 @@
 //!   media sharing their bytes;
 //! * [`purge::purge`]: delete remote, quarantined, named, a user's, a server's or
 //!   unaccessed media, reference-safe and convergent after a crash;
-//! * [`tasks`]: the runs the task log records.
+//! * [`tasks`]: the runs the task log records;
+//! * [`usage::usage`]: who uses the space (servers, users, uploads), and what
+//!   deduplication saves; [`usage_page::write_page`]: the same as a self-contained HTML
+//!   page of charts;
+//! * [`check::check`]: each recorded datastore against the rows: missing, orphan and
+//!   damaged objects, stale temporary files, queued deletions; `--fix` repairs what is
+//!   safe to repair.
 #![deny(missing_docs)]
 
 pub mod attributes;
+pub mod check;
 pub mod datastores;
 pub mod error;
 pub mod purge;
@@ -21,9 +28,12 @@ pub mod quarantine;
 pub mod stores;
 pub mod tasks;
 pub mod transfer;
+pub mod usage;
+pub mod usage_page;
 
 pub use datastores::{DatastoreSelector, EstimateReport, ListReport};
 pub use error::AdminError;
 pub use purge::{Locality, PurgeOptions, PurgeReport, PurgeTarget};
 pub use quarantine::{Direction, QuarantineOptions, QuarantineRunReport, QuarantineTarget};
 pub use transfer::{TransferFailure, TransferOptions, TransferReport, Verify};
+pub use usage::{SpaceReport, UsageView};

@@ -22,13 +22,7 @@ impl QueueDrainer {
     pub async fn drain_all(&mut self, repo: &Repository) -> Result<DrainReport, AdminError> {
         let mut total = DrainReport::default();
         for record in repo.datastore_records().await? {
-            if repo.pending_deletions(record.id, 1).await?.is_empty() {
-                continue;
-            }
-            let store = self.open(&record).await?;
-            let drained = repo
-                .drain_pending_deletions(record.id, store.as_ref())
-                .await?;
+            let drained = self.drain(repo, &record).await?;
             total.deleted += drained.deleted;
             total.already_gone += drained.already_gone;
             total.kept += drained.kept;
@@ -36,32 +30,69 @@ impl QueueDrainer {
         Ok(total)
     }
 
-    /// `record`'s datastore, opened at its recorded URI once it is known to be the one
-    /// recorded (a datastore holding another identity marker is refused: deleting from
-    /// it would delete another repository's bytes).
+    /// Deletes the objects queued in `record`'s datastore (opening it only when some
+    /// are queued).
+    pub async fn drain(
+        &mut self,
+        repo: &Repository,
+        record: &RecordedDatastore,
+    ) -> Result<DrainReport, AdminError> {
+        if repo.pending_deletions(record.id, 1).await?.is_empty() {
+            return Ok(DrainReport::default());
+        }
+        let store = self.open(record).await?;
+        Ok(repo
+            .drain_pending_deletions(record.id, store.as_ref())
+            .await?)
+    }
+
+    /// `record`'s datastore, opened for writing once (see [`open_recorded`]).
     async fn open(&mut self, record: &RecordedDatastore) -> Result<Arc<dyn Datastore>, AdminError> {
         if let Some(store) = self.opened.get(&record.id) {
             return Ok(store.clone());
         }
-        let open_error = |source| AdminError::Open {
-            uri: record.uri.clone(),
-            source,
-        };
-        let look = media_store::open_read_only(&record.uri)
-            .await
-            .map_err(open_error)?;
-        let marker = look.read_marker().await.map_err(open_error)?;
-        if let Some(identity) = &record.identity
-            && marker.as_deref() != Some(identity)
-        {
-            return Err(AdminError::NotRecordedDatastore {
-                uri: record.uri.clone(),
-                id: record.id.0,
-                found: marker,
-            });
-        }
-        let store = media_store::open(&record.uri).await.map_err(open_error)?;
+        let store = open_recorded(record, Access::ReadWrite).await?;
         self.opened.insert(record.id, store.clone());
         Ok(store)
+    }
+}
+
+/// How a recorded datastore is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// To read only: nothing is created or written (not even a writer's temporary
+    /// folder, nor the removal of abandoned ones).
+    ReadOnly,
+    /// To write and delete.
+    ReadWrite,
+}
+
+/// `record`'s datastore, opened at its recorded URI once it is known to be the one
+/// recorded (a datastore holding another identity marker is refused: reading it would
+/// judge another repository's bytes, deleting from it would delete them).
+pub async fn open_recorded(
+    record: &RecordedDatastore,
+    access: Access,
+) -> Result<Arc<dyn Datastore>, AdminError> {
+    let open_error = |source| AdminError::Open {
+        uri: record.uri.clone(),
+        source,
+    };
+    let look = media_store::open_read_only(&record.uri)
+        .await
+        .map_err(open_error)?;
+    let marker = look.read_marker().await.map_err(open_error)?;
+    if let Some(identity) = &record.identity
+        && marker.as_deref() != Some(identity)
+    {
+        return Err(AdminError::NotRecordedDatastore {
+            uri: record.uri.clone(),
+            id: record.id.0,
+            found: marker,
+        });
+    }
+    match access {
+        Access::ReadOnly => Ok(look),
+        Access::ReadWrite => media_store::open(&record.uri).await.map_err(open_error),
     }
 }

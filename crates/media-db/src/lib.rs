@@ -2,7 +2,7 @@
 //!
 //! * [`roles`]: what a media sink does, one narrow trait per role ([`BlobIndex`],
 //!   [`MediaIndex`], [`Quarantine`], [`DeletionQueue`], [`BlobTransfer`], [`TaskLog`],
-//!   [`MediaAttributes`], [`Purge`]),
+//!   [`MediaAttributes`], [`Purge`], [`UsageReport`], [`StoreCheck`]),
 //!   speaking the values of [`model`];
 //! * [`repo`]: our media repository on SQLite or PostgreSQL, which plays every role
 //!   ([`connect()`] opens it by URL and brings its schema up to date).
@@ -82,15 +82,16 @@ pub use error::DbError;
 pub use location::{DatabaseLocation, Dialect, IntoDatabaseLocation, redact_url};
 pub use model::{
     Blob, BlobMove, BlobOutcome, BlobTally, DatastoreId, DatastoreUsage, DeletedMedia, DrainReport,
-    InsertOutcome, MediaOutcome, MoveOutcome, NewBlob, NewMedia, PendingDeletion, PinReport,
-    PurgeCandidate, PurgeSelection, PurgeTally, QUARANTINE_CHANGES_PAGE_LIMIT, QuarantineAction,
-    QuarantineChange, QuarantineChangesPage, QuarantineReport, RecordedDatastore, TaskFilter,
-    TaskId, TaskKind, TaskRecord,
+    InsertOutcome, MediaOutcome, MoveOutcome, NewBlob, NewMedia, ObjectState, PendingDeletion,
+    PinReport, PurgeCandidate, PurgeSelection, PurgeTally, QUARANTINE_CHANGES_PAGE_LIMIT,
+    QuarantineAction, QuarantineChange, QuarantineChangesPage, QuarantineReport, RecordedDatastore,
+    TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage, UsageTotals,
 };
 pub use repo::{
     AttachOptions, DatastoreAccess, Repository, connect, connect_existing, connect_for_dry_run,
     connect_read_only,
 };
 pub use roles::{
-    BlobIndex, BlobTransfer, DeletionQueue, MediaAttributes, MediaIndex, Purge, Quarantine, TaskLog,
+    BlobIndex, BlobTransfer, DeletionQueue, MediaAttributes, MediaIndex, Purge, Quarantine,
+    StoreCheck, TaskLog, UsageReport,
 };

@@ -455,3 +455,52 @@ mod tests {
         );
     }
 }
+
+/// How much of the repository something uses (a server, a user): its media, their bytes
+/// as uploaded, and the bytes stored for them once deduplicated (see
+/// [`crate::UsageReport`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage<K> {
+    /// What uses it: a server name, a user.
+    pub of: K,
+    /// Its media rows.
+    pub media: u64,
+    /// The sum of their sizes ("logical" bytes: what they would take without
+    /// deduplication).
+    pub bytes: u64,
+    /// The sum of the sizes of the distinct blobs they use (what they take stored).
+    pub stored_bytes: u64,
+}
+
+/// The whole repository's [`Usage`]: every media, their bytes and the bytes of the
+/// distinct blobs they use.
+pub type UsageTotals = Usage<()>;
+
+/// One media, by size (`media_admin usage uploads`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The media.
+    pub key: MediaKey,
+    /// Its uploader, for a local media.
+    pub uploader: Option<UserId>,
+    /// Its size.
+    pub size_bytes: u64,
+    /// Its content type, as uploaded.
+    pub content_type: Option<String>,
+    /// When it was uploaded (ms since the epoch).
+    pub created_ts: i64,
+    /// How many media rows (this one included) share its bytes.
+    pub copies: u64,
+}
+
+/// What the repository says of an object found in a datastore (see
+/// [`crate::StoreCheck::object_states`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectState {
+    /// A blob row of this datastore points at it.
+    Referenced,
+    /// No blob row points at it, but its deletion is queued.
+    Queued,
+    /// Nothing points at it, and nothing queues it: an orphan.
+    Unreferenced,
+}

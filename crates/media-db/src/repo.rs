@@ -11,7 +11,9 @@
 //! * [`purge`]: purges, reserved IDs and blocked bytes ([`Purge`](crate::Purge));
 //! * [`transfer`]: moving blobs between datastores ([`BlobTransfer`](crate::BlobTransfer)),
 //!   and recording a transfer's destination;
-//! * [`usage`]: what each recorded datastore holds;
+//! * [`usage`]: what each recorded datastore holds, and who uses the space
+//!   ([`UsageReport`](crate::UsageReport));
+//! * [`check`]: what the rows say of a datastore's objects ([`StoreCheck`](crate::StoreCheck));
 //! * [`attach`]: the datastore registry, and which datastore holds the repository's bytes.
 //!
 //! The invariants of DESIGN.md live here: the `blobs` table decides dedup (insert-or-get
@@ -28,6 +30,7 @@ use crate::location::{DatabaseLocation, IntoDatabaseLocation};
 pub mod attach;
 pub mod attributes;
 pub mod blobs;
+pub mod check;
 pub mod deletion;
 pub mod media;
 pub mod purge;

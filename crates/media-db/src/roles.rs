@@ -12,7 +12,7 @@
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use media_core::datastore::Datastore;
+use media_core::datastore::{BlobKey, Datastore};
 use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailRecord};
 use std::collections::HashMap;
@@ -20,9 +20,9 @@ use std::collections::HashMap;
 use crate::error::DbError;
 use crate::model::{
     Blob, BlobMove, BlobOutcome, BlobTally, DatastoreId, DeletedMedia, DrainReport, InsertOutcome,
-    MediaOutcome, MoveOutcome, NewBlob, NewMedia, PendingDeletion, PinReport, PurgeCandidate,
-    PurgeSelection, PurgeTally, QuarantineAction, QuarantineChangesPage, QuarantineReport,
-    TaskFilter, TaskId, TaskKind, TaskRecord,
+    MediaOutcome, MoveOutcome, NewBlob, NewMedia, ObjectState, PendingDeletion, PinReport,
+    PurgeCandidate, PurgeSelection, PurgeTally, QuarantineAction, QuarantineChangesPage,
+    QuarantineReport, TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage, UsageTotals,
 };
 
 /// Which bytes are recorded, and where: the content-addressed index of blobs.
@@ -300,4 +300,57 @@ pub trait Purge: Send + Sync {
 
     /// Whether a media ID was reserved by a purge.
     async fn is_reserved(&self, key: &MediaKey) -> Result<bool, DbError>;
+}
+
+/// Who uses the space (`media_admin usage`): aggregated by the database, largest first,
+/// only the first `limit` rows fetched, so memory does not grow with the repository.
+/// Each figure comes with what deduplication saves: the media's bytes as uploaded
+/// against the bytes of the distinct blobs they use.
+#[async_trait]
+pub trait UsageReport: Send + Sync {
+    /// Every media, their bytes and the bytes of the distinct blobs they use.
+    async fn usage_totals(&self) -> Result<UsageTotals, DbError>;
+
+    /// The `limit` servers (origins) whose media take the most bytes, largest first.
+    async fn usage_by_server(&self, limit: u32) -> Result<Vec<Usage<ServerName>>, DbError>;
+
+    /// The `limit` uploaders whose media take the most bytes, largest first; only
+    /// `users` when some are named (remote media have no uploader).
+    async fn usage_by_user(
+        &self,
+        users: &[UserId],
+        limit: u32,
+    ) -> Result<Vec<Usage<UserId>>, DbError>;
+
+    /// Every month in which media were uploaded (`2026-01`, in UTC), oldest first, with
+    /// the media uploaded in it (stored bytes: of the distinct blobs they use).
+    async fn usage_by_month(&self) -> Result<Vec<Usage<String>>, DbError>;
+
+    /// The `limit` largest media, largest first; only `keys` when some are named.
+    async fn largest_uploads(&self, keys: &[MediaKey], limit: u32) -> Result<Vec<Upload>, DbError>;
+}
+
+/// Checking a datastore against the rows (`media_admin check`): what the rows say of the
+/// objects a datastore lists, and queueing the orphans among them for deletion through
+/// the usual protocol ([`DeletionQueue`]).
+#[async_trait]
+pub trait StoreCheck: Send + Sync {
+    /// What the rows say of each of `keys`, objects listed in datastore `datastore_id`:
+    /// one state per key, in order.
+    async fn object_states(
+        &self,
+        datastore_id: DatastoreId,
+        keys: &[BlobKey],
+    ) -> Result<Vec<ObjectState>, DbError>;
+
+    /// Queues for deletion from `datastore_id`, in one transaction, those of `keys` that
+    /// are still orphans in it (checked inside the transaction: no blob row points at
+    /// them, none is queued); returns how many were queued. Drain the queue afterwards: a
+    /// writer that records one of them meanwhile cancels its deletion, or (when the drain
+    /// claimed it first) puts its bytes again.
+    async fn queue_orphans(
+        &self,
+        datastore_id: DatastoreId,
+        keys: &[BlobKey],
+    ) -> Result<u64, DbError>;
 }

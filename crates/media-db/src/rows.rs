@@ -29,6 +29,11 @@ pub(crate) fn media_key(
     ))
 }
 
+/// A validated user ID read from a column of `table`.
+pub(crate) fn user_id(table: &'static str, user: &str) -> Result<UserId, DbError> {
+    UserId::try_from(user).map_err(|e| invalid(table, user.to_owned())(e.to_string()))
+}
+
 /// A validated queue entry from raw columns.
 pub(crate) fn pending_deletion(
     datastore_id: i64,

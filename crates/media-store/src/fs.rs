@@ -122,7 +122,7 @@ impl FileDatastore {
         let folder = {
             let temp = temp.clone();
             blocking(move || {
-                remove_abandoned(&temp, Duration::ZERO)?;
+                remove_abandoned(&temp, Duration::ZERO, Sweep::Remove)?;
                 WriterFolder::create(&temp)
             })
             .await
@@ -204,7 +204,20 @@ impl FileDatastore {
     /// of running writers (this one included) are never touched.
     pub async fn cleanup(&self, older_than: Duration) -> Result<CleanupReport, StoreError> {
         let temp = self.root.join(TEMP_DIR);
-        blocking(move || remove_abandoned(&temp, older_than)).await
+        blocking(move || remove_abandoned(&temp, older_than, Sweep::Remove)).await
+    }
+
+    /// What [`FileDatastore::cleanup`] would remove now, removing nothing (a store
+    /// check's report). A store without a temporary folder has none.
+    pub async fn stale_temporaries(
+        &self,
+        older_than: Duration,
+    ) -> Result<CleanupReport, StoreError> {
+        let temp = self.root.join(TEMP_DIR);
+        if !temp.is_dir() {
+            return Ok(CleanupReport::default());
+        }
+        blocking(move || remove_abandoned(&temp, older_than, Sweep::Count)).await
     }
 }
 
@@ -286,9 +299,21 @@ fn rand_u64() -> u64 {
     hasher.finish()
 }
 
-/// Blocking: removes every folder in `temp` whose lock nobody holds (locking it first,
-/// so that no writer can take it meanwhile), and loose files older than `older_than`.
-fn remove_abandoned(temp: &Path, older_than: Duration) -> Result<CleanupReport, StoreError> {
+/// Whether a sweep of the temporary folder removes what it finds or only counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    Count,
+    Remove,
+}
+
+/// Blocking: removes (or with [`Sweep::Count`] only counts) every folder in `temp` whose
+/// lock nobody holds (locking it first, so that no writer can take it meanwhile), and
+/// loose files older than `older_than`.
+fn remove_abandoned(
+    temp: &Path,
+    older_than: Duration,
+    sweep: Sweep,
+) -> Result<CleanupReport, StoreError> {
     let cutoff = SystemTime::now()
         .checked_sub(older_than)
         .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -308,12 +333,20 @@ fn remove_abandoned(temp: &Path, older_than: Duration) -> Result<CleanupReport, 
                 continue; // a running writer's
             }
             count_files(&path, &mut report);
+            if sweep == Sweep::Count {
+                continue;
+            }
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(source) => return Err(io_error("remove", &path, source)),
             }
         } else if meta.modified().map(|m| m <= cutoff).unwrap_or(true) {
+            if sweep == Sweep::Count {
+                report.removed_files += 1;
+                report.removed_bytes += meta.len();
+                continue;
+            }
             match std::fs::remove_file(&path) {
                 Ok(()) => {
                     report.removed_files += 1;

@@ -1,0 +1,559 @@
+//! `media_admin check [--deep] [--fix]`: every recorded datastore against the rows.
+//!
+//! For each datastore (opened read-only where the repository records it, its identity
+//! marker checked):
+//!
+//! * **orphans**: objects no blob row of that datastore points at, and whose deletion is
+//!   not queued. The datastore's listing is read as a stream, one chunk at a time, each
+//!   chunk looked up in the rows by digest ([`StoreCheck::object_states`]); the listing is
+//!   in no particular order, so a sorted merge with the rows is not possible, and no side
+//!   is ever held whole;
+//! * **missing**: blob rows whose object is gone. The listing pass counts the listed
+//!   objects rows point at; when that count equals the datastore's rows, none is missing
+//!   and the rows are not walked again. Otherwise (and always with `--deep`) the rows are
+//!   walked in digest order, keyset-paginated, and each object is asked for;
+//! * **damaged** (`--deep`): objects whose size or SHA-256 differ from their row, hashed
+//!   while they stream;
+//! * **stale temporary files**: what writers that are gone left in a folder store's
+//!   `.tmp` (an S3 store's interrupted uploads are not visible as objects);
+//! * **queued deletions** not yet carried out.
+//!
+//! Without `--fix` nothing changes. `--fix` repairs only what is safe: it queues each
+//! orphan's deletion in `pending_deletions` (re-checked inside that transaction) and
+//! drains the queues, so an orphan goes through the same protocol as a purged object (a
+//! writer that records the same bytes meanwhile cancels the deletion, or puts them again
+//! if the drain claimed it first); it removes stale temporary files; it drains the
+//! queued deletions. A missing or damaged object is reported, never "repaired" by
+//! deleting the rows that point at it: its media may be restored from a backup or
+//! imported again.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use media_core::datastore::{BlobKey, Datastore, StoreError};
+use media_core::hashing::HashingReader;
+use media_core::progress::{Progress, human_size};
+use media_core::run::{Failures, Reason, Report, RunMode};
+use media_db::{
+    Blob, BlobTransfer, DatastoreUsage, DeletionQueue, ObjectState, RecordedDatastore, Repository,
+    StoreCheck,
+};
+use media_store::{DatastoreLocation, FileDatastore};
+use serde::Serialize;
+
+use crate::error::AdminError;
+use crate::stores::{Access, QueueDrainer, open_recorded};
+
+/// Listed objects looked up in the rows per query.
+const LISTING_CHUNK: usize = 1_000;
+/// Blob rows read per page when the rows are walked.
+const ROWS_PAGE: i64 = 500;
+/// Objects asked for (or hashed) at once when the rows are walked.
+const CONCURRENT_READS: usize = 8;
+
+/// How closely objects are looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Depth {
+    /// Whether each object exists (from the listing).
+    Presence,
+    /// Also each object's size and SHA-256, read whole and hashed.
+    Content,
+}
+
+/// What `media_admin check` is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// [`RunMode::DryRun`]: report only (the default); [`RunMode::Apply`]: `--fix`.
+    pub mode: RunMode,
+    /// How closely objects are looked at.
+    pub depth: Depth,
+}
+
+/// A fault a check finds (the code its reports write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckFault {
+    /// A blob row's object is not in its datastore.
+    MissingObject,
+    /// An object's size or SHA-256 differ from its row.
+    DamagedObject,
+    /// An object no row points at, whose deletion is not queued.
+    OrphanObject,
+    /// Files a writer that is gone left in the temporary folder.
+    StaleTemporaries,
+    /// Object deletions queued and not carried out.
+    QueuedDeletions,
+    /// A datastore that could not be checked, or a repair that failed.
+    CheckFailed,
+}
+
+impl Reason for CheckFault {
+    fn code(self) -> &'static str {
+        match self {
+            Self::MissingObject => "missing_object",
+            Self::DamagedObject => "damaged_object",
+            Self::OrphanObject => "orphan_object",
+            Self::StaleTemporaries => "stale_temporaries",
+            Self::QueuedDeletions => "queued_deletions",
+            Self::CheckFailed => "check_failed",
+        }
+    }
+}
+
+/// How many of something were found, their bytes, and how many `--fix` repaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Tally {
+    /// Found.
+    pub count: u64,
+    /// Their bytes (as found in the datastore; for a missing object, its row's size).
+    pub bytes: u64,
+    /// Repaired by `--fix`.
+    pub repaired: u64,
+}
+
+impl Tally {
+    fn add(&mut self, bytes: u64) {
+        self.count += 1;
+        self.bytes += bytes;
+    }
+
+    /// Found and not repaired.
+    fn remaining(&self) -> u64 {
+        self.count - self.repaired.min(self.count)
+    }
+}
+
+impl fmt::Display for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.count, human_size(self.bytes))?;
+        if self.repaired > 0 {
+            write!(f, ", {} repaired", self.repaired)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the check of one datastore found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DatastoreCheck {
+    /// The datastore's ID.
+    pub id: i64,
+    /// Its recorded URI.
+    pub uri: String,
+    /// Blob rows pointing into it.
+    pub rows: u64,
+    /// Objects its listing holds.
+    pub objects: u64,
+    /// Rows whose object is missing.
+    pub missing: Tally,
+    /// Objects whose size or hash differ from their row (`--deep` only).
+    pub damaged: Tally,
+    /// Objects nothing points at.
+    pub orphans: Tally,
+    /// Stale temporary files; none for a store without a temporary folder.
+    pub temporaries: Option<Tally>,
+    /// Queued deletions (bytes: of their objects still present).
+    pub queued: Tally,
+}
+
+impl DatastoreCheck {
+    fn new(record: &RecordedDatastore, usage: Option<&DatastoreUsage>) -> Self {
+        Self {
+            id: record.id.0,
+            uri: record.uri.clone(),
+            rows: usage.map_or(0, |u| u.blobs),
+            objects: 0,
+            missing: Tally::default(),
+            damaged: Tally::default(),
+            orphans: Tally::default(),
+            temporaries: None,
+            queued: Tally {
+                count: usage.map_or(0, |u| u.queued_deletions),
+                ..Tally::default()
+            },
+        }
+    }
+
+    /// `key` in this datastore, for reports.
+    fn item(&self, key: &BlobKey) -> String {
+        format!("#{} {key}", self.id)
+    }
+}
+
+impl fmt::Display for DatastoreCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "  #{} {}: {} rows, {} objects\n      missing {}; damaged {}; orphans {}; \
+             stale temporaries {}; queued deletions {}",
+            self.id,
+            self.uri,
+            self.rows,
+            self.objects,
+            self.missing,
+            self.damaged,
+            self.orphans,
+            self.temporaries
+                .map_or("(none kept as files)".to_owned(), |t| t.to_string()),
+            self.queued
+        )
+    }
+}
+
+/// What `media_admin check` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    /// Report only (`dry_run`) or `--fix` (`apply`).
+    pub mode: RunMode,
+    /// How closely objects were looked at.
+    pub depth: Depth,
+    /// Each recorded datastore.
+    pub datastores: Vec<DatastoreCheck>,
+    /// What remains wrong, each object listed (up to a bound).
+    pub problems: Failures<CheckFault>,
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "media_admin check{}{}: {} datastore(s), {} problem(s) remain",
+            if self.depth == Depth::Content {
+                " --deep"
+            } else {
+                ""
+            },
+            if self.mode.applies() { " --fix" } else { "" },
+            self.datastores.len(),
+            self.problems.count()
+        )?;
+        self.datastores.iter().try_for_each(|d| d.fmt(f))?;
+        self.problems.write_lines(f)
+    }
+}
+
+impl Report for CheckReport {
+    fn mode(&self) -> RunMode {
+        self.mode
+    }
+
+    fn has_failures(&self) -> bool {
+        self.problems.any()
+    }
+}
+
+/// Checks every recorded datastore against the rows, and with [`RunMode::Apply`]
+/// repairs what is safe to repair (see the [module documentation](self)).
+pub async fn check(
+    repo: &Repository,
+    options: CheckOptions,
+    progress: Arc<Progress>,
+) -> Result<CheckReport, AdminError> {
+    let usage = repo.datastore_usage().await?;
+    let mut report = CheckReport {
+        mode: options.mode,
+        depth: options.depth,
+        datastores: Vec::new(),
+        problems: Failures::default(),
+    };
+    progress
+        .items_total
+        .store(usage.iter().map(|u| u.blobs).sum(), Ordering::Relaxed);
+    let mut drainer = QueueDrainer::default();
+    for record in repo.datastore_records().await? {
+        let mut checked = DatastoreCheck::new(&record, usage.iter().find(|u| u.id == record.id));
+        let run = Checker {
+            repo,
+            options,
+            record: &record,
+            progress: &progress,
+        };
+        if let Err(e) = run.datastore(&mut checked, &mut report.problems).await {
+            report.problems.push(
+                format!("#{} {}", record.id.0, record.uri),
+                CheckFault::CheckFailed,
+                e.to_string(),
+            );
+        }
+        if options.mode.applies()
+            && let Err(e) = run.repair(&mut checked, &mut drainer).await
+        {
+            report.problems.push(
+                format!("#{} {}", record.id.0, record.uri),
+                CheckFault::CheckFailed,
+                format!("repair: {e}"),
+            );
+        }
+        run.remaining(&checked, &mut report.problems);
+        report.datastores.push(checked);
+    }
+    Ok(report)
+}
+
+/// The check of one datastore.
+struct Checker<'a> {
+    repo: &'a Repository,
+    options: CheckOptions,
+    record: &'a RecordedDatastore,
+    progress: &'a Progress,
+}
+
+impl Checker<'_> {
+    /// Finds the faults of the datastore (orphans listed as they are found).
+    async fn datastore(
+        &self,
+        checked: &mut DatastoreCheck,
+        problems: &mut Failures<CheckFault>,
+    ) -> Result<(), AdminError> {
+        let store = open_recorded(self.record, Access::ReadOnly).await?;
+        let referenced = self.listing(store.as_ref(), checked, problems).await?;
+        if self.options.depth == Depth::Content || referenced < checked.rows {
+            self.rows(store.as_ref(), checked, problems).await?;
+        } else {
+            self.progress
+                .items_done
+                .fetch_add(checked.rows, Ordering::Relaxed);
+        }
+        if let Some(folder) = self.folder() {
+            let stale = folder
+                .stale_temporaries(Duration::ZERO)
+                .await
+                .map_err(|e| self.store_error(e))?;
+            checked.temporaries = Some(Tally {
+                count: stale.removed_files,
+                bytes: stale.removed_bytes,
+                repaired: 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the datastore's listing, a chunk at a time: counts the objects, tallies
+    /// orphans and objects whose deletion is queued; with `--fix`, queues the orphans'
+    /// deletion. Returns how many listed objects rows point at.
+    async fn listing(
+        &self,
+        store: &dyn Datastore,
+        checked: &mut DatastoreCheck,
+        problems: &mut Failures<CheckFault>,
+    ) -> Result<u64, AdminError> {
+        let mut referenced = 0;
+        let mut chunks = store.list().try_chunks(LISTING_CHUNK);
+        while let Some(keys) = chunks.try_next().await.map_err(|e| self.store_error(e.1))? {
+            checked.objects += keys.len() as u64;
+            let states = self.repo.object_states(self.record.id, &keys).await?;
+            let mut orphans = Vec::new();
+            for (key, state) in keys.into_iter().zip(states) {
+                match state {
+                    ObjectState::Referenced => referenced += 1,
+                    ObjectState::Queued => {
+                        let size = store.size(&key).await.map_err(|e| self.store_error(e))?;
+                        checked.queued.bytes += size.unwrap_or(0);
+                    }
+                    ObjectState::Unreferenced => {
+                        // Gone meanwhile (a drain), it is no orphan.
+                        let Some(size) = store.size(&key).await.map_err(|e| self.store_error(e))?
+                        else {
+                            continue;
+                        };
+                        checked.orphans.add(size);
+                        if !self.options.mode.applies() {
+                            problems.push(
+                                checked.item(&key),
+                                CheckFault::OrphanObject,
+                                format!("{size} bytes no row points at"),
+                            );
+                        }
+                        orphans.push(key);
+                    }
+                }
+            }
+            if self.options.mode.applies() && !orphans.is_empty() {
+                self.repo.queue_orphans(self.record.id, &orphans).await?;
+            }
+        }
+        Ok(referenced)
+    }
+
+    /// Walks the datastore's rows in digest order, asking for (or with `--deep`
+    /// hashing) each object: tallies and lists the missing and damaged ones.
+    async fn rows(
+        &self,
+        store: &dyn Datastore,
+        checked: &mut DatastoreCheck,
+        problems: &mut Failures<CheckFault>,
+    ) -> Result<(), AdminError> {
+        let mut after = None;
+        loop {
+            let page = self
+                .repo
+                .blobs_in(self.record.id, None, after.as_ref(), ROWS_PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.sha256.clone());
+            let full = page.len() as i64 == ROWS_PAGE;
+            let mut findings = futures::stream::iter(page)
+                .map(|blob| async move {
+                    let finding = self.look_at(store, &blob).await;
+                    (blob, finding)
+                })
+                .buffer_unordered(CONCURRENT_READS);
+            while let Some((blob, finding)) = findings.next().await {
+                self.progress.items_done.fetch_add(1, Ordering::Relaxed);
+                match finding.map_err(|e| self.store_error(e))? {
+                    Finding::Sound => {}
+                    Finding::Missing => {
+                        checked.missing.add(blob.size_bytes);
+                        problems.push(
+                            checked.item(&blob.location),
+                            CheckFault::MissingObject,
+                            format!(
+                                "no object for blob {} ({} bytes)",
+                                blob.sha256, blob.size_bytes
+                            ),
+                        );
+                    }
+                    Finding::Damaged { sha256, size } => {
+                        checked.damaged.add(size);
+                        problems.push(
+                            checked.item(&blob.location),
+                            CheckFault::DamagedObject,
+                            format!(
+                                "holds {size} bytes with SHA-256 {sha256}; its row says {} \
+                                 bytes with SHA-256 {}",
+                                blob.size_bytes, blob.sha256
+                            ),
+                        );
+                    }
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether `blob`'s object is there (and with `--deep`, whole and right).
+    async fn look_at(&self, store: &dyn Datastore, blob: &Blob) -> Result<Finding, StoreError> {
+        if self.options.depth == Depth::Presence {
+            return Ok(match store.size(&blob.location).await? {
+                Some(_) => Finding::Sound,
+                None => Finding::Missing,
+            });
+        }
+        let reader = match store.get(&blob.location, None).await {
+            Ok(reader) => reader,
+            Err(StoreError::NotFound { .. }) => return Ok(Finding::Missing),
+            Err(e) => return Err(e),
+        };
+        let mut hashing = HashingReader::new(reader);
+        tokio::io::copy(&mut hashing, &mut tokio::io::sink())
+            .await
+            .map_err(|source| StoreError::Io {
+                operation: "read",
+                target: blob.location.to_string(),
+                source,
+            })?;
+        let (sha256, size) = hashing.finish();
+        Ok(if sha256 == blob.sha256 && size == blob.size_bytes {
+            Finding::Sound
+        } else {
+            Finding::Damaged {
+                sha256: sha256.to_string(),
+                size,
+            }
+        })
+    }
+
+    /// `--fix`: removes stale temporary files and drains the queue (the orphans queued
+    /// by the listing pass with it).
+    async fn repair(
+        &self,
+        checked: &mut DatastoreCheck,
+        drainer: &mut QueueDrainer,
+    ) -> Result<(), AdminError> {
+        if let (Some(folder), Some(temporaries)) = (self.folder(), checked.temporaries.as_mut()) {
+            let removed = folder
+                .cleanup(Duration::ZERO)
+                .await
+                .map_err(|e| self.store_error(e))?;
+            temporaries.repaired = removed.removed_files;
+        }
+        drainer.drain(self.repo, self.record).await?;
+        if self
+            .repo
+            .pending_deletions(self.record.id, 1)
+            .await?
+            .is_empty()
+        {
+            checked.queued.repaired = checked.queued.count;
+            checked.orphans.repaired = checked.orphans.count;
+        }
+        Ok(())
+    }
+
+    /// Lists what a repair left (or, without `--fix`, what it would repair) that is not
+    /// listed object by object.
+    fn remaining(&self, checked: &DatastoreCheck, problems: &mut Failures<CheckFault>) {
+        let item = format!("#{} {}", checked.id, checked.uri);
+        if let Some(temporaries) = checked.temporaries
+            && temporaries.remaining() > 0
+        {
+            problems.push(
+                item.clone(),
+                CheckFault::StaleTemporaries,
+                format!(
+                    "{} stale temporary file(s) ({}) in its temporary folder",
+                    temporaries.remaining(),
+                    human_size(temporaries.bytes)
+                ),
+            );
+        }
+        if checked.queued.remaining() > 0 {
+            problems.push(
+                item.clone(),
+                CheckFault::QueuedDeletions,
+                format!("{} object deletion(s) queued", checked.queued.remaining()),
+            );
+        }
+        if self.options.mode.applies() && checked.orphans.remaining() > 0 {
+            problems.push(
+                item,
+                CheckFault::OrphanObject,
+                format!(
+                    "{} orphan object(s) queued for deletion and not yet deleted",
+                    checked.orphans.remaining()
+                ),
+            );
+        }
+    }
+
+    /// The datastore as a folder store, when it is one (for its temporary folder).
+    fn folder(&self) -> Option<FileDatastore> {
+        match media_store::parse_uri(&self.record.uri) {
+            Ok(DatastoreLocation::Folder(path)) if path.is_dir() => {
+                Some(FileDatastore::open_read_only(path))
+            }
+            _ => None,
+        }
+    }
+
+    fn store_error(&self, source: StoreError) -> AdminError {
+        AdminError::Store {
+            uri: self.record.uri.clone(),
+            source,
+        }
+    }
+}
+
+/// What looking at one blob's object found.
+enum Finding {
+    Sound,
+    Missing,
+    Damaged { sha256: String, size: u64 },
+}
