@@ -14,20 +14,8 @@ use serde_json::Value;
 /// `import_synapse` of the committed SQLite fixture into `repo` and the folder `store`
 /// (exit code 1: the fixture has a media that was never uploaded).
 fn import_fixture(cwd: &Path, repo: &str, store: &Path) {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
-    TestCommand::new("import_synapse")
-        .arg("--synapse-db")
-        .arg(fixture.join("homeserver.db"))
-        .arg("--media-store")
-        .arg(fixture.join("media_store"))
-        .args([
-            "--repo-db",
-            repo,
-            "--datastore",
-            store.to_str().unwrap(),
-            "-q",
-        ])
-        .current_dir(cwd)
+    media_tests::import_sqlite_fixture(cwd, repo, store.to_str().unwrap())
+        .arg("-q")
         .assert_exit(1);
 }
 

@@ -1,26 +1,10 @@
 //! End-to-end: the tools on an S3 datastore (the server `S3_TEST_ENDPOINT` names, which
 //! `./scripts/test` starts).
 
-use std::path::Path;
-
 use futures::TryStreamExt;
 use media_core::datastore::Datastore;
 use media_store::conformance::S3TestStore;
-use media_tests::{TestCommand, report};
-
-/// `import_synapse` of the committed SQLite fixture into `repo` and `datastore`.
-fn import_fixture(cwd: &Path, repo: &str, datastore: &str) -> TestCommand {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
-    let mut command = TestCommand::new("import_synapse");
-    command
-        .arg("--synapse-db")
-        .arg(fixture.join("homeserver.db"))
-        .arg("--media-store")
-        .arg(fixture.join("media_store"))
-        .args(["--repo-db", repo, "--datastore", datastore])
-        .current_dir(cwd);
-    command
-}
+use media_tests::{TestCommand, import_sqlite_fixture, report};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn import_synapse_into_s3_and_export_and_verify_from_it() {
@@ -28,7 +12,7 @@ async fn import_synapse_into_s3_and_export_and_verify_from_it() {
     let s3 = S3TestStore::new().await;
     let datastore = s3.store.uri();
     let repo = format!("sqlite://{}", cwd.path().join("repo.db").display());
-    let out = import_fixture(cwd.path(), &repo, &datastore)
+    let out = import_sqlite_fixture(cwd.path(), &repo, &datastore)
         .arg("--json")
         .assert_exit(1);
     let imported = report(&out);
@@ -82,7 +66,7 @@ fn a_missing_bucket_stops_import_synapse_with_exit_2_naming_the_datastore() {
         media_store::conformance::s3_test_endpoint()
     );
     let repo = format!("sqlite://{}", cwd.path().join("repo.db").display());
-    let out = import_fixture(cwd.path(), &repo, &datastore).assert_exit(2);
+    let out = import_sqlite_fixture(cwd.path(), &repo, &datastore).assert_exit(2);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&datastore), "{stderr}");
     assert!(stderr.contains("does not exist at"), "{stderr}");

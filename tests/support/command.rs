@@ -271,6 +271,22 @@ pub fn report(out: &Output) -> Value {
     })
 }
 
+/// `import_synapse` of the committed SQLite Synapse fixture (made by a real Synapse) into
+/// the repository `repo` and `datastore`, run from `cwd`; add flags, then run it. The
+/// fixture has a media that was never uploaded, so a full import exits 1.
+pub fn import_sqlite_fixture(cwd: &Path, repo: &str, datastore: &str) -> TestCommand {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse/sqlite");
+    let mut command = TestCommand::new("import_synapse");
+    command
+        .arg("--synapse-db")
+        .arg(fixture.join("homeserver.db"))
+        .arg("--media-store")
+        .arg(fixture.join("media_store"))
+        .args(["--repo-db", repo, "--datastore", datastore])
+        .current_dir(cwd);
+    command
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
