@@ -626,3 +626,43 @@ fn every_tool_generates_its_shell_completions_and_man_page() {
         assert!(!help.contains("--generate"), "{tool}:\n{help}");
     }
 }
+
+/// A reader that goes away before the report is written (`… --json | head`) ends the
+/// run with its own exit code and no panic: the report's rest is dropped, as `cat` does.
+#[test]
+fn a_closed_stdout_drops_the_report_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = format!("sqlite://{}", dir.path().join("repo.db").display());
+    let store = dir.path().join("store");
+    media_tests::import_sqlite_fixture(dir.path(), &repo, store.to_str().unwrap())
+        .arg("-q")
+        .assert_exit(1);
+    let missing = dir.path().join("missing");
+    let runs: [(&str, Vec<&str>, i32); 2] = [
+        (
+            "media_admin",
+            vec!["datastores", "list", "--repo-db", &repo, "--json"],
+            0,
+        ),
+        (
+            "gdpr_import",
+            vec!["--directory", missing.to_str().unwrap(), "--json"],
+            2,
+        ),
+    ];
+    for (tool, args, code) in runs {
+        let mut child = std::process::Command::new(media_tests::binary(tool))
+            .args(&args)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reading end closes before the tool has written anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{tool}: {stderr}");
+        assert_eq!(out.status.code(), Some(code), "{tool}: {stderr}");
+    }
+}

@@ -190,16 +190,31 @@ pub fn print_report<R: Report>(report: &R, output: Output) -> Exit {
     let failed = report.has_failures();
     match output {
         Output::Json => match serde_json::to_string_pretty(report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => write_stdout(&format!("{text}\n")),
             Err(e) => eprintln!("the report could not be written as JSON: {e}"),
         },
         Output::Quiet if !failed => {}
-        Output::Human | Output::Quiet => print!("{report}"),
+        Output::Human | Output::Quiet => write_stdout(&report.to_string()),
     }
     if failed {
         Exit::ItemsFailed
     } else {
         Exit::Done
+    }
+}
+
+/// Writes `text` to stdout. A reader that went away (`… --json | head`) is not an
+/// error: the rest of the report is dropped, as `cat` and `ls` do, instead of a panic.
+fn write_stdout(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => eprintln!("the report could not be written to stdout: {e}"),
     }
 }
 
@@ -215,7 +230,7 @@ pub fn exit_with(tool: &str, output: Output, outcome: Result<Exit, RunError>) ->
                 let object = serde_json::json!({
                     "error": { "class": error.class, "message": error.message }
                 });
-                println!("{object:#}");
+                write_stdout(&format!("{object:#}\n"));
             }
             Exit::for_class(error.class).into()
         }
