@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use media_admin::{DatastoreSelector, Verify};
+use media_admin::{DatastoreSelector, Locality, PurgeTarget, QuarantineTarget, Verify};
 use media_cli::{Output, REPOSITORY_HEADING, ReportArgs, Verbosity};
 use media_core::ids::{MxcUri, ServerName, UserId};
 use media_core::moment::Moment;
+use media_core::records::MediaKey;
 
 /// Administer our media repository: its datastores and lossless transfers between them
 /// (file ⇄ S3, S3 → S3), media attributes, quarantine, purges, the task log, who uses
@@ -483,6 +484,35 @@ impl Datastores {
 }
 
 impl PurgeWhat {
+    /// What this form purges.
+    pub(crate) fn target(&self) -> PurgeTarget {
+        match self {
+            Self::Remote { before, .. } => PurgeTarget::Remote { before: *before },
+            Self::Quarantined { .. } => PurgeTarget::Quarantined,
+            Self::Media { mxc, .. } => PurgeTarget::Media(media_keys(mxc)),
+            Self::User { user, before, .. } => PurgeTarget::User {
+                user: user.clone(),
+                before: *before,
+            },
+            Self::Server { name, before, .. } => PurgeTarget::Server {
+                origin: name.clone(),
+                before: *before,
+            },
+            Self::Old {
+                unaccessed_since,
+                include_local,
+                ..
+            } => PurgeTarget::Old {
+                unaccessed_since: *unaccessed_since,
+                locality: if *include_local {
+                    Locality::IncludeLocal
+                } else {
+                    Locality::RemoteOnly
+                },
+            },
+        }
+    }
+
     /// The flags every form shares.
     pub(crate) fn run(&self) -> &PurgeRun {
         match self {
@@ -496,7 +526,21 @@ impl PurgeWhat {
     }
 }
 
+/// The media the MXC URIs name.
+pub(crate) fn media_keys(mxc: &[MxcUri]) -> Vec<MediaKey> {
+    mxc.iter().cloned().map(MediaKey::from).collect()
+}
+
 impl QuarantineWhat {
+    /// What this form quarantines (or lifts).
+    pub(crate) fn target(&self) -> QuarantineTarget {
+        match self {
+            Self::Media { mxc, .. } => QuarantineTarget::Media(media_keys(mxc)),
+            Self::User { user, .. } => QuarantineTarget::User(user.clone()),
+            Self::Server { name, .. } => QuarantineTarget::Server(name.clone()),
+        }
+    }
+
     /// The flags every form shares.
     pub(crate) fn run(&self) -> &QuarantineRun {
         match self {

@@ -11,19 +11,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use media_admin::check::{CheckOptions, Depth};
-use media_admin::{
-    Direction, Locality, PurgeOptions, PurgeTarget, QuarantineOptions, QuarantineTarget,
-    TransferOptions, UsageView,
-};
+use media_admin::{Direction, PurgeOptions, QuarantineOptions, TransferOptions, UsageView};
 use media_cli::{Exit, Output, RunError, ToolArgs};
 use media_core::progress::Progress;
 use media_core::records::MediaKey;
-use media_core::run::RunMode;
-use media_db::TaskFilter;
+use media_core::run::{Classify, Report, RunMode};
+use media_db::{Repository, TaskFilter};
 
 use crate::args::{
     Attributes, Cli, Command, Datastores, PurgeWhat, QuarantineWhat, RepoDb, Tasks, UsageCommand,
-    UsageWhat,
+    UsageWhat, media_keys,
 };
 
 #[tokio::main]
@@ -50,38 +47,69 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
     }
 }
 
+/// Opens the repository for a job (read-only for a dry run, else for writing: never
+/// created here), runs `job` with a progress bar when `progress` says so, closes the
+/// repository and returns the job's report.
+async fn with_repository<R, E: Classify + std::fmt::Display>(
+    repository: &RepoDb,
+    mode: RunMode,
+    progress: Option<Output>,
+    job: impl AsyncFnOnce(&Repository, Arc<Progress>) -> Result<R, E>,
+) -> Result<R, RunError> {
+    let repo = match mode {
+        RunMode::DryRun => media_db::connect_read_only(&repository.db).await,
+        RunMode::Apply => media_db::connect_existing(&repository.db).await,
+    }
+    .map_err(RunError::of)?;
+    let counters = Arc::new(Progress::default());
+    let bar = progress.map(|output| media_cli::ProgressBar::start(output, counters.clone()));
+    let result = job(&repo, counters).await;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    repo.close().await;
+    result.map_err(RunError::of)
+}
+
+/// Runs a job that only reads the repository (see [`with_repository`]) and prints its
+/// report.
+async fn read_and_report<R: Report, E: Classify + std::fmt::Display>(
+    repository: &RepoDb,
+    output: Output,
+    job: impl AsyncFnOnce(&Repository) -> Result<R, E>,
+) -> Result<Exit, RunError> {
+    let report = with_repository(repository, RunMode::DryRun, None, async |repo, _| {
+        job(repo).await
+    })
+    .await?;
+    Ok(media_cli::print_report(&report, output))
+}
+
 async fn usage(usage: &UsageCommand, output: Output) -> Result<Exit, RunError> {
     let run = usage.run();
-    let repo = media_db::connect_read_only(&run.repository.db)
-        .await
-        .map_err(RunError::of)?;
-    let exit = match &usage.what {
+    match &usage.what {
         Some(what) => {
             let view = match what {
                 UsageWhat::Servers { .. } => UsageView::Servers,
                 UsageWhat::Users { users, .. } => UsageView::Users(users.clone()),
-                UsageWhat::Uploads { mxc, .. } => {
-                    UsageView::Uploads(mxc.iter().cloned().map(MediaKey::from).collect())
-                }
+                UsageWhat::Uploads { mxc, .. } => UsageView::Uploads(media_keys(mxc)),
             };
-            report(
-                media_admin::usage::usage(&repo, &view, run.limit).await,
-                output,
-            )
+            read_and_report(&run.repository, output, async |repo| {
+                media_admin::usage::usage(repo, &view, run.limit).await
+            })
+            .await
         }
         None => {
             let path = usage
                 .html
                 .as_deref()
                 .expect("clap requires --html without a subcommand");
-            report(
-                media_admin::usage_page::write_page(&repo, path, run.limit).await,
-                output,
-            )
+            read_and_report(&run.repository, output, async |repo| {
+                media_admin::usage_page::write_page(repo, path, run.limit).await
+            })
+            .await
         }
-    };
-    repo.close().await;
-    exit
+    }
 }
 
 async fn check(
@@ -90,37 +118,22 @@ async fn check(
     repository: &RepoDb,
     output: Output,
 ) -> Result<Exit, RunError> {
-    let mode = RunMode::from_dry_run(!fix);
-    let repo = match mode {
-        RunMode::DryRun => media_db::connect_read_only(&repository.db).await,
-        RunMode::Apply => media_db::connect_existing(&repository.db).await,
-    }
-    .map_err(RunError::of)?;
     let options = CheckOptions {
-        mode,
+        mode: RunMode::from_dry_run(!fix),
         depth: if deep {
             Depth::Content
         } else {
             Depth::Presence
         },
     };
-    let progress = Arc::new(Progress::default());
-    let bar = media_cli::ProgressBar::start(output, progress.clone());
-    let result = media_admin::check::check(&repo, options, progress).await;
-    bar.finish();
-    repo.close().await;
-    report(result, output)
-}
-
-/// Prints the report of a finished job, or fails with its error.
-fn report<R: media_core::run::Report, E: media_core::run::Classify + std::fmt::Display>(
-    result: Result<R, E>,
-    output: Output,
-) -> Result<Exit, RunError> {
-    Ok(media_cli::print_report(
-        &result.map_err(RunError::of)?,
-        output,
-    ))
+    let report = with_repository(
+        repository,
+        options.mode,
+        Some(output),
+        async |repo, progress| media_admin::check::check(repo, options, progress).await,
+    )
+    .await?;
+    Ok(media_cli::print_report(&report, output))
 }
 
 async fn attributes(command: &Attributes, output: Output) -> Result<Exit, RunError> {
@@ -128,12 +141,10 @@ async fn attributes(command: &Attributes, output: Output) -> Result<Exit, RunErr
         Attributes::Get {
             mxc, repository, ..
         } => {
-            let repo = media_db::connect_read_only(&repository.db)
-                .await
-                .map_err(RunError::of)?;
-            let result = media_admin::attributes::get(&repo, &MediaKey::from(mxc.clone())).await;
-            repo.close().await;
-            report(result, output)
+            read_and_report(repository, output, async |repo| {
+                media_admin::attributes::get(repo, &MediaKey::from(mxc.clone())).await
+            })
+            .await
         }
         Attributes::Set {
             mxc,
@@ -141,13 +152,12 @@ async fn attributes(command: &Attributes, output: Output) -> Result<Exit, RunErr
             repository,
             ..
         } => {
-            let repo = media_db::connect_existing(&repository.db)
-                .await
-                .map_err(RunError::of)?;
             let key = MediaKey::from(mxc.clone());
-            let result = media_admin::attributes::set(&repo, &key, (*purpose).into()).await;
-            repo.close().await;
-            report(result, output)
+            let report = with_repository(repository, RunMode::Apply, None, async |repo, _| {
+                media_admin::attributes::set(repo, &key, (*purpose).into()).await
+            })
+            .await?;
+            Ok(media_cli::print_report(&report, output))
         }
     }
 }
@@ -158,77 +168,38 @@ async fn quarantine(
     output: Output,
 ) -> Result<Exit, RunError> {
     let run = what.run();
-    let target = match what {
-        QuarantineWhat::Media { mxc, .. } => {
-            QuarantineTarget::Media(mxc.iter().cloned().map(MediaKey::from).collect())
-        }
-        QuarantineWhat::User { user, .. } => QuarantineTarget::User(user.clone()),
-        QuarantineWhat::Server { name, .. } => QuarantineTarget::Server(name.clone()),
-    };
     let options = QuarantineOptions {
-        target,
+        target: what.target(),
         direction,
         by: run.by.as_ref().map(ToString::to_string),
         batch: run.batch as usize,
     };
-    let repo = media_db::connect_existing(&run.repository.db)
-        .await
-        .map_err(RunError::of)?;
-    let progress = Arc::new(Progress::default());
-    let bar = media_cli::ProgressBar::start(output, progress.clone());
-    let result = media_admin::quarantine::quarantine(&repo, &options, progress).await;
-    bar.finish();
-    repo.close().await;
-    report(result, output)
+    let report = with_repository(
+        &run.repository,
+        RunMode::Apply,
+        Some(output),
+        async |repo, progress| media_admin::quarantine::quarantine(repo, &options, progress).await,
+    )
+    .await?;
+    Ok(media_cli::print_report(&report, output))
 }
 
 async fn purge(what: &PurgeWhat, output: Output) -> Result<Exit, RunError> {
     let run = what.run();
-    let target = match what {
-        PurgeWhat::Remote { before, .. } => PurgeTarget::Remote { before: *before },
-        PurgeWhat::Quarantined { .. } => PurgeTarget::Quarantined,
-        PurgeWhat::Media { mxc, .. } => {
-            PurgeTarget::Media(mxc.iter().cloned().map(MediaKey::from).collect())
-        }
-        PurgeWhat::User { user, before, .. } => PurgeTarget::User {
-            user: user.clone(),
-            before: *before,
-        },
-        PurgeWhat::Server { name, before, .. } => PurgeTarget::Server {
-            origin: name.clone(),
-            before: *before,
-        },
-        PurgeWhat::Old {
-            unaccessed_since,
-            include_local,
-            ..
-        } => PurgeTarget::Old {
-            unaccessed_since: *unaccessed_since,
-            locality: if *include_local {
-                Locality::IncludeLocal
-            } else {
-                Locality::RemoteOnly
-            },
-        },
-    };
-    let mode = RunMode::from_dry_run(run.dry_run);
     let options = PurgeOptions {
-        target,
+        target: what.target(),
         local_servers: run.local_servers.clone(),
-        mode,
+        mode: RunMode::from_dry_run(run.dry_run),
         batch: run.batch as usize,
     };
-    let repo = match mode {
-        RunMode::DryRun => media_db::connect_read_only(&run.repository.db).await,
-        RunMode::Apply => media_db::connect_existing(&run.repository.db).await,
-    }
-    .map_err(RunError::of)?;
-    let progress = Arc::new(Progress::default());
-    let bar = media_cli::ProgressBar::start(output, progress.clone());
-    let result = media_admin::purge::purge(&repo, &options, progress).await;
-    bar.finish();
-    repo.close().await;
-    report(result, output)
+    let report = with_repository(
+        &run.repository,
+        options.mode,
+        Some(output),
+        async |repo, progress| media_admin::purge::purge(repo, &options, progress).await,
+    )
+    .await?;
+    Ok(media_cli::print_report(&report, output))
 }
 
 async fn tasks(command: &Tasks, output: Output) -> Result<Exit, RunError> {
@@ -238,25 +209,21 @@ async fn tasks(command: &Tasks, output: Output) -> Result<Exit, RunError> {
             repository,
             ..
         } => {
-            let repo = media_db::connect_read_only(&repository.db)
-                .await
-                .map_err(RunError::of)?;
             let filter = if *unfinished {
                 TaskFilter::Unfinished
             } else {
                 TaskFilter::All
             };
-            let result = media_admin::tasks::list(&repo, filter).await;
-            repo.close().await;
-            report(result, output)
+            read_and_report(repository, output, async |repo| {
+                media_admin::tasks::list(repo, filter).await
+            })
+            .await
         }
         Tasks::Show { id, repository, .. } => {
-            let repo = media_db::connect_read_only(&repository.db)
-                .await
-                .map_err(RunError::of)?;
-            let result = media_admin::tasks::show(&repo, *id).await;
-            repo.close().await;
-            report(result, output)
+            read_and_report(repository, output, async |repo| {
+                media_admin::tasks::show(repo, *id).await
+            })
+            .await
         }
     }
 }
@@ -264,29 +231,18 @@ async fn tasks(command: &Tasks, output: Output) -> Result<Exit, RunError> {
 async fn datastores(command: &Datastores, output: Output) -> Result<Exit, RunError> {
     match command {
         Datastores::List { repository, .. } => {
-            let repo = media_db::connect_read_only(&repository.db)
-                .await
-                .map_err(RunError::of)?;
-            let report = media_admin::datastores::list(&repo).await;
-            repo.close().await;
-            Ok(media_cli::print_report(
-                &report.map_err(RunError::of)?,
-                output,
-            ))
+            read_and_report(repository, output, async |repo| {
+                media_admin::datastores::list(repo).await
+            })
+            .await
         }
         Datastores::Estimate {
             source, repository, ..
         } => {
-            let repo = media_db::connect_read_only(&repository.db)
-                .await
-                .map_err(RunError::of)?;
-            let report =
-                media_admin::datastores::estimate(&repo, &source.from, source.before).await;
-            repo.close().await;
-            Ok(media_cli::print_report(
-                &report.map_err(RunError::of)?,
-                output,
-            ))
+            read_and_report(repository, output, async |repo| {
+                media_admin::datastores::estimate(repo, &source.from, source.before).await
+            })
+            .await
         }
         Datastores::Transfer {
             source,
@@ -298,27 +254,24 @@ async fn datastores(command: &Datastores, output: Output) -> Result<Exit, RunErr
             repository,
             ..
         } => {
-            let mode = RunMode::from_dry_run(*dry_run);
-            let repo = match mode {
-                RunMode::DryRun => media_db::connect_read_only(&repository.db).await,
-                RunMode::Apply => media_db::connect_existing(&repository.db).await,
-            }
-            .map_err(RunError::of)?;
             let options = TransferOptions {
                 from: source.from.clone(),
                 from_uri: from_uri.clone(),
                 to: to.clone(),
                 before: source.before,
-                mode,
+                mode: RunMode::from_dry_run(*dry_run),
                 workers: usize::from(*workers),
                 verify: (*verify).into(),
             };
-            let progress = Arc::new(Progress::default());
-            let bar = media_cli::ProgressBar::start(output, progress.clone());
-            let result = media_admin::transfer::transfer(&repo, &options, progress).await;
-            bar.finish();
-            repo.close().await;
-            let report = result.map_err(RunError::of)?;
+            let report = with_repository(
+                repository,
+                options.mode,
+                Some(output),
+                async |repo, progress| {
+                    media_admin::transfer::transfer(repo, &options, progress).await
+                },
+            )
+            .await?;
             let exit = media_cli::print_report(&report, output);
             Ok(match &report.stopped_early {
                 Some(why) => {
