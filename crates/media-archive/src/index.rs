@@ -8,6 +8,7 @@
 //! spooled to files by the writer, and a [`head`] and [`TAIL`] around them once the
 //! totals are known, so that memory does not grow with the number of media.
 
+use media_core::moment::Moment;
 use media_core::progress::human_size;
 
 /// A media that is not in the archive, and why.
@@ -241,27 +242,10 @@ fn percent_encode(name: &str) -> String {
 
 /// `YYYY-MM-DD HH:MM UTC` for a time in ms since the epoch.
 pub(crate) fn utc_date(ms: i64) -> String {
-    let seconds = ms.div_euclid(1000);
-    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Proleptic Gregorian calendar from a day count (eras of 400 years).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let t = Moment::from_unix_ms(ms).utc();
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        second_of_day / 3600,
-        second_of_day % 3600 / 60
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute
     )
 }
 

@@ -93,22 +93,54 @@ impl FromStr for Moment {
     }
 }
 
+/// A moment's calendar date and time of day in UTC (proleptic Gregorian calendar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcTime {
+    /// The year.
+    pub year: i64,
+    /// The month, 1 to 12.
+    pub month: i64,
+    /// The day of the month, from 1.
+    pub day: i64,
+    /// The hour, 0 to 23.
+    pub hour: i64,
+    /// The minute, 0 to 59.
+    pub minute: i64,
+    /// The second, 0 to 59.
+    pub second: i64,
+    /// The millisecond, 0 to 999.
+    pub millisecond: i64,
+}
+
+impl Moment {
+    /// The calendar date and time of day of this moment, in UTC.
+    pub fn utc(self) -> UtcTime {
+        let (year, month, day) = civil_from_days(self.0.div_euclid(DAY_MS));
+        let of_day = self.0.rem_euclid(DAY_MS);
+        let secs = of_day / 1000;
+        UtcTime {
+            year,
+            month,
+            day,
+            hour: secs / 3600,
+            minute: secs / 60 % 60,
+            second: secs % 60,
+            millisecond: of_day % 1000,
+        }
+    }
+}
+
 impl fmt::Display for Moment {
     /// RFC 3339 in UTC, with milliseconds only when there are some.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let days = self.0.div_euclid(DAY_MS);
-        let of_day = self.0.rem_euclid(DAY_MS);
-        let (year, month, day) = civil_from_days(days);
-        let (secs, millis) = (of_day / 1000, of_day % 1000);
+        let t = self.utc();
         write!(
             f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year, t.month, t.day, t.hour, t.minute, t.second
         )?;
-        if millis != 0 {
-            write!(f, ".{millis:03}")?;
+        if t.millisecond != 0 {
+            write!(f, ".{:03}", t.millisecond)?;
         }
         f.write_str("Z")
     }
