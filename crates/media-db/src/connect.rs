@@ -36,6 +36,30 @@ macro_rules! on_pool {
 }
 pub use crate::on_pool;
 
+impl Pool {
+    /// Whether the database's current schema has a table of this name: how a source
+    /// adapter tells which version of a homeserver's schema it reads. `operation` names
+    /// the check in an error.
+    pub async fn has_table(&self, table: &str, operation: &'static str) -> Result<bool, DbError> {
+        use crate::error::QueryContext;
+        let found: Option<i64> = on_pool!(self, |p| {
+            let sql = match self {
+                Pool::Sqlite(_) => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
+                Pool::Postgres(_) => {
+                    "SELECT 1::BIGINT FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_name = $1"
+                }
+            };
+            sqlx::query_scalar(sql)
+                .bind(table)
+                .fetch_optional(p)
+                .await
+                .during(operation)?
+        });
+        Ok(found.is_some())
+    }
+}
+
 /// How long the first connection to a PostgreSQL server may take before the server is
 /// reported as not answering.
 const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -384,21 +384,9 @@ impl DendriteDb {
     }
 
     async fn has_table(&self, table: &str) -> Result<bool, DbError> {
-        let sql = match self.dialect() {
-            Dialect::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
-            Dialect::Postgres => {
-                "SELECT 1::BIGINT FROM information_schema.tables \
-                 WHERE table_schema = current_schema() AND table_name = $1"
-            }
-        };
-        let found: Option<i64> = on_pool!(&self.pool, |p| {
-            sqlx::query_scalar(sql)
-                .bind(table)
-                .fetch_optional(p)
-                .await
-                .during("inspect the Dendrite schema")?
-        });
-        Ok(found.is_some())
+        self.pool
+            .has_table(table, "inspect the Dendrite schema")
+            .await
     }
 
     /// Pages of media rows holding whole content groups (every row of each hash in the

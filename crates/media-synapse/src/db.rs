@@ -171,21 +171,9 @@ impl SynapseDb {
     }
 
     async fn has_table(&self, table: &str) -> Result<bool, DbError> {
-        let found: Option<i64> = on_pool!(&self.pool, |p| {
-            let sql = match self.dialect {
-                Dialect::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
-                Dialect::Postgres => {
-                    "SELECT 1::BIGINT FROM information_schema.tables \
-                     WHERE table_schema = current_schema() AND table_name = $1"
-                }
-            };
-            sqlx::query_scalar(sql)
-                .bind(table)
-                .fetch_optional(p)
-                .await
-                .during("inspect the Synapse schema")?
-        });
-        Ok(found.is_some())
+        self.pool
+            .has_table(table, "inspect the Synapse schema")
+            .await
     }
 
     async fn has_column(&self, table: &str, column: &str) -> Result<bool, DbError> {

@@ -11,9 +11,9 @@ use std::collections::HashSet;
 use media_core::ids::ServerName;
 use media_core::records::MediaKey;
 use media_core::run::RunMode;
+use media_db::DatabaseLocation;
 use media_db::connect::{self, OpenOptions, Pool, on_pool};
 use media_db::error::{DbError, QueryContext};
-use media_db::{DatabaseLocation, Dialect};
 use sqlx::AssertSqlSafe;
 
 use crate::plan::{AvatarPolicy, PlannedMedia, PurgeSelection, Storage};
@@ -33,7 +33,6 @@ const AVATAR_TABLES: [(&str, &str); 4] = [
 #[derive(Debug, Clone)]
 pub struct PurgeDb {
     pool: Pool,
-    dialect: Dialect,
     server_name: ServerName,
     /// Of [`AVATAR_TABLES`], those this database has (a test store may lack some).
     avatar_tables: Vec<(&'static str, &'static str)>,
@@ -168,13 +167,8 @@ pub async fn open_purge_db(
         },
     )
     .await?;
-    let dialect = match pool {
-        Pool::Sqlite(_) => Dialect::Sqlite,
-        Pool::Postgres(_) => Dialect::Postgres,
-    };
     let mut db = PurgeDb {
         pool,
-        dialect,
         server_name,
         avatar_tables: Vec::new(),
         has_url_cache: false,
@@ -197,21 +191,9 @@ impl PurgeDb {
     }
 
     async fn has_table(&self, table: &str) -> Result<bool, DbError> {
-        let sql = match self.dialect {
-            Dialect::Sqlite => "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
-            Dialect::Postgres => {
-                "SELECT 1::BIGINT FROM information_schema.tables \
-                 WHERE table_schema = current_schema() AND table_name = $1"
-            }
-        };
-        let found: Option<i64> = on_pool!(&self.pool, |p| {
-            sqlx::query_scalar(sql)
-                .bind(table)
-                .fetch_optional(p)
-                .await
-                .during("inspect the Synapse schema")?
-        });
-        Ok(found.is_some())
+        self.pool
+            .has_table(table, "inspect the Synapse schema")
+            .await
     }
 
     /// The SQL condition of a selection over `lmr` (local) or `r` (remote), its bound
