@@ -211,14 +211,15 @@ pub async fn synupkeep(
         before: options.cutoff,
     });
 
-    // Everything is checked before the first change.
-    options.admin_api.check_admin().await?;
+    // Everything is checked before the first change: the database and the media store,
+    // then the admin token.
     for purge in [&local, &remote] {
         let synapse = media_synapse::open_synapse(&options.synapse_db).await?;
         let checked = check_store(&synapse, purge).await;
         synapse.close().await;
         checked?;
     }
+    options.admin_api.check_admin().await?;
 
     let history = purge_history(options, progress).await?;
     tracing::info!(
