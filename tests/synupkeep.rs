@@ -30,10 +30,9 @@ fn now_ms() -> i64 {
 
 /// The SQLite fixture's media ID of the media labelled `label` (`expected.json`).
 fn media_id(label: &str) -> String {
-    let expected: Value = serde_json::from_slice(
-        &std::fs::read(fixture_dir().join("sqlite/expected.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(fixture_dir().join("sqlite/expected.json")).unwrap())
+            .unwrap();
     ["local_media", "remote_media"]
         .iter()
         .flat_map(|list| expected[list].as_array().unwrap())
@@ -415,7 +414,10 @@ async fn synupkeep_leaves_what_synapses_own_purges_leave_and_no_empty_folder_and
     assert_eq!(run["local_media"]["media_deleted"], local["total"]);
     assert_eq!(run["remote_media"]["media_deleted"], remote["deleted"]);
     let (ours_after, theirs_after) = (ours.snapshot().await, theirs.snapshot().await);
-    assert_eq!(ours_after.rows, theirs_after.rows, "the same rows and events stay");
+    assert_eq!(
+        ours_after.rows, theirs_after.rows,
+        "the same rows and events stay"
+    );
     assert_eq!(ours_after.files, theirs_after.files, "the same files stay");
     assert_eq!(ours_after.empty_folders, Vec::<String>::new());
     assert!(
@@ -434,7 +436,10 @@ fn a_missing_connection_string_or_token_is_a_usage_error_naming_its_variable() {
     let dir = tempfile::tempdir().unwrap();
     for (args, says) in [
         (vec![], "SYNUPKEEP_POSTGRES_CONNECTION_STRING"),
-        (vec!["host=127.0.0.1 dbname=synapse"], "SYNUPKEEP_SYNAPSE_AUTH_TOKEN"),
+        (
+            vec!["host=127.0.0.1 dbname=synapse"],
+            "SYNUPKEEP_SYNAPSE_AUTH_TOKEN",
+        ),
     ] {
         let out = TestCommand::new("synupkeep")
             .args(&args)
@@ -514,7 +519,10 @@ async fn a_libpq_connection_string_with_a_password_opens_the_postgres_database_i
             .arg("--dry-run")
             .assert_exit(code);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!stderr.contains("se cret"), "the password is printed: {stderr}");
+        assert!(
+            !stderr.contains("se cret"),
+            "the password is printed: {stderr}"
+        );
         stderr
     };
     // The database opens and fits the media store; then the admin API is not there.

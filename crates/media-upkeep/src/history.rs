@@ -334,8 +334,7 @@ impl AdminApi {
                 body: answer,
             });
         }
-        json_field(&answer, "purge_id")
-            .ok_or(ApiError::Unexpected { what, body: answer })
+        json_field(&answer, "purge_id").ok_or(ApiError::Unexpected { what, body: answer })
     }
 
     /// Waits until the purge `purge_id` is no longer active: `Ok` when it completed.
@@ -400,8 +399,14 @@ mod tests {
     fn endpoints_are_joined_to_the_base_url_and_room_ids_encoded() {
         let api = AdminApi::new("http://localhost:8008", "t").unwrap();
         assert_eq!(
-            api.url(&["_synapse", "admin", "v1", "purge_history", "!a/b:example.org"])
-                .as_str(),
+            api.url(&[
+                "_synapse",
+                "admin",
+                "v1",
+                "purge_history",
+                "!a/b:example.org"
+            ])
+            .as_str(),
             "http://localhost:8008/_synapse/admin/v1/purge_history/!a%2Fb:example.org"
         );
         let prefixed = AdminApi::new("https://example.org/synapse/", "t").unwrap();

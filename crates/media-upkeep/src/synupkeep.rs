@@ -232,7 +232,11 @@ pub async fn synupkeep(
         progress.items_done.store(0, Relaxed);
         progress.bytes.store(0, Relaxed);
         let report = purge(&purge_options, progress).await?;
-        tracing::info!("{}: {} media deleted", report.selection, report.media_deleted);
+        tracing::info!(
+            "{}: {} media deleted",
+            report.selection,
+            report.media_deleted
+        );
         media.push(report);
     }
     let remote_media = media.pop().unwrap_or_default();
@@ -269,7 +273,9 @@ async fn purge_history(
     for (item, why) in plan.invalid {
         report.failures.push(item, HistoryFault::InvalidRow, why);
     }
-    progress.items_total.store(plan.points.len() as u64, Relaxed);
+    progress
+        .items_total
+        .store(plan.points.len() as u64, Relaxed);
     progress.items_done.store(0, Relaxed);
     for point in &plan.points {
         match options.mode {
