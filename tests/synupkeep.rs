@@ -28,10 +28,29 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// The SQLite fixture's media ID of the media labelled `label` (`expected.json`).
-fn media_id(label: &str) -> String {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    /// The fixture folder of this engine.
+    fn fixture(self) -> PathBuf {
+        fixture_dir().join(match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        })
+    }
+}
+
+/// A password for the libpq connection string, with a space and a quote to escape.
+const PASSWORD: &str = r"'se cret\'s'";
+
+/// The fixture's media ID of the media labelled `label` (`expected.json`).
+fn media_id(engine: Engine, label: &str) -> String {
     let expected: Value =
-        serde_json::from_slice(&std::fs::read(fixture_dir().join("sqlite/expected.json")).unwrap())
+        serde_json::from_slice(&std::fs::read(engine.fixture().join("expected.json")).unwrap())
             .unwrap();
     ["local_media", "remote_media"]
         .iter()
@@ -42,35 +61,56 @@ fn media_id(label: &str) -> String {
         .to_owned()
 }
 
-/// A copy of the SQLite fixture (database and media store) a test may change.
+/// A copy of a fixture (database and media store) a test may change.
 struct Store {
+    engine: Engine,
     dir: tempfile::TempDir,
+    /// The restored PostgreSQL database (dropped with the store).
+    postgres: Option<TestDatabase>,
 }
 
 impl Store {
-    fn new() -> Self {
+    async fn new(engine: Engine) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new("cp")
             .arg("-r")
-            .arg(fixture_dir().join("sqlite/media_store"))
+            .arg(engine.fixture().join("media_store"))
             .arg(dir.path().join("media_store"))
             .status()
             .unwrap();
         assert!(status.success());
-        std::fs::copy(
-            fixture_dir().join("sqlite/homeserver.db"),
-            dir.path().join("homeserver.db"),
-        )
-        .unwrap();
-        Self { dir }
+        let postgres = match engine {
+            Engine::Sqlite => {
+                std::fs::copy(
+                    engine.fixture().join("homeserver.db"),
+                    dir.path().join("homeserver.db"),
+                )
+                .unwrap();
+                None
+            }
+            Engine::Postgres => Some(restored_postgres_fixture().await),
+        };
+        Self {
+            engine,
+            dir,
+            postgres,
+        }
     }
 
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("homeserver.db")
+    /// What synupkeep is given: the libpq connection string (with a password), or the
+    /// path of homeserver.db.
+    fn connection(&self) -> String {
+        match &self.postgres {
+            Some(database) => libpq_settings(&database.url, PASSWORD),
+            None => self.dir.path().join("homeserver.db").display().to_string(),
+        }
     }
 
     fn db_url(&self) -> String {
-        format!("sqlite://{}", self.db().display())
+        match &self.postgres {
+            Some(database) => database.url.clone(),
+            None => format!("sqlite://{}/homeserver.db", self.dir.path().display()),
+        }
     }
 
     fn media_store(&self) -> PathBuf {
@@ -109,7 +149,7 @@ impl Store {
     /// all stay old: its only message is its second-to-last event, and Synapse purges
     /// what comes before the event named, keeping state.)
     async fn split_in_time(&self) {
-        let recent = |label: &str| format!("'{}'", media_id(label));
+        let recent = |label: &str| format!("'{}'", media_id(self.engine, label));
         self.execute(&format!(
             "UPDATE local_media_repository SET created_ts = created_ts + {TWO_HOURS_MS} \
              WHERE media_id = {blob};
@@ -255,9 +295,14 @@ impl LiveSynapse {
                  a Python with matrix-synapse, or point SYNAPSE_PYTHON at one"
             )
         });
-        Command::new(python)
+        let mut command = Command::new(python);
+        command
             .arg(fixture_dir().join("serve.py"))
-            .arg(store.dir.path())
+            .arg(store.dir.path());
+        if let Some(database) = &store.postgres {
+            command.arg("--postgres").arg(&database.url);
+        }
+        command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -334,7 +379,7 @@ impl Drop for LiveSynapse {
 fn synupkeep(store: &Store, synapse: &LiveSynapse, delta: &str) -> TestCommand {
     let mut command = TestCommand::new("synupkeep");
     command
-        .arg(store.db())
+        .arg(store.connection())
         .arg(&synapse.admin_token)
         .args(["-d", delta, "-a", &synapse.url, "-m"])
         .arg(store.media_store())
@@ -343,10 +388,22 @@ fn synupkeep(store: &Store, synapse: &LiveSynapse, delta: &str) -> TestCommand {
 }
 
 #[tokio::test]
-async fn synupkeep_leaves_what_synapses_own_purges_leave_and_no_empty_folder_and_a_dry_run_changes_nothing()
- {
-    let ours = Store::new();
-    let theirs = Store::new();
+async fn on_postgres_synupkeep_leaves_what_synapses_own_purges_leave_and_a_dry_run_changes_nothing()
+{
+    leaves_what_synapses_own_purges_leave(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn on_sqlite_synupkeep_leaves_what_synapses_own_purges_leave_and_a_dry_run_changes_nothing() {
+    leaves_what_synapses_own_purges_leave(Engine::Sqlite).await;
+}
+
+/// synupkeep with a live Synapse on a copy of the `engine` fixture, and that Synapse's own
+/// admin API on another copy: the same events, rows and files stay, and synupkeep leaves
+/// no empty folder; its dry run (given through the environment) changes nothing.
+async fn leaves_what_synapses_own_purges_leave(engine: Engine) {
+    let ours = Store::new(engine).await;
+    let theirs = Store::new(engine).await;
     for store in [&ours, &theirs] {
         store.split_in_time().await;
     }
@@ -364,7 +421,7 @@ async fn synupkeep_leaves_what_synapses_own_purges_leave_and_no_empty_folder_and
     // A dry run, given everything through synupkeep's environment variables.
     let dry_run = report(
         &TestCommand::new("synupkeep")
-            .env("SYNUPKEEP_POSTGRES_CONNECTION_STRING", ours.db())
+            .env("SYNUPKEEP_POSTGRES_CONNECTION_STRING", ours.connection())
             .env("SYNUPKEEP_SYNAPSE_AUTH_TOKEN", &ours_synapse.admin_token)
             .env("SYNUPKEEP_DELTA", &delta)
             .env("SYNUPKEEP_SYNAPSE_API_URL", &ours_synapse.url)
@@ -511,7 +568,6 @@ async fn a_libpq_connection_string_with_a_password_opens_the_postgres_database_i
         .unwrap()
         .port();
     let api = format!("http://127.0.0.1:{closed_port}/");
-    let password = r"'se cret\'s'";
     let run = |settings: &str, code: i32| {
         let out = TestCommand::new("synupkeep")
             .args([settings, "token", "-a", &api, "-m"])
@@ -526,7 +582,7 @@ async fn a_libpq_connection_string_with_a_password_opens_the_postgres_database_i
         stderr
     };
     // The database opens and fits the media store; then the admin API is not there.
-    let settings = libpq_settings(&synapse.url, password);
+    let settings = libpq_settings(&synapse.url, PASSWORD);
     let stderr = run(&settings, 3);
     assert!(
         stderr.contains(&format!("cannot reach Synapse's admin API at {api}")),
