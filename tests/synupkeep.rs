@@ -44,6 +44,9 @@ impl Engine {
     }
 }
 
+/// The room whose history purge Synapse refuses ([`Store::add_a_room_synapse_refuses`]).
+const REFUSED_ROOM: &str = "!refused:fixture.test";
+
 /// A password for the libpq connection string, with a space and a quote to escape.
 const PASSWORD: &str = r"'se cret\'s'";
 
@@ -160,6 +163,20 @@ impl Store {
             blob = recent("carol_blob"),
             photo = recent("alice_photo_1"),
             remote = recent("remote_text"),
+        ))
+        .await;
+    }
+
+    /// A room whose purge Synapse refuses: its only event has no JSON Synapse could load.
+    async fn add_a_room_synapse_refuses(&self) {
+        self.execute(&format!(
+            "INSERT INTO rooms (room_id, is_public, creator, room_version) \
+             VALUES ('{REFUSED_ROOM}', FALSE, '@admin:fixture.test', '10');
+             INSERT INTO events (stream_ordering, topological_ordering, event_id, type, room_id, \
+             processed, outlier, depth, origin_server_ts, received_ts) \
+             VALUES (-100, 1, '$refused', 'm.room.message', '{REFUSED_ROOM}', TRUE, FALSE, 1, \
+             {ts}, {ts});",
+            ts = 1_700_000_000_000_i64
         ))
         .await;
     }
@@ -406,6 +423,7 @@ async fn leaves_what_synapses_own_purges_leave(engine: Engine) {
     let theirs = Store::new(engine).await;
     for store in [&ours, &theirs] {
         store.split_in_time().await;
+        store.add_a_room_synapse_refuses().await;
     }
     let (ours_starting, theirs_starting) = (LiveSynapse::start(&ours), LiveSynapse::start(&theirs));
     let (ours_synapse, theirs_synapse) = (
@@ -447,14 +465,23 @@ async fn leaves_what_synapses_own_purges_leave(engine: Engine) {
     assert_eq!(planned, ours.purge_points(dry_cutoff).await);
     assert!(!planned.is_empty());
 
-    let run = report(&synupkeep(&ours, &ours_synapse, &delta).assert_exit(0));
+    assert!(planned.contains_key(REFUSED_ROOM));
+
+    // The room Synapse refuses is a listed failure (exit 1); the others are purged.
+    let run = report(&synupkeep(&ours, &ours_synapse, &delta).assert_exit(1));
     let cutoff = run["cutoff_ts"].as_i64().unwrap();
     assert!((cutoff - target).abs() < 60_000, "{cutoff} vs {target}");
-    assert_eq!(run["history"]["rooms_purged"], planned.len());
+    let history = &run["history"];
+    assert_eq!(history["rooms_purged"], planned.len() - 1);
+    assert_eq!(history["failures"]["count"], 1, "{history}");
+    assert_eq!(history["failures"]["listed"][0]["item"], REFUSED_ROOM);
+    assert_eq!(history["failures"]["listed"][0]["reason"], "purge_refused");
 
     // The same with Synapse's own admin API, on the other copy, at the same cutoff.
     for (room, event) in theirs.purge_points(cutoff).await {
-        theirs_synapse.purge_history(&room, &event);
+        if room != REFUSED_ROOM {
+            theirs_synapse.purge_history(&room, &event);
+        }
     }
     let local = theirs_synapse.admin(
         "POST",
