@@ -516,7 +516,8 @@ async fn leaves_what_synapses_own_purges_leave(engine: Engine) {
 }
 
 #[test]
-fn a_missing_connection_string_or_token_is_a_usage_error_naming_its_variable() {
+fn synupkeeps_arguments_and_variables_are_accepted_and_a_missing_connection_string_or_token_is_a_usage_error()
+ {
     let dir = tempfile::tempdir().unwrap();
     for (args, says) in [
         (vec![], "SYNUPKEEP_POSTGRES_CONNECTION_STRING"),
@@ -536,6 +537,29 @@ fn a_missing_connection_string_or_token_is_a_usage_error_naming_its_variable() {
             printed["error"]["message"].as_str().unwrap().contains(says),
             "{args:?}: {printed}"
         );
+    }
+    let help = TestCommand::new("synupkeep")
+        .arg("--help")
+        .current_dir(dir.path())
+        .assert_exit(0);
+    let help = String::from_utf8(help.stdout).unwrap();
+    for wanted in [
+        "[POSTGRES_CONNECTION_STRING] [SYNAPSE_AUTH_TOKEN]",
+        "-d, --delta",
+        "[default: 86400]",
+        "-a, --api-url",
+        "[default: http://localhost:8008/]",
+        "-m, --media-store",
+        "[default: /data/media_store]",
+        "-l, --logging-level",
+        "SYNUPKEEP_SYNAPSE_AUTH_TOKEN",
+        "SYNUPKEEP_DELTA",
+        "SYNUPKEEP_SYNAPSE_API_URL",
+        "SYNUPKEEP_MEDIA_STORE_PATH",
+        "SYNUPKEEP_LOGGING_LEVEL",
+        "--dry-run",
+    ] {
+        assert!(help.contains(wanted), "no {wanted} in\n{help}");
     }
     let out = TestCommand::new("synupkeep")
         .args(["db", "token", "-l", "LOUD"])
