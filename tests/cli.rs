@@ -4,7 +4,13 @@ use std::path::Path;
 
 use media_tests::TestCommand;
 
-const TOOLS: [&str; 4] = ["import_synapse", "gdpr_export", "gdpr_import", "cleanmedia"];
+const TOOLS: [&str; 5] = [
+    "import_synapse",
+    "gdpr_export",
+    "gdpr_import",
+    "cleanmedia",
+    "synupkeep",
+];
 
 /// The tools whose work is in subcommands, each with one of its leaf commands: the
 /// logging flags are the leaf's.
@@ -80,7 +86,7 @@ fn with_json_an_error_that_stops_a_run_is_a_json_object_on_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing");
     let missing = missing.to_str().unwrap();
-    let runs: [(&str, Vec<&str>); 4] = [
+    let runs: [(&str, Vec<&str>); 5] = [
         (
             "import_synapse",
             vec!["--synapse-db", missing, "--media-store", missing],
@@ -91,6 +97,7 @@ fn with_json_an_error_that_stops_a_run_is_a_json_object_on_stdout() {
         ),
         ("gdpr_import", vec!["--directory", missing]),
         ("cleanmedia", vec!["-c", missing]),
+        ("synupkeep", vec![missing, "token"]),
     ];
     for (tool, mut args) in runs {
         args.push("--json");

@@ -18,6 +18,9 @@
 //! * [`quarantine`](mod@quarantine): quarantine, unquarantine, protect and unprotect
 //!   with Synapse's semantics (hash propagation, protected media left out), a
 //!   [`room`]'s media as Synapse finds them, and [`listing`]s of media rows.
+//! * [`synupkeep`](mod@synupkeep): synupkeep's three steps ([`synupkeep()`]): every
+//!   room's [`history`] purged through Synapse's admin API up to a cutoff, then local
+//!   media and the remote cache purged directly with Synapse's semantics.
 //!
 //! Selecting what Synapse's `purge_media_cache` would purge, without changing anything:
 //!
@@ -48,6 +51,7 @@ pub mod check;
 pub mod check_report;
 pub mod db;
 pub mod error;
+pub mod history;
 pub mod journal;
 pub mod listing;
 pub mod plan;
@@ -57,6 +61,7 @@ pub mod removal;
 pub mod report;
 pub mod room;
 pub mod rows;
+pub mod synupkeep;
 pub mod walk;
 
 pub use check::{CheckOptions, check};
@@ -66,3 +71,4 @@ pub use plan::{AvatarPolicy, PlannedMedia, PurgeSelection};
 pub use purge::{PurgeOptions, purge};
 pub use quarantine::{QuarantineOptions, QuarantineReport, quarantine};
 pub use report::PurgeReport;
+pub use synupkeep::{SynupkeepOptions, SynupkeepReport, synupkeep};

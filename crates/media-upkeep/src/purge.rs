@@ -61,7 +61,9 @@ pub async fn purge(
     result
 }
 
-async fn check_store(
+/// Checks that the database and the media store belong together for `options`' purge;
+/// the server name.
+pub(crate) async fn check_store(
     synapse: &media_synapse::SynapseDb,
     options: &PurgeOptions,
 ) -> Result<ServerName, UpkeepError> {

@@ -94,7 +94,8 @@ pub struct RecoveredReport {
     pub directories: u64,
 }
 
-fn is_dry_run<S: Serializer>(mode: &RunMode, serializer: S) -> Result<S::Ok, S::Error> {
+/// Serializes a mode as `true` for a dry run.
+pub(crate) fn is_dry_run<S: Serializer>(mode: &RunMode, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_bool(mode.is_dry_run())
 }
 
