@@ -15,7 +15,10 @@
 //!   looks the hashes up in `media` and `thumbnails`: a row that holds the bytes already
 //!   lends its `(datastore_id, location)`; otherwise the content-addressed object just put
 //!   becomes the placement. Two writers of the same bytes thus put one object (the put is
-//!   idempotent) and write rows that agree on one placement.
+//!   idempotent) and write rows that agree on one placement. An object put for bytes
+//!   that got another placement (lent by a row, or the same bytes put for another kind
+//!   into another datastore) is deleted after the commit, once no row names it: the
+//!   deployment never keeps the same bytes twice.
 //! * **Rows as MMR writes them.** `media`: `user_id` `""` for remote media, `creation_ts`
 //!   in ms, `quarantined`, `upload_name` and `content_type` `""` when unknown. Never
 //!   overwritten (`ON CONFLICT DO NOTHING`; other bytes under the same ID are a conflict).
@@ -101,6 +104,38 @@ impl MmrSink {
 
     fn pool(&self) -> &PgPool {
         self.deployment.pool()
+    }
+
+    /// After a commit: deletes each object `puts` put that its bytes' placement is not
+    /// and that no row names (no transaction is held; see the module documentation).
+    async fn delete_unused(
+        &self,
+        puts: &[(Target, Sha256Hex)],
+        placements: &HashMap<Sha256Hex, Placement>,
+    ) -> Result<(), DbError> {
+        for (target, sha256) in puts {
+            let key = location_for(sha256);
+            let put = Placement {
+                datastore_id: target.id.clone(),
+                location: key.to_string(),
+            };
+            if placements.get(sha256) == Some(&put) {
+                continue;
+            }
+            let named: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM media WHERE datastore_id = $1 AND location = $2) \
+                 OR EXISTS (SELECT 1 FROM thumbnails WHERE datastore_id = $1 AND location = $2)",
+            )
+            .bind(put.datastore_id.as_str())
+            .bind(&put.location)
+            .fetch_one(self.pool())
+            .await
+            .during("look up an object's rows in matrix-media-repo")?;
+            if !named {
+                target.store.delete(&key).await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -238,6 +273,7 @@ impl ImportSink for MmrSink {
         }
         record_last_access(&mut tx, batch).await?;
         tx.commit().await.during("commit media")?;
+        self.delete_unused(&fresh.puts, &placements).await?;
         Ok(outcomes)
     }
 
@@ -264,6 +300,7 @@ impl ImportSink for MmrSink {
         }
         let outcome = insert_thumbnail(&mut tx, thumbnail, &placements[&thumbnail.sha256]).await?;
         tx.commit().await.during("commit a thumbnail")?;
+        self.delete_unused(&fresh.puts, &placements).await?;
         Ok(outcome)
     }
 
@@ -337,12 +374,21 @@ impl ImportSink for MmrSink {
 #[derive(Default)]
 struct Placements {
     fresh: HashMap<Sha256Hex, Placement>,
+    /// Every object put for the batch: the datastore and the bytes.
+    puts: Vec<(Target, Sha256Hex)>,
 }
 
 impl Placements {
     /// The bytes `sha256` were put (content-addressed) into `target`; the first offer of
     /// a hash wins.
     fn offer(&mut self, sha256: &Sha256Hex, target: &Target) {
+        if !self
+            .puts
+            .iter()
+            .any(|(t, s)| t.id == target.id && s == sha256)
+        {
+            self.puts.push((target.clone(), sha256.clone()));
+        }
         self.fresh
             .entry(sha256.clone())
             .or_insert_with(|| Placement {
@@ -353,7 +399,10 @@ impl Placements {
 
     /// Takes the advisory lock of every hash (held until the transaction ends), then
     /// lends each hash a row's placement where one exists.
-    async fn decide(self, tx: &mut PgConnection) -> Result<HashMap<Sha256Hex, Placement>, DbError> {
+    async fn decide(
+        &self,
+        tx: &mut PgConnection,
+    ) -> Result<HashMap<Sha256Hex, Placement>, DbError> {
         let mut locks: Vec<i64> = self.fresh.keys().map(lock_key).collect();
         locks.sort_unstable();
         locks.dedup();
@@ -379,7 +428,7 @@ impl Placements {
         .fetch_all(&mut *tx)
         .await
         .during("look up stored bytes in matrix-media-repo")?;
-        let mut placements = self.fresh;
+        let mut placements = self.fresh.clone();
         for (sha256, datastore_id, location) in lent {
             let (Ok(sha256), Some(datastore_id)) = (
                 Sha256Hex::try_from(sha256.as_str()),
