@@ -152,15 +152,11 @@ Examples:
       --media-store /var/lib/synapse/media_store \\
       --repo-db /var/lib/media-repo/repo.db --datastore /var/lib/media-repo/store
 
-  # A PostgreSQL Synapse (matrix-media-repo's flags work too), checking first:
-  import_synapse --db-host localhost --db-username synapse --db-name synapse \\
-      --media-store /var/lib/synapse/media_store \\
-      --repo-db postgres://media@localhost/media --datastore /srv/media --dry-run
-
-  # Into a matrix-media-repo deployment (its database and datastores, from its config):
-  import_synapse -config /etc/matrix-media-repo/media-repo.yaml -serverName example.org \
-      -dbHost localhost -dbUsername synapse -dbName synapse \
-      --media-store /var/lib/synapse/media_store
+  # A PostgreSQL Synapse into a matrix-media-repo deployment (its database and
+  # datastores, from its config), with matrix-media-repo's own flags, checking first:
+  import_synapse -config /etc/matrix-media-repo/media-repo.yaml -serverName example.org \\
+      -dbHost localhost -dbUsername synapse -dbName synapse \\
+      --media-store /var/lib/synapse/media_store --dry-run
 
   # One of three machines sharing a PostgreSQL repository and an S3 bucket (the others
   # run --shard 1/3 and 3/3), fetching files missing from the media store as an admin:
