@@ -106,8 +106,9 @@ impl Deployment {
         command
     }
 
-    /// The same, as a process of its own that runs while the test goes on.
-    fn spawn_import(&self) -> Child {
+    /// The same, importing only `include`, as a process of its own that runs while the
+    /// test goes on.
+    fn spawn_import(&self, include: &str) -> Child {
         Command::new(media_tests::binary("import_synapse"))
             .arg("--synapse-db")
             .arg(fixture().join("homeserver.db"))
@@ -115,7 +116,7 @@ impl Deployment {
             .arg(fixture().join("media_store"))
             .arg("--mmr-config")
             .arg(self.config())
-            .args(["--json", "--workers", "4"])
+            .args(["--json", "--workers", "4", "--include", include])
             .current_dir(self.dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -363,21 +364,80 @@ async fn one_worker_and_sixteen_workers_give_the_same_rows() {
     assert_eq!(contents[0], contents[1]);
 }
 
+/// Two processes at once, one importing the local media and one the remote media: the
+/// fixture has a remote copy of a local media, whose bytes each would put into its own
+/// datastore (local_media, remote_media). Exactly one placement survives, and the other
+/// copy is deleted, whichever process records first.
 #[tokio::test]
 async fn two_imports_at_once_store_no_bytes_twice() {
-    let deployment = Deployment::new("").await;
-    let runs: Vec<Child> = (0..2).map(|_| deployment.spawn_import()).collect();
-    let reports: Vec<Value> = runs
+    for _ in 0..3 {
+        let deployment = Deployment::new("").await;
+        let runs: Vec<Child> = ["local,thumbnails,url-previews", "remote,thumbnails"]
+            .into_iter()
+            .map(|include| deployment.spawn_import(include))
+            .collect();
+        let outputs: Vec<Output> = runs
+            .into_iter()
+            .map(|run| run.wait_with_output().unwrap())
+            .collect();
+        let local = finished(&outputs[0]);
+        let remote = &outputs[1];
+        assert_eq!(
+            remote.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&remote.stderr)
+        );
+        let remote = report(remote);
+        assert_eq!(
+            (count(&local, "media_imported") + count(&remote, "media_imported")) as usize,
+            expected_media(&expected()).len()
+        );
+        // One placement per digest, and no object that no row names.
+        deployment.assert_objects_match_rows().await;
+    }
+}
+
+/// Bytes matrix-media-repo stored itself (under a location of its own naming) are lent
+/// to every media imported with the same bytes, and the import keeps no copy of its own.
+#[tokio::test]
+async fn bytes_mmr_already_stores_are_lent_not_stored_again() {
+    let expected = expected();
+    let shared = expected_media(&expected)
         .into_iter()
-        .map(|run| finished(&run.wait_with_output().unwrap()))
-        .collect();
-    let sum = |field: &str| reports.iter().map(|r| count(r, field)).sum::<u64>();
+        .find(|m| m["label"] == "alice_shared")
+        .unwrap();
+    let sha256 = shared["sha256"].as_str().unwrap();
+    let deployment = Deployment::new(&format!(
+        "INSERT INTO media (origin, media_id, upload_name, content_type, user_id, sha256_hash, \
+         size_bytes, datastore_id, location, creation_ts, quarantined) VALUES ('other.example', \
+         'uploadedToMmr', 'x', 'image/png', '@u:other.example', '{sha256}', {size}, 'remote', \
+         'zz/yy/mmrOwnName', 1, false);",
+        size = shared["size"].as_i64().unwrap(),
+    ))
+    .await;
+    let own = deployment.dir.path().join("remote/zz/yy");
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::copy(
+        fixture()
+            .join("media_store")
+            .join(shared["path"].as_str().unwrap()),
+        own.join("mmrOwnName"),
+    )
+    .unwrap();
+    finished(&deployment.import(&[]).output());
+    let mut conn = deployment.connect().await;
+    let places: Vec<(String, String)> =
+        sqlx::query_as("SELECT DISTINCT datastore_id, location FROM media WHERE sha256_hash = $1")
+            .bind(sha256)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(
-        sum("media_imported") as usize,
-        expected_media(&expected()).len()
+        places,
+        [("remote".to_owned(), "zz/yy/mmrOwnName".to_owned())]
     );
-    assert_eq!(sum("thumbnails_imported"), 37);
-    // One placement per digest, and no object that no row names.
+    conn.close().await.unwrap();
     deployment.assert_objects_match_rows().await;
 }
 
