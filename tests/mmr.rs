@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use media_core::datastore::DatastoreExt;
 use media_core::hashing::sha256_of;
 use media_tests::{TestCommand, TestDatabase, report};
 use serde_json::Value;
@@ -39,16 +40,31 @@ const DATASTORES: [(&str, &str); 3] = [
     ("thumbs", "thumbnails"),
 ];
 
+/// Where the test deployment keeps remote media.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RemoteMedia {
+    /// A folder, like the other kinds.
+    InFolder,
+    /// The S3 test server's bucket (S3_TEST_ENDPOINT, S3_TEST_BUCKET), keyed from its root
+    /// as MMR keys it.
+    InBucket,
+}
+
 /// A matrix-media-repo deployment: a database with MMR's schema and a media-repo.yaml
-/// whose datastores are folders of a temp dir.
+/// whose datastores are folders of a temp dir (remote media perhaps in a bucket).
 struct Deployment {
     database: TestDatabase,
     dir: tempfile::TempDir,
+    remote: RemoteMedia,
 }
 
 impl Deployment {
-    /// MMR's schema, then `then` (to alter it).
+    /// MMR's schema, then `then` (to alter it); every datastore a folder.
     async fn new(then: &str) -> Self {
+        Self::with(then, RemoteMedia::InFolder).await
+    }
+
+    async fn with(then: &str, remote: RemoteMedia) -> Self {
         let database = TestDatabase::postgres().await;
         let dir = tempfile::tempdir().unwrap();
         let mut yaml = format!(
@@ -59,6 +75,22 @@ impl Deployment {
         for (id, kind) in DATASTORES {
             let path = dir.path().join(id);
             std::fs::create_dir(&path).unwrap();
+            if id == "remote" && remote == RemoteMedia::InBucket {
+                let endpoint = media_store::conformance::s3_test_endpoint();
+                let host = endpoint
+                    .strip_prefix("http://")
+                    .expect("an http:// endpoint");
+                yaml.push_str(&format!(
+                    "  - type: s3\n    id: {id}\n    forKinds: [{kind}]\n    opts: {{endpoint: \
+                     '{host}', ssl: false, bucketName: {bucket}, accessKeyId: {key}, \
+                     accessSecret: {secret}}}\n",
+                    bucket = media_store::conformance::s3_test_bucket(),
+                    key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into()),
+                    secret =
+                        std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into()),
+                ));
+                continue;
+            }
             yaml.push_str(&format!(
                 "  - type: file\n    id: {id}\n    forKinds: [{kind}]\n    opts:\n      \
                  path: {}\n",
@@ -66,7 +98,11 @@ impl Deployment {
             ));
         }
         std::fs::write(dir.path().join("media-repo.yaml"), yaml).unwrap();
-        let deployment = Self { database, dir };
+        let deployment = Self {
+            database,
+            dir,
+            remote,
+        };
         deployment.execute(SCHEMA).await;
         deployment.execute(then).await;
         deployment
@@ -158,6 +194,28 @@ impl Deployment {
         .unwrap()
     }
 
+    /// The bytes of the object at `location` in `datastore`, read as MMR reads them: the
+    /// file `<path>/<location>`, or the object keyed `location` in the bucket.
+    async fn object(&self, datastore: &str, location: &str) -> Vec<u8> {
+        if datastore == "remote" && self.remote == RemoteMedia::InBucket {
+            let config = media_mmr::MmrConfig::load(&self.config()).unwrap();
+            let stores =
+                media_mmr::MmrDatastores::open(&config.datastores, media_mmr::Access::ReadOnly)
+                    .await
+                    .unwrap();
+            let key = media_core::datastore::BlobKey::parse(location).unwrap();
+            return stores
+                .get(datastore)
+                .unwrap()
+                .store()
+                .get_bytes(&key)
+                .await
+                .unwrap();
+        }
+        let path = self.dir.path().join(datastore).join(location);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
     /// Every object in the datastores' folders (writes in progress left out), as
     /// `datastore/location`.
     fn objects(&self) -> BTreeSet<String> {
@@ -188,10 +246,9 @@ impl Deployment {
         let placements = self.placements().await;
         let mut by_hash: BTreeMap<&str, BTreeSet<(&str, &str)>> = BTreeMap::new();
         for (sha256, size, datastore, location) in &placements {
-            let path = self.dir.path().join(datastore).join(location);
-            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            assert_eq!(sha256_of(&bytes).as_str(), sha256, "{}", path.display());
-            assert_eq!(bytes.len() as i64, *size, "{}", path.display());
+            let bytes = self.object(datastore, location).await;
+            assert_eq!(sha256_of(&bytes).as_str(), sha256, "{datastore}/{location}");
+            assert_eq!(bytes.len() as i64, *size, "{datastore}/{location}");
             by_hash
                 .entry(sha256)
                 .or_default()
@@ -200,9 +257,11 @@ impl Deployment {
         for (sha256, places) in &by_hash {
             assert_eq!(places.len(), 1, "{sha256} is stored at {places:?}");
         }
+        // (A bucket shared with other tests is not listed.)
         let named: BTreeSet<String> = by_hash
             .values()
             .flatten()
+            .filter(|(datastore, _)| *datastore != "remote" || self.remote == RemoteMedia::InFolder)
             .map(|(datastore, location)| format!("{datastore}/{location}"))
             .collect();
         assert_eq!(
@@ -573,4 +632,23 @@ async fn mmr_config_with_our_repository_flags_is_a_usage_error() {
         assert!(stderr.contains("cannot be used with"), "{stderr}");
     }
     assert!(!deployment.dir.path().join("x.db").exists());
+}
+
+#[tokio::test]
+async fn remote_media_in_an_s3_datastore_are_stored_as_mmr_reads_them() {
+    let deployment = Deployment::with("", RemoteMedia::InBucket).await;
+    let out = finished(&deployment.import(&[]).output());
+    assert_eq!(
+        count(&out, "media_imported") as usize,
+        expected_media(&expected()).len()
+    );
+    let mut conn = deployment.connect().await;
+    let in_bucket: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM media WHERE datastore_id = 'remote'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(in_bucket >= 4, "{in_bucket} remote media in the bucket");
+    conn.close().await.unwrap();
+    deployment.assert_objects_match_rows().await;
 }
