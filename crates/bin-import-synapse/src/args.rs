@@ -19,6 +19,7 @@ pub(crate) const MMR_FLAGS: &[(&str, &str)] = &[
     ("serverName", "server-name"),
     ("baseUrl", "homeserver-url"),
     ("workers", "workers"),
+    ("config", "mmr-config"),
 ];
 
 /// Move a Synapse media store (its database and media_store folder) into the
@@ -95,6 +96,18 @@ pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) repository: media_cli::RepositoryArgs,
 
+    /// Import into a matrix-media-repo deployment instead of our repository: its
+    /// media-repo.yaml (MMR's -config). Its PostgreSQL database and its file or S3
+    /// datastores are written as MMR writes them, so that MMR serves what was imported.
+    #[arg(
+        long,
+        help_heading = "matrix-media-repo (where media is imported to, instead)",
+        env = "MMR_CONFIG",
+        value_name = "MEDIA_REPO_YAML",
+        conflicts_with_all = ["db", "datastore"]
+    )]
+    pub(crate) mmr_config: Option<PathBuf>,
+
     /// Files copied concurrently (the database is written by one recorder either way).
     #[arg(long, env = "IMPORT_WORKERS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) workers: u16,
@@ -139,10 +152,11 @@ Examples:
       --media-store /var/lib/synapse/media_store \\
       --repo-db /var/lib/media-repo/repo.db --datastore /var/lib/media-repo/store
 
-  # A PostgreSQL Synapse (matrix-media-repo's flags work too), checking first:
-  import_synapse --db-host localhost --db-username synapse --db-name synapse \\
-      --media-store /var/lib/synapse/media_store \\
-      --repo-db postgres://media@localhost/media --datastore /srv/media --dry-run
+  # A PostgreSQL Synapse into a matrix-media-repo deployment (its database and
+  # datastores, from its config), with matrix-media-repo's own flags, checking first:
+  import_synapse -config /etc/matrix-media-repo/media-repo.yaml -serverName example.org \\
+      -dbHost localhost -dbUsername synapse -dbName synapse \\
+      --media-store /var/lib/synapse/media_store --dry-run
 
   # One of three machines sharing a PostgreSQL repository and an S3 bucket (the others
   # run --shard 1/3 and 3/3), fetching files missing from the media store as an admin:

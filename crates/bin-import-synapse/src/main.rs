@@ -9,7 +9,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use media_cli::{Exit, RepositoryAccess, RunError, ToolArgs};
-use media_import::{HomeserverClient, ImportError, ImportOptions, Progress, Shard};
+use media_core::ids::ServerName;
+use media_core::run::RunMode;
+use media_import::{
+    HomeserverClient, ImportError, ImportOptions, ImportSink, Include, Progress, RepositorySink,
+    Shard,
+};
+use media_mmr::{Access, MmrConfig, MmrDeployment, MmrSink};
 
 use crate::args::{Cli, MMR_FLAGS, Source};
 
@@ -65,12 +71,30 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
             .map_err(RunError::of)?;
     }
     let mode = cli.mode();
-    // A dry run creates neither the repository nor the datastore folder, and writes
-    // nothing into either.
-    let (repo, datastores) = cli.repository.open(RepositoryAccess::from(mode)).await?;
     let server_name = media_synapse::resolve_server_name(&synapse, cli.server_name.clone())
         .await
         .map_err(RunError::of)?;
+    let sink = match &cli.mmr_config {
+        Some(config) => Sink::Mmr(
+            open_mmr(
+                config,
+                &server_name,
+                cli.include,
+                mode,
+                u32::from(cli.workers),
+            )
+            .await?,
+        ),
+        None => {
+            // A dry run creates neither the repository nor the datastore folder, and
+            // writes nothing into either.
+            let (repo, datastores) = cli.repository.open(RepositoryAccess::from(mode)).await?;
+            let sink = RepositorySink::open(&repo, datastores.given().clone(), mode.is_dry_run())
+                .await
+                .map_err(RunError::of)?;
+            Sink::Repository(repo, Arc::new(sink))
+        }
+    };
 
     let progress = Arc::new(Progress::default());
     let bar = media_cli::ProgressBar::start(cli.output(), progress.clone());
@@ -94,18 +118,68 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
             cli.shard
         );
     }
-    let result = media_import::import_synapse(
-        &synapse,
-        &repo,
-        datastores.given().clone(),
-        options,
-        progress,
-    )
-    .await;
+    let result =
+        media_import::import_synapse_into(&synapse, sink.import_sink(), options, progress).await;
     bar.finish();
     let report = result.map_err(RunError::of)?;
     synapse.close().await;
-    repo.close().await;
+    sink.close().await;
 
     Ok(media_cli::print_report(&report, cli.output()))
+}
+
+/// What the import writes into: our repository, or a matrix-media-repo deployment.
+enum Sink {
+    /// Our repository (closed at the end) and the sink over it.
+    Repository(media_db::Repository, Arc<RepositorySink>),
+    /// A matrix-media-repo deployment.
+    Mmr(Arc<MmrSink>),
+}
+
+impl Sink {
+    fn import_sink(&self) -> Arc<dyn ImportSink> {
+        match self {
+            Self::Repository(_, sink) => sink.clone(),
+            Self::Mmr(sink) => sink.clone(),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Self::Repository(repo, _) => repo.close().await,
+            Self::Mmr(sink) => sink.deployment().pool().close().await,
+        }
+    }
+}
+
+/// Opens the matrix-media-repo deployment of `config` to import into: its schema checked
+/// (never created), its datastores opened (read-only for a dry run). The Synapse's
+/// local media must be local to the deployment (`server_name` among its `homeservers`),
+/// or MMR would not serve them as its own.
+async fn open_mmr(
+    config: &std::path::Path,
+    server_name: &ServerName,
+    include: Include,
+    mode: RunMode,
+    workers: u32,
+) -> Result<Arc<MmrSink>, RunError> {
+    let config = MmrConfig::load(config).map_err(RunError::of)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    if (include.local || include.url_previews) && !config.is_local(server_name) {
+        return Err(RunError::usage(format_args!(
+            "{server_name} is not one of the homeservers of the matrix-media-repo config: add \
+             it there (MMR serves local media only for those), or give the right --server-name"
+        )));
+    }
+    let access = match mode {
+        RunMode::DryRun => Access::ReadOnly,
+        RunMode::Apply => Access::ReadWrite,
+    };
+    // One connection for the recorder, one for the producer, a few for the workers' look-ups.
+    let deployment = MmrDeployment::open(config, access, workers.clamp(2, 16) + 2)
+        .await
+        .map_err(RunError::of)?;
+    Ok(Arc::new(MmrSink::new(deployment).map_err(RunError::of)?))
 }

@@ -300,6 +300,14 @@ pub trait Purge: Send + Sync {
 
     /// Whether a media ID was reserved by a purge.
     async fn is_reserved(&self, key: &MediaKey) -> Result<bool, DbError>;
+
+    /// Those of `media_ids` of `origin` that a purge reserved, each with the recorded
+    /// reason: imports never write them again.
+    async fn reserved_media_ids(
+        &self,
+        origin: &ServerName,
+        media_ids: &[&str],
+    ) -> Result<HashMap<String, String>, DbError>;
 }
 
 /// Who uses the space (`media_admin usage`): aggregated by the database, largest first,

@@ -1,7 +1,6 @@
 //! Pinning the media Synapse uses as avatars, once they are imported.
 
 use futures::TryStreamExt;
-use media_db::MediaIndex;
 use media_synapse::SynapseDb;
 
 use crate::context::Context;
@@ -41,7 +40,7 @@ pub(crate) async fn pin_avatars(
         if batch.len() >= PINS_PER_BATCH || (page.is_none() && !batch.is_empty()) {
             batch.sort();
             batch.dedup();
-            let pins = context.repo.pin_media(&batch).await?;
+            let pins = context.sink.pin_media(&batch).await?;
             report.avatars_pinned += pins.pinned;
             report.avatars_already_pinned += pins.already_pinned;
             report.avatars_not_in_repository += pins.missing;

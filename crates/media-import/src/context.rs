@@ -3,19 +3,17 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use media_core::datastore::Datastore;
 use media_core::ids::Sha256Hex;
 use media_core::progress::Progress;
-use media_db::repo::{DatastoreId, Repository};
 use tokio_util::sync::CancellationToken;
 
 use crate::options::ImportOptions;
+use crate::sink::ImportSink;
 
 /// What the workers share.
 pub(crate) struct Context {
-    pub repo: Repository,
-    pub store: Arc<dyn Datastore>,
-    pub datastore_id: Option<DatastoreId>,
+    /// Where the import writes.
+    pub sink: Arc<dyn ImportSink>,
     pub options: ImportOptions,
     pub progress: Arc<Progress>,
     /// Digests seen by a dry run (a real run lets the repository decide).

@@ -6,8 +6,7 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use media_core::datastore::{Put, PutOptions, PutStatus, StoreError};
-use media_db::BlobIndex;
+use media_core::datastore::{BlobKey, Datastore, Put, PutOptions, PutStatus, StoreError};
 use media_synapse::files;
 use media_synapse::homeserver::DownloadFailure;
 use tokio::io::AsyncReadExt;
@@ -18,10 +17,11 @@ use crate::error::ImportError;
 use crate::plan::SourceFile;
 use crate::report::{FailureReason, ImportReport};
 
-/// Streams one file into the datastore (or, in a dry run, only through the hasher). The
+/// Streams one file into `store` (or, in a dry run, only through the hasher). The
 /// inner error is a per-item failure; the outer one stops the run.
 pub(crate) async fn store_file(
     context: &Context,
+    store: &dyn Datastore,
     file: &SourceFile,
     report: &mut ImportReport,
 ) -> Result<Result<Put, (FailureReason, String)>, ImportError> {
@@ -39,16 +39,18 @@ pub(crate) async fn store_file(
         .map(|path| path.display().to_string())
         .unwrap_or_default();
     let from_disk = match (&on_disk, &options.media_store) {
-        (Some(path), Some(root)) => match put_from_disk(context, root, &file.path, &file.expected)
-            .await
-        {
-            Ok(put) => Some(put),
-            // Not on disk: the homeserver may still have it.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && options.homeserver.is_some() => {
-                None
+        (Some(path), Some(root)) => {
+            match put_from_disk(context, store, root, &file.path, &file.expected).await {
+                Ok(put) => Some(put),
+                // Not on disk: the homeserver may still have it.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound && options.homeserver.is_some() =>
+                {
+                    None
+                }
+                Err(e) => return Ok(Err(open_failure(path, e))),
             }
-            Err(e) => return Ok(Err(open_failure(path, e))),
-        },
+        }
         _ => None,
     };
     let put = match (from_disk, &options.homeserver) {
@@ -69,11 +71,11 @@ pub(crate) async fn store_file(
             match file.expected.expected.size {
                 Some(size) => {
                     let mut reader = reader.take(files::read_limit(Some(size), 0));
-                    sink_put(context, &mut reader, &file.expected).await
+                    sink_put(context, store, &mut reader, &file.expected).await
                 }
                 None => {
                     let mut reader = files::RefuseBeyond::new(reader, UNRECORDED_LENGTH_LIMIT);
-                    sink_put(context, &mut reader, &file.expected).await
+                    sink_put(context, store, &mut reader, &file.expected).await
                 }
             }
         }
@@ -142,8 +144,8 @@ const SMALL_FILE: u64 = 1 << 20;
 /// record (thumbnails of old Synapse versions).
 const UNRECORDED_LENGTH_LIMIT: u64 = 1 << 30;
 
-/// A large file whose digest Synapse recorded and whose bytes the repository already
-/// holds is not read at all: the import references the stored copy.
+/// A large file whose digest Synapse recorded and whose bytes the sink already holds is
+/// not read at all: the import references the stored copy.
 async fn already_stored(
     context: &Context,
     expected: &PutOptions,
@@ -155,30 +157,31 @@ async fn already_stored(
         return Ok(None); // reading it costs less than asking first
     }
     Ok(context
-        .repo
-        .get_blob(sha256)
+        .sink
+        .stored_size(sha256)
         .await?
-        .filter(|blob| blob.size_bytes == size)
-        .map(|blob| Put {
+        .filter(|stored| *stored == size)
+        .map(|size| Put {
             blob: media_core::datastore::StoredBlob {
-                sha256: blob.sha256,
+                sha256: sha256.clone(),
                 size,
-                key: blob.location,
+                key: BlobKey::for_hash(sha256),
             },
             status: PutStatus::AlreadyPresent,
         }))
 }
 
-/// Puts (or, in a dry run, hashes) the bytes of `reader`.
+/// Puts into `store` (or, in a dry run, hashes) the bytes of `reader`.
 async fn sink_put(
     context: &Context,
+    store: &dyn Datastore,
     reader: &mut (dyn tokio::io::AsyncRead + Send + Unpin),
     expected: &PutOptions,
 ) -> Result<Put, StoreError> {
     if context.options.mode.is_dry_run() {
         hash_only(context, reader, expected).await
     } else {
-        context.store.put(reader, expected).await
+        store.put(reader, expected).await
     }
 }
 
@@ -211,10 +214,11 @@ pub(crate) fn open_source_file(
     Ok(OpenedFile::Read(bytes))
 }
 
-/// Puts (or, in a dry run, hashes) the file at `relative` below the media store `root`;
+/// Puts into `store` (or, in a dry run, hashes) the file at `relative` below the media store `root`;
 /// the outer error is opening it.
 async fn put_from_disk(
     context: &Context,
+    store: &dyn Datastore,
     root: &Path,
     relative: &Path,
     expected: &PutOptions,
@@ -224,14 +228,14 @@ async fn put_from_disk(
         .await
         .map_err(std::io::Error::other)??;
     Ok(match opened {
-        OpenedFile::Read(bytes) => sink_put(context, &mut &bytes[..], expected).await,
+        OpenedFile::Read(bytes) => sink_put(context, store, &mut &bytes[..], expected).await,
         OpenedFile::Stream(file, limit) if context.options.mode.applies() => {
             // One blocking loop reads, hashes and writes it (fewer copies and hand-offs).
-            context.store.put_file(file, limit, expected).await
+            store.put_file(file, limit, expected).await
         }
         OpenedFile::Stream(file, limit) => {
             let mut reader = tokio::fs::File::from_std(file).take(limit);
-            sink_put(context, &mut reader, expected).await
+            sink_put(context, store, &mut reader, expected).await
         }
     })
 }

@@ -3,7 +3,6 @@
 
 use media_core::datastore::{BlobKey, Put, PutOptions, PutStatus, StoreError, StoredBlob};
 use media_core::hashing::HashingReader;
-use media_db::BlobIndex;
 
 use crate::context::Context;
 
@@ -24,8 +23,8 @@ pub(crate) async fn hash_only(
     let (sha256, size) = reader.finish();
     expected.check(&sha256, size)?;
     let known = context
-        .repo
-        .get_blob(&sha256)
+        .sink
+        .stored_size(&sha256)
         .await
         .map_err(|e| StoreError::Config(e.to_string()))?
         .is_some();

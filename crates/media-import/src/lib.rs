@@ -7,6 +7,8 @@
 //! * [`pipeline`]: the run: a producer, `workers` copying tasks and one recorder.
 //! * [`options`], [`report`], [`error`]: what a run is given, reports and stops with.
 //! * [`shard`]: one share of an import spread over several processes or machines.
+//! * [`sink`]: where an import writes ([`ImportSink`]): our repository
+//!   ([`RepositorySink`]) or, through `media-mmr`, a matrix-media-repo deployment.
 //! * inside: `plan` (Synapse's rows → work items: where each file is, what it must be),
 //!   `produce` (the producer, page by page, skipping what is recorded), `work` and
 //!   `copy` (a worker, and copying one file into the datastore), `dry_run` (what a dry
@@ -73,12 +75,14 @@ mod produce;
 mod record;
 pub mod report;
 pub mod shard;
+pub mod sink;
 mod work;
 
 pub use error::ImportError;
 pub use media_core::progress::Progress;
 pub use media_synapse::{HomeserverClient, Include};
 pub use options::ImportOptions;
-pub use pipeline::import_synapse;
+pub use pipeline::{import_synapse, import_synapse_into};
 pub use report::{FailureReason, ImportReport, ItemFailure};
 pub use shard::Shard;
+pub use sink::{Content, ImportSink, RepositorySink, StoredMedia};

@@ -1,5 +1,7 @@
-//! Import a Synapse media store into our repository: local media, remote media, their
-//! thumbnails, URL previews, quarantine state, and avatars pinned.
+//! Import a Synapse media store into our repository ([`import_synapse`]) or any other
+//! [`ImportSink`] ([`import_synapse_into`], e.g. a matrix-media-repo deployment): local
+//! media, remote media, their thumbnails, URL previews, quarantine state, and avatars
+//! pinned.
 //!
 //! A producer reads the Synapse tables page by page and turns each row into a work item
 //! (or a listed failure: invalid identifiers never become paths); `workers` tasks pull
@@ -8,7 +10,8 @@
 //! that have queued up since its last transaction in the next one (group commit: the
 //! busier the database, the larger its batches). The repository's unique keys decide
 //! deduplication, so any number of workers gives the same result, and a re-run skips
-//! every media already recorded.
+//! every media already recorded. A media ID the sink reserved is never written (a listed
+//! failure).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,8 +19,7 @@ use std::sync::atomic::Ordering;
 use media_core::datastore::Datastore;
 use media_core::progress::Progress;
 use media_core::run::Route;
-use media_db::repo::{NewMedia, Repository};
-use media_db::{TaskKind, TaskLog};
+use media_db::repo::Repository;
 use media_synapse::SynapseDb;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -30,12 +32,14 @@ use crate::plan::WorkItem;
 use crate::produce::produce;
 use crate::record::{MAX_BATCH, record};
 use crate::report::ImportReport;
+use crate::sink::{ImportSink, RepositorySink, StoredMedia};
 use crate::work::work;
 
 /// Stored media waiting for the recorder; workers wait when it is full.
 const RECORD_QUEUE: usize = 2 * MAX_BATCH;
 
-/// Imports a Synapse media store. See the [module documentation](self).
+/// Imports a Synapse media store into our repository, its bytes into `store`. See the
+/// [module documentation](self).
 pub async fn import_synapse(
     synapse: &SynapseDb,
     repo: &Repository,
@@ -43,12 +47,18 @@ pub async fn import_synapse(
     options: ImportOptions,
     progress: Arc<Progress>,
 ) -> Result<ImportReport, ImportError> {
+    let sink = RepositorySink::open(repo, store, options.mode.is_dry_run()).await?;
+    import_synapse_into(synapse, Arc::new(sink), options, progress).await
+}
+
+/// Imports a Synapse media store into `sink`. See the [module documentation](self).
+pub async fn import_synapse_into(
+    synapse: &SynapseDb,
+    sink: Arc<dyn ImportSink>,
+    options: ImportOptions,
+    progress: Arc<Progress>,
+) -> Result<ImportReport, ImportError> {
     let workers = options.workers.max(1);
-    let datastore_id = if options.mode.is_dry_run() {
-        repo.find_datastore(&store.uri()).await?
-    } else {
-        Some(repo.register_datastore(&store.uri()).await?)
-    };
     let (local, remote) = synapse.media_counts().await?;
     let total = u64::from(options.include.local || options.include.url_previews) * local
         + u64::from(options.include.remote) * remote;
@@ -67,16 +77,14 @@ pub async fn import_synapse(
             "server_name": options.server_name.as_str(),
             "include": options.include,
             "workers": workers,
-            "datastore": store.uri(),
+            "sink": sink.describe(),
             "shard": options.shard,
         });
-        Some(repo.start_task(TaskKind::ImportSynapse, &params).await?)
+        Some(sink.start_task(&params).await?)
     };
 
     let context = Arc::new(Context {
-        repo: repo.clone(),
-        store,
-        datastore_id,
+        sink: sink.clone(),
         options,
         progress,
         dry_run_seen: Default::default(),
@@ -88,7 +96,7 @@ pub async fn import_synapse(
             Ok(report) => (report.counters_json(), None),
             Err(e) => ("{}".to_owned(), Some(e.to_string())),
         };
-        repo.finish_task(task, &counters, error.as_deref()).await?;
+        sink.finish_task(task, &counters, error.as_deref()).await?;
     }
     result
 }
@@ -100,7 +108,7 @@ async fn run(
 ) -> Result<ImportReport, ImportError> {
     let (sender, receiver) = mpsc::channel::<WorkItem>(workers * 4);
     let receiver = Arc::new(Mutex::new(receiver));
-    let (to_record, stored) = mpsc::channel::<NewMedia>(RECORD_QUEUE);
+    let (to_record, stored) = mpsc::channel::<StoredMedia>(RECORD_QUEUE);
     let recorder = tokio::spawn(record(context.clone(), stored));
     let mut handles: Vec<_> = (0..workers)
         .map(|_| tokio::spawn(work(receiver.clone(), context.clone(), to_record.clone())))
@@ -114,14 +122,7 @@ async fn run(
     }
     let mut report = ImportReport::new(context.options.mode);
     report.shard = context.options.shard;
-    report.route = Route::new(
-        &context.options.source_label,
-        format_args!(
-            "{}, datastore {}",
-            context.repo.location(),
-            context.store.uri()
-        ),
-    );
+    report.route = Route::new(&context.options.source_label, context.sink.describe());
     let mut first_error = None;
     match produced {
         Ok(part) => report.merge(part),

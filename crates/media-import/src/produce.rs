@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 
 use futures::TryStreamExt;
 use media_core::ids::ServerName;
-use media_db::MediaIndex;
 use media_synapse::{RowFailure, SynapseDb};
 use tokio::sync::mpsc;
 
@@ -15,7 +14,7 @@ use crate::error::ImportError;
 use crate::plan::{
     WorkItem, plan_local, plan_remote, split_rows, split_thumbnail_rows, take_thumbnails,
 };
-use crate::report::{ImportReport, ItemKind};
+use crate::report::{FailureReason, ImportReport, ItemFailure, ItemKind};
 
 /// Reads the Synapse tables and queues a work item per importable media.
 pub(crate) async fn produce(
@@ -111,7 +110,7 @@ async fn dispatch(
     report: &mut ImportReport,
 ) -> Result<bool, ImportError> {
     let shard = context.options.shard;
-    let mut items = Vec::with_capacity(planned.len());
+    let mut candidates = Vec::with_capacity(planned.len());
     for plan in planned {
         let ours = match &plan {
             Ok(item) => shard.takes(&item.media.key),
@@ -122,29 +121,23 @@ async fn dispatch(
         }
         report.media_total += 1;
         match plan {
-            Ok(item) => items.push(item),
+            Ok(item) => candidates.push(item),
             Err(failure) => {
                 report.fail(failure, ItemKind::Media);
                 context.progress.items_done.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
-    let mut by_origin: BTreeMap<&ServerName, Vec<&str>> = BTreeMap::new();
-    for item in &items {
-        let key = &item.media.key;
-        by_origin
-            .entry(&key.origin)
-            .or_default()
-            .push(key.media_id.as_str());
-    }
+    let items = leave_out_reserved(context, candidates, report).await?;
+    let by_origin = ids_by_origin(&items);
     let mut present = HashMap::new();
     let mut recorded_thumbnails = HashMap::new();
     for (origin, ids) in by_origin {
-        let digests = context.repo.existing_media_digests(origin, &ids).await?;
+        let digests = context.sink.existing_media_digests(origin, &ids).await?;
         let present_ids: Vec<&str> = digests.keys().map(String::as_str).collect();
         if !present_ids.is_empty() && context.options.include.thumbnails {
             for (id, thumbnails) in context
-                .repo
+                .sink
                 .recorded_thumbnails(origin, &present_ids)
                 .await?
             {
@@ -192,4 +185,61 @@ async fn dispatch(
         .items_total
         .fetch_max(report.media_total, Ordering::Relaxed);
     Ok(true)
+}
+
+/// Lists the items whose media ID the sink reserved (one query per origin) and returns
+/// the others: an import never writes a reserved ID.
+async fn leave_out_reserved(
+    context: &Context,
+    items: Vec<WorkItem>,
+    report: &mut ImportReport,
+) -> Result<Vec<WorkItem>, ImportError> {
+    let by_origin = ids_by_origin(&items);
+    let mut reserved = HashMap::new();
+    for (origin, ids) in by_origin {
+        for (id, reason) in context.sink.reserved_media_ids(origin, &ids).await? {
+            reserved.insert((origin.clone(), id), reason);
+        }
+    }
+    if reserved.is_empty() {
+        return Ok(items);
+    }
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items {
+        let key = (
+            item.media.key.origin.clone(),
+            item.media.key.media_id.to_string(),
+        );
+        match reserved.remove(&key) {
+            None => kept.push(item),
+            Some(reason) => {
+                report.fail(
+                    ItemFailure {
+                        item: item.media.key.to_string(),
+                        reason: FailureReason::Reserved,
+                        detail: format!(
+                            "{} reserves this media ID ({reason}): it is never written",
+                            context.sink.describe()
+                        ),
+                    },
+                    ItemKind::Media,
+                );
+                context.progress.items_done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(kept)
+}
+
+/// The media IDs of `items`, by origin (for one query per origin).
+fn ids_by_origin(items: &[WorkItem]) -> BTreeMap<&ServerName, Vec<&str>> {
+    let mut by_origin: BTreeMap<&ServerName, Vec<&str>> = BTreeMap::new();
+    for item in items {
+        let key = &item.media.key;
+        by_origin
+            .entry(&key.origin)
+            .or_default()
+            .push(key.media_id.as_str());
+    }
+    by_origin
 }

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use media_core::records::ThumbnailRecord;
-use media_db::repo::{InsertOutcome, NewMedia};
-use media_db::{DbError, MediaIndex};
+use media_db::DbError;
+use media_db::repo::InsertOutcome;
 use media_synapse::media::thumbnail_label;
 use tokio::sync::mpsc;
 
 use crate::context::Context;
 use crate::error::ImportError;
 use crate::report::{FailureReason, ImportReport, ItemFailure, ItemKind};
+use crate::sink::StoredMedia;
 
 /// At most this many media are recorded per transaction.
 pub(crate) const MAX_BATCH: usize = 512;
@@ -22,7 +23,7 @@ pub(crate) const MAX_BATCH: usize = 512;
 /// taking all that queued up meanwhile (at most [`MAX_BATCH`]).
 pub(crate) async fn record(
     context: Arc<Context>,
-    mut stored: mpsc::Receiver<NewMedia>,
+    mut stored: mpsc::Receiver<StoredMedia>,
 ) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -39,7 +40,7 @@ pub(crate) async fn record(
 /// Records the prepared media (a dry run only counts them).
 async fn flush(
     context: &Context,
-    pending: &mut Vec<NewMedia>,
+    pending: &mut Vec<StoredMedia>,
     report: &mut ImportReport,
 ) -> Result<(), ImportError> {
     if pending.is_empty() {
@@ -57,12 +58,8 @@ async fn flush(
         return Ok(());
     }
     // Blob before row: every blob of the batch is durable before any row refers to it.
-    context.store.sync().await?;
-    let outcomes = match context
-        .repo
-        .insert_media_batch(&batch, &*context.store)
-        .await
-    {
+    context.sink.sync().await?;
+    let outcomes = match context.sink.record_media(&batch).await {
         Ok(outcomes) => outcomes,
         Err(DbError::BlobMissing { sha256, datastore }) => {
             for media in &batch {

@@ -25,6 +25,9 @@ pub enum FailureReason {
     /// The bytes vanished from the datastore while recording (a concurrent purge); run
     /// the import again.
     RetryLater,
+    /// The sink reserved this media ID (purged, or held for an upload in progress): it
+    /// is never written.
+    Reserved,
     /// Synapse's row does not become a media (never uploaded, an invalid identifier, a
     /// row that cannot be read): written as the row's own code.
     Row(RowFault),
@@ -39,6 +42,7 @@ impl Reason for FailureReason {
             Self::Unreadable => "unreadable",
             Self::Conflict => "conflict",
             Self::RetryLater => "retry_later",
+            Self::Reserved => "reserved",
             Self::Row(fault) => fault.code(),
         }
     }

@@ -9,8 +9,6 @@ use std::sync::atomic::Ordering;
 use media_core::hashing::HashingReader;
 use media_core::ids::Sha256Hex;
 use media_core::records::{MediaRecord, Purpose, ThumbnailRecord};
-use media_db::MediaIndex;
-use media_db::repo::{DatastoreId, NewMedia};
 use media_synapse::media::thumbnail_label;
 use media_synapse::{RowFailure, SynapseMedia};
 use tokio::io::AsyncReadExt;
@@ -22,13 +20,14 @@ use crate::error::ImportError;
 use crate::plan::{ThumbnailDraft, WorkItem};
 use crate::record::count_thumbnail;
 use crate::report::{FailureReason, ImportReport, ItemFailure, ItemKind};
+use crate::sink::{Content, StoredMedia};
 
 /// A worker: stores items until the queue is closed and empty, and hands each stored
 /// media to the recorder.
 pub(crate) async fn work(
     queue: Arc<Mutex<mpsc::Receiver<WorkItem>>>,
     context: Arc<Context>,
-    recorder: mpsc::Sender<NewMedia>,
+    recorder: mpsc::Sender<StoredMedia>,
 ) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
     loop {
@@ -65,7 +64,7 @@ async fn prepare(
     context: &Context,
     item: WorkItem,
     report: &mut ImportReport,
-) -> Result<Option<NewMedia>, ImportError> {
+) -> Result<Option<StoredMedia>, ImportError> {
     let shown = item.media.key.to_string();
     let done = || context.progress.items_done.fetch_add(1, Ordering::Relaxed);
     if let Some(existing) = &item.existing {
@@ -75,7 +74,8 @@ async fn prepare(
         done();
         return Ok(None);
     }
-    let content = match store_file(context, &item.content, report).await? {
+    let store = context.sink.datastore_for(&item.media.key, Content::Media);
+    let content = match store_file(context, &**store, &item.content, report).await? {
         Ok(put) => put,
         Err((reason, detail)) => {
             report.fail(
@@ -92,7 +92,7 @@ async fn prepare(
     };
     let thumbnails = store_thumbnails(context, &item.media, item.thumbnails, report).await?;
     let m = item.media;
-    Ok(Some(NewMedia {
+    Ok(Some(StoredMedia {
         record: MediaRecord {
             key: m.key,
             sha256: content.blob.sha256,
@@ -108,7 +108,6 @@ async fn prepare(
             imported_from: Some(context.options.source_label.clone()),
         },
         thumbnails,
-        datastore_id: context.datastore_id.unwrap_or(DatastoreId(0)),
     }))
 }
 
@@ -120,6 +119,7 @@ async fn store_thumbnails(
     report: &mut ImportReport,
 ) -> Result<Vec<ThumbnailRecord>, ImportError> {
     let shown = media.key.to_string();
+    let store = context.sink.datastore_for(&media.key, Content::Thumbnail);
     let mut thumbnails = Vec::with_capacity(drafts.len());
     for t in drafts {
         let t = match t {
@@ -129,7 +129,7 @@ async fn store_thumbnails(
                 continue;
             }
         };
-        match store_file(context, &t.file, report).await? {
+        match store_file(context, &**store, &t.file, report).await? {
             Ok(put) => thumbnails.push(ThumbnailRecord {
                 media: media.key.clone(),
                 width: t.width,
@@ -177,14 +177,10 @@ async fn add_missing_thumbnails(
         return Ok(());
     }
     // Blob before row: the thumbnails' bytes are durable before their rows.
-    context.store.sync().await?;
-    let datastore_id = context.datastore_id.unwrap_or(DatastoreId(0));
+    context.sink.sync().await?;
     let shown = item.media.key.to_string();
     for thumbnail in &thumbnails {
-        let outcome = context
-            .repo
-            .insert_thumbnail(thumbnail, datastore_id, &*context.store)
-            .await?;
+        let outcome = context.sink.record_thumbnail(thumbnail).await?;
         count_thumbnail(report, &shown, thumbnail, outcome);
     }
     Ok(())

@@ -223,6 +223,44 @@ impl MmrDeployment {
             .collect()
     }
 
+    /// The thumbnails recorded for those of `media_ids` of `origin`, by media ID.
+    pub async fn thumbnails_of_media(
+        &self,
+        origin: &ServerName,
+        media_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<MmrThumbnail>>, MmrError> {
+        let rows: Vec<(String, ThumbnailRow)> = sqlx::query(
+            "SELECT media_id, width, height, method, animated, content_type, size_bytes, \
+             sha256_hash, creation_ts, datastore_id, location FROM thumbnails \
+             WHERE origin = $1 AND media_id = ANY ($2)",
+        )
+        .bind(origin.as_str())
+        .bind(media_ids)
+        .fetch_all(&self.pool)
+        .await
+        .during("read recorded thumbnails from matrix-media-repo")?
+        .into_iter()
+        .map(|row: sqlx::postgres::PgRow| {
+            use sqlx::{FromRow, Row};
+            Ok::<_, sqlx::Error>((row.try_get("media_id")?, ThumbnailRow::from_row(&row)?))
+        })
+        .collect::<Result<_, _>>()
+        .during("read recorded thumbnails from matrix-media-repo")?;
+        let mut found: HashMap<String, Vec<MmrThumbnail>> = HashMap::new();
+        for (media_id, row) in rows {
+            let id: MediaId = media_id.parse().map_err(|e| {
+                MmrError::Db(DbError::InvalidRow {
+                    table: "thumbnails",
+                    key: format!("{origin}/{media_id}"),
+                    reason: format!("media_id: {e}"),
+                })
+            })?;
+            let thumbnail = row.into_thumbnail(&MediaKey::new(origin.clone(), id))?;
+            found.entry(media_id).or_default().push(thumbnail);
+        }
+        Ok(found)
+    }
+
     /// Those of `media_ids` of `origin` that must not be written: reserved
     /// (`reserved_media`, which wins when both list an ID) or held (`media_id_hold`).
     pub async fn blocked_media_ids(

@@ -21,6 +21,11 @@
 //! # }
 //! ```
 //!
+//! [`MmrSink`] ([`sink`]) is the first write backend: `media_import`'s narrow
+//! `ImportSink`, so that `import_synapse -config media-repo.yaml` writes into MMR. It
+//! follows the mapping below without changing `DatastoreId` or `BlobKey`: the sink says
+//! where bytes go per kind and keeps MMR's string IDs and any location to itself.
+//!
 //! # Design note: the MMR write backend and the repository roles
 //! The next step is a backend that plays `media_db`'s roles (`BlobIndex`, `MediaIndex`,
 //! `Quarantine`, `DeletionQueue`, `TaskLog`) on an MMR deployment, so that the import and
@@ -80,8 +85,10 @@ pub mod datastores;
 pub mod deployment;
 pub mod error;
 pub mod schema;
+pub mod sink;
 
 pub use config::{MediaKind, MmrConfig, MmrDatastoreId};
 pub use datastores::{Access, MmrDatastore, MmrDatastores};
 pub use deployment::{BlockedId, MmrDeployment, MmrMedia, MmrThumbnail, Placement};
 pub use error::MmrError;
+pub use sink::MmrSink;

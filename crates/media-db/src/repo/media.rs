@@ -468,7 +468,7 @@ enum MediaFilter {
 impl Repository {
     /// `SELECT {columns_from} WHERE origin = ? AND media_id IN (…)` over `media_ids` of
     /// `origin`, in statements of at most [`ROWS_PER_STATEMENT`] IDs.
-    async fn rows_of_media<R>(
+    pub(super) async fn rows_of_media<R>(
         &self,
         columns_from: &str,
         origin: &ServerName,

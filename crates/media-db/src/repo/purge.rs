@@ -12,7 +12,7 @@
 //! `reserved_media`, and the bytes of purged quarantined media in `blocked_hashes` (which
 //! [`crate::Quarantine::is_hash_quarantined`] consults), in the same transaction.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use media_core::ids::{ServerName, Sha256Hex};
@@ -406,5 +406,21 @@ impl Purge for Repository {
             .during("look up a reserved media ID")?
         });
         Ok(found.is_some())
+    }
+
+    async fn reserved_media_ids(
+        &self,
+        origin: &ServerName,
+        media_ids: &[&str],
+    ) -> Result<HashMap<String, String>, DbError> {
+        let rows: Vec<(String, String)> = self
+            .rows_of_media(
+                "media_id, reason FROM reserved_media",
+                origin,
+                media_ids,
+                "look up reserved media IDs",
+            )
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 }
