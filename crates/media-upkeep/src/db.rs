@@ -193,6 +193,11 @@ impl PurgeDb {
         on_pool!(&self.pool, |p| p.close().await)
     }
 
+    /// The homeserver whose local media this purge deletes.
+    pub fn server_name(&self) -> &ServerName {
+        &self.server_name
+    }
+
     async fn has_table(&self, table: &str) -> Result<bool, DbError> {
         self.pool
             .has_table(table, "inspect the Synapse schema")
@@ -261,7 +266,7 @@ impl PurgeDb {
                 }
             }
             (PurgeSelection::Media { .. }, MediaTable::Local) => {
-                let (local, _) = selection.named_media();
+                let (local, _) = selection.named_media(&self.server_name);
                 if local.is_empty() {
                     return nothing();
                 }
@@ -277,7 +282,7 @@ impl PurgeDb {
                 }
             }
             (PurgeSelection::Media { .. }, MediaTable::Remote) => {
-                let (_, remote) = selection.named_media();
+                let (_, remote) = selection.named_media(&self.server_name);
                 if remote.is_empty() {
                     return nothing();
                 }
@@ -311,7 +316,7 @@ impl PurgeDb {
     /// How many media the selection selects now.
     pub async fn count_candidates(&self, selection: &PurgeSelection) -> Result<u64, DbError> {
         let mut total = 0;
-        for table in selection.tables() {
+        for table in selection.tables(&self.server_name) {
             let condition = self.condition(selection, table);
             let sql = match table {
                 MediaTable::Remote => format!(
@@ -340,7 +345,7 @@ impl PurgeDb {
         &self,
         selection: &PurgeSelection,
     ) -> Result<Vec<MxcUri>, DbError> {
-        let (local, remote) = selection.named_media();
+        let (local, remote) = selection.named_media(&self.server_name);
         let mut missing = Vec::new();
         for (table, named) in [(MediaTable::Local, local), (MediaTable::Remote, remote)] {
             for mxc in named {

@@ -18,6 +18,8 @@
 //! * [`quarantine`](mod@quarantine): quarantine, unquarantine, protect and unprotect
 //!   with Synapse's semantics (hash propagation, protected media left out), a
 //!   [`room`]'s media as Synapse finds them, and [`listing`]s of media rows.
+//! * [`usage`](mod@usage): what the store holds by uploader, room, origin or month, with
+//!   the bytes stored twice and the share of thumbnails ([`usage()`]), and its page.
 //!
 //! Selecting what Synapse's `purge_media_cache` would purge, without changing anything:
 //!
@@ -57,6 +59,7 @@ pub mod removal;
 pub mod report;
 pub mod room;
 pub mod rows;
+pub mod usage;
 pub mod walk;
 
 pub use check::{CheckOptions, check};
@@ -66,3 +69,4 @@ pub use plan::{AvatarPolicy, PlannedMedia, PurgeSelection};
 pub use purge::{PurgeOptions, purge};
 pub use quarantine::{QuarantineOptions, QuarantineReport, quarantine};
 pub use report::PurgeReport;
+pub use usage::{UsageBy, UsageOptions, UsageReport, usage};

@@ -59,8 +59,6 @@ pub enum PurgeSelection {
     Media {
         /// The media, by their MXC URIs.
         media: Vec<MxcUri>,
-        /// This server's name: media of other origins are in the remote cache.
-        server_name: ServerName,
     },
 }
 
@@ -83,13 +81,13 @@ impl PurgeSelection {
         }
     }
 
-    /// The tables it selects media in.
-    pub fn tables(&self) -> Vec<MediaTable> {
+    /// The tables it selects media in, on the homeserver `server`.
+    pub fn tables(&self, server: &ServerName) -> Vec<MediaTable> {
         match self {
             Self::Remote { .. } => vec![MediaTable::Remote],
             Self::Local { .. } | Self::User { .. } => vec![MediaTable::Local],
             Self::Media { .. } => {
-                let (local, remote) = self.named_media();
+                let (local, remote) = self.named_media(server);
                 let mut tables = Vec::new();
                 if !local.is_empty() {
                     tables.push(MediaTable::Local);
@@ -102,13 +100,11 @@ impl PurgeSelection {
         }
     }
 
-    /// Of the media an explicit [`PurgeSelection::Media`] names, the local ones and the
-    /// remote ones (both empty for the other selections).
-    pub fn named_media(&self) -> (Vec<&MxcUri>, Vec<&MxcUri>) {
+    /// Of the media an explicit [`PurgeSelection::Media`] names, those of `server` (local
+    /// media) and the others (cached remote media); both empty for the other selections.
+    pub fn named_media(&self, server: &ServerName) -> (Vec<&MxcUri>, Vec<&MxcUri>) {
         match self {
-            Self::Media { media, server_name } => {
-                media.iter().partition(|mxc| mxc.server() == server_name)
-            }
+            Self::Media { media } => media.iter().partition(|mxc| mxc.server() == server),
             _ => (Vec::new(), Vec::new()),
         }
     }

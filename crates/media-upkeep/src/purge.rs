@@ -68,7 +68,7 @@ async fn check_store(
 ) -> Result<ServerName, UpkeepError> {
     let server_name =
         media_synapse::resolve_server_name(synapse, options.server_name.clone()).await?;
-    let tables = options.selection.tables();
+    let tables = options.selection.tables(&server_name);
     let local = tables.contains(&MediaTable::Local);
     let include = Include {
         local,
@@ -121,7 +121,7 @@ async fn purge_with(
             "no local or cached remote media has this ID".to_owned(),
         );
     }
-    for table in selection.tables() {
+    for table in selection.tables(db.server_name()) {
         purge_table(db, options, table, journal.as_mut(), progress, &mut report).await?;
     }
     if let Some(journal) = journal {
