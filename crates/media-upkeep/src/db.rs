@@ -352,12 +352,13 @@ impl PurgeDb {
                 let found: Option<i64> = on_pool!(&self.pool, |p| {
                     match table {
                         MediaTable::Local => sqlx::query_scalar(
-                            "SELECT 1 FROM local_media_repository WHERE media_id = $1",
+                            "SELECT CAST(1 AS BIGINT) FROM local_media_repository \
+                             WHERE media_id = $1",
                         )
                         .bind(mxc.media_id().as_str()),
                         MediaTable::Remote => sqlx::query_scalar(
-                            "SELECT 1 FROM remote_media_cache WHERE media_origin = $1 \
-                             AND media_id = $2",
+                            "SELECT CAST(1 AS BIGINT) FROM remote_media_cache \
+                             WHERE media_origin = $1 AND media_id = $2",
                         )
                         .bind(mxc.server().as_str())
                         .bind(mxc.media_id().as_str()),
