@@ -373,8 +373,8 @@ async fn a_killed_purge_converges_on_the_next_run_to_the_uninterrupted_end_state
     let reference = Store {
         db_url: format!("sqlite://{}", reference.sqlite_path.display()),
         media_store: reference.media_store.clone(),
-        _dir: reference_dir,
-        _postgres: None,
+        dir: reference_dir,
+        postgres: None,
     };
     reference
         .command(&["purge", "remote", "--before", &before])
@@ -400,8 +400,8 @@ async fn a_killed_purge_converges_on_the_next_run_to_the_uninterrupted_end_state
         let store = Store {
             db_url,
             media_store: generated.media_store.clone(),
-            _dir: dir,
-            _postgres: postgres,
+            dir,
+            postgres,
         };
         let count = "SELECT CAST(COUNT(*) AS TEXT) FROM remote_media_cache";
         let remote_rows =

@@ -59,13 +59,13 @@ pub fn now_ms() -> i64 {
 /// A Synapse database and media store a test may change.
 pub struct Store {
     /// The folder holding the copy (removed when the store is dropped).
-    pub _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     /// The database's URL.
     pub db_url: String,
     /// The media store folder.
     pub media_store: PathBuf,
     /// The PostgreSQL database holding the copy (dropped with the store).
-    pub _postgres: Option<TestDatabase>,
+    pub postgres: Option<TestDatabase>,
 }
 
 /// A copy of the real-Synapse fixture of `engine`.
@@ -99,10 +99,10 @@ pub async fn copy_fixture(engine: Engine) -> Store {
         }
     };
     Store {
-        _dir: dir,
+        dir,
         db_url,
         media_store,
-        _postgres: postgres,
+        postgres,
     }
 }
 

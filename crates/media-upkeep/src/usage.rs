@@ -279,19 +279,17 @@ async fn usage_with(
         .next()
         .map(|(_, f)| f)
         .unwrap_or_default();
-    let (mut groups, total_groups) = match options.by {
+    let mut groups = match options.by {
         UsageBy::Room => by_room(pool, &figures).await?,
-        by => {
-            let (key, filter) = match by {
-                UsageBy::User => ("d.user_id", "d.user_id IS NOT NULL"),
-                UsageBy::Origin => ("d.origin", "1 = 1"),
-                _ => (figures.month_expression(), "1 = 1"),
-            };
-            let groups = figures.run(Some(key), Some((filter, Vec::new()))).await?;
-            let count = groups.len();
-            (groups, count)
+        UsageBy::User => {
+            figures
+                .grouped("d.user_id", "d.user_id IS NOT NULL")
+                .await?
         }
+        UsageBy::Origin => figures.grouped("d.origin", "1 = 1").await?,
+        UsageBy::Month => figures.grouped(figures.month_expression(), "1 = 1").await?,
     };
+    let total_groups = groups.len();
     groups.sort_by(|(ka, a), (kb, b)| b.total_bytes().cmp(&a.total_bytes()).then(ka.cmp(kb)));
     groups.truncate(options.limit);
     let listed = groups.len();
@@ -332,7 +330,7 @@ async fn usage_with(
 async fn by_room(
     pool: &Pool,
     figures: &FiguresQuery<'_>,
-) -> Result<(Vec<(String, Figures)>, usize), DbError> {
+) -> Result<Vec<(String, Figures)>, DbError> {
     let rooms: Vec<String> = on_pool!(pool, |p| {
         sqlx::query_scalar(
             "SELECT DISTINCT room_id FROM events WHERE contains_url = TRUE \
@@ -380,8 +378,7 @@ async fn by_room(
         }
         groups.push((room.to_string(), sum));
     }
-    let count = groups.len();
-    Ok((groups, count))
+    Ok(groups)
 }
 
 /// The statement that sums media figures over every media, local and remote.
@@ -416,6 +413,11 @@ impl<'a> FiguresQuery<'a> {
                 "to_char(to_timestamp(d.created_ts / 1000) AT TIME ZONE 'UTC', 'YYYY-MM')"
             }
         }
+    }
+
+    /// The figures of every group of `key`, of the media `filter` keeps.
+    async fn grouped(&self, key: &str, filter: &str) -> Result<Vec<(String, Figures)>, DbError> {
+        self.run(Some(key), Some((filter, Vec::new()))).await
     }
 
     /// The figures grouped by `key` (one group of every media without one), of the media
