@@ -2,8 +2,8 @@
 //! directly to its database and media store, leaving no empty folder behind.
 //!
 //! * [`plan`]: what a purge selects ([`PurgeSelection`]: the remote cache by last
-//!   access, local media by age, size and avatar use, a user's uploads, named media) and each selected media's files
-//!   ([`PlannedMedia`]). The plan is what every way of applying a purge shares.
+//!   access, local media by age, size and avatar use, a user's uploads, named media)
+//!   and each selected media's files ([`PlannedMedia`]). The plan is what every way of applying a purge shares.
 //! * [`db`]: Synapse's database as a purge sees it: the candidates page by page, what
 //!   is kept and why, one transaction per batch of deletions.
 //! * [`removal`]: removing a media's files and the folders left empty, never following
