@@ -9,10 +9,14 @@ use media_core::ids::{MxcUri, ServerName, UserId};
 use media_core::moment::Moment;
 use media_core::run::RunMode;
 use media_db::DatabaseLocation;
+use media_synapse::HomeserverConfig;
 use media_upkeep::listing::{ListOptions, Listing};
 use media_upkeep::quarantine::{Change, Target};
 use media_upkeep::room::RoomId;
-use media_upkeep::{AvatarPolicy, CheckOptions, PurgeOptions, PurgeSelection, QuarantineOptions};
+use media_upkeep::{
+    AvatarPolicy, CheckOptions, PurgeOptions, PurgeSelection, QuarantineOptions, UsageBy,
+    UsageOptions,
+};
 
 const SYNAPSE: &str = "Synapse";
 
@@ -22,6 +26,12 @@ const SYNAPSE: &str = "Synapse";
 #[derive(Debug, Parser)]
 #[command(name = "synapse_media", version, after_help = EXAMPLES)]
 pub(crate) struct Cli {
+    /// Synapse's homeserver.yaml: its database section (sqlite3 or psycopg2),
+    /// media_store_path and server_name are used where no flag gives them. Relative
+    /// paths in it are taken from the file's folder.
+    #[arg(short = 'c', long, global = true, help_heading = SYNAPSE, env = "SYNAPSE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+
     /// Synapse's database: the path of homeserver.db, a postgres:// URL or PostgreSQL
     /// key=value settings.
     #[arg(long, global = true, help_heading = SYNAPSE, env = "SYNAPSE_DB")]
@@ -84,6 +94,52 @@ pub(crate) enum Command {
     /// Look at media rows: a user's uploads, a room's media, one media.
     #[command(subcommand)]
     Media(MediaCommand),
+    /// What the store holds, grouped by uploader, room, origin or month, largest first:
+    /// media, bytes, thumbnails (and their share), and the bytes Synapse stores twice
+    /// (media with the same sha256 under several IDs; media without a sha256, from
+    /// before Synapse 1.128, are not compared). Figures are the database's recorded
+    /// lengths. --by room counts the media the room's events point at (a media in
+    /// several rooms counts in each); --by user counts local media only.
+    Usage {
+        /// How to group.
+        #[arg(long, value_enum, default_value = "origin")]
+        by: UsageByArg,
+
+        /// List at most this many groups.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+
+        /// Also write a self-contained page with charts to this file.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+}
+
+/// How `usage` groups media.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum UsageByArg {
+    /// By uploader (local media).
+    User,
+    /// By room (the media its events point at).
+    Room,
+    /// By origin server.
+    Origin,
+    /// By month of upload or caching (UTC).
+    Month,
+}
+
+impl From<UsageByArg> for UsageBy {
+    fn from(by: UsageByArg) -> Self {
+        match by {
+            UsageByArg::User => UsageBy::User,
+            UsageByArg::Room => UsageBy::Room,
+            UsageByArg::Origin => UsageBy::Origin,
+            UsageByArg::Month => UsageBy::Month,
+        }
+    }
 }
 
 /// What to look at.
@@ -199,6 +255,32 @@ pub(crate) enum Purge {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Every local media a user uploaded (URL previews they fetched included), as
+    /// Synapse's DELETE /_synapse/admin/v1/users/<user_id>/media: quarantined and
+    /// protected media and avatars go too, as with Synapse's API. Stop Synapse first.
+    User {
+        /// The uploader, e.g. @alice:example.org.
+        user: UserId,
+
+        /// Only media uploaded before this: a date, a time, Unix milliseconds or an age.
+        #[arg(long)]
+        before: Option<Moment>,
+
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// These media, local or cached remote, as Synapse's DELETE
+    /// /_synapse/admin/v1/media/<server>/<media_id>: whatever their state (quarantined,
+    /// protected, avatars), as with Synapse's API. A media with no row is a listed
+    /// failure (exit 1). Stop Synapse first for local media.
+    Media {
+        /// mxc://server/media_id, one or more.
+        #[arg(required = true)]
+        mxc: Vec<MxcUri>,
+
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 /// A subcommand, ready to run.
@@ -211,6 +293,8 @@ pub(crate) enum Job {
     Quarantine(QuarantineOptions),
     /// A listing of media rows.
     List(ListOptions),
+    /// A usage report.
+    Usage(UsageOptions),
 }
 
 /// The flags of every run: dry run and report.
@@ -248,6 +332,16 @@ Examples:
       --media-store /var/lib/synapse/media_store check
   synapse_media ... check --fix
 
+  # The same, with the database, media store and server name from homeserver.yaml:
+  synapse_media -c /etc/matrix-synapse/homeserver.yaml purge remote --older-than 30d
+
+  # Delete everything a user uploaded before 2025, or two named media:
+  synapse_media -c homeserver.yaml purge user @spammer:example.org --before 2025-01-01
+  synapse_media -c homeserver.yaml purge media mxc://example.org/abc mxc://other.org/def
+
+  # Who uses the space, what is stored twice, how much are thumbnails? As a page too:
+  synapse_media -c homeserver.yaml usage --by user --limit 10 --html usage.html
+
   # Quarantine a media and every copy of it (same sha256), then a whole room's media:
   synapse_media ... quarantine --by @admin:example.org media mxc://example.org/abcdef
   synapse_media ... quarantine --by @admin:example.org room '!room:example.org' --dry-run
@@ -258,8 +352,13 @@ impl Cli {
     /// The run flags of a subcommand that has them.
     fn run_args(&self) -> Option<&RunArgs> {
         match &self.command {
-            Command::Purge(Purge::Remote { run, .. } | Purge::Local { run, .. }) => Some(run),
-            Command::Check { .. } | Command::Media(_) => None,
+            Command::Purge(
+                Purge::Remote { run, .. }
+                | Purge::Local { run, .. }
+                | Purge::User { run, .. }
+                | Purge::Media { run, .. },
+            ) => Some(run),
+            Command::Check { .. } | Command::Media(_) | Command::Usage { .. } => None,
             Command::Quarantine { target, .. } | Command::Unquarantine(target) => {
                 Some(target.run())
             }
@@ -269,7 +368,7 @@ impl Cli {
 
     fn report_args(&self) -> &ReportArgs {
         match (&self.command, self.run_args()) {
-            (Command::Check { report, .. }, _)
+            (Command::Check { report, .. } | Command::Usage { report, .. }, _)
             | (
                 Command::Media(
                     MediaCommand::List { report, .. } | MediaCommand::Show { report, .. },
@@ -289,29 +388,86 @@ impl Cli {
         }
     }
 
-    /// Synapse's database (--synapse-db).
-    fn synapse_location(&self) -> Result<DatabaseLocation, RunError> {
-        let given = self.synapse_db.as_deref().ok_or_else(|| {
-            RunError::usage(
-                "give Synapse's database with --synapse-db (the path of homeserver.db or a \
-                 postgres:// URL)",
-            )
-        })?;
-        given.parse().map_err(RunError::of)
+    /// Synapse's homeserver.yaml (-c), read.
+    fn homeserver_config(&self) -> Result<Option<HomeserverConfig>, RunError> {
+        self.config
+            .as_deref()
+            .map(HomeserverConfig::load)
+            .transpose()
+            .map_err(RunError::of)
     }
 
-    /// Synapse's media store (--media-store), which must be a folder.
-    fn media_store(&self) -> Result<PathBuf, RunError> {
-        match &self.media_store {
-            Some(dir) if dir.is_dir() => Ok(dir.clone()),
-            Some(dir) => Err(RunError::usage(format_args!(
-                "--media-store {} is not a folder: give Synapse's media_store_path",
-                dir.display()
-            ))),
+    /// Synapse's database: --synapse-db, else homeserver.yaml's database section.
+    fn synapse_location(
+        &self,
+        config: Option<&HomeserverConfig>,
+    ) -> Result<DatabaseLocation, RunError> {
+        if let Some(given) = self.synapse_db.as_deref() {
+            return given.parse().map_err(RunError::of);
+        }
+        match config {
+            Some(config) => config.database.clone().ok_or_else(|| {
+                self.missing_key("database", "give Synapse's database with --synapse-db")
+            }),
             None => Err(RunError::usage(
-                "give Synapse's media_store_path with --media-store",
+                "give Synapse's database with --synapse-db (the path of homeserver.db or a \
+                 postgres:// URL), or Synapse's homeserver.yaml with -c",
             )),
         }
+    }
+
+    /// Synapse's media store (--media-store, else homeserver.yaml's media_store_path),
+    /// which must be a folder.
+    fn media_store(&self, config: Option<&HomeserverConfig>) -> Result<PathBuf, RunError> {
+        let (dir, from) = match (&self.media_store, config) {
+            (Some(dir), _) => (dir.clone(), "--media-store"),
+            (None, Some(config)) => (
+                config.media_store_path.clone().ok_or_else(|| {
+                    self.missing_key(
+                        "media_store_path",
+                        "give Synapse's media_store_path with --media-store",
+                    )
+                })?,
+                "media_store_path",
+            ),
+            (None, None) => {
+                return Err(RunError::usage(
+                    "give Synapse's media_store_path with --media-store, or Synapse's \
+                     homeserver.yaml with -c",
+                ));
+            }
+        };
+        if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(RunError::usage(format_args!(
+                "{from} {} is not a folder: give Synapse's media_store_path",
+                dir.display()
+            )))
+        }
+    }
+
+    /// The server name: --server-name, else homeserver.yaml's server_name (which must
+    /// be there when -c is given), else derived from the database.
+    fn server_name(
+        &self,
+        config: Option<&HomeserverConfig>,
+    ) -> Result<Option<ServerName>, RunError> {
+        match (&self.server_name, config) {
+            (Some(name), _) => Ok(Some(name.clone())),
+            (None, Some(config)) => config
+                .server_name
+                .clone()
+                .map(Some)
+                .ok_or_else(|| self.missing_key("server_name", "give it with --server-name")),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The usage error of a key homeserver.yaml lacks, with the flag that stands in.
+    fn missing_key(&self, key: &str, instead: &str) -> RunError {
+        let path = self.config.as_deref().unwrap_or(std::path::Path::new(""));
+        RunError::usage(format_args!("{} sets no {key}: {instead}", path.display()))
     }
 
     /// What a purge subcommand purges.
@@ -332,13 +488,20 @@ impl Cli {
                     AvatarPolicy::Delete
                 },
             },
+            Purge::User { user, before, .. } => PurgeSelection::User {
+                user: user.clone(),
+                before: *before,
+            },
+            Purge::Media { mxc, .. } => PurgeSelection::Media { media: mxc.clone() },
         }
     }
 
     /// What to run, with its options.
     pub(crate) fn job(&self) -> Result<Job, RunError> {
-        let synapse_db = self.synapse_location()?;
-        let server_name = self.server_name.clone();
+        let config = self.homeserver_config()?;
+        let config = config.as_ref();
+        let synapse_db = self.synapse_location(config)?;
+        let server_name = self.server_name(config)?;
         let mode = self.mode();
         let change = |target: Target, change: Change| {
             Job::Quarantine(QuarantineOptions {
@@ -352,14 +515,14 @@ impl Cli {
         Ok(match &self.command {
             Command::Purge(purge) => Job::Purge(PurgeOptions {
                 synapse_db: synapse_db.clone(),
-                media_store: self.media_store()?,
+                media_store: self.media_store(config)?,
                 server_name: server_name.clone(),
                 selection: Self::selection(purge),
                 mode,
             }),
             Command::Check { settled_before, .. } => Job::Check(CheckOptions {
                 synapse_db: synapse_db.clone(),
-                media_store: self.media_store()?,
+                media_store: self.media_store(config)?,
                 server_name: server_name.clone(),
                 mode,
                 settled_before: *settled_before,
@@ -378,6 +541,15 @@ impl Cli {
             Command::Unprotect(media) => {
                 change(Target::Media(media.mxc.clone()), Change::Unprotect)
             }
+            Command::Usage {
+                by, limit, html, ..
+            } => Job::Usage(UsageOptions {
+                synapse_db: synapse_db.clone(),
+                server_name: server_name.clone(),
+                by: (*by).into(),
+                limit: *limit,
+                html: html.clone(),
+            }),
             Command::Media(command) => Job::List(ListOptions {
                 synapse_db: synapse_db.clone(),
                 server_name: server_name.clone(),

@@ -39,6 +39,11 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
             bar.finish();
             media_cli::print_report(&report.map_err(RunError::of)?, output)
         }
+        Job::Usage(options) => {
+            let report = media_upkeep::usage(options).await;
+            bar.finish();
+            media_cli::print_report(&report.map_err(RunError::of)?, output)
+        }
         Job::List(options) => {
             let listing = media_upkeep::listing::list(options).await;
             bar.finish();

@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use media_core::html::{self, Bar};
 use media_core::moment::Moment;
 use media_core::progress::human_size;
 use media_core::run::{Report, RunMode};
@@ -14,13 +15,6 @@ use serde::Serialize;
 
 use crate::error::AdminError;
 use crate::usage::Space;
-
-/// Width of a chart, in SVG user units (pixels).
-const CHART_WIDTH: u32 = 760;
-/// Width of the label column of a chart.
-const LABEL_WIDTH: u32 = 260;
-/// Height of one bar's row.
-const ROW_HEIGHT: u32 = 22;
 
 /// What `media_admin usage --html` reports once the page is written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -88,37 +82,28 @@ pub async fn write_page(
     })
 }
 
-/// One bar: its label, its value and its tooltip.
-struct Bar {
-    label: String,
-    value: u64,
-    title: String,
+/// The bar of `usage`'s bytes as uploaded.
+fn bytes_bar<K: std::fmt::Display>(usage: &Usage<K>) -> Bar {
+    Bar {
+        label: usage.of.to_string(),
+        value: usage.bytes,
+        title: format!(
+            "{}: {} media, {} bytes ({} stored)",
+            usage.of, usage.media, usage.bytes, usage.stored_bytes
+        ),
+    }
 }
 
-impl Bar {
-    /// The bar of `usage`'s bytes as uploaded.
-    fn bytes<K: std::fmt::Display>(usage: &Usage<K>) -> Self {
-        Self {
-            label: usage.of.to_string(),
-            value: usage.bytes,
-            title: format!(
-                "{}: {} media, {} bytes ({} stored)",
-                usage.of, usage.media, usage.bytes, usage.stored_bytes
-            ),
-        }
-    }
-
-    /// The bar of what deduplication saves of `usage`.
-    fn saved<K: std::fmt::Display>(usage: &Usage<K>) -> Self {
-        let saved = usage.bytes.saturating_sub(usage.stored_bytes);
-        Self {
-            label: usage.of.to_string(),
-            value: saved,
-            title: format!(
-                "{}: {saved} bytes saved ({} bytes uploaded, {} stored)",
-                usage.of, usage.bytes, usage.stored_bytes
-            ),
-        }
+/// The bar of what deduplication saves of `usage`.
+fn saved_bar<K: std::fmt::Display>(usage: &Usage<K>) -> Bar {
+    let saved = usage.bytes.saturating_sub(usage.stored_bytes);
+    Bar {
+        label: usage.of.to_string(),
+        value: saved,
+        title: format!(
+            "{}: {saved} bytes saved ({} bytes uploaded, {} stored)",
+            usage.of, usage.bytes, usage.stored_bytes
+        ),
     }
 }
 
@@ -130,14 +115,7 @@ fn render(
     months: &[Usage<String>],
 ) -> String {
     let space = Space::from(totals);
-    let mut page = String::from(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n\
-         <title>Media repository usage</title>\n<style>\n\
-         body { font-family: sans-serif; margin: 2em; color: #222; }\n\
-         svg text { font-size: 12px; font-family: sans-serif; }\n\
-         .bar { fill: #3b7dd8; } .saved { fill: #2e9d5b; }\n\
-         </style>\n</head>\n<body>\n",
-    );
+    let mut page = html::page_start("Media repository usage", html::CHART_STYLE);
     let _ = writeln!(
         page,
         "<h1>Media repository usage</h1>\n<p>{} media, {} bytes uploaded ({}), {} bytes \
@@ -151,99 +129,30 @@ fn render(
         human_size(space.saved_bytes),
         Moment::from_unix_ms(media_core::now_ms())
     );
-    chart(
+    html::bar_chart(
         &mut page,
         "Bytes by origin",
         "bar",
-        origins.iter().map(Bar::bytes),
+        &origins.iter().map(bytes_bar).collect::<Vec<_>>(),
     );
-    chart(
+    html::bar_chart(
         &mut page,
         "Bytes by uploader",
         "bar",
-        users.iter().map(Bar::bytes),
+        &users.iter().map(bytes_bar).collect::<Vec<_>>(),
     );
-    chart(
+    html::bar_chart(
         &mut page,
         "Bytes by month of upload",
         "bar",
-        months.iter().map(Bar::bytes),
+        &months.iter().map(bytes_bar).collect::<Vec<_>>(),
     );
-    chart(
+    html::bar_chart(
         &mut page,
         "Saved by deduplication, by origin",
         "saved",
-        origins.iter().map(Bar::saved),
+        &origins.iter().map(saved_bar).collect::<Vec<_>>(),
     );
-    page.push_str("</body>\n</html>\n");
+    page.push_str(html::PAGE_END);
     page
-}
-
-/// Appends a heading and a horizontal bar chart of `bars` (scaled to the largest).
-fn chart(page: &mut String, heading: &str, class: &str, bars: impl Iterator<Item = Bar>) {
-    let bars: Vec<Bar> = bars.collect();
-    let _ = writeln!(page, "<h2>{}</h2>", escape(heading));
-    if bars.is_empty() {
-        page.push_str("<p>(none)</p>\n");
-        return;
-    }
-    let largest = bars.iter().map(|b| b.value).max().unwrap_or(0).max(1);
-    let bar_space = CHART_WIDTH - LABEL_WIDTH - 90;
-    let height = ROW_HEIGHT * bars.len() as u32;
-    let _ = writeln!(
-        page,
-        "<svg width=\"{CHART_WIDTH}\" height=\"{height}\" viewBox=\"0 0 {CHART_WIDTH} {height}\" \
-         role=\"img\" aria-label=\"{}\">",
-        escape(heading)
-    );
-    for (row, bar) in bars.iter().enumerate() {
-        let y = row as u32 * ROW_HEIGHT;
-        let width = (u128::from(bar.value) * u128::from(bar_space) / u128::from(largest)) as u32;
-        let _ = writeln!(
-            page,
-            "<g><title>{title}</title>\
-             <text x=\"{lx}\" y=\"{ty}\" text-anchor=\"end\">{label}</text>\
-             <rect class=\"{class}\" x=\"{LABEL_WIDTH}\" y=\"{ry}\" width=\"{width}\" \
-             height=\"{rh}\"/>\
-             <text x=\"{vx}\" y=\"{ty}\">{value}</text></g>",
-            title = escape(&bar.title),
-            lx = LABEL_WIDTH - 6,
-            ty = y + 15,
-            label = escape(&bar.label),
-            ry = y + 3,
-            rh = ROW_HEIGHT - 6,
-            vx = LABEL_WIDTH + width + 4,
-            value = human_size(bar.value),
-        );
-    }
-    page.push_str("</svg>\n");
-}
-
-/// `text` with the characters HTML and SVG give a meaning escaped.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_cannot_break_out_of_the_markup() {
-        assert_eq!(
-            escape("<script>\"a\" & 'b'</script>"),
-            "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/script&gt;"
-        );
-    }
 }

@@ -8,6 +8,7 @@
 //! spooled to files by the writer, and a [`head`] and [`TAIL`] around them once the
 //! totals are known, so that memory does not grow with the number of media.
 
+use media_core::html::{escape as html_escape, page_start};
 use media_core::moment::Moment;
 use media_core::progress::human_size;
 
@@ -91,10 +92,7 @@ pub fn head(entity_id: &str, created_ts: i64, totals: &IndexTotals) -> String {
         ),
     };
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>Media of {title}</title>\n<style>{STYLE}</style></head>\n<body>\n\
-         <h1>Media of {title}</h1>\n<p class=\"meta\">Exported {date}.</p>\n\
+        "{shell}<h1>Media of {title}</h1>\n<p class=\"meta\">Exported {date}.</p>\n\
          <h2>How to open your files</h2>\n\
          <p class=\"note\">This page lists your media; the files themselves are in {parts}, \
          beside <code>export-manifest.tgz</code>, which holds this page. Unpack every \
@@ -110,6 +108,7 @@ pub fn head(entity_id: &str, created_ts: i64, totals: &IndexTotals) -> String {
          <li>{files} files in {part_count} part file(s); media with identical content \
          share one file.</li>\n<li>{left_out}</li>\n</ul>\n\
          <h2>Your media</h2>\n<ol class=\"media\">\n",
+        shell = page_start(&format!("Media of {entity_id}"), STYLE),
         date = utc_date(created_ts),
         media = totals.media,
         media_size = human_size(totals.media_bytes),
@@ -208,22 +207,6 @@ pub fn middle(totals: &IndexTotals) -> String {
 
 /// The end of the page.
 pub const TAIL: &str = "</ul>\n</body></html>\n";
-
-/// Escapes text for HTML content and attribute values.
-pub fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Percent-encodes a file name for a relative URL: every byte but the unreserved ones.
 /// With the `./` put before it, a name such as `example.org:8448__x` is never read as a

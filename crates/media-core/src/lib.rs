@@ -38,6 +38,7 @@
 
 pub mod datastore;
 pub mod hashing;
+pub mod html;
 pub mod ids;
 pub mod local_files;
 pub mod moment;

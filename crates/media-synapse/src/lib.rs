@@ -9,6 +9,8 @@
 //! * [`paths`]: where Synapse keeps each file under its `media_store_path`.
 //! * [`files`]: opening those files without ever leaving the media store.
 //! * [`store_check`]: a first look at a media store before a job starts.
+//! * [`homeserver_config`]: the database, media store and server name that
+//!   `homeserver.yaml` sets.
 //! * [`server`]: which server a Synapse belongs to, and the label of its media.
 //! * `homeserver` (feature `http`): downloading media from the running homeserver.
 //!
@@ -54,6 +56,7 @@ pub mod error;
 pub mod files;
 #[cfg(feature = "http")]
 pub mod homeserver;
+pub mod homeserver_config;
 pub mod include;
 pub mod media;
 pub mod paths;
@@ -64,6 +67,7 @@ pub use db::{SynapseDb, open_synapse};
 pub use error::SynapseError;
 #[cfg(feature = "http")]
 pub use homeserver::HomeserverClient;
+pub use homeserver_config::HomeserverConfig;
 pub use include::Include;
 pub use media::{
     RowFailure, RowFault, SynapseMedia, SynapseThumbnail, local_media, local_thumbnail,

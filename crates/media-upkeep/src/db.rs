@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use media_core::ids::ServerName;
+use media_core::ids::{MxcUri, ServerName};
 use media_core::records::MediaKey;
 use media_core::run::RunMode;
 use media_db::DatabaseLocation;
@@ -16,7 +16,7 @@ use media_db::connect::{self, OpenOptions, Pool, on_pool};
 use media_db::error::{DbError, QueryContext};
 use sqlx::AssertSqlSafe;
 
-use crate::plan::{AvatarPolicy, PlannedMedia, PurgeSelection, Storage};
+use crate::plan::{AvatarPolicy, MediaTable, PlannedMedia, PurgeSelection, Storage};
 
 /// Media planned (and deleted) per batch: one transaction each.
 pub const BATCH_SIZE: i64 = 500;
@@ -80,28 +80,31 @@ pub struct DeletedBatch {
     pub changed: u64,
 }
 
-/// The selection's bound values, in placeholder order from `$1`.
-struct Binds {
-    cutoff: i64,
-    size_gt: Option<i64>,
-    prefix: Option<String>,
+/// One value bound to a selection's placeholder.
+#[derive(Debug, Clone)]
+enum Bound {
+    Int(i64),
+    Text(String),
 }
 
-impl Binds {
-    fn count(&self) -> usize {
-        1 + usize::from(self.size_gt.is_some()) + usize::from(self.prefix.is_some())
-    }
+/// A selection's condition on one table (over `lmr` for local media, `r` for remote),
+/// with its bound values in placeholder order from `$1`.
+struct Condition {
+    sql: String,
+    binds: Vec<Bound>,
+    /// The part that keeps avatars (`None` without avatars to keep).
+    keep: Option<String>,
 }
 
-/// Binds a selection's values to a query, in placeholder order.
+/// Binds a condition's values to a query, in placeholder order.
 macro_rules! bind_selection {
     ($query:expr, $binds:expr) => {{
-        let mut query = $query.bind($binds.cutoff);
-        if let Some(size_gt) = $binds.size_gt {
-            query = query.bind(size_gt);
-        }
-        if let Some(prefix) = &$binds.prefix {
-            query = query.bind(prefix.clone());
+        let mut query = $query;
+        for bound in &$binds {
+            query = match bound {
+                Bound::Int(value) => query.bind(*value),
+                Bound::Text(text) => query.bind(text.clone()),
+            };
         }
         query
     }};
@@ -190,31 +193,39 @@ impl PurgeDb {
         on_pool!(&self.pool, |p| p.close().await)
     }
 
+    /// The homeserver whose local media this purge deletes.
+    pub fn server_name(&self) -> &ServerName {
+        &self.server_name
+    }
+
     async fn has_table(&self, table: &str) -> Result<bool, DbError> {
         self.pool
             .has_table(table, "inspect the Synapse schema")
             .await
     }
 
-    /// The SQL condition of a selection over `lmr` (local) or `r` (remote), its bound
-    /// values, and the condition that keeps avatars (`None` without avatars to keep).
-    fn condition(&self, selection: &PurgeSelection) -> (String, Binds, Option<String>) {
-        match selection {
-            PurgeSelection::Remote { before } => (
-                "r.last_access_ts < $1 AND r.quarantined_by IS NULL".to_owned(),
-                Binds {
-                    cutoff: before.unix_ms(),
-                    size_gt: None,
-                    prefix: None,
+    /// The SQL condition of a selection on `table`, with its bound values.
+    fn condition(&self, selection: &PurgeSelection, table: MediaTable) -> Condition {
+        let nothing = || Condition {
+            sql: "1 = 0".to_owned(),
+            binds: Vec::new(),
+            keep: None,
+        };
+        match (selection, table) {
+            (PurgeSelection::Remote { before }, MediaTable::Remote) => Condition {
+                sql: "r.last_access_ts < $1 AND r.quarantined_by IS NULL".to_owned(),
+                binds: vec![Bound::Int(before.unix_ms())],
+                keep: None,
+            },
+            (
+                PurgeSelection::Local {
+                    before,
+                    size_gt,
+                    avatars,
                 },
-                None,
-            ),
-            PurgeSelection::Local {
-                before,
-                size_gt,
-                avatars,
-            } => {
-                let mut condition = format!(
+                MediaTable::Local,
+            ) => {
+                let mut sql = format!(
                     "{LOCAL_AGE_AND_SIZE} AND lmr.quarantined_by IS NULL \
                      AND NOT COALESCE(lmr.safe_from_quarantine, FALSE)"
                 );
@@ -231,45 +242,142 @@ impl PurgeDb {
                             .collect::<Vec<_>>()
                             .join(" AND ")
                     });
+                let mut binds = vec![
+                    Bound::Int(before.unix_ms()),
+                    Bound::Int(i64::try_from(*size_gt).unwrap_or(i64::MAX)),
+                ];
                 if let Some(keep) = &keep {
-                    condition = format!("{condition} AND {keep}");
+                    sql = format!("{sql} AND {keep}");
+                    binds.push(Bound::Text(format!("mxc://{}/", self.server_name)));
                 }
-                let binds = Binds {
-                    cutoff: before.unix_ms(),
-                    size_gt: Some(i64::try_from(*size_gt).unwrap_or(i64::MAX)),
-                    prefix: keep
-                        .is_some()
-                        .then(|| format!("mxc://{}/", self.server_name)),
-                };
-                (condition, binds, keep)
+                Condition { sql, binds, keep }
             }
+            (PurgeSelection::User { user, before }, MediaTable::Local) => {
+                let mut sql = "lmr.user_id = $1".to_owned();
+                let mut binds = vec![Bound::Text(user.to_string())];
+                if let Some(before) = before {
+                    sql.push_str(" AND lmr.created_ts < $2");
+                    binds.push(Bound::Int(before.unix_ms()));
+                }
+                Condition {
+                    sql,
+                    binds,
+                    keep: None,
+                }
+            }
+            (PurgeSelection::Media { .. }, MediaTable::Local) => {
+                let (local, _) = selection.named_media(&self.server_name);
+                if local.is_empty() {
+                    return nothing();
+                }
+                let placeholders: Vec<String> =
+                    (1..=local.len()).map(|i| format!("${i}")).collect();
+                Condition {
+                    sql: format!("lmr.media_id IN ({})", placeholders.join(", ")),
+                    binds: local
+                        .iter()
+                        .map(|mxc| Bound::Text(mxc.media_id().to_string()))
+                        .collect(),
+                    keep: None,
+                }
+            }
+            (PurgeSelection::Media { .. }, MediaTable::Remote) => {
+                let (_, remote) = selection.named_media(&self.server_name);
+                if remote.is_empty() {
+                    return nothing();
+                }
+                let pairs: Vec<String> = (0..remote.len())
+                    .map(|i| {
+                        format!(
+                            "(r.media_origin = ${} AND r.media_id = ${})",
+                            2 * i + 1,
+                            2 * i + 2
+                        )
+                    })
+                    .collect();
+                Condition {
+                    sql: format!("({})", pairs.join(" OR ")),
+                    binds: remote
+                        .iter()
+                        .flat_map(|mxc| {
+                            [
+                                Bound::Text(mxc.server().to_string()),
+                                Bound::Text(mxc.media_id().to_string()),
+                            ]
+                        })
+                        .collect(),
+                    keep: None,
+                }
+            }
+            _ => nothing(),
         }
     }
 
     /// How many media the selection selects now.
     pub async fn count_candidates(&self, selection: &PurgeSelection) -> Result<u64, DbError> {
-        let (condition, binds, _) = self.condition(selection);
-        let sql = match selection {
-            PurgeSelection::Remote { .. } => {
-                format!("SELECT COUNT(*) FROM remote_media_cache AS r WHERE {condition}")
+        let mut total = 0;
+        for table in selection.tables(&self.server_name) {
+            let condition = self.condition(selection, table);
+            let sql = match table {
+                MediaTable::Remote => format!(
+                    "SELECT COUNT(*) FROM remote_media_cache AS r WHERE {}",
+                    condition.sql
+                ),
+                MediaTable::Local => format!(
+                    "SELECT COUNT(*) FROM local_media_repository AS lmr WHERE {}",
+                    condition.sql
+                ),
+            };
+            let count: i64 = on_pool!(&self.pool, |p| {
+                bind_selection!(sqlx::query_scalar(AssertSqlSafe(sql)), condition.binds)
+                    .fetch_one(p)
+                    .await
+                    .during("count the media to purge")?
+            });
+            total += count as u64;
+        }
+        Ok(total)
+    }
+
+    /// The media an explicit [`PurgeSelection::Media`] names that have no row: Synapse
+    /// answers 404 for them (empty for the other selections).
+    pub async fn missing_named_media(
+        &self,
+        selection: &PurgeSelection,
+    ) -> Result<Vec<MxcUri>, DbError> {
+        let (local, remote) = selection.named_media(&self.server_name);
+        let mut missing = Vec::new();
+        for (table, named) in [(MediaTable::Local, local), (MediaTable::Remote, remote)] {
+            for mxc in named {
+                let found: Option<i64> = on_pool!(&self.pool, |p| {
+                    match table {
+                        MediaTable::Local => sqlx::query_scalar(
+                            "SELECT CAST(1 AS BIGINT) FROM local_media_repository \
+                             WHERE media_id = $1",
+                        )
+                        .bind(mxc.media_id().as_str()),
+                        MediaTable::Remote => sqlx::query_scalar(
+                            "SELECT CAST(1 AS BIGINT) FROM remote_media_cache \
+                             WHERE media_origin = $1 AND media_id = $2",
+                        )
+                        .bind(mxc.server().as_str())
+                        .bind(mxc.media_id().as_str()),
+                    }
+                    .fetch_optional(p)
+                    .await
+                    .during("look up a named media")?
+                });
+                if found.is_none() {
+                    missing.push(mxc.clone());
+                }
             }
-            PurgeSelection::Local { .. } => {
-                format!("SELECT COUNT(*) FROM local_media_repository AS lmr WHERE {condition}")
-            }
-        };
-        let count: i64 = on_pool!(&self.pool, |p| {
-            bind_selection!(sqlx::query_scalar(AssertSqlSafe(sql)), binds)
-                .fetch_one(p)
-                .await
-                .during("count the media to purge")?
-        });
-        Ok(count as u64)
+        }
+        Ok(missing)
     }
 
     /// The media old enough for the selection that it keeps, by reason (Synapse's order:
-    /// quarantined, then protected, then avatars).
+    /// quarantined, then protected, then avatars). The explicit forms keep nothing.
     pub async fn kept_rows(&self, selection: &PurgeSelection) -> Result<KeptRows, DbError> {
-        let (_, binds, keep) = self.condition(selection);
         match selection {
             PurgeSelection::Remote { before } => {
                 let quarantined: i64 = on_pool!(&self.pool, |p| {
@@ -288,7 +396,8 @@ impl PurgeDb {
                 })
             }
             PurgeSelection::Local { .. } => {
-                let avatar = match keep {
+                let condition = self.condition(selection, MediaTable::Local);
+                let avatar = match condition.keep {
                     Some(keep) => format!("NOT ({keep})"),
                     None => "1 = 0".to_owned(),
                 };
@@ -305,7 +414,7 @@ impl PurgeDb {
                      FROM local_media_repository AS lmr WHERE {LOCAL_AGE_AND_SIZE}"
                 );
                 let (quarantined, protected, avatar): (i64, i64, i64) = on_pool!(&self.pool, |p| {
-                    bind_selection!(sqlx::query_as(AssertSqlSafe(sql)), binds)
+                    bind_selection!(sqlx::query_as(AssertSqlSafe(sql)), condition.binds)
                         .fetch_one(p)
                         .await
                         .during("count the local media kept")?
@@ -316,20 +425,27 @@ impl PurgeDb {
                     avatar: avatar as u64,
                 })
             }
+            PurgeSelection::User { .. } | PurgeSelection::Media { .. } => Ok(KeptRows::default()),
         }
     }
 
-    /// The page of selected media after `after`, at most [`BATCH_SIZE`], in key order.
+    /// The page of media the selection selects in `table` after `after`, at most
+    /// [`BATCH_SIZE`], in key order.
     pub async fn candidates(
         &self,
         selection: &PurgeSelection,
+        table: MediaTable,
         after: &Cursor,
     ) -> Result<CandidatePage, DbError> {
-        let (condition, binds, _) = self.condition(selection);
-        let n = binds.count();
+        let Condition {
+            sql: condition,
+            binds,
+            ..
+        } = self.condition(selection, table);
+        let n = binds.len();
         let mut page = CandidatePage::default();
-        match selection {
-            PurgeSelection::Remote { .. } => {
+        match table {
+            MediaTable::Remote => {
                 let sql = format!(
                     "SELECT r.media_origin, r.media_id, r.filesystem_id \
                      FROM remote_media_cache AS r WHERE {condition} \
@@ -360,7 +476,7 @@ impl PurgeDb {
                     }
                 }
             }
-            PurgeSelection::Local { .. } => {
+            MediaTable::Local => {
                 let sql = format!(
                     "SELECT lmr.media_id, CAST(CASE WHEN lmr.url_cache IS NULL THEN 0 ELSE 1 END \
                      AS BIGINT) AS url_preview FROM local_media_repository AS lmr \
@@ -433,39 +549,48 @@ impl PurgeDb {
         selection: &PurgeSelection,
         batch: &[PlannedMedia],
     ) -> Result<DeletedBatch, DbError> {
-        let (condition, binds, _) = self.condition(selection);
-        let n = binds.count();
-        let (delete_media, delete_thumbnails) = match selection {
-            PurgeSelection::Remote { .. } => (
-                format!(
+        let delete_statement = |table: MediaTable| {
+            let Condition {
+                sql: condition,
+                binds,
+                ..
+            } = self.condition(selection, table);
+            let n = binds.len();
+            let sql = match table {
+                MediaTable::Remote => format!(
                     "DELETE FROM remote_media_cache AS r WHERE {condition} \
                      AND r.media_origin = ${} AND r.media_id = ${}",
                     n + 1,
                     n + 2
                 ),
-                "DELETE FROM remote_media_cache_thumbnails \
-                 WHERE media_origin = $1 AND media_id = $2",
-            ),
-            PurgeSelection::Local { .. } => (
-                format!(
+                MediaTable::Local => format!(
                     "DELETE FROM local_media_repository AS lmr WHERE {condition} \
                      AND lmr.media_id = ${}",
                     n + 1
                 ),
-                "DELETE FROM local_media_repository_thumbnails WHERE media_id = $1",
-            ),
+            };
+            (sql, binds)
         };
+        let (delete_local, local_binds) = delete_statement(MediaTable::Local);
+        let (delete_remote, remote_binds) = delete_statement(MediaTable::Remote);
         let mut deleted = DeletedBatch::default();
         let mut gone = Vec::with_capacity(batch.len());
         on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await.during("begin a purge batch")?;
             for planned in batch {
                 let (origin, id) = (planned.key.origin.as_str(), planned.key.media_id.as_str());
-                let query =
-                    bind_selection!(sqlx::query(AssertSqlSafe(delete_media.clone())), binds);
                 let query = match planned.storage {
-                    Storage::Remote { .. } => query.bind(origin).bind(id),
-                    Storage::Local { .. } => query.bind(id),
+                    Storage::Remote { .. } => bind_selection!(
+                        sqlx::query(AssertSqlSafe(delete_remote.clone())),
+                        remote_binds
+                    )
+                    .bind(origin)
+                    .bind(id),
+                    Storage::Local { .. } => bind_selection!(
+                        sqlx::query(AssertSqlSafe(delete_local.clone())),
+                        local_binds
+                    )
+                    .bind(id),
                 };
                 let rows = query
                     .execute(&mut *tx)
@@ -477,8 +602,16 @@ impl PurgeDb {
                     continue;
                 }
                 let thumbnails = match planned.storage {
-                    Storage::Remote { .. } => sqlx::query(delete_thumbnails).bind(origin).bind(id),
-                    Storage::Local { .. } => sqlx::query(delete_thumbnails).bind(id),
+                    Storage::Remote { .. } => sqlx::query(
+                        "DELETE FROM remote_media_cache_thumbnails \
+                         WHERE media_origin = $1 AND media_id = $2",
+                    )
+                    .bind(origin)
+                    .bind(id),
+                    Storage::Local { .. } => sqlx::query(
+                        "DELETE FROM local_media_repository_thumbnails WHERE media_id = $1",
+                    )
+                    .bind(id),
                 };
                 deleted.thumbnails += thumbnails
                     .execute(&mut *tx)

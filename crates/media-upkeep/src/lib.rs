@@ -2,8 +2,8 @@
 //! directly to its database and media store, leaving no empty folder behind.
 //!
 //! * [`plan`]: what a purge selects ([`PurgeSelection`]: the remote cache by last
-//!   access, local media by age, size and avatar use) and each selected media's files
-//!   ([`PlannedMedia`]). The plan is what every way of applying a purge shares.
+//!   access, local media by age, size and avatar use, a user's uploads, named media)
+//!   and each selected media's files ([`PlannedMedia`]). The plan is what every way of applying a purge shares.
 //! * [`db`]: Synapse's database as a purge sees it: the candidates page by page, what
 //!   is kept and why, one transaction per batch of deletions.
 //! * [`removal`]: removing a media's files and the folders left empty, never following
@@ -21,6 +21,8 @@
 //! * [`synupkeep`](mod@synupkeep): synupkeep's three steps ([`synupkeep()`]): every
 //!   room's [`history`] purged through Synapse's admin API up to a cutoff, then local
 //!   media and the remote cache purged directly with Synapse's semantics.
+//! * [`usage`](mod@usage): what the store holds by uploader, room, origin or month, with
+//!   the bytes stored twice and the share of thumbnails ([`usage()`]), and its page.
 //!
 //! Selecting what Synapse's `purge_media_cache` would purge, without changing anything:
 //!
@@ -62,6 +64,7 @@ pub mod report;
 pub mod room;
 pub mod rows;
 pub mod synupkeep;
+pub mod usage;
 pub mod walk;
 
 pub use check::{CheckOptions, check};
@@ -72,3 +75,4 @@ pub use purge::{PurgeOptions, purge};
 pub use quarantine::{QuarantineOptions, QuarantineReport, quarantine};
 pub use report::PurgeReport;
 pub use synupkeep::{SynupkeepOptions, SynupkeepReport, synupkeep};
+pub use usage::{UsageBy, UsageOptions, UsageReport, usage};

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use media_core::ids::{MediaId, ServerName};
+use media_core::ids::{MediaId, MxcUri, ServerName, UserId};
 use media_core::moment::Moment;
 use media_core::records::MediaKey;
 use media_synapse::paths;
@@ -43,13 +43,69 @@ pub enum PurgeSelection {
         /// Whether avatars are kept.
         avatars: AvatarPolicy,
     },
+    /// Synapse's `DELETE /_synapse/admin/v1/users/<user_id>/media`: every local media
+    /// the user uploaded (URL previews they fetched included), created before `before`
+    /// when given. As with Synapse's API, nothing is kept: quarantined and protected
+    /// media and avatars go too.
+    User {
+        /// The uploader.
+        user: UserId,
+        /// Only media created before this.
+        before: Option<Moment>,
+    },
+    /// Synapse's `DELETE /_synapse/admin/v1/media/<server>/<id>`: these media, local
+    /// (of this server) or cached remote, whatever their state: quarantined and
+    /// protected media and avatars go too, as with Synapse's API.
+    Media {
+        /// The media, by their MXC URIs.
+        media: Vec<MxcUri>,
+    },
+}
+
+/// The two tables of media Synapse keeps, and so the two kinds of media a purge deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaTable {
+    /// `local_media_repository`: uploads and URL previews.
+    Local,
+    /// `remote_media_cache`: the cached media of other servers.
+    Remote,
 }
 
 impl PurgeSelection {
-    /// The cutoff.
-    pub fn before(&self) -> Moment {
+    /// The cutoff, when the selection has one.
+    pub fn before(&self) -> Option<Moment> {
         match self {
-            Self::Remote { before } | Self::Local { before, .. } => *before,
+            Self::Remote { before } | Self::Local { before, .. } => Some(*before),
+            Self::User { before, .. } => *before,
+            Self::Media { .. } => None,
+        }
+    }
+
+    /// The tables it selects media in, on the homeserver `server`.
+    pub fn tables(&self, server: &ServerName) -> Vec<MediaTable> {
+        match self {
+            Self::Remote { .. } => vec![MediaTable::Remote],
+            Self::Local { .. } | Self::User { .. } => vec![MediaTable::Local],
+            Self::Media { .. } => {
+                let (local, remote) = self.named_media(server);
+                let mut tables = Vec::new();
+                if !local.is_empty() {
+                    tables.push(MediaTable::Local);
+                }
+                if !remote.is_empty() {
+                    tables.push(MediaTable::Remote);
+                }
+                tables
+            }
+        }
+    }
+
+    /// Of the media an explicit [`PurgeSelection::Media`] names, those of `server` (local
+    /// media) and the others (cached remote media); both empty for the other selections.
+    pub fn named_media(&self, server: &ServerName) -> (Vec<&MxcUri>, Vec<&MxcUri>) {
+        match self {
+            Self::Media { media } => media.iter().partition(|mxc| mxc.server() == server),
+            _ => (Vec::new(), Vec::new()),
         }
     }
 }
@@ -74,6 +130,16 @@ impl fmt::Display for PurgeSelection {
                     AvatarPolicy::Keep => write!(f, ", avatars kept"),
                     AvatarPolicy::Delete => write!(f, ", avatars included"),
                 }
+            }
+            Self::User { user, before } => {
+                write!(f, "local media uploaded by {user}")?;
+                if let Some(before) = before {
+                    write!(f, " before {before}")?;
+                }
+                write!(f, ", whatever their state")
+            }
+            Self::Media { media, .. } => {
+                write!(f, "{} named media, whatever their state", media.len())
             }
         }
     }

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use media_core::Progress;
 use media_core::ids::ServerName;
+use media_core::moment::Moment;
 use media_core::run::{Route, RunMode};
 use media_db::DatabaseLocation;
 use media_synapse::Include;
@@ -23,7 +24,7 @@ use media_synapse::Include;
 use crate::db::{Cursor, PurgeDb, open_purge_db};
 use crate::error::UpkeepError;
 use crate::journal::Journal;
-use crate::plan::{PlannedMedia, PurgeSelection};
+use crate::plan::{MediaTable, PlannedMedia, PurgeSelection};
 use crate::removal::{Removed, remove_media_files};
 use crate::report::{PurgeFault, PurgeReport};
 
@@ -69,10 +70,11 @@ pub(crate) async fn check_store(
 ) -> Result<ServerName, UpkeepError> {
     let server_name =
         media_synapse::resolve_server_name(synapse, options.server_name.clone()).await?;
-    let local = matches!(options.selection, PurgeSelection::Local { .. });
+    let tables = options.selection.tables(&server_name);
+    let local = tables.contains(&MediaTable::Local);
     let include = Include {
         local,
-        remote: !local,
+        remote: tables.contains(&MediaTable::Remote),
         thumbnails: true,
         url_previews: local,
     };
@@ -95,7 +97,7 @@ async fn purge_with(
             format!("media store {}", root.display()),
         ),
         selection: selection.to_string(),
-        before_ts: selection.before().unix_ms(),
+        before_ts: selection.before().map(Moment::unix_ms),
         ..PurgeReport::default()
     };
     let mut journal = match mode {
@@ -114,9 +116,37 @@ async fn purge_with(
         .items_total
         .store(db.count_candidates(selection).await?, Relaxed);
 
+    for mxc in db.missing_named_media(selection).await? {
+        report.failures.push(
+            mxc.to_string(),
+            PurgeFault::NotFound,
+            "no local or cached remote media has this ID".to_owned(),
+        );
+    }
+    for table in selection.tables(db.server_name()) {
+        purge_table(db, options, table, journal.as_mut(), progress, &mut report).await?;
+    }
+    if let Some(journal) = journal {
+        journal.finish().map_err(journal_error(root))?;
+    }
+    Ok(report)
+}
+
+/// Purges the media `options.selection` selects in `table`, batch after batch.
+async fn purge_table(
+    db: &PurgeDb,
+    options: &PurgeOptions,
+    table: MediaTable,
+    mut journal: Option<&mut Journal>,
+    progress: &Progress,
+    report: &mut PurgeReport,
+) -> Result<(), UpkeepError> {
+    let selection = &options.selection;
+    let mode = options.mode;
+    let root = options.media_store.as_path();
     let mut cursor: Cursor = Default::default();
     loop {
-        let page = db.candidates(selection, &cursor).await?;
+        let page = db.candidates(selection, table, &cursor).await?;
         let walked = (page.media.len() + page.invalid.len()) as u64;
         for (item, reason) in page.invalid {
             report.failures.push(
@@ -125,7 +155,7 @@ async fn purge_with(
                 format!("{reason}; the row and its files are kept"),
             );
         }
-        let files_go = match journal.as_mut() {
+        let files_go = match journal.as_deref_mut() {
             Some(journal) => {
                 journal.record(&page.media).map_err(journal_error(root))?;
                 let deleted = db.delete_batch(selection, &page.media).await?;
@@ -141,12 +171,12 @@ async fn purge_with(
                 page.media
             }
         };
-        let removed = remove_files(root, files_go, mode, &mut report).await?;
+        let removed = remove_files(root, files_go, mode, report).await?;
         report.files_deleted += removed.files;
         report.bytes_freed += removed.bytes;
         report.directories_removed += removed.folders;
         report.media_without_file += removed.without_content;
-        if let Some(journal) = journal.as_mut() {
+        if let Some(journal) = journal.as_deref_mut() {
             journal.clear().map_err(journal_error(root))?;
         }
         progress.items_done.fetch_add(walked, Relaxed);
@@ -156,10 +186,7 @@ async fn purge_with(
             None => break,
         }
     }
-    if let Some(journal) = journal {
-        journal.finish().map_err(journal_error(root))?;
-    }
-    Ok(report)
+    Ok(())
 }
 
 fn journal_error(root: &Path) -> impl Fn(std::io::Error) -> UpkeepError + '_ {

@@ -19,6 +19,8 @@ pub enum PurgeFault {
     /// A line of an interrupted run's journal could not be read back; nothing was done
     /// with it.
     UnreadableJournalEntry,
+    /// A media named on the command line has no row (Synapse's API answers 404).
+    NotFound,
 }
 
 impl Reason for PurgeFault {
@@ -27,6 +29,7 @@ impl Reason for PurgeFault {
             Self::InvalidRow => "invalid_row",
             Self::FileNotRemoved => "file_not_removed",
             Self::UnreadableJournalEntry => "unreadable_journal_entry",
+            Self::NotFound => "not_found",
         }
     }
 }
@@ -41,8 +44,9 @@ pub struct PurgeReport {
     pub route: Route,
     /// What was purged, in words.
     pub selection: String,
-    /// The cutoff, in Unix milliseconds (Synapse's `before_ts`).
-    pub before_ts: i64,
+    /// The cutoff, in Unix milliseconds (Synapse's `before_ts`); `null` for the
+    /// selections without one.
+    pub before_ts: Option<i64>,
     /// Media rows deleted.
     pub media_deleted: u64,
     /// Thumbnail rows deleted with them.
