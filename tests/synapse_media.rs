@@ -262,7 +262,13 @@ async fn purge_local_without_keep_avatars_deletes_avatars_too() {
 
 #[tokio::test]
 async fn a_journal_left_by_a_killed_run_is_finished_by_the_next_and_checked_against_the_rows() {
-    let engine = Engine::Sqlite;
+    for engine in ENGINES {
+        finishes_a_journal_against_the_rows(engine).await;
+    }
+}
+
+/// The journal test on one engine.
+async fn finishes_a_journal_against_the_rows(engine: Engine) {
     let store = copy_fixture(engine).await;
     let text = std::fs::read_to_string(fixture(engine).join("expected.json")).unwrap();
     let fixture_json: Value = serde_json::from_str(&text).unwrap();

@@ -658,11 +658,11 @@ impl PurgeDb {
             let found: Option<i64> = on_pool!(&self.pool, |p| {
                 match planned.storage {
                     Storage::Local { .. } => sqlx::query_scalar(
-                        "SELECT 1 FROM local_media_repository WHERE media_id = $1",
+                        "SELECT CAST(1 AS BIGINT) FROM local_media_repository WHERE media_id = $1",
                     )
                     .bind(id),
                     Storage::Remote { .. } => sqlx::query_scalar(
-                        "SELECT 1 FROM remote_media_cache WHERE media_origin = $1 \
+                        "SELECT CAST(1 AS BIGINT) FROM remote_media_cache WHERE media_origin = $1 \
                          AND media_id = $2",
                     )
                     .bind(origin)
