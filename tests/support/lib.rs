@@ -13,6 +13,7 @@ mod command;
 mod database;
 pub mod dendrite;
 mod inspect;
+pub mod mmr;
 pub mod synthetic_synapse;
 
 pub use command::{TestCommand, binary, built_binary, import_sqlite_fixture, report};
