@@ -81,8 +81,8 @@ pub mod export;
 pub mod import;
 
 pub use export::{
-    Content, ExportItem, ExportOptions, ExportReason, ExportReport, MediaBytes,
-    export_from_repository, export_from_synapse,
+    Content, ExportItem, ExportItems, ExportOptions, ExportReason, ExportReport, MediaBytes,
+    NotOpened, PlacedStores, export_from_placed, export_from_repository, export_from_synapse,
 };
 pub use import::{ImportOptions, ImportReason, ImportReport, import_archive};
 

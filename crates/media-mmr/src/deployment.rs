@@ -180,6 +180,33 @@ impl MmrDeployment {
         records(pages)
     }
 
+    /// How many media `user` uploaded.
+    pub async fn count_media_by_uploader(&self, user: &UserId) -> Result<u64, MmrError> {
+        self.count(
+            "SELECT COUNT(*) FROM media WHERE user_id = $1",
+            user.as_str(),
+        )
+        .await
+    }
+
+    /// How many media of `origin` there are.
+    pub async fn count_media_by_origin(&self, origin: &ServerName) -> Result<u64, MmrError> {
+        self.count(
+            "SELECT COUNT(*) FROM media WHERE origin = $1",
+            origin.as_str(),
+        )
+        .await
+    }
+
+    async fn count(&self, query: &'static str, value: &str) -> Result<u64, MmrError> {
+        let count: i64 = sqlx::query_scalar(query)
+            .bind(value)
+            .fetch_one(&self.pool)
+            .await
+            .during("count media in matrix-media-repo")?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     /// Every media of `origin`, ordered by media ID, read page by page.
     pub fn media_by_origin(
         &self,

@@ -86,9 +86,11 @@ pub mod deployment;
 pub mod error;
 pub mod schema;
 pub mod sink;
+pub mod source;
 
 pub use config::{MediaKind, MmrConfig, MmrDatastoreId};
 pub use datastores::{Access, MmrDatastore, MmrDatastores};
 pub use deployment::{BlockedId, MmrDeployment, MmrMedia, MmrThumbnail, Placement};
 pub use error::MmrError;
 pub use sink::MmrSink;
+pub use source::export_from_mmr;
