@@ -150,7 +150,7 @@ async fn mmr_config_with_our_repository_flags_is_a_usage_error() {
     let deployment = Deployment::new("").await;
     let config = deployment.config().display().to_string();
     let archive = deployment.dir.path().join("archive");
-    for tool in ["gdpr_export"] {
+    for tool in ["gdpr_export", "gdpr_import"] {
         for flag in [["--db", "sqlite://x.db"], ["--datastore", "store"]] {
             let mut command = TestCommand::new(tool);
             command.args(["-config", &config]).args(flag);
@@ -164,4 +164,85 @@ async fn mmr_config_with_our_repository_flags_is_a_usage_error() {
         }
     }
     assert!(!deployment.dir.path().join("x.db").exists());
+}
+
+#[tokio::test]
+async fn an_archive_round_trips_from_our_repository_through_mmr_exactly_and_verifies_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = Repository::new(dir.path()).await;
+    ours.import_fixture();
+    let first = dir.path().join("from-ours");
+    export(&Target::Ours(&ours), "fixture.test", &first, 0);
+
+    // Into an empty MMR, then read back: every record there with its bytes.
+    let deployment = Deployment::new("").await;
+    let mmr = Target::Mmr(&deployment);
+    import(&mmr, &first, &[], 0);
+    import(&mmr, &first, &["-verify"], 0);
+    deployment.assert_objects_match_rows().await;
+    let rows = deployment.rows().await;
+    // A re-run writes nothing.
+    import(&mmr, &first, &[], 0);
+    assert_eq!(deployment.rows().await, rows);
+
+    // MMR → archive → a fresh repository of ours → archive: the same records and bytes.
+    let second = dir.path().join("from-mmr");
+    export(&mmr, "fixture.test", &second, 0);
+    let back = Repository::new(&dir.path().join("back")).await;
+    let back_target = Target::Ours(&back);
+    import(&back_target, &second, &[], 0);
+    import(&back_target, &second, &["-verify"], 0);
+    let third = dir.path().join("from-ours-again");
+    export(&back_target, "fixture.test", &third, 0);
+    let expected = contents(&first);
+    assert!(!expected.is_empty());
+    assert_eq!(contents(&second), expected);
+    assert_eq!(contents(&third), expected);
+}
+
+#[tokio::test]
+async fn verify_on_mmr_exits_1_when_bytes_are_missing_and_reserved_ids_are_not_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = Repository::new(dir.path()).await;
+    ours.import_fixture();
+    let archive = dir.path().join("archive");
+    export(&Target::Ours(&ours), "@alice:fixture.test", &archive, 0);
+    let records = contents(&archive);
+    let reserved = records.values().next().unwrap().0.media_id.clone();
+    let deployment = Deployment::new(&format!(
+        "INSERT INTO reserved_media (origin, media_id, reason) \
+         VALUES ('fixture.test', '{reserved}', 'taken down')"
+    ))
+    .await;
+    let mmr = Target::Mmr(&deployment);
+    let out = TestCommand::new("gdpr_import")
+        .args(target_flags(&mmr))
+        .arg("-directory")
+        .arg(&archive)
+        .arg("--json")
+        .assert_exit(1);
+    let report = media_tests::report(&out);
+    let listed = report["failures"]["listed"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{report}");
+    assert_eq!(listed[0]["reason"], "reserved", "{report}");
+    assert!(listed[0]["item"].as_str().unwrap().ends_with(&reserved));
+    assert_eq!(report["imported"], records.len() as u64 - 1, "{report}");
+    // The reserved media is not there: verify says so; so it does once an object is gone.
+    import(&mmr, &archive, &["-verify"], 1);
+    deployment
+        .execute(&format!(
+            "DELETE FROM reserved_media WHERE media_id = '{reserved}'"
+        ))
+        .await;
+    import(&mmr, &archive, &[], 0);
+    import(&mmr, &archive, &["-verify"], 0);
+    let (datastore, location) = deployment
+        .placements()
+        .await
+        .into_iter()
+        .map(|(_, _, datastore, location)| (datastore, location))
+        .next()
+        .unwrap();
+    std::fs::remove_file(deployment.dir.path().join(datastore).join(location)).unwrap();
+    import(&mmr, &archive, &["-verify"], 1);
 }

@@ -12,6 +12,7 @@ pub(crate) const MMR_FLAGS: &[(&str, &str)] = &[
     ("directory", "directory"),
     ("verify", "verify"),
     ("onlyEntity", "only-entity"),
+    ("config", "mmr-config"),
 ];
 
 /// Import a matrix-media-repo archive (version 2, or the older layout) into the
@@ -43,6 +44,18 @@ pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) repository: media_cli::RepositoryArgs,
 
+    /// Import into a matrix-media-repo deployment instead of our repository: its
+    /// media-repo.yaml (MMR's -config). Rows and bytes are written as MMR writes them;
+    /// with --verify, only read.
+    #[arg(
+        long,
+        help_heading = "matrix-media-repo (where the archive is imported to, instead)",
+        env = "MMR_CONFIG",
+        value_name = "MEDIA_REPO_YAML",
+        conflicts_with_all = ["db", "datastore"]
+    )]
+    pub(crate) mmr_config: Option<PathBuf>,
+
     #[command(flatten)]
     pub(crate) report: media_cli::ReportArgs,
 }
@@ -57,6 +70,10 @@ Examples:
   # Check, writing nothing, that everything in the archive is in the repository:
   gdpr_import --directory ./alice --verify \\
       --repo-db /var/lib/media-repo/repo.db --datastore /var/lib/media-repo/store
+
+  # Into a matrix-media-repo deployment, with its own flags, then check it:
+  gdpr_import -config /etc/matrix-media-repo/media-repo.yaml -directory ./alice
+  gdpr_import -config /etc/matrix-media-repo/media-repo.yaml -directory ./alice -verify
 
   # Only one user's uploads out of a whole server's archive:
   gdpr_import --directory ./example.org --only-entity @alice:example.org";

@@ -79,12 +79,14 @@ use media_db::DbError;
 
 pub mod export;
 pub mod import;
+pub mod sink;
 
 pub use export::{
     Content, ExportItem, ExportItems, ExportOptions, ExportReason, ExportReport, MediaBytes,
     NotOpened, PlacedStores, export_from_placed, export_from_repository, export_from_synapse,
 };
-pub use import::{ImportOptions, ImportReason, ImportReport, import_archive};
+pub use import::{ImportOptions, ImportReason, ImportReport, import_archive, import_archive_into};
+pub use sink::{ArchiveSink, RecordedBytes, RepositoryArchiveSink, Stored};
 
 /// Whose media: one user's uploads, or every media of one server.
 #[derive(Debug, Clone, PartialEq, Eq)]

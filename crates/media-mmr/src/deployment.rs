@@ -207,6 +207,46 @@ impl MmrDeployment {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    /// Where the bytes `sha256` are stored, if a row holds them: a `media` row's
+    /// placement before a `thumbnails` row's, as MMR's dedup lends it.
+    pub async fn placement_of(&self, sha256: &Sha256Hex) -> Result<Option<Placement>, MmrError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT datastore_id, location FROM ( \
+               SELECT datastore_id, location, 0 AS pref FROM media \
+               WHERE sha256_hash = $1 AND datastore_id <> '' AND location <> '' \
+               UNION ALL \
+               SELECT datastore_id, location, 1 FROM thumbnails \
+               WHERE sha256_hash = $1 AND datastore_id <> '' AND location <> '' \
+             ) p ORDER BY pref, datastore_id, location LIMIT 1",
+        )
+        .bind(sha256.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .during("look up stored bytes in matrix-media-repo")?;
+        row.map(|(datastore_id, location)| {
+            placement(&datastore_id, location).map_err(|reason| {
+                MmrError::Db(DbError::InvalidRow {
+                    table: "media",
+                    key: sha256.to_string(),
+                    reason,
+                })
+            })
+        })
+        .transpose()
+    }
+
+    /// Whether a media holding the bytes `sha256` is quarantined.
+    pub async fn is_hash_quarantined(&self, sha256: &Sha256Hex) -> Result<bool, DbError> {
+        let quarantined: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM media WHERE sha256_hash = $1 AND quarantined)",
+        )
+        .bind(sha256.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .during("look up quarantined bytes in matrix-media-repo")?;
+        Ok(quarantined)
+    }
+
     /// Every media of `origin`, ordered by media ID, read page by page.
     pub fn media_by_origin(
         &self,

@@ -80,6 +80,7 @@
 //!   `params` at the end. *Smallest change:* none.
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod config;
 pub mod datastores;
 pub mod deployment;
@@ -88,6 +89,7 @@ pub mod schema;
 pub mod sink;
 pub mod source;
 
+pub use archive::MmrArchiveSink;
 pub use config::{MediaKind, MmrConfig, MmrDatastoreId};
 pub use datastores::{Access, MmrDatastore, MmrDatastores};
 pub use deployment::{BlockedId, MmrDeployment, MmrMedia, MmrThumbnail, Placement};
