@@ -1247,9 +1247,15 @@ mod tests {
         };
         let items = futures::stream::iter([Ok(Ok(one.clone())), Ok(Ok(two))]).boxed();
         let progress = Arc::new(Progress::default());
-        let report = export_items(items, None, "test".into(), options(false), progress.clone())
-            .await
-            .unwrap();
+        let report = export_items(
+            items,
+            Stores::MediaStoreOnly,
+            "test".into(),
+            options(false),
+            progress.clone(),
+        )
+        .await
+        .unwrap();
         assert_eq!(report.records, 2);
         let manifest = std::fs::read(&report.manifest).unwrap();
 
@@ -1260,9 +1266,15 @@ mod tests {
             Err(GdprError::Config("the database went away".into())),
         ])
         .boxed();
-        let error = export_items(failing, None, "test".into(), options(true), progress)
-            .await
-            .unwrap_err();
+        let error = export_items(
+            failing,
+            Stores::MediaStoreOnly,
+            "test".into(),
+            options(true),
+            progress,
+        )
+        .await
+        .unwrap_err();
         assert!(error.to_string().contains("went away"), "{error}");
         assert!(
             std::fs::read(&report.manifest).unwrap() == manifest,
