@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use media_archive::{ArchiveFolder, ManifestRecord, MediaEntry};
 use media_core::hashing::sha256_of;
-use media_tests::mmr::{Deployment, fixture};
+use media_tests::mmr::{Deployment, RemoteMedia, fixture};
 use media_tests::{TestCommand, TestDatabase};
 
 /// Our repository and its datastore, in a folder of the test.
@@ -60,6 +60,13 @@ fn target_flags(target: &Target<'_>) -> Vec<String> {
 enum Target<'a> {
     Ours(&'a Repository),
     Mmr(&'a Deployment),
+}
+
+/// The origin of the fixture's remote media.
+fn fixture_remote_origin() -> String {
+    let text = std::fs::read_to_string(fixture().join("expected.json")).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
+    expected["remote_origin"].as_str().unwrap().to_owned()
 }
 
 /// `gdpr_export` of `entity` from `target` into `destination`, MMR's flag spellings.
@@ -131,7 +138,11 @@ async fn an_export_from_mmr_equals_the_export_of_the_same_media_from_our_reposit
     let dir = tempfile::tempdir().unwrap();
     let ours = Repository::new(dir.path()).await;
     ours.import_fixture();
-    for entity in ["@alice:fixture.test", "fixture.test", "127.0.0.1:40641"] {
+    for entity in [
+        "@alice:fixture.test",
+        "fixture.test",
+        &fixture_remote_origin(),
+    ] {
         let from_mmr = dir.path().join(format!("mmr-{entity}"));
         let from_ours = dir.path().join(format!("ours-{entity}"));
         export(&Target::Mmr(&deployment), entity, &from_mmr, 0);
@@ -245,4 +256,53 @@ async fn verify_on_mmr_exits_1_when_bytes_are_missing_and_reserved_ids_are_not_i
         .unwrap();
     std::fs::remove_file(deployment.dir.path().join(datastore).join(location)).unwrap();
     import(&mmr, &archive, &["-verify"], 1);
+}
+
+#[tokio::test]
+async fn an_export_from_mmr_reads_bytes_where_mmr_itself_put_them() {
+    let deployment = Deployment::new("").await;
+    // An upload as MMR stores it: a random location of its own, not derived from the hash.
+    let bytes = b"bytes MMR stored under a name of its own".to_vec();
+    let sha256 = sha256_of(&bytes).to_string();
+    let folder = deployment.dir.path().join("local/q7/Zk");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("pLmRandomRest"), &bytes).unwrap();
+    deployment
+        .execute(&format!(
+            "INSERT INTO media (origin, media_id, upload_name, content_type, user_id, \
+             sha256_hash, size_bytes, datastore_id, location, creation_ts, quarantined) \
+             VALUES ('fixture.test', 'uploadedToMmr', 'note.txt', 'text/plain', \
+             '@alice:fixture.test', '{sha256}', {}, 'local', 'q7/Zk/pLmRandomRest', 1700000000000, \
+             false)",
+            bytes.len()
+        ))
+        .await;
+    let archive = deployment.dir.path().join("archive");
+    export(
+        &Target::Mmr(&deployment),
+        "@alice:fixture.test",
+        &archive,
+        0,
+    );
+    let exported = contents(&archive);
+    let (record, digest) = &exported["mxc://fixture.test/uploadedToMmr"];
+    assert_eq!(digest, &sha256);
+    assert_eq!(record.name, "note.txt");
+    assert_eq!(record.uploader, "@alice:fixture.test");
+    assert_eq!(record.created_ts, 1_700_000_000_000);
+}
+
+#[tokio::test]
+async fn an_export_from_mmr_reads_remote_media_from_its_s3_datastore() {
+    let deployment = Deployment::with("", RemoteMedia::InBucket).await;
+    deployment.import(&[]).assert_exit(1);
+    let dir = tempfile::tempdir().unwrap();
+    let ours = Repository::new(dir.path()).await;
+    ours.import_fixture();
+    let remote = fixture_remote_origin();
+    let (from_mmr, from_ours) = (dir.path().join("mmr"), dir.path().join("ours"));
+    export(&Target::Mmr(&deployment), &remote, &from_mmr, 0);
+    export(&Target::Ours(&ours), &remote, &from_ours, 0);
+    assert!(!contents(&from_mmr).is_empty());
+    assert_eq!(contents(&from_mmr), contents(&from_ours));
 }
