@@ -1,4 +1,6 @@
-//! Import an archive folder into our repository, or verify it against the repository.
+//! Import an archive folder into a repository, or verify it against the repository: our
+//! own ([`import_archive`]) or any [`ArchiveSink`] ([`import_archive_into`]; "the
+//! repository" and "datastore" below are the sink's, "blob" the bytes it stores).
 //!
 //! [`open_archive`] checks the whole archive's structure before anything is written (or
 //! a repository even opened): its manifest (streamed, with every string bounded, an
@@ -23,7 +25,8 @@
 //! only leave a stray copy): new records of them are recorded against the blob there
 //! once it is checked intact. A blob missing or damaged in another datastore is not
 //! repaired (the import writes only to the given one): its records fail, saying to
-//! run the import with that datastore as `--datastore`.
+//! run the import with that datastore as `--datastore`. An ID the sink reserves (never
+//! to be used) is not imported (`reserved`).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};

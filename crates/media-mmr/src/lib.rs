@@ -21,6 +21,11 @@
 //! # }
 //! ```
 //!
+//! The GDPR tools work on a deployment too: [`export_from_mmr`] ([`source`]) feeds
+//! `media_gdpr`'s archive writer from MMR's rows and datastores (any location, whoever
+//! wrote it), and [`MmrArchiveSink`] ([`archive`]) is `media_gdpr`'s `ArchiveSink`,
+//! recording an archive through [`MmrSink`].
+//!
 //! [`MmrSink`] ([`sink`]) is the first write backend: `media_import`'s narrow
 //! `ImportSink`, so that `import_synapse -config media-repo.yaml` writes into MMR. It
 //! follows the mapping below without changing `DatastoreId` or `BlobKey`: the sink says
