@@ -102,12 +102,10 @@ Examples:
   gdpr_export --entity @alice:example.org --destination ./alice \\
       --repo-db /var/lib/media-repo/repo.db --datastore /var/lib/media-repo/store --part-size 1G
 
-  # Every media of one server, metadata only (no media bytes):
-  gdpr_export --entity example.org --include-data=false --destination ./example.org
-
-  # From a matrix-media-repo deployment, with its own flags:
-  gdpr_export -config /etc/matrix-media-repo/media-repo.yaml -entity @alice:example.org \
-      -destination ./alice
+  # Every media of one server out of a matrix-media-repo deployment (its own flags),
+  # metadata only (no media bytes):
+  gdpr_export -config /etc/matrix-media-repo/media-repo.yaml -entity example.org \\
+      --include-data=false -destination ./example.org
 
   # Straight from a Synapse, without importing it first:
   gdpr_export --entity @alice:example.org --synapse-db /var/lib/synapse/homeserver.db \\

@@ -71,12 +71,10 @@ Examples:
   gdpr_import --directory ./alice --verify \\
       --repo-db /var/lib/media-repo/repo.db --datastore /var/lib/media-repo/store
 
-  # Into a matrix-media-repo deployment, with its own flags, then check it:
-  gdpr_import -config /etc/matrix-media-repo/media-repo.yaml -directory ./alice
-  gdpr_import -config /etc/matrix-media-repo/media-repo.yaml -directory ./alice -verify
-
-  # Only one user's uploads out of a whole server's archive:
-  gdpr_import --directory ./example.org --only-entity @alice:example.org";
+  # Only one user's uploads out of a whole server's archive, into a matrix-media-repo
+  # deployment (its own flags; -verify checks it afterwards):
+  gdpr_import -config /etc/matrix-media-repo/media-repo.yaml -directory ./example.org \\
+      -onlyEntity @alice:example.org";
 
 impl Cli {
     /// Import, or (`--verify`) check an import without writing.

@@ -20,7 +20,7 @@ use media_core::ids::{ServerName, Sha256Hex};
 use media_core::records::{MediaKey, MediaRecord};
 use media_db::repo::{DatastoreId, NewMedia, Repository};
 use media_db::{
-    BlobIndex, Datastores, DbError, InsertOutcome, MediaIndex, Quarantine, TaskId, TaskKind,
+    BlobIndex, Datastores, DbError, InsertOutcome, MediaIndex, Purge, Quarantine, TaskId, TaskKind,
     TaskLog,
 };
 use sha2::{Digest, Sha256};
@@ -230,7 +230,6 @@ impl ArchiveSink for RepositoryArchiveSink {
         origin: &ServerName,
         media_ids: &[&str],
     ) -> Result<HashMap<String, String>, DbError> {
-        use media_db::Purge;
         self.repo.reserved_media_ids(origin, media_ids).await
     }
 
