@@ -10,7 +10,8 @@
 //! MMR makes them on demand.
 //!
 //! Bytes the deployment stores already are checked where their row says they are (any
-//! location, whoever wrote it). They are put back only when they are the
+//! location, whoever wrote it): the row of the media imported or verified when it holds
+//! them, else the first row holding them. They are put back only when they are the
 //! content-addressed object of the datastore this import writes them to; bytes in
 //! another datastore, or under a location MMR named itself, are only checked, and their
 //! records fail when they are missing or damaged, naming the place.
@@ -99,7 +100,11 @@ impl ArchiveSink for MmrArchiveSink {
         key: &MediaKey,
     ) -> Result<Option<RecordedBytes>, GdprError> {
         let deployment = self.deployment();
-        let Some(placement) = deployment.placement_of(sha256).await.map_err(gdpr_error)? else {
+        let Some(placement) = deployment
+            .placement_of(sha256, Some(key))
+            .await
+            .map_err(gdpr_error)?
+        else {
             return Ok(None);
         };
         let kind = if deployment.config().is_local(&key.origin) {

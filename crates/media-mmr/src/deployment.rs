@@ -209,17 +209,26 @@ impl MmrDeployment {
 
     /// Where the bytes `sha256` are stored, if a row holds them: a `media` row's
     /// placement before a `thumbnails` row's, as MMR's dedup lends it.
-    pub async fn placement_of(&self, sha256: &Sha256Hex) -> Result<Option<Placement>, MmrError> {
+    /// With `media`, that media's own row comes first when it holds these bytes.
+    pub async fn placement_of(
+        &self,
+        sha256: &Sha256Hex,
+        media: Option<&MediaKey>,
+    ) -> Result<Option<Placement>, MmrError> {
         let row: Option<(String, String)> = sqlx::query_as(
             "SELECT datastore_id, location FROM ( \
-               SELECT datastore_id, location, 0 AS pref FROM media \
+               SELECT datastore_id, location, \
+                 CASE WHEN origin = $2 AND media_id = $3 THEN 0 ELSE 1 END AS pref \
+               FROM media \
                WHERE sha256_hash = $1 AND datastore_id <> '' AND location <> '' \
                UNION ALL \
-               SELECT datastore_id, location, 1 FROM thumbnails \
+               SELECT datastore_id, location, 2 FROM thumbnails \
                WHERE sha256_hash = $1 AND datastore_id <> '' AND location <> '' \
              ) p ORDER BY pref, datastore_id, location LIMIT 1",
         )
         .bind(sha256.as_str())
+        .bind(media.map(|m| m.origin.as_str()))
+        .bind(media.map(|m| m.media_id.as_str()))
         .fetch_optional(&self.pool)
         .await
         .during("look up stored bytes in matrix-media-repo")?;
