@@ -14,6 +14,7 @@ pub(crate) const MMR_FLAGS: &[(&str, &str)] = &[
     ("destination", "destination"),
     ("partSize", "part-size"),
     ("includeData", "include-data"),
+    ("config", "mmr-config"),
 ];
 
 /// Write one user's uploads, or every media of one server, as a matrix-media-repo v2
@@ -75,6 +76,18 @@ pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) repository: media_cli::RepositoryArgs,
 
+    /// Export from a matrix-media-repo deployment instead of our repository: its
+    /// media-repo.yaml (MMR's -config). Its PostgreSQL database and its file or S3
+    /// datastores are only read.
+    #[arg(
+        long,
+        help_heading = "matrix-media-repo (to export from it instead of our repository)",
+        env = "MMR_CONFIG",
+        value_name = "MEDIA_REPO_YAML",
+        conflicts_with_all = ["db", "datastore", "synapse_db"]
+    )]
+    pub(crate) mmr_config: Option<PathBuf>,
+
     #[command(flatten)]
     pub(crate) report: media_cli::ReportArgs,
 }
@@ -89,8 +102,10 @@ Examples:
   gdpr_export --entity @alice:example.org --destination ./alice \\
       --repo-db /var/lib/media-repo/repo.db --datastore /var/lib/media-repo/store --part-size 1G
 
-  # Every media of one server, metadata only (no media bytes):
-  gdpr_export --entity example.org --include-data=false --destination ./example.org
+  # Every media of one server out of a matrix-media-repo deployment (its own flags),
+  # metadata only (no media bytes):
+  gdpr_export -config /etc/matrix-media-repo/media-repo.yaml -entity example.org \\
+      --include-data=false -destination ./example.org
 
   # Straight from a Synapse, without importing it first:
   gdpr_export --entity @alice:example.org --synapse-db /var/lib/synapse/homeserver.db \\

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use media_cli::{Exit, RepositoryAccess, RunError, ToolArgs};
 use media_gdpr::{GdprError, Progress};
+use media_mmr::{Access, MmrConfig, MmrDeployment};
 
 use crate::args::{Cli, MMR_FLAGS};
 
@@ -22,8 +23,14 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
     let progress = Arc::new(Progress::default());
     let bar = media_cli::ProgressBar::start(cli.output(), progress.clone());
     let options = cli.export_options();
-    let result = match (&cli.synapse_db, &cli.media_store) {
-        (Some(synapse_db), Some(media_store)) => {
+    let result = match (&cli.synapse_db, &cli.media_store, &cli.mmr_config) {
+        (_, _, Some(config)) => {
+            let deployment = open_mmr(config).await?;
+            let result = media_mmr::export_from_mmr(deployment.clone(), options, progress).await;
+            deployment.pool().close().await;
+            result
+        }
+        (Some(synapse_db), Some(media_store), None) => {
             let synapse = media_synapse::open_synapse(synapse_db)
                 .await
                 .map_err(|e| RunError::of(GdprError::from(e)))?;
@@ -54,4 +61,17 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
     bar.finish();
     let report = result.map_err(RunError::of)?;
     Ok(media_cli::print_report(&report, cli.output()))
+}
+
+/// Opens the matrix-media-repo deployment of `config` read-only: its schema checked
+/// (never created), its datastores only read.
+async fn open_mmr(config: &std::path::Path) -> Result<Arc<MmrDeployment>, RunError> {
+    let config = MmrConfig::load(config).map_err(RunError::of)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let deployment = MmrDeployment::open(config, Access::ReadOnly, 4)
+        .await
+        .map_err(RunError::of)?;
+    Ok(Arc::new(deployment))
 }

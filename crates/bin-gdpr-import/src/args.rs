@@ -12,6 +12,7 @@ pub(crate) const MMR_FLAGS: &[(&str, &str)] = &[
     ("directory", "directory"),
     ("verify", "verify"),
     ("onlyEntity", "only-entity"),
+    ("config", "mmr-config"),
 ];
 
 /// Import a matrix-media-repo archive (version 2, or the older layout) into the
@@ -43,6 +44,18 @@ pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) repository: media_cli::RepositoryArgs,
 
+    /// Import into a matrix-media-repo deployment instead of our repository: its
+    /// media-repo.yaml (MMR's -config). Rows and bytes are written as MMR writes them;
+    /// with --verify, only read.
+    #[arg(
+        long,
+        help_heading = "matrix-media-repo (where the archive is imported to, instead)",
+        env = "MMR_CONFIG",
+        value_name = "MEDIA_REPO_YAML",
+        conflicts_with_all = ["db", "datastore"]
+    )]
+    pub(crate) mmr_config: Option<PathBuf>,
+
     #[command(flatten)]
     pub(crate) report: media_cli::ReportArgs,
 }
@@ -58,8 +71,10 @@ Examples:
   gdpr_import --directory ./alice --verify \\
       --repo-db /var/lib/media-repo/repo.db --datastore /var/lib/media-repo/store
 
-  # Only one user's uploads out of a whole server's archive:
-  gdpr_import --directory ./example.org --only-entity @alice:example.org";
+  # Only one user's uploads out of a whole server's archive, into a matrix-media-repo
+  # deployment (its own flags; -verify checks it afterwards):
+  gdpr_import -config /etc/matrix-media-repo/media-repo.yaml -directory ./example.org \\
+      -onlyEntity @alice:example.org";
 
 impl Cli {
     /// Import, or (`--verify`) check an import without writing.

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -264,6 +265,15 @@ pub enum Content {
         /// Its key there.
         location: BlobKey,
     },
+    /// Bytes a source names by its own datastore ID and any location in that datastore
+    /// (a matrix-media-repo deployment's rows, whose locations MMR may have named
+    /// itself): opened through the source's [`PlacedStores`].
+    Placed {
+        /// The datastore's ID, as the source's row holds it.
+        datastore: String,
+        /// The object's location in that datastore.
+        location: String,
+    },
     /// In Synapse's media store: the file `path` below `media_store`, opened one level
     /// at a time without following any link, and only when it is a regular file (see
     /// [`media_synapse::files::open_in_media_store`]).
@@ -304,6 +314,29 @@ impl ExportItem {
             },
         })
     }
+}
+
+/// Why the bytes an item names could not be opened: a refusal of that item (listed,
+/// the export goes on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotOpened {
+    /// The reason listed in the report.
+    pub reason: ExportReason,
+    /// What happened, naming the datastore and location.
+    pub detail: String,
+}
+
+/// The datastores of a source whose rows name their bytes as [`Content::Placed`].
+#[async_trait]
+pub trait PlacedStores: Send + Sync {
+    /// Opens the object at `location` in the datastore `datastore`. Only what stops the
+    /// whole export is an `Err` of the outer result; a missing object, an unknown
+    /// datastore or unreadable bytes are a [`NotOpened`].
+    async fn open_placed(
+        &self,
+        datastore: &str,
+        location: &str,
+    ) -> Result<Result<BlobPayload, NotOpened>, GdprError>;
 }
 
 /// A media the source could not turn into an item: its MXC URI (or, when a row cannot
@@ -359,13 +392,31 @@ pub async fn export_from_repository(
         repo.location(),
         datastores.given().uri()
     );
-    match export_items(items, Some(datastores), from, options, progress).await {
+    let stores = Stores::Repository(datastores);
+    match export_items(items, stores, from, options, progress).await {
         Err(GdprError::NoMedia { entity, .. }) => Err(GdprError::NoMedia {
             suggestions: repo.suggest_entities(&entity).await?,
             entity,
         }),
         result => result,
     }
+}
+
+/// Exports `items` (`total` of them, for the progress) of a source whose rows name
+/// their bytes as [`Content::Placed`], opened through `stores`; `from` describes the
+/// source in the report's route. The archive is the one [`export_from_repository`]
+/// writes for the same records and bytes.
+pub async fn export_from_placed(
+    items: ExportItems,
+    total: u64,
+    stores: Arc<dyn PlacedStores>,
+    from: String,
+    options: ExportOptions,
+    progress: Arc<Progress>,
+) -> Result<ExportReport, GdprError> {
+    progress.items_total.store(total, Ordering::Relaxed);
+    let stores = Stores::Placed(stores);
+    export_items(items, stores, from, options, progress).await
 }
 
 /// Exports `options.entity`'s media straight from a Synapse database and media store,
@@ -432,7 +483,7 @@ pub async fn export_from_synapse(
         media_synapse::source_label(synapse.url()),
         media_store_shown.display()
     );
-    match export_items(items, None, from, options, progress).await {
+    match export_items(items, Stores::MediaStoreOnly, from, options, progress).await {
         Err(GdprError::NoMedia { entity, .. }) => {
             let localpart = entity.trim_start_matches('@').split(':').next();
             let suggestions = [
@@ -522,11 +573,22 @@ fn unreadable_row(
     })
 }
 
+/// What an export opens item bytes through, besides Synapse's media store (which each
+/// [`Content::MediaStore`] item names itself).
+enum Stores {
+    /// Our repository's datastores ([`Content::Blob`]).
+    Repository(Datastores),
+    /// A source's own datastores ([`Content::Placed`]).
+    Placed(Arc<dyn PlacedStores>),
+    /// None: every item is in Synapse's media store.
+    MediaStoreOnly,
+}
+
 /// Writes `items` into an archive: the producer (this task) reads and hashes the bytes,
 /// a blocking thread writes the archive.
 async fn export_items(
     items: ExportItems,
-    datastores: Option<Datastores>,
+    stores: Stores,
     from: String,
     options: ExportOptions,
     progress: Arc<Progress>,
@@ -548,7 +610,7 @@ async fn export_items(
     let writer_task = tokio::task::spawn_blocking(move || {
         write_archive(writer, step_receiver, &entity_id, &writer_progress)
     });
-    let produced = produce(items, datastores.as_ref(), &options, steps, &progress).await;
+    let produced = produce(items, &stores, &options, steps, &progress).await;
     let written = writer_task
         .await
         .map_err(|e| GdprError::Worker(e.to_string()))?;
@@ -585,7 +647,7 @@ struct Produced {
 
 async fn produce(
     mut items: ExportItems,
-    datastores: Option<&Datastores>,
+    stores: &Stores,
     options: &ExportOptions,
     steps: mpsc::Sender<Step>,
     progress: &Arc<Progress>,
@@ -621,7 +683,7 @@ async fn produce(
             produced.shared_records += 1;
             produced.bytes_saved += item.size_bytes;
         } else {
-            let source = match open_content(&item, datastores).await? {
+            let source = match open_content(&item, stores).await? {
                 Ok(source) => source,
                 Err((reason, detail)) => {
                     let failure = Failure {
@@ -700,9 +762,9 @@ type Refusal = (ExportReason, String);
 /// anything about the item is a refusal.
 async fn open_content(
     item: &ExportItem,
-    datastores: Option<&Datastores>,
+    stores: &Stores,
 ) -> Result<Result<ContentSource, Refusal>, GdprError> {
-    let (opened, shown) = match (&item.content, datastores) {
+    let (opened, shown) = match (&item.content, stores) {
         (Content::MediaStore { media_store, path }, _) => {
             let shown = media_store.join(path);
             let (root, path) = (media_store.clone(), path.clone());
@@ -721,7 +783,7 @@ async fn open_content(
                 datastore,
                 location,
             },
-            Some(datastores),
+            Stores::Repository(datastores),
         ) => {
             let store = match datastores.store(*datastore).await? {
                 Ok(store) => store,
@@ -732,12 +794,7 @@ async fn open_content(
             };
             match store.open(location, None).await {
                 Ok(BlobPayload::File { file, path, len }) => (Ok((file, len)), path),
-                Ok(BlobPayload::Stream(blob)) => {
-                    let limit = synapse_files::read_limit(Some(item.size_bytes), 0);
-                    return Ok(Ok(ContentSource::Stream(Box::pin(
-                        tokio::io::AsyncReadExt::take(blob, limit),
-                    ))));
-                }
+                Ok(BlobPayload::Stream(blob)) => return Ok(Ok(limited_stream(blob, item))),
                 Err(e @ StoreError::NotFound { .. }) => {
                     let detail = format!("{e} (datastore #{}, {})", datastore.0, store.uri());
                     return Ok(Err((ExportReason::FileMissing, detail)));
@@ -748,8 +805,19 @@ async fn open_content(
                 }
             }
         }
-        (Content::Blob { .. }, None) => {
-            let detail = "its blob is in a repository this export does not read";
+        (
+            Content::Placed {
+                datastore,
+                location,
+            },
+            Stores::Placed(stores),
+        ) => match stores.open_placed(datastore, location).await? {
+            Ok(BlobPayload::File { file, path, len }) => (Ok((file, len)), path),
+            Ok(BlobPayload::Stream(blob)) => return Ok(Ok(limited_stream(blob, item))),
+            Err(NotOpened { reason, detail }) => return Ok(Err((reason, detail))),
+        },
+        (Content::Blob { .. } | Content::Placed { .. }, _) => {
+            let detail = "its bytes are in datastores this export does not read";
             return Ok(Err((ExportReason::Unreadable, detail.into())));
         }
     };
@@ -772,6 +840,13 @@ async fn open_content(
             format!("its bytes cannot be read: {e}"),
         )),
     })
+}
+
+/// A datastore's stream of an item's bytes, never read further than the item's size
+/// allows.
+fn limited_stream(blob: media_core::datastore::BlobReader, item: &ExportItem) -> ContentSource {
+    let limit = synapse_files::read_limit(Some(item.size_bytes), 0);
+    ContentSource::Stream(Box::pin(tokio::io::AsyncReadExt::take(blob, limit)))
 }
 
 /// Hands a step to the writer thread.
@@ -1172,9 +1247,15 @@ mod tests {
         };
         let items = futures::stream::iter([Ok(Ok(one.clone())), Ok(Ok(two))]).boxed();
         let progress = Arc::new(Progress::default());
-        let report = export_items(items, None, "test".into(), options(false), progress.clone())
-            .await
-            .unwrap();
+        let report = export_items(
+            items,
+            Stores::MediaStoreOnly,
+            "test".into(),
+            options(false),
+            progress.clone(),
+        )
+        .await
+        .unwrap();
         assert_eq!(report.records, 2);
         let manifest = std::fs::read(&report.manifest).unwrap();
 
@@ -1185,9 +1266,15 @@ mod tests {
             Err(GdprError::Config("the database went away".into())),
         ])
         .boxed();
-        let error = export_items(failing, None, "test".into(), options(true), progress)
-            .await
-            .unwrap_err();
+        let error = export_items(
+            failing,
+            Stores::MediaStoreOnly,
+            "test".into(),
+            options(true),
+            progress,
+        )
+        .await
+        .unwrap_err();
         assert!(error.to_string().contains("went away"), "{error}");
         assert!(
             std::fs::read(&report.manifest).unwrap() == manifest,

@@ -1,4 +1,6 @@
-//! Import an archive folder into our repository, or verify it against the repository.
+//! Import an archive folder into a repository, or verify it against the repository: our
+//! own ([`import_archive`]) or any [`ArchiveSink`] ([`import_archive_into`]; "the
+//! repository" and "datastore" below are the sink's, "blob" the bytes it stores).
 //!
 //! [`open_archive`] checks the whole archive's structure before anything is written (or
 //! a repository even opened): its manifest (streamed, with every string bounded, an
@@ -23,7 +25,8 @@
 //! only leave a stray copy): new records of them are recorded against the blob there
 //! once it is checked intact. A blob missing or damaged in another datastore is not
 //! repaired (the import writes only to the given one): its records fail, saying to
-//! run the import with that datastore as `--datastore`.
+//! run the import with that datastore as `--datastore`. An ID the sink reserves (never
+//! to be used) is not imported (`reserved`).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -38,15 +41,14 @@ use media_core::datastore::{BlobKey, Datastore, Durability, PutOptions, PutStatu
 use media_core::ids::Sha256Hex;
 use media_core::records::{MediaRecord, Purpose};
 use media_core::run::{Failures, Reason, Route, RunMode};
-use media_db::repo::{DatastoreId, InsertOutcome, NewMedia, Repository};
-use media_db::{Blob, BlobIndex, DatastoreUnavailable, Datastores};
-use media_db::{MediaIndex, Quarantine, TaskKind, TaskLog};
+use media_db::Datastores;
+use media_db::repo::{InsertOutcome, Repository};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use crate::sink::{ArchiveSink, RecordedBytes, RepositoryArchiveSink, Stored, stored_state};
 use crate::{Entity, GdprError, Progress};
 
 /// Chunk size of entry reads.
@@ -171,6 +173,9 @@ pub enum ImportReason {
     Mismatch,
     /// The repository has the media with other bytes; its record was kept.
     Conflict,
+    /// The media ID must never be (re)used (matrix-media-repo's `reserved_media` or
+    /// `media_id_hold`, our repository's reserved IDs): nothing was written.
+    Reserved,
 }
 
 impl Reason for ImportReason {
@@ -191,6 +196,7 @@ impl Reason for ImportReason {
             Self::Quarantined => "quarantined",
             Self::Mismatch => "mismatch",
             Self::Conflict => "conflict",
+            Self::Reserved => "reserved",
         }
     }
 }
@@ -305,7 +311,8 @@ pub async fn open_archive(directory: &Path) -> Result<ArchiveFolder, GdprError> 
 }
 
 /// Imports (or verifies) the archive `folder` (from [`open_archive`] on
-/// `options.directory`). See the [module documentation](self).
+/// `options.directory`) into our repository: new bytes into the given datastore of
+/// `datastores`. See the [module documentation](self).
 pub async fn import_archive(
     repo: &Repository,
     datastores: Datastores,
@@ -313,32 +320,39 @@ pub async fn import_archive(
     options: ImportOptions,
     progress: Arc<Progress>,
 ) -> Result<ImportReport, GdprError> {
+    let register = options.mode == Mode::Import;
+    let sink = RepositoryArchiveSink::open(repo, datastores, register).await?;
+    import_archive_into(Arc::new(sink), folder, options, progress).await
+}
+
+/// Imports (or verifies) the archive `folder` (from [`open_archive`] on
+/// `options.directory`) into `sink`: our repository ([`import_archive`]) or another
+/// backend (a matrix-media-repo deployment). See the [module documentation](self).
+pub async fn import_archive_into(
+    sink: Arc<dyn ArchiveSink>,
+    folder: ArchiveFolder,
+    options: ImportOptions,
+    progress: Arc<Progress>,
+) -> Result<ImportReport, GdprError> {
     for stray in &folder.strays {
         tracing::warn!("{} is not an archive part; ignored", stray.display());
     }
-    let store = datastores.given().clone();
-    let (datastore_id, task) = match options.mode {
-        Mode::Verify => (None, None),
+    let to = sink.describe();
+    let task = match options.mode {
+        Mode::Verify => None,
         Mode::Import => {
             let params = serde_json::json!({
                 "directory": options.directory,
                 "entity": folder.manifest.entity_id,
                 "only_entity": options.only_entity.as_ref().map(ToString::to_string),
-                "datastore": store.uri(),
+                "into": to,
             });
-            (
-                Some(repo.register_datastore(&store.uri()).await?),
-                Some(repo.start_task(TaskKind::GdprImport, &params).await?),
-            )
+            Some(sink.start_task(&params).await?)
         }
     };
-    let to = format!("{}, datastore {}", repo.location(), store.uri());
     let importer = Importer {
         handle: Handle::current(),
-        repo: repo.clone(),
-        store,
-        datastores,
-        datastore_id,
+        sink: sink.clone(),
         progress,
         source_label: format!("gdpr:{}", options.directory.display()),
         report: ImportReport::new(&options, &folder, to),
@@ -367,7 +381,7 @@ pub async fn import_archive(
             ),
             Err(e) => ("{}".to_owned(), Some(e.to_string())),
         };
-        repo.finish_task(task, &counters, error.as_deref()).await?;
+        sink.finish_task(task, &counters, error.as_deref()).await?;
     }
     result
 }
@@ -497,109 +511,40 @@ impl RecordIndex {
     }
 }
 
-/// The state of a blob in a datastore.
-enum Stored {
-    /// Present with the right size and digest.
-    Intact,
-    /// Not there.
-    Missing,
-    /// There, but not the right bytes (or unreadable).
-    Damaged(String),
-}
-
-/// Reads the blob of `sha256` stored under `key` and checks its size and digest.
-async fn stored_state(
-    store: &dyn Datastore,
-    key: &BlobKey,
-    sha256: &Sha256Hex,
-    size: u64,
-) -> Result<Stored, StoreError> {
-    let mut reader = match store.get(key, None).await {
-        Ok(reader) => reader,
-        Err(StoreError::NotFound { .. }) => return Ok(Stored::Missing),
-        Err(e) => return Err(e),
-    };
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0; CHUNK];
-    let mut length = 0u64;
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                length += n as u64;
-                if length > size {
-                    return Ok(Stored::Damaged(format!(
-                        "it holds more than the {size} bytes recorded"
-                    )));
-                }
-            }
-            Err(e) => return Ok(Stored::Damaged(format!("it cannot be read: {e}"))),
-        }
-    }
-    let actual = Sha256Hex::from_digest(&hasher.finalize().into());
-    Ok(if length != size {
-        Stored::Damaged(format!("it holds {length} bytes, not the {size} recorded"))
-    } else if &actual != sha256 {
-        Stored::Damaged(format!("its bytes hash to {actual}, not {sha256}"))
-    } else {
-        Stored::Intact
-    })
-}
-
-/// A recorded blob, checked in the datastore its row names.
+/// Bytes the sink stores already, checked where its rows say they are.
 struct RecordedBlob {
-    /// That datastore.
-    datastore: DatastoreId,
-    /// Its recorded URI, for messages.
-    uri: String,
-    /// What it holds there, or why that datastore cannot be read.
-    state: Result<Stored, DatastoreUnavailable>,
+    /// Where they are.
+    recorded: RecordedBytes,
+    /// What they hold there, or why that datastore cannot be read.
+    state: Result<Stored, String>,
 }
 
 impl RecordedBlob {
-    /// Why the records of this blob (`sha256`) fail, or `None` when it is intact.
-    /// `repair` says how to put the blob back.
+    /// Why the records of these bytes (`sha256`) fail, or `None` when they are intact.
+    /// `repair` says how to put them back.
     fn problem(&self, sha256: &Sha256Hex, repair: &str) -> Option<(ImportReason, String)> {
-        let (id, uri) = (self.datastore.0, &self.uri);
+        let shown = &self.recorded.shown;
         match &self.state {
             Ok(Stored::Intact) => None,
             Ok(Stored::Missing) => Some((
                 ImportReason::MissingFromDatastore,
-                format!(
-                    "the repository records it, but datastore #{id} ({uri}) has no blob \
-                     {sha256} ({repair})"
-                ),
+                format!("the repository records it, but {shown} has no blob {sha256} ({repair})"),
             )),
             Ok(Stored::Damaged(problem)) => Some((
                 ImportReason::DamagedInDatastore,
-                format!(
-                    "its blob {sha256} in datastore #{id} ({uri}) is damaged: {problem} \
-                     ({repair})"
-                ),
+                format!("its blob {sha256} in {shown} is damaged: {problem} ({repair})"),
             )),
-            Err(unavailable) => Some((ImportReason::DatastoreUnavailable, unavailable.to_string())),
+            Err(unavailable) => Some((ImportReason::DatastoreUnavailable, unavailable.clone())),
         }
-    }
-
-    /// How to put the blob back where its row says it is, from an import that writes
-    /// elsewhere.
-    fn repair_elsewhere(&self) -> String {
-        format!("gdpr_import with --datastore {} puts it back", self.uri)
     }
 }
 
-/// The blocking side of an import: reads parts and drives the async repository and
-/// datastore through `handle`.
+/// The blocking side of an import: reads parts and drives the async sink through
+/// `handle`.
 struct Importer {
     handle: Handle,
-    repo: Repository,
-    /// The datastore new bytes go to.
-    store: Arc<dyn Datastore>,
-    /// Every datastore of the repository, for the blobs it already holds.
-    datastores: Datastores,
-    /// The given datastore's ID (an import records it; a verification may not).
-    datastore_id: Option<DatastoreId>,
+    /// Where the archive goes.
+    sink: Arc<dyn ArchiveSink>,
     progress: Arc<Progress>,
     source_label: String,
     options: ImportOptions,
@@ -607,7 +552,7 @@ struct Importer {
     /// Records still waiting for their entry, by entry name.
     wanted: RecordIndex,
     /// Media whose bytes are stored, waiting to be recorded.
-    batch: Vec<NewMedia>,
+    batch: Vec<MediaRecord>,
     /// Puts of small entries still running, oldest first.
     in_flight: VecDeque<PendingPut>,
     /// Blobs put again (repairs) that the next flush must make durable.
@@ -842,32 +787,36 @@ impl Importer {
                 );
                 continue;
             }
-            match self
+            let key = &wanted.checked.key;
+            let recorded = self
                 .handle
-                .block_on(self.repo.get_media(&wanted.checked.key))?
-            {
+                .block_on(
+                    self.sink
+                        .existing_media_digests(&key.origin, &[key.media_id.as_str()]),
+                )?
+                .remove(key.media_id.as_str());
+            match recorded {
                 None => self.fail(
                     &wanted.mxc,
                     ImportReason::NotInRepository,
                     "the repository has no such media",
                 ),
-                Some(stored) if stored.sha256 != wanted.checked.sha256 => self.fail(
+                Some(digest) if digest != wanted.checked.sha256 => self.fail(
                     &wanted.mxc,
                     ImportReason::DifferentInRepository,
                     format!(
-                        "the repository has other bytes for it ({}), the archive has {}",
-                        stored.sha256, wanted.checked.sha256
+                        "the repository has other bytes for it ({digest}), the archive has {}",
+                        wanted.checked.sha256
                     ),
                 ),
                 Some(_) => {
                     let blob = match &stored {
                         Some(blob) => blob,
-                        None => stored.insert(self.check_recorded(&wanted.checked.sha256)?),
+                        None => stored.insert(self.check_recorded(&wanted.checked)?),
                     };
-                    let repair = if self.is_given(blob.datastore) {
-                        "gdpr_import without --verify puts it back".to_owned()
-                    } else {
-                        blob.repair_elsewhere()
+                    let repair = match blob.recorded.repairable_at {
+                        Some(_) => "gdpr_import without --verify puts it back".to_owned(),
+                        None => blob.recorded.repair_elsewhere.clone(),
                     };
                     match blob.problem(&wanted.checked.sha256, &repair) {
                         None => {
@@ -897,20 +846,23 @@ impl Importer {
             return Ok(());
         };
         let (sha256, size) = (first.checked.sha256.clone(), first.checked.size);
-        let recorded = self.handle.block_on(self.repo.get_blob(&sha256))?;
-        if let Some(blob) = recorded
-            .as_ref()
-            .filter(|blob| !self.is_given(blob.datastore_id))
-        {
-            return self.import_stored_elsewhere(blob, records);
-        }
+        let store = self.sink.datastore_for(&first.checked.key).clone();
+        let recorded = self
+            .handle
+            .block_on(self.sink.recorded_bytes(&sha256, &first.checked.key))?;
+        let key = match recorded {
+            Some(recorded) => match recorded.repairable_at.clone() {
+                Some(key) => key,
+                None => return self.import_stored_elsewhere(recorded, &sha256, size, records),
+            },
+            None => BlobKey::for_hash(&sha256),
+        };
         // Records already present: their blob is checked, and put again only when it is
         // missing or damaged.
         if records.iter().any(|w| w.present) {
-            let key = recorded.map_or_else(|| BlobKey::for_hash(&sha256), |blob| blob.location);
             let state = self
                 .handle
-                .block_on(stored_state(&*self.store, &key, &sha256, size))?;
+                .block_on(stored_state(&*store, &key, &sha256, size))?;
             match state {
                 Stored::Intact => {
                     self.count_present(&mut records);
@@ -923,7 +875,7 @@ impl Importer {
                 }
                 Stored::Damaged(problem) => {
                     tracing::warn!("blob {sha256} is damaged ({problem}); replacing it");
-                    self.handle.block_on(self.store.delete(&key))?;
+                    self.handle.block_on(store.delete(&key))?;
                 }
             }
         }
@@ -937,7 +889,7 @@ impl Importer {
         // a mismatch, not a disk filler.
         let mut limited = body.take(size.saturating_add(1));
         if size >= CHUNK as u64 {
-            let put = self.put_streamed(&mut limited, options);
+            let put = self.put_streamed(store, &mut limited, options);
             self.settle(name, records, put)?;
         } else {
             // Small entries are read whole and put concurrently: their cost is mostly
@@ -950,7 +902,6 @@ impl Importer {
                 });
                 return self.settle(name, records, result);
             }
-            let store = self.store.clone();
             let put = self
                 .handle
                 .spawn(async move { store.put(&mut &bytes[..], &options).await });
@@ -969,65 +920,59 @@ impl Importer {
         Ok(())
     }
 
-    /// Whether `datastore` is the given one, which new bytes go to.
-    fn is_given(&self, datastore: DatastoreId) -> bool {
-        Some(datastore) == self.datastore_id.or(self.datastores.given_id())
-    }
-
-    /// The blob `sha256` the repository records, checked (read and hashed) in the
-    /// datastore its row names, at the recorded location.
-    /// (A media row without its blob row cannot be: the schema's foreign key forbids it.)
-    fn check_recorded(&self, sha256: &Sha256Hex) -> Result<RecordedBlob, GdprError> {
+    /// The bytes of `record` the sink stores, checked (read and hashed) where its rows
+    /// say they are. (A recorded media without them is a row the sink cannot explain.)
+    fn check_recorded(&self, record: &CheckedRecord) -> Result<RecordedBlob, GdprError> {
         self.handle.block_on(async {
-            let blob = self.repo.get_blob(sha256).await?.ok_or_else(|| {
-                GdprError::Db(media_db::DbError::InvalidRow {
-                    table: "media",
-                    key: sha256.to_string(),
-                    reason: "a media references this blob, which has no row".into(),
-                })
-            })?;
-            self.check_blob(&blob).await
+            let recorded = self
+                .sink
+                .recorded_bytes(&record.sha256, &record.key)
+                .await?
+                .ok_or_else(|| {
+                    GdprError::Db(media_db::DbError::InvalidRow {
+                        table: "media",
+                        key: record.sha256.to_string(),
+                        reason: "a media references these bytes, which are stored nowhere".into(),
+                    })
+                })?;
+            self.check_blob(recorded, &record.sha256, record.size).await
         })
     }
 
-    /// `blob`, checked in the datastore its row names.
-    async fn check_blob(&self, blob: &Blob) -> Result<RecordedBlob, GdprError> {
-        let (state, uri) = match self.datastores.store(blob.datastore_id).await? {
-            Ok(store) => {
-                let state =
-                    stored_state(&*store, &blob.location, &blob.sha256, blob.size_bytes).await?;
-                (Ok(state), store.uri())
-            }
-            Err(unavailable) => {
-                let uri = unavailable.uri.clone();
-                (Err(unavailable), uri)
-            }
-        };
-        Ok(RecordedBlob {
-            datastore: blob.datastore_id,
-            uri,
-            state,
-        })
+    /// `recorded`, checked where it is.
+    async fn check_blob(
+        &self,
+        recorded: RecordedBytes,
+        sha256: &Sha256Hex,
+        size: u64,
+    ) -> Result<RecordedBlob, GdprError> {
+        let state = self.sink.check(&recorded, sha256, size).await?;
+        Ok(RecordedBlob { recorded, state })
     }
 
-    /// The records of an entry whose bytes the repository holds in another datastore
-    /// than the given one: nothing is put (it would only be a stray copy). The blob is
-    /// checked there; when intact, the present records are counted and the new ones
-    /// recorded against it; otherwise every record fails, naming that datastore.
+    /// The records of an entry whose bytes the sink holds in another datastore than the
+    /// one it writes them to: nothing is put (it would only be a stray copy). The bytes
+    /// are checked there; when intact, the present records are counted and the new ones
+    /// recorded against them; otherwise every record fails, naming that datastore.
     fn import_stored_elsewhere(
         &mut self,
-        blob: &Blob,
+        recorded: RecordedBytes,
+        sha256: &Sha256Hex,
+        size: u64,
         mut records: Vec<Wanted>,
     ) -> Result<(), GdprError> {
-        let checked = self.handle.block_on(self.check_blob(blob))?;
-        if let Some((reason, detail)) = checked.problem(&blob.sha256, &checked.repair_elsewhere()) {
+        let checked = self
+            .handle
+            .block_on(self.check_blob(recorded, sha256, size))?;
+        let repair = checked.recorded.repair_elsewhere.clone();
+        if let Some((reason, detail)) = checked.problem(sha256, &repair) {
             for wanted in records {
                 self.fail(&wanted.mxc, reason, detail.clone());
             }
             return Ok(());
         }
         self.count_present(&mut records);
-        let Some(records) = self.unless_quarantined(&blob.sha256, records)? else {
+        let Some(records) = self.unless_quarantined(sha256, records)? else {
             return Ok(());
         };
         for wanted in records {
@@ -1059,7 +1004,7 @@ impl Importer {
         if records.is_empty()
             || !self
                 .handle
-                .block_on(self.repo.is_hash_quarantined(sha256))?
+                .block_on(self.sink.is_hash_quarantined(sha256))?
         {
             return Ok(Some(records));
         }
@@ -1075,12 +1020,8 @@ impl Importer {
 
     /// Queues a record whose bytes are stored, for the next batch.
     fn record_later(&mut self, wanted: Wanted) {
-        let media = NewMedia {
-            record: self.media_record(wanted),
-            thumbnails: Vec::new(),
-            datastore_id: self.datastore_id.expect("imports register a datastore"),
-        };
-        self.batch.push(media);
+        let record = self.media_record(wanted);
+        self.batch.push(record);
     }
 
     /// Waits for the oldest concurrent put and files its records.
@@ -1187,9 +1128,18 @@ impl Importer {
                 .collect();
             let found = self
                 .handle
-                .block_on(self.repo.existing_media_digests(&origin, &ids))?;
+                .block_on(self.sink.existing_media_digests(&origin, &ids))?;
+            let reserved = self
+                .handle
+                .block_on(self.sink.reserved_media_ids(&origin, &ids))?;
             for mut wanted in of_origin {
-                match found.get(wanted.checked.key.media_id.as_str()) {
+                let media_id = wanted.checked.key.media_id.as_str();
+                if let Some(why) = reserved.get(media_id) {
+                    let detail = format!("its media ID must never be used: {why}");
+                    self.fail(&wanted.mxc, ImportReason::Reserved, detail);
+                    continue;
+                }
+                match found.get(media_id) {
                     None => kept.push(wanted),
                     Some(existing) if *existing == wanted.checked.sha256 => {
                         wanted.present = true;
@@ -1209,11 +1159,11 @@ impl Importer {
     /// the datastore hashes and writes on its own threads.
     fn put_streamed(
         &self,
+        store: Arc<dyn Datastore>,
         body: &mut dyn Read,
         options: PutOptions,
     ) -> Result<media_core::datastore::Put, StoreError> {
         let (chunks, mut receiver) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
-        let store = self.store.clone();
         let put = self.handle.spawn(async move {
             let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
             let mut reader = tokio_util::io::StreamReader::new(stream);
@@ -1271,17 +1221,15 @@ impl Importer {
         if self.batch.is_empty() && !self.repairs_unsynced {
             return Ok(());
         }
-        self.handle.block_on(self.store.sync())?;
+        self.handle.block_on(self.sink.sync())?;
         self.repairs_unsynced = false;
         if self.batch.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        let outcomes = self
-            .handle
-            .block_on(self.repo.insert_media_batch(&batch, &*self.store))?;
+        let outcomes = self.handle.block_on(self.sink.record_media(&batch))?;
         for (media, outcome) in batch.iter().zip(outcomes) {
-            match outcome.media {
+            match outcome {
                 InsertOutcome::Inserted => {
                     self.report.imported += 1;
                     self.progress.items_done.fetch_add(1, Ordering::Relaxed);
@@ -1291,9 +1239,9 @@ impl Importer {
                     self.progress.items_done.fetch_add(1, Ordering::Relaxed);
                 }
                 InsertOutcome::Conflict { existing_sha256 } => self.fail(
-                    &media.record.key.to_string(),
+                    &media.key.to_string(),
                     ImportReason::Conflict,
-                    conflict_detail(&existing_sha256, &media.record.sha256),
+                    conflict_detail(&existing_sha256, &media.sha256),
                 ),
                 InsertOutcome::MediaMissing => {}
             }

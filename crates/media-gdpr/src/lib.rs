@@ -1,10 +1,17 @@
-//! GDPR exports and imports between our repository and matrix-media-repo v2 archives.
+//! GDPR exports and imports between a media repository and matrix-media-repo v2 archives.
 //!
 //! * [`export`]: one user's uploads, or all media of one server, into an archive folder:
 //!   bytes streamed from the datastore (hashed on the way, so bit rot is caught), each
-//!   distinct blob written once, quarantined media left out.
+//!   distinct blob written once, quarantined media left out. The sources are our
+//!   repository, a Synapse (straight from its database and media store) and any source
+//!   whose rows name their bytes by datastore and location ([`PlacedStores`]:
+//!   `media_mmr::export_from_mmr` reads a matrix-media-repo deployment so); one writer
+//!   serves them all.
 //! * [`import`]: an archive folder back into a repository, every record's bytes checked
 //!   against the manifest before anything is written; `verify` checks without writing.
+//!   It writes through the narrow [`ArchiveSink`] ([`sink`]): our repository
+//!   ([`import_archive`]) or a matrix-media-repo deployment (`media_mmr::MmrArchiveSink`
+//!   with [`import_archive_into`]).
 //!
 //! An export reads a repository and its datastores (filled, for instance, by
 //! `media_import::import_synapse`) and writes `export-part-N.tgz` files and
@@ -79,12 +86,14 @@ use media_db::DbError;
 
 pub mod export;
 pub mod import;
+pub mod sink;
 
 pub use export::{
-    Content, ExportItem, ExportOptions, ExportReason, ExportReport, MediaBytes,
-    export_from_repository, export_from_synapse,
+    Content, ExportItem, ExportItems, ExportOptions, ExportReason, ExportReport, MediaBytes,
+    NotOpened, PlacedStores, export_from_placed, export_from_repository, export_from_synapse,
 };
-pub use import::{ImportOptions, ImportReason, ImportReport, import_archive};
+pub use import::{ImportOptions, ImportReason, ImportReport, import_archive, import_archive_into};
+pub use sink::{ArchiveSink, RecordedBytes, RepositoryArchiveSink, Stored};
 
 /// Whose media: one user's uploads, or every media of one server.
 #[derive(Debug, Clone, PartialEq, Eq)]

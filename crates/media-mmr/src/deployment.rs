@@ -180,6 +180,82 @@ impl MmrDeployment {
         records(pages)
     }
 
+    /// How many media `user` uploaded.
+    pub async fn count_media_by_uploader(&self, user: &UserId) -> Result<u64, MmrError> {
+        self.count(
+            "SELECT COUNT(*) FROM media WHERE user_id = $1",
+            user.as_str(),
+        )
+        .await
+    }
+
+    /// How many media of `origin` there are.
+    pub async fn count_media_by_origin(&self, origin: &ServerName) -> Result<u64, MmrError> {
+        self.count(
+            "SELECT COUNT(*) FROM media WHERE origin = $1",
+            origin.as_str(),
+        )
+        .await
+    }
+
+    async fn count(&self, query: &'static str, value: &str) -> Result<u64, MmrError> {
+        let count: i64 = sqlx::query_scalar(query)
+            .bind(value)
+            .fetch_one(&self.pool)
+            .await
+            .during("count media in matrix-media-repo")?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Where the bytes `sha256` are stored, if a row holds them: a `media` row's
+    /// placement before a `thumbnails` row's, as MMR's dedup lends it.
+    /// With `media`, that media's own row comes first when it holds these bytes.
+    pub async fn placement_of(
+        &self,
+        sha256: &Sha256Hex,
+        media: Option<&MediaKey>,
+    ) -> Result<Option<Placement>, MmrError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT datastore_id, location FROM ( \
+               SELECT datastore_id, location, \
+                 CASE WHEN origin = $2 AND media_id = $3 THEN 0 ELSE 1 END AS pref \
+               FROM media \
+               WHERE sha256_hash = $1 AND datastore_id <> '' AND location <> '' \
+               UNION ALL \
+               SELECT datastore_id, location, 2 FROM thumbnails \
+               WHERE sha256_hash = $1 AND datastore_id <> '' AND location <> '' \
+             ) p ORDER BY pref, datastore_id, location LIMIT 1",
+        )
+        .bind(sha256.as_str())
+        .bind(media.map(|m| m.origin.as_str()))
+        .bind(media.map(|m| m.media_id.as_str()))
+        .fetch_optional(&self.pool)
+        .await
+        .during("look up stored bytes in matrix-media-repo")?;
+        row.map(|(datastore_id, location)| {
+            placement(&datastore_id, location).map_err(|reason| {
+                MmrError::Db(DbError::InvalidRow {
+                    table: "media",
+                    key: sha256.to_string(),
+                    reason,
+                })
+            })
+        })
+        .transpose()
+    }
+
+    /// Whether a media holding the bytes `sha256` is quarantined.
+    pub async fn is_hash_quarantined(&self, sha256: &Sha256Hex) -> Result<bool, DbError> {
+        let quarantined: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM media WHERE sha256_hash = $1 AND quarantined)",
+        )
+        .bind(sha256.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .during("look up quarantined bytes in matrix-media-repo")?;
+        Ok(quarantined)
+    }
+
     /// Every media of `origin`, ordered by media ID, read page by page.
     pub fn media_by_origin(
         &self,

@@ -21,6 +21,11 @@
 //! # }
 //! ```
 //!
+//! The GDPR tools work on a deployment too: [`export_from_mmr`] ([`source`]) feeds
+//! `media_gdpr`'s archive writer from MMR's rows and datastores (any location, whoever
+//! wrote it), and [`MmrArchiveSink`] ([`archive`]) is `media_gdpr`'s `ArchiveSink`,
+//! recording an archive through [`MmrSink`].
+//!
 //! [`MmrSink`] ([`sink`]) is the first write backend: `media_import`'s narrow
 //! `ImportSink`, so that `import_synapse -config media-repo.yaml` writes into MMR. It
 //! follows the mapping below without changing `DatastoreId` or `BlobKey`: the sink says
@@ -80,15 +85,19 @@
 //!   `params` at the end. *Smallest change:* none.
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod config;
 pub mod datastores;
 pub mod deployment;
 pub mod error;
 pub mod schema;
 pub mod sink;
+pub mod source;
 
+pub use archive::MmrArchiveSink;
 pub use config::{MediaKind, MmrConfig, MmrDatastoreId};
 pub use datastores::{Access, MmrDatastore, MmrDatastores};
 pub use deployment::{BlockedId, MmrDeployment, MmrMedia, MmrThumbnail, Placement};
 pub use error::MmrError;
 pub use sink::MmrSink;
+pub use source::export_from_mmr;

@@ -351,20 +351,36 @@ impl ImportSink for MmrSink {
         counters: &str,
         error: Option<&str>,
     ) -> Result<(), DbError> {
+        self.record_task("import_synapse", task, counters, error)
+            .await
+    }
+}
+
+impl MmrSink {
+    /// Records a run that ended in `background_tasks` (see the module documentation):
+    /// `task` its name, `started` its start (its [`TaskId`]), its counters in `params`.
+    pub async fn record_task(
+        &self,
+        task: &str,
+        started: TaskId,
+        counters: &str,
+        error: Option<&str>,
+    ) -> Result<(), DbError> {
         let counters: serde_json::Value =
             serde_json::from_str(counters).unwrap_or(serde_json::Value::Null);
         let params = serde_json::json!({ "counters": counters });
         sqlx::query(
             "INSERT INTO background_tasks (task, params, start_ts, end_ts, error) \
-             VALUES ('import_synapse', CAST($1 AS json), $2, $3, $4)",
+             VALUES ($1, CAST($2 AS json), $3, $4, $5)",
         )
+        .bind(task)
         .bind(params.to_string())
-        .bind(task.0)
+        .bind(started.0)
         .bind(now_ms())
         .bind(error.unwrap_or(""))
         .execute(self.pool())
         .await
-        .during("record the import in matrix-media-repo's background_tasks")?;
+        .during("record the run in matrix-media-repo's background_tasks")?;
         Ok(())
     }
 }
