@@ -11,7 +11,7 @@ use media_core::run::RunMode;
 use media_db::DatabaseLocation;
 use media_upkeep::listing::{ListOptions, Listing};
 use media_upkeep::quarantine::{Change, Target};
-use media_upkeep::room::RoomId;
+use media_core::ids::RoomId;
 use media_upkeep::{AvatarPolicy, CheckOptions, PurgeOptions, PurgeSelection, QuarantineOptions};
 
 const SYNAPSE: &str = "Synapse";
@@ -125,7 +125,7 @@ pub(crate) enum TargetArgs {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// The media a room's events point at (content.url, info.thumbnail_url).
+    /// The media a room's events point at (content.url, info.thumbnail_url, file.url).
     Room {
         /// The room ID, e.g. !abc:example.org.
         room: RoomId,

@@ -17,7 +17,8 @@
 //!   and reports in a [`check_report`].
 //! * [`quarantine`](mod@quarantine): quarantine, unquarantine, protect and unprotect
 //!   with Synapse's semantics (hash propagation, protected media left out), a
-//!   [`room`]'s media as Synapse finds them, and [`listing`]s of media rows.
+//!   room's media as Synapse finds them (`media_synapse::events`), and [`listing`]s
+//!   of media rows.
 //!
 //! Selecting what Synapse's `purge_media_cache` would purge, without changing anything:
 //!
@@ -55,7 +56,6 @@ pub mod purge;
 pub mod quarantine;
 pub mod removal;
 pub mod report;
-pub mod room;
 pub mod rows;
 pub mod walk;
 

@@ -17,7 +17,8 @@ use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
 use crate::error::UpkeepError;
-use crate::room::{self, RoomId};
+use media_core::ids::RoomId;
+use media_synapse::events::room_media_page;
 
 /// Rows read per query.
 const PAGE: usize = 500;
@@ -305,7 +306,7 @@ async fn list_with(
             let mut before = i64::MAX;
             let mut seen = std::collections::HashSet::new();
             loop {
-                let (mxcs, next) = room::media_page(pool, room_id, before).await?;
+                let (mxcs, next) = room_media_page(pool, room_id, before).await?;
                 for mxc in mxcs {
                     let mxc_text = mxc.to_string();
                     if !seen.insert(mxc_text.clone()) {

@@ -34,7 +34,7 @@ use serde::{Serialize, Serializer};
 use sqlx::AssertSqlSafe;
 
 use crate::error::UpkeepError;
-use crate::room::RoomId;
+use media_core::ids::RoomId;
 
 /// Named media handled per transaction.
 pub const BATCH: usize = 500;
@@ -242,7 +242,7 @@ async fn run(
         Target::Room(room) => {
             let mut before = i64::MAX;
             loop {
-                let (mxcs, next) = crate::room::media_page(&db.pool, room, before).await?;
+                let (mxcs, next) = media_synapse::events::room_media_page(&db.pool, room, before).await?;
                 db.apply(mxcs, options, &mut report).await?;
                 match next {
                     Some(next) => before = next,
