@@ -688,14 +688,21 @@ mod tests {
 
     #[test]
     fn room_ids_keep_the_spec_shape() {
-        for ok in ["!abc:example.org", "!CHtsZYNEgkCZgyHTVo_Ck5w", "!a:[::1]:8448"] {
+        for ok in [
+            "!abc:example.org",
+            "!CHtsZYNEgkCZgyHTVo_Ck5w",
+            "!a:[::1]:8448",
+        ] {
             assert_eq!(ok.parse::<RoomId>().unwrap().as_str(), ok);
         }
         for bad in ["", "!", "#alias:example.org", "!a b:example.org", "!é:x"] {
             assert!(bad.parse::<RoomId>().is_err(), "{bad:?}");
         }
         let long = format!("!{}", "a".repeat(RoomId::MAX_LEN));
-        assert!(matches!(long.parse::<RoomId>(), Err(IdError::TooLong { .. })));
+        assert!(matches!(
+            long.parse::<RoomId>(),
+            Err(IdError::TooLong { .. })
+        ));
     }
     use sha2::Digest;
 

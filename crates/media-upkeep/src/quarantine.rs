@@ -242,7 +242,8 @@ async fn run(
         Target::Room(room) => {
             let mut before = i64::MAX;
             loop {
-                let (mxcs, next) = media_synapse::events::room_media_page(&db.pool, room, before).await?;
+                let (mxcs, next) =
+                    media_synapse::events::room_media_page(&db.pool, room, before).await?;
                 db.apply(mxcs, options, &mut report).await?;
                 match next {
                     Some(next) => before = next,

@@ -131,6 +131,16 @@ impl Statement {
                 self.param(Value::Text(origin.to_string()));
                 before(self, "m.created_ts", at);
             }
+            PurgeSelection::Room { room, before: at } => {
+                self.push(BULK);
+                self.push(
+                    " AND EXISTS (SELECT 1 FROM room_media AS r WHERE r.origin = m.origin \
+                     AND r.media_id = m.media_id AND r.room_id = ",
+                );
+                self.param(Value::Text(room.to_string()));
+                self.push(")");
+                before(self, "m.created_ts", at);
+            }
             PurgeSelection::Unaccessed { since, spare: ours } => {
                 self.push(BULK);
                 spare(self, ours);
