@@ -73,6 +73,7 @@ async fn check_store(
         remote: !local,
         thumbnails: true,
         url_previews: local,
+        rooms: false,
     };
     media_synapse::check_media_store(synapse, &options.media_store, include).await?;
     Ok(server_name)
