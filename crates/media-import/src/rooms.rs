@@ -26,9 +26,23 @@ use crate::report::ImportReport;
 /// References recorded per transaction.
 const LINKS_PER_BATCH: usize = 1_000;
 
+/// Where the rooms were read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomsSource {
+    /// Synapse's `events` and `event_json`.
+    #[default]
+    Events,
+    /// Nowhere: the database has no `events` table (a copy of the media tables alone),
+    /// so no room was recorded.
+    NoEventsTable,
+}
+
 /// What recording the rooms found and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RoomsTally {
+    /// Where the rooms were read from.
+    pub source: RoomsSource,
     /// Events with URLs read.
     pub events: u64,
     /// Media references of those events (of this shard's media).
@@ -45,6 +59,13 @@ pub struct RoomsTally {
 
 impl fmt::Display for RoomsTally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.source == RoomsSource::NoEventsTable {
+            return write!(
+                f,
+                "rooms: none recorded: Synapse's database has no events table (give the \
+                 whole database to record which rooms hold which media)"
+            );
+        }
         write!(
             f,
             "rooms: {} events with media read, {} references, {} new room-media links \
@@ -67,6 +88,11 @@ pub(crate) async fn record_rooms(
 ) -> Result<(), ImportError> {
     let shard = context.options.shard;
     let mut tally = RoomsTally::default();
+    if !synapse.has_room_events().await? {
+        tally.source = RoomsSource::NoEventsTable;
+        report.rooms = Some(tally);
+        return Ok(());
+    }
     let mut batch: Vec<RoomMedia> = Vec::with_capacity(LINKS_PER_BATCH);
     let mut pages = synapse.room_media();
     while let Some(page) = pages.try_next().await? {

@@ -100,6 +100,17 @@ pub struct EventMedia {
 type EventCursor = (String, i64, i64);
 
 impl SynapseDb {
+    /// Whether the database has the tables of rooms' events (`events`, `event_json`):
+    /// every Synapse's has, a copy of its media tables alone has not.
+    pub async fn has_room_events(&self) -> Result<bool, DbError> {
+        for table in ["events", "event_json"] {
+            if !self.pool().has_table(table, "inspect the Synapse schema").await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The media references of every room's events with URLs (not outliers), a page at a
     /// time, in the order of Synapse's `event_contains_url_index` (room, then topological
     /// and stream ordering): one index range scan, whatever the size of `events`. Each
