@@ -291,6 +291,8 @@ CREATE INDEX local_media_repository_url_idx ON local_media_repository (created_t
 CREATE INDEX local_media_repository_sha256 ON local_media_repository (sha256) WHERE sha256 IS NOT NULL;
 CREATE INDEX remote_media_cache_sha256 ON remote_media_cache (sha256) WHERE sha256 IS NOT NULL;
 CREATE UNIQUE INDEX event_json_event_id ON event_json (event_id);
+CREATE INDEX events_order_room ON events (room_id, topological_ordering, stream_ordering);
+CREATE INDEX events_room_stream ON events (room_id, stream_ordering);
 CREATE INDEX event_contains_url_index ON events (room_id, topological_ordering, stream_ordering) WHERE contains_url = true AND outlier = false;
 ";
 

@@ -32,6 +32,18 @@ const ROOM_PAGE: i64 = 100;
 /// Events read per page by [`SynapseDb::room_media`].
 const ALL_ROOMS_PAGE: i64 = 1_000;
 
+/// A page of every room's events with URLs, after a key of `event_contains_url_index`.
+/// The condition is written as the index's own (`contains_url = true AND outlier =
+/// false`, in lower case): SQLite uses a partial index only when the query's terms match
+/// its definition, and otherwise walks `events_order_room`, which holds every event.
+const ALL_ROOMS_SQL: &str = "SELECT e.event_id, e.room_id, \
+     CAST(e.topological_ordering AS BIGINT) AS topological, \
+     CAST(e.stream_ordering AS BIGINT) AS stream, j.json \
+     FROM events AS e JOIN event_json AS j ON j.event_id = e.event_id \
+     WHERE e.contains_url = true AND e.outlier = false \
+     AND (e.room_id, e.topological_ordering, e.stream_ordering) > ($1, $2, $3) \
+     ORDER BY e.room_id, e.topological_ordering, e.stream_ordering LIMIT $4";
+
 /// The MXC URIs an event references, as written (not yet validated), from its JSON:
 /// `content.url`, `content.info.thumbnail_url`, `content.file.url` and
 /// `content.info.thumbnail_file.url`, those that are strings. An error says why the JSON
@@ -65,7 +77,7 @@ pub async fn room_media_page(
             "SELECT CAST(e.stream_ordering AS BIGINT), j.json FROM events AS e \
              JOIN event_json AS j ON j.event_id = e.event_id \
              WHERE e.room_id = $1 AND e.stream_ordering < $2 \
-             AND e.contains_url = TRUE AND e.outlier = FALSE \
+             AND e.contains_url = true AND e.outlier = false \
              ORDER BY e.stream_ordering DESC LIMIT $3",
         )
         .bind(room.as_str())
@@ -104,7 +116,11 @@ impl SynapseDb {
     /// every Synapse's has, a copy of its media tables alone has not.
     pub async fn has_room_events(&self) -> Result<bool, DbError> {
         for table in ["events", "event_json"] {
-            if !self.pool().has_table(table, "inspect the Synapse schema").await? {
+            if !self
+                .pool()
+                .has_table(table, "inspect the Synapse schema")
+                .await?
+            {
                 return Ok(false);
             }
         }
@@ -123,24 +139,14 @@ impl SynapseDb {
             let pool = pool.clone();
             async move {
                 let (events, last_key) = on_pool!(&pool, |p| {
-                    let rows = sqlx::query(
-                        "SELECT e.event_id, e.room_id, \
-                         CAST(e.topological_ordering AS BIGINT) AS topological, \
-                         CAST(e.stream_ordering AS BIGINT) AS stream, j.json \
-                         FROM events AS e JOIN event_json AS j ON j.event_id = e.event_id \
-                         WHERE e.contains_url = TRUE AND e.outlier = FALSE \
-                         AND (e.room_id, e.topological_ordering, e.stream_ordering) \
-                         > ($1, $2, $3) \
-                         ORDER BY e.room_id, e.topological_ordering, e.stream_ordering \
-                         LIMIT $4",
-                    )
-                    .bind(&room)
-                    .bind(topological)
-                    .bind(stream)
-                    .bind(ALL_ROOMS_PAGE)
-                    .fetch_all(p)
-                    .await
-                    .during("read the events with media of every room")?;
+                    let rows = sqlx::query(ALL_ROOMS_SQL)
+                        .bind(&room)
+                        .bind(topological)
+                        .bind(stream)
+                        .bind(ALL_ROOMS_PAGE)
+                        .fetch_all(p)
+                        .await
+                        .during("read the events with media of every room")?;
                     let last_key = rows.last().map(|row| -> Result<EventCursor, sqlx::Error> {
                         Ok((
                             row.try_get("room_id")?,
@@ -219,5 +225,38 @@ mod tests {
                 .is_empty()
         );
         assert!(event_media_urls("not json").is_err());
+    }
+
+    /// On a real Synapse's schema (the fixture's), every room's media are read along
+    /// the partial index of the events with URLs, not an index of every event.
+    #[tokio::test]
+    async fn every_rooms_media_are_read_along_the_index_of_events_with_urls() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/synapse/sqlite/homeserver.db"
+        );
+        let synapse = crate::open_synapse(path).await.unwrap();
+        let Pool::Sqlite(pool) = synapse.pool() else {
+            panic!("the fixture is a SQLite database");
+        };
+        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {ALL_ROOMS_SQL}"
+        )))
+        .bind("")
+        .bind(0_i64)
+        .bind(0_i64)
+        .bind(ALL_ROOMS_PAGE)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<String, _>("detail"))
+        .collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX event_contains_url_index")),
+            "{plan:?}"
+        );
+        synapse.close().await;
     }
 }
