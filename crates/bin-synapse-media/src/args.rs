@@ -5,13 +5,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use media_cli::{Output, ReportArgs, RunError, Verbosity};
-use media_core::ids::{MxcUri, ServerName, UserId};
+use media_core::ids::{MxcUri, RoomId, ServerName, UserId};
 use media_core::moment::Moment;
 use media_core::run::RunMode;
 use media_db::DatabaseLocation;
 use media_upkeep::listing::{ListOptions, Listing};
 use media_upkeep::quarantine::{Change, Target};
-use media_core::ids::RoomId;
 use media_upkeep::{AvatarPolicy, CheckOptions, PurgeOptions, PurgeSelection, QuarantineOptions};
 
 const SYNAPSE: &str = "Synapse";

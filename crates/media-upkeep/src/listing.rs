@@ -7,18 +7,17 @@
 
 use std::fmt;
 
-use media_core::ids::{MxcUri, ServerName, UserId};
+use media_core::ids::{MxcUri, RoomId, ServerName, UserId};
 use media_core::moment::Moment;
 use media_core::run::{Failures, Reason, Route, RunMode};
 use media_db::DatabaseLocation;
 use media_db::connect::{self, OpenOptions, Pool, on_pool};
 use media_db::error::{DbError, QueryContext};
+use media_synapse::events::room_media_page;
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
 use crate::error::UpkeepError;
-use media_core::ids::RoomId;
-use media_synapse::events::room_media_page;
 
 /// Rows read per query.
 const PAGE: usize = 500;

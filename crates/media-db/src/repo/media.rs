@@ -449,9 +449,8 @@ impl Repository {
             ),
             MediaFilter::Room(room) => (
                 select_media!(
-                    "WHERE EXISTS (SELECT 1 FROM room_media AS r WHERE r.room_id = $1 \
-                     AND r.origin = media.origin AND r.media_id = media.media_id) \
-                     AND (origin > $2 OR (origin = $2 AND media_id > $3)) \
+                    "WHERE (origin, media_id) IN (SELECT origin, media_id FROM room_media \
+                     WHERE room_id = $1) AND (origin > $2 OR (origin = $2 AND media_id > $3)) \
                      ORDER BY origin, media_id LIMIT $4"
                 ),
                 room,

@@ -133,9 +133,10 @@ impl Statement {
             }
             PurgeSelection::Room { room, before: at } => {
                 self.push(BULK);
+                // Driven by the room's links (its primary key), not a walk of every media.
                 self.push(
-                    " AND EXISTS (SELECT 1 FROM room_media AS r WHERE r.origin = m.origin \
-                     AND r.media_id = m.media_id AND r.room_id = ",
+                    " AND (m.origin, m.media_id) IN (SELECT r.origin, r.media_id \
+                     FROM room_media AS r WHERE r.room_id = ",
                 );
                 self.param(Value::Text(room.to_string()));
                 self.push(")");

@@ -60,6 +60,8 @@ impl RoomIndex for Repository {
         .await
     }
 
+    /// Driven by the room's links (their primary key starts with the room), so the
+    /// cost follows the room's size, not the repository's.
     fn media_in_room(&self, room: &RoomId) -> BoxStream<'static, Result<MediaRecord, DbError>> {
         self.media_pages(MediaFilter::Room(room.as_str().to_owned()))
     }
