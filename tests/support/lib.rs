@@ -8,6 +8,7 @@
 //! the value is dropped, even when the test panics.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod bench;
 mod command;
 mod database;

@@ -2,7 +2,8 @@
 //!
 //! [`write_synapse_sqlite`] writes a SQLite database with Synapse's media tables (plus the
 //! avatar tables retention reads: `users`, `profiles`, `room_stats_state`,
-//! `current_state_events`, `event_json`) and a `media_store` folder with a real file at the
+//! `current_state_events`, `event_json`, and the `events` of the rooms media were posted
+//! in) and a `media_store` folder with a real file at the
 //! exact path Synapse uses for every media and thumbnail row. [`copy_into_postgres`] copies
 //! the same rows into an empty PostgreSQL database with Synapse's PostgreSQL column types.
 //!
@@ -18,6 +19,11 @@
 //!   correct lowercase hex SHA-256 of their bytes. The hashes come from the `sha256sum`
 //!   command run over many files at once when it exists, else from a built-in (slower)
 //!   implementation; the values are the same either way.
+//! - Every media was posted in one of [`MEDIA_ROOMS`] rooms (`!media{n}:synthetic.test`,
+//!   media `i` in room `i % MEDIA_ROOMS`): an `m.image` event with `content.url` and
+//!   `content.info.thumbnail_url` both its MXC, flagged `contains_url` as Synapse flags
+//!   it, indexed by Synapse's `event_contains_url_index`. [`add_text_events`] adds events
+//!   without media, to make the `events` table as large as a real server's.
 //! - The newer half also has `authenticated` true. `quarantined_by`, `url_cache` are NULL,
 //!   `safe_from_quarantine` is false; every row has its file (no missing files, no orphans).
 
@@ -36,6 +42,8 @@ const USERS: usize = 100;
 const REMOTE_ORIGINS: u64 = 3;
 const ROOMS: usize = 2;
 const MEMBER_EVENTS: usize = 8;
+/// Rooms the media are posted in.
+pub const MEDIA_ROOMS: usize = 50;
 /// `created_ts` of the first media (2020-09-13), ms.
 const BASE_TS: i64 = 1_600_000_000_000;
 const DAY_MS: u64 = 86_400_000;
@@ -227,6 +235,18 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "events",
+        columns: &[
+            ("stream_ordering", BigInt),
+            ("topological_ordering", BigInt),
+            ("event_id", Text),
+            ("type", Text),
+            ("room_id", Text),
+            ("outlier", Bool),
+            ("contains_url", Bool),
+        ],
+    },
+    Table {
         name: "event_json",
         columns: &[
             ("event_id", Text),
@@ -248,6 +268,7 @@ CREATE TABLE profiles( user_id TEXT NOT NULL, displayname TEXT, avatar_url TEXT,
 CREATE TABLE room_stats_state (room_id TEXT NOT NULL, name TEXT, avatar TEXT);
 CREATE TABLE current_state_events(event_id TEXT NOT NULL, room_id TEXT NOT NULL, type TEXT NOT NULL, state_key TEXT NOT NULL, membership TEXT);
 CREATE TABLE event_json(event_id TEXT NOT NULL, room_id TEXT NOT NULL, internal_metadata TEXT NOT NULL, json TEXT NOT NULL, format_version INTEGER);
+CREATE TABLE events( stream_ordering INTEGER PRIMARY KEY, topological_ordering BIGINT NOT NULL, event_id TEXT NOT NULL, type TEXT NOT NULL, room_id TEXT NOT NULL, outlier BOOL NOT NULL, contains_url BOOLEAN, UNIQUE (event_id) );
 ";
 
 const PG_SCHEMA: &str = "
@@ -260,6 +281,7 @@ CREATE TABLE profiles ( user_id text NOT NULL, displayname text, avatar_url text
 CREATE TABLE room_stats_state ( room_id text NOT NULL, name text, avatar text );
 CREATE TABLE current_state_events ( event_id text NOT NULL, room_id text NOT NULL, type text NOT NULL, state_key text NOT NULL, membership text );
 CREATE TABLE event_json ( event_id text NOT NULL, room_id text NOT NULL, internal_metadata text NOT NULL, json text NOT NULL, format_version integer );
+CREATE TABLE events ( stream_ordering bigint, topological_ordering bigint NOT NULL, event_id text NOT NULL, type text NOT NULL, room_id text NOT NULL, outlier boolean NOT NULL, contains_url boolean, UNIQUE (event_id) );
 ";
 
 /// Synapse's secondary media indexes, created after the bulk load (same SQL on both).
@@ -268,6 +290,10 @@ CREATE INDEX users_have_local_media ON local_media_repository (user_id, created_
 CREATE INDEX local_media_repository_url_idx ON local_media_repository (created_ts) WHERE url_cache IS NOT NULL;
 CREATE INDEX local_media_repository_sha256 ON local_media_repository (sha256) WHERE sha256 IS NOT NULL;
 CREATE INDEX remote_media_cache_sha256 ON remote_media_cache (sha256) WHERE sha256 IS NOT NULL;
+CREATE UNIQUE INDEX event_json_event_id ON event_json (event_id);
+CREATE INDEX events_order_room ON events (room_id, topological_ordering, stream_ordering);
+CREATE INDEX events_room_stream ON events (room_id, stream_ordering);
+CREATE INDEX event_contains_url_index ON events (room_id, topological_ordering, stream_ordering) WHERE contains_url = true AND outlier = false;
 ";
 
 // ---------------------------------------------------------------------------------------
@@ -377,6 +403,16 @@ struct Plan {
     room_avatar: Vec<Option<usize>>,
     /// Member events in room 0: (event ID, user, avatar media).
     members: Vec<(String, usize, Option<usize>)>,
+}
+
+/// The event that posted media `i`.
+fn media_event_id(i: usize) -> String {
+    format!("$media{i}")
+}
+
+/// The room media `i` was posted in.
+pub fn media_room_id(i: usize) -> String {
+    format!("!media{}:{SERVER_NAME}", i % MEDIA_ROOMS)
 }
 
 fn origin_name(n: u64) -> String {
@@ -1024,6 +1060,49 @@ async fn write_sqlite(path: &Path, plan: &Plan, hashes: &[Option<String>]) {
         }),
     )
     .await;
+    let media_mxc = |m: &PlannedMedia| match m.origin {
+        Some(n) => format!("mxc://{}/{}", origin_name(n), m.media_id),
+        None => mxc(&m.media_id),
+    };
+    sqlite_insert(
+        &mut tx,
+        "events",
+        plan.media.iter().enumerate().map(|(i, _)| {
+            vec![
+                Value::Int(Some(i as i64 + 1)),
+                Value::Int(Some(i as i64 + 1)),
+                text(media_event_id(i)),
+                text("m.room.message"),
+                text(media_room_id(i)),
+                Value::Bool(false),
+                Value::Bool(true),
+            ]
+        }),
+    )
+    .await;
+    sqlite_insert(
+        &mut tx,
+        "event_json",
+        plan.media.iter().enumerate().map(|(i, m)| {
+            let json = format!(
+                "{{\"type\":\"m.room.message\",\"room_id\":\"{room}\",\"sender\":\"{user}\",\
+                 \"content\":{{\"msgtype\":\"m.image\",\"body\":\"file{i}.jpg\",\
+                 \"url\":\"{url}\",\"info\":{{\"mimetype\":\"image/jpeg\",\
+                 \"thumbnail_url\":\"{url}\"}}}}}}",
+                room = media_room_id(i),
+                user = user_id(m.user),
+                url = media_mxc(m),
+            );
+            vec![
+                text(media_event_id(i)),
+                text(media_room_id(i)),
+                text("{}"),
+                text(json),
+                Value::Int(Some(3)),
+            ]
+        }),
+    )
+    .await;
 
     tx.commit().await.expect("commit the Synapse rows");
     sqlx::raw_sql(INDEXES)
@@ -1079,6 +1158,73 @@ pub async fn write_synapse_sqlite(dir: &Path, spec: &SyntheticSpec) -> Synthetic
         total_bytes,
         unique_bytes,
     }
+}
+
+/// Adds `count` text messages (no media, `contains_url` false) to `store`'s SQLite
+/// database, spread over the media rooms after the events already there: an `events`
+/// table as large as a busy server's, for measuring what reading the rooms' media costs.
+/// Call it before [`copy_into_postgres`]. Panics on any failure.
+pub async fn add_text_events(store: &SyntheticStore, count: usize) {
+    let options = SqliteConnectOptions::new()
+        .filename(&store.sqlite_path)
+        .synchronous(SqliteSynchronous::Off);
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .unwrap_or_else(|e| panic!("open {}: {e}", store.sqlite_path.display()));
+    let first: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(stream_ordering), 0) + 1 FROM events")
+        .fetch_one(&mut conn)
+        .await
+        .expect("read the last stream ordering");
+    let mut tx = conn.begin().await.expect("begin");
+    let event = |n: usize| {
+        (
+            first + n as i64,
+            format!("$text{}", first + n as i64),
+            media_room_id(n),
+        )
+    };
+    sqlite_insert(
+        &mut tx,
+        "events",
+        (0..count).map(|n| {
+            let (ordering, event_id, room) = event(n);
+            vec![
+                Value::Int(Some(ordering)),
+                Value::Int(Some(ordering)),
+                text(event_id),
+                text("m.room.message"),
+                text(room),
+                Value::Bool(false),
+                Value::Bool(false),
+            ]
+        }),
+    )
+    .await;
+    sqlite_insert(
+        &mut tx,
+        "event_json",
+        (0..count).map(|n| {
+            let (_, event_id, room) = event(n);
+            let json = format!(
+                "{{\"type\":\"m.room.message\",\"room_id\":\"{room}\",\
+                 \"content\":{{\"msgtype\":\"m.text\",\"body\":\"message {n}\"}}}}"
+            );
+            vec![
+                text(event_id),
+                text(room),
+                text("{}"),
+                text(json),
+                Value::Int(Some(3)),
+            ]
+        }),
+    )
+    .await;
+    tx.commit().await.expect("commit the text events");
+    sqlx::query("ANALYZE")
+        .execute(&mut conn)
+        .await
+        .expect("analyze");
+    conn.close().await.ok();
 }
 
 // ---------------------------------------------------------------------------------------

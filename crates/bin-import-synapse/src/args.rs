@@ -112,11 +112,13 @@ pub(crate) struct Cli {
     #[arg(long, env = "IMPORT_WORKERS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) workers: u16,
 
-    /// What to import: a comma-separated list of local, remote, thumbnails, url-previews.
+    /// What to import: a comma-separated list of local, remote, thumbnails, url-previews,
+    /// rooms (which rooms hold which media, read from the rooms' events; `rooms` alone
+    /// records them for media imported before).
     #[arg(
         long,
         env = "IMPORT_INCLUDE",
-        default_value = "local,remote,thumbnails,url-previews"
+        default_value = "local,remote,thumbnails,url-previews,rooms"
     )]
     pub(crate) include: Include,
 

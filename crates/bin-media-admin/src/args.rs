@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use media_admin::{DatastoreSelector, Locality, PurgeTarget, QuarantineTarget, Verify};
 use media_cli::{Output, REPOSITORY_HEADING, ReportArgs, Verbosity};
-use media_core::ids::{MxcUri, ServerName, UserId};
+use media_core::ids::{MxcUri, RoomId, ServerName, UserId};
 use media_core::moment::Moment;
 use media_core::records::MediaKey;
 
@@ -210,6 +210,14 @@ pub(crate) enum QuarantineWhat {
         #[command(flatten)]
         run: QuarantineRun,
     },
+    /// Every media posted in a room, as import_synapse --include rooms recorded it
+    /// from the room's events.
+    Room {
+        /// The room ID: !OPAQUE:SERVER.
+        room: RoomId,
+        #[command(flatten)]
+        run: QuarantineRun,
+    },
 }
 
 /// The flags every quarantine form takes.
@@ -269,6 +277,17 @@ pub(crate) enum PurgeWhat {
     Server {
         /// The server name.
         name: ServerName,
+        /// Only media created before this moment.
+        #[arg(long, value_name = "MOMENT")]
+        before: Option<Moment>,
+        #[command(flatten)]
+        run: PurgeRun,
+    },
+    /// Media posted in a room, as import_synapse --include rooms recorded it from the
+    /// room's events.
+    Room {
+        /// The room ID: !OPAQUE:SERVER.
+        room: RoomId,
         /// Only media created before this moment.
         #[arg(long, value_name = "MOMENT")]
         before: Option<Moment>,
@@ -459,6 +478,10 @@ Examples:
   media_admin purge remote --before 30d
   media_admin purge quarantined
 
+  # A room's media (recorded by import_synapse --include rooms), pinned ones left alone:
+  media_admin quarantine room '!abuse:example.org' --by @admin:example.org
+  media_admin purge room '!abuse:example.org' --dry-run
+
   # What ran:
   media_admin tasks list --unfinished
 
@@ -498,6 +521,10 @@ impl PurgeWhat {
                 origin: name.clone(),
                 before: *before,
             },
+            Self::Room { room, before, .. } => PurgeTarget::Room {
+                room: room.clone(),
+                before: *before,
+            },
             Self::Old {
                 unaccessed_since,
                 include_local,
@@ -521,6 +548,7 @@ impl PurgeWhat {
             | Self::Media { run, .. }
             | Self::User { run, .. }
             | Self::Server { run, .. }
+            | Self::Room { run, .. }
             | Self::Old { run, .. } => run,
         }
     }
@@ -538,13 +566,17 @@ impl QuarantineWhat {
             Self::Media { mxc, .. } => QuarantineTarget::Media(media_keys(mxc)),
             Self::User { user, .. } => QuarantineTarget::User(user.clone()),
             Self::Server { name, .. } => QuarantineTarget::Server(name.clone()),
+            Self::Room { room, .. } => QuarantineTarget::Room(room.clone()),
         }
     }
 
     /// The flags every form shares.
     pub(crate) fn run(&self) -> &QuarantineRun {
         match self {
-            Self::Media { run, .. } | Self::User { run, .. } | Self::Server { run, .. } => run,
+            Self::Media { run, .. }
+            | Self::User { run, .. }
+            | Self::Server { run, .. }
+            | Self::Room { run, .. } => run,
         }
     }
 }

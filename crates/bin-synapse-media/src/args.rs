@@ -5,14 +5,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use media_cli::{Output, ReportArgs, RunError, Verbosity};
-use media_core::ids::{MxcUri, ServerName, UserId};
+use media_core::ids::{MxcUri, RoomId, ServerName, UserId};
 use media_core::moment::Moment;
 use media_core::run::RunMode;
 use media_db::DatabaseLocation;
 use media_synapse::HomeserverConfig;
 use media_upkeep::listing::{ListOptions, Listing};
 use media_upkeep::quarantine::{Change, Target};
-use media_upkeep::room::RoomId;
 use media_upkeep::{
     AvatarPolicy, CheckOptions, PurgeOptions, PurgeSelection, QuarantineOptions, UsageBy,
     UsageOptions,
@@ -181,7 +180,7 @@ pub(crate) enum TargetArgs {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// The media a room's events point at (content.url, info.thumbnail_url).
+    /// The media a room's events point at (content.url, info.thumbnail_url, file.url).
     Room {
         /// The room ID, e.g. !abc:example.org.
         room: RoomId,

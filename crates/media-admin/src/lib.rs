@@ -6,10 +6,10 @@
 //! * [`transfer::transfer`]: move every blob of one datastore into another, losing none
 //!   whatever stops the run (see [`media_db::BlobTransfer`] for the protocol);
 //! * [`attributes`]: a media's purpose (`none` or `pinned`);
-//! * [`quarantine::quarantine`]: (un)quarantine media, a user's or a server's, with every
-//!   media sharing their bytes;
-//! * [`purge::purge`]: delete remote, quarantined, named, a user's, a server's or
-//!   unaccessed media, reference-safe and convergent after a crash;
+//! * [`quarantine::quarantine`]: (un)quarantine media, a user's, a server's or a room's,
+//!   with every media sharing their bytes;
+//! * [`purge::purge`]: delete remote, quarantined, named, a user's, a server's, a room's
+//!   or unaccessed media, reference-safe and convergent after a crash;
 //! * [`tasks`]: the runs the task log records;
 //! * [`usage::usage`]: who uses the space (servers, users, uploads), and what
 //!   deduplication saves; [`usage_page::write_page`]: the same as a self-contained HTML
@@ -25,6 +25,7 @@ pub mod datastores;
 pub mod error;
 pub mod purge;
 pub mod quarantine;
+mod rooms;
 pub mod stores;
 pub mod tasks;
 pub mod transfer;

@@ -1,7 +1,7 @@
 //! `media_admin purge …`: delete media (and their thumbnails) the repository no longer
 //! needs, with matrix-media-repo's semantics: the remote media downloaded before a date,
 //! the quarantined media, named media, a user's or a server's media, the media nobody
-//! accessed since a date.
+//! accessed since a date, the media posted in a room (as the import recorded them).
 //!
 //! A run drains what earlier runs left queued, then walks the selection in pages of
 //! `batch` media (keyset, so memory stays flat): each page is deleted in one transaction
@@ -22,7 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use media_core::ids::{ServerName, UserId};
+use media_core::ids::{RoomId, ServerName, UserId};
 use media_core::moment::Moment;
 use media_core::progress::{Progress, human_size};
 use media_core::records::MediaKey;
@@ -31,6 +31,7 @@ use media_db::{Purge, PurgeSelection, PurgeTally, Repository, TaskKind, TaskLog}
 use serde::Serialize;
 
 use crate::error::AdminError;
+use crate::rooms::unrecorded_room_notice;
 use crate::stores::QueueDrainer;
 
 /// Media per page (one transaction each) unless told otherwise.
@@ -73,6 +74,14 @@ pub enum PurgeTarget {
         /// The moment, when given.
         before: Option<Moment>,
     },
+    /// Media posted in a room, as `import_synapse --include rooms` recorded them
+    /// (created before `before`, when given).
+    Room {
+        /// The room.
+        room: RoomId,
+        /// The moment, when given.
+        before: Option<Moment>,
+    },
     /// Media last accessed (else created) before `unaccessed_since`.
     Old {
         /// The moment.
@@ -92,6 +101,7 @@ impl PurgeTarget {
             Self::Media(_) => "media",
             Self::User { .. } => "user",
             Self::Server { .. } => "server",
+            Self::Room { .. } => "room",
             Self::Old { .. } => "old",
         }
     }
@@ -126,6 +136,10 @@ impl PurgeTarget {
                 origin: origin.clone(),
                 before: ms(before),
             },
+            Self::Room { room, before } => PurgeSelection::Room {
+                room: room.clone(),
+                before: ms(before),
+            },
             Self::Old {
                 unaccessed_since,
                 locality,
@@ -153,6 +167,9 @@ impl PurgeTarget {
             }
             Self::Server { origin, before } => {
                 serde_json::json!({ "server": origin.to_string(), "before": moment(before) })
+            }
+            Self::Room { room, before } => {
+                serde_json::json!({ "room": room.to_string(), "before": moment(before) })
             }
             Self::Old {
                 unaccessed_since,
@@ -199,7 +216,7 @@ impl Reason for PurgeFailure {
 pub struct PurgeReport {
     /// Dry run or applied.
     pub mode: RunMode,
-    /// The form: `remote`, `quarantined`, `media`, `user`, `server` or `old`.
+    /// The form: `remote`, `quarantined`, `media`, `user`, `server`, `room` or `old`.
     pub purge: &'static str,
     /// Its parameters.
     pub params: serde_json::Value,
@@ -224,6 +241,9 @@ pub struct PurgeReport {
     pub task: Option<i64>,
     /// Named media that could not be purged.
     pub failures: Failures<PurgeFailure>,
+    /// Something the operator should know about the selection (a room of which no
+    /// media are recorded).
+    pub notice: Option<String>,
 }
 
 impl PurgeReport {
@@ -258,6 +278,9 @@ impl fmt::Display for PurgeReport {
             ""
         };
         writeln!(f, "media_admin purge {}{dry}", self.purge)?;
+        if let Some(notice) = &self.notice {
+            writeln!(f, "  {notice}")?;
+        }
         let verb = if self.mode.is_dry_run() {
             "would purge"
         } else {
@@ -335,6 +358,10 @@ pub async fn purge(
         objects_already_gone: 0,
         task: None,
         failures: Failures::default(),
+        notice: match &options.target {
+            PurgeTarget::Room { room, .. } => unrecorded_room_notice(repo, room).await?,
+            _ => None,
+        },
     };
     progress
         .items_total

@@ -1,8 +1,8 @@
 //! `media_admin quarantine …` and `unquarantine …`: (un)quarantine named media, a user's
-//! media or a server's media. Each media takes every media with the same bytes with it
+//! media, a server's media or the media posted in a room (as the import recorded them). Each media takes every media with the same bytes with it
 //! (as Synapse and matrix-media-repo do), pinned media excepted (they are skipped and
 //! listed), and every change is appended to the quarantine change stream
-//! ([`media_db::Quarantine`]). A user's or a server's media are walked page by page and
+//! ([`media_db::Quarantine`]). A user's, a server's or a room's media are walked page by page and
 //! changed one transaction per batch, so memory stays flat.
 
 use std::collections::BTreeSet;
@@ -11,17 +11,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use futures::TryStreamExt;
-use media_core::ids::{ServerName, UserId};
+use media_core::ids::{RoomId, ServerName, UserId};
 use media_core::progress::Progress;
 use media_core::records::MediaKey;
 use media_core::run::{Failures, Reason, Report, RunMode};
 use media_db::{
-    DbError, MediaIndex, Quarantine, QuarantineAction, QuarantineReport, Repository, TaskKind,
-    TaskLog,
+    DbError, MediaIndex, Quarantine, QuarantineAction, QuarantineReport, Repository, RoomIndex,
+    TaskKind, TaskLog,
 };
 use serde::Serialize;
 
 use crate::error::AdminError;
+use crate::rooms::unrecorded_room_notice;
 
 /// Which media to (un)quarantine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub enum QuarantineTarget {
     /// Every media of an origin (only those recorded now: the origin is not flagged for
     /// the future, as in matrix-media-repo).
     Server(ServerName),
+    /// Every media posted in a room, as `import_synapse --include rooms` recorded them.
+    Room(RoomId),
 }
 
 /// Which way to move them.
@@ -81,7 +84,7 @@ pub const PINNED_LISTED: usize = 10_000;
 pub struct QuarantineRunReport {
     /// Quarantine or unquarantine.
     pub direction: Direction,
-    /// What was named: `media`, `user @…` or `server …`.
+    /// What was named: `media`, `user @…`, `server …` or `room !…`.
     pub target: String,
     /// Media walked (named, or the user's or server's).
     pub media_walked: u64,
@@ -95,6 +98,9 @@ pub struct QuarantineRunReport {
     pub task: i64,
     /// Named media that could not be changed.
     pub failures: Failures<QuarantineFailure>,
+    /// Something the operator should know about the target (a room of which no media
+    /// are recorded).
+    pub notice: Option<String>,
 }
 
 impl fmt::Display for QuarantineRunReport {
@@ -104,6 +110,9 @@ impl fmt::Display for QuarantineRunReport {
             Direction::Unquarantine => "unquarantine",
         };
         writeln!(f, "media_admin {verb} {}", self.target)?;
+        if let Some(notice) = &self.notice {
+            writeln!(f, "  {notice}")?;
+        }
         writeln!(
             f,
             "  {} media walked, {} changed (with those sharing their bytes), {} pinned \
@@ -145,6 +154,11 @@ pub async fn quarantine(
         QuarantineTarget::Media(keys) => format!("media ({} named)", keys.len()),
         QuarantineTarget::User(user) => format!("user {user}"),
         QuarantineTarget::Server(origin) => format!("server {origin}"),
+        QuarantineTarget::Room(room) => format!("room {room}"),
+    };
+    let notice = match &options.target {
+        QuarantineTarget::Room(room) => unrecorded_room_notice(repo, room).await?,
+        _ => None,
     };
     let params = serde_json::json!({
         "direction": options.direction,
@@ -167,6 +181,7 @@ pub async fn quarantine(
             pinned: Vec::new(),
             task: task.0,
             failures: Failures::default(),
+            notice,
         },
         pinned: BTreeSet::new(),
     };
@@ -242,6 +257,12 @@ impl Run {
                     .items_total
                     .store(repo.count_media_by_origin(origin).await?, Ordering::Relaxed);
                 repo.media_by_origin(origin)
+            }
+            QuarantineTarget::Room(room) => {
+                progress
+                    .items_total
+                    .store(repo.count_media_in_room(room).await?, Ordering::Relaxed);
+                repo.media_in_room(room)
             }
         };
         let mut pages = walked.try_chunks(options.batch.max(1));

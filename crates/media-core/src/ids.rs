@@ -573,6 +573,43 @@ impl UserId {
 }
 
 // ---------------------------------------------------------------------------------------------
+// RoomId
+// ---------------------------------------------------------------------------------------------
+
+/// A Matrix room ID: `!opaque:server.name`, or the bare `!opaque` of room version 12.
+///
+/// Room IDs never become paths, so the check is the spec's outer shape only: a leading
+/// `!`, at most 255 bytes, printable ASCII without spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(String);
+
+string_id!(RoomId, 0);
+
+impl RoomId {
+    /// The longest room ID the spec allows, in bytes.
+    pub const MAX_LEN: usize = 255;
+
+    fn from_string(s: String) -> Result<Self, IdError> {
+        if s.len() > Self::MAX_LEN {
+            return Err(IdError::TooLong {
+                kind: "room ID",
+                len: s.len(),
+                input: s,
+                max: Self::MAX_LEN,
+            });
+        }
+        if s.len() < 2 || !s.starts_with('!') || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(IdError::Invalid {
+                kind: "room ID",
+                input: s,
+                reason: "expected !opaque:server.name (printable ASCII, no spaces)",
+            });
+        }
+        Ok(Self(s))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Sha256Hex
 // ---------------------------------------------------------------------------------------------
 
@@ -648,6 +685,25 @@ impl Sha256Hex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_ids_keep_the_spec_shape() {
+        for ok in [
+            "!abc:example.org",
+            "!CHtsZYNEgkCZgyHTVo_Ck5w",
+            "!a:[::1]:8448",
+        ] {
+            assert_eq!(ok.parse::<RoomId>().unwrap().as_str(), ok);
+        }
+        for bad in ["", "!", "#alias:example.org", "!a b:example.org", "!é:x"] {
+            assert!(bad.parse::<RoomId>().is_err(), "{bad:?}");
+        }
+        let long = format!("!{}", "a".repeat(RoomId::MAX_LEN));
+        assert!(matches!(
+            long.parse::<RoomId>(),
+            Err(IdError::TooLong { .. })
+        ));
+    }
     use sha2::Digest;
 
     /// Shapes that must never be accepted by any path-safe identifier.

@@ -85,7 +85,7 @@ pub use model::{
     InsertOutcome, MediaOutcome, MoveOutcome, NewBlob, NewMedia, ObjectState, PendingDeletion,
     PinReport, PurgeCandidate, PurgeSelection, PurgeTally, QUARANTINE_CHANGES_PAGE_LIMIT,
     QuarantineAction, QuarantineChange, QuarantineChangesPage, QuarantineReport, RecordedDatastore,
-    TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage, UsageTotals,
+    RoomMedia, TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage, UsageTotals,
 };
 pub use repo::{
     AttachOptions, DatastoreAccess, Repository, connect, connect_existing, connect_for_dry_run,
@@ -93,5 +93,5 @@ pub use repo::{
 };
 pub use roles::{
     BlobIndex, BlobTransfer, DeletionQueue, MediaAttributes, MediaIndex, Purge, Quarantine,
-    StoreCheck, TaskLog, UsageReport,
+    RoomIndex, StoreCheck, TaskLog, UsageReport,
 };

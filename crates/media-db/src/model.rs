@@ -3,7 +3,7 @@
 //! in the crate, so every role, every implementation and the raw rows can use it.
 
 use media_core::datastore::BlobKey;
-use media_core::ids::{ServerName, Sha256Hex, UserId};
+use media_core::ids::{RoomId, ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
 
 /// The most changes one page of [`crate::Quarantine::quarantine_changes`] returns, as
@@ -368,6 +368,13 @@ pub enum PurgeSelection {
         /// Only media created before this moment (ms), when given.
         before: Option<i64>,
     },
+    /// Media recorded in a room ([`crate::RoomIndex`]).
+    Room {
+        /// The room.
+        room: RoomId,
+        /// Only media created before this moment (ms), when given.
+        before: Option<i64>,
+    },
     /// Media last accessed (or, never accessed, created) before `since`, except those
     /// of the origins in `spare`.
     Unaccessed {
@@ -376,6 +383,15 @@ pub enum PurgeSelection {
         /// Origins left alone (ours, unless local media are included).
         spare: Vec<ServerName>,
     },
+}
+
+/// A media referenced in a room's events ([`crate::RoomIndex`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RoomMedia {
+    /// The room.
+    pub room: RoomId,
+    /// The media.
+    pub media: MediaKey,
 }
 
 /// A media a purge selected, as its row was read.

@@ -9,6 +9,7 @@
 //! * [`tasks`]: the task log ([`TaskLog`](crate::TaskLog));
 //! * [`attributes`]: a media's purpose ([`MediaAttributes`](crate::MediaAttributes));
 //! * [`purge`]: purges, reserved IDs and blocked bytes ([`Purge`](crate::Purge));
+//! * [`rooms`]: which rooms hold which media ([`RoomIndex`](crate::RoomIndex));
 //! * [`transfer`]: moving blobs between datastores ([`BlobTransfer`](crate::BlobTransfer)),
 //!   and recording a transfer's destination;
 //! * [`usage`]: what each recorded datastore holds, and who uses the space
@@ -35,6 +36,7 @@ pub mod deletion;
 pub mod media;
 pub mod purge;
 pub mod quarantine;
+pub mod rooms;
 mod sql;
 mod suggest;
 pub mod tasks;

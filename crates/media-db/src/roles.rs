@@ -13,7 +13,7 @@
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use media_core::datastore::{BlobKey, Datastore};
-use media_core::ids::{ServerName, Sha256Hex, UserId};
+use media_core::ids::{RoomId, ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailRecord};
 use std::collections::HashMap;
 
@@ -22,7 +22,8 @@ use crate::model::{
     Blob, BlobMove, BlobOutcome, BlobTally, DatastoreId, DeletedMedia, DrainReport, InsertOutcome,
     MediaOutcome, MoveOutcome, NewBlob, NewMedia, ObjectState, PendingDeletion, PinReport,
     PurgeCandidate, PurgeSelection, PurgeTally, QuarantineAction, QuarantineChangesPage,
-    QuarantineReport, TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage, UsageTotals,
+    QuarantineReport, RoomMedia, TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage,
+    UsageTotals,
 };
 
 /// Which bytes are recorded, and where: the content-addressed index of blobs.
@@ -361,4 +362,25 @@ pub trait StoreCheck: Send + Sync {
         datastore_id: DatastoreId,
         keys: &[BlobKey],
     ) -> Result<u64, DbError>;
+}
+
+/// Which rooms hold which media, as Synapse's events reference them (recorded by
+/// `import_synapse --include rooms`): a room's media for `media_admin purge room` and
+/// `quarantine room`.
+#[async_trait]
+pub trait RoomIndex: Send + Sync {
+    /// Records that each media of `links` was referenced in its room, in one
+    /// transaction; links already recorded stay as they are. Returns how many were new.
+    async fn record_room_media(&self, links: &[RoomMedia]) -> Result<u64, DbError>;
+
+    /// How many media references are recorded for `room` (whether or not the
+    /// repository holds the media): none means the room's events were never read.
+    async fn count_room_references(&self, room: &RoomId) -> Result<u64, DbError>;
+
+    /// Every media of the repository recorded in `room`, ordered by (origin, media_id),
+    /// fetched page by page.
+    fn media_in_room(&self, room: &RoomId) -> BoxStream<'static, Result<MediaRecord, DbError>>;
+
+    /// How many media of the repository are recorded in `room`.
+    async fn count_media_in_room(&self, room: &RoomId) -> Result<u64, DbError>;
 }

@@ -221,3 +221,104 @@ async fn the_task_log_lists_runs_and_the_unfinished_ones() {
         repo.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_room_selects_the_media_recorded_in_it_and_recording_twice_adds_nothing() {
+    use futures::TryStreamExt;
+    use media_db::{RoomIndex, RoomMedia};
+    for db in TestDatabase::both().await {
+        let label = db.label;
+        let repo = connect(&db.url).await.unwrap();
+        let store = MemoryDatastore::new();
+        let ds = repo.register_datastore("memory://test").await.unwrap();
+        let a = record(
+            &repo,
+            &store,
+            ds,
+            "mxc://ours.test/a",
+            Some("@u:ours.test"),
+            b"a",
+        )
+        .await;
+        let b = record(
+            &repo,
+            &store,
+            ds,
+            "mxc://ours.test/b",
+            Some("@u:ours.test"),
+            b"b",
+        )
+        .await;
+        let r = record(&repo, &store, ds, "mxc://remote.test/r", None, b"r").await;
+        let pinned = record(
+            &repo,
+            &store,
+            ds,
+            "mxc://ours.test/p",
+            Some("@u:ours.test"),
+            b"p",
+        )
+        .await;
+        repo.pin_media(std::slice::from_ref(&pinned)).await.unwrap();
+        let room: media_core::ids::RoomId = "!room:ours.test".parse().unwrap();
+        let other: media_core::ids::RoomId = "!other:ours.test".parse().unwrap();
+        let not_held: MediaKey = "mxc://remote.test/gone"
+            .parse::<media_core::ids::MxcUri>()
+            .unwrap()
+            .into();
+        let links: Vec<RoomMedia> = [
+            (&room, &a),
+            (&room, &r),
+            (&room, &pinned),
+            (&room, &not_held),
+            (&other, &b),
+            (&other, &a),
+        ]
+        .into_iter()
+        .map(|(room, media)| RoomMedia {
+            room: room.clone(),
+            media: media.clone(),
+        })
+        .collect();
+        assert_eq!(repo.record_room_media(&links).await.unwrap(), 6, "{label}");
+        assert_eq!(repo.record_room_media(&links).await.unwrap(), 0, "{label}");
+        assert_eq!(
+            repo.count_room_references(&room).await.unwrap(),
+            4,
+            "{label}"
+        );
+        assert_eq!(repo.count_media_in_room(&room).await.unwrap(), 3, "{label}");
+        let held: Vec<MediaKey> = repo
+            .media_in_room(&room)
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(held, [a.clone(), pinned.clone(), r.clone()], "{label}");
+
+        // The bulk form spares the pinned media; `before` cuts by creation time.
+        let selection = PurgeSelection::Room {
+            room: room.clone(),
+            before: None,
+        };
+        assert_eq!(repo.count_purge(&selection).await.unwrap(), 2, "{label}");
+        let early = PurgeSelection::Room {
+            room: room.clone(),
+            before: Some(1_700_000_000_000),
+        };
+        assert_eq!(repo.count_purge(&early).await.unwrap(), 0, "{label}");
+        let (plan, done) = tallies(&repo, &selection).await;
+        assert_eq!(plan, done, "{label}");
+        assert!(repo.get_media(&a).await.unwrap().is_none(), "{label}");
+        assert!(repo.get_media(&r).await.unwrap().is_none(), "{label}");
+        assert!(repo.get_media(&b).await.unwrap().is_some(), "{label}");
+        assert!(repo.get_media(&pinned).await.unwrap().is_some(), "{label}");
+        // The record of where the media were posted stays.
+        assert_eq!(
+            repo.count_room_references(&room).await.unwrap(),
+            4,
+            "{label}"
+        );
+        repo.close().await;
+    }
+}

@@ -14,6 +14,7 @@
 //!   `copy` (a worker, and copying one file into the datastore), `dry_run` (what a dry
 //!   run does instead of writing), `record` (the recorder, many media per transaction),
 //!   `avatars` (pinning the media in use as avatars).
+//! * [`rooms`]: recording which rooms hold which media, from Synapse's events.
 //!
 //! [`import_synapse`] copies a Synapse's media (local uploads, cached remote media,
 //! thumbnails, URL previews; avatars pinned) into our repository: every file's bytes are
@@ -74,6 +75,7 @@ mod plan;
 mod produce;
 mod record;
 pub mod report;
+pub mod rooms;
 pub mod shard;
 pub mod sink;
 mod work;

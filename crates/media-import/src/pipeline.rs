@@ -32,6 +32,7 @@ use crate::plan::WorkItem;
 use crate::produce::produce;
 use crate::record::{MAX_BATCH, record};
 use crate::report::ImportReport;
+use crate::rooms::record_rooms;
 use crate::sink::{ImportSink, RepositorySink, StoredMedia};
 use crate::work::work;
 
@@ -147,6 +148,9 @@ async fn run(
     }
     if context.options.mode.applies() {
         pin_avatars(synapse, &context, &mut report).await?;
+        if context.options.include.rooms {
+            record_rooms(synapse, &context, &mut report).await?;
+        }
     }
     report.failures.sort_listed();
     Ok(report)

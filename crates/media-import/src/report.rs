@@ -6,6 +6,7 @@ use media_core::run::{Failure, Failures, Reason, Report, Route, RunMode};
 use media_synapse::RowFault;
 use serde::Serialize;
 
+use crate::rooms::RoomsTally;
 use crate::shard::Shard;
 
 /// Why an item was not imported.
@@ -111,6 +112,8 @@ pub struct ImportReport {
     /// Avatar rows that could not be read or whose URL is not a valid MXC URI (listed in
     /// `failures`); the other avatars are still pinned.
     pub avatars_failed: u64,
+    /// Which rooms hold which media (`--include rooms`; none when not read).
+    pub rooms: Option<RoomsTally>,
     /// Items that were not imported: all counted, the first
     /// [`Failures::LISTED`](media_core::run::Failures::LISTED) listed.
     pub failures: Failures<FailureReason>,
@@ -123,7 +126,8 @@ impl Report for ImportReport {
 
     /// Whether any item failed (the tools then exit with code 1).
     fn has_failures(&self) -> bool {
-        self.media_failed + self.thumbnails_failed + self.avatars_failed > 0
+        let unreadable_events = self.rooms.map_or(0, |r| r.unreadable_events);
+        self.media_failed + self.thumbnails_failed + self.avatars_failed + unreadable_events > 0
     }
 }
 
@@ -243,6 +247,9 @@ impl std::fmt::Display for ImportReport {
                 self.avatars_not_in_repository,
                 self.avatars_failed
             )?;
+        }
+        if let Some(rooms) = &self.rooms {
+            writeln!(f, "{rooms}")?;
         }
         if self.failures.any() {
             writeln!(f, "not imported:")?;

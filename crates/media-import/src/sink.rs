@@ -22,8 +22,8 @@ use media_core::ids::{ServerName, Sha256Hex};
 use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
 use media_db::repo::{DatastoreId, NewMedia, Repository};
 use media_db::{
-    BlobIndex, DbError, InsertOutcome, MediaIndex, MediaOutcome, PinReport, Purge, TaskId,
-    TaskKind, TaskLog,
+    BlobIndex, DbError, InsertOutcome, MediaIndex, MediaOutcome, PinReport, Purge, RoomIndex,
+    TaskId, TaskKind, TaskLog,
 };
 
 /// Which content of a media some bytes are.
@@ -57,6 +57,10 @@ pub trait ImportSink: Send + Sync {
     /// Makes every object put into [`ImportSink::datastore_for`]'s datastores durable
     /// (blob before row: runs before each recording).
     async fn sync(&self) -> Result<(), StoreError>;
+
+    /// Where the rooms of media are recorded (`--include rooms`), if the sink keeps
+    /// them: a matrix-media-repo does not (it asks the homeserver).
+    fn room_index(&self) -> Option<&dyn RoomIndex>;
 
     /// The digests of those of `media_ids` of `origin` that are recorded, by media ID.
     async fn existing_media_digests(
@@ -154,6 +158,10 @@ impl ImportSink for RepositorySink {
 
     fn datastore_for(&self, _: &MediaKey, _: Content) -> &Arc<dyn Datastore> {
         &self.store
+    }
+
+    fn room_index(&self) -> Option<&dyn RoomIndex> {
+        Some(&self.repo)
     }
 
     async fn sync(&self) -> Result<(), StoreError> {

@@ -39,7 +39,7 @@ use media_core::ids::{MediaId, ServerName, Sha256Hex};
 use media_core::now_ms;
 use media_core::records::{MediaKey, ThumbnailRecord, size_to_i64};
 use media_db::error::QueryContext;
-use media_db::{DbError, InsertOutcome, MediaOutcome, PinReport, TaskId};
+use media_db::{DbError, InsertOutcome, MediaOutcome, PinReport, RoomIndex, TaskId};
 use media_import::{Content, ImportSink, StoredMedia};
 use sqlx::{PgConnection, PgPool};
 
@@ -302,6 +302,10 @@ impl ImportSink for MmrSink {
         tx.commit().await.during("commit a thumbnail")?;
         self.delete_unused(&fresh.puts, &placements).await?;
         Ok(outcome)
+    }
+
+    fn room_index(&self) -> Option<&dyn RoomIndex> {
+        None
     }
 
     async fn pin_media(&self, keys: &[MediaKey]) -> Result<PinReport, DbError> {

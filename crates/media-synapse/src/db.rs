@@ -165,6 +165,11 @@ impl SynapseDb {
         &self.shown_url
     }
 
+    /// The connections, for the readers of other modules.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// Closes the connections.
     pub async fn close(&self) {
         on_pool!(&self.pool, |p| p.close().await)

@@ -1,5 +1,5 @@
 //! Which kinds of a Synapse's media a job reads: local uploads, cached remote media,
-//! thumbnails, URL previews.
+//! thumbnails, URL previews, and the rooms media were posted in.
 
 use std::str::FromStr;
 
@@ -16,6 +16,8 @@ pub struct Include {
     pub thumbnails: bool,
     /// Media fetched for URL previews.
     pub url_previews: bool,
+    /// Which rooms hold which media, read from the rooms' events ([`crate::events`]).
+    pub rooms: bool,
 }
 
 impl Default for Include {
@@ -25,6 +27,7 @@ impl Default for Include {
             remote: true,
             thumbnails: true,
             url_previews: true,
+            rooms: true,
         }
     }
 }
@@ -32,13 +35,15 @@ impl Default for Include {
 impl FromStr for Include {
     type Err = String;
 
-    /// A comma-separated list of `local`, `remote`, `thumbnails`, `url-previews`.
+    /// A comma-separated list of `local`, `remote`, `thumbnails`, `url-previews`,
+    /// `rooms`.
     fn from_str(list: &str) -> Result<Self, Self::Err> {
         let mut include = Include {
             local: false,
             remote: false,
             thumbnails: false,
             url_previews: false,
+            rooms: false,
         };
         for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
@@ -46,16 +51,18 @@ impl FromStr for Include {
                 "remote" => include.remote = true,
                 "thumbnails" => include.thumbnails = true,
                 "url-previews" | "url_previews" => include.url_previews = true,
+                "rooms" => include.rooms = true,
                 other => {
                     return Err(format!(
                         "unknown kind {other:?}: use a comma-separated list of local, remote, \
-                         thumbnails, url-previews"
+                         thumbnails, url-previews, rooms"
                     ));
                 }
             }
         }
-        if !(include.local || include.remote || include.url_previews) {
-            return Err("nothing to import: include local, remote or url-previews".into());
+        // `rooms` alone records the rooms of media an earlier import brought in.
+        if !(include.local || include.remote || include.url_previews || include.rooms) {
+            return Err("nothing to import: include local, remote, url-previews or rooms".into());
         }
         Ok(include)
     }
@@ -68,11 +75,14 @@ mod tests {
     #[test]
     fn include_lists_parse_and_refuse_unknown_kinds() {
         assert_eq!(
-            "local,remote,thumbnails,url-previews".parse::<Include>(),
+            "local,remote,thumbnails,url-previews,rooms".parse::<Include>(),
             Ok(Include::default())
         );
         let only_local: Include = "local".parse().unwrap();
         assert!(only_local.local && !only_local.remote && !only_local.thumbnails);
+        assert!(!only_local.rooms);
+        let only_rooms: Include = "rooms".parse().unwrap();
+        assert!(only_rooms.rooms && !only_rooms.local && !only_rooms.remote);
         assert!(
             "local,avatars"
                 .parse::<Include>()

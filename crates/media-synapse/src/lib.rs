@@ -6,6 +6,7 @@
 //! * [`media`]: those rows as checked media ([`SynapseMedia`], [`SynapseThumbnail`]):
 //!   every identifier validated before it becomes a path; a row that cannot become a
 //!   media is a [`RowFailure`] naming it.
+//! * [`events`]: the media rooms hold, read from Synapse's events.
 //! * [`paths`]: where Synapse keeps each file under its `media_store_path`.
 //! * [`files`]: opening those files without ever leaving the media store.
 //! * [`store_check`]: a first look at a media store before a job starts.
@@ -53,6 +54,7 @@
 
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod files;
 #[cfg(feature = "http")]
 pub mod homeserver;
@@ -65,6 +67,7 @@ pub mod store_check;
 
 pub use db::{SynapseDb, open_synapse};
 pub use error::SynapseError;
+pub use events::{EventMedia, event_media_urls};
 #[cfg(feature = "http")]
 pub use homeserver::HomeserverClient;
 pub use homeserver_config::HomeserverConfig;

@@ -18,7 +18,7 @@ use media_db::error::{DbError, QueryContext};
 use reqwest::{StatusCode, Url};
 use serde::{Serialize, Serializer};
 
-use crate::room::RoomId;
+use media_core::ids::RoomId;
 
 /// How long connecting to Synapse may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -121,7 +121,7 @@ async fn plan_on(pool: &Pool, cutoff: Moment) -> Result<HistoryPlan, DbError> {
         let room = match room_id.parse::<RoomId>() {
             Ok(room) => room,
             Err(why) => {
-                plan.invalid.push((room_id, why));
+                plan.invalid.push((room_id, why.to_string()));
                 continue;
             }
         };

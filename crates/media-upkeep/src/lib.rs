@@ -17,7 +17,8 @@
 //!   and reports in a [`check_report`].
 //! * [`quarantine`](mod@quarantine): quarantine, unquarantine, protect and unprotect
 //!   with Synapse's semantics (hash propagation, protected media left out), a
-//!   [`room`]'s media as Synapse finds them, and [`listing`]s of media rows.
+//!   room's media as Synapse finds them (`media_synapse::events`), and [`listing`]s
+//!   of media rows.
 //! * [`synupkeep`](mod@synupkeep): synupkeep's three steps ([`synupkeep()`]): every
 //!   room's [`history`] purged through Synapse's admin API up to a cutoff, then local
 //!   media and the remote cache purged directly with Synapse's semantics.
@@ -61,7 +62,6 @@ pub mod purge;
 pub mod quarantine;
 pub mod removal;
 pub mod report;
-pub mod room;
 pub mod rows;
 pub mod synupkeep;
 pub mod usage;

@@ -7,17 +7,17 @@
 
 use std::fmt;
 
-use media_core::ids::{MxcUri, ServerName, UserId};
+use media_core::ids::{MxcUri, RoomId, ServerName, UserId};
 use media_core::moment::Moment;
 use media_core::run::{Failures, Reason, Route, RunMode};
 use media_db::DatabaseLocation;
 use media_db::connect::{self, OpenOptions, Pool, on_pool};
 use media_db::error::{DbError, QueryContext};
+use media_synapse::events::room_media_page;
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
 use crate::error::UpkeepError;
-use crate::room::{self, RoomId};
 
 /// Rows read per query.
 const PAGE: usize = 500;
@@ -305,7 +305,7 @@ async fn list_with(
             let mut before = i64::MAX;
             let mut seen = std::collections::HashSet::new();
             loop {
-                let (mxcs, next) = room::media_page(pool, room_id, before).await?;
+                let (mxcs, next) = room_media_page(pool, room_id, before).await?;
                 for mxc in mxcs {
                     let mxc_text = mxc.to_string();
                     if !seen.insert(mxc_text.clone()) {

@@ -77,6 +77,7 @@ pub(crate) async fn check_store(
         remote: tables.contains(&MediaTable::Remote),
         thumbnails: true,
         url_previews: local,
+        rooms: false,
     };
     media_synapse::check_media_store(synapse, &options.media_store, include).await?;
     Ok(server_name)

@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use media_core::ids::{MxcUri, ServerName, UserId};
+use media_core::ids::{MxcUri, RoomId, ServerName, UserId};
 use media_core::run::{Failures, Reason, Route, RunMode};
 use media_db::connect::{self, OpenOptions, Pool, on_pool};
 use media_db::error::{DbError, QueryContext};
@@ -34,7 +34,6 @@ use serde::{Serialize, Serializer};
 use sqlx::AssertSqlSafe;
 
 use crate::error::UpkeepError;
-use crate::room::RoomId;
 
 /// Named media handled per transaction.
 pub const BATCH: usize = 500;
@@ -242,7 +241,8 @@ async fn run(
         Target::Room(room) => {
             let mut before = i64::MAX;
             loop {
-                let (mxcs, next) = crate::room::media_page(&db.pool, room, before).await?;
+                let (mxcs, next) =
+                    media_synapse::events::room_media_page(&db.pool, room, before).await?;
                 db.apply(mxcs, options, &mut report).await?;
                 match next {
                     Some(next) => before = next,

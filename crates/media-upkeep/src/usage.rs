@@ -35,7 +35,8 @@ use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
 use crate::error::UpkeepError;
-use crate::room::{self, RoomId};
+use media_core::ids::RoomId;
+use media_synapse::events::room_media_page;
 
 /// Media looked up per statement when summing a room's media.
 const ROOM_CHUNK: usize = 200;
@@ -348,7 +349,7 @@ async fn by_room(
         let mut media: HashSet<MxcUri> = HashSet::new();
         let mut before = i64::MAX;
         loop {
-            let (mxcs, next) = room::media_page(pool, &room, before).await?;
+            let (mxcs, next) = room_media_page(pool, &room, before).await?;
             media.extend(mxcs);
             match next {
                 Some(next) => before = next,

@@ -395,7 +395,7 @@ impl Repository {
         })
     }
 
-    async fn count_media(&self, sql: &'static str, value: &str) -> Result<u64, DbError> {
+    pub(super) async fn count_media(&self, sql: &'static str, value: &str) -> Result<u64, DbError> {
         let count: i64 = on_pool!(&self.pool, |p| {
             sqlx::query_scalar(sql)
                 .bind(value)
@@ -406,7 +406,10 @@ impl Repository {
         Ok(count as u64)
     }
 
-    fn media_pages(&self, filter: MediaFilter) -> BoxStream<'static, Result<MediaRecord, DbError>> {
+    pub(super) fn media_pages(
+        &self,
+        filter: MediaFilter,
+    ) -> BoxStream<'static, Result<MediaRecord, DbError>> {
         let repo = self.clone();
         // The cursor: the (origin, media_id) of the last row of the previous page.
         keyset_pages((String::new(), String::new()), move |(origin, media_id)| {
@@ -444,6 +447,14 @@ impl Repository {
                 ),
                 origin,
             ),
+            MediaFilter::Room(room) => (
+                select_media!(
+                    "WHERE (origin, media_id) IN (SELECT origin, media_id FROM room_media \
+                     WHERE room_id = $1) AND (origin > $2 OR (origin = $2 AND media_id > $3)) \
+                     ORDER BY origin, media_id LIMIT $4"
+                ),
+                room,
+            ),
         };
         Ok(on_pool!(&self.pool, |p| {
             sqlx::query_as(sql)
@@ -460,9 +471,13 @@ impl Repository {
 
 /// Which media a stream pages through.
 #[derive(Debug, Clone)]
-enum MediaFilter {
+pub(super) enum MediaFilter {
+    /// Those a user uploaded.
     Uploader(String),
+    /// Those of an origin.
     Origin(String),
+    /// Those recorded in a room ([`crate::RoomIndex`]).
+    Room(String),
 }
 
 impl Repository {

@@ -131,6 +131,17 @@ impl Statement {
                 self.param(Value::Text(origin.to_string()));
                 before(self, "m.created_ts", at);
             }
+            PurgeSelection::Room { room, before: at } => {
+                self.push(BULK);
+                // Driven by the room's links (its primary key), not a walk of every media.
+                self.push(
+                    " AND (m.origin, m.media_id) IN (SELECT r.origin, r.media_id \
+                     FROM room_media AS r WHERE r.room_id = ",
+                );
+                self.param(Value::Text(room.to_string()));
+                self.push(")");
+                before(self, "m.created_ts", at);
+            }
             PurgeSelection::Unaccessed { since, spare: ours } => {
                 self.push(BULK);
                 spare(self, ours);
