@@ -13,6 +13,7 @@ mod command;
 mod database;
 pub mod dendrite;
 mod inspect;
+pub mod live_synapse;
 pub mod synapse_store;
 pub mod synthetic_synapse;
 
