@@ -155,6 +155,37 @@ async fn same_end_state_as_direct(engine: Engine) {
         "a protected media stays free"
     );
 
+    // Named media and a user's uploads: one DELETE per planned media.
+    let carol_blob = mxc("carol_blob");
+    for args in [
+        vec!["purge", "media", carol_blob.as_str()],
+        vec!["purge", "user", "@carol:fixture.test"],
+    ] {
+        let direct = report(&ours.command(&args).assert_exit(0));
+        let api = report(&through_api(&theirs, &synapse, &token, &args).assert_exit(0));
+        for key in ["media_deleted", "files_deleted", "bytes_freed"] {
+            assert_eq!(api[key], direct[key], "{args:?} {key}: {api:#}");
+        }
+        assert_eq!(
+            api["synapse_api"]["deleted_by_synapse"],
+            direct["media_deleted"]
+        );
+        assert_eq!(api["failures"]["count"], 0, "{args:?}: {api:#}");
+    }
+    assert_eq!(theirs.media_rows().await, ours.media_rows().await);
+    // Synapse's API deletes local media only: a cached remote media is a listed failure,
+    // and Synapse is not asked.
+    let remote_text = mxc("remote_text");
+    let refused = report(
+        &through_api(&theirs, &synapse, &token, &["purge", "media", &remote_text]).assert_exit(1),
+    );
+    assert_eq!(
+        refused["failures"]["by_reason"]["not_local"], 1,
+        "{refused:#}"
+    );
+    assert_eq!(refused["synapse_api"]["planned"], 0, "{refused:#}");
+    assert_eq!(theirs.media_rows().await, ours.media_rows().await);
+
     // The purges: the same rows and files go, and the report's counts match.
     for kind in ["remote", "local"] {
         let args = ["purge", kind, "--before", &before];

@@ -77,7 +77,8 @@ pub(crate) enum Command {
         report: ReportArgs,
     },
     /// Quarantine media as Synapse does: every media with the same sha256 too (local
-    /// and remote), never a protected one. Stop Synapse first.
+    /// and remote), never a protected one. Stop Synapse first, or go through its admin
+    /// API (--homeserver-url).
     Quarantine {
         #[command(subcommand)]
         target: TargetArgs,
@@ -238,7 +239,8 @@ pub(crate) enum Purge {
     },
     /// Local media last accessed (else created) before a time, as Synapse's "delete
     /// local media by date" (quarantined and protected media, and avatars unless
-    /// --keep-avatars=false, stay). Stop Synapse first.
+    /// --keep-avatars=false, stay). Stop Synapse first, or go through its admin API
+    /// (--homeserver-url).
     Local {
         /// The cutoff: a date (2026-01-31), a time, Unix milliseconds or an age (30d).
         #[arg(long, visible_alias = "older-than")]
@@ -259,7 +261,8 @@ pub(crate) enum Purge {
     },
     /// Every local media a user uploaded (URL previews they fetched included), as
     /// Synapse's DELETE /_synapse/admin/v1/users/<user_id>/media: quarantined and
-    /// protected media and avatars go too, as with Synapse's API. Stop Synapse first.
+    /// protected media and avatars go too, as with Synapse's API. Stop Synapse first,
+    /// or go through its admin API (--homeserver-url).
     User {
         /// The uploader, e.g. @alice:example.org.
         user: UserId,
@@ -274,7 +277,8 @@ pub(crate) enum Purge {
     /// These media, local or cached remote, as Synapse's DELETE
     /// /_synapse/admin/v1/media/<server>/<media_id>: whatever their state (quarantined,
     /// protected, avatars), as with Synapse's API. A media with no row is a listed
-    /// failure (exit 1). Stop Synapse first for local media.
+    /// failure (exit 1). Stop Synapse first for local media, or go through its admin
+    /// API (--homeserver-url).
     Media {
         /// mxc://server/media_id, one or more.
         #[arg(required = true)]
