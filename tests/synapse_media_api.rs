@@ -129,6 +129,7 @@ async fn same_end_state_as_direct(engine: Engine) {
     for args in [
         vec!["protect", bob.as_str()],
         vec!["quarantine", "--by", ADMIN, "media", alice.as_str()],
+        vec!["quarantine", "--by", ADMIN, "user", "@bob:fixture.test"],
     ] {
         let direct = report(&ours.command(&args).assert_exit(0));
         let api = report(&through_api(&theirs, &synapse, &token, &args).assert_exit(0));

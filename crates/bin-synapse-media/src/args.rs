@@ -275,7 +275,7 @@ pub(crate) enum Purge {
         run: RunArgs,
     },
     /// These media, local or cached remote, as Synapse's DELETE
-    /// /_synapse/admin/v1/media/<server>/<media_id>: whatever their state (quarantined,
+    /// /_synapse/admin/v1/media/{server}/{media_id}: whatever their state (quarantined,
     /// protected, avatars), as with Synapse's API. A media with no row is a listed
     /// failure (exit 1). Stop Synapse first for local media, or go through its admin
     /// API (--homeserver-url).

@@ -545,4 +545,12 @@ mod tests {
             Err(ApiError::Config(_))
         ));
     }
+
+    #[test]
+    fn the_token_is_never_shown() {
+        let api = AdminApi::new("http://localhost:8008", "syt_secret").unwrap();
+        let shown = format!("{api:?} {:?}", Through::AdminApi(api.clone()));
+        assert!(!shown.contains("syt_secret"), "{shown}");
+        assert!(shown.contains("localhost:8008"), "{shown}");
+    }
 }
