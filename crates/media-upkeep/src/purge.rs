@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use media_core::Progress;
 use std::collections::HashMap;
 
-use media_core::ids::{MxcUri, ServerName};
+use media_core::ids::ServerName;
 use media_core::moment::Moment;
 use media_core::records::MediaKey;
 use media_core::run::{Classify, ErrorClass, Route, RunMode};
@@ -60,8 +60,10 @@ pub struct PurgeOptions {
 /// Runs a purge and reports it. First it checks that the database and the media
 /// store belong together (the server name, the media store's folders and a sample of
 /// its files); in a real run it then takes the media store's journal (one purge at a
-/// time per store) and finishes what an interrupted run left. `progress` counts the
-/// selected media handled and the bytes freed.
+/// time per store) and finishes what an interrupted run left. Through Synapse's admin
+/// API ([`Through::AdminApi`]), a real run has Synapse delete the plan, then verifies the
+/// rows and cleans up after it (see the module documentation); a dry run is the same
+/// plan either way. `progress` counts the selected media handled and the bytes freed.
 pub async fn purge(
     options: &PurgeOptions,
     progress: &Progress,
@@ -252,7 +254,7 @@ async fn purge_through_api(
         PurgeSelection::User { .. } | PurgeSelection::Media { .. } => {
             let mut deleted = 0;
             for planned in &plan {
-                let mxc = MxcUri::new(planned.key.origin.clone(), planned.key.media_id.clone());
+                let mxc = planned.key.mxc();
                 match api.delete_media(&mxc).await {
                     Ok(count) => deleted += count,
                     Err(error) if error.class() == ErrorClass::Item => report.failures.push(
