@@ -219,13 +219,19 @@ impl fmt::Display for QuarantineReport {
             "  changed: {} ({} by a shared hash), already so: {}, protected left out: {}",
             self.changed.count, self.changed_by_hash, self.already.count, self.protected.count
         )?;
-        if let Some(api) = &self.synapse_api {
-            writeln!(
+        match (&self.synapse_api, self.mode) {
+            (Some(api), RunMode::DryRun) => writeln!(
+                f,
+                "  through Synapse's admin API {}: {} planned; Synapse not called",
+                api.api, api.planned
+            )?,
+            (Some(api), RunMode::Apply) => writeln!(
                 f,
                 "  through Synapse's admin API {}: {} planned, {} requests accepted, {} \
                  verified",
                 api.api, api.planned, api.requests, api.verified
-            )?;
+            )?,
+            (None, _) => {}
         }
         for mxc in self
             .changed

@@ -179,11 +179,17 @@ impl fmt::Display for PurgeReport {
                 self.media_without_file
             )?;
         }
-        if let Some(api) = &self.synapse_api {
-            writeln!(
+        match (&self.synapse_api, self.mode) {
+            (Some(api), RunMode::DryRun) => writeln!(
+                f,
+                "  through Synapse's admin API {}: {} planned; Synapse not called",
+                api.api, api.planned
+            )?,
+            (Some(api), RunMode::Apply) => writeln!(
                 f,
                 "  through Synapse's admin API {}: {} planned, {} deleted by Synapse (its \
-                 count), {} verified gone; left behind and cleaned up: {} files, {}, {} folders",
+                 count), {} verified gone; left behind and cleaned up: {} files, {}, {} \
+                 folders",
                 api.api,
                 api.planned,
                 api.deleted_by_synapse,
@@ -191,7 +197,8 @@ impl fmt::Display for PurgeReport {
                 api.cleaned_up.files,
                 human_size(api.cleaned_up.bytes),
                 api.cleaned_up.directories
-            )?;
+            )?,
+            (None, _) => {}
         }
         let k = &self.kept;
         writeln!(
