@@ -92,6 +92,14 @@ async fn same_end_state_as_direct(engine: Engine) {
     assert_eq!(dry["media_deleted"], direct_dry["media_deleted"]);
     assert_eq!(dry["synapse_api"]["planned"], direct_dry["media_deleted"]);
     assert_eq!(dry["synapse_api"]["deleted_by_synapse"], 0);
+    for key in [
+        "thumbnail_rows_deleted",
+        "files_deleted",
+        "bytes_freed",
+        "kept",
+    ] {
+        assert_eq!(dry[key], direct_dry[key], "{key}: {dry:#}");
+    }
     assert_eq!(
         state(&theirs).await,
         untouched,
@@ -177,6 +185,19 @@ async fn same_end_state_as_direct(engine: Engine) {
     // Synapse's API deletes local media only: a cached remote media is a listed failure,
     // and Synapse is not asked.
     let remote_text = mxc("remote_text");
+    let planned = report(
+        &through_api(
+            &theirs,
+            &synapse,
+            &token,
+            &["purge", "media", &remote_text, "--dry-run"],
+        )
+        .assert_exit(1),
+    );
+    assert_eq!(
+        planned["failures"]["by_reason"]["not_local"], 1,
+        "the dry run shows it"
+    );
     let refused = report(
         &through_api(&theirs, &synapse, &token, &["purge", "media", &remote_text]).assert_exit(1),
     );

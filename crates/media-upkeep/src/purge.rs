@@ -72,9 +72,9 @@ pub async fn purge(
     let checked = check_store(&synapse, options).await;
     synapse.close().await;
     let server_name = checked?;
-    let api = match (&options.through, options.mode) {
-        (Through::AdminApi(api), RunMode::Apply) => Some(api),
-        _ => None,
+    let api = match &options.through {
+        Through::AdminApi(api) => Some(api),
+        Through::Direct => None,
     };
     // Through the API, the database is only read: Synapse writes.
     let db_mode = if api.is_some() {
@@ -88,15 +88,7 @@ pub async fn purge(
         None => purge_with(&db, options, progress).await,
     };
     db.close().await;
-    let mut report = result?;
-    if let (Through::AdminApi(api), RunMode::DryRun) = (&options.through, options.mode) {
-        report.synapse_api = Some(ApiPurgeReport {
-            api: api.base().to_string(),
-            planned: report.media_deleted,
-            ..ApiPurgeReport::default()
-        });
-    }
-    Ok(report)
+    result
 }
 
 /// Checks that the database and the media store belong together for `options`' purge;
@@ -175,7 +167,8 @@ async fn purge_with(
 }
 
 /// A purge applied by Synapse through `api`: plan (read-only), have Synapse delete,
-/// verify the rows, clean up the files and folders Synapse left.
+/// verify the rows, clean up the files and folders Synapse left. A dry run stops after
+/// the plan, before the first request.
 async fn purge_through_api(
     db: &PurgeDb,
     api: &AdminApi,
@@ -184,11 +177,17 @@ async fn purge_through_api(
 ) -> Result<PurgeReport, UpkeepError> {
     let selection = &options.selection;
     let root = options.media_store.as_path();
-    // The token first: nothing changes when Synapse refuses it.
-    api.check_admin().await?;
-    let mut journal = Journal::lock(root)?;
     let mut report = new_report(options, &format!("Synapse's admin API {} and ", api.base()));
-    finish_interrupted_run(&mut journal, db, root, &mut report).await?;
+    let journal = match options.mode {
+        RunMode::DryRun => None,
+        RunMode::Apply => {
+            // The token first: nothing changes when Synapse refuses it.
+            api.check_admin().await?;
+            let mut journal = Journal::lock(root)?;
+            finish_interrupted_run(&mut journal, db, root, &mut report).await?;
+            Some(journal)
+        }
+    };
     let kept = db.kept_rows(selection).await?;
     report.kept.quarantined = kept.quarantined;
     report.kept.protected = kept.protected;
@@ -243,6 +242,18 @@ async fn purge_through_api(
     }
     let thumbnails_before = db.count_thumbnails(&plan).await?;
     let sizes = measure_files(root, &plan).await?;
+    let Some(mut journal) = journal else {
+        report.media_deleted = plan.len() as u64;
+        report.thumbnail_rows_deleted = thumbnails_before;
+        add_measured(&mut report, &plan, &sizes);
+        report.synapse_api = Some(ApiPurgeReport {
+            api: api.base().to_string(),
+            planned: plan.len() as u64,
+            ..ApiPurgeReport::default()
+        });
+        progress.items_done.store(plan.len() as u64, Relaxed);
+        return Ok(report);
+    };
 
     let deleted_by_synapse = match selection {
         PurgeSelection::Remote { before } => api.purge_media_cache(*before).await?,
@@ -301,12 +312,7 @@ async fn purge_through_api(
     }
     report.media_deleted = gone.len() as u64;
     report.thumbnail_rows_deleted = thumbnails_before.saturating_sub(thumbnails_after);
-    for planned in &gone {
-        let measured = sizes.get(&planned.key).copied().unwrap_or_default();
-        report.files_deleted += measured.files();
-        report.bytes_freed += measured.bytes;
-        report.media_without_file += u64::from(!measured.content);
-    }
+    add_measured(&mut report, &gone, &sizes);
 
     // Clean up what Synapse left of the media it deleted, journalled as a direct purge.
     journal.record(&gone).map_err(journal_error(root))?;
@@ -329,6 +335,20 @@ async fn purge_through_api(
         },
     });
     Ok(report)
+}
+
+/// Adds the files `sizes` measured for `media` to the report's counts.
+fn add_measured(
+    report: &mut PurgeReport,
+    media: &[PlannedMedia],
+    sizes: &HashMap<MediaKey, Removed>,
+) {
+    for planned in media {
+        let measured = sizes.get(&planned.key).copied().unwrap_or_default();
+        report.files_deleted += measured.files();
+        report.bytes_freed += measured.bytes;
+        report.media_without_file += u64::from(!measured.content);
+    }
 }
 
 /// The files each of `media` has now (what removing them would remove).
