@@ -8,9 +8,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use media_tests::live_synapse::LiveSynapse;
 use media_tests::synapse_store::{
     ENGINES, Engine, Expected, JOURNAL, SERVER, Store, assert_purged, copy_fixture, fan_out,
-    files_of, fixture, media_id, now_ms, opt_i64,
+    files_of, fixture, fixture_media, media_id, now_ms, opt_i64, quarantined,
 };
 use media_tests::synthetic_synapse::{SyntheticSpec, copy_into_postgres, write_synapse_sqlite};
 use media_tests::{TestCommand, TestDatabase, any_connection, report};
@@ -492,64 +493,24 @@ async fn a_link_where_a_purged_media_keeps_its_thumbnails_is_listed_and_not_foll
     assert_eq!(report["media_deleted"], 4, "{report:#}");
 }
 
-/// Runs an admin API call of a live Synapse with curl; its JSON answer.
-fn admin_post(url: &str, token: &str) -> Value {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--fail-with-body", "-X", "POST", "-d", "{}", "-H"])
-        .arg(format!("Authorization: Bearer {token}"))
-        .arg(url)
-        .output()
-        .expect("curl must be installed");
-    let body = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{url}: {body} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
-}
-
 #[tokio::test]
 async fn the_same_rows_and_files_go_as_with_synapses_own_admin_api_and_no_empty_folder_stays() {
-    use std::io::BufRead;
-    let python = std::env::var("SYNAPSE_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "SYNAPSE_PYTHON is not set: run the tests with ./scripts/test, which provides a \
-             Python with matrix-synapse, or point SYNAPSE_PYTHON at one"
-        )
-    });
     let ours = copy_fixture(Engine::Sqlite).await;
     let theirs = copy_fixture(Engine::Sqlite).await;
-    let workdir = theirs.media_store.parent().unwrap().to_owned();
     let before = (now_ms() - 86_400_000).to_string();
 
-    let mut serve = std::process::Command::new(python)
-        .arg(fixture(Engine::Sqlite).parent().unwrap().join("serve.py"))
-        .arg(&workdir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start serve.py");
-    let mut line = String::new();
-    std::io::BufReader::new(serve.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let info: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("serve.py did not start Synapse ({e}): {line:?}"));
-    let (url, token) = (
-        info["url"].as_str().unwrap(),
-        info["admin_token"].as_str().unwrap(),
+    let synapse = LiveSynapse::serve(theirs.dir.path(), None);
+    let remote = synapse.admin(
+        "POST",
+        &format!("/_synapse/admin/v1/purge_media_cache?before_ts={before}"),
+        &serde_json::json!({}),
     );
-    let remote = admin_post(
-        &format!("{url}/_synapse/admin/v1/purge_media_cache?before_ts={before}"),
-        token,
+    let local = synapse.admin(
+        "POST",
+        &format!("/_synapse/admin/v1/media/delete?before_ts={before}&keep_profiles=true"),
+        &serde_json::json!({}),
     );
-    let local = admin_post(
-        &format!("{url}/_synapse/admin/v1/media/delete?before_ts={before}&keep_profiles=true"),
-        token,
-    );
-    drop(serve.stdin.take()); // serve.py stops Synapse when its stdin closes
-    assert!(serve.wait().unwrap().success());
+    drop(synapse);
 
     let remote_report = report(
         &ours
@@ -630,18 +591,6 @@ fn the_tool_answers_help_and_version_and_refuses_what_it_cannot_use_with_exit_2(
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
-}
-
-/// The fixture's record of the media with this label (`expected.json`).
-fn fixture_media(engine: Engine, label: &str) -> Value {
-    let text = std::fs::read_to_string(fixture(engine).join("expected.json")).unwrap();
-    let expected: Value = serde_json::from_str(&text).unwrap();
-    ["local_media", "remote_media"]
-        .iter()
-        .flat_map(|k| expected[k].as_array().unwrap().iter())
-        .find(|m| m["label"] == label)
-        .unwrap_or_else(|| panic!("no media labelled {label}"))
-        .clone()
 }
 
 /// The categories of a check report that are problems, with their findings.
@@ -881,25 +830,6 @@ async fn check_lists_links_without_following_them_and_fix_leaves_them() {
     assert_eq!(report["orphan_files"]["count"], 0, "{report:#}");
     assert!(outside.path().join("cd/orphanfile").exists());
     assert!(link.is_symlink());
-}
-
-/// `mxc://…` of every quarantined media row, local and remote.
-async fn quarantined(store: &Store) -> BTreeSet<String> {
-    let mut all = store
-        .lines(&format!(
-            "SELECT 'mxc://{SERVER}/' || media_id FROM local_media_repository \
-             WHERE quarantined_by IS NOT NULL"
-        ))
-        .await;
-    all.extend(
-        store
-            .lines(
-                "SELECT 'mxc://' || media_origin || '/' || media_id FROM remote_media_cache \
-                 WHERE quarantined_by IS NOT NULL",
-            )
-            .await,
-    );
-    all
 }
 
 /// `mxc://…` of every media row, local and remote, whose sha256 is one of `hashes`

@@ -5,10 +5,10 @@
 //! and `purge_media_cache`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
+use media_tests::live_synapse::{LiveSynapse, synapse_fixture_dir};
 use media_tests::{TestCommand, TestDatabase, any_connection, report};
 use serde_json::Value;
 use sqlx::{Connection, Row};
@@ -18,7 +18,7 @@ use sqlx::{Connection, Row};
 const TWO_HOURS_MS: i64 = 7_200_000;
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synapse")
+    synapse_fixture_dir()
 }
 
 fn now_ms() -> i64 {
@@ -296,102 +296,6 @@ fn walk(root: &Path, dir: &Path, files: &mut BTreeSet<String>, empty: &mut Vec<S
     }
 }
 
-/// A live Synapse on a store (serve.py): stopped when dropped.
-struct LiveSynapse {
-    child: Child,
-    url: String,
-    admin_token: String,
-}
-
-impl LiveSynapse {
-    /// Starts Synapse on `store`; call [`LiveSynapse::ready`] to wait for it.
-    fn start(store: &Store) -> Child {
-        let python = std::env::var("SYNAPSE_PYTHON").unwrap_or_else(|_| {
-            panic!(
-                "SYNAPSE_PYTHON is not set: run the tests with ./scripts/test, which provides \
-                 a Python with matrix-synapse, or point SYNAPSE_PYTHON at one"
-            )
-        });
-        let mut command = Command::new(python);
-        command
-            .arg(fixture_dir().join("serve.py"))
-            .arg(store.dir.path());
-        if let Some(database) = &store.postgres {
-            command.arg("--postgres").arg(&database.url);
-        }
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start serve.py")
-    }
-
-    /// Waits until the started Synapse answers.
-    fn ready(mut child: Child) -> Self {
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let info: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("serve.py did not start Synapse ({e}): {line:?}"));
-        Self {
-            child,
-            url: info["url"].as_str().unwrap().to_owned(),
-            admin_token: info["admin_token"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    /// An admin API request with curl; its JSON answer.
-    fn admin(&self, method: &str, path: &str, body: &Value) -> Value {
-        let url = format!("{}{path}", self.url);
-        let out = Command::new("curl")
-            .args(["-sS", "--fail-with-body", "-X", method, "-H"])
-            .arg(format!("Authorization: Bearer {}", self.admin_token))
-            .args(["-H", "Content-Type: application/json", "-d"])
-            .arg(body.to_string())
-            .arg(&url)
-            .output()
-            .expect("curl must be installed");
-        let answer = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{method} {url}: {answer} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{url}: {e}: {answer}"))
-    }
-
-    /// Synapse's own purge of a room's history up to `event`, local events included,
-    /// waited for.
-    fn purge_history(&self, room: &str, event: &str) {
-        let started = self.admin(
-            "POST",
-            &format!("/_synapse/admin/v1/purge_history/{room}"),
-            &serde_json::json!({"delete_local_events": true, "purge_up_to_event_id": event}),
-        );
-        let purge_id = started["purge_id"].as_str().unwrap();
-        loop {
-            let status = self.admin(
-                "GET",
-                &format!("/_synapse/admin/v1/purge_history_status/{purge_id}"),
-                &Value::Null,
-            );
-            match status["status"].as_str() {
-                Some("active") => std::thread::sleep(std::time::Duration::from_millis(100)),
-                Some("complete") => return,
-                _ => panic!("{room}: Synapse's purge failed: {status}"),
-            }
-        }
-    }
-}
-
-impl Drop for LiveSynapse {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take()); // serve.py stops Synapse when its stdin closes
-        let _ = self.child.wait();
-    }
-}
-
 /// `synupkeep` with synupkeep's own arguments.
 fn synupkeep(store: &Store, synapse: &LiveSynapse, delta: &str) -> TestCommand {
     let mut command = TestCommand::new("synupkeep");
@@ -425,7 +329,10 @@ async fn leaves_what_synapses_own_purges_leave(engine: Engine) {
         store.split_in_time().await;
         store.add_a_room_synapse_refuses().await;
     }
-    let (ours_starting, theirs_starting) = (LiveSynapse::start(&ours), LiveSynapse::start(&theirs));
+    let (ours_starting, theirs_starting) = (
+        LiveSynapse::start(ours.dir.path(), ours.postgres.as_ref()),
+        LiveSynapse::start(theirs.dir.path(), theirs.postgres.as_ref()),
+    );
     let (ours_synapse, theirs_synapse) = (
         LiveSynapse::ready(ours_starting),
         LiveSynapse::ready(theirs_starting),

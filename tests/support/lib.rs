@@ -14,6 +14,7 @@ mod command;
 mod database;
 pub mod dendrite;
 mod inspect;
+pub mod live_synapse;
 pub mod mmr;
 pub mod synapse_store;
 pub mod synthetic_synapse;

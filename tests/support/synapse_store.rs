@@ -331,3 +331,34 @@ pub async fn assert_purged(store: &Store, args: &[&str], expected: &Expected) {
     }
     assert_eq!(dry["kept"], real["kept"]);
 }
+
+/// The fixture's record of the media with this label (`expected.json`).
+pub fn fixture_media(engine: Engine, label: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(engine).join("expected.json")).unwrap();
+    let expected: Value = serde_json::from_str(&text).unwrap();
+    ["local_media", "remote_media"]
+        .iter()
+        .flat_map(|k| expected[k].as_array().unwrap().iter())
+        .find(|m| m["label"] == label)
+        .unwrap_or_else(|| panic!("no media labelled {label}"))
+        .clone()
+}
+
+/// `mxc://…` of every quarantined media row, local and remote.
+pub async fn quarantined(store: &Store) -> BTreeSet<String> {
+    let mut all = store
+        .lines(&format!(
+            "SELECT 'mxc://{SERVER}/' || media_id FROM local_media_repository \
+             WHERE quarantined_by IS NOT NULL"
+        ))
+        .await;
+    all.extend(
+        store
+            .lines(
+                "SELECT 'mxc://' || media_origin || '/' || media_id FROM remote_media_cache \
+                 WHERE quarantined_by IS NOT NULL",
+            )
+            .await,
+    );
+    all
+}

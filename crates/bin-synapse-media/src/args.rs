@@ -10,6 +10,7 @@ use media_core::moment::Moment;
 use media_core::run::RunMode;
 use media_db::DatabaseLocation;
 use media_synapse::HomeserverConfig;
+use media_upkeep::admin_api::{AdminApi, Through};
 use media_upkeep::listing::{ListOptions, Listing};
 use media_upkeep::quarantine::{Change, Target};
 use media_upkeep::{
@@ -18,10 +19,11 @@ use media_upkeep::{
 };
 
 const SYNAPSE: &str = "Synapse";
+const ADMIN_API: &str = "Through Synapse's admin API";
 
-/// Upkeep of a Synapse media store, directly on its database and media_store folder:
-/// purge the remote cache and old local media with Synapse's own semantics, and leave
-/// no empty folder behind.
+/// Upkeep of a Synapse media store, directly on its database and media_store folder or
+/// through Synapse's admin API (--homeserver-url): purge the remote cache and old local
+/// media with Synapse's own semantics, and leave no empty folder behind.
 #[derive(Debug, Parser)]
 #[command(name = "synapse_media", version, after_help = EXAMPLES)]
 pub(crate) struct Cli {
@@ -74,7 +76,8 @@ pub(crate) enum Command {
         report: ReportArgs,
     },
     /// Quarantine media as Synapse does: every media with the same sha256 too (local
-    /// and remote), never a protected one. Stop Synapse first.
+    /// and remote), never a protected one. Stop Synapse first, or go through its admin
+    /// API (--homeserver-url).
     Quarantine {
         #[command(subcommand)]
         target: TargetArgs,
@@ -235,7 +238,8 @@ pub(crate) enum Purge {
     },
     /// Local media last accessed (else created) before a time, as Synapse's "delete
     /// local media by date" (quarantined and protected media, and avatars unless
-    /// --keep-avatars=false, stay). Stop Synapse first.
+    /// --keep-avatars=false, stay). Stop Synapse first, or go through its admin API
+    /// (--homeserver-url).
     Local {
         /// The cutoff: a date (2026-01-31), a time, Unix milliseconds or an age (30d).
         #[arg(long, visible_alias = "older-than")]
@@ -256,7 +260,8 @@ pub(crate) enum Purge {
     },
     /// Every local media a user uploaded (URL previews they fetched included), as
     /// Synapse's DELETE /_synapse/admin/v1/users/<user_id>/media: quarantined and
-    /// protected media and avatars go too, as with Synapse's API. Stop Synapse first.
+    /// protected media and avatars go too, as with Synapse's API. Stop Synapse first,
+    /// or go through its admin API (--homeserver-url).
     User {
         /// The uploader, e.g. @alice:example.org.
         user: UserId,
@@ -269,9 +274,10 @@ pub(crate) enum Purge {
         run: RunArgs,
     },
     /// These media, local or cached remote, as Synapse's DELETE
-    /// /_synapse/admin/v1/media/<server>/<media_id>: whatever their state (quarantined,
+    /// /_synapse/admin/v1/media/{server}/{media_id}: whatever their state (quarantined,
     /// protected, avatars), as with Synapse's API. A media with no row is a listed
-    /// failure (exit 1). Stop Synapse first for local media.
+    /// failure (exit 1). Stop Synapse first for local media, or go through its admin
+    /// API (--homeserver-url).
     Media {
         /// mxc://server/media_id, one or more.
         #[arg(required = true)]
@@ -296,12 +302,29 @@ pub(crate) enum Job {
     Usage(UsageOptions),
 }
 
-/// The flags of every run: dry run and report.
+/// The flags of every run: dry run, who applies it, and report.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// Change nothing; report what a real run would do.
+    /// Change nothing; report what a real run would do (Synapse is not called).
     #[arg(long)]
     pub(crate) dry_run: bool,
+
+    /// Have Synapse apply the plan through its admin API at this URL (e.g.
+    /// http://localhost:8008), while it runs: the plan is read from the database, Synapse
+    /// deletes or changes, then the rows are verified and the files and empty folders
+    /// Synapse leaves are removed.
+    #[arg(long, value_name = "URL", help_heading = ADMIN_API)]
+    pub(crate) homeserver_url: Option<String>,
+
+    /// The access token of a Synapse server admin, for --homeserver-url (never printed).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SYNAPSE_ADMIN_TOKEN",
+        hide_env_values = true,
+        help_heading = ADMIN_API
+    )]
+    pub(crate) admin_token: Option<String>,
 
     #[command(flatten)]
     pub(crate) report: ReportArgs,
@@ -344,6 +367,10 @@ Examples:
   # Quarantine a media and every copy of it (same sha256), then a whole room's media:
   synapse_media ... quarantine --by @admin:example.org media mxc://example.org/abcdef
   synapse_media ... quarantine --by @admin:example.org room '!room:example.org' --dry-run
+
+  # Let a running Synapse delete through its admin API; verify and clean up after it:
+  SYNAPSE_ADMIN_TOKEN=syt_... synapse_media -c homeserver.yaml purge remote --older-than 30d \\
+      --homeserver-url http://localhost:8008
 
 A killed purge is finished by the next one (its journal sits in the media store).";
 
@@ -469,6 +496,25 @@ impl Cli {
         RunError::usage(format_args!("{} sets no {key}: {instead}", path.display()))
     }
 
+    /// Who applies the run: Synapse's admin API with --homeserver-url, else this tool.
+    fn through(&self) -> Result<Through, RunError> {
+        let Some(run) = self.run_args() else {
+            return Ok(Through::Direct);
+        };
+        let Some(url) = run.homeserver_url.as_deref() else {
+            return Ok(Through::Direct);
+        };
+        let token = run.admin_token.as_deref().ok_or_else(|| {
+            RunError::usage(
+                "--homeserver-url needs the access token of a Synapse server admin: give \
+                 --admin-token or set SYNAPSE_ADMIN_TOKEN",
+            )
+        })?;
+        AdminApi::new(url, token)
+            .map(Through::AdminApi)
+            .map_err(RunError::of)
+    }
+
     /// What a purge subcommand purges.
     fn selection(purge: &Purge) -> PurgeSelection {
         match purge {
@@ -502,6 +548,7 @@ impl Cli {
         let synapse_db = self.synapse_location(config)?;
         let server_name = self.server_name(config)?;
         let mode = self.mode();
+        let through = self.through()?;
         let change = |target: Target, change: Change| {
             Job::Quarantine(QuarantineOptions {
                 synapse_db: synapse_db.clone(),
@@ -509,6 +556,7 @@ impl Cli {
                 target,
                 change,
                 mode,
+                through: through.clone(),
             })
         };
         Ok(match &self.command {
@@ -518,6 +566,7 @@ impl Cli {
                 server_name: server_name.clone(),
                 selection: Self::selection(purge),
                 mode,
+                through: through.clone(),
             }),
             Command::Check { settled_before, .. } => Job::Check(CheckOptions {
                 synapse_db: synapse_db.clone(),

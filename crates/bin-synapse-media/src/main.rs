@@ -1,5 +1,5 @@
 //! `synapse_media`: upkeep of a Synapse media store, directly on its database and
-//! media_store folder.
+//! media_store folder, or through Synapse's admin API.
 //!
 //! Thin binary: parse the command line, wire the library crates, print a report, exit
 //! with the toolkit's exit codes (see `media_cli::Exit`).

@@ -9,7 +9,7 @@ use media_core::moment::Moment;
 use media_core::run::RunMode;
 use media_db::DatabaseLocation;
 use media_upkeep::SynupkeepOptions;
-use media_upkeep::history::AdminApi;
+use media_upkeep::admin_api::AdminApi;
 
 /// Purges a Synapse's room history, local media and cached remote media older than a
 /// delta, as synupkeep does and with its arguments, but with Synapse's own media

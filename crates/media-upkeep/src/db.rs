@@ -646,13 +646,13 @@ impl PurgeDb {
         Ok(deleted)
     }
 
-    /// Of `media` (listed by an interrupted run), those whose files nothing names any
-    /// more: their row is gone, and (remote) no other row uses their filesystem ID.
-    pub async fn unreferenced(
+    /// `media` split into those whose row is gone and those whose row is still there.
+    pub async fn split_by_row(
         &self,
         media: Vec<PlannedMedia>,
-    ) -> Result<Vec<PlannedMedia>, DbError> {
+    ) -> Result<(Vec<PlannedMedia>, Vec<PlannedMedia>), DbError> {
         let mut without_row = Vec::with_capacity(media.len());
+        let mut with_row = Vec::new();
         for planned in media {
             let (origin, id) = (planned.key.origin.as_str(), planned.key.media_id.as_str());
             let found: Option<i64> = on_pool!(&self.pool, |p| {
@@ -670,12 +670,38 @@ impl PurgeDb {
                 }
                 .fetch_optional(p)
                 .await
-                .during("look up the media an interrupted purge listed")?
+                .during("look up whether a media's row is still there")?
             });
-            if found.is_none() {
-                without_row.push(planned);
+            match found {
+                None => without_row.push(planned),
+                Some(_) => with_row.push(planned),
             }
         }
+        Ok((without_row, with_row))
+    }
+
+    /// The rows of `table`.
+    pub async fn count_media(&self, table: MediaTable) -> Result<u64, DbError> {
+        let sql = match table {
+            MediaTable::Local => "SELECT COUNT(*) FROM local_media_repository",
+            MediaTable::Remote => "SELECT COUNT(*) FROM remote_media_cache",
+        };
+        let count: i64 = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(sql)
+                .fetch_one(p)
+                .await
+                .during("count media rows")?
+        });
+        Ok(count as u64)
+    }
+
+    /// Of `media` (listed by an interrupted run), those whose files nothing names any
+    /// more: their row is gone, and (remote) no other row uses their filesystem ID.
+    pub async fn unreferenced(
+        &self,
+        media: Vec<PlannedMedia>,
+    ) -> Result<Vec<PlannedMedia>, DbError> {
+        let (mut without_row, _) = self.split_by_row(media).await?;
         let shared = on_pool!(&self.pool, |p| shared_filesystem_ids!(p, &without_row));
         without_row.retain(|planned| match &planned.storage {
             Storage::Remote { filesystem_id } => {

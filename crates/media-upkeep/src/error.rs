@@ -7,6 +7,8 @@ use media_core::run::{Classify, ErrorClass};
 use media_db::DbError;
 use media_synapse::SynapseError;
 
+use crate::admin_api::ApiError;
+
 /// Why an upkeep run cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum UpkeepError {
@@ -17,6 +19,10 @@ pub enum UpkeepError {
     /// that is not its media store).
     #[error(transparent)]
     Synapse(#[from] SynapseError),
+    /// Synapse's admin API as a whole: a wrong URL or token, an unreachable Synapse, a
+    /// refused request that applies the whole plan.
+    #[error(transparent)]
+    Api(#[from] ApiError),
     /// Another run is purging the same media store.
     #[error("{0}")]
     Busy(String),
@@ -35,12 +41,13 @@ pub enum UpkeepError {
 
 impl Classify for UpkeepError {
     /// A wrong setting and a busy store are the operator's to sort out (nothing was
-    /// changed); the database's errors classify themselves; the rest is fatal, and a
+    /// changed); the database's and the admin API's errors classify themselves; the rest is fatal, and a
     /// new run carries on where this one stopped.
     fn class(&self) -> ErrorClass {
         match self {
             Self::Db(e) => e.class(),
             Self::Synapse(e) => e.class(),
+            Self::Api(e) => e.class(),
             Self::Busy(_) => ErrorClass::Usage,
             Self::Io { .. } | Self::Task(_) => ErrorClass::Fatal,
         }

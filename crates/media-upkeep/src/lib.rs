@@ -3,7 +3,9 @@
 //!
 //! * [`plan`]: what a purge selects ([`PurgeSelection`]: the remote cache by last
 //!   access, local media by age, size and avatar use, a user's uploads, named media)
-//!   and each selected media's files ([`PlannedMedia`]). The plan is what every way of applying a purge shares.
+//!   and each selected media's files ([`PlannedMedia`]). The plan is what every way of
+//!   applying a purge shares: directly, or [`Through`](admin_api::Through) Synapse's
+//!   [`admin_api`], verified and cleaned up after.
 //! * [`db`]: Synapse's database as a purge sees it: the candidates page by page, what
 //!   is kept and why, one transaction per batch of deletions.
 //! * [`removal`]: removing a media's files and the folders left empty, never following
@@ -30,6 +32,7 @@
 //! ```
 //! use media_core::moment::Moment;
 //! use media_core::run::RunMode;
+//! use media_upkeep::admin_api::Through;
 //! use media_upkeep::{PurgeOptions, PurgeSelection};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,6 +43,7 @@
 //!     server_name: None,
 //!     selection: PurgeSelection::Remote { before: Moment::now() },
 //!     mode: RunMode::DryRun,
+//!     through: Through::Direct,
 //! };
 //! let progress = media_core::Progress::default();
 //! let report = tokio::runtime::Runtime::new()?.block_on(media_upkeep::purge(&options, &progress))?;
@@ -50,6 +54,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod admin_api;
 pub mod check;
 pub mod check_report;
 pub mod db;

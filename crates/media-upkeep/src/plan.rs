@@ -1,7 +1,7 @@
 //! What a purge deletes: the selection an operator asks for, and each selected media with
 //! the files it owns in the media store. The plan is the same whoever applies it: rows
-//! and files directly ([`crate::purge()`]), or (later) Synapse's admin API with this
-//! toolkit verifying and cleaning up after it.
+//! and files directly ([`crate::purge()`]), or Synapse's admin API with this toolkit
+//! verifying and cleaning up after it ([`crate::admin_api::Through`]).
 
 use std::fmt;
 use std::path::PathBuf;

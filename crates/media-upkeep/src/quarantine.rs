@@ -21,18 +21,28 @@
 //! through replication only when Synapse itself writes them: stop Synapse first.
 //!
 //! Work goes in batches of [`BATCH`] named media, one transaction each.
+//!
+//! **Through Synapse's admin API** ([`Through::AdminApi`]) the same plan is read
+//! (read-only), then Synapse changes the media: one `media/(un)quarantine/<server>/<id>`
+//! or `media/(un)protect/<id>` per named media, or `user/<id>/media/quarantine` and
+//! `room/<id>/media/quarantine` for a user's or a room's media. Synapse records the
+//! token's admin as `quarantined_by`, so `by` must be that admin. Afterwards the plan is
+//! made again: every media it would still change is a listed failure, and so is any
+//! change beyond the plan. Synapse has no endpoint that releases a user's or a room's
+//! media at once: those are refused (name the media, or apply directly).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use media_core::ids::{MxcUri, RoomId, ServerName, UserId};
-use media_core::run::{Failures, Reason, Route, RunMode};
+use media_core::run::{Classify, ErrorClass, Failures, Reason, Route, RunMode};
 use media_db::connect::{self, OpenOptions, Pool, on_pool};
 use media_db::error::{DbError, QueryContext};
 use media_db::{DatabaseLocation, Dialect};
 use serde::{Serialize, Serializer};
 use sqlx::AssertSqlSafe;
 
+use crate::admin_api::{AdminApi, ApiError, Protected, Quarantined, Through};
 use crate::error::UpkeepError;
 
 /// Named media handled per transaction.
@@ -89,6 +99,8 @@ pub struct QuarantineOptions {
     pub change: Change,
     /// Dry run or real run.
     pub mode: RunMode,
+    /// Who changes the rows: this toolkit, or Synapse through its admin API.
+    pub through: Through,
 }
 
 /// Why a named media could not be handled.
@@ -98,6 +110,12 @@ pub enum QuarantineFault {
     NotFound,
     /// Protection applies to local media only (as in Synapse).
     NotLocal,
+    /// Synapse's admin API refused the change (its answer is the detail).
+    RefusedBySynapse,
+    /// The plan would still change this media after Synapse was asked to.
+    NotChangedBySynapse,
+    /// Synapse changed more media than the plan named (counted, not named).
+    ChangedOutsidePlan,
 }
 
 impl Reason for QuarantineFault {
@@ -105,6 +123,9 @@ impl Reason for QuarantineFault {
         match self {
             Self::NotFound => "not_found",
             Self::NotLocal => "not_local",
+            Self::RefusedBySynapse => "refused_by_synapse",
+            Self::NotChangedBySynapse => "not_changed_by_synapse",
+            Self::ChangedOutsidePlan => "changed_outside_plan",
         }
     }
 }
@@ -150,8 +171,28 @@ pub struct QuarantineReport {
     pub already: Tally,
     /// Protected media left out of a quarantine.
     pub protected: Tally,
-    /// Named media that could not be handled (no row; not local).
+    /// A change through Synapse's admin API: what Synapse was asked and what was
+    /// verified (`null` for a direct change).
+    pub synapse_api: Option<ApiChangeReport>,
+    /// Named media that could not be handled (no row; not local; not changed by
+    /// Synapse).
     pub failures: Failures<QuarantineFault>,
+}
+
+/// A change applied by Synapse through its admin API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ApiChangeReport {
+    /// The admin API's base URL.
+    pub api: String,
+    /// Media the plan would change (`changed` above).
+    pub planned: u64,
+    /// Admin requests Synapse accepted.
+    pub requests: u64,
+    /// What Synapse said it quarantined (a user's or a room's media); `null` where its
+    /// answer has no count.
+    pub reported_by_synapse: Option<u64>,
+    /// Planned media in their new state afterwards.
+    pub verified: u64,
 }
 
 fn is_dry_run<S: Serializer>(mode: &RunMode, serializer: S) -> Result<S::Ok, S::Error> {
@@ -177,6 +218,20 @@ impl fmt::Display for QuarantineReport {
             "  changed: {} ({} by a shared hash), already so: {}, protected left out: {}",
             self.changed.count, self.changed_by_hash, self.already.count, self.protected.count
         )?;
+        match (&self.synapse_api, self.mode) {
+            (Some(api), RunMode::DryRun) => writeln!(
+                f,
+                "  through Synapse's admin API {}: {} planned; Synapse not called",
+                api.api, api.planned
+            )?,
+            (Some(api), RunMode::Apply) => writeln!(
+                f,
+                "  through Synapse's admin API {}: {} planned, {} requests accepted, {} \
+                 verified",
+                api.api, api.planned, api.requests, api.verified
+            )?,
+            (None, _) => {}
+        }
         for mxc in self
             .changed
             .listed
@@ -199,10 +254,148 @@ pub async fn quarantine(options: &QuarantineOptions) -> Result<QuarantineReport,
     let resolved = media_synapse::resolve_server_name(&synapse, options.server_name.clone()).await;
     synapse.close().await;
     let server_name = resolved?;
-    let db = QuarantineDb::open(&options.synapse_db, options.mode, server_name).await?;
-    let result = run(&db, options).await;
+    let api = match &options.through {
+        Through::AdminApi(api) => {
+            supported_by_api(options)?;
+            Some(api).filter(|_| options.mode.applies())
+        }
+        Through::Direct => None,
+    };
+    // Through the API, the database is only read: Synapse writes.
+    let db_mode = if api.is_some() {
+        RunMode::DryRun
+    } else {
+        options.mode
+    };
+    let db = QuarantineDb::open(&options.synapse_db, db_mode, server_name).await?;
+    let result = match api {
+        Some(api) => change_through_api(&db, api, options).await,
+        None => run(&db, options).await,
+    };
     db.close().await;
-    result
+    let mut report = result?;
+    if let (Through::AdminApi(api), RunMode::DryRun) = (&options.through, options.mode) {
+        report.synapse_api = Some(ApiChangeReport {
+            api: api.base().to_string(),
+            planned: report.changed.count,
+            ..ApiChangeReport::default()
+        });
+    }
+    Ok(report)
+}
+
+/// Refuses what Synapse's admin API cannot do: release a user's or a room's media at
+/// once.
+fn supported_by_api(options: &QuarantineOptions) -> Result<(), ApiError> {
+    match (&options.target, &options.change) {
+        (Target::User(_) | Target::Room(_), Change::Unquarantine) => Err(ApiError::Config(
+            "Synapse's admin API releases media from quarantine one by one only: name the \
+             media, or run without --homeserver-url"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A change applied by Synapse through `api`: plan (read-only), ask Synapse, plan again
+/// to verify.
+async fn change_through_api(
+    db: &QuarantineDb,
+    api: &AdminApi,
+    options: &QuarantineOptions,
+) -> Result<QuarantineReport, UpkeepError> {
+    // The token first: nothing changes when Synapse refuses it.
+    api.check_admin().await?;
+    if let Change::Quarantine { by } = &options.change {
+        let admin = api.whoami().await?;
+        if admin != *by {
+            return Err(ApiError::Config(format!(
+                "Synapse records the token's user {admin} as having quarantined them, not \
+                 {by}: give --by {admin}"
+            ))
+            .into());
+        }
+    }
+    let plan_options = QuarantineOptions {
+        mode: RunMode::DryRun,
+        ..options.clone()
+    };
+    let mut report = run(db, &plan_options).await?;
+    report.mode = RunMode::Apply;
+    report.route = Route::new(
+        &options.synapse_db,
+        format_args!("Synapse's admin API {}", api.base()),
+    );
+    let state_before = db.count_in_state(&options.change).await?;
+    let mut requests = 0;
+    let mut reported_by_synapse = None;
+    match &options.target {
+        Target::Media(mxcs) => {
+            for mxc in mxcs {
+                let local = *mxc.server() == db.server_name;
+                let result = match &options.change {
+                    Change::Quarantine { .. } => api.quarantine_media(mxc, Quarantined::Yes).await,
+                    Change::Unquarantine => api.quarantine_media(mxc, Quarantined::No).await,
+                    // The plan lists remote media as failures: Synapse protects local
+                    // media only.
+                    Change::Protect | Change::Unprotect if !local => continue,
+                    Change::Protect => api.protect_media(mxc.media_id(), Protected::Yes).await,
+                    Change::Unprotect => api.protect_media(mxc.media_id(), Protected::No).await,
+                };
+                match result {
+                    Ok(()) => requests += 1,
+                    Err(error) if error.class() == ErrorClass::Item => report.failures.push(
+                        mxc.to_string(),
+                        QuarantineFault::RefusedBySynapse,
+                        error.to_string(),
+                    ),
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        Target::User(user) => {
+            reported_by_synapse = Some(api.quarantine_user(user).await?);
+            requests += 1;
+        }
+        Target::Room(room) => {
+            reported_by_synapse = Some(api.quarantine_room(room).await?);
+            requests += 1;
+        }
+    }
+
+    // Verify: the plan made again changes nothing, and nothing else changed.
+    let again = run(db, &plan_options).await?;
+    for mxc in &again.changed.listed {
+        report.failures.push(
+            mxc.clone(),
+            QuarantineFault::NotChangedBySynapse,
+            "Synapse was asked to change it, and it is not changed",
+        );
+    }
+    let verified = report.changed.count.saturating_sub(again.changed.count);
+    let moved = db
+        .count_in_state(&options.change)
+        .await?
+        .abs_diff(state_before);
+    if moved > verified {
+        report.failures.push(
+            "synapse",
+            QuarantineFault::ChangedOutsidePlan,
+            format!(
+                "{} media changed that the plan did not name (Synapse's selection differs, \
+                 or media changed while it ran)",
+                moved - verified
+            ),
+        );
+    }
+    report.synapse_api = Some(ApiChangeReport {
+        api: api.base().to_string(),
+        planned: report.changed.count,
+        requests,
+        reported_by_synapse,
+        verified,
+    });
+    Ok(report)
 }
 
 async fn run(
@@ -359,6 +552,29 @@ impl QuarantineDb {
                 .during("inspect the Synapse schema")?
         });
         Ok(found.is_some())
+    }
+
+    /// How many media are in the state `change` is about: quarantined (local and
+    /// remote) or protected.
+    async fn count_in_state(&self, change: &Change) -> Result<u64, DbError> {
+        let sql = match change {
+            Change::Quarantine { .. } | Change::Unquarantine => {
+                "SELECT (SELECT COUNT(*) FROM local_media_repository \
+                 WHERE quarantined_by IS NOT NULL) + (SELECT COUNT(*) FROM remote_media_cache \
+                 WHERE quarantined_by IS NOT NULL)"
+            }
+            Change::Protect | Change::Unprotect => {
+                "SELECT COUNT(*) FROM local_media_repository \
+                 WHERE COALESCE(safe_from_quarantine, FALSE)"
+            }
+        };
+        let count: i64 = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(sql)
+                .fetch_one(p)
+                .await
+                .during("count the media in a quarantine state")?
+        });
+        Ok(count as u64)
     }
 
     /// A page of a user's local media IDs after `after` (for a quarantine, those not

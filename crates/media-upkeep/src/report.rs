@@ -21,6 +21,17 @@ pub enum PurgeFault {
     UnreadableJournalEntry,
     /// A media named on the command line has no row (Synapse's API answers 404).
     NotFound,
+    /// Synapse's admin API deletes local media only: a cached remote media named for a
+    /// purge through it is left alone.
+    NotLocal,
+    /// Synapse's admin API refused to delete this media (its answer is the detail).
+    RefusedBySynapse,
+    /// The plan selected this media and Synapse was asked to delete it, but its row is
+    /// still there afterwards.
+    NotDeletedBySynapse,
+    /// Synapse deleted media rows the plan kept (counted, not named: their rows are
+    /// gone).
+    DeletedOutsidePlan,
 }
 
 impl Reason for PurgeFault {
@@ -30,6 +41,10 @@ impl Reason for PurgeFault {
             Self::FileNotRemoved => "file_not_removed",
             Self::UnreadableJournalEntry => "unreadable_journal_entry",
             Self::NotFound => "not_found",
+            Self::NotLocal => "not_local",
+            Self::RefusedBySynapse => "refused_by_synapse",
+            Self::NotDeletedBySynapse => "not_deleted_by_synapse",
+            Self::DeletedOutsidePlan => "deleted_outside_plan",
         }
     }
 }
@@ -65,6 +80,10 @@ pub struct PurgeReport {
     pub kept: KeptReport,
     /// Files of an interrupted run removed before this run's purge.
     pub recovered: RecoveredReport,
+    /// A purge through Synapse's admin API: what Synapse did, what was verified and
+    /// cleaned up after it (`null` for a direct purge). The counts above are then the
+    /// verified ones: media whose rows are gone, with the files they had.
+    pub synapse_api: Option<ApiPurgeReport>,
     /// The items that could not be handled, each with why: exit code 1.
     pub failures: Failures<PurgeFault>,
 }
@@ -83,6 +102,32 @@ pub struct KeptReport {
     pub changed_during_run: u64,
     /// Deleted media whose files another remaining row still names: the files stay.
     pub files_shared: u64,
+}
+
+/// A purge applied by Synapse through its admin API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ApiPurgeReport {
+    /// The admin API's base URL.
+    pub api: String,
+    /// Media the plan selected for Synapse to delete.
+    pub planned: u64,
+    /// Media Synapse said it deleted (its answer's count).
+    pub deleted_by_synapse: u64,
+    /// Planned media whose rows were gone afterwards.
+    pub verified: u64,
+    /// What Synapse left behind of the verified media and this run removed.
+    pub cleaned_up: CleanedUpReport,
+}
+
+/// What Synapse left behind and a purge through its admin API removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CleanedUpReport {
+    /// Files (contents, thumbnails, URL previews) whose rows Synapse deleted.
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Folders left empty.
+    pub directories: u64,
 }
 
 /// What the end of an interrupted run (found in its journal) removed.
@@ -133,6 +178,27 @@ impl fmt::Display for PurgeReport {
                 "  {} deleted media had no file in the media store",
                 self.media_without_file
             )?;
+        }
+        match (&self.synapse_api, self.mode) {
+            (Some(api), RunMode::DryRun) => writeln!(
+                f,
+                "  through Synapse's admin API {}: {} planned; Synapse not called",
+                api.api, api.planned
+            )?,
+            (Some(api), RunMode::Apply) => writeln!(
+                f,
+                "  through Synapse's admin API {}: {} planned, {} deleted by Synapse (its \
+                 count), {} verified gone; left behind and cleaned up: {} files, {}, {} \
+                 folders",
+                api.api,
+                api.planned,
+                api.deleted_by_synapse,
+                api.verified,
+                api.cleaned_up.files,
+                human_size(api.cleaned_up.bytes),
+                api.cleaned_up.directories
+            )?,
+            (None, _) => {}
         }
         let k = &self.kept;
         writeln!(

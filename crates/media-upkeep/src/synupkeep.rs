@@ -23,8 +23,9 @@ use media_core::run::{Classify, ErrorClass, Failures, Reason, Route, RunMode};
 use media_db::{DatabaseLocation, DbError};
 use serde::Serialize;
 
+use crate::admin_api::{AdminApi, ApiError, Through};
 use crate::error::UpkeepError;
-use crate::history::{AdminApi, ApiError, PurgePoint, plan_history};
+use crate::history::{PurgePoint, plan_history};
 use crate::plan::{AvatarPolicy, PurgeSelection};
 use crate::purge::{PurgeOptions, check_store, purge};
 use crate::report::{PurgeReport, is_dry_run};
@@ -201,6 +202,7 @@ pub async fn synupkeep(
         server_name: None,
         selection,
         mode: options.mode,
+        through: Through::Direct,
     };
     let local = purge_options(PurgeSelection::Local {
         before: options.cutoff,
