@@ -71,7 +71,7 @@ async fn new_media(
 ) -> NewMedia {
     let content = if i % 5 == 4 { i - 1 } else { i };
     let put = store.put_bytes(&picture(content, false)).await.unwrap();
-    let local = i % 2 == 0;
+    let local = i.is_multiple_of(2);
     let origin = if local {
         "example.org".to_owned()
     } else {
@@ -166,7 +166,7 @@ fn rate(elapsed: Duration, media: usize) -> String {
     let digits = per_second.to_string();
     let mut grouped = String::new();
     for (n, c) in digits.chars().enumerate() {
-        if n > 0 && (digits.len() - n) % 3 == 0 {
+        if n > 0 && (digits.len() - n).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(c);
