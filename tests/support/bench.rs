@@ -144,3 +144,45 @@ pub fn peak_memory_mib() -> f64 {
         .map(|kib| kib / 1024.0)
         .unwrap_or(f64::NAN)
 }
+
+/// A copy of the repository or Synapse database at `url`, named after it with `suffix`
+/// added, for a destructive run to consume: a SQLite file is copied beside it (with its
+/// `-wal` and `-shm`), a PostgreSQL database is created from it as a template (nothing
+/// may be connected to it). Drop it with [`drop_database_copy`].
+pub async fn copy_database(url: &str, suffix: &str) -> String {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let copy = format!("{path}.{suffix}");
+        for extra in ["", "-wal", "-shm"] {
+            if Path::new(&format!("{path}{extra}")).exists() {
+                std::fs::copy(format!("{path}{extra}"), format!("{copy}{extra}")).unwrap();
+            }
+        }
+        return format!("sqlite://{copy}");
+    }
+    let (server, name) = url.rsplit_once('/').expect("a database URL");
+    let copy = format!("{name}_{suffix}");
+    let mut conn = crate::any_connection(&crate::postgres_server_url()).await;
+    let create = format!("CREATE DATABASE {copy} TEMPLATE {name}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("copy {name}: {e}"));
+    format!("{server}/{copy}")
+}
+
+/// Removes a copy [`copy_database`] made.
+pub async fn drop_database_copy(url: &str) {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        for extra in ["", "-wal", "-shm"] {
+            std::fs::remove_file(format!("{path}{extra}")).ok();
+        }
+        return;
+    }
+    let (_, name) = url.rsplit_once('/').expect("a database URL");
+    let mut conn = crate::any_connection(&crate::postgres_server_url()).await;
+    let drop = format!("DROP DATABASE {name} WITH (FORCE)");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("drop {name}: {e}"));
+}

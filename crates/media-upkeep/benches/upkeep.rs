@@ -1,0 +1,185 @@
+//! `synapse_media purge remote` and `synapse_media check` end to end on a generated
+//! Synapse media store, each against the shell tool doing the same work on the same
+//! files in the same run.
+//!
+//! `cargo build --release --bins && DATABASE_URL=postgres://… cargo bench -p
+//! media-upkeep --bench upkeep` (PostgreSQL is optional: without `DATABASE_URL` only
+//! SQLite runs).
+//!
+//! The store: `BENCH_MEDIA` (default 200000) remote cache media of 1–4 KiB, one
+//! thumbnail each, from the test support's synthetic Synapse generator (SQLite, copied
+//! into PostgreSQL for the PostgreSQL runs); one media in five repeats the bytes of
+//! another (in a file of its own, as Synapse stores it).
+//!
+//! Measured, each `BENCH_RUNS` times (default 2), the release binary under
+//! `/usr/bin/time -v` (its "Maximum resident set size" is the peak memory):
+//! - `check` against `find STORE -type f | wc -l`, the store read into the page cache
+//!   first;
+//! - `purge remote --before 1d` (every media) on a fresh copy of the database and of the
+//!   store, against `find COPY -type f -delete` on another fresh copy of the store.
+//!
+//! `BENCH_PHASES` (default `check,purge`) chooses the measurements, `BENCH_ENGINES`
+//! (default `sqlite,postgres`) the databases, `TMPDIR` the filesystem. The purge needs
+//! three copies of the store on disk at once.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use media_tests::TestDatabase;
+use media_tests::bench::{
+    TimedRun, copy_database, drop_database_copy, env_or, read_into_page_cache, run_timed,
+    time_shell,
+};
+use media_tests::synthetic_synapse::{
+    SyntheticSpec, SyntheticStore, copy_into_postgres, write_synapse_sqlite,
+};
+
+/// `synapse_media --synapse-db DB --media-store STORE ARGS… --json`.
+fn synapse_media(db: &str, store: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(media_tests::binary("synapse_media"));
+    command
+        .arg("--synapse-db")
+        .arg(db)
+        .arg("--media-store")
+        .arg(store)
+        .args(args)
+        .arg("--json")
+        .env_remove("RUST_LOG");
+    command
+}
+
+/// Files below `dir`.
+fn count_files(dir: &Path) -> usize {
+    let out = Command::new("find")
+        .arg(dir)
+        .args(["-type", "f"])
+        .output()
+        .unwrap();
+    out.stdout.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// "1.23 s = 12345 media/s".
+fn rate(elapsed: Duration, media: usize) -> String {
+    format!(
+        "{:.2} s = {:.0} media/s",
+        elapsed.as_secs_f64(),
+        media as f64 / elapsed.as_secs_f64()
+    )
+}
+
+/// `check` against `find | wc -l`.
+fn bench_check(engine: &str, db: &str, store: &SyntheticStore, runs: usize) {
+    let root = &store.media_store;
+    read_into_page_cache(root);
+    for run in 1..=runs {
+        let (find, _) = time_shell("find . -type f | wc -l >/dev/null", root);
+        let check: TimedRun = run_timed(&synapse_media(db, root, &["check"]));
+        assert!(
+            check.status.code().is_some_and(|c| c <= 1),
+            "check: {}",
+            check.stderr
+        );
+        let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+        println!(
+            "| {engine} | {} media, {} files | check #{run} | {} | {} | `find -type f \\| wc \
+             -l` {:.2} s | **{:.2}×** | {} media checked |",
+            store.media,
+            store.files,
+            rate(check.elapsed, store.media),
+            check.peak(),
+            find.as_secs_f64(),
+            find.as_secs_f64() / check.elapsed.as_secs_f64(),
+            report["media_checked"],
+        );
+    }
+}
+
+/// `cp -a FROM TO`.
+fn copy_tree(from: &Path, to: &Path) {
+    let command = format!("cp -a '{}' '{}'", from.display(), to.display());
+    time_shell(&command, Path::new("/"));
+}
+
+/// `purge remote` of every media against `find -delete` of a copy.
+async fn bench_purge(engine: &str, db: &str, store: &SyntheticStore, runs: usize) {
+    let work = store.dir.join("purge");
+    let doomed = store.dir.join("find");
+    for run in 1..=runs {
+        let url = copy_database(db, &format!("purge{run}")).await;
+        copy_tree(&store.media_store, &work);
+        copy_tree(&store.media_store, &doomed);
+        let (find, _) = time_shell("find . -type f -delete", &doomed);
+        let purge = run_timed(&synapse_media(
+            &url,
+            &work,
+            &["purge", "remote", "--before", "1d", "-q"],
+        ));
+        assert!(purge.status.success(), "purge: {}", purge.stderr);
+        let report: serde_json::Value = serde_json::from_slice(&purge.stdout).unwrap();
+        assert_eq!(report["media_deleted"], store.media, "{report}");
+        println!(
+            "| {engine} | {} media, {} files | purge #{run} | {} | {} | `find -delete` {} | \
+             **{:.2}×** | {} files left |",
+            store.media,
+            store.files,
+            rate(purge.elapsed, store.media),
+            purge.peak(),
+            rate(find, store.media),
+            find.as_secs_f64() / purge.elapsed.as_secs_f64(),
+            count_files(&work),
+        );
+        drop_database_copy(&url).await;
+        std::fs::remove_dir_all(&work).unwrap();
+        std::fs::remove_dir_all(&doomed).unwrap();
+    }
+}
+
+async fn bench(engine: &str, db: &str, store: &SyntheticStore, runs: usize) {
+    let phases: String = env_or("BENCH_PHASES", "check,purge".to_owned());
+    if phases.contains("check") {
+        bench_check(engine, db, store, runs);
+    }
+    if phases.contains("purge") {
+        bench_purge(engine, db, store, runs).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let media: usize = env_or("BENCH_MEDIA", 200_000);
+    let runs: usize = env_or("BENCH_RUNS", 2);
+    let work = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let spec = SyntheticSpec {
+        media,
+        min_size: 1024,
+        max_size: 4096,
+        duplicate_ratio: 0.2,
+        remote_ratio: 1.0,
+        thumbnails_per_media: 1,
+        seed: 17,
+    };
+    let started = Instant::now();
+    let store = write_synapse_sqlite(&work.path().join("synapse"), &spec).await;
+    eprintln!(
+        "generated {} media ({} files) in {:.1} s",
+        store.media,
+        store.files,
+        started.elapsed().as_secs_f64()
+    );
+    let engines: String = env_or("BENCH_ENGINES", "sqlite,postgres".to_owned());
+    if engines.contains("sqlite") {
+        let db = format!("sqlite://{}", store.sqlite_path.display());
+        bench("sqlite", &db, &store, runs).await;
+    }
+    if !engines.contains("postgres") {
+        return;
+    }
+    if std::env::var("DATABASE_URL").is_ok() {
+        let db = TestDatabase::postgres().await;
+        copy_into_postgres(&store, &db.url).await;
+        bench("postgres", &db.url, &store, runs).await;
+    } else {
+        eprintln!("DATABASE_URL is not set: PostgreSQL skipped");
+    }
+}
