@@ -484,7 +484,14 @@ impl Datastore for S3Datastore {
         let first = read_chunk(&mut reader, Vec::new(), SMALL_BODY).await?;
         let (first, _budget) = if first.len() == SMALL_BODY {
             let budget = self.part_buffer().await;
-            let first = read_chunk(&mut reader, first.into(), PART_SIZE).await?;
+            // A body of known size below one part is read into a buffer of its size (and
+            // one byte more, which a longer, damaged body fills: its check fails below).
+            let first_part = options
+                .expected
+                .size
+                .map_or(PART_SIZE, |size| (size as usize).saturating_add(1))
+                .min(PART_SIZE);
+            let first = read_chunk(&mut reader, first.into(), first_part).await?;
             if first.len() == PART_SIZE {
                 return self.put_large((first, budget), reader, options).await;
             }
