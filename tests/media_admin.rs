@@ -319,6 +319,65 @@ async fn a_destination_that_cannot_be_written_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_copy_already_in_the_destination_is_read_back_and_refused() {
+    let db = TestDatabase::sqlite();
+    let cwd = tempfile::tempdir().unwrap();
+    let first = cwd.path().join("first");
+    import_fixture(cwd.path(), &db.url, &first);
+    let before = repository_contents(&db.url).await;
+    let digests = hashed_blobs(&first);
+    // The destination already holds a copy of one blob, same size, other bytes: a put
+    // finds it there and writes nothing, so only reading it back can tell.
+    let damaged = digests.iter().next().unwrap().clone();
+    let source = first
+        .join(&damaged[0..2])
+        .join(&damaged[2..4])
+        .join(&damaged);
+    let mut bytes = std::fs::read(&source).unwrap();
+    bytes[0] ^= 0xff;
+    let second = cwd.path().join("second");
+    let planted = second.join(&damaged[0..2]).join(&damaged[2..4]);
+    std::fs::create_dir_all(&planted).unwrap();
+    std::fs::write(planted.join(&damaged), &bytes).unwrap();
+
+    let to = second.to_str().unwrap();
+    let out = admin(
+        cwd.path(),
+        &db.url,
+        &["transfer", "--from", "1", "--to", to],
+    )
+    .assert_exit(1);
+    let moved = report(&out);
+    assert_eq!(moved["blobs_moved"], digests.len() as u64 - 1, "{moved}");
+    let failures = &moved["failures"];
+    assert_eq!(failures["count"], 1, "{moved}");
+    assert_eq!(failures["listed"][0]["reason"], "verification_failed");
+    assert!(
+        failures["listed"][0]["item"]
+            .as_str()
+            .unwrap()
+            .contains(&damaged),
+        "{moved}"
+    );
+    assert_eq!(walk_blobs(&first), BTreeSet::from([damaged.clone()]));
+    assert_eq!(repository_contents(&db.url).await, before);
+
+    // The failed copy was queued for deletion before it was tried (write-ahead), so the
+    // damaged object is gone, and the next run moves the last blob.
+    assert!(!planted.join(&damaged).exists());
+    let out = admin(
+        cwd.path(),
+        &db.url,
+        &["transfer", "--from", "1", "--to", to],
+    )
+    .assert_exit(0);
+    assert_eq!(report(&out)["blobs_moved"], 1);
+    assert!(walk_blobs(&first).is_empty());
+    assert_eq!(hashed_blobs(&second), digests);
+    assert_eq!(repository_contents(&db.url).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn before_moves_only_older_blobs_as_estimated_and_a_dry_run_changes_nothing() {
     for db in TestDatabase::both().await {
         let cwd = tempfile::tempdir().unwrap();

@@ -395,9 +395,12 @@ pub(crate) enum Datastores {
         /// Copies in flight at once.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
         workers: u16,
-        /// How each copy is checked in the destination before its row is switched:
-        /// `hash` reads it back and hashes it, `size` checks its size only.
-        #[arg(long, value_enum, default_value_t = VerifyArg::Hash)]
+        /// How each copy is checked in the destination before its row is switched (its
+        /// bytes are always hashed on the way in and checked against the row):
+        /// `received` trusts what the destination confirmed receiving (S3 checks each
+        /// body's signed SHA-256) and reads back copies it already held; `hash` reads
+        /// every copy back and hashes it; `size` checks sizes only.
+        #[arg(long, value_enum, default_value_t = VerifyArg::Received)]
         verify: VerifyArg,
         #[command(flatten)]
         repository: RepoDb,
@@ -439,6 +442,8 @@ pub(crate) struct RepoDb {
 /// `--verify` on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum VerifyArg {
+    /// Trust what the destination confirmed receiving; read back what it already held.
+    Received,
     /// Read each copy back and hash it.
     Hash,
     /// Check each copy's size only.
@@ -448,6 +453,7 @@ pub(crate) enum VerifyArg {
 impl From<VerifyArg> for Verify {
     fn from(arg: VerifyArg) -> Self {
         match arg {
+            VerifyArg::Received => Verify::Received,
             VerifyArg::Hash => Verify::Hash,
             VerifyArg::Size => Verify::Size,
         }

@@ -34,14 +34,35 @@ use crate::error::AdminError;
 pub const DESTINATION_FAILURES_BEFORE_STOP: u32 = 20;
 
 /// How a copy is checked in the destination before its row is switched to it.
+///
+/// Every copy's bytes are hashed while they stream into the destination and checked
+/// against the row first, whatever the mode; the modes differ in what they check after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verify {
-    /// Read the copy back and hash it (and check its size).
+    /// Trust what the destination confirmed receiving, read back what it did not: an S3
+    /// server checks every request body against the SHA-256 it was signed with (a part
+    /// that arrives damaged is refused), a file datastore hashed the bytes it wrote; the
+    /// copy's size is then checked, and a copy the destination already held (not written
+    /// by this run) is read back and hashed.
     #[default]
+    Received,
+    /// Read every copy back and hash it (and check its size).
     Hash,
     /// Check the copy's size only.
     Size,
+}
+
+impl Verify {
+    /// Whether a copy is read back and hashed: `written` says this run wrote it (the
+    /// destination received it from us) rather than finding it already there.
+    fn reads_back(self, written: bool) -> bool {
+        match self {
+            Self::Hash => true,
+            Self::Received => !written,
+            Self::Size => false,
+        }
+    }
 }
 
 /// What to transfer, where, and how.
@@ -545,7 +566,8 @@ impl Mover<'_> {
                 StoreError::Source { .. } => fail(TransferFailure::SourceUnreadable, e.to_string()),
                 e => fail(TransferFailure::DestinationFailed, e.to_string()),
             })?;
-        self.verify(blob, &put.blob.key)
+        let written = put.status == PutStatus::Written;
+        self.verify(blob, &put.blob.key, written)
             .await
             .map_err(|detail| fail(TransferFailure::VerificationFailed, detail))?;
         Ok(Copied {
@@ -554,9 +576,10 @@ impl Mover<'_> {
         })
     }
 
-    /// Checks the copy at `key` in the destination: its size, and with [`Verify::Hash`]
-    /// its digest, read back. `Err` says what differs.
-    async fn verify(&self, blob: &Blob, key: &BlobKey) -> Result<(), String> {
+    /// Checks the copy at `key` in the destination: its size, and its digest, read back,
+    /// when the mode asks for it ([`Verify::reads_back`]; `written` says this run wrote
+    /// the copy). `Err` says what differs.
+    async fn verify(&self, blob: &Blob, key: &BlobKey, written: bool) -> Result<(), String> {
         let at = || format!("the copy {key} in {}", self.destination.uri());
         let size = self
             .destination
@@ -571,7 +594,7 @@ impl Mover<'_> {
                 blob.size_bytes
             ));
         }
-        if self.options.verify == Verify::Size {
+        if !self.options.verify.reads_back(written) {
             return Ok(());
         }
         let reader = self

@@ -29,6 +29,13 @@ mod repository;
 
 pub use repository::{REPOSITORY_HEADING, RepositoryAccess, RepositoryArgs};
 
+/// Every tool's memory allocator. glibc's malloc gives each thread that allocates an
+/// arena of its own and returns little of them, so a tool's peak memory grew with its
+/// worker threads rather than with what it holds (a transfer with 8 workers peaked 60%
+/// above its buffers); mimalloc's per-thread heaps give freed pages back.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The exit codes every tool of the toolkit uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {

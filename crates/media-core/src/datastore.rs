@@ -280,12 +280,25 @@ pub enum BlobPayload {
     Stream(BlobReader),
 }
 
+/// Bytes an asynchronous read of a local file moves per blocking read (tokio's default is
+/// 2 MiB): each file being read holds a buffer of this size besides the reader's own, so
+/// with many files read at once (a transfer's workers) a smaller one keeps memory down,
+/// and 512 KiB reads still run at the disk's speed.
+pub const FILE_READ_BUFFER: usize = 512 << 10;
+
+/// `file` for asynchronous reads through a [`FILE_READ_BUFFER`]-sized buffer.
+fn async_file(file: std::fs::File) -> tokio::fs::File {
+    let mut file = tokio::fs::File::from_std(file);
+    file.set_max_buf_size(FILE_READ_BUFFER);
+    file
+}
+
 impl BlobPayload {
     /// The bytes as a stream, whichever the payload is (a file is read asynchronously,
     /// at most `len` bytes of it).
     pub fn into_reader(self) -> BlobReader {
         match self {
-            Self::File { file, len, .. } => Box::pin(tokio::fs::File::from_std(file).take(len)),
+            Self::File { file, len, .. } => Box::pin(async_file(file).take(len)),
             Self::Stream(reader) => reader,
         }
     }
@@ -332,7 +345,7 @@ pub trait Datastore: Send + Sync + fmt::Debug {
         limit: u64,
         options: &PutOptions,
     ) -> Result<Put, StoreError> {
-        let mut reader = tokio::fs::File::from_std(file).take(limit);
+        let mut reader = async_file(file).take(limit);
         self.put(&mut reader, options).await
     }
 

@@ -17,7 +17,7 @@
 //! another's bytes), imported by the release `import_synapse` into a fresh SQLite
 //! repository; `S3_BENCH_TRANSFER_MIB` (default 1024) of distinct 1–16 MiB blobs in a file
 //! datastore (put there by an untimed import), moved by the release `media_admin`. Zero skips
-//! a part; `S3_BENCH_VERIFY` (`hash`, the default, or `size`) is the transfer's `--verify`.
+//! a part; `S3_BENCH_VERIFY` (`received`, the default, `hash` or `size`) is the transfer's `--verify`.
 //! `S3_BENCH_WORKERS` (default 8, as the tools) is our worker count, rclone's
 //! `--transfers` and the raw puts' concurrency. The binaries run under `/usr/bin/time -v`
 //! (peak memory is their maximum RSS); the raw puts run in a process of their own (their
@@ -442,9 +442,9 @@ async fn bench_transfer(work_dir: &Path, server: &S3Server, run: &str, workers: 
     }
     .count_objects(server, &prefix);
     // Last: a transfer deletes its source.
-    // How the transfer checks each copy: `--verify hash` (the default: read back and
-    // hashed) or `size`.
-    let verify = std::env::var("S3_BENCH_VERIFY").unwrap_or_else(|_| "hash".to_owned());
+    // How the transfer checks each copy: `--verify received` (the tool's default),
+    // `hash` (every copy read back and hashed) or `size`.
+    let verify = std::env::var("S3_BENCH_VERIFY").unwrap_or_else(|_| "received".to_owned());
     let name = format!("`media_admin datastores transfer --workers {workers} --verify {verify}`");
     let ours = match media_tests::built_binary("media_admin") {
         None => Contender {

@@ -16,7 +16,9 @@
 //! the bucket's lifecycle rule) or a `.tmp/` object, which [`Datastore::list`] never
 //! reports and [`S3Datastore::cleanup`] removes.
 //!
-//! Memory: a body's first [`SMALL_BODY`] bytes are read freely; beyond that, every buffer
+//! Memory: a body known to be smaller than [`SMALL_BODY`] is read freely into a buffer of
+//! its size, as are the first [`SMALL_BODY`] bytes of a body of unknown size; beyond
+//! that (and from the start for a body known to be larger), every buffer
 //! of up to one part (being read, or being sent) takes one of the datastore's
 //! [`PART_BUFFERS`] until it is sent, so all the puts into one datastore read or send at
 //! most that many parts at once, however many run; and at most [`IDLE_CONNECTIONS`] idle
@@ -480,21 +482,46 @@ impl Datastore for S3Datastore {
         options: &PutOptions,
     ) -> Result<Put, StoreError> {
         let mut reader = HashingReader::new(data);
-        // A small body (most media) is read without waiting for the memory budget.
-        let first = read_chunk(&mut reader, Vec::new(), SMALL_BODY).await?;
-        let (first, _budget) = if first.len() == SMALL_BODY {
-            let budget = self.part_buffer().await;
-            let first = read_chunk(&mut reader, first.into(), PART_SIZE).await?;
-            if first.len() == PART_SIZE {
+        let expected_size = options.expected.size.map(|size| size as usize);
+        // A small body (most media) is read without waiting for the memory budget; a body
+        // known to be larger waits for it first and is read into one buffer of its size
+        // (capped at one part, plus one byte that a longer, damaged body fills: its check
+        // fails below), never grown and copied.
+        let (first, budget) = match expected_size {
+            Some(size) if size < SMALL_BODY => {
+                let len = size + 1;
+                (read_chunk(&mut reader, Vec::new(), len).await?, None)
+            }
+            Some(size) => {
+                let budget = self.part_buffer().await;
+                let first_part = size.saturating_add(1).min(PART_SIZE);
+                (
+                    read_chunk(&mut reader, Vec::new(), first_part).await?,
+                    Some(budget),
+                )
+            }
+            None => {
+                let first = read_chunk(&mut reader, Vec::new(), SMALL_BODY).await?;
+                if first.len() == SMALL_BODY {
+                    let budget = self.part_buffer().await;
+                    let first = read_chunk(&mut reader, first.into(), PART_SIZE).await?;
+                    (first, Some(budget))
+                } else {
+                    (first, None)
+                }
+            }
+        };
+        let budget = match budget {
+            Some(budget) if first.len() == PART_SIZE => {
                 return self.put_large((first, budget), reader, options).await;
             }
-            (first, Some(budget))
-        } else {
-            (first, None)
+            budget => budget,
         };
         let (sha256, size) = reader.finish();
         options.check(&sha256, size)?;
-        self.put_small(first, sha256).await
+        let put = self.put_small(first, sha256).await;
+        drop(budget);
+        put
     }
 
     async fn open(
