@@ -420,18 +420,18 @@ async fn mmr_page(
         }
     }
     let mut thumbnails = HashMap::new();
+    // Origins of the page with a thumbnail row that cannot be read: their media are not
+    // moved without it.
+    let mut unreadable: HashMap<ServerName, String> = HashMap::new();
     for (origin, ids) in by_origin(media.iter().map(|m| &m.record.key)) {
         let found = match deployment.thumbnails_of_media(&origin, &ids).await {
             Ok(found) => found,
             Err(MmrError::Db(DbError::InvalidRow { table, key, reason })) => {
-                // One unreadable thumbnail row fails the media of the page it belongs to.
-                page.push(Err(Failure {
-                    item: format!("mxc://{key}"),
-                    reason: MoveFailure::BadRow,
-                    detail: format!(
-                        "this row of matrix-media-repo's {table} cannot be read: {reason}"
-                    ),
-                }));
+                let why = format!(
+                    "a row of matrix-media-repo's {table} among its page's thumbnails cannot \
+                     be read ({key}: {reason})"
+                );
+                unreadable.insert(origin, why);
                 continue;
             }
             Err(fatal) => return Err(mmr_error(fatal)),
@@ -441,6 +441,14 @@ async fn mmr_page(
         }
     }
     for m in media {
+        if let Some(why) = unreadable.get(&m.record.key.origin) {
+            page.push(Err(Failure {
+                item: m.record.key.mxc().to_string(),
+                reason: MoveFailure::BadRow,
+                detail: why.clone(),
+            }));
+            continue;
+        }
         let own = (
             m.record.key.origin.clone(),
             m.record.key.media_id.as_str().to_owned(),
