@@ -306,3 +306,63 @@ async fn an_export_from_mmr_reads_remote_media_from_its_s3_datastore() {
     assert!(!contents(&from_mmr).is_empty());
     assert_eq!(contents(&from_mmr), contents(&from_ours));
 }
+
+/// Puts `bytes` into the S3 test bucket under `key`, from its root, as MMR names its
+/// objects (not content-addressed), and returns a guard deleting it.
+async fn put_in_bucket(key: &str, bytes: &[u8]) -> BucketObject {
+    use object_store::ObjectStoreExt;
+    let bucket = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(media_store::conformance::s3_test_bucket())
+        .with_endpoint(media_store::conformance::s3_test_endpoint())
+        .with_allow_http(true)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .unwrap();
+    let path = object_store::path::Path::from(key);
+    bucket.put(&path, bytes.to_vec().into()).await.unwrap();
+    BucketObject { bucket, path }
+}
+
+/// An object put into the test bucket, for [`BucketObject::delete`].
+struct BucketObject {
+    bucket: object_store::aws::AmazonS3,
+    path: object_store::path::Path,
+}
+
+impl BucketObject {
+    async fn delete(self) {
+        use object_store::ObjectStoreExt;
+        self.bucket.delete(&self.path).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_export_from_mmr_reads_s3_objects_mmr_named_itself_and_refuses_escaping_keys() {
+    let deployment = Deployment::with("", RemoteMedia::InBucket).await;
+    let origin = format!("elsewhere-{:08x}.test", rand::random::<u32>());
+    let bytes = b"a remote media MMR stored under a random key".to_vec();
+    let sha256 = sha256_of(&bytes).to_string();
+    let key = format!("mmr-{:08x}/RandomRestOfTheName", rand::random::<u32>());
+    let object = put_in_bucket(&key, &bytes).await;
+    // One row names MMR's object; another a key that would leave the datastore.
+    for (media_id, location) in [("namedByMmr", key.as_str()), ("escaping", "../outside")] {
+        deployment
+            .execute(&format!(
+                "INSERT INTO media (origin, media_id, upload_name, content_type, user_id, \
+                 sha256_hash, size_bytes, datastore_id, location, creation_ts, quarantined) \
+                 VALUES ('{origin}', '{media_id}', 'remote.bin', 'application/octet-stream', \
+                 '', '{sha256}', {}, 'remote', '{location}', 1700000000000, false)",
+                bytes.len()
+            ))
+            .await;
+    }
+    let archive = deployment.dir.path().join("archive");
+    // The escaping row is a failure of its own; the export goes on.
+    export(&Target::Mmr(&deployment), &origin, &archive, 1);
+    object.delete().await;
+    let exported = contents(&archive);
+    assert_eq!(exported.len(), 1, "{:?}", exported.keys());
+    let (record, digest) = &exported[&format!("mxc://{origin}/namedByMmr")];
+    assert_eq!(digest, &sha256);
+    assert_eq!(record.name, "remote.bin");
+}

@@ -57,10 +57,16 @@ impl Deployment {
 
     /// MMR's schema, then `then`; remote media where `remote` says.
     pub async fn with(then: &str, remote: RemoteMedia) -> Self {
+        Self::serving("fixture.test", then, remote).await
+    }
+
+    /// MMR's schema, then `then`, for the homeserver `server`; remote media where
+    /// `remote` says.
+    pub async fn serving(server: &str, then: &str, remote: RemoteMedia) -> Self {
         let database = TestDatabase::postgres().await;
         let dir = tempfile::tempdir().unwrap();
         let mut yaml = format!(
-            "database:\n  postgres: \"{}\"\nhomeservers:\n  - name: fixture.test\n    \
+            "database:\n  postgres: \"{}\"\nhomeservers:\n  - name: {server}\n    \
              csApi: http://localhost:8008\ndatastores:\n",
             database.url
         );

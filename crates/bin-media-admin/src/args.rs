@@ -53,6 +53,10 @@ pub(crate) enum Command {
     /// database; only the first --limit entries are fetched. `usage --html FILE` writes
     /// it all as one self-contained page of charts.
     Usage(UsageCommand),
+    /// Move a whole repository between ours and a matrix-media-repo deployment, media by
+    /// media, without an archive: `push` ours into MMR, `pull` MMR into ours.
+    #[command(subcommand)]
+    Mmr(MmrMove),
     /// Check every recorded datastore against the rows: rows whose object is missing,
     /// objects no row points at (orphans), stale temporary files, queued deletions not
     /// yet carried out, and with --deep objects whose size or SHA-256 differ from their
@@ -72,6 +76,59 @@ pub(crate) enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
+}
+
+/// `media_admin mmr …`: which way a whole repository moves. Each media is read where
+/// its row says, its bytes copied (hashed while they stream, checked against the row)
+/// only when the destination does not hold them already, and recorded with its
+/// thumbnails, a page at a time. Resumable and idempotent: a re-run skips what the
+/// destination records and writes nothing more. Exit code 1 when some media failed
+/// (they are listed; nothing of them was written).
+#[derive(Debug, Subcommand)]
+pub(crate) enum MmrMove {
+    /// Our repository into the matrix-media-repo deployment: rows as MMR writes them,
+    /// bytes content-addressed into the datastore MMR picks for each kind.
+    Push {
+        #[command(flatten)]
+        mmr: MmrArgs,
+        #[command(flatten)]
+        repository: RepoDb,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+    /// The matrix-media-repo deployment into our repository (created if missing): new
+    /// bytes go to --datastore.
+    Pull {
+        #[command(flatten)]
+        mmr: MmrArgs,
+        #[command(flatten)]
+        repository: media_cli::RepositoryArgs,
+        #[command(flatten)]
+        report: ReportArgs,
+    },
+}
+
+/// The deployment and the run's flags, for both directions.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct MmrArgs {
+    /// The deployment's media-repo.yaml (MMR's -config).
+    #[arg(long, env = "MMR_CONFIG", value_name = "MEDIA_REPO_YAML")]
+    pub(crate) mmr_config: PathBuf,
+    /// Report what would move; copy, record and delete nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Copies in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) workers: u16,
+}
+
+impl MmrMove {
+    /// The deployment and run flags.
+    pub(crate) fn mmr(&self) -> &MmrArgs {
+        match self {
+            Self::Push { mmr, .. } | Self::Pull { mmr, .. } => mmr,
+        }
+    }
 }
 
 /// `media_admin usage …`: a ranking, or with --html the page of charts.
@@ -599,6 +656,7 @@ impl Cli {
             Command::Usage(usage) => &usage.run().report,
             Command::Quarantine(what) | Command::Unquarantine(what) => &what.run().report,
             Command::Purge(what) => &what.run().report,
+            Command::Mmr(MmrMove::Push { report, .. } | MmrMove::Pull { report, .. }) => report,
         }
     }
 }

@@ -19,13 +19,13 @@ use media_core::run::{Classify, Report, RunMode};
 use media_db::{Repository, TaskFilter};
 
 use crate::args::{
-    Attributes, Cli, Command, Datastores, PurgeWhat, QuarantineWhat, RepoDb, Tasks, UsageCommand,
-    UsageWhat, media_keys,
+    Attributes, Cli, Command, Datastores, MmrMove, PurgeWhat, QuarantineWhat, RepoDb, Tasks,
+    UsageCommand, UsageWhat, media_keys,
 };
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    media_cli::run_tool("media_admin", &[], run).await
+    media_cli::run_tool("media_admin", &[("config", "mmr-config")], run).await
 }
 
 async fn run(cli: &Cli) -> Result<Exit, RunError> {
@@ -38,6 +38,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
         Command::Purge(what) => purge(what, output).await,
         Command::Tasks(command) => tasks(command, output).await,
         Command::Usage(command) => usage(command, output).await,
+        Command::Mmr(command) => mmr_move(command, output).await,
         Command::Check {
             deep,
             fix,
@@ -282,4 +283,58 @@ async fn datastores(command: &Datastores, output: Output) -> Result<Exit, RunErr
             })
         }
     }
+}
+
+/// `media_admin mmr push|pull`: opens the deployment (read-only for a dry run) and our
+/// repository (the source of a push, read-only; the destination of a pull, with its
+/// datastore), then moves.
+async fn mmr_move(command: &MmrMove, output: Output) -> Result<Exit, RunError> {
+    let mmr = command.mmr();
+    let mode = RunMode::from_dry_run(mmr.dry_run);
+    let options = media_admin::MoveOptions {
+        mode,
+        workers: usize::from(mmr.workers),
+    };
+    let config = media_mmr::MmrConfig::load(&mmr.mmr_config).map_err(RunError::of)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let access = match (command, mode) {
+        (MmrMove::Push { .. }, RunMode::Apply) => media_mmr::Access::ReadWrite,
+        _ => media_mmr::Access::ReadOnly,
+    };
+    let connections = u32::from(mmr.workers).clamp(2, 16) + 2;
+    let deployment = media_mmr::MmrDeployment::open(config, access, connections)
+        .await
+        .map_err(RunError::of)?;
+    let report = match command {
+        MmrMove::Push { repository, .. } => {
+            with_repository(
+                repository,
+                RunMode::DryRun,
+                Some(output),
+                async |repo, progress| {
+                    media_admin::mmr_move::push(repo, deployment, options, progress).await
+                },
+            )
+            .await?
+        }
+        MmrMove::Pull { repository, .. } => {
+            let (repo, datastores) = repository.open(mode.into()).await?;
+            let counters = Arc::new(Progress::default());
+            let bar = media_cli::ProgressBar::start(output, counters.clone());
+            let result = media_admin::mmr_move::pull(
+                &repo,
+                datastores.given().clone(),
+                deployment,
+                options,
+                counters,
+            )
+            .await;
+            bar.finish();
+            repo.close().await;
+            result.map_err(RunError::of)?
+        }
+    };
+    Ok(media_cli::print_report(&report, output))
 }

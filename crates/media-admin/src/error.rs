@@ -29,6 +29,9 @@ pub enum AdminError {
         /// What failed.
         source: StoreError,
     },
+    /// The matrix-media-repo deployment failed, or cannot be used as it is configured.
+    #[error(transparent)]
+    Mmr(#[from] media_mmr::MmrError),
     /// `--from` names no recorded datastore.
     #[error("no recorded datastore is {given}: the repository records {recorded}")]
     UnknownDatastore {
@@ -93,6 +96,7 @@ impl Classify for AdminError {
     fn class(&self) -> ErrorClass {
         match self {
             Self::Db(e) => e.class(),
+            Self::Mmr(e) => e.class(),
             Self::Open { .. }
             | Self::UnknownDatastore { .. }
             | Self::SourceElsewhere { .. }

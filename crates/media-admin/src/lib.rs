@@ -16,13 +16,16 @@
 //!   page of charts;
 //! * [`check::check`]: each recorded datastore against the rows: missing, orphan and
 //!   damaged objects, stale temporary files, queued deletions; `--fix` repairs what is
-//!   safe to repair.
+//!   safe to repair;
+//! * [`mmr_move`]: a whole repository moved into a matrix-media-repo deployment
+//!   ([`mmr_move::push`]) or out of one ([`mmr_move::pull`]), without an archive.
 #![deny(missing_docs)]
 
 pub mod attributes;
 pub mod check;
 pub mod datastores;
 pub mod error;
+pub mod mmr_move;
 pub mod purge;
 pub mod quarantine;
 mod rooms;
@@ -34,6 +37,7 @@ pub mod usage_page;
 
 pub use datastores::{DatastoreSelector, EstimateReport, ListReport};
 pub use error::AdminError;
+pub use mmr_move::{MoveDirection, MoveFailure, MoveOptions, MoveReport};
 pub use purge::{Locality, PurgeOptions, PurgeReport, PurgeTarget};
 pub use quarantine::{Direction, QuarantineOptions, QuarantineRunReport, QuarantineTarget};
 pub use transfer::{TransferFailure, TransferOptions, TransferReport, Verify};

@@ -280,6 +280,8 @@ pub enum TaskKind {
     Purge,
     /// `media_admin quarantine …` and `unquarantine …`.
     Quarantine,
+    /// `media_admin mmr pull`: a matrix-media-repo deployment moved into the repository.
+    MmrPull,
 }
 
 impl TaskKind {
@@ -292,6 +294,7 @@ impl TaskKind {
             Self::Transfer => "media_admin datastores transfer",
             Self::Purge => "media_admin purge",
             Self::Quarantine => "media_admin quarantine",
+            Self::MmrPull => "media_admin mmr pull",
         }
     }
 }
@@ -454,6 +457,7 @@ mod tests {
             TaskKind::Transfer,
             TaskKind::Purge,
             TaskKind::Quarantine,
+            TaskKind::MmrPull,
         ]
         .iter()
         .map(ToString::to_string)
@@ -466,7 +470,8 @@ mod tests {
                 "gdpr_export",
                 "media_admin datastores transfer",
                 "media_admin purge",
-                "media_admin quarantine"
+                "media_admin quarantine",
+                "media_admin mmr pull"
             ]
         );
     }

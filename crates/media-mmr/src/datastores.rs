@@ -59,6 +59,17 @@ pub fn location_for(sha256: &Sha256Hex) -> BlobKey {
 pub struct MmrDatastore {
     config: DatastoreConfig,
     store: Arc<dyn Datastore>,
+    /// The same store as itself, for reading locations MMR named.
+    named: NamedObjects,
+}
+
+/// How a datastore reads the locations MMR named itself (not [`BlobKey`]s).
+#[derive(Debug)]
+enum NamedObjects {
+    /// From the folder, without following links below it.
+    Folder(PathBuf),
+    /// Through the S3 datastore, below its prefix.
+    Bucket(Arc<S3Datastore>),
 }
 
 impl MmrDatastore {
@@ -77,9 +88,9 @@ impl MmrDatastore {
     /// a file datastore (never following a link below it; a location that leaves the
     /// folder is refused). A missing object is [`MmrError::MissingObject`].
     ///
-    /// Reading an S3 object MMR named itself needs a way to read an arbitrary key through
-    /// `media_store`'s S3 datastore, which it does not offer yet: such a location is
-    /// refused with a [`StoreError::Config`] saying so.
+    /// From an S3 datastore, a location MMR named is read as the object with that key
+    /// below the bucket's prefix; a key that could leave it (`..`, a leading `/`, an empty
+    /// segment) is refused with a [`StoreError::Config`] naming it.
     pub async fn open_location(&self, location: &str) -> Result<BlobPayload, MmrError> {
         let id = self.config.id.as_str();
         let missing = || MmrError::MissingObject {
@@ -96,8 +107,8 @@ impl MmrDatastore {
                 opened => opened.map_err(failed),
             };
         }
-        match &self.config.backend {
-            DatastoreBackend::File { path } => {
+        match &self.named {
+            NamedObjects::Folder(path) => {
                 let (root, relative) = (path.clone(), PathBuf::from(location));
                 let opened = tokio::task::spawn_blocking(move || {
                     let file = open_regular_beneath(&root, &relative, "the datastore")?;
@@ -117,11 +128,11 @@ impl MmrDatastore {
                     })),
                 }
             }
-            DatastoreBackend::S3(_) => Err(failed(StoreError::Config(format!(
-                "location {location:?} was named by matrix-media-repo itself; reading such \
-                 S3 objects needs media_store to read an arbitrary key, which it cannot yet \
-                 (only content-addressed locations, ab/cd/<sha256>, are read from S3)"
-            )))),
+            NamedObjects::Bucket(bucket) => match bucket.open_named(location).await {
+                Ok(Some(payload)) => Ok(payload),
+                Ok(None) => Err(missing()),
+                Err(e) => Err(failed(e)),
+            },
         }
     }
 }
@@ -139,7 +150,7 @@ impl MmrDatastores {
     pub async fn open(configs: &[DatastoreConfig], access: Access) -> Result<Self, MmrError> {
         let mut stores = Vec::with_capacity(configs.len());
         for config in configs {
-            let store =
+            let (store, named) =
                 open_one(&config.backend, access)
                     .await
                     .map_err(|source| MmrError::Datastore {
@@ -149,6 +160,7 @@ impl MmrDatastores {
             stores.push(MmrDatastore {
                 config: config.clone(),
                 store,
+                named,
             });
         }
         Ok(Self { stores })
@@ -180,15 +192,18 @@ impl MmrDatastores {
 async fn open_one(
     backend: &DatastoreBackend,
     access: Access,
-) -> Result<Arc<dyn Datastore>, StoreError> {
+) -> Result<(Arc<dyn Datastore>, NamedObjects), StoreError> {
     Ok(match backend {
-        DatastoreBackend::File { path } => match access {
-            Access::ReadWrite => Arc::new(FileDatastore::open(path).await?),
-            Access::ReadOnly => {
-                check_folder(path)?;
-                Arc::new(FileDatastore::open_read_only(path))
-            }
-        },
+        DatastoreBackend::File { path } => {
+            let store: Arc<dyn Datastore> = match access {
+                Access::ReadWrite => Arc::new(FileDatastore::open(path).await?),
+                Access::ReadOnly => {
+                    check_folder(path)?;
+                    Arc::new(FileDatastore::open_read_only(path))
+                }
+            };
+            (store, NamedObjects::Folder(path.clone()))
+        }
         DatastoreBackend::S3(options) => {
             // Keys in media-repo.yaml are the deployment's own; without them, the
             // standard AWS sources (environment, profile) apply.
@@ -200,7 +215,9 @@ async fn open_one(
                 Access::ReadWrite => S3Access::Write,
                 Access::ReadOnly => S3Access::ReadOnly,
             };
-            Arc::new(S3Datastore::open_with(options.location(), &credentials, access).await?)
+            let bucket =
+                Arc::new(S3Datastore::open_with(options.location(), &credentials, access).await?);
+            (bucket.clone(), NamedObjects::Bucket(bucket))
         }
     })
 }

@@ -180,6 +180,40 @@ impl MmrDeployment {
         records(pages)
     }
 
+    /// Every media of the deployment, ordered by origin and media ID, read page by page
+    /// (a whole deployment moved into our repository: `media_admin mmr pull`).
+    pub fn all_media(&self) -> BoxStream<'static, Result<MmrMedia, MmrError>> {
+        let pool = self.pool.clone();
+        let pages = keyset_pages((String::new(), String::new()), move |(origin, media_id)| {
+            let pool = pool.clone();
+            async move {
+                let rows: Vec<MediaRow> = sqlx::query_as(select_media!(
+                    "WHERE (m.origin, m.media_id) > ($1, $2) \
+                     ORDER BY m.origin, m.media_id LIMIT $3"
+                ))
+                .bind(&origin)
+                .bind(&media_id)
+                .bind(PAGE_SIZE)
+                .fetch_all(&pool)
+                .await
+                .during("read media from matrix-media-repo")?;
+                let next =
+                    full_page(&rows, PAGE_SIZE).map(|r| (r.origin.clone(), r.media_id.clone()));
+                Ok((rows, next))
+            }
+        });
+        records(pages)
+    }
+
+    /// How many media the deployment holds.
+    pub async fn count_all_media(&self) -> Result<u64, MmrError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM media")
+            .fetch_one(&self.pool)
+            .await
+            .during("count media in matrix-media-repo")?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     /// How many media `user` uploaded.
     pub async fn count_media_by_uploader(&self, user: &UserId) -> Result<u64, MmrError> {
         self.count(

@@ -5,8 +5,8 @@
 //! an origin), read page by page ([`MmrDeployment::media_by_uploader`],
 //! [`MmrDeployment::media_by_origin`]); each media's bytes are read from the datastore
 //! and location its own row names, whoever wrote them (MMR's random locations as well
-//! as our content-addressed ones; see [`MmrDatastore::open_location`] for what S3 cannot
-//! read yet). Thumbnails are not part of a v2 archive, from MMR as from our repository.
+//! as our content-addressed ones, from folders and buckets; see
+//! [`MmrDatastore::open_location`]). Thumbnails are not part of a v2 archive, from MMR as from our repository.
 //! The archive itself is written by `media_gdpr`'s writer, unchanged: this module only
 //! turns rows into [`ExportItem`]s and opens their bytes ([`PlacedStores`]).
 //!

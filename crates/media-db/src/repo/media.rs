@@ -406,6 +406,12 @@ impl Repository {
         Ok(count as u64)
     }
 
+    /// Every media of the repository, ordered by (origin, media_id), fetched page by
+    /// page (a whole repository moved elsewhere: `media_admin mmr push`).
+    pub fn all_media(&self) -> BoxStream<'static, Result<MediaRecord, DbError>> {
+        self.media_pages(MediaFilter::All)
+    }
+
     pub(super) fn media_pages(
         &self,
         filter: MediaFilter,
@@ -455,6 +461,14 @@ impl Repository {
                 ),
                 room,
             ),
+            // `$1` is bound to "" so that every filter binds the same parameters.
+            MediaFilter::All => (
+                select_media!(
+                    "WHERE $1 = '' AND (origin > $2 OR (origin = $2 AND media_id > $3)) \
+                     ORDER BY origin, media_id LIMIT $4"
+                ),
+                &EVERY_MEDIA,
+            ),
         };
         Ok(on_pool!(&self.pool, |p| {
             sqlx::query_as(sql)
@@ -469,6 +483,9 @@ impl Repository {
     }
 }
 
+/// The value [`MediaFilter::All`] binds.
+static EVERY_MEDIA: String = String::new();
+
 /// Which media a stream pages through.
 #[derive(Debug, Clone)]
 pub(super) enum MediaFilter {
@@ -478,6 +495,8 @@ pub(super) enum MediaFilter {
     Origin(String),
     /// Those recorded in a room ([`crate::RoomIndex`]).
     Room(String),
+    /// Every media.
+    All,
 }
 
 impl Repository {

@@ -635,6 +635,57 @@ impl Datastore for S3Datastore {
 }
 
 impl S3Datastore {
+    /// Opens the object another writer named `name` below this store's prefix (a
+    /// matrix-media-repo names its objects with random IDs, not digests), for reading
+    /// only; `None` when there is no such object. The name must be a plain relative key
+    /// ([`named_object_path`]), so the read never leaves the prefix.
+    pub async fn open_named(&self, name: &str) -> Result<Option<BlobPayload>, StoreError> {
+        let path = named_object_path(name)?;
+        let result = match self.store.get(&path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.error("read", &path, e)),
+        };
+        let bytes = result.into_stream().map_err(std::io::Error::other);
+        Ok(Some(BlobPayload::Stream(Box::pin(
+            tokio_util::io::StreamReader::new(bytes),
+        ))))
+    }
+}
+
+/// The object path of a key another writer named, checked to stay below the store's
+/// prefix: segments separated by single `/`, none empty, `.` or `..`, no leading `/`, no
+/// backslash or control character, and nothing of the store's own bookkeeping (`.tmp/…`,
+/// the identity marker). Anything else is [`StoreError::Config`] naming the key.
+pub fn named_object_path(name: &str) -> Result<Path, StoreError> {
+    let refuse = |why: &str| {
+        Err(StoreError::Config(format!(
+            "object key {name:?} is refused: {why} (only a plain relative key below the \
+             datastore's prefix is read)"
+        )))
+    };
+    if name.is_empty() {
+        return refuse("it is empty");
+    }
+    if name.starts_with('/') {
+        return refuse("it starts with /");
+    }
+    if name.chars().any(|c| c == '\\' || c.is_control()) {
+        return refuse("it holds a backslash or a control character");
+    }
+    if name
+        .split('/')
+        .any(|segment| matches!(segment, "" | "." | ".."))
+    {
+        return refuse("it has an empty, . or .. segment");
+    }
+    if name == MARKER_FILE || name.split('/').next() == Some(TEMP_PREFIX) {
+        return refuse("it is the datastore's own bookkeeping");
+    }
+    Path::parse(name).or_else(|e| refuse(&e.to_string()))
+}
+
+impl S3Datastore {
     /// Deletes every object below this store's prefix, blobs or not (the marker, abandoned
     /// temporary uploads): for throwaway test stores. Returns how many it deleted.
     pub async fn delete_everything(&self) -> Result<u64, StoreError> {
@@ -1002,6 +1053,58 @@ mod tests {
             "{message}"
         );
         drop(silent);
+    }
+
+    #[test]
+    fn named_keys_that_could_leave_the_prefix_are_refused() {
+        for refused in [
+            "",
+            "/abs/key",
+            "../up",
+            "a/../../b",
+            "a/./b",
+            "a//b",
+            "a/",
+            "..",
+            "a\\b",
+            "a\nb",
+            ".tmp/upload",
+            MARKER_FILE,
+        ] {
+            let error = named_object_path(refused).unwrap_err();
+            assert!(
+                matches!(&error, StoreError::Config(m) if m.contains("is refused")),
+                "{refused:?}: {error}"
+            );
+        }
+        for accepted in ["abcdef", "pf/abcdef", "aa/bb/rest", "ab/cd/.dotted"] {
+            assert_eq!(named_object_path(accepted).unwrap().as_ref(), accepted);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_named_object_is_read_and_a_missing_one_is_none() {
+        let test = S3TestStore::new().await;
+        test.store
+            .store
+            .put(
+                &Path::from("pf/random-name"),
+                Bytes::from("named bytes").into(),
+            )
+            .await
+            .unwrap();
+        let Some(BlobPayload::Stream(mut stream)) =
+            test.store.open_named("pf/random-name").await.unwrap()
+        else {
+            panic!("an S3 object is a stream")
+        };
+        let mut bytes = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut bytes)
+            .await
+            .unwrap();
+        assert_eq!(bytes, "named bytes");
+        assert!(test.store.open_named("pf/other").await.unwrap().is_none());
+        assert!(test.store.open_named("../pf/random-name").await.is_err());
     }
 
     #[test]
