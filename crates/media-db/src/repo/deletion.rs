@@ -84,7 +84,8 @@ macro_rules! delete_media_in {
                     found.insert((origin, media_id));
                 }
                 for key in chunk {
-                    if found.contains(&(key.origin.to_string(), key.media_id.to_string())) {
+                    // `remove`: a key named twice is deleted once, then not found.
+                    if found.remove(&(key.origin.to_string(), key.media_id.to_string())) {
                         report.media.push(key.clone());
                     } else {
                         report.not_found.push(key.clone());
