@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use media_core::datastore::{BlobKey, Datastore, StoreError};
+use media_core::datastore::{BlobKey, BlobPayload, Datastore, StoreError};
 use media_core::hashing::HashingReader;
 use media_core::progress::{Progress, human_size};
 use media_core::run::{Failures, Reason, Report, RunMode};
@@ -446,20 +446,40 @@ impl Checker<'_> {
                 None => Finding::Missing,
             });
         }
-        let reader = match store.get(&blob.location, None).await {
-            Ok(reader) => reader,
+        let payload = match store.open(&blob.location, None).await {
+            Ok(payload) => payload,
             Err(StoreError::NotFound { .. }) => return Ok(Finding::Missing),
             Err(e) => return Err(e),
         };
-        let mut hashing = HashingReader::new(reader);
-        tokio::io::copy(&mut hashing, &mut tokio::io::sink())
-            .await
-            .map_err(|source| StoreError::Io {
+        let read_error = |target: String| {
+            move |source| StoreError::Io {
                 operation: "read",
-                target: blob.location.to_string(),
+                target,
                 source,
-            })?;
-        let (sha256, size) = hashing.finish();
+            }
+        };
+        let (sha256, size) = match payload {
+            // A file is hashed on a blocking thread in one go, not a thread hand-off per
+            // read: most media are a few KiB, and the hand-offs would cost more.
+            BlobPayload::File { file, path, len } => {
+                let target = path.display().to_string();
+                tokio::task::spawn_blocking(move || {
+                    let mut hashing = HashingReader::new(std::io::Read::take(file, len));
+                    std::io::copy(&mut hashing, &mut std::io::sink())
+                        .map(|_| hashing.finish())
+                        .map_err(read_error(target))
+                })
+                .await
+                .map_err(|e| read_error(blob.location.to_string())(std::io::Error::other(e)))??
+            }
+            BlobPayload::Stream(reader) => {
+                let mut hashing = HashingReader::new(reader);
+                tokio::io::copy(&mut hashing, &mut tokio::io::sink())
+                    .await
+                    .map_err(read_error(blob.location.to_string()))?;
+                hashing.finish()
+            }
+        };
         Ok(if sha256 == blob.sha256 && size == blob.size_bytes {
             Finding::Sound
         } else {

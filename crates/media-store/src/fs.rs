@@ -938,20 +938,25 @@ impl Datastore for FileDatastore {
     }
 
     fn list(&self) -> BoxStream<'_, Result<BlobKey, StoreError>> {
-        // Walk the two fan-out levels lazily, one folder listing at a time.
+        // Walk the two fan-out levels lazily, one first-level folder (and every folder in
+        // it) per blocking call: a call per folder would cost more than the listing.
         let root = self.root.clone();
-        let top = stream::once(async move { read_fanout_dir(&root).await }).flat_map(stream_of);
+        let top = stream::once(async move { blocking(move || read_fanout_dir(&root)).await })
+            .flat_map(stream_of);
         top.flat_map(|first| match first {
             Err(e) => stream::iter(vec![Err(e)]).boxed(),
-            Ok(first) => stream::once(async move { read_fanout_dir(&first).await })
-                .flat_map(stream_of)
-                .flat_map(|second| match second {
-                    Err(e) => stream::iter(vec![Err(e)]).boxed(),
-                    Ok(second) => stream::once(async move { read_blob_dir(&second).await })
-                        .flat_map(stream_of)
-                        .boxed(),
+            Ok(first) => stream::once(async move {
+                blocking(move || {
+                    let mut keys = Vec::new();
+                    for second in read_fanout_dir(&first)? {
+                        keys.extend(read_blob_dir(&second)?);
+                    }
+                    Ok(keys)
                 })
-                .boxed(),
+                .await
+            })
+            .flat_map(stream_of)
+            .boxed(),
         })
         .boxed()
     }
@@ -989,20 +994,12 @@ fn is_hex_pair(name: &str) -> bool {
 }
 
 /// The two-hex-digit subfolders of `dir` (temporary and foreign entries are skipped).
-async fn read_fanout_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+fn read_fanout_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut out = Vec::new();
-    let mut entries = tokio::fs::read_dir(dir)
-        .await
-        .map_err(|source| io_error("list", dir, source))?;
-    while let Some(entry) = entries
-        .next_entry()
-        .await
-        .map_err(|source| io_error("list", dir, source))?
-    {
+    for entry in std::fs::read_dir(dir).map_err(|source| io_error("list", dir, source))? {
+        let entry = entry.map_err(|source| io_error("list", dir, source))?;
         let name = entry.file_name();
-        if name.to_str().is_some_and(is_hex_pair)
-            && entry.file_type().await.is_ok_and(|t| t.is_dir())
-        {
+        if name.to_str().is_some_and(is_hex_pair) && entry.file_type().is_ok_and(|t| t.is_dir()) {
             out.push(entry.path());
         }
     }
@@ -1010,27 +1007,21 @@ async fn read_fanout_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 }
 
 /// The blob keys of files in a second-level folder, checked against the layout.
-async fn read_blob_dir(dir: &Path) -> Result<Vec<BlobKey>, StoreError> {
+fn read_blob_dir(dir: &Path) -> Result<Vec<BlobKey>, StoreError> {
     let mut out = Vec::new();
-    let mut entries = tokio::fs::read_dir(dir)
-        .await
-        .map_err(|source| io_error("list", dir, source))?;
     let second = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let first = dir
         .parent()
         .and_then(|p| p.file_name())
         .and_then(|n| n.to_str())
         .unwrap_or("");
-    while let Some(entry) = entries
-        .next_entry()
-        .await
-        .map_err(|source| io_error("list", dir, source))?
-    {
+    for entry in std::fs::read_dir(dir).map_err(|source| io_error("list", dir, source))? {
+        let entry = entry.map_err(|source| io_error("list", dir, source))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let candidate = format!("{first}/{second}/{name}");
         if let Some(key) = BlobKey::parse(&candidate)
-            && entry.file_type().await.is_ok_and(|t| t.is_file())
+            && entry.file_type().is_ok_and(|t| t.is_file())
         {
             out.push(key);
         }

@@ -154,6 +154,68 @@ macro_rules! shared_filesystem_ids {
     };
 }
 
+/// The table a media's row is in.
+fn table_of(storage: &Storage) -> MediaTable {
+    match storage {
+        Storage::Local { .. } => MediaTable::Local,
+        Storage::Remote { .. } => MediaTable::Remote,
+    }
+}
+
+/// A media's key as the rows of its table give it back: `(origin, media_id)`, the origin
+/// empty for local media (as in a [`Cursor`]).
+fn row_key(planned: &PlannedMedia) -> (String, String) {
+    let origin = match planned.storage {
+        Storage::Local { .. } => String::new(),
+        Storage::Remote { .. } => planned.key.origin.to_string(),
+    };
+    (origin, planned.key.media_id.to_string())
+}
+
+/// The keys of some media of one table as one SQL condition (`media_id IN (…)`, or
+/// `(media_origin, media_id) IN (VALUES …)` for remote media) with its bound values,
+/// placeholders numbered from a given one.
+struct KeyList {
+    table: MediaTable,
+    /// The placeholders, as the right-hand side of `IN`.
+    list: String,
+    binds: Vec<Bound>,
+}
+
+impl KeyList {
+    /// The keys of `media` (all of `table`), placeholders from `$first`.
+    fn new(table: MediaTable, media: &[&PlannedMedia], first: usize) -> Self {
+        let mut binds = Vec::with_capacity(2 * media.len());
+        let mut items = Vec::with_capacity(media.len());
+        for planned in media {
+            let n = first + binds.len();
+            match table {
+                MediaTable::Remote => {
+                    items.push(format!("(${n}, ${})", n + 1));
+                    binds.push(Bound::Text(planned.key.origin.to_string()));
+                }
+                MediaTable::Local => items.push(format!("${n}")),
+            }
+            binds.push(Bound::Text(planned.key.media_id.to_string()));
+        }
+        let list = match table {
+            MediaTable::Remote => format!("(VALUES {})", items.join(", ")),
+            MediaTable::Local => format!("({})", items.join(", ")),
+        };
+        KeyList { table, list, binds }
+    }
+
+    /// The condition, over columns prefixed with `alias` (`"r."`, or `""`).
+    fn condition(&self, alias: &str) -> String {
+        match self.table {
+            MediaTable::Remote => {
+                format!("({alias}media_origin, {alias}media_id) IN {}", self.list)
+            }
+            MediaTable::Local => format!("{alias}media_id IN {}", self.list),
+        }
+    }
+}
+
 /// Opens Synapse's database at `location` for a purge of the local media of
 /// `server_name` (or of its remote cache): read-only when `mode` is a dry run.
 pub async fn open_purge_db(
@@ -544,88 +606,90 @@ impl PurgeDb {
     /// still selects, with their thumbnail rows (and, for local media, their URL-cache
     /// rows, as Synapse does). The media whose files another remaining row names (a
     /// remote filesystem ID in use twice) are returned apart: their files stay.
+    ///
+    /// Set-based: one statement per table per chunk of [`BATCH_SIZE`] media. A media
+    /// counts as deleted only when its own row went (the media statement returns the keys
+    /// it deleted); the others changed since they were planned and are counted so.
     pub async fn delete_batch(
         &self,
         selection: &PurgeSelection,
         batch: &[PlannedMedia],
     ) -> Result<DeletedBatch, DbError> {
-        let delete_statement = |table: MediaTable| {
-            let Condition {
-                sql: condition,
-                binds,
-                ..
-            } = self.condition(selection, table);
-            let n = binds.len();
-            let sql = match table {
-                MediaTable::Remote => format!(
-                    "DELETE FROM remote_media_cache AS r WHERE {condition} \
-                     AND r.media_origin = ${} AND r.media_id = ${}",
-                    n + 1,
-                    n + 2
-                ),
-                MediaTable::Local => format!(
-                    "DELETE FROM local_media_repository AS lmr WHERE {condition} \
-                     AND lmr.media_id = ${}",
-                    n + 1
-                ),
-            };
-            (sql, binds)
-        };
-        let (delete_local, local_binds) = delete_statement(MediaTable::Local);
-        let (delete_remote, remote_binds) = delete_statement(MediaTable::Remote);
         let mut deleted = DeletedBatch::default();
         let mut gone = Vec::with_capacity(batch.len());
         on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await.during("begin a purge batch")?;
-            for planned in batch {
-                let (origin, id) = (planned.key.origin.as_str(), planned.key.media_id.as_str());
-                let query = match planned.storage {
-                    Storage::Remote { .. } => bind_selection!(
-                        sqlx::query(AssertSqlSafe(delete_remote.clone())),
-                        remote_binds
+            for table in [MediaTable::Local, MediaTable::Remote] {
+                let of_table: Vec<&PlannedMedia> = batch
+                    .iter()
+                    .filter(|planned| table_of(&planned.storage) == table)
+                    .collect();
+                for chunk in of_table.chunks(BATCH_SIZE as usize) {
+                    let Condition {
+                        sql: condition,
+                        binds,
+                        ..
+                    } = self.condition(selection, table);
+                    let planned = KeyList::new(table, chunk, binds.len() + 1);
+                    let sql = match table {
+                        MediaTable::Remote => format!(
+                            "DELETE FROM remote_media_cache AS r WHERE {condition} \
+                             AND {} RETURNING media_origin, media_id",
+                            planned.condition("r.")
+                        ),
+                        MediaTable::Local => format!(
+                            "DELETE FROM local_media_repository AS lmr WHERE {condition} \
+                             AND {} RETURNING '', media_id",
+                            planned.condition("lmr.")
+                        ),
+                    };
+                    let query = bind_selection!(
+                        sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql)),
+                        binds
+                    );
+                    let rows: HashSet<(String, String)> = bind_selection!(query, planned.binds)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .during("delete media rows")?
+                        .into_iter()
+                        .collect();
+                    let (went, changed): (Vec<&PlannedMedia>, Vec<&PlannedMedia>) = chunk
+                        .iter()
+                        .partition(|planned| rows.contains(&row_key(planned)));
+                    deleted.changed += changed.len() as u64;
+                    if went.is_empty() {
+                        continue;
+                    }
+                    let went_keys = KeyList::new(table, &went, 1);
+                    let thumbnails = match table {
+                        MediaTable::Remote => "remote_media_cache_thumbnails",
+                        MediaTable::Local => "local_media_repository_thumbnails",
+                    };
+                    deleted.thumbnails += bind_selection!(
+                        sqlx::query(AssertSqlSafe(format!(
+                            "DELETE FROM {thumbnails} WHERE {}",
+                            went_keys.condition("")
+                        ))),
+                        went_keys.binds
                     )
-                    .bind(origin)
-                    .bind(id),
-                    Storage::Local { .. } => bind_selection!(
-                        sqlx::query(AssertSqlSafe(delete_local.clone())),
-                        local_binds
-                    )
-                    .bind(id),
-                };
-                let rows = query
-                    .execute(&mut *tx)
-                    .await
-                    .during("delete media rows")?
-                    .rows_affected();
-                if rows == 0 {
-                    deleted.changed += 1;
-                    continue;
-                }
-                let thumbnails = match planned.storage {
-                    Storage::Remote { .. } => sqlx::query(
-                        "DELETE FROM remote_media_cache_thumbnails \
-                         WHERE media_origin = $1 AND media_id = $2",
-                    )
-                    .bind(origin)
-                    .bind(id),
-                    Storage::Local { .. } => sqlx::query(
-                        "DELETE FROM local_media_repository_thumbnails WHERE media_id = $1",
-                    )
-                    .bind(id),
-                };
-                deleted.thumbnails += thumbnails
                     .execute(&mut *tx)
                     .await
                     .during("delete thumbnail rows")?
                     .rows_affected();
-                if self.has_url_cache && matches!(planned.storage, Storage::Local { .. }) {
-                    sqlx::query("DELETE FROM local_media_repository_url_cache WHERE media_id = $1")
-                        .bind(id)
+                    if self.has_url_cache && table == MediaTable::Local {
+                        bind_selection!(
+                            sqlx::query(AssertSqlSafe(format!(
+                                "DELETE FROM local_media_repository_url_cache WHERE {}",
+                                went_keys.condition("")
+                            ))),
+                            went_keys.binds
+                        )
                         .execute(&mut *tx)
                         .await
                         .during("delete URL-cache rows")?;
+                    }
+                    gone.extend(went.into_iter().cloned());
                 }
-                gone.push(planned.clone());
             }
             let shared = shared_filesystem_ids!(&mut *tx, &gone);
             tx.commit().await.during("commit a purge batch")?;

@@ -6,7 +6,7 @@
 //!    `claimed_ts`), dropping at once those whose object a blob row points at again
 //!    (same digest, datastore *and* location: a transfer queues the source object of a
 //!    blob whose row now points at its copy, and that object must go);
-//! 2. **delete** the claimed objects, with no transaction open;
+//! 2. **delete** the claimed objects, with no transaction open, a few at a time;
 //! 3. **acknowledge** the entries deleted, in a short transaction.
 //!
 //! A drain that stops anywhere leaves its unacknowledged entries queued, claimed, and the
@@ -16,6 +16,7 @@
 //! gone already, so its bytes must be put again once the claim is acknowledged.
 
 use async_trait::async_trait;
+use futures::{StreamExt, stream};
 use media_core::datastore::{Datastore, DeleteStatus};
 use media_core::now_ms;
 use media_core::records::MediaKey;
@@ -29,78 +30,118 @@ use crate::roles::DeletionQueue;
 use crate::rows::pending_deletion;
 
 /// Queued deletions claimed (and acknowledged) per transaction of a drain.
-const DRAIN_BATCH: i64 = 100;
+const DRAIN_BATCH: i64 = 500;
 
-/// Deletes the media `$keys` and their thumbnails in the open transaction `$conn`, and
-/// in it removes the blob rows nothing references any more and queues their objects
-/// (stamped `$ts`); evaluates to `Result<DeletedMedia, DbError>`. A macro so that one
-/// body serves both dialects' transaction types (and both [`DeletionQueue::delete_media`]
-/// and the purges of [`crate::Purge`]).
+/// Media keys (or digests, or queued objects) per statement of a deletion: 2,000 bound
+/// values at most, far below both dialects' limits.
+pub(crate) const KEYS_PER_STATEMENT: usize = 500;
+
+/// Object deletions a drain has in flight at once: a file datastore's removals run on
+/// blocking threads, an object store's are requests, and both overlap their waits.
+const DELETIONS_IN_FLIGHT: usize = 16;
+
+/// Deletes the media `$keys` and their thumbnails in the open transaction `$conn` (of
+/// `$dialect`), and in it removes the blob rows nothing references any more and queues
+/// their objects (stamped `$ts`); evaluates to `Result<DeletedMedia, DbError>`. Set-based:
+/// a few statements per [`KEYS_PER_STATEMENT`] media, not per media. A macro so that one
+/// body serves both dialects' transaction types (and both
+/// [`DeletionQueue::delete_media`] and the purges of [`crate::Purge`]).
 macro_rules! delete_media_in {
-    ($conn:expr, $keys:expr, $ts:expr) => {
+    ($conn:expr, $dialect:expr, $keys:expr, $ts:expr) => {
         async {
+            use $crate::repo::deletion::KEYS_PER_STATEMENT;
+            use $crate::repo::sql::{placeholder_list, values_list};
             let keys: &[media_core::records::MediaKey] = $keys;
             let mut report = $crate::model::DeletedMedia::default();
             let mut candidates = std::collections::BTreeSet::new();
-            for key in keys {
-                let thumbs: Vec<String> = sqlx::query_scalar(
-                    "DELETE FROM thumbnails WHERE origin = $1 AND media_id = $2 RETURNING sha256",
-                )
-                .bind(key.origin.as_str())
-                .bind(key.media_id.as_str())
-                .fetch_all($conn)
-                .await
-                .during("delete thumbnails")?;
+            for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+                let key_list = values_list($dialect, chunk.len(), 2);
+                let sql = format!(
+                    "DELETE FROM thumbnails WHERE (origin, media_id) IN (VALUES {key_list}) \
+                     RETURNING sha256"
+                );
+                let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+                for key in chunk {
+                    query = query.bind(key.origin.as_str()).bind(key.media_id.as_str());
+                }
+                let thumbs = query.fetch_all($conn).await.during("delete thumbnails")?;
                 report.thumbnails += thumbs.len() as u64;
                 candidates.extend(thumbs);
-                let media: Option<String> = sqlx::query_scalar(
-                    "DELETE FROM media WHERE origin = $1 AND media_id = $2 RETURNING sha256",
-                )
-                .bind(key.origin.as_str())
-                .bind(key.media_id.as_str())
-                .fetch_optional($conn)
-                .await
-                .during("delete a media")?;
-                match media {
-                    Some(sha256) => {
-                        candidates.insert(sha256);
+                let sql = format!(
+                    "DELETE FROM media WHERE (origin, media_id) IN (VALUES {key_list}) \
+                     RETURNING origin, media_id, sha256"
+                );
+                let mut query =
+                    sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql));
+                for key in chunk {
+                    query = query.bind(key.origin.as_str()).bind(key.media_id.as_str());
+                }
+                let mut found = std::collections::HashSet::new();
+                for (origin, media_id, sha256) in
+                    query.fetch_all($conn).await.during("delete media")?
+                {
+                    candidates.insert(sha256);
+                    found.insert((origin, media_id));
+                }
+                for key in chunk {
+                    // `remove`: a key named twice is deleted once, then not found.
+                    if found.remove(&(key.origin.to_string(), key.media_id.to_string())) {
                         report.media.push(key.clone());
+                    } else {
+                        report.not_found.push(key.clone());
                     }
-                    None => report.not_found.push(key.clone()),
                 }
             }
-            for sha256 in candidates {
+            let candidates: Vec<String> = candidates.into_iter().collect();
+            let mut freed: Vec<(String, i64, String, i64)> = Vec::new();
+            for chunk in candidates.chunks(KEYS_PER_STATEMENT) {
                 // Reference safety, checked inside the deleting transaction.
-                let gone: Option<(i64, String, i64)> = sqlx::query_as(
-                    "DELETE FROM blobs WHERE sha256 = $1 \
-                     AND NOT EXISTS (SELECT 1 FROM media WHERE sha256 = $1) \
-                     AND NOT EXISTS (SELECT 1 FROM thumbnails WHERE sha256 = $1) \
-                     RETURNING datastore_id, location, size_bytes",
-                )
-                .bind(&sha256)
-                .fetch_optional($conn)
-                .await
-                .during("delete an unreferenced blob")?;
-                let Some((datastore_id, location, size_bytes)) = gone else {
-                    continue;
-                };
-                sqlx::query(
+                let sql = format!(
+                    "DELETE FROM blobs WHERE sha256 IN ({}) \
+                     AND NOT EXISTS (SELECT 1 FROM media WHERE media.sha256 = blobs.sha256) \
+                     AND NOT EXISTS (SELECT 1 FROM thumbnails \
+                     WHERE thumbnails.sha256 = blobs.sha256) \
+                     RETURNING sha256, datastore_id, location, size_bytes",
+                    placeholder_list($dialect, chunk.len(), 1)
+                );
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for sha256 in chunk {
+                    query = query.bind(sha256);
+                }
+                freed.extend(
+                    query
+                        .fetch_all($conn)
+                        .await
+                        .during("delete unreferenced blobs")?,
+                );
+            }
+            freed.sort_unstable();
+            for rows in freed.chunks(KEYS_PER_STATEMENT) {
+                let sql = format!(
                     "INSERT INTO pending_deletions (datastore_id, location, sha256, enqueued_ts) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(datastore_id)
-                .bind(&location)
-                .bind(&sha256)
-                .bind($ts)
-                .execute($conn)
-                .await
-                .during("queue an object deletion")?;
+                     VALUES {}",
+                    values_list($dialect, rows.len(), 4)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (sha256, datastore_id, location, _) in rows {
+                    query = query
+                        .bind(*datastore_id)
+                        .bind(location)
+                        .bind(sha256)
+                        .bind($ts);
+                }
+                query
+                    .execute($conn)
+                    .await
+                    .during("queue object deletions")?;
+            }
+            for (sha256, datastore_id, location, size_bytes) in &freed {
                 report.enqueued.push($crate::rows::pending_deletion(
-                    datastore_id,
-                    &location,
-                    &sha256,
+                    *datastore_id,
+                    location,
+                    sha256,
                 )?);
-                report.bytes_freed += u64::try_from(size_bytes).unwrap_or(0);
+                report.bytes_freed += u64::try_from(*size_bytes).unwrap_or(0);
             }
             Ok::<_, $crate::error::DbError>(report)
         }
@@ -118,7 +159,7 @@ impl DeletionQueue for Repository {
                 .begin_with(self.begin_write())
                 .await
                 .during("begin a transaction")?;
-            let report = delete_media_in!(&mut *tx, keys, ts)?;
+            let report = delete_media_in!(&mut *tx, self.dialect, keys, ts)?;
             tx.commit().await.during("commit a deletion")?;
             Ok(report)
         })
@@ -157,16 +198,21 @@ impl DeletionQueue for Repository {
             if claimed.is_empty() && kept == 0 {
                 return Ok(report);
             }
-            // No transaction is open while the datastore deletes.
+            // No transaction is open while the datastore deletes; a few deletions are in
+            // flight at once, and every one that ends is acknowledged, even after another
+            // failed (the first failure is returned once the batch is acknowledged).
             let mut done = Vec::with_capacity(claimed.len());
             let mut failure = None;
-            for (id, pending) in claimed {
-                match store.delete(&pending.location).await {
+            let mut deletions = stream::iter(claimed)
+                .map(|(id, pending)| async move { (id, store.delete(&pending.location).await) })
+                .buffer_unordered(DELETIONS_IN_FLIGHT);
+            while let Some((id, status)) = deletions.next().await {
+                match status {
                     Ok(DeleteStatus::Deleted) => report.deleted += 1,
                     Ok(DeleteStatus::NotFound) => report.already_gone += 1,
                     Err(e) => {
-                        failure = Some(e);
-                        break;
+                        failure.get_or_insert(e);
+                        continue;
                     }
                 }
                 done.push(id);

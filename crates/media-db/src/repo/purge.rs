@@ -348,7 +348,7 @@ impl Purge for Repository {
                 .begin_with(self.begin_write())
                 .await
                 .during("begin a transaction")?;
-            let deleted = delete_media_in!(&mut *tx, &keys, ts)?;
+            let deleted = delete_media_in!(&mut *tx, self.dialect, &keys, ts)?;
             let mut reserved = 0;
             for candidate in batch.iter().filter(|c| !deleted.not_found.contains(&c.key)) {
                 if candidate.quarantined {
