@@ -13,6 +13,7 @@
 //! others.
 
 use std::collections::HashSet;
+use std::ops::Bound;
 
 use futures::TryStreamExt;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -281,13 +282,6 @@ macro_rules! media_columns {
     };
 }
 
-/// A page of rows after a hash, in (hash, origin, media ID) order. Dendrite has no index
-/// on base64hash: each page is one table scan with a top-N sort, so pages are large.
-const GROUP_PAGE_SQL: &str = concat!(
-    media_columns!(),
-    "WHERE base64hash > $1 ORDER BY base64hash, media_origin, media_id LIMIT $2"
-);
-
 /// Every media row in (hash, origin, media ID) order, for one streamed sort.
 const ALL_GROUPS_SQL: &str = concat!(
     media_columns!(),
@@ -352,11 +346,131 @@ fn streamed_group_pages(
     .boxed()
 }
 
-/// Every row of one content group.
-const GROUP_SQL: &str = concat!(
-    media_columns!(),
-    "WHERE base64hash = $1 ORDER BY media_origin, media_id"
-);
+/// The temporary table of [`hash_order_on_sqlite`]: every media row's hash and rowid, in
+/// that order (its primary key is the index pages walk).
+const HASH_ORDER_TABLE: &str = "CREATE TEMP TABLE cleanmedia_hash_order \
+     (base64hash TEXT NOT NULL, row INTEGER NOT NULL, PRIMARY KEY (base64hash, row)) \
+     WITHOUT ROWID";
+
+/// Fills [`HASH_ORDER_TABLE`] in one table scan (sorted once, so the inserts append).
+const HASH_ORDER_FILL: &str = "INSERT INTO cleanmedia_hash_order (base64hash, row) \
+     SELECT base64hash, rowid FROM main.mediaapi_media_repository ORDER BY 1, 2";
+
+/// The extent of the next page: how many of the next `$2` (hash, rowid) entries from
+/// the cursor there are, and their first and last hash, along the temporary table's
+/// primary key. `{from}` is the cursor's condition on `base64hash`.
+const HASH_ORDER_EXTENT_SQL: &str = "SELECT COUNT(*), MIN(base64hash), MAX(base64hash) FROM \
+     (SELECT base64hash FROM cleanmedia_hash_order WHERE base64hash {from} $1 \
+     ORDER BY base64hash, row LIMIT $2)";
+
+/// The live rows of the entries with a hash from `$1` up to `$2` (`{from}` and `{to}` are
+/// the comparisons), each looked up by rowid. A row deleted since the scan is gone; a
+/// rowid reused by a row of another hash is skipped (the run's snapshot does not know
+/// it; a hash directory's removal is checked against the live table anyway).
+const HASH_ORDER_PAGE_SQL: &str = "SELECT m.media_id, m.media_origin, m.user_id, \
+     CAST(m.creation_ts AS BIGINT) AS creation_ts, m.base64hash, \
+     CAST(m.file_size_bytes AS BIGINT) AS file_size_bytes \
+     FROM cleanmedia_hash_order AS h \
+     JOIN main.mediaapi_media_repository AS m ON m.rowid = h.row AND m.base64hash = h.base64hash \
+     WHERE h.base64hash {from} $1 AND h.base64hash {to} $2";
+
+/// A connection of its own (out of the pool: its temporary table must live as long as
+/// the walk, and goes when the walk drops it) holding every media row's (hash, rowid) in
+/// hash order, read in one table scan.
+async fn hash_order_on_sqlite(pool: sqlx::SqlitePool) -> Result<sqlx::SqliteConnection, DbError> {
+    const CONTEXT: &str = "index Dendrite media by hash";
+    let mut conn = pool.acquire().await.during(CONTEXT)?.detach();
+    sqlx::query(HASH_ORDER_TABLE)
+        .execute(&mut conn)
+        .await
+        .during(CONTEXT)?;
+    sqlx::query(HASH_ORDER_FILL)
+        .execute(&mut conn)
+        .await
+        .during(CONTEXT)?;
+    Ok(conn)
+}
+
+/// SQLite's [`DendriteDb::content_group_pages`]: keyset pages along the temporary hash
+/// index of [`hash_order_on_sqlite`], cut to whole groups, each in (hash, origin, media
+/// ID) order.
+fn sqlite_group_pages(
+    pool: sqlx::SqlitePool,
+    rows_per_page: i64,
+) -> BoxStream<'static, Result<Vec<DendriteMediaRow>, DbError>> {
+    stream::once(hash_order_on_sqlite(pool))
+        .map_ok(move |conn| {
+            keyset_pages(
+                (conn, Bound::Unbounded),
+                move |(mut conn, from)| async move {
+                    // Rows deleted since the scan can empty a page that is not the last, and
+                    // an empty page ends the walk: read on to the next rows or the end.
+                    let mut from = from;
+                    loop {
+                        let (rows, next) = hash_order_page(&mut conn, from, rows_per_page).await?;
+                        match next {
+                            Some(next) if rows.is_empty() => from = next,
+                            next => return Ok((rows, next.map(|next| (conn, next)))),
+                        }
+                    }
+                },
+            )
+        })
+        .try_flatten()
+        .boxed()
+}
+
+/// One page of [`sqlite_group_pages`] from `from`, and where the next one starts (none
+/// after the last).
+async fn hash_order_page(
+    conn: &mut sqlx::SqliteConnection,
+    from: Bound<String>,
+    rows_per_page: i64,
+) -> Result<(Vec<DendriteMediaRow>, Option<Bound<String>>), DbError> {
+    const CONTEXT: &str = "read Dendrite media";
+    let (from_op, from_hash) = match from {
+        Bound::Included(hash) => (">=", hash),
+        Bound::Excluded(hash) => (">", hash),
+        Bound::Unbounded => (">=", String::new()),
+    };
+    let extent = HASH_ORDER_EXTENT_SQL.replace("{from}", from_op);
+    let (entries, first, last): (i64, Option<String>, Option<String>) =
+        sqlx::query_as(sqlx::AssertSqlSafe(extent))
+            .bind(&from_hash)
+            .bind(rows_per_page)
+            .fetch_one(&mut *conn)
+            .await
+            .during(CONTEXT)?;
+    let (Some(first), Some(last)) = (first, last) else {
+        return Ok((Vec::new(), None));
+    };
+    // The limit may cut the last group: unless it is the page's only one, it starts the
+    // next page; an only group is read whole, however large.
+    let (to_op, next) = if entries < rows_per_page {
+        ("<=", None)
+    } else if first == last {
+        ("<=", Some(Bound::Excluded(last.clone())))
+    } else {
+        ("<", Some(Bound::Included(last.clone())))
+    };
+    let page = HASH_ORDER_PAGE_SQL
+        .replace("{from}", from_op)
+        .replace("{to}", to_op);
+    let mut rows: Vec<DendriteMediaRow> = sqlx::query_as(sqlx::AssertSqlSafe(page))
+        .bind(&from_hash)
+        .bind(&last)
+        .fetch_all(&mut *conn)
+        .await
+        .during(CONTEXT)?;
+    rows.sort_unstable_by(|a, b| {
+        (&a.base64hash, &a.media_origin, &a.media_id).cmp(&(
+            &b.base64hash,
+            &b.media_origin,
+            &b.media_id,
+        ))
+    });
+    Ok((rows, next))
+}
 
 /// Thumbnail rows whose media row (same media ID AND origin) is gone.
 const ORPHAN_THUMBNAILS: &str = "FROM mediaapi_thumbnail WHERE NOT EXISTS \
@@ -396,65 +510,18 @@ impl DendriteDb {
     /// Dendrite has no index on base64hash. On PostgreSQL one query sorts the table once
     /// and streams it on a connection of its own (MVCC keeps its snapshot readable beside
     /// the caller's deletes); the next page is read while the caller works on this one.
-    /// SQLite reads page by page, each a table scan: outside WAL mode a long read there
-    /// would hold off every writer, Dendrite's too.
+    /// On SQLite a long read outside WAL mode would hold off every writer, Dendrite's too,
+    /// so one table scan copies each row's (hash, rowid) into a temporary table of that
+    /// connection ([`hash_order_on_sqlite`]), and pages walk its index, each one joined to
+    /// the live rows: the cost of a page is its own rows, not the table.
     pub fn content_group_pages(
         &self,
         rows_per_page: i64,
     ) -> BoxStream<'static, Result<Vec<DendriteMediaRow>, DbError>> {
         match &self.pool {
             Pool::Postgres(pool) => streamed_group_pages(pool.clone(), rows_per_page),
-            Pool::Sqlite(_) => self.content_group_pages_on_demand(rows_per_page),
+            Pool::Sqlite(pool) => sqlite_group_pages(pool.clone(), rows_per_page),
         }
-    }
-
-    fn content_group_pages_on_demand(
-        &self,
-        rows_per_page: i64,
-    ) -> BoxStream<'static, Result<Vec<DendriteMediaRow>, DbError>> {
-        let db = self.clone();
-        keyset_pages(String::new(), move |after: String| {
-            let db = db.clone();
-            async move {
-                let mut rows = db.rows_after(&after, rows_per_page).await?;
-                if (rows.len() as i64) < rows_per_page {
-                    return Ok((rows, None));
-                }
-                let last_hash = rows
-                    .last()
-                    .map(|r| r.base64hash.clone())
-                    .unwrap_or_default();
-                let complete = rows.partition_point(|r| r.base64hash != last_hash);
-                if complete > 0 {
-                    rows.truncate(complete);
-                } else {
-                    rows = db.group(&last_hash).await?;
-                }
-                let next = rows.last().map(|r| r.base64hash.clone());
-                Ok((rows, next))
-            }
-        })
-    }
-
-    async fn rows_after(&self, after: &str, limit: i64) -> Result<Vec<DendriteMediaRow>, DbError> {
-        Ok(on_pool!(&self.pool, |p| {
-            sqlx::query_as(GROUP_PAGE_SQL)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(p)
-                .await
-                .during("read Dendrite media")?
-        }))
-    }
-
-    async fn group(&self, hash: &str) -> Result<Vec<DendriteMediaRow>, DbError> {
-        Ok(on_pool!(&self.pool, |p| {
-            sqlx::query_as(GROUP_SQL)
-                .bind(hash)
-                .fetch_all(p)
-                .await
-                .during("read a Dendrite content group")?
-        }))
     }
 
     /// How many media rows there are (one table scan).

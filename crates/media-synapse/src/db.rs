@@ -398,8 +398,9 @@ impl SynapseDb {
                  thumbnail_type, thumbnail_method, \
                  CAST(thumbnail_length AS BIGINT) AS thumbnail_length, filesystem_id \
                  FROM remote_media_cache_thumbnails \
-                 WHERE (media_origin > $1 OR (media_origin = $1 AND media_id >= $2)) \
-                 AND (media_origin < $3 OR (media_origin = $3 AND media_id <= $4)) \
+                 WHERE media_origin BETWEEN $1 AND $3 \
+                 AND (media_origin, media_id) >= ($1, $2) \
+                 AND (media_origin, media_id) <= ($3, $4) \
                  ORDER BY media_origin, media_id",
             )
             .bind(first.0)
@@ -633,7 +634,7 @@ macro_rules! remote_media_sql {
              filesystem_id, last_access_ts, quarantined_by, ",
             $sha256,
             " AS sha256 FROM remote_media_cache \
-             WHERE media_origin > $1 OR (media_origin = $1 AND media_id > $2) \
+             WHERE (media_origin, media_id) > ($1, $2) \
              ORDER BY media_origin, media_id LIMIT $3"
         )
     };
