@@ -106,7 +106,7 @@ fn is_digest(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// What [`repository_contents`] must read once the media `purged` are gone: their media
+/// What [`repository_contents`](crate::repository_contents) must read once the media `purged` are gone: their media
 /// and thumbnail lines dropped, the blobs nothing else references dropped, the
 /// quarantine change stream kept whole.
 pub fn contents_without(before: &[String], purged: &BTreeSet<String>) -> Vec<String> {

@@ -1,12 +1,13 @@
 //! What an import did (or, for a dry run, would do): counters, and the items that were
 //! not imported with their reasons.
 
+use std::fmt;
+
 use media_core::progress::human_size;
 use media_core::run::{Failure, Failures, Reason, Report, Route, RunMode};
 use media_synapse::RowFault;
 use serde::Serialize;
 
-use crate::rooms::RoomsTally;
 use crate::shard::Shard;
 
 /// Why an item was not imported.
@@ -313,5 +314,70 @@ mod tests {
         assert_eq!(json["failures"]["by_reason"]["file_missing"], 1);
         assert!(!report.counters_json().contains("failures"));
         assert!(report.to_string().contains("[never_uploaded]"));
+    }
+}
+
+/// Where the rooms were read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomsSource {
+    /// Synapse's `events` and `event_json`.
+    #[default]
+    Events,
+    /// Nowhere: the database has no `events` table (a copy of the media tables alone),
+    /// so no room was recorded.
+    NoEventsTable,
+    /// Nowhere: the target keeps no rooms (a matrix-media-repo asks the homeserver).
+    NotKept,
+}
+
+/// What recording the rooms found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RoomsTally {
+    /// Where the rooms were read from.
+    pub source: RoomsSource,
+    /// Events with URLs read.
+    pub events: u64,
+    /// Media references of those events (of this shard's media).
+    pub references: u64,
+    /// (room, media) links recorded by this run; the others were recorded already, or
+    /// came several times.
+    pub links_recorded: u64,
+    /// URLs that are not valid MXC URIs (they name no media; left out, as Synapse does).
+    pub invalid_urls: u64,
+    /// Events that could not be read (listed in the failures); their media are not
+    /// recorded in a room.
+    pub unreadable_events: u64,
+}
+
+impl fmt::Display for RoomsTally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.source {
+            RoomsSource::NoEventsTable => {
+                return write!(
+                    f,
+                    "rooms: none recorded: Synapse's database has no events table (give \
+                     the whole database to record which rooms hold which media)"
+                );
+            }
+            RoomsSource::NotKept => {
+                return write!(
+                    f,
+                    "rooms: none recorded: the target keeps no rooms (matrix-media-repo \
+                     asks the homeserver which media a room holds)"
+                );
+            }
+            RoomsSource::Events => {}
+        }
+        write!(
+            f,
+            "rooms: {} events with media read, {} references, {} new room-media links \
+             recorded, {} URLs that are not MXCs left out, {} events unreadable",
+            self.events,
+            self.references,
+            self.links_recorded,
+            self.invalid_urls,
+            self.unreadable_events
+        )
     }
 }

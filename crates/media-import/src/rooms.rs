@@ -10,86 +10,18 @@
 //! be cached); a shard records the references of its own media only, so that the
 //! shards together record what one run would.
 
-use std::fmt;
-
 use futures::TryStreamExt;
 use media_core::ids::MxcUri;
 use media_core::records::MediaKey;
 use media_db::{DbError, RoomIndex, RoomMedia};
 use media_synapse::{RowFault, SynapseDb};
-use serde::Serialize;
 
 use crate::context::Context;
 use crate::error::ImportError;
-use crate::report::ImportReport;
+use crate::report::{ImportReport, RoomsSource, RoomsTally};
 
 /// References recorded per transaction.
 const LINKS_PER_BATCH: usize = 1_000;
-
-/// Where the rooms were read from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RoomsSource {
-    /// Synapse's `events` and `event_json`.
-    #[default]
-    Events,
-    /// Nowhere: the database has no `events` table (a copy of the media tables alone),
-    /// so no room was recorded.
-    NoEventsTable,
-    /// Nowhere: the target keeps no rooms (a matrix-media-repo asks the homeserver).
-    NotKept,
-}
-
-/// What recording the rooms found and did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct RoomsTally {
-    /// Where the rooms were read from.
-    pub source: RoomsSource,
-    /// Events with URLs read.
-    pub events: u64,
-    /// Media references of those events (of this shard's media).
-    pub references: u64,
-    /// (room, media) links recorded by this run; the others were recorded already, or
-    /// came several times.
-    pub links_recorded: u64,
-    /// URLs that are not valid MXC URIs (they name no media; left out, as Synapse does).
-    pub invalid_urls: u64,
-    /// Events that could not be read (listed in the failures); their media are not
-    /// recorded in a room.
-    pub unreadable_events: u64,
-}
-
-impl fmt::Display for RoomsTally {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.source {
-            RoomsSource::NoEventsTable => {
-                return write!(
-                    f,
-                    "rooms: none recorded: Synapse's database has no events table (give \
-                     the whole database to record which rooms hold which media)"
-                );
-            }
-            RoomsSource::NotKept => {
-                return write!(
-                    f,
-                    "rooms: none recorded: the target keeps no rooms (matrix-media-repo \
-                     asks the homeserver which media a room holds)"
-                );
-            }
-            RoomsSource::Events => {}
-        }
-        write!(
-            f,
-            "rooms: {} events with media read, {} references, {} new room-media links \
-             recorded, {} URLs that are not MXCs left out, {} events unreadable",
-            self.events,
-            self.references,
-            self.links_recorded,
-            self.invalid_urls,
-            self.unreadable_events
-        )
-    }
-}
 
 /// Records the room of every media reference in Synapse's events (see the module
 /// documentation) into `report.rooms`.
