@@ -512,7 +512,7 @@ impl DendriteDb {
     /// the caller's deletes); the next page is read while the caller works on this one.
     /// On SQLite a long read outside WAL mode would hold off every writer, Dendrite's too,
     /// so one table scan copies each row's (hash, rowid) into a temporary table of that
-    /// connection ([`hash_order_on_sqlite`]), and pages walk its index, each one joined to
+    /// connection (`hash_order_on_sqlite`), and pages walk its index, each one joined to
     /// the live rows: the cost of a page is its own rows, not the table.
     pub fn content_group_pages(
         &self,
