@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use media_core::moment::Moment;
 use media_db::DatabaseLocation;
-use media_db::connect::{self, OpenOptions, Pool, on_pool};
+use media_db::connect::{Pool, on_pool};
 use media_db::error::{DbError, QueryContext};
 use serde::{Serialize, Serializer};
 
@@ -80,15 +80,7 @@ pub async fn plan_history(
     location: &DatabaseLocation,
     cutoff: Moment,
 ) -> Result<HistoryPlan, DbError> {
-    let pool = connect::open_pool(
-        location,
-        OpenOptions {
-            create: false,
-            read_only: true,
-            max_connections: 1,
-        },
-    )
-    .await?;
+    let pool = crate::rows::open_read_only(location).await?;
     let plan = plan_on(&pool, cutoff).await;
     on_pool!(&pool, |p| p.close().await);
     plan

@@ -68,6 +68,7 @@ pub mod quarantine;
 pub mod removal;
 pub mod report;
 pub mod rows;
+mod server;
 pub mod synupkeep;
 pub mod usage;
 pub mod walk;

@@ -11,13 +11,15 @@ use media_core::ids::{MxcUri, RoomId, ServerName, UserId};
 use media_core::moment::Moment;
 use media_core::run::{Failures, Reason, Route, RunMode};
 use media_db::DatabaseLocation;
-use media_db::connect::{self, OpenOptions, Pool, on_pool};
+use media_db::connect::{Pool, on_pool};
 use media_db::error::{DbError, QueryContext};
 use media_synapse::events::room_media_page;
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
 use crate::error::UpkeepError;
+use crate::rows::open_read_only;
+use crate::server::local_server_name;
 
 /// Rows read per query.
 const PAGE: usize = 500;
@@ -242,19 +244,8 @@ fn remote_row(raw: RemoteRaw) -> MediaRow {
 
 /// Lists what `options` asks for.
 pub async fn list(options: &ListOptions) -> Result<MediaListing, UpkeepError> {
-    let synapse = media_synapse::open_synapse(&options.synapse_db).await?;
-    let resolved = media_synapse::resolve_server_name(&synapse, options.server_name.clone()).await;
-    synapse.close().await;
-    let server = resolved?;
-    let pool = connect::open_pool(
-        &options.synapse_db,
-        OpenOptions {
-            create: false,
-            read_only: true,
-            max_connections: 1,
-        },
-    )
-    .await?;
+    let server = local_server_name(&options.synapse_db, options.server_name.clone()).await?;
+    let pool = open_read_only(&options.synapse_db).await?;
     let result = list_with(&pool, &server, options).await;
     on_pool!(&pool, |p| p.close().await);
     result.map_err(UpkeepError::from)

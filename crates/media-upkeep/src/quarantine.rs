@@ -250,10 +250,8 @@ impl fmt::Display for QuarantineReport {
 
 /// Runs a quarantine or protection change and reports it.
 pub async fn quarantine(options: &QuarantineOptions) -> Result<QuarantineReport, UpkeepError> {
-    let synapse = media_synapse::open_synapse(&options.synapse_db).await?;
-    let resolved = media_synapse::resolve_server_name(&synapse, options.server_name.clone()).await;
-    synapse.close().await;
-    let server_name = resolved?;
+    let server_name =
+        crate::server::local_server_name(&options.synapse_db, options.server_name.clone()).await?;
     let api = match &options.through {
         Through::AdminApi(api) => {
             supported_by_api(options)?;

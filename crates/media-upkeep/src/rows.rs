@@ -34,13 +34,9 @@ pub struct RowsDb {
     server_name: ServerName,
 }
 
-/// Opens Synapse's database at `location` read-only; local media are named with
-/// `server_name`.
-pub async fn open_rows_db(
-    location: &DatabaseLocation,
-    server_name: ServerName,
-) -> Result<RowsDb, DbError> {
-    let pool = connect::open_pool(
+/// Synapse's database at `location`, opened read-only with one connection.
+pub(crate) async fn open_read_only(location: &DatabaseLocation) -> Result<Pool, DbError> {
+    connect::open_pool(
         location,
         OpenOptions {
             create: false,
@@ -48,7 +44,16 @@ pub async fn open_rows_db(
             max_connections: 1,
         },
     )
-    .await?;
+    .await
+}
+
+/// Opens Synapse's database at `location` read-only; local media are named with
+/// `server_name`.
+pub async fn open_rows_db(
+    location: &DatabaseLocation,
+    server_name: ServerName,
+) -> Result<RowsDb, DbError> {
+    let pool = open_read_only(location).await?;
     let dialect = match pool {
         Pool::Sqlite(_) => Dialect::Sqlite,
         Pool::Postgres(_) => Dialect::Postgres,

@@ -29,12 +29,14 @@ use media_core::ids::{MxcUri, ServerName};
 use media_core::progress::human_size;
 use media_core::run::{Route, RunMode};
 use media_db::DatabaseLocation;
-use media_db::connect::{self, OpenOptions, Pool, on_pool};
+use media_db::connect::{Pool, on_pool};
 use media_db::error::{DbError, QueryContext};
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
 use crate::error::UpkeepError;
+use crate::rows::open_read_only;
+use crate::server::local_server_name;
 use media_core::ids::RoomId;
 use media_synapse::events::room_media_page;
 
@@ -241,19 +243,8 @@ impl fmt::Display for UsageReport {
 
 /// Makes a usage report (and its page, with [`UsageOptions::html`]).
 pub async fn usage(options: &UsageOptions) -> Result<UsageReport, UpkeepError> {
-    let synapse = media_synapse::open_synapse(&options.synapse_db).await?;
-    let resolved = media_synapse::resolve_server_name(&synapse, options.server_name.clone()).await;
-    synapse.close().await;
-    let server = resolved?;
-    let pool = connect::open_pool(
-        &options.synapse_db,
-        OpenOptions {
-            create: false,
-            read_only: true,
-            max_connections: 1,
-        },
-    )
-    .await?;
+    let server = local_server_name(&options.synapse_db, options.server_name.clone()).await?;
+    let pool = open_read_only(&options.synapse_db).await?;
     let result = usage_with(&pool, &server, options).await;
     on_pool!(&pool, |p| p.close().await);
     let report = result?;
