@@ -4,48 +4,12 @@
 //! archive from both, and archives move between the two.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use media_archive::{ArchiveFolder, ManifestRecord, MediaEntry};
 use media_core::hashing::sha256_of;
-use media_tests::mmr::{Deployment, RemoteMedia, fixture};
-use media_tests::{TestCommand, TestDatabase};
-
-/// Our repository and its datastore, in a folder of the test.
-struct Repository {
-    db: TestDatabase,
-    store: PathBuf,
-}
-
-impl Repository {
-    async fn new(dir: &Path) -> Self {
-        Self {
-            db: TestDatabase::postgres().await,
-            store: dir.join("store"),
-        }
-    }
-
-    fn flags(&self) -> Vec<String> {
-        vec![
-            "--db".into(),
-            self.db.url.clone(),
-            "--datastore".into(),
-            self.store.display().to_string(),
-        ]
-    }
-
-    /// `import_synapse` of the fixture (exit 1: its never-uploaded media is listed).
-    fn import_fixture(&self) {
-        TestCommand::new("import_synapse")
-            .args(self.flags())
-            .arg("--synapse-db")
-            .arg(fixture().join("homeserver.db"))
-            .arg("--media-store")
-            .arg(fixture().join("media_store"))
-            .arg("-q")
-            .assert_exit(1);
-    }
-}
+use media_tests::TestCommand;
+use media_tests::mmr::{Deployment, RemoteMedia, Repository, fixture};
 
 /// Where a tool reads or writes: our repository or an MMR deployment (MMR's spelling).
 fn target_flags(target: &Target<'_>) -> Vec<String> {
@@ -136,7 +100,7 @@ async fn an_export_from_mmr_equals_the_export_of_the_same_media_from_our_reposit
     let deployment = Deployment::new("").await;
     deployment.import(&[]).assert_exit(1);
     let dir = tempfile::tempdir().unwrap();
-    let ours = Repository::new(dir.path()).await;
+    let ours = Repository::new(dir.path(), "store").await;
     ours.import_fixture();
     for entity in [
         "@alice:fixture.test",
@@ -180,7 +144,7 @@ async fn mmr_config_with_our_repository_flags_is_a_usage_error() {
 #[tokio::test]
 async fn an_archive_round_trips_from_our_repository_through_mmr_exactly_and_verifies_there() {
     let dir = tempfile::tempdir().unwrap();
-    let ours = Repository::new(dir.path()).await;
+    let ours = Repository::new(dir.path(), "store").await;
     ours.import_fixture();
     let first = dir.path().join("from-ours");
     export(&Target::Ours(&ours), "fixture.test", &first, 0);
@@ -199,7 +163,7 @@ async fn an_archive_round_trips_from_our_repository_through_mmr_exactly_and_veri
     // MMR → archive → a fresh repository of ours → archive: the same records and bytes.
     let second = dir.path().join("from-mmr");
     export(&mmr, "fixture.test", &second, 0);
-    let back = Repository::new(&dir.path().join("back")).await;
+    let back = Repository::new(&dir.path().join("back"), "store").await;
     let back_target = Target::Ours(&back);
     import(&back_target, &second, &[], 0);
     import(&back_target, &second, &["-verify"], 0);
@@ -214,7 +178,7 @@ async fn an_archive_round_trips_from_our_repository_through_mmr_exactly_and_veri
 #[tokio::test]
 async fn verify_on_mmr_exits_1_when_bytes_are_missing_and_reserved_ids_are_not_imported() {
     let dir = tempfile::tempdir().unwrap();
-    let ours = Repository::new(dir.path()).await;
+    let ours = Repository::new(dir.path(), "store").await;
     ours.import_fixture();
     let archive = dir.path().join("archive");
     export(&Target::Ours(&ours), "@alice:fixture.test", &archive, 0);
@@ -297,7 +261,7 @@ async fn an_export_from_mmr_reads_remote_media_from_its_s3_datastore() {
     let deployment = Deployment::with("", RemoteMedia::InBucket).await;
     deployment.import(&[]).assert_exit(1);
     let dir = tempfile::tempdir().unwrap();
-    let ours = Repository::new(dir.path()).await;
+    let ours = Repository::new(dir.path(), "store").await;
     ours.import_fixture();
     let remote = fixture_remote_origin();
     let (from_mmr, from_ours) = (dir.path().join("mmr"), dir.path().join("ours"));

@@ -2,48 +2,9 @@
 //! repository moved between ours and a matrix-media-repo deployment
 //! (tests/support/mmr.rs), page by page, without an archive.
 
-use std::path::{Path, PathBuf};
-
-use media_tests::mmr::{Deployment, fixture};
-use media_tests::{TestCommand, TestDatabase, report, repository_contents};
+use media_tests::mmr::{Deployment, Repository};
+use media_tests::{TestCommand, report, repository_contents};
 use serde_json::Value;
-
-/// Our repository and its datastore, in a folder of the test.
-struct Repository {
-    db: TestDatabase,
-    store: PathBuf,
-}
-
-impl Repository {
-    async fn new(dir: &Path, name: &str) -> Self {
-        Self {
-            db: TestDatabase::postgres().await,
-            store: dir.join(name),
-        }
-    }
-
-    fn flags(&self) -> Vec<String> {
-        vec![
-            "--repo-db".into(),
-            self.db.url.clone(),
-            "--datastore".into(),
-            self.store.display().to_string(),
-        ]
-    }
-
-    /// `import_synapse` of the real-Synapse fixture (exit 1: its never-uploaded media
-    /// is listed).
-    fn import_fixture(&self) {
-        TestCommand::new("import_synapse")
-            .args(self.flags())
-            .arg("--synapse-db")
-            .arg(fixture().join("homeserver.db"))
-            .arg("--media-store")
-            .arg(fixture().join("media_store"))
-            .arg("-q")
-            .assert_exit(1);
-    }
-}
 
 /// `media_admin mmr push` of `ours` into `deployment` (MMR's -config spelling), JSON.
 fn push(ours: &Repository, deployment: &Deployment, extra: &[&str]) -> Value {

@@ -267,3 +267,44 @@ impl Deployment {
         );
     }
 }
+
+/// Our repository (on the test PostgreSQL) and its datastore, in a folder of the test.
+pub struct Repository {
+    /// The repository database.
+    pub db: TestDatabase,
+    /// Its datastore folder.
+    pub store: PathBuf,
+}
+
+impl Repository {
+    /// A new repository whose datastore is `dir/name`.
+    pub async fn new(dir: &Path, name: &str) -> Self {
+        Self {
+            db: TestDatabase::postgres().await,
+            store: dir.join(name),
+        }
+    }
+
+    /// `--repo-db … --datastore …`.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--repo-db".into(),
+            self.db.url.clone(),
+            "--datastore".into(),
+            self.store.display().to_string(),
+        ]
+    }
+
+    /// `import_synapse` of the real-Synapse fixture (exit 1: its never-uploaded media
+    /// is listed).
+    pub fn import_fixture(&self) {
+        TestCommand::new("import_synapse")
+            .args(self.flags())
+            .arg("--synapse-db")
+            .arg(fixture().join("homeserver.db"))
+            .arg("--media-store")
+            .arg(fixture().join("media_store"))
+            .arg("-q")
+            .assert_exit(1);
+    }
+}
