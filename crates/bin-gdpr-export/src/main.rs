@@ -66,10 +66,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
 /// Opens the matrix-media-repo deployment of `config` read-only: its schema checked
 /// (never created), its datastores only read.
 async fn open_mmr(config: &std::path::Path) -> Result<Arc<MmrDeployment>, RunError> {
-    let config = MmrConfig::load(config).map_err(RunError::of)?;
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
+    let config = MmrConfig::load_logging_warnings(config).map_err(RunError::of)?;
     let deployment = MmrDeployment::open(config, Access::ReadOnly, 4)
         .await
         .map_err(RunError::of)?;

@@ -74,10 +74,7 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
 /// Opens the matrix-media-repo deployment of `config` to import into (read-only to
 /// verify): its schema checked (never created), its datastores opened.
 async fn open_mmr(config: &std::path::Path, mode: Mode) -> Result<Arc<MmrArchiveSink>, RunError> {
-    let config = MmrConfig::load(config).map_err(RunError::of)?;
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
+    let config = MmrConfig::load_logging_warnings(config).map_err(RunError::of)?;
     let access = match mode {
         Mode::Verify => Access::ReadOnly,
         Mode::Import => Access::ReadWrite,

@@ -163,10 +163,7 @@ async fn open_mmr(
     mode: RunMode,
     workers: u32,
 ) -> Result<Arc<MmrSink>, RunError> {
-    let config = MmrConfig::load(config).map_err(RunError::of)?;
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
+    let config = MmrConfig::load_logging_warnings(config).map_err(RunError::of)?;
     if (include.local || include.url_previews) && !config.is_local(server_name) {
         return Err(RunError::usage(format_args!(
             "{server_name} is not one of the homeservers of the matrix-media-repo config: add \

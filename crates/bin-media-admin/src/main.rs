@@ -295,10 +295,8 @@ async fn mmr_move(command: &MmrMove, output: Output) -> Result<Exit, RunError> {
         mode,
         workers: usize::from(mmr.workers),
     };
-    let config = media_mmr::MmrConfig::load(&mmr.mmr_config).map_err(RunError::of)?;
-    for warning in &config.warnings {
-        tracing::warn!("{warning}");
-    }
+    let config =
+        media_mmr::MmrConfig::load_logging_warnings(&mmr.mmr_config).map_err(RunError::of)?;
     let access = match (command, mode) {
         (MmrMove::Push { .. }, RunMode::Apply) => media_mmr::Access::ReadWrite,
         _ => media_mmr::Access::ReadOnly,

@@ -295,6 +295,16 @@ impl<'de> Deserialize<'de> for OptionValue {
 }
 
 impl MmrConfig {
+    /// [`MmrConfig::load`], each of its [`MmrConfig::warnings`] logged as a warning for
+    /// the operator (what a tool does before it opens the deployment).
+    pub fn load_logging_warnings(path: &Path) -> Result<Self, MmrError> {
+        let config = Self::load(path)?;
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok(config)
+    }
+
     /// Reads the config file at `path` (see the [module documentation](self)).
     pub fn load(path: &Path) -> Result<Self, MmrError> {
         let refuse = |reason: String| MmrError::Config {
