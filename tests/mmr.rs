@@ -170,7 +170,25 @@ async fn one_worker_and_sixteen_workers_give_the_same_rows() {
         let deployment = Deployment::new("").await;
         finished(&deployment.import(&["--workers", workers]).output());
         deployment.assert_objects_match_rows().await;
-        contents.push((deployment.rows().await, deployment.objects()));
+        // Bytes shared by a local and a remote media go to the datastore of whichever
+        // batch commits first (one placement per hash, either kind's datastore): with 16
+        // workers that order is not fixed, so the datastore column and folder are left out.
+        let rows: BTreeSet<String> = deployment
+            .rows()
+            .await
+            .into_iter()
+            .map(|row| row.replace("|local|", "|*|").replace("|remote|", "|*|"))
+            .collect();
+        let objects: BTreeSet<String> = deployment
+            .objects()
+            .into_iter()
+            .map(|object| {
+                object
+                    .split_once('/')
+                    .map_or(object.clone(), |(_, key)| key.to_owned())
+            })
+            .collect();
+        contents.push((rows, objects));
     }
     assert!(contents[0].0.len() > 60);
     assert_eq!(contents[0], contents[1]);
