@@ -16,10 +16,9 @@ use media_dendrite::{CleanOptions, DendriteConfig};
 
 use crate::args::Cli;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     // No Go-style flags: the short flags are the Python cleanmedia's.
-    media_cli::run_tool("cleanmedia", &[], run).await
+    media_cli::run_tool("cleanmedia", &[], run)
 }
 
 async fn run(cli: &Cli) -> Result<Exit, RunError> {

@@ -16,9 +16,8 @@ use media_mmr::{Access, MmrArchiveSink, MmrConfig, MmrDeployment};
 
 use crate::args::{Cli, MMR_FLAGS};
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    media_cli::run_tool("gdpr_import", MMR_FLAGS, run).await
+fn main() -> ExitCode {
+    media_cli::run_tool("gdpr_import", MMR_FLAGS, run)
 }
 
 async fn run(cli: &Cli) -> Result<Exit, RunError> {

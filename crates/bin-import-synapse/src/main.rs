@@ -19,9 +19,8 @@ use media_mmr::{Access, MmrConfig, MmrDeployment, MmrSink};
 
 use crate::args::{Cli, MMR_FLAGS, Source};
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    media_cli::run_tool("import_synapse", MMR_FLAGS, run).await
+fn main() -> ExitCode {
+    media_cli::run_tool("import_synapse", MMR_FLAGS, run)
 }
 
 async fn run(cli: &Cli) -> Result<Exit, RunError> {

@@ -23,9 +23,8 @@ use crate::args::{
     UsageCommand, UsageWhat, media_keys,
 };
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    media_cli::run_tool("media_admin", &[("config", "mmr-config")], run).await
+fn main() -> ExitCode {
+    media_cli::run_tool("media_admin", &[("config", "mmr-config")], run)
 }
 
 async fn run(cli: &Cli) -> Result<Exit, RunError> {

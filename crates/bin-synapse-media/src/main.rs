@@ -13,9 +13,8 @@ use crate::args::{Cli, Job};
 use media_cli::{Exit, RunError};
 use media_core::Progress;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    media_cli::run_tool("synapse_media", &[], run).await
+fn main() -> ExitCode {
+    media_cli::run_tool("synapse_media", &[], run)
 }
 
 async fn run(cli: &Cli) -> Result<Exit, RunError> {

@@ -14,9 +14,8 @@ use crate::args::Cli;
 use media_cli::{Exit, RunError};
 use media_core::Progress;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    media_cli::run_tool("synupkeep", &[], run).await
+fn main() -> ExitCode {
+    media_cli::run_tool("synupkeep", &[], run)
 }
 
 async fn run(cli: &Cli) -> Result<Exit, RunError> {
