@@ -36,8 +36,9 @@ use crate::rooms::record_rooms;
 use crate::sink::{ImportSink, RepositorySink, StoredMedia};
 use crate::work::work;
 
-/// Stored media waiting for the recorder; workers wait when it is full.
-const RECORD_QUEUE: usize = 2 * MAX_BATCH;
+/// Stored media waiting for the recorder (one transaction's worth); workers wait when
+/// it is full.
+const RECORD_QUEUE: usize = MAX_BATCH;
 
 /// Imports a Synapse media store into our repository, its bytes into `store`. See the
 /// [module documentation](self).

@@ -16,8 +16,11 @@ use crate::error::ImportError;
 use crate::report::{FailureReason, ImportReport, ItemFailure, ItemKind};
 use crate::sink::StoredMedia;
 
-/// At most this many media are recorded per transaction.
-pub(crate) const MAX_BATCH: usize = 512;
+/// At most this many media are recorded per transaction. Each transaction rewrites
+/// every index page its rows land on (the digests and media IDs are random), and syncs
+/// the datastore once: at 512 an import of 100,000 small media wrote 5.7 GB to disk for
+/// 200 MB of media and ran at 1.9× `cp -r`; at 4,096 it writes 2.1 GB, at 1.3×.
+pub(crate) const MAX_BATCH: usize = 4096;
 
 /// The recorder: records stored media until every worker is done, each transaction
 /// taking all that queued up meanwhile (at most [`MAX_BATCH`]).
