@@ -20,7 +20,8 @@ use media_core::now_ms;
 use media_core::records::MediaKey;
 
 use super::Repository;
-use super::deletion::delete_media_in;
+use super::deletion::{KEYS_PER_STATEMENT, delete_media_in};
+use super::sql::values_list;
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
 use crate::model::{PurgeCandidate, PurgeSelection, PurgeTally, TaskKind};
@@ -349,35 +350,53 @@ impl Purge for Repository {
                 .await
                 .during("begin a transaction")?;
             let deleted = delete_media_in!(&mut *tx, self.dialect, &keys, ts)?;
-            let mut reserved = 0;
-            for candidate in batch.iter().filter(|c| !deleted.not_found.contains(&c.key)) {
-                if candidate.quarantined {
-                    sqlx::query(
-                        "INSERT INTO blocked_hashes (sha256, reason, blocked_ts) \
-                         VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING",
-                    )
-                    .bind(candidate.sha256.as_str())
-                    .bind(BLOCKED_BY_PURGE)
-                    .bind(ts)
+            let purged = batch.iter().filter(|c| !deleted.not_found.contains(&c.key));
+            let blocked: BTreeSet<&str> = purged
+                .clone()
+                .filter(|c| c.quarantined)
+                .map(|c| c.sha256.as_str())
+                .collect();
+            let reserved: BTreeSet<&MediaKey> = purged
+                .filter(|c| ours.contains(&c.key.origin))
+                .map(|c| &c.key)
+                .collect();
+            let blocked: Vec<&str> = blocked.into_iter().collect();
+            for chunk in blocked.chunks(KEYS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO blocked_hashes (sha256, reason, blocked_ts) VALUES {} \
+                     ON CONFLICT (sha256) DO NOTHING",
+                    values_list(self.dialect, chunk.len(), 3)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for sha256 in chunk {
+                    query = query.bind(*sha256).bind(BLOCKED_BY_PURGE).bind(ts);
+                }
+                query
                     .execute(&mut *tx)
                     .await
-                    .during("block the bytes of a purged quarantined media")?;
-                }
-                if ours.contains(&candidate.key.origin) {
-                    sqlx::query(
-                        "INSERT INTO reserved_media (origin, media_id, reason, reserved_ts) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (origin, media_id) DO NOTHING",
-                    )
-                    .bind(candidate.key.origin.as_str())
-                    .bind(candidate.key.media_id.as_str())
-                    .bind(RESERVED_BY_PURGE)
-                    .bind(ts)
-                    .execute(&mut *tx)
-                    .await
-                    .during("reserve a purged media ID")?;
-                    reserved += 1;
-                }
+                    .during("block the bytes of purged quarantined media")?;
             }
+            let reserved: Vec<&MediaKey> = reserved.into_iter().collect();
+            for chunk in reserved.chunks(KEYS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO reserved_media (origin, media_id, reason, reserved_ts) \
+                     VALUES {} ON CONFLICT (origin, media_id) DO NOTHING",
+                    values_list(self.dialect, chunk.len(), 4)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for key in chunk {
+                    query = query
+                        .bind(key.origin.as_str())
+                        .bind(key.media_id.as_str())
+                        .bind(RESERVED_BY_PURGE)
+                        .bind(ts);
+                }
+                query
+                    .execute(&mut *tx)
+                    .await
+                    .during("reserve purged media IDs")?;
+            }
+            let reserved = reserved.len() as u64;
             tx.commit().await.during("commit a purge")?;
             Ok(PurgeTally {
                 media: deleted.media.len() as u64,
