@@ -17,6 +17,8 @@
 //! Every binary runs under `/usr/bin/time -v` (peak memory is its own). Generated data
 //! lives under `TMPDIR` and goes after each N: at most one store of N media is on disk.
 //! The last column is the job's rate at this N as a share of its rate at the first N.
+//! `SCALE_BENCH_KEEP=1` only generates the Synapse store of each N, keeps it and prints
+//! where it is (to run one job on it under a profiler).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -108,6 +110,14 @@ async fn synapse_jobs(media: usize, jobs: &[String], work: &Path, rows: &mut Vec
         "N={media}: {} files, {} bytes ({} unique)",
         store.files, store.total_bytes, store.unique_bytes
     );
+    if std::env::var_os("SCALE_BENCH_KEEP").is_some() {
+        println!(
+            "kept for a profiler: --synapse-db {} --media-store {}",
+            store.sqlite_path.display(),
+            store.media_store.display()
+        );
+        return;
+    }
     read_into_page_cache(&store.media_store);
     let (_, cp) = time_shell(
         &format!("cp -r '{}' cp-copy", store.media_store.display()),
@@ -256,7 +266,10 @@ async fn main() {
         .collect();
     let mut rows = Vec::new();
     for &media in &sizes {
-        let work = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let mut work = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        if std::env::var_os("SCALE_BENCH_KEEP").is_some() {
+            work.disable_cleanup(true);
+        }
         // A store, the repository's copy and one reference copy: about 3 × 5 KiB a media.
         let needed = 15 * media as u64;
         let free = free_kib(work.path());
