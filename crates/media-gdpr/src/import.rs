@@ -55,8 +55,9 @@ use crate::{Entity, GdprError, Progress};
 const CHUNK: usize = 1 << 20;
 /// Chunks in flight between the archive reader and the datastore (bounds memory).
 const CHUNKS_IN_FLIGHT: usize = 8;
-/// Media recorded per transaction.
-const BATCH_SIZE: usize = 64;
+/// Media recorded per transaction; each transaction first syncs the datastore (at 64,
+/// an import of 100,000 small media synced the disk 1,560 times).
+const BATCH_SIZE: usize = 512;
 /// Puts of small entries (each at most one chunk) running at once.
 const PUTS_IN_FLIGHT: usize = 16;
 
