@@ -192,12 +192,17 @@ impl DeletionQueue for Repository {
         store: &dyn Datastore,
     ) -> Result<DrainReport, DbError> {
         let mut report = DrainReport::default();
+        // Each claim starts after the last entry this drain took: a queue table's index
+        // keeps the entries deleted before (until a vacuum), and a claim from its start
+        // walked past all of them (on PostgreSQL 0.2 s a claim after 100,000 deletions).
+        let mut after = 0;
         loop {
-            let (claimed, kept) = self.claim_deletions(datastore_id).await?;
-            report.kept += kept;
-            if claimed.is_empty() && kept == 0 {
+            let (claimed, kept) = self.claim_deletions(datastore_id, after).await?;
+            report.kept += kept.len() as u64;
+            let Some(last) = claimed.iter().map(|(id, _)| *id).chain(kept).max() else {
                 return Ok(report);
-            }
+            };
+            after = last;
             // No transaction is open while the datastore deletes; a few deletions are in
             // flight at once, and every one that ends is acknowledged, even after another
             // failed (the first failure is returned once the batch is acknowledged).
@@ -226,14 +231,16 @@ impl DeletionQueue for Repository {
 }
 
 impl Repository {
-    /// Claims up to [`DRAIN_BATCH`] queued deletions of `datastore_id`, oldest first, in
-    /// one short transaction; those whose blob was recorded again are dequeued instead
-    /// (kept). Returns the claimed entries and how many were kept. Entries claimed by an
-    /// earlier drain that stopped are claimed again.
+    /// Claims up to [`DRAIN_BATCH`] queued deletions of `datastore_id` with IDs above
+    /// `after`, oldest first, in one short transaction; those whose blob was recorded
+    /// again are dequeued instead (kept). Returns the claimed entries and the IDs of the
+    /// kept ones. Entries claimed by an earlier drain that stopped are claimed again; one
+    /// queued while this drain runs, under an ID it has passed, waits for the next drain.
     async fn claim_deletions(
         &self,
         datastore_id: DatastoreId,
-    ) -> Result<(Vec<(i64, PendingDeletion)>, u64), DbError> {
+        after: i64,
+    ) -> Result<(Vec<(i64, PendingDeletion)>, Vec<i64>), DbError> {
         let (claimed, kept) = on_pool!(&self.writer, |p| {
             let mut tx = p
                 .begin_with(self.begin_write())
@@ -241,28 +248,31 @@ impl Repository {
                 .during("begin a transaction")?;
             let sql = format!(
                 "DELETE FROM pending_deletions WHERE id IN (SELECT id FROM pending_deletions \
-                 WHERE datastore_id = $1 ORDER BY id LIMIT $2) AND {LIVE_OBJECT} RETURNING id"
+                 WHERE datastore_id = $1 AND id > $3 ORDER BY id LIMIT $2) AND {LIVE_OBJECT} \
+                 RETURNING id"
             );
             let kept: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .bind(datastore_id.0)
                 .bind(DRAIN_BATCH)
+                .bind(after)
                 .fetch_all(&mut *tx)
                 .await
                 .during("dequeue deletions of blobs recorded again")?;
             let mut claimed: Vec<(i64, i64, String, String)> = sqlx::query_as(
                 "UPDATE pending_deletions SET claimed_ts = $3 WHERE id IN \
-                 (SELECT id FROM pending_deletions WHERE datastore_id = $1 ORDER BY id LIMIT $2) \
-                 RETURNING id, datastore_id, location, sha256",
+                 (SELECT id FROM pending_deletions WHERE datastore_id = $1 AND id > $4 \
+                 ORDER BY id LIMIT $2) RETURNING id, datastore_id, location, sha256",
             )
             .bind(datastore_id.0)
             .bind(DRAIN_BATCH)
             .bind(now_ms())
+            .bind(after)
             .fetch_all(&mut *tx)
             .await
             .during("claim queued deletions")?;
             tx.commit().await.during("commit a claim")?;
             claimed.sort_unstable_by_key(|row| row.0);
-            (claimed, kept.len() as u64)
+            (claimed, kept)
         });
         let claimed = claimed
             .into_iter()
