@@ -673,6 +673,52 @@ async fn reimporting_bytes_before_the_drain_cancels_their_deletion() {
 }
 
 #[tokio::test]
+async fn a_drain_longer_than_one_claim_takes_every_queued_deletion_once() {
+    on_both(|f| async move {
+        // More than two claims' worth (a claim takes 500), in several delete batches.
+        let mut keys = Vec::new();
+        for n in 0..1_200 {
+            let media = f
+                .media(
+                    &format!("m{n}"),
+                    "@alice:example.org",
+                    format!("bytes {n}").as_bytes(),
+                )
+                .await;
+            f.insert(&media).await;
+            keys.push(media.record.key.clone());
+        }
+        for chunk in keys.chunks(400) {
+            f.repo.delete_media(chunk).await.unwrap();
+        }
+        // Bytes queued in the second claim's range are recorded again before the drain
+        // (which takes their deletion out of the queue).
+        let back = f.media("back", "@bob:example.org", b"bytes 700").await;
+        assert_eq!(f.insert(&back).await, InsertOutcome::Inserted);
+
+        let report = f
+            .repo
+            .drain_pending_deletions(f.datastore_id, &*f.store)
+            .await
+            .unwrap();
+        assert_eq!((report.deleted, report.kept), (1_199, 0), "{}", f.label);
+        let left: Vec<_> = f.store.list().try_collect().await.unwrap();
+        let blob = f.repo.get_blob(&back.record.sha256).await.unwrap().unwrap();
+        assert_eq!(left, vec![blob.location], "{}", f.label);
+        assert!(
+            f.repo
+                .pending_deletions(f.datastore_id, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}",
+            f.label
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_media_and_its_thumbnails_are_recorded_together() {
     on_both(|f| async move {
         let mut media = f
