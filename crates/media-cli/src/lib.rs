@@ -379,8 +379,8 @@ const BLOCKING_THREADS: usize = 32;
 
 /// A tool's whole `main`, the same in every tool: reads the command line into `C`
 /// ([`parse_command_line`], with the Go-style `aliases`), starts logging, runs `run` on a
-/// multi-threaded runtime (at most [`BLOCKING_THREADS`] blocking threads) and turns its
-/// outcome into the exit code ([`exit_with`]).
+/// multi-threaded runtime whose blocking pool is bounded (see `BLOCKING_THREADS`) and
+/// turns its outcome into the exit code ([`exit_with`]).
 pub fn run_tool<C: ToolArgs>(
     tool: &str,
     aliases: &[(&str, &str)],
