@@ -186,3 +186,13 @@ pub async fn drop_database_copy(url: &str) {
         .await
         .unwrap_or_else(|e| panic!("drop {name}: {e}"));
 }
+
+/// Files below `dir` (`find DIR -type f`).
+pub fn count_files(dir: &Path) -> usize {
+    let out = Command::new("find")
+        .arg(dir)
+        .args(["-type", "f"])
+        .output()
+        .unwrap();
+    out.stdout.iter().filter(|&&b| b == b'\n').count()
+}

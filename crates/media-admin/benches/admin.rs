@@ -40,8 +40,8 @@ use media_db::{DatastoreId, MediaIndex, NewMedia};
 use media_store::FileDatastore;
 use media_tests::TestDatabase;
 use media_tests::bench::{
-    TimedRun, copy_database, drop_database_copy, env_or, read_into_page_cache, run_timed,
-    time_shell,
+    TimedRun, copy_database, count_files, drop_database_copy, env_or, read_into_page_cache,
+    run_timed, time_shell,
 };
 use sqlx::Row;
 
@@ -131,16 +131,6 @@ async fn fill(url: &str, root: &Path, media: usize, thumbnails: bool) {
         repo.insert_media_batch(&batch, &store).await.unwrap();
     }
     repo.close().await;
-}
-
-/// Files below `dir`.
-fn count_files(dir: &Path) -> usize {
-    let out = Command::new("find")
-        .arg(dir)
-        .args(["-type", "f"])
-        .output()
-        .unwrap();
-    out.stdout.iter().filter(|&&b| b == b'\n').count()
 }
 
 /// `media_admin ARGS… --repo-db URL --json`.

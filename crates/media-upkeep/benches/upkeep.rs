@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use media_tests::TestDatabase;
 use media_tests::bench::{
-    TimedRun, copy_database, drop_database_copy, env_or, read_into_page_cache, run_timed,
-    time_shell,
+    TimedRun, copy_database, count_files, drop_database_copy, env_or, read_into_page_cache,
+    run_timed, time_shell,
 };
 use media_tests::synthetic_synapse::{
     SyntheticSpec, SyntheticStore, copy_into_postgres, write_synapse_sqlite,
@@ -47,16 +47,6 @@ fn synapse_media(db: &str, store: &Path, args: &[&str]) -> Command {
         .arg("--json")
         .env_remove("RUST_LOG");
     command
-}
-
-/// Files below `dir`.
-fn count_files(dir: &Path) -> usize {
-    let out = Command::new("find")
-        .arg(dir)
-        .args(["-type", "f"])
-        .output()
-        .unwrap();
-    out.stdout.iter().filter(|&&b| b == b'\n').count()
 }
 
 /// "1.23 s = 12345 media/s".
