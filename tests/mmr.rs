@@ -271,6 +271,83 @@ async fn bytes_mmr_already_stores_are_lent_not_stored_again() {
     deployment.assert_objects_match_rows().await;
 }
 
+/// A media ID MMR already holds with other bytes is a conflict: its row stays as it was,
+/// none of its thumbnails are written, and every other media (the same bytes under
+/// another ID among them) is imported with its thumbnails.
+#[tokio::test]
+async fn an_mmr_row_with_other_bytes_under_the_same_id_is_a_conflict_left_untouched() {
+    let expected = expected();
+    let media = expected_media(&expected);
+    let by_label = |label: &str| *media.iter().find(|m| m["label"] == label).unwrap();
+    let (taken, twin, other) = (
+        by_label("alice_photo_1"),
+        by_label("alice_photo_2"),
+        by_label("alice_avatar"),
+    );
+    let deployment = Deployment::new(&format!(
+        "INSERT INTO media (origin, media_id, upload_name, content_type, user_id, sha256_hash, \
+         size_bytes, datastore_id, location, creation_ts, quarantined) VALUES ('fixture.test', \
+         '{id}', 'x', 'image/png', '@u:fixture.test', '{sha256}', {size}, 'local', \
+         'zz/yy/mmrOwnName', 1, false);",
+        id = taken["media_id"].as_str().unwrap(),
+        sha256 = other["sha256"].as_str().unwrap(),
+        size = other["size"].as_i64().unwrap(),
+    ))
+    .await;
+    let own = deployment.dir.path().join("local/zz/yy");
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::copy(
+        fixture()
+            .join("media_store")
+            .join(other["path"].as_str().unwrap()),
+        own.join("mmrOwnName"),
+    )
+    .unwrap();
+    let out = finished(&deployment.import(&[]).output());
+    assert_eq!(
+        count(&out, "media_imported") as usize,
+        media.len() - 1,
+        "{out}"
+    );
+    let conflicts: Vec<&Value> = out["failures"]["listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["reason"] == "conflict")
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{out}");
+    let id = |m: &Value| m["media_id"].as_str().unwrap().to_owned();
+    assert!(
+        conflicts[0]["item"].as_str().unwrap().contains(&id(taken)),
+        "{out}"
+    );
+    let mut conn = deployment.connect().await;
+    let thumbnails = |media_id: String| {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM thumbnails WHERE media_id = $1")
+            .bind(media_id)
+    };
+    assert_eq!(thumbnails(id(taken)).fetch_one(&mut conn).await.unwrap(), 0);
+    assert_eq!(
+        thumbnails(id(twin)).fetch_one(&mut conn).await.unwrap(),
+        twin["thumbnails"].as_array().unwrap().len() as i64
+    );
+    let kept: (String, String) =
+        sqlx::query_as("SELECT sha256_hash, location FROM media WHERE media_id = $1")
+            .bind(id(taken))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        kept,
+        (
+            other["sha256"].as_str().unwrap().to_owned(),
+            "zz/yy/mmrOwnName".to_owned()
+        )
+    );
+    conn.close().await.unwrap();
+    deployment.assert_objects_match_rows().await;
+}
+
 #[tokio::test]
 async fn a_dry_run_writes_nothing_into_mmr_and_predicts_the_real_run() {
     let deployment = Deployment::new("").await;

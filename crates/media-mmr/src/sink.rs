@@ -29,7 +29,7 @@
 //!   and does not know ours: the import is recorded there only once it ended (one row
 //!   with its start, end, error and counters in `params`), never as an unfinished task.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -253,24 +253,31 @@ impl ImportSink for MmrSink {
         }
         let mut tx = self.pool().begin().await.during("begin a transaction")?;
         let placements = fresh.decide(&mut tx).await?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for media in batch {
-            let outcome = insert_media(&mut tx, media, &placements[&media.record.sha256]).await?;
-            let thumbnails = match outcome {
-                InsertOutcome::Conflict { .. } => Vec::new(),
-                _ => {
-                    let mut done = Vec::with_capacity(media.thumbnails.len());
-                    for t in &media.thumbnails {
-                        done.push(insert_thumbnail(&mut tx, t, &placements[&t.sha256]).await?);
-                    }
-                    done
-                }
-            };
-            outcomes.push(MediaOutcome {
+        let media = insert_media(&mut tx, batch, &placements).await?;
+        // A media whose ID holds other bytes gets none of its thumbnails recorded.
+        let thumbnails: Vec<&ThumbnailRecord> = batch
+            .iter()
+            .zip(&media)
+            .filter(|(_, outcome)| !matches!(outcome, InsertOutcome::Conflict { .. }))
+            .flat_map(|(m, _)| &m.thumbnails)
+            .collect();
+        let mut thumbnail_outcomes = insert_thumbnails(&mut tx, &thumbnails, &placements)
+            .await?
+            .into_iter();
+        let outcomes = batch
+            .iter()
+            .zip(media)
+            .map(|(m, outcome)| MediaOutcome {
+                thumbnails: match outcome {
+                    InsertOutcome::Conflict { .. } => Vec::new(),
+                    _ => thumbnail_outcomes
+                        .by_ref()
+                        .take(m.thumbnails.len())
+                        .collect(),
+                },
                 media: outcome,
-                thumbnails,
-            });
-        }
+            })
+            .collect();
         record_last_access(&mut tx, batch).await?;
         tx.commit().await.during("commit media")?;
         self.delete_unused(&fresh.puts, &placements).await?;
@@ -298,7 +305,9 @@ impl ImportSink for MmrSink {
         if media.is_none() {
             return Ok(InsertOutcome::MediaMissing);
         }
-        let outcome = insert_thumbnail(&mut tx, thumbnail, &placements[&thumbnail.sha256]).await?;
+        let outcome = insert_thumbnails(&mut tx, &[thumbnail], &placements)
+            .await?
+            .remove(0);
         tx.commit().await.during("commit a thumbnail")?;
         self.delete_unused(&fresh.puts, &placements).await?;
         Ok(outcome)
@@ -396,17 +405,15 @@ struct Placements {
     fresh: HashMap<Sha256Hex, Placement>,
     /// Every object put for the batch: the datastore and the bytes.
     puts: Vec<(Target, Sha256Hex)>,
+    /// The `puts` already listed, to list each once.
+    listed: HashSet<(MmrDatastoreId, Sha256Hex)>,
 }
 
 impl Placements {
     /// The bytes `sha256` were put (content-addressed) into `target`; the first offer of
     /// a hash wins.
     fn offer(&mut self, sha256: &Sha256Hex, target: &Target) {
-        if !self
-            .puts
-            .iter()
-            .any(|(t, s)| t.id == target.id && s == sha256)
-        {
+        if self.listed.insert((target.id.clone(), sha256.clone())) {
             self.puts.push((target.clone(), sha256.clone()));
         }
         self.fresh
@@ -474,102 +481,269 @@ fn lock_key(sha256: &Sha256Hex) -> i64 {
     prefix as i64
 }
 
-/// Inserts a media row (never overwriting) in the open transaction.
+/// Inserts the media rows of `batch` (never overwriting) in the open transaction, one
+/// statement for the batch; returns each media's outcome, in order.
 async fn insert_media(
     tx: &mut PgConnection,
-    media: &StoredMedia,
-    placement: &Placement,
-) -> Result<InsertOutcome, DbError> {
-    let r = &media.record;
-    let size = size_to_i64(r.size_bytes).map_err(|source| DbError::SizeOutOfRange {
-        item: r.key.to_string(),
-        source,
-    })?;
-    let inserted = sqlx::query(
+    batch: &[StoredMedia],
+    placements: &HashMap<Sha256Hex, Placement>,
+) -> Result<Vec<InsertOutcome>, DbError> {
+    let mut rows = MediaColumns::default();
+    for media in batch {
+        let r = &media.record;
+        let size = size_to_i64(r.size_bytes).map_err(|source| DbError::SizeOutOfRange {
+            item: r.key.to_string(),
+            source,
+        })?;
+        let placement = &placements[&r.sha256];
+        rows.origin.push(r.key.origin.as_str());
+        rows.media_id.push(r.key.media_id.as_str());
+        rows.upload_name
+            .push(r.upload_name.as_deref().unwrap_or(""));
+        rows.content_type
+            .push(r.content_type.as_deref().unwrap_or(""));
+        rows.user_id
+            .push(r.uploader.as_ref().map(|u| u.as_str()).unwrap_or(""));
+        rows.sha256.push(r.sha256.as_str());
+        rows.size.push(size);
+        rows.datastore_id.push(placement.datastore_id.as_str());
+        rows.location.push(&placement.location);
+        rows.created_ts.push(r.created_ts);
+        rows.quarantined.push(r.quarantined);
+    }
+    let inserted: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO media (origin, media_id, upload_name, content_type, user_id, \
          sha256_hash, size_bytes, datastore_id, location, creation_ts, quarantined) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (media_id, origin) DO NOTHING",
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::boolean[]) \
+         ON CONFLICT (media_id, origin) DO NOTHING \
+         RETURNING origin, media_id",
     )
-    .bind(r.key.origin.as_str())
-    .bind(r.key.media_id.as_str())
-    .bind(r.upload_name.as_deref().unwrap_or(""))
-    .bind(r.content_type.as_deref().unwrap_or(""))
-    .bind(r.uploader.as_ref().map(|u| u.as_str()).unwrap_or(""))
-    .bind(r.sha256.as_str())
-    .bind(size)
-    .bind(placement.datastore_id.as_str())
-    .bind(&placement.location)
-    .bind(r.created_ts)
-    .bind(r.quarantined)
-    .execute(&mut *tx)
+    .bind(&rows.origin)
+    .bind(&rows.media_id)
+    .bind(&rows.upload_name)
+    .bind(&rows.content_type)
+    .bind(&rows.user_id)
+    .bind(&rows.sha256)
+    .bind(&rows.size)
+    .bind(&rows.datastore_id)
+    .bind(&rows.location)
+    .bind(&rows.created_ts)
+    .bind(&rows.quarantined)
+    .fetch_all(&mut *tx)
     .await
-    .during("insert a media into matrix-media-repo")?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(InsertOutcome::Inserted);
+    .during("insert media into matrix-media-repo")?;
+    let mut fresh: HashSet<(String, String)> = inserted.into_iter().collect();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut present = Vec::new();
+    for (i, media) in batch.iter().enumerate() {
+        let key = &media.record.key;
+        // A key named twice in the batch was inserted once: its first mention's.
+        if fresh.remove(&(key.origin.to_string(), key.media_id.to_string())) {
+            outcomes.push(Some(InsertOutcome::Inserted));
+        } else {
+            outcomes.push(None);
+            present.push(i);
+        }
     }
-    let existing: String =
-        sqlx::query_scalar("SELECT sha256_hash FROM media WHERE origin = $1 AND media_id = $2")
-            .bind(r.key.origin.as_str())
-            .bind(r.key.media_id.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .during("look up a media in matrix-media-repo")?;
-    compare(&existing, &r.sha256, "media", || r.key.to_string())
+    if !present.is_empty() {
+        let (origins, ids): (Vec<&str>, Vec<&str>) = present
+            .iter()
+            .map(|&i| {
+                let key = &batch[i].record.key;
+                (key.origin.as_str(), key.media_id.as_str())
+            })
+            .unzip();
+        let existing: HashMap<(String, String), String> = sqlx::query_as(
+            "SELECT m.origin, m.media_id, m.sha256_hash FROM media m \
+             JOIN unnest($1::text[], $2::text[]) AS k(origin, media_id) \
+             ON m.origin = k.origin AND m.media_id = k.media_id",
+        )
+        .bind(&origins)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .during("look up media in matrix-media-repo")?
+        .into_iter()
+        .map(|(origin, media_id, sha256): (String, String, String)| ((origin, media_id), sha256))
+        .collect();
+        for i in present {
+            let r = &batch[i].record;
+            let found = &existing[&(r.key.origin.to_string(), r.key.media_id.to_string())];
+            outcomes[i] = Some(compare(found, &r.sha256, "media", || r.key.to_string())?);
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.expect("every media decided"))
+        .collect())
 }
 
-/// Inserts a thumbnail row (never overwriting) in the open transaction.
-async fn insert_thumbnail(
+/// The columns of `media` rows to insert, one array each.
+#[derive(Default)]
+struct MediaColumns<'a> {
+    origin: Vec<&'a str>,
+    media_id: Vec<&'a str>,
+    upload_name: Vec<&'a str>,
+    content_type: Vec<&'a str>,
+    user_id: Vec<&'a str>,
+    sha256: Vec<&'a str>,
+    size: Vec<i64>,
+    datastore_id: Vec<&'a str>,
+    location: Vec<&'a str>,
+    created_ts: Vec<i64>,
+    quarantined: Vec<bool>,
+}
+
+/// The identity of a `thumbnails` row: its unique key.
+type ThumbnailKey = (String, String, i32, i32, String, bool);
+
+/// Inserts the thumbnail rows (never overwriting) in the open transaction, one statement
+/// for all; returns each thumbnail's outcome, in order.
+async fn insert_thumbnails(
     tx: &mut PgConnection,
-    t: &ThumbnailRecord,
-    placement: &Placement,
-) -> Result<InsertOutcome, DbError> {
-    let shown = || format!("a thumbnail of {}", t.media);
-    let size = size_to_i64(t.size_bytes).map_err(|source| DbError::SizeOutOfRange {
-        item: shown(),
-        source,
-    })?;
+    thumbnails: &[&ThumbnailRecord],
+    placements: &HashMap<Sha256Hex, Placement>,
+) -> Result<Vec<InsertOutcome>, DbError> {
+    if thumbnails.is_empty() {
+        return Ok(Vec::new());
+    }
     let dimension = |value: u32| i32::try_from(value).unwrap_or(i32::MAX);
-    let inserted = sqlx::query(
+    let key_of = |t: &ThumbnailRecord| -> ThumbnailKey {
+        (
+            t.media.origin.to_string(),
+            t.media.media_id.to_string(),
+            dimension(t.width),
+            dimension(t.height),
+            t.method.as_str().to_owned(),
+            t.animated,
+        )
+    };
+    let mut rows = ThumbnailColumns::default();
+    for t in thumbnails {
+        let size = size_to_i64(t.size_bytes).map_err(|source| DbError::SizeOutOfRange {
+            item: format!("a thumbnail of {}", t.media),
+            source,
+        })?;
+        let placement = &placements[&t.sha256];
+        rows.origin.push(t.media.origin.as_str());
+        rows.media_id.push(t.media.media_id.as_str());
+        rows.width.push(dimension(t.width));
+        rows.height.push(dimension(t.height));
+        rows.method.push(t.method.as_str());
+        rows.animated.push(t.animated);
+        rows.content_type.push(&t.content_type);
+        rows.size.push(size);
+        rows.sha256.push(t.sha256.as_str());
+        rows.datastore_id.push(placement.datastore_id.as_str());
+        rows.location.push(&placement.location);
+        rows.created_ts.push(t.created_ts);
+    }
+    let inserted: Vec<ThumbnailKey> = sqlx::query_as(
         "INSERT INTO thumbnails (origin, media_id, width, height, method, animated, \
          content_type, size_bytes, sha256_hash, datastore_id, location, creation_ts) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (media_id, origin, width, height, method, animated) DO NOTHING",
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], \
+         $6::boolean[], $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], \
+         $12::bigint[]) \
+         ON CONFLICT (media_id, origin, width, height, method, animated) DO NOTHING \
+         RETURNING origin, media_id, width, height, method, animated",
     )
-    .bind(t.media.origin.as_str())
-    .bind(t.media.media_id.as_str())
-    .bind(dimension(t.width))
-    .bind(dimension(t.height))
-    .bind(t.method.as_str())
-    .bind(t.animated)
-    .bind(&t.content_type)
-    .bind(size)
-    .bind(t.sha256.as_str())
-    .bind(placement.datastore_id.as_str())
-    .bind(&placement.location)
-    .bind(t.created_ts)
-    .execute(&mut *tx)
+    .bind(&rows.origin)
+    .bind(&rows.media_id)
+    .bind(&rows.width)
+    .bind(&rows.height)
+    .bind(&rows.method)
+    .bind(&rows.animated)
+    .bind(&rows.content_type)
+    .bind(&rows.size)
+    .bind(&rows.sha256)
+    .bind(&rows.datastore_id)
+    .bind(&rows.location)
+    .bind(&rows.created_ts)
+    .fetch_all(&mut *tx)
     .await
-    .during("insert a thumbnail into matrix-media-repo")?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(InsertOutcome::Inserted);
+    .during("insert thumbnails into matrix-media-repo")?;
+    let mut fresh: HashSet<ThumbnailKey> = inserted.into_iter().collect();
+    let mut outcomes = Vec::with_capacity(thumbnails.len());
+    let mut present = Vec::new();
+    for (i, t) in thumbnails.iter().enumerate() {
+        if fresh.remove(&key_of(t)) {
+            outcomes.push(Some(InsertOutcome::Inserted));
+        } else {
+            outcomes.push(None);
+            present.push(i);
+        }
     }
-    let existing: String = sqlx::query_scalar(
-        "SELECT sha256_hash FROM thumbnails WHERE origin = $1 AND media_id = $2 \
-         AND width = $3 AND height = $4 AND method = $5 AND animated = $6",
-    )
-    .bind(t.media.origin.as_str())
-    .bind(t.media.media_id.as_str())
-    .bind(dimension(t.width))
-    .bind(dimension(t.height))
-    .bind(t.method.as_str())
-    .bind(t.animated)
-    .fetch_one(&mut *tx)
-    .await
-    .during("look up a thumbnail in matrix-media-repo")?;
-    compare(&existing, &t.sha256, "thumbnails", shown)
+    if !present.is_empty() {
+        let mut keys = ThumbnailColumns::default();
+        for &i in &present {
+            let t = thumbnails[i];
+            keys.origin.push(t.media.origin.as_str());
+            keys.media_id.push(t.media.media_id.as_str());
+            keys.width.push(dimension(t.width));
+            keys.height.push(dimension(t.height));
+            keys.method.push(t.method.as_str());
+            keys.animated.push(t.animated);
+        }
+        let existing: HashMap<ThumbnailKey, String> = sqlx::query_as(
+            "SELECT t.origin, t.media_id, t.width, t.height, t.method, t.animated, \
+             t.sha256_hash FROM thumbnails t \
+             JOIN unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], \
+             $6::boolean[]) AS k(origin, media_id, width, height, method, animated) \
+             ON t.origin = k.origin AND t.media_id = k.media_id AND t.width = k.width \
+             AND t.height = k.height AND t.method = k.method AND t.animated = k.animated",
+        )
+        .bind(&keys.origin)
+        .bind(&keys.media_id)
+        .bind(&keys.width)
+        .bind(&keys.height)
+        .bind(&keys.method)
+        .bind(&keys.animated)
+        .fetch_all(&mut *tx)
+        .await
+        .during("look up thumbnails in matrix-media-repo")?
+        .into_iter()
+        .map(
+            |(origin, media_id, width, height, method, animated, sha256): (
+                String,
+                String,
+                i32,
+                i32,
+                String,
+                bool,
+                String,
+            )| ((origin, media_id, width, height, method, animated), sha256),
+        )
+        .collect();
+        for i in present {
+            let t = thumbnails[i];
+            let found = &existing[&key_of(t)];
+            outcomes[i] = Some(compare(found, &t.sha256, "thumbnails", || {
+                format!("a thumbnail of {}", t.media)
+            })?);
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.expect("every thumbnail decided"))
+        .collect())
+}
+
+/// The columns of `thumbnails` rows to insert (or, the first six, to look up).
+#[derive(Default)]
+struct ThumbnailColumns<'a> {
+    origin: Vec<&'a str>,
+    media_id: Vec<&'a str>,
+    width: Vec<i32>,
+    height: Vec<i32>,
+    method: Vec<&'a str>,
+    animated: Vec<bool>,
+    content_type: Vec<&'a str>,
+    size: Vec<i64>,
+    sha256: Vec<&'a str>,
+    datastore_id: Vec<&'a str>,
+    location: Vec<&'a str>,
+    created_ts: Vec<i64>,
 }
 
 /// A row that was there already: the same bytes, or a conflict.
