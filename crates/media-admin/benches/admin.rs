@@ -40,7 +40,7 @@ use media_db::{DatastoreId, MediaIndex, NewMedia};
 use media_store::FileDatastore;
 use media_tests::TestDatabase;
 use media_tests::bench::{
-    TimedRun, copy_database, count_files, drop_database_copy, env_or, read_into_page_cache,
+    TimedRun, copy_database, copy_tree, count_files, drop_database_copy, env_or, read_into_page_cache,
     run_timed, time_shell,
 };
 use sqlx::Row;
@@ -254,12 +254,6 @@ fn bench_check(engine: &str, url: &str, store: &Path, media: usize, runs: usize)
             ratio(sha, deep.elapsed),
         );
     }
-}
-
-/// `cp -a FROM TO`.
-fn copy_tree(from: &Path, to: &Path) {
-    let command = format!("cp -a '{}' '{}'", from.display(), to.display());
-    time_shell(&command, Path::new("/"));
 }
 
 /// `purge old --include-local` of every media against `find -delete` of a copy.

@@ -16,7 +16,9 @@
 //! - `check` against `find STORE -type f | wc -l`, the store read into the page cache
 //!   first;
 //! - `purge remote --before 1d` (every media) on a fresh copy of the database and of the
-//!   store, against `find COPY -type f -delete` on another fresh copy of the store.
+//!   store, against `find COPY -mindepth 2 -delete` on another fresh copy of the store:
+//!   the same work (every file and every folder below the top-level ones, which the
+//!   purge removes when they are left empty).
 //!
 //! `BENCH_PHASES` (default `check,purge`) chooses the measurements, `BENCH_ENGINES`
 //! (default `sqlite,postgres`) the databases, `TMPDIR` the filesystem. The purge needs
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use media_tests::TestDatabase;
 use media_tests::bench::{
-    TimedRun, copy_database, count_files, drop_database_copy, env_or, read_into_page_cache,
+    TimedRun, copy_database, copy_tree, count_files, drop_database_copy, env_or, read_into_page_cache,
     run_timed, time_shell,
 };
 use media_tests::synthetic_synapse::{
@@ -85,13 +87,7 @@ fn bench_check(engine: &str, db: &str, store: &SyntheticStore, runs: usize) {
     }
 }
 
-/// `cp -a FROM TO`.
-fn copy_tree(from: &Path, to: &Path) {
-    let command = format!("cp -a '{}' '{}'", from.display(), to.display());
-    time_shell(&command, Path::new("/"));
-}
-
-/// `purge remote` of every media against `find -delete` of a copy.
+/// `purge remote` of every media against `find -mindepth 2 -delete` of a copy.
 async fn bench_purge(engine: &str, db: &str, store: &SyntheticStore, runs: usize) {
     let work = store.dir.join("purge");
     let doomed = store.dir.join("find");
@@ -99,7 +95,7 @@ async fn bench_purge(engine: &str, db: &str, store: &SyntheticStore, runs: usize
         let url = copy_database(db, &format!("purge{run}")).await;
         copy_tree(&store.media_store, &work);
         copy_tree(&store.media_store, &doomed);
-        let (find, _) = time_shell("find . -type f -delete", &doomed);
+        let (find, _) = time_shell("find . -mindepth 2 -delete", &doomed);
         let purge = run_timed(&synapse_media(
             &url,
             &work,
