@@ -40,8 +40,8 @@ use media_db::{DatastoreId, MediaIndex, NewMedia};
 use media_store::FileDatastore;
 use media_tests::TestDatabase;
 use media_tests::bench::{
-    TimedRun, copy_database, copy_tree, count_files, drop_database_copy, env_or, read_into_page_cache,
-    run_timed, time_shell,
+    TimedRun, copy_database, copy_tree, count_files, drop_database_copy, env_or,
+    read_into_page_cache, run_timed, time_shell,
 };
 use sqlx::Row;
 

@@ -36,6 +36,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod blocking;
 pub mod datastore;
 pub mod hashing;
 pub mod html;

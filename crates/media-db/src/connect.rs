@@ -149,7 +149,10 @@ pub(crate) async fn open_sqlite_writer(
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .pragma("cache_size", format!("-{SQLITE_WRITER_CACHE_KIB}"))
-        .pragma("wal_autocheckpoint", SQLITE_WAL_CHECKPOINT_PAGES.to_string());
+        .pragma(
+            "wal_autocheckpoint",
+            SQLITE_WAL_CHECKPOINT_PAGES.to_string(),
+        );
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(SQLITE_WRITER_WAIT)

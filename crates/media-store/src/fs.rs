@@ -38,6 +38,7 @@ use media_core::datastore::{
     BlobKey, BlobPayload, ByteRange, Datastore, DeleteStatus, Durability, Put, PutOptions,
     PutStatus, StoreError, StoredBlob,
 };
+use media_core::hashing::HashingReader;
 use media_core::ids::Sha256Hex;
 use media_core::local_files::{open_regular_beneath, regular_file_len_beneath};
 use sha2::{Digest, Sha256};
@@ -106,6 +107,18 @@ impl FileDatastore {
             names_unsynced: Arc::default(),
             sync_in_progress: Arc::default(),
         }
+    }
+
+    /// The SHA-256 digest and length of `key`'s object, read whole on the calling thread:
+    /// it blocks, so call it from a blocking thread (a check hashing many small objects
+    /// runs a few such threads instead of handing every object's reads to one). A missing
+    /// object is [`StoreError::NotFound`]; no link is followed.
+    pub fn digest_blocking(&self, key: &BlobKey) -> Result<(Sha256Hex, u64), StoreError> {
+        let (file, path, len) = open_blob(&self.root, key, None)?;
+        let mut hashing = HashingReader::new(std::io::Read::take(file, len));
+        std::io::copy(&mut hashing, &mut std::io::sink())
+            .map_err(|source| io_error("read", &path, source))?;
+        Ok(hashing.finish())
     }
 
     /// Opens (creating it if needed) a datastore rooted at `root`. Fails with a clear
@@ -796,12 +809,13 @@ fn read_chunk(source: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Resul
 }
 
 /// Blocking: opens the blob `key` below `root` (following no link below the root, and
-/// opening nothing but a regular file), positioned at the start of `range`.
+/// opening nothing but a regular file), positioned at the start of `range`: the file, its
+/// path and the length to read.
 fn open_blob(
     root: &Path,
     key: &BlobKey,
     range: Option<ByteRange>,
-) -> Result<BlobPayload, StoreError> {
+) -> Result<(std::fs::File, PathBuf, u64), StoreError> {
     let path = root.join(key.as_str());
     let mut file = match open_regular_beneath(root, Path::new(key.as_str()), "the datastore") {
         Ok(file) => file,
@@ -830,7 +844,7 @@ fn open_blob(
             });
         }
     };
-    Ok(BlobPayload::File { file, path, len })
+    Ok((file, path, len))
 }
 
 /// Runs a blocking datastore operation off the async threads.
@@ -914,7 +928,8 @@ impl Datastore for FileDatastore {
         range: Option<ByteRange>,
     ) -> Result<BlobPayload, StoreError> {
         let (root, key) = (self.root.clone(), key.clone());
-        blocking(move || open_blob(&root, &key, range)).await
+        let (file, path, len) = blocking(move || open_blob(&root, &key, range)).await?;
+        Ok(BlobPayload::File { file, path, len })
     }
 
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError> {

@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use media_tests::TestDatabase;
 use media_tests::bench::{
-    TimedRun, copy_database, copy_tree, count_files, drop_database_copy, env_or, read_into_page_cache,
-    run_timed, time_shell,
+    TimedRun, copy_database, copy_tree, count_files, drop_database_copy, env_or,
+    read_into_page_cache, run_timed, time_shell,
 };
 use media_tests::synthetic_synapse::{
     SyntheticSpec, SyntheticStore, copy_into_postgres, write_synapse_sqlite,

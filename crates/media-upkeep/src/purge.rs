@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 
 use media_core::Progress;
+use media_core::blocking::map_on_threads;
 use std::collections::HashMap;
 
 use media_core::ids::ServerName;
@@ -492,35 +493,16 @@ async fn remove_files(
     mode: RunMode,
     report: &mut PurgeReport,
 ) -> Result<RemovedFiles, UpkeepError> {
-    let share = media.len().div_ceil(REMOVAL_THREADS).max(1);
-    let mut media = media.into_iter();
-    let mut removals = Vec::new();
-    loop {
-        let part: Vec<PlannedMedia> = media.by_ref().take(share).collect();
-        if part.is_empty() {
-            break;
-        }
-        let root = root.to_owned();
-        removals.push(tokio::task::spawn_blocking(move || {
-            part.into_iter()
-                .map(|planned| {
-                    let result = match planned.files() {
-                        Some(files) => remove_media_files(&root, &files, mode),
-                        None => Ok(Removed::default()),
-                    };
-                    (planned, result)
-                })
-                .collect::<Vec<_>>()
-        }));
-    }
-    let mut results = Vec::new();
-    for removal in removals {
-        results.extend(
-            removal
-                .await
-                .map_err(|e| UpkeepError::Task(e.to_string()))?,
-        );
-    }
+    let root = root.to_owned();
+    let results = map_on_threads(media, REMOVAL_THREADS, move |planned: PlannedMedia| {
+        let result = match planned.files() {
+            Some(files) => remove_media_files(&root, &files, mode),
+            None => Ok(Removed::default()),
+        };
+        (planned, result)
+    })
+    .await
+    .map_err(|e| UpkeepError::Task(e.to_string()))?;
     let mut totals = RemovedFiles::default();
     for (planned, result) in results {
         totals.media += 1;
