@@ -5,8 +5,9 @@
 //!
 //! A run drains what earlier runs left queued, then walks the selection in pages of
 //! `batch` media (keyset, so memory stays flat): each page is deleted in one transaction
-//! that queues the objects nothing references any more ([`media_db::Purge`]), then the
-//! queue is drained, outside any transaction. Stopped anywhere (even kill -9), the next
+//! that queues the objects nothing references any more ([`media_db::Purge`]), and the
+//! queue is drained outside any transaction, beside the next page's deletion and once
+//! more at the end. Stopped anywhere (even kill -9), the next
 //! run finishes the queue and recomputes the rest from the rows. A dry run walks the same
 //! pages and tallies each ([`media_db::Purge::tally_purge`]): its figures are the real
 //! run's.
@@ -402,9 +403,9 @@ pub async fn purge(
     outcome.map(|()| report)
 }
 
-/// Walks `selection` page by page: deletes each page and drains the queue when a
-/// `drainer` is given (a real run, which first drains what earlier runs left), tallies
-/// each otherwise (a dry run).
+/// Walks `selection` page by page: deletes each page when a `drainer` is given (a real
+/// run, which first drains what earlier runs left, drains the queue beside each page's
+/// deletion and once more at the end), tallies each otherwise (a dry run).
 async fn walk(
     repo: &Repository,
     selection: &PurgeSelection,
@@ -430,10 +431,16 @@ async fn walk(
             seen.extend(page.iter().map(|c| c.key.clone()));
         }
         let tally = match drainer.as_deref_mut() {
+            // The page's rows are deleted while the objects the pages before it queued
+            // are deleted: the drain claims only what a committed transaction queued, so
+            // it runs beside the purge's transaction as a drain of another run would.
             Some(drainer) => {
-                let tally = repo.purge_batch(&page, ours).await?;
-                drain(repo, drainer, report).await?;
-                tally
+                let (tally, drained) = tokio::join!(
+                    repo.purge_batch(&page, ours),
+                    drain(repo, drainer, report)
+                );
+                drained?;
+                tally?
             }
             None => repo.tally_purge(selection, &page, ours).await?,
         };
@@ -444,6 +451,9 @@ async fn walk(
         progress
             .bytes
             .fetch_add(tally.bytes_freed, Ordering::Relaxed);
+    }
+    if let Some(drainer) = drainer {
+        drain(repo, drainer, report).await?;
     }
     if let PurgeTarget::Media(keys) = &options.target {
         for key in keys.iter().filter(|k| !seen.contains(*k)) {
