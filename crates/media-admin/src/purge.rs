@@ -435,10 +435,8 @@ async fn walk(
             // are deleted: the drain claims only what a committed transaction queued, so
             // it runs beside the purge's transaction as a drain of another run would.
             Some(drainer) => {
-                let (tally, drained) = tokio::join!(
-                    repo.purge_batch(&page, ours),
-                    drain(repo, drainer, report)
-                );
+                let (tally, drained) =
+                    tokio::join!(repo.purge_batch(&page, ours), drain(repo, drainer, report));
                 drained?;
                 tally?
             }
