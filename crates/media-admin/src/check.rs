@@ -35,7 +35,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use media_core::blocking::map_on_threads;
 use media_core::datastore::{BlobKey, BlobPayload, Datastore, StoreError};
-use media_core::hashing::HashingReader;
+use media_core::hashing::{HashingReader, digest_of_read};
 use media_core::ids::Sha256Hex;
 use media_core::progress::{Progress, human_size};
 use media_core::run::{Failures, Reason, Report, RunMode};
@@ -388,6 +388,11 @@ impl Checker<'_> {
         checked: &mut DatastoreCheck,
         problems: &mut Failures<CheckFault>,
     ) -> Result<(), AdminError> {
+        // `--deep` on a folder store hashes a page at a time on blocking threads.
+        let hashed_in_folder = match self.options.depth {
+            Depth::Content => self.folder().map(Arc::new),
+            Depth::Presence => None,
+        };
         let mut after = None;
         loop {
             let page = self
@@ -399,8 +404,8 @@ impl Checker<'_> {
             };
             after = Some(last.sha256.clone());
             let full = page.len() as i64 == ROWS_PAGE;
-            let findings = match (self.options.depth, self.folder()) {
-                (Depth::Content, Some(folder)) => self.hash_in_folder(folder, page).await?,
+            let findings = match &hashed_in_folder {
+                Some(folder) => self.hash_in_folder(folder.clone(), page).await?,
                 _ => {
                     futures::stream::iter(page)
                         .map(|blob| async move {
@@ -473,10 +478,7 @@ impl Checker<'_> {
             BlobPayload::File { file, path, len } => {
                 let target = path.display().to_string();
                 tokio::task::spawn_blocking(move || {
-                    let mut hashing = HashingReader::new(std::io::Read::take(file, len));
-                    std::io::copy(&mut hashing, &mut std::io::sink())
-                        .map(|_| hashing.finish())
-                        .map_err(read_error(target))
+                    digest_of_read(std::io::Read::take(file, len)).map_err(read_error(target))
                 })
                 .await
                 .map_err(|e| read_error(blob.location.to_string())(std::io::Error::other(e)))??
@@ -498,10 +500,9 @@ impl Checker<'_> {
     /// hashing). Returns each blob with what its object was found to be.
     async fn hash_in_folder(
         &self,
-        folder: FileDatastore,
+        folder: Arc<FileDatastore>,
         page: Vec<Blob>,
     ) -> Result<Vec<(Blob, Result<Finding, StoreError>)>, AdminError> {
-        let folder = Arc::new(folder);
         map_on_threads(page, CONCURRENT_READS, move |blob: Blob| {
             let finding = match folder.digest_blocking(&blob.location) {
                 Ok((sha256, size)) => Ok(Finding::of(&blob, &sha256, size)),

@@ -69,6 +69,14 @@ impl<R: std::io::Read> std::io::Read for HashingReader<R> {
     }
 }
 
+/// Reads `reader` to its end on the calling thread (it blocks): the SHA-256 and length of
+/// what it yielded.
+pub fn digest_of_read(reader: impl std::io::Read) -> std::io::Result<(Sha256Hex, u64)> {
+    let mut hashing = HashingReader::new(reader);
+    std::io::copy(&mut hashing, &mut std::io::sink())?;
+    Ok(hashing.finish())
+}
+
 /// Hashes a byte slice in one go (for tests and small in-memory payloads).
 pub fn sha256_of(bytes: &[u8]) -> Sha256Hex {
     Sha256Hex::from_digest(&Sha256::digest(bytes).into())

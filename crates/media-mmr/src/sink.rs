@@ -534,49 +534,37 @@ async fn insert_media(
     .await
     .during("insert media into matrix-media-repo")?;
     let mut fresh: HashSet<(String, String)> = inserted.into_iter().collect();
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut present = Vec::new();
-    for (i, media) in batch.iter().enumerate() {
-        let key = &media.record.key;
-        // A key named twice in the batch was inserted once: its first mention's.
-        if fresh.remove(&(key.origin.to_string(), key.media_id.to_string())) {
-            outcomes.push(Some(InsertOutcome::Inserted));
-        } else {
-            outcomes.push(None);
-            present.push(i);
-        }
-    }
-    if !present.is_empty() {
-        let (origins, ids): (Vec<&str>, Vec<&str>) = present
-            .iter()
-            .map(|&i| {
-                let key = &batch[i].record.key;
-                (key.origin.as_str(), key.media_id.as_str())
-            })
-            .unzip();
-        let existing: HashMap<(String, String), String> = sqlx::query_as(
+    // The rows that were there already (only looked up when some were).
+    let existing: HashMap<(String, String), String> = if fresh.len() == batch.len() {
+        HashMap::new()
+    } else {
+        sqlx::query_as(
             "SELECT m.origin, m.media_id, m.sha256_hash FROM media m \
              JOIN unnest($1::text[], $2::text[]) AS k(origin, media_id) \
              ON m.origin = k.origin AND m.media_id = k.media_id",
         )
-        .bind(&origins)
-        .bind(&ids)
+        .bind(&rows.origin)
+        .bind(&rows.media_id)
         .fetch_all(&mut *tx)
         .await
         .during("look up media in matrix-media-repo")?
         .into_iter()
         .map(|(origin, media_id, sha256): (String, String, String)| ((origin, media_id), sha256))
-        .collect();
-        for i in present {
-            let r = &batch[i].record;
-            let found = &existing[&(r.key.origin.to_string(), r.key.media_id.to_string())];
-            outcomes[i] = Some(compare(found, &r.sha256, "media", || r.key.to_string())?);
-        }
-    }
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.expect("every media decided"))
-        .collect())
+        .collect()
+    };
+    batch
+        .iter()
+        .map(|media| {
+            let r = &media.record;
+            let key = (r.key.origin.to_string(), r.key.media_id.to_string());
+            // A key named twice in the batch was inserted once: its first mention's.
+            if fresh.remove(&key) {
+                Ok(InsertOutcome::Inserted)
+            } else {
+                compare(&existing[&key], &r.sha256, "media", || r.key.to_string())
+            }
+        })
+        .collect()
 }
 
 /// The columns of `media` rows to insert, one array each.
@@ -664,28 +652,11 @@ async fn insert_thumbnails(
     .await
     .during("insert thumbnails into matrix-media-repo")?;
     let mut fresh: HashSet<ThumbnailKey> = inserted.into_iter().collect();
-    let mut outcomes = Vec::with_capacity(thumbnails.len());
-    let mut present = Vec::new();
-    for (i, t) in thumbnails.iter().enumerate() {
-        if fresh.remove(&key_of(t)) {
-            outcomes.push(Some(InsertOutcome::Inserted));
-        } else {
-            outcomes.push(None);
-            present.push(i);
-        }
-    }
-    if !present.is_empty() {
-        let mut keys = ThumbnailColumns::default();
-        for &i in &present {
-            let t = thumbnails[i];
-            keys.origin.push(t.media.origin.as_str());
-            keys.media_id.push(t.media.media_id.as_str());
-            keys.width.push(dimension(t.width));
-            keys.height.push(dimension(t.height));
-            keys.method.push(t.method.as_str());
-            keys.animated.push(t.animated);
-        }
-        let existing: HashMap<ThumbnailKey, String> = sqlx::query_as(
+    // The rows that were there already (only looked up when some were).
+    let existing: HashMap<ThumbnailKey, String> = if fresh.len() == thumbnails.len() {
+        HashMap::new()
+    } else {
+        sqlx::query_as(
             "SELECT t.origin, t.media_id, t.width, t.height, t.method, t.animated, \
              t.sha256_hash FROM thumbnails t \
              JOIN unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::text[], \
@@ -693,12 +664,12 @@ async fn insert_thumbnails(
              ON t.origin = k.origin AND t.media_id = k.media_id AND t.width = k.width \
              AND t.height = k.height AND t.method = k.method AND t.animated = k.animated",
         )
-        .bind(&keys.origin)
-        .bind(&keys.media_id)
-        .bind(&keys.width)
-        .bind(&keys.height)
-        .bind(&keys.method)
-        .bind(&keys.animated)
+        .bind(&rows.origin)
+        .bind(&rows.media_id)
+        .bind(&rows.width)
+        .bind(&rows.height)
+        .bind(&rows.method)
+        .bind(&rows.animated)
         .fetch_all(&mut *tx)
         .await
         .during("look up thumbnails in matrix-media-repo")?
@@ -714,22 +685,24 @@ async fn insert_thumbnails(
                 String,
             )| ((origin, media_id, width, height, method, animated), sha256),
         )
-        .collect();
-        for i in present {
-            let t = thumbnails[i];
-            let found = &existing[&key_of(t)];
-            outcomes[i] = Some(compare(found, &t.sha256, "thumbnails", || {
-                format!("a thumbnail of {}", t.media)
-            })?);
-        }
-    }
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.expect("every thumbnail decided"))
-        .collect())
+        .collect()
+    };
+    thumbnails
+        .iter()
+        .map(|t| {
+            let key = key_of(t);
+            if fresh.remove(&key) {
+                Ok(InsertOutcome::Inserted)
+            } else {
+                compare(&existing[&key], &t.sha256, "thumbnails", || {
+                    format!("a thumbnail of {}", t.media)
+                })
+            }
+        })
+        .collect()
 }
 
-/// The columns of `thumbnails` rows to insert (or, the first six, to look up).
+/// The columns of `thumbnails` rows to insert (the first six also look them up).
 #[derive(Default)]
 struct ThumbnailColumns<'a> {
     origin: Vec<&'a str>,

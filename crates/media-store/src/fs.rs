@@ -38,7 +38,7 @@ use media_core::datastore::{
     BlobKey, BlobPayload, ByteRange, Datastore, DeleteStatus, Durability, Put, PutOptions,
     PutStatus, StoreError, StoredBlob,
 };
-use media_core::hashing::HashingReader;
+use media_core::hashing::digest_of_read;
 use media_core::ids::Sha256Hex;
 use media_core::local_files::{open_regular_beneath, regular_file_len_beneath};
 use sha2::{Digest, Sha256};
@@ -115,10 +115,8 @@ impl FileDatastore {
     /// object is [`StoreError::NotFound`]; no link is followed.
     pub fn digest_blocking(&self, key: &BlobKey) -> Result<(Sha256Hex, u64), StoreError> {
         let (file, path, len) = open_blob(&self.root, key, None)?;
-        let mut hashing = HashingReader::new(std::io::Read::take(file, len));
-        std::io::copy(&mut hashing, &mut std::io::sink())
-            .map_err(|source| io_error("read", &path, source))?;
-        Ok(hashing.finish())
+        digest_of_read(std::io::Read::take(file, len))
+            .map_err(|source| io_error("read", &path, source))
     }
 
     /// Opens (creating it if needed) a datastore rooted at `root`. Fails with a clear
