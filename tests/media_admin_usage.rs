@@ -498,3 +498,118 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
         );
     }
 }
+
+/// `media` media of distinct bytes recorded in the repository `repo` on the folder
+/// datastore `store`, through the library (a fill no fixture could make quickly).
+async fn fill_distinct(repo: &str, store: &Path, media: usize) {
+    use media_core::datastore::{Datastore, DatastoreExt};
+    use media_core::records::{MediaKey, MediaRecord, Purpose};
+
+    let db = media_db::connect(repo).await.unwrap();
+    let folder = media_store::FileDatastore::open(store)
+        .await
+        .unwrap()
+        .with_max_durability(media_core::Durability::Unsynced);
+    let datastore_id = db.register_datastore(&folder.uri()).await.unwrap();
+    let mut batch = Vec::new();
+    for i in 0..media {
+        let put = folder
+            .put_bytes(format!("object {i}").as_bytes())
+            .await
+            .unwrap();
+        batch.push(media_db::NewMedia {
+            record: MediaRecord {
+                key: MediaKey::new(
+                    "example.org".parse().unwrap(),
+                    format!("m{i}").parse().unwrap(),
+                ),
+                sha256: put.blob.sha256,
+                size_bytes: put.blob.size,
+                upload_name: None,
+                content_type: None,
+                uploader: None,
+                created_ts: 1,
+                last_access_ts: None,
+                quarantined: false,
+                quarantined_by: None,
+                purpose: Purpose::None,
+                imported_from: None,
+            },
+            thumbnails: Vec::new(),
+            datastore_id,
+        });
+        if batch.len() == 500 || i + 1 == media {
+            media_db::MediaIndex::insert_media_batch(&db, &batch, &folder)
+                .await
+                .unwrap();
+            batch.clear();
+        }
+    }
+    db.close().await;
+}
+
+/// The check merges the listing with the rows a chunk (1,000 objects) at a time, and
+/// reads each chunk's rows a page (500 rows) at a time: objects missing at the start,
+/// across chunk boundaries, in a run longer than a page, in between and at the end, and
+/// orphans among them, are each found once.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_finds_exactly_the_missing_and_orphan_objects_across_many_chunks() {
+    for db in TestDatabase::both().await {
+        let label = db.label;
+        let cwd = tempfile::tempdir().unwrap();
+        let store = cwd.path().join("store");
+        fill_distinct(&db.url, &store, 2_600).await;
+        let mut conn = any_connection(&db.url).await;
+        let locations: Vec<String> =
+            sqlx::query_scalar("SELECT location FROM blobs ORDER BY sha256")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        let mut removed = BTreeSet::new();
+        for (i, location) in locations.iter().enumerate() {
+            if i == 0 || i + 1 == locations.len() || (1_000..1_700).contains(&i) || i % 97 == 0 {
+                std::fs::remove_file(store.join(location)).unwrap();
+                removed.insert(format!("#1 {location}"));
+            }
+        }
+        let orphans: BTreeSet<String> = (0..5)
+            .map(|i| key_of(&put_at_key(&store, format!("orphan {i}").as_bytes())))
+            .collect();
+
+        for args in [&["check"][..], &["check", "--deep"]] {
+            let report = admin(cwd.path(), &db.url, args, 1);
+            let datastore = &report["datastores"][0];
+            assert_eq!(
+                datastore["objects"],
+                locations.len() - removed.len() + orphans.len(),
+                "{label} {args:?}"
+            );
+            assert_eq!(
+                datastore["missing"]["count"],
+                removed.len(),
+                "{label} {args:?}"
+            );
+            assert_eq!(
+                datastore["orphans"]["count"],
+                orphans.len(),
+                "{label} {args:?}"
+            );
+            assert_eq!(
+                by_reason(&report),
+                counts(&[
+                    ("missing_object", removed.len() as u64),
+                    ("orphan_object", orphans.len() as u64)
+                ]),
+                "{label} {args:?}"
+            );
+            let listed_missing: BTreeSet<String> =
+                listed(&report, "missing_object").into_iter().collect();
+            assert!(listed_missing.is_subset(&removed), "{label} {args:?}");
+            let listed_orphans: BTreeSet<String> = listed(&report, "orphan_object")
+                .into_iter()
+                .map(|item| item.trim_start_matches("#1 ").to_owned())
+                .collect();
+            assert_eq!(listed_orphans, orphans, "{label} {args:?}");
+        }
+    }
+}

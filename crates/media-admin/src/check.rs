@@ -4,14 +4,14 @@
 //! marker checked):
 //!
 //! * **orphans**: objects no blob row of that datastore points at, and whose deletion is
-//!   not queued. The datastore's listing is read as a stream, one chunk at a time, each
-//!   chunk looked up in the rows by digest ([`StoreCheck::object_states`]); the listing is
-//!   in no particular order, so a sorted merge with the rows is not possible, and no side
-//!   is ever held whole;
-//! * **missing**: blob rows whose object is gone. The listing pass counts the listed
-//!   objects rows point at; when that count equals the datastore's rows, none is missing
-//!   and the rows are not walked again. Otherwise (and always with `--deep`) the rows are
-//!   walked in digest order, keyset-paginated, and each object is asked for;
+//!   not queued. The datastore's listing is read as a stream, one chunk at a time, and
+//!   merged with the rows of the chunk's digest range: listings come in key order, which
+//!   is digest order, so the rows are read once, in order, along the primary key of
+//!   `blobs`, and no side is ever held whole;
+//! * **missing**: blob rows whose object is gone: the rows the merge meets that no listed
+//!   object matches (each asked for once more, since a writer may have put its object
+//!   after its folder was listed). With `--deep` the rows are walked again, in digest
+//!   order, and each object is hashed;
 //! * **damaged** (`--deep`): objects whose size or SHA-256 differ from their row, hashed
 //!   while they stream;
 //! * **stale temporary files**: what writers that are gone left in a folder store's
@@ -27,6 +27,7 @@
 //! deleting the rows that point at it: its media may be restored from a backup or
 //! imported again.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -40,8 +41,7 @@ use media_core::ids::Sha256Hex;
 use media_core::progress::{Progress, human_size};
 use media_core::run::{Failures, Reason, Report, RunMode};
 use media_db::{
-    Blob, BlobTransfer, DatastoreUsage, DeletionQueue, ObjectState, RecordedDatastore, Repository,
-    StoreCheck,
+    Blob, BlobTransfer, DatastoreUsage, DeletionQueue, RecordedDatastore, Repository, StoreCheck,
 };
 use media_store::{DatastoreLocation, FileDatastore};
 use serde::Serialize;
@@ -49,8 +49,10 @@ use serde::Serialize;
 use crate::error::AdminError;
 use crate::stores::{Access, QueueDrainer, open_recorded};
 
-/// Listed objects looked up in the rows per query.
+/// Listed objects merged with the rows at a time.
 const LISTING_CHUNK: usize = 1_000;
+/// Chunks of the listing read ahead of the merge.
+const LISTING_CHUNKS_AHEAD: usize = 2;
 /// Blob rows read per page when the rows are walked.
 const ROWS_PAGE: i64 = 500;
 /// Objects asked for (or hashed) at once when the rows are walked.
@@ -311,13 +313,9 @@ impl Checker<'_> {
         problems: &mut Failures<CheckFault>,
     ) -> Result<(), AdminError> {
         let store = open_recorded(self.record, Access::ReadOnly).await?;
-        let referenced = self.listing(store.as_ref(), checked, problems).await?;
-        if self.options.depth == Depth::Content || referenced < checked.rows {
+        self.listing(store.as_ref(), checked, problems).await?;
+        if self.options.depth == Depth::Content {
             self.rows(store.as_ref(), checked, problems).await?;
-        } else {
-            self.progress
-                .items_done
-                .fetch_add(checked.rows, Ordering::Relaxed);
         }
         if let Some(folder) = self.folder() {
             let stale = folder
@@ -333,51 +331,191 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Reads the datastore's listing, a chunk at a time: counts the objects, tallies
-    /// orphans and objects whose deletion is queued; with `--fix`, queues the orphans'
-    /// deletion. Returns how many listed objects rows point at.
+    /// Reads the datastore's listing a chunk at a time (the next chunk is read while
+    /// one is merged), each merged with the rows of its digest range: the listing comes
+    /// in key order, which is digest order, so the rows are read once, in order, along
+    /// the primary key. Counts the objects and tallies orphans, objects whose deletion is
+    /// queued and (without `--deep`, whose walk of the rows finds them) rows whose object
+    /// is missing; with `--fix`, queues the orphans' deletion.
     async fn listing(
         &self,
         store: &dyn Datastore,
         checked: &mut DatastoreCheck,
         problems: &mut Failures<CheckFault>,
-    ) -> Result<u64, AdminError> {
-        let mut referenced = 0;
-        let mut chunks = store.list().try_chunks(LISTING_CHUNK);
-        while let Some(keys) = chunks.try_next().await.map_err(|e| self.store_error(e.1))? {
-            checked.objects += keys.len() as u64;
-            let states = self.repo.object_states(self.record.id, &keys).await?;
-            let mut orphans = Vec::new();
-            for (key, state) in keys.into_iter().zip(states) {
-                match state {
-                    ObjectState::Referenced => referenced += 1,
-                    ObjectState::Queued => {
-                        let size = store.size(&key).await.map_err(|e| self.store_error(e))?;
-                        checked.queued.bytes += size.unwrap_or(0);
+    ) -> Result<(), AdminError> {
+        let (sender, mut chunks) = futures::channel::mpsc::channel(LISTING_CHUNKS_AHEAD);
+        let read = store
+            .list()
+            .try_chunks(LISTING_CHUNK)
+            .map(Ok)
+            .forward(sender);
+        let merge = async {
+            let mut merged_through: Option<Sha256Hex> = None;
+            while let Some(keys) = chunks.next().await {
+                let keys = keys.map_err(|e| self.store_error(e.1))?;
+                checked.objects += keys.len() as u64;
+                let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+                    continue;
+                };
+                let in_order = keys.windows(2).all(|pair| pair[0] < pair[1])
+                    && merged_through
+                        .as_ref()
+                        .is_none_or(|through| first.sha256() > *through);
+                if !in_order {
+                    return Err(self.store_error(StoreError::Io {
+                        operation: "list",
+                        target: self.record.uri.clone(),
+                        source: std::io::Error::other(format!(
+                            "the listing is not in key order (near {first}): objects \
+                             cannot be merged with the rows"
+                        )),
+                    }));
+                }
+                let through = last.sha256();
+                let listed: HashSet<&BlobKey> = keys.iter().collect();
+                let referenced = self
+                    .merge_rows(
+                        store,
+                        merged_through.as_ref(),
+                        Some(&through),
+                        &listed,
+                        checked,
+                        problems,
+                    )
+                    .await?;
+                let unreferenced: Vec<BlobKey> = keys
+                    .iter()
+                    .filter(|key| !referenced.contains(*key))
+                    .cloned()
+                    .collect();
+                self.unreferenced(store, unreferenced, checked, problems)
+                    .await?;
+                merged_through = Some(through);
+            }
+            // The rows after the last listed object have none.
+            self.merge_rows(
+                store,
+                merged_through.as_ref(),
+                None,
+                &HashSet::new(),
+                checked,
+                problems,
+            )
+            .await
+            .map(drop)
+        };
+        // A merge that stopped early drops the receiver, which ends the read.
+        let (_, merged) = futures::join!(read, merge);
+        merged
+    }
+
+    /// Walks the rows whose digest lies after `after` and, when given, not after
+    /// `through`, a page at a time; returns which of `listed` rows point at. A row whose
+    /// object is not listed is asked for again (the object may have been written since
+    /// its folder was listed), and one still missing is tallied and listed, except with
+    /// `--deep`, whose walk of the rows finds it.
+    async fn merge_rows<'k>(
+        &self,
+        store: &dyn Datastore,
+        after: Option<&Sha256Hex>,
+        through: Option<&Sha256Hex>,
+        listed: &HashSet<&'k BlobKey>,
+        checked: &mut DatastoreCheck,
+        problems: &mut Failures<CheckFault>,
+    ) -> Result<HashSet<&'k BlobKey>, AdminError> {
+        let mut referenced = HashSet::new();
+        let mut after = after.cloned();
+        loop {
+            let page = self
+                .repo
+                .blobs_in(self.record.id, None, after.as_ref(), through, ROWS_PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(referenced);
+            };
+            after = Some(last.sha256.clone());
+            let full = page.len() as i64 == ROWS_PAGE;
+            let rows = page.len() as u64;
+            let mut unlisted = Vec::new();
+            for blob in page {
+                match listed.get(&blob.location) {
+                    Some(key) if blob.location.is_for(&blob.sha256) => {
+                        referenced.insert(*key);
                     }
-                    ObjectState::Unreferenced => {
-                        // Gone meanwhile (a drain), it is no orphan.
-                        let Some(size) = store.size(&key).await.map_err(|e| self.store_error(e))?
-                        else {
-                            continue;
-                        };
-                        checked.orphans.add(size);
-                        if !self.options.mode.applies() {
-                            problems.push(
-                                checked.item(&key),
-                                CheckFault::OrphanObject,
-                                format!("{size} bytes no row points at"),
-                            );
-                        }
-                        orphans.push(key);
-                    }
+                    _ => unlisted.push(blob),
                 }
             }
-            if self.options.mode.applies() && !orphans.is_empty() {
-                self.repo.queue_orphans(self.record.id, &orphans).await?;
+            if self.options.depth == Depth::Presence {
+                self.progress.items_done.fetch_add(rows, Ordering::Relaxed);
+                self.confirm_missing(store, unlisted, checked, problems)
+                    .await?;
+            }
+            if !full {
+                return Ok(referenced);
             }
         }
-        Ok(referenced)
+    }
+    /// Listed objects no row points at: tallies those whose deletion is queued, and the
+    /// orphans (listed; with `--fix`, queued for deletion).
+    async fn unreferenced(
+        &self,
+        store: &dyn Datastore,
+        keys: Vec<BlobKey>,
+        checked: &mut DatastoreCheck,
+        problems: &mut Failures<CheckFault>,
+    ) -> Result<(), AdminError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let queued = self.repo.queued_among(self.record.id, &keys).await?;
+        let mut orphans = Vec::new();
+        for key in keys {
+            let size = store.size(&key).await.map_err(|e| self.store_error(e))?;
+            if queued.contains(&key) {
+                checked.queued.bytes += size.unwrap_or(0);
+                continue;
+            }
+            // Gone meanwhile (a drain), it is no orphan.
+            let Some(size) = size else { continue };
+            checked.orphans.add(size);
+            if !self.options.mode.applies() {
+                problems.push(
+                    checked.item(&key),
+                    CheckFault::OrphanObject,
+                    format!("{size} bytes no row points at"),
+                );
+            }
+            orphans.push(key);
+        }
+        if self.options.mode.applies() && !orphans.is_empty() {
+            self.repo.queue_orphans(self.record.id, &orphans).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks for the objects of `blobs` again (see [`Self::merge_rows`]): tallies and lists
+    /// those still missing.
+    async fn confirm_missing(
+        &self,
+        store: &dyn Datastore,
+        blobs: Vec<Blob>,
+        checked: &mut DatastoreCheck,
+        problems: &mut Failures<CheckFault>,
+    ) -> Result<(), AdminError> {
+        let sizes: Vec<_> = futures::stream::iter(blobs)
+            .map(|blob| async move {
+                let size = store.size(&blob.location).await;
+                (blob, size)
+            })
+            .buffer_unordered(CONCURRENT_READS)
+            .collect()
+            .await;
+        for (blob, size) in sizes {
+            if size.map_err(|e| self.store_error(e))?.is_none() {
+                missing(&blob, checked, problems);
+            }
+        }
+        Ok(())
     }
 
     /// Walks the datastore's rows in digest order, asking for (or with `--deep`
@@ -397,7 +535,7 @@ impl Checker<'_> {
         loop {
             let page = self
                 .repo
-                .blobs_in(self.record.id, None, after.as_ref(), ROWS_PAGE)
+                .blobs_in(self.record.id, None, after.as_ref(), None, ROWS_PAGE)
                 .await?;
             let Some(last) = page.last() else {
                 return Ok(());
@@ -421,17 +559,7 @@ impl Checker<'_> {
                 self.progress.items_done.fetch_add(1, Ordering::Relaxed);
                 match finding.map_err(|e| self.store_error(e))? {
                     Finding::Sound => {}
-                    Finding::Missing => {
-                        checked.missing.add(blob.size_bytes);
-                        problems.push(
-                            checked.item(&blob.location),
-                            CheckFault::MissingObject,
-                            format!(
-                                "no object for blob {} ({} bytes)",
-                                blob.sha256, blob.size_bytes
-                            ),
-                        );
-                    }
+                    Finding::Missing => missing(&blob, checked, problems),
                     Finding::Damaged { sha256, size } => {
                         checked.damaged.add(size);
                         problems.push(
@@ -600,6 +728,19 @@ impl Checker<'_> {
             source,
         }
     }
+}
+
+/// Tallies and lists `blob`'s object as missing.
+fn missing(blob: &Blob, checked: &mut DatastoreCheck, problems: &mut Failures<CheckFault>) {
+    checked.missing.add(blob.size_bytes);
+    problems.push(
+        checked.item(&blob.location),
+        CheckFault::MissingObject,
+        format!(
+            "no object for blob {} ({} bytes)",
+            blob.sha256, blob.size_bytes
+        ),
+    );
 }
 
 /// What looking at one blob's object found.

@@ -387,7 +387,7 @@ async fn count_blobs(
     let mut after = None;
     loop {
         let page = repo
-            .blobs_in(from, before, after.as_ref(), PAGE_LIMIT)
+            .blobs_in(from, before, after.as_ref(), None, PAGE_LIMIT)
             .await?;
         let Some(last) = page.last() else {
             return Ok(());
@@ -447,7 +447,7 @@ impl Mover<'_> {
         loop {
             let page = self
                 .repo
-                .blobs_in(self.from, before, after.as_ref(), self.batch_size())
+                .blobs_in(self.from, before, after.as_ref(), None, self.batch_size())
                 .await?;
             let Some(last) = page.last() else {
                 return Ok(());

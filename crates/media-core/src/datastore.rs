@@ -45,6 +45,11 @@ impl BlobKey {
         Sha256Hex::try_from(&self.0[6..]).expect("a BlobKey always ends in a valid digest")
     }
 
+    /// Whether this is the key of a blob with digest `sha256`.
+    pub fn is_for(&self, sha256: &Sha256Hex) -> bool {
+        self.0[6..] == *sha256.as_str()
+    }
+
     /// The key as a `/`-separated string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -377,7 +382,8 @@ pub trait Datastore: Send + Sync + fmt::Debug {
     /// Deletes a blob; deleting a missing blob is not an error.
     async fn delete(&self, key: &BlobKey) -> Result<DeleteStatus, StoreError>;
 
-    /// Every blob key in the store (in no particular order); never a temporary object.
+    /// Every blob key in the store, in ascending order (as S3 lists keys: a check merges
+    /// the listing with the rows in digest order); never a temporary object.
     fn list(&self) -> BoxStream<'_, Result<BlobKey, StoreError>>;
 
     /// Whether the blobs vanish with this process (an in-memory store): a repository

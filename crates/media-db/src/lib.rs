@@ -82,10 +82,10 @@ pub use error::DbError;
 pub use location::{DatabaseLocation, Dialect, IntoDatabaseLocation, redact_url};
 pub use model::{
     Blob, BlobMove, BlobOutcome, BlobTally, DatastoreId, DatastoreUsage, DeletedMedia, DrainReport,
-    InsertOutcome, MediaOutcome, MoveOutcome, NewBlob, NewMedia, ObjectState, PendingDeletion,
-    PinReport, PurgeCandidate, PurgeSelection, PurgeTally, QUARANTINE_CHANGES_PAGE_LIMIT,
-    QuarantineAction, QuarantineChange, QuarantineChangesPage, QuarantineReport, RecordedDatastore,
-    RoomMedia, TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage, UsageTotals,
+    InsertOutcome, MediaOutcome, MoveOutcome, NewBlob, NewMedia, PendingDeletion, PinReport,
+    PurgeCandidate, PurgeSelection, PurgeTally, QUARANTINE_CHANGES_PAGE_LIMIT, QuarantineAction,
+    QuarantineChange, QuarantineChangesPage, QuarantineReport, RecordedDatastore, RoomMedia,
+    TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage, UsageTotals,
 };
 pub use repo::{
     AttachOptions, DatastoreAccess, Repository, connect, connect_existing, connect_for_dry_run,

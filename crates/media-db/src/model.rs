@@ -513,15 +513,3 @@ pub struct Upload {
     /// How many media rows (this one included) share its bytes.
     pub copies: u64,
 }
-
-/// What the repository says of an object found in a datastore (see
-/// [`crate::StoreCheck::object_states`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ObjectState {
-    /// A blob row of this datastore points at it.
-    Referenced,
-    /// No blob row points at it, but its deletion is queued.
-    Queued,
-    /// Nothing points at it, and nothing queues it: an orphan.
-    Unreferenced,
-}

@@ -15,15 +15,14 @@ use futures::stream::BoxStream;
 use media_core::datastore::{BlobKey, Datastore};
 use media_core::ids::{RoomId, ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailRecord};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::error::DbError;
 use crate::model::{
     Blob, BlobMove, BlobOutcome, BlobTally, DatastoreId, DeletedMedia, DrainReport, InsertOutcome,
-    MediaOutcome, MoveOutcome, NewBlob, NewMedia, ObjectState, PendingDeletion, PinReport,
-    PurgeCandidate, PurgeSelection, PurgeTally, QuarantineAction, QuarantineChangesPage,
-    QuarantineReport, RoomMedia, TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage,
-    UsageTotals,
+    MediaOutcome, MoveOutcome, NewBlob, NewMedia, PendingDeletion, PinReport, PurgeCandidate,
+    PurgeSelection, PurgeTally, QuarantineAction, QuarantineChangesPage, QuarantineReport,
+    RoomMedia, TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage, UsageTotals,
 };
 
 /// Which bytes are recorded, and where: the content-addressed index of blobs.
@@ -205,12 +204,14 @@ pub trait BlobTransfer: Send + Sync {
     ) -> Result<BlobTally, DbError>;
 
     /// Up to `limit` blobs of `datastore_id` (created before `created_before` when given)
-    /// whose digest sorts after `after`, in digest order: one page of a keyset walk.
+    /// whose digest sorts after `after` and not after `through` (each when given), in
+    /// digest order: one page of a keyset walk.
     async fn blobs_in(
         &self,
         datastore_id: DatastoreId,
         created_before: Option<i64>,
         after: Option<&Sha256Hex>,
+        through: Option<&Sha256Hex>,
         limit: i64,
     ) -> Result<Vec<Blob>, DbError>;
 
@@ -344,13 +345,13 @@ pub trait UsageReport: Send + Sync {
 /// the usual protocol ([`DeletionQueue`]).
 #[async_trait]
 pub trait StoreCheck: Send + Sync {
-    /// What the rows say of each of `keys`, objects listed in datastore `datastore_id`:
-    /// one state per key, in order.
-    async fn object_states(
+    /// Those of `keys`, objects listed in datastore `datastore_id`, whose deletion from it
+    /// is queued.
+    async fn queued_among(
         &self,
         datastore_id: DatastoreId,
         keys: &[BlobKey],
-    ) -> Result<Vec<ObjectState>, DbError>;
+    ) -> Result<HashSet<BlobKey>, DbError>;
 
     /// Queues for deletion from `datastore_id`, in one transaction, those of `keys` that
     /// are still orphans in it (checked inside the transaction: no blob row points at

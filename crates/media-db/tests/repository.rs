@@ -1371,7 +1371,7 @@ async fn a_datastores_blobs_are_tallied_and_paged_alike() {
         loop {
             let page = f
                 .repo
-                .blobs_in(f.datastore_id, None, after.as_ref(), 2)
+                .blobs_in(f.datastore_id, None, after.as_ref(), None, 2)
                 .await
                 .unwrap();
             let Some(last) = page.last() else { break };

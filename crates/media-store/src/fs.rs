@@ -952,7 +952,8 @@ impl Datastore for FileDatastore {
 
     fn list(&self) -> BoxStream<'_, Result<BlobKey, StoreError>> {
         // Walk the two fan-out levels lazily, one first-level folder (and every folder in
-        // it) per blocking call: a call per folder would cost more than the listing.
+        // it) per blocking call: a call per folder would cost more than the listing. Each
+        // folder's entries are sorted, so the keys come in ascending order.
         let root = self.root.clone();
         let top = stream::once(async move { blocking(move || read_fanout_dir(&root)).await })
             .flat_map(stream_of);
@@ -1006,7 +1007,8 @@ fn is_hex_pair(name: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// The two-hex-digit subfolders of `dir` (temporary and foreign entries are skipped).
+/// The two-hex-digit subfolders of `dir`, sorted (temporary and foreign entries are
+/// skipped).
 fn read_fanout_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|source| io_error("list", dir, source))? {
@@ -1016,10 +1018,11 @@ fn read_fanout_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
             out.push(entry.path());
         }
     }
+    out.sort_unstable();
     Ok(out)
 }
 
-/// The blob keys of files in a second-level folder, checked against the layout.
+/// The blob keys of files in a second-level folder, checked against the layout, sorted.
 fn read_blob_dir(dir: &Path) -> Result<Vec<BlobKey>, StoreError> {
     let mut out = Vec::new();
     let second = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -1039,6 +1042,7 @@ fn read_blob_dir(dir: &Path) -> Result<Vec<BlobKey>, StoreError> {
             out.push(key);
         }
     }
+    out.sort_unstable();
     Ok(out)
 }
 

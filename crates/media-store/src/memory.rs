@@ -136,13 +136,14 @@ impl Datastore for MemoryDatastore {
     }
 
     fn list(&self) -> BoxStream<'_, Result<BlobKey, StoreError>> {
-        let keys: Vec<BlobKey> = self
+        let mut keys: Vec<BlobKey> = self
             .blobs
             .lock()
             .expect("poisoned")
             .keys()
             .cloned()
             .collect();
+        keys.sort_unstable();
         stream::iter(keys.into_iter().map(Ok)).boxed()
     }
 }

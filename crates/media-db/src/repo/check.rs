@@ -1,7 +1,8 @@
-//! What the rows say of a datastore's objects ([`StoreCheck`], `media_admin check`):
-//! objects are looked up by digest (the primary key of `blobs`, the `sha256` index of
-//! `pending_deletions`), a chunk of listed keys per query, so a check reads a datastore's
-//! listing as a stream and never holds more than a chunk of it.
+//! What the rows say of a datastore's objects ([`StoreCheck`], `media_admin check`). The
+//! rows themselves are read in digest order along the primary key of `blobs`
+//! ([`crate::BlobTransfer::blobs_in`], a range per chunk of the listing); this looks up
+//! the queue, by the `sha256` index of `pending_deletions`, for the listed objects no row
+//! points at.
 
 use std::collections::HashSet;
 
@@ -13,56 +14,45 @@ use super::Repository;
 use super::sql::{ROWS_PER_STATEMENT, placeholder_list};
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
-use crate::model::{DatastoreId, ObjectState};
+use crate::model::DatastoreId;
 use crate::roles::StoreCheck;
 
 #[async_trait]
 impl StoreCheck for Repository {
-    async fn object_states(
+    async fn queued_among(
         &self,
         datastore_id: DatastoreId,
         keys: &[BlobKey],
-    ) -> Result<Vec<ObjectState>, DbError> {
-        let mut referenced = HashSet::new();
+    ) -> Result<HashSet<BlobKey>, DbError> {
         let mut queued = HashSet::new();
         for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-            let digests = placeholder_list(self.dialect, chunk.len(), 1);
             // The datastore ID is a number of ours, written into the statement so that
             // the digests are its only (anonymous on SQLite) placeholders.
-            let id = datastore_id.0;
-            let in_blobs = format!(
-                "SELECT location FROM blobs WHERE sha256 IN ({digests}) AND datastore_id = {id}"
-            );
-            let in_queue = format!(
+            let sql = format!(
                 "SELECT location FROM pending_deletions \
-                 WHERE sha256 IN ({digests}) AND datastore_id = {id}"
+                 WHERE sha256 IN ({}) AND datastore_id = {}",
+                placeholder_list(self.dialect, chunk.len(), 1),
+                datastore_id.0
             );
-            for (sql, found) in [(in_blobs, &mut referenced), (in_queue, &mut queued)] {
-                let locations: Vec<String> = on_pool!(&self.pool, |p| {
-                    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
-                    for key in chunk {
-                        query = query.bind(key.sha256().to_string());
-                    }
-                    query
-                        .fetch_all(p)
-                        .await
-                        .during("look up the rows of listed objects")?
-                });
-                found.extend(locations);
-            }
-        }
-        Ok(keys
-            .iter()
-            .map(|key| {
-                if referenced.contains(key.as_str()) {
-                    ObjectState::Referenced
-                } else if queued.contains(key.as_str()) {
-                    ObjectState::Queued
-                } else {
-                    ObjectState::Unreferenced
+            let locations: Vec<String> = on_pool!(&self.pool, |p| {
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                for key in chunk {
+                    query = query.bind(key.sha256().to_string());
                 }
-            })
-            .collect())
+                query
+                    .fetch_all(p)
+                    .await
+                    .during("look up the queued deletions of listed objects")?
+            });
+            let locations: HashSet<String> = locations.into_iter().collect();
+            queued.extend(
+                chunk
+                    .iter()
+                    .filter(|key| locations.contains(key.as_str()))
+                    .cloned(),
+            );
+        }
+        Ok(queued)
     }
 
     async fn queue_orphans(

@@ -60,17 +60,21 @@ impl BlobTransfer for Repository {
         datastore_id: DatastoreId,
         created_before: Option<i64>,
         after: Option<&Sha256Hex>,
+        through: Option<&Sha256Hex>,
         limit: i64,
     ) -> Result<Vec<Blob>, DbError> {
+        // Lowercase hex digests all sort before "g".
+        let past_every_digest = "g";
         let rows: Vec<BlobRow> = on_pool!(&self.pool, |p| {
             sqlx::query_as(
                 "SELECT sha256, size_bytes, datastore_id, location, created_ts FROM blobs \
-                 WHERE datastore_id = $1 AND created_ts < $2 AND sha256 > $3 \
-                 ORDER BY sha256 LIMIT $4",
+                 WHERE datastore_id = $1 AND created_ts < $2 AND sha256 > $3 AND sha256 <= $4 \
+                 ORDER BY sha256 LIMIT $5",
             )
             .bind(datastore_id.0)
             .bind(created_before.unwrap_or(i64::MAX))
             .bind(after.map_or("", |sha256| sha256.as_str()))
+            .bind(through.map_or(past_every_digest, |sha256| sha256.as_str()))
             .bind(limit)
             .fetch_all(p)
             .await
