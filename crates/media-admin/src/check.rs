@@ -40,9 +40,7 @@ use media_core::hashing::{HashingReader, digest_of_read};
 use media_core::ids::Sha256Hex;
 use media_core::progress::{Progress, human_size};
 use media_core::run::{Failures, Reason, Report, RunMode};
-use media_db::{
-    Blob, BlobTransfer, DatastoreUsage, DeletionQueue, RecordedDatastore, Repository, StoreCheck,
-};
+use media_db::{Blob, BlobTransfer, DeletionQueue, RecordedDatastore, Repository, StoreCheck};
 use media_store::{DatastoreLocation, FileDatastore};
 use serde::Serialize;
 
@@ -164,18 +162,18 @@ pub struct DatastoreCheck {
 }
 
 impl DatastoreCheck {
-    fn new(record: &RecordedDatastore, usage: Option<&DatastoreUsage>) -> Self {
+    fn new(record: &RecordedDatastore, rows: u64, queued: u64) -> Self {
         Self {
             id: record.id.0,
             uri: record.uri.clone(),
-            rows: usage.map_or(0, |u| u.blobs),
+            rows,
             objects: 0,
             missing: Tally::default(),
             damaged: Tally::default(),
             orphans: Tally::default(),
             temporaries: None,
             queued: Tally {
-                count: usage.map_or(0, |u| u.queued_deletions),
+                count: queued,
                 ..Tally::default()
             },
         }
@@ -256,19 +254,24 @@ pub async fn check(
     options: CheckOptions,
     progress: Arc<Progress>,
 ) -> Result<CheckReport, AdminError> {
-    let usage = repo.datastore_usage().await?;
     let mut report = CheckReport {
         mode: options.mode,
         depth: options.depth,
         datastores: Vec::new(),
         problems: Failures::default(),
     };
-    progress
-        .items_total
-        .store(usage.iter().map(|u| u.blobs).sum(), Ordering::Relaxed);
-    let mut drainer = QueueDrainer::default();
+    // What the rows hold per datastore, for the progress bar and the report: counted
+    // in `blobs` and the queue alone (the usage figures also join the media).
+    let mut datastores = Vec::new();
     for record in repo.datastore_records().await? {
-        let mut checked = DatastoreCheck::new(&record, usage.iter().find(|u| u.id == record.id));
+        let rows = repo.tally_blobs(record.id, None).await?.blobs;
+        let queued = repo.count_queued(record.id).await?;
+        progress.items_total.fetch_add(rows, Ordering::Relaxed);
+        datastores.push((record, rows, queued));
+    }
+    let mut drainer = QueueDrainer::default();
+    for (record, rows, queued) in datastores {
+        let mut checked = DatastoreCheck::new(&record, rows, queued);
         let run = Checker {
             repo,
             options,

@@ -345,6 +345,9 @@ pub trait UsageReport: Send + Sync {
 /// the usual protocol ([`DeletionQueue`]).
 #[async_trait]
 pub trait StoreCheck: Send + Sync {
+    /// How many object deletions from datastore `datastore_id` are queued.
+    async fn count_queued(&self, datastore_id: DatastoreId) -> Result<u64, DbError>;
+
     /// Those of `keys`, objects listed in datastore `datastore_id`, whose deletion from it
     /// is queued.
     async fn queued_among(

@@ -19,6 +19,17 @@ use crate::roles::StoreCheck;
 
 #[async_trait]
 impl StoreCheck for Repository {
+    async fn count_queued(&self, datastore_id: DatastoreId) -> Result<u64, DbError> {
+        let queued: i64 = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM pending_deletions WHERE datastore_id = $1")
+                .bind(datastore_id.0)
+                .fetch_one(p)
+                .await
+                .during("count a datastore's queued deletions")?
+        });
+        Ok(u64::try_from(queued).unwrap_or(0))
+    }
+
     async fn queued_among(
         &self,
         datastore_id: DatastoreId,
