@@ -48,11 +48,11 @@ use crate::error::AdminError;
 use crate::stores::{Access, QueueDrainer, open_recorded};
 
 /// Listed objects merged with the rows at a time.
-const LISTING_CHUNK: usize = 1_000;
+const LISTING_CHUNK: usize = 4_000;
 /// Chunks of the listing read ahead of the merge.
 const LISTING_CHUNKS_AHEAD: usize = 2;
 /// Blob rows read per page when the rows are walked.
-const ROWS_PAGE: i64 = 500;
+const ROWS_PAGE: i64 = 2_000;
 /// Objects asked for (or hashed) at once when the rows are walked.
 const CONCURRENT_READS: usize = 8;
 
@@ -334,109 +334,143 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Reads the datastore's listing a chunk at a time (the next chunk is read while
-    /// one is merged), each merged with the rows of its digest range: the listing comes
-    /// in key order, which is digest order, so the rows are read once, in order, along
-    /// the primary key. Counts the objects and tallies orphans, objects whose deletion is
-    /// queued and (without `--deep`, whose walk of the rows finds them) rows whose object
-    /// is missing; with `--fix`, queues the orphans' deletion.
+    /// Reads the datastore's listing a chunk at a time, each merged with the rows of its
+    /// digest range: the listing comes in key order, which is digest order, so the rows
+    /// are read once, in order, along the primary key. The next chunks, and the first
+    /// page of the next chunk's rows, are read while one is merged. Counts the objects
+    /// and tallies orphans, objects whose deletion is queued and (without `--deep`, whose
+    /// walk of the rows finds them) rows whose object is missing; with `--fix`, queues
+    /// the orphans' deletion.
     async fn listing(
         &self,
         store: &dyn Datastore,
         checked: &mut DatastoreCheck,
         problems: &mut Failures<CheckFault>,
     ) -> Result<(), AdminError> {
-        let (sender, mut chunks) = futures::channel::mpsc::channel(LISTING_CHUNKS_AHEAD);
+        let (sender, chunks) = futures::channel::mpsc::channel(LISTING_CHUNKS_AHEAD);
         let read = store
             .list()
             .try_chunks(LISTING_CHUNK)
             .map(Ok)
             .forward(sender);
+        let ranges = chunks
+            .scan(None, |merged_through: &mut Option<Sha256Hex>, keys| {
+                let range = keys
+                    .map_err(|e| self.store_error(e.1))
+                    .and_then(|keys| self.range_of(keys, merged_through));
+                std::future::ready(Some(range))
+            })
+            .map(|range| async move {
+                let range = range?;
+                let first_page = self
+                    .rows_page(range.after.as_ref(), Some(&range.through))
+                    .await?;
+                Ok::<_, AdminError>((range, first_page))
+            })
+            .buffered(2);
         let merge = async {
-            let mut merged_through: Option<Sha256Hex> = None;
-            while let Some(keys) = chunks.next().await {
-                let keys = keys.map_err(|e| self.store_error(e.1))?;
-                checked.objects += keys.len() as u64;
-                let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
-                    continue;
-                };
-                let in_order = keys.windows(2).all(|pair| pair[0] < pair[1])
-                    && merged_through
-                        .as_ref()
-                        .is_none_or(|through| first.sha256() > *through);
-                if !in_order {
-                    return Err(self.store_error(StoreError::Io {
-                        operation: "list",
-                        target: self.record.uri.clone(),
-                        source: std::io::Error::other(format!(
-                            "the listing is not in key order (near {first}): objects \
-                             cannot be merged with the rows"
-                        )),
-                    }));
-                }
-                let through = last.sha256();
-                let listed: HashSet<&BlobKey> = keys.iter().collect();
+            futures::pin_mut!(ranges);
+            let mut merged_through = None;
+            while let Some(next) = ranges.next().await {
+                let (range, first_page) = next?;
+                checked.objects += range.keys.len() as u64;
+                let listed: HashSet<&BlobKey> = range.keys.iter().collect();
                 let referenced = self
                     .merge_rows(
                         store,
-                        merged_through.as_ref(),
-                        Some(&through),
+                        first_page,
+                        Some(&range.through),
                         &listed,
                         checked,
                         problems,
                     )
                     .await?;
-                let unreferenced: Vec<BlobKey> = keys
+                let unreferenced: Vec<BlobKey> = range
+                    .keys
                     .iter()
                     .filter(|key| !referenced.contains(*key))
                     .cloned()
                     .collect();
                 self.unreferenced(store, unreferenced, checked, problems)
                     .await?;
-                merged_through = Some(through);
+                merged_through = Some(range.through);
             }
             // The rows after the last listed object have none.
-            self.merge_rows(
-                store,
-                merged_through.as_ref(),
-                None,
-                &HashSet::new(),
-                checked,
-                problems,
-            )
-            .await
-            .map(drop)
+            let tail = self.rows_page(merged_through.as_ref(), None).await?;
+            self.merge_rows(store, tail, None, &HashSet::new(), checked, problems)
+                .await
+                .map(drop)
         };
-        // A merge that stopped early drops the receiver, which ends the read.
+        // A merge that stopped early drops the chunks, which ends the read.
         let (_, merged) = futures::join!(read, merge);
         merged
     }
 
-    /// Walks the rows whose digest lies after `after` and, when given, not after
-    /// `through`, a page at a time; returns which of `listed` rows point at. A row whose
-    /// object is not listed is asked for again (the object may have been written since
-    /// its folder was listed), and one still missing is tallied and listed, except with
-    /// `--deep`, whose walk of the rows finds it.
+    /// The digest range of a chunk of the listing, the ranges before it having reached
+    /// `merged_through` (which it advances); an error if the listing is not in key order.
+    fn range_of(
+        &self,
+        keys: Vec<BlobKey>,
+        merged_through: &mut Option<Sha256Hex>,
+    ) -> Result<ListedRange, AdminError> {
+        let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+            unreachable!("a chunk of a stream is never empty");
+        };
+        let in_order = keys.windows(2).all(|pair| pair[0] < pair[1])
+            && merged_through
+                .as_ref()
+                .is_none_or(|through| first.sha256() > *through);
+        if !in_order {
+            return Err(self.store_error(StoreError::Io {
+                operation: "list",
+                target: self.record.uri.clone(),
+                source: std::io::Error::other(format!(
+                    "the listing is not in key order (near {first}): objects cannot be \
+                     merged with the rows"
+                )),
+            }));
+        }
+        let through = last.sha256();
+        Ok(ListedRange {
+            after: merged_through.replace(through.clone()),
+            through,
+            keys,
+        })
+    }
+
+    /// The first page of the datastore's rows whose digest lies after `after` and, when
+    /// given, not after `through`.
+    async fn rows_page(
+        &self,
+        after: Option<&Sha256Hex>,
+        through: Option<&Sha256Hex>,
+    ) -> Result<Vec<Blob>, AdminError> {
+        Ok(self
+            .repo
+            .blobs_in(self.record.id, None, after, through, ROWS_PAGE)
+            .await?)
+    }
+
+    /// Merges `page`, the first page of the rows up to `through` (all of them without
+    /// it), and the pages after it, with `listed`; returns which of `listed` rows point
+    /// at. A row whose object is not listed is asked for again (the object may have been
+    /// written since its folder was listed), and one still missing is tallied and listed,
+    /// except with `--deep`, whose walk of the rows finds it.
     async fn merge_rows<'k>(
         &self,
         store: &dyn Datastore,
-        after: Option<&Sha256Hex>,
+        mut page: Vec<Blob>,
         through: Option<&Sha256Hex>,
         listed: &HashSet<&'k BlobKey>,
         checked: &mut DatastoreCheck,
         problems: &mut Failures<CheckFault>,
     ) -> Result<HashSet<&'k BlobKey>, AdminError> {
         let mut referenced = HashSet::new();
-        let mut after = after.cloned();
         loop {
-            let page = self
-                .repo
-                .blobs_in(self.record.id, None, after.as_ref(), through, ROWS_PAGE)
-                .await?;
             let Some(last) = page.last() else {
                 return Ok(referenced);
             };
-            after = Some(last.sha256.clone());
+            let after = last.sha256.clone();
             let full = page.len() as i64 == ROWS_PAGE;
             let rows = page.len() as u64;
             let mut unlisted = Vec::new();
@@ -456,8 +490,10 @@ impl Checker<'_> {
             if !full {
                 return Ok(referenced);
             }
+            page = self.rows_page(Some(&after), through).await?;
         }
     }
+
     /// Listed objects no row points at: tallies those whose deletion is queued, and the
     /// orphans (listed; with `--fix`, queued for deletion).
     async fn unreferenced(
@@ -731,6 +767,16 @@ impl Checker<'_> {
             source,
         }
     }
+}
+
+/// A chunk of the listing and the digest range of the rows it is merged with.
+struct ListedRange {
+    /// The end of the range before (none for the first).
+    after: Option<Sha256Hex>,
+    /// The digest of the chunk's last key.
+    through: Sha256Hex,
+    /// The listed keys, in order.
+    keys: Vec<BlobKey>,
 }
 
 /// Tallies and lists `blob`'s object as missing.
