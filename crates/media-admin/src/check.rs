@@ -27,7 +27,6 @@
 //! deleting the rows that point at it: its media may be restored from a backup or
 //! imported again.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -374,22 +373,21 @@ impl Checker<'_> {
             while let Some(next) = ranges.next().await {
                 let (range, first_page) = next?;
                 checked.objects += range.keys.len() as u64;
-                let listed: HashSet<&BlobKey> = range.keys.iter().collect();
                 let referenced = self
                     .merge_rows(
                         store,
                         first_page,
                         Some(&range.through),
-                        &listed,
+                        &range.keys,
                         checked,
                         problems,
                     )
                     .await?;
                 let unreferenced: Vec<BlobKey> = range
                     .keys
-                    .iter()
-                    .filter(|key| !referenced.contains(*key))
-                    .cloned()
+                    .into_iter()
+                    .zip(referenced)
+                    .filter_map(|(key, referenced)| (!referenced).then_some(key))
                     .collect();
                 self.unreferenced(store, unreferenced, checked, problems)
                     .await?;
@@ -397,7 +395,7 @@ impl Checker<'_> {
             }
             // The rows after the last listed object have none.
             let tail = self.rows_page(merged_through.as_ref(), None).await?;
-            self.merge_rows(store, tail, None, &HashSet::new(), checked, problems)
+            self.merge_rows(store, tail, None, &[], checked, problems)
                 .await
                 .map(drop)
         };
@@ -452,20 +450,25 @@ impl Checker<'_> {
     }
 
     /// Merges `page`, the first page of the rows up to `through` (all of them without
-    /// it), and the pages after it, with `listed`; returns which of `listed` rows point
-    /// at. A row whose object is not listed is asked for again (the object may have been
-    /// written since its folder was listed), and one still missing is tallied and listed,
-    /// except with `--deep`, whose walk of the rows finds it.
-    async fn merge_rows<'k>(
+    /// it), and the pages after it, with `keys` (listed, in order); returns, for each
+    /// key, whether a row points at it. A row whose object is not listed is asked for
+    /// again (the object may have been written since its folder was listed), and one
+    /// still missing is tallied and listed, except with `--deep`, whose walk of the rows
+    /// finds it.
+    async fn merge_rows(
         &self,
         store: &dyn Datastore,
         mut page: Vec<Blob>,
         through: Option<&Sha256Hex>,
-        listed: &HashSet<&'k BlobKey>,
+        keys: &[BlobKey],
         checked: &mut DatastoreCheck,
         problems: &mut Failures<CheckFault>,
-    ) -> Result<HashSet<&'k BlobKey>, AdminError> {
-        let mut referenced = HashSet::new();
+    ) -> Result<Vec<bool>, AdminError> {
+        let mut referenced = vec![false; keys.len()];
+        // The first key no row has passed: rows come in digest order, which is the
+        // order of their keys (for a row whose location is its digest's key; any other
+        // row points at no listed object).
+        let mut next = 0;
         loop {
             let Some(last) = page.last() else {
                 return Ok(referenced);
@@ -475,12 +478,17 @@ impl Checker<'_> {
             let rows = page.len() as u64;
             let mut unlisted = Vec::new();
             for blob in page {
-                match listed.get(&blob.location) {
-                    Some(key) if blob.location.is_for(&blob.sha256) => {
-                        referenced.insert(*key);
+                if blob.location.is_for(&blob.sha256) {
+                    while keys.get(next).is_some_and(|key| *key < blob.location) {
+                        next += 1;
                     }
-                    _ => unlisted.push(blob),
+                    if keys.get(next) == Some(&blob.location) {
+                        referenced[next] = true;
+                        next += 1;
+                        continue;
+                    }
                 }
+                unlisted.push(blob);
             }
             if self.options.depth == Depth::Presence {
                 self.progress.items_done.fetch_add(rows, Ordering::Relaxed);

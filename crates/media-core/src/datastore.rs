@@ -31,13 +31,31 @@ impl BlobKey {
     /// Parses a key read back from a store or a database; only the exact layout
     /// produced by [`BlobKey::for_hash`] is accepted.
     pub fn parse(key: &str) -> Option<Self> {
-        let mut parts = key.split('/');
-        let (a, b, hex) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
-            return None;
+        Self::is_layout(key).then(|| Self(key.to_owned()))
+    }
+
+    /// [`BlobKey::parse`] of a string it keeps (a listing or a row reads millions), or
+    /// the string back when it is not a key.
+    pub fn parse_owned(key: String) -> Result<Self, String> {
+        if Self::is_layout(&key) {
+            Ok(Self(key))
+        } else {
+            Err(key)
         }
-        let sha256 = Sha256Hex::try_from(hex).ok()?;
-        (a == &hex[0..2] && b == &hex[2..4]).then(|| Self::for_hash(&sha256))
+    }
+
+    /// Whether `key` is exactly what [`BlobKey::for_hash`] makes of some digest.
+    fn is_layout(key: &str) -> bool {
+        let mut parts = key.split('/');
+        let (Some(a), Some(b), Some(hex), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        hex.len() == Sha256Hex::LEN
+            && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            && a == &hex[0..2]
+            && b == &hex[2..4]
     }
 
     /// The digest this key was derived from.
@@ -475,7 +493,8 @@ mod tests {
             "ba/78/ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(key.sha256(), hash);
-        assert_eq!(BlobKey::parse(key.as_str()), Some(key));
+        assert_eq!(BlobKey::parse(key.as_str()), Some(key.clone()));
+        assert_eq!(BlobKey::parse_owned(key.to_string()), Ok(key));
     }
 
     #[test]
@@ -491,6 +510,7 @@ mod tests {
             String::new(),
         ] {
             assert_eq!(BlobKey::parse(&bad), None, "{bad}");
+            assert_eq!(BlobKey::parse_owned(bad.clone()), Err(bad.clone()));
         }
     }
 

@@ -141,14 +141,17 @@ pub(crate) struct BlobRow {
 impl BlobRow {
     /// Validates the row.
     pub fn into_blob(self) -> Result<Blob, DbError> {
-        let bad = invalid("blobs", self.sha256.clone());
+        let bad = |reason: String| invalid("blobs", self.sha256.clone())(reason);
+        let sha256 = Sha256Hex::try_from(self.sha256.as_str()).map_err(|e| bad(e.to_string()))?;
+        let size_bytes = u64::try_from(self.size_bytes)
+            .map_err(|_| bad(format!("negative size {}", self.size_bytes)))?;
+        let location = BlobKey::parse_owned(self.location)
+            .map_err(|location| bad(format!("location {location:?} is not a blob key")))?;
         Ok(Blob {
-            sha256: Sha256Hex::try_from(self.sha256.as_str()).map_err(|e| bad(e.to_string()))?,
-            size_bytes: u64::try_from(self.size_bytes)
-                .map_err(|_| bad(format!("negative size {}", self.size_bytes)))?,
+            sha256,
+            size_bytes,
             datastore_id: DatastoreId(self.datastore_id),
-            location: BlobKey::parse(&self.location)
-                .ok_or_else(|| bad(format!("location {:?} is not a blob key", self.location)))?,
+            location,
             created_ts: self.created_ts,
         })
     }

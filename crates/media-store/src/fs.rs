@@ -1035,8 +1035,7 @@ fn read_blob_dir(dir: &Path) -> Result<Vec<BlobKey>, StoreError> {
         let entry = entry.map_err(|source| io_error("list", dir, source))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let candidate = format!("{first}/{second}/{name}");
-        if let Some(key) = BlobKey::parse(&candidate)
+        if let Ok(key) = BlobKey::parse_owned(format!("{first}/{second}/{name}"))
             && entry.file_type().is_ok_and(|t| t.is_file())
         {
             out.push(key);
