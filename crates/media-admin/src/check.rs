@@ -565,25 +565,19 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Walks the datastore's rows in digest order, asking for (or with `--deep`
-    /// hashing) each object: tallies and lists the missing and damaged ones.
+    /// `--deep`: walks the datastore's rows in digest order and hashes each object:
+    /// tallies and lists the missing and damaged ones.
     async fn rows(
         &self,
         store: &dyn Datastore,
         checked: &mut DatastoreCheck,
         problems: &mut Failures<CheckFault>,
     ) -> Result<(), AdminError> {
-        // `--deep` on a folder store hashes a page at a time on blocking threads.
-        let hashed_in_folder = match self.options.depth {
-            Depth::Content => self.folder().map(Arc::new),
-            Depth::Presence => None,
-        };
+        // A folder store hashes a page at a time on blocking threads.
+        let hashed_in_folder = self.folder().map(Arc::new);
         let mut after = None;
         loop {
-            let page = self
-                .repo
-                .blobs_in(self.record.id, None, after.as_ref(), None, ROWS_PAGE)
-                .await?;
+            let page = self.rows_page(after.as_ref(), None).await?;
             let Some(last) = page.last() else {
                 return Ok(());
             };
@@ -627,14 +621,8 @@ impl Checker<'_> {
         }
     }
 
-    /// Whether `blob`'s object is there (and with `--deep`, whole and right).
+    /// Whether `blob`'s object is there, whole and right (read and hashed).
     async fn look_at(&self, store: &dyn Datastore, blob: &Blob) -> Result<Finding, StoreError> {
-        if self.options.depth == Depth::Presence {
-            return Ok(match store.size(&blob.location).await? {
-                Some(_) => Finding::Sound,
-                None => Finding::Missing,
-            });
-        }
         let payload = match store.open(&blob.location, None).await {
             Ok(payload) => payload,
             Err(StoreError::NotFound { .. }) => return Ok(Finding::Missing),
