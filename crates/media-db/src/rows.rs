@@ -128,8 +128,8 @@ impl ThumbnailRow {
     }
 }
 
-/// A row of `blobs`, as stored.
-#[derive(Debug, sqlx::FromRow)]
+/// A row of `blobs`, as stored (also read from a JSON array of its columns, in order).
+#[derive(Debug, sqlx::FromRow, serde::Deserialize)]
 pub(crate) struct BlobRow {
     pub sha256: String,
     pub size_bytes: i64,
@@ -141,18 +141,28 @@ pub(crate) struct BlobRow {
 impl BlobRow {
     /// Validates the row.
     pub fn into_blob(self) -> Result<Blob, DbError> {
-        let bad = |reason: String| invalid("blobs", self.sha256.clone())(reason);
-        let sha256 = Sha256Hex::try_from(self.sha256.as_str()).map_err(|e| bad(e.to_string()))?;
-        let size_bytes = u64::try_from(self.size_bytes)
-            .map_err(|_| bad(format!("negative size {}", self.size_bytes)))?;
-        let location = BlobKey::parse_owned(self.location)
+        let Self {
+            sha256,
+            size_bytes,
+            datastore_id,
+            location,
+            created_ts,
+        } = self;
+        // The digest is checked in place, not copied: an invalid one is named by the
+        // error, and the row by its location.
+        let sha256 = Sha256Hex::try_from(sha256)
+            .map_err(|e| invalid("blobs", location.clone())(e.to_string()))?;
+        let bad = |reason: String| invalid("blobs", sha256.to_string())(reason);
+        let size_bytes =
+            u64::try_from(size_bytes).map_err(|_| bad(format!("negative size {size_bytes}")))?;
+        let location = BlobKey::parse_owned(location)
             .map_err(|location| bad(format!("location {location:?} is not a blob key")))?;
         Ok(Blob {
             sha256,
             size_bytes,
-            datastore_id: DatastoreId(self.datastore_id),
+            datastore_id: DatastoreId(datastore_id),
             location,
-            created_ts: self.created_ts,
+            created_ts,
         })
     }
 }

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use media_core::datastore::{Datastore, DatastoreExt};
+use media_core::datastore::{BlobKey, Datastore, DatastoreExt};
 use media_core::ids::{Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, ThumbnailRecord};
 use media_db::{
@@ -789,6 +789,70 @@ async fn pinning_reports_new_existing_and_missing_media() {
         assert_eq!(stored.purpose, Purpose::Pinned);
     })
     .await;
+}
+
+/// A page of blobs comes back exactly as its rows hold them (sizes and times beyond
+/// what a double holds exactly, in digest order whatever the insertion order), and a row
+/// whose location is no blob key, however it is spelled, is named in the error instead of
+/// being returned.
+#[tokio::test]
+async fn a_page_of_blobs_is_read_exactly_and_a_bad_row_is_named() {
+    for db in TestDatabase::both().await {
+        let repo = connect(&db.url).await.unwrap();
+        let ds = repo.register_datastore("memory://pages").await.unwrap();
+        let mut c = media_tests::any_connection(&db.url).await;
+        let insert = "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
+                      VALUES ($1, $2, $3, $4, $5)";
+        let rows = [
+            ("ee", (1i64 << 53) + 1, i64::MAX - 1),
+            ("00", 0, -1),
+            ("7a", 4096, 1_700_000_000_123),
+        ];
+        for (byte, size, created_ts) in rows {
+            let sha256 = Sha256Hex::try_from(byte.repeat(32).as_str()).unwrap();
+            sqlx::query(insert)
+                .bind(sha256.as_str())
+                .bind(size)
+                .bind(ds.0)
+                .bind(BlobKey::for_hash(&sha256).as_str())
+                .bind(created_ts)
+                .execute(&mut c)
+                .await
+                .unwrap();
+        }
+        let page = repo.blobs_in(ds, None, None, None, 10).await.unwrap();
+        let read: Vec<_> = page
+            .iter()
+            .map(|b| (&b.sha256.as_str()[..2], b.size_bytes, b.created_ts))
+            .collect();
+        let expected = [
+            ("00", 0u64, -1i64),
+            ("7a", 4096, 1_700_000_000_123),
+            ("ee", (1u64 << 53) + 1, i64::MAX - 1),
+        ];
+        assert_eq!(read, expected, "{}", db.label);
+        assert!(
+            page.iter()
+                .all(|b| b.datastore_id == ds && b.location == BlobKey::for_hash(&b.sha256))
+        );
+        let hostile = "ff/ff/\"quoted\"\n\u{e9}\\";
+        sqlx::query(insert)
+            .bind("f".repeat(64))
+            .bind(1i64)
+            .bind(ds.0)
+            .bind(hostile)
+            .bind(0i64)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let refused = repo.blobs_in(ds, None, None, None, 10).await.unwrap_err();
+        let DbError::InvalidRow { table, reason, .. } = &refused else {
+            panic!("{}: {refused}", db.label);
+        };
+        assert_eq!(*table, "blobs");
+        assert!(reason.contains(&format!("{hostile:?}")), "{reason}");
+        repo.close().await;
+    }
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ use media_core::now_ms;
 
 use super::Repository;
 use super::attach::new_marker;
-use crate::connect::on_pool;
+use crate::connect::{Pool, on_pool};
 use crate::error::{DbError, QueryContext};
 use crate::model::{Blob, BlobMove, BlobTally, DatastoreId, MoveOutcome};
 use crate::roles::BlobTransfer;
@@ -65,21 +65,46 @@ impl BlobTransfer for Repository {
     ) -> Result<Vec<Blob>, DbError> {
         // Lowercase hex digests all sort before "g".
         let past_every_digest = "g";
-        let rows: Vec<BlobRow> = on_pool!(&self.pool, |p| {
-            sqlx::query_as(
-                "SELECT sha256, size_bytes, datastore_id, location, created_ts FROM blobs \
-                 WHERE datastore_id = $1 AND created_ts < $2 AND sha256 > $3 AND sha256 <= $4 \
-                 ORDER BY sha256 LIMIT $5",
-            )
+        // The page comes back as one row, a JSON array of rows: reading rows one at a
+        // time cost more than the database's own work (sqlx copies every value and, on
+        // SQLite, hands each row over from its worker thread), most of a check's time at
+        // a million objects.
+        let page: Option<String> = on_pool!(&self.pool, |p| {
+            let aggregate = match self.pool {
+                Pool::Sqlite(_) => {
+                    "json_group_array(json_array(sha256, size_bytes, \
+                     datastore_id, location, created_ts))"
+                }
+                Pool::Postgres(_) => {
+                    "CAST(json_agg(json_build_array(sha256, size_bytes, \
+                     datastore_id, location, created_ts)) AS TEXT)"
+                }
+            };
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT {aggregate} FROM (SELECT sha256, size_bytes, datastore_id, location, \
+                 created_ts FROM blobs WHERE datastore_id = $1 AND created_ts < $2 \
+                 AND sha256 > $3 AND sha256 <= $4 ORDER BY sha256 LIMIT $5) page"
+            )))
             .bind(datastore_id.0)
             .bind(created_before.unwrap_or(i64::MAX))
             .bind(after.map_or("", |sha256| sha256.as_str()))
             .bind(through.map_or(past_every_digest, |sha256| sha256.as_str()))
             .bind(limit)
-            .fetch_all(p)
+            .fetch_one(p)
             .await
             .during("read a page of a datastore's blobs")?
         });
+        let mut rows: Vec<BlobRow> = match page {
+            // PostgreSQL's aggregate of no rows is NULL.
+            None => Vec::new(),
+            Some(page) => serde_json::from_str(&page)
+                .map_err(|e| sqlx::Error::Decode(e.into()))
+                .during("read a page of a datastore's blobs")?,
+        };
+        // An aggregate promises no order, and asking it for one makes the database sort
+        // again; the rows arrive in order all the same, which this sort confirms in one
+        // pass.
+        rows.sort_by(|a, b| a.sha256.cmp(&b.sha256));
         rows.into_iter().map(BlobRow::into_blob).collect()
     }
 
