@@ -51,7 +51,7 @@ const LISTING_CHUNK: usize = 4_000;
 /// Chunks of the listing read ahead of the merge.
 const LISTING_CHUNKS_AHEAD: usize = 2;
 /// Blob rows read per page when the rows are walked.
-const ROWS_PAGE: i64 = 2_000;
+const ROWS_PAGE: i64 = 5_000;
 /// Objects asked for (or hashed) at once when the rows are walked.
 const CONCURRENT_READS: usize = 8;
 
@@ -161,20 +161,17 @@ pub struct DatastoreCheck {
 }
 
 impl DatastoreCheck {
-    fn new(record: &RecordedDatastore, rows: u64, queued: u64) -> Self {
+    fn new(record: &RecordedDatastore) -> Self {
         Self {
             id: record.id.0,
             uri: record.uri.clone(),
-            rows,
+            rows: 0,
             objects: 0,
             missing: Tally::default(),
             damaged: Tally::default(),
             orphans: Tally::default(),
             temporaries: None,
-            queued: Tally {
-                count: queued,
-                ..Tally::default()
-            },
+            queued: Tally::default(),
         }
     }
 
@@ -259,30 +256,35 @@ pub async fn check(
         datastores: Vec::new(),
         problems: Failures::default(),
     };
-    // What the rows hold per datastore, for the progress bar and the report: counted
-    // in `blobs` and the queue alone (the usage figures also join the media).
-    let mut datastores = Vec::new();
-    for record in repo.datastore_records().await? {
-        let rows = repo.tally_blobs(record.id, None).await?.blobs;
-        let queued = repo.count_queued(record.id).await?;
-        progress.items_total.fetch_add(rows, Ordering::Relaxed);
-        datastores.push((record, rows, queued));
-    }
     let mut drainer = QueueDrainer::default();
-    for (record, rows, queued) in datastores {
-        let mut checked = DatastoreCheck::new(&record, rows, queued);
+    for record in repo.datastore_records().await? {
+        let mut checked = DatastoreCheck::new(&record);
         let run = Checker {
             repo,
             options,
             record: &record,
             progress: &progress,
         };
-        if let Err(e) = run.datastore(&mut checked, &mut report.problems).await {
-            report.problems.push(
-                format!("#{} {}", record.id.0, record.uri),
-                CheckFault::CheckFailed,
-                e.to_string(),
-            );
+        // The rows and the queue are counted beside the check, not before it: counting
+        // reads the whole table, which would add to the check's time.
+        let (counted, done) = futures::join!(
+            run.count(),
+            run.datastore(&mut checked, &mut report.problems)
+        );
+        for result in [
+            counted.map(|(rows, queued)| {
+                checked.rows = rows;
+                checked.queued.count = queued;
+            }),
+            done,
+        ] {
+            if let Err(e) = result {
+                report.problems.push(
+                    format!("#{} {}", record.id.0, record.uri),
+                    CheckFault::CheckFailed,
+                    e.to_string(),
+                );
+            }
         }
         if options.mode.applies()
             && let Err(e) = run.repair(&mut checked, &mut drainer).await
@@ -308,6 +310,15 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// The datastore's blob rows and queued deletions; adds the rows to the progress
+    /// bar's total.
+    async fn count(&self) -> Result<(u64, u64), AdminError> {
+        let rows = self.repo.tally_blobs(self.record.id, None).await?.blobs;
+        self.progress.items_total.fetch_add(rows, Ordering::Relaxed);
+        let queued = self.repo.count_queued(self.record.id).await?;
+        Ok((rows, queued))
+    }
+
     /// Finds the faults of the datastore (orphans listed as they are found).
     async fn datastore(
         &self,
