@@ -50,7 +50,8 @@ use crate::stores::{Access, QueueDrainer, open_recorded};
 const LISTING_CHUNK: usize = 4_000;
 /// Chunks of the listing read ahead of the merge.
 const LISTING_CHUNKS_AHEAD: usize = 2;
-/// Blob rows read per page when the rows are walked.
+/// Blob rows read per page: more than a chunk of the listing holds when every row has
+/// its object, so the page read ahead for a chunk usually covers all of its rows.
 const ROWS_PAGE: i64 = 5_000;
 /// Objects asked for (or hashed) at once when the rows are walked.
 const CONCURRENT_READS: usize = 8;
