@@ -18,7 +18,12 @@
 //! - `purge remote --before 1d` (every media) on a fresh copy of the database and of the
 //!   store, against `find COPY -mindepth 2 -delete` on another fresh copy of the store:
 //!   the same work (every file and every folder below the top-level ones, which the
-//!   purge removes when they are left empty).
+//!   purge removes when they are left empty);
+//! - with `synapse` in `BENCH_PHASES` (and `SYNAPSE_PYTHON` set, as for the tests):
+//!   Synapse's own `purge_media_cache` through its admin API, a live Synapse on a copy of
+//!   the real-Synapse fixture into which the generated remote cache (rows and files) is
+//!   merged, against `purge remote` with the same cutoff on a second such copy (SQLite
+//!   only).
 //!
 //! `BENCH_PHASES` (default `check,purge`) chooses the measurements, `BENCH_ENGINES`
 //! (default `sqlite,postgres`) the databases, `TMPDIR` the filesystem. The purge needs
@@ -28,14 +33,18 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use media_tests::TestDatabase;
+use sqlx::{AssertSqlSafe, Connection};
+
 use media_tests::bench::{
     TimedRun, copy_database, copy_tree, count_files, drop_database_copy, env_or,
     read_into_page_cache, run_timed, time_shell,
 };
+use media_tests::live_synapse::LiveSynapse;
+use media_tests::synapse_store::{Engine, Store, copy_fixture};
 use media_tests::synthetic_synapse::{
     SyntheticSpec, SyntheticStore, copy_into_postgres, write_synapse_sqlite,
 };
+use media_tests::{TestDatabase, any_connection};
 
 /// `synapse_media --synapse-db DB --media-store STORE ARGS… --json`.
 fn synapse_media(db: &str, store: &Path, args: &[&str]) -> Command {
@@ -121,6 +130,104 @@ async fn bench_purge(engine: &str, db: &str, store: &SyntheticStore, runs: usize
     }
 }
 
+/// A copy of the real-Synapse fixture (SQLite) with the generated remote cache merged
+/// into it: its rows (the columns both schemas have) and its files.
+async fn fixture_with_cache(store: &SyntheticStore) -> Store {
+    let merged = copy_fixture(Engine::Sqlite).await;
+    let mut conn = any_connection(&merged.db_url).await;
+    sqlx::query(AssertSqlSafe(format!(
+        "ATTACH DATABASE '{}' AS generated",
+        store.sqlite_path.display()
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for table in ["remote_media_cache", "remote_media_cache_thumbnails"] {
+        let columns_of =
+            |schema: &str| format!("SELECT name FROM pragma_table_info('{table}', '{schema}')");
+        let theirs: Vec<String> = sqlx::query_scalar(AssertSqlSafe(columns_of("main")))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let generated: Vec<String> = sqlx::query_scalar(AssertSqlSafe(columns_of("generated")))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let columns = generated
+            .into_iter()
+            .filter(|c| theirs.contains(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO main.{table} ({columns}) SELECT {columns} FROM generated.{table}"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+    // Into the fixture's own folders of the same names; synced, so that no deleter
+    // waits for the copy's writeback.
+    for folder in ["remote_content", "remote_thumbnail"] {
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(store.media_store.join(folder))
+            .arg(&merged.media_store)
+            .status()
+            .unwrap();
+        assert!(status.success(), "copying {folder}");
+    }
+    assert!(Command::new("sync").status().unwrap().success());
+    merged
+}
+
+/// Synapse's own `purge_media_cache` (its admin API, a live Synapse on a copy of the
+/// fixture holding the generated remote cache) against `purge remote` with the same
+/// cutoff on a second copy of the same store.
+async fn bench_synapse(store: &SyntheticStore, runs: usize) {
+    if std::env::var("SYNAPSE_PYTHON").is_err() {
+        eprintln!("SYNAPSE_PYTHON is not set: Synapse's own purge skipped");
+        return;
+    }
+    for run in 1..=runs {
+        let theirs = fixture_with_cache(store).await;
+        let ours = fixture_with_cache(store).await;
+        let files = count_files(&theirs.media_store);
+        let before = media_core::now_ms().to_string();
+        let synapse = LiveSynapse::serve(theirs.dir.path(), None);
+        let started = Instant::now();
+        let answer = synapse.admin(
+            "POST",
+            &format!("/_synapse/admin/v1/purge_media_cache?before_ts={before}"),
+            &serde_json::json!({}),
+        );
+        let synapse_elapsed = started.elapsed();
+        drop(synapse);
+        let deleted = answer["deleted"].as_u64().unwrap() as usize;
+        let purge = run_timed(&synapse_media(
+            &ours.db_url,
+            &ours.media_store,
+            &["purge", "remote", "--before", &before, "-q"],
+        ));
+        assert!(purge.status.success(), "purge: {}", purge.stderr);
+        let report: serde_json::Value = serde_json::from_slice(&purge.stdout).unwrap();
+        assert_eq!(report["media_deleted"], deleted, "{report}");
+        println!(
+            "| sqlite | {deleted} remote media of {files} files | Synapse's `purge_media_cache` \
+             #{run} | {} | {} files and {} empty folders left | `purge remote` {} | {} | **{:.1}×** \
+             | {} files and {} empty folders left |",
+            rate(synapse_elapsed, deleted),
+            count_files(&theirs.media_store),
+            theirs.empty_folders().len(),
+            rate(purge.elapsed, deleted),
+            purge.peak(),
+            synapse_elapsed.as_secs_f64() / purge.elapsed.as_secs_f64(),
+            count_files(&ours.media_store),
+            ours.empty_folders().len(),
+        );
+    }
+}
+
 async fn bench(engine: &str, db: &str, store: &SyntheticStore, runs: usize) {
     let phases: String = env_or("BENCH_PHASES", "check,purge".to_owned());
     if phases.contains("check") {
@@ -128,6 +235,9 @@ async fn bench(engine: &str, db: &str, store: &SyntheticStore, runs: usize) {
     }
     if phases.contains("purge") {
         bench_purge(engine, db, store, runs).await;
+    }
+    if phases.contains("synapse") && engine == "sqlite" {
+        bench_synapse(store, runs).await;
     }
 }
 
