@@ -162,6 +162,69 @@ async fn purge_remote_deletes_what_purge_media_cache_selects_and_leaves_no_empty
     }
 }
 
+/// Two remote rows naming one file (the same origin and filesystem ID): purging one
+/// leaves the file for the other, purging the other then removes it, and purging both in
+/// one run removes it once.
+#[tokio::test]
+async fn a_remote_file_two_rows_name_goes_only_with_the_last_of_them() {
+    for engine in ENGINES {
+        for both_at_once in [false, true] {
+            let store = copy_fixture(engine).await;
+            let image = media_id(engine, "remote_image");
+            let copy = media_id(engine, "remote_shared_copy");
+            let named = |media: &str| {
+                format!(
+                    "SELECT media_origin || ' ' || filesystem_id FROM remote_media_cache WHERE media_id = '{media}'"
+                )
+            };
+            let file = store.lines(&named(&image)).await.pop_first().unwrap();
+            let (origin, fid) = file.split_once(' ').unwrap();
+            let path = store
+                .media_store
+                .join(format!("remote_content/{origin}/{}", fan_out(fid)));
+            let copy_access = if both_at_once { 1_000 } else { now_ms() };
+            store
+                .execute(&format!(
+                    "UPDATE remote_media_cache SET filesystem_id = '{fid}', \
+                     last_access_ts = {copy_access} WHERE media_id = '{copy}'"
+                ))
+                .await;
+            let before = (now_ms() - 86_400_000).to_string();
+            let purge = || {
+                report(
+                    &store
+                        .command(&["purge", "remote", "--before", &before])
+                        .assert_exit(0),
+                )
+            };
+            let first = purge();
+            let rows = store.lines("SELECT media_id FROM remote_media_cache").await;
+            assert!(!rows.contains(&image), "{engine:?}: {rows:?}");
+            if both_at_once {
+                assert!(!rows.contains(&copy), "{engine:?}");
+                assert!(!path.exists(), "{engine:?}: no row names it any more");
+                assert_eq!(first["kept"]["files_shared"], 0, "{first:#}");
+                continue;
+            }
+            assert!(rows.contains(&copy), "{engine:?}");
+            assert!(
+                path.is_file(),
+                "{engine:?}: {} is still named",
+                path.display()
+            );
+            assert_eq!(first["kept"]["files_shared"], 1, "{first:#}");
+            store
+                .execute(&format!(
+                    "UPDATE remote_media_cache SET last_access_ts = 1000 WHERE media_id = '{copy}'"
+                ))
+                .await;
+            let second = purge();
+            assert_eq!(second["media_deleted"], 1, "{second:#}");
+            assert!(!path.exists(), "{engine:?}: the last row naming it went");
+        }
+    }
+}
+
 #[tokio::test]
 async fn purge_local_keeps_avatars_quarantined_protected_recent_and_small_media() {
     for engine in ENGINES {

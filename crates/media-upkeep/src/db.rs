@@ -38,6 +38,9 @@ pub struct PurgeDb {
     avatar_tables: Vec<(&'static str, &'static str)>,
     /// Whether `local_media_repository_url_cache` exists.
     has_url_cache: bool,
+    /// The remote files (origin, filesystem ID) more than one row names, read before the
+    /// first batch is deleted (see [`PurgeDb::delete_batch`]).
+    shared_at_start: tokio::sync::OnceCell<HashSet<(String, String)>>,
 }
 
 /// Where a page of candidates starts: after this key (`(origin, media_id)`; the origin
@@ -172,6 +175,16 @@ fn row_key(planned: &PlannedMedia) -> (String, String) {
     (origin, planned.key.media_id.to_string())
 }
 
+/// The file a remote media's row names, `(origin, filesystem ID)`; `None` for local media.
+fn remote_file(planned: &PlannedMedia) -> Option<(String, String)> {
+    match &planned.storage {
+        Storage::Remote { filesystem_id } => {
+            Some((planned.key.origin.to_string(), filesystem_id.to_string()))
+        }
+        Storage::Local { .. } => None,
+    }
+}
+
 /// The keys of some media of one table as one SQL condition (`media_id IN (…)`, or
 /// `(media_origin, media_id) IN (VALUES …)` for remote media) with its bound values,
 /// placeholders numbered from a given one.
@@ -237,6 +250,7 @@ pub async fn open_purge_db(
         server_name,
         avatar_tables: Vec::new(),
         has_url_cache: false,
+        shared_at_start: tokio::sync::OnceCell::new(),
     };
     for (table, column) in AVATAR_TABLES {
         if db.has_table(table).await? {
@@ -610,6 +624,11 @@ impl PurgeDb {
     /// Set-based: one statement per table per chunk of [`BATCH_SIZE`] media. A media
     /// counts as deleted only when its own row went (the media statement returns the keys
     /// it deleted); the others changed since they were planned and are counted so.
+    ///
+    /// `filesystem_id` has no index, so whether a file is still named is asked (a read of
+    /// the whole table) only for the files more than one row named when the run began,
+    /// found in one read before the first batch. Synapse gives every remote download a
+    /// new random filesystem ID, so no row written since shares a file.
     pub async fn delete_batch(
         &self,
         selection: &PurgeSelection,
@@ -617,6 +636,7 @@ impl PurgeDb {
     ) -> Result<DeletedBatch, DbError> {
         let mut deleted = DeletedBatch::default();
         let mut gone = Vec::with_capacity(batch.len());
+        let shared_at_start = self.files_shared_at_start().await?;
         on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await.during("begin a purge batch")?;
             for table in [MediaTable::Local, MediaTable::Remote] {
@@ -691,23 +711,43 @@ impl PurgeDb {
                     gone.extend(went.into_iter().cloned());
                 }
             }
-            let shared = shared_filesystem_ids!(&mut *tx, &gone);
+            let maybe_shared: Vec<PlannedMedia> = gone
+                .iter()
+                .filter(|planned| {
+                    remote_file(planned).is_some_and(|f| shared_at_start.contains(&f))
+                })
+                .cloned()
+                .collect();
+            let shared = shared_filesystem_ids!(&mut *tx, &maybe_shared);
             tx.commit().await.during("commit a purge batch")?;
             for planned in gone {
-                match &planned.storage {
-                    Storage::Remote { filesystem_id }
-                        if shared.contains(&(
-                            planned.key.origin.to_string(),
-                            filesystem_id.to_string(),
-                        )) =>
-                    {
-                        deleted.files_shared += 1;
-                    }
-                    _ => deleted.media.push(planned),
+                if remote_file(&planned).is_some_and(|file| shared.contains(&file)) {
+                    deleted.files_shared += 1;
+                } else {
+                    deleted.media.push(planned);
                 }
             }
         });
         Ok(deleted)
+    }
+
+    /// The remote files more than one row names, read once (one pass over the table).
+    async fn files_shared_at_start(&self) -> Result<&HashSet<(String, String)>, DbError> {
+        self.shared_at_start
+            .get_or_try_init(|| async {
+                let files: Vec<(String, String)> = on_pool!(&self.pool, |p| {
+                    sqlx::query_as(
+                        "SELECT media_origin, filesystem_id FROM remote_media_cache \
+                         WHERE filesystem_id IS NOT NULL \
+                         GROUP BY media_origin, filesystem_id HAVING COUNT(*) > 1",
+                    )
+                    .fetch_all(p)
+                    .await
+                    .during("find the remote files more than one row names")?
+                });
+                Ok(files.into_iter().collect())
+            })
+            .await
     }
 
     /// `media` split into those whose row is gone and those whose row is still there.
@@ -767,12 +807,7 @@ impl PurgeDb {
     ) -> Result<Vec<PlannedMedia>, DbError> {
         let (mut without_row, _) = self.split_by_row(media).await?;
         let shared = on_pool!(&self.pool, |p| shared_filesystem_ids!(p, &without_row));
-        without_row.retain(|planned| match &planned.storage {
-            Storage::Remote { filesystem_id } => {
-                !shared.contains(&(planned.key.origin.to_string(), filesystem_id.to_string()))
-            }
-            Storage::Local { .. } => true,
-        });
+        without_row.retain(|planned| !remote_file(planned).is_some_and(|f| shared.contains(&f)));
         Ok(without_row)
     }
 }
