@@ -91,7 +91,10 @@ impl Store {
                 .unwrap();
                 None
             }
-            Engine::Postgres => Some(restored_postgres_fixture().await),
+            Engine::Postgres => {
+                password_role().await;
+                Some(restored_postgres_fixture().await)
+            }
         };
         Self {
             engine,
@@ -100,11 +103,11 @@ impl Store {
         }
     }
 
-    /// What synupkeep is given: the libpq connection string (with a password), or the
-    /// path of homeserver.db.
+    /// What synupkeep is given: the libpq connection string (a role the server asks for
+    /// its password), or the path of homeserver.db.
     fn connection(&self) -> String {
         match &self.postgres {
-            Some(database) => libpq_settings(&database.url, PASSWORD),
+            Some(database) => libpq_settings(&database.url, PASSWORD_ROLE, PASSWORD),
             None => self.dir.path().join("homeserver.db").display().to_string(),
         }
     }
@@ -494,23 +497,58 @@ async fn restored_postgres_fixture() -> TestDatabase {
     synapse
 }
 
-/// The test server's libpq `key=value` settings for `database`, with `password`.
-fn libpq_settings(url: &str, password: &str) -> String {
+/// The test server's libpq `key=value` settings for `database`, as `user` with
+/// `password`.
+fn libpq_settings(url: &str, user: &str, password: &str) -> String {
     let url = url.strip_prefix("postgres://").unwrap();
     let (authority, database) = url.split_once('/').unwrap();
-    let (user, host_port) = authority.split_once('@').unwrap();
-    let user = user.split(':').next().unwrap();
+    let (_, host_port) = authority.split_once('@').unwrap();
     let (host, port) = host_port.split_once(':').unwrap_or((host_port, "5432"));
     let database = database.split('?').next().unwrap();
     format!("host={host} port={port} user={user} dbname={database} password={password}")
 }
 
-/// The shared test cluster trusts every local connection, so a wrong password is not
-/// refused there: what is pinned is that synupkeep's libpq `key=value` string (a quoted
-/// password with a space and an escaped quote) reaches the database it names and that the
-/// password is never printed.
+/// The one role the test cluster asks for its password (`scram-sha-256`); scripts/test
+/// puts its line first in `pg_hba.conf`.
+const PASSWORD_ROLE: &str = "media_tests_password";
+
+/// Makes [`PASSWORD_ROLE`] a superuser whose password is [`PASSWORD`] (unquoted), after
+/// checking that the cluster asks it for that password.
+async fn password_role() {
+    let mut conn = media_tests::any_connection(&media_tests::postgres_server_url()).await;
+    let asked: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_hba_file_rules \
+         WHERE $1 = ANY(user_name) AND auth_method = 'scram-sha-256'",
+    )
+    .bind(PASSWORD_ROLE)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        asked > 0,
+        "the test cluster must ask {PASSWORD_ROLE} for a password: run the tests with \
+         scripts/test, or put `host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256` first in \
+         pg_hba.conf and reload"
+    );
+    let create = format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{PASSWORD_ROLE}') \
+         THEN CREATE ROLE {PASSWORD_ROLE}; END IF; END $$; \
+         ALTER ROLE {PASSWORD_ROLE} WITH LOGIN SUPERUSER PASSWORD 'se cret''s'"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.ok();
+}
+
+/// synupkeep's libpq `key=value` string (a quoted password with a space and an escaped
+/// quote) reaches the database it names, as a role the server asks for its password: the
+/// right one opens it, a wrong one is refused with a clear error, and the password is
+/// never printed.
 #[tokio::test]
 async fn a_libpq_connection_string_with_a_password_opens_the_postgres_database_it_names() {
+    password_role().await;
     let synapse = restored_postgres_fixture().await;
     let dir = tempfile::tempdir().unwrap();
     let status = Command::new("cp")
@@ -540,7 +578,7 @@ async fn a_libpq_connection_string_with_a_password_opens_the_postgres_database_i
         stderr
     };
     // The database opens and fits the media store; then the admin API is not there.
-    let settings = libpq_settings(&synapse.url, PASSWORD);
+    let settings = libpq_settings(&synapse.url, PASSWORD_ROLE, PASSWORD);
     let stderr = run(&settings, 3);
     assert!(
         stderr.contains(&format!("cannot reach Synapse's admin API at {api}")),
@@ -549,4 +587,11 @@ async fn a_libpq_connection_string_with_a_password_opens_the_postgres_database_i
     // A database that does not exist is named (password hidden) and stops the run first.
     let stderr = run(&settings.replace("dbname=", "dbname=no_such_"), 2);
     assert!(stderr.contains("no_such_"), "{stderr}");
+    // A wrong password is refused before anything is read.
+    let wrong = libpq_settings(&synapse.url, PASSWORD_ROLE, r"'se cret\'s not'");
+    let stderr = run(&wrong, 2);
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
 }
