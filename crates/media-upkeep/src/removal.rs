@@ -234,18 +234,18 @@ impl<'a> OpenedPath<'a> {
         Ok((count, bytes, folder_removed))
     }
 
-    /// Removes the empty folder this path names (never a top-level one); `None` when it
-    /// is not removed (gone, not empty, or top-level).
-    fn remove_empty_folder(&self) -> io::Result<Option<()>> {
+    /// Removes the empty folder this path names (never a top-level one); whether it was
+    /// removed (not when gone, not empty, or top-level).
+    fn remove_empty_folder(&self) -> io::Result<bool> {
         let (name, Some(parent)) = self.entry() else {
-            return Ok(None);
+            return Ok(false);
         };
         if self.names.len() < 2 {
-            return Ok(None);
+            return Ok(false);
         }
         match rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
-            Ok(()) => Ok(Some(())),
-            Err(Errno::NOENT | Errno::NOTEMPTY | Errno::EXIST) => Ok(None),
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT | Errno::NOTEMPTY | Errno::EXIST) => Ok(false),
             Err(e) => Err(error_at(e, &self.shown(), "a folder")),
         }
     }
@@ -319,9 +319,10 @@ pub(crate) fn remove_empty_ancestors(root: &Path, relative: &Path) -> io::Result
 /// top-level one); how many were removed. A folder that is no longer empty stays (0).
 pub(crate) fn remove_empty_folder(root: &Path, relative: &Path) -> io::Result<u64> {
     let opened = OpenedPath::to_parent(root, relative)?;
-    Ok(match opened.remove_empty_folder()? {
-        Some(()) => 1 + opened.remove_empty_ancestors()?,
-        None => 0,
+    Ok(if opened.remove_empty_folder()? {
+        1 + opened.remove_empty_ancestors()?
+    } else {
+        0
     })
 }
 
