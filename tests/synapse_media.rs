@@ -1254,3 +1254,117 @@ async fn media_list_and_show_answer_what_the_database_holds() {
         assert_eq!(report(&out)["failures"]["by_reason"]["not_found"], 1);
     }
 }
+
+/// The (origin, media ID, quarantined) of each change of a quarantine-changes page, and
+/// its next batch. Synapse on SQLite answers `quarantined` as 1 or 0 (the column is an
+/// integer there), so a number is read as a flag.
+fn changes_page(page: &Value) -> (Vec<(String, String, bool)>, i64) {
+    let changes = page["changes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no changes in {page:#}"))
+        .iter()
+        .map(|c| {
+            (
+                c["origin"].as_str().unwrap().to_owned(),
+                c["media_id"].as_str().unwrap().to_owned(),
+                c["quarantined"]
+                    .as_bool()
+                    .or_else(|| c["quarantined"].as_u64().map(|n| n == 1))
+                    .unwrap_or_else(|| panic!("quarantined: {c}")),
+            )
+        })
+        .collect();
+    (changes, page["next_batch"].as_i64().unwrap())
+}
+
+#[tokio::test]
+async fn quarantine_changes_are_listed_as_synapses_admin_api_lists_them() {
+    for engine in ENGINES {
+        let store = copy_fixture(engine).await;
+        // Changes of our own after Synapse's: a quarantine that spreads by hash, undone.
+        let alice = fixture_media(engine, "alice_shared")["mxc"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        store
+            .command(&["quarantine", "--by", "@admin:fixture.test", "media", &alice])
+            .assert_exit(0);
+        store
+            .command(&["unquarantine", "media", &alice])
+            .assert_exit(0);
+
+        let synapse = LiveSynapse::serve(store.dir.path(), store.postgres.as_ref());
+        let (mut theirs, mut their_next) = (Vec::new(), 0);
+        loop {
+            let page = synapse.admin(
+                "GET",
+                &format!("/_synapse/admin/v1/media/quarantine_changes?from={their_next}"),
+                &serde_json::json!({}),
+            );
+            let (changes, next) = changes_page(&page);
+            their_next = next;
+            if changes.is_empty() {
+                break;
+            }
+            theirs.extend(changes);
+        }
+        drop(synapse);
+
+        // Ours, two at a time, following next_batch while more follow.
+        let (mut ours, mut our_next, mut pages) = (Vec::new(), 0, 0);
+        loop {
+            let page = report(
+                &store
+                    .command(&[
+                        "quarantine-changes",
+                        "--from",
+                        &our_next.to_string(),
+                        "--limit",
+                        "2",
+                    ])
+                    .assert_exit(0),
+            );
+            let (changes, next) = changes_page(&page);
+            assert!(changes.len() <= 2, "{engine:?}: {page:#}");
+            assert!(
+                page["changes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|c| c["quarantined"].is_boolean()),
+                "{engine:?}: ours are true or false on every engine: {page:#}"
+            );
+            (our_next, pages) = (next, pages + 1);
+            ours.extend(changes);
+            if page["more"] != true {
+                break;
+            }
+        }
+        assert_eq!(ours, theirs, "{engine:?}");
+        assert_eq!(
+            our_next, their_next,
+            "{engine:?}: where the next batch starts"
+        );
+        assert!(pages > 2, "{engine:?}: the listing was paged");
+        let alice_id = alice.rsplit('/').next().unwrap();
+        let ours_for_alice: Vec<bool> = ours
+            .iter()
+            .filter(|(_, id, _)| id == alice_id)
+            .map(|(_, _, quarantined)| *quarantined)
+            .collect();
+        assert_eq!(
+            ours_for_alice,
+            [true, false],
+            "{engine:?}: our quarantine and unquarantine are in the stream, in order"
+        );
+
+        // Past the end: nothing, and the next batch stays.
+        let past = report(
+            &store
+                .command(&["quarantine-changes", "--from", &our_next.to_string()])
+                .assert_exit(0),
+        );
+        assert_eq!(changes_page(&past), (Vec::new(), our_next), "{engine:?}");
+        assert_eq!(past["more"], false);
+    }
+}

@@ -13,6 +13,7 @@ use media_synapse::HomeserverConfig;
 use media_upkeep::admin_api::{AdminApi, Through};
 use media_upkeep::listing::{ListOptions, Listing};
 use media_upkeep::quarantine::{Change, Target};
+use media_upkeep::quarantine_changes::ChangesOptions;
 use media_upkeep::{
     AvatarPolicy, CheckOptions, PurgeOptions, PurgeSelection, QuarantineOptions, UsageBy,
     UsageOptions,
@@ -93,6 +94,21 @@ pub(crate) enum Command {
     Protect(MediaArgs),
     /// Remove that protection.
     Unprotect(MediaArgs),
+    /// The quarantine change stream (Synapse 1.152 and later), oldest first, as
+    /// Synapse's "list quarantined media changes" serves it; continue with the
+    /// next batch it prints as --from.
+    QuarantineChanges {
+        /// Changes after this stream position (0: from the first).
+        #[arg(long, default_value_t = 0)]
+        from: i64,
+
+        /// List at most this many changes.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+
+        #[command(flatten)]
+        report: ReportArgs,
+    },
     /// Look at media rows: a user's uploads, a room's media, one media.
     #[command(subcommand)]
     Media(MediaCommand),
@@ -296,6 +312,8 @@ pub(crate) enum Job {
     Check(CheckOptions),
     /// A quarantine or protection change.
     Quarantine(QuarantineOptions),
+    /// A page of the quarantine change stream.
+    QuarantineChanges(ChangesOptions),
     /// A listing of media rows.
     List(ListOptions),
     /// A usage report.
@@ -367,6 +385,7 @@ Examples:
   # Quarantine a media and every copy of it (same sha256), then a whole room's media:
   synapse_media ... quarantine --by @admin:example.org media mxc://example.org/abcdef
   synapse_media ... quarantine --by @admin:example.org room '!room:example.org' --dry-run
+  synapse_media ... quarantine-changes --from 0   # what was (un)quarantined, oldest first
 
   # Let a running Synapse delete through its admin API; verify and clean up after it:
   SYNAPSE_ADMIN_TOKEN=syt_... synapse_media -c homeserver.yaml purge remote --older-than 30d \\
@@ -384,7 +403,10 @@ impl Cli {
                 | Purge::User { run, .. }
                 | Purge::Media { run, .. },
             ) => Some(run),
-            Command::Check { .. } | Command::Media(_) | Command::Usage { .. } => None,
+            Command::Check { .. }
+            | Command::Media(_)
+            | Command::Usage { .. }
+            | Command::QuarantineChanges { .. } => None,
             Command::Quarantine { target, .. } | Command::Unquarantine(target) => {
                 Some(target.run())
             }
@@ -394,7 +416,12 @@ impl Cli {
 
     fn report_args(&self) -> &ReportArgs {
         match (&self.command, self.run_args()) {
-            (Command::Check { report, .. } | Command::Usage { report, .. }, _)
+            (
+                Command::Check { report, .. }
+                | Command::Usage { report, .. }
+                | Command::QuarantineChanges { report, .. },
+                _,
+            )
             | (
                 Command::Media(
                     MediaCommand::List { report, .. } | MediaCommand::Show { report, .. },
@@ -598,6 +625,14 @@ impl Cli {
                 limit: *limit,
                 html: html.clone(),
             }),
+            Command::QuarantineChanges { from, limit, .. } => {
+                Job::QuarantineChanges(ChangesOptions {
+                    synapse_db: synapse_db.clone(),
+                    server_name: server_name.clone(),
+                    from: *from,
+                    limit: *limit,
+                })
+            }
             Command::Media(command) => Job::List(ListOptions {
                 synapse_db: synapse_db.clone(),
                 server_name: server_name.clone(),

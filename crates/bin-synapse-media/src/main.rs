@@ -43,6 +43,11 @@ async fn run(cli: &Cli) -> Result<Exit, RunError> {
             bar.finish();
             media_cli::print_report(&report.map_err(RunError::of)?, output)
         }
+        Job::QuarantineChanges(options) => {
+            let changes = media_upkeep::quarantine_changes::quarantine_changes(options).await;
+            bar.finish();
+            media_cli::print_report(&changes.map_err(RunError::of)?, output)
+        }
         Job::List(options) => {
             let listing = media_upkeep::listing::list(options).await;
             bar.finish();

@@ -26,6 +26,9 @@ pub enum UpkeepError {
     /// Another run is purging the same media store.
     #[error("{0}")]
     Busy(String),
+    /// Synapse's database lacks what the run reads (a table of a later Synapse).
+    #[error("{0}")]
+    Unsupported(String),
     /// The media store (or the purge journal in it) cannot be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -40,7 +43,7 @@ pub enum UpkeepError {
 }
 
 impl Classify for UpkeepError {
-    /// A wrong setting and a busy store are the operator's to sort out (nothing was
+    /// A wrong setting, a busy store and a database too old for the run are the operator's to sort out (nothing was
     /// changed); the database's and the admin API's errors classify themselves; the rest is fatal, and a
     /// new run carries on where this one stopped.
     fn class(&self) -> ErrorClass {
@@ -48,7 +51,7 @@ impl Classify for UpkeepError {
             Self::Db(e) => e.class(),
             Self::Synapse(e) => e.class(),
             Self::Api(e) => e.class(),
-            Self::Busy(_) => ErrorClass::Usage,
+            Self::Busy(_) | Self::Unsupported(_) => ErrorClass::Usage,
             Self::Io { .. } | Self::Task(_) => ErrorClass::Fatal,
         }
     }

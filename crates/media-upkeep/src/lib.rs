@@ -19,8 +19,8 @@
 //!   and reports in a [`check_report`].
 //! * [`quarantine`](mod@quarantine): quarantine, unquarantine, protect and unprotect
 //!   with Synapse's semantics (hash propagation, protected media left out), a
-//!   room's media as Synapse finds them (`media_synapse::events`), and [`listing`]s
-//!   of media rows.
+//!   room's media as Synapse finds them (`media_synapse::events`), the
+//!   [`quarantine_changes`] stream they are recorded in, and [`listing`]s of media rows.
 //! * [`synupkeep`](mod@synupkeep): synupkeep's three steps ([`synupkeep()`]): every
 //!   room's [`history`] purged through Synapse's admin API up to a cutoff, then local
 //!   media and the remote cache purged directly with Synapse's semantics.
@@ -65,6 +65,7 @@ pub mod listing;
 pub mod plan;
 pub mod purge;
 pub mod quarantine;
+pub mod quarantine_changes;
 pub mod removal;
 pub mod report;
 pub mod rows;
