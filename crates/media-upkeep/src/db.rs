@@ -185,37 +185,53 @@ fn remote_file(planned: &PlannedMedia) -> Option<(String, String)> {
     }
 }
 
-/// The keys of some media of one table as one SQL condition (`media_id IN (…)`, or
-/// `(media_origin, media_id) IN (VALUES …)` for remote media) with its bound values,
-/// placeholders numbered from a given one.
+/// The keys of some media of one table as one SQL condition over one bound value, a
+/// JSON array of the keys: `media_id IN (…)`, or `(media_origin, media_id) IN (…)` for
+/// remote media, the right-hand side reading the array (`json_each` on SQLite,
+/// `json_array_elements` on PostgreSQL).
+///
+/// One value rather than one placeholder per key: binding hundreds of placeholders costs
+/// SQLite a search of its parameter names per placeholder, and a row-value `IN (VALUES
+/// …)` is searched through the table's key index by some SQLite versions only.
 struct KeyList {
     table: MediaTable,
-    /// The placeholders, as the right-hand side of `IN`.
+    /// The right-hand side of `IN`.
     list: String,
     binds: Vec<Bound>,
 }
 
 impl KeyList {
-    /// The keys of `media` (all of `table`), placeholders from `$first`.
-    fn new(table: MediaTable, media: &[&PlannedMedia], first: usize) -> Self {
-        let mut binds = Vec::with_capacity(2 * media.len());
-        let mut items = Vec::with_capacity(media.len());
-        for planned in media {
-            let n = first + binds.len();
-            match table {
+    /// The keys of `media` (all of `table`) as placeholder `$number` of a statement
+    /// on `pool`.
+    fn new(pool: &Pool, table: MediaTable, media: &[&PlannedMedia], number: usize) -> Self {
+        let keys: Vec<serde_json::Value> = media
+            .iter()
+            .map(|planned| match table {
                 MediaTable::Remote => {
-                    items.push(format!("(${n}, ${})", n + 1));
-                    binds.push(Bound::Text(planned.key.origin.to_string()));
+                    serde_json::json!([planned.key.origin.as_str(), planned.key.media_id.as_str()])
                 }
-                MediaTable::Local => items.push(format!("${n}")),
+                MediaTable::Local => serde_json::json!(planned.key.media_id.as_str()),
+            })
+            .collect();
+        let list = match (pool, table) {
+            (Pool::Sqlite(_), MediaTable::Remote) => {
+                format!("(SELECT value ->> 0, value ->> 1 FROM json_each(${number}))")
             }
-            binds.push(Bound::Text(planned.key.media_id.to_string()));
-        }
-        let list = match table {
-            MediaTable::Remote => format!("(VALUES {})", items.join(", ")),
-            MediaTable::Local => format!("({})", items.join(", ")),
+            (Pool::Sqlite(_), MediaTable::Local) => {
+                format!("(SELECT value FROM json_each(${number}))")
+            }
+            (Pool::Postgres(_), MediaTable::Remote) => format!(
+                "(SELECT k ->> 0, k ->> 1 FROM json_array_elements(CAST(${number} AS json)) AS k)"
+            ),
+            (Pool::Postgres(_), MediaTable::Local) => {
+                format!("(SELECT k FROM json_array_elements_text(CAST(${number} AS json)) AS k)")
+            }
         };
-        KeyList { table, list, binds }
+        KeyList {
+            table,
+            list,
+            binds: vec![Bound::Text(serde_json::Value::Array(keys).to_string())],
+        }
     }
 
     /// The condition, over columns prefixed with `alias` (`"r."`, or `""`).
@@ -650,7 +666,7 @@ impl PurgeDb {
                         binds,
                         ..
                     } = self.condition(selection, table);
-                    let planned = KeyList::new(table, chunk, binds.len() + 1);
+                    let planned = KeyList::new(&self.pool, table, chunk, binds.len() + 1);
                     let sql = match table {
                         MediaTable::Remote => format!(
                             "DELETE FROM remote_media_cache AS r WHERE {condition} \
@@ -680,7 +696,7 @@ impl PurgeDb {
                     if went.is_empty() {
                         continue;
                     }
-                    let went_keys = KeyList::new(table, &went, 1);
+                    let went_keys = KeyList::new(&self.pool, table, &went, 1);
                     let thumbnails = match table {
                         MediaTable::Remote => "remote_media_cache_thumbnails",
                         MediaTable::Local => "local_media_repository_thumbnails",
