@@ -149,6 +149,11 @@ pub(crate) async fn open_sqlite_writer(
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .pragma("cache_size", format!("-{SQLITE_WRITER_CACHE_KIB}"))
+        // A statement that may fail half-way inside a transaction (a deletion whose
+        // foreign keys are checked, an insert of many rows) keeps the pages it changes
+        // in a statement journal, written to a temporary file past 64 KiB: on the disk,
+        // for every batch. In memory it is the size of one statement's pages.
+        .pragma("temp_store", "memory")
         .pragma(
             "wal_autocheckpoint",
             SQLITE_WAL_CHECKPOINT_PAGES.to_string(),
