@@ -25,7 +25,8 @@
 //!   another fresh copy of the same store.
 //!
 //! `BENCH_PHASES` (default `usage,check,purge`) chooses the measurements, `BENCH_ENGINES`
-//! (default `sqlite,postgres`) the databases, `TMPDIR` the filesystem. The purge needs
+//! (default `sqlite,postgres`) the databases, `TMPDIR` the filesystem, `BENCH_BATCH` the
+//! purge's `--batch` values, comma-separated (default: the tool's own). The purge needs
 //! three copies of the store on disk at once.
 
 use std::path::{Path, PathBuf};
@@ -262,28 +263,35 @@ async fn bench_purge(engine: &str, db: &TestDatabase, store: &Path, media: usize
     std::fs::rename(store, &pristine).unwrap();
     let doomed = store.with_extension("find");
     let files = count_files(&pristine);
-    for run in 1..=runs {
+    let batches: String = env_or("BENCH_BATCH", String::new());
+    let batches: Vec<Option<&str>> = match batches.as_str() {
+        "" => vec![None],
+        list => list.split(',').map(|b| Some(b.trim())).collect(),
+    };
+    for (run, batch) in (1..=runs).flat_map(|run| batches.iter().map(move |b| (run, *b))) {
         let url = copy_database(&db.url, &format!("purge{run}")).await;
         copy_tree(&pristine, store);
         copy_tree(&pristine, &doomed);
         let (find, _) = time_shell("find . -type f -delete", &doomed);
-        let purge = measured(&admin(
-            &url,
-            &[
-                "purge",
-                "old",
-                "--unaccessed-since",
-                "2100-01-01",
-                "--include-local",
-                "-q",
-            ],
-        ));
+        let mut args = vec![
+            "purge",
+            "old",
+            "--unaccessed-since",
+            "2100-01-01",
+            "--include-local",
+            "-q",
+        ];
+        if let Some(batch) = batch {
+            args.extend(["--batch", batch]);
+        }
+        let purge = measured(&admin(&url, &args));
         let report: serde_json::Value = serde_json::from_slice(&purge.stdout).unwrap();
         assert_eq!(report["media"], media, "{report}");
         let left = count_files(store);
         println!(
-            "| {engine} | {media} media, {files} files | #{run} | {} | {} | `find -delete` {} \
-             | **{:.2}×** | {} files left |",
+            "| {engine} | {media} media, {files} files | #{run} | batch {} | {} | {} \
+             | `find -delete` {} | **{:.2}×** | {} files left |",
+            batch.unwrap_or("default"),
             rate(purge.elapsed, media),
             purge.peak(),
             rate(find, media),
