@@ -1371,4 +1371,16 @@ async fn quarantine_changes_are_listed_as_synapses_admin_api_lists_them() {
         assert_eq!(changes_page(&past), (Vec::new(), our_next), "{engine:?}");
         assert_eq!(past["more"], false);
     }
+
+    // A Synapse before 1.152 keeps no change stream: a usage error that says so.
+    let old = copy_fixture(Engine::Sqlite).await;
+    let mut conn = any_connection(&old.db_url).await;
+    sqlx::query("DROP TABLE quarantined_media_changes")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let out = old.command(&["quarantine-changes"]).assert_exit(2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Synapse before 1.152"), "{stderr}");
 }
