@@ -266,17 +266,20 @@ pub async fn check(
             record: &record,
             progress: &progress,
         };
-        // The rows and the queue are counted beside the check, not before it: counting
-        // reads the whole table, which would add to the check's time.
-        let (counted, done) = futures::join!(
-            run.count(),
+        // The queue is counted first: the listing queues the orphans it finds (with
+        // --fix), and they are orphans, not deletions queued before the check. The rows
+        // are counted beside the listing, not before it: counting them reads the whole
+        // table, which would add to the check's time.
+        let queued = run.repo.count_queued(record.id).await;
+        let (rows, done) = futures::join!(
+            run.count_rows(),
             run.datastore(&mut checked, &mut report.problems)
         );
         for result in [
-            counted.map(|(rows, queued)| {
-                checked.rows = rows;
-                checked.queued.count = queued;
-            }),
+            queued
+                .map(|queued| checked.queued.count = queued)
+                .map_err(AdminError::from),
+            rows.map(|rows| checked.rows = rows),
             done,
         ] {
             if let Err(e) = result {
@@ -311,13 +314,11 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    /// The datastore's blob rows and queued deletions; adds the rows to the progress
-    /// bar's total.
-    async fn count(&self) -> Result<(u64, u64), AdminError> {
+    /// The datastore's blob rows; adds them to the progress bar's total.
+    async fn count_rows(&self) -> Result<u64, AdminError> {
         let rows = self.repo.tally_blobs(self.record.id, None).await?.blobs;
         self.progress.items_total.fetch_add(rows, Ordering::Relaxed);
-        let queued = self.repo.count_queued(self.record.id).await?;
-        Ok((rows, queued))
+        Ok(rows)
     }
 
     /// Finds the faults of the datastore (orphans listed as they are found).
