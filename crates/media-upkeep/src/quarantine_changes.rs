@@ -148,12 +148,6 @@ async fn read_page(
         .await
         .during("read the quarantine change stream")?
     });
-    let newest: Option<i64> = on_pool!(pool, |p| {
-        sqlx::query_scalar("SELECT CAST(MAX(stream_id) AS BIGINT) FROM quarantined_media_changes")
-            .fetch_one(p)
-            .await
-            .during("read the quarantine change stream")?
-    });
     let more = rows.len() > options.limit as usize;
     let changes: Vec<QuarantineChange> = rows
         .into_iter()
@@ -167,12 +161,25 @@ async fn read_page(
             },
         )
         .collect();
+    // After the last change, or, past the end, the newest position (read only then).
+    let next_batch = match changes.last() {
+        Some(last) => last.stream_id,
+        None => {
+            let newest: Option<i64> = on_pool!(pool, |p| {
+                sqlx::query_scalar(
+                    "SELECT CAST(MAX(stream_id) AS BIGINT) FROM quarantined_media_changes",
+                )
+                .fetch_one(p)
+                .await
+                .during("read the quarantine change stream")?
+            });
+            newest.unwrap_or(0).max(options.from)
+        }
+    };
     Ok(QuarantineChanges {
         route: Route::new(&options.synapse_db, "standard output"),
         from: options.from,
-        next_batch: changes
-            .last()
-            .map_or(newest.unwrap_or(0).max(options.from), |last| last.stream_id),
+        next_batch,
         more,
         changes,
     })
