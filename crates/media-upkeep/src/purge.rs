@@ -321,7 +321,7 @@ async fn purge_through_api(
     let verified = gone.len() as u64;
     let left = db.unreferenced(gone).await?;
     let removed = remove_files(root, left, RunMode::Apply).await?;
-    removed.list_failures_in(&mut report);
+    removed.add_to(&mut report);
     journal.clear().map_err(journal_error(root))?;
     journal.finish().map_err(journal_error(root))?;
     report.directories_removed = removed.folders;
@@ -424,7 +424,7 @@ async fn purge_table(
         };
         let (removed, next) = futures::join!(remove_files(root, going.0, mode), next_batch);
         let removed = removed?;
-        removed.list_failures_in(report);
+        removed.add_to(report);
         report.files_deleted += removed.files;
         report.bytes_freed += removed.bytes;
         report.directories_removed += removed.folders;
@@ -485,7 +485,7 @@ async fn finish_interrupted_run(
     );
     let gone = db.unreferenced(listed).await?;
     let removed = remove_files(root, gone, RunMode::Apply).await?;
-    removed.list_failures_in(report);
+    removed.add_to(report);
     report.recovered.media += removed.media;
     report.recovered.files += removed.files;
     report.recovered.bytes += removed.bytes;
@@ -507,7 +507,7 @@ struct RemovedFiles {
 
 impl RemovedFiles {
     /// Lists the media whose files could not be removed in `report`.
-    fn list_failures_in(&self, report: &mut PurgeReport) {
+    fn add_to(&self, report: &mut PurgeReport) {
         for (media, why) in &self.failures {
             report
                 .failures
@@ -525,7 +525,7 @@ const REMOVAL_THREADS: usize = 8;
 
 /// Removes (in a dry run: sizes) the files of `media`, off the async threads, on up to
 /// [`REMOVAL_THREADS`] threads; a media whose files cannot be removed is a listed
-/// failure (see [`RemovedFiles::list_failures_in`]), and the others go on.
+/// failure (see [`RemovedFiles::add_to`]), and the others go on.
 async fn remove_files(
     root: &Path,
     media: Vec<PlannedMedia>,
