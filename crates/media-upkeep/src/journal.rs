@@ -102,10 +102,7 @@ impl Journal {
     }
 
     /// Replaces the journal's content with `media`, and syncs it.
-    pub fn record<'a>(
-        &mut self,
-        media: impl IntoIterator<Item = &'a PlannedMedia>,
-    ) -> io::Result<()> {
+    pub fn record(&mut self, media: &[PlannedMedia]) -> io::Result<()> {
         let mut text = String::new();
         for planned in media {
             text.push_str(&entry(planned));

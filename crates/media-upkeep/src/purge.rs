@@ -1,6 +1,6 @@
 //! A direct purge: plan a batch → record it in the journal → delete its rows in one
-//! transaction → remove its files (and the folders left empty) after commit, while the
-//! next batch's rows are deleted → clear the journal at the end.
+//! transaction → remove its files (and the folders left empty) after commit → clear
+//! the journal; batch after batch.
 //!
 //! **Why rows first, then files, with a journal.** A row must never point at a missing
 //! file (Synapse would answer 404 for a local media it still lists), so files go after
@@ -34,7 +34,7 @@ use media_db::DatabaseLocation;
 use media_synapse::Include;
 
 use crate::admin_api::{AdminApi, Through};
-use crate::db::{Cursor, DeletedBatch, PurgeDb, open_purge_db};
+use crate::db::{Cursor, PurgeDb, open_purge_db};
 use crate::error::UpkeepError;
 use crate::journal::Journal;
 use crate::plan::{MediaTable, PlannedMedia, PurgeSelection, Storage};
@@ -320,8 +320,7 @@ async fn purge_through_api(
     journal.record(&gone).map_err(journal_error(root))?;
     let verified = gone.len() as u64;
     let left = db.unreferenced(gone).await?;
-    let removed = remove_files(root, left, RunMode::Apply).await?;
-    removed.add_to(&mut report);
+    let removed = remove_files(root, left, RunMode::Apply, &mut report).await?;
     journal.clear().map_err(journal_error(root))?;
     journal.finish().map_err(journal_error(root))?;
     report.directories_removed = removed.folders;
@@ -376,11 +375,6 @@ async fn measure_files(
 }
 
 /// Purges the media `options.selection` selects in `table`, batch after batch.
-///
-/// Pipelined: the files of one batch are removed while the next batch's rows are
-/// deleted, so the database and the media store work at the same time. The journal then
-/// lists both batches: the one whose files are going and the one whose rows are about
-/// to go.
 async fn purge_table(
     db: &PurgeDb,
     options: &PurgeOptions,
@@ -392,66 +386,47 @@ async fn purge_table(
     let selection = &options.selection;
     let mode = options.mode;
     let root = options.media_store.as_path();
-    let mut cursor = Some(Cursor::default());
-    // The batch whose rows are gone (or, in a dry run, would go) and whose files go
-    // next, with how many candidates it stood for.
-    let mut removing: (Vec<PlannedMedia>, u64) = (Vec::new(), 0);
+    let mut cursor: Cursor = Default::default();
     loop {
-        let page = match &cursor {
-            Some(cursor) => Some(db.candidates(selection, table, cursor).await?),
-            None => None,
-        };
-        if let (Some(journal), Some(page)) = (journal.as_deref_mut(), &page) {
-            journal
-                .record(removing.0.iter().chain(&page.media))
-                .map_err(journal_error(root))?;
-        }
-        let going = std::mem::take(&mut removing);
-        let next_batch = async {
-            let Some(page) = page else {
-                return Ok(None);
-            };
-            let deleted = if journal.is_some() {
-                db.delete_batch(selection, &page.media).await?
-            } else {
-                DeletedBatch {
-                    thumbnails: db.count_thumbnails(&page.media).await?,
-                    media: page.media,
-                    ..DeletedBatch::default()
-                }
-            };
-            Ok::<_, UpkeepError>(Some((page.invalid, page.next, deleted)))
-        };
-        let (removed, next) = futures::join!(remove_files(root, going.0, mode), next_batch);
-        let removed = removed?;
-        removed.add_to(report);
-        report.files_deleted += removed.files;
-        report.bytes_freed += removed.bytes;
-        report.directories_removed += removed.folders;
-        report.media_without_file += removed.without_content;
-        progress.items_done.fetch_add(going.1, Relaxed);
-        progress.bytes.store(report.bytes_freed, Relaxed);
-        let Some((invalid, next, deleted)) = next? else {
-            break;
-        };
-        let walked =
-            (deleted.media.len() + invalid.len()) as u64 + deleted.changed + deleted.files_shared;
-        for (item, reason) in invalid {
+        let page = db.candidates(selection, table, &cursor).await?;
+        let walked = (page.media.len() + page.invalid.len()) as u64;
+        for (item, reason) in page.invalid {
             report.failures.push(
                 item,
                 PurgeFault::InvalidRow,
                 format!("{reason}; the row and its files are kept"),
             );
         }
-        report.media_deleted += deleted.media.len() as u64 + deleted.files_shared;
-        report.thumbnail_rows_deleted += deleted.thumbnails;
-        report.kept.changed_during_run += deleted.changed;
-        report.kept.files_shared += deleted.files_shared;
-        removing = (deleted.media, walked);
-        cursor = next;
-    }
-    if let Some(journal) = journal {
-        journal.clear().map_err(journal_error(root))?;
+        let files_go = match journal.as_deref_mut() {
+            Some(journal) => {
+                journal.record(&page.media).map_err(journal_error(root))?;
+                let deleted = db.delete_batch(selection, &page.media).await?;
+                report.media_deleted += deleted.media.len() as u64 + deleted.files_shared;
+                report.thumbnail_rows_deleted += deleted.thumbnails;
+                report.kept.changed_during_run += deleted.changed;
+                report.kept.files_shared += deleted.files_shared;
+                deleted.media
+            }
+            None => {
+                report.media_deleted += page.media.len() as u64;
+                report.thumbnail_rows_deleted += db.count_thumbnails(&page.media).await?;
+                page.media
+            }
+        };
+        let removed = remove_files(root, files_go, mode, report).await?;
+        report.files_deleted += removed.files;
+        report.bytes_freed += removed.bytes;
+        report.directories_removed += removed.folders;
+        report.media_without_file += removed.without_content;
+        if let Some(journal) = journal.as_deref_mut() {
+            journal.clear().map_err(journal_error(root))?;
+        }
+        progress.items_done.fetch_add(walked, Relaxed);
+        progress.bytes.store(report.bytes_freed, Relaxed);
+        match page.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
     }
     Ok(())
 }
@@ -484,8 +459,7 @@ async fn finish_interrupted_run(
         listed.len()
     );
     let gone = db.unreferenced(listed).await?;
-    let removed = remove_files(root, gone, RunMode::Apply).await?;
-    removed.add_to(report);
+    let removed = remove_files(root, gone, RunMode::Apply, report).await?;
     report.recovered.media += removed.media;
     report.recovered.files += removed.files;
     report.recovered.bytes += removed.bytes;
@@ -501,19 +475,6 @@ struct RemovedFiles {
     bytes: u64,
     folders: u64,
     without_content: u64,
-    /// The media whose files could not be removed, and why.
-    failures: Vec<(String, String)>,
-}
-
-impl RemovedFiles {
-    /// Lists the media whose files could not be removed in `report`.
-    fn add_to(&self, report: &mut PurgeReport) {
-        for (media, why) in &self.failures {
-            report
-                .failures
-                .push(media.clone(), PurgeFault::FileNotRemoved, why.clone());
-        }
-    }
 }
 
 /// How many blocking threads remove a batch's files at once. The removals wait on the
@@ -525,16 +486,13 @@ const REMOVAL_THREADS: usize = 8;
 
 /// Removes (in a dry run: sizes) the files of `media`, off the async threads, on up to
 /// [`REMOVAL_THREADS`] threads; a media whose files cannot be removed is a listed
-/// failure (see [`RemovedFiles::add_to`]), and the others go on.
+/// failure, and the others go on.
 async fn remove_files(
     root: &Path,
     media: Vec<PlannedMedia>,
     mode: RunMode,
+    report: &mut PurgeReport,
 ) -> Result<RemovedFiles, UpkeepError> {
-    let mut totals = RemovedFiles::default();
-    if media.is_empty() {
-        return Ok(totals);
-    }
     let root = root.to_owned();
     let results = map_on_threads(media, REMOVAL_THREADS, move |planned: PlannedMedia| {
         let result = match planned.files() {
@@ -545,6 +503,7 @@ async fn remove_files(
     })
     .await
     .map_err(|e| UpkeepError::Task(e.to_string()))?;
+    let mut totals = RemovedFiles::default();
     for (planned, result) in results {
         totals.media += 1;
         match result {
@@ -554,10 +513,11 @@ async fn remove_files(
                 totals.folders += removed.folders;
                 totals.without_content += u64::from(!removed.content);
             }
-            Err(error) => totals.failures.push((
+            Err(error) => report.failures.push(
                 planned.key.to_string(),
+                PurgeFault::FileNotRemoved,
                 format!("{error}; its rows are gone: remove it by hand"),
-            )),
+            ),
         }
     }
     Ok(totals)
