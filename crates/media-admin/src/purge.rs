@@ -5,10 +5,11 @@
 //!
 //! A run drains what earlier runs left queued, then walks the selection in pages of
 //! `batch` media (keyset, so memory stays flat): each page is deleted in one transaction
-//! that queues the objects nothing references any more ([`media_db::Purge`]), and the
-//! queue is drained outside any transaction, beside the next page's deletion and once
-//! more at the end. Stopped anywhere (even kill -9), the next
-//! run finishes the queue and recomputes the rest from the rows. A dry run walks the same
+//! that queues the objects nothing references any more, claimed for this run
+//! ([`media_db::Purge::purge_batch`]). Those objects are deleted outside any transaction,
+//! beside the next page's deletion, whose transaction acknowledges them; the queue is
+//! drained once more at the end. Stopped anywhere (even kill -9), the next run finishes
+//! the queue and recomputes the rest from the rows. A dry run walks the same
 //! pages and tallies each ([`media_db::Purge::tally_purge`]): its figures are the real
 //! run's.
 //!
@@ -28,7 +29,10 @@ use media_core::moment::Moment;
 use media_core::progress::{Progress, human_size};
 use media_core::records::MediaKey;
 use media_core::run::{Failures, Reason, Report, RunMode};
-use media_db::{Purge, PurgeSelection, PurgeTally, Repository, TaskKind, TaskLog};
+use media_db::{
+    DbError, DeletedClaims, DeletionQueue, PendingDeletion, Purge, PurgeSelection, PurgeTally,
+    Repository, TaskKind, TaskLog,
+};
 use serde::Serialize;
 
 use crate::error::AdminError;
@@ -256,6 +260,22 @@ impl PurgeReport {
         self.reserved += tally.reserved;
     }
 
+    /// Counts the objects a purge deleted; returns the queue positions to acknowledge,
+    /// or the first failure once those are acknowledged.
+    async fn count_deletions(
+        &mut self,
+        repo: &Repository,
+        deleted: DeletedClaims,
+    ) -> Result<Vec<i64>, AdminError> {
+        self.objects_deleted += deleted.report.deleted;
+        self.objects_already_gone += deleted.report.already_gone;
+        if let Some(failure) = deleted.failure {
+            repo.acknowledge_deletions(&deleted.gone).await?;
+            return Err(DbError::from(failure).into());
+        }
+        Ok(deleted.gone)
+    }
+
     /// The counters, as the task log records them.
     fn counters(&self) -> serde_json::Value {
         serde_json::json!({
@@ -404,8 +424,9 @@ pub async fn purge(
 }
 
 /// Walks `selection` page by page: deletes each page when a `drainer` is given (a real
-/// run, which first drains what earlier runs left, drains the queue beside each page's
-/// deletion and once more at the end), tallies each otherwise (a dry run).
+/// run, which first drains what earlier runs left, deletes the objects each page freed
+/// beside the next page's deletion, and drains the queue once more at the end), tallies
+/// each otherwise (a dry run).
 async fn walk(
     repo: &Repository,
     selection: &PurgeSelection,
@@ -421,6 +442,10 @@ async fn walk(
     let limit = options.batch.max(1) as i64;
     let mut seen = BTreeSet::new();
     let mut after: Option<MediaKey> = None;
+    // The objects the previous batch freed, claimed by its transaction: they are deleted
+    // while the next batch's rows are, and that batch's transaction acknowledges them.
+    let mut claimed: Vec<(i64, PendingDeletion)> = Vec::new();
+    let mut gone: Vec<i64> = Vec::new();
     loop {
         let page = repo.purge_page(selection, after.as_ref(), limit).await?;
         let Some(last) = page.last() else {
@@ -431,14 +456,17 @@ async fn walk(
             seen.extend(page.iter().map(|c| c.key.clone()));
         }
         let tally = match drainer.as_deref_mut() {
-            // The page's rows are deleted while the objects the pages before it queued
-            // are deleted: the drain claims only what a committed transaction queued, so
-            // it runs beside the purge's transaction as a drain of another run would.
             Some(drainer) => {
-                let (tally, drained) =
-                    tokio::join!(repo.purge_batch(&page, ours), drain(repo, drainer, report));
-                drained?;
-                tally?
+                let (batch, deleted) = tokio::join!(
+                    repo.purge_batch(&page, ours, &gone),
+                    drainer.delete_claimed(repo, &claimed)
+                );
+                // Should either fail, what is not acknowledged stays queued (claimed),
+                // and the next run's drain deletes it.
+                let (batch, deleted) = (batch?, deleted?);
+                gone = report.count_deletions(repo, deleted).await?;
+                claimed = batch.claimed;
+                batch.tally
             }
             None => repo.tally_purge(selection, &page, ours).await?,
         };
@@ -451,6 +479,9 @@ async fn walk(
             .fetch_add(tally.bytes_freed, Ordering::Relaxed);
     }
     if let Some(drainer) = drainer {
+        let deleted = drainer.delete_claimed(repo, &claimed).await?;
+        gone.extend(report.count_deletions(repo, deleted).await?);
+        repo.acknowledge_deletions(&gone).await?;
         drain(repo, drainer, report).await?;
     }
     if let PurgeTarget::Media(keys) = &options.target {

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use media_core::datastore::Datastore;
-use media_db::{DatastoreId, DeletionQueue, DrainReport, RecordedDatastore, Repository};
+use media_db::{
+    DatastoreId, DeletedClaims, DeletionQueue, DrainReport, PendingDeletion, RecordedDatastore,
+    Repository, delete_claimed,
+};
 
 use crate::error::AdminError;
 
@@ -44,6 +47,43 @@ impl QueueDrainer {
         Ok(repo
             .drain_pending_deletions(record.id, store.as_ref())
             .await?)
+    }
+
+    /// Deletes the objects of `claimed` (queued deletions claimed by a purge) from
+    /// their datastores, opening each once; [`DeletedClaims::gone`] lists those to
+    /// acknowledge.
+    pub async fn delete_claimed(
+        &mut self,
+        repo: &Repository,
+        claimed: &[(i64, PendingDeletion)],
+    ) -> Result<DeletedClaims, AdminError> {
+        let mut by_store: HashMap<DatastoreId, Vec<(i64, PendingDeletion)>> = HashMap::new();
+        for (id, pending) in claimed {
+            by_store
+                .entry(pending.datastore_id)
+                .or_default()
+                .push((*id, pending.clone()));
+        }
+        let mut total = DeletedClaims::default();
+        if by_store.is_empty() {
+            return Ok(total);
+        }
+        // Every entry's datastore is recorded (a foreign key says so); an entry of any
+        // other would stay queued, as a drain leaves it.
+        for record in repo.datastore_records().await? {
+            let Some(claimed) = by_store.remove(&record.id) else {
+                continue;
+            };
+            let store = self.open(&record).await?;
+            let deleted = delete_claimed(store.as_ref(), &claimed).await;
+            total.gone.extend(deleted.gone);
+            total.report.deleted += deleted.report.deleted;
+            total.report.already_gone += deleted.report.already_gone;
+            if total.failure.is_none() {
+                total.failure = deleted.failure;
+            }
+        }
+        Ok(total)
     }
 
     /// `record`'s datastore, opened for writing once (see [`open_recorded`]).

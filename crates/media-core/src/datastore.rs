@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -340,6 +341,10 @@ impl fmt::Debug for BlobPayload {
     }
 }
 
+/// Deletions [`Datastore::delete_many`] has in flight at once by default: an object
+/// store's deletions are requests, whose waits overlap.
+const DELETIONS_IN_FLIGHT: usize = 16;
+
 /// A content-addressed blob store. Implementations must make writes atomic (a key either
 /// holds the complete bytes or nothing), make `put` of existing bytes a no-op, and make
 /// `delete` idempotent. Conveniences live in [`DatastoreExt`].
@@ -399,6 +404,18 @@ pub trait Datastore: Send + Sync + fmt::Debug {
 
     /// Deletes a blob; deleting a missing blob is not an error.
     async fn delete(&self, key: &BlobKey) -> Result<DeleteStatus, StoreError>;
+
+    /// Deletes many blobs, each as [`Datastore::delete`] does; the outcomes come in the
+    /// order of `keys`, and one failure does not stop the others. The default runs a
+    /// few [`Datastore::delete`]s at once; a store that can delete many blobs for less
+    /// than one call each overrides it.
+    async fn delete_many(&self, keys: &[BlobKey]) -> Vec<Result<DeleteStatus, StoreError>> {
+        let deletions: Vec<_> = keys.iter().map(|key| self.delete(key)).collect();
+        futures::stream::iter(deletions)
+            .buffered(DELETIONS_IN_FLIGHT)
+            .collect()
+            .await
+    }
 
     /// Every blob key in the store, in ascending order (as S3 lists keys: a check merges
     /// the listing with the rows in digest order); never a temporary object.

@@ -81,15 +81,16 @@ pub use datastores::{DatastoreUnavailable, Datastores};
 pub use error::DbError;
 pub use location::{DatabaseLocation, Dialect, IntoDatabaseLocation, redact_url};
 pub use model::{
-    Blob, BlobMove, BlobOutcome, BlobTally, DatastoreId, DatastoreUsage, DeletedMedia, DrainReport,
-    InsertOutcome, MediaOutcome, MoveOutcome, NewBlob, NewMedia, PendingDeletion, PinReport,
-    PurgeCandidate, PurgeSelection, PurgeTally, QUARANTINE_CHANGES_PAGE_LIMIT, QuarantineAction,
-    QuarantineChange, QuarantineChangesPage, QuarantineReport, RecordedDatastore, RoomMedia,
-    TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage, UsageTotals,
+    Blob, BlobMove, BlobOutcome, BlobTally, DatastoreId, DatastoreUsage, DeletedClaims,
+    DeletedMedia, DrainReport, InsertOutcome, MediaOutcome, MoveOutcome, NewBlob, NewMedia,
+    PendingDeletion, PinReport, PurgeCandidate, PurgeSelection, PurgeTally, PurgedBatch,
+    QUARANTINE_CHANGES_PAGE_LIMIT, QuarantineAction, QuarantineChange, QuarantineChangesPage,
+    QuarantineReport, RecordedDatastore, RoomMedia, TaskFilter, TaskId, TaskKind, TaskRecord,
+    Upload, Usage, UsageTotals,
 };
 pub use repo::{
     AttachOptions, DatastoreAccess, Repository, connect, connect_existing, connect_for_dry_run,
-    connect_read_only,
+    connect_read_only, delete_claimed,
 };
 pub use roles::{
     BlobIndex, BlobTransfer, DeletionQueue, MediaAttributes, MediaIndex, Purge, Quarantine,

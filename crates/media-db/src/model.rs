@@ -178,8 +178,8 @@ pub struct DeletedMedia {
     /// Thumbnail rows deleted with them.
     pub thumbnails: u64,
     /// Blobs that lost their last reference: their rows are gone and their objects are
-    /// queued for deletion.
-    pub enqueued: Vec<PendingDeletion>,
+    /// queued for deletion (each with its queue position).
+    pub enqueued: Vec<(i64, PendingDeletion)>,
     /// The bytes of those blobs.
     pub bytes_freed: u64,
 }
@@ -421,6 +421,29 @@ pub struct PurgeTally {
     pub bytes_freed: u64,
     /// Media IDs of our own servers reserved (never to be reused).
     pub reserved: u64,
+}
+
+/// What [`crate::Purge::purge_batch`] did: its tally, and the object deletions it
+/// queued, claimed already by the caller, who deletes them
+/// ([`crate::delete_claimed`]) and then acknowledges them.
+#[derive(Debug, Clone, Default)]
+pub struct PurgedBatch {
+    /// What the batch purged.
+    pub tally: PurgeTally,
+    /// The queued deletions of the blobs it freed, each with its queue position.
+    pub claimed: Vec<(i64, PendingDeletion)>,
+}
+
+/// What deleting claimed objects did ([`crate::delete_claimed`]).
+#[derive(Debug, Default)]
+pub struct DeletedClaims {
+    /// The queue positions of the objects now gone, to acknowledge.
+    pub gone: Vec<i64>,
+    /// Objects deleted, and objects already gone.
+    pub report: DrainReport,
+    /// The first deletion that failed (its entry and those of the other failures stay
+    /// queued).
+    pub failure: Option<media_core::datastore::StoreError>,
 }
 
 impl std::ops::AddAssign for PurgeTally {

@@ -48,6 +48,7 @@ pub mod usage;
 #[doc(no_inline)]
 pub use crate::model::*;
 pub use attach::{AttachOptions, DatastoreAccess, MOVED_SAMPLE};
+pub use deletion::delete_claimed;
 pub use suggest::{closest, edit_distance};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

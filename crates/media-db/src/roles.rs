@@ -21,8 +21,9 @@ use crate::error::DbError;
 use crate::model::{
     Blob, BlobMove, BlobOutcome, BlobTally, DatastoreId, DeletedMedia, DrainReport, InsertOutcome,
     MediaOutcome, MoveOutcome, NewBlob, NewMedia, PendingDeletion, PinReport, PurgeCandidate,
-    PurgeSelection, PurgeTally, QuarantineAction, QuarantineChangesPage, QuarantineReport,
-    RoomMedia, TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage, UsageTotals,
+    PurgeSelection, PurgeTally, PurgedBatch, QuarantineAction, QuarantineChangesPage,
+    QuarantineReport, RoomMedia, TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage,
+    UsageTotals,
 };
 
 /// Which bytes are recorded, and where: the content-addressed index of blobs.
@@ -170,6 +171,9 @@ pub trait DeletionQueue: Send + Sync {
         limit: i64,
     ) -> Result<Vec<(i64, PendingDeletion)>, DbError>;
 
+    /// Dequeues the claimed deletions `ids`, whose objects are gone.
+    async fn acknowledge_deletions(&self, ids: &[i64]) -> Result<(), DbError>;
+
     /// Deletes the queued objects of `datastore_id` from `store` and dequeues them,
     /// holding no transaction while `store` is asked: a batch is claimed, its objects are
     /// deleted, then it is acknowledged. A run that stops anywhere (a crash, a failing
@@ -287,14 +291,20 @@ pub trait Purge: Send + Sync {
     ) -> Result<PurgeTally, DbError>;
 
     /// Deletes `batch` (a page of a purge) in one transaction: media, thumbnails, blob
-    /// rows nothing references any more (their objects queued for deletion), with the
-    /// IDs of media of `ours` (the repository's own servers) reserved and the bytes of
-    /// quarantined media blocked. Drain the queue afterwards.
+    /// rows nothing references any more (their objects queued for deletion, claimed for
+    /// the caller), with the IDs of media of `ours` (the repository's own servers)
+    /// reserved and the bytes of quarantined media blocked. The same transaction first
+    /// acknowledges the claimed deletions `acknowledged` (an earlier batch's objects,
+    /// gone now). The caller deletes the claimed objects ([`crate::delete_claimed`])
+    /// and acknowledges them with the next batch or
+    /// [`DeletionQueue::acknowledge_deletions`]; a run that stops first leaves them
+    /// queued for the next drain.
     async fn purge_batch(
         &self,
         batch: &[PurgeCandidate],
         ours: &[ServerName],
-    ) -> Result<PurgeTally, DbError>;
+        acknowledged: &[i64],
+    ) -> Result<PurgedBatch, DbError>;
 
     /// The server names the repository's imports recorded as their own (the
     /// `server_name` of each `import_synapse` run in the task log).

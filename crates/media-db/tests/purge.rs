@@ -5,8 +5,8 @@
 use media_core::datastore::DatastoreExt;
 use media_core::records::{MediaKey, MediaRecord, Purpose};
 use media_db::{
-    DbError, MediaAttributes, MediaIndex, NewMedia, Purge, PurgeSelection, PurgeTally, Quarantine,
-    QuarantineAction, Repository, TaskFilter, TaskKind, TaskLog, connect,
+    DbError, DeletionQueue, MediaAttributes, MediaIndex, NewMedia, Purge, PurgeSelection,
+    PurgeTally, Quarantine, QuarantineAction, Repository, TaskFilter, TaskKind, TaskLog, connect,
 };
 use media_store::MemoryDatastore;
 use media_tests::TestDatabase;
@@ -21,6 +21,20 @@ async fn record(
     uploader: Option<&str>,
     bytes: &[u8],
 ) -> MediaKey {
+    try_record(repo, store, datastore_id, mxc, uploader, bytes)
+        .await
+        .unwrap()
+}
+
+/// [`record`], returning the repository's refusal.
+async fn try_record(
+    repo: &Repository,
+    store: &MemoryDatastore,
+    datastore_id: media_db::DatastoreId,
+    mxc: &str,
+    uploader: Option<&str>,
+    bytes: &[u8],
+) -> Result<MediaKey, DbError> {
     let put = store.put_bytes(bytes).await.unwrap();
     let key: MediaKey = mxc.parse::<media_core::ids::MxcUri>().unwrap().into();
     let media = NewMedia {
@@ -41,8 +55,8 @@ async fn record(
         thumbnails: Vec::new(),
         datastore_id,
     };
-    repo.insert_media(&media, store).await.unwrap();
-    key
+    repo.insert_media(&media, store).await?;
+    Ok(key)
 }
 
 /// Walks `selection` in pages of one: the dry run's tallies, then the real run's.
@@ -61,13 +75,73 @@ async fn tallies(
     }
     let mut done = Vec::new();
     let mut after = None;
+    let mut claimed: Vec<i64> = Vec::new();
     while let Some(page) =
         Some(repo.purge_page(selection, after.as_ref(), 1).await.unwrap()).filter(|p| !p.is_empty())
     {
-        done.push(repo.purge_batch(&page, &ours).await.unwrap());
+        let batch = repo.purge_batch(&page, &ours, &claimed).await.unwrap();
+        claimed = batch.claimed.iter().map(|(id, _)| *id).collect();
+        done.push(batch.tally);
         after = Some(page[0].key.clone());
     }
+    repo.acknowledge_deletions(&claimed).await.unwrap();
     (plan, done)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purge_batch_claims_what_it_queues_and_a_later_batch_acknowledges_it() {
+    for db in TestDatabase::both().await {
+        let label = db.label;
+        let repo = connect(&db.url).await.unwrap();
+        let store = MemoryDatastore::new();
+        let ds = repo.register_datastore("memory://test").await.unwrap();
+        let alice = Some("@alice:ours.test");
+        record(&repo, &store, ds, "mxc://ours.test/a", alice, b"one").await;
+        record(&repo, &store, ds, "mxc://ours.test/b", alice, b"two").await;
+        let selection = PurgeSelection::User {
+            user: "@alice:ours.test".parse().unwrap(),
+            before: None,
+        };
+        let ours = ["ours.test".parse().unwrap()];
+        let queued = |repo: &Repository| {
+            let repo = repo.clone();
+            async move {
+                let rows = repo.pending_deletions(ds, 10).await.unwrap();
+                rows.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
+            }
+        };
+
+        let page = repo.purge_page(&selection, None, 1).await.unwrap();
+        let first = repo.purge_batch(&page, &ours, &[]).await.unwrap();
+        assert_eq!(first.claimed.len(), 1, "{label}");
+        let (first_id, freed) = first.claimed[0].clone();
+        assert_eq!(
+            freed.sha256,
+            store.put_bytes(b"one").await.unwrap().blob.sha256
+        );
+        assert_eq!(queued(&repo).await, vec![first_id], "{label}");
+        // Claimed, its object may be gone at any moment: recording the bytes again is
+        // refused until the deletion is acknowledged.
+        let again = try_record(&repo, &store, ds, "mxc://ours.test/c", alice, b"one").await;
+        assert!(
+            matches!(again, Err(DbError::BlobMissing { .. })),
+            "{label}: {again:?}"
+        );
+
+        let page = repo
+            .purge_page(&selection, Some(&page[0].key), 1)
+            .await
+            .unwrap();
+        let second = repo.purge_batch(&page, &ours, &[first_id]).await.unwrap();
+        let second_id = second.claimed[0].0;
+        assert_eq!(queued(&repo).await, vec![second_id], "{label}");
+        repo.acknowledge_deletions(&[second_id]).await.unwrap();
+        assert_eq!(queued(&repo).await, Vec::<i64>::new(), "{label}");
+        // Acknowledged, the bytes may be recorded again.
+        try_record(&repo, &store, ds, "mxc://ours.test/c", alice, b"one")
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

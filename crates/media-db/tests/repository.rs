@@ -574,18 +574,28 @@ async fn deleting_media_frees_exactly_the_unreferenced_blobs() {
         );
         assert_eq!(deleted.not_found, vec![key("example.org", "ghost")]);
         assert_eq!(deleted.thumbnails, 1);
-        let enqueued: Vec<&Sha256Hex> = deleted.enqueued.iter().map(|p| &p.sha256).collect();
+        let enqueued: Vec<&Sha256Hex> = deleted.enqueued.iter().map(|(_, p)| &p.sha256).collect();
         assert_eq!(enqueued, vec![&alone.record.sha256], "{}", f.label);
 
         // Nothing was removed from the datastore yet: rows first, objects after commit.
-        assert!(f.store.exists(&deleted.enqueued[0].location).await.unwrap());
+        assert!(
+            f.store
+                .exists(&deleted.enqueued[0].1.location)
+                .await
+                .unwrap()
+        );
         let report = f
             .repo
             .drain_pending_deletions(f.datastore_id, &*f.store)
             .await
             .unwrap();
         assert_eq!(report.deleted, 1);
-        assert!(!f.store.exists(&deleted.enqueued[0].location).await.unwrap());
+        assert!(
+            !f.store
+                .exists(&deleted.enqueued[0].1.location)
+                .await
+                .unwrap()
+        );
         for survivor in [&shared2, &keep] {
             let blob = f
                 .repo
@@ -636,7 +646,7 @@ async fn a_crash_between_commit_and_drain_is_finished_by_the_next_run() {
 
         let repo = connect(&db.url).await.unwrap();
         assert!(repo.get_media(&media.record.key).await.unwrap().is_none());
-        assert!(store.exists(&deleted.enqueued[0].location).await.unwrap());
+        assert!(store.exists(&deleted.enqueued[0].1.location).await.unwrap());
         let queued = repo.pending_deletions(ds, 10).await.unwrap();
         assert_eq!(queued.len(), 1, "{}", f.label);
         let report = repo.drain_pending_deletions(ds, &*store).await.unwrap();
@@ -667,7 +677,12 @@ async fn reimporting_bytes_before_the_drain_cancels_their_deletion() {
             .await
             .unwrap();
         assert_eq!(report.deleted, 0, "{}", f.label);
-        assert!(f.store.exists(&deleted.enqueued[0].location).await.unwrap());
+        assert!(
+            f.store
+                .exists(&deleted.enqueued[0].1.location)
+                .await
+                .unwrap()
+        );
     })
     .await;
 }
@@ -879,7 +894,7 @@ async fn the_drain_keeps_an_object_whose_blob_was_recorded_again() {
                       VALUES ($1, 11, $2, $3, 0)";
         let (sha, location) = (
             media.record.sha256.as_str(),
-            deleted.enqueued[0].location.as_str(),
+            deleted.enqueued[0].1.location.as_str(),
         );
         let mut c = media_tests::any_connection(&db.url).await;
         sqlx::query(insert)
@@ -892,7 +907,7 @@ async fn the_drain_keeps_an_object_whose_blob_was_recorded_again() {
         let report = repo.drain_pending_deletions(ds, &*store).await.unwrap();
         assert_eq!(report.kept, 1, "{}", db.label);
         assert_eq!(report.deleted, 0);
-        assert!(store.exists(&deleted.enqueued[0].location).await.unwrap());
+        assert!(store.exists(&deleted.enqueued[0].1.location).await.unwrap());
         assert!(repo.pending_deletions(ds, 10).await.unwrap().is_empty());
         repo.close().await;
     }
@@ -1064,7 +1079,7 @@ async fn a_drain_stopped_by_a_failing_datastore_is_finished_by_the_next_run() {
             .delete_media(std::slice::from_ref(&media.record.key))
             .await
             .unwrap();
-        let location = &deleted.enqueued[0].location;
+        let location = &deleted.enqueued[0].1.location;
 
         let err = f
             .repo
@@ -1250,7 +1265,7 @@ async fn recording_bytes_in_one_datastore_leaves_their_queued_deletion_in_anothe
                 "{} round {round}",
                 f.label
             );
-            let location = &deleted.enqueued[0].location;
+            let location = &deleted.enqueued[0].1.location;
             assert!(!f.store.exists(location).await.unwrap());
             assert!(second.exists(location).await.unwrap(), "{}", f.label);
         }

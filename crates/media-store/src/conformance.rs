@@ -147,6 +147,31 @@ pub async fn delete_is_idempotent(store: &dyn Datastore) {
     assert_eq!(listed(store).await, BTreeSet::from([keep]));
 }
 
+/// Deleting many blobs at once reports each in the order asked, a missing one as not
+/// found, and deletes those and only those (more than one call's worth of files).
+pub async fn delete_many_reports_each_in_order(store: &dyn Datastore) {
+    let keep = store.put_bytes(b"keep me").await.unwrap().blob.key;
+    let mut doomed = Vec::new();
+    for n in 0..300 {
+        let bytes = format!("delete me {n}");
+        doomed.push(store.put_bytes(bytes.as_bytes()).await.unwrap().blob.key);
+    }
+    let gone = doomed.remove(7);
+    store.delete(&gone).await.unwrap();
+    let mut asked = doomed.clone();
+    asked.insert(150, gone);
+    let statuses: Vec<DeleteStatus> = store
+        .delete_many(&asked)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let mut expected = vec![DeleteStatus::Deleted; asked.len()];
+    expected[150] = DeleteStatus::NotFound;
+    assert_eq!(statuses, expected);
+    assert_eq!(listed(store).await, BTreeSet::from([keep]));
+}
+
 /// Listing yields exactly the keys put.
 pub async fn list_reports_every_blob(store: &dyn Datastore) {
     let mut expected = BTreeSet::new();
@@ -484,6 +509,7 @@ macro_rules! datastore_conformance {
                 range_get,
                 duplicate_put,
                 delete_is_idempotent,
+                delete_many_reports_each_in_order,
                 list_reports_every_blob,
                 list_is_in_key_order,
                 failed_put_stores_nothing,

@@ -16,16 +16,15 @@
 //! gone already, so its bytes must be put again once the claim is acknowledged.
 
 use async_trait::async_trait;
-use futures::{StreamExt, stream};
-use media_core::datastore::{Datastore, DeleteStatus};
+use media_core::datastore::{BlobKey, Datastore, DeleteStatus};
 use media_core::now_ms;
 use media_core::records::MediaKey;
 
 use super::Repository;
-use super::sql::{LIVE_OBJECT, placeholder_list};
+use super::sql::LIVE_OBJECT;
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
-use crate::model::{DatastoreId, DeletedMedia, DrainReport, PendingDeletion};
+use crate::model::{DatastoreId, DeletedClaims, DeletedMedia, DrainReport, PendingDeletion};
 use crate::roles::DeletionQueue;
 use crate::rows::pending_deletion;
 
@@ -36,18 +35,15 @@ const DRAIN_BATCH: i64 = 500;
 /// values at most, far below both dialects' limits.
 pub(crate) const KEYS_PER_STATEMENT: usize = 500;
 
-/// Object deletions a drain has in flight at once: a file datastore's removals run on
-/// blocking threads, an object store's are requests, and both overlap their waits.
-const DELETIONS_IN_FLIGHT: usize = 16;
-
 /// Deletes the media `$keys` and their thumbnails in the open transaction `$conn` (of
 /// `$dialect`), and in it removes the blob rows nothing references any more and queues
-/// their objects (stamped `$ts`); evaluates to `Result<DeletedMedia, DbError>`. Set-based:
+/// their objects (stamped `$ts`, and claimed at `$claimed` when it is `Some`: see
+/// [`crate::Purge::purge_batch`]); evaluates to `Result<DeletedMedia, DbError>`. Set-based:
 /// a few statements per [`KEYS_PER_STATEMENT`] media, not per media. A macro so that one
 /// body serves both dialects' transaction types (and both
 /// [`DeletionQueue::delete_media`] and the purges of [`crate::Purge`]).
 macro_rules! delete_media_in {
-    ($conn:expr, $dialect:expr, $keys:expr, $ts:expr) => {
+    ($conn:expr, $dialect:expr, $keys:expr, $ts:expr, $claimed:expr) => {
         async {
             use $crate::repo::deletion::KEYS_PER_STATEMENT;
             use $crate::repo::sql::{placeholder_list, values_list};
@@ -116,31 +112,44 @@ macro_rules! delete_media_in {
                 );
             }
             freed.sort_unstable();
+            let claimed: Option<i64> = $claimed;
+            let mut queued = std::collections::HashMap::with_capacity(freed.len());
             for rows in freed.chunks(KEYS_PER_STATEMENT) {
                 let sql = format!(
-                    "INSERT INTO pending_deletions (datastore_id, location, sha256, enqueued_ts) \
-                     VALUES {}",
-                    values_list($dialect, rows.len(), 4)
+                    "INSERT INTO pending_deletions \
+                     (datastore_id, location, sha256, enqueued_ts, claimed_ts) \
+                     VALUES {} RETURNING sha256, id",
+                    values_list($dialect, rows.len(), 5)
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
                 for (sha256, datastore_id, location, _) in rows {
                     query = query
                         .bind(*datastore_id)
                         .bind(location)
                         .bind(sha256)
-                        .bind($ts);
+                        .bind($ts)
+                        .bind(claimed);
                 }
-                query
-                    .execute($conn)
-                    .await
-                    .during("queue object deletions")?;
+                queued.extend(
+                    query
+                        .fetch_all($conn)
+                        .await
+                        .during("queue object deletions")?,
+                );
             }
             for (sha256, datastore_id, location, size_bytes) in &freed {
-                report.enqueued.push($crate::rows::pending_deletion(
-                    *datastore_id,
-                    location,
-                    sha256,
-                )?);
+                // One blob row per digest was deleted, so one entry per digest queued.
+                let Some(id) = queued.get(sha256).copied() else {
+                    return Err($crate::error::DbError::InvalidRow {
+                        table: "pending_deletions",
+                        key: sha256.clone(),
+                        reason: "the queued deletion was not returned".to_owned(),
+                    });
+                };
+                report.enqueued.push((
+                    id,
+                    $crate::rows::pending_deletion(*datastore_id, location, sha256)?,
+                ));
                 report.bytes_freed += u64::try_from(*size_bytes).unwrap_or(0);
             }
             Ok::<_, $crate::error::DbError>(report)
@@ -149,6 +158,37 @@ macro_rules! delete_media_in {
     };
 }
 pub(crate) use delete_media_in;
+
+/// Dequeues the deletions `$ids` (whose objects are gone) on `$conn` (of `$dialect`);
+/// evaluates to `Result<(), DbError>`. The IDs are bound as one JSON array: hundreds of
+/// placeholders cost SQLite a search of its parameter names for each.
+macro_rules! dequeue_in {
+    ($conn:expr, $dialect:expr, $ids:expr) => {
+        async {
+            let ids: &[i64] = $ids;
+            if ids.is_empty() {
+                return Ok::<_, $crate::error::DbError>(());
+            }
+            let list = match $dialect {
+                $crate::Dialect::Sqlite => "SELECT value FROM json_each($1)",
+                $crate::Dialect::Postgres => {
+                    "SELECT CAST(value AS BIGINT) FROM json_array_elements_text(CAST($1 AS json))"
+                }
+            };
+            let json = serde_json::Value::from(ids.to_vec()).to_string();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM pending_deletions WHERE id IN ({list})"
+            )))
+            .bind(json)
+            .execute($conn)
+            .await
+            .during("acknowledge deleted objects")?;
+            Ok(())
+        }
+        .await
+    };
+}
+pub(crate) use dequeue_in;
 
 #[async_trait]
 impl DeletionQueue for Repository {
@@ -159,7 +199,7 @@ impl DeletionQueue for Repository {
                 .begin_with(self.begin_write())
                 .await
                 .during("begin a transaction")?;
-            let report = delete_media_in!(&mut *tx, self.dialect, keys, ts)?;
+            let report = delete_media_in!(&mut *tx, self.dialect, keys, ts, None)?;
             tx.commit().await.during("commit a deletion")?;
             Ok(report)
         })
@@ -186,6 +226,11 @@ impl DeletionQueue for Repository {
             .collect()
     }
 
+    async fn acknowledge_deletions(&self, ids: &[i64]) -> Result<(), DbError> {
+        on_pool!(&self.writer, |p| dequeue_in!(p, self.dialect, ids)?);
+        Ok(())
+    }
+
     async fn drain_pending_deletions(
         &self,
         datastore_id: DatastoreId,
@@ -196,56 +241,72 @@ impl DeletionQueue for Repository {
         // keeps the entries deleted before (until a vacuum), and a claim from its start
         // walked past all of them (on PostgreSQL 0.2 s a claim after 100,000 deletions).
         let mut after = 0;
+        // The entries whose objects the previous batch deleted: the next claim
+        // acknowledges them in its transaction.
+        let mut done = Vec::new();
         loop {
-            let (claimed, kept) = self.claim_deletions(datastore_id, after).await?;
+            let (claimed, kept) = self.claim_deletions(datastore_id, after, &done).await?;
+            done.clear();
             report.kept += kept.len() as u64;
             let Some(last) = claimed.iter().map(|(id, _)| *id).chain(kept).max() else {
                 return Ok(report);
             };
             after = last;
-            // No transaction is open while the datastore deletes; a few deletions are in
-            // flight at once, and every one that ends is acknowledged, even after another
-            // failed (the first failure is returned once the batch is acknowledged).
-            let mut done = Vec::with_capacity(claimed.len());
-            let mut failure = None;
-            let mut deletions = stream::iter(claimed)
-                .map(|(id, pending)| async move { (id, store.delete(&pending.location).await) })
-                .buffer_unordered(DELETIONS_IN_FLIGHT);
-            while let Some((id, status)) = deletions.next().await {
-                match status {
-                    Ok(DeleteStatus::Deleted) => report.deleted += 1,
-                    Ok(DeleteStatus::NotFound) => report.already_gone += 1,
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                        continue;
-                    }
-                }
-                done.push(id);
-            }
-            self.acknowledge_deletions(&done).await?;
-            if let Some(e) = failure {
+            let deleted = delete_claimed(store, &claimed).await;
+            report.deleted += deleted.report.deleted;
+            report.already_gone += deleted.report.already_gone;
+            done = deleted.gone;
+            if let Some(e) = deleted.failure {
+                self.acknowledge_deletions(&done).await?;
                 return Err(e.into());
             }
         }
     }
 }
 
+/// Deletes the objects of `claimed` (queued deletions of `store`'s datastore, claimed)
+/// from `store`, with no transaction open; every deletion that ends counts, even after
+/// another failed. Acknowledge [`DeletedClaims::gone`] afterwards.
+pub async fn delete_claimed(
+    store: &dyn Datastore,
+    claimed: &[(i64, PendingDeletion)],
+) -> DeletedClaims {
+    let keys: Vec<BlobKey> = claimed.iter().map(|(_, p)| p.location.clone()).collect();
+    let mut deleted = DeletedClaims::default();
+    for ((id, _), status) in claimed.iter().zip(store.delete_many(&keys).await) {
+        match status {
+            Ok(DeleteStatus::Deleted) => deleted.report.deleted += 1,
+            Ok(DeleteStatus::NotFound) => deleted.report.already_gone += 1,
+            Err(e) => {
+                deleted.failure.get_or_insert(e);
+                continue;
+            }
+        }
+        deleted.gone.push(*id);
+    }
+    deleted
+}
+
 impl Repository {
     /// Claims up to [`DRAIN_BATCH`] queued deletions of `datastore_id` with IDs above
-    /// `after`, oldest first, in one short transaction; those whose blob was recorded
-    /// again are dequeued instead (kept). Returns the claimed entries and the IDs of the
-    /// kept ones. Entries claimed by an earlier drain that stopped are claimed again; one
-    /// queued while this drain runs, under an ID it has passed, waits for the next drain.
+    /// `after`, oldest first, in one short transaction, which first dequeues the claimed
+    /// deletions `acknowledged` (their objects are gone); the entries whose blob was
+    /// recorded again are dequeued instead (kept). Returns the claimed entries and the
+    /// IDs of the kept ones. Entries claimed by an earlier drain that stopped are claimed
+    /// again; one queued while this drain runs, under an ID it has passed, waits for the
+    /// next drain.
     async fn claim_deletions(
         &self,
         datastore_id: DatastoreId,
         after: i64,
+        acknowledged: &[i64],
     ) -> Result<(Vec<(i64, PendingDeletion)>, Vec<i64>), DbError> {
         let (claimed, kept) = on_pool!(&self.writer, |p| {
             let mut tx = p
                 .begin_with(self.begin_write())
                 .await
                 .during("begin a transaction")?;
+            dequeue_in!(&mut *tx, self.dialect, acknowledged)?;
             let sql = format!(
                 "DELETE FROM pending_deletions WHERE id IN (SELECT id FROM pending_deletions \
                  WHERE datastore_id = $1 AND id > $3 ORDER BY id LIMIT $2) AND {LIVE_OBJECT} \
@@ -279,27 +340,5 @@ impl Repository {
             .map(|(id, ds, location, sha256)| Ok((id, pending_deletion(ds, &location, &sha256)?)))
             .collect::<Result<_, DbError>>()?;
         Ok((claimed, kept))
-    }
-
-    /// Dequeues the claimed deletions `ids`, whose objects are gone.
-    async fn acknowledge_deletions(&self, ids: &[i64]) -> Result<(), DbError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let sql = format!(
-            "DELETE FROM pending_deletions WHERE id IN ({})",
-            placeholder_list(self.dialect, ids.len(), 1)
-        );
-        on_pool!(&self.writer, |p| {
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in ids {
-                query = query.bind(*id);
-            }
-            query
-                .execute(p)
-                .await
-                .during("acknowledge deleted objects")?;
-        });
-        Ok(())
     }
 }

@@ -20,11 +20,11 @@ use media_core::now_ms;
 use media_core::records::MediaKey;
 
 use super::Repository;
-use super::deletion::{KEYS_PER_STATEMENT, delete_media_in};
+use super::deletion::{KEYS_PER_STATEMENT, delete_media_in, dequeue_in};
 use super::sql::values_list;
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
-use crate::model::{PurgeCandidate, PurgeSelection, PurgeTally, TaskKind};
+use crate::model::{PurgeCandidate, PurgeSelection, PurgeTally, PurgedBatch, TaskKind};
 use crate::roles::Purge;
 use crate::rows::media_key;
 
@@ -341,7 +341,8 @@ impl Purge for Repository {
         &self,
         batch: &[PurgeCandidate],
         ours: &[ServerName],
-    ) -> Result<PurgeTally, DbError> {
+        acknowledged: &[i64],
+    ) -> Result<PurgedBatch, DbError> {
         let ts = now_ms();
         let keys: Vec<MediaKey> = batch.iter().map(|c| c.key.clone()).collect();
         on_pool!(&self.writer, |p| {
@@ -349,7 +350,8 @@ impl Purge for Repository {
                 .begin_with(self.begin_write())
                 .await
                 .during("begin a transaction")?;
-            let deleted = delete_media_in!(&mut *tx, self.dialect, &keys, ts)?;
+            dequeue_in!(&mut *tx, self.dialect, acknowledged)?;
+            let deleted = delete_media_in!(&mut *tx, self.dialect, &keys, ts, Some(ts))?;
             let purged = batch.iter().filter(|c| !deleted.not_found.contains(&c.key));
             let blocked: BTreeSet<&str> = purged
                 .clone()
@@ -398,12 +400,15 @@ impl Purge for Repository {
             }
             let reserved = reserved.len() as u64;
             tx.commit().await.during("commit a purge")?;
-            Ok(PurgeTally {
-                media: deleted.media.len() as u64,
-                thumbnails: deleted.thumbnails,
-                blobs_freed: deleted.enqueued.len() as u64,
-                bytes_freed: deleted.bytes_freed,
-                reserved,
+            Ok(PurgedBatch {
+                tally: PurgeTally {
+                    media: deleted.media.len() as u64,
+                    thumbnails: deleted.thumbnails,
+                    blobs_freed: deleted.enqueued.len() as u64,
+                    bytes_freed: deleted.bytes_freed,
+                    reserved,
+                },
+                claimed: deleted.enqueued,
             })
         })
     }
