@@ -49,20 +49,22 @@ impl QueueDrainer {
             .await?)
     }
 
-    /// Deletes the objects of `claimed` (queued deletions claimed by a purge) from
-    /// their datastores, opening each once; [`DeletedClaims::gone`] lists those to
-    /// acknowledge.
+    /// Deletes the objects of `claimed` (queued deletions claimed by a purge) that are
+    /// still due ([`DeletionQueue::still_due`]) from their datastores, opening each
+    /// once; [`DeletedClaims::gone`] lists those to acknowledge.
     pub async fn delete_claimed(
         &mut self,
         repo: &Repository,
         claimed: &[(i64, PendingDeletion)],
     ) -> Result<DeletedClaims, AdminError> {
         let mut by_store: HashMap<DatastoreId, Vec<(i64, PendingDeletion)>> = HashMap::new();
-        for (id, pending) in claimed {
+        // Those another drain took over, or whose object a row uses again, stay as they
+        // are (a drain dequeues them).
+        for (id, pending) in repo.still_due(claimed).await? {
             by_store
                 .entry(pending.datastore_id)
                 .or_default()
-                .push((*id, pending.clone()));
+                .push((id, pending));
         }
         let mut total = DeletedClaims::default();
         if by_store.is_empty() {

@@ -171,6 +171,15 @@ pub trait DeletionQueue: Send + Sync {
         limit: i64,
     ) -> Result<Vec<(i64, PendingDeletion)>, DbError>;
 
+    /// Those of `claimed` (deletions this process claimed) still queued and whose object
+    /// no blob row points at again: another drain may have carried out and dequeued the
+    /// others (the bytes may have been recorded again since), and a transfer may have
+    /// moved a blob back onto the object. Check right before deleting.
+    async fn still_due(
+        &self,
+        claimed: &[(i64, PendingDeletion)],
+    ) -> Result<Vec<(i64, PendingDeletion)>, DbError>;
+
     /// Dequeues the claimed deletions `ids`, whose objects are gone.
     async fn acknowledge_deletions(&self, ids: &[i64]) -> Result<(), DbError>;
 

@@ -135,6 +135,18 @@ async fn a_purge_batch_claims_what_it_queues_and_a_later_batch_acknowledges_it()
         let second = repo.purge_batch(&page, &ours, &[first_id]).await.unwrap();
         let second_id = second.claimed[0].0;
         assert_eq!(queued(&repo).await, vec![second_id], "{label}");
+        // Dequeued (here by the next batch; it could be another run's drain), the first
+        // deletion is no longer due: its bytes may be recorded again now.
+        assert_eq!(
+            repo.still_due(&first.claimed).await.unwrap(),
+            vec![],
+            "{label}"
+        );
+        assert_eq!(
+            repo.still_due(&second.claimed).await.unwrap(),
+            second.claimed,
+            "{label}"
+        );
         repo.acknowledge_deletions(&[second_id]).await.unwrap();
         assert_eq!(queued(&repo).await, Vec::<i64>::new(), "{label}");
         // Acknowledged, the bytes may be recorded again.

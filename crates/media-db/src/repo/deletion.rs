@@ -159,6 +159,22 @@ macro_rules! delete_media_in {
 }
 pub(crate) use delete_media_in;
 
+/// A subquery of the queue IDs bound as placeholder `$1` by [`id_array`]: one value
+/// rather than one placeholder per ID.
+pub(crate) fn id_list(dialect: crate::Dialect) -> &'static str {
+    match dialect {
+        crate::Dialect::Sqlite => "SELECT value FROM json_each($1)",
+        crate::Dialect::Postgres => {
+            "SELECT CAST(value AS BIGINT) FROM json_array_elements_text(CAST($1 AS json))"
+        }
+    }
+}
+
+/// `ids` as the JSON array [`id_list`] reads.
+pub(crate) fn id_array(ids: &[i64]) -> String {
+    serde_json::Value::from(ids.to_vec()).to_string()
+}
+
 /// Dequeues the deletions `$ids` (whose objects are gone) on `$conn` (of `$dialect`);
 /// evaluates to `Result<(), DbError>`. The IDs are bound as one JSON array: hundreds of
 /// placeholders cost SQLite a search of its parameter names for each.
@@ -169,17 +185,11 @@ macro_rules! dequeue_in {
             if ids.is_empty() {
                 return Ok::<_, $crate::error::DbError>(());
             }
-            let list = match $dialect {
-                $crate::Dialect::Sqlite => "SELECT value FROM json_each($1)",
-                $crate::Dialect::Postgres => {
-                    "SELECT CAST(value AS BIGINT) FROM json_array_elements_text(CAST($1 AS json))"
-                }
-            };
-            let json = serde_json::Value::from(ids.to_vec()).to_string();
             sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM pending_deletions WHERE id IN ({list})"
+                "DELETE FROM pending_deletions WHERE id IN ({})",
+                $crate::repo::deletion::id_list($dialect)
             )))
-            .bind(json)
+            .bind($crate::repo::deletion::id_array(ids))
             .execute($conn)
             .await
             .during("acknowledge deleted objects")?;
@@ -224,6 +234,34 @@ impl DeletionQueue for Repository {
         rows.into_iter()
             .map(|(id, ds, location, sha256)| Ok((id, pending_deletion(ds, &location, &sha256)?)))
             .collect()
+    }
+
+    async fn still_due(
+        &self,
+        claimed: &[(i64, PendingDeletion)],
+    ) -> Result<Vec<(i64, PendingDeletion)>, DbError> {
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = claimed.iter().map(|(id, _)| *id).collect();
+        let sql = format!(
+            "SELECT id FROM pending_deletions WHERE id IN ({}) AND NOT {LIVE_OBJECT}",
+            id_list(self.dialect)
+        );
+        let due: std::collections::HashSet<i64> = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(id_array(&ids))
+                .fetch_all(p)
+                .await
+                .during("check claimed deletions")?
+                .into_iter()
+                .collect()
+        });
+        Ok(claimed
+            .iter()
+            .filter(|(id, _)| due.contains(id))
+            .cloned()
+            .collect())
     }
 
     async fn acknowledge_deletions(&self, ids: &[i64]) -> Result<(), DbError> {
