@@ -26,9 +26,7 @@ impl QueueDrainer {
         let mut total = DrainReport::default();
         for record in repo.datastore_records().await? {
             let drained = self.drain(repo, &record).await?;
-            total.deleted += drained.deleted;
-            total.already_gone += drained.already_gone;
-            total.kept += drained.kept;
+            total += drained;
         }
         Ok(total)
     }
@@ -79,8 +77,7 @@ impl QueueDrainer {
             let store = self.open(&record).await?;
             let deleted = delete_claimed(store.as_ref(), &claimed).await;
             total.gone.extend(deleted.gone);
-            total.report.deleted += deleted.report.deleted;
-            total.report.already_gone += deleted.report.already_gone;
+            total.report += deleted.report;
             if total.failure.is_none() {
                 total.failure = deleted.failure;
             }

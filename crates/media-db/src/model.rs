@@ -195,6 +195,14 @@ pub struct DrainReport {
     pub kept: u64,
 }
 
+impl std::ops::AddAssign for DrainReport {
+    fn add_assign(&mut self, other: Self) {
+        self.deleted += other.deleted;
+        self.already_gone += other.already_gone;
+        self.kept += other.kept;
+    }
+}
+
 /// A datastore the repository records (see [`crate::Repository::datastore_records`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedDatastore {

@@ -972,17 +972,20 @@ impl Datastore for FileDatastore {
         stream::iter(chunks)
             .map(|paths| async move {
                 let count = paths.len();
-                let removed = tokio::task::spawn_blocking(move || {
-                    paths.iter().map(|p| remove_blob_file(p)).collect()
-                });
+                let removed =
+                    blocking(move || Ok(paths.iter().map(|p| remove_blob_file(p)).collect()));
+                // A worker that died reports each of its removals failed (they stay queued).
                 removed.await.unwrap_or_else(|e| {
                     let reason = e.to_string();
-                    let failed = || StoreError::Io {
-                        operation: "delete",
-                        target: "a datastore worker".into(),
-                        source: std::io::Error::other(reason.clone()),
-                    };
-                    (0..count).map(|_| Err(failed())).collect::<Vec<_>>()
+                    (0..count)
+                        .map(|_| {
+                            Err(io_error(
+                                "delete",
+                                &self.root,
+                                std::io::Error::other(reason.clone()),
+                            ))
+                        })
+                        .collect::<Vec<_>>()
                 })
             })
             .buffered(REMOVAL_CALLS_IN_FLIGHT)

@@ -284,15 +284,13 @@ impl DeletionQueue for Repository {
         let mut done = Vec::new();
         loop {
             let (claimed, kept) = self.claim_deletions(datastore_id, after, &done).await?;
-            done.clear();
             report.kept += kept.len() as u64;
             let Some(last) = claimed.iter().map(|(id, _)| *id).chain(kept).max() else {
                 return Ok(report);
             };
             after = last;
             let deleted = delete_claimed(store, &claimed).await;
-            report.deleted += deleted.report.deleted;
-            report.already_gone += deleted.report.already_gone;
+            report += deleted.report;
             done = deleted.gone;
             if let Some(e) = deleted.failure {
                 self.acknowledge_deletions(&done).await?;
