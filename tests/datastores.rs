@@ -309,3 +309,58 @@ async fn a_datastore_holding_another_marker_is_refused_for_its_items() {
         assert!(detail.contains("identity marker"), "{label}: {detail}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purge_deletes_no_object_while_one_of_its_datastores_cannot_be_opened() {
+    for db in TestDatabase::both().await {
+        let label = db.label;
+        let split = SplitRepository::new(db).await;
+        let b = FileDatastore::open(&split.b).await.unwrap();
+        let recorded = b.read_marker().await.unwrap().unwrap();
+        b.replace_marker("0ther0ther0ther0ther0ther0ther00")
+            .await
+            .unwrap();
+        let files = |store: &Path| walk_blobs(store).len();
+        let (in_a, in_b) = (files(&split.a), files(&split.b));
+        let args = [
+            "purge",
+            "old",
+            "--unaccessed-since",
+            "2100-01-01",
+            "--include-local",
+        ];
+
+        // Alice's rows go and their objects are queued, but b cannot be opened: no
+        // object is deleted from either datastore, and the run says why.
+        let purge = || media_tests::admin::admin(split.cwd.path(), &split.db.url, &args);
+        let out = purge().output();
+        assert_ne!(
+            exit_code(&out),
+            Some(0),
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("identity marker"), "{label}: {stderr}");
+        assert_eq!((files(&split.a), files(&split.b)), (in_a, in_b), "{label}");
+
+        // Once b is back, the next run deletes what was queued, in both.
+        b.replace_marker(&recorded).await.unwrap();
+        purge().assert_exit(0);
+        let mut conn = any_connection(&split.db.url).await;
+        let queued: i64 = sqlx::query("SELECT COUNT(*) FROM pending_deletions")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
+        let blobs: i64 = sqlx::query("SELECT COUNT(*) FROM blobs")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
+        conn.close().await.ok();
+        assert_eq!(queued, 0, "{label}");
+        assert!(files(&split.a) < in_a && files(&split.b) < in_b, "{label}");
+        assert_eq!(files(&split.a) + files(&split.b), blobs as usize, "{label}");
+    }
+}

@@ -68,13 +68,17 @@ impl QueueDrainer {
         if by_store.is_empty() {
             return Ok(total);
         }
-        // Every entry's datastore is recorded (a foreign key says so); an entry of any
-        // other would stay queued, as a drain leaves it.
+        // Every datastore is opened before anything is deleted: one that cannot be opened
+        // leaves every claimed object in place, rather than objects deleted and never
+        // acknowledged. Every entry's datastore is recorded (a foreign key says so); an
+        // entry of any other would stay queued, as a drain leaves it.
+        let mut work = Vec::new();
         for record in repo.datastore_records().await? {
-            let Some(claimed) = by_store.remove(&record.id) else {
-                continue;
-            };
-            let store = self.open(&record).await?;
+            if let Some(claimed) = by_store.remove(&record.id) {
+                work.push((self.open(&record).await?, claimed));
+            }
+        }
+        for (store, claimed) in work {
             let deleted = delete_claimed(store.as_ref(), &claimed).await;
             total.gone.extend(deleted.gone);
             total.report += deleted.report;

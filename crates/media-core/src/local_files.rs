@@ -9,8 +9,8 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
-use std::path::{Component, Path};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -117,6 +117,26 @@ fn open_parent_beneath<'a>(
     root: &Path,
     relative: &'a Path,
 ) -> Result<(OwnedFd, &'a OsStr), WalkError> {
+    let (file_name, folders) = split_plain(relative)?;
+    let root = open_root(root).map_err(|errno| WalkError::Component {
+        errno,
+        at_root: true,
+    })?;
+    let parent = open_folders_below(root.as_fd(), &folders)?;
+    Ok((parent.unwrap_or(root), file_name))
+}
+
+/// Opens the folder the operator gave (following a link there: it is the operator's).
+fn open_root(root: &Path) -> Result<OwnedFd, Errno> {
+    rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// The file name of a plain relative path and the folders on the way to it.
+fn split_plain(relative: &Path) -> Result<(&OsStr, Vec<&OsStr>), WalkError> {
     let mut parts = Vec::new();
     for component in relative.components() {
         match component {
@@ -125,23 +145,78 @@ fn open_parent_beneath<'a>(
             _ => return Err(WalkError::NotPlain),
         }
     }
-    let Some((file_name, folders)) = parts.split_last() else {
-        return Err(WalkError::NoFileName);
-    };
-    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let mut dir =
-        rustix::fs::open(root, dir_flags, Mode::empty()).map_err(|errno| WalkError::Component {
-            errno,
-            at_root: true,
-        })?;
+    let file_name = parts.pop().ok_or(WalkError::NoFileName)?;
+    Ok((file_name, parts))
+}
+
+/// Opens `folders` below `start`, one at a time, following no link; `None` when there
+/// are none (the parent is `start` itself).
+fn open_folders_below(
+    start: BorrowedFd<'_>,
+    folders: &[&OsStr],
+) -> Result<Option<OwnedFd>, WalkError> {
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut opened: Option<OwnedFd> = None;
     for part in folders {
-        dir = rustix::fs::openat(&dir, *part, dir_flags | OFlags::NOFOLLOW, Mode::empty())
-            .map_err(|errno| WalkError::Component {
+        let from = opened.as_ref().map_or(start, |fd| fd.as_fd());
+        let next = rustix::fs::openat(from, *part, dir_flags, Mode::empty()).map_err(|errno| {
+            WalkError::Component {
                 errno,
                 at_root: false,
-            })?;
+            }
+        })?;
+        opened = Some(next);
     }
-    Ok((dir, file_name))
+    Ok(opened)
+}
+
+/// A folder the operator gave, opened once, to remove many files below it without
+/// following any link below it (a link on the way is refused, not followed out of it).
+#[derive(Debug)]
+pub struct RootFolder {
+    fd: OwnedFd,
+    path: PathBuf,
+    folder: &'static str,
+}
+
+impl RootFolder {
+    /// Opens `root` (which may itself be a link: it is the operator's choice); `folder`
+    /// names it in messages ("the datastore").
+    pub fn open(root: &Path, folder: &'static str) -> io::Result<Self> {
+        let fd =
+            open_root(root).map_err(|errno| refused(errno, &root.display().to_string(), folder))?;
+        Ok(Self {
+            fd,
+            path: root.to_path_buf(),
+            folder,
+        })
+    }
+
+    /// Removes the entry at `relative` below the root (a file, or a link itself, never
+    /// what it points to), reached without following any link; `false` when nothing is
+    /// there. A link (or a file) where a folder should be is an error naming it.
+    pub fn remove_file(&self, relative: &Path) -> io::Result<bool> {
+        let into_io = |e: WalkError| e.into_io(&self.path, relative, self.folder);
+        let (file_name, folders) = split_plain(relative).map_err(into_io)?;
+        let parent = match open_folders_below(self.fd.as_fd(), &folders) {
+            Ok(parent) => parent,
+            Err(WalkError::Component {
+                errno: Errno::NOENT,
+                ..
+            }) => return Ok(false),
+            Err(e) => return Err(into_io(e)),
+        };
+        let parent = parent.as_ref().map_or(self.fd.as_fd(), |fd| fd.as_fd());
+        match rustix::fs::unlinkat(parent, file_name, AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT) => Ok(false),
+            Err(errno) => Err(refused(
+                errno,
+                &self.path.join(relative).display().to_string(),
+                self.folder,
+            )),
+        }
+    }
 }
 
 /// The error for a path component that could not be opened.
@@ -247,5 +322,34 @@ mod tests {
         assert!(error.contains("a FIFO"), "{error}");
         let error = open("").unwrap_err().to_string();
         assert!(error.contains("names no file"), "{error}");
+    }
+
+    #[test]
+    fn removal_follows_no_link_and_removes_a_link_itself_not_its_target() {
+        let dir = tree();
+        let root = RootFolder::open(dir.path(), "the test folder").unwrap();
+        let error = root.remove_file(Path::new("linked/file")).unwrap_err();
+        assert!(error.to_string().contains("never followed"), "{error}");
+        assert!(
+            dir.path().join("a/file").exists(),
+            "removed through a linked folder"
+        );
+        assert!(root.remove_file(Path::new("a/link")).unwrap());
+        assert!(
+            dir.path().join("a/file").exists(),
+            "a link's target removed"
+        );
+        assert!(!dir.path().join("a/link").exists());
+        assert!(!root.remove_file(Path::new("a/missing")).unwrap());
+        assert!(!root.remove_file(Path::new("missing/file")).unwrap());
+        assert!(root.remove_file(Path::new("a/folder")).is_err());
+        assert!(dir.path().join("a/folder").is_dir());
+        let outside = root.remove_file(Path::new("../x")).unwrap_err();
+        assert!(
+            outside.to_string().contains("not a plain path"),
+            "{outside}"
+        );
+        assert!(root.remove_file(Path::new("a/file")).unwrap());
+        assert!(!dir.path().join("a/file").exists());
     }
 }

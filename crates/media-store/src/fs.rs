@@ -40,7 +40,7 @@ use media_core::datastore::{
 };
 use media_core::hashing::digest_of_read;
 use media_core::ids::Sha256Hex;
-use media_core::local_files::{open_regular_beneath, regular_file_len_beneath};
+use media_core::local_files::{RootFolder, open_regular_beneath, regular_file_len_beneath};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -852,13 +852,34 @@ const REMOVALS_PER_CALL: usize = 256;
 /// waits for its journal.
 const REMOVAL_CALLS_IN_FLIGHT: usize = 4;
 
-/// Removes the file of a blob; a missing file is [`DeleteStatus::NotFound`].
-fn remove_blob_file(path: &Path) -> Result<DeleteStatus, StoreError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(DeleteStatus::Deleted),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(DeleteStatus::NotFound),
-        Err(source) => Err(io_error("delete", path, source)),
-    }
+/// Blocking: removes the files of `keys` below `root`, following no link below it (a
+/// linked fan-out folder is refused, never deleted through); a missing file is
+/// [`DeleteStatus::NotFound`].
+fn remove_blob_files(root: &Path, keys: &[BlobKey]) -> Vec<Result<DeleteStatus, StoreError>> {
+    let opened = match RootFolder::open(root, "the datastore") {
+        Ok(opened) => opened,
+        Err(e) => return each_failed(keys.len(), root, &e.to_string()),
+    };
+    keys.iter()
+        .map(|key| match opened.remove_file(Path::new(key.as_str())) {
+            Ok(true) => Ok(DeleteStatus::Deleted),
+            Ok(false) => Ok(DeleteStatus::NotFound),
+            Err(source) => Err(io_error("delete", &root.join(key.as_str()), source)),
+        })
+        .collect()
+}
+
+/// `count` deletions below `root` that all failed for one `reason`.
+fn each_failed(count: usize, root: &Path, reason: &str) -> Vec<Result<DeleteStatus, StoreError>> {
+    (0..count)
+        .map(|_| {
+            Err(io_error(
+                "delete",
+                root,
+                std::io::Error::other(reason.to_owned()),
+            ))
+        })
+        .collect()
 }
 
 /// Runs a blocking datastore operation off the async threads.
@@ -958,35 +979,22 @@ impl Datastore for FileDatastore {
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<DeleteStatus, StoreError> {
-        let path = self.path_of(key);
-        blocking(move || remove_blob_file(&path)).await
+        let (root, keys) = (self.root.clone(), vec![key.clone()]);
+        let mut removed = blocking(move || Ok(remove_blob_files(&root, &keys))).await?;
+        removed.pop().expect("one status per key")
     }
 
     /// Removes the files a few hundred per blocking call, a few calls at once: a
     /// blocking call per file costs more than removing it (a thread wakes for each).
     async fn delete_many(&self, keys: &[BlobKey]) -> Vec<Result<DeleteStatus, StoreError>> {
-        let chunks: Vec<Vec<PathBuf>> = keys
-            .chunks(REMOVALS_PER_CALL)
-            .map(|chunk| chunk.iter().map(|key| self.path_of(key)).collect())
-            .collect();
-        stream::iter(chunks)
-            .map(|paths| async move {
-                let count = paths.len();
-                let removed =
-                    blocking(move || Ok(paths.iter().map(|p| remove_blob_file(p)).collect()));
+        stream::iter(keys.chunks(REMOVALS_PER_CALL).map(<[BlobKey]>::to_vec))
+            .map(|chunk| async move {
+                let (root, count) = (self.root.clone(), chunk.len());
+                let removed = blocking(move || Ok(remove_blob_files(&root, &chunk)));
                 // A worker that died reports each of its removals failed (they stay queued).
-                removed.await.unwrap_or_else(|e| {
-                    let reason = e.to_string();
-                    (0..count)
-                        .map(|_| {
-                            Err(io_error(
-                                "delete",
-                                &self.root,
-                                std::io::Error::other(reason.clone()),
-                            ))
-                        })
-                        .collect::<Vec<_>>()
-                })
+                removed
+                    .await
+                    .unwrap_or_else(|e| each_failed(count, &self.root, &e.to_string()))
             })
             .buffered(REMOVAL_CALLS_IN_FLIGHT)
             .flat_map(stream::iter)
@@ -1185,5 +1193,23 @@ mod tests {
             assert_eq!(store.size(key).await.unwrap(), None, "{key}");
             assert!(!store.exists(key).await.unwrap(), "{key}");
         }
+    }
+
+    #[tokio::test]
+    async fn deletion_never_goes_through_a_linked_fan_out_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileDatastore::open(dir.path().join("store")).await.unwrap();
+        let key = store.put_bytes(b"kept outside").await.unwrap().blob.key;
+        // The blob's second-level folder moves out of the store; a link takes its place.
+        let folder = store.path_of(&key).parent().unwrap().to_path_buf();
+        let outside = dir.path().join("elsewhere");
+        std::fs::rename(&folder, &outside).unwrap();
+        std::os::unix::fs::symlink(&outside, &folder).unwrap();
+        let error = store.delete(&key).await.unwrap_err().to_string();
+        assert!(error.contains("never followed"), "{error}");
+        let statuses = store.delete_many(std::slice::from_ref(&key)).await;
+        assert!(statuses[0].is_err());
+        let name = store.path_of(&key).file_name().unwrap().to_owned();
+        assert_eq!(std::fs::read(outside.join(name)).unwrap(), b"kept outside");
     }
 }
