@@ -8,6 +8,7 @@ use std::process::Output;
 use media_core::hashing::sha256_of;
 use media_core::records::{MediaKey, Purpose};
 use media_db::MediaIndex;
+use media_tests::admin::strings;
 use media_tests::{
     TestCommand, TestDatabase, media_count, report, repository_contents, walk_blobs,
 };
@@ -723,6 +724,11 @@ async fn a_killed_import_resumes_to_the_state_of_an_uninterrupted_run_and_leaves
         interrupted_at[0] > 0 && interrupted_at[1] < store.media as i64,
         "the runs were not interrupted mid-way: {interrupted_at:?}"
     );
+    // The killed run had set the repository's secondary indexes aside for its load.
+    let schema = "SELECT name || ': ' || COALESCE(sql, '') FROM sqlite_master \
+                  WHERE type = 'index' ORDER BY name";
+    let set_aside = strings(&url, "SELECT name FROM deferred_indexes").await;
+    assert!(!set_aside.is_empty(), "no index was set aside");
     let out = TestCommand::new("import_synapse")
         .args(args)
         .arg("--json")
@@ -741,6 +747,16 @@ async fn a_killed_import_resumes_to_the_state_of_an_uninterrupted_run_and_leaves
     assert_eq!(
         walk_blobs(&resumed.path().join("media-store")),
         walk_blobs(&reference.path().join("media-store"))
+    );
+    // And built them again exactly as they were.
+    assert_eq!(
+        strings(&url, schema).await,
+        strings(&reference_url, schema).await
+    );
+    assert!(
+        strings(&url, "SELECT name FROM deferred_indexes")
+            .await
+            .is_empty()
     );
     // The store converged: exactly one file per blob row, nothing left of the killed
     // runs' writes in progress.

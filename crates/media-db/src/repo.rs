@@ -31,6 +31,7 @@ use crate::location::{DatabaseLocation, IntoDatabaseLocation};
 pub mod attach;
 pub mod attributes;
 pub mod blobs;
+mod bulk;
 pub mod check;
 pub mod deletion;
 pub mod media;
@@ -174,12 +175,15 @@ pub async fn connect(location: impl IntoDatabaseLocation) -> Result<Repository, 
         Dialect::Postgres => None,
     }
     .unwrap_or_else(|| pool.clone());
-    Ok(Repository {
+    let repo = Repository {
         pool,
         dialect,
         writer,
         location,
-    })
+    };
+    // What an import that was stopped set aside.
+    repo.build_deferred_indexes().await?;
+    Ok(repo)
 }
 
 impl Repository {

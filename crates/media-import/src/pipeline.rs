@@ -92,7 +92,15 @@ pub async fn import_synapse_into(
         dry_run_seen: Default::default(),
         abort: CancellationToken::new(),
     });
-    let result = run(synapse, context.clone(), workers).await;
+    // A real run sets the repository's secondary indexes aside for a load that at least
+    // doubles it, and builds them at the end, even after a failure (a stopped run's are
+    // built by the next tool that opens the repository).
+    let incoming = context.options.shard.estimate(total);
+    let bulk_load = task.is_some() && sink.prepare_bulk_load(incoming).await?;
+    let mut result = run(synapse, context.clone(), workers).await;
+    if bulk_load && let Err(e) = sink.finish_bulk_load().await {
+        result = result.and(Err(e.into()));
+    }
     if let Some(task) = task {
         let (counters, error) = match &result {
             Ok(report) => (report.counters_json(), None),

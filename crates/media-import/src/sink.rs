@@ -101,6 +101,18 @@ pub trait ImportSink: Send + Sync {
     /// Records the start of an import with its parameters.
     async fn start_task(&self, params: &serde_json::Value) -> Result<TaskId, DbError>;
 
+    /// Before recording `incoming` media: sets aside what the sink builds more cheaply
+    /// once at the end (a SQLite repository's secondary indexes); whether it did.
+    async fn prepare_bulk_load(&self, _incoming: u64) -> Result<bool, DbError> {
+        Ok(false)
+    }
+
+    /// After a load [`ImportSink::prepare_bulk_load`] prepared, whether it succeeded or
+    /// not: builds what it set aside.
+    async fn finish_bulk_load(&self) -> Result<(), DbError> {
+        Ok(())
+    }
+
     /// Records the end of an import: its counters (JSON) and its error, if it failed.
     async fn finish_task(
         &self,
@@ -227,6 +239,14 @@ impl ImportSink for RepositorySink {
 
     async fn start_task(&self, params: &serde_json::Value) -> Result<TaskId, DbError> {
         self.repo.start_task(TaskKind::ImportSynapse, params).await
+    }
+
+    async fn prepare_bulk_load(&self, incoming: u64) -> Result<bool, DbError> {
+        self.repo.defer_indexes_for_load(incoming).await
+    }
+
+    async fn finish_bulk_load(&self) -> Result<(), DbError> {
+        self.repo.build_deferred_indexes().await.map(drop)
     }
 
     async fn finish_task(
