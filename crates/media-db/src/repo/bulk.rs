@@ -81,7 +81,27 @@ impl Repository {
                 .fetch_all(writer)
                 .await
                 .during("list the indexes set aside")?;
-        for (name, sql) in &deferred {
+        if deferred.is_empty() {
+            return Ok(0);
+        }
+        // The writer keeps its temporary files in memory (see `open_sqlite_writer`); an
+        // index build's sort would hold every row of the table there. It sorts in
+        // temporary files on the disk instead, for as long as it builds.
+        set_temp_store(writer, "file").await?;
+        let built = self.build_each(writer, &deferred).await;
+        set_temp_store(writer, "memory").await?;
+        built?;
+        Ok(deferred.len() as u64)
+    }
+
+    /// Builds each of `deferred` (name, statement) in its own transaction with the
+    /// removal of its record.
+    async fn build_each(
+        &self,
+        writer: &sqlx::SqlitePool,
+        deferred: &[(String, String)],
+    ) -> Result<(), DbError> {
+        for (name, sql) in deferred {
             let mut tx = writer
                 .begin_with("BEGIN IMMEDIATE")
                 .await
@@ -101,6 +121,15 @@ impl Repository {
                 .during("forget an index built")?;
             tx.commit().await.during("commit an index built")?;
         }
-        Ok(deferred.len() as u64)
+        Ok(())
     }
+}
+
+/// Sets where the SQLite writer keeps temporary files (`file` or `memory`).
+async fn set_temp_store(writer: &sqlx::SqlitePool, store: &str) -> Result<(), DbError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA temp_store = {store}")))
+        .execute(writer)
+        .await
+        .during("choose where temporary files go")?;
+    Ok(())
 }
