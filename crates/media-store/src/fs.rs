@@ -979,8 +979,7 @@ impl Datastore for FileDatastore {
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<DeleteStatus, StoreError> {
-        let (root, keys) = (self.root.clone(), vec![key.clone()]);
-        let mut removed = blocking(move || Ok(remove_blob_files(&root, &keys))).await?;
+        let mut removed = self.delete_many(std::slice::from_ref(key)).await;
         removed.pop().expect("one status per key")
     }
 

@@ -33,7 +33,7 @@ impl Repository {
             return Ok(false);
         };
         let mut tx = writer
-            .begin_with("BEGIN IMMEDIATE")
+            .begin_with(self.begin_write())
             .await
             .during("begin a transaction")?;
         // The first `incoming` rows, counted no further than that.
@@ -42,7 +42,7 @@ impl Repository {
             .fetch_one(&mut *tx)
             .await
             .during("count media")?;
-        if incoming == 0 || held as u64 >= incoming {
+        if held as u64 >= incoming {
             return Ok(false);
         }
         let indexes = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -88,40 +88,10 @@ impl Repository {
         // index build's sort would hold every row of the table there. It sorts in
         // temporary files on the disk instead, for as long as it builds.
         set_temp_store(writer, "file").await?;
-        let built = self.build_each(writer, &deferred).await;
+        let built = build_each(writer, &deferred).await;
         set_temp_store(writer, "memory").await?;
         built?;
         Ok(deferred.len() as u64)
-    }
-
-    /// Builds each of `deferred` (name, statement) in its own transaction with the
-    /// removal of its record.
-    async fn build_each(
-        &self,
-        writer: &sqlx::SqlitePool,
-        deferred: &[(String, String)],
-    ) -> Result<(), DbError> {
-        for (name, sql) in deferred {
-            let mut tx = writer
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .during("begin a transaction")?;
-            sqlx::query(sqlx::AssertSqlSafe(sql.replacen(
-                "CREATE INDEX",
-                "CREATE INDEX IF NOT EXISTS",
-                1,
-            )))
-            .execute(&mut *tx)
-            .await
-            .during("build an index set aside")?;
-            sqlx::query("DELETE FROM deferred_indexes WHERE name = $1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await
-                .during("forget an index built")?;
-            tx.commit().await.during("commit an index built")?;
-        }
-        Ok(())
     }
 }
 
@@ -131,5 +101,34 @@ async fn set_temp_store(writer: &sqlx::SqlitePool, store: &str) -> Result<(), Db
         .execute(writer)
         .await
         .during("choose where temporary files go")?;
+    Ok(())
+}
+
+/// Builds each of `deferred` (name, statement) in its own transaction with the
+/// removal of its record.
+async fn build_each(
+    writer: &sqlx::SqlitePool,
+    deferred: &[(String, String)],
+) -> Result<(), DbError> {
+    for (name, sql) in deferred {
+        let mut tx = writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .during("begin a transaction")?;
+        sqlx::query(sqlx::AssertSqlSafe(sql.replacen(
+            "CREATE INDEX",
+            "CREATE INDEX IF NOT EXISTS",
+            1,
+        )))
+        .execute(&mut *tx)
+        .await
+        .during("build an index set aside")?;
+        sqlx::query("DELETE FROM deferred_indexes WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .during("forget an index built")?;
+        tx.commit().await.during("commit an index built")?;
+    }
     Ok(())
 }
