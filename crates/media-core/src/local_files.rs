@@ -170,8 +170,34 @@ fn open_folders_below(
     Ok(opened)
 }
 
-/// A folder the operator gave, opened once, to remove many files below it without
-/// following any link below it (a link on the way is refused, not followed out of it).
+/// Opens `folders` below `start` as [`open_folders_below`] does, creating each one that
+/// is missing; `None` when there are none.
+fn open_or_create_folders_below(
+    start: BorrowedFd<'_>,
+    folders: &[&OsStr],
+) -> Result<Option<OwnedFd>, Errno> {
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut opened: Option<OwnedFd> = None;
+    for part in folders {
+        let from = opened.as_ref().map_or(start, |fd| fd.as_fd());
+        let next = match rustix::fs::openat(from, *part, dir_flags, Mode::empty()) {
+            Err(Errno::NOENT) => {
+                match rustix::fs::mkdirat(from, *part, Mode::from_raw_mode(0o777)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(errno) => return Err(errno),
+                }
+                rustix::fs::openat(from, *part, dir_flags, Mode::empty())?
+            }
+            opened => opened?,
+        };
+        opened = Some(next);
+    }
+    Ok(opened)
+}
+
+/// A folder the operator gave, opened once, to place or remove many files below it
+/// without following any link below it (a link on the way is refused, not followed out
+/// of it).
 #[derive(Debug)]
 pub struct RootFolder {
     fd: OwnedFd,
@@ -192,6 +218,55 @@ impl RootFolder {
         })
     }
 
+    /// Hard-links the file at `existing` (a path of the caller's own, on the same
+    /// filesystem) to `relative` below the root, creating the missing folders on the way
+    /// and following no link below the root. Returns the folder it is now linked in (to
+    /// sync it), or `None` when an entry named `relative` exists already: nothing is
+    /// replaced. On a filesystem without hard links the file is moved instead, which
+    /// replaces an entry of that name (callers place the same bytes under one name).
+    pub fn link_file(&self, existing: &Path, relative: &Path) -> io::Result<Option<File>> {
+        let (parent, file_name) = self.create_parent(relative)?;
+        let linked = rustix::fs::linkat(
+            rustix::fs::CWD,
+            existing,
+            &parent,
+            file_name,
+            AtFlags::empty(),
+        );
+        let placed = match linked {
+            Err(Errno::EXIST) => return Ok(None),
+            Err(Errno::PERM | Errno::OPNOTSUPP) => {
+                rustix::fs::renameat(rustix::fs::CWD, existing, &parent, file_name)
+            }
+            linked => linked,
+        };
+        placed.map_err(|errno| self.refused_at(errno, relative))?;
+        Ok(Some(File::from(parent)))
+    }
+
+    /// Opens the folder that holds `relative`, creating the folders on the way that are
+    /// missing, and returns it with the file name left.
+    fn create_parent<'a>(&self, relative: &'a Path) -> io::Result<(OwnedFd, &'a OsStr)> {
+        let (file_name, folders) =
+            split_plain(relative).map_err(|e| e.into_io(&self.path, relative, self.folder))?;
+        let parent = open_or_create_folders_below(self.fd.as_fd(), &folders)
+            .map_err(|errno| self.refused_at(errno, relative))?;
+        let parent = match parent {
+            Some(parent) => parent,
+            None => self.fd.try_clone()?,
+        };
+        Ok((parent, file_name))
+    }
+
+    /// The error for `errno` met on the way to `relative`, naming it.
+    fn refused_at(&self, errno: Errno, relative: &Path) -> io::Error {
+        refused(
+            errno,
+            &self.path.join(relative).display().to_string(),
+            self.folder,
+        )
+    }
+
     /// Removes the entry at `relative` below the root (a file, or a link itself, never
     /// what it points to), reached without following any link; `false` when nothing is
     /// there. A link (or a file) where a folder should be is an error naming it.
@@ -210,11 +285,7 @@ impl RootFolder {
         match rustix::fs::unlinkat(parent, file_name, AtFlags::empty()) {
             Ok(()) => Ok(true),
             Err(Errno::NOENT) => Ok(false),
-            Err(errno) => Err(refused(
-                errno,
-                &self.path.join(relative).display().to_string(),
-                self.folder,
-            )),
+            Err(errno) => Err(self.refused_at(errno, relative)),
         }
     }
 }
@@ -351,5 +422,36 @@ mod tests {
         );
         assert!(root.remove_file(Path::new("a/file")).unwrap());
         assert!(!dir.path().join("a/file").exists());
+    }
+
+    #[test]
+    fn placing_creates_missing_folders_follows_no_link_and_replaces_nothing() {
+        let dir = tree();
+        let root = RootFolder::open(dir.path(), "the test folder").unwrap();
+        let source = dir.path().join("source");
+        std::fs::write(&source, b"new").unwrap();
+        assert!(
+            root.link_file(&source, Path::new("b/c/linked"))
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("b/c/linked")).unwrap(),
+            b"new"
+        );
+        assert!(
+            root.link_file(&source, Path::new("a/file"))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(std::fs::read(dir.path().join("a/file")).unwrap(), b"bytes");
+        for through_a_link in ["linked/new", "linked/folder/new", "a/link/new"] {
+            let error = root
+                .link_file(&source, Path::new(through_a_link))
+                .unwrap_err();
+            assert!(error.to_string().contains("never followed"), "{error}");
+        }
+        assert!(!dir.path().join("a/new").exists(), "placed through a link");
+        assert!(!dir.path().join("a/folder/new").exists());
     }
 }

@@ -68,6 +68,9 @@ pub struct FileDatastore {
     /// This writer's temporary folder, locked while any clone is alive; dropping the
     /// last clone removes it. `None` when opened read-only.
     temp: Option<Arc<WriterFolder>>,
+    /// The datastore folder, opened once, through which puts link blobs into place
+    /// (never following a link below it). `None` when opened read-only.
+    blobs_folder: Option<Arc<RootFolder>>,
     /// Blobs put with [`Durability::AfterSync`], written to temporary files
     /// that the next [`Datastore::sync`] makes durable and links into place. Shared by
     /// clones; dropping the last clone removes the files.
@@ -102,6 +105,7 @@ impl FileDatastore {
             root: root.into(),
             max_durability: Durability::OnReturn,
             temp: None,
+            blobs_folder: None,
             staged: Arc::default(),
             next_shard: Arc::default(),
             names_unsynced: Arc::default(),
@@ -130,11 +134,20 @@ impl FileDatastore {
         tokio::fs::create_dir_all(&temp)
             .await
             .map_err(|source| io_error("create datastore folder", &temp, source))?;
-        let folder = {
-            let temp = temp.clone();
+        let (folder, blobs_folder) = {
+            let (datastore, temp) = (root.clone(), temp.clone());
             blocking(move || {
+                let blobs_folder = RootFolder::open(&datastore, "the datastore")
+                    .map_err(|source| io_error("open datastore folder", &datastore, source))?;
+                if std::fs::symlink_metadata(&temp).is_ok_and(|meta| meta.is_symlink()) {
+                    return Err(StoreError::Config(format!(
+                        "{} is a symbolic link: a datastore writes only inside its own \
+                         folder; replace the link with a folder",
+                        temp.display()
+                    )));
+                }
                 remove_abandoned(&temp, Duration::ZERO, Sweep::Remove)?;
-                WriterFolder::create(&temp)
+                Ok((WriterFolder::create(&temp)?, blobs_folder))
             })
             .await
             .map_err(|e| match e {
@@ -166,6 +179,7 @@ impl FileDatastore {
             root,
             max_durability: Durability::OnReturn,
             temp: Some(Arc::new(folder)),
+            blobs_folder: Some(Arc::new(blobs_folder)),
             staged: Arc::default(),
             next_shard: Arc::default(),
             names_unsynced: Arc::default(),
@@ -543,12 +557,22 @@ impl FileDatastore {
         Ok((idle.expect("every write has been awaited"), path))
     }
 
+    /// The error for a write to a datastore opened read-only.
+    fn read_only(&self) -> StoreError {
+        StoreError::Config(format!(
+            "datastore {} was opened read-only: nothing can be written to it",
+            self.root.display()
+        ))
+    }
+
+    /// The datastore folder that blobs are linked into place through.
+    fn blobs_folder(&self) -> Result<&RootFolder, StoreError> {
+        self.blobs_folder.as_deref().ok_or_else(|| self.read_only())
+    }
+
     fn new_temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
         let Some(temp) = &self.temp else {
-            return Err(StoreError::Config(format!(
-                "datastore {} was opened read-only: nothing can be written to it",
-                self.root.display()
-            )));
+            return Err(self.read_only());
         };
         let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % TEMP_SHARDS;
         let temp_dir = temp.path.join(shard.to_string());
@@ -687,15 +711,16 @@ impl FileDatastore {
                 }
             }
         } else {
-            let target = self.path_of(&blob.key);
-            let linked = link_into_place(temp, &target)?;
-            if linked && durability == Durability::OnReturn {
-                sync_folder(target.parent().expect("a blob path has a parent"))?;
-            }
-            if linked {
-                PutStatus::Written
-            } else {
-                PutStatus::AlreadyPresent
+            match link_into_place(self.blobs_folder()?, temp, &blob.key)? {
+                Some(folder) => {
+                    if durability == Durability::OnReturn {
+                        folder.sync_all().map_err(|source| {
+                            io_error("sync folder of", &self.path_of(&blob.key), source)
+                        })?;
+                    }
+                    PutStatus::Written
+                }
+                None => PutStatus::AlreadyPresent,
             }
         };
         Ok(Put { blob, status })
@@ -709,12 +734,7 @@ impl FileDatastore {
             // Their bytes first; only then their names.
             sync_filesystem(&temp_dir)?;
             self.names_unsynced.store(true, Ordering::SeqCst);
-            link_all(
-                staged
-                    .into_iter()
-                    .map(|(key, temp)| (self.path_of(&key), temp))
-                    .collect(),
-            )?;
+            link_all(self.blobs_folder()?, staged)?;
         }
         sync_filesystem(&temp_dir)?;
         self.names_unsynced.store(false, Ordering::SeqCst);
@@ -725,7 +745,10 @@ impl FileDatastore {
 /// Blocking: links temporary files into place (see [`link_into_place`]) on several
 /// threads at once: creating a fan-out folder may wait for the disk (ext4 reads inode
 /// tables to pick a free inode), and one thread at a time spent most of a sync waiting.
-fn link_all(staged: Vec<(PathBuf, tempfile::TempPath)>) -> Result<(), StoreError> {
+fn link_all(
+    blobs_folder: &RootFolder,
+    staged: Vec<(BlobKey, tempfile::TempPath)>,
+) -> Result<(), StoreError> {
     let per_thread = staged.len().div_ceil(LINK_THREADS).max(1);
     let mut staged = staged.into_iter();
     let chunks: Vec<Vec<_>> = std::iter::from_fn(|| {
@@ -738,9 +761,9 @@ fn link_all(staged: Vec<(PathBuf, tempfile::TempPath)>) -> Result<(), StoreError
             .into_iter()
             .map(|chunk| {
                 scope.spawn(move || {
-                    chunk
-                        .into_iter()
-                        .try_for_each(|(target, temp)| link_into_place(temp, &target).map(drop))
+                    chunk.into_iter().try_for_each(|(key, temp)| {
+                        link_into_place(blobs_folder, temp, &key).map(drop)
+                    })
                 })
             })
             .collect();
@@ -750,22 +773,20 @@ fn link_all(staged: Vec<(PathBuf, tempfile::TempPath)>) -> Result<(), StoreError
     })
 }
 
-/// Blocking: links a complete temporary file to `target`, creating its folder. Never
-/// replaces an existing blob (a hard link fails when the name exists), so when several
-/// writers race with the same bytes exactly one of them gets `true` (linked).
-fn link_into_place(temp: tempfile::TempPath, target: &Path) -> Result<bool, StoreError> {
-    let parent = target.parent().expect("a blob path has a parent");
-    std::fs::create_dir_all(parent).map_err(|source| io_error("create folder", parent, source))?;
-    match std::fs::hard_link(&temp, target) {
-        // Dropping `temp` removes the temporary name.
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-        // A filesystem without hard links: an atomic rename (same bytes if it races).
-        Err(_) => temp
-            .persist(target)
-            .map(|_| true)
-            .map_err(|e| io_error("move into place", target, e.error)),
-    }
+/// Blocking: links a complete temporary file to `key` in the datastore folder, creating
+/// its folders and following no link on the way. Never replaces an existing blob (a hard
+/// link fails when the name exists), so when several writers race with the same bytes
+/// exactly one of them gets the folder it linked in (`None` for the others).
+fn link_into_place(
+    blobs_folder: &RootFolder,
+    temp: tempfile::TempPath,
+    key: &BlobKey,
+) -> Result<Option<std::fs::File>, StoreError> {
+    // Dropping `temp` then removes the temporary name (if a filesystem without hard
+    // links had the file moved instead, there is nothing left to remove).
+    blobs_folder
+        .link_file(&temp, Path::new(key.as_str()))
+        .map_err(|source| io_error("link into place", &temp, source))
 }
 
 /// Blocking: writes every unsynced byte and name of the filesystem that holds `dir` to
@@ -783,13 +804,6 @@ fn sync_filesystem(dir: &Path) -> Result<(), StoreError> {
 fn sync_filesystem(_dir: &Path) -> Result<(), StoreError> {
     rustix::fs::sync();
     Ok(())
-}
-
-/// Blocking: makes a folder's entries durable.
-fn sync_folder(folder: &Path) -> Result<(), StoreError> {
-    std::fs::File::open(folder)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|source| io_error("sync folder", folder, source))
 }
 
 /// Blocking: reads until `buf` is full or the source ends; returns the bytes read.
@@ -1210,5 +1224,52 @@ mod tests {
         assert!(statuses[0].is_err());
         let name = store.path_of(&key).file_name().unwrap().to_owned();
         assert_eq!(std::fs::read(outside.join(name)).unwrap(), b"kept outside");
+    }
+
+    #[tokio::test]
+    async fn a_put_never_goes_through_a_linked_fan_out_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("elsewhere");
+        std::fs::create_dir(&outside).unwrap();
+        let bytes = b"never written outside";
+        let key = BlobKey::for_hash(&Sha256Hex::from_digest(&Sha256::digest(bytes).into()));
+        for durability in [Durability::OnReturn, Durability::AfterSync] {
+            let root = dir.path().join(format!("{durability:?}"));
+            let store = FileDatastore::open(&root).await.unwrap();
+            // The blob's first-level folder is a link out of the store.
+            let first_level = root.join(&key.as_str()[..2]);
+            std::os::unix::fs::symlink(&outside, &first_level).unwrap();
+            let options = PutOptions::default().with_durability(durability);
+            let error = match store.put(&mut &bytes[..], &options).await {
+                Err(error) => error,
+                Ok(_) => {
+                    assert_eq!(staged(&store), 1, "only a deferred put may succeed");
+                    store.sync().await.unwrap_err()
+                }
+            };
+            assert!(error.to_string().contains("never followed"), "{error}");
+            let written: Vec<_> = files_below(&outside);
+            assert!(written.is_empty(), "{durability:?}: {written:?}");
+        }
+        let linked_temp = dir.path().join("linked-temp");
+        std::fs::create_dir(&linked_temp).unwrap();
+        std::os::unix::fs::symlink(&outside, linked_temp.join(TEMP_DIR)).unwrap();
+        let error = FileDatastore::open(&linked_temp).await.unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert!(files_below(&outside).is_empty());
+    }
+
+    /// Every file below `folder`, at any depth.
+    fn files_below(folder: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(files_below(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
     }
 }
