@@ -257,7 +257,7 @@ impl Repository {
                 placeholder_list(self.dialect, chunk.len(), 1)
             );
             let rows: Vec<BlobRow> = on_pool!(&self.pool, |p| {
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for sha256 in chunk {
                     query = query.bind(sha256.as_str());
                 }

@@ -120,7 +120,7 @@ impl Repository {
                 placeholder_list(self.dialect, chunk.len(), 1)
             );
             let rows: Vec<String> = on_pool!(&self.pool, |p| {
-                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for (sha256, _) in chunk {
                     query = query.bind(sha256.as_str());
                 }

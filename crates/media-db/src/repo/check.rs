@@ -46,7 +46,7 @@ impl StoreCheck for Repository {
                 datastore_id.0
             );
             let locations: Vec<String> = on_pool!(&self.pool, |p| {
-                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for key in chunk {
                     query = query.bind(key.sha256().to_string());
                 }

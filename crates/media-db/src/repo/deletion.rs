@@ -56,7 +56,8 @@ macro_rules! delete_media_in {
                     "DELETE FROM thumbnails WHERE (origin, media_id) IN (VALUES {key_list}) \
                      RETURNING sha256"
                 );
-                let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+                let mut query =
+                    sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for key in chunk {
                     query = query.bind(key.origin.as_str()).bind(key.media_id.as_str());
                 }
@@ -100,7 +101,7 @@ macro_rules! delete_media_in {
                      RETURNING sha256, datastore_id, location, size_bytes",
                     placeholder_list($dialect, chunk.len(), 1)
                 );
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for sha256 in chunk {
                     query = query.bind(sha256);
                 }
@@ -121,7 +122,8 @@ macro_rules! delete_media_in {
                      VALUES {} RETURNING sha256, id",
                     values_list($dialect, rows.len(), 5)
                 );
-                let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+                let mut query =
+                    sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for (sha256, datastore_id, location, _) in rows {
                     query = query
                         .bind(*datastore_id)

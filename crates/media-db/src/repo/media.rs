@@ -263,7 +263,7 @@ impl Repository {
                      VALUES {} ON CONFLICT (sha256) DO NOTHING RETURNING sha256",
                     values_list(self.dialect, chunk.len(), 5)
                 );
-                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for (sha256, size, datastore_id) in chunk {
                     query = query
                         .bind(sha256.as_str())
@@ -296,7 +296,7 @@ impl Repository {
                      ON CONFLICT (origin, media_id) DO NOTHING RETURNING origin, media_id",
                     values_list(self.dialect, chunk.len(), 13)
                 );
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for item in chunk {
                     let r = &item.record;
                     query = query
@@ -372,7 +372,7 @@ impl Repository {
                      content_type, animated",
                     values_list(self.dialect, chunk.len(), 10)
                 );
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for (_, t) in chunk {
                     query = bind_thumbnail!(query, t, all);
                 }
@@ -523,7 +523,9 @@ impl Repository {
                 placeholder_list(self.dialect, chunk.len(), 2)
             );
             let page: Vec<R> = on_pool!(&self.pool, |p| {
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(origin.as_str());
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .persistent(false)
+                    .bind(origin.as_str());
                 for id in chunk {
                     query = query.bind(*id);
                 }
@@ -532,5 +534,63 @@ impl Repository {
             rows.extend(page);
         }
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connect::Pool;
+    use media_core::DatastoreExt;
+    use media_core::records::{MediaKey, Purpose};
+    use sqlx::Connection;
+
+    #[tokio::test]
+    async fn batches_of_every_size_keep_no_compiled_statement_per_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo =
+            crate::connect(format!("sqlite://{}", dir.path().join("repo.db").display()).as_str())
+                .await
+                .unwrap();
+        let store = media_store::MemoryDatastore::new();
+        let datastore_id = repo.register_datastore("memory://test").await.unwrap();
+        let sizes = 1..=24;
+        for size in sizes.clone() {
+            let mut batch = Vec::new();
+            for n in 0..size {
+                let media_id = format!("m{size}x{n}");
+                let put = store.put_bytes(media_id.as_bytes()).await.unwrap();
+                batch.push(NewMedia {
+                    record: MediaRecord {
+                        key: MediaKey::new(
+                            "example.org".parse().unwrap(),
+                            media_id.parse().unwrap(),
+                        ),
+                        sha256: put.blob.sha256,
+                        size_bytes: put.blob.size,
+                        upload_name: None,
+                        content_type: None,
+                        uploader: None,
+                        created_ts: 1_700_000_000_000,
+                        last_access_ts: None,
+                        quarantined: false,
+                        quarantined_by: None,
+                        purpose: Purpose::None,
+                        imported_from: None,
+                    },
+                    thumbnails: Vec::new(),
+                    datastore_id,
+                });
+            }
+            repo.insert_media_batch(&batch, &store).await.unwrap();
+        }
+        let Pool::Sqlite(writer) = &repo.writer else {
+            panic!("a SQLite file repository writes through its own connection");
+        };
+        let cached = writer.acquire().await.unwrap().cached_statements_size();
+        assert!(
+            cached < sizes.count(),
+            "{cached} statements stay compiled on the writer after batches of 24 sizes"
+        );
     }
 }

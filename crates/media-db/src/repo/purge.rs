@@ -369,7 +369,7 @@ impl Purge for Repository {
                      ON CONFLICT (sha256) DO NOTHING",
                     values_list(self.dialect, chunk.len(), 3)
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for sha256 in chunk {
                     query = query.bind(*sha256).bind(BLOCKED_BY_PURGE).bind(ts);
                 }
@@ -385,7 +385,7 @@ impl Purge for Repository {
                      VALUES {} ON CONFLICT (origin, media_id) DO NOTHING",
                     values_list(self.dialect, chunk.len(), 4)
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for key in chunk {
                     query = query
                         .bind(key.origin.as_str())

@@ -34,7 +34,7 @@ impl RoomIndex for Repository {
                      ON CONFLICT (room_id, origin, media_id) DO NOTHING",
                     values_list(self.dialect, chunk.len(), 3)
                 );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for link in chunk {
                     query = query
                         .bind(link.room.as_str())

@@ -123,7 +123,7 @@ impl UsageReport for Repository {
         };
         let sql = usage_by("user_id", &filter, limit);
         let rows: Vec<GroupRow> = on_pool!(&self.pool, |p| {
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
             for user in users {
                 query = query.bind(user.as_str());
             }
@@ -186,7 +186,7 @@ impl UsageReport for Repository {
              FROM media m {filter} ORDER BY m.size_bytes DESC, m.origin, m.media_id LIMIT {limit}"
         );
         let rows: Vec<UploadRow> = on_pool!(&self.pool, |p| {
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
             for key in keys {
                 query = query.bind(key.origin.as_str()).bind(key.media_id.as_str());
             }
