@@ -41,39 +41,6 @@ pub fn open_regular_beneath(root: &Path, relative: &Path, folder: &str) -> io::R
     Ok(File::from(fd))
 }
 
-/// The length of the regular file at `relative` below `root`, reached without following
-/// any link below `root` (as [`open_regular_beneath`] would open it), without opening
-/// it. `None` when there is no regular file there: a missing component, or a link, a
-/// folder, a FIFO or a device on the way or in its place.
-///
-/// Errors: only what keeps the question from being answered (an unreadable folder, a
-/// path that is not plain); `folder` names the root in them.
-pub fn regular_file_len_beneath(
-    root: &Path,
-    relative: &Path,
-    folder: &str,
-) -> io::Result<Option<u64>> {
-    let (dir, file_name) = match open_parent_beneath(root, relative) {
-        Ok(opened) => opened,
-        Err(WalkError::Component {
-            errno: Errno::NOENT | Errno::LOOP | Errno::NOTDIR | Errno::MLINK,
-            ..
-        }) => return Ok(None),
-        Err(e) => return Err(e.into_io(root, relative, folder)),
-    };
-    match rustix::fs::statat(&dir, file_name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile => {
-            Ok(Some(stat.st_size as u64))
-        }
-        Ok(_) | Err(Errno::NOENT) => Ok(None),
-        Err(e) => Err(refused(
-            e,
-            &root.join(relative).display().to_string(),
-            folder,
-        )),
-    }
-}
-
 /// Why [`open_parent_beneath`] stopped.
 enum WalkError {
     /// The relative path is not a plain path of names.
@@ -218,6 +185,34 @@ impl RootFolder {
         })
     }
 
+    /// The length of the regular file at `relative` below the root, reached without
+    /// following any link (as [`open_regular_beneath`] would open it), without opening it.
+    /// `None` when there is no regular file there: a missing component, or a link, a
+    /// folder, a FIFO or a device on the way or in its place.
+    ///
+    /// Errors: only what keeps the question from being answered (an unreadable folder, a
+    /// path that is not plain).
+    pub fn regular_file_len(&self, relative: &Path) -> io::Result<Option<u64>> {
+        let into_io = |e: WalkError| e.into_io(&self.path, relative, self.folder);
+        let (file_name, folders) = split_plain(relative).map_err(into_io)?;
+        let parent = match open_folders_below(self.fd.as_fd(), &folders) {
+            Ok(parent) => parent,
+            Err(WalkError::Component {
+                errno: Errno::NOENT | Errno::LOOP | Errno::NOTDIR | Errno::MLINK,
+                ..
+            }) => return Ok(None),
+            Err(e) => return Err(into_io(e)),
+        };
+        let parent = parent.as_ref().map_or(self.fd.as_fd(), |fd| fd.as_fd());
+        match rustix::fs::statat(parent, file_name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile => {
+                Ok(Some(stat.st_size as u64))
+            }
+            Ok(_) | Err(Errno::NOENT) => Ok(None),
+            Err(errno) => Err(self.refused_at(errno, relative)),
+        }
+    }
+
     /// Hard-links the file at `existing` (a path of the caller's own, on the same
     /// filesystem) to `relative` below the root, creating the missing folders on the way
     /// and following no link below the root. Returns the folder it is now linked in (to
@@ -347,9 +342,8 @@ mod tests {
     #[test]
     fn only_a_regular_file_reached_without_links_has_a_length() {
         let dir = tree();
-        let len = |relative: &str| {
-            regular_file_len_beneath(dir.path(), Path::new(relative), "the test folder").unwrap()
-        };
+        let root = RootFolder::open(dir.path(), "the test folder").unwrap();
+        let len = |relative: &str| root.regular_file_len(Path::new(relative)).unwrap();
         assert_eq!(len("a/file"), Some(5));
         assert_eq!(len("./a/file"), Some(5));
         for not_a_file in [
@@ -363,7 +357,7 @@ mod tests {
         }
         assert_eq!(len("a/fifo"), None);
         assert_eq!(len("a/file/below"), None, "a file on the way");
-        let outside = regular_file_len_beneath(dir.path(), Path::new("../x"), "the test folder");
+        let outside = root.regular_file_len(Path::new("../x"));
         assert!(
             outside
                 .unwrap_err()

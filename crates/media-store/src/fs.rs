@@ -40,7 +40,7 @@ use media_core::datastore::{
 };
 use media_core::hashing::digest_of_read;
 use media_core::ids::Sha256Hex;
-use media_core::local_files::{RootFolder, open_regular_beneath, regular_file_len_beneath};
+use media_core::local_files::{RootFolder, open_regular_beneath};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -201,9 +201,16 @@ impl FileDatastore {
         &self.root
     }
 
-    /// Whether a blob with this key is stored, or staged for the next sync.
+    /// Whether a blob with this key is stored (a regular file reached without following a
+    /// link), or staged for the next sync.
     fn holds(&self, key: &BlobKey) -> bool {
-        self.path_of(key).exists() || self.staged.lock().expect("poisoned").contains_key(key)
+        let stored = self.blobs_folder.as_ref().is_some_and(|folder| {
+            matches!(
+                folder.regular_file_len(Path::new(key.as_str())),
+                Ok(Some(_))
+            )
+        });
+        stored || self.staged.lock().expect("poisoned").contains_key(key)
     }
 
     /// What a put of `size` bytes that asks for `durability` gets: at most this store's
@@ -986,8 +993,13 @@ impl Datastore for FileDatastore {
         // below the root is followed to find one.
         let (root, key) = (self.root.clone(), key.clone());
         blocking(move || {
-            regular_file_len_beneath(&root, Path::new(key.as_str()), "the datastore")
-                .map_err(|source| io_error("stat", &root.join(key.as_str()), source))
+            let found = match RootFolder::open(&root, "the datastore") {
+                Ok(folder) => folder.regular_file_len(Path::new(key.as_str())),
+                // A read-only stand-in for a folder that does not exist holds nothing.
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            };
+            found.map_err(|source| io_error("stat", &root.join(key.as_str()), source))
         })
         .await
     }
@@ -1257,6 +1269,15 @@ mod tests {
         let error = FileDatastore::open(&linked_temp).await.unwrap_err();
         assert!(error.to_string().contains("symbolic link"), "{error}");
         assert!(files_below(&outside).is_empty());
+        // A copy of the blob where the link leads is not the store's: the put fails
+        // rather than report the blob present.
+        let copy = outside.join(&key.as_str()[3..]);
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::write(&copy, bytes).unwrap();
+        let store = FileDatastore::open(dir.path().join("OnReturn")).await.unwrap();
+        let error = store.put_bytes(bytes).await.unwrap_err();
+        assert!(error.to_string().contains("never followed"), "{error}");
+        assert_eq!(store.size(&key).await.unwrap(), None);
     }
 
     /// Every file below `folder`, at any depth.
