@@ -1274,7 +1274,9 @@ mod tests {
         let copy = outside.join(&key.as_str()[3..]);
         std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
         std::fs::write(&copy, bytes).unwrap();
-        let store = FileDatastore::open(dir.path().join("OnReturn")).await.unwrap();
+        let store = FileDatastore::open(dir.path().join("OnReturn"))
+            .await
+            .unwrap();
         let error = store.put_bytes(bytes).await.unwrap_err();
         assert!(error.to_string().contains("never followed"), "{error}");
         assert_eq!(store.size(&key).await.unwrap(), None);
