@@ -89,7 +89,12 @@ fn open_parent_beneath<'a>(
         errno,
         at_root: true,
     })?;
-    let parent = open_folders_below(root.as_fd(), &folders)?;
+    let parent = open_folders_below(root.as_fd(), &folders, Missing::Refuse).map_err(|errno| {
+        WalkError::Component {
+            errno,
+            at_root: false,
+        }
+    })?;
     Ok((parent.unwrap_or(root), file_name))
 }
 
@@ -116,46 +121,36 @@ fn split_plain(relative: &Path) -> Result<(&OsStr, Vec<&OsStr>), WalkError> {
     Ok((file_name, parts))
 }
 
-/// Opens `folders` below `start`, one at a time, following no link; `None` when there
-/// are none (the parent is `start` itself).
+/// What a walk below a folder does with a folder on the way that is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    /// Stop with `NOENT`.
+    Refuse,
+    /// Create it.
+    Create,
+}
+
+/// Opens `folders` below `start`, one at a time, following no link (creating a missing
+/// one when `missing` says so); `None` when there are none (the parent is `start`
+/// itself).
 fn open_folders_below(
     start: BorrowedFd<'_>,
     folders: &[&OsStr],
-) -> Result<Option<OwnedFd>, WalkError> {
-    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let mut opened: Option<OwnedFd> = None;
-    for part in folders {
-        let from = opened.as_ref().map_or(start, |fd| fd.as_fd());
-        let next = rustix::fs::openat(from, *part, dir_flags, Mode::empty()).map_err(|errno| {
-            WalkError::Component {
-                errno,
-                at_root: false,
-            }
-        })?;
-        opened = Some(next);
-    }
-    Ok(opened)
-}
-
-/// Opens `folders` below `start` as [`open_folders_below`] does, creating each one that
-/// is missing; `None` when there are none.
-fn open_or_create_folders_below(
-    start: BorrowedFd<'_>,
-    folders: &[&OsStr],
+    missing: Missing,
 ) -> Result<Option<OwnedFd>, Errno> {
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut opened: Option<OwnedFd> = None;
     for part in folders {
         let from = opened.as_ref().map_or(start, |fd| fd.as_fd());
         let next = match rustix::fs::openat(from, *part, dir_flags, Mode::empty()) {
-            Err(Errno::NOENT) => {
+            Err(Errno::NOENT) if missing == Missing::Create => {
                 match rustix::fs::mkdirat(from, *part, Mode::from_raw_mode(0o777)) {
                     Ok(()) | Err(Errno::EXIST) => {}
                     Err(errno) => return Err(errno),
                 }
                 rustix::fs::openat(from, *part, dir_flags, Mode::empty())?
             }
-            opened => opened?,
+            next => next?,
         };
         opened = Some(next);
     }
@@ -193,18 +188,12 @@ impl RootFolder {
     /// Errors: only what keeps the question from being answered (an unreadable folder, a
     /// path that is not plain).
     pub fn regular_file_len(&self, relative: &Path) -> io::Result<Option<u64>> {
-        let into_io = |e: WalkError| e.into_io(&self.path, relative, self.folder);
-        let (file_name, folders) = split_plain(relative).map_err(into_io)?;
-        let parent = match open_folders_below(self.fd.as_fd(), &folders) {
-            Ok(parent) => parent,
-            Err(WalkError::Component {
-                errno: Errno::NOENT | Errno::LOOP | Errno::NOTDIR | Errno::MLINK,
-                ..
-            }) => return Ok(None),
-            Err(e) => return Err(into_io(e)),
+        let (parent, file_name) = match self.parent_of(relative, Missing::Refuse)? {
+            Ok(found) => found,
+            Err(Errno::NOENT | Errno::LOOP | Errno::NOTDIR | Errno::MLINK) => return Ok(None),
+            Err(errno) => return Err(self.refused_at(errno, relative)),
         };
-        let parent = parent.as_ref().map_or(self.fd.as_fd(), |fd| fd.as_fd());
-        match rustix::fs::statat(parent, file_name, AtFlags::SYMLINK_NOFOLLOW) {
+        match rustix::fs::statat(&parent, file_name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile => {
                 Ok(Some(stat.st_size as u64))
             }
@@ -220,7 +209,9 @@ impl RootFolder {
     /// replaced. On a filesystem without hard links the file is moved instead, which
     /// replaces an entry of that name (callers place the same bytes under one name).
     pub fn link_file(&self, existing: &Path, relative: &Path) -> io::Result<Option<File>> {
-        let (parent, file_name) = self.create_parent(relative)?;
+        let (parent, file_name) = self
+            .parent_of(relative, Missing::Create)?
+            .map_err(|errno| self.refused_at(errno, relative))?;
         let linked = rustix::fs::linkat(
             rustix::fs::CWD,
             existing,
@@ -239,18 +230,24 @@ impl RootFolder {
         Ok(Some(File::from(parent)))
     }
 
-    /// Opens the folder that holds `relative`, creating the folders on the way that are
-    /// missing, and returns it with the file name left.
-    fn create_parent<'a>(&self, relative: &'a Path) -> io::Result<(OwnedFd, &'a OsStr)> {
+    /// Opens the folder that holds `relative` below the root, following no link (and
+    /// creating the missing folders on the way when `missing` says so), and returns it
+    /// with the file name left. The outer error is a path that is not plain; the inner
+    /// one, what stopped the walk.
+    fn parent_of<'a>(
+        &self,
+        relative: &'a Path,
+        missing: Missing,
+    ) -> io::Result<Result<(OwnedFd, &'a OsStr), Errno>> {
         let (file_name, folders) =
             split_plain(relative).map_err(|e| e.into_io(&self.path, relative, self.folder))?;
-        let parent = open_or_create_folders_below(self.fd.as_fd(), &folders)
-            .map_err(|errno| self.refused_at(errno, relative))?;
-        let parent = match parent {
-            Some(parent) => parent,
-            None => self.fd.try_clone()?,
-        };
-        Ok((parent, file_name))
+        Ok(
+            match open_folders_below(self.fd.as_fd(), &folders, missing) {
+                Ok(Some(parent)) => Ok((parent, file_name)),
+                Ok(None) => Ok((self.fd.try_clone()?, file_name)),
+                Err(errno) => Err(errno),
+            },
+        )
     }
 
     /// The error for `errno` met on the way to `relative`, naming it.
@@ -266,18 +263,12 @@ impl RootFolder {
     /// what it points to), reached without following any link; `false` when nothing is
     /// there. A link (or a file) where a folder should be is an error naming it.
     pub fn remove_file(&self, relative: &Path) -> io::Result<bool> {
-        let into_io = |e: WalkError| e.into_io(&self.path, relative, self.folder);
-        let (file_name, folders) = split_plain(relative).map_err(into_io)?;
-        let parent = match open_folders_below(self.fd.as_fd(), &folders) {
-            Ok(parent) => parent,
-            Err(WalkError::Component {
-                errno: Errno::NOENT,
-                ..
-            }) => return Ok(false),
-            Err(e) => return Err(into_io(e)),
+        let (parent, file_name) = match self.parent_of(relative, Missing::Refuse)? {
+            Ok(found) => found,
+            Err(Errno::NOENT) => return Ok(false),
+            Err(errno) => return Err(self.refused_at(errno, relative)),
         };
-        let parent = parent.as_ref().map_or(self.fd.as_fd(), |fd| fd.as_fd());
-        match rustix::fs::unlinkat(parent, file_name, AtFlags::empty()) {
+        match rustix::fs::unlinkat(&parent, file_name, AtFlags::empty()) {
             Ok(()) => Ok(true),
             Err(Errno::NOENT) => Ok(false),
             Err(errno) => Err(self.refused_at(errno, relative)),
