@@ -531,8 +531,11 @@ async fn password_role() {
          pg_hba.conf and reload"
     );
     let create = format!(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{PASSWORD_ROLE}') \
-         THEN CREATE ROLE {PASSWORD_ROLE}; END IF; END $$; \
+        // One implicit transaction: the advisory lock keeps tests that start at once from
+        // creating or altering the role together.
+        "SELECT pg_advisory_xact_lock(5150); \
+         DO $$ BEGIN CREATE ROLE {PASSWORD_ROLE}; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$; \
          ALTER ROLE {PASSWORD_ROLE} WITH LOGIN SUPERUSER PASSWORD 'se cret''s'"
     );
     sqlx::raw_sql(sqlx::AssertSqlSafe(create))
