@@ -117,8 +117,8 @@ pub struct OpenOptions {
 /// this order holds the indexes).
 const SQLITE_WRITER_CACHE_KIB: u32 = 8 * 1024;
 
-/// Page cache of every other SQLite connection: our repository's readers and the
-/// foreign databases' (SQLite's default is 2 MiB each). A reader's lookups probe random
+/// Page cache of every SQLite connection that only reads: our repository's readers and
+/// the foreign databases opened read-only (SQLite's default is 2 MiB each). A reader's lookups probe random
 /// pages of indexes far larger than any cache of this order, and in WAL mode a reader
 /// drops its cache whenever the writer has committed, which during an import is every
 /// few hundred milliseconds; the kernel's page cache serves its misses. An import opens
@@ -198,11 +198,15 @@ pub async fn open_pool(location: &DatabaseLocation, options: OpenOptions) -> Res
                 .read_only(options.read_only)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(60));
-            // An in-memory database lives in its page cache, whatever its size.
-            let connect = if in_memory {
-                connect
-            } else {
+            // The pools of our repository read (its writer has a connection of its own),
+            // and so do foreign databases opened read-only; a foreign database opened to
+            // delete from (Synapse's, Dendrite's) keeps SQLite's cache for its
+            // transactions. An in-memory database lives in its cache, whatever its size.
+            let only_reads = options.create || options.read_only;
+            let connect = if only_reads && !in_memory {
                 connect.pragma("cache_size", format!("-{SQLITE_READER_CACHE_KIB}"))
+            } else {
+                connect
             };
             // Only a database we create (our repository) is switched to WAL: a foreign
             // database (Synapse's, Dendrite's) keeps the journal mode its server chose.
@@ -409,6 +413,7 @@ mod tests {
         let writer = open_sqlite_writer(&location).await.unwrap().unwrap();
         let foreign = open_pool(&location, options(false, true)).await.unwrap();
         let exporting = open_read_only(&location).await.unwrap();
+        let deleting_from_foreign = open_pool(&location, options(false, false)).await.unwrap();
         let reader_cache = -i64::from(SQLITE_READER_CACHE_KIB);
         assert_eq!(
             cache_size(&writer).await,
@@ -417,5 +422,7 @@ mod tests {
         for pool in [&readers, &foreign, &exporting] {
             assert_eq!(cache_size(pool).await, reader_cache);
         }
+        // SQLite's own default, 2,000 KiB.
+        assert_eq!(cache_size(&deleting_from_foreign).await, -2000);
     }
 }
