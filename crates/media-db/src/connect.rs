@@ -198,16 +198,6 @@ pub async fn open_pool(location: &DatabaseLocation, options: OpenOptions) -> Res
                 .read_only(options.read_only)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(60));
-            // The pools of our repository read (its writer has a connection of its own),
-            // and so do foreign databases opened read-only; a foreign database opened to
-            // delete from (Synapse's, Dendrite's) keeps SQLite's cache for its
-            // transactions. An in-memory database lives in its cache, whatever its size.
-            let only_reads = options.create || options.read_only;
-            let connect = if only_reads && !in_memory {
-                connect.pragma("cache_size", format!("-{SQLITE_READER_CACHE_KIB}"))
-            } else {
-                connect
-            };
             // Only a database we create (our repository) is switched to WAL: a foreign
             // database (Synapse's, Dendrite's) keeps the journal mode its server chose.
             let connect = if options.read_only || !options.create {
@@ -217,6 +207,11 @@ pub async fn open_pool(location: &DatabaseLocation, options: OpenOptions) -> Res
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
             };
+            // The pools of our repository read (its writer has a connection of its own),
+            // and so do foreign databases opened read-only; a foreign database opened to
+            // delete from (Synapse's, Dendrite's) keeps SQLite's cache for its
+            // transactions. An in-memory database lives in its cache, whatever its size.
+            let small_cache = (options.create || options.read_only) && !in_memory;
             let pool = SqlitePoolOptions::new()
                 // An in-memory database exists once per connection: keep exactly one.
                 .max_connections(if in_memory {
@@ -229,6 +224,22 @@ pub async fn open_pool(location: &DatabaseLocation, options: OpenOptions) -> Res
                     None
                 } else {
                     Some(Duration::from_secs(600))
+                })
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if small_cache {
+                            // Setting it reads the schema. A WAL database on a read-only
+                            // mount cannot be read this way (no shared-memory file): the
+                            // setting is skipped, and the first query fails and says so
+                            // (`open_read_only` then opens it immutable, with this cache).
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "PRAGMA cache_size = -{SQLITE_READER_CACHE_KIB}"
+                            )))
+                            .execute(conn)
+                            .await;
+                        }
+                        Ok(())
+                    })
                 })
                 .connect_with(connect)
                 .await
