@@ -118,12 +118,13 @@ pub struct OpenOptions {
 const SQLITE_WRITER_CACHE_KIB: u32 = 8 * 1024;
 
 /// Page cache of every SQLite connection that only reads: our repository's readers and
-/// the foreign databases opened read-only (SQLite's default is 2 MiB each). A reader's lookups probe random
-/// pages of indexes far larger than any cache of this order, and in WAL mode a reader
-/// drops its cache whenever the writer has committed, which during an import is every
-/// few hundred milliseconds; the kernel's page cache serves its misses. An import opens
-/// up to twelve of them (eight repository readers, four on Synapse's database): at 2 MiB
-/// each they held 17 MiB of an import's 100 MiB peak at 100,000 media.
+/// the foreign databases opened read-only (SQLite's default is 2 MiB each). A reader's
+/// look-ups probe random pages of indexes far larger than any cache of this order, and
+/// in WAL mode a reader drops its cache whenever the writer has committed, which during
+/// an import is every few hundred milliseconds; the kernel's page cache serves its
+/// misses. An import opens up to twelve of them (eight repository readers, four on
+/// Synapse's database): at 2 MiB each they held 17 MiB of an import's 100 MiB peak at
+/// 100,000 media.
 const SQLITE_READER_CACHE_KIB: u32 = 512;
 
 /// Pages the write-ahead log of our SQLite repository grows to before the writer copies
