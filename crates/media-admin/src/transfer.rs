@@ -3,26 +3,29 @@
 //!
 //! A run first drains both datastores' deletion queues (what a killed run left: strays
 //! in the destination, sources in the source), then walks the source's blobs by digest
-//! in batches: queue the copies (write-ahead), copy `workers` at a time (the bytes are
-//! hashed while they stream into the destination and checked against the row), verify
-//! each copy in the destination, switch the rows of the batch in one transaction, and
-//! drain both queues again. A failing item leaves its source object and row as they
-//! were and is listed; a destination that refuses [`DESTINATION_FAILURES_BEFORE_STOP`]
-//! writes in a row stops the run.
+//! a page at a time: queue the page's copies (write-ahead), copy `workers` at a time
+//! (the bytes are hashed while they stream into the destination and checked against
+//! the row) and verify each copy in the destination. Meanwhile the copies that have
+//! ended are switched, as many in one transaction as have ended, and the source's queue
+//! is drained; the destination's queue is drained again at the end. A failing item
+//! leaves its source object and row as they were and is listed; a destination that
+//! refuses [`DESTINATION_FAILURES_BEFORE_STOP`] writes in a row stops the run.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures::stream::{self, StreamExt};
+use futures::SinkExt;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use media_core::datastore::{BlobKey, Datastore, PutOptions, PutStatus, StoreError};
 use media_core::hashing::HashingReader;
+use media_core::ids::Sha256Hex;
 use media_core::moment::Moment;
 use media_core::progress::{Progress, human_size};
 use media_core::run::{Failures, Reason, Report, Route, RunMode};
 use media_db::{
-    Blob, BlobMove, BlobTransfer, DatastoreId, DeletionQueue, DrainReport, MoveOutcome,
-    RecordedDatastore, Repository, TaskKind, TaskLog,
+    Blob, BlobMove, BlobTransfer, DatastoreId, DeletionQueue, MoveOutcome, RecordedDatastore,
+    Repository, TaskKind, TaskLog,
 };
 use serde::Serialize;
 
@@ -429,47 +432,111 @@ struct CopyFailure {
     detail: String,
 }
 
+/// One blob whose copy has ended: its row, its copy's write-ahead entry, and how the
+/// copy went.
+type Ended = (Blob, i64, Result<Copied, CopyFailure>);
+
 impl Mover<'_> {
-    /// Blobs per batch: a few per worker, so every worker stays busy and a batch (one
-    /// switch transaction) stays small.
-    fn batch_size(&self) -> i64 {
-        (self.options.workers.max(1) * 4).clamp(16, 256) as i64
+    /// Blobs per page of the walk (one write-ahead transaction) and at most per switch
+    /// transaction: a few per worker.
+    fn batch_size(&self) -> usize {
+        (self.options.workers.max(1) * 4).clamp(16, 256)
     }
 
+    /// Drains both queues, copies every blob while the ended copies are switched
+    /// ([`Self::copy_all`] and [`Self::switch_all`] run at once: no worker waits for a
+    /// batch's slowest copy or its switch), then drains both queues again.
     async fn run(
         &self,
         before: Option<i64>,
         report: &mut TransferReport,
     ) -> Result<(), AdminError> {
         self.drain(report).await?;
-        let mut after = None;
-        let mut destination_failures_in_a_row = 0u32;
-        loop {
+        let (sender, ended) = futures::channel::mpsc::channel(self.batch_size());
+        let (stopped_early, ()) = futures::try_join!(
+            self.copy_all(before, sender),
+            self.switch_all(ended, report)
+        )?;
+        report.stopped_early = stopped_early;
+        // The strays of failed copies, and the last sources.
+        self.drain(report).await
+    }
+
+    /// Walks the source's blobs by digest, a page at a time, queues each page's copies
+    /// (write-ahead) and copies `workers` blobs at a time, sending each ended copy to
+    /// `ended`. Returns why it stopped before the end, if it did: the destination
+    /// refused [`DESTINATION_FAILURES_BEFORE_STOP`] writes in a row.
+    async fn copy_all(
+        &self,
+        before: Option<i64>,
+        mut ended: futures::channel::mpsc::Sender<Ended>,
+    ) -> Result<Option<String>, AdminError> {
+        let pages = stream::try_unfold(None, |after: Option<Sha256Hex>| async move {
             let page = self
                 .repo
-                .blobs_in(self.from, before, after.as_ref(), None, self.batch_size())
+                .blobs_in(
+                    self.from,
+                    before,
+                    after.as_ref(),
+                    None,
+                    self.batch_size() as i64,
+                )
                 .await?;
             let Some(last) = page.last() else {
-                return Ok(());
+                return Ok::<_, AdminError>(None);
             };
-            after = Some(last.sha256.clone());
+            let after = Some(last.sha256.clone());
             let guards = self.repo.queue_copies(self.to, &page).await?;
-            let copies: Vec<(Blob, i64, Result<Copied, CopyFailure>)> =
-                stream::iter(page.into_iter().zip(guards))
-                    .map(|(blob, guard)| async move {
-                        let copied = self.copy(&blob).await;
-                        (blob, guard, copied)
-                    })
-                    .buffered(self.options.workers.max(1))
-                    .collect()
-                    .await;
+            let queued = page.into_iter().zip(guards).map(Ok::<_, AdminError>);
+            Ok(Some((stream::iter(queued), after)))
+        });
+        let copies = pages
+            .try_flatten()
+            .map_ok(|(blob, guard)| async move {
+                let copied = self.copy(&blob).await;
+                Ok((blob, guard, copied))
+            })
+            .try_buffer_unordered(self.options.workers.max(1));
+        let mut copies = std::pin::pin!(copies);
+        let mut destination_failures_in_a_row = 0u32;
+        while let Some(copy) = copies.try_next().await? {
+            match &copy.2 {
+                Err(failure) if failure.reason == TransferFailure::DestinationFailed => {
+                    destination_failures_in_a_row += 1;
+                }
+                _ => destination_failures_in_a_row = 0,
+            }
+            if ended.send(copy).await.is_err() {
+                // The switching side has stopped, with the error the run returns.
+                return Ok(None);
+            }
+            if destination_failures_in_a_row >= DESTINATION_FAILURES_BEFORE_STOP {
+                return Ok(Some(format!(
+                    "the destination {} refused {destination_failures_in_a_row} writes in a row",
+                    self.destination.uri()
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Switches the rows of the copies `ended` delivers, as many at once as have ended
+    /// (up to a batch), lists the failed ones, and drains the source's queue after each
+    /// switch. The destination's queue is drained only before and after the walk: it
+    /// holds the write-ahead entries of the copies in flight.
+    async fn switch_all(
+        &self,
+        ended: futures::channel::mpsc::Receiver<Ended>,
+        report: &mut TransferReport,
+    ) -> Result<(), AdminError> {
+        let mut batches = ended.ready_chunks(self.batch_size());
+        while let Some(batch) = batches.next().await {
             let mut moves = Vec::new();
             let mut already = Vec::new();
-            for (blob, guard, copied) in copies {
+            for (blob, guard, copied) in batch {
                 self.progress.items_done.fetch_add(1, Ordering::Relaxed);
                 match copied {
                     Ok(copied) => {
-                        destination_failures_in_a_row = 0;
                         already.push(copied.already_there);
                         moves.push(BlobMove {
                             location: copied.location,
@@ -478,16 +545,11 @@ impl Mover<'_> {
                             blob,
                         });
                     }
-                    Err(failure) => {
-                        if failure.reason == TransferFailure::DestinationFailed {
-                            destination_failures_in_a_row += 1;
-                        }
-                        report.failures.push(
-                            blob.sha256.to_string(),
-                            failure.reason,
-                            failure.detail,
-                        );
-                    }
+                    Err(failure) => report.failures.push(
+                        blob.sha256.to_string(),
+                        failure.reason,
+                        failure.detail,
+                    ),
                 }
             }
             let outcomes = self.repo.switch_blobs(&moves).await?;
@@ -510,31 +572,29 @@ impl Mover<'_> {
                     ),
                 }
             }
-            self.drain(report).await?;
-            if destination_failures_in_a_row >= DESTINATION_FAILURES_BEFORE_STOP {
-                report.stopped_early = Some(format!(
-                    "the destination {} refused {destination_failures_in_a_row} writes in a row",
-                    self.destination.uri()
-                ));
-                return Ok(());
-            }
+            self.drain_sources(report).await?;
         }
+        Ok(())
     }
 
     /// Deletes what the queues hold: stray copies in the destination, moved blobs'
     /// objects in the source.
     async fn drain(&self, report: &mut TransferReport) -> Result<(), AdminError> {
-        let gone = |d: DrainReport| d.deleted + d.already_gone;
         let strays = self
             .repo
             .drain_pending_deletions(self.to, self.destination)
             .await?;
-        report.strays_deleted += gone(strays);
+        report.strays_deleted += strays.deleted + strays.already_gone;
+        self.drain_sources(report).await
+    }
+
+    /// Deletes the source objects of moved blobs.
+    async fn drain_sources(&self, report: &mut TransferReport) -> Result<(), AdminError> {
         let sources = self
             .repo
             .drain_pending_deletions(self.from, self.source)
             .await?;
-        report.source_objects_deleted += gone(sources);
+        report.source_objects_deleted += sources.deleted + sources.already_gone;
         Ok(())
     }
 
