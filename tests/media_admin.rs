@@ -286,6 +286,29 @@ async fn a_destination_that_cannot_be_written_changes_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no-such-bucket"), "{stderr}");
 
+    // Credentials the server refuses.
+    let bucket = format!(
+        "s3://{}?endpoint={}",
+        media_store::conformance::s3_test_bucket(),
+        media_store::conformance::s3_strict_test_endpoint()
+    );
+    let out = admin(
+        cwd.path(),
+        &db.url,
+        &["transfer", "--from", "1", "--to", &bucket],
+    )
+    .env("AWS_ACCESS_KEY_ID", "GK00000000000000000000made")
+    .env("AWS_SECRET_ACCESS_KEY", "made-up")
+    .output();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the server at {bucket} accepted made-up credentials? Point S3_TEST_STRICT_ENDPOINT \
+         at a server that checks them. {stderr}"
+    );
+    assert!(stderr.contains("refused the credentials"), "{stderr}");
+
     // A folder that cannot be created (below a file).
     let file = cwd.path().join("a-file");
     std::fs::write(&file, b"not a folder").unwrap();

@@ -406,6 +406,14 @@ pub fn s3_test_endpoint() -> String {
     })
 }
 
+/// A server that refuses credentials it does not know, for the tests of refused
+/// credentials (they send made-up keys): `S3_TEST_STRICT_ENDPOINT`, which `scripts/test`
+/// points at a moto server refusing every key, else [`s3_test_endpoint`] (Garage, MinIO
+/// and AWS check every key; moto as started for the other tests accepts any).
+pub fn s3_strict_test_endpoint() -> String {
+    std::env::var("S3_TEST_STRICT_ENDPOINT").unwrap_or_else(|_| s3_test_endpoint())
+}
+
 /// The bucket the S3 tests use on [`s3_test_endpoint`]: `S3_TEST_BUCKET`, by default
 /// `media-tests`. Each test works below a prefix of its own.
 pub fn s3_test_bucket() -> String {
