@@ -311,6 +311,36 @@ pub enum BlobPayload {
 pub const FILE_READ_BUFFER: usize = 512 << 10;
 
 /// `file` for asynchronous reads through a [`FILE_READ_BUFFER`]-sized buffer.
+/// Opens a local file for [`Datastore::put_local`], on a blocking thread: the file, and
+/// the most bytes to read from it.
+pub type OpenLocalFile = Box<dyn FnOnce() -> std::io::Result<(std::fs::File, u64)> + Send>;
+
+/// Local files up to this length are read whole in the blocking call that opens them.
+pub const READ_WHOLE: u64 = 1 << 20;
+
+/// A local file opened for reading: read whole when it is small, else to stream.
+#[derive(Debug)]
+pub enum LocalFile {
+    /// At most [`READ_WHOLE`] + 1 bytes, read in the call that opened the file.
+    Read(Vec<u8>),
+    /// A larger file, and how many bytes to read from it at most.
+    Stream(std::fs::File, u64),
+}
+
+impl LocalFile {
+    /// Blocking: reads `file` whole (at most `limit` bytes) when `limit` is at most
+    /// [`READ_WHOLE`] + 1, else keeps it to stream.
+    pub fn read_if_small(file: std::fs::File, limit: u64) -> std::io::Result<Self> {
+        use std::io::Read;
+        if limit > READ_WHOLE + 1 {
+            return Ok(Self::Stream(file, limit));
+        }
+        let mut bytes = Vec::with_capacity(limit as usize);
+        file.take(limit).read_to_end(&mut bytes)?;
+        Ok(Self::Read(bytes))
+    }
+}
+
 fn async_file(file: std::fs::File) -> tokio::fs::File {
     let mut file = tokio::fs::File::from_std(file);
     file.set_max_buf_size(FILE_READ_BUFFER);
@@ -375,6 +405,33 @@ pub trait Datastore: Send + Sync + fmt::Debug {
     ) -> Result<Put, StoreError> {
         let mut reader = async_file(file).take(limit);
         self.put(&mut reader, options).await
+    }
+
+    /// Opens a local file with `open`, on a blocking thread, and puts its contents (at
+    /// most the limit `open` returns) as [`Datastore::put_file`] does. The outer error is
+    /// `open`'s; reading the file fails with [`StoreError::Source`]. The default reads a
+    /// small file ([`LocalFile::read_if_small`]) in the call that opens it and puts its
+    /// bytes; a store that writes on blocking threads overrides it to open, read and
+    /// write in one call.
+    async fn put_local(
+        &self,
+        open: OpenLocalFile,
+        options: &PutOptions,
+    ) -> std::io::Result<Result<Put, StoreError>> {
+        let opened = tokio::task::spawn_blocking(move || {
+            let (file, limit) = open()?;
+            Ok::<_, std::io::Error>(LocalFile::read_if_small(file, limit))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(match opened {
+            Ok(LocalFile::Read(bytes)) => self.put(&mut &bytes[..], options).await,
+            Ok(LocalFile::Stream(file, limit)) => self.put_file(file, limit, options).await,
+            Err(source) => Err(StoreError::Source {
+                bytes_read: 0,
+                source,
+            }),
+        })
     }
 
     /// Opens a blob, or the part of it in `range`: as a local file when the store keeps

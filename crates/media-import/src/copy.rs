@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use media_core::datastore::{BlobKey, Datastore, Put, PutOptions, PutStatus, StoreError};
+use media_core::datastore::{
+    BlobKey, Datastore, LocalFile, Put, PutOptions, PutStatus, READ_WHOLE, StoreError,
+};
 use media_synapse::files;
 use media_synapse::homeserver::DownloadFailure;
 use tokio::io::AsyncReadExt;
@@ -138,8 +140,6 @@ pub(crate) async fn store_file(
     Ok(Ok(put))
 }
 
-/// Files up to this size are read in one go.
-const SMALL_FILE: u64 = 1 << 20;
 /// At most this many bytes are downloaded for a content whose length Synapse did not
 /// record (thumbnails of old Synapse versions).
 const UNRECORDED_LENGTH_LIMIT: u64 = 1 << 30;
@@ -153,7 +153,7 @@ async fn already_stored(
     let (Some(sha256), Some(size)) = (&expected.expected.sha256, expected.expected.size) else {
         return Ok(None);
     };
-    if size <= SMALL_FILE {
+    if size <= READ_WHOLE {
         return Ok(None); // reading it costs less than asking first
     }
     Ok(context
@@ -185,33 +185,30 @@ async fn sink_put(
     }
 }
 
-/// What [`open_source_file`] found: a small file already read, or a large one to stream.
-pub(crate) enum OpenedFile {
-    /// At most [`SMALL_FILE`] + 1 bytes, read in one blocking call.
-    Read(Vec<u8>),
-    /// A larger file, and how many bytes to read from it at most.
-    Stream(std::fs::File, u64),
+/// Blocking: opens `relative` below the media store `root` (no links, regular files
+/// only: [`files::open_in_media_store`]), with the most bytes to read from it
+/// ([`files::read_limit`]).
+fn open_in_media_store(
+    root: &Path,
+    relative: &Path,
+    recorded: Option<u64>,
+) -> std::io::Result<(std::fs::File, u64)> {
+    let file = files::open_in_media_store(root, relative)?;
+    let limit = files::read_limit(recorded, file.metadata()?.len());
+    Ok((file, limit))
 }
 
-/// Blocking: opens `relative` below the media store `root` (no links, regular files
-/// only: [`files::open_in_media_store`]) and reads it when it is small. Never
-/// reads more than [`files::read_limit`] bytes.
+/// Blocking: opens `relative` below the media store `root` ([`open_in_media_store`])
+/// and reads it when it is small. Never reads more than [`files::read_limit`] bytes.
 pub(crate) fn open_source_file(
     root: &Path,
     relative: &Path,
     recorded: Option<u64>,
-) -> std::io::Result<OpenedFile> {
-    use std::io::Read;
-    let file = files::open_in_media_store(root, relative)?;
-    let limit = files::read_limit(recorded, file.metadata()?.len());
-    if limit > SMALL_FILE + 1 {
-        return Ok(OpenedFile::Stream(file, limit));
-    }
-    let mut bytes = Vec::with_capacity(limit as usize);
-    file.take(limit).read_to_end(&mut bytes).map_err(|e| {
+) -> std::io::Result<LocalFile> {
+    let (file, limit) = open_in_media_store(root, relative, recorded)?;
+    LocalFile::read_if_small(file, limit).map_err(|e| {
         std::io::Error::new(e.kind(), format!("{}: {e}", root.join(relative).display()))
-    })?;
-    Ok(OpenedFile::Read(bytes))
+    })
 }
 
 /// Puts into `store` (or, in a dry run, hashes) the file at `relative` below the media store `root`;
@@ -224,18 +221,19 @@ async fn put_from_disk(
     expected: &PutOptions,
 ) -> std::io::Result<Result<Put, StoreError>> {
     let (root, relative, recorded) = (root.to_owned(), relative.to_owned(), expected.expected.size);
+    if context.options.mode.applies() {
+        // The store opens, reads and writes it in as few blocking calls as it can.
+        let open = Box::new(move || open_in_media_store(&root, &relative, recorded));
+        return store.put_local(open, expected).await;
+    }
     let opened = tokio::task::spawn_blocking(move || open_source_file(&root, &relative, recorded))
         .await
         .map_err(std::io::Error::other)??;
     Ok(match opened {
-        OpenedFile::Read(bytes) => sink_put(context, store, &mut &bytes[..], expected).await,
-        OpenedFile::Stream(file, limit) if context.options.mode.applies() => {
-            // One blocking loop reads, hashes and writes it (fewer copies and hand-offs).
-            store.put_file(file, limit, expected).await
-        }
-        OpenedFile::Stream(file, limit) => {
+        LocalFile::Read(bytes) => hash_only(context, &mut &bytes[..], expected).await,
+        LocalFile::Stream(file, limit) => {
             let mut reader = tokio::fs::File::from_std(file).take(limit);
-            sink_put(context, store, &mut reader, expected).await
+            hash_only(context, &mut reader, expected).await
         }
     })
 }

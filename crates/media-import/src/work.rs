@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use media_core::datastore::LocalFile;
 use media_core::hashing::HashingReader;
 use media_core::ids::Sha256Hex;
 use media_core::records::{MediaRecord, Purpose, ThumbnailRecord};
@@ -15,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::context::Context;
-use crate::copy::{OpenedFile, open_failure, open_source_file, store_file};
+use crate::copy::{open_failure, open_source_file, store_file};
 use crate::error::ImportError;
 use crate::plan::{ThumbnailDraft, WorkItem};
 use crate::record::count_thumbnail;
@@ -274,8 +275,8 @@ async fn digest_on_disk(
         .await
         .map_err(std::io::Error::other)??;
     match opened {
-        OpenedFile::Read(bytes) => Ok((media_core::hashing::sha256_of(&bytes), bytes.len() as u64)),
-        OpenedFile::Stream(file, limit) => {
+        LocalFile::Read(bytes) => Ok((media_core::hashing::sha256_of(&bytes), bytes.len() as u64)),
+        LocalFile::Stream(file, limit) => {
             let mut reader = HashingReader::new(tokio::fs::File::from_std(file).take(limit));
             tokio::io::copy(&mut reader, &mut tokio::io::sink()).await?;
             Ok(reader.finish())

@@ -271,6 +271,59 @@ pub async fn mismatched_expectation_stores_nothing(store: &dyn Datastore) {
     );
 }
 
+/// [`Datastore::put_local`] opens a local file itself: a file that cannot be opened is
+/// its outer error, small and large files are stored whole, no more than the limit the
+/// opener gives is read, and a file that cannot be read is [`StoreError::Source`].
+pub async fn put_local_opens_and_stores_a_local_file(store: &dyn Datastore) {
+    use media_core::datastore::{OpenLocalFile, READ_WHOLE};
+    let dir = tempfile::tempdir().unwrap();
+    let opener = |path: std::path::PathBuf, limit: u64| -> OpenLocalFile {
+        Box::new(move || Ok((std::fs::File::open(path)?, limit)))
+    };
+    let missing = store
+        .put_local(
+            opener(dir.path().join("missing"), 10),
+            &PutOptions::default(),
+        )
+        .await;
+    assert_eq!(
+        missing.unwrap_err().kind(),
+        std::io::ErrorKind::NotFound,
+        "a file that cannot be opened is the outer error"
+    );
+    for (i, len) in [0, 10, READ_WHOLE as usize + 3].into_iter().enumerate() {
+        let data = pseudo_random(len, 70 + i as u64);
+        let path = dir.path().join(format!("f{i}"));
+        std::fs::write(&path, &data).unwrap();
+        let whole = PutOptions::expecting(Some(sha256_of(&data)), Some(len as u64));
+        let put = store
+            .put_local(opener(path.clone(), len as u64 + 1), &whole)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(put.status, PutStatus::Written);
+        assert_eq!(store.get_bytes(&put.blob.key).await.unwrap(), data);
+        if len > 1 {
+            // Only the first `limit` bytes are read.
+            let put = store
+                .put_local(opener(path, len as u64 - 1), &PutOptions::default())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(put.blob.sha256, sha256_of(&data[..len - 1]));
+        }
+    }
+    // A folder opens, but reading it fails.
+    let unreadable = store
+        .put_local(opener(dir.path().to_owned(), 10), &PutOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(unreadable, Err(StoreError::Source { .. })),
+        "{unreadable:?}"
+    );
+}
+
 /// [`Datastore::put_file`] stores local files of every size around a chunk boundary,
 /// reads no more than its limit, and reads a FIFO (whose length says nothing) to its end.
 pub async fn put_file_streams_a_local_file(store: &dyn Datastore) {
@@ -523,6 +576,7 @@ macro_rules! datastore_conformance {
                 failed_put_stores_nothing,
                 mismatched_expectation_stores_nothing,
                 put_file_streams_a_local_file,
+                put_local_opens_and_stores_a_local_file,
                 deferred_durability_is_completed_by_sync,
                 unsynced_put_is_readable_at_once,
             );

@@ -35,8 +35,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use media_core::datastore::{
-    BlobKey, BlobPayload, ByteRange, Datastore, DeleteStatus, Durability, Put, PutOptions,
-    PutStatus, StoreError, StoredBlob,
+    BlobKey, BlobPayload, ByteRange, Datastore, DeleteStatus, Durability, OpenLocalFile, Put,
+    PutOptions, PutStatus, StoreError, StoredBlob,
 };
 use media_core::hashing::digest_of_read;
 use media_core::ids::Sha256Hex;
@@ -953,6 +953,21 @@ impl Datastore for FileDatastore {
     ) -> Result<Put, StoreError> {
         let (store, options) = (self.clone(), options.clone());
         blocking(move || store.put_file_blocking(file, limit, &options)).await
+    }
+
+    async fn put_local(
+        &self,
+        open: OpenLocalFile,
+        options: &PutOptions,
+    ) -> std::io::Result<Result<Put, StoreError>> {
+        let (store, options) = (self.clone(), options.clone());
+        // One blocking call opens, reads, hashes and writes it.
+        tokio::task::spawn_blocking(move || {
+            let (file, limit) = open()?;
+            Ok(store.put_file_blocking(file, limit, &options))
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
