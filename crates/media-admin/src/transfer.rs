@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::SinkExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -471,7 +471,16 @@ impl Mover<'_> {
         before: Option<i64>,
         mut ended: futures::channel::mpsc::Sender<Ended>,
     ) -> Result<Option<String>, AdminError> {
-        let pages = stream::try_unfold(None, |after: Option<Sha256Hex>| async move {
+        // Set when the run stops early: no page is read and no copy starts after it, and
+        // the copies in flight end (a copy abandoned mid-way could land after the final
+        // drain, a stray no entry names). A page's copies that never started leave
+        // entries for objects that do not exist; the final drain drops them.
+        let stopping = AtomicBool::new(false);
+        let stopping = &stopping;
+        let pages = stream::try_unfold(None, move |after: Option<Sha256Hex>| async move {
+            if stopping.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
             let page = self
                 .repo
                 .blobs_in(
@@ -493,13 +502,18 @@ impl Mover<'_> {
         let copies = pages
             .try_flatten()
             .map_ok(|(blob, guard)| async move {
+                if stopping.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
                 let copied = self.copy(&blob).await;
-                Ok((blob, guard, copied))
+                Ok(Some((blob, guard, copied)))
             })
             .try_buffer_unordered(self.options.workers.max(1));
         let mut copies = std::pin::pin!(copies);
         let mut destination_failures_in_a_row = 0u32;
+        let mut stopped_early = None;
         while let Some(copy) = copies.try_next().await? {
+            let Some(copy) = copy else { continue };
             match &copy.2 {
                 Err(failure) if failure.reason == TransferFailure::DestinationFailed => {
                     destination_failures_in_a_row += 1;
@@ -510,14 +524,17 @@ impl Mover<'_> {
                 // The switching side has stopped, with the error the run returns.
                 return Ok(None);
             }
-            if destination_failures_in_a_row >= DESTINATION_FAILURES_BEFORE_STOP {
-                return Ok(Some(format!(
+            if stopped_early.is_none()
+                && destination_failures_in_a_row >= DESTINATION_FAILURES_BEFORE_STOP
+            {
+                stopping.store(true, Ordering::Relaxed);
+                stopped_early = Some(format!(
                     "the destination {} refused {destination_failures_in_a_row} writes in a row",
                     self.destination.uri()
-                )));
+                ));
             }
         }
-        Ok(None)
+        Ok(stopped_early)
     }
 
     /// Switches the rows of the copies `ended` delivers, as many at once as have ended

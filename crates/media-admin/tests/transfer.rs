@@ -47,7 +47,7 @@ async fn a_destination_refusing_writes_stops_the_run_and_leaves_every_source_as_
             to: destination.uri(),
             before: None,
             mode: RunMode::Apply,
-            workers: 1,
+            workers: 4,
             verify: Verify::Hash,
         };
         let endpoints = Endpoints {
