@@ -310,7 +310,6 @@ pub enum BlobPayload {
 /// and 512 KiB reads still run at the disk's speed.
 pub const FILE_READ_BUFFER: usize = 512 << 10;
 
-/// `file` for asynchronous reads through a [`FILE_READ_BUFFER`]-sized buffer.
 /// Opens a local file for [`Datastore::put_local`], on a blocking thread: the file, and
 /// the most bytes to read from it.
 pub type OpenLocalFile = Box<dyn FnOnce() -> std::io::Result<(std::fs::File, u64)> + Send>;
@@ -341,6 +340,7 @@ impl LocalFile {
     }
 }
 
+/// `file` for asynchronous reads through a [`FILE_READ_BUFFER`]-sized buffer.
 fn async_file(file: std::fs::File) -> tokio::fs::File {
     let mut file = tokio::fs::File::from_std(file);
     file.set_max_buf_size(FILE_READ_BUFFER);
