@@ -262,6 +262,71 @@ async fn a_transfer_killed_mid_way_converges_on_the_next_run() {
     }
 }
 
+/// Two thousand media on SQLite (one writer connection), eight copies at once: the
+/// copies end faster than they are switched while the walk queues the next page's
+/// write-ahead entries. The first pipelined transfer (fd3e001) waited forever on such a
+/// store in two release runs of three: the walk, blocked handing over an ended copy,
+/// held the writer in a half-done write-ahead transaction that the switch waited for.
+/// (A debug build copies too slowly to get there every time.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_of_thousands_of_media_with_every_worker_busy_ends() {
+    use media_tests::synthetic_synapse::{SyntheticSpec, write_synapse_sqlite};
+    let db = TestDatabase::sqlite();
+    let source = tempfile::tempdir().unwrap();
+    let store = write_synapse_sqlite(source.path(), &SyntheticSpec::small_media(2_000)).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let first = cwd.path().join("first");
+    TestCommand::new("import_synapse")
+        .args(["--synapse-db", store.sqlite_path.to_str().unwrap()])
+        .args(["--media-store", store.media_store.to_str().unwrap()])
+        .args([
+            "--repo-db",
+            &db.url,
+            "--datastore",
+            first.to_str().unwrap(),
+            "-q",
+        ])
+        .current_dir(cwd.path())
+        .assert_exit(0);
+    let before = repository_contents(&db.url).await;
+    let digests = hashed_blobs(&first);
+
+    let second = cwd.path().join("second");
+    let mut child = std::process::Command::new(media_tests::binary("media_admin"))
+        .args([
+            "datastores",
+            "transfer",
+            "--from",
+            "1",
+            "--workers",
+            "8",
+            "-q",
+        ])
+        .args(["--to", second.to_str().unwrap(), "--repo-db", &db.url])
+        .current_dir(cwd.path())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the transfer of {} blobs stalled", digests.len());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert_eq!(repository_contents(&db.url).await, before);
+    assert_eq!(hashed_blobs(&second), digests);
+    assert!(walk_blobs(&first).is_empty());
+    assert_eq!(
+        count(&db.url, "SELECT COUNT(*) FROM pending_deletions").await,
+        0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_destination_that_cannot_be_written_changes_nothing() {
     let db = TestDatabase::sqlite();

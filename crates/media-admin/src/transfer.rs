@@ -15,7 +15,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::SinkExt;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use media_core::datastore::{BlobKey, Datastore, PutOptions, PutStatus, StoreError};
 use media_core::hashing::HashingReader;
@@ -432,9 +431,14 @@ struct CopyFailure {
     detail: String,
 }
 
-/// One blob whose copy has ended: its row, its copy's write-ahead entry, and how the
-/// copy went.
-type Ended = (Blob, i64, Result<Copied, CopyFailure>);
+/// One blob whose copy has ended: its row, its copy's write-ahead entry, how the copy
+/// went, and its place among the copies not switched yet (released once switched).
+type Ended = (
+    Blob,
+    i64,
+    Result<Copied, CopyFailure>,
+    tokio::sync::OwnedSemaphorePermit,
+);
 
 impl Mover<'_> {
     /// Blobs per page of the walk (one write-ahead transaction) and at most per switch
@@ -443,16 +447,27 @@ impl Mover<'_> {
         (self.options.workers.max(1) * 4).clamp(16, 256)
     }
 
+    /// Copies begun and not switched yet, at most: bounds what waits for the switching
+    /// side when it falls behind.
+    fn unswitched_limit(&self) -> usize {
+        self.batch_size() * 4
+    }
+
     /// Drains both queues, copies every blob while the ended copies are switched
     /// ([`Self::copy_all`] and [`Self::switch_all`] run at once: no worker waits for a
     /// batch's slowest copy or its switch), then drains both queues again.
+    ///
+    /// The channel between them is unbounded, its length bounded by
+    /// [`Self::unswitched_limit`] instead: a copy waits for a place before it starts. A
+    /// full bounded channel would stop the walk from being polled while a write-ahead
+    /// transaction inside it holds SQLite's single writer, which the switch waits for.
     async fn run(
         &self,
         before: Option<i64>,
         report: &mut TransferReport,
     ) -> Result<(), AdminError> {
         self.drain(report).await?;
-        let (sender, ended) = futures::channel::mpsc::channel(self.batch_size());
+        let (sender, ended) = futures::channel::mpsc::unbounded();
         let (stopped_early, ()) = futures::try_join!(
             self.copy_all(before, sender),
             self.switch_all(ended, report)
@@ -469,7 +484,7 @@ impl Mover<'_> {
     async fn copy_all(
         &self,
         before: Option<i64>,
-        mut ended: futures::channel::mpsc::Sender<Ended>,
+        ended: futures::channel::mpsc::UnboundedSender<Ended>,
     ) -> Result<Option<String>, AdminError> {
         // Set when the run stops early: no page is read and no copy starts after it, and
         // the copies in flight end (a copy abandoned mid-way could land after the final
@@ -477,6 +492,8 @@ impl Mover<'_> {
         // entries for objects that do not exist; the final drain drops them.
         let stopping = AtomicBool::new(false);
         let stopping = &stopping;
+        let unswitched = Arc::new(tokio::sync::Semaphore::new(self.unswitched_limit()));
+        let unswitched = &unswitched;
         let pages = stream::try_unfold(None, move |after: Option<Sha256Hex>| async move {
             if stopping.load(Ordering::Relaxed) {
                 return Ok(None);
@@ -502,11 +519,16 @@ impl Mover<'_> {
         let copies = pages
             .try_flatten()
             .map_ok(|(blob, guard)| async move {
+                let place = unswitched
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
                 if stopping.load(Ordering::Relaxed) {
                     return Ok(None);
                 }
                 let copied = self.copy(&blob).await;
-                Ok(Some((blob, guard, copied)))
+                Ok(Some((blob, guard, copied, place)))
             })
             .try_buffer_unordered(self.options.workers.max(1));
         let mut copies = std::pin::pin!(copies);
@@ -520,7 +542,7 @@ impl Mover<'_> {
                 }
                 _ => destination_failures_in_a_row = 0,
             }
-            if ended.send(copy).await.is_err() {
+            if ended.unbounded_send(copy).is_err() {
                 // The switching side has stopped, with the error the run returns.
                 return Ok(None);
             }
@@ -543,14 +565,16 @@ impl Mover<'_> {
     /// holds the write-ahead entries of the copies in flight.
     async fn switch_all(
         &self,
-        ended: futures::channel::mpsc::Receiver<Ended>,
+        ended: futures::channel::mpsc::UnboundedReceiver<Ended>,
         report: &mut TransferReport,
     ) -> Result<(), AdminError> {
         let mut batches = ended.ready_chunks(self.batch_size());
         while let Some(batch) = batches.next().await {
             let mut moves = Vec::new();
             let mut already = Vec::new();
-            for (blob, guard, copied) in batch {
+            let mut places = Vec::with_capacity(batch.len());
+            for (blob, guard, copied, place) in batch {
+                places.push(place);
                 self.progress.items_done.fetch_add(1, Ordering::Relaxed);
                 match copied {
                     Ok(copied) => {
@@ -570,6 +594,7 @@ impl Mover<'_> {
                 }
             }
             let outcomes = self.repo.switch_blobs(&moves).await?;
+            drop(places);
             for ((m, outcome), already_there) in moves.iter().zip(outcomes).zip(already) {
                 match outcome {
                     MoveOutcome::Switched => {
