@@ -164,45 +164,49 @@ async fn file_to_s3_to_s3_to_file_keeps_every_byte_and_row_and_deletes_the_sourc
     }
 }
 
+/// Imports `media` generated small media (a Synapse-shaped store made in `cwd`) into the
+/// repository at `repo`, with the datastore `datastore`.
+async fn import_synthetic(cwd: &Path, repo: &str, media: usize, datastore: &Path) {
+    use media_tests::synthetic_synapse::{SyntheticSpec, write_synapse_sqlite};
+    let source = cwd.join("synapse");
+    let store = write_synapse_sqlite(&source, &SyntheticSpec::small_media(media)).await;
+    TestCommand::new("import_synapse")
+        .args(["--synapse-db", store.sqlite_path.to_str().unwrap()])
+        .args(["--media-store", store.media_store.to_str().unwrap()])
+        .args([
+            "--repo-db",
+            repo,
+            "--datastore",
+            datastore.to_str().unwrap(),
+            "-q",
+        ])
+        .current_dir(cwd)
+        .assert_exit(0);
+}
+
+/// Starts `media_admin datastores transfer` of datastore 1 into `to` with `workers`.
+fn spawn_transfer(cwd: &Path, repo: &str, to: &Path, workers: usize) -> std::process::Child {
+    std::process::Command::new(media_tests::binary("media_admin"))
+        .args(["datastores", "transfer", "--from", "1", "-q"])
+        .args(["--workers", &workers.to_string()])
+        .args(["--to", to.to_str().unwrap(), "--repo-db", repo])
+        .current_dir(cwd)
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transfer_killed_mid_way_converges_on_the_next_run() {
-    use media_tests::synthetic_synapse::{SyntheticSpec, write_synapse_sqlite};
     for db in TestDatabase::both().await {
-        let source = tempfile::tempdir().unwrap();
-        let store = write_synapse_sqlite(source.path(), &SyntheticSpec::small_media(200)).await;
         let cwd = tempfile::tempdir().unwrap();
         let first = cwd.path().join("first");
-        TestCommand::new("import_synapse")
-            .args(["--synapse-db", store.sqlite_path.to_str().unwrap()])
-            .args(["--media-store", store.media_store.to_str().unwrap()])
-            .args([
-                "--repo-db",
-                &db.url,
-                "--datastore",
-                first.to_str().unwrap(),
-                "-q",
-            ])
-            .current_dir(cwd.path())
-            .assert_exit(0);
+        import_synthetic(cwd.path(), &db.url, 200, &first).await;
         let before = repository_contents(&db.url).await;
         let digests = recorded_digests(&db.url).await;
         assert!(digests.len() > 100, "{}", digests.len());
 
         let second = cwd.path().join("second");
-        let mut child = std::process::Command::new(media_tests::binary("media_admin"))
-            .args([
-                "datastores",
-                "transfer",
-                "--from",
-                "1",
-                "--workers",
-                "1",
-                "-q",
-            ])
-            .args(["--to", second.to_str().unwrap(), "--repo-db", &db.url])
-            .current_dir(cwd.path())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_transfer(cwd.path(), &db.url, &second, 1);
         let deadline = Instant::now() + Duration::from_secs(60);
         // Copies visible in the destination: the run is well under way.
         let copies = |folder: &Path| {
@@ -270,42 +274,15 @@ async fn a_transfer_killed_mid_way_converges_on_the_next_run() {
 /// (A debug build copies too slowly to get there every time.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transfer_of_thousands_of_media_with_every_worker_busy_ends() {
-    use media_tests::synthetic_synapse::{SyntheticSpec, write_synapse_sqlite};
     let db = TestDatabase::sqlite();
-    let source = tempfile::tempdir().unwrap();
-    let store = write_synapse_sqlite(source.path(), &SyntheticSpec::small_media(2_000)).await;
     let cwd = tempfile::tempdir().unwrap();
     let first = cwd.path().join("first");
-    TestCommand::new("import_synapse")
-        .args(["--synapse-db", store.sqlite_path.to_str().unwrap()])
-        .args(["--media-store", store.media_store.to_str().unwrap()])
-        .args([
-            "--repo-db",
-            &db.url,
-            "--datastore",
-            first.to_str().unwrap(),
-            "-q",
-        ])
-        .current_dir(cwd.path())
-        .assert_exit(0);
+    import_synthetic(cwd.path(), &db.url, 2_000, &first).await;
     let before = repository_contents(&db.url).await;
     let digests = hashed_blobs(&first);
 
     let second = cwd.path().join("second");
-    let mut child = std::process::Command::new(media_tests::binary("media_admin"))
-        .args([
-            "datastores",
-            "transfer",
-            "--from",
-            "1",
-            "--workers",
-            "8",
-            "-q",
-        ])
-        .args(["--to", second.to_str().unwrap(), "--repo-db", &db.url])
-        .current_dir(cwd.path())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_transfer(cwd.path(), &db.url, &second, 8);
     let deadline = Instant::now() + Duration::from_secs(180);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
