@@ -431,14 +431,17 @@ struct CopyFailure {
     detail: String,
 }
 
-/// One blob whose copy has ended: its row, its copy's write-ahead entry, how the copy
-/// went, and its place among the copies not switched yet (released once switched).
-type Ended = (
-    Blob,
-    i64,
-    Result<Copied, CopyFailure>,
-    tokio::sync::OwnedSemaphorePermit,
-);
+/// One blob whose copy has ended.
+struct Ended {
+    /// Its row, as the walk read it.
+    blob: Blob,
+    /// Its copy's write-ahead entry.
+    guard: i64,
+    /// How the copy went.
+    copied: Result<Copied, CopyFailure>,
+    /// Its place among the copies not switched yet, released once switched.
+    place: tokio::sync::OwnedSemaphorePermit,
+}
 
 impl Mover<'_> {
     /// Blobs per page of the walk (one write-ahead transaction) and at most per switch
@@ -528,7 +531,12 @@ impl Mover<'_> {
                     return Ok(None);
                 }
                 let copied = self.copy(&blob).await;
-                Ok(Some((blob, guard, copied, place)))
+                Ok(Some(Ended {
+                    blob,
+                    guard,
+                    copied,
+                    place,
+                }))
             })
             .try_buffer_unordered(self.options.workers.max(1));
         let mut copies = std::pin::pin!(copies);
@@ -536,7 +544,7 @@ impl Mover<'_> {
         let mut stopped_early = None;
         while let Some(copy) = copies.try_next().await? {
             let Some(copy) = copy else { continue };
-            match &copy.2 {
+            match &copy.copied {
                 Err(failure) if failure.reason == TransferFailure::DestinationFailed => {
                     destination_failures_in_a_row += 1;
                 }
@@ -573,7 +581,13 @@ impl Mover<'_> {
             let mut moves = Vec::new();
             let mut already = Vec::new();
             let mut places = Vec::with_capacity(batch.len());
-            for (blob, guard, copied, place) in batch {
+            for Ended {
+                blob,
+                guard,
+                copied,
+                place,
+            } in batch
+            {
                 places.push(place);
                 self.progress.items_done.fetch_add(1, Ordering::Relaxed);
                 match copied {
