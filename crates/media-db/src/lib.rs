@@ -12,7 +12,8 @@
 //!   or `key=value` settings) and shown without its password;
 //! * [`connect`](mod@connect): connection pools and migrations shared by every adapter
 //!   (the Synapse adapter lives in `media-synapse`, Dendrite's in `media-dendrite`; both
-//!   use them, with [`paging`] and [`error::QueryContext`]).
+//!   use them, with [`paging`] and [`error::QueryContext`]);
+//! * [`scratch`]: [`scratch::DigestNames`], a job's digest → name map in bounded memory.
 //!
 //! A [`Repository`] records media (origin, ID, uploader, name, type, SHA-256, size…); the
 //! bytes live in a datastore (`media-store`), which [`Repository::attach_datastore`] ties
@@ -76,6 +77,7 @@ pub mod paging;
 pub mod repo;
 pub mod roles;
 mod rows;
+pub mod scratch;
 
 pub use datastores::{DatastoreUnavailable, Datastores};
 pub use error::DbError;

@@ -26,6 +26,7 @@ use media_core::ids::{ServerName, Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord};
 use media_core::run::{Failure, Failures, Reason, Route};
 use media_db::repo::Repository;
+use media_db::scratch::{DigestNames, NAMES_IN_MEMORY};
 use media_db::{Blob, DatastoreId, Datastores, MediaIndex};
 use media_synapse::{SynapseDb, SynapseMedia, files as synapse_files};
 use serde::Serialize;
@@ -41,6 +42,8 @@ const CHUNK: usize = 512 << 10;
 const CHUNKS_IN_FLIGHT: usize = 4;
 /// Media records whose blob rows are looked up together.
 const RECORDS_PER_BLOB_LOOKUP: usize = 500;
+/// Items whose digests are looked up together among the entries already written.
+const ITEMS_PER_NAME_LOOKUP: usize = 256;
 
 /// What to export, and how.
 #[derive(Debug, Clone)]
@@ -393,7 +396,7 @@ pub async fn export_from_repository(
         datastores.given().uri()
     );
     let stores = Stores::Repository(datastores);
-    match export_items(items, stores, from, options, progress).await {
+    match export_items(items, stores, from, options, progress, NAMES_IN_MEMORY).await {
         Err(GdprError::NoMedia { entity, .. }) => Err(GdprError::NoMedia {
             suggestions: repo.suggest_entities(&entity).await?,
             entity,
@@ -416,7 +419,7 @@ pub async fn export_from_placed(
 ) -> Result<ExportReport, GdprError> {
     progress.items_total.store(total, Ordering::Relaxed);
     let stores = Stores::Placed(stores);
-    export_items(items, stores, from, options, progress).await
+    export_items(items, stores, from, options, progress, NAMES_IN_MEMORY).await
 }
 
 /// Exports `options.entity`'s media straight from a Synapse database and media store,
@@ -483,7 +486,16 @@ pub async fn export_from_synapse(
         media_synapse::source_label(synapse.url()),
         media_store_shown.display()
     );
-    match export_items(items, Stores::MediaStoreOnly, from, options, progress).await {
+    match export_items(
+        items,
+        Stores::MediaStoreOnly,
+        from,
+        options,
+        progress,
+        NAMES_IN_MEMORY,
+    )
+    .await
+    {
         Err(GdprError::NoMedia { entity, .. }) => {
             let localpart = entity.trim_start_matches('@').split(':').next();
             let suggestions = [
@@ -592,6 +604,7 @@ async fn export_items(
     from: String,
     options: ExportOptions,
     progress: Arc<Progress>,
+    names_in_memory: usize,
 ) -> Result<ExportReport, GdprError> {
     // An empty answer to a GDPR request is never written: without a first item (a
     // media, or a row that could not be read), nothing is created at the destination.
@@ -610,7 +623,8 @@ async fn export_items(
     let writer_task = tokio::task::spawn_blocking(move || {
         write_archive(writer, step_receiver, &entity_id, &writer_progress)
     });
-    let produced = produce(items, &stores, &options, steps, &progress).await;
+    let names = DigestNames::new(&scratch_folder(&options.destination), names_in_memory);
+    let produced = produce(items, &stores, &options, steps, &progress, names).await;
     let written = writer_task
         .await
         .map_err(|e| GdprError::Worker(e.to_string()))?;
@@ -637,6 +651,15 @@ async fn export_items(
     })
 }
 
+/// Where an export keeps its temporary index of the entries written: beside the
+/// destination, where its staging folder is.
+fn scratch_folder(destination: &Path) -> PathBuf {
+    match destination.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Counters only the producer knows.
 #[derive(Default)]
 struct Produced {
@@ -645,102 +668,130 @@ struct Produced {
     quarantined: u64,
 }
 
+/// Reads, hashes and hands to the writer every item's bytes, each distinct blob once:
+/// an item whose digest was already written names that entry instead. The names of the
+/// entries written are looked up a batch of items at a time in `names`.
 async fn produce(
-    mut items: ExportItems,
+    items: ExportItems,
     stores: &Stores,
     options: &ExportOptions,
     steps: mpsc::Sender<Step>,
     progress: &Arc<Progress>,
+    mut names: DigestNames,
 ) -> Result<Produced, GdprError> {
     let mut produced = Produced::default();
-    // The entry already holding each blob's bytes.
-    let mut entries: HashMap<Sha256Hex, String> = HashMap::new();
-    while let Some(item) = items.try_next().await? {
-        let item = match item {
-            Ok(item) => item,
-            Err(not_exportable) => {
-                send_failure(&steps, not_exportable).await?;
-                continue;
-            }
-        };
-        if item.quarantined {
-            produced.quarantined += 1;
-            progress.items_done.fetch_add(1, Ordering::Relaxed);
-            let step = Step::Quarantined {
-                mxc: item.key.to_string(),
-                name: item.upload_name.unwrap_or_default(),
-            };
-            send(&steps, step).await?;
-            continue;
+    let mut batches = items
+        .try_chunks(ITEMS_PER_NAME_LOOKUP)
+        .map_err(|unfinished| unfinished.1);
+    while let Some(batch) = batches.try_next().await? {
+        let digests = batch
+            .iter()
+            .filter_map(|item| item.as_ref().ok()?.sha256.as_ref());
+        names.load(digests).await?;
+        for item in batch {
+            produce_item(
+                item,
+                stores,
+                options,
+                &steps,
+                progress,
+                &mut names,
+                &mut produced,
+            )
+            .await?;
         }
-        let mxc = item.key.to_string();
-        let mut manifest = manifest_record(&item);
-        let shared = item.sha256.as_ref().and_then(|sha| entries.get(sha));
-        if options.media_bytes == MediaBytes::MetadataOnly {
-            // Metadata only: the record names no entry.
-        } else if let Some(name) = shared {
-            manifest.file_name = name.clone();
-            produced.shared_records += 1;
-            produced.bytes_saved += item.size_bytes;
-        } else {
-            let source = match open_content(&item, stores).await? {
-                Ok(source) => source,
-                Err((reason, detail)) => {
-                    let failure = Failure {
-                        item: mxc,
-                        reason,
-                        detail,
-                    };
-                    send_failure(&steps, failure).await?;
-                    continue;
-                }
-            };
-            let name = format!(
-                "{}__{}{}",
-                item.key.origin,
-                item.key.media_id,
-                extension_for(item.content_type.as_deref().unwrap_or_default())
-            );
-            let (body, body_receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
-            let step = Step::Entry {
-                name: name.clone(),
-                size: item.size_bytes,
-                mtime_ms: item.created_ts,
-                content_type: item.content_type.clone().unwrap_or_default(),
-                body: body_receiver,
-            };
-            send(&steps, step).await?;
-            let expected = (item.sha256.clone(), item.size_bytes);
-            let digest = match source {
-                ContentSource::Stream(blob) => {
-                    send_stream_chunks(blob, expected, body, progress).await
-                }
-                ContentSource::File(file) => {
-                    let progress = progress.clone();
-                    tokio::task::spawn_blocking(move || {
-                        send_file_chunks(file, expected, body, &progress)
-                    })
-                    .await
-                    .map_err(|e| GdprError::Worker(e.to_string()))?
-                }
-            };
-            if let Some(sha256) = digest {
-                manifest.sha256 = sha256.to_string();
-                entries.insert(sha256, name.clone());
-            }
-            manifest.file_name = name;
-        }
-        send(
-            &steps,
-            Step::Record {
-                mxc,
-                record: manifest,
-            },
-        )
-        .await?;
+        names.end_batch().await?;
     }
     send(&steps, Step::Finish).await?;
     Ok(produced)
+}
+
+/// Hands one item to the writer: left out (quarantined or not exportable), a record
+/// naming an entry written before (`names`), or a new entry and its record.
+async fn produce_item(
+    item: Result<ExportItem, NotExportable>,
+    stores: &Stores,
+    options: &ExportOptions,
+    steps: &mpsc::Sender<Step>,
+    progress: &Arc<Progress>,
+    names: &mut DigestNames,
+    produced: &mut Produced,
+) -> Result<(), GdprError> {
+    let item = match item {
+        Ok(item) => item,
+        Err(not_exportable) => return send_failure(steps, not_exportable).await,
+    };
+    if item.quarantined {
+        produced.quarantined += 1;
+        progress.items_done.fetch_add(1, Ordering::Relaxed);
+        let step = Step::Quarantined {
+            mxc: item.key.to_string(),
+            name: item.upload_name.unwrap_or_default(),
+        };
+        return send(steps, step).await;
+    }
+    let mxc = item.key.to_string();
+    let mut manifest = manifest_record(&item);
+    let shared = item.sha256.as_ref().and_then(|sha| names.get(sha));
+    if options.media_bytes == MediaBytes::MetadataOnly {
+        // Metadata only: the record names no entry.
+    } else if let Some(name) = shared {
+        manifest.file_name = name.to_owned();
+        produced.shared_records += 1;
+        produced.bytes_saved += item.size_bytes;
+    } else {
+        let source = match open_content(&item, stores).await? {
+            Ok(source) => source,
+            Err((reason, detail)) => {
+                let failure = Failure {
+                    item: mxc,
+                    reason,
+                    detail,
+                };
+                return send_failure(steps, failure).await;
+            }
+        };
+        let name = format!(
+            "{}__{}{}",
+            item.key.origin,
+            item.key.media_id,
+            extension_for(item.content_type.as_deref().unwrap_or_default())
+        );
+        let (body, body_receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let step = Step::Entry {
+            name: name.clone(),
+            size: item.size_bytes,
+            mtime_ms: item.created_ts,
+            content_type: item.content_type.clone().unwrap_or_default(),
+            body: body_receiver,
+        };
+        send(steps, step).await?;
+        let expected = (item.sha256.clone(), item.size_bytes);
+        let digest = match source {
+            ContentSource::Stream(blob) => send_stream_chunks(blob, expected, body, progress).await,
+            ContentSource::File(file) => {
+                let progress = (*progress).clone();
+                tokio::task::spawn_blocking(move || {
+                    send_file_chunks(file, expected, body, &progress)
+                })
+                .await
+                .map_err(|e| GdprError::Worker(e.to_string()))?
+            }
+        };
+        if let Some(sha256) = digest {
+            manifest.sha256 = sha256.to_string();
+            names.insert(sha256, name.clone());
+        }
+        manifest.file_name = name;
+    }
+    send(
+        steps,
+        Step::Record {
+            mxc,
+            record: manifest,
+        },
+    )
+    .await
 }
 
 /// Where an item's bytes are read from.
@@ -1253,6 +1304,7 @@ mod tests {
             "test".into(),
             options(false),
             progress.clone(),
+            NAMES_IN_MEMORY,
         )
         .await
         .unwrap();
@@ -1272,6 +1324,7 @@ mod tests {
             "test".into(),
             options(true),
             progress,
+            NAMES_IN_MEMORY,
         )
         .await
         .unwrap_err();
@@ -1288,6 +1341,75 @@ mod tests {
             names.len(),
             2,
             "something was left beside the archive: {names:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn entries_written_long_before_are_shared_as_when_every_name_is_in_memory() {
+        // 700 media over 250 distinct contents, in batches of 256: with one name in
+        // memory, the names move to the temporary file after every batch, and most
+        // shared media find their entry there.
+        let dir = tempfile::tempdir().unwrap();
+        let media_store = dir.path().join("media_store");
+        std::fs::create_dir(&media_store).unwrap();
+        let items: Vec<ExportItem> = (0..700)
+            .map(|n| {
+                let bytes = format!("content {}", n % 250);
+                let mut item = item(&media_store, &format!("m{n:03}"), bytes.as_bytes());
+                item.sha256 = Some(Sha256Hex::from_digest(&Sha256::digest(&bytes).into()));
+                item
+            })
+            .collect();
+        let mut manifests = Vec::new();
+        for in_memory in [NAMES_IN_MEMORY, 1] {
+            let options = ExportOptions {
+                entity: "@alice:example.org".parse().unwrap(),
+                destination: dir.path().join(format!("archive-{in_memory}")),
+                writer: WriterOptions {
+                    sync: false,
+                    ..WriterOptions::default()
+                },
+                media_bytes: MediaBytes::Included,
+            };
+            let stream = futures::stream::iter(items.clone().into_iter().map(|i| Ok(Ok(i))));
+            let report = export_items(
+                stream.boxed(),
+                Stores::MediaStoreOnly,
+                "test".into(),
+                options.clone(),
+                Arc::new(Progress::default()),
+                in_memory,
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                (report.records, report.entries, report.shared_records),
+                (700, 250, 450),
+                "{in_memory} names in memory"
+            );
+            let archive = media_archive::ArchiveFolder::open(&options.destination).unwrap();
+            let mut entries = std::collections::BTreeMap::new();
+            archive
+                .read_records(&mut |mxc, record| {
+                    entries.insert(mxc, (record.file_name, record.sha256));
+                    Ok(())
+                })
+                .unwrap();
+            // Each media names the entry of the first media with its bytes.
+            let first = &entries["mxc://example.org/m000"];
+            assert_eq!(entries["mxc://example.org/m500"], *first);
+            assert_eq!(first.0, "example.org__m000.txt");
+            manifests.push(entries);
+        }
+        assert_eq!(manifests[0], manifests[1]);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left.len(),
+            3,
+            "only the media store and the archives: {left:?}"
         );
     }
 }
