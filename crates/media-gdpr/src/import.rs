@@ -29,8 +29,7 @@
 //! to be used) is not imported (`reserved`).
 
 use std::collections::{BTreeSet, VecDeque};
-use std::hash::{Hash, Hasher};
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -48,6 +47,7 @@ use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use crate::record_index::{RecordIndex, Spooled};
 use crate::sink::{ArchiveSink, RecordedBytes, RepositoryArchiveSink, Stored, stored_state};
 use crate::{Entity, GdprError, Progress};
 
@@ -396,122 +396,6 @@ struct Wanted {
     present: bool,
 }
 
-/// The selected records of a manifest, spooled to a temporary file as JSON lines; in
-/// memory only the hash of each record's entry name and the line's offset (16 bytes a
-/// record, and a flag once the record was taken), sorted for lookups.
-struct RecordIndex {
-    spool: Option<BufWriter<std::fs::File>>,
-    reader: Option<BufReader<std::fs::File>>,
-    written: u64,
-    keys: Vec<(u64, u64)>,
-    taken: Vec<bool>,
-}
-
-/// One spooled record.
-#[derive(Serialize, serde::Deserialize)]
-struct Spooled {
-    mxc: String,
-    record: ManifestRecord,
-}
-
-fn name_hash(name: &str) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    name.hash(&mut hasher);
-    hasher.finish()
-}
-
-impl RecordIndex {
-    fn new() -> Result<Self, GdprError> {
-        let file = tempfile::tempfile().map_err(|e| {
-            GdprError::Config(format!(
-                "cannot create a temporary file for the manifest's records ({e}); set \
-                 TMPDIR to a writable folder"
-            ))
-        })?;
-        Ok(Self {
-            spool: Some(BufWriter::new(file)),
-            reader: None,
-            written: 0,
-            keys: Vec::new(),
-            taken: Vec::new(),
-        })
-    }
-
-    fn spool_error(e: impl std::fmt::Display) -> GdprError {
-        GdprError::Worker(format!("the temporary file of the manifest's records: {e}"))
-    }
-
-    fn push(&mut self, mxc: String, record: ManifestRecord) -> Result<(), GdprError> {
-        let key = name_hash(&record.file_name);
-        let mut line = serde_json::to_vec(&Spooled { mxc, record }).map_err(Self::spool_error)?;
-        line.push(b'\n');
-        let spool = self.spool.as_mut().expect("pushed before sealing");
-        spool.write_all(&line).map_err(Self::spool_error)?;
-        self.keys.push((key, self.written));
-        self.written += line.len() as u64;
-        Ok(())
-    }
-
-    /// Ends the spool; lookups may start.
-    fn seal(&mut self) -> Result<(), GdprError> {
-        if let Some(spool) = self.spool.take() {
-            let file = spool
-                .into_inner()
-                .map_err(|e| Self::spool_error(e.error()))?;
-            self.reader = Some(BufReader::new(file));
-            self.keys.sort_unstable();
-            self.taken = vec![false; self.keys.len()];
-        }
-        Ok(())
-    }
-
-    fn read_at(&mut self, offset: u64) -> Result<Spooled, GdprError> {
-        let reader = self.reader.as_mut().expect("sealed");
-        reader
-            .seek(SeekFrom::Start(offset))
-            .map_err(Self::spool_error)?;
-        let mut line = String::new();
-        reader.read_line(&mut line).map_err(Self::spool_error)?;
-        serde_json::from_str(&line).map_err(Self::spool_error)
-    }
-
-    /// Takes the records whose entry is `name`; `None` when there are none and never
-    /// were (`Some(empty)`: the entry was taken before).
-    fn take(&mut self, name: &str) -> Result<Option<Vec<Spooled>>, GdprError> {
-        let key = name_hash(name);
-        let start = self.keys.partition_point(|(k, _)| *k < key);
-        let mut found = None;
-        for i in start..self.keys.len() {
-            let (k, offset) = self.keys[i];
-            if k != key {
-                break;
-            }
-            let spooled = self.read_at(offset)?;
-            if spooled.record.file_name != name {
-                continue;
-            }
-            let records = found.get_or_insert_with(Vec::new);
-            if !self.taken[i] {
-                self.taken[i] = true;
-                records.push(spooled);
-            }
-        }
-        Ok(found)
-    }
-
-    /// The records never taken, in no particular order.
-    fn remaining(&mut self) -> Result<Vec<Spooled>, GdprError> {
-        let offsets: Vec<u64> = self
-            .keys
-            .iter()
-            .zip(&self.taken)
-            .filter(|(_, taken)| !**taken)
-            .map(|((_, offset), _)| *offset)
-            .collect();
-        offsets.into_iter().map(|o| self.read_at(o)).collect()
-    }
-}
-
 /// Bytes the sink stores already, checked where its rows say they are.
 struct RecordedBlob {
     /// Where they are.
@@ -609,16 +493,15 @@ impl Importer {
             }
             self.flush()?;
         }
-        for spooled in self.wanted.remaining()? {
-            self.fail(
-                &spooled.mxc,
-                ImportReason::MissingFromArchive,
-                format!(
-                    "no part of the archive holds its entry {:?}",
-                    spooled.record.file_name
-                ),
+        let (progress, failures) = (&self.progress, &mut self.report.failures);
+        self.wanted.for_each_remaining(|spooled| {
+            progress.items_done.fetch_add(1, Ordering::Relaxed);
+            let detail = format!(
+                "no part of the archive holds its entry {:?}",
+                spooled.record.file_name
             );
-        }
+            failures.push(spooled.mxc, ImportReason::MissingFromArchive, detail);
+        })?;
         Ok(self.report)
     }
 

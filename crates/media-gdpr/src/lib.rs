@@ -86,6 +86,7 @@ use media_db::DbError;
 
 pub mod export;
 pub mod import;
+mod record_index;
 pub mod sink;
 
 pub use export::{
