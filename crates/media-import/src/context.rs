@@ -1,10 +1,9 @@
 //! What the producer, the workers and the recorder of one import share.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use media_core::ids::Sha256Hex;
 use media_core::progress::Progress;
+use media_db::scratch::DigestNames;
 use tokio_util::sync::CancellationToken;
 
 use crate::options::ImportOptions;
@@ -16,8 +15,9 @@ pub(crate) struct Context {
     pub sink: Arc<dyn ImportSink>,
     pub options: ImportOptions,
     pub progress: Arc<Progress>,
-    /// Digests seen by a dry run (a real run lets the repository decide).
-    pub dry_run_seen: std::sync::Mutex<HashSet<Sha256Hex>>,
+    /// Digests seen by a dry run, each with an empty name (a real run lets the repository
+    /// decide): the latest in memory, the others in a temporary file in `TMPDIR`.
+    pub dry_run_seen: tokio::sync::Mutex<DigestNames>,
     /// Cancelled by the first fatal error: the producer stops queueing, the workers stop
     /// taking items, and every task ends, so that the run reports the error instead of
     /// waiting forever.

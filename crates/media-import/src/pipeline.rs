@@ -20,6 +20,7 @@ use media_core::datastore::Datastore;
 use media_core::progress::Progress;
 use media_core::run::Route;
 use media_db::repo::Repository;
+use media_db::scratch::{DigestNames, NAMES_IN_MEMORY};
 use media_synapse::SynapseDb;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -89,7 +90,7 @@ pub async fn import_synapse_into(
         sink: sink.clone(),
         options,
         progress,
-        dry_run_seen: Default::default(),
+        dry_run_seen: Mutex::new(DigestNames::new(&std::env::temp_dir(), NAMES_IN_MEMORY)),
         abort: CancellationToken::new(),
     });
     // A real run sets the repository's secondary indexes aside for a load that at least
