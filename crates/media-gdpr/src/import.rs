@@ -28,7 +28,7 @@
 //! run the import with that datastore as `--datastore`. An ID the sink reserves (never
 //! to be used) is not imported (`reserved`).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,8 +37,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use media_archive::{ArchiveFolder, CheckedRecord, ManifestRecord, MediaEntry};
 use media_core::datastore::{BlobKey, Datastore, Durability, PutOptions, PutStatus, StoreError};
-use media_core::ids::Sha256Hex;
-use media_core::records::{MediaRecord, Purpose};
+use media_core::ids::{ServerName, Sha256Hex};
+use media_core::records::{MediaKey, MediaRecord, Purpose};
 use media_core::run::{Failures, Reason, Route, RunMode};
 use media_db::Datastores;
 use media_db::repo::{InsertOutcome, Repository};
@@ -444,6 +444,10 @@ struct Importer {
     repairs_unsynced: bool,
 }
 
+/// What the sink records of some media IDs, by origin: the digest of each recorded ID, and
+/// why each reserved ID may never be written.
+type RecordedIds = HashMap<ServerName, (HashMap<String, Sha256Hex>, HashMap<String, String>)>;
+
 /// A put running concurrently, and the records waiting for it.
 struct PendingPut {
     name: String,
@@ -725,19 +729,41 @@ impl Importer {
         body: &mut dyn Read,
         records: Vec<Wanted>,
     ) -> Result<(), GdprError> {
-        let mut records = self.without_present(records)?;
         let Some(first) = records.first() else {
             return Ok(());
         };
+        // Everything the repository is asked about an entry, asked at once: which of its
+        // records it has, where it stores the first one's bytes, and whether those are
+        // quarantined.
+        let (sha256, key) = (first.checked.sha256.clone(), first.checked.key.clone());
+        let (recorded_ids, (recorded, quarantined)) = self.handle.block_on(async {
+            futures::try_join!(self.recorded_ids(&records), self.about_bytes(&sha256, &key))
+        })?;
+        let mut records = self.without_present(records, recorded_ids);
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
+        // The first record was a conflict (or reserved): ask again about the next one's.
+        let (recorded, quarantined) = if first.checked.sha256 == sha256 && first.checked.key == key
+        {
+            (recorded, quarantined)
+        } else {
+            let (sha256, key) = (&first.checked.sha256, &first.checked.key);
+            self.handle.block_on(self.about_bytes(sha256, key))?
+        };
         let (sha256, size) = (first.checked.sha256.clone(), first.checked.size);
         let store = self.sink.datastore_for(&first.checked.key).clone();
-        let recorded = self
-            .handle
-            .block_on(self.sink.recorded_bytes(&sha256, &first.checked.key))?;
         let key = match recorded {
             Some(recorded) => match recorded.repairable_at.clone() {
                 Some(key) => key,
-                None => return self.import_stored_elsewhere(recorded, &sha256, size, records),
+                None => {
+                    return self.import_stored_elsewhere(
+                        recorded,
+                        (&sha256, size),
+                        quarantined,
+                        records,
+                    );
+                }
             },
             None => BlobKey::for_hash(&sha256),
         };
@@ -764,7 +790,7 @@ impl Importer {
             }
         }
         self.report.entries_read += 1;
-        let Some(records) = self.unless_quarantined(&sha256, records)? else {
+        let Some(records) = self.unless_quarantined(&sha256, quarantined, records) else {
             return Ok(());
         };
         let options =
@@ -841,8 +867,8 @@ impl Importer {
     fn import_stored_elsewhere(
         &mut self,
         recorded: RecordedBytes,
-        sha256: &Sha256Hex,
-        size: u64,
+        (sha256, size): (&Sha256Hex, u64),
+        quarantined: bool,
         mut records: Vec<Wanted>,
     ) -> Result<(), GdprError> {
         let checked = self
@@ -856,7 +882,7 @@ impl Importer {
             return Ok(());
         }
         self.count_present(&mut records);
-        let Some(records) = self.unless_quarantined(sha256, records)? else {
+        let Some(records) = self.unless_quarantined(sha256, quarantined, records) else {
             return Ok(());
         };
         for wanted in records {
@@ -878,19 +904,16 @@ impl Importer {
         records.retain(|w| !w.present);
     }
 
-    /// `records`, unless their bytes (`sha256`) are quarantined in the repository: then
+    /// `records`, unless their bytes (`sha256`) are `quarantined` in the repository: then
     /// each fails, and `None` is returned.
     fn unless_quarantined(
         &mut self,
         sha256: &Sha256Hex,
+        quarantined: bool,
         records: Vec<Wanted>,
-    ) -> Result<Option<Vec<Wanted>>, GdprError> {
-        if records.is_empty()
-            || !self
-                .handle
-                .block_on(self.sink.is_hash_quarantined(sha256))?
-        {
-            return Ok(Some(records));
+    ) -> Option<Vec<Wanted>> {
+        if records.is_empty() || !quarantined {
+            return Some(records);
         }
         for wanted in records {
             self.fail(
@@ -899,7 +922,19 @@ impl Importer {
                 format!("its bytes ({sha256}) are quarantined in this repository"),
             );
         }
-        Ok(None)
+        None
+    }
+
+    /// Where the sink stores the bytes `sha256` already, seen from an import of `key`, and
+    /// whether they are quarantined.
+    async fn about_bytes(
+        &self,
+        sha256: &Sha256Hex,
+        key: &MediaKey,
+    ) -> Result<(Option<RecordedBytes>, bool), GdprError> {
+        futures::try_join!(self.sink.recorded_bytes(sha256, key), async {
+            Ok(self.sink.is_hash_quarantined(sha256).await?)
+        })
     }
 
     /// Queues a record whose bytes are stored, for the next batch.
@@ -992,51 +1027,53 @@ impl Importer {
         Ok(())
     }
 
-    /// Marks the records the repository already has with the same bytes as present,
-    /// and fails (as conflicts, naming both digests) those it has with other bytes.
-    fn without_present(&mut self, records: Vec<Wanted>) -> Result<Vec<Wanted>, GdprError> {
-        let mut kept = Vec::with_capacity(records.len());
-        let origins: BTreeSet<_> = records
-            .iter()
-            .map(|w| w.checked.key.origin.clone())
-            .collect();
-        let mut records = records;
+    /// What the sink records of the media IDs of `records`, origin by origin: their
+    /// digests, and why those that may never be written may not.
+    async fn recorded_ids(&self, records: &[Wanted]) -> Result<RecordedIds, GdprError> {
+        let origins: BTreeSet<&ServerName> =
+            records.iter().map(|w| &w.checked.key.origin).collect();
+        let mut recorded = RecordedIds::new();
         for origin in origins {
-            let (of_origin, rest): (Vec<_>, Vec<_>) = records
-                .into_iter()
-                .partition(|w| w.checked.key.origin == origin);
-            records = rest;
-            let ids: Vec<&str> = of_origin
+            let ids: Vec<&str> = records
                 .iter()
+                .filter(|w| w.checked.key.origin == *origin)
                 .map(|w| w.checked.key.media_id.as_str())
                 .collect();
-            let found = self
-                .handle
-                .block_on(self.sink.existing_media_digests(&origin, &ids))?;
-            let reserved = self
-                .handle
-                .block_on(self.sink.reserved_media_ids(&origin, &ids))?;
-            for mut wanted in of_origin {
-                let media_id = wanted.checked.key.media_id.as_str();
-                if let Some(why) = reserved.get(media_id) {
-                    let detail = format!("its media ID must never be used: {why}");
-                    self.fail(&wanted.mxc, ImportReason::Reserved, detail);
-                    continue;
+            let (digests, reserved) = futures::try_join!(
+                self.sink.existing_media_digests(origin, &ids),
+                self.sink.reserved_media_ids(origin, &ids)
+            )?;
+            recorded.insert(origin.clone(), (digests, reserved));
+        }
+        Ok(recorded)
+    }
+
+    /// Marks the records the repository already has with the same bytes as present,
+    /// and fails those it has with other bytes (as conflicts, naming both digests) and
+    /// those whose ID is reserved; the others stay, in their order.
+    fn without_present(&mut self, records: Vec<Wanted>, recorded: RecordedIds) -> Vec<Wanted> {
+        let mut kept = Vec::with_capacity(records.len());
+        for mut wanted in records {
+            let (digests, reserved) = &recorded[&wanted.checked.key.origin];
+            let media_id = wanted.checked.key.media_id.as_str();
+            if let Some(why) = reserved.get(media_id) {
+                let detail = format!("its media ID must never be used: {why}");
+                self.fail(&wanted.mxc, ImportReason::Reserved, detail);
+                continue;
+            }
+            match digests.get(media_id) {
+                None => kept.push(wanted),
+                Some(existing) if *existing == wanted.checked.sha256 => {
+                    wanted.present = true;
+                    kept.push(wanted);
                 }
-                match found.get(media_id) {
-                    None => kept.push(wanted),
-                    Some(existing) if *existing == wanted.checked.sha256 => {
-                        wanted.present = true;
-                        kept.push(wanted);
-                    }
-                    Some(existing) => {
-                        let detail = conflict_detail(existing, &wanted.checked.sha256);
-                        self.fail(&wanted.mxc, ImportReason::Conflict, detail);
-                    }
+                Some(existing) => {
+                    let detail = conflict_detail(existing, &wanted.checked.sha256);
+                    self.fail(&wanted.mxc, ImportReason::Conflict, detail);
                 }
             }
         }
-        Ok(kept)
+        kept
     }
 
     /// Puts the bytes of `body` into the datastore: this thread reads (and inflates),
