@@ -640,7 +640,9 @@ impl Mover<'_> {
             .repo
             .drain_pending_deletions(self.to, self.destination)
             .await?;
-        report.strays_deleted += strays.deleted + strays.already_gone;
+        // An entry whose object is already gone is a copy that never started or never
+        // wrote anything (a refused put, a run stopped early): no stray to count.
+        report.strays_deleted += strays.deleted;
         self.drain_sources(report).await
     }
 

@@ -65,6 +65,10 @@ async fn a_destination_refusing_writes_stops_the_run_and_leaves_every_source_as_
             refused >= u64::from(DESTINATION_FAILURES_BEFORE_STOP) && refused < u64::from(blobs),
             "{report}"
         );
+        assert_eq!(
+            report.strays_deleted, 0,
+            "the refused copies wrote nothing, so there was no stray copy to delete: {report}"
+        );
         // Every blob not moved is where it was, row and object; the destination holds
         // the moved ones only.
         let to = report.to.unwrap();
