@@ -120,6 +120,18 @@ impl DigestNames {
         }
     }
 
+    /// A batch of one: records `name` for `digest` unless `digest` has a name already;
+    /// whether it was new.
+    pub async fn insert_if_new(&mut self, digest: &Sha256Hex, name: &str) -> Result<bool, DbError> {
+        self.load([digest]).await?;
+        let new = self.get(digest).is_none();
+        if new {
+            self.insert(digest.clone(), name.to_owned());
+        }
+        self.end_batch().await?;
+        Ok(new)
+    }
+
     /// Ends a batch: once memory holds more names than it should, moves them all to the
     /// file (created in the folder the first time).
     pub async fn end_batch(&mut self) -> Result<(), DbError> {
@@ -244,6 +256,25 @@ mod tests {
         names.insert(digest(7), "seven again".into());
         assert_eq!(names.get(&digest(7)), Some("name 7"));
         assert_eq!(std::fs::read_dir(folder.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn insert_if_new_tells_a_digest_seen_before_even_once_moved_to_the_file() {
+        let folder = tempfile::tempdir().unwrap();
+        let mut names = DigestNames::new(folder.path(), 1);
+        for n in 1..=3 {
+            assert!(
+                names.insert_if_new(&digest(n), "").await.unwrap(),
+                "digest {n}"
+            );
+        }
+        assert!(names.file.is_some());
+        for n in 1..=3 {
+            assert!(
+                !names.insert_if_new(&digest(n), "").await.unwrap(),
+                "digest {n}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -1276,6 +1276,28 @@ mod tests {
         }
     }
 
+    /// The options of an export of Alice's media into `destination`, without syncs.
+    fn alices_export(destination: PathBuf, replace: bool) -> ExportOptions {
+        ExportOptions {
+            entity: "@alice:example.org".parse().unwrap(),
+            destination,
+            writer: WriterOptions {
+                replace,
+                sync: false,
+                ..WriterOptions::default()
+            },
+            media_bytes: MediaBytes::Included,
+        }
+    }
+
+    /// The names in folder `dir`.
+    fn names_in(dir: &Path) -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    }
+
     #[tokio::test]
     async fn a_fatal_error_mid_export_writes_no_archive_and_keeps_the_previous_export() {
         let dir = tempfile::tempdir().unwrap();
@@ -1286,16 +1308,7 @@ mod tests {
             item(&media_store, "two", b"second"),
         );
         let destination = dir.path().join("archive");
-        let options = |replace| ExportOptions {
-            entity: "@alice:example.org".parse().unwrap(),
-            destination: destination.clone(),
-            writer: WriterOptions {
-                replace,
-                sync: false,
-                ..WriterOptions::default()
-            },
-            media_bytes: MediaBytes::Included,
-        };
+        let options = |replace| alices_export(destination.clone(), replace);
         let items = futures::stream::iter([Ok(Ok(one.clone())), Ok(Ok(two))]).boxed();
         let progress = Arc::new(Progress::default());
         let report = export_items(
@@ -1333,10 +1346,7 @@ mod tests {
             std::fs::read(&report.manifest).unwrap() == manifest,
             "the previous export was replaced by a partial one"
         );
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names = names_in(dir.path());
         assert_eq!(
             names.len(),
             2,
@@ -1362,15 +1372,7 @@ mod tests {
             .collect();
         let mut manifests = Vec::new();
         for in_memory in [NAMES_IN_MEMORY, 1] {
-            let options = ExportOptions {
-                entity: "@alice:example.org".parse().unwrap(),
-                destination: dir.path().join(format!("archive-{in_memory}")),
-                writer: WriterOptions {
-                    sync: false,
-                    ..WriterOptions::default()
-                },
-                media_bytes: MediaBytes::Included,
-            };
+            let options = alices_export(dir.path().join(format!("archive-{in_memory}")), false);
             let stream = futures::stream::iter(items.clone().into_iter().map(|i| Ok(Ok(i))));
             let report = export_items(
                 stream.boxed(),
@@ -1402,10 +1404,7 @@ mod tests {
             manifests.push(entries);
         }
         assert_eq!(manifests[0], manifests[1]);
-        let left: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let left = names_in(dir.path());
         assert_eq!(
             left.len(),
             3,

@@ -28,18 +28,13 @@ pub(crate) async fn hash_only(
         .await
         .map_err(|e| StoreError::Config(e.to_string()))?
         .is_some();
-    let first_time = {
-        let mut seen = context.dry_run_seen.lock().await;
-        let looked_up = seen.load([&sha256]).await;
-        looked_up.map_err(|e| StoreError::Config(e.to_string()))?;
-        let first_time = seen.get(&sha256).is_none();
-        if first_time {
-            seen.insert(sha256.clone(), String::new());
-        }
-        let ended = seen.end_batch().await;
-        ended.map_err(|e| StoreError::Config(e.to_string()))?;
-        first_time
-    };
+    let first_time = context
+        .dry_run_seen
+        .lock()
+        .await
+        .insert_if_new(&sha256, "")
+        .await
+        .map_err(|e| StoreError::Config(e.to_string()))?;
     let key = BlobKey::for_hash(&sha256);
     Ok(Put {
         blob: StoredBlob { sha256, size, key },
