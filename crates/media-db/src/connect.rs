@@ -128,10 +128,11 @@ const SQLITE_WRITER_CACHE_KIB: u32 = 8 * 1024;
 const SQLITE_READER_CACHE_KIB: u32 = 512;
 
 /// Pages the write-ahead log of our SQLite repository grows to before the writer copies
-/// it into the database (SQLite's default is 1,000 pages, 4 MiB). The index pages a
-/// batch touches are spread at random, so most are touched again by the next batches: a
-/// longer log copies each of them once for many transactions instead of once for each.
-const SQLITE_WAL_CHECKPOINT_PAGES: u32 = 8 * 1024;
+/// it into the database itself (SQLite's default is 1,000 pages, 4 MiB): a backstop, as
+/// the repository's checkpointer copies it beside the writer (see `checkpointer`). The
+/// log can start over from its beginning only once all of it is copied, which a writer
+/// that never pauses does not allow; this bounds it, at the cost of this much disk.
+const SQLITE_WAL_BACKSTOP_PAGES: u32 = 64 * 1024;
 
 /// How long a writer waits for its turn on our SQLite repository's write connection.
 const SQLITE_WRITER_WAIT: Duration = Duration::from_secs(600);
@@ -164,10 +165,7 @@ pub(crate) async fn open_sqlite_writer(
         // in a statement journal, written to a temporary file past 64 KiB: on the disk,
         // for every batch. In memory it is the size of one statement's pages.
         .pragma("temp_store", "memory")
-        .pragma(
-            "wal_autocheckpoint",
-            SQLITE_WAL_CHECKPOINT_PAGES.to_string(),
-        );
+        .pragma("wal_autocheckpoint", SQLITE_WAL_BACKSTOP_PAGES.to_string());
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(SQLITE_WRITER_WAIT)

@@ -68,6 +68,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod checkpointer;
 pub mod connect;
 pub mod datastores;
 pub mod error;

@@ -22,8 +22,11 @@
 //! the transaction: no datastore call is made while one is open), and deletions go
 //! through `pending_deletions` in the same transaction that removes the last reference.
 
+use std::sync::Arc;
+
 use sqlx::migrate::Migrator;
 
+use crate::checkpointer::Checkpointer;
 use crate::connect::{self, Dialect, OpenOptions, Pool, on_pool};
 use crate::error::{DbError, QueryContext};
 use crate::location::{DatabaseLocation, IntoDatabaseLocation};
@@ -68,6 +71,8 @@ pub struct Repository {
     /// Where write transactions run: for a SQLite file, its one write connection (see
     /// `connect::open_sqlite_writer`); otherwise the pool itself.
     writer: Pool,
+    /// For a SQLite file, what copies its write-ahead log into it beside the writer.
+    checkpointer: Option<Arc<Checkpointer>>,
 }
 
 /// For a dry run: opens the repository at `location` like [`connect()`] when it exists,
@@ -143,6 +148,7 @@ pub async fn connect_read_only(location: impl IntoDatabaseLocation) -> Result<Re
         pool,
         dialect,
         location,
+        checkpointer: None,
     })
 }
 
@@ -173,13 +179,17 @@ pub async fn connect(location: impl IntoDatabaseLocation) -> Result<Repository, 
     let writer = match dialect {
         Dialect::Sqlite => connect::open_sqlite_writer(&location).await?,
         Dialect::Postgres => None,
-    }
-    .unwrap_or_else(|| pool.clone());
+    };
+    let checkpointer = match writer {
+        Some(_) => Some(Arc::new(Checkpointer::start(&location).await?)),
+        None => None,
+    };
     let repo = Repository {
+        writer: writer.unwrap_or_else(|| pool.clone()),
         pool,
         dialect,
-        writer,
         location,
+        checkpointer,
     };
     // What an import that was stopped set aside.
     repo.build_deferred_indexes().await?;
@@ -208,6 +218,9 @@ impl Repository {
 
     /// Closes every connection.
     pub async fn close(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.stop().await;
+        }
         on_pool!(&self.writer, |p| p.close().await);
         on_pool!(&self.pool, |p| p.close().await)
     }
