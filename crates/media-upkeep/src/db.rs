@@ -541,7 +541,7 @@ impl PurgeDb {
                 let sql = format!(
                     "SELECT r.media_origin, r.media_id, r.filesystem_id \
                      FROM remote_media_cache AS r WHERE {condition} \
-                     AND (r.media_origin > ${a} OR (r.media_origin = ${a} AND r.media_id > ${b})) \
+                     AND (r.media_origin, r.media_id) > (${a}, ${b}) \
                      ORDER BY r.media_origin, r.media_id LIMIT ${c}",
                     a = n + 1,
                     b = n + 2,

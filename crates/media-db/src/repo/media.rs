@@ -438,38 +438,7 @@ impl Repository {
         after_origin: &str,
         after_media_id: &str,
     ) -> Result<Vec<MediaRow>, DbError> {
-        let (sql, value) = match filter {
-            MediaFilter::Uploader(user) => (
-                select_media!(
-                    "WHERE user_id = $1 AND (origin > $2 OR (origin = $2 AND media_id > $3)) \
-                     ORDER BY origin, media_id LIMIT $4"
-                ),
-                user,
-            ),
-            MediaFilter::Origin(origin) => (
-                select_media!(
-                    "WHERE origin = $1 AND origin >= $2 AND media_id > $3 \
-                     ORDER BY origin, media_id LIMIT $4"
-                ),
-                origin,
-            ),
-            MediaFilter::Room(room) => (
-                select_media!(
-                    "WHERE (origin, media_id) IN (SELECT origin, media_id FROM room_media \
-                     WHERE room_id = $1) AND (origin > $2 OR (origin = $2 AND media_id > $3)) \
-                     ORDER BY origin, media_id LIMIT $4"
-                ),
-                room,
-            ),
-            // `$1` is bound to "" so that every filter binds the same parameters.
-            MediaFilter::All => (
-                select_media!(
-                    "WHERE $1 = '' AND (origin > $2 OR (origin = $2 AND media_id > $3)) \
-                     ORDER BY origin, media_id LIMIT $4"
-                ),
-                &EVERY_MEDIA,
-            ),
-        };
+        let (sql, value) = media_page_query(filter);
         Ok(on_pool!(&self.pool, |p| {
             sqlx::query_as(sql)
                 .bind(value.as_str())
@@ -480,6 +449,45 @@ impl Repository {
                 .await
                 .during("read a page of media")?
         }))
+    }
+}
+
+/// The statement of a page of `filter`'s media after a key (bound as `$2`, `$3`), and
+/// the value bound as `$1`. The key is compared as a row value: both engines read it as
+/// a range of an index, where `origin > $2 OR (origin = $2 AND media_id > $3)` made each
+/// page scan every row before it again.
+fn media_page_query(filter: &MediaFilter) -> (&'static str, &String) {
+    match filter {
+        MediaFilter::Uploader(user) => (
+            select_media!(
+                "WHERE user_id = $1 AND (origin, media_id) > ($2, $3) \
+                 ORDER BY origin, media_id LIMIT $4"
+            ),
+            user,
+        ),
+        MediaFilter::Origin(origin) => (
+            select_media!(
+                "WHERE origin = $1 AND origin >= $2 AND media_id > $3 \
+                 ORDER BY origin, media_id LIMIT $4"
+            ),
+            origin,
+        ),
+        MediaFilter::Room(room) => (
+            select_media!(
+                "JOIN room_media AS r USING (origin, media_id) \
+                 WHERE r.room_id = $1 AND (r.origin, r.media_id) > ($2, $3) \
+                 ORDER BY r.origin, r.media_id LIMIT $4"
+            ),
+            room,
+        ),
+        // `$1` is bound to "" so that every filter binds the same parameters.
+        MediaFilter::All => (
+            select_media!(
+                "WHERE $1 = '' AND (origin, media_id) > ($2, $3) \
+                 ORDER BY origin, media_id LIMIT $4"
+            ),
+            &EVERY_MEDIA,
+        ),
     }
 }
 
@@ -544,6 +552,38 @@ mod tests {
     use media_core::DatastoreExt;
     use media_core::records::{MediaKey, Purpose};
     use sqlx::Connection;
+
+    #[tokio::test]
+    async fn every_page_of_media_starts_where_the_last_one_ended_in_an_index() {
+        let repo = crate::connect("sqlite::memory:").await.unwrap();
+        let Pool::Sqlite(pool) = &repo.pool else {
+            panic!("an in-memory repository is SQLite");
+        };
+        for filter in [
+            MediaFilter::Uploader("@alice:example.org".to_owned()),
+            MediaFilter::Origin("example.org".to_owned()),
+            MediaFilter::Room("!room:example.org".to_owned()),
+            MediaFilter::All,
+        ] {
+            let (sql, value) = media_page_query(&filter);
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind(value.as_str())
+                    .bind("example.org")
+                    .bind("abc")
+                    .bind(PAGE_SIZE)
+                    .fetch_all(pool)
+                    .await
+                    .unwrap();
+            let plan: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("media_id>?")
+                        || step.contains("(origin,media_id)>(?,?)")),
+                "{filter:?}: {plan:?}"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn batches_of_every_size_keep_no_compiled_statement_per_size() {

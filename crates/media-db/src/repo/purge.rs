@@ -158,20 +158,20 @@ impl Statement {
     }
 
     /// Writes the condition that `m`'s key is on the `bound` side of `key`; returns its
-    /// text.
+    /// text. A row-value comparison, which both engines read as a range of the primary
+    /// key: the equivalent `origin > $1 OR (origin = $1 AND media_id > $2)` made each
+    /// page scan every row before it again (SQLite and PostgreSQL alike).
     fn key_order(&mut self, bound: KeyBound, key: &MediaKey) -> String {
         let start = self.text.len();
-        let (strict, comparison) = match bound {
-            KeyBound::After => (">", ">"),
-            KeyBound::UpTo => ("<", "<="),
+        let comparison = match bound {
+            KeyBound::After => ">",
+            KeyBound::UpTo => "<=",
         };
-        self.push(&format!("(m.origin {strict} "));
-        let origin = self.param(Value::Text(key.origin.to_string()));
-        self.push(&format!(
-            " OR (m.origin = {origin} AND m.media_id {comparison} "
-        ));
+        self.push(&format!("(m.origin, m.media_id) {comparison} ("));
+        self.param(Value::Text(key.origin.to_string()));
+        self.push(", ");
         self.param(Value::Text(key.media_id.to_string()));
-        self.push("))");
+        self.push(")");
         self.text[start..].to_owned()
     }
 
@@ -196,6 +196,30 @@ enum KeyBound {
     After,
     /// At or before it (this page and those before).
     UpTo,
+}
+
+/// The statement of a page of `selection`: the first `limit` media after `after`, in
+/// key order.
+fn page_statement(selection: &PurgeSelection, after: Option<&MediaKey>, limit: i64) -> Statement {
+    let mut s = Statement::default();
+    s.push("SELECT m.origin, m.media_id, m.sha256, m.quarantined FROM media AS m WHERE ");
+    s.selection(selection);
+    match (after, selection) {
+        (None, _) => {}
+        // Every media of the selection has `after`'s origin: SQLite reads a range of
+        // media IDs within the origin only when told so.
+        (Some(after), PurgeSelection::Server { .. }) => {
+            s.push(" AND m.media_id > ");
+            s.param(Value::Text(after.media_id.to_string()));
+        }
+        (Some(after), _) => {
+            s.push(" AND ");
+            s.key_order(KeyBound::After, after);
+        }
+    }
+    s.push(" ORDER BY m.origin, m.media_id LIMIT ");
+    s.param(Value::Int(limit));
+    s
 }
 
 /// Binds the values of a [`Statement`] to `$query`, in order.
@@ -236,15 +260,7 @@ impl Purge for Repository {
         after: Option<&MediaKey>,
         limit: i64,
     ) -> Result<Vec<PurgeCandidate>, DbError> {
-        let mut s = Statement::default();
-        s.push("SELECT m.origin, m.media_id, m.sha256, m.quarantined FROM media AS m WHERE ");
-        s.selection(selection);
-        if let Some(after) = after {
-            s.push(" AND ");
-            s.key_order(KeyBound::After, after);
-        }
-        s.push(" ORDER BY m.origin, m.media_id LIMIT ");
-        s.param(Value::Int(limit));
+        let s = page_statement(selection, after, limit);
         let rows: Vec<(String, String, String, bool)> = on_pool!(&self.pool, |p| {
             bind_values!(
                 sqlx::query_as(sqlx::AssertSqlSafe(s.text.clone())),
@@ -457,5 +473,69 @@ impl Purge for Repository {
             )
             .await?;
         Ok(rows.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connect::Pool;
+
+    #[tokio::test]
+    async fn every_page_of_a_purge_starts_where_the_last_one_ended_in_an_index() {
+        let repo = crate::connect("sqlite::memory:").await.unwrap();
+        let Pool::Sqlite(pool) = &repo.pool else {
+            panic!("an in-memory repository is SQLite");
+        };
+        let key = |origin: &str, media_id: &str| MediaKey {
+            origin: origin.parse().unwrap(),
+            media_id: media_id.parse().unwrap(),
+        };
+        let ours: Vec<ServerName> = vec!["example.org".parse().unwrap()];
+        for selection in [
+            PurgeSelection::Remote {
+                spare: ours.clone(),
+                before: 1,
+            },
+            PurgeSelection::Quarantined,
+            PurgeSelection::User {
+                user: "@alice:example.org".parse().unwrap(),
+                before: Some(1),
+            },
+            PurgeSelection::Server {
+                origin: "example.org".parse().unwrap(),
+                before: None,
+            },
+            // Not `Room`: its pages read the room's links (an index of the room) and sort
+            // them, a cost of the room's size, not the repository's.
+            PurgeSelection::Unaccessed {
+                since: 1,
+                spare: Vec::new(),
+            },
+        ] {
+            let s = page_statement(&selection, Some(&key("example.org", "abc")), 10);
+            let plan: Vec<(i64, i64, i64, String)> = bind_values!(
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "EXPLAIN QUERY PLAN {}",
+                    s.text
+                ))),
+                &s.values
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            let plan: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+            // A range of an index, read in its order: no sort of everything before.
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("media_id>?")
+                        || step.contains("(origin,media_id)>(?,?)")),
+                "{selection:?}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+                "{selection:?}: {plan:?}"
+            );
+        }
     }
 }
