@@ -408,3 +408,79 @@ async fn a_room_selects_the_media_recorded_in_it_and_recording_twice_adds_nothin
         repo.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_of_thousands_of_media_named_one_by_one_is_tallied_and_purged() {
+    for db in TestDatabase::both().await {
+        let repo = connect(&db.url).await.unwrap();
+        let store = MemoryDatastore::new();
+        let ds = repo.register_datastore("memory://test").await.unwrap();
+        let mut batch = Vec::new();
+        for n in 0..1_200 {
+            let put = store
+                .put_bytes(format!("bytes {n}").as_bytes())
+                .await
+                .unwrap();
+            let key: MediaKey = format!("mxc://remote.test/m{n:04}")
+                .parse::<media_core::ids::MxcUri>()
+                .unwrap()
+                .into();
+            batch.push(NewMedia {
+                record: MediaRecord {
+                    key,
+                    sha256: put.blob.sha256,
+                    size_bytes: put.blob.size,
+                    upload_name: None,
+                    content_type: None,
+                    uploader: None,
+                    created_ts: 1_700_000_000_000,
+                    last_access_ts: None,
+                    quarantined: false,
+                    quarantined_by: None,
+                    purpose: Purpose::None,
+                    imported_from: None,
+                },
+                thumbnails: Vec::new(),
+                datastore_id: ds,
+            });
+        }
+        repo.insert_media_batch(&batch, &store).await.unwrap();
+        // More keys than SQLite's expression depth allows as a chain of ORs.
+        let named: Vec<MediaKey> = batch[..1_100]
+            .iter()
+            .map(|m| m.record.key.clone())
+            .collect();
+        let selection = PurgeSelection::Media(named);
+        assert_eq!(
+            repo.count_purge(&selection).await.unwrap(),
+            1_100,
+            "{}",
+            db.label
+        );
+        let page = repo.purge_page(&selection, None, 5_000).await.unwrap();
+        assert_eq!(page.len(), 1_100, "{}", db.label);
+        let ours = ["ours.test".parse().unwrap()];
+        let plan = repo.tally_purge(&selection, &page, &ours).await.unwrap();
+        assert_eq!(
+            (plan.media, plan.blobs_freed),
+            (1_100, 1_100),
+            "{}",
+            db.label
+        );
+        let done = repo.purge_batch(&page, &ours, &[]).await.unwrap();
+        assert_eq!(done.tally, plan, "{}", db.label);
+        assert_eq!(
+            repo.count_purge(&selection).await.unwrap(),
+            0,
+            "{}",
+            db.label
+        );
+        let kept = &batch[1_100].record.key;
+        assert!(
+            repo.get_media(kept).await.unwrap().is_some(),
+            "{}",
+            db.label
+        );
+        repo.close().await;
+    }
+}

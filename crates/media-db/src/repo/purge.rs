@@ -110,16 +110,7 @@ impl Statement {
                      OR EXISTS (SELECT 1 FROM blocked_hashes AS h WHERE h.sha256 = m.sha256))",
                 );
             }
-            PurgeSelection::Media(keys) => {
-                self.push("1 = 0");
-                for key in keys {
-                    self.push(" OR (m.origin = ");
-                    self.param(Value::Text(key.origin.to_string()));
-                    self.push(" AND m.media_id = ");
-                    self.param(Value::Text(key.media_id.to_string()));
-                    self.push(")");
-                }
-            }
+            PurgeSelection::Media(keys) => self.any_key("m", keys.iter().cloned()),
             PurgeSelection::User { user, before: at } => {
                 self.push(BULK);
                 self.push(" AND m.user_id = ");
@@ -175,13 +166,20 @@ impl Statement {
         self.text[start..].to_owned()
     }
 
-    /// Writes `(t.origin = $ AND t.media_id = $) OR …` over `keys`, for alias `alias`.
+    /// Writes `(alias.origin, alias.media_id) IN (VALUES ($, $), …)` over `keys`, or a
+    /// condition never true when there are none. A list: a chain of `OR`s fails past
+    /// SQLite's 1,000 levels of expression (about 500 keys).
     fn any_key(&mut self, alias: &str, keys: impl IntoIterator<Item = MediaKey>) {
-        self.push("(1 = 0");
-        for key in keys {
-            self.push(&format!(" OR ({alias}.origin = "));
+        let mut keys = keys.into_iter().peekable();
+        if keys.peek().is_none() {
+            self.push("1 = 0");
+            return;
+        }
+        self.push(&format!("({alias}.origin, {alias}.media_id) IN (VALUES "));
+        for (i, key) in keys.enumerate() {
+            self.push(if i == 0 { "(" } else { ", (" });
             self.param(Value::Text(key.origin.to_string()));
-            self.push(&format!(" AND {alias}.media_id = "));
+            self.push(", ");
             self.param(Value::Text(key.media_id.to_string()));
             self.push(")");
         }
@@ -297,50 +295,59 @@ impl Purge for Repository {
         let Some(last) = batch.last() else {
             return Ok(PurgeTally::default());
         };
-        let keys = || batch.iter().map(|c| c.key.clone());
-        let mut thumbnails = Statement::default();
-        thumbnails.push("SELECT t.sha256 FROM thumbnails AS t WHERE ");
-        thumbnails.any_key("t", keys());
-        let thumbnail_digests: Vec<String> = on_pool!(&self.pool, |p| {
-            bind_values!(
-                sqlx::query_scalar(sqlx::AssertSqlSafe(thumbnails.text.clone())),
-                &thumbnails.values
-            )
-            .fetch_all(p)
-            .await
-            .during("read the thumbnails of a purge")?
-        });
+        let mut thumbnail_digests: Vec<String> = Vec::new();
+        for chunk in batch.chunks(KEYS_PER_STATEMENT) {
+            let mut thumbnails = Statement::default();
+            thumbnails.push("SELECT t.sha256 FROM thumbnails AS t WHERE ");
+            thumbnails.any_key("t", chunk.iter().map(|c| c.key.clone()));
+            let digests: Vec<String> = on_pool!(&self.pool, |p| {
+                bind_values!(
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(thumbnails.text.clone())),
+                    &thumbnails.values
+                )
+                .fetch_all(p)
+                .await
+                .during("read the thumbnails of a purge")?
+            });
+            thumbnail_digests.extend(digests);
+        }
         let digests: BTreeSet<String> = batch
             .iter()
             .map(|c| c.sha256.to_string())
             .chain(thumbnail_digests.iter().cloned())
             .collect();
-        // A blob is freed when none of its references survives: every media holding it
-        // (or holding a thumbnail made of it) is selected and at or before this page.
-        let mut freed = Statement::default();
-        freed.push("SELECT b.size_bytes FROM blobs AS b WHERE b.sha256 IN (");
-        freed.list(digests.into_iter().map(Value::Text));
-        freed.push(
-            ") AND NOT EXISTS (SELECT 1 FROM media AS m WHERE m.sha256 = b.sha256 \
-             AND NOT COALESCE(",
-        );
-        let selected = freed.selection(selection);
-        freed.push(" AND ");
-        let up_to = freed.key_order(KeyBound::UpTo, &last.key);
-        freed.push(&format!(
-            ", FALSE)) AND NOT EXISTS (SELECT 1 FROM thumbnails AS t JOIN media AS m \
-             ON m.origin = t.origin AND m.media_id = t.media_id WHERE t.sha256 = b.sha256 \
-             AND NOT COALESCE({selected} AND {up_to}, FALSE))"
-        ));
-        let sizes: Vec<i64> = on_pool!(&self.pool, |p| {
-            bind_values!(
-                sqlx::query_scalar(sqlx::AssertSqlSafe(freed.text.clone())),
-                &freed.values
-            )
-            .fetch_all(p)
-            .await
-            .during("tally the blobs a purge frees")?
-        });
+        let digests: Vec<String> = digests.into_iter().collect();
+        let mut sizes: Vec<i64> = Vec::new();
+        for chunk in digests.chunks(KEYS_PER_STATEMENT) {
+            // A blob is freed when none of its references survives: every media holding
+            // it (or holding a thumbnail made of it) is selected and at or before this
+            // page.
+            let mut freed = Statement::default();
+            freed.push("SELECT b.size_bytes FROM blobs AS b WHERE b.sha256 IN (");
+            freed.list(chunk.iter().cloned().map(Value::Text));
+            freed.push(
+                ") AND NOT EXISTS (SELECT 1 FROM media AS m WHERE m.sha256 = b.sha256 \
+                 AND NOT COALESCE(",
+            );
+            let selected = freed.selection(selection);
+            freed.push(" AND ");
+            let up_to = freed.key_order(KeyBound::UpTo, &last.key);
+            freed.push(&format!(
+                ", FALSE)) AND NOT EXISTS (SELECT 1 FROM thumbnails AS t JOIN media AS m \
+                 ON m.origin = t.origin AND m.media_id = t.media_id WHERE t.sha256 = b.sha256 \
+                 AND NOT COALESCE({selected} AND {up_to}, FALSE))"
+            ));
+            let chunk_sizes: Vec<i64> = on_pool!(&self.pool, |p| {
+                bind_values!(
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(freed.text.clone())),
+                    &freed.values
+                )
+                .fetch_all(p)
+                .await
+                .during("tally the blobs a purge frees")?
+            });
+            sizes.extend(chunk_sizes);
+        }
         Ok(PurgeTally {
             media: batch.len() as u64,
             thumbnails: thumbnail_digests.len() as u64,
