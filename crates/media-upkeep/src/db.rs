@@ -378,17 +378,15 @@ impl PurgeDb {
                 if remote.is_empty() {
                     return nothing();
                 }
+                // A list, not a chain of `OR`s: SQLite refuses one deeper than 1,000.
                 let pairs: Vec<String> = (0..remote.len())
-                    .map(|i| {
-                        format!(
-                            "(r.media_origin = ${} AND r.media_id = ${})",
-                            2 * i + 1,
-                            2 * i + 2
-                        )
-                    })
+                    .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
                     .collect();
                 Condition {
-                    sql: format!("({})", pairs.join(" OR ")),
+                    sql: format!(
+                        "(r.media_origin, r.media_id) IN (VALUES {})",
+                        pairs.join(", ")
+                    ),
                     binds: remote
                         .iter()
                         .flat_map(|mxc| {

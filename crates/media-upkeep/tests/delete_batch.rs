@@ -1,6 +1,6 @@
 //! `PurgeDb::delete_batch` deletes a batch in a few set-based statements, and a planned
 //! media that no longer matches the selection is kept, counted as changed, with its
-//! thumbnail rows.
+//! thumbnail rows. A purge of named media reads them however many there are.
 
 use media_core::moment::Moment;
 use media_core::run::RunMode;
@@ -63,4 +63,51 @@ async fn a_media_accessed_since_it_was_planned_is_kept_and_counted_as_changed() 
     .await
     .unwrap();
     assert_eq!(rows, vec![(touched.media_id.to_string(), 1)]);
+}
+
+#[tokio::test]
+async fn a_purge_of_more_named_remote_media_than_sqlite_chains_in_one_expression_reads_them() {
+    let work = tempfile::tempdir().unwrap();
+    let spec = SyntheticSpec {
+        remote_ratio: 1.0,
+        thumbnails_per_media: 0,
+        ..SyntheticSpec::small_media(1_100)
+    };
+    let store = write_synapse_sqlite(&work.path().join("synapse"), &spec).await;
+    let url = format!("sqlite://{}", store.sqlite_path.display());
+    let mut conn = SqliteConnection::connect(&url).await.unwrap();
+    let named: Vec<(String, String)> =
+        sqlx::query_as("SELECT media_origin, media_id FROM remote_media_cache")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(named.len(), 1_100);
+    let location: DatabaseLocation = url.parse().unwrap();
+    let db = open_purge_db(
+        &location,
+        RunMode::DryRun,
+        store.server_name.parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let selection = PurgeSelection::Media {
+        media: named
+            .iter()
+            .map(|(origin, id)| format!("mxc://{origin}/{id}").parse().unwrap())
+            .collect(),
+    };
+    let mut after = Default::default();
+    let mut found = 0;
+    loop {
+        let page = db
+            .candidates(&selection, MediaTable::Remote, &after)
+            .await
+            .unwrap();
+        found += page.media.len();
+        match page.next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(found, 1_100);
 }
