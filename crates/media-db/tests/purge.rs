@@ -35,11 +35,23 @@ async fn try_record(
     uploader: Option<&str>,
     bytes: &[u8],
 ) -> Result<MediaKey, DbError> {
+    let media = new_media(store, datastore_id, mxc, uploader, bytes).await;
+    repo.insert_media(&media, store).await?;
+    Ok(media.record.key)
+}
+
+/// A media of `mxc` holding `bytes` (put in `store`), to be recorded.
+async fn new_media(
+    store: &MemoryDatastore,
+    datastore_id: media_db::DatastoreId,
+    mxc: &str,
+    uploader: Option<&str>,
+    bytes: &[u8],
+) -> NewMedia {
     let put = store.put_bytes(bytes).await.unwrap();
-    let key: MediaKey = mxc.parse::<media_core::ids::MxcUri>().unwrap().into();
-    let media = NewMedia {
+    NewMedia {
         record: MediaRecord {
-            key: key.clone(),
+            key: mxc.parse::<media_core::ids::MxcUri>().unwrap().into(),
             sha256: put.blob.sha256,
             size_bytes: put.blob.size,
             upload_name: None,
@@ -54,9 +66,7 @@ async fn try_record(
         },
         thumbnails: Vec::new(),
         datastore_id,
-    };
-    repo.insert_media(&media, store).await?;
-    Ok(key)
+    }
 }
 
 /// Walks `selection` in pages of one: the dry run's tallies, then the real run's.
@@ -417,32 +427,9 @@ async fn a_page_of_thousands_of_media_named_one_by_one_is_tallied_and_purged() {
         let ds = repo.register_datastore("memory://test").await.unwrap();
         let mut batch = Vec::new();
         for n in 0..1_200 {
-            let put = store
-                .put_bytes(format!("bytes {n}").as_bytes())
-                .await
-                .unwrap();
-            let key: MediaKey = format!("mxc://remote.test/m{n:04}")
-                .parse::<media_core::ids::MxcUri>()
-                .unwrap()
-                .into();
-            batch.push(NewMedia {
-                record: MediaRecord {
-                    key,
-                    sha256: put.blob.sha256,
-                    size_bytes: put.blob.size,
-                    upload_name: None,
-                    content_type: None,
-                    uploader: None,
-                    created_ts: 1_700_000_000_000,
-                    last_access_ts: None,
-                    quarantined: false,
-                    quarantined_by: None,
-                    purpose: Purpose::None,
-                    imported_from: None,
-                },
-                thumbnails: Vec::new(),
-                datastore_id: ds,
-            });
+            let mxc = format!("mxc://remote.test/m{n:04}");
+            let bytes = format!("bytes {n}");
+            batch.push(new_media(&store, ds, &mxc, None, bytes.as_bytes()).await);
         }
         repo.insert_media_batch(&batch, &store).await.unwrap();
         // More keys than SQLite's expression depth allows as a chain of ORs.

@@ -575,13 +575,7 @@ mod tests {
                     .fetch_all(pool)
                     .await
                     .unwrap();
-            let plan: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
-            assert!(
-                plan.iter()
-                    .any(|step| step.contains("media_id>?")
-                        || step.contains("(origin,media_id)>(?,?)")),
-                "{filter:?}: {plan:?}"
-            );
+            crate::repo::sql::assert_reads_a_key_range(&plan, &format!("{filter:?}"));
         }
     }
 

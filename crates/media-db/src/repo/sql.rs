@@ -318,6 +318,24 @@ pub(crate) fn compare_existing(
     Ok(InsertOutcome::Conflict { existing_sha256 })
 }
 
+/// Asserts that SQLite's plan of a page (the rows of `EXPLAIN QUERY PLAN`) reads a range
+/// of an index after the previous page's key, in the index's order: no scan or sort of
+/// every row before it. `what` names the page in the message.
+#[cfg(test)]
+pub(crate) fn assert_reads_a_key_range(plan: &[(i64, i64, i64, String)], what: &str) {
+    let steps: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+    assert!(
+        steps
+            .iter()
+            .any(|step| step.contains("media_id>?") || step.contains("(origin,media_id)>(?,?)")),
+        "{what}: {steps:?}"
+    );
+    assert!(
+        !steps.iter().any(|step| step.contains("TEMP B-TREE")),
+        "{what}: {steps:?}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
