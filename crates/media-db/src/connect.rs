@@ -4,6 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::ConnectOptions;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -134,6 +135,10 @@ const SQLITE_READER_CACHE_KIB: u32 = 512;
 /// that never pauses does not allow; this bounds it, at the cost of this much disk.
 const SQLITE_WAL_BACKSTOP_PAGES: u32 = 64 * 1024;
 
+/// How long a statement of the repository's SQLite writer runs before sqlx logs it as
+/// slow (at debug level: see `open_sqlite_writer`).
+const SQLITE_WRITER_SLOW_STATEMENT: Duration = Duration::from_secs(1);
+
 /// How long a writer waits for its turn on our SQLite repository's write connection.
 const SQLITE_WRITER_WAIT: Duration = Duration::from_secs(600);
 
@@ -165,7 +170,11 @@ pub(crate) async fn open_sqlite_writer(
         // in a statement journal, written to a temporary file past 64 KiB: on the disk,
         // for every batch. In memory it is the size of one statement's pages.
         .pragma("temp_store", "memory")
-        .pragma("wal_autocheckpoint", SQLITE_WAL_BACKSTOP_PAGES.to_string());
+        .pragma("wal_autocheckpoint", SQLITE_WAL_BACKSTOP_PAGES.to_string())
+        // Its long statements are expected (an index set aside during an import built
+        // at its end, a batch of a purge): sqlx's warning, with the statement's text,
+        // told an operator nothing the tool's own report does not.
+        .log_slow_statements(log::LevelFilter::Debug, SQLITE_WRITER_SLOW_STATEMENT);
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(SQLITE_WRITER_WAIT)
