@@ -48,6 +48,17 @@ macro_rules! delete_media_in {
             use $crate::repo::deletion::KEYS_PER_STATEMENT;
             use $crate::repo::sql::{placeholder_list, values_list};
             let keys: &[media_core::records::MediaKey] = $keys;
+            if $dialect == $crate::Dialect::Postgres {
+                // PostgreSQL checks each deleted row's foreign keys with statements of its
+                // own, planned under the connection's `force_custom_plan` (connect.rs) at
+                // every execution: planning them took more time than running them. Here
+                // they may keep the plans cached per connection, made on tables that only
+                // shrink while this transaction runs.
+                sqlx::query("SET LOCAL plan_cache_mode = auto")
+                    .execute($conn)
+                    .await
+                    .during("let foreign-key checks reuse their plans")?;
+            }
             let mut report = $crate::model::DeletedMedia::default();
             let mut candidates = std::collections::BTreeSet::new();
             for chunk in keys.chunks(KEYS_PER_STATEMENT) {
