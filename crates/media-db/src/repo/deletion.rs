@@ -48,17 +48,7 @@ macro_rules! delete_media_in {
             use $crate::repo::deletion::KEYS_PER_STATEMENT;
             use $crate::repo::sql::{placeholder_list, values_list};
             let keys: &[media_core::records::MediaKey] = $keys;
-            if $dialect == $crate::Dialect::Postgres {
-                // PostgreSQL checks each deleted row's foreign keys with statements of its
-                // own, planned under the connection's `force_custom_plan` (connect.rs) at
-                // every execution: planning them took more time than running them. Here
-                // they may keep the plans cached per connection, made on tables that only
-                // shrink while this transaction runs.
-                sqlx::query("SET LOCAL plan_cache_mode = auto")
-                    .execute($conn)
-                    .await
-                    .during("let foreign-key checks reuse their plans")?;
-            }
+            $crate::repo::sql::reuse_key_check_plans_in!($conn, $dialect)?;
             let mut report = $crate::model::DeletedMedia::default();
             let mut candidates = std::collections::BTreeSet::new();
             for chunk in keys.chunks(KEYS_PER_STATEMENT) {
@@ -80,7 +70,8 @@ macro_rules! delete_media_in {
                      RETURNING origin, media_id, sha256"
                 );
                 let mut query =
-                    sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql));
+                    sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql))
+                        .persistent(false);
                 for key in chunk {
                     query = query.bind(key.origin.as_str()).bind(key.media_id.as_str());
                 }

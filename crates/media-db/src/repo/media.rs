@@ -13,7 +13,7 @@ use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
 use super::sql::{
     Attempt, ROWS_PER_STATEMENT, ThumbnailIdentity, append_quarantine_change_in, bind_thumbnail,
     cancel_deletions_in, compare_existing, insert_blob_in, insert_thumbnail_in, placeholder_list,
-    select_media, size_column, thumbnail_identity, values_list,
+    reuse_key_check_plans_in, select_media, size_column, thumbnail_identity, values_list,
 };
 use super::{PAGE_SIZE, Repository};
 use crate::connect::on_pool;
@@ -254,6 +254,8 @@ impl Repository {
                 .begin_with(self.begin_write())
                 .await
                 .during("begin a transaction")?;
+            // Its statements that read a range are unnamed; the others look up one key.
+            reuse_key_check_plans_in!(&mut *tx, self.dialect)?;
 
             // 1. Blobs: insert-or-get; new rows cancel queued deletions.
             let mut new_blobs: Vec<String> = Vec::new();

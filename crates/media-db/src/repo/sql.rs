@@ -48,6 +48,30 @@ macro_rules! select_media {
 }
 pub(crate) use select_media;
 
+/// Lets PostgreSQL's foreign-key checks in the open transaction `$conn` (of `$dialect`)
+/// reuse their cached plans; evaluates to `Result<(), DbError>`. PostgreSQL checks each
+/// written or deleted row's foreign keys with statements of its own, which the
+/// connection's `force_custom_plan` (connect.rs) had planned again at every execution:
+/// planning them took longer than running them. Their generic plans are look-ups by key
+/// (tested on a referenced table of ten rows grown to 300,000). The transaction's own
+/// statements must then be unnamed (`persistent(false)`) where their plan depends on the
+/// tables' size: an unnamed statement is planned at each execution whatever the mode.
+macro_rules! reuse_key_check_plans_in {
+    ($conn:expr, $dialect:expr) => {
+        async {
+            if $dialect == $crate::Dialect::Postgres {
+                sqlx::query("SET LOCAL plan_cache_mode = auto")
+                    .execute($conn)
+                    .await
+                    .during("let foreign-key checks reuse their plans")?;
+            }
+            Ok::<_, $crate::error::DbError>(())
+        }
+        .await
+    };
+}
+pub(crate) use reuse_key_check_plans_in;
+
 /// Inserts a blob row in the open transaction `$conn` (insert-or-get) and evaluates to
 /// `Result<Attempt<BlobOutcome>, DbError>`. A new row must be one whose object was seen
 /// in the datastore before the transaction (`$verified` holds its digest); otherwise the
