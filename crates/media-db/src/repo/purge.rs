@@ -41,6 +41,9 @@ enum Value {
     Int(i64),
 }
 
+/// What the bulk forms spare: pinned and quarantined media.
+const BULK: &str = "m.purpose <> 'pinned' AND NOT m.quarantined";
+
 /// A statement being written, with the values of its numbered parameters (`$1`, `$2`…).
 /// A parameter is numbered when first written, so the numbers rise through the text:
 /// SQLite numbers named parameters by first appearance, PostgreSQL by their digits, and
@@ -79,7 +82,6 @@ impl Statement {
     /// the condition's text, to be written again (its parameters reused).
     fn selection(&mut self, selection: &PurgeSelection) -> String {
         let start = self.text.len();
-        const BULK: &str = "m.purpose <> 'pinned' AND NOT m.quarantined";
         let before = |s: &mut Self, column: &str, before: &Option<i64>| {
             if let Some(before) = before {
                 s.push(&format!(" AND {column} < "));
@@ -200,7 +202,29 @@ enum KeyBound {
 /// key order.
 fn page_statement(selection: &PurgeSelection, after: Option<&MediaKey>, limit: i64) -> Statement {
     let mut s = Statement::default();
-    s.push("SELECT m.origin, m.media_id, m.sha256, m.quarantined FROM media AS m WHERE ");
+    s.push("SELECT m.origin, m.media_id, m.sha256, m.quarantined FROM ");
+    if let PurgeSelection::Room { room, before } = selection {
+        // The room's links, walked in their key order (the media's): selecting the media
+        // `IN` the room made each page sort every link of the room again.
+        s.push("room_media AS r JOIN media AS m USING (origin, media_id) WHERE r.room_id = ");
+        s.param(Value::Text(room.to_string()));
+        s.push(&format!(" AND {BULK}"));
+        if let Some(before) = before {
+            s.push(" AND m.created_ts < ");
+            s.param(Value::Int(*before));
+        }
+        if let Some(after) = after {
+            s.push(" AND (r.origin, r.media_id) > (");
+            s.param(Value::Text(after.origin.to_string()));
+            s.push(", ");
+            s.param(Value::Text(after.media_id.to_string()));
+            s.push(")");
+        }
+        s.push(" ORDER BY r.origin, r.media_id LIMIT ");
+        s.param(Value::Int(limit));
+        return s;
+    }
+    s.push("media AS m WHERE ");
     s.selection(selection);
     match (after, selection) {
         (None, _) => {}
@@ -513,8 +537,10 @@ mod tests {
                 origin: "example.org".parse().unwrap(),
                 before: None,
             },
-            // Not `Room`: its pages read the room's links (an index of the room) and sort
-            // them, a cost of the room's size, not the repository's.
+            PurgeSelection::Room {
+                room: "!room:example.org".parse().unwrap(),
+                before: Some(1),
+            },
             PurgeSelection::Unaccessed {
                 since: 1,
                 spare: Vec::new(),
