@@ -245,6 +245,14 @@ impl KeyList {
     }
 }
 
+/// The table of the thumbnails of `table`'s media.
+fn thumbnail_table(table: MediaTable) -> &'static str {
+    match table {
+        MediaTable::Remote => "remote_media_cache_thumbnails",
+        MediaTable::Local => "local_media_repository_thumbnails",
+    }
+}
+
 /// Opens Synapse's database at `location` for a purge of the local media of
 /// `server_name` (or of its remote cache): read-only when `mode` is a dry run.
 pub async fn open_purge_db(
@@ -602,30 +610,30 @@ impl PurgeDb {
         Ok(page)
     }
 
-    /// Thumbnail rows of `media` (what a dry run reports it would delete).
+    /// Thumbnail rows of `media` (what a dry run reports it would delete): one count per
+    /// table per [`BATCH_SIZE`] media.
     pub async fn count_thumbnails(&self, media: &[PlannedMedia]) -> Result<u64, DbError> {
         let mut total = 0;
-        for planned in media {
-            let (origin, id) = (planned.key.origin.as_str(), planned.key.media_id.as_str());
-            let count: i64 = on_pool!(&self.pool, |p| {
-                match planned.storage {
-                    Storage::Local { .. } => sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM local_media_repository_thumbnails \
-                         WHERE media_id = $1",
-                    )
-                    .bind(id),
-                    Storage::Remote { .. } => sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM remote_media_cache_thumbnails \
-                         WHERE media_origin = $1 AND media_id = $2",
-                    )
-                    .bind(origin)
-                    .bind(id),
-                }
-                .fetch_one(p)
-                .await
-                .during("count thumbnail rows")?
-            });
-            total += count as u64;
+        for table in [MediaTable::Local, MediaTable::Remote] {
+            let of_table: Vec<&PlannedMedia> = media
+                .iter()
+                .filter(|planned| table_of(&planned.storage) == table)
+                .collect();
+            for chunk in of_table.chunks(BATCH_SIZE as usize) {
+                let keys = KeyList::new(&self.pool, table, chunk, 1);
+                let sql = format!(
+                    "SELECT COUNT(*) FROM {} WHERE {}",
+                    thumbnail_table(table),
+                    keys.condition("")
+                );
+                let count: i64 = on_pool!(&self.pool, |p| {
+                    bind_selection!(sqlx::query_scalar(AssertSqlSafe(sql)), keys.binds)
+                        .fetch_one(p)
+                        .await
+                        .during("count thumbnail rows")?
+                });
+                total += count as u64;
+            }
         }
         Ok(total)
     }
@@ -695,13 +703,10 @@ impl PurgeDb {
                         continue;
                     }
                     let went_keys = KeyList::new(&self.pool, table, &went, 1);
-                    let thumbnails = match table {
-                        MediaTable::Remote => "remote_media_cache_thumbnails",
-                        MediaTable::Local => "local_media_repository_thumbnails",
-                    };
                     deleted.thumbnails += bind_selection!(
                         sqlx::query(AssertSqlSafe(format!(
-                            "DELETE FROM {thumbnails} WHERE {}",
+                            "DELETE FROM {} WHERE {}",
+                            thumbnail_table(table),
                             went_keys.condition("")
                         ))),
                         went_keys.binds
