@@ -44,10 +44,6 @@ use crate::stores::QueueDrainer;
 /// 9 MiB more memory).
 pub const DEFAULT_BATCH: u32 = 5_000;
 
-/// Named media per selection: each page's statement names them all, two bound values
-/// each, and SQLite takes at most 32,766 values in a statement.
-pub const MEDIA_PER_SELECTION: usize = 5_000;
-
 /// Whether `purge old` includes the media of our own servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -127,18 +123,6 @@ impl PurgeTarget {
                     ..
                 }
         )
-    }
-
-    /// The repository's selections, walked one after the other: one, but for named
-    /// media, which go [`MEDIA_PER_SELECTION`] at a time.
-    fn selections(&self, ours: &[ServerName]) -> Vec<PurgeSelection> {
-        match self {
-            Self::Media(keys) => keys
-                .chunks(MEDIA_PER_SELECTION)
-                .map(|keys| PurgeSelection::Media(keys.to_vec()))
-                .collect(),
-            _ => vec![self.selection(ours)],
-        }
     }
 
     /// The repository's selection, `ours` being our own servers.
@@ -382,7 +366,7 @@ pub async fn purge(
     if ours.is_empty() && options.target.needs_own_servers() {
         return Err(AdminError::NoOwnServers);
     }
-    let selections = options.target.selections(&ours);
+    let selection = options.target.selection(&ours);
     let mut report = PurgeReport {
         mode: options.mode,
         purge: options.target.name(),
@@ -402,15 +386,13 @@ pub async fn purge(
             _ => None,
         },
     };
-    let mut total = 0;
-    for selection in &selections {
-        total += repo.count_purge(selection).await?;
-    }
-    progress.items_total.store(total, Ordering::Relaxed);
+    progress
+        .items_total
+        .store(repo.count_purge(&selection).await?, Ordering::Relaxed);
     if options.mode.is_dry_run() {
         walk(
             repo,
-            &selections,
+            &selection,
             &ours,
             options,
             &mut report,
@@ -429,7 +411,7 @@ pub async fn purge(
     let mut drainer = QueueDrainer::default();
     let outcome = walk(
         repo,
-        &selections,
+        &selection,
         &ours,
         options,
         &mut report,
@@ -443,13 +425,13 @@ pub async fn purge(
     outcome.map(|()| report)
 }
 
-/// Walks each of `selections` page by page: deletes each page when a `drainer` is given (a real
+/// Walks `selection` page by page: deletes each page when a `drainer` is given (a real
 /// run, which first drains what earlier runs left, deletes the objects each page freed
 /// beside the next page's deletion, and drains the queue once more at the end), tallies
 /// each otherwise (a dry run).
 async fn walk(
     repo: &Repository,
-    selections: &[PurgeSelection],
+    selection: &PurgeSelection,
     ours: &[ServerName],
     options: &PurgeOptions,
     report: &mut PurgeReport,
@@ -461,20 +443,15 @@ async fn walk(
     }
     let limit = options.batch.max(1) as i64;
     let mut seen = BTreeSet::new();
+    let mut after: Option<MediaKey> = None;
     // The objects the previous batch freed, claimed by its transaction: they are deleted
     // while the next batch's rows are, and that batch's transaction acknowledges them.
     let mut claimed: Vec<(i64, PendingDeletion)> = Vec::new();
     let mut gone: Vec<i64> = Vec::new();
-    let mut selections = selections.iter();
-    let mut selection = selections.next();
-    let mut after: Option<MediaKey> = None;
-    while let Some(current) = selection {
-        let page = repo.purge_page(current, after.as_ref(), limit).await?;
+    loop {
+        let page = repo.purge_page(selection, after.as_ref(), limit).await?;
         let Some(last) = page.last() else {
-            // This selection is done; the next one starts from its first media.
-            selection = selections.next();
-            after = None;
-            continue;
+            break;
         };
         after = Some(last.key.clone());
         if let PurgeTarget::Media(_) = options.target {
@@ -493,7 +470,7 @@ async fn walk(
                 claimed = batch.claimed;
                 batch.tally
             }
-            None => repo.tally_purge(current, &page, ours).await?,
+            None => repo.tally_purge(selection, &page, ours).await?,
         };
         report.add(tally);
         progress

@@ -66,14 +66,26 @@ async fn more_named_media_than_a_statement_can_bind_are_all_purged() {
         let (named, kept) = media.split_at(NAMED);
         let mut keys: Vec<MediaKey> = named.iter().map(|m| m.record.key.clone()).collect();
         keys.push(key("mxc://remote.test/never"));
-        let options = PurgeOptions {
+        let mut options = PurgeOptions {
             target: PurgeTarget::Media(keys),
             local_servers: Vec::new(),
-            mode: RunMode::Apply,
+            mode: RunMode::DryRun,
             batch: DEFAULT_BATCH as usize,
         };
-        let report = purge(&repo, &options, Arc::default()).await.unwrap();
         let label = &db.label;
+        let plan = purge(&repo, &options, Arc::default()).await.unwrap();
+        assert_eq!(
+            (plan.media, plan.blobs_freed),
+            (NAMED as u64, 100),
+            "{label}: the dry run's plan"
+        );
+        options.mode = RunMode::Apply;
+        let report = purge(&repo, &options, Arc::default()).await.unwrap();
+        assert_eq!(
+            (report.media, report.blobs_freed, report.bytes_freed),
+            (plan.media, plan.blobs_freed, plan.bytes_freed),
+            "{label}: the dry run planned what the real run did"
+        );
         assert_eq!(report.media, NAMED as u64, "{label}");
         assert_eq!(report.objects_deleted, 100, "{label}");
         assert_eq!(

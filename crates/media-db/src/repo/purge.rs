@@ -22,6 +22,7 @@ use media_core::records::MediaKey;
 use super::Repository;
 use super::deletion::{KEYS_PER_STATEMENT, delete_media_in, dequeue_in};
 use super::sql::values_list;
+use crate::Dialect;
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
 use crate::model::{PurgeCandidate, PurgeSelection, PurgeTally, PurgedBatch, TaskKind};
@@ -48,13 +49,23 @@ const BULK: &str = "m.purpose <> 'pinned' AND NOT m.quarantined";
 /// A parameter is numbered when first written, so the numbers rise through the text:
 /// SQLite numbers named parameters by first appearance, PostgreSQL by their digits, and
 /// both agree. A parameter written again reuses its value.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Statement {
+    dialect: Dialect,
     text: String,
     values: Vec<Value>,
 }
 
 impl Statement {
+    /// An empty statement of `dialect`.
+    fn new(dialect: Dialect) -> Self {
+        Self {
+            dialect,
+            text: String::new(),
+            values: Vec::new(),
+        }
+    }
+
     fn push(&mut self, text: &str) -> &mut Self {
         self.text.push_str(text);
         self
@@ -112,7 +123,7 @@ impl Statement {
                      OR EXISTS (SELECT 1 FROM blocked_hashes AS h WHERE h.sha256 = m.sha256))",
                 );
             }
-            PurgeSelection::Media(keys) => self.any_key("m", keys.iter().cloned()),
+            PurgeSelection::Media(keys) => self.named_keys("m", keys),
             PurgeSelection::User { user, before: at } => {
                 self.push(BULK);
                 self.push(" AND m.user_id = ");
@@ -168,6 +179,31 @@ impl Statement {
         self.text[start..].to_owned()
     }
 
+    /// Writes `(alias.origin, alias.media_id) IN (…)` over `keys` bound as one JSON array
+    /// of `[origin, media_id]` pairs: as many as an operator names (a list of values takes
+    /// two bound values a key, and SQLite takes 32,766).
+    fn named_keys(&mut self, alias: &str, keys: &[MediaKey]) {
+        let pairs: Vec<[&str; 2]> = keys
+            .iter()
+            .map(|key| [key.origin.as_str(), key.media_id.as_str()])
+            .collect();
+        let pairs = serde_json::to_string(&pairs).expect("strings serialize");
+        self.push(&format!("({alias}.origin, {alias}.media_id) IN ("));
+        match self.dialect {
+            Dialect::Sqlite => {
+                self.push("SELECT value ->> 0, value ->> 1 FROM json_each(");
+                self.param(Value::Text(pairs));
+                self.push(")");
+            }
+            Dialect::Postgres => {
+                self.push("SELECT k ->> 0, k ->> 1 FROM json_array_elements(CAST(");
+                self.param(Value::Text(pairs));
+                self.push(" AS json)) AS k");
+            }
+        }
+        self.push(")");
+    }
+
     /// Writes `(alias.origin, alias.media_id) IN (VALUES ($, $), …)` over `keys`, or a
     /// condition never true when there are none. A list: a chain of `OR`s fails past
     /// SQLite's 1,000 levels of expression (about 500 keys).
@@ -200,8 +236,13 @@ enum KeyBound {
 
 /// The statement of a page of `selection`: the first `limit` media after `after`, in
 /// key order.
-fn page_statement(selection: &PurgeSelection, after: Option<&MediaKey>, limit: i64) -> Statement {
-    let mut s = Statement::default();
+fn page_statement(
+    dialect: Dialect,
+    selection: &PurgeSelection,
+    after: Option<&MediaKey>,
+    limit: i64,
+) -> Statement {
+    let mut s = Statement::new(dialect);
     s.push("SELECT m.origin, m.media_id, m.sha256, m.quarantined FROM ");
     if let PurgeSelection::Room { room, before } = selection {
         // The room's links, walked in their key order (the media's): selecting the media
@@ -261,7 +302,7 @@ macro_rules! bind_values {
 #[async_trait]
 impl Purge for Repository {
     async fn count_purge(&self, selection: &PurgeSelection) -> Result<u64, DbError> {
-        let mut s = Statement::default();
+        let mut s = Statement::new(self.dialect);
         s.push("SELECT COUNT(*) FROM media AS m WHERE ");
         s.selection(selection);
         let count: i64 = on_pool!(&self.pool, |p| {
@@ -282,7 +323,7 @@ impl Purge for Repository {
         after: Option<&MediaKey>,
         limit: i64,
     ) -> Result<Vec<PurgeCandidate>, DbError> {
-        let s = page_statement(selection, after, limit);
+        let s = page_statement(self.dialect, selection, after, limit);
         let rows: Vec<(String, String, String, bool)> = on_pool!(&self.pool, |p| {
             bind_values!(
                 sqlx::query_as(sqlx::AssertSqlSafe(s.text.clone())),
@@ -321,7 +362,7 @@ impl Purge for Repository {
         };
         let mut thumbnail_digests: Vec<String> = Vec::new();
         for chunk in batch.chunks(KEYS_PER_STATEMENT) {
-            let mut thumbnails = Statement::default();
+            let mut thumbnails = Statement::new(self.dialect);
             thumbnails.push("SELECT t.sha256 FROM thumbnails AS t WHERE ");
             thumbnails.any_key("t", chunk.iter().map(|c| c.key.clone()));
             let digests: Vec<String> = on_pool!(&self.pool, |p| {
@@ -346,7 +387,7 @@ impl Purge for Repository {
             // A blob is freed when none of its references survives: every media holding
             // it (or holding a thumbnail made of it) is selected and at or before this
             // page.
-            let mut freed = Statement::default();
+            let mut freed = Statement::new(self.dialect);
             freed.push("SELECT b.size_bytes FROM blobs AS b WHERE b.sha256 IN (");
             freed.list(chunk.iter().cloned().map(Value::Text));
             freed.push(
@@ -546,7 +587,12 @@ mod tests {
                 spare: Vec::new(),
             },
         ] {
-            let s = page_statement(&selection, Some(&key("example.org", "abc")), 10);
+            let s = page_statement(
+                Dialect::Sqlite,
+                &selection,
+                Some(&key("example.org", "abc")),
+                10,
+            );
             let plan: Vec<(i64, i64, i64, String)> = bind_values!(
                 sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "EXPLAIN QUERY PLAN {}",

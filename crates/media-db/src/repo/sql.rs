@@ -53,7 +53,7 @@ pub(crate) use select_media;
 /// written or deleted row's foreign keys with statements of its own, which the
 /// connection's `force_custom_plan` (connect.rs) had planned again at every execution:
 /// planning them took longer than running them. Their generic plans are look-ups by key
-/// (tested on a referenced table of ten rows grown to 300,000). The transaction's own
+/// (checked on a referenced table of ten rows grown to 300,000). The transaction's own
 /// statements must then be unnamed (`persistent(false)`) where their plan depends on the
 /// tables' size: an unnamed statement is planned at each execution whatever the mode.
 macro_rules! reuse_key_check_plans_in {
