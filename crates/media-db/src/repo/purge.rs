@@ -139,6 +139,7 @@ impl Statement {
             PurgeSelection::Room { room, before: at } => {
                 self.push(BULK);
                 // Driven by the room's links (its primary key), not a walk of every media.
+                // `page_statement` selects the same media by joining the links.
                 self.push(
                     " AND (m.origin, m.media_id) IN (SELECT r.origin, r.media_id \
                      FROM room_media AS r WHERE r.room_id = ",

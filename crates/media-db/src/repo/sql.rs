@@ -55,7 +55,7 @@ pub(crate) use select_media;
 /// planning them took longer than running them. Their generic plans are look-ups by key
 /// (checked on a referenced table of ten rows grown to 300,000). The transaction's own
 /// statements must then be unnamed (`persistent(false)`) where their plan depends on the
-/// tables' size: an unnamed statement is planned at each execution whatever the mode.
+/// tables' size: an unnamed statement is planned at each execution in `auto` mode too.
 macro_rules! reuse_key_check_plans_in {
     ($conn:expr, $dialect:expr) => {
         async {
