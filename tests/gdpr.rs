@@ -809,19 +809,17 @@ struct Crafted<'a> {
 
 impl Crafted<'_> {
     fn record(&self) -> MediaRecord {
+        let key = MediaKey::new(self.origin.parse().unwrap(), self.media_id.parse().unwrap());
         MediaRecord {
-            key: MediaKey::new(self.origin.parse().unwrap(), self.media_id.parse().unwrap()),
-            sha256: sha256_of(&self.bytes),
-            size_bytes: self.bytes.len() as u64,
             upload_name: Some(format!("{}.png", self.media_id)),
             content_type: Some("image/png".into()),
             uploader: Some(self.uploader.parse().unwrap()),
-            created_ts: 1_700_000_000_000,
-            last_access_ts: None,
-            quarantined: false,
-            quarantined_by: None,
-            purpose: Purpose::None,
-            imported_from: None,
+            ..MediaRecord::new(
+                key,
+                sha256_of(&self.bytes),
+                self.bytes.len() as u64,
+                1_700_000_000_000,
+            )
         }
     }
 }

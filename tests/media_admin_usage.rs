@@ -503,7 +503,7 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
 /// datastore `store`, through the library (a fill no fixture could make quickly).
 async fn fill_distinct(repo: &str, store: &Path, media: usize) {
     use media_core::datastore::{Datastore, DatastoreExt};
-    use media_core::records::{MediaKey, MediaRecord, Purpose};
+    use media_core::records::{MediaKey, MediaRecord};
 
     let db = media_db::connect(repo).await.unwrap();
     let folder = media_store::FileDatastore::open(store)
@@ -518,23 +518,15 @@ async fn fill_distinct(repo: &str, store: &Path, media: usize) {
             .await
             .unwrap();
         batch.push(media_db::NewMedia {
-            record: MediaRecord {
-                key: MediaKey::new(
+            record: MediaRecord::new(
+                MediaKey::new(
                     "example.org".parse().unwrap(),
                     format!("m{i}").parse().unwrap(),
                 ),
-                sha256: put.blob.sha256,
-                size_bytes: put.blob.size,
-                upload_name: None,
-                content_type: None,
-                uploader: None,
-                created_ts: 1,
-                last_access_ts: None,
-                quarantined: false,
-                quarantined_by: None,
-                purpose: Purpose::None,
-                imported_from: None,
-            },
+                put.blob.sha256,
+                put.blob.size,
+                1,
+            ),
             thumbnails: Vec::new(),
             datastore_id,
         });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use media_admin::purge::{DEFAULT_BATCH, PurgeOptions, PurgeTarget, purge};
 use media_core::datastore::{BlobKey, DatastoreExt};
 use media_core::ids::MxcUri;
-use media_core::records::{MediaKey, MediaRecord, Purpose};
+use media_core::records::{MediaKey, MediaRecord};
 use media_core::run::RunMode;
 use media_db::{AttachOptions, MediaIndex, NewMedia};
 use media_tests::TestDatabase;
@@ -40,20 +40,12 @@ async fn more_named_media_than_a_statement_can_bind_are_all_purged() {
             };
             let put = store.put_bytes(bytes.as_bytes()).await.unwrap();
             media.push(NewMedia {
-                record: MediaRecord {
-                    key: key(&format!("mxc://remote.test/m{n:05}")),
-                    sha256: put.blob.sha256,
-                    size_bytes: put.blob.size,
-                    upload_name: None,
-                    content_type: None,
-                    uploader: None,
-                    created_ts: 1_700_000_000_000,
-                    last_access_ts: None,
-                    quarantined: false,
-                    quarantined_by: None,
-                    purpose: Purpose::None,
-                    imported_from: None,
-                },
+                record: MediaRecord::new(
+                    key(&format!("mxc://remote.test/m{n:05}")),
+                    put.blob.sha256,
+                    put.blob.size,
+                    1_700_000_000_000,
+                ),
                 thumbnails: Vec::new(),
                 datastore_id,
             });

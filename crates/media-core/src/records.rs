@@ -125,6 +125,26 @@ pub struct MediaRecord {
 }
 
 impl MediaRecord {
+    /// A media known only by its key, its bytes and when it was created: no name, type or
+    /// uploader (so remote), never downloaded, neither quarantined nor pinned, and no
+    /// source recorded. Fill in the rest with struct update syntax.
+    pub fn new(key: MediaKey, sha256: Sha256Hex, size_bytes: u64, created_ts: i64) -> Self {
+        Self {
+            key,
+            sha256,
+            size_bytes,
+            upload_name: None,
+            content_type: None,
+            uploader: None,
+            created_ts,
+            last_access_ts: None,
+            quarantined: false,
+            quarantined_by: None,
+            purpose: Purpose::None,
+            imported_from: None,
+        }
+    }
+
     /// Whether this is a cached copy of another server's media.
     pub fn is_remote(&self) -> bool {
         self.uploader.is_none()

@@ -51,18 +51,13 @@ async fn new_media(
     let put = store.put_bytes(bytes).await.unwrap();
     NewMedia {
         record: MediaRecord {
-            key: mxc.parse::<media_core::ids::MxcUri>().unwrap().into(),
-            sha256: put.blob.sha256,
-            size_bytes: put.blob.size,
-            upload_name: None,
-            content_type: None,
             uploader: uploader.map(|u| u.parse().unwrap()),
-            created_ts: 1_700_000_000_000,
-            last_access_ts: None,
-            quarantined: false,
-            quarantined_by: None,
-            purpose: Purpose::None,
-            imported_from: None,
+            ..MediaRecord::new(
+                mxc.parse::<media_core::ids::MxcUri>().unwrap().into(),
+                put.blob.sha256,
+                put.blob.size,
+                1_700_000_000_000,
+            )
         },
         thumbnails: Vec::new(),
         datastore_id,

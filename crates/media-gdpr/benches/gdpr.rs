@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use media_archive::WriterOptions;
 use media_core::datastore::{Datastore, DatastoreExt};
-use media_core::records::{MediaKey, MediaRecord, Purpose};
+use media_core::records::{MediaKey, MediaRecord};
 use media_db::repo::NewMedia;
 use media_db::{AttachOptions, Datastores, MediaIndex};
 use media_gdpr::import::Mode;
@@ -48,22 +48,15 @@ async fn populate(repo_url: &str, store_dir: &Path, total: u64) -> (u64, u64) {
         let mut content = vec![0u8; size];
         rng.fill_bytes(&mut content);
         let put = store.put_bytes(&content).await.unwrap();
+        let key = MediaKey::new(
+            "example.org".parse().unwrap(),
+            format!("media{media:06}").parse().unwrap(),
+        );
         let record = MediaRecord {
-            key: MediaKey::new(
-                "example.org".parse().unwrap(),
-                format!("media{media:06}").parse().unwrap(),
-            ),
-            sha256: put.blob.sha256,
-            size_bytes: size as u64,
             upload_name: Some(format!("clip{media}.mp4")),
             content_type: Some("video/mp4".into()),
             uploader: Some(USER.parse().unwrap()),
-            created_ts: 1_700_000_000_000,
-            last_access_ts: None,
-            quarantined: false,
-            quarantined_by: None,
-            purpose: Purpose::None,
-            imported_from: None,
+            ..MediaRecord::new(key, put.blob.sha256, size as u64, 1_700_000_000_000)
         };
         let batch = [NewMedia {
             record,

@@ -552,7 +552,7 @@ mod tests {
     use super::*;
     use crate::connect::Pool;
     use media_core::DatastoreExt;
-    use media_core::records::{MediaKey, Purpose};
+    use media_core::records::MediaKey;
     use sqlx::Connection;
 
     #[tokio::test]
@@ -597,23 +597,12 @@ mod tests {
                 let media_id = format!("m{size}x{n}");
                 let put = store.put_bytes(media_id.as_bytes()).await.unwrap();
                 batch.push(NewMedia {
-                    record: MediaRecord {
-                        key: MediaKey::new(
-                            "example.org".parse().unwrap(),
-                            media_id.parse().unwrap(),
-                        ),
-                        sha256: put.blob.sha256,
-                        size_bytes: put.blob.size,
-                        upload_name: None,
-                        content_type: None,
-                        uploader: None,
-                        created_ts: 1_700_000_000_000,
-                        last_access_ts: None,
-                        quarantined: false,
-                        quarantined_by: None,
-                        purpose: Purpose::None,
-                        imported_from: None,
-                    },
+                    record: MediaRecord::new(
+                        MediaKey::new("example.org".parse().unwrap(), media_id.parse().unwrap()),
+                        put.blob.sha256,
+                        put.blob.size,
+                        1_700_000_000_000,
+                    ),
                     thumbnails: Vec::new(),
                     datastore_id,
                 });
