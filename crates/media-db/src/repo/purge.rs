@@ -89,16 +89,18 @@ impl Statement {
         }
     }
 
+    /// Writes ` AND column < $` when there is a moment to compare with.
+    fn before(&mut self, column: &str, before: Option<i64>) {
+        if let Some(before) = before {
+            self.push(&format!(" AND {column} < "));
+            self.param(Value::Int(before));
+        }
+    }
+
     /// Writes the condition that `m` is one of the media `selection` selects; returns
     /// the condition's text, to be written again (its parameters reused).
     fn selection(&mut self, selection: &PurgeSelection) -> String {
         let start = self.text.len();
-        let before = |s: &mut Self, column: &str, before: &Option<i64>| {
-            if let Some(before) = before {
-                s.push(&format!(" AND {column} < "));
-                s.param(Value::Int(*before));
-            }
-        };
         let spare = |s: &mut Self, spare: &[ServerName]| {
             if !spare.is_empty() {
                 s.push(" AND m.origin NOT IN (");
@@ -114,7 +116,7 @@ impl Statement {
             } => {
                 self.push(BULK);
                 spare(self, ours);
-                before(self, "m.created_ts", &Some(*at));
+                self.before("m.created_ts", Some(*at));
             }
             PurgeSelection::Quarantined => {
                 self.push(
@@ -128,13 +130,13 @@ impl Statement {
                 self.push(BULK);
                 self.push(" AND m.user_id = ");
                 self.param(Value::Text(user.to_string()));
-                before(self, "m.created_ts", at);
+                self.before("m.created_ts", *at);
             }
             PurgeSelection::Server { origin, before: at } => {
                 self.push(BULK);
                 self.push(" AND m.origin = ");
                 self.param(Value::Text(origin.to_string()));
-                before(self, "m.created_ts", at);
+                self.before("m.created_ts", *at);
             }
             PurgeSelection::Room { room, before: at } => {
                 self.push(BULK);
@@ -146,33 +148,31 @@ impl Statement {
                 );
                 self.param(Value::Text(room.to_string()));
                 self.push(")");
-                before(self, "m.created_ts", at);
+                self.before("m.created_ts", *at);
             }
             PurgeSelection::Unaccessed { since, spare: ours } => {
                 self.push(BULK);
                 spare(self, ours);
-                before(
-                    self,
-                    "COALESCE(m.last_access_ts, m.created_ts)",
-                    &Some(*since),
-                );
+                self.before("COALESCE(m.last_access_ts, m.created_ts)", Some(*since));
             }
         }
         self.push(")");
         self.text[start..].to_owned()
     }
 
-    /// Writes the condition that `m`'s key is on the `bound` side of `key`; returns its
-    /// text. A row-value comparison, which both engines read as a range of the primary
-    /// key: the equivalent `origin > $1 OR (origin = $1 AND media_id > $2)` made each
-    /// page scan every row before it again (SQLite and PostgreSQL alike).
-    fn key_order(&mut self, bound: KeyBound, key: &MediaKey) -> String {
+    /// Writes the condition that the key of the row `alias` is on the `bound` side of
+    /// `key`; returns its text. A row-value comparison, which both engines read as a
+    /// range of the key's index: the equivalent `origin > $1 OR (origin = $1 AND
+    /// media_id > $2)` made each page scan every row before it again.
+    fn key_order(&mut self, alias: &str, bound: KeyBound, key: &MediaKey) -> String {
         let start = self.text.len();
         let comparison = match bound {
             KeyBound::After => ">",
             KeyBound::UpTo => "<=",
         };
-        self.push(&format!("(m.origin, m.media_id) {comparison} ("));
+        self.push(&format!(
+            "({alias}.origin, {alias}.media_id) {comparison} ("
+        ));
         self.param(Value::Text(key.origin.to_string()));
         self.push(", ");
         self.param(Value::Text(key.media_id.to_string()));
@@ -204,26 +204,6 @@ impl Statement {
         }
         self.push(")");
     }
-
-    /// Writes `(alias.origin, alias.media_id) IN (VALUES ($, $), …)` over `keys`, or a
-    /// condition never true when there are none. A list: a chain of `OR`s fails past
-    /// SQLite's 1,000 levels of expression (about 500 keys).
-    fn any_key(&mut self, alias: &str, keys: impl IntoIterator<Item = MediaKey>) {
-        let mut keys = keys.into_iter().peekable();
-        if keys.peek().is_none() {
-            self.push("1 = 0");
-            return;
-        }
-        self.push(&format!("({alias}.origin, {alias}.media_id) IN (VALUES "));
-        for (i, key) in keys.enumerate() {
-            self.push(if i == 0 { "(" } else { ", (" });
-            self.param(Value::Text(key.origin.to_string()));
-            self.push(", ");
-            self.param(Value::Text(key.media_id.to_string()));
-            self.push(")");
-        }
-        self.push(")");
-    }
 }
 
 /// Which side of a key, in (origin, media_id) order, a condition keeps.
@@ -251,16 +231,10 @@ fn page_statement(
         s.push("room_media AS r JOIN media AS m USING (origin, media_id) WHERE r.room_id = ");
         s.param(Value::Text(room.to_string()));
         s.push(&format!(" AND {BULK}"));
-        if let Some(before) = before {
-            s.push(" AND m.created_ts < ");
-            s.param(Value::Int(*before));
-        }
+        s.before("m.created_ts", *before);
         if let Some(after) = after {
-            s.push(" AND (r.origin, r.media_id) > (");
-            s.param(Value::Text(after.origin.to_string()));
-            s.push(", ");
-            s.param(Value::Text(after.media_id.to_string()));
-            s.push(")");
+            s.push(" AND ");
+            s.key_order("r", KeyBound::After, after);
         }
         s.push(" ORDER BY r.origin, r.media_id LIMIT ");
         s.param(Value::Int(limit));
@@ -278,7 +252,7 @@ fn page_statement(
         }
         (Some(after), _) => {
             s.push(" AND ");
-            s.key_order(KeyBound::After, after);
+            s.key_order("m", KeyBound::After, after);
         }
     }
     s.push(" ORDER BY m.origin, m.media_id LIMIT ");
@@ -361,22 +335,19 @@ impl Purge for Repository {
         let Some(last) = batch.last() else {
             return Ok(PurgeTally::default());
         };
-        let mut thumbnail_digests: Vec<String> = Vec::new();
-        for chunk in batch.chunks(KEYS_PER_STATEMENT) {
-            let mut thumbnails = Statement::new(self.dialect);
-            thumbnails.push("SELECT t.sha256 FROM thumbnails AS t WHERE ");
-            thumbnails.any_key("t", chunk.iter().map(|c| c.key.clone()));
-            let digests: Vec<String> = on_pool!(&self.pool, |p| {
-                bind_values!(
-                    sqlx::query_scalar(sqlx::AssertSqlSafe(thumbnails.text.clone())),
-                    &thumbnails.values
-                )
-                .fetch_all(p)
-                .await
-                .during("read the thumbnails of a purge")?
-            });
-            thumbnail_digests.extend(digests);
-        }
+        let keys: Vec<MediaKey> = batch.iter().map(|c| c.key.clone()).collect();
+        let mut thumbnails = Statement::new(self.dialect);
+        thumbnails.push("SELECT t.sha256 FROM thumbnails AS t WHERE ");
+        thumbnails.named_keys("t", &keys);
+        let thumbnail_digests: Vec<String> = on_pool!(&self.pool, |p| {
+            bind_values!(
+                sqlx::query_scalar(sqlx::AssertSqlSafe(thumbnails.text.clone())),
+                &thumbnails.values
+            )
+            .fetch_all(p)
+            .await
+            .during("read the thumbnails of a purge")?
+        });
         let digests: BTreeSet<String> = batch
             .iter()
             .map(|c| c.sha256.to_string())
@@ -397,7 +368,7 @@ impl Purge for Repository {
             );
             let selected = freed.selection(selection);
             freed.push(" AND ");
-            let up_to = freed.key_order(KeyBound::UpTo, &last.key);
+            let up_to = freed.key_order("m", KeyBound::UpTo, &last.key);
             freed.push(&format!(
                 ", FALSE)) AND NOT EXISTS (SELECT 1 FROM thumbnails AS t JOIN media AS m \
                  ON m.origin = t.origin AND m.media_id = t.media_id WHERE t.sha256 = b.sha256 \
