@@ -204,13 +204,24 @@ impl KeyList {
     /// The keys of `media` (all of `table`) as placeholder `$number` of a statement
     /// on `pool`.
     fn new(pool: &Pool, table: MediaTable, media: &[&PlannedMedia], number: usize) -> Self {
-        let keys: Vec<serde_json::Value> = media
+        let keys = media
             .iter()
-            .map(|planned| match table {
-                MediaTable::Remote => {
-                    serde_json::json!([planned.key.origin.as_str(), planned.key.media_id.as_str()])
-                }
-                MediaTable::Local => serde_json::json!(planned.key.media_id.as_str()),
+            .map(|planned| (planned.key.origin.as_str(), planned.key.media_id.as_str()));
+        Self::of_keys(pool, table, keys, number)
+    }
+
+    /// The `(origin, media_id)` keys `keys` of `table` (the origin unused for local
+    /// media) as placeholder `$number` of a statement on `pool`.
+    fn of_keys<'k>(
+        pool: &Pool,
+        table: MediaTable,
+        keys: impl Iterator<Item = (&'k str, &'k str)>,
+        number: usize,
+    ) -> Self {
+        let keys: Vec<serde_json::Value> = keys
+            .map(|(origin, media_id)| match table {
+                MediaTable::Remote => serde_json::json!([origin, media_id]),
+                MediaTable::Local => serde_json::json!(media_id),
             })
             .collect();
         let list = match (pool, table) {
@@ -365,45 +376,23 @@ impl PurgeDb {
                     keep: None,
                 }
             }
-            (PurgeSelection::Media { .. }, MediaTable::Local) => {
-                let (local, _) = selection.named_media(&self.server_name);
-                if local.is_empty() {
+            (PurgeSelection::Media { .. }, table) => {
+                let (local, remote) = selection.named_media(&self.server_name);
+                let (named, alias) = match table {
+                    MediaTable::Local => (local, "lmr."),
+                    MediaTable::Remote => (remote, "r."),
+                };
+                if named.is_empty() {
                     return nothing();
                 }
-                let placeholders: Vec<String> =
-                    (1..=local.len()).map(|i| format!("${i}")).collect();
+                // One bound value: a list of two per key passed SQLite's limits.
+                let keys = named
+                    .iter()
+                    .map(|mxc| (mxc.server().as_str(), mxc.media_id().as_str()));
+                let keys = KeyList::of_keys(&self.pool, table, keys, 1);
                 Condition {
-                    sql: format!("lmr.media_id IN ({})", placeholders.join(", ")),
-                    binds: local
-                        .iter()
-                        .map(|mxc| Bound::Text(mxc.media_id().to_string()))
-                        .collect(),
-                    keep: None,
-                }
-            }
-            (PurgeSelection::Media { .. }, MediaTable::Remote) => {
-                let (_, remote) = selection.named_media(&self.server_name);
-                if remote.is_empty() {
-                    return nothing();
-                }
-                // A list, not a chain of `OR`s: SQLite refuses one deeper than 1,000.
-                let pairs: Vec<String> = (0..remote.len())
-                    .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-                    .collect();
-                Condition {
-                    sql: format!(
-                        "(r.media_origin, r.media_id) IN (VALUES {})",
-                        pairs.join(", ")
-                    ),
-                    binds: remote
-                        .iter()
-                        .flat_map(|mxc| {
-                            [
-                                Bound::Text(mxc.server().to_string()),
-                                Bound::Text(mxc.media_id().to_string()),
-                            ]
-                        })
-                        .collect(),
+                    sql: keys.condition(alias),
+                    binds: keys.binds,
                     keep: None,
                 }
             }
