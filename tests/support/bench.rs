@@ -24,6 +24,73 @@ fn sync_disk() {
     assert!(Command::new("sync").status().unwrap().success());
 }
 
+/// How long ext4 without a journal keeps from reusing a freed inode while its inode
+/// table block is dirty (60 s once it is written, plus 300 s until then: the kernel's
+/// `recently_deleted`), with a margin.
+const RECENT_DELETION_WINDOW: Duration = Duration::from_secs(370);
+
+/// Waits, after a step that deleted many files below `dir`, until creating files there
+/// costs what it costs on a fresh filesystem. On ext4 without a journal, each inode
+/// allocated in the minutes after a deletion walks past every inode freed in them: after
+/// a store of a million files went, `cp -r` ran two to four times slower, and not by the
+/// same factor as the job it was compared with. Elsewhere this only syncs.
+/// `BENCH_SETTLE_SECS` overrides the wait (0: none).
+pub fn settle_after_deletion(dir: &Path) {
+    sync_disk();
+    let wait = match std::env::var("BENCH_SETTLE_SECS") {
+        Ok(secs) => Duration::from_secs(secs.parse().expect("BENCH_SETTLE_SECS: seconds")),
+        Err(_) if on_ext4_without_journal(dir) => RECENT_DELETION_WINDOW,
+        Err(_) => Duration::ZERO,
+    };
+    if !wait.is_zero() {
+        eprintln!(
+            "waiting {} s for the deleted inodes below {} to age (ext4 without a journal)",
+            wait.as_secs(),
+            dir.display()
+        );
+        std::thread::sleep(wait);
+    }
+}
+
+/// Whether `dir` is on an ext4 filesystem that has no journal: its mount (the longest
+/// mount point above it in `/proc/self/mountinfo`) is ext4, and `/proc/fs/jbd2/` lists
+/// no journal for its device.
+fn on_ext4_without_journal(dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    // Fields: id parent major:minor root mount-point options … - fstype source options.
+    let mount = mounts
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let mount_point = before.split(' ').nth(4)?;
+            let mut rest = after.split(' ');
+            let (fstype, source) = (rest.next()?, rest.next()?);
+            dir.starts_with(mount_point)
+                .then_some((mount_point.len(), fstype, source))
+        })
+        .max_by_key(|(len, _, _)| *len);
+    let Some((_, "ext4", source)) = mount else {
+        return false;
+    };
+    let device = source.rsplit('/').next().unwrap_or(source);
+    let journals = std::fs::read_dir("/proc/fs/jbd2")
+        .map(|entries| {
+            entries.filter_map(Result::ok).any(|entry| {
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{device}-"))
+            })
+        })
+        .unwrap_or(false);
+    !journals
+}
+
 /// Runs a shell command in `dir` after a `sync`; returns its wall time, and its
 /// wall time with a `sync` after it (the durable equivalent).
 pub fn time_shell(command: &str, dir: &Path) -> (Duration, Duration) {
@@ -202,4 +269,18 @@ pub fn count_files(dir: &Path) -> usize {
 pub fn copy_tree(from: &Path, to: &Path) {
     let command = format!("cp -a '{}' '{}' && sync", from.display(), to.display());
     time_shell(&command, Path::new("/"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ext4_without_a_journal_is_waited_for() {
+        for not_ext4 in ["/proc", "/dev/shm", "/sys"] {
+            assert!(!on_ext4_without_journal(Path::new(not_ext4)), "{not_ext4}");
+        }
+        let this_disk = on_ext4_without_journal(&std::env::temp_dir());
+        eprintln!("the temporary folder is on ext4 without a journal: {this_disk}");
+    }
 }

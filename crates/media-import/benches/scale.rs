@@ -14,6 +14,9 @@
 //!   Dendrite generator's 64-byte contents, N / 2 hash directories) against
 //!   `find -delete` of a copy of its media folder.
 //!
+//! On ext4 without a journal, a step that creates files after the bench deleted many
+//! waits 370 s first (`settle_after_deletion`; `BENCH_SETTLE_SECS` sets the wait, 0 for
+//! none): up to three waits per N.
 //! Every binary runs under `/usr/bin/time -v` (peak memory is its own). Generated data
 //! lives under `TMPDIR` and goes after each N: at most one store of N media is on disk.
 //! The last column is the job's rate at this N as a share of its rate at the first N.
@@ -26,7 +29,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use media_tests::TestDatabase;
-use media_tests::bench::{TimedRun, read_into_page_cache, run_timed, time_shell};
+use media_tests::bench::{
+    TimedRun, read_into_page_cache, run_timed, settle_after_deletion, time_shell,
+};
 use media_tests::dendrite::{DendriteFixture, Engine, LargeStoreSpec};
 use media_tests::synthetic_synapse::{SyntheticSpec, SyntheticStore, write_synapse_sqlite};
 
@@ -105,6 +110,8 @@ fn import(store: &SyntheticStore, repo_db: &str, datastore: &Path) -> TimedRun {
 
 async fn synapse_jobs(media: usize, jobs: &[String], work: &Path, rows: &mut Vec<Row>) {
     let wants = |job: &str| jobs.iter().any(|j| j == job);
+    // After the previous N's files (or whatever ran before) went.
+    settle_after_deletion(work);
     let store = write_synapse_sqlite(&work.join("synapse"), &spec(media)).await;
     eprintln!(
         "N={media}: {} files, {} bytes ({} unique)",
@@ -125,7 +132,7 @@ async fn synapse_jobs(media: usize, jobs: &[String], work: &Path, rows: &mut Vec
     );
     // The copy stays until the imports are done: on ext4 without a journal, allocating
     // inodes right after 100,000s were freed walks past the recently deleted ones (its
-    // `recently_deleted`), a cost `cp -r` did not pay.
+    // `recently_deleted`; see `settle_after_deletion`), a cost `cp -r` did not pay.
 
     let repo_db = format!("sqlite://{}", work.join("repo.db").display());
     let datastore = work.join("datastore");
@@ -155,6 +162,7 @@ async fn synapse_jobs(media: usize, jobs: &[String], work: &Path, rows: &mut Vec
         let media_store = store.media_store.display().to_string();
         let (_, tar_c) = time_shell(&format!("tar -cf store.tar -C '{media_store}' ."), work);
         std::fs::create_dir(work.join("untar")).unwrap();
+        settle_after_deletion(work);
         let (_, tar_x) = time_shell("tar -xf store.tar -C untar", work);
         std::fs::remove_dir_all(work.join("untar")).unwrap();
         std::fs::remove_file(work.join("store.tar")).unwrap();
@@ -202,6 +210,7 @@ async fn synapse_jobs(media: usize, jobs: &[String], work: &Path, rows: &mut Vec
             "--json",
         ];
         std::fs::remove_dir_all(&datastore).unwrap();
+        settle_after_deletion(work);
         let run = run_binary("gdpr_import", &import_args, work);
         rows.push(Row {
             job: "gdpr_import",
