@@ -141,6 +141,11 @@ impl Resolution {
             Self::Components
         }
     }
+
+    /// Whether to ask the kernel now: asked for, and not found missing since.
+    fn asks_kernel(self) -> bool {
+        self == Self::Kernel && !KERNEL_RESOLUTION_UNAVAILABLE.load(Ordering::Relaxed)
+    }
 }
 
 /// Opens `folders`/`name` below `start` with `flags` (`O_NOFOLLOW` is added), following
@@ -153,7 +158,7 @@ fn open_below(
     resolution: Resolution,
 ) -> Result<OwnedFd, Errno> {
     let flags = flags | OFlags::NOFOLLOW;
-    if resolution == Resolution::Kernel && !folders.is_empty() {
+    if resolution.asks_kernel() && !folders.is_empty() {
         let path: PathBuf = folders.iter().chain([&name]).collect();
         match open_in_kernel(start, &path, flags) {
             Err(errno) if kernel_resolution_missing(errno) => {}
@@ -214,7 +219,7 @@ fn open_folders_below(
 ) -> Result<Option<OwnedFd>, Errno> {
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     // A single folder is one `openat` either way.
-    if resolution == Resolution::Kernel && folders.len() > 1 {
+    if resolution.asks_kernel() && folders.len() > 1 {
         let path: PathBuf = folders.iter().collect();
         match open_in_kernel(start, &path, dir_flags) {
             Ok(parent) => return Ok(Some(parent)),
