@@ -158,12 +158,15 @@ fn open_below(
     resolution: Resolution,
 ) -> Result<OwnedFd, Errno> {
     let flags = flags | OFlags::NOFOLLOW;
-    if resolution.asks_kernel() && !folders.is_empty() {
-        let path: PathBuf = folders.iter().chain([&name]).collect();
-        match open_in_kernel(start, &path, flags) {
-            Err(errno) if kernel_resolution_missing(errno) => {}
-            opened => return opened,
-        }
+    if !folders.is_empty()
+        && let Some(opened) = open_in_kernel(
+            start,
+            folders.iter().copied().chain([name]),
+            flags,
+            resolution,
+        )
+    {
+        return opened;
     }
     let parent = open_folders_below(start, folders, Missing::Refuse, Resolution::Components)?;
     rustix::fs::openat(
@@ -174,9 +177,27 @@ fn open_below(
     )
 }
 
+/// `parts` below `start` opened in one `openat2` call, when `resolution` asks the kernel
+/// and the kernel has the call; `None` when the components are to be walked instead.
+fn open_in_kernel<'a>(
+    start: BorrowedFd<'_>,
+    parts: impl IntoIterator<Item = &'a OsStr>,
+    flags: OFlags,
+    resolution: Resolution,
+) -> Option<Result<OwnedFd, Errno>> {
+    if !resolution.asks_kernel() {
+        return None;
+    }
+    let path: PathBuf = parts.into_iter().collect();
+    match openat2_beneath(start, &path, flags) {
+        Err(errno) if kernel_resolution_missing(errno) => None,
+        opened => Some(opened),
+    }
+}
+
 /// One `openat2` call that refuses links and anything outside `start`.
 #[cfg(target_os = "linux")]
-fn open_in_kernel(start: BorrowedFd<'_>, path: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
+fn openat2_beneath(start: BorrowedFd<'_>, path: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
     use rustix::fs::ResolveFlags;
     rustix::fs::openat2(
         start,
@@ -189,7 +210,7 @@ fn open_in_kernel(start: BorrowedFd<'_>, path: &Path, flags: OFlags) -> Result<O
 
 /// No `openat2` outside Linux: every resolution walks the components.
 #[cfg(not(target_os = "linux"))]
-fn open_in_kernel(_: BorrowedFd<'_>, _: &Path, _: OFlags) -> Result<OwnedFd, Errno> {
+fn openat2_beneath(_: BorrowedFd<'_>, _: &Path, _: OFlags) -> Result<OwnedFd, Errno> {
     Err(Errno::NOSYS)
 }
 
@@ -219,13 +240,13 @@ fn open_folders_below(
 ) -> Result<Option<OwnedFd>, Errno> {
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     // A single folder is one `openat` either way.
-    if resolution.asks_kernel() && folders.len() > 1 {
-        let path: PathBuf = folders.iter().collect();
-        match open_in_kernel(start, &path, dir_flags) {
+    if folders.len() > 1
+        && let Some(opened) = open_in_kernel(start, folders.iter().copied(), dir_flags, resolution)
+    {
+        match opened {
             Ok(parent) => return Ok(Some(parent)),
             // Created one at a time below.
             Err(Errno::NOENT) if missing == Missing::Create => {}
-            Err(errno) if kernel_resolution_missing(errno) => {}
             Err(errno) => return Err(errno),
         }
     }
