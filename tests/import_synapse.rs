@@ -533,6 +533,58 @@ async fn a_corrupted_file_is_reported_and_not_imported() {
     repo.close().await;
 }
 
+/// The workers put the small files of several media in one go, each media's thumbnails
+/// only once its own bytes are stored: a media whose bytes are bad leaves none of its
+/// thumbnails' bytes behind, and every object in the datastore has a row.
+#[tokio::test]
+async fn a_rejected_media_leaves_no_thumbnail_bytes_in_the_datastore() {
+    let copy = copy_sqlite_fixture();
+    let expected = expected("sqlite");
+    let media = expected_media(&expected);
+    let victim = media.iter().find(|m| m["label"] == "remote_image").unwrap();
+    let path = copy.media_store.join(victim["path"].as_str().unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    // Its thumbnails' digests that no other media or thumbnail has.
+    let elsewhere: BTreeSet<&str> = media
+        .iter()
+        .filter(|m| m["label"] != "remote_image")
+        .flat_map(|m| {
+            let thumbnails = m["thumbnails"].as_array().unwrap().iter();
+            std::iter::once(&m["file_sha256"]).chain(thumbnails.map(|t| &t["file_sha256"]))
+        })
+        .filter_map(Value::as_str)
+        .collect();
+    let own: BTreeSet<String> = victim["thumbnails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["file_sha256"].as_str())
+        .filter(|sha256| !elsewhere.contains(sha256))
+        .map(str::to_owned)
+        .collect();
+    assert!(!own.is_empty(), "the victim's thumbnails are its own");
+
+    let cwd = tempfile::tempdir().unwrap();
+    let out = copy.import(cwd.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = report(&out);
+    assert_eq!(failures_with(&report, "corrupt").len(), 1, "{report}");
+    let stored = walk_blobs(&cwd.path().join("media-store"));
+    assert!(own.is_disjoint(&stored), "{own:?} in {stored:?}");
+    let repo = format!("sqlite://{}", cwd.path().join("media-repo.db").display());
+    let recorded = strings(
+        &repo,
+        "SELECT sha256 FROM media UNION SELECT sha256 FROM thumbnails",
+    )
+    .await;
+    assert_eq!(
+        stored, recorded,
+        "every object has a row, and every row its object"
+    );
+}
+
 #[tokio::test]
 async fn malicious_rows_are_refused_without_touching_anything_outside_the_store() {
     use sqlx::Connection;

@@ -528,9 +528,9 @@ impl Checker<'_> {
             return Ok(());
         }
         let queued = self.repo.queued_among(self.record.id, &keys).await?;
+        let sizes = store.sizes(&keys).await.map_err(|e| self.store_error(e))?;
         let mut orphans = Vec::new();
-        for key in keys {
-            let size = store.size(&key).await.map_err(|e| self.store_error(e))?;
+        for (key, size) in keys.into_iter().zip(sizes) {
             if queued.contains(&key) {
                 checked.queued.bytes += size.unwrap_or(0);
                 continue;
@@ -562,16 +562,10 @@ impl Checker<'_> {
         checked: &mut DatastoreCheck,
         problems: &mut Failures<CheckFault>,
     ) -> Result<(), AdminError> {
-        let sizes: Vec<_> = futures::stream::iter(blobs)
-            .map(|blob| async move {
-                let size = store.size(&blob.location).await;
-                (blob, size)
-            })
-            .buffer_unordered(CONCURRENT_READS)
-            .collect()
-            .await;
-        for (blob, size) in sizes {
-            if size.map_err(|e| self.store_error(e))?.is_none() {
+        let keys: Vec<BlobKey> = blobs.iter().map(|blob| blob.location.clone()).collect();
+        let sizes = store.sizes(&keys).await.map_err(|e| self.store_error(e))?;
+        for (blob, size) in blobs.into_iter().zip(sizes) {
+            if size.is_none() {
                 missing(&blob, checked, problems);
             }
         }

@@ -11,8 +11,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::ids::Sha256Hex;
@@ -314,6 +314,26 @@ pub const FILE_READ_BUFFER: usize = 512 << 10;
 /// the most bytes to read from it.
 pub type OpenLocalFile = Box<dyn FnOnce() -> std::io::Result<(std::fs::File, u64)> + Send>;
 
+/// One local file for [`Datastore::put_local_many`]: how to open it, and what its
+/// contents must be.
+pub struct LocalPut {
+    /// Opens it (see [`OpenLocalFile`]).
+    pub open: OpenLocalFile,
+    /// What its contents must be, and how durable the put must be.
+    pub options: PutOptions,
+}
+
+impl fmt::Debug for LocalPut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalPut")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Datastore::put_local`] answers: the outer error is opening the file.
+pub type LocalPutResult = std::io::Result<Result<Put, StoreError>>;
+
 /// Local files up to this length are read whole in the blocking call that opens them.
 pub const READ_WHOLE: u64 = 1 << 20;
 
@@ -375,6 +395,9 @@ impl fmt::Debug for BlobPayload {
 /// store's deletions are requests, whose waits overlap.
 const DELETIONS_IN_FLIGHT: usize = 16;
 
+/// Lookups [`Datastore::sizes`] has in flight at once by default (requests, as above).
+const SIZES_IN_FLIGHT: usize = 16;
+
 /// A content-addressed blob store. Implementations must make writes atomic (a key either
 /// holds the complete bytes or nothing), make `put` of existing bytes a no-op, and make
 /// `delete` idempotent. Conveniences live in [`DatastoreExt`].
@@ -413,11 +436,7 @@ pub trait Datastore: Send + Sync + fmt::Debug {
     /// small file ([`LocalFile::read_if_small`]) in the call that opens it and puts its
     /// bytes; a store that writes on blocking threads overrides it to open, read and
     /// write in one call.
-    async fn put_local(
-        &self,
-        open: OpenLocalFile,
-        options: &PutOptions,
-    ) -> std::io::Result<Result<Put, StoreError>> {
+    async fn put_local(&self, open: OpenLocalFile, options: &PutOptions) -> LocalPutResult {
         let opened = tokio::task::spawn_blocking(move || {
             let (file, limit) = open()?;
             Ok::<_, std::io::Error>(LocalFile::read_if_small(file, limit))
@@ -432,6 +451,19 @@ pub trait Datastore: Send + Sync + fmt::Debug {
                 source,
             }),
         })
+    }
+
+    /// Puts many local files, each as [`Datastore::put_local`] does, answering in the
+    /// order given; one failure does not stop the others. The default puts them one
+    /// after another; a store that writes on blocking threads overrides it to put them
+    /// all in one blocking call (for small files, a blocking call each costs more than
+    /// writing them).
+    async fn put_local_many(&self, files: Vec<LocalPut>) -> Vec<LocalPutResult> {
+        let mut answers = Vec::with_capacity(files.len());
+        for file in files {
+            answers.push(self.put_local(file.open, &file.options).await);
+        }
+        answers
     }
 
     /// Opens a blob, or the part of it in `range`: as a local file when the store keeps
@@ -452,6 +484,17 @@ pub trait Datastore: Send + Sync + fmt::Debug {
 
     /// The length of a blob, or `None` when there is no such blob.
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError>;
+
+    /// The lengths of many blobs, as [`Datastore::size`] gives each, in the order of
+    /// `keys`. The default asks a few at once; a store that can answer many for less
+    /// than one call each overrides it.
+    async fn sizes(&self, keys: &[BlobKey]) -> Result<Vec<Option<u64>>, StoreError> {
+        let lookups: Vec<_> = keys.iter().map(|key| self.size(key)).collect();
+        futures::stream::iter(lookups)
+            .buffered(SIZES_IN_FLIGHT)
+            .try_collect()
+            .await
+    }
 
     /// Makes every blob put so far with [`Durability::AfterSync`] durable. Stores whose
     /// writes are always durable do nothing.

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use media_core::datastore::{
-    BlobKey, Datastore, LocalFile, Put, PutOptions, PutStatus, READ_WHOLE, StoreError,
+    BlobKey, Datastore, LocalFile, LocalPutResult, Put, PutOptions, PutStatus, READ_WHOLE,
+    StoreError,
 };
 use media_synapse::files;
 use media_synapse::homeserver::DownloadFailure;
@@ -21,10 +22,13 @@ use crate::report::{FailureReason, ImportReport};
 
 /// Streams one file into `store` (or, in a dry run, only through the hasher). The
 /// inner error is a per-item failure; the outer one stops the run.
+/// `ahead` is what a put ahead (`ahead::put_ahead`) answered for this file, if it put
+/// it.
 pub(crate) async fn store_file(
     context: &Context,
     store: &dyn Datastore,
     file: &SourceFile,
+    ahead: Option<LocalPutResult>,
     report: &mut ImportReport,
 ) -> Result<Result<Put, (FailureReason, String)>, ImportError> {
     let options = &context.options;
@@ -42,7 +46,11 @@ pub(crate) async fn store_file(
         .unwrap_or_default();
     let from_disk = match (&on_disk, &options.media_store) {
         (Some(path), Some(root)) => {
-            match put_from_disk(context, store, root, &file.path, &file.expected).await {
+            let put = match ahead {
+                Some(put) => put,
+                None => put_from_disk(context, store, root, &file.path, &file.expected).await,
+            };
+            match put {
                 Ok(put) => Some(put),
                 // Not on disk: the homeserver may still have it.
                 Err(e)
@@ -150,12 +158,12 @@ async fn already_stored(
     context: &Context,
     expected: &PutOptions,
 ) -> Result<Option<Put>, ImportError> {
+    if !asks_first(expected) {
+        return Ok(None);
+    }
     let (Some(sha256), Some(size)) = (&expected.expected.sha256, expected.expected.size) else {
         return Ok(None);
     };
-    if size <= READ_WHOLE {
-        return Ok(None); // reading it costs less than asking first
-    }
     Ok(context
         .sink
         .stored_size(sha256)
@@ -169,6 +177,14 @@ async fn already_stored(
             },
             status: PutStatus::AlreadyPresent,
         }))
+}
+
+/// Whether the import asks the sink for a file's bytes before reading it
+/// ([`already_stored`]): only for a large file whose digest and length Synapse recorded.
+/// Reading a small one costs less than asking first.
+pub(crate) fn asks_first(expected: &PutOptions) -> bool {
+    let recorded = &expected.expected;
+    recorded.sha256.is_some() && recorded.size.is_some_and(|size| size > READ_WHOLE)
 }
 
 /// Puts into `store` (or, in a dry run, hashes) the bytes of `reader`.
@@ -188,7 +204,7 @@ async fn sink_put(
 /// Blocking: opens `relative` below the media store `root` (no links, regular files
 /// only: [`files::open_in_media_store`]), with the most bytes to read from it
 /// ([`files::read_limit`]).
-fn open_in_media_store(
+pub(crate) fn open_in_media_store(
     root: &Path,
     relative: &Path,
     recorded: Option<u64>,

@@ -11,7 +11,8 @@
 //!   ([`RepositorySink`]) or, through `media-mmr`, a matrix-media-repo deployment.
 //! * inside: `plan` (Synapse's rows → work items: where each file is, what it must be),
 //!   `produce` (the producer, page by page, skipping what is recorded), `work` and
-//!   `copy` (a worker, and copying one file into the datastore), `dry_run` (what a dry
+//!   `copy` (a worker, and copying one file into the datastore), `ahead` (a worker's
+//!   small files put in one blocking call), `dry_run` (what a dry
 //!   run does instead of writing), `record` (the recorder, many media per transaction),
 //!   `avatars` (pinning the media in use as avatars).
 //! * [`rooms`]: recording which rooms hold which media, from Synapse's events.
@@ -64,6 +65,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod ahead;
 mod avatars;
 mod context;
 mod copy;

@@ -35,7 +35,7 @@ use crate::record::{MAX_BATCH, record};
 use crate::report::ImportReport;
 use crate::rooms::record_rooms;
 use crate::sink::{ImportSink, RepositorySink, StoredMedia};
-use crate::work::work;
+use crate::work::{ITEMS_PER_TAKE, work};
 
 /// Stored media waiting for the recorder (one transaction's worth); workers wait when
 /// it is full.
@@ -117,7 +117,7 @@ async fn run(
     context: Arc<Context>,
     workers: usize,
 ) -> Result<ImportReport, ImportError> {
-    let (sender, receiver) = mpsc::channel::<WorkItem>(workers * 4);
+    let (sender, receiver) = mpsc::channel::<WorkItem>(workers * ITEMS_PER_TAKE * 2);
     let receiver = Arc::new(Mutex::new(receiver));
     let (to_record, stored) = mpsc::channel::<StoredMedia>(RECORD_QUEUE);
     let recorder = tokio::spawn(record(context.clone(), stored));

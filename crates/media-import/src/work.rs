@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use media_core::datastore::LocalFile;
+use media_core::datastore::{LocalFile, LocalPutResult};
 use media_core::hashing::HashingReader;
 use media_core::ids::Sha256Hex;
 use media_core::records::{MediaRecord, Purpose, ThumbnailRecord};
@@ -15,6 +15,7 @@ use media_synapse::{RowFailure, SynapseMedia};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Mutex, mpsc};
 
+use crate::ahead::{ItemPuts, put_ahead};
 use crate::context::Context;
 use crate::copy::{open_failure, open_source_file, store_file};
 use crate::error::ImportError;
@@ -22,6 +23,10 @@ use crate::plan::{ThumbnailDraft, WorkItem};
 use crate::record::count_thumbnail;
 use crate::report::{FailureReason, ImportReport, ItemFailure, ItemKind};
 use crate::sink::{Content, StoredMedia};
+
+/// Items a worker takes from the queue at once: their small files are put ahead in one
+/// blocking call (see `ahead`).
+pub(crate) const ITEMS_PER_TAKE: usize = 8;
 
 /// A worker: stores items until the queue is closed and empty, and hands each stored
 /// media to the recorder.
@@ -31,32 +36,44 @@ pub(crate) async fn work(
     recorder: mpsc::Sender<StoredMedia>,
 ) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::default();
+    let mut items = Vec::with_capacity(ITEMS_PER_TAKE);
     loop {
-        let item = tokio::select! {
+        let taken = tokio::select! {
             biased;
             () = context.abort.cancelled() => break,
-            item = queue_recv(&queue) => item,
+            taken = take(&queue, &mut items) => taken,
         };
-        let Some(item) = item else { break };
-        let media = match prepare(&context, item, &mut report).await {
-            Ok(media) => media,
-            Err(e) => {
-                // Fatal: stop the producer and the other workers; run() reports it.
-                context.abort.cancel();
-                return Err(e);
+        if taken == 0 {
+            break;
+        }
+        let answers = put_ahead(&context, &items).await;
+        for (item, ahead) in items.drain(..).zip(answers) {
+            if context.abort.is_cancelled() {
+                return Ok(report);
             }
-        };
-        if let Some(media) = media
-            && recorder.send(media).await.is_err()
-        {
-            break; // the recorder failed (and cancelled); run() reports its error
+            let media = match prepare(&context, item, ahead, &mut report).await {
+                Ok(media) => media,
+                Err(e) => {
+                    // Fatal: stop the producer and the other workers; run() reports it.
+                    context.abort.cancel();
+                    return Err(e);
+                }
+            };
+            if let Some(media) = media
+                && recorder.send(media).await.is_err()
+            {
+                // The recorder failed (and cancelled); run() reports its error.
+                return Ok(report);
+            }
         }
     }
     Ok(report)
 }
 
-async fn queue_recv(queue: &Mutex<mpsc::Receiver<WorkItem>>) -> Option<WorkItem> {
-    queue.lock().await.recv().await
+/// Takes up to [`ITEMS_PER_TAKE`] items into `items` (waiting for one); 0 once the
+/// queue is closed and empty.
+async fn take(queue: &Mutex<mpsc::Receiver<WorkItem>>, items: &mut Vec<WorkItem>) -> usize {
+    queue.lock().await.recv_many(items, ITEMS_PER_TAKE).await
 }
 
 /// Stores the bytes of one item and its thumbnails; `None` when it needs no recording
@@ -64,19 +81,20 @@ async fn queue_recv(queue: &Mutex<mpsc::Receiver<WorkItem>>) -> Option<WorkItem>
 async fn prepare(
     context: &Context,
     item: WorkItem,
+    ahead: ItemPuts,
     report: &mut ImportReport,
 ) -> Result<Option<StoredMedia>, ImportError> {
     let shown = item.media.key.to_string();
     let done = || context.progress.items_done.fetch_add(1, Ordering::Relaxed);
     if let Some(existing) = &item.existing {
         if check_existing(context, &item, existing, report).await {
-            add_missing_thumbnails(context, item, report).await?;
+            add_missing_thumbnails(context, item, ahead.thumbnails, report).await?;
         }
         done();
         return Ok(None);
     }
     let store = context.sink.datastore_for(&item.media.key, Content::Media);
-    let content = match store_file(context, &**store, &item.content, report).await? {
+    let content = match store_file(context, &**store, &item.content, ahead.media, report).await? {
         Ok(put) => put,
         Err((reason, detail)) => {
             report.fail(
@@ -91,7 +109,14 @@ async fn prepare(
             return Ok(None);
         }
     };
-    let thumbnails = store_thumbnails(context, &item.media, item.thumbnails, report).await?;
+    let thumbnails = store_thumbnails(
+        context,
+        &item.media,
+        item.thumbnails,
+        ahead.thumbnails,
+        report,
+    )
+    .await?;
     let m = item.media;
     Ok(Some(StoredMedia {
         record: MediaRecord {
@@ -112,17 +137,19 @@ async fn prepare(
     }))
 }
 
-/// Stores the bytes of a media's thumbnails; those that fail are counted in `report`.
+/// Stores the bytes of a media's thumbnails (taking what a put ahead answered, by
+/// thumbnail); those that fail are counted in `report`.
 async fn store_thumbnails(
     context: &Context,
     media: &SynapseMedia,
     drafts: Vec<Result<ThumbnailDraft, RowFailure>>,
+    ahead: Vec<Option<LocalPutResult>>,
     report: &mut ImportReport,
 ) -> Result<Vec<ThumbnailRecord>, ImportError> {
     let shown = media.key.to_string();
     let store = context.sink.datastore_for(&media.key, Content::Thumbnail);
     let mut thumbnails = Vec::with_capacity(drafts.len());
-    for t in drafts {
+    for (t, ahead) in drafts.into_iter().zip(ahead) {
         let t = match t {
             Ok(t) => t,
             Err(failure) => {
@@ -130,7 +157,7 @@ async fn store_thumbnails(
                 continue;
             }
         };
-        match store_file(context, &**store, &t.file, report).await? {
+        match store_file(context, &**store, &t.file, ahead, report).await? {
             Ok(put) => thumbnails.push(ThumbnailRecord {
                 media: media.key.clone(),
                 width: t.width,
@@ -167,9 +194,10 @@ async fn store_thumbnails(
 async fn add_missing_thumbnails(
     context: &Context,
     item: WorkItem,
+    ahead: Vec<Option<LocalPutResult>>,
     report: &mut ImportReport,
 ) -> Result<(), ImportError> {
-    let thumbnails = store_thumbnails(context, &item.media, item.thumbnails, report).await?;
+    let thumbnails = store_thumbnails(context, &item.media, item.thumbnails, ahead, report).await?;
     if thumbnails.is_empty() {
         return Ok(());
     }

@@ -172,6 +172,26 @@ pub async fn delete_many_reports_each_in_order(store: &dyn Datastore) {
     assert_eq!(listed(store).await, BTreeSet::from([keep]));
 }
 
+/// Asking the lengths of many blobs at once answers each in the order asked, a missing
+/// one as `None` (more than one call's worth of files).
+pub async fn sizes_reports_each_in_order(store: &dyn Datastore) {
+    let mut asked = Vec::new();
+    let mut expected = Vec::new();
+    for n in 0..300 {
+        let bytes = pseudo_random(n % 50, 2_000 + n as u64);
+        asked.push(store.put_bytes(&bytes).await.unwrap().blob.key);
+        expected.push(Some(bytes.len() as u64));
+    }
+    let gone = asked[7].clone();
+    store.delete(&gone).await.unwrap();
+    expected[7] = None;
+    let never = BlobKey::for_hash(&sha256_of(b"never stored"));
+    asked.insert(260, never);
+    expected.insert(260, None);
+    assert_eq!(store.sizes(&asked).await.unwrap(), expected);
+    assert_eq!(store.sizes(&[]).await.unwrap(), Vec::<Option<u64>>::new());
+}
+
 /// Listing yields exactly the keys put.
 pub async fn list_reports_every_blob(store: &dyn Datastore) {
     let mut expected = BTreeSet::new();
@@ -571,6 +591,7 @@ macro_rules! datastore_conformance {
                 duplicate_put,
                 delete_is_idempotent,
                 delete_many_reports_each_in_order,
+                sizes_reports_each_in_order,
                 list_reports_every_blob,
                 list_is_in_key_order,
                 failed_put_stores_nothing,

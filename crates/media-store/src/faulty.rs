@@ -123,6 +123,10 @@ impl Datastore for FaultyDatastore {
         self.inner.size(key).await
     }
 
+    async fn sizes(&self, keys: &[BlobKey]) -> Result<Vec<Option<u64>>, StoreError> {
+        self.inner.sizes(keys).await
+    }
+
     async fn sync(&self) -> Result<(), StoreError> {
         if self.failing() {
             return Err(self.full("sync"));

@@ -33,10 +33,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use media_core::datastore::{
-    BlobKey, BlobPayload, ByteRange, Datastore, DeleteStatus, Durability, OpenLocalFile, Put,
-    PutOptions, PutStatus, StoreError, StoredBlob,
+    BlobKey, BlobPayload, ByteRange, Datastore, DeleteStatus, Durability, LocalPut, LocalPutResult,
+    OpenLocalFile, Put, PutOptions, PutStatus, StoreError, StoredBlob,
 };
 use media_core::hashing::digest_of_read;
 use media_core::ids::Sha256Hex;
@@ -866,12 +866,13 @@ fn open_blob(
     Ok((file, path, len))
 }
 
-/// Files [`FileDatastore::delete_many`] removes per blocking call.
-const REMOVALS_PER_CALL: usize = 256;
+/// Files [`FileDatastore::delete_many`] removes, or [`FileDatastore::sizes`] looks up,
+/// per blocking call.
+const FILES_PER_CALL: usize = 256;
 
-/// Blocking calls of [`FileDatastore::delete_many`] at once: a disk overlaps their
-/// waits for its journal.
-const REMOVAL_CALLS_IN_FLIGHT: usize = 4;
+/// Blocking calls of [`FileDatastore::delete_many`] or [`FileDatastore::sizes`] at once:
+/// a disk overlaps their waits (for its journal, or for inode tables).
+const FILE_CALLS_IN_FLIGHT: usize = 4;
 
 /// Blocking: removes the files of `keys` below `root`, following no link below it (a
 /// linked fan-out folder is refused, never deleted through); a missing file is
@@ -886,6 +887,25 @@ fn remove_blob_files(root: &Path, keys: &[BlobKey]) -> Vec<Result<DeleteStatus, 
             Ok(true) => Ok(DeleteStatus::Deleted),
             Ok(false) => Ok(DeleteStatus::NotFound),
             Err(source) => Err(io_error("delete", &root.join(key.as_str()), source)),
+        })
+        .collect()
+}
+
+/// Blocking: the lengths of the blob files of `keys` below `root`. A link (or anything
+/// but a regular file) under a key is not a blob, and no link below the root is followed
+/// to find one.
+fn blob_lengths(root: &Path, keys: &[BlobKey]) -> Result<Vec<Option<u64>>, StoreError> {
+    let folder = match RootFolder::open(root, "the datastore") {
+        Ok(folder) => folder,
+        // A read-only stand-in for a folder that does not exist holds nothing.
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(vec![None; keys.len()]),
+        Err(e) => return Err(io_error("stat", root, e)),
+    };
+    keys.iter()
+        .map(|key| {
+            folder
+                .regular_file_len(Path::new(key.as_str()))
+                .map_err(|source| io_error("stat", &root.join(key.as_str()), source))
         })
         .collect()
 }
@@ -955,19 +975,33 @@ impl Datastore for FileDatastore {
         blocking(move || store.put_file_blocking(file, limit, &options)).await
     }
 
-    async fn put_local(
-        &self,
-        open: OpenLocalFile,
-        options: &PutOptions,
-    ) -> std::io::Result<Result<Put, StoreError>> {
-        let (store, options) = (self.clone(), options.clone());
-        // One blocking call opens, reads, hashes and writes it.
+    async fn put_local(&self, open: OpenLocalFile, options: &PutOptions) -> LocalPutResult {
+        let file = LocalPut {
+            open,
+            options: options.clone(),
+        };
+        let mut answers = self.put_local_many(vec![file]).await;
+        answers.pop().expect("one answer per file")
+    }
+
+    async fn put_local_many(&self, files: Vec<LocalPut>) -> Vec<LocalPutResult> {
+        let (store, count) = (self.clone(), files.len());
+        // One blocking call opens, reads, hashes and writes them all.
         tokio::task::spawn_blocking(move || {
-            let (file, limit) = open()?;
-            Ok(store.put_file_blocking(file, limit, &options))
+            files
+                .into_iter()
+                .map(|LocalPut { open, options }| {
+                    let (file, limit) = open()?;
+                    Ok(store.put_file_blocking(file, limit, &options))
+                })
+                .collect()
         })
         .await
-        .map_err(std::io::Error::other)?
+        .unwrap_or_else(|e| {
+            (0..count)
+                .map(|_| Err(std::io::Error::other(e.to_string())))
+                .collect()
+        })
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
@@ -1004,19 +1038,23 @@ impl Datastore for FileDatastore {
     }
 
     async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError> {
-        // A link (or anything but a regular file) under a key is not a blob, and no link
-        // below the root is followed to find one.
-        let (root, key) = (self.root.clone(), key.clone());
-        blocking(move || {
-            let found = match RootFolder::open(&root, "the datastore") {
-                Ok(folder) => folder.regular_file_len(Path::new(key.as_str())),
-                // A read-only stand-in for a folder that does not exist holds nothing.
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            };
-            found.map_err(|source| io_error("stat", &root.join(key.as_str()), source))
-        })
-        .await
+        let mut sizes = self.sizes(std::slice::from_ref(key)).await?;
+        Ok(sizes.pop().expect("one size per key"))
+    }
+
+    /// Looks the files up a few hundred per blocking call, a few calls at once (as
+    /// [`FileDatastore::delete_many`] removes them).
+    async fn sizes(&self, keys: &[BlobKey]) -> Result<Vec<Option<u64>>, StoreError> {
+        let per_call: Vec<Vec<Option<u64>>> =
+            stream::iter(keys.chunks(FILES_PER_CALL).map(<[BlobKey]>::to_vec))
+                .map(|chunk| {
+                    let root = self.root.clone();
+                    blocking(move || blob_lengths(&root, &chunk))
+                })
+                .buffered(FILE_CALLS_IN_FLIGHT)
+                .try_collect()
+                .await?;
+        Ok(per_call.into_iter().flatten().collect())
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<DeleteStatus, StoreError> {
@@ -1027,7 +1065,7 @@ impl Datastore for FileDatastore {
     /// Removes the files a few hundred per blocking call, a few calls at once: a
     /// blocking call per file costs more than removing it (a thread wakes for each).
     async fn delete_many(&self, keys: &[BlobKey]) -> Vec<Result<DeleteStatus, StoreError>> {
-        stream::iter(keys.chunks(REMOVALS_PER_CALL).map(<[BlobKey]>::to_vec))
+        stream::iter(keys.chunks(FILES_PER_CALL).map(<[BlobKey]>::to_vec))
             .map(|chunk| async move {
                 let (root, count) = (self.root.clone(), chunk.len());
                 let removed = blocking(move || Ok(remove_blob_files(&root, &chunk)));
@@ -1036,7 +1074,7 @@ impl Datastore for FileDatastore {
                     .await
                     .unwrap_or_else(|e| each_failed(count, &self.root, &e.to_string()))
             })
-            .buffered(REMOVAL_CALLS_IN_FLIGHT)
+            .buffered(FILE_CALLS_IN_FLIGHT)
             .flat_map(stream::iter)
             .collect()
             .await

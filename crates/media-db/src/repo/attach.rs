@@ -365,14 +365,21 @@ impl Repository {
             if sample.is_empty() {
                 continue;
             }
-            let mut missing = 0;
-            for (location, size) in &sample {
-                let present = match BlobKey::parse(location) {
-                    Some(key) => store.size(&key).await? == u64::try_from(*size).ok(),
-                    None => false,
-                };
-                missing += usize::from(!present);
-            }
+            // A location that is no key names no object: it is missing.
+            let expected: Vec<(BlobKey, Option<u64>)> = sample
+                .iter()
+                .filter_map(|(location, size)| {
+                    Some((BlobKey::parse(location)?, u64::try_from(*size).ok()))
+                })
+                .collect();
+            let keys: Vec<BlobKey> = expected.iter().map(|(key, _)| key.clone()).collect();
+            let held = store.sizes(&keys).await?;
+            let present = expected
+                .iter()
+                .zip(held)
+                .filter(|((_, size), held)| size == held)
+                .count();
+            let missing = sample.len() - present;
             if missing == 0 {
                 if write {
                     let marker = match &candidate.identity {

@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
 use async_trait::async_trait;
-use futures::stream::{self, StreamExt, TryStreamExt};
 use media_core::datastore::{BlobKey, Datastore};
 use media_core::ids::Sha256Hex;
 
@@ -16,9 +15,6 @@ use crate::error::{DbError, QueryContext};
 use crate::model::{Blob, BlobOutcome, NewBlob};
 use crate::roles::BlobIndex;
 use crate::rows::BlobRow;
-
-/// Datastore lookups in flight while a batch checks that its new blobs are stored.
-const BLOB_CHECKS_IN_FLIGHT: usize = 16;
 
 #[async_trait]
 impl BlobIndex for Repository {
@@ -139,32 +135,31 @@ async fn check_stored(
     digests: &[String],
     sizes: &HashMap<&str, u64>,
 ) -> Result<(), DbError> {
-    let checks: Vec<_> = digests
+    let keys: Vec<Option<BlobKey>> = digests
         .iter()
-        .map(|sha256| blob_missing(store, sha256, sizes.get(sha256.as_str()).copied()))
+        .map(|sha256| {
+            Sha256Hex::try_from(sha256.as_str())
+                .ok()
+                .map(|digest| BlobKey::for_hash(&digest))
+        })
         .collect();
-    let missing: Vec<Option<&String>> = stream::iter(checks)
-        .buffer_unordered(BLOB_CHECKS_IN_FLIGHT)
-        .try_collect()
-        .await?;
-    match missing.into_iter().flatten().min() {
+    let valid: Vec<BlobKey> = keys.iter().flatten().cloned().collect();
+    let mut held = store.sizes(&valid).await?.into_iter();
+    let missing = digests
+        .iter()
+        .zip(&keys)
+        .filter(|(sha256, key)| {
+            // A digest that is not one names no object.
+            let held = key.as_ref().and_then(|_| held.next().flatten());
+            held != sizes.get(sha256.as_str()).copied()
+        })
+        .map(|(sha256, _)| sha256)
+        .min();
+    match missing {
         Some(sha256) => Err(DbError::BlobMissing {
             sha256: sha256.clone(),
             datastore: store.uri(),
         }),
         None => Ok(()),
     }
-}
-
-/// `Some(sha256)` when `store` does not hold the blob `sha256` with `expected_size` bytes.
-async fn blob_missing<'a>(
-    store: &dyn Datastore,
-    sha256: &'a String,
-    expected_size: Option<u64>,
-) -> Result<Option<&'a String>, DbError> {
-    let held = match Sha256Hex::try_from(sha256.as_str()) {
-        Ok(digest) => store.size(&BlobKey::for_hash(&digest)).await?,
-        Err(_) => None,
-    };
-    Ok((held != expected_size).then_some(sha256))
 }
