@@ -8,7 +8,8 @@
 //! items from a bounded queue and stream each file once through the hasher into the
 //! datastore; one recorder records the stored media together with their thumbnails, all
 //! that have queued up since its last transaction in the next one (group commit: the
-//! busier the database, the larger its batches). The repository's unique keys decide
+//! busier the database, the larger its batches). Beside them, the rooms of the media
+//! are read from Synapse's events and recorded (`rooms`). The repository's unique keys decide
 //! deduplication, so any number of workers gives the same result, and a re-run skips
 //! every media already recorded. A media ID the sink reserved is never written (a listed
 //! failure).
@@ -124,6 +125,19 @@ async fn run(
     let mut handles: Vec<_> = (0..workers)
         .map(|_| tokio::spawn(work(receiver.clone(), context.clone(), to_record.clone())))
         .collect();
+    // A room's reference is recorded without waiting for its media: the rooms are read
+    // and recorded beside the media, on a core the import leaves idle.
+    if context.options.mode.applies() && context.options.include.rooms {
+        let (synapse, context) = (synapse.clone(), context.clone());
+        handles.push(tokio::spawn(async move {
+            let mut report = ImportReport::default();
+            let recorded = record_rooms(&synapse, &context, &mut report).await;
+            if recorded.is_err() {
+                context.abort.cancel(); // run() reports it
+            }
+            recorded.map(|()| report)
+        }));
+    }
     // Only the workers hold the queue and the recorder's inbox: once they are gone, the
     // producer's sends fail instead of waiting for room that never comes.
     drop((receiver, to_record));
@@ -140,7 +154,7 @@ async fn run(
         Err(e) => first_error = Some(e),
     }
     // The recorder ends once every worker is done; its error, if any, is the cause of
-    // theirs.
+    // theirs (and of the rooms' recording, which any error stops).
     handles.insert(0, recorder);
     for handle in handles {
         match handle.await {
@@ -158,9 +172,6 @@ async fn run(
     }
     if context.options.mode.applies() {
         pin_avatars(synapse, &context, &mut report).await?;
-        if context.options.include.rooms {
-            record_rooms(synapse, &context, &mut report).await?;
-        }
     }
     report.failures.sort_listed();
     Ok(report)

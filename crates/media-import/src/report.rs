@@ -175,6 +175,7 @@ impl ImportReport {
         self.avatars_already_pinned += other.avatars_already_pinned;
         self.avatars_not_in_repository += other.avatars_not_in_repository;
         self.avatars_failed += other.avatars_failed;
+        self.rooms = self.rooms.or(other.rooms);
         self.failures.merge(other.failures);
     }
 

@@ -1,5 +1,5 @@
-//! Recording which rooms hold which media, read from Synapse's events once the media are
-//! imported (`--include rooms`): what `media_admin purge room` and `quarantine room`
+//! Recording which rooms hold which media, read from Synapse's events while the media
+//! are imported (`--include rooms`): what `media_admin purge room` and `quarantine room`
 //! select.
 //!
 //! The events with URLs are read page by page along Synapse's `event_contains_url_index`
@@ -44,7 +44,14 @@ pub(crate) async fn record_rooms(
     }
     let mut batch: Vec<RoomMedia> = Vec::with_capacity(LINKS_PER_BATCH);
     let mut pages = synapse.room_media();
-    while let Some(page) = pages.try_next().await? {
+    loop {
+        // Another task's error stops the run: run() reports it.
+        let page = tokio::select! {
+            biased;
+            () = context.abort.cancelled() => return Ok(()),
+            page = pages.try_next() => page?,
+        };
+        let Some(page) = page else { break };
         for event in page {
             tally.events += 1;
             let event = match event {
