@@ -447,4 +447,34 @@ mod tests {
         // SQLite's own default, 2,000 KiB.
         assert_eq!(cache_size(&deleting_from_foreign).await, -2000);
     }
+
+    /// The workspace's `.cargo/config.toml` builds SQLite without the process-wide
+    /// mutexes of its memory statistics and shared page cache (`LIBSQLITE3_FLAGS`).
+    #[tokio::test]
+    async fn sqlite_is_built_without_process_wide_memory_locks() {
+        let Pool::Sqlite(pool) = crate::connect::open_pool(
+            &"sqlite::memory:".parse().unwrap(),
+            OpenOptions {
+                create: true,
+                read_only: false,
+                max_connections: 1,
+            },
+        )
+        .await
+        .unwrap() else {
+            panic!("a SQLite URL opens a SQLite pool");
+        };
+        let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+    }
 }
