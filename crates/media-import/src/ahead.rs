@@ -12,7 +12,7 @@ use std::sync::Arc;
 use media_core::datastore::{Datastore, LocalPut, LocalPutResult};
 
 use crate::context::Context;
-use crate::copy::{asks_first, open_in_media_store};
+use crate::copy::{asks_first, opener_in_media_store};
 use crate::plan::{SourceFile, WorkItem};
 use crate::sink::Content;
 
@@ -117,10 +117,8 @@ async fn put_files(
                 batches.len() - 1
             }
         };
-        let (root, relative) = (root.clone(), file.path.clone());
-        let recorded = file.expected.expected.size;
         batches[batch].files.push(LocalPut {
-            open: Box::new(move || open_in_media_store(&root, &relative, recorded)),
+            open: opener_in_media_store(root, &file.path, &file.expected),
             options: file.expected.clone(),
         });
         batches[batch].places.push(place);

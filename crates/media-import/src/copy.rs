@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use media_core::datastore::{
-    BlobKey, Datastore, LocalFile, LocalPutResult, Put, PutOptions, PutStatus, READ_WHOLE,
-    StoreError,
+    BlobKey, Datastore, LocalFile, LocalPutResult, OpenLocalFile, Put, PutOptions, PutStatus,
+    READ_WHOLE, StoreError,
 };
 use media_synapse::files;
 use media_synapse::homeserver::DownloadFailure;
@@ -204,7 +204,7 @@ async fn sink_put(
 /// Blocking: opens `relative` below the media store `root` (no links, regular files
 /// only: [`files::open_in_media_store`]), with the most bytes to read from it
 /// ([`files::read_limit`]).
-pub(crate) fn open_in_media_store(
+fn open_in_media_store(
     root: &Path,
     relative: &Path,
     recorded: Option<u64>,
@@ -212,6 +212,17 @@ pub(crate) fn open_in_media_store(
     let file = files::open_in_media_store(root, relative)?;
     let limit = files::read_limit(recorded, file.metadata()?.len());
     Ok((file, limit))
+}
+
+/// What opens `relative` below the media store `root` for a put
+/// ([`open_in_media_store`], at most the length `expected` records and one byte).
+pub(crate) fn opener_in_media_store(
+    root: &Path,
+    relative: &Path,
+    expected: &PutOptions,
+) -> OpenLocalFile {
+    let (root, relative, recorded) = (root.to_owned(), relative.to_owned(), expected.expected.size);
+    Box::new(move || open_in_media_store(&root, &relative, recorded))
 }
 
 /// Blocking: opens `relative` below the media store `root` ([`open_in_media_store`])
@@ -236,12 +247,12 @@ async fn put_from_disk(
     relative: &Path,
     expected: &PutOptions,
 ) -> std::io::Result<Result<Put, StoreError>> {
-    let (root, relative, recorded) = (root.to_owned(), relative.to_owned(), expected.expected.size);
     if context.options.mode.applies() {
         // The store opens, reads and writes it in as few blocking calls as it can.
-        let open = Box::new(move || open_in_media_store(&root, &relative, recorded));
+        let open = opener_in_media_store(root, relative, expected);
         return store.put_local(open, expected).await;
     }
+    let (root, relative, recorded) = (root.to_owned(), relative.to_owned(), expected.expected.size);
     let opened = tokio::task::spawn_blocking(move || open_source_file(&root, &relative, recorded))
         .await
         .map_err(std::io::Error::other)??;
