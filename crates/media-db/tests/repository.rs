@@ -10,7 +10,7 @@ use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, Thumb
 use media_db::{
     BlobIndex, BlobMove, BlobOutcome, BlobTally, BlobTransfer, DatastoreId, DbError, DeletionQueue,
     InsertOutcome, MediaIndex, MoveOutcome, NewBlob, NewMedia, Quarantine, QuarantineAction,
-    Repository, TaskKind, TaskLog, connect,
+    Repository, RoomIndex, RoomMedia, TaskKind, TaskLog, connect,
 };
 use media_store::MemoryDatastore;
 use media_store::faulty::FaultyDatastore;
@@ -190,6 +190,84 @@ async fn sixteen_concurrent_media_batches_share_one_blob() {
             "{}",
             f.label
         );
+    })
+    .await;
+}
+
+/// Two imports recording the same media at once, their batches in opposite orders (each
+/// batch holds whatever its workers finished first). On PostgreSQL each transaction waits
+/// for the rows the other inserted first; recorded in any order, each held a row the
+/// other waited for, and PostgreSQL aborted one of them ("deadlock detected"). The same
+/// for the links of a room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_of_the_same_media_in_opposite_orders_both_commit() {
+    on_both(|f| async move {
+        for round in 0..3 {
+            let mut forward = Vec::new();
+            for i in 0..400 {
+                let (id, bytes) = (format!("r{round}m{i}"), format!("bytes {round} {i}"));
+                let mut media = f.media(&id, "@alice:example.org", bytes.as_bytes()).await;
+                let thumbnail = f
+                    .store
+                    .put_bytes(format!("thumb {id}").as_bytes())
+                    .await
+                    .unwrap();
+                media.thumbnails.push(ThumbnailRecord {
+                    media: media.record.key.clone(),
+                    width: 32,
+                    height: 32,
+                    method: ThumbnailMethod::Scale,
+                    content_type: "image/png".into(),
+                    animated: false,
+                    sha256: thumbnail.blob.sha256,
+                    size_bytes: thumbnail.blob.size,
+                    created_ts: 1_700_000_000_000,
+                });
+                forward.push(media);
+            }
+            let links: Vec<RoomMedia> = forward
+                .iter()
+                .map(|m| RoomMedia {
+                    room: format!("!r{round}:example.org").parse().unwrap(),
+                    media: m.record.key.clone(),
+                })
+                .collect();
+            let backward: Vec<NewMedia> = forward.iter().rev().cloned().collect();
+            let tasks: Vec<_> = [forward, backward]
+                .into_iter()
+                .map(|batch| {
+                    let (repo, store) = (f.repo.clone(), f.store.clone());
+                    tokio::spawn(async move { repo.insert_media_batch(&batch, &*store).await })
+                })
+                .collect();
+            let mut inserted = 0;
+            for task in tasks {
+                let outcomes = task.await.unwrap().unwrap_or_else(|e| {
+                    panic!("{}: round {round}: {e}", f.label);
+                });
+                inserted += outcomes
+                    .iter()
+                    .filter(|o| o.media == InsertOutcome::Inserted)
+                    .count();
+            }
+            assert_eq!(inserted, 400, "{}: round {round}", f.label);
+
+            let backward: Vec<RoomMedia> = links.iter().rev().cloned().collect();
+            let tasks: Vec<_> = [links, backward]
+                .into_iter()
+                .map(|links| {
+                    let repo = f.repo.clone();
+                    tokio::spawn(async move { repo.record_room_media(&links).await })
+                })
+                .collect();
+            let mut added = 0;
+            for task in tasks {
+                added += task.await.unwrap().unwrap_or_else(|e| {
+                    panic!("{}: round {round}, rooms: {e}", f.label);
+                });
+            }
+            assert_eq!(added, 400, "{}: round {round}", f.label);
+        }
     })
     .await;
 }

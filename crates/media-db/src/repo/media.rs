@@ -48,6 +48,8 @@ impl MediaIndex for Repository {
                 }
             }
         }
+        // Rows go in in key order (see `write_media_batch`).
+        blobs.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let sizes: Vec<(&Sha256Hex, u64)> = blobs.iter().map(|(s, n, _)| (*s, *n)).collect();
         self.with_verified_blobs(&sizes, store, |verified| {
             self.write_media_batch(batch, &blobs, verified, store.uri())
@@ -239,7 +241,13 @@ impl MediaIndex for Repository {
 
 impl Repository {
     /// One try at recording a batch (see [`MediaIndex::insert_media_batch`]) whose new
-    /// blobs must all be in `verified`.
+    /// blobs must all be in `verified`; `blobs` in digest order.
+    ///
+    /// Each table's rows are inserted in key order, whatever the batch's order. Two runs
+    /// recording the same media or bytes at once (two imports, or shards sharing bytes)
+    /// each wait for the rows the other inserted first; in key order neither can hold a
+    /// row the other waits for while it waits itself (PostgreSQL aborted one of them with
+    /// "deadlock detected"; SQLite's one writer never interleaves them).
     async fn write_media_batch(
         &self,
         batch: &[NewMedia],
@@ -290,7 +298,9 @@ impl Repository {
 
             // 2. Media: never overwritten; an existing one is the same bytes or a conflict.
             let mut inserted: HashSet<(String, String)> = HashSet::new();
-            for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+            let mut in_key_order: Vec<&NewMedia> = batch.iter().collect();
+            in_key_order.sort_unstable_by(|a, b| a.record.key.cmp(&b.record.key));
+            for chunk in in_key_order.chunks(ROWS_PER_STATEMENT) {
                 let sql = format!(
                     "INSERT INTO media (origin, media_id, sha256, upload_name, content_type, \
                      user_id, size_bytes, created_ts, last_access_ts, quarantined, \
@@ -365,7 +375,10 @@ impl Repository {
                 .flat_map(|(i, item)| item.thumbnails.iter().map(move |t| (i, t)))
                 .collect();
             let mut inserted: HashSet<ThumbnailIdentity> = HashSet::new();
-            for chunk in thumbnails.chunks(ROWS_PER_STATEMENT) {
+            let mut in_key_order: Vec<&ThumbnailRecord> =
+                thumbnails.iter().map(|(_, t)| *t).collect();
+            in_key_order.sort_by_cached_key(|t| thumbnail_identity(t));
+            for chunk in in_key_order.chunks(ROWS_PER_STATEMENT) {
                 let sql = format!(
                     "INSERT INTO thumbnails (origin, media_id, width, height, method, \
                      content_type, animated, sha256, size_bytes, created_ts) VALUES {} \
@@ -375,7 +388,7 @@ impl Repository {
                     values_list(self.dialect, chunk.len(), 10)
                 );
                 let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).persistent(false);
-                for (_, t) in chunk {
+                for t in chunk {
                     query = bind_thumbnail!(query, t, all);
                 }
                 let rows: Vec<ThumbnailIdentity> = query

@@ -28,7 +28,11 @@ impl RoomIndex for Repository {
                 .await
                 .during("begin a transaction")?;
             let mut added = 0;
-            for chunk in links.chunks(ROWS_PER_STATEMENT) {
+            // In key order: two runs recording the same links at once never wait for each
+            // other in a circle (see `write_media_batch`).
+            let mut in_key_order: Vec<&RoomMedia> = links.iter().collect();
+            in_key_order.sort_unstable();
+            for chunk in in_key_order.chunks(ROWS_PER_STATEMENT) {
                 let sql = format!(
                     "INSERT INTO room_media (room_id, origin, media_id) VALUES {} \
                      ON CONFLICT (room_id, origin, media_id) DO NOTHING",
