@@ -133,6 +133,19 @@ pub enum DbError {
     Store(#[from] StoreError),
 }
 
+impl DbError {
+    /// Whether the database rolled the statement's transaction back to break a circle
+    /// of transactions waiting for each other (PostgreSQL's `40P01`, "deadlock
+    /// detected"): the same transaction tried again can succeed.
+    pub fn is_deadlock(&self) -> bool {
+        matches!(
+            self,
+            Self::Query { source: sqlx::Error::Database(e), .. }
+                if e.code().as_deref() == Some("40P01")
+        )
+    }
+}
+
 impl Classify for DbError {
     /// A wrong location, a missing repository or record, an unreachable server, a newer
     /// schema or another datastore is for the operator to fix (usage); anything failing

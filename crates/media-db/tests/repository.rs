@@ -272,6 +272,89 @@ async fn batches_of_the_same_media_in_opposite_orders_both_commit() {
     .await;
 }
 
+/// A batch that PostgreSQL rolls back to break a deadlock is tried again. The other
+/// writer here inserted the batch's second blob, then waits for its first one, which the
+/// batch (waiting for the second) holds; the batch waited first, so it is the one
+/// rolled back. Once the other writer commits, the batch records both media.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_rolled_back_to_break_a_deadlock_is_tried_again() {
+    use sqlx::Connection;
+    let db = TestDatabase::postgres().await;
+    let repo = connect(&db.url).await.unwrap();
+    let store = Arc::new(MemoryDatastore::new());
+    let datastore_id = repo.register_datastore("memory://test").await.unwrap();
+    let f = Fixture {
+        repo,
+        store,
+        datastore_id,
+        label: db.label,
+    };
+    let batch = vec![
+        f.media("a", "@alice:example.org", b"first").await,
+        f.media("b", "@alice:example.org", b"second").await,
+    ];
+    let mut blobs: Vec<(Sha256Hex, i64)> = batch
+        .iter()
+        .map(|m| (m.record.sha256.clone(), m.record.size_bytes as i64))
+        .collect();
+    blobs.sort();
+    let insert_blob = |(sha256, size): &(Sha256Hex, i64)| {
+        sqlx::query(
+            "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
+             VALUES ($1, $2, $3, $4, 0)",
+        )
+        .bind(sha256.as_str().to_owned())
+        .bind(*size)
+        .bind(datastore_id.0)
+        .bind(BlobKey::for_hash(sha256).as_str().to_owned())
+    };
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // The batch waits first, so it looks for the deadlock first (a second after it
+    // began waiting); where the server lets a test say so, the other writer never does.
+    let _superuser_only = sqlx::query("SET deadlock_timeout = '60s'")
+        .execute(&mut other)
+        .await;
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    insert_blob(&blobs[1]).execute(&mut other).await.unwrap();
+
+    let recording = {
+        let (repo, store) = (f.repo.clone(), f.store.clone());
+        tokio::spawn(async move { repo.insert_media_batch(&batch, &*store).await })
+    };
+    // The batch inserted the first blob and waits for the second.
+    let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Returns once the batch's transaction is rolled back.
+    insert_blob(&blobs[0]).execute(&mut other).await.unwrap();
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+
+    let outcomes = recording.await.unwrap().unwrap();
+    assert!(
+        outcomes.iter().all(|o| o.media == InsertOutcome::Inserted),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        f.repo
+            .get_media(&key("example.org", "b"))
+            .await
+            .unwrap()
+            .map(|m| m.sha256),
+        Some(media_core::hashing::sha256_of(b"second"))
+    );
+}
+
 #[tokio::test]
 async fn a_blob_whose_object_is_missing_is_never_recorded() {
     on_both(|f| async move {
