@@ -134,9 +134,9 @@ pub enum DbError {
 }
 
 impl DbError {
-    /// Whether the database rolled the statement's transaction back to break a circle
-    /// of transactions waiting for each other (PostgreSQL's `40P01`, "deadlock
-    /// detected"): the same transaction tried again can succeed.
+    /// Whether the database aborted the statement's transaction to break a circle of
+    /// transactions waiting for each other (PostgreSQL's `40P01`, "deadlock detected"):
+    /// once it is rolled back, the same transaction tried again can succeed.
     pub fn is_deadlock(&self) -> bool {
         matches!(
             self,

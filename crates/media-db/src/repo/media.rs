@@ -243,11 +243,14 @@ impl Repository {
     /// One try at recording a batch (see [`MediaIndex::insert_media_batch`]) whose new
     /// blobs must all be in `verified`; `blobs` in digest order.
     ///
-    /// Each table's rows are inserted in key order, whatever the batch's order. Two runs
-    /// recording the same media or bytes at once (two imports, or shards sharing bytes)
-    /// each wait for the rows the other inserted first; in key order neither can hold a
-    /// row the other waits for while it waits itself (PostgreSQL aborted one of them with
-    /// "deadlock detected"; SQLite's one writer never interleaves them).
+    /// Each table's rows are inserted in key order, whatever the batch's order, and the
+    /// tables always in the same order. Two runs recording the same media or bytes at
+    /// once (two imports, or shards sharing bytes) each wait for the rows the other
+    /// inserted first; in key order neither can hold a row the other waits for while it
+    /// waits itself. In batch order PostgreSQL aborted one of them ("deadlock
+    /// detected"); SQLite's one writer never interleaves them. The statements after the
+    /// inserts wait for no one: they read, append to the quarantine log (no unique key),
+    /// or insert thumbnails whose rows are already committed.
     async fn write_media_batch(
         &self,
         batch: &[NewMedia],
@@ -299,7 +302,8 @@ impl Repository {
             // 2. Media: never overwritten; an existing one is the same bytes or a conflict.
             let mut inserted: HashSet<(String, String)> = HashSet::new();
             let mut in_key_order: Vec<&NewMedia> = batch.iter().collect();
-            in_key_order.sort_unstable_by(|a, b| a.record.key.cmp(&b.record.key));
+            // Stable: of two media with one key, the first is recorded.
+            in_key_order.sort_by(|a, b| a.record.key.cmp(&b.record.key));
             for chunk in in_key_order.chunks(ROWS_PER_STATEMENT) {
                 let sql = format!(
                     "INSERT INTO media (origin, media_id, sha256, upload_name, content_type, \
