@@ -5,8 +5,9 @@
 use media_core::datastore::DatastoreExt;
 use media_core::records::{MediaKey, MediaRecord, Purpose};
 use media_db::{
-    DbError, DeletionQueue, MediaAttributes, MediaIndex, NewMedia, Purge, PurgeSelection,
-    PurgeTally, Quarantine, QuarantineAction, Repository, TaskFilter, TaskKind, TaskLog, connect,
+    BlobIndex, DbError, DeletionQueue, MediaAttributes, MediaIndex, NewMedia, Purge,
+    PurgeSelection, PurgeTally, Quarantine, QuarantineAction, Repository, TaskFilter, TaskKind,
+    TaskLog, connect,
 };
 use media_store::MemoryDatastore;
 use media_tests::TestDatabase;
@@ -465,4 +466,79 @@ async fn a_page_of_thousands_of_media_named_one_by_one_is_tallied_and_purged() {
         );
         repo.close().await;
     }
+}
+
+/// A purge batch that PostgreSQL aborts to break a deadlock is tried again. Another
+/// writer records a new media with the bytes being purged (its foreign-key check holds
+/// their blob row), the purge deletes the old media and then waits to delete the blob,
+/// and the writer then waits for the purged media's row: the purge waited first, so it
+/// is the one aborted. Tried again once the writer has committed, it purges the media
+/// and keeps the bytes, which the new media now uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_batch_aborted_to_break_a_deadlock_is_tried_again() {
+    use sqlx::Connection;
+    let db = TestDatabase::postgres().await;
+    let repo = connect(&db.url).await.unwrap();
+    let store = MemoryDatastore::new();
+    let ds = repo.register_datastore("memory://test").await.unwrap();
+    let old = record(&repo, &store, ds, "mxc://ours.test/old", None, b"bytes").await;
+    let sha256 = store.put_bytes(b"bytes").await.unwrap().blob.sha256;
+
+    let mut writer = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // With a superuser (as `scripts/test` connects) only the purge looks for the deadlock.
+    let _superuser_only = sqlx::query("SET deadlock_timeout = '60s'")
+        .execute(&mut writer)
+        .await;
+    let writer_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut writer)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut writer).await.unwrap();
+    sqlx::query(
+        "INSERT INTO media (origin, media_id, sha256, size_bytes, created_ts) \
+         VALUES ('ours.test', 'new', $1, 5, 0)",
+    )
+    .bind(sha256.as_str())
+    .execute(&mut writer)
+    .await
+    .unwrap();
+
+    let selection = PurgeSelection::Media(vec![old.clone()]);
+    let page = repo.purge_page(&selection, None, 10).await.unwrap();
+    let purging = {
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            let ours = ["ours.test".parse().unwrap()];
+            repo.purge_batch(&page, &ours, &[]).await
+        })
+    };
+    // The purge deleted the old media and waits for the blob row the writer holds.
+    let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(writer_pid)
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(!purging.is_finished(), "the purge ended without waiting");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Returns once the purge's transaction is aborted.
+    sqlx::query(
+        "UPDATE media SET purpose = purpose WHERE origin = 'ours.test' AND media_id = 'old'",
+    )
+    .execute(&mut writer)
+    .await
+    .unwrap();
+    sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+
+    let purged = purging.await.unwrap().unwrap();
+    assert_eq!((purged.tally.media, purged.tally.blobs_freed), (1, 0));
+    assert!(repo.get_media(&old).await.unwrap().is_none());
+    assert_eq!(repo.blob_reference_count(&sha256).await.unwrap(), 1);
 }

@@ -9,7 +9,9 @@ use media_core::datastore::{BlobKey, Datastore};
 use media_core::ids::Sha256Hex;
 
 use super::Repository;
-use super::sql::{Attempt, ROWS_PER_STATEMENT, insert_blob_in, placeholder_list};
+use super::sql::{
+    Attempt, ROWS_PER_STATEMENT, insert_blob_in, placeholder_list, retrying_deadlocks,
+};
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
 use crate::model::{Blob, BlobOutcome, NewBlob};
@@ -70,19 +72,15 @@ impl BlobIndex for Repository {
     }
 }
 
-/// How many times a write transaction that recorded blobs and was rolled back to break a
-/// deadlock is tried again before its error is reported.
-const DEADLOCK_RETRIES: u32 = 3;
-
 impl Repository {
     /// Runs `attempt` (one write transaction recording `blobs`) with the digests whose
     /// objects were seen in `store` with their sizes, checked with no transaction open:
     /// first those `blobs` not recorded yet; then, whenever an attempt rolls back because
     /// it would record a blob that was not checked (its row vanished meanwhile), those
-    /// too, and the attempt is tried again. An attempt the database rolled back to break
-    /// a deadlock is tried again too, up to [`DEADLOCK_RETRIES`] times: the rows of one
-    /// batch go in in key order, but another writer (a purge deleting the bytes this
-    /// batch records again) takes its locks table by table in another order.
+    /// too, and the attempt is tried again. An attempt the database aborted to break a
+    /// deadlock is tried again too ([`retrying_deadlocks`]): the rows of one batch go in
+    /// in key order, but another writer (a purge deleting the bytes this batch records
+    /// again) takes its locks table by table in another order.
     pub(super) async fn with_verified_blobs<T, F, Fut>(
         &self,
         blobs: &[(&Sha256Hex, u64)],
@@ -101,15 +99,12 @@ impl Repository {
             .filter(|sha256| !recorded.contains(**sha256))
             .map(|sha256| (*sha256).to_owned())
             .collect();
-        let mut deadlocks = 0;
         loop {
             check_stored(store, &unchecked, &sizes).await?;
-            verified.extend(std::mem::take(&mut unchecked));
-            match attempt(verified.clone()).await {
-                Ok(Attempt::Done(result)) => return Ok(result),
-                Ok(Attempt::Unverified(new)) => unchecked = new,
-                Err(e) if e.is_deadlock() && deadlocks < DEADLOCK_RETRIES => deadlocks += 1,
-                Err(e) => return Err(e),
+            verified.extend(unchecked);
+            match retrying_deadlocks(|| attempt(verified.clone())).await? {
+                Attempt::Done(result) => return Ok(result),
+                Attempt::Unverified(new) => unchecked = new,
             }
         }
     }

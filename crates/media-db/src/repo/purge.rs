@@ -21,7 +21,7 @@ use media_core::records::MediaKey;
 
 use super::Repository;
 use super::deletion::{KEYS_PER_STATEMENT, delete_media_in, dequeue_in};
-use super::sql::values_list;
+use super::sql::{retrying_deadlocks, values_list};
 use crate::Dialect;
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
@@ -403,7 +403,68 @@ impl Purge for Repository {
         ours: &[ServerName],
         acknowledged: &[i64],
     ) -> Result<PurgedBatch, DbError> {
+        // A purge deletes media, then their blobs; an import records blobs, then media:
+        // when both meet on the same bytes, the database may abort either.
+        retrying_deadlocks(|| self.purge_batch_once(batch, ours, acknowledged)).await
+    }
+
+    async fn recorded_own_servers(&self) -> Result<Vec<ServerName>, DbError> {
+        let params: Vec<String> = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar("SELECT params FROM tasks WHERE kind = $1 ORDER BY id")
+                .bind(TaskKind::ImportSynapse.as_str())
+                .fetch_all(p)
+                .await
+                .during("read the server names of recorded imports")?
+        });
+        let names: BTreeSet<ServerName> = params
+            .iter()
+            .filter_map(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .filter_map(|p| p.get("server_name")?.as_str()?.parse().ok())
+            .collect();
+        Ok(names.into_iter().collect())
+    }
+
+    async fn is_reserved(&self, key: &MediaKey) -> Result<bool, DbError> {
+        let found: Option<i64> = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM reserved_media WHERE origin = $1 AND media_id = $2",
+            )
+            .bind(key.origin.as_str())
+            .bind(key.media_id.as_str())
+            .fetch_optional(p)
+            .await
+            .during("look up a reserved media ID")?
+        });
+        Ok(found.is_some())
+    }
+
+    async fn reserved_media_ids(
+        &self,
+        origin: &ServerName,
+        media_ids: &[&str],
+    ) -> Result<HashMap<String, String>, DbError> {
+        let rows: Vec<(String, String)> = self
+            .rows_of_media(
+                "media_id, reason FROM reserved_media",
+                origin,
+                media_ids,
+                "look up reserved media IDs",
+            )
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+}
+
+impl Repository {
+    /// One try at [`Purge::purge_batch`].
+    async fn purge_batch_once(
+        &self,
+        batch: &[PurgeCandidate],
+        ours: &[ServerName],
+        acknowledged: &[i64],
+    ) -> Result<PurgedBatch, DbError> {
         let ts = now_ms();
+
         let keys: Vec<MediaKey> = batch.iter().map(|c| c.key.clone()).collect();
         on_pool!(&self.writer, |p| {
             let mut tx = p
@@ -471,52 +532,6 @@ impl Purge for Repository {
                 claimed: deleted.enqueued,
             })
         })
-    }
-
-    async fn recorded_own_servers(&self) -> Result<Vec<ServerName>, DbError> {
-        let params: Vec<String> = on_pool!(&self.pool, |p| {
-            sqlx::query_scalar("SELECT params FROM tasks WHERE kind = $1 ORDER BY id")
-                .bind(TaskKind::ImportSynapse.as_str())
-                .fetch_all(p)
-                .await
-                .during("read the server names of recorded imports")?
-        });
-        let names: BTreeSet<ServerName> = params
-            .iter()
-            .filter_map(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-            .filter_map(|p| p.get("server_name")?.as_str()?.parse().ok())
-            .collect();
-        Ok(names.into_iter().collect())
-    }
-
-    async fn is_reserved(&self, key: &MediaKey) -> Result<bool, DbError> {
-        let found: Option<i64> = on_pool!(&self.pool, |p| {
-            sqlx::query_scalar(
-                "SELECT CAST(1 AS BIGINT) FROM reserved_media WHERE origin = $1 AND media_id = $2",
-            )
-            .bind(key.origin.as_str())
-            .bind(key.media_id.as_str())
-            .fetch_optional(p)
-            .await
-            .during("look up a reserved media ID")?
-        });
-        Ok(found.is_some())
-    }
-
-    async fn reserved_media_ids(
-        &self,
-        origin: &ServerName,
-        media_ids: &[&str],
-    ) -> Result<HashMap<String, String>, DbError> {
-        let rows: Vec<(String, String)> = self
-            .rows_of_media(
-                "media_id, reason FROM reserved_media",
-                origin,
-                media_ids,
-                "look up reserved media IDs",
-            )
-            .await?;
-        Ok(rows.into_iter().collect())
     }
 }
 

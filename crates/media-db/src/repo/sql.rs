@@ -24,6 +24,27 @@ pub(crate) const LIVE_OBJECT: &str = "EXISTS (SELECT 1 FROM blobs \
      AND blobs.datastore_id = pending_deletions.datastore_id \
      AND blobs.location = pending_deletions.location)";
 
+/// How many times a write transaction the database aborted to break a deadlock is tried
+/// again before its error is reported.
+const DEADLOCK_RETRIES: u32 = 3;
+
+/// Runs `transaction` (one write transaction, rolled back when it fails) and runs it
+/// again when the database aborted it to break a deadlock ([`DbError::is_deadlock`]),
+/// up to [`DEADLOCK_RETRIES`] times: the other transaction of the circle went on.
+pub(crate) async fn retrying_deadlocks<T, F, Fut>(mut transaction: F) -> Result<T, DbError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbError>>,
+{
+    let mut deadlocks = 0;
+    loop {
+        match transaction().await {
+            Err(e) if e.is_deadlock() && deadlocks < DEADLOCK_RETRIES => deadlocks += 1,
+            result => return result,
+        }
+    }
+}
+
 /// One try at a write transaction that records blobs.
 #[derive(Debug)]
 pub(crate) enum Attempt<T> {
