@@ -125,6 +125,57 @@ impl TestDatabase {
     }
 }
 
+/// A connection to a test PostgreSQL database that plays the other writer of a
+/// deadlock: a transaction the code under test waits for, and that then waits for it.
+pub struct OtherWriter {
+    /// The connection; the test begins and ends its transaction.
+    pub conn: PgConnection,
+    pid: i32,
+}
+
+impl OtherWriter {
+    /// Connects. With a superuser (as `scripts/test` connects) this connection waits a
+    /// minute before it looks for a deadlock, so that the code under test, which waits
+    /// first, is the one PostgreSQL aborts; without, both look after a second and the
+    /// one that waited first still looks first.
+    pub async fn connect(db: &TestDatabase) -> Self {
+        let mut conn = PgConnection::connect(&db.url)
+            .await
+            .expect("reach the test database");
+        let _superuser_only = sqlx::query("SET deadlock_timeout = '60s'")
+            .execute(&mut conn)
+            .await;
+        let pid = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .expect("read the backend's process ID");
+        Self { conn, pid }
+    }
+
+    /// Returns once a session of `db` waits for a lock this writer holds. Panics if
+    /// `done` says the code under test ended before it waited.
+    pub async fn wait_until_waited_for(&self, db: &TestDatabase, done: impl Fn() -> bool) {
+        let mut watcher = PgConnection::connect(&db.url)
+            .await
+            .expect("reach the test database");
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+            )
+            .bind(self.pid)
+            .fetch_one(&mut watcher)
+            .await
+            .expect("list the sessions waiting for locks");
+            if waiting > 0 {
+                break;
+            }
+            assert!(!done(), "the code under test ended without waiting");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        watcher.close().await.ok();
+    }
+}
+
 impl Drop for TestDatabase {
     /// Drops a PostgreSQL database from a thread of its own with a runtime of its own, so
     /// that it works the same from synchronous code, from inside a tokio runtime (where

@@ -20,5 +20,5 @@ pub mod synapse_store;
 pub mod synthetic_synapse;
 
 pub use command::{TestCommand, binary, built_binary, import_sqlite_fixture, report};
-pub use database::{TestDatabase, postgres_server_url};
+pub use database::{OtherWriter, TestDatabase, postgres_server_url};
 pub use inspect::{any_connection, last_task, media_count, repository_contents, walk_blobs};

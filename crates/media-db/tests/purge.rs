@@ -10,7 +10,7 @@ use media_db::{
     TaskLog, connect,
 };
 use media_store::MemoryDatastore;
-use media_tests::TestDatabase;
+use media_tests::{OtherWriter, TestDatabase};
 
 /// Records a media of `origin` (uploaded by `uploader`, none for a remote one) holding
 /// `bytes`.
@@ -476,7 +476,6 @@ async fn a_page_of_thousands_of_media_named_one_by_one_is_tallied_and_purged() {
 /// and keeps the bytes, which the new media now uses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_batch_aborted_to_break_a_deadlock_is_tried_again() {
-    use sqlx::Connection;
     let db = TestDatabase::postgres().await;
     let repo = connect(&db.url).await.unwrap();
     let store = MemoryDatastore::new();
@@ -484,22 +483,17 @@ async fn a_purge_batch_aborted_to_break_a_deadlock_is_tried_again() {
     let old = record(&repo, &store, ds, "mxc://ours.test/old", None, b"bytes").await;
     let sha256 = store.put_bytes(b"bytes").await.unwrap().blob.sha256;
 
-    let mut writer = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    // With a superuser (as `scripts/test` connects) only the purge looks for the deadlock.
-    let _superuser_only = sqlx::query("SET deadlock_timeout = '60s'")
-        .execute(&mut writer)
-        .await;
-    let writer_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut writer)
+    let mut writer = OtherWriter::connect(&db).await;
+    sqlx::query("BEGIN")
+        .execute(&mut writer.conn)
         .await
         .unwrap();
-    sqlx::query("BEGIN").execute(&mut writer).await.unwrap();
     sqlx::query(
         "INSERT INTO media (origin, media_id, sha256, size_bytes, created_ts) \
          VALUES ('ours.test', 'new', $1, 5, 0)",
     )
     .bind(sha256.as_str())
-    .execute(&mut writer)
+    .execute(&mut writer.conn)
     .await
     .unwrap();
 
@@ -513,29 +507,20 @@ async fn a_purge_batch_aborted_to_break_a_deadlock_is_tried_again() {
         })
     };
     // The purge deleted the old media and waits for the blob row the writer holds.
-    let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-        )
-        .bind(writer_pid)
-        .fetch_one(&mut watcher)
-        .await
-        .unwrap();
-        if waiting == 1 {
-            break;
-        }
-        assert!(!purging.is_finished(), "the purge ended without waiting");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    writer
+        .wait_until_waited_for(&db, || purging.is_finished())
+        .await;
     // Returns once the purge's transaction is aborted.
     sqlx::query(
         "UPDATE media SET purpose = purpose WHERE origin = 'ours.test' AND media_id = 'old'",
     )
-    .execute(&mut writer)
+    .execute(&mut writer.conn)
     .await
     .unwrap();
-    sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+    sqlx::query("COMMIT")
+        .execute(&mut writer.conn)
+        .await
+        .unwrap();
 
     let purged = purging.await.unwrap().unwrap();
     assert_eq!((purged.tally.media, purged.tally.blobs_freed), (1, 0));

@@ -14,7 +14,7 @@ use media_db::{
 };
 use media_store::MemoryDatastore;
 use media_store::faulty::FaultyDatastore;
-use media_tests::TestDatabase;
+use media_tests::{OtherWriter, TestDatabase};
 
 /// A repository, a datastore registered in it, and the test's label (`sqlite`/`postgres`).
 struct Fixture {
@@ -295,7 +295,6 @@ async fn batches_of_the_same_media_in_opposite_orders_both_commit() {
 /// rolled back. Once the other writer commits, the batch records both media.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_rolled_back_to_break_a_deadlock_is_tried_again() {
-    use sqlx::Connection;
     let db = TestDatabase::postgres().await;
     let repo = connect(&db.url).await.unwrap();
     let store = Arc::new(MemoryDatastore::new());
@@ -325,43 +324,30 @@ async fn a_batch_rolled_back_to_break_a_deadlock_is_tried_again() {
         .bind(datastore_id.0)
         .bind(BlobKey::for_hash(sha256).as_str().to_owned())
     };
-    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    // The batch waits first, so it looks for the deadlock first (a second after it
-    // began waiting). With a superuser (as `scripts/test` connects) the other writer
-    // waits a minute before it looks; others may not set it.
-    let _superuser_only = sqlx::query("SET deadlock_timeout = '60s'")
-        .execute(&mut other)
-        .await;
-    let other_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut other)
+    let mut other = OtherWriter::connect(&db).await;
+    sqlx::query("BEGIN").execute(&mut other.conn).await.unwrap();
+    insert_blob(&blobs[1])
+        .execute(&mut other.conn)
         .await
         .unwrap();
-    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
-    insert_blob(&blobs[1]).execute(&mut other).await.unwrap();
 
     let recording = {
         let (repo, store) = (f.repo.clone(), f.store.clone());
         tokio::spawn(async move { repo.insert_media_batch(&batch, &*store).await })
     };
     // The batch inserted the first blob and waits for the second.
-    let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-        )
-        .bind(other_pid)
-        .fetch_one(&mut watcher)
+    other
+        .wait_until_waited_for(&db, || recording.is_finished())
+        .await;
+    // Returns once the batch's transaction is rolled back.
+    insert_blob(&blobs[0])
+        .execute(&mut other.conn)
         .await
         .unwrap();
-        if waiting == 1 {
-            break;
-        }
-        assert!(!recording.is_finished(), "the batch ended without waiting");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    // Returns once the batch's transaction is rolled back.
-    insert_blob(&blobs[0]).execute(&mut other).await.unwrap();
-    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    sqlx::query("COMMIT")
+        .execute(&mut other.conn)
+        .await
+        .unwrap();
 
     let outcomes = recording.await.unwrap().unwrap();
     assert!(
