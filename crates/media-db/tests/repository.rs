@@ -364,6 +364,69 @@ async fn a_batch_rolled_back_to_break_a_deadlock_is_tried_again() {
     );
 }
 
+/// Quarantining media locks every media with their bytes, so two runs over shared bytes
+/// lock rows in orders of their own. The other writer here holds the second media's
+/// row and then waits for the first one's, which the quarantine (waiting for the second)
+/// holds: PostgreSQL aborts the quarantine, which is tried again and quarantines both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_aborted_to_break_a_deadlock_is_tried_again() {
+    let db = TestDatabase::postgres().await;
+    let repo = connect(&db.url).await.unwrap();
+    let store = Arc::new(MemoryDatastore::new());
+    let datastore_id = repo.register_datastore("memory://test").await.unwrap();
+    let f = Fixture {
+        repo,
+        store,
+        datastore_id,
+        label: db.label,
+    };
+    let first = f.media("first", "@alice:example.org", b"first bytes").await;
+    let second = f
+        .media("second", "@alice:example.org", b"second bytes")
+        .await;
+    for media in [&first, &second] {
+        assert_eq!(f.insert(media).await, InsertOutcome::Inserted);
+    }
+    let lock_bytes_of = |media: &NewMedia| {
+        sqlx::query("UPDATE media SET purpose = purpose WHERE sha256 = $1")
+            .bind(media.record.sha256.as_str().to_owned())
+    };
+    let mut other = OtherWriter::connect(&db).await;
+    sqlx::query("BEGIN").execute(&mut other.conn).await.unwrap();
+    lock_bytes_of(&second)
+        .execute(&mut other.conn)
+        .await
+        .unwrap();
+
+    let keys = vec![first.record.key.clone(), second.record.key.clone()];
+    let quarantining = {
+        let repo = f.repo.clone();
+        tokio::spawn(async move {
+            let action = QuarantineAction::Quarantine { by: None };
+            repo.set_quarantined_batch(&keys, action).await
+        })
+    };
+    // The quarantine changed the first media and waits for the second.
+    other
+        .wait_until_waited_for(&db, || quarantining.is_finished())
+        .await;
+    // Returns once the quarantine's transaction is aborted.
+    lock_bytes_of(&first)
+        .execute(&mut other.conn)
+        .await
+        .unwrap();
+    sqlx::query("COMMIT")
+        .execute(&mut other.conn)
+        .await
+        .unwrap();
+
+    let report = quarantining.await.unwrap().unwrap();
+    assert_eq!(
+        report.changed,
+        vec![first.record.key.clone(), second.record.key.clone()]
+    );
+}
+
 #[tokio::test]
 async fn a_blob_whose_object_is_missing_is_never_recorded() {
     on_both(|f| async move {

@@ -9,7 +9,7 @@ use media_core::now_ms;
 use media_core::records::MediaKey;
 
 use super::Repository;
-use super::sql::append_quarantine_change_in;
+use super::sql::{append_quarantine_change_in, retrying_deadlocks};
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
 use crate::model::{
@@ -93,19 +93,23 @@ impl Quarantine for Repository {
         action: QuarantineAction<'_>,
     ) -> Result<QuarantineReport, DbError> {
         let ts = now_ms();
-        on_pool!(&self.writer, |p| {
-            let mut tx = p
-                .begin_with(self.begin_write())
-                .await
-                .during("begin a transaction")?;
-            let Some(report) = set_quarantined_in!(&mut *tx, key, action, ts)? else {
-                return Err(DbError::NotFound {
-                    what: format!("media {key}"),
-                });
-            };
-            tx.commit().await.during("commit a quarantine change")?;
-            Ok(report)
+        // Quarantines meet on shared bytes: see `set_quarantined_batch`.
+        retrying_deadlocks(|| async {
+            on_pool!(&self.writer, |p| {
+                let mut tx = p
+                    .begin_with(self.begin_write())
+                    .await
+                    .during("begin a transaction")?;
+                let Some(report) = set_quarantined_in!(&mut *tx, key, action, ts)? else {
+                    return Err(DbError::NotFound {
+                        what: format!("media {key}"),
+                    });
+                };
+                tx.commit().await.during("commit a quarantine change")?;
+                Ok(report)
+            })
         })
+        .await
     }
 
     async fn set_quarantined_batch(
@@ -114,25 +118,31 @@ impl Quarantine for Repository {
         action: QuarantineAction<'_>,
     ) -> Result<QuarantineReport, DbError> {
         let ts = now_ms();
-        on_pool!(&self.writer, |p| {
-            let mut tx = p
-                .begin_with(self.begin_write())
-                .await
-                .during("begin a transaction")?;
-            let mut report = QuarantineReport::default();
-            for key in keys {
-                if let Some(one) = set_quarantined_in!(&mut *tx, key, action, ts)? {
-                    report.changed.extend(one.changed);
-                    report.pinned.extend(one.pinned);
+        // Each key locks every media with its bytes, so two runs (or a run and a pin)
+        // over shared bytes take their row locks in orders of their own; PostgreSQL
+        // aborts one of them to break a deadlock, and it is tried again.
+        retrying_deadlocks(|| async {
+            on_pool!(&self.writer, |p| {
+                let mut tx = p
+                    .begin_with(self.begin_write())
+                    .await
+                    .during("begin a transaction")?;
+                let mut report = QuarantineReport::default();
+                for key in keys {
+                    if let Some(one) = set_quarantined_in!(&mut *tx, key, action, ts)? {
+                        report.changed.extend(one.changed);
+                        report.pinned.extend(one.pinned);
+                    }
                 }
-            }
-            tx.commit().await.during("commit quarantine changes")?;
-            report.changed.sort();
-            report.pinned.sort();
-            report.pinned.dedup();
-            report.skipped_pinned = report.pinned.len() as u64;
-            Ok(report)
+                tx.commit().await.during("commit quarantine changes")?;
+                report.changed.sort();
+                report.pinned.sort();
+                report.pinned.dedup();
+                report.skipped_pinned = report.pinned.len() as u64;
+                Ok(report)
+            })
         })
+        .await
     }
 
     async fn quarantine_changes(
