@@ -152,9 +152,26 @@ impl OtherWriter {
         Self { conn, pid }
     }
 
-    /// Returns once a session of `db` waits for a lock this writer holds. Panics if
-    /// `done` says the code under test ended before it waited.
-    pub async fn wait_until_waited_for(&self, db: &TestDatabase, done: impl Fn() -> bool) {
+    /// Closes the circle and ends it: once the code under test waits for a lock this
+    /// writer's open transaction holds, runs `then` on this writer (a statement that
+    /// waits for the code under test, until PostgreSQL aborts one of them), then
+    /// commits. Panics if `done` says the code under test ended before it waited.
+    pub async fn deadlock_with(
+        &mut self,
+        db: &TestDatabase,
+        done: impl Fn() -> bool,
+        then: impl AsyncFnOnce(&mut PgConnection),
+    ) {
+        self.wait_until_waited_for(db, done).await;
+        then(&mut self.conn).await;
+        sqlx::query("COMMIT")
+            .execute(&mut self.conn)
+            .await
+            .expect("commit the other writer");
+    }
+
+    /// Returns once a session of `db` waits for a lock this writer holds.
+    async fn wait_until_waited_for(&self, db: &TestDatabase, done: impl Fn() -> bool) {
         let mut watcher = PgConnection::connect(&db.url)
             .await
             .expect("reach the test database");

@@ -506,21 +506,19 @@ async fn a_purge_batch_aborted_to_break_a_deadlock_is_tried_again() {
             repo.purge_batch(&page, &ours, &[]).await
         })
     };
-    // The purge deleted the old media and waits for the blob row the writer holds.
+    // Once the purge, having deleted the old media, waits for the blob row the writer
+    // holds, the writer waits for the old media's row: PostgreSQL aborts the purge.
+    let old_media = "UPDATE media SET purpose = purpose \
+                     WHERE origin = 'ours.test' AND media_id = 'old'";
     writer
-        .wait_until_waited_for(&db, || purging.is_finished())
+        .deadlock_with(
+            &db,
+            || purging.is_finished(),
+            async |conn| {
+                sqlx::query(old_media).execute(conn).await.unwrap();
+            },
+        )
         .await;
-    // Returns once the purge's transaction is aborted.
-    sqlx::query(
-        "UPDATE media SET purpose = purpose WHERE origin = 'ours.test' AND media_id = 'old'",
-    )
-    .execute(&mut writer.conn)
-    .await
-    .unwrap();
-    sqlx::query("COMMIT")
-        .execute(&mut writer.conn)
-        .await
-        .unwrap();
 
     let purged = purging.await.unwrap().unwrap();
     assert_eq!((purged.tally.media, purged.tally.blobs_freed), (1, 0));

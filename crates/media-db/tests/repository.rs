@@ -25,6 +25,18 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// A repository in `db` with a memory datastore registered.
+    async fn on(db: &TestDatabase) -> Self {
+        let repo = connect(&db.url).await.unwrap();
+        let datastore_id = repo.register_datastore("memory://test").await.unwrap();
+        Self {
+            repo,
+            store: Arc::new(MemoryDatastore::new()),
+            datastore_id,
+            label: db.label,
+        }
+    }
+
     /// Puts `bytes` into the datastore and returns a local media record for them.
     async fn media(&self, media_id: &str, uploader: &str, bytes: &[u8]) -> NewMedia {
         let put = self.store.put_bytes(bytes).await.unwrap();
@@ -69,16 +81,9 @@ where
     Fut: Future<Output = ()>,
 {
     for db in TestDatabase::both().await {
-        let repo = connect(&db.url).await.unwrap();
-        let store = Arc::new(MemoryDatastore::new());
-        let datastore_id = repo.register_datastore("memory://test").await.unwrap();
-        test(Fixture {
-            repo: repo.clone(),
-            store,
-            datastore_id,
-            label: db.label,
-        })
-        .await;
+        let fixture = Fixture::on(&db).await;
+        let repo = fixture.repo.clone();
+        test(fixture).await;
         repo.close().await;
     }
 }
@@ -296,15 +301,7 @@ async fn batches_of_the_same_media_in_opposite_orders_both_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_rolled_back_to_break_a_deadlock_is_tried_again() {
     let db = TestDatabase::postgres().await;
-    let repo = connect(&db.url).await.unwrap();
-    let store = Arc::new(MemoryDatastore::new());
-    let datastore_id = repo.register_datastore("memory://test").await.unwrap();
-    let f = Fixture {
-        repo,
-        store,
-        datastore_id,
-        label: db.label,
-    };
+    let f = Fixture::on(&db).await;
     let batch = vec![
         f.media("a", "@alice:example.org", b"first").await,
         f.media("b", "@alice:example.org", b"second").await,
@@ -321,7 +318,7 @@ async fn a_batch_rolled_back_to_break_a_deadlock_is_tried_again() {
         )
         .bind(sha256.as_str().to_owned())
         .bind(*size)
-        .bind(datastore_id.0)
+        .bind(f.datastore_id.0)
         .bind(BlobKey::for_hash(sha256).as_str().to_owned())
     };
     let mut other = OtherWriter::connect(&db).await;
@@ -335,19 +332,17 @@ async fn a_batch_rolled_back_to_break_a_deadlock_is_tried_again() {
         let (repo, store) = (f.repo.clone(), f.store.clone());
         tokio::spawn(async move { repo.insert_media_batch(&batch, &*store).await })
     };
-    // The batch inserted the first blob and waits for the second.
+    // Once the batch, having inserted the first blob, waits for the second, the other
+    // writer inserts the first: PostgreSQL aborts the batch.
     other
-        .wait_until_waited_for(&db, || recording.is_finished())
+        .deadlock_with(
+            &db,
+            || recording.is_finished(),
+            async |conn| {
+                insert_blob(&blobs[0]).execute(conn).await.unwrap();
+            },
+        )
         .await;
-    // Returns once the batch's transaction is rolled back.
-    insert_blob(&blobs[0])
-        .execute(&mut other.conn)
-        .await
-        .unwrap();
-    sqlx::query("COMMIT")
-        .execute(&mut other.conn)
-        .await
-        .unwrap();
 
     let outcomes = recording.await.unwrap().unwrap();
     assert!(
@@ -371,15 +366,7 @@ async fn a_batch_rolled_back_to_break_a_deadlock_is_tried_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quarantine_aborted_to_break_a_deadlock_is_tried_again() {
     let db = TestDatabase::postgres().await;
-    let repo = connect(&db.url).await.unwrap();
-    let store = Arc::new(MemoryDatastore::new());
-    let datastore_id = repo.register_datastore("memory://test").await.unwrap();
-    let f = Fixture {
-        repo,
-        store,
-        datastore_id,
-        label: db.label,
-    };
+    let f = Fixture::on(&db).await;
     let first = f.media("first", "@alice:example.org", b"first bytes").await;
     let second = f
         .media("second", "@alice:example.org", b"second bytes")
@@ -406,19 +393,17 @@ async fn a_quarantine_aborted_to_break_a_deadlock_is_tried_again() {
             repo.set_quarantined_batch(&keys, action).await
         })
     };
-    // The quarantine changed the first media and waits for the second.
+    // Once the quarantine, having changed the first media, waits for the second, the
+    // other writer locks the first: PostgreSQL aborts the quarantine.
     other
-        .wait_until_waited_for(&db, || quarantining.is_finished())
+        .deadlock_with(
+            &db,
+            || quarantining.is_finished(),
+            async |conn| {
+                lock_bytes_of(&first).execute(conn).await.unwrap();
+            },
+        )
         .await;
-    // Returns once the quarantine's transaction is aborted.
-    lock_bytes_of(&first)
-        .execute(&mut other.conn)
-        .await
-        .unwrap();
-    sqlx::query("COMMIT")
-        .execute(&mut other.conn)
-        .await
-        .unwrap();
 
     let report = quarantining.await.unwrap().unwrap();
     assert_eq!(
