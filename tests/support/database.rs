@@ -128,17 +128,17 @@ impl TestDatabase {
 /// A connection to a test PostgreSQL database that plays the other writer of a
 /// deadlock: a transaction the code under test waits for, and that then waits for it.
 pub struct OtherWriter {
-    /// The connection; the test begins and ends its transaction.
+    /// The connection, in its open transaction.
     pub conn: PgConnection,
     pid: i32,
 }
 
 impl OtherWriter {
-    /// Connects. With a superuser (as `scripts/test` connects) this connection waits a
-    /// minute before it looks for a deadlock, so that the code under test, which waits
-    /// first, is the one PostgreSQL aborts; without, both look after a second and the
-    /// one that waited first still looks first.
-    pub async fn connect(db: &TestDatabase) -> Self {
+    /// Connects and begins a transaction. With a superuser (as `scripts/test` connects)
+    /// this connection waits a minute before it looks for a deadlock, so that the code
+    /// under test, which waits first, is the one PostgreSQL aborts; without, both look
+    /// after a second and the one that waited first still looks first.
+    pub async fn begin(db: &TestDatabase) -> Self {
         let mut conn = PgConnection::connect(&db.url)
             .await
             .expect("reach the test database");
@@ -149,6 +149,10 @@ impl OtherWriter {
             .fetch_one(&mut conn)
             .await
             .expect("read the backend's process ID");
+        sqlx::query("BEGIN")
+            .execute(&mut conn)
+            .await
+            .expect("begin the other writer's transaction");
         Self { conn, pid }
     }
 

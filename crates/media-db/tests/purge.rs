@@ -483,11 +483,7 @@ async fn a_purge_batch_aborted_to_break_a_deadlock_is_tried_again() {
     let old = record(&repo, &store, ds, "mxc://ours.test/old", None, b"bytes").await;
     let sha256 = store.put_bytes(b"bytes").await.unwrap().blob.sha256;
 
-    let mut writer = OtherWriter::connect(&db).await;
-    sqlx::query("BEGIN")
-        .execute(&mut writer.conn)
-        .await
-        .unwrap();
+    let mut writer = OtherWriter::begin(&db).await;
     sqlx::query(
         "INSERT INTO media (origin, media_id, sha256, size_bytes, created_ts) \
          VALUES ('ours.test', 'new', $1, 5, 0)",

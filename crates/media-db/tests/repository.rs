@@ -321,8 +321,7 @@ async fn a_batch_rolled_back_to_break_a_deadlock_is_tried_again() {
         .bind(f.datastore_id.0)
         .bind(BlobKey::for_hash(sha256).as_str().to_owned())
     };
-    let mut other = OtherWriter::connect(&db).await;
-    sqlx::query("BEGIN").execute(&mut other.conn).await.unwrap();
+    let mut other = OtherWriter::begin(&db).await;
     insert_blob(&blobs[1])
         .execute(&mut other.conn)
         .await
@@ -378,8 +377,7 @@ async fn a_quarantine_aborted_to_break_a_deadlock_is_tried_again() {
         sqlx::query("UPDATE media SET purpose = purpose WHERE sha256 = $1")
             .bind(media.record.sha256.as_str().to_owned())
     };
-    let mut other = OtherWriter::connect(&db).await;
-    sqlx::query("BEGIN").execute(&mut other.conn).await.unwrap();
+    let mut other = OtherWriter::begin(&db).await;
     lock_bytes_of(&second)
         .execute(&mut other.conn)
         .await

@@ -48,8 +48,8 @@ impl MediaIndex for Repository {
                 }
             }
         }
-        // Rows go in in key order (see `write_media_batch`).
-        blobs.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        // Rows are inserted in key order (see `write_media_batch`).
+        blobs.sort_unstable_by_key(|(sha256, ..)| *sha256);
         let sizes: Vec<(&Sha256Hex, u64)> = blobs.iter().map(|(s, n, _)| (*s, *n)).collect();
         self.with_verified_blobs(&sizes, store, |verified| {
             self.write_media_batch(batch, &blobs, verified, store.uri())

@@ -464,7 +464,6 @@ impl Repository {
         acknowledged: &[i64],
     ) -> Result<PurgedBatch, DbError> {
         let ts = now_ms();
-
         let keys: Vec<MediaKey> = batch.iter().map(|c| c.key.clone()).collect();
         on_pool!(&self.writer, |p| {
             let mut tx = p

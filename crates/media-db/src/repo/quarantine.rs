@@ -92,24 +92,15 @@ impl Quarantine for Repository {
         key: &MediaKey,
         action: QuarantineAction<'_>,
     ) -> Result<QuarantineReport, DbError> {
-        let ts = now_ms();
-        // Quarantines meet on shared bytes: see `set_quarantined_batch`.
-        retrying_deadlocks(|| async {
-            on_pool!(&self.writer, |p| {
-                let mut tx = p
-                    .begin_with(self.begin_write())
-                    .await
-                    .during("begin a transaction")?;
-                let Some(report) = set_quarantined_in!(&mut *tx, key, action, ts)? else {
-                    return Err(DbError::NotFound {
-                        what: format!("media {key}"),
-                    });
-                };
-                tx.commit().await.during("commit a quarantine change")?;
-                Ok(report)
-            })
-        })
-        .await
+        match self
+            .set_quarantined_keys(std::slice::from_ref(key), action)
+            .await?
+        {
+            (report, true) => Ok(report),
+            (_, false) => Err(DbError::NotFound {
+                what: format!("media {key}"),
+            }),
+        }
     }
 
     async fn set_quarantined_batch(
@@ -117,32 +108,7 @@ impl Quarantine for Repository {
         keys: &[MediaKey],
         action: QuarantineAction<'_>,
     ) -> Result<QuarantineReport, DbError> {
-        let ts = now_ms();
-        // Each key locks every media with its bytes, so two runs (or a run and a pin)
-        // over shared bytes take their row locks in orders of their own; PostgreSQL
-        // aborts one of them to break a deadlock, and it is tried again.
-        retrying_deadlocks(|| async {
-            on_pool!(&self.writer, |p| {
-                let mut tx = p
-                    .begin_with(self.begin_write())
-                    .await
-                    .during("begin a transaction")?;
-                let mut report = QuarantineReport::default();
-                for key in keys {
-                    if let Some(one) = set_quarantined_in!(&mut *tx, key, action, ts)? {
-                        report.changed.extend(one.changed);
-                        report.pinned.extend(one.pinned);
-                    }
-                }
-                tx.commit().await.during("commit quarantine changes")?;
-                report.changed.sort();
-                report.pinned.sort();
-                report.pinned.dedup();
-                report.skipped_pinned = report.pinned.len() as u64;
-                Ok(report)
-            })
-        })
-        .await
+        Ok(self.set_quarantined_keys(keys, action).await?.0)
     }
 
     async fn quarantine_changes(
@@ -193,5 +159,46 @@ impl Quarantine for Repository {
             .during("look up the quarantine of a hash")?
         });
         Ok(quarantined.is_some())
+    }
+}
+
+impl Repository {
+    /// (Un)quarantines each of `keys` with every media sharing its bytes, in one
+    /// transaction; returns what changed and whether every key is recorded. Each key
+    /// locks every media with its bytes, so two runs (or a run and a pin) over shared
+    /// bytes take their row locks in orders of their own: a transaction PostgreSQL
+    /// aborts to break a deadlock is tried again ([`retrying_deadlocks`]).
+    async fn set_quarantined_keys(
+        &self,
+        keys: &[MediaKey],
+        action: QuarantineAction<'_>,
+    ) -> Result<(QuarantineReport, bool), DbError> {
+        let ts = now_ms();
+        retrying_deadlocks(|| async {
+            on_pool!(&self.writer, |p| {
+                let mut tx = p
+                    .begin_with(self.begin_write())
+                    .await
+                    .during("begin a transaction")?;
+                let mut report = QuarantineReport::default();
+                let mut all_recorded = true;
+                for key in keys {
+                    match set_quarantined_in!(&mut *tx, key, action, ts)? {
+                        Some(one) => {
+                            report.changed.extend(one.changed);
+                            report.pinned.extend(one.pinned);
+                        }
+                        None => all_recorded = false,
+                    }
+                }
+                tx.commit().await.during("commit quarantine changes")?;
+                report.changed.sort();
+                report.pinned.sort();
+                report.pinned.dedup();
+                report.skipped_pinned = report.pinned.len() as u64;
+                Ok((report, all_recorded))
+            })
+        })
+        .await
     }
 }
