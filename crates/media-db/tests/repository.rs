@@ -2,9 +2,15 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use async_trait::async_trait;
 use futures::TryStreamExt;
-use media_core::datastore::{BlobKey, Datastore, DatastoreExt};
+use futures::stream::BoxStream;
+use media_core::datastore::{
+    BlobKey, BlobPayload, ByteRange, Datastore, DatastoreExt, DeleteStatus, Put, PutOptions,
+    StoreError,
+};
 use media_core::ids::{Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, ThumbnailRecord};
 use media_db::{
@@ -15,6 +21,7 @@ use media_db::{
 use media_store::MemoryDatastore;
 use media_store::faulty::FaultyDatastore;
 use media_tests::{OtherWriter, TestDatabase};
+use tokio::io::AsyncRead;
 
 /// A repository, a datastore registered in it, and the test's label (`sqlite`/`postgres`).
 struct Fixture {
@@ -1370,6 +1377,157 @@ async fn bytes_drained_before_a_batch_are_checked_and_refused() {
                 .unwrap()
                 .is_none()
         );
+    })
+    .await;
+}
+
+/// A datastore that, the first time it is asked for the sizes of some objects, answers
+/// from the wrapped one and then, before the answer arrives, lets the repository drain
+/// the queued deletions there: a drain that deletes an object and acknowledges it
+/// between a writer's check of that object and the writer's transaction.
+#[derive(Debug)]
+struct DrainAfterCheck {
+    inner: Arc<MemoryDatastore>,
+    repo: Repository,
+    datastore_id: DatastoreId,
+    armed: AtomicBool,
+}
+
+impl DrainAfterCheck {
+    fn new(f: &Fixture) -> Self {
+        Self {
+            inner: f.store.clone(),
+            repo: f.repo.clone(),
+            datastore_id: f.datastore_id,
+            armed: AtomicBool::new(true),
+        }
+    }
+}
+
+#[async_trait]
+impl Datastore for DrainAfterCheck {
+    fn uri(&self) -> String {
+        self.inner.uri()
+    }
+
+    async fn put(
+        &self,
+        data: &mut (dyn AsyncRead + Send + Unpin),
+        options: &PutOptions,
+    ) -> Result<Put, StoreError> {
+        self.inner.put(data, options).await
+    }
+
+    async fn open(
+        &self,
+        key: &BlobKey,
+        range: Option<ByteRange>,
+    ) -> Result<BlobPayload, StoreError> {
+        self.inner.open(key, range).await
+    }
+
+    async fn size(&self, key: &BlobKey) -> Result<Option<u64>, StoreError> {
+        self.inner.size(key).await
+    }
+
+    async fn sizes(&self, keys: &[BlobKey]) -> Result<Vec<Option<u64>>, StoreError> {
+        let seen = self.inner.sizes(keys).await?;
+        if !keys.is_empty() && self.armed.swap(false, Ordering::SeqCst) {
+            let drained = self
+                .repo
+                .drain_pending_deletions(self.datastore_id, &*self.inner)
+                .await
+                .unwrap();
+            assert_eq!(drained.deleted, 1, "the object was there to delete");
+        }
+        Ok(seen)
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<DeleteStatus, StoreError> {
+        self.inner.delete(key).await
+    }
+
+    fn list(&self) -> BoxStream<'_, Result<BlobKey, StoreError>> {
+        self.inner.list()
+    }
+}
+
+/// DESIGN.md invariant 4, "never a row pointing at a missing object": bytes whose blob
+/// was deleted and queued are recorded again while a drain deletes their object and
+/// acknowledges it, after the writer saw the object and before its transaction. The
+/// queue entry is gone by then; the deletion epoch shows the drain, and the writer
+/// checks again and refuses, where it recorded a row for an object that was gone.
+#[tokio::test]
+async fn bytes_drained_between_the_check_and_the_transaction_are_checked_again() {
+    on_both(|f| async move {
+        let bytes = b"drained meanwhile";
+        let first = f.media("first", "@alice:example.org", bytes).await;
+        f.insert(&first).await;
+        let location = BlobKey::for_hash(&first.record.sha256);
+        f.repo
+            .delete_media(std::slice::from_ref(&first.record.key))
+            .await
+            .unwrap();
+
+        // A batch of media (the import's path).
+        let second = f.media("second", "@bob:example.org", bytes).await;
+        let err = f
+            .repo
+            .insert_media(&second, &DrainAfterCheck::new(&f))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DbError::BlobMissing { .. }),
+            "{}: {err}",
+            f.label
+        );
+        assert!(!f.store.exists(&location).await.unwrap(), "{}", f.label);
+        assert!(
+            f.repo
+                .get_media(&second.record.key)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            f.repo
+                .get_blob(&second.record.sha256)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Put again, the bytes are recorded, object and row.
+        let second = f.media("second", "@bob:example.org", bytes).await;
+        assert_eq!(
+            f.insert(&second).await,
+            InsertOutcome::Inserted,
+            "{}",
+            f.label
+        );
+        assert!(f.store.exists(&location).await.unwrap(), "{}", f.label);
+
+        // One blob on its own (a thumbnail's path).
+        f.repo
+            .delete_media(std::slice::from_ref(&second.record.key))
+            .await
+            .unwrap();
+        f.store.put_bytes(bytes).await.unwrap();
+        let blob = NewBlob {
+            sha256: second.record.sha256.clone(),
+            size_bytes: second.record.size_bytes,
+            datastore_id: f.datastore_id,
+        };
+        let err = f
+            .repo
+            .insert_blob(&blob, &DrainAfterCheck::new(&f))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DbError::BlobMissing { .. }),
+            "{}: {err}",
+            f.label
+        );
+        assert!(f.repo.get_blob(&blob.sha256).await.unwrap().is_none());
     })
     .await;
 }

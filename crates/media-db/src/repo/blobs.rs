@@ -1,5 +1,6 @@
 //! The blob index: one row per digest, inserted-or-got inside a transaction, and only
-//! once the datastore was seen (before the transaction) to hold the object.
+//! once the datastore was seen (before the transaction) to hold the object, with no
+//! deletion acknowledged since.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -10,13 +11,20 @@ use media_core::ids::Sha256Hex;
 
 use super::Repository;
 use super::sql::{
-    Attempt, ROWS_PER_STATEMENT, insert_blob_in, placeholder_list, retrying_deadlocks,
+    Attempt, ROWS_PER_STATEMENT, Verified, deletion_epoch_in, insert_blob_in, placeholder_list,
+    retrying_deadlocks,
 };
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
 use crate::model::{Blob, BlobOutcome, NewBlob};
 use crate::roles::BlobIndex;
 use crate::rows::BlobRow;
+
+/// How many times a write of blobs checks their objects again because drains deleted
+/// objects meanwhile, before it gives up with [`DbError::BlobMissing`] (retry later): a
+/// check takes milliseconds, so only drains acknowledging without pause, each time inside
+/// that window, get this far.
+const EPOCH_MOVES_BEFORE_GIVING_UP: u32 = 16;
 
 #[async_trait]
 impl BlobIndex for Repository {
@@ -76,11 +84,13 @@ impl Repository {
     /// Runs `attempt` (one write transaction recording `blobs`) with the digests whose
     /// objects were seen in `store` with their sizes, checked with no transaction open:
     /// first those `blobs` not recorded yet; then, whenever an attempt rolls back because
-    /// it would record a blob that was not checked (its row vanished meanwhile), those
-    /// too, and the attempt is tried again. An attempt the database aborted to break a
-    /// deadlock is tried again too ([`retrying_deadlocks`]): the rows of one batch go in
-    /// in key order, but another writer (a purge deleting the bytes this batch records
-    /// again) takes its locks table by table in another order.
+    /// it would record a blob that was not checked (its row vanished meanwhile) or whose
+    /// object a drain may have deleted since the check (the deletion epoch moved: every
+    /// check before counts no more), those too, and the attempt is tried again. An
+    /// attempt the database aborted to break a deadlock is tried again too
+    /// ([`retrying_deadlocks`]): the rows of one batch go in in key order, but another
+    /// writer (a purge deleting the bytes this batch records again) takes its locks
+    /// table by table in another order.
     pub(super) async fn with_verified_blobs<T, F, Fut>(
         &self,
         blobs: &[(&Sha256Hex, u64)],
@@ -88,25 +98,51 @@ impl Repository {
         mut attempt: F,
     ) -> Result<T, DbError>
     where
-        F: FnMut(HashSet<String>) -> Fut,
+        F: FnMut(Verified) -> Fut,
         Fut: Future<Output = Result<Attempt<T>, DbError>>,
     {
         let sizes: HashMap<&str, u64> = blobs.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        let mut verified = Verified {
+            digests: HashSet::new(),
+            epoch: self.deletion_epoch().await?,
+        };
         let recorded = self.recorded_digests(blobs).await?;
-        let mut verified = HashSet::new();
         let mut unchecked: Vec<String> = sizes
             .keys()
             .filter(|sha256| !recorded.contains(**sha256))
             .map(|sha256| (*sha256).to_owned())
             .collect();
+        let mut epoch_moves = 0;
         loop {
             check_stored(store, &unchecked, &sizes).await?;
-            verified.extend(unchecked);
-            match retrying_deadlocks(|| attempt(verified.clone())).await? {
+            verified.digests.extend(unchecked);
+            let new = match retrying_deadlocks(|| attempt(verified.clone())).await? {
                 Attempt::Done(result) => return Ok(result),
-                Attempt::Unverified(new) => unchecked = new,
+                Attempt::Unverified(new) => new,
+            };
+            let epoch = self.deletion_epoch().await?;
+            if epoch != verified.epoch {
+                // A drain acknowledged deletions since the objects were seen: what was
+                // seen then counts no more.
+                epoch_moves += 1;
+                if epoch_moves > EPOCH_MOVES_BEFORE_GIVING_UP {
+                    return Err(DbError::BlobMissing {
+                        sha256: new.into_iter().min().unwrap_or_default(),
+                        datastore: store.uri(),
+                    });
+                }
+                verified = Verified {
+                    digests: HashSet::new(),
+                    epoch,
+                };
             }
+            unchecked = new;
         }
+    }
+
+    /// The deletion epoch, read on a reader connection (see [`Verified`]).
+    async fn deletion_epoch(&self) -> Result<i64, DbError> {
+        Ok(on_pool!(&self.pool, |p| deletion_epoch_in!(p)?))
     }
 
     /// Those of `blobs` that have a row.

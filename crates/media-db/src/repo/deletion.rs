@@ -13,7 +13,11 @@
 //! next drain claims and deletes them again (a delete is idempotent). A writer that
 //! records a blob again cancels its queued deletion in its own transaction, but finding
 //! the deletion claimed it rolls back with [`DbError::BlobMissing`]: the object may be
-//! gone already, so its bytes must be put again once the claim is acknowledged.
+//! gone already, so its bytes must be put again once the claim is acknowledged. A drain
+//! that deleted the object and acknowledged it between the writer's look at the object
+//! and its transaction leaves no entry to find; it moved the deletion epoch on, which the
+//! writer reads before looking and again in its transaction, and looks again when it
+//! moved (`repo::sql::Verified`).
 
 use async_trait::async_trait;
 use media_core::datastore::{BlobKey, Datastore, DeleteStatus};
@@ -179,9 +183,15 @@ pub(crate) fn id_array(ids: &[i64]) -> String {
     serde_json::Value::from(ids.to_vec()).to_string()
 }
 
-/// Dequeues the deletions `$ids` (whose objects are gone) on `$conn` (of `$dialect`);
+/// Dequeues the deletions `$ids` (whose objects are gone) on `$conn` (of `$dialect`),
+/// after moving the deletion epoch on (see [`crate::repo::sql::deletion_epoch_in`]);
 /// evaluates to `Result<(), DbError>`. The IDs are bound as one JSON array: hundreds of
 /// placeholders cost SQLite a search of its parameter names for each.
+///
+/// The epoch moves first: outside a transaction, a writer that finds the entries gone
+/// then finds the epoch moved too; inside one, every transaction that dequeues takes the
+/// epoch's row before any other lock, so two of them never wait for each other in a
+/// circle.
 macro_rules! dequeue_in {
     ($conn:expr, $dialect:expr, $ids:expr) => {
         async {
@@ -189,6 +199,10 @@ macro_rules! dequeue_in {
             if ids.is_empty() {
                 return Ok::<_, $crate::error::DbError>(());
             }
+            sqlx::query("UPDATE deletion_epoch SET epoch = epoch + 1")
+                .execute($conn)
+                .await
+                .during("move the deletion epoch on")?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM pending_deletions WHERE id IN ({})",
                 $crate::repo::deletion::id_list($dialect)

@@ -11,9 +11,10 @@ use media_core::now_ms;
 use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
 
 use super::sql::{
-    Attempt, ROWS_PER_STATEMENT, ThumbnailIdentity, append_quarantine_change_in, bind_thumbnail,
-    cancel_deletions_in, compare_existing, insert_blob_in, insert_thumbnail_in, placeholder_list,
-    reuse_key_check_plans_in, select_media, size_column, thumbnail_identity, values_list,
+    Attempt, ROWS_PER_STATEMENT, ThumbnailIdentity, Verified, append_quarantine_change_in,
+    bind_thumbnail, cancel_deletions_in, compare_existing, deleted_since_verified_in,
+    insert_blob_in, insert_thumbnail_in, placeholder_list, reuse_key_check_plans_in, select_media,
+    size_column, thumbnail_identity, values_list,
 };
 use super::{PAGE_SIZE, Repository};
 use crate::connect::on_pool;
@@ -255,7 +256,7 @@ impl Repository {
         &self,
         batch: &[NewMedia],
         blobs: &[(&Sha256Hex, u64, DatastoreId)],
-        verified: HashSet<String>,
+        verified: Verified,
         datastore: String,
     ) -> Result<Attempt<Vec<MediaOutcome>>, DbError> {
         // Multi-row statements: a handful of round trips per batch, not several per media.
@@ -287,10 +288,11 @@ impl Repository {
                 }
                 new_blobs.extend(query.fetch_all(&mut *tx).await.during("insert blobs")?);
             }
-            // Every new blob was seen in the datastore before this transaction began.
+            // Every new blob was seen in the datastore before this transaction began,
+            // and no drain has deleted an object since.
             let unverified: Vec<String> = new_blobs
                 .iter()
-                .filter(|sha256| !verified.contains(sha256.as_str()))
+                .filter(|sha256| !verified.digests.contains(sha256.as_str()))
                 .cloned()
                 .collect();
             if !unverified.is_empty() {
@@ -298,6 +300,9 @@ impl Repository {
             }
             let new_blobs: Vec<&str> = new_blobs.iter().map(String::as_str).collect();
             cancel_deletions_in!(&mut *tx, self.dialect, &new_blobs, datastore.clone())?;
+            if let Some(again) = deleted_since_verified_in!(&mut *tx, &verified, &new_blobs)? {
+                return Ok(Attempt::Unverified(again));
+            }
 
             // 2. Media: never overwritten; an existing one is the same bytes or a conflict.
             let mut inserted: HashSet<(String, String)> = HashSet::new();

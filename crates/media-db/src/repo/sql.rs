@@ -3,6 +3,8 @@
 //! quarantine change). The steps are macros so that one body serves both dialects'
 //! transaction types.
 
+use std::collections::HashSet;
+
 use media_core::ids::Sha256Hex;
 use media_core::records::ThumbnailRecord;
 
@@ -51,10 +53,58 @@ pub(crate) enum Attempt<T> {
     /// Committed, with this result.
     Done(T),
     /// Rolled back: these new blobs were not checked in the datastore before the
-    /// transaction (their rows vanished after the check for recorded digests). Check
-    /// them, then try again.
+    /// transaction (their rows vanished after the check for recorded digests), or a
+    /// drain may have deleted their objects since they were checked (the deletion epoch
+    /// moved). Check them, then try again.
     Unverified(Vec<String>),
 }
+
+/// The blobs a writer saw in the datastore before its transaction, and the deletion
+/// epoch read before it looked (see `migrations/*/0010_deletion_epoch.sql`).
+#[derive(Debug, Clone)]
+pub(crate) struct Verified {
+    /// The digests whose objects were seen with their sizes.
+    pub digests: HashSet<String>,
+    /// The deletion epoch read before any of them was looked at.
+    pub epoch: i64,
+}
+
+/// Reads the deletion epoch on `$conn`; evaluates to `Result<i64, DbError>`.
+macro_rules! deletion_epoch_in {
+    ($conn:expr) => {
+        async {
+            sqlx::query_scalar::<_, i64>("SELECT epoch FROM deletion_epoch WHERE id = 1")
+                .fetch_one($conn)
+                .await
+                .during("read the deletion epoch")
+        }
+        .await
+    };
+}
+pub(crate) use deletion_epoch_in;
+
+/// In the open transaction `$conn` that inserted the new blob rows `$new` (digests)
+/// and cancelled their queued deletions, after the cancelling: `Some` of them (to check
+/// again) when the deletion epoch moved since `$verified` was checked; evaluates to
+/// `Result<Option<Vec<String>>, DbError>`. A drain deletes an object and only then
+/// dequeues its entry: an entry gone before the cancelling may have taken the object
+/// after the check, and only the epoch shows it. One still queued was cancelled, or,
+/// claimed, refused the transaction ([`cancel_deletions_in`]).
+macro_rules! deleted_since_verified_in {
+    ($conn:expr, $verified:expr, $new:expr) => {
+        async {
+            let verified: &$crate::repo::sql::Verified = $verified;
+            let new: &[&str] = $new;
+            if new.is_empty() {
+                return Ok::<_, $crate::error::DbError>(None);
+            }
+            let epoch = $crate::repo::sql::deletion_epoch_in!($conn)?;
+            Ok((epoch != verified.epoch).then(|| new.iter().map(|s| s.to_string()).collect()))
+        }
+        .await
+    };
+}
+pub(crate) use deleted_since_verified_in;
 
 /// `SELECT <every media column> FROM media <tail>`, as a literal.
 macro_rules! select_media {
@@ -95,15 +145,16 @@ pub(crate) use reuse_key_check_plans_in;
 
 /// Inserts a blob row in the open transaction `$conn` (insert-or-get) and evaluates to
 /// `Result<Attempt<BlobOutcome>, DbError>`. A new row must be one whose object was seen
-/// in the datastore before the transaction (`$verified` holds its digest); otherwise the
-/// attempt is [`Attempt::Unverified`] and the caller rolls back, checks, and retries. A
-/// new row cancels any queued deletion of the same digest (see [`cancel_deletions_in`]).
+/// in the datastore before the transaction (`$verified`, a [`Verified`], holds its
+/// digest) with no deletion acknowledged since; otherwise the attempt is
+/// [`Attempt::Unverified`] and the caller rolls back, checks, and retries. A new row
+/// cancels any queued deletion of the same digest (see [`cancel_deletions_in`]).
 /// A macro so that one body serves both dialects' transaction types.
 macro_rules! insert_blob_in {
     ($conn:expr, $dialect:expr, $blob:expr, $verified:expr, $datastore:expr) => {
         async {
             let blob: &$crate::model::NewBlob = $blob;
-            let verified: &std::collections::HashSet<String> = $verified;
+            let verified: &$crate::repo::sql::Verified = $verified;
             let key = media_core::datastore::BlobKey::for_hash(&blob.sha256);
             let inserted = sqlx::query(
                 "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
@@ -121,17 +172,18 @@ macro_rules! insert_blob_in {
             .during("insert a blob")?
             .rows_affected();
             if inserted == 1 {
-                if !verified.contains(blob.sha256.as_str()) {
+                if !verified.digests.contains(blob.sha256.as_str()) {
                     return Ok($crate::repo::sql::Attempt::Unverified(vec![
                         blob.sha256.to_string(),
                     ]));
                 }
-                $crate::repo::sql::cancel_deletions_in!(
-                    $conn,
-                    $dialect,
-                    &[blob.sha256.as_str()],
-                    $datastore
-                )?;
+                let new = [blob.sha256.as_str()];
+                $crate::repo::sql::cancel_deletions_in!($conn, $dialect, &new, $datastore)?;
+                if let Some(again) =
+                    $crate::repo::sql::deleted_since_verified_in!($conn, verified, &new)?
+                {
+                    return Ok($crate::repo::sql::Attempt::Unverified(again));
+                }
                 Ok::<_, $crate::error::DbError>($crate::repo::sql::Attempt::Done(
                     $crate::model::BlobOutcome::Inserted,
                 ))
