@@ -1452,6 +1452,14 @@ impl Datastore for DrainAfterCheck {
     }
 }
 
+/// Fails unless `result` is the refusal of a write whose object is not in the datastore.
+fn assert_blob_missing<T: std::fmt::Debug>(result: Result<T, DbError>, label: &str) {
+    assert!(
+        matches!(result, Err(DbError::BlobMissing { .. })),
+        "{label}: {result:?}"
+    );
+}
+
 /// DESIGN.md invariant 4, "never a row pointing at a missing object": bytes whose blob
 /// was deleted and queued are recorded again while a drain deletes their object and
 /// acknowledges it, after the writer saw the object and before its transaction. The
@@ -1471,16 +1479,11 @@ async fn bytes_drained_between_the_check_and_the_transaction_are_checked_again()
 
         // A batch of media (the import's path).
         let second = f.media("second", "@bob:example.org", bytes).await;
-        let err = f
+        let raced = f
             .repo
             .insert_media(&second, &DrainAfterCheck::new(&f))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, DbError::BlobMissing { .. }),
-            "{}: {err}",
-            f.label
-        );
+            .await;
+        assert_blob_missing(raced, f.label);
         assert!(!f.store.exists(&location).await.unwrap(), "{}", f.label);
         assert!(
             f.repo
@@ -1517,16 +1520,8 @@ async fn bytes_drained_between_the_check_and_the_transaction_are_checked_again()
             size_bytes: second.record.size_bytes,
             datastore_id: f.datastore_id,
         };
-        let err = f
-            .repo
-            .insert_blob(&blob, &DrainAfterCheck::new(&f))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, DbError::BlobMissing { .. }),
-            "{}: {err}",
-            f.label
-        );
+        let raced = f.repo.insert_blob(&blob, &DrainAfterCheck::new(&f)).await;
+        assert_blob_missing(raced, f.label);
         assert!(f.repo.get_blob(&blob.sha256).await.unwrap().is_none());
     })
     .await;
