@@ -1509,7 +1509,7 @@ async fn bytes_drained_between_the_check_and_the_transaction_are_checked_again()
         );
         assert!(f.store.exists(&location).await.unwrap(), "{}", f.label);
 
-        // One blob on its own (a thumbnail's path).
+        // One blob on its own (`insert_blob`, the same step as a thumbnail's).
         f.repo
             .delete_media(std::slice::from_ref(&second.record.key))
             .await
