@@ -16,7 +16,7 @@ use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, Thumb
 use media_db::{
     BlobIndex, BlobMove, BlobOutcome, BlobTally, BlobTransfer, DatastoreId, DbError, DeletionQueue,
     InsertOutcome, MediaIndex, MoveOutcome, NewBlob, NewMedia, Quarantine, QuarantineAction,
-    Repository, RoomIndex, RoomMedia, TaskKind, TaskLog, connect,
+    Repository, RoomIndex, RoomMedia, StoreCheck, TaskKind, TaskLog, connect,
 };
 use media_store::MemoryDatastore;
 use media_store::faulty::FaultyDatastore;
@@ -363,6 +363,51 @@ async fn a_batch_rolled_back_to_break_a_deadlock_is_tried_again() {
             .map(|m| m.sha256),
         Some(media_core::hashing::sha256_of(b"second"))
     );
+}
+
+/// `media_admin check --fix` queues an orphan's deletion only once no writer is recording
+/// the same bytes. A writer whose blob row is not committed yet has already cancelled the
+/// queued deletions of its bytes, so an entry queued then would have a drain delete the
+/// object under the row. The queueing waits for the writer's transaction, then finds the
+/// object is no orphan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_is_not_queued_while_a_writer_records_its_bytes() {
+    let db = TestDatabase::postgres().await;
+    let f = Fixture::on(&db).await;
+    let put = f.store.put_bytes(b"recorded meanwhile").await.unwrap();
+    let location = BlobKey::for_hash(&put.blob.sha256);
+    let mut other = OtherWriter::begin(&db).await;
+    sqlx::query(
+        "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
+         VALUES ($1, $2, $3, $4, 0)",
+    )
+    .bind(put.blob.sha256.as_str().to_owned())
+    .bind(put.blob.size as i64)
+    .bind(f.datastore_id.0)
+    .bind(location.as_str().to_owned())
+    .execute(&mut other.conn)
+    .await
+    .unwrap();
+
+    let queueing = {
+        let (repo, id, keys) = (f.repo.clone(), f.datastore_id, vec![location.clone()]);
+        tokio::spawn(async move { repo.queue_orphans(id, &keys).await })
+    };
+    // Commits once the queueing waits for it.
+    other
+        .deadlock_with(&db, || queueing.is_finished(), async |_| {})
+        .await;
+
+    assert_eq!(queueing.await.unwrap().unwrap(), 0);
+    assert!(
+        f.repo
+            .pending_deletions(f.datastore_id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let blob = f.repo.get_blob(&put.blob.sha256).await.unwrap().unwrap();
+    assert_eq!(blob.location, location);
 }
 
 /// Quarantining media locks every media with their bytes, so two runs over shared bytes

@@ -79,6 +79,32 @@ impl StoreCheck for Repository {
                 .during("begin a transaction")?;
             let mut queued = 0;
             for key in keys {
+                // A writer may be recording these bytes in a transaction not committed
+                // yet: its blob row is invisible to the check below, and its cancelling
+                // of queued deletions already ran, so an entry queued now would have the
+                // object deleted under its row. Inserting a row of the same digest
+                // waits for that transaction (the digest is the key) and is then
+                // removed again; a writer coming after waits for this transaction and
+                // then cancels the entry.
+                let probed = sqlx::query(
+                    "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
+                     VALUES ($1, 0, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING",
+                )
+                .bind(key.sha256().to_string())
+                .bind(datastore_id.0)
+                .bind(key.as_str())
+                .bind(ts)
+                .execute(&mut *tx)
+                .await
+                .during("wait for writers of an orphan's bytes")?
+                .rows_affected();
+                if probed == 1 {
+                    sqlx::query("DELETE FROM blobs WHERE sha256 = $1")
+                        .bind(key.sha256().to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .during("remove the probe of an orphan's bytes")?;
+                }
                 queued += sqlx::query(
                     "INSERT INTO pending_deletions (datastore_id, location, sha256, enqueued_ts) \
                      SELECT $1, $2, $3, $4 \
