@@ -376,8 +376,9 @@ pub trait StoreCheck: Send + Sync {
     ) -> Result<HashSet<BlobKey>, DbError>;
 
     /// Queues for deletion from `datastore_id`, in one transaction, those of `keys` that
-    /// are still orphans in it (checked inside the transaction: no blob row points at
-    /// them, none is queued); returns how many were queued. Drain the queue afterwards: a
+    /// are still orphans in it (checked inside the transaction, once any writer recording
+    /// the same bytes has committed: no blob row points at them, none is queued); returns
+    /// how many were queued. Drain the queue afterwards: a
     /// writer that records one of them meanwhile cancels its deletion, or (when the drain
     /// claimed it first) puts its bytes again.
     async fn queue_orphans(
