@@ -16,7 +16,7 @@ use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, Thumb
 use media_db::{
     BlobIndex, BlobMove, BlobOutcome, BlobTally, BlobTransfer, DatastoreId, DbError, DeletionQueue,
     InsertOutcome, MediaIndex, MoveOutcome, NewBlob, NewMedia, Quarantine, QuarantineAction,
-    Repository, RoomIndex, RoomMedia, StoreCheck, TaskKind, TaskLog, connect,
+    Repository, RoomIndex, RoomMedia, StoreCheck, TaskKind, TaskLog, connect, delete_claimed,
 };
 use media_store::MemoryDatastore;
 use media_store::faulty::FaultyDatastore;
@@ -1426,25 +1426,57 @@ async fn bytes_drained_before_a_batch_are_checked_and_refused() {
     .await;
 }
 
+/// How [`DrainAfterCheck`] acknowledges the objects it deleted.
+#[derive(Debug, Clone, Copy)]
+enum Acknowledged {
+    /// In a drain's next claim transaction (`drain_pending_deletions`).
+    InTheNextClaim,
+    /// On its own, outside a transaction (as a purge acknowledges its last batch).
+    OnItsOwn,
+}
+
 /// A datastore that, the first time it is asked for the sizes of some objects, answers
-/// from the wrapped one and then, before the answer arrives, lets the repository drain
-/// the queued deletions there: a drain that deletes an object and acknowledges it
-/// between a writer's check of that object and the writer's transaction.
+/// from the wrapped one and then, before the answer arrives, deletes the queued objects
+/// there and acknowledges them: a drain that deletes an object between a writer's check
+/// of that object and the writer's transaction.
 #[derive(Debug)]
 struct DrainAfterCheck {
     inner: Arc<MemoryDatastore>,
     repo: Repository,
     datastore_id: DatastoreId,
+    acknowledged: Acknowledged,
     armed: AtomicBool,
 }
 
 impl DrainAfterCheck {
-    fn new(f: &Fixture) -> Self {
+    fn new(f: &Fixture, acknowledged: Acknowledged) -> Self {
         Self {
             inner: f.store.clone(),
             repo: f.repo.clone(),
             datastore_id: f.datastore_id,
+            acknowledged,
             armed: AtomicBool::new(true),
+        }
+    }
+
+    /// Deletes the queued objects and acknowledges them; returns how many went.
+    async fn drain(&self) -> u64 {
+        match self.acknowledged {
+            Acknowledged::InTheNextClaim => {
+                let report = self
+                    .repo
+                    .drain_pending_deletions(self.datastore_id, &*self.inner);
+                report.await.unwrap().deleted
+            }
+            Acknowledged::OnItsOwn => {
+                let queued = self.repo.pending_deletions(self.datastore_id, 10);
+                let deleted = delete_claimed(&*self.inner, &queued.await.unwrap()).await;
+                self.repo
+                    .acknowledge_deletions(&deleted.gone)
+                    .await
+                    .unwrap();
+                deleted.report.deleted
+            }
         }
     }
 }
@@ -1478,12 +1510,7 @@ impl Datastore for DrainAfterCheck {
     async fn sizes(&self, keys: &[BlobKey]) -> Result<Vec<Option<u64>>, StoreError> {
         let seen = self.inner.sizes(keys).await?;
         if !keys.is_empty() && self.armed.swap(false, Ordering::SeqCst) {
-            let drained = self
-                .repo
-                .drain_pending_deletions(self.datastore_id, &*self.inner)
-                .await
-                .unwrap();
-            assert_eq!(drained.deleted, 1, "the object was there to delete");
+            assert_eq!(self.drain().await, 1, "the object was there to delete");
         }
         Ok(seen)
     }
@@ -1526,7 +1553,10 @@ async fn bytes_drained_between_the_check_and_the_transaction_are_checked_again()
         let second = f.media("second", "@bob:example.org", bytes).await;
         let raced = f
             .repo
-            .insert_media(&second, &DrainAfterCheck::new(&f))
+            .insert_media(
+                &second,
+                &DrainAfterCheck::new(&f, Acknowledged::InTheNextClaim),
+            )
             .await;
         assert_blob_missing(raced, f.label);
         assert!(!f.store.exists(&location).await.unwrap(), "{}", f.label);
@@ -1554,7 +1584,8 @@ async fn bytes_drained_between_the_check_and_the_transaction_are_checked_again()
         );
         assert!(f.store.exists(&location).await.unwrap(), "{}", f.label);
 
-        // One blob on its own (`insert_blob`, the same step as a thumbnail's).
+        // One blob on its own (`insert_blob`, the same step as a thumbnail's), the
+        // deletion acknowledged outside a transaction.
         f.repo
             .delete_media(std::slice::from_ref(&second.record.key))
             .await
@@ -1565,7 +1596,8 @@ async fn bytes_drained_between_the_check_and_the_transaction_are_checked_again()
             size_bytes: second.record.size_bytes,
             datastore_id: f.datastore_id,
         };
-        let raced = f.repo.insert_blob(&blob, &DrainAfterCheck::new(&f)).await;
+        let drain = DrainAfterCheck::new(&f, Acknowledged::OnItsOwn);
+        let raced = f.repo.insert_blob(&blob, &drain).await;
         assert_blob_missing(raced, f.label);
         assert!(f.repo.get_blob(&blob.sha256).await.unwrap().is_none());
     })
