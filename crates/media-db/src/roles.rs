@@ -378,9 +378,9 @@ pub trait StoreCheck: Send + Sync {
     /// Queues for deletion from `datastore_id`, in one transaction, those of `keys` that
     /// are still orphans in it (checked inside the transaction, once any writer recording
     /// the same bytes has committed: no blob row points at them, none is queued); returns
-    /// how many were queued. Drain the queue afterwards: a
-    /// writer that records one of them meanwhile cancels its deletion, or (when the drain
-    /// claimed it first) puts its bytes again.
+    /// how many were queued. Drain the queue afterwards: a writer that records one of
+    /// them meanwhile cancels its deletion, or (when the drain claimed it first) puts its
+    /// bytes again.
     async fn queue_orphans(
         &self,
         datastore_id: DatastoreId,

@@ -81,6 +81,23 @@ fn key(origin: &str, media_id: &str) -> MediaKey {
     MediaKey::new(origin.parse().unwrap(), media_id.parse().unwrap())
 }
 
+/// The insert of a blob row of `sha256` at its usual location, as another writer's
+/// PostgreSQL transaction makes it (see [`OtherWriter`]).
+fn blob_row(
+    sha256: &Sha256Hex,
+    size: i64,
+    datastore_id: DatastoreId,
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(
+        "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
+         VALUES ($1, $2, $3, $4, 0)",
+    )
+    .bind(sha256.as_str().to_owned())
+    .bind(size)
+    .bind(datastore_id.0)
+    .bind(BlobKey::for_hash(sha256).as_str().to_owned())
+}
+
 /// Runs `test` on a fresh SQLite repository, then on a fresh PostgreSQL one.
 async fn on_both<F, Fut>(test: F)
 where
@@ -318,16 +335,7 @@ async fn a_batch_rolled_back_to_break_a_deadlock_is_tried_again() {
         .map(|m| (m.record.sha256.clone(), m.record.size_bytes as i64))
         .collect();
     blobs.sort();
-    let insert_blob = |(sha256, size): &(Sha256Hex, i64)| {
-        sqlx::query(
-            "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
-             VALUES ($1, $2, $3, $4, 0)",
-        )
-        .bind(sha256.as_str().to_owned())
-        .bind(*size)
-        .bind(f.datastore_id.0)
-        .bind(BlobKey::for_hash(sha256).as_str().to_owned())
-    };
+    let insert_blob = |(sha256, size): &(Sha256Hex, i64)| blob_row(sha256, *size, f.datastore_id);
     let mut other = OtherWriter::begin(&db).await;
     insert_blob(&blobs[1])
         .execute(&mut other.conn)
@@ -377,17 +385,10 @@ async fn an_orphan_is_not_queued_while_a_writer_records_its_bytes() {
     let put = f.store.put_bytes(b"recorded meanwhile").await.unwrap();
     let location = BlobKey::for_hash(&put.blob.sha256);
     let mut other = OtherWriter::begin(&db).await;
-    sqlx::query(
-        "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
-         VALUES ($1, $2, $3, $4, 0)",
-    )
-    .bind(put.blob.sha256.as_str().to_owned())
-    .bind(put.blob.size as i64)
-    .bind(f.datastore_id.0)
-    .bind(location.as_str().to_owned())
-    .execute(&mut other.conn)
-    .await
-    .unwrap();
+    blob_row(&put.blob.sha256, put.blob.size as i64, f.datastore_id)
+        .execute(&mut other.conn)
+        .await
+        .unwrap();
 
     let queueing = {
         let (repo, id, keys) = (f.repo.clone(), f.datastore_id, vec![location.clone()]);

@@ -79,6 +79,7 @@ impl StoreCheck for Repository {
                 .during("begin a transaction")?;
             let mut queued = 0;
             for key in keys {
+                let sha256 = key.sha256().to_string();
                 // A writer may be recording these bytes in a transaction not committed
                 // yet: its blob row is invisible to the check below, and its cancelling
                 // of queued deletions already ran, so an entry queued now would have the
@@ -90,7 +91,7 @@ impl StoreCheck for Repository {
                     "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
                      VALUES ($1, 0, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING",
                 )
-                .bind(key.sha256().to_string())
+                .bind(&sha256)
                 .bind(datastore_id.0)
                 .bind(key.as_str())
                 .bind(ts)
@@ -100,7 +101,7 @@ impl StoreCheck for Repository {
                 .rows_affected();
                 if probed == 1 {
                     sqlx::query("DELETE FROM blobs WHERE sha256 = $1")
-                        .bind(key.sha256().to_string())
+                        .bind(&sha256)
                         .execute(&mut *tx)
                         .await
                         .during("remove the probe of an orphan's bytes")?;
@@ -115,7 +116,7 @@ impl StoreCheck for Repository {
                 )
                 .bind(datastore_id.0)
                 .bind(key.as_str())
-                .bind(key.sha256().to_string())
+                .bind(&sha256)
                 .bind(ts)
                 .execute(&mut *tx)
                 .await

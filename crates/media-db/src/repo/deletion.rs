@@ -17,7 +17,7 @@
 //! that deleted the object and acknowledged it between the writer's look at the object
 //! and its transaction leaves no entry to find; it moved the deletion epoch on, which the
 //! writer reads before looking and again in its transaction, and looks again when it
-//! moved (`repo::sql::Verified`).
+//! moved (`repo::sql::cancel_deletions_in`).
 
 use async_trait::async_trait;
 use media_core::datastore::{BlobKey, Datastore, DeleteStatus};

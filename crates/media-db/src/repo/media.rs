@@ -12,9 +12,9 @@ use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
 
 use super::sql::{
     Attempt, ROWS_PER_STATEMENT, ThumbnailIdentity, Verified, append_quarantine_change_in,
-    bind_thumbnail, cancel_deletions_in, compare_existing, deleted_since_verified_in,
-    insert_blob_in, insert_thumbnail_in, placeholder_list, reuse_key_check_plans_in, select_media,
-    size_column, thumbnail_identity, values_list,
+    bind_thumbnail, cancel_deletions_in, compare_existing, insert_blob_in, insert_thumbnail_in,
+    placeholder_list, reuse_key_check_plans_in, select_media, size_column, thumbnail_identity,
+    values_list,
 };
 use super::{PAGE_SIZE, Repository};
 use crate::connect::on_pool;
@@ -299,8 +299,13 @@ impl Repository {
                 return Ok(Attempt::Unverified(unverified));
             }
             let new_blobs: Vec<&str> = new_blobs.iter().map(String::as_str).collect();
-            cancel_deletions_in!(&mut *tx, self.dialect, &new_blobs, datastore.clone())?;
-            if let Some(again) = deleted_since_verified_in!(&mut *tx, &verified, &new_blobs)? {
+            if let Some(again) = cancel_deletions_in!(
+                &mut *tx,
+                self.dialect,
+                &new_blobs,
+                datastore.clone(),
+                &verified
+            )? {
                 return Ok(Attempt::Unverified(again));
             }
 

@@ -83,29 +83,6 @@ macro_rules! deletion_epoch_in {
 }
 pub(crate) use deletion_epoch_in;
 
-/// In the open transaction `$conn` that inserted the new blob rows `$new` (digests)
-/// and cancelled their queued deletions, after the cancelling: `Some` of them (to check
-/// again) when the deletion epoch moved since `$verified` was checked; evaluates to
-/// `Result<Option<Vec<String>>, DbError>`. A drain deletes an object and only then
-/// dequeues its entry: an entry gone before the cancelling may have taken the object
-/// after the check, and only the epoch shows it. One still queued was cancelled, or,
-/// claimed, refused the transaction ([`cancel_deletions_in`]).
-macro_rules! deleted_since_verified_in {
-    ($conn:expr, $verified:expr, $new:expr) => {
-        async {
-            let verified: &$crate::repo::sql::Verified = $verified;
-            let new: &[&str] = $new;
-            if new.is_empty() {
-                return Ok::<_, $crate::error::DbError>(None);
-            }
-            let epoch = $crate::repo::sql::deletion_epoch_in!($conn)?;
-            Ok((epoch != verified.epoch).then(|| new.iter().map(|s| s.to_string()).collect()))
-        }
-        .await
-    };
-}
-pub(crate) use deleted_since_verified_in;
-
 /// `SELECT <every media column> FROM media <tail>`, as a literal.
 macro_rules! select_media {
     ($tail:literal) => {
@@ -177,11 +154,13 @@ macro_rules! insert_blob_in {
                         blob.sha256.to_string(),
                     ]));
                 }
-                let new = [blob.sha256.as_str()];
-                $crate::repo::sql::cancel_deletions_in!($conn, $dialect, &new, $datastore)?;
-                if let Some(again) =
-                    $crate::repo::sql::deleted_since_verified_in!($conn, verified, &new)?
-                {
+                if let Some(again) = $crate::repo::sql::cancel_deletions_in!(
+                    $conn,
+                    $dialect,
+                    &[blob.sha256.as_str()],
+                    $datastore,
+                    verified
+                )? {
                     return Ok($crate::repo::sql::Attempt::Unverified(again));
                 }
                 Ok::<_, $crate::error::DbError>($crate::repo::sql::Attempt::Done(
@@ -206,18 +185,30 @@ macro_rules! insert_blob_in {
 }
 pub(crate) use insert_blob_in;
 
-/// Cancels the queued deletions of `$digests` (blobs recorded again) in the open
-/// transaction `$conn`; evaluates to `Result<(), DbError>`. Only the deletions of the
-/// very objects the blob rows now point at are cancelled ([`LIVE_OBJECT`]: same digest,
-/// datastore and location); a queued deletion of the same bytes in another datastore
-/// (a transfer's source, or its write-ahead entry for a copy) stays queued. A deletion
-/// already claimed by a drain may have removed the object (the drain deletes with no
-/// transaction open), so finding one is [`DbError::BlobMissing`]: the transaction must
-/// roll back, and the bytes be put again once the drain has acknowledged the deletion.
+/// Cancels the queued deletions of `$digests` (the new blob rows of the open
+/// transaction `$conn`, whose objects were seen as `$verified` holds) and confirms that
+/// no drain deleted one of those objects since; evaluates to
+/// `Result<Option<Vec<String>>, DbError>`, `Some` of the digests to check again. Only the
+/// deletions of the very objects the blob rows now point at are cancelled
+/// ([`LIVE_OBJECT`]: same digest, datastore and location); a queued deletion of the same
+/// bytes in another datastore (a transfer's source, or its write-ahead entry for a copy)
+/// stays queued.
+///
+/// - A deletion already claimed by a drain may have removed the object (the drain
+///   deletes with no transaction open), so finding one is [`DbError::BlobMissing`]: the
+///   transaction must roll back, and the bytes be put again once the drain has
+///   acknowledged the deletion.
+/// - A drain deletes an object and only then dequeues its entry, so an entry already
+///   gone may have taken the object after it was seen, and only the deletion epoch shows
+///   it: when it moved since `$verified` was read, every digest is to be checked again.
 macro_rules! cancel_deletions_in {
-    ($conn:expr, $dialect:expr, $digests:expr, $datastore:expr) => {
+    ($conn:expr, $dialect:expr, $digests:expr, $datastore:expr, $verified:expr) => {
         async {
             let digests: &[&str] = $digests;
+            let verified: &$crate::repo::sql::Verified = $verified;
+            if digests.is_empty() {
+                return Ok::<_, $crate::error::DbError>(None);
+            }
             for chunk in digests.chunks($crate::repo::sql::ROWS_PER_STATEMENT) {
                 let sql = format!(
                     "DELETE FROM pending_deletions WHERE sha256 IN ({}) AND {} \
@@ -245,7 +236,9 @@ macro_rules! cancel_deletions_in {
                     });
                 }
             }
-            Ok::<_, $crate::error::DbError>(())
+            let epoch = $crate::repo::sql::deletion_epoch_in!($conn)?;
+            Ok((epoch != verified.epoch)
+                .then(|| digests.iter().map(|sha256| sha256.to_string()).collect()))
         }
         .await
     };
