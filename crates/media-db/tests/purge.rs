@@ -469,8 +469,8 @@ async fn a_page_of_thousands_of_media_named_one_by_one_is_tallied_and_purged() {
 }
 
 /// A purge batch that PostgreSQL aborts to break a deadlock is tried again. Another
-/// writer records a new media with the bytes being purged (its foreign-key check holds
-/// their blob row), the purge deletes the old media and then waits to delete the blob,
+/// writer records a new media with the bytes being purged (holding their blob row, as
+/// our writers lock it), the purge deletes the old media and then waits to delete the blob,
 /// and the writer then waits for the purged media's row: the purge waited first, so it
 /// is the one aborted. Tried again once the writer has committed, it purges the media
 /// and keeps the bytes, which the new media now uses.
@@ -484,14 +484,7 @@ async fn a_purge_batch_aborted_to_break_a_deadlock_is_tried_again() {
     let sha256 = store.put_bytes(b"bytes").await.unwrap().blob.sha256;
 
     let mut writer = OtherWriter::begin(&db).await;
-    sqlx::query(
-        "INSERT INTO media (origin, media_id, sha256, size_bytes, created_ts) \
-         VALUES ('ours.test', 'new', $1, 5, 0)",
-    )
-    .bind(sha256.as_str())
-    .execute(&mut writer.conn)
-    .await
-    .unwrap();
+    refer_to_bytes(&mut writer, &sha256, "new").await;
 
     let selection = PurgeSelection::Media(vec![old.clone()]);
     let page = repo.purge_page(&selection, None, 10).await.unwrap();
@@ -519,5 +512,67 @@ async fn a_purge_batch_aborted_to_break_a_deadlock_is_tried_again() {
     let purged = purging.await.unwrap().unwrap();
     assert_eq!((purged.tally.media, purged.tally.blobs_freed), (1, 0));
     assert!(repo.get_media(&old).await.unwrap().is_none());
+    assert_eq!(repo.blob_reference_count(&sha256).await.unwrap(), 1);
+}
+
+/// Records, in `writer`'s open transaction, a media `media_id` of ours.test holding the
+/// recorded bytes `sha256`, as our writers do: the blob row locked first.
+async fn refer_to_bytes(
+    writer: &mut OtherWriter,
+    sha256: &media_core::ids::Sha256Hex,
+    media_id: &str,
+) {
+    let locked: Option<String> =
+        sqlx::query_scalar("SELECT sha256 FROM blobs WHERE sha256 = $1 FOR KEY SHARE")
+            .bind(sha256.as_str())
+            .fetch_optional(&mut writer.conn)
+            .await
+            .unwrap();
+    assert!(locked.is_some(), "the bytes are recorded");
+    sqlx::query(
+        "INSERT INTO media (origin, media_id, sha256, size_bytes, created_ts) \
+         VALUES ('ours.test', $2, $1, 5, 0)",
+    )
+    .bind(sha256.as_str())
+    .bind(media_id)
+    .execute(&mut writer.conn)
+    .await
+    .unwrap();
+}
+
+/// A purge frees bytes only once the writers referencing them have committed: it locks
+/// the blob rows it may free, waits for a writer recording a new media with the same
+/// bytes, and then finds the new media and keeps the bytes. Checking the references
+/// before the writer committed, it would delete the blob row under the new media.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_keeps_the_bytes_a_writer_is_recording_a_new_media_with() {
+    let db = TestDatabase::postgres().await;
+    let repo = connect(&db.url).await.unwrap();
+    let store = MemoryDatastore::new();
+    let ds = repo.register_datastore("memory://test").await.unwrap();
+    let old = record(&repo, &store, ds, "mxc://ours.test/old", None, b"bytes").await;
+    let sha256 = store.put_bytes(b"bytes").await.unwrap().blob.sha256;
+
+    let mut writer = OtherWriter::begin(&db).await;
+    refer_to_bytes(&mut writer, &sha256, "new").await;
+    let selection = PurgeSelection::Media(vec![old.clone()]);
+    let page = repo.purge_page(&selection, None, 10).await.unwrap();
+    let purging = {
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            let ours = ["ours.test".parse().unwrap()];
+            repo.purge_batch(&page, &ours, &[]).await
+        })
+    };
+    // Commits once the purge waits for it.
+    writer
+        .deadlock_with(&db, || purging.is_finished(), async |_| {})
+        .await;
+
+    let purged = purging.await.unwrap().unwrap();
+    assert_eq!((purged.tally.media, purged.tally.blobs_freed), (1, 0));
+    assert!(purged.claimed.is_empty());
+    assert!(repo.get_media(&old).await.unwrap().is_none());
+    assert!(repo.get_blob(&sha256).await.unwrap().is_some());
     assert_eq!(repo.blob_reference_count(&sha256).await.unwrap(), 1);
 }

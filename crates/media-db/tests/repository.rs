@@ -411,6 +411,73 @@ async fn an_orphan_is_not_queued_while_a_writer_records_its_bytes() {
     assert_eq!(blob.location, location);
 }
 
+/// A writer holds the blob rows its media reference until it commits. The other writer
+/// here plays a purge of the only media holding some bytes: it locks their blob row (as
+/// a deletion does) before the batch, which found the row recorded, locks it in turn;
+/// then it deletes the media and the row and queues the object's deletion, claimed. The
+/// batch finds the row gone, checks the bytes again and is refused (to be put again once
+/// the drain is done): recording its media then would leave a row pointing at nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_using_bytes_a_deletion_frees_meanwhile_records_nothing() {
+    let db = TestDatabase::postgres().await;
+    let f = Fixture::on(&db).await;
+    let old = f.media("old", "@alice:example.org", b"shared bytes").await;
+    f.repo.insert_media(&old, &*f.store).await.unwrap();
+    let sha256 = old.record.sha256.as_str().to_owned();
+    let mut other = OtherWriter::begin(&db).await;
+    sqlx::query("SELECT sha256 FROM blobs WHERE sha256 = $1 FOR UPDATE")
+        .bind(&sha256)
+        .fetch_one(&mut other.conn)
+        .await
+        .unwrap();
+
+    let new = f.media("new", "@alice:example.org", b"shared bytes").await;
+    let recording = {
+        let (repo, store) = (f.repo.clone(), f.store.clone());
+        tokio::spawn(async move { repo.insert_media_batch(&[new], &*store).await })
+    };
+    // Frees the bytes once the batch waits for their row.
+    other
+        .deadlock_with(
+            &db,
+            || recording.is_finished(),
+            async |conn| {
+                for sql in [
+                    "DELETE FROM media WHERE sha256 = $1",
+                    "DELETE FROM blobs WHERE sha256 = $1",
+                ] {
+                    sqlx::query(sql)
+                        .bind(&sha256)
+                        .execute(&mut *conn)
+                        .await
+                        .unwrap();
+                }
+                sqlx::query(
+                    "INSERT INTO pending_deletions \
+                     (datastore_id, location, sha256, enqueued_ts, claimed_ts) \
+                     VALUES ($1, $2, $3, 0, 0)",
+                )
+                .bind(f.datastore_id.0)
+                .bind(BlobKey::for_hash(&old.record.sha256).as_str())
+                .bind(&sha256)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            },
+        )
+        .await;
+
+    assert_blob_missing(recording.await.unwrap(), f.label);
+    assert!(
+        f.repo
+            .get_media(&key("example.org", "new"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(f.repo.get_blob(&old.record.sha256).await.unwrap().is_none());
+}
+
 /// Quarantining media locks every media with their bytes, so two runs over shared bytes
 /// lock rows in orders of their own. The other writer here holds the second media's
 /// row and then waits for the first one's, which the quarantine (waiting for the second)

@@ -98,7 +98,15 @@ macro_rules! delete_media_in {
             let candidates: Vec<String> = candidates.into_iter().collect();
             let mut freed: Vec<(String, i64, String, i64)> = Vec::new();
             for chunk in candidates.chunks(KEYS_PER_STATEMENT) {
-                // Reference safety, checked inside the deleting transaction.
+                // Reference safety, checked inside the deleting transaction, after every
+                // writer referencing these rows committed (see `BlobLock`).
+                let digests: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                $crate::repo::sql::lock_blobs_in!(
+                    $conn,
+                    $dialect,
+                    &digests,
+                    $crate::repo::sql::BlobLock::Deleting
+                )?;
                 let sql = format!(
                     "DELETE FROM blobs WHERE sha256 IN ({}) \
                      AND NOT EXISTS (SELECT 1 FROM media WHERE media.sha256 = blobs.sha256) \

@@ -11,10 +11,10 @@ use media_core::now_ms;
 use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
 
 use super::sql::{
-    Attempt, ROWS_PER_STATEMENT, ThumbnailIdentity, Verified, append_quarantine_change_in,
-    bind_thumbnail, cancel_deletions_in, compare_existing, insert_blob_in, insert_thumbnail_in,
-    placeholder_list, reuse_key_check_plans_in, select_media, size_column, thumbnail_identity,
-    values_list,
+    Attempt, BlobLock, ROWS_PER_STATEMENT, ThumbnailIdentity, Verified,
+    append_quarantine_change_in, bind_thumbnail, cancel_deletions_in, compare_existing,
+    insert_blob_in, insert_thumbnail_in, lock_blobs_in, placeholder_list, reuse_key_check_plans_in,
+    select_media, size_column, thumbnail_identity, values_list,
 };
 use super::{PAGE_SIZE, Repository};
 use crate::connect::on_pool;
@@ -307,6 +307,17 @@ impl Repository {
                 &verified
             )? {
                 return Ok(Attempt::Unverified(again));
+            }
+            // The rows that were there already stay until this transaction commits.
+            let new: HashSet<&str> = new_blobs.iter().copied().collect();
+            let existing: Vec<&str> = blobs
+                .iter()
+                .map(|(sha256, ..)| sha256.as_str())
+                .filter(|sha256| !new.contains(sha256))
+                .collect();
+            let gone = lock_blobs_in!(&mut *tx, self.dialect, &existing, BlobLock::Referenced)?;
+            if !gone.is_empty() {
+                return Ok(Attempt::Unverified(gone));
             }
 
             // 2. Media: never overwritten; an existing one is the same bytes or a conflict.

@@ -53,9 +53,9 @@ pub(crate) enum Attempt<T> {
     /// Committed, with this result.
     Done(T),
     /// Rolled back: these new blobs were not checked in the datastore before the
-    /// transaction (their rows vanished after the check for recorded digests), or a
-    /// drain may have deleted their objects since they were checked (the deletion epoch
-    /// moved). Check them, then try again.
+    /// transaction (their rows vanished after the check for recorded digests, or while
+    /// the transaction ran: [`lock_blobs_in`]), or a drain may have deleted their objects
+    /// since they were checked (the deletion epoch moved). Check them, then try again.
     Unverified(Vec<String>),
 }
 
@@ -82,6 +82,68 @@ macro_rules! deletion_epoch_in {
     };
 }
 pub(crate) use deletion_epoch_in;
+
+/// How a transaction locks the blob rows it depends on. PostgreSQL only: the references
+/// of media and thumbnails to blobs have no foreign keys there
+/// (`migrations/postgres/0011_references_locked_by_statements.sql`), and these locks
+/// keep them; SQLite's one writer at a time needs none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlobLock {
+    /// A writer's: the rows its media and thumbnails reference stay until it commits
+    /// (`FOR KEY SHARE`, which other writers share).
+    Referenced,
+    /// A deletion's: it waits for every writer referencing the rows and keeps new ones
+    /// out until it commits (`FOR UPDATE`), so that a check made after it sees every
+    /// reference.
+    Deleting,
+}
+
+/// Locks the blob rows of `$digests` (in digest order) in the open transaction `$conn`
+/// (of `$dialect`) as `$lock` (a [`BlobLock`]) says; evaluates to
+/// `Result<Vec<String>, DbError>`, the digests whose row is gone (a deletion committed
+/// after this transaction found the row). Locked in digest order, so two transactions
+/// locking the same rows never wait for each other in a circle.
+macro_rules! lock_blobs_in {
+    ($conn:expr, $dialect:expr, $digests:expr, $lock:expr) => {
+        async {
+            let digests: &[&str] = $digests;
+            let mut gone = Vec::new();
+            if $dialect != $crate::Dialect::Postgres {
+                return Ok::<_, $crate::error::DbError>(gone);
+            }
+            let mode = match $lock {
+                $crate::repo::sql::BlobLock::Referenced => "FOR KEY SHARE",
+                $crate::repo::sql::BlobLock::Deleting => "FOR UPDATE",
+            };
+            for chunk in digests.chunks($crate::repo::sql::ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "SELECT sha256 FROM blobs WHERE sha256 IN ({}) ORDER BY sha256 {mode}",
+                    $crate::repo::sql::placeholder_list($dialect, chunk.len(), 1)
+                );
+                let mut query =
+                    sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for sha256 in chunk {
+                    query = query.bind(*sha256);
+                }
+                let locked: std::collections::HashSet<String> = query
+                    .fetch_all($conn)
+                    .await
+                    .during("lock blob rows")?
+                    .into_iter()
+                    .collect();
+                gone.extend(
+                    chunk
+                        .iter()
+                        .filter(|sha256| !locked.contains(**sha256))
+                        .map(|sha256| sha256.to_string()),
+                );
+            }
+            Ok(gone)
+        }
+        .await
+    };
+}
+pub(crate) use lock_blobs_in;
 
 /// `SELECT <every media column> FROM media <tail>`, as a literal.
 macro_rules! select_media {
@@ -167,6 +229,16 @@ macro_rules! insert_blob_in {
                     $crate::model::BlobOutcome::Inserted,
                 ))
             } else {
+                let gone = $crate::repo::sql::lock_blobs_in!(
+                    $conn,
+                    $dialect,
+                    &[blob.sha256.as_str()],
+                    $crate::repo::sql::BlobLock::Referenced
+                )?;
+                if !gone.is_empty() {
+                    // Deleted since the insert found it: the bytes are new again.
+                    return Ok($crate::repo::sql::Attempt::Unverified(gone));
+                }
                 let row: $crate::rows::BlobRow = sqlx::query_as(
                     "SELECT sha256, size_bytes, datastore_id, location, created_ts \
                      FROM blobs WHERE sha256 = $1",
