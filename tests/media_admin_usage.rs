@@ -305,6 +305,8 @@ struct Planted {
     queued: String,
     /// The stale temporary file.
     temporary: PathBuf,
+    /// The media row whose bytes have no blob row.
+    unbacked: String,
 }
 
 /// Writes `bytes` into `store` at their content-addressed key; returns the digest.
@@ -353,6 +355,23 @@ async fn plant_faults(repo: &str, store: &Path) -> Planted {
     .await
     .unwrap();
 
+    // A media row whose bytes no blob row holds (PostgreSQL has no foreign key that
+    // would refuse it; SQLite's is turned off for this connection).
+    if repo.starts_with("sqlite:") {
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO media (origin, media_id, sha256, size_bytes, created_ts) \
+         VALUES ('example.org', 'unbacked', $1, 5, 0)",
+    )
+    .bind(sha256_of(b"bytes nothing holds").to_string())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
     // What a writer killed mid-put leaves: its folder, unlocked, with a partial file.
     let temporary = store.join(".tmp/w-1-00000000deadbeef/3/partial");
     std::fs::create_dir_all(temporary.parent().unwrap()).unwrap();
@@ -363,6 +382,7 @@ async fn plant_faults(repo: &str, store: &Path) -> Planted {
         orphan,
         queued,
         temporary,
+        unbacked: "mxc://example.org/unbacked".to_owned(),
     }
 }
 
@@ -419,6 +439,7 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
                 ("missing_object", 1),
                 ("orphan_object", 1),
                 ("queued_deletions", 1),
+                ("row_without_blob", 1),
                 ("stale_temporaries", 1),
             ]),
             "{label}: {report:#}"
@@ -446,6 +467,12 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
             [format!("#1 {}", key_of(&planted.orphan))],
             "{label}"
         );
+        assert_eq!(report["rows_without_blob"], 1, "{label}");
+        assert_eq!(
+            listed(&report, "row_without_blob"),
+            std::slice::from_ref(&planted.unbacked),
+            "{label}"
+        );
 
         let report = admin(cwd.path(), &db.url, &["check", "--deep"], 1);
         assert_eq!(by_reason(&report)["damaged_object"], 1, "{label}");
@@ -466,11 +493,15 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
         }
         assert_eq!(
             by_reason(&report),
-            counts(&[("missing_object", 1), ("damaged_object", 1)]),
+            counts(&[
+                ("missing_object", 1),
+                ("damaged_object", 1),
+                ("row_without_blob", 1)
+            ]),
             "{label}: {report:#}"
         );
         // The orphan, the queued object and the temporary file are gone; every row is
-        // kept, the missing and damaged objects' too.
+        // kept, the missing and damaged objects' and the one without a blob too.
         let mut left = files.clone();
         left.remove(&planted.orphan);
         left.remove(&planted.queued);
@@ -487,13 +518,18 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
         let report = admin(cwd.path(), &db.url, &["check", "--deep"], 1);
         assert_eq!(
             by_reason(&report),
-            counts(&[("missing_object", 1), ("damaged_object", 1)]),
-            "{label}: after --fix only the missing and damaged objects remain"
+            counts(&[
+                ("missing_object", 1),
+                ("damaged_object", 1),
+                ("row_without_blob", 1)
+            ]),
+            "{label}: after --fix only the missing and damaged objects and the row without a \
+             blob remain"
         );
         let report = admin(cwd.path(), &db.url, &["check"], 1);
         assert_eq!(
             by_reason(&report),
-            counts(&[("missing_object", 1)]),
+            counts(&[("missing_object", 1), ("row_without_blob", 1)]),
             "{label}"
         );
     }

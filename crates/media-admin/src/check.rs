@@ -16,14 +16,16 @@
 //!   while they stream;
 //! * **stale temporary files**: what writers that are gone left in a folder store's
 //!   `.tmp` (an S3 store's interrupted uploads are not visible as objects);
-//! * **queued deletions** not yet carried out.
+//! * **queued deletions** not yet carried out;
+//! * **rows without a blob**: media and thumbnail rows whose bytes have no blob row, so
+//!   no object (read beside the datastores; none in a sound repository).
 //!
 //! Without `--fix` nothing changes. `--fix` repairs only what is safe: it queues each
 //! orphan's deletion in `pending_deletions` (re-checked inside that transaction) and
 //! drains the queues, so an orphan goes through the same protocol as a purged object (a
 //! writer that records the same bytes meanwhile cancels the deletion, or puts them again
 //! if the drain claimed it first); it removes stale temporary files; it drains the
-//! queued deletions. A missing or damaged object is reported, never "repaired" by
+//! queued deletions. A missing or damaged object, or a row without a blob, is reported, never "repaired" by
 //! deleting the rows that point at it: its media may be restored from a backup or
 //! imported again.
 
@@ -88,6 +90,8 @@ pub enum CheckFault {
     StaleTemporaries,
     /// Object deletions queued and not carried out.
     QueuedDeletions,
+    /// A media or thumbnail row whose bytes have no blob row.
+    RowWithoutBlob,
     /// A datastore that could not be checked, or a repair that failed.
     CheckFailed,
 }
@@ -100,6 +104,7 @@ impl Reason for CheckFault {
             Self::OrphanObject => "orphan_object",
             Self::StaleTemporaries => "stale_temporaries",
             Self::QueuedDeletions => "queued_deletions",
+            Self::RowWithoutBlob => "row_without_blob",
             Self::CheckFailed => "check_failed",
         }
     }
@@ -211,6 +216,8 @@ pub struct CheckReport {
     pub depth: Depth,
     /// Each recorded datastore.
     pub datastores: Vec<DatastoreCheck>,
+    /// Media and thumbnail rows whose bytes have no blob row.
+    pub rows_without_blob: u64,
     /// What remains wrong, each object listed (up to a bound).
     pub problems: Failures<CheckFault>,
 }
@@ -230,6 +237,7 @@ impl fmt::Display for CheckReport {
             self.problems.count()
         )?;
         self.datastores.iter().try_for_each(|d| d.fmt(f))?;
+        writeln!(f, "  rows without a blob: {}", self.rows_without_blob)?;
         self.problems.write_lines(f)
     }
 }
@@ -255,8 +263,41 @@ pub async fn check(
         mode: options.mode,
         depth: options.depth,
         datastores: Vec::new(),
+        rows_without_blob: 0,
         problems: Failures::default(),
     };
+    let (unbacked, checked) = futures::join!(
+        repo.rows_without_blob(Failures::<CheckFault>::LISTED),
+        check_datastores(repo, options, &progress, &mut report)
+    );
+    checked?;
+    match unbacked {
+        Ok((count, listed)) => {
+            report.rows_without_blob = count;
+            for item in listed {
+                report.problems.push(
+                    item,
+                    CheckFault::RowWithoutBlob,
+                    "no blob row holds its bytes",
+                );
+            }
+        }
+        Err(e) => report.problems.push(
+            "rows without a blob",
+            CheckFault::CheckFailed,
+            e.to_string(),
+        ),
+    }
+    Ok(report)
+}
+
+/// Checks each recorded datastore into `report` (see [`check`]).
+async fn check_datastores(
+    repo: &Repository,
+    options: CheckOptions,
+    progress: &Progress,
+    report: &mut CheckReport,
+) -> Result<(), AdminError> {
     let mut drainer = QueueDrainer::default();
     for record in repo.datastore_records().await? {
         let mut checked = DatastoreCheck::new(&record);
@@ -264,7 +305,7 @@ pub async fn check(
             repo,
             options,
             record: &record,
-            progress: &progress,
+            progress,
         };
         // The queue is counted first: the listing queues the orphans it finds (with
         // --fix), and they are orphans, not deletions queued before the check. The rows
@@ -302,7 +343,7 @@ pub async fn check(
         run.remaining(&checked, &mut report.problems);
         report.datastores.push(checked);
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The check of one datastore.

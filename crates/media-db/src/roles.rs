@@ -386,6 +386,12 @@ pub trait StoreCheck: Send + Sync {
         datastore_id: DatastoreId,
         keys: &[BlobKey],
     ) -> Result<u64, DbError>;
+
+    /// The media and thumbnail rows whose digest has no blob row (no object holds their
+    /// bytes): how many, and the first `limit` of them, as `mxc://…` for a media and
+    /// `thumbnail of mxc://…` for a thumbnail. None in a sound repository; PostgreSQL
+    /// has no foreign key to refuse one (see [`crate::MediaIndex`]'s writers).
+    async fn rows_without_blob(&self, limit: usize) -> Result<(u64, Vec<String>), DbError>;
 }
 
 /// Which rooms hold which media, as Synapse's events reference them (recorded by

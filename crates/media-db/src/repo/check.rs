@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use media_core::datastore::BlobKey;
 use media_core::now_ms;
 
@@ -64,6 +65,33 @@ impl StoreCheck for Repository {
             );
         }
         Ok(queued)
+    }
+
+    async fn rows_without_blob(&self, limit: usize) -> Result<(u64, Vec<String>), DbError> {
+        // One pass over each table's digest index beside the blobs' key: the rows are
+        // streamed, only the first `limit` kept.
+        let sql = "SELECT CAST(NULL AS TEXT), m.origin, m.media_id FROM media AS m \
+                   WHERE NOT EXISTS (SELECT 1 FROM blobs AS b WHERE b.sha256 = m.sha256) \
+                   UNION ALL SELECT 'thumbnail of ', t.origin, t.media_id FROM thumbnails AS t \
+                   WHERE NOT EXISTS (SELECT 1 FROM blobs AS b WHERE b.sha256 = t.sha256)";
+        on_pool!(&self.pool, |p| {
+            let mut rows = sqlx::query_as::<_, (Option<String>, String, String)>(sql).fetch(p);
+            let (mut count, mut listed) = (0u64, Vec::new());
+            while let Some((what, origin, media_id)) = rows
+                .try_next()
+                .await
+                .during("find rows whose blob row is missing")?
+            {
+                count += 1;
+                if listed.len() < limit {
+                    listed.push(format!(
+                        "{}mxc://{origin}/{media_id}",
+                        what.unwrap_or_default()
+                    ));
+                }
+            }
+            Ok((count, listed))
+        })
     }
 
     async fn queue_orphans(
