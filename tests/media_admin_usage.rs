@@ -307,6 +307,8 @@ struct Planted {
     temporary: PathBuf,
     /// The media row whose bytes have no blob row.
     unbacked: String,
+    /// The media whose thumbnail row remains without it.
+    thumbnailed: String,
 }
 
 /// Writes `bytes` into `store` at their content-addressed key; returns the digest.
@@ -371,6 +373,17 @@ async fn plant_faults(repo: &str, store: &Path) -> Planted {
     .execute(&mut conn)
     .await
     .unwrap();
+    // A thumbnail (of recorded bytes) whose media row is gone.
+    sqlx::query(
+        "INSERT INTO thumbnails (origin, media_id, width, height, method, content_type, \
+         sha256, size_bytes, created_ts) \
+         SELECT 'example.org', 'gone', 32, 32, 'crop', 'image/png', sha256, size_bytes, 0 \
+         FROM blobs WHERE location = $1",
+    )
+    .bind(&blobs[2].0)
+    .execute(&mut conn)
+    .await
+    .unwrap();
 
     // What a writer killed mid-put leaves: its folder, unlocked, with a partial file.
     let temporary = store.join(".tmp/w-1-00000000deadbeef/3/partial");
@@ -383,6 +396,7 @@ async fn plant_faults(repo: &str, store: &Path) -> Planted {
         queued,
         temporary,
         unbacked: "mxc://example.org/unbacked".to_owned(),
+        thumbnailed: "thumbnail of mxc://example.org/gone".to_owned(),
     }
 }
 
@@ -441,6 +455,7 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
                 ("queued_deletions", 1),
                 ("row_without_blob", 1),
                 ("stale_temporaries", 1),
+                ("thumbnail_without_media", 1),
             ]),
             "{label}: {report:#}"
         );
@@ -473,6 +488,11 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
             std::slice::from_ref(&planted.unbacked),
             "{label}"
         );
+        assert_eq!(
+            listed(&report, "thumbnail_without_media"),
+            std::slice::from_ref(&planted.thumbnailed),
+            "{label}"
+        );
 
         let report = admin(cwd.path(), &db.url, &["check", "--deep"], 1);
         assert_eq!(by_reason(&report)["damaged_object"], 1, "{label}");
@@ -496,12 +516,13 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
             counts(&[
                 ("missing_object", 1),
                 ("damaged_object", 1),
-                ("row_without_blob", 1)
+                ("row_without_blob", 1),
+                ("thumbnail_without_media", 1),
             ]),
             "{label}: {report:#}"
         );
         // The orphan, the queued object and the temporary file are gone; every row is
-        // kept, the missing and damaged objects' and the one without a blob too.
+        // kept, the missing and damaged objects' and the unsound ones too.
         let mut left = files.clone();
         left.remove(&planted.orphan);
         left.remove(&planted.queued);
@@ -521,15 +542,20 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
             counts(&[
                 ("missing_object", 1),
                 ("damaged_object", 1),
-                ("row_without_blob", 1)
+                ("row_without_blob", 1),
+                ("thumbnail_without_media", 1),
             ]),
-            "{label}: after --fix only the missing and damaged objects and the row without a \
-             blob remain"
+            "{label}: after --fix only the missing and damaged objects and the unsound rows \
+             remain"
         );
         let report = admin(cwd.path(), &db.url, &["check"], 1);
         assert_eq!(
             by_reason(&report),
-            counts(&[("missing_object", 1), ("row_without_blob", 1)]),
+            counts(&[
+                ("missing_object", 1),
+                ("row_without_blob", 1),
+                ("thumbnail_without_media", 1),
+            ]),
             "{label}"
         );
     }

@@ -18,14 +18,15 @@
 //!   `.tmp` (an S3 store's interrupted uploads are not visible as objects);
 //! * **queued deletions** not yet carried out;
 //! * **rows without a blob**: media and thumbnail rows whose bytes have no blob row, so
-//!   no object (read beside the datastores; none in a sound repository).
+//!   no object, and **thumbnails without their media** (read beside the datastores;
+//!   none in a sound repository).
 //!
 //! Without `--fix` nothing changes. `--fix` repairs only what is safe: it queues each
 //! orphan's deletion in `pending_deletions` (re-checked inside that transaction) and
 //! drains the queues, so an orphan goes through the same protocol as a purged object (a
 //! writer that records the same bytes meanwhile cancels the deletion, or puts them again
 //! if the drain claimed it first); it removes stale temporary files; it drains the
-//! queued deletions. A missing or damaged object, or a row without a blob, is reported, never "repaired" by
+//! queued deletions. A missing or damaged object, or an unsound row, is reported, never "repaired" by
 //! deleting the rows that point at it: its media may be restored from a backup or
 //! imported again.
 
@@ -92,6 +93,8 @@ pub enum CheckFault {
     QueuedDeletions,
     /// A media or thumbnail row whose bytes have no blob row.
     RowWithoutBlob,
+    /// Thumbnail rows whose media row is gone.
+    ThumbnailWithoutMedia,
     /// A datastore that could not be checked, or a repair that failed.
     CheckFailed,
 }
@@ -105,6 +108,7 @@ impl Reason for CheckFault {
             Self::StaleTemporaries => "stale_temporaries",
             Self::QueuedDeletions => "queued_deletions",
             Self::RowWithoutBlob => "row_without_blob",
+            Self::ThumbnailWithoutMedia => "thumbnail_without_media",
             Self::CheckFailed => "check_failed",
         }
     }
@@ -218,6 +222,8 @@ pub struct CheckReport {
     pub datastores: Vec<DatastoreCheck>,
     /// Media and thumbnail rows whose bytes have no blob row.
     pub rows_without_blob: u64,
+    /// Media whose thumbnail rows remain without their media row.
+    pub thumbnails_without_media: u64,
     /// What remains wrong, each object listed (up to a bound).
     pub problems: Failures<CheckFault>,
 }
@@ -237,7 +243,11 @@ impl fmt::Display for CheckReport {
             self.problems.count()
         )?;
         self.datastores.iter().try_for_each(|d| d.fmt(f))?;
-        writeln!(f, "  rows without a blob: {}", self.rows_without_blob)?;
+        writeln!(
+            f,
+            "  rows without a blob: {}; thumbnails without their media: {}",
+            self.rows_without_blob, self.thumbnails_without_media
+        )?;
         self.problems.write_lines(f)
     }
 }
@@ -264,29 +274,41 @@ pub async fn check(
         depth: options.depth,
         datastores: Vec::new(),
         rows_without_blob: 0,
+        thumbnails_without_media: 0,
         problems: Failures::default(),
     };
-    let (unbacked, checked) = futures::join!(
-        repo.rows_without_blob(Failures::<CheckFault>::LISTED),
+    let limit = Failures::<CheckFault>::LISTED;
+    let (without_blob, without_media, checked) = futures::join!(
+        repo.rows_without_blob(limit),
+        repo.thumbnails_without_media(limit),
         check_datastores(repo, options, &progress, &mut report)
     );
     checked?;
-    match unbacked {
-        Ok((count, listed)) => {
-            report.rows_without_blob = count;
-            for item in listed {
-                report.problems.push(
-                    item,
-                    CheckFault::RowWithoutBlob,
-                    "no blob row holds its bytes",
-                );
-            }
-        }
-        Err(e) => report.problems.push(
-            "rows without a blob",
-            CheckFault::CheckFailed,
-            e.to_string(),
+    for (found, fault, total, detail) in [
+        (
+            without_blob,
+            CheckFault::RowWithoutBlob,
+            &mut report.rows_without_blob,
+            "no blob row holds its bytes",
         ),
+        (
+            without_media,
+            CheckFault::ThumbnailWithoutMedia,
+            &mut report.thumbnails_without_media,
+            "its media row is gone",
+        ),
+    ] {
+        match found {
+            Ok((count, listed)) => {
+                *total = count;
+                for item in listed {
+                    report.problems.push(item, fault, detail);
+                }
+            }
+            Err(e) => report
+                .problems
+                .push(fault.code(), CheckFault::CheckFailed, e.to_string()),
+        }
     }
     Ok(report)
 }

@@ -392,6 +392,11 @@ pub trait StoreCheck: Send + Sync {
     /// `thumbnail of mxc://…` for a thumbnail. None in a sound repository; PostgreSQL
     /// has no foreign key to refuse one (see [`crate::MediaIndex`]'s writers).
     async fn rows_without_blob(&self, limit: usize) -> Result<(u64, Vec<String>), DbError>;
+
+    /// The media whose thumbnail rows remain while their media row is gone: how many, and
+    /// the first `limit` (`thumbnail of mxc://…`). None in a sound repository; PostgreSQL
+    /// has no foreign key to refuse one.
+    async fn thumbnails_without_media(&self, limit: usize) -> Result<(u64, Vec<String>), DbError>;
 }
 
 /// Which rooms hold which media, as Synapse's events reference them (recorded by

@@ -576,3 +576,59 @@ async fn a_purge_keeps_the_bytes_a_writer_is_recording_a_new_media_with() {
     assert!(repo.get_blob(&sha256).await.unwrap().is_some());
     assert_eq!(repo.blob_reference_count(&sha256).await.unwrap(), 1);
 }
+
+/// A purge deletes the thumbnails a writer added to a purged media meanwhile. The writer
+/// holds the media's row (as our writers lock it) while it adds a thumbnail; the purge
+/// deletes the media first, waiting for the writer, and then its thumbnails, the new one
+/// included. Deleting the thumbnails first would leave the new one without its media.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_deletes_a_thumbnail_added_to_its_media_meanwhile() {
+    let db = TestDatabase::postgres().await;
+    let repo = connect(&db.url).await.unwrap();
+    let store = MemoryDatastore::new();
+    let ds = repo.register_datastore("memory://test").await.unwrap();
+    let media = record(&repo, &store, ds, "mxc://ours.test/pic", None, b"picture").await;
+    let other = record(&repo, &store, ds, "mxc://ours.test/other", None, b"thumb").await;
+    let thumb = repo.get_media(&other).await.unwrap().unwrap().sha256;
+
+    let mut writer = OtherWriter::begin(&db).await;
+    sqlx::query("SELECT origin FROM media WHERE origin = $1 AND media_id = $2 FOR KEY SHARE")
+        .bind(media.origin.as_str())
+        .bind(media.media_id.as_str())
+        .fetch_one(&mut writer.conn)
+        .await
+        .unwrap();
+    sqlx::query("SELECT sha256 FROM blobs WHERE sha256 = $1 FOR KEY SHARE")
+        .bind(thumb.as_str())
+        .fetch_one(&mut writer.conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO thumbnails (origin, media_id, width, height, method, content_type, \
+         sha256, size_bytes, created_ts) VALUES ($1, $2, 32, 32, 'crop', 'image/png', $3, 5, 0)",
+    )
+    .bind(media.origin.as_str())
+    .bind(media.media_id.as_str())
+    .bind(thumb.as_str())
+    .execute(&mut writer.conn)
+    .await
+    .unwrap();
+    let selection = PurgeSelection::Media(vec![media.clone()]);
+    let page = repo.purge_page(&selection, None, 10).await.unwrap();
+    let purging = {
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            let ours = ["ours.test".parse().unwrap()];
+            repo.purge_batch(&page, &ours, &[]).await
+        })
+    };
+    // Commits once the purge waits for it.
+    writer
+        .deadlock_with(&db, || purging.is_finished(), async |_| {})
+        .await;
+
+    let purged = purging.await.unwrap().unwrap();
+    assert_eq!((purged.tally.media, purged.tally.thumbnails), (1, 1));
+    assert!(repo.thumbnails_of(&media).await.unwrap().is_empty());
+    assert_eq!(repo.blob_reference_count(&thumb).await.unwrap(), 1);
+}

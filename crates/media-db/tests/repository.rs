@@ -478,6 +478,57 @@ async fn a_batch_using_bytes_a_deletion_frees_meanwhile_records_nothing() {
     assert!(f.repo.get_blob(&old.record.sha256).await.unwrap().is_none());
 }
 
+/// A thumbnail is recorded only with its media: the writer holds the media's row until it
+/// commits (PostgreSQL has no foreign key to do it). The other writer here plays a purge
+/// that has deleted the media and not committed yet; the thumbnail's insert waits for it
+/// and then finds the media gone. Looking without the lock, it saw the media still there
+/// and recorded a thumbnail of a media that no longer exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thumbnail_of_a_media_deleted_meanwhile_is_not_recorded() {
+    let db = TestDatabase::postgres().await;
+    let f = Fixture::on(&db).await;
+    let media = f.media("img", "@alice:example.org", b"image").await;
+    f.insert(&media).await;
+    let put = f.store.put_bytes(b"thumb").await.unwrap();
+    let thumb = ThumbnailRecord {
+        media: media.record.key.clone(),
+        width: 32,
+        height: 32,
+        method: ThumbnailMethod::Crop,
+        content_type: "image/png".into(),
+        animated: false,
+        sha256: put.blob.sha256.clone(),
+        size_bytes: put.blob.size,
+        created_ts: 1,
+    };
+    let mut other = OtherWriter::begin(&db).await;
+    sqlx::query("DELETE FROM media WHERE origin = 'example.org' AND media_id = 'img'")
+        .execute(&mut other.conn)
+        .await
+        .unwrap();
+
+    let recording = {
+        let (repo, store, id) = (f.repo.clone(), f.store.clone(), f.datastore_id);
+        tokio::spawn(async move { repo.insert_thumbnail(&thumb, id, &*store).await })
+    };
+    // Commits once the thumbnail's insert waits for it.
+    other
+        .deadlock_with(&db, || recording.is_finished(), async |_| {})
+        .await;
+
+    assert_eq!(
+        recording.await.unwrap().unwrap(),
+        InsertOutcome::MediaMissing
+    );
+    assert!(
+        f.repo
+            .thumbnails_of(&media.record.key)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Quarantining media locks every media with their bytes, so two runs over shared bytes
 /// lock rows in orders of their own. The other writer here holds the second media's
 /// row and then waits for the first one's, which the quarantine (waiting for the second)

@@ -68,30 +68,26 @@ impl StoreCheck for Repository {
     }
 
     async fn rows_without_blob(&self, limit: usize) -> Result<(u64, Vec<String>), DbError> {
-        // One pass over each table's digest index beside the blobs' key: the rows are
-        // streamed, only the first `limit` kept.
-        let sql = "SELECT CAST(NULL AS TEXT), m.origin, m.media_id FROM media AS m \
-                   WHERE NOT EXISTS (SELECT 1 FROM blobs AS b WHERE b.sha256 = m.sha256) \
-                   UNION ALL SELECT 'thumbnail of ', t.origin, t.media_id FROM thumbnails AS t \
-                   WHERE NOT EXISTS (SELECT 1 FROM blobs AS b WHERE b.sha256 = t.sha256)";
-        on_pool!(&self.pool, |p| {
-            let mut rows = sqlx::query_as::<_, (Option<String>, String, String)>(sql).fetch(p);
-            let (mut count, mut listed) = (0u64, Vec::new());
-            while let Some((what, origin, media_id)) = rows
-                .try_next()
-                .await
-                .during("find rows whose blob row is missing")?
-            {
-                count += 1;
-                if listed.len() < limit {
-                    listed.push(format!(
-                        "{}mxc://{origin}/{media_id}",
-                        what.unwrap_or_default()
-                    ));
-                }
-            }
-            Ok((count, listed))
-        })
+        self.count_and_list(
+            "SELECT CAST(NULL AS TEXT), m.origin, m.media_id FROM media AS m \
+             WHERE NOT EXISTS (SELECT 1 FROM blobs AS b WHERE b.sha256 = m.sha256) \
+             UNION ALL SELECT 'thumbnail of ', t.origin, t.media_id FROM thumbnails AS t \
+             WHERE NOT EXISTS (SELECT 1 FROM blobs AS b WHERE b.sha256 = t.sha256)",
+            limit,
+            "find rows whose blob row is missing",
+        )
+        .await
+    }
+
+    async fn thumbnails_without_media(&self, limit: usize) -> Result<(u64, Vec<String>), DbError> {
+        self.count_and_list(
+            "SELECT DISTINCT 'thumbnail of ', t.origin, t.media_id FROM thumbnails AS t \
+             WHERE NOT EXISTS (SELECT 1 FROM media AS m \
+             WHERE m.origin = t.origin AND m.media_id = t.media_id)",
+            limit,
+            "find thumbnails whose media row is missing",
+        )
+        .await
     }
 
     async fn queue_orphans(
@@ -153,6 +149,32 @@ impl StoreCheck for Repository {
             }
             tx.commit().await.during("commit queued orphans")?;
             Ok(queued)
+        })
+    }
+}
+
+impl Repository {
+    /// Runs `sql`, a query of `(prefix, origin, media_id)` rows, streamed: how many rows,
+    /// and the first `limit` as `{prefix}mxc://{origin}/{media_id}`.
+    async fn count_and_list(
+        &self,
+        sql: &'static str,
+        limit: usize,
+        operation: &'static str,
+    ) -> Result<(u64, Vec<String>), DbError> {
+        on_pool!(&self.pool, |p| {
+            let mut rows = sqlx::query_as::<_, (Option<String>, String, String)>(sql).fetch(p);
+            let (mut count, mut listed) = (0u64, Vec::new());
+            while let Some((what, origin, media_id)) = rows.try_next().await.during(operation)? {
+                count += 1;
+                if listed.len() < limit {
+                    listed.push(format!(
+                        "{}mxc://{origin}/{media_id}",
+                        what.unwrap_or_default()
+                    ));
+                }
+            }
+            Ok((count, listed))
         })
     }
 }

@@ -55,43 +55,54 @@ macro_rules! delete_media_in {
             $crate::repo::sql::reuse_key_check_plans_in!($conn, $dialect)?;
             let mut report = $crate::model::DeletedMedia::default();
             let mut candidates = std::collections::BTreeSet::new();
+            // Which table goes first. PostgreSQL: the media, which waits for any writer
+            // adding a thumbnail to one of them (it holds the media's row: see
+            // `migrations/postgres/0011_…`); the thumbnails then deleted include what it
+            // added. SQLite: the thumbnails, as its foreign key from them to their media
+            // requires (its one writer never meets another).
+            let thumbnails_first = $dialect != $crate::Dialect::Postgres;
             for chunk in keys.chunks(KEYS_PER_STATEMENT) {
                 let key_list = values_list($dialect, chunk.len(), 2);
-                let sql = format!(
-                    "DELETE FROM thumbnails WHERE (origin, media_id) IN (VALUES {key_list}) \
-                     RETURNING sha256"
-                );
-                let mut query =
-                    sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).persistent(false);
-                for key in chunk {
-                    query = query.bind(key.origin.as_str()).bind(key.media_id.as_str());
-                }
-                let thumbs = query.fetch_all($conn).await.during("delete thumbnails")?;
-                report.thumbnails += thumbs.len() as u64;
-                candidates.extend(thumbs);
-                let sql = format!(
-                    "DELETE FROM media WHERE (origin, media_id) IN (VALUES {key_list}) \
-                     RETURNING origin, media_id, sha256"
-                );
-                let mut query =
-                    sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql))
-                        .persistent(false);
-                for key in chunk {
-                    query = query.bind(key.origin.as_str()).bind(key.media_id.as_str());
-                }
-                let mut found = std::collections::HashSet::new();
-                for (origin, media_id, sha256) in
-                    query.fetch_all($conn).await.during("delete media")?
-                {
-                    candidates.insert(sha256);
-                    found.insert((origin, media_id));
-                }
-                for key in chunk {
-                    // `remove`: a key named twice is deleted once, then not found.
-                    if found.remove(&(key.origin.to_string(), key.media_id.to_string())) {
-                        report.media.push(key.clone());
-                    } else {
-                        report.not_found.push(key.clone());
+                for thumbnails in [thumbnails_first, !thumbnails_first] {
+                    if thumbnails {
+                        let sql = format!(
+                            "DELETE FROM thumbnails WHERE (origin, media_id) IN \
+                             (VALUES {key_list}) RETURNING sha256"
+                        );
+                        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+                            .persistent(false);
+                        for key in chunk {
+                            query = query.bind(key.origin.as_str()).bind(key.media_id.as_str());
+                        }
+                        let thumbs = query.fetch_all($conn).await.during("delete thumbnails")?;
+                        report.thumbnails += thumbs.len() as u64;
+                        candidates.extend(thumbs);
+                        continue;
+                    }
+                    let sql = format!(
+                        "DELETE FROM media WHERE (origin, media_id) IN (VALUES {key_list}) \
+                         RETURNING origin, media_id, sha256"
+                    );
+                    let mut query =
+                        sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql))
+                            .persistent(false);
+                    for key in chunk {
+                        query = query.bind(key.origin.as_str()).bind(key.media_id.as_str());
+                    }
+                    let mut found = std::collections::HashSet::new();
+                    for (origin, media_id, sha256) in
+                        query.fetch_all($conn).await.during("delete media")?
+                    {
+                        candidates.insert(sha256);
+                        found.insert((origin, media_id));
+                    }
+                    for key in chunk {
+                        // `remove`: a key named twice is deleted once, then not found.
+                        if found.remove(&(key.origin.to_string(), key.media_id.to_string())) {
+                            report.media.push(key.clone());
+                        } else {
+                            report.not_found.push(key.clone());
+                        }
                     }
                 }
             }

@@ -17,6 +17,7 @@ use super::sql::{
     select_media, size_column, thumbnail_identity, values_list,
 };
 use super::{PAGE_SIZE, Repository};
+use crate::Dialect;
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
 use crate::model::{DatastoreId, InsertOutcome, MediaOutcome, NewBlob, NewMedia, PinReport};
@@ -85,7 +86,7 @@ impl MediaIndex for Repository {
                     {
                         return Ok(Attempt::Unverified(new));
                     }
-                    let outcome = insert_thumbnail_in!(&mut *tx, t)?;
+                    let outcome = insert_thumbnail_in!(&mut *tx, self.dialect, t)?;
                     tx.commit().await.during("commit a thumbnail")?;
                     Ok(Attempt::Done(outcome))
                 })
@@ -355,6 +356,40 @@ impl Repository {
                     query.fetch_all(&mut *tx).await.during("insert media")?;
                 inserted.extend(rows);
             }
+            // The media recorded already, their rows held until this transaction commits
+            // (PostgreSQL: thumbnails may be added to them; see `BlobLock`), in key order.
+            let mut existing_keys: Vec<&MediaKey> = in_key_order
+                .iter()
+                .map(|item| &item.record.key)
+                .filter(|k| !inserted.contains(&(k.origin.to_string(), k.media_id.to_string())))
+                .collect();
+            existing_keys.dedup();
+            let mut existing: HashMap<(String, String), String> = HashMap::new();
+            for chunk in existing_keys.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "SELECT origin, media_id, sha256 FROM media \
+                     WHERE (origin, media_id) IN (VALUES {}) ORDER BY origin, media_id{}",
+                    values_list(self.dialect, chunk.len(), 2),
+                    match self.dialect {
+                        Dialect::Postgres => " FOR KEY SHARE",
+                        Dialect::Sqlite => "",
+                    }
+                );
+                let mut query =
+                    sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql))
+                        .persistent(false);
+                for key in chunk {
+                    query = query.bind(key.origin.as_str()).bind(key.media_id.as_str());
+                }
+                let rows = query
+                    .fetch_all(&mut *tx)
+                    .await
+                    .during("read existing media")?;
+                existing.extend(
+                    rows.into_iter()
+                        .map(|(origin, media_id, sha256)| ((origin, media_id), sha256)),
+                );
+            }
             let mut outcomes = Vec::with_capacity(batch.len());
             for item in batch {
                 let r = &item.record;
@@ -371,15 +406,11 @@ impl Repository {
                     }
                     InsertOutcome::Inserted
                 } else {
-                    let existing: String = sqlx::query_scalar(
-                        "SELECT sha256 FROM media WHERE origin = $1 AND media_id = $2",
-                    )
-                    .bind(&id.0)
-                    .bind(&id.1)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .during("read an existing media")?;
-                    compare_existing("media", &r.key.to_string(), &existing, &r.sha256)?
+                    let Some(existing) = existing.get(&id) else {
+                        // Deleted since its insert met it: the whole batch again.
+                        return Ok(Attempt::Unverified(Vec::new()));
+                    };
+                    compare_existing("media", &r.key.to_string(), existing, &r.sha256)?
                 };
                 outcomes.push(MediaOutcome {
                     media,
@@ -426,7 +457,7 @@ impl Repository {
                 let outcome = if inserted.contains(&thumbnail_identity(t)) {
                     InsertOutcome::Inserted
                 } else {
-                    insert_thumbnail_in!(&mut *tx, t)?
+                    insert_thumbnail_in!(&mut *tx, self.dialect, t)?
                 };
                 outcomes[i].thumbnails.push(outcome);
             }

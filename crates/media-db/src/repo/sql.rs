@@ -56,6 +56,8 @@ pub(crate) enum Attempt<T> {
     /// transaction (their rows vanished after the check for recorded digests, or while
     /// the transaction ran: [`lock_blobs_in`]), or a drain may have deleted their objects
     /// since they were checked (the deletion epoch moved). Check them, then try again.
+    /// None: a row the attempt met (a media recorded already) was deleted meanwhile; try
+    /// again.
     Unverified(Vec<String>),
 }
 
@@ -350,12 +352,28 @@ pub(crate) fn size_column(size: u64, item: impl FnOnce() -> String) -> Result<i6
     })
 }
 
-/// Inserts a thumbnail row (never overwriting) in the open transaction `$conn`; evaluates
-/// to `Result<InsertOutcome, DbError>`. Its blob row must exist.
+/// Inserts a thumbnail row (never overwriting) in the open transaction `$conn` (of
+/// `$dialect`); evaluates to `Result<InsertOutcome, DbError>`. Its blob row must exist
+/// (and on PostgreSQL be locked: [`lock_blobs_in`]). On PostgreSQL its media's row is
+/// locked until the transaction commits, as a foreign key's check would.
 macro_rules! insert_thumbnail_in {
-    ($conn:expr, $thumbnail:expr) => {
+    ($conn:expr, $dialect:expr, $thumbnail:expr) => {
         async {
             let t: &media_core::records::ThumbnailRecord = $thumbnail;
+            if $dialect == $crate::Dialect::Postgres {
+                let held: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(1 AS BIGINT) FROM media WHERE origin = $1 AND media_id = $2 \
+                     FOR KEY SHARE",
+                )
+                .bind(t.media.origin.as_str())
+                .bind(t.media.media_id.as_str())
+                .fetch_optional($conn)
+                .await
+                .during("lock a thumbnail's media")?;
+                if held.is_none() {
+                    return Ok($crate::model::InsertOutcome::MediaMissing);
+                }
+            }
             let outcome = {
                 // Guarded by the media's existence, so a missing media is an outcome, not a
                 // foreign-key error.
