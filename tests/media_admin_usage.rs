@@ -309,6 +309,8 @@ struct Planted {
     unbacked: String,
     /// The media whose thumbnail row remains without it.
     thumbnailed: String,
+    /// The blob row of a datastore that is not recorded.
+    strayed: String,
 }
 
 /// Writes `bytes` into `store` at their content-addressed key; returns the digest.
@@ -384,6 +386,17 @@ async fn plant_faults(repo: &str, store: &Path) -> Planted {
     .execute(&mut conn)
     .await
     .unwrap();
+    // A blob row of a datastore that is not recorded.
+    let stray = sha256_of(b"bytes of no datastore").to_string();
+    sqlx::query(
+        "INSERT INTO blobs (sha256, size_bytes, datastore_id, location, created_ts) \
+         VALUES ($1, 5, 999, $2, 0)",
+    )
+    .bind(&stray)
+    .bind(key_of(&stray))
+    .execute(&mut conn)
+    .await
+    .unwrap();
 
     // What a writer killed mid-put leaves: its folder, unlocked, with a partial file.
     let temporary = store.join(".tmp/w-1-00000000deadbeef/3/partial");
@@ -397,6 +410,7 @@ async fn plant_faults(repo: &str, store: &Path) -> Planted {
         temporary,
         unbacked: "mxc://example.org/unbacked".to_owned(),
         thumbnailed: "thumbnail of mxc://example.org/gone".to_owned(),
+        strayed: format!("blob {stray} in datastore #999"),
     }
 }
 
@@ -454,6 +468,7 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
                 ("orphan_object", 1),
                 ("queued_deletions", 1),
                 ("row_without_blob", 1),
+                ("row_without_datastore", 1),
                 ("stale_temporaries", 1),
                 ("thumbnail_without_media", 1),
             ]),
@@ -493,6 +508,11 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
             std::slice::from_ref(&planted.thumbnailed),
             "{label}"
         );
+        assert_eq!(
+            listed(&report, "row_without_datastore"),
+            std::slice::from_ref(&planted.strayed),
+            "{label}"
+        );
 
         let report = admin(cwd.path(), &db.url, &["check", "--deep"], 1);
         assert_eq!(by_reason(&report)["damaged_object"], 1, "{label}");
@@ -517,6 +537,7 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
                 ("missing_object", 1),
                 ("damaged_object", 1),
                 ("row_without_blob", 1),
+                ("row_without_datastore", 1),
                 ("thumbnail_without_media", 1),
             ]),
             "{label}: {report:#}"
@@ -543,6 +564,7 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
                 ("missing_object", 1),
                 ("damaged_object", 1),
                 ("row_without_blob", 1),
+                ("row_without_datastore", 1),
                 ("thumbnail_without_media", 1),
             ]),
             "{label}: after --fix only the missing and damaged objects and the unsound rows \
@@ -554,6 +576,7 @@ async fn check_finds_each_planted_fault_and_fix_repairs_only_what_is_safe() {
             counts(&[
                 ("missing_object", 1),
                 ("row_without_blob", 1),
+                ("row_without_datastore", 1),
                 ("thumbnail_without_media", 1),
             ]),
             "{label}"

@@ -17,9 +17,10 @@
 //! * **stale temporary files**: what writers that are gone left in a folder store's
 //!   `.tmp` (an S3 store's interrupted uploads are not visible as objects);
 //! * **queued deletions** not yet carried out;
-//! * **rows without a blob**: media and thumbnail rows whose bytes have no blob row, so
-//!   no object, and **thumbnails without their media** (read beside the datastores;
-//!   none in a sound repository).
+//! * **unsound rows**: media and thumbnail rows whose bytes have no blob row (so no
+//!   object), thumbnails whose media row is gone, blob rows and queued deletions of a
+//!   datastore that is not recorded (read beside the datastores; none in a sound
+//!   repository).
 //!
 //! Without `--fix` nothing changes. `--fix` repairs only what is safe: it queues each
 //! orphan's deletion in `pending_deletions` (re-checked inside that transaction) and
@@ -42,7 +43,9 @@ use media_core::hashing::{HashingReader, digest_of_read};
 use media_core::ids::Sha256Hex;
 use media_core::progress::{Progress, human_size};
 use media_core::run::{Failures, Reason, Report, RunMode};
-use media_db::{Blob, BlobTransfer, DeletionQueue, RecordedDatastore, Repository, StoreCheck};
+use media_db::{
+    Blob, BlobTransfer, DeletionQueue, RecordedDatastore, Repository, StoreCheck, Unsound,
+};
 use media_store::{DatastoreLocation, FileDatastore};
 use serde::Serialize;
 
@@ -95,6 +98,8 @@ pub enum CheckFault {
     RowWithoutBlob,
     /// Thumbnail rows whose media row is gone.
     ThumbnailWithoutMedia,
+    /// A blob row or queued deletion whose datastore is not recorded.
+    RowWithoutDatastore,
     /// A datastore that could not be checked, or a repair that failed.
     CheckFailed,
 }
@@ -109,6 +114,7 @@ impl Reason for CheckFault {
             Self::QueuedDeletions => "queued_deletions",
             Self::RowWithoutBlob => "row_without_blob",
             Self::ThumbnailWithoutMedia => "thumbnail_without_media",
+            Self::RowWithoutDatastore => "row_without_datastore",
             Self::CheckFailed => "check_failed",
         }
     }
@@ -224,6 +230,8 @@ pub struct CheckReport {
     pub rows_without_blob: u64,
     /// Media whose thumbnail rows remain without their media row.
     pub thumbnails_without_media: u64,
+    /// Blob rows and queued deletions whose datastore is not recorded.
+    pub rows_without_datastore: u64,
     /// What remains wrong, each object listed (up to a bound).
     pub problems: Failures<CheckFault>,
 }
@@ -245,8 +253,9 @@ impl fmt::Display for CheckReport {
         self.datastores.iter().try_for_each(|d| d.fmt(f))?;
         writeln!(
             f,
-            "  rows without a blob: {}; thumbnails without their media: {}",
-            self.rows_without_blob, self.thumbnails_without_media
+            "  rows without a blob: {}; thumbnails without their media: {}; rows without \
+             their datastore: {}",
+            self.rows_without_blob, self.thumbnails_without_media, self.rows_without_datastore
         )?;
         self.problems.write_lines(f)
     }
@@ -275,12 +284,14 @@ pub async fn check(
         datastores: Vec::new(),
         rows_without_blob: 0,
         thumbnails_without_media: 0,
+        rows_without_datastore: 0,
         problems: Failures::default(),
     };
     let limit = Failures::<CheckFault>::LISTED;
-    let (without_blob, without_media, checked) = futures::join!(
-        repo.rows_without_blob(limit),
-        repo.thumbnails_without_media(limit),
+    let (without_blob, without_media, without_datastore, checked) = futures::join!(
+        repo.unsound_rows(Unsound::RowsWithoutBlob, limit),
+        repo.unsound_rows(Unsound::ThumbnailsWithoutMedia, limit),
+        repo.unsound_rows(Unsound::RowsWithoutDatastore, limit),
         check_datastores(repo, options, &progress, &mut report)
     );
     checked?;
@@ -296,6 +307,12 @@ pub async fn check(
             CheckFault::ThumbnailWithoutMedia,
             &mut report.thumbnails_without_media,
             "its media row is gone",
+        ),
+        (
+            without_datastore,
+            CheckFault::RowWithoutDatastore,
+            &mut report.rows_without_datastore,
+            "no datastore of that ID is recorded",
         ),
     ] {
         match found {

@@ -89,7 +89,7 @@ pub use model::{
     PendingDeletion, PinReport, PurgeCandidate, PurgeSelection, PurgeTally, PurgedBatch,
     QUARANTINE_CHANGES_PAGE_LIMIT, QuarantineAction, QuarantineChange, QuarantineChangesPage,
     QuarantineReport, RecordedDatastore, RoomMedia, TaskFilter, TaskId, TaskKind, TaskRecord,
-    Upload, Usage, UsageTotals,
+    Unsound, Upload, Usage, UsageTotals,
 };
 pub use repo::{
     AttachOptions, DatastoreAccess, Repository, connect, connect_existing, connect_for_dry_run,

@@ -405,6 +405,20 @@ pub struct RoomMedia {
     pub media: MediaKey,
 }
 
+/// Rows that point at a row that is not there (`media_admin check`): none in a sound
+/// repository. SQLite's foreign keys refuse them; PostgreSQL's repository keeps these
+/// references with row locks instead
+/// (`migrations/postgres/0011_references_locked_by_statements.sql`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsound {
+    /// Media and thumbnail rows whose bytes have no blob row.
+    RowsWithoutBlob,
+    /// Thumbnail rows whose media row is gone (listed once per media).
+    ThumbnailsWithoutMedia,
+    /// Blob rows and queued deletions whose datastore is not recorded.
+    RowsWithoutDatastore,
+}
+
 /// A media a purge selected, as its row was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PurgeCandidate {

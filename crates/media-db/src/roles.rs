@@ -22,7 +22,7 @@ use crate::model::{
     Blob, BlobMove, BlobOutcome, BlobTally, DatastoreId, DeletedMedia, DrainReport, InsertOutcome,
     MediaOutcome, MoveOutcome, NewBlob, NewMedia, PendingDeletion, PinReport, PurgeCandidate,
     PurgeSelection, PurgeTally, PurgedBatch, QuarantineAction, QuarantineChangesPage,
-    QuarantineReport, RoomMedia, TaskFilter, TaskId, TaskKind, TaskRecord, Upload, Usage,
+    QuarantineReport, RoomMedia, TaskFilter, TaskId, TaskKind, TaskRecord, Unsound, Upload, Usage,
     UsageTotals,
 };
 
@@ -387,16 +387,13 @@ pub trait StoreCheck: Send + Sync {
         keys: &[BlobKey],
     ) -> Result<u64, DbError>;
 
-    /// The media and thumbnail rows whose digest has no blob row (no object holds their
-    /// bytes): how many, and the first `limit` of them, as `mxc://…` for a media and
-    /// `thumbnail of mxc://…` for a thumbnail. None in a sound repository; PostgreSQL
-    /// has no foreign key to refuse one (see [`crate::MediaIndex`]'s writers).
-    async fn rows_without_blob(&self, limit: usize) -> Result<(u64, Vec<String>), DbError>;
-
-    /// The media whose thumbnail rows remain while their media row is gone: how many, and
-    /// the first `limit` (`thumbnail of mxc://…`). None in a sound repository; PostgreSQL
-    /// has no foreign key to refuse one.
-    async fn thumbnails_without_media(&self, limit: usize) -> Result<(u64, Vec<String>), DbError>;
+    /// The rows of `kind` (items such as `mxc://…`, `thumbnail of mxc://…`, `blob …`):
+    /// how many, and the first `limit` of them, read in one pass.
+    async fn unsound_rows(
+        &self,
+        kind: Unsound,
+        limit: usize,
+    ) -> Result<(u64, Vec<String>), DbError>;
 }
 
 /// Which rooms hold which media, as Synapse's events reference them (recorded by

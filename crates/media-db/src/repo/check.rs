@@ -15,7 +15,7 @@ use super::Repository;
 use super::sql::{ROWS_PER_STATEMENT, placeholder_list};
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
-use crate::model::DatastoreId;
+use crate::model::{DatastoreId, Unsound};
 use crate::roles::StoreCheck;
 
 #[async_trait]
@@ -67,27 +67,48 @@ impl StoreCheck for Repository {
         Ok(queued)
     }
 
-    async fn rows_without_blob(&self, limit: usize) -> Result<(u64, Vec<String>), DbError> {
-        self.count_and_list(
-            "SELECT CAST(NULL AS TEXT), m.origin, m.media_id FROM media AS m \
-             WHERE NOT EXISTS (SELECT 1 FROM blobs AS b WHERE b.sha256 = m.sha256) \
-             UNION ALL SELECT 'thumbnail of ', t.origin, t.media_id FROM thumbnails AS t \
-             WHERE NOT EXISTS (SELECT 1 FROM blobs AS b WHERE b.sha256 = t.sha256)",
-            limit,
-            "find rows whose blob row is missing",
-        )
-        .await
-    }
-
-    async fn thumbnails_without_media(&self, limit: usize) -> Result<(u64, Vec<String>), DbError> {
-        self.count_and_list(
-            "SELECT DISTINCT 'thumbnail of ', t.origin, t.media_id FROM thumbnails AS t \
-             WHERE NOT EXISTS (SELECT 1 FROM media AS m \
-             WHERE m.origin = t.origin AND m.media_id = t.media_id)",
-            limit,
-            "find thumbnails whose media row is missing",
-        )
-        .await
+    async fn unsound_rows(
+        &self,
+        kind: Unsound,
+        limit: usize,
+    ) -> Result<(u64, Vec<String>), DbError> {
+        let (sql, operation) = match kind {
+            Unsound::RowsWithoutBlob => (
+                "SELECT 'mxc://' || m.origin || '/' || m.media_id FROM media AS m \
+                 WHERE NOT EXISTS (SELECT 1 FROM blobs AS b WHERE b.sha256 = m.sha256) \
+                 UNION ALL SELECT 'thumbnail of mxc://' || t.origin || '/' || t.media_id \
+                 FROM thumbnails AS t \
+                 WHERE NOT EXISTS (SELECT 1 FROM blobs AS b WHERE b.sha256 = t.sha256)",
+                "find rows whose blob row is missing",
+            ),
+            Unsound::ThumbnailsWithoutMedia => (
+                "SELECT DISTINCT 'thumbnail of mxc://' || t.origin || '/' || t.media_id \
+                 FROM thumbnails AS t WHERE NOT EXISTS (SELECT 1 FROM media AS m \
+                 WHERE m.origin = t.origin AND m.media_id = t.media_id)",
+                "find thumbnails whose media row is missing",
+            ),
+            Unsound::RowsWithoutDatastore => (
+                "SELECT 'blob ' || b.sha256 || ' in datastore #' || CAST(b.datastore_id AS TEXT) \
+                 FROM blobs AS b \
+                 WHERE NOT EXISTS (SELECT 1 FROM datastores AS d WHERE d.id = b.datastore_id) \
+                 UNION ALL SELECT 'queued deletion of ' || p.location || ' in datastore #' \
+                 || CAST(p.datastore_id AS TEXT) FROM pending_deletions AS p \
+                 WHERE NOT EXISTS (SELECT 1 FROM datastores AS d WHERE d.id = p.datastore_id)",
+                "find rows whose datastore is not recorded",
+            ),
+        };
+        // Streamed: only the first `limit` are kept.
+        on_pool!(&self.pool, |p| {
+            let mut rows = sqlx::query_scalar::<_, String>(sql).fetch(p);
+            let (mut count, mut listed) = (0u64, Vec::new());
+            while let Some(item) = rows.try_next().await.during(operation)? {
+                count += 1;
+                if listed.len() < limit {
+                    listed.push(item);
+                }
+            }
+            Ok((count, listed))
+        })
     }
 
     async fn queue_orphans(
@@ -149,32 +170,6 @@ impl StoreCheck for Repository {
             }
             tx.commit().await.during("commit queued orphans")?;
             Ok(queued)
-        })
-    }
-}
-
-impl Repository {
-    /// Runs `sql`, a query of `(prefix, origin, media_id)` rows, streamed: how many rows,
-    /// and the first `limit` as `{prefix}mxc://{origin}/{media_id}`.
-    async fn count_and_list(
-        &self,
-        sql: &'static str,
-        limit: usize,
-        operation: &'static str,
-    ) -> Result<(u64, Vec<String>), DbError> {
-        on_pool!(&self.pool, |p| {
-            let mut rows = sqlx::query_as::<_, (Option<String>, String, String)>(sql).fetch(p);
-            let (mut count, mut listed) = (0u64, Vec::new());
-            while let Some((what, origin, media_id)) = rows.try_next().await.during(operation)? {
-                count += 1;
-                if listed.len() < limit {
-                    listed.push(format!(
-                        "{}mxc://{origin}/{media_id}",
-                        what.unwrap_or_default()
-                    ));
-                }
-            }
-            Ok((count, listed))
         })
     }
 }
