@@ -70,8 +70,8 @@ impl QueueDrainer {
         }
         // Every datastore is opened before anything is deleted: one that cannot be opened
         // leaves every claimed object in place, rather than objects deleted and never
-        // acknowledged. Every entry's datastore is recorded (a foreign key says so); an
-        // entry of any other would stay queued, as a drain leaves it.
+        // acknowledged. Every entry's datastore is recorded (`media_admin check` reports
+        // one that is not); an entry of any other would stay queued, as a drain leaves it.
         let mut work = Vec::new();
         for record in repo.datastore_records().await? {
             if let Some(claimed) = by_store.remove(&record.id) {

@@ -25,7 +25,7 @@ use media_core::now_ms;
 use media_core::records::MediaKey;
 
 use super::Repository;
-use super::sql::LIVE_OBJECT;
+use super::sql::{LIVE_OBJECT, retrying_deadlocks};
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
 use crate::model::{DatastoreId, DeletedClaims, DeletedMedia, DrainReport, PendingDeletion};
@@ -241,15 +241,21 @@ pub(crate) use dequeue_in;
 impl DeletionQueue for Repository {
     async fn delete_media(&self, keys: &[MediaKey]) -> Result<DeletedMedia, DbError> {
         let ts = now_ms();
-        on_pool!(&self.writer, |p| {
-            let mut tx = p
-                .begin_with(self.begin_write())
-                .await
-                .during("begin a transaction")?;
-            let report = delete_media_in!(&mut *tx, self.dialect, keys, ts, None)?;
-            tx.commit().await.during("commit a deletion")?;
-            Ok(report)
+        // A writer recording these media or their bytes at once may still meet this
+        // transaction in a circle of waits, which the database breaks by aborting one of
+        // them: tried again, as a purge's batch is.
+        retrying_deadlocks(|| async {
+            on_pool!(&self.writer, |p| {
+                let mut tx = p
+                    .begin_with(self.begin_write())
+                    .await
+                    .during("begin a transaction")?;
+                let report = delete_media_in!(&mut *tx, self.dialect, keys, ts, None)?;
+                tx.commit().await.during("commit a deletion")?;
+                Ok(report)
+            })
         })
+        .await
     }
 
     async fn pending_deletions(

@@ -13,8 +13,8 @@ use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
 use super::sql::{
     Attempt, BlobLock, ROWS_PER_STATEMENT, ThumbnailIdentity, Verified,
     append_quarantine_change_in, bind_thumbnail, cancel_deletions_in, compare_existing,
-    insert_blob_in, insert_thumbnail_in, lock_blobs_in, placeholder_list, reuse_key_check_plans_in,
-    select_media, size_column, thumbnail_identity, values_list,
+    hold_media_in, insert_blob_in, insert_thumbnail_in, lock_blobs_in, placeholder_list,
+    reuse_key_check_plans_in, select_media, size_column, thumbnail_identity, values_list,
 };
 use super::{PAGE_SIZE, Repository};
 use crate::Dialect;
@@ -81,6 +81,10 @@ impl MediaIndex for Repository {
                         .begin_with(self.begin_write())
                         .await
                         .during("begin a transaction")?;
+                    // The media first, as a deletion locks them (see `BlobLock`).
+                    if !hold_media_in!(&mut *tx, self.dialect, &t.media)? {
+                        return Ok(Attempt::Done(InsertOutcome::MediaMissing));
+                    }
                     if let Attempt::Unverified(new) =
                         insert_blob_in!(&mut *tx, self.dialect, blob, &verified, store.uri())?
                     {
@@ -250,9 +254,11 @@ impl Repository {
     /// once (two imports, or shards sharing bytes) each wait for the rows the other
     /// inserted first; in key order neither can hold a row the other waits for while it
     /// waits itself. In batch order PostgreSQL aborted one of them ("deadlock
-    /// detected"); SQLite's one writer never interleaves them. The statements after the
-    /// inserts wait for no one: they read, append to the quarantine log (no unique key),
-    /// or insert thumbnails whose rows are already committed.
+    /// detected"); SQLite's one writer never interleaves them. On PostgreSQL the media
+    /// recorded already and then the blob rows recorded already are locked after the
+    /// inserts (see `BlobLock`), media before blobs as a deletion takes them; the
+    /// statements after that wait for no one: they read, append to the quarantine log
+    /// (no unique key), or insert thumbnails whose rows are already committed.
     async fn write_media_batch(
         &self,
         batch: &[NewMedia],
@@ -308,17 +314,6 @@ impl Repository {
                 &verified
             )? {
                 return Ok(Attempt::Unverified(again));
-            }
-            // The rows that were there already stay until this transaction commits.
-            let new: HashSet<&str> = new_blobs.iter().copied().collect();
-            let existing: Vec<&str> = blobs
-                .iter()
-                .map(|(sha256, ..)| sha256.as_str())
-                .filter(|sha256| !new.contains(sha256))
-                .collect();
-            let gone = lock_blobs_in!(&mut *tx, self.dialect, &existing, BlobLock::Referenced)?;
-            if !gone.is_empty() {
-                return Ok(Attempt::Unverified(gone));
             }
 
             // 2. Media: never overwritten; an existing one is the same bytes or a conflict.
@@ -389,6 +384,19 @@ impl Repository {
                     rows.into_iter()
                         .map(|(origin, media_id, sha256)| ((origin, media_id), sha256)),
                 );
+            }
+            // The blob rows that were there already stay until this transaction commits.
+            // Locked after the media, as a deletion locks them: a purge deleting these
+            // media waits for their rows' locks above, never the other way round.
+            let new: HashSet<&str> = new_blobs.iter().copied().collect();
+            let recorded: Vec<&str> = blobs
+                .iter()
+                .map(|(sha256, ..)| sha256.as_str())
+                .filter(|sha256| !new.contains(sha256))
+                .collect();
+            let gone = lock_blobs_in!(&mut *tx, self.dialect, &recorded, BlobLock::Referenced)?;
+            if !gone.is_empty() {
+                return Ok(Attempt::Unverified(gone));
             }
             let mut outcomes = Vec::with_capacity(batch.len());
             for item in batch {

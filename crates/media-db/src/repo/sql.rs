@@ -160,14 +160,15 @@ macro_rules! select_media {
 }
 pub(crate) use select_media;
 
-/// Lets PostgreSQL's foreign-key checks in the open transaction `$conn` (of `$dialect`)
-/// reuse their cached plans; evaluates to `Result<(), DbError>`. PostgreSQL checks each
-/// written or deleted row's foreign keys with statements of its own, which the
-/// connection's `force_custom_plan` (connect.rs) had planned again at every execution:
-/// planning them took longer than running them. Their generic plans are look-ups by key
-/// (checked on a referenced table of ten rows grown to 300,000). The transaction's own
-/// statements must then be unnamed (`persistent(false)`) where their plan depends on the
-/// tables' size: an unnamed statement is planned at each execution in `auto` mode too.
+/// Lets the statements of the open transaction `$conn` (of `$dialect`) that look up one
+/// key reuse their cached plans on PostgreSQL; evaluates to `Result<(), DbError>`. The
+/// connection's `force_custom_plan` (connect.rs) plans every execution again, which a
+/// look-up by key does not need: planning one took longer than running it (first seen on
+/// the foreign-key checks PostgreSQL ran per row, before migration 0011 dropped them).
+/// A generic plan of a key look-up stays one (checked on a table of ten rows grown to
+/// 300,000). The transaction's statements whose plan depends on the tables' size must
+/// then be unnamed (`persistent(false)`): an unnamed statement is planned at each
+/// execution in `auto` mode too.
 macro_rules! reuse_key_check_plans_in {
     ($conn:expr, $dialect:expr) => {
         async {
@@ -175,7 +176,7 @@ macro_rules! reuse_key_check_plans_in {
                 sqlx::query("SET LOCAL plan_cache_mode = auto")
                     .execute($conn)
                     .await
-                    .during("let foreign-key checks reuse their plans")?;
+                    .during("let key look-ups reuse their plans")?;
             }
             Ok::<_, $crate::error::DbError>(())
         }
@@ -352,6 +353,34 @@ pub(crate) fn size_column(size: u64, item: impl FnOnce() -> String) -> Result<i6
     })
 }
 
+/// Locks the row of the media `$key` in the open transaction `$conn` (of `$dialect`)
+/// until it commits, as a foreign key's check would (PostgreSQL: `FOR KEY SHARE`; SQLite's
+/// one writer needs no lock); evaluates to `Result<bool, DbError>`, whether the media is
+/// there. A deletion of the media waits for the lock, then deletes the thumbnails added
+/// under it (see [`BlobLock`]).
+macro_rules! hold_media_in {
+    ($conn:expr, $dialect:expr, $key:expr) => {
+        async {
+            let key: &media_core::records::MediaKey = $key;
+            let lock = match $dialect {
+                $crate::Dialect::Postgres => " FOR KEY SHARE",
+                $crate::Dialect::Sqlite => "",
+            };
+            let held: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT CAST(1 AS BIGINT) FROM media WHERE origin = $1 AND media_id = $2{lock}"
+            )))
+            .bind(key.origin.as_str())
+            .bind(key.media_id.as_str())
+            .fetch_optional($conn)
+            .await
+            .during("hold a media's row")?;
+            Ok::<_, $crate::error::DbError>(held.is_some())
+        }
+        .await
+    };
+}
+pub(crate) use hold_media_in;
+
 /// Inserts a thumbnail row (never overwriting) in the open transaction `$conn` (of
 /// `$dialect`); evaluates to `Result<InsertOutcome, DbError>`. Its blob row must exist
 /// (and on PostgreSQL be locked: [`lock_blobs_in`]). On PostgreSQL its media's row is
@@ -360,19 +389,8 @@ macro_rules! insert_thumbnail_in {
     ($conn:expr, $dialect:expr, $thumbnail:expr) => {
         async {
             let t: &media_core::records::ThumbnailRecord = $thumbnail;
-            if $dialect == $crate::Dialect::Postgres {
-                let held: Option<i64> = sqlx::query_scalar(
-                    "SELECT CAST(1 AS BIGINT) FROM media WHERE origin = $1 AND media_id = $2 \
-                     FOR KEY SHARE",
-                )
-                .bind(t.media.origin.as_str())
-                .bind(t.media.media_id.as_str())
-                .fetch_optional($conn)
-                .await
-                .during("lock a thumbnail's media")?;
-                if held.is_none() {
-                    return Ok($crate::model::InsertOutcome::MediaMissing);
-                }
+            if !$crate::repo::sql::hold_media_in!($conn, $dialect, &t.media)? {
+                return Ok($crate::model::InsertOutcome::MediaMissing);
             }
             let outcome = {
                 // Guarded by the media's existence, so a missing media is an outcome, not a
