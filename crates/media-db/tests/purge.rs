@@ -477,24 +477,9 @@ async fn a_page_of_thousands_of_media_named_one_by_one_is_tallied_and_purged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_batch_aborted_to_break_a_deadlock_is_tried_again() {
     let db = TestDatabase::postgres().await;
-    let repo = connect(&db.url).await.unwrap();
-    let store = MemoryDatastore::new();
-    let ds = repo.register_datastore("memory://test").await.unwrap();
-    let old = record(&repo, &store, ds, "mxc://ours.test/old", None, b"bytes").await;
-    let sha256 = store.put_bytes(b"bytes").await.unwrap().blob.sha256;
+    let (repo, old, sha256, mut writer) = a_writer_using_the_bytes_of_old(&db).await;
 
-    let mut writer = OtherWriter::begin(&db).await;
-    refer_to_bytes(&mut writer, &sha256, "new").await;
-
-    let selection = PurgeSelection::Media(vec![old.clone()]);
-    let page = repo.purge_page(&selection, None, 10).await.unwrap();
-    let purging = {
-        let repo = repo.clone();
-        tokio::spawn(async move {
-            let ours = ["ours.test".parse().unwrap()];
-            repo.purge_batch(&page, &ours, &[]).await
-        })
-    };
+    let purging = spawn_purge(&repo, &old).await;
     // Once the purge, having deleted the old media, waits for the blob row the writer
     // holds, the writer waits for the old media's row: PostgreSQL aborts the purge.
     let old_media = "UPDATE media SET purpose = purpose \
@@ -547,23 +532,8 @@ async fn refer_to_bytes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_keeps_the_bytes_a_writer_is_recording_a_new_media_with() {
     let db = TestDatabase::postgres().await;
-    let repo = connect(&db.url).await.unwrap();
-    let store = MemoryDatastore::new();
-    let ds = repo.register_datastore("memory://test").await.unwrap();
-    let old = record(&repo, &store, ds, "mxc://ours.test/old", None, b"bytes").await;
-    let sha256 = store.put_bytes(b"bytes").await.unwrap().blob.sha256;
-
-    let mut writer = OtherWriter::begin(&db).await;
-    refer_to_bytes(&mut writer, &sha256, "new").await;
-    let selection = PurgeSelection::Media(vec![old.clone()]);
-    let page = repo.purge_page(&selection, None, 10).await.unwrap();
-    let purging = {
-        let repo = repo.clone();
-        tokio::spawn(async move {
-            let ours = ["ours.test".parse().unwrap()];
-            repo.purge_batch(&page, &ours, &[]).await
-        })
-    };
+    let (repo, old, sha256, mut writer) = a_writer_using_the_bytes_of_old(&db).await;
+    let purging = spawn_purge(&repo, &old).await;
     // Commits once the purge waits for it.
     writer
         .deadlock_with(&db, || purging.is_finished(), async |_| {})
@@ -613,15 +583,7 @@ async fn a_purge_deletes_a_thumbnail_added_to_its_media_meanwhile() {
     .execute(&mut writer.conn)
     .await
     .unwrap();
-    let selection = PurgeSelection::Media(vec![media.clone()]);
-    let page = repo.purge_page(&selection, None, 10).await.unwrap();
-    let purging = {
-        let repo = repo.clone();
-        tokio::spawn(async move {
-            let ours = ["ours.test".parse().unwrap()];
-            repo.purge_batch(&page, &ours, &[]).await
-        })
-    };
+    let purging = spawn_purge(&repo, &media).await;
     // Commits once the purge waits for it.
     writer
         .deadlock_with(&db, || purging.is_finished(), async |_| {})
@@ -631,4 +593,40 @@ async fn a_purge_deletes_a_thumbnail_added_to_its_media_meanwhile() {
     assert_eq!((purged.tally.media, purged.tally.thumbnails), (1, 1));
     assert!(repo.thumbnails_of(&media).await.unwrap().is_empty());
     assert_eq!(repo.blob_reference_count(&thumb).await.unwrap(), 1);
+}
+
+/// A repository in `db` holding mxc://ours.test/old, and another writer recording
+/// mxc://ours.test/new with the same bytes (whose digest is returned), not committed.
+async fn a_writer_using_the_bytes_of_old(
+    db: &TestDatabase,
+) -> (
+    Repository,
+    MediaKey,
+    media_core::ids::Sha256Hex,
+    OtherWriter,
+) {
+    let repo = connect(&db.url).await.unwrap();
+    let store = MemoryDatastore::new();
+    let ds = repo.register_datastore("memory://test").await.unwrap();
+    let old = record(&repo, &store, ds, "mxc://ours.test/old", None, b"bytes").await;
+    let sha256 = store.put_bytes(b"bytes").await.unwrap().blob.sha256;
+    let mut writer = OtherWriter::begin(db).await;
+    refer_to_bytes(&mut writer, &sha256, "new").await;
+    (repo, old, sha256, writer)
+}
+
+/// Starts purging the media `key` of ours.test, one batch, in a task of its own.
+async fn spawn_purge(
+    repo: &Repository,
+    key: &MediaKey,
+) -> tokio::task::JoinHandle<Result<media_db::PurgedBatch, DbError>> {
+    let page = repo
+        .purge_page(&PurgeSelection::Media(vec![key.clone()]), None, 10)
+        .await
+        .unwrap();
+    let repo = repo.clone();
+    tokio::spawn(async move {
+        let ours = ["ours.test".parse().unwrap()];
+        repo.purge_batch(&page, &ours, &[]).await
+    })
 }

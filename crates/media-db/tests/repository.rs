@@ -44,6 +44,23 @@ impl Fixture {
         }
     }
 
+    /// Puts `bytes` into the datastore and returns a 32×32 cropped thumbnail of `media`
+    /// made of them.
+    async fn crop_thumbnail(&self, media: &MediaKey, bytes: &[u8]) -> ThumbnailRecord {
+        let put = self.store.put_bytes(bytes).await.unwrap();
+        ThumbnailRecord {
+            media: media.clone(),
+            width: 32,
+            height: 32,
+            method: ThumbnailMethod::Crop,
+            content_type: "image/png".into(),
+            animated: false,
+            sha256: put.blob.sha256,
+            size_bytes: put.blob.size,
+            created_ts: 1,
+        }
+    }
+
     /// Puts `bytes` into the datastore and returns a local media record for them.
     async fn media(&self, media_id: &str, uploader: &str, bytes: &[u8]) -> NewMedia {
         let put = self.store.put_bytes(bytes).await.unwrap();
@@ -489,18 +506,7 @@ async fn a_thumbnail_of_a_media_deleted_meanwhile_is_not_recorded() {
     let f = Fixture::on(&db).await;
     let media = f.media("img", "@alice:example.org", b"image").await;
     f.insert(&media).await;
-    let put = f.store.put_bytes(b"thumb").await.unwrap();
-    let thumb = ThumbnailRecord {
-        media: media.record.key.clone(),
-        width: 32,
-        height: 32,
-        method: ThumbnailMethod::Crop,
-        content_type: "image/png".into(),
-        animated: false,
-        sha256: put.blob.sha256.clone(),
-        size_bytes: put.blob.size,
-        created_ts: 1,
-    };
+    let thumb = f.crop_thumbnail(&media.record.key, b"thumb").await;
     let mut other = OtherWriter::begin(&db).await;
     sqlx::query("DELETE FROM media WHERE origin = 'example.org' AND media_id = 'img'")
         .execute(&mut other.conn)
@@ -684,18 +690,7 @@ async fn thumbnails_need_their_media_and_are_idempotent() {
     on_both(|f| async move {
         let media = f.media("img", "@alice:example.org", b"image").await;
         f.insert(&media).await;
-        let put = f.store.put_bytes(b"thumb").await.unwrap();
-        let thumb = ThumbnailRecord {
-            media: media.record.key.clone(),
-            width: 32,
-            height: 32,
-            method: ThumbnailMethod::Crop,
-            content_type: "image/png".into(),
-            animated: false,
-            sha256: put.blob.sha256.clone(),
-            size_bytes: put.blob.size,
-            created_ts: 1,
-        };
+        let thumb = f.crop_thumbnail(&media.record.key, b"thumb").await;
         let insert = |t: ThumbnailRecord| {
             let f = &f;
             async move {
@@ -722,10 +717,7 @@ async fn thumbnails_need_their_media_and_are_idempotent() {
             "{}",
             f.label
         );
-        assert_eq!(
-            f.repo.blob_reference_count(&put.blob.sha256).await.unwrap(),
-            2
-        );
+        assert_eq!(f.repo.blob_reference_count(&thumb.sha256).await.unwrap(), 2);
     })
     .await;
 }
