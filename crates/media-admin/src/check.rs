@@ -27,9 +27,9 @@
 //! drains the queues, so an orphan goes through the same protocol as a purged object (a
 //! writer that records the same bytes meanwhile cancels the deletion, or puts them again
 //! if the drain claimed it first); it removes stale temporary files; it drains the
-//! queued deletions. A missing or damaged object, or an unsound row, is reported, never "repaired" by
-//! deleting the rows that point at it: its media may be restored from a backup or
-//! imported again.
+//! queued deletions. A missing or damaged object, or an unsound row, is reported, never
+//! "repaired" by deleting the rows that point at it: its media may be restored from a
+//! backup or imported again.
 
 use std::fmt;
 use std::sync::Arc;

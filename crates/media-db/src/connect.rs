@@ -269,7 +269,7 @@ pub async fn open_pool(location: &DatabaseLocation, options: OpenOptions) -> Res
             // the table: each page's look-up of 1,000 media IDs took 0.2 s at 40,000 rows,
             // 1.2 s at 100,000, quadratic. Planning a statement costs a millisecond or two.
             // The transactions that write or delete media, and the datastore transfers,
-            // lift it for their look-ups of one key (`reuse_key_check_plans_in`).
+            // lift it for their look-ups of one key (`reuse_key_lookup_plans_in`).
             let connect = PgConnectOptions::from_str(url)
                 .map_err(invalid)?
                 .options([("plan_cache_mode", "force_custom_plan")]);

@@ -52,7 +52,7 @@ macro_rules! delete_media_in {
             use $crate::repo::deletion::KEYS_PER_STATEMENT;
             use $crate::repo::sql::{placeholder_list, values_list};
             let keys: &[media_core::records::MediaKey] = $keys;
-            $crate::repo::sql::reuse_key_check_plans_in!($conn, $dialect)?;
+            $crate::repo::sql::reuse_key_lookup_plans_in!($conn, $dialect)?;
             let mut report = $crate::model::DeletedMedia::default();
             let mut candidates = std::collections::BTreeSet::new();
             // Which table goes first. PostgreSQL: the media, which waits for any writer

@@ -13,11 +13,11 @@ use media_core::records::{MediaKey, MediaRecord, ThumbnailRecord};
 use super::sql::{
     Attempt, BlobLock, ROWS_PER_STATEMENT, ThumbnailIdentity, Verified,
     append_quarantine_change_in, bind_thumbnail, cancel_deletions_in, compare_existing,
-    hold_media_in, insert_blob_in, insert_thumbnail_in, lock_blobs_in, placeholder_list,
-    reuse_key_check_plans_in, select_media, size_column, thumbnail_identity, values_list,
+    held_by_writer, hold_media_in, insert_blob_in, insert_thumbnail_in, lock_blobs_in,
+    placeholder_list, reuse_key_lookup_plans_in, select_media, size_column, thumbnail_identity,
+    values_list,
 };
 use super::{PAGE_SIZE, Repository};
-use crate::Dialect;
 use crate::connect::on_pool;
 use crate::error::{DbError, QueryContext};
 use crate::model::{DatastoreId, InsertOutcome, MediaOutcome, NewBlob, NewMedia, PinReport};
@@ -90,7 +90,7 @@ impl MediaIndex for Repository {
                     {
                         return Ok(Attempt::Unverified(new));
                     }
-                    let outcome = insert_thumbnail_in!(&mut *tx, self.dialect, t)?;
+                    let outcome = insert_thumbnail_in!(&mut *tx, t)?;
                     tx.commit().await.during("commit a thumbnail")?;
                     Ok(Attempt::Done(outcome))
                 })
@@ -274,7 +274,7 @@ impl Repository {
                 .await
                 .during("begin a transaction")?;
             // Its statements that read a range are unnamed; the others look up one key.
-            reuse_key_check_plans_in!(&mut *tx, self.dialect)?;
+            reuse_key_lookup_plans_in!(&mut *tx, self.dialect)?;
 
             // 1. Blobs: insert-or-get; new rows cancel queued deletions.
             let mut new_blobs: Vec<String> = Vec::new();
@@ -365,10 +365,7 @@ impl Repository {
                     "SELECT origin, media_id, sha256 FROM media \
                      WHERE (origin, media_id) IN (VALUES {}) ORDER BY origin, media_id{}",
                     values_list(self.dialect, chunk.len(), 2),
-                    match self.dialect {
-                        Dialect::Postgres => " FOR KEY SHARE",
-                        Dialect::Sqlite => "",
-                    }
+                    held_by_writer(self.dialect)
                 );
                 let mut query =
                     sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql))
@@ -465,7 +462,7 @@ impl Repository {
                 let outcome = if inserted.contains(&thumbnail_identity(t)) {
                     InsertOutcome::Inserted
                 } else {
-                    insert_thumbnail_in!(&mut *tx, self.dialect, t)?
+                    insert_thumbnail_in!(&mut *tx, t)?
                 };
                 outcomes[i].thumbnails.push(outcome);
             }

@@ -100,6 +100,17 @@ pub(crate) enum BlobLock {
     Deleting,
 }
 
+/// The clause that holds the rows a writer's statement reads until its transaction
+/// commits, as a foreign key's check would: ` FOR KEY SHARE` on PostgreSQL (shared with
+/// other writers, waited for by a deletion); nothing on SQLite, whose one writer at a
+/// time needs no lock.
+pub(crate) fn held_by_writer(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => " FOR KEY SHARE",
+        Dialect::Sqlite => "",
+    }
+}
+
 /// Locks the blob rows of `$digests` (in digest order) in the open transaction `$conn`
 /// (of `$dialect`) as `$lock` (a [`BlobLock`]) says; evaluates to
 /// `Result<Vec<String>, DbError>`, the digests whose row is gone (a deletion committed
@@ -114,12 +125,14 @@ macro_rules! lock_blobs_in {
                 return Ok::<_, $crate::error::DbError>(gone);
             }
             let mode = match $lock {
-                $crate::repo::sql::BlobLock::Referenced => "FOR KEY SHARE",
-                $crate::repo::sql::BlobLock::Deleting => "FOR UPDATE",
+                $crate::repo::sql::BlobLock::Referenced => {
+                    $crate::repo::sql::held_by_writer($dialect)
+                }
+                $crate::repo::sql::BlobLock::Deleting => " FOR UPDATE",
             };
             for chunk in digests.chunks($crate::repo::sql::ROWS_PER_STATEMENT) {
                 let sql = format!(
-                    "SELECT sha256 FROM blobs WHERE sha256 IN ({}) ORDER BY sha256 {mode}",
+                    "SELECT sha256 FROM blobs WHERE sha256 IN ({}) ORDER BY sha256{mode}",
                     $crate::repo::sql::placeholder_list($dialect, chunk.len(), 1)
                 );
                 let mut query =
@@ -169,7 +182,7 @@ pub(crate) use select_media;
 /// 300,000). The transaction's statements whose plan depends on the tables' size must
 /// then be unnamed (`persistent(false)`): an unnamed statement is planned at each
 /// execution in `auto` mode too.
-macro_rules! reuse_key_check_plans_in {
+macro_rules! reuse_key_lookup_plans_in {
     ($conn:expr, $dialect:expr) => {
         async {
             if $dialect == $crate::Dialect::Postgres {
@@ -183,7 +196,7 @@ macro_rules! reuse_key_check_plans_in {
         .await
     };
 }
-pub(crate) use reuse_key_check_plans_in;
+pub(crate) use reuse_key_lookup_plans_in;
 
 /// Inserts a blob row in the open transaction `$conn` (insert-or-get) and evaluates to
 /// `Result<Attempt<BlobOutcome>, DbError>`. A new row must be one whose object was seen
@@ -353,21 +366,17 @@ pub(crate) fn size_column(size: u64, item: impl FnOnce() -> String) -> Result<i6
     })
 }
 
-/// Locks the row of the media `$key` in the open transaction `$conn` (of `$dialect`)
-/// until it commits, as a foreign key's check would (PostgreSQL: `FOR KEY SHARE`; SQLite's
-/// one writer needs no lock); evaluates to `Result<bool, DbError>`, whether the media is
-/// there. A deletion of the media waits for the lock, then deletes the thumbnails added
-/// under it (see [`BlobLock`]).
+/// Holds the row of the media `$key` in the open transaction `$conn` (of `$dialect`)
+/// until it commits ([`held_by_writer`]); evaluates to `Result<bool, DbError>`, whether
+/// the media is there. A deletion of the media waits for it, then deletes the thumbnails
+/// added under it (see [`BlobLock`]).
 macro_rules! hold_media_in {
     ($conn:expr, $dialect:expr, $key:expr) => {
         async {
             let key: &media_core::records::MediaKey = $key;
-            let lock = match $dialect {
-                $crate::Dialect::Postgres => " FOR KEY SHARE",
-                $crate::Dialect::Sqlite => "",
-            };
             let held: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT CAST(1 AS BIGINT) FROM media WHERE origin = $1 AND media_id = $2{lock}"
+                "SELECT CAST(1 AS BIGINT) FROM media WHERE origin = $1 AND media_id = $2{}",
+                $crate::repo::sql::held_by_writer($dialect)
             )))
             .bind(key.origin.as_str())
             .bind(key.media_id.as_str())
@@ -381,17 +390,14 @@ macro_rules! hold_media_in {
 }
 pub(crate) use hold_media_in;
 
-/// Inserts a thumbnail row (never overwriting) in the open transaction `$conn` (of
-/// `$dialect`); evaluates to `Result<InsertOutcome, DbError>`. Its blob row must exist
-/// (and on PostgreSQL be locked: [`lock_blobs_in`]). On PostgreSQL its media's row is
-/// locked until the transaction commits, as a foreign key's check would.
+/// Inserts a thumbnail row (never overwriting) in the open transaction `$conn`; evaluates
+/// to `Result<InsertOutcome, DbError>`. Its blob row must exist and be held
+/// ([`lock_blobs_in`]), and its media's row be held ([`hold_media_in`]) when this
+/// transaction did not insert it.
 macro_rules! insert_thumbnail_in {
-    ($conn:expr, $dialect:expr, $thumbnail:expr) => {
+    ($conn:expr, $thumbnail:expr) => {
         async {
             let t: &media_core::records::ThumbnailRecord = $thumbnail;
-            if !$crate::repo::sql::hold_media_in!($conn, $dialect, &t.media)? {
-                return Ok($crate::model::InsertOutcome::MediaMissing);
-            }
             let outcome = {
                 // Guarded by the media's existence, so a missing media is an outcome, not a
                 // foreign-key error.

@@ -25,7 +25,7 @@ use media_core::now_ms;
 
 use super::Repository;
 use super::attach::new_marker;
-use super::sql::reuse_key_check_plans_in;
+use super::sql::reuse_key_lookup_plans_in;
 use crate::connect::{Pool, on_pool};
 use crate::error::{DbError, QueryContext};
 use crate::model::{Blob, BlobMove, BlobTally, DatastoreId, MoveOutcome};
@@ -117,7 +117,7 @@ impl BlobTransfer for Repository {
                 .await
                 .during("begin a transaction")?;
             // One key per statement: their plans can be reused.
-            reuse_key_check_plans_in!(&mut *tx, self.dialect)?;
+            reuse_key_lookup_plans_in!(&mut *tx, self.dialect)?;
             let mut ids = Vec::with_capacity(blobs.len());
             for blob in blobs {
                 let id: i64 = sqlx::query_scalar(
@@ -146,7 +146,7 @@ impl BlobTransfer for Repository {
                 .await
                 .during("begin a transaction")?;
             // One key per statement: their plans can be reused.
-            reuse_key_check_plans_in!(&mut *tx, self.dialect)?;
+            reuse_key_lookup_plans_in!(&mut *tx, self.dialect)?;
             let mut outcomes = Vec::with_capacity(moves.len());
             for m in moves {
                 let switched = sqlx::query(
