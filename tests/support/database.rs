@@ -70,16 +70,25 @@ impl TestDatabase {
         }
     }
 
-    /// A fresh, empty PostgreSQL database on the test server.
+    /// A fresh, empty PostgreSQL database on the test server, its text in bytewise order.
     pub async fn postgres() -> Self {
+        Self::postgres_with_locale("LC_COLLATE 'C' LC_CTYPE 'C'").await
+    }
+
+    /// A fresh, empty PostgreSQL database whose text sorts as a language does (ICU's
+    /// root collation: `_d` < `a` < `B` < `c`), as many operators' databases do, where
+    /// bytewise order would put `B` first.
+    pub async fn postgres_in_language_order() -> Self {
+        Self::postgres_with_locale("LOCALE_PROVIDER icu ICU_LOCALE 'und' LOCALE 'C'").await
+    }
+
+    async fn postgres_with_locale(locale: &str) -> Self {
         let server_url = postgres_server_url();
         let name = unique_name("media_test");
         let mut conn = PgConnection::connect(&server_url)
             .await
             .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at DATABASE_URL: {e}"));
-        let create = format!(
-            "CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
-        );
+        let create = format!("CREATE DATABASE {name} ENCODING 'UTF8' {locale} TEMPLATE template0");
         sqlx::raw_sql(sqlx::AssertSqlSafe(create))
             .execute(&mut conn)
             .await

@@ -656,6 +656,56 @@ async fn media_inserts_are_idempotent_and_never_overwrite() {
 }
 
 #[tokio::test]
+async fn recorded_media_are_found_among_a_page_of_ids_whatever_their_order() {
+    on_both(recorded_media_are_found_among).await;
+    let db = TestDatabase::postgres_in_language_order().await;
+    let fixture = Fixture::on(&db).await;
+    let repo = fixture.repo.clone();
+    recorded_media_are_found_among(fixture).await;
+    repo.close().await;
+}
+
+/// The body of [`recorded_media_are_found_among_a_page_of_ids_whatever_their_order`].
+async fn recorded_media_are_found_among(f: Fixture) {
+    // IDs whose bytewise order and a language's collation differ (case, `_`).
+    let mut digests = std::collections::BTreeMap::new();
+    for id in ["a1", "B2", "c3", "_d4", "E5", "zz9"] {
+        let media = f.media(id, "@alice:example.org", id.as_bytes()).await;
+        f.insert(&media).await;
+        digests.insert(id.to_owned(), media.record.sha256);
+    }
+    // The same ID at another origin is not ours.
+    f.insert(&f.media("c3", "@bob:other.org", b"other c3").await)
+        .await;
+    let origin = "example.org".parse().unwrap();
+    let found = f
+        .repo
+        .existing_media_digests(&origin, &["c3", "a1", "B2", "nothere"])
+        .await
+        .unwrap();
+    let found: std::collections::BTreeMap<String, Sha256Hex> = found.into_iter().collect();
+    digests.retain(|id, _| ["B2", "a1", "c3"].contains(&id.as_str()));
+    assert_eq!(found, digests, "{}", f.label);
+
+    // A range holding far more recorded media than IDs asked: every one asked is
+    // still found.
+    let mut batch = Vec::new();
+    for n in 0..300 {
+        let id = format!("p{n:03}");
+        batch.push(f.media(&id, "@alice:example.org", id.as_bytes()).await);
+    }
+    f.repo.insert_media_batch(&batch, &*f.store).await.unwrap();
+    let found = f
+        .repo
+        .existing_media_digests(&origin, &["p299", "p000", "p150x"])
+        .await
+        .unwrap();
+    let mut found: Vec<&str> = found.keys().map(String::as_str).collect();
+    found.sort_unstable();
+    assert_eq!(found, ["p000", "p299"], "{}", f.label);
+}
+
+#[tokio::test]
 async fn every_media_field_round_trips() {
     on_both(|f| async move {
         let mut media = f.media("full", "@bob:example.org:8448", b"x").await;

@@ -18,12 +18,20 @@ use super::sql::{
     values_list,
 };
 use super::{PAGE_SIZE, Repository};
-use crate::connect::on_pool;
+use crate::connect::{Pool, on_pool};
 use crate::error::{DbError, QueryContext};
 use crate::model::{DatastoreId, InsertOutcome, MediaOutcome, NewBlob, NewMedia, PinReport};
 use crate::paging::{full_page, keyset_pages};
 use crate::roles::MediaIndex;
 use crate::rows::{MediaRow, ThumbnailRow};
+
+/// Rows per media ID asked that a range look-up of recorded media reads before it gives
+/// way to a look-up per ID ([`Repository::recorded_media_digests`]).
+const RANGE_ROWS_PER_ID: usize = 4;
+
+/// Rows a range look-up reads in any case: a page whose range other importers (shards)
+/// are filling at the same time still takes the range.
+const RANGE_ROWS_SLACK: usize = 256;
 
 #[async_trait]
 impl MediaIndex for Repository {
@@ -132,14 +140,7 @@ impl MediaIndex for Repository {
         origin: &ServerName,
         media_ids: &[&str],
     ) -> Result<HashMap<String, Sha256Hex>, DbError> {
-        let rows: Vec<(String, String)> = self
-            .rows_of_media(
-                "media_id, sha256 FROM media",
-                origin,
-                media_ids,
-                "look up media",
-            )
-            .await?;
+        let rows = self.recorded_media_digests(origin, media_ids).await?;
         let mut found = HashMap::new();
         for (media_id, sha256) in rows {
             let sha256 = Sha256Hex::try_from(sha256.as_str()).map_err(|e| DbError::InvalidRow {
@@ -586,6 +587,65 @@ pub(super) enum MediaFilter {
 impl Repository {
     /// `SELECT {columns_from} WHERE origin = ? AND media_id IN (…)` over `media_ids` of
     /// `origin`, in statements of at most [`ROWS_PER_STATEMENT`] IDs.
+    /// The `(media_id, sha256)` of those of `media_ids` of `origin` that are recorded.
+    ///
+    /// An importer asks a page of IDs at a time, in key order, and a new or resumed
+    /// import holds few other media of the origin between the page's first and last ID.
+    /// One range scan of the key index then answers the page, where a look-up per ID
+    /// descends the index once for each (at a million media, 34 s of PostgreSQL's time
+    /// in an import). A range holding more than [`RANGE_ROWS_PER_ID`] rows per ID asked
+    /// (IDs in no order, or an origin recorded densely already) falls back to the
+    /// look-up per ID. The range's ends are the column's own order (PostgreSQL's
+    /// collation; SQLite's is bytewise, as Rust's).
+    async fn recorded_media_digests(
+        &self,
+        origin: &ServerName,
+        media_ids: &[&str],
+    ) -> Result<Vec<(String, String)>, DbError> {
+        let (Some(first), Some(last)) = (media_ids.iter().min(), media_ids.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        let limit = media_ids.len() * RANGE_ROWS_PER_ID + RANGE_ROWS_SLACK;
+        let in_range: Vec<(String, String)> = match &self.pool {
+            Pool::Sqlite(p) => sqlx::query_as(
+                "SELECT media_id, sha256 FROM media \
+                 WHERE origin = $1 AND media_id BETWEEN $2 AND $3 LIMIT $4",
+            )
+            .bind(origin.as_str())
+            .bind(*first)
+            .bind(*last)
+            .bind(limit as i64)
+            .fetch_all(p)
+            .await
+            .during("look up media")?,
+            Pool::Postgres(p) => sqlx::query_as(
+                "SELECT media_id, sha256 FROM media WHERE origin = $1 \
+                 AND media_id BETWEEN (SELECT min(id) FROM unnest($2::TEXT[]) AS id) \
+                 AND (SELECT max(id) FROM unnest($2::TEXT[]) AS id) LIMIT $3",
+            )
+            .bind(origin.as_str())
+            .bind(media_ids)
+            .bind(limit as i64)
+            .fetch_all(p)
+            .await
+            .during("look up media")?,
+        };
+        if in_range.len() < limit {
+            let asked: HashSet<&str> = media_ids.iter().copied().collect();
+            return Ok(in_range
+                .into_iter()
+                .filter(|(id, _)| asked.contains(id.as_str()))
+                .collect());
+        }
+        self.rows_of_media(
+            "media_id, sha256 FROM media",
+            origin,
+            media_ids,
+            "look up media",
+        )
+        .await
+    }
+
     pub(super) async fn rows_of_media<R>(
         &self,
         columns_from: &str,
@@ -624,7 +684,6 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connect::Pool;
     use media_core::DatastoreExt;
     use media_core::records::MediaKey;
     use sqlx::Connection;
