@@ -535,6 +535,53 @@ async fn a_thumbnail_of_a_media_deleted_meanwhile_is_not_recorded() {
     );
 }
 
+/// A batch met a media as recorded (its insert did nothing), then a deletion removed the
+/// row before the batch could hold it: the batch is tried again and records the media.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_media_deleted_before_a_batch_holds_it_is_recorded_again() {
+    let db = TestDatabase::postgres().await;
+    let f = Fixture::on(&db).await;
+    let media = f.media("img", "@alice:example.org", b"image").await;
+    f.insert(&media).await;
+    let fresh = f.media("new", "@alice:example.org", b"fresh").await;
+    // Holds the recorded media's row, as a deletion does before it deletes it.
+    let mut other = OtherWriter::begin(&db).await;
+    sqlx::query("SELECT 1 FROM media WHERE origin = 'example.org' AND media_id = 'img' FOR UPDATE")
+        .execute(&mut other.conn)
+        .await
+        .unwrap();
+
+    let recording = {
+        let (repo, store) = (f.repo.clone(), f.store.clone());
+        let batch = [media.clone(), fresh.clone()];
+        tokio::spawn(async move { repo.insert_media_batch(&batch, &*store).await })
+    };
+    // Deletes the media and commits once the batch waits to hold its row.
+    other
+        .deadlock_with(
+            &db,
+            || recording.is_finished(),
+            async |conn| {
+                sqlx::query("DELETE FROM media WHERE origin = 'example.org' AND media_id = 'img'")
+                    .execute(conn)
+                    .await
+                    .unwrap();
+            },
+        )
+        .await;
+
+    let outcomes = recording.await.unwrap().unwrap();
+    let outcomes: Vec<&InsertOutcome> = outcomes.iter().map(|o| &o.media).collect();
+    assert_eq!(
+        outcomes,
+        [&InsertOutcome::Inserted, &InsertOutcome::Inserted]
+    );
+    for new in [&media, &fresh] {
+        let recorded = f.repo.get_media(&new.record.key).await.unwrap();
+        assert_eq!(recorded.as_ref(), Some(&new.record));
+    }
+}
+
 /// Quarantining media locks every media with their bytes, so two runs over shared bytes
 /// lock rows in orders of their own. The other writer here holds the second media's
 /// row and then waits for the first one's, which the quarantine (waiting for the second)
