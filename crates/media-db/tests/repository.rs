@@ -1242,6 +1242,27 @@ async fn a_media_and_its_thumbnails_are_recorded_together() {
         let again = f.repo.insert_media(&media, &*f.store).await.unwrap();
         assert_eq!(again.media, InsertOutcome::AlreadyPresent);
         assert_eq!(again.thumbnails, vec![InsertOutcome::AlreadyPresent; 2]);
+        // A thumbnail made since is added to the media recorded already.
+        let mut later = media.clone();
+        later
+            .thumbnails
+            .push(f.crop_thumbnail(&media.record.key, b"made since").await);
+        let outcome = f.repo.insert_media(&later, &*f.store).await.unwrap();
+        assert_eq!(outcome.media, InsertOutcome::AlreadyPresent);
+        assert_eq!(
+            outcome.thumbnails,
+            [
+                InsertOutcome::AlreadyPresent,
+                InsertOutcome::AlreadyPresent,
+                InsertOutcome::Inserted
+            ],
+            "{}",
+            f.label
+        );
+        assert_eq!(
+            f.repo.thumbnails_of(&media.record.key).await.unwrap().len(),
+            3
+        );
         // Imported already quarantined: the change stream says so, once.
         let changes = f.repo.quarantine_changes(0, 100).await.unwrap().changes;
         assert_eq!(changes.len(), 1);
