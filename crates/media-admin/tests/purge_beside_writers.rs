@@ -119,11 +119,9 @@ async fn a_purge_beside_writers_of_the_same_bytes_keeps_every_new_media_whole() 
         let label = db.label;
         let dir = tempfile::tempdir().unwrap();
         let repo = media_db::connect(&db.url).await.unwrap();
-        let store: Arc<dyn Datastore> =
-            media_store::open(dir.path().join("store").to_str().unwrap())
-                .await
-                .unwrap()
-                .into();
+        let store = media_store::open(dir.path().join("store").to_str().unwrap())
+            .await
+            .unwrap();
         let datastore_id = repo
             .attach_datastore(store.as_ref(), AttachOptions::WRITE)
             .await
