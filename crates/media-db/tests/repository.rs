@@ -15,8 +15,9 @@ use media_core::ids::{Sha256Hex, UserId};
 use media_core::records::{MediaKey, MediaRecord, Purpose, ThumbnailMethod, ThumbnailRecord};
 use media_db::{
     BlobIndex, BlobMove, BlobOutcome, BlobTally, BlobTransfer, DatastoreId, DbError, DeletionQueue,
-    InsertOutcome, MediaIndex, MoveOutcome, NewBlob, NewMedia, Quarantine, QuarantineAction,
-    Repository, RoomIndex, RoomMedia, StoreCheck, TaskKind, TaskLog, connect, delete_claimed,
+    InsertOutcome, MediaIndex, MediaOutcome, MoveOutcome, NewBlob, NewMedia, Quarantine,
+    QuarantineAction, Repository, RoomIndex, RoomMedia, StoreCheck, TaskKind, TaskLog, connect,
+    delete_claimed,
 };
 use media_store::MemoryDatastore;
 use media_store::faulty::FaultyDatastore;
@@ -83,6 +84,15 @@ impl Fixture {
             thumbnails: Vec::new(),
             datastore_id: self.datastore_id,
         }
+    }
+
+    /// Starts recording `batch` in a task of its own.
+    fn spawn_batch(
+        &self,
+        batch: Vec<NewMedia>,
+    ) -> tokio::task::JoinHandle<Result<Vec<MediaOutcome>, DbError>> {
+        let (repo, store) = (self.repo.clone(), self.store.clone());
+        tokio::spawn(async move { repo.insert_media_batch(&batch, &*store).await })
     }
 
     async fn insert(&self, media: &NewMedia) -> InsertOutcome {
@@ -216,14 +226,12 @@ async fn sixteen_concurrent_media_batches_share_one_blob() {
         }
         let tasks: Vec<_> = batches
             .into_iter()
-            .map(|batch| {
-                let (repo, store) = (f.repo.clone(), f.store.clone());
-                tokio::spawn(async move { repo.insert_media_batch(&batch, &*store).await.unwrap() })
-            })
+            .map(|batch| f.spawn_batch(batch))
             .collect();
         for task in tasks {
             assert!(
                 task.await
+                    .unwrap()
                     .unwrap()
                     .iter()
                     .all(|o| o.media == InsertOutcome::Inserted)
@@ -294,10 +302,7 @@ async fn batches_of_the_same_media_in_opposite_orders_both_commit() {
             let backward: Vec<NewMedia> = forward.iter().rev().cloned().collect();
             let tasks: Vec<_> = [forward, backward]
                 .into_iter()
-                .map(|batch| {
-                    let (repo, store) = (f.repo.clone(), f.store.clone());
-                    tokio::spawn(async move { repo.insert_media_batch(&batch, &*store).await })
-                })
+                .map(|batch| f.spawn_batch(batch))
                 .collect();
             let (mut media, mut thumbnails) = (0, 0);
             for task in tasks {
@@ -359,10 +364,7 @@ async fn a_batch_rolled_back_to_break_a_deadlock_is_tried_again() {
         .await
         .unwrap();
 
-    let recording = {
-        let (repo, store) = (f.repo.clone(), f.store.clone());
-        tokio::spawn(async move { repo.insert_media_batch(&batch, &*store).await })
-    };
+    let recording = f.spawn_batch(batch);
     // Once the batch, having inserted the first blob, waits for the second, the other
     // writer inserts the first: PostgreSQL aborts the batch.
     other
@@ -449,10 +451,7 @@ async fn a_batch_using_bytes_a_deletion_frees_meanwhile_records_nothing() {
         .unwrap();
 
     let new = f.media("new", "@alice:example.org", b"shared bytes").await;
-    let recording = {
-        let (repo, store) = (f.repo.clone(), f.store.clone());
-        tokio::spawn(async move { repo.insert_media_batch(&[new], &*store).await })
-    };
+    let recording = f.spawn_batch(vec![new]);
     // Frees the bytes once the batch waits for their row.
     other
         .deadlock_with(
@@ -551,11 +550,7 @@ async fn a_recorded_media_deleted_before_a_batch_holds_it_is_recorded_again() {
         .await
         .unwrap();
 
-    let recording = {
-        let (repo, store) = (f.repo.clone(), f.store.clone());
-        let batch = [media.clone(), fresh.clone()];
-        tokio::spawn(async move { repo.insert_media_batch(&batch, &*store).await })
-    };
+    let recording = f.spawn_batch(vec![media.clone(), fresh.clone()]);
     // Deletes the media and commits once the batch waits to hold its row.
     other
         .deadlock_with(
